@@ -1,0 +1,303 @@
+# statecache - GNU make build.
+#
+#   make               libstatecache.a, libstatecache.so and the statecache
+#                      command (build/release/)
+#   make demo          install missing packages, build, run `statecache demo`
+#   make test          install missing packages; unit, property, stress and
+#                      CLI tests under ASan+UBSan, concurrency tests under
+#                      TSan, a short run of every fuzzer, a clang -Werror
+#                      build and the examples built against an installed copy
+#   make bench [BENCH=name]   benchmarks (JSON lines on stdout)
+#   make fuzz [FUZZ_SECONDS=n] run every fuzzer for minutes
+#   make crashtest     the long crash-recovery run
+#   make install PREFIX=/usr/local
+#   make deps          install missing Debian packages (as root) or print
+#                      the apt-get command
+#   make format        clang-format every source file
+#
+# MODE selects the flavour of a build tree: release (default), asan, tsan,
+# debug, clang, fuzz. Each builds into build/$(MODE).
+
+MODE ?= release
+PREFIX ?= /usr/local
+BUILD ?= build/$(MODE)
+# Layers compiled into the library; a subset helps while a layer is broken.
+LAYERS ?= common hamt cache snapshot store
+# Glob that selects test programs (tests/test_$(ONLY).c), default all.
+ONLY ?= *
+FUZZ_RUNS ?= 20000
+FUZZ_SECONDS ?= 120
+BENCH ?=
+
+ifeq ($(MODE),fuzz)
+CC := clang
+endif
+ifeq ($(MODE),clang)
+CC := clang
+endif
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+
+DEBIAN_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev \
+	liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler \
+	libzstd-dev libxxhash-dev libjansson-dev liburcu-dev libcmocka-dev \
+	libglib2.0-dev libsqlite3-dev
+
+LIB_PKGS := lmdb libprotobuf-c libzstd libxxhash
+CLI_PKGS := $(LIB_PKGS) jansson
+TEST_PKGS := $(CLI_PKGS) cmocka
+BENCH_PKGS := $(CLI_PKGS) glib-2.0 sqlite3 liburcu-memb liburcu-cds
+
+pkgcflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
+pkglibs = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+ARCH := $(shell uname -m)
+ARCH_FLAGS := $(if $(filter x86_64,$(ARCH)),-mpopcnt,)
+
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
+	-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
+	-fPIC $(ARCH_FLAGS) -Iinclude -I. -I$(BUILD)/gen
+
+ifeq ($(MODE),release)
+MODE_CFLAGS := -O2 -g -DNDEBUG
+else ifeq ($(MODE),clang)
+MODE_CFLAGS := -O2 -g -DNDEBUG
+else ifeq ($(MODE),asan)
+MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG \
+	-fsanitize=address,undefined -fno-sanitize-recover=all
+MODE_LDFLAGS := -fsanitize=address,undefined
+else ifeq ($(MODE),tsan)
+MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG -fsanitize=thread
+MODE_LDFLAGS := -fsanitize=thread
+else ifeq ($(MODE),debug)
+MODE_CFLAGS := -O0 -g -DSC_DEBUG
+else ifeq ($(MODE),fuzz)
+MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG -DSC_FUZZING \
+	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+MODE_LDFLAGS := -fsanitize=fuzzer,address,undefined
+else
+$(error unknown MODE '$(MODE)': release, asan, tsan, debug, clang or fuzz)
+endif
+
+CFLAGS_ALL = $(BASE_CFLAGS) $(MODE_CFLAGS) $(call pkgcflags,$(TEST_PKGS)) $(CFLAGS)
+LDFLAGS_ALL = $(MODE_LDFLAGS) $(LDFLAGS)
+LIB_LIBS = $(call pkglibs,$(LIB_PKGS)) -lpthread -lm
+
+# ---- sources ------------------------------------------------------------------
+
+PROTO := $(wildcard proto/statecache/v1/*.proto)
+PROTO_C := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTO))
+PROTO_H := $(PROTO_C:.c=.h)
+
+LIB_SRC := $(wildcard $(addsuffix /*.c,$(LAYERS)))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:%.c=%.o)
+CLI_SRC := $(wildcard cli/*.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/test_$(ONLY).c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
+STRESS_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(STRESS_SRC))
+CRASH_SRC := $(wildcard tests/crash_$(ONLY).c)
+CRASH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CRASH_SRC))
+SHELL_TESTS := $(wildcard tests/test_$(ONLY).sh)
+FUZZ_SRC := $(wildcard fuzz/*.c)
+FUZZ_BIN := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+EXAMPLE_SRC := $(wildcard examples/*.c)
+
+STATIC_LIB := $(BUILD)/libstatecache.a
+SHARED_LIB := $(BUILD)/libstatecache.so
+CLI_BIN := $(BUILD)/statecache
+CLI_TARGET := $(if $(CLI_SRC),$(CLI_BIN))
+
+.PHONY: all lib cli tests stress crash fuzzers benches deps demo test \
+	test-asan test-tsan test-fuzz test-clang test-examples bench fuzz \
+	crashtest install clean format
+
+all: lib $(CLI_TARGET)
+lib: $(STATIC_LIB) $(SHARED_LIB)
+cli: $(CLI_BIN)
+tests: $(TEST_BIN) $(STRESS_BIN) $(CRASH_BIN) $(CLI_TARGET)
+stress: $(STRESS_BIN)
+crash: $(CRASH_BIN) $(CLI_TARGET)
+fuzzers: $(FUZZ_BIN)
+benches: $(BENCH_BIN) $(CLI_TARGET)
+
+# ---- rules ---------------------------------------------------------------------
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -Iproto $<
+
+$(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c
+	$(CC) $(filter-out -Wextra -Werror,$(CFLAGS_ALL)) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libstatecache.so.0 $(LDFLAGS_ALL) -o $@ $^ $(LIB_LIBS)
+
+$(CLI_BIN): $(CLI_OBJ) $(STATIC_LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(STATIC_LIB) \
+		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_SUPPORT_OBJ) $(STATIC_LIB) \
+		$(call pkglibs,$(TEST_PKGS)) -lpthread -lm
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) \
+		$(call pkglibs,$(BENCH_PKGS)) -lpthread -lm
+
+$(BUILD)/obj/bench/%.o: bench/%.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(call pkgcflags,$(BENCH_PKGS)) -MMD -MP -c $< -o $@
+
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) \
+		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
+
+-include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- set-up --------------------------------------------------------------------
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+			grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "missing packages; run as root:"; \
+		echo "  apt-get update && apt-get install -y$$missing"; \
+		exit 1; \
+	fi
+
+# ---- the two commands ----------------------------------------------------------
+
+DEMO_DB ?= build/demo.db
+
+demo: deps
+	$(MAKE) --no-print-directory MODE=release all
+	rm -rf $(DEMO_DB)
+	build/release/statecache --db $(DEMO_DB) demo
+
+test: deps
+	$(MAKE) --no-print-directory MODE=asan test-asan
+	$(MAKE) --no-print-directory MODE=tsan test-tsan
+	$(MAKE) --no-print-directory MODE=fuzz test-fuzz
+	$(MAKE) --no-print-directory MODE=clang all
+	$(MAKE) --no-print-directory MODE=release test-examples
+	@echo "make test: all passed"
+
+export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1:strict_string_checks=1
+export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS := halt_on_error=1:second_deadlock_stack=1
+
+# Runs every test binary and shell test; the summary line counts them.
+test-asan: tests
+	@pass=0; fail=0; \
+	for t in $(TEST_BIN) $(STRESS_BIN) $(CRASH_BIN); do \
+		echo "== $$t"; \
+		if SC_TEST_SHORT=1 $$t; then pass=$$((pass+1)); \
+		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
+	done; \
+	for t in $(SHELL_TESTS); do \
+		echo "== $$t"; \
+		if STATECACHE=$(abspath $(CLI_BIN)) bash $$t; then pass=$$((pass+1)); \
+		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
+	done; \
+	echo "asan: $$pass passed, $$fail failed"; test $$fail = 0
+
+test-tsan: stress
+	@pass=0; fail=0; \
+	for t in $(STRESS_BIN); do \
+		echo "== $$t"; \
+		if SC_TEST_SHORT=1 $$t; then pass=$$((pass+1)); \
+		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
+	done; \
+	echo "tsan: $$pass passed, $$fail failed"; test $$fail = 0
+
+test-fuzz: fuzzers
+	@for f in $(FUZZ_BIN); do \
+		name=$$(basename $$f); \
+		mkdir -p $(BUILD)/corpus/$$name fuzz/corpus/$$name; \
+		echo "== fuzz $$name ($(FUZZ_RUNS) runs)"; \
+		$$f -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 \
+			$(BUILD)/corpus/$$name fuzz/corpus/$$name 2>$(BUILD)/$$name.log \
+			|| { tail -n 40 $(BUILD)/$$name.log; exit 1; }; \
+		tail -n 1 $(BUILD)/$$name.log; \
+	done
+
+fuzz: deps
+	$(MAKE) --no-print-directory MODE=fuzz fuzzers
+	@for f in build/fuzz/fuzz/*; do \
+		name=$$(basename $$f); \
+		mkdir -p build/fuzz/corpus/$$name fuzz/corpus/$$name; \
+		echo "== fuzz $$name ($(FUZZ_SECONDS) s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+			build/fuzz/corpus/$$name fuzz/corpus/$$name || exit 1; \
+	done
+
+STAGE := build/stage
+test-examples:
+	rm -rf $(STAGE)
+	$(MAKE) --no-print-directory MODE=release install PREFIX=$(abspath $(STAGE))
+	@mkdir -p $(BUILD)/examples
+	@for e in $(EXAMPLE_SRC); do \
+		name=$$(basename $$e .c); \
+		echo "== example $$name"; \
+		$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o $(BUILD)/examples/$$name $$e \
+			$$(PKG_CONFIG_PATH=$(abspath $(STAGE))/lib/pkgconfig pkg-config --cflags --libs statecache) \
+			-Wl,-rpath,$(abspath $(STAGE))/lib || exit 1; \
+		(cd $(BUILD)/examples && ./$$name --self-test) || exit 1; \
+	done
+
+bench: deps
+	$(MAKE) --no-print-directory MODE=release benches
+	@for b in $(if $(BENCH),build/release/bench/$(BENCH),$(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRC))); do \
+		$$b || exit 1; \
+	done
+
+crashtest: deps
+	$(MAKE) --no-print-directory MODE=release crash
+	@for t in $(patsubst tests/%.c,build/release/tests/%,$(CRASH_SRC)); do \
+		SC_CRASH_KILLS=2000 $$t || exit 1; \
+	done
+
+# ---- install -------------------------------------------------------------------
+
+install: lib $(CLI_TARGET)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/include/statecache
+	$(if $(CLI_TARGET),install -m 755 $(CLI_BIN) $(DESTDIR)$(PREFIX)/bin/statecache)
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libstatecache.so.0
+	ln -sf libstatecache.so.0 $(DESTDIR)$(PREFIX)/lib/libstatecache.so
+	install -m 644 include/statecache/*.h $(DESTDIR)$(PREFIX)/include/statecache/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@REQUIRES@|$(LIB_PKGS)|' \
+		statecache.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/statecache.pc
+
+clean:
+	rm -rf build
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')

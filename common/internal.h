@@ -1,0 +1,49 @@
+/*
+ * Internal helpers shared by every layer: error reports, allocation,
+ * assertions. Not installed.
+ */
+#ifndef STATECACHE_COMMON_INTERNAL_H
+#define STATECACHE_COMMON_INTERNAL_H
+
+#include <stddef.h>
+
+#include "statecache/error.h"
+
+/* Fill `err` (may be NULL) with `code` and a formatted message; returns
+ * `code` so callers can `return sc_error_set(...)`. */
+int sc_error_set(sc_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Allocation wrappers; a test can make one fail (statecache/testing.h). */
+void *sc_malloc(size_t n);
+void *sc_calloc(size_t count, size_t n);
+void *sc_realloc(void *p, size_t n);
+void sc_free(void *p);
+
+/*
+ * Invariants. SC_REQUIRE states a precondition, SC_INSIST a condition in
+ * the middle, SC_ENSURE a postcondition. Checked in debug builds
+ * (SC_DEBUG), compiled out otherwise. They guard the library's own logic,
+ * never input: bad input is an error code.
+ */
+#ifdef SC_DEBUG
+#include <stdio.h>
+#include <stdlib.h>
+#define SC_ASSERT_(kind, cond)                                                 \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__,    \
+				__LINE__, kind, #cond);                        \
+			abort();                                               \
+		}                                                              \
+	} while (0)
+#else
+#define SC_ASSERT_(kind, cond) ((void)0)
+#endif
+#define SC_REQUIRE(cond) SC_ASSERT_("REQUIRE", cond)
+#define SC_INSIST(cond)	 SC_ASSERT_("INSIST", cond)
+#define SC_ENSURE(cond)	 SC_ASSERT_("ENSURE", cond)
+
+#define SC_UNUSED(x) ((void)(x))
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * statecache: the versioned entity cache.
+ *
+ * The cache holds the state of every entity as an immutable version (a HAMT
+ * from entity id to entity state). One writer applies events into a pending
+ * version and then promotes it (one release store of the version pointer) or
+ * discards it (everything it allocated is freed). Any number of reader
+ * threads read the newest promoted version without locks: each reader thread
+ * owns an sc_reader, whose slot records the version it is using; superseded
+ * versions are freed once no slot can reach them (see cache/reclaim.c).
+ *
+ *   writer:  apply apply apply ... promote        (or discard)
+ *                  \ pending version /   \ published, visible to readers
+ *   reader:  sc_reader_get / sc_reader_begin ... sc_reader_end
+ *
+ * Thread safety: writer functions (sc_cache_apply, _promote, _discard,
+ * _load_entity, _pending_*) must be called from one thread at a time.
+ * Reader functions are called by the thread that owns the sc_reader.
+ * sc_cache_len and sc_cache_stats_get may be called from any thread.
+ */
+#ifndef STATECACHE_CACHE_H
+#define STATECACHE_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/error.h"
+#include "statecache/event.h"
+#include "statecache/hamt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sc_cache sc_cache;
+typedef struct sc_reader sc_reader;
+typedef struct sc_view sc_view;
+typedef struct sc_entity sc_entity;
+
+/* ---- entity state (immutable once published) --------------------------- */
+
+sc_str sc_entity_id(const sc_entity *e);
+int64_t sc_entity_updated_at(const sc_entity *e); /* unix ns */
+sc_str sc_entity_updated_by(const sc_entity *e);
+uint64_t sc_entity_position(const sc_entity *e); /* last event applied */
+size_t sc_entity_attr_count(const sc_entity *e);
+/* The i-th attribute, attributes sorted by name (bytewise). The returned
+ * pointers live as long as the entity. i < sc_entity_attr_count(). */
+sc_attr sc_entity_attr(const sc_entity *e, size_t i);
+/* Find an attribute by name; false when absent. */
+bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
+/* True when two states hold the same id, attributes, updated_at,
+ * updated_by and position. */
+bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
+
+/*
+ * sc_entity_apply - the state that `ev` makes of `prev` (NULL: the entity
+ * does not exist), as a standalone entity the caller owns; *out is NULL when
+ * the event leaves the entity deleted. Used for per-entity folds (as-of
+ * reads) outside any version. Errors: SC_EINVAL (bad event), ENOMEM.
+ */
+int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
+		    sc_error *err);
+
+/* Free a standalone entity (from sc_entity_apply or sc_store_entity_at).
+ * Never pass an entity read from a view. NULL is a no-op. */
+void sc_entity_free(sc_entity *e);
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+typedef struct sc_cache_options {
+	uint64_t seed;	      /* HAMT hash seed; 0: random */
+	sc_hamt_hash_fn hash; /* NULL: XXH3; tests may force collisions */
+	unsigned hamt_flags;  /* SC_HAMT_PROTECT in debug runs */
+	unsigned max_readers; /* reader slots; 0: 126 */
+} sc_cache_options;
+
+/*
+ * sc_cache_create - an empty cache (version 0, no entities).
+ *
+ * `opt` may be NULL. Errors: ENOMEM, EIO (no random seed).
+ */
+int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err);
+
+/*
+ * sc_cache_destroy - discard any pending version and free everything.
+ *
+ * No reader may be inside a pin; readers not closed are closed. NULL is a
+ * no-op.
+ */
+void sc_cache_destroy(sc_cache *cache);
+
+/* ---- writer -------------------------------------------------------------- */
+
+/*
+ * sc_cache_apply - apply one event to the pending version (opened on the
+ * first apply after a promote or discard).
+ *
+ * The event's position becomes the entity's position, its time updated_at,
+ * its actor updated_by. Errors: SC_EINVAL (empty or over-long id or name,
+ * unknown type, bad value type; the pending version is unchanged), ENOMEM
+ * (the pending version is poisoned: discard it), SC_EPOISONED.
+ */
+int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
+
+/*
+ * sc_cache_load_entity - put a whole entity state into the pending version,
+ * replacing any state of the same id. For restoring snapshots. Attributes
+ * need not be sorted; duplicate names are SC_EINVAL. Errors as apply.
+ */
+int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, sc_error *err);
+
+/*
+ * sc_cache_promote - publish the pending version with one release store.
+ *
+ * Readers that pin after this see it whole. Superseded versions no reader
+ * can reach are freed here. With nothing pending it is a no-op returning 0.
+ * Errors: SC_EPOISONED (discard instead).
+ */
+int sc_cache_promote(sc_cache *cache);
+
+/* sc_cache_discard - drop the pending version and free all it allocated. */
+void sc_cache_discard(sc_cache *cache);
+
+/* True while a pending version is open. */
+bool sc_cache_pending(const sc_cache *cache);
+
+/* Lookup in the pending version (or the published one when none is
+ * pending), for the writer thread only. */
+const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id);
+
+/*
+ * sc_cache_reclaim - free superseded versions no reader can reach now.
+ * Promote does this too; call it after readers end long pins. Writer thread.
+ * Returns the number of versions freed.
+ */
+size_t sc_cache_reclaim(sc_cache *cache);
+
+/* ---- readers ------------------------------------------------------------- */
+
+/*
+ * sc_reader_open - claim a reader slot for the calling thread.
+ *
+ * A reader is used by one thread at a time. Errors: SC_EREADERS (all slots
+ * taken), ENOMEM. If the thread exits while holding a pin, the pin is
+ * released by a thread-exit hook; the slot stays claimed until
+ * sc_reader_close (or sc_cache_destroy).
+ */
+int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
+
+/* sc_reader_close - release any pin and the slot. NULL is a no-op. */
+void sc_reader_close(sc_reader *reader);
+
+/*
+ * sc_reader_get - the state of `id` in the newest promoted version, or NULL.
+ *
+ * Pins that version in the reader's slot; the returned pointer stays valid
+ * until the next sc_reader_get, sc_reader_begin or sc_reader_end on this
+ * reader. No lock, no atomic read-modify-write.
+ */
+const sc_entity *sc_reader_get(sc_reader *reader, sc_str id);
+
+/*
+ * sc_reader_begin - pin the newest promoted version and return a view of it.
+ *
+ * Everything read through the view is from that one version, whole. The view
+ * is valid until sc_reader_end (or the next begin/get on this reader). A pin
+ * may be held as long as wanted; it delays reclamation, never breaks it.
+ */
+const sc_view *sc_reader_begin(sc_reader *reader);
+
+/* sc_reader_end - release the reader's pin. */
+void sc_reader_end(sc_reader *reader);
+
+/* ---- views --------------------------------------------------------------- */
+
+const sc_entity *sc_view_get(const sc_view *view, sc_str id);
+size_t sc_view_len(const sc_view *view);
+/* The version number: 0 for the empty initial version, +1 per promote. */
+uint64_t sc_view_version(const sc_view *view);
+/* The position of the last event applied in this version (0: none). */
+uint64_t sc_view_position(const sc_view *view);
+
+typedef struct sc_view_iter {
+	sc_hamt_iter it;
+} sc_view_iter;
+
+void sc_view_iter_init(const sc_view *view, sc_view_iter *it);
+/* The next entity in the view, or NULL at the end. Stable order. */
+const sc_entity *sc_view_iter_next(sc_view_iter *it);
+
+typedef int (*sc_diff_fn)(void *ctx, sc_diff_kind kind, const sc_entity *old,
+			  const sc_entity *new_);
+
+/*
+ * sc_view_diff - report entities added, removed and updated from view `a`
+ * to view `b`, skipping subtrees the versions share. Both views must belong
+ * to the same cache and stay pinned during the call. Returns 0 or the
+ * callback's non-zero value.
+ */
+int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx);
+
+/*
+ * sc_cache_pending_diff - differences from the newest promoted version to
+ * the pending one (the change feed of the next promote). Writer thread.
+ */
+int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx);
+
+/* ---- stats --------------------------------------------------------------- */
+
+/* Entities in the newest promoted version. Any thread. */
+size_t sc_cache_len(const sc_cache *cache);
+
+typedef struct sc_cache_stats {
+	size_t entities;	  /* in the newest promoted version */
+	uint64_t version;	  /* newest promoted version number */
+	uint64_t position;	  /* its last event position */
+	size_t versions_alive;	  /* promoted versions not yet freed */
+	size_t versions_awaiting; /* superseded, waiting for reclamation */
+	size_t bytes_awaiting;	  /* node and entity bytes they hold alone */
+	size_t nodes_awaiting;
+	uint64_t oldest_pinned; /* oldest version a reader pins; 0: none */
+	size_t readers;		/* open readers */
+	size_t memory_bytes;	/* HAMT nodes + entity states, all versions */
+} sc_cache_stats;
+
+void sc_cache_stats_get(const sc_cache *cache, sc_cache_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

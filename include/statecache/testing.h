@@ -1,0 +1,23 @@
+/*
+ * statecache: hooks for tests. Not for production use.
+ */
+#ifndef STATECACHE_TESTING_H
+#define STATECACHE_TESTING_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * sc_testing_fail_alloc_after - make the library's allocation number n
+ * (counting from 0, from this call on) fail once, as if out of memory.
+ * A negative n turns injection off. Process-wide; meant for single-threaded
+ * fault-injection tests.
+ */
+void sc_testing_fail_alloc_after(long n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
