@@ -20,6 +20,10 @@ void *sc_calloc(size_t count, size_t n);
 void *sc_realloc(void *p, size_t n);
 void sc_free(void *p);
 
+/* Crash tests: SIGKILL the process here when SC_KILLPOINT names this point
+ * (common/killpoint.c). Writer-thread only. */
+void sc_killpoint(const char *name);
+
 /*
  * Invariants. SC_REQUIRE states a precondition, SC_INSIST a condition in
  * the middle, SC_ENSURE a postcondition. Checked in debug builds
