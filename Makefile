@@ -94,6 +94,9 @@ LIB_SRC := $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:%.c=%.o)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+# Everything of the command but main(): tests and fuzzers link it too.
+CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJ))
+CLI_LIB := $(BUILD)/libsccli.a
 TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_$(ONLY).c)
@@ -148,27 +151,32 @@ $(STATIC_LIB): $(LIB_OBJ)
 $(SHARED_LIB): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,libstatecache.so.0 $(LDFLAGS_ALL) -o $@ $^ $(LIB_LIBS)
 
-$(CLI_BIN): $(CLI_OBJ) $(STATIC_LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(CLI_OBJ) $(STATIC_LIB) \
+$(CLI_LIB): $(CLI_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(CLI_BIN): $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(STATIC_LIB)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_SUPPORT_OBJ) $(STATIC_LIB) \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(TEST_PKGS)) -lpthread -lm
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC_LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CLI_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(BENCH_PKGS)) -lpthread -lm
 
 $(BUILD)/obj/bench/%.o: bench/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(call pkgcflags,$(BENCH_PKGS)) -MMD -MP -c $< -o $@
 
-$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(STATIC_LIB)
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(CLI_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC_LIB) \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
 -include $(shell find build -name '*.d' 2>/dev/null)
