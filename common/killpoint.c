@@ -9,38 +9,43 @@
 #include "common/internal.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static const char *kill_name;
 static size_t kill_name_len;
-static long kill_countdown = 1;
-static int kill_state; /* 0: not read yet, 1: off, 2: armed */
+static _Atomic long kill_countdown = 1;
+/* 0: not read yet, 1: off, 2: armed. Written once before arming; the
+ * environment is read again harmlessly if two threads race here. */
+static _Atomic int kill_state;
 
 void sc_killpoint(const char *name)
 {
-	if (kill_state == 1)
+	int state = atomic_load_explicit(&kill_state, memory_order_acquire);
+	if (state == 1)
 		return;
-	if (kill_state == 0) {
+	if (state == 0) {
 		const char *v = getenv("SC_KILLPOINT");
 		if (!v || !*v) {
-			kill_state = 1;
+			atomic_store_explicit(&kill_state, 1,
+					      memory_order_release);
 			return;
 		}
 		const char *colon = strchr(v, ':');
 		kill_name = v;
 		kill_name_len = colon ? (size_t)(colon - v) : strlen(v);
-		if (colon)
-			kill_countdown = strtol(colon + 1, NULL, 10);
-		if (kill_countdown < 1)
-			kill_countdown = 1;
-		kill_state = 2;
+		long n = colon ? strtol(colon + 1, NULL, 10) : 1;
+		atomic_store_explicit(&kill_countdown, n < 1 ? 1 : n,
+				      memory_order_relaxed);
+		atomic_store_explicit(&kill_state, 2, memory_order_release);
 	}
 	if (strlen(name) != kill_name_len ||
 	    memcmp(name, kill_name, kill_name_len) != 0)
 		return;
-	if (--kill_countdown > 0)
+	if (atomic_fetch_sub_explicit(&kill_countdown, 1,
+				      memory_order_relaxed) > 1)
 		return;
 	kill(getpid(), SIGKILL);
 }
