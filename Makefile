@@ -28,6 +28,7 @@ ONLY ?= *
 FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 120
 BENCH ?=
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 ifeq ($(MODE),fuzz)
 CC := clang
@@ -204,15 +205,19 @@ deps:
 DEMO_DB ?= build/demo.db
 
 demo: deps
-	$(MAKE) --no-print-directory MODE=release all
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=release all
 	rm -rf $(DEMO_DB)
 	build/release/statecache --db $(DEMO_DB) demo
 
 test: deps
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=asan tests
 	$(MAKE) --no-print-directory MODE=asan test-asan
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=tsan stress
 	$(MAKE) --no-print-directory MODE=tsan test-tsan
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=fuzz fuzzers
 	$(MAKE) --no-print-directory MODE=fuzz test-fuzz
-	$(MAKE) --no-print-directory MODE=clang all
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=clang all
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=release all
 	$(MAKE) --no-print-directory MODE=release test-examples
 	@echo "make test: all passed"
 
@@ -256,7 +261,7 @@ test-fuzz: fuzzers
 	done
 
 fuzz: deps
-	$(MAKE) --no-print-directory MODE=fuzz fuzzers
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=fuzz fuzzers
 	@for f in build/fuzz/fuzz/*; do \
 		name=$$(basename $$f); \
 		mkdir -p build/fuzz/corpus/$$name fuzz/corpus/$$name; \
@@ -280,13 +285,13 @@ test-examples:
 	done
 
 bench: deps
-	$(MAKE) --no-print-directory MODE=release benches
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=release benches
 	@for b in $(if $(BENCH),build/release/bench/$(BENCH),$(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRC))); do \
 		$$b || exit 1; \
 	done
 
 crashtest: deps
-	$(MAKE) --no-print-directory MODE=release crash
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=release crash
 	@for t in $(patsubst tests/%.c,build/release/tests/%,$(CRASH_SRC)); do \
 		SC_CRASH_KILLS=2000 $$t || exit 1; \
 	done
