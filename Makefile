@@ -180,7 +180,7 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(CLI_LIB) $(STATIC_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- set-up --------------------------------------------------------------------
 
