@@ -1,0 +1,98 @@
+/*
+ * Event records: sc_event <-> protobuf statecache.v1.Event bytes.
+ *
+ * The event log stores one Event message per position (the position is the
+ * record's key, not part of the message). The decoder treats its input as
+ * hostile: the record length is capped, every limit below is checked after
+ * unpacking, and unknown event types or value kinds are rejected, so a
+ * decoded event always passes sc_event_validate().
+ *
+ * Strings are protobuf `string` fields, which protobuf-c represents as
+ * NUL-terminated C strings; a string value may therefore not contain a NUL
+ * byte (use a bytes value for binary data). sc_event_validate() rejects it.
+ *
+ * Every allocation goes through sc_malloc/sc_free (protobuf-c included), so
+ * allocation-failure injection reaches the codec.
+ */
+#ifndef STATECACHE_STORE_EVENT_CODEC_H
+#define STATECACHE_STORE_EVENT_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/error.h"
+#include "statecache/event.h"
+
+/* Limits beyond those of event.h, enforced on encode and decode. */
+#define SC_EVENT_ATTRS_MAX  65536	/* attributes per event */
+#define SC_EVENT_TAGS_MAX   1024	/* tags per event */
+#define SC_EVENT_FIELD_MAX  4096	/* actor, partition, a tag */
+#define SC_EVENT_VALUE_MAX  (16u << 20) /* one string/bytes value */
+#define SC_EVENT_RECORD_MAX (64u << 20) /* one encoded event */
+
+/*
+ * sc_event_validate - check `ev` against every limit: entity id length,
+ * known type, attribute names, value types (NULL only in `set`), string
+ * values without NUL bytes, sizes of actor, partition, tags and values.
+ * Errors: SC_EINVAL with a message naming the field.
+ */
+int sc_event_validate(const sc_event *ev, sc_error *err);
+
+/*
+ * An encoder with reusable scratch space (the protobuf message and the
+ * NUL-terminated copies of string values). Zero-initialise it; one encoder
+ * serves one thread; free with sc_event_enc_free().
+ */
+typedef struct sc_event_enc {
+	void *msg;     /* Statecache__V1__Event */
+	void *attrs;   /* Attr[cap], Attr *[cap], Value[cap], one block */
+	void *tags;    /* ProtobufCBinaryData[cap_tags] */
+	char *strings; /* NUL-terminated copies of string values */
+	size_t cap_attrs, cap_tags, cap_strings;
+} sc_event_enc;
+
+/*
+ * sc_event_enc_prepare - load `ev` (already validated) into the encoder and
+ * return the encoded size in *size. The encoder borrows `ev`'s bytes until
+ * the next prepare. Errors: ENOMEM (the encoder stays usable).
+ */
+int sc_event_enc_prepare(sc_event_enc *enc, const sc_event *ev, size_t *size,
+			 sc_error *err);
+
+/* Write the prepared event to `out` (exactly *size bytes from prepare). */
+void sc_event_enc_pack(const sc_event_enc *enc, uint8_t *out);
+
+void sc_event_enc_free(sc_event_enc *enc);
+
+/*
+ * sc_event_encode - validate and encode `ev` into a new buffer (*out, freed
+ * with sc_free). Errors: SC_EINVAL, ENOMEM.
+ */
+int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
+		    sc_error *err);
+
+/*
+ * A decoded event: `ev` points into the unpacked protobuf message owned by
+ * this object. Valid until sc_decoded_event_free().
+ */
+typedef struct sc_decoded_event {
+	sc_event ev;
+	void *msg; /* Statecache__V1__Event, unpacked */
+	sc_attr *attrs;
+	sc_str *tags;
+} sc_decoded_event;
+
+/*
+ * sc_event_decode - decode `len` bytes into *out, with `position` as the
+ * event's position. On success *out must be freed with
+ * sc_decoded_event_free(); on failure *out holds nothing to free.
+ * Errors: SC_ECORRUPT (malformed or out of limits; the message says which),
+ * SC_ETOOBIG (len > SC_EVENT_RECORD_MAX), ENOMEM.
+ */
+int sc_event_decode(const void *buf, size_t len, uint64_t position,
+		    sc_decoded_event *out, sc_error *err);
+
+/* Free a decoded event. Zeroed or already freed objects are a no-op. */
+void sc_decoded_event_free(sc_decoded_event *d);
+
+#endif
