@@ -1,0 +1,204 @@
+/*
+ * Snapshots: a pinned cache version as bytes, and those bytes back into a
+ * cache. Not installed; the store is the only user (plus tests, fuzzers and
+ * benchmarks). The byte layout, the LMDB keys and the limits are described
+ * in snapshot/FORMAT.md.
+ *
+ * This layer produces and verifies bytes; it never touches LMDB. The store
+ * writes the encoded header and chunks under its own keys and hands them
+ * back, one at a time, to restore:
+ *
+ *   encode:   view --iterate--> protobuf SnapshotChunk --zstd--> chunk i
+ *             (every chunk_entities_max entities or ~8 MiB raw, whichever
+ *             comes first) ... then the header that lists them all
+ *
+ *   restore:  header = sc_snapshot_header_decode(part 0)
+ *             for i in 0 .. chunk_count-1:
+ *                 sc_snapshot_chunk_load(&header, i, part i+1, cache)
+ *             sc_snapshot_check_total(&header, sum of the chunk counts)
+ *             promote (or discard on any error)
+ *
+ * Every decoder treats its bytes as hostile: sizes are checked before
+ * anything is allocated, decompressed sizes are capped, protobuf input is
+ * length-capped, every decoded entity is checked against the limits of
+ * event.h. A failure is an error code and a message, never a crash.
+ *
+ * Thread safety: every function here is reentrant; distinct calls share
+ * nothing. Encoding reads a pinned view only (no lock is taken); loading
+ * writes the cache's pending version and so runs on the writer thread.
+ */
+#ifndef STATECACHE_SNAPSHOT_SNAPSHOT_H
+#define STATECACHE_SNAPSHOT_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/cache.h"
+#include "statecache/error.h"
+#include "statecache/event.h"
+
+/* The first 8 bytes of every snapshot header record. */
+#define SC_SNAPSHOT_MAGIC     "SCSNAP\0\1"
+#define SC_SNAPSHOT_MAGIC_LEN 8
+
+/* The format this build writes. It reads every version from 1 up to this
+ * one; a header with a newer version is SC_EVERSION. */
+#define SC_SNAPSHOT_FORMAT_VERSION 1
+
+/* ---- limits (see FORMAT.md) ---------------------------------------------- */
+
+/* Largest decompressed (protobuf) chunk, written or read. */
+#define SC_SNAPSHOT_CHUNK_RAW_MAX (64u << 20)
+/* The encoder closes a chunk once its protobuf bytes reach this size. */
+#define SC_SNAPSHOT_CHUNK_RAW_TARGET (8u << 20)
+/* Largest stored (compressed) chunk accepted by the decoder. */
+#define SC_SNAPSHOT_CHUNK_STORED_MAX (SC_SNAPSHOT_CHUNK_RAW_MAX + (1u << 20))
+/* Largest header record accepted by the decoder; bounds chunk_count. */
+#define SC_SNAPSHOT_HEADER_MAX (16u << 20)
+/* Most chunks one snapshot may have. */
+#define SC_SNAPSHOT_CHUNKS_MAX (1u << 20)
+/* Default and largest entities per chunk. */
+#define SC_SNAPSHOT_CHUNK_ENTITIES_DEFAULT 4096
+#define SC_SNAPSHOT_CHUNK_ENTITIES_MAX	   (1u << 20)
+/* updated_by (the actor) of a decoded entity, and one string/bytes value. */
+#define SC_SNAPSHOT_ACTOR_MAX 4096
+#define SC_SNAPSHOT_VALUE_MAX (16u << 20)
+/* zstd window accepted when decompressing (log2 bytes). */
+#define SC_SNAPSHOT_WINDOW_LOG_MAX 27
+
+/* ---- encoding ------------------------------------------------------------ */
+
+typedef struct sc_snapshot_params {
+	int zstd_level;		     /* 0: 3 */
+	uint32_t entities_per_chunk; /* 0: 4096; at most ..._ENTITIES_MAX */
+	int64_t created_at; /* unix ns recorded in the header; 0: now */
+} sc_snapshot_params;
+
+/* One record's bytes, owned by the sc_snapshot_encoded holding it. */
+typedef struct sc_snapshot_blob {
+	uint8_t *data;
+	size_t len;
+} sc_snapshot_blob;
+
+/* An encoded snapshot, ready to be written: part 0 is `header`, part i is
+ * chunks[i-1]. Free with sc_snapshot_encoded_free(). */
+typedef struct sc_snapshot_encoded {
+	uint64_t position;     /* sc_view_position() of the encoded view */
+	uint64_t entity_count; /* sc_view_len() */
+	uint32_t chunk_count;
+	uint64_t bytes_raw;	   /* protobuf bytes, all chunks */
+	uint64_t bytes_compressed; /* stored bytes, header and chunks */
+	sc_snapshot_blob header;
+	sc_snapshot_blob *chunks; /* chunk_count entries */
+} sc_snapshot_encoded;
+
+/*
+ * sc_snapshot_encode - encode every entity of `view` into a new snapshot.
+ *
+ * `view` must stay pinned during the call; no lock is taken, so the writer
+ * may go on appending meanwhile. `p` may be NULL for defaults. On success
+ * *out is owned by the caller (sc_snapshot_encoded_free). On failure *out is
+ * NULL and nothing is left allocated.
+ *
+ * Errors: SC_EINVAL (bad params; an entity that cannot be stored, such as a
+ * string value holding a NUL byte), SC_ETOOBIG (one entity larger than
+ * SC_SNAPSHOT_CHUNK_RAW_MAX encoded, or too many chunks), ENOMEM.
+ */
+int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
+		       sc_snapshot_encoded **out, sc_error *err);
+
+/* Free an encoded snapshot. NULL is a no-op. */
+void sc_snapshot_encoded_free(sc_snapshot_encoded *s);
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* A decoded header. The arrays have chunk_count entries and are owned by
+ * the header: release them with sc_snapshot_header_clear(). */
+typedef struct sc_snapshot_header {
+	uint32_t format_version;
+	uint64_t position;
+	uint64_t entity_count;
+	uint32_t chunk_count;
+	int64_t created_at;
+	uint64_t *chunk_checksums;     /* XXH3-64 of each stored chunk */
+	uint64_t *chunk_raw_sizes;     /* protobuf bytes of each chunk */
+	uint64_t *chunk_entity_counts; /* entities in each chunk */
+	uint64_t bytes_raw;	       /* sum of chunk_raw_sizes */
+} sc_snapshot_header;
+
+/*
+ * sc_snapshot_header_decode - verify and decode a header record.
+ *
+ * Checks the magic, the format version, the record's own checksum, the
+ * protobuf message and that its counts agree (chunk_count arrays, chunk
+ * sizes under the caps, entity counts adding up). On success `out` owns its
+ * arrays (sc_snapshot_header_clear); on failure `out` is zeroed and holds
+ * nothing.
+ *
+ * Errors: SC_ECORRUPT (wrong magic, bad checksum, malformed, inconsistent),
+ * SC_EVERSION (written by a newer format), SC_ETOOBIG (longer than
+ * SC_SNAPSHOT_HEADER_MAX), ENOMEM.
+ */
+int sc_snapshot_header_decode(const void *bytes, size_t len,
+			      sc_snapshot_header *out, sc_error *err);
+
+/* Free a decoded header's arrays and zero it. Zeroed headers are a no-op. */
+void sc_snapshot_header_clear(sc_snapshot_header *h);
+
+/* A decoded entity state. Every pointer is valid during the callback only. */
+typedef struct sc_snapshot_entity {
+	sc_str id;
+	const sc_attr *attrs; /* nattrs entries, never of type SC_VALUE_NULL */
+	size_t nattrs;
+	int64_t updated_at;
+	sc_str updated_by;
+	uint64_t position;
+} sc_snapshot_entity;
+
+/* Called once per decoded entity, in stored order. Non-zero stops the
+ * decoding and is returned (fill `err` through your own context). */
+typedef int (*sc_snapshot_entity_fn)(void *ctx, const sc_snapshot_entity *e);
+
+/*
+ * sc_snapshot_chunk_decode - verify chunk `index` of the snapshot `h`
+ * describes, decompress it and call `fn` for each entity.
+ *
+ * Checks, before calling `fn` at all: index < chunk_count, the stored
+ * XXH3-64 against the header, the zstd frame (content size present and
+ * equal to the header's raw size, frame checksum), the protobuf message,
+ * each entity's limits (id 1..SC_ENTITY_ID_MAX, names 1..SC_ATTR_NAME_MAX,
+ * no duplicate names, known non-null value kinds, sizes), the entity count
+ * against the header, and that no entity's position is beyond the
+ * snapshot's. Peak memory: about the raw size plus its decoded form.
+ * *entities (may be NULL) receives the chunk's entity count on success.
+ *
+ * Errors: SC_EINVAL (index out of range), SC_ECORRUPT, SC_ETOOBIG, ENOMEM,
+ * or fn's value.
+ */
+int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
+			     const void *bytes, size_t len,
+			     sc_snapshot_entity_fn fn, void *ctx,
+			     uint64_t *entities, sc_error *err);
+
+/*
+ * sc_snapshot_chunk_load - sc_snapshot_chunk_decode that puts every entity
+ * into `cache`'s pending version with sc_cache_load_entity.
+ *
+ * The chunk is fully verified before the first entity is loaded. If an error
+ * happens afterwards (ENOMEM from the cache), some entities of this chunk are
+ * in the pending version: the caller must discard it (sc_cache_discard).
+ * Writer thread. Errors: as sc_snapshot_chunk_decode, and those of
+ * sc_cache_load_entity.
+ */
+int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
+			   const void *bytes, size_t len, sc_cache *cache,
+			   uint64_t *entities, sc_error *err);
+
+/*
+ * sc_snapshot_check_total - after the last chunk: SC_ECORRUPT unless
+ * `entities` (the sum over every chunk) equals the header's entity_count.
+ */
+int sc_snapshot_check_total(const sc_snapshot_header *h, uint64_t entities,
+			    sc_error *err);
+
+#endif
