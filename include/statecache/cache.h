@@ -40,6 +40,15 @@ typedef struct sc_entity sc_entity;
 
 /* ---- entity state (immutable once published) --------------------------- */
 
+/*
+ * An entity state is one immutable block: id, attributes sorted by name,
+ * updated_at, updated_by, position. Every string it returns (id, updated_by,
+ * names, string and bytes values) is followed by a NUL byte that its length
+ * does not count, so text can be passed to C string functions. Pointers
+ * into a state live as long as the state (for a state read from a view: as
+ * long as the pin). Accessors are pure and thread-safe.
+ */
+
 sc_str sc_entity_id(const sc_entity *e);
 int64_t sc_entity_updated_at(const sc_entity *e); /* unix ns */
 sc_str sc_entity_updated_by(const sc_entity *e);
@@ -51,14 +60,24 @@ sc_attr sc_entity_attr(const sc_entity *e, size_t i);
 /* Find an attribute by name; false when absent. */
 bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
 /* True when two states hold the same id, attributes, updated_at,
- * updated_by and position. */
+ * updated_by and position. Doubles compare by bit pattern (a NaN equals
+ * itself). Two NULLs are equal; NULL and a state are not. */
 bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
+/* Bytes of memory the state occupies (its one allocation). */
+size_t sc_entity_memory_bytes(const sc_entity *e);
 
 /*
  * sc_entity_apply - the state that `ev` makes of `prev` (NULL: the entity
  * does not exist), as a standalone entity the caller owns; *out is NULL when
  * the event leaves the entity deleted. Used for per-entity folds (as-of
- * reads) outside any version. Errors: SC_EINVAL (bad event), ENOMEM.
+ * reads) outside any version. Semantics, as sc_cache_apply: `set` merges
+ * (a null value removes the name; with duplicate names the last one wins);
+ * `unset` removes the names (values ignored); `replace` makes the
+ * attributes exactly the event's, a null value counting as absent (last
+ * duplicate wins); `delete` gives NULL. Every event but delete leaves the
+ * entity existing, so an unset of a missing entity creates it empty.
+ * `prev` is only read. Errors: SC_EINVAL (bad event, or its id differs from
+ * prev's), SC_ETOOBIG, ENOMEM; *out is NULL then.
  */
 int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
 		    sc_error *err);

@@ -1,0 +1,584 @@
+/*
+ * Entity states: validation of events, the apply semantics, accessors.
+ *
+ * Apply semantics (DESIGN.md, "Data model"):
+ *   set      merge: each named attribute takes the event's value; a NULL
+ *            value removes that name. Duplicate names in one event: the
+ *            last occurrence wins.
+ *   unset    remove the named attributes (values are ignored; names still
+ *            have to be valid).
+ *   replace  the attributes become exactly the event's; a NULL value counts
+ *            as absent (the name is simply not in the result). Duplicates:
+ *            the last occurrence wins.
+ *   delete   the entity is gone; attributes are ignored. A delete of a
+ *            missing entity changes nothing.
+ * Every event but delete leaves the entity existing (an unset on a missing
+ * entity creates it with no attributes). The event's position, time and
+ * actor become the state's position, updated_at and updated_by.
+ */
+#include "cache/entity.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/internal.h"
+
+/* ==== event type names ================================================== */
+
+const char *sc_event_type_name(sc_event_type type)
+{
+	switch (type) {
+	case SC_EVENT_SET:
+		return "set";
+	case SC_EVENT_UNSET:
+		return "unset";
+	case SC_EVENT_REPLACE:
+		return "replace";
+	case SC_EVENT_DELETE:
+		return "delete";
+	}
+	return NULL;
+}
+
+/* ==== validation ========================================================= */
+
+static int check_id(sc_str id, sc_error *err)
+{
+	if (id.len == 0)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity id is empty; give an id of 1..%d "
+				    "bytes",
+				    SC_ENTITY_ID_MAX);
+	if (id.len > SC_ENTITY_ID_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity id is %zu bytes, longer than the "
+				    "limit of %d",
+				    id.len, SC_ENTITY_ID_MAX);
+	if (!id.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity id pointer is NULL with length %zu",
+				    id.len);
+	return SC_OK;
+}
+
+static int check_name(sc_str name, size_t i, sc_error *err)
+{
+	if (name.len == 0)
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs[%zu].name is empty; names are "
+				    "1..%d bytes",
+				    i, SC_ATTR_NAME_MAX);
+	if (name.len > SC_ATTR_NAME_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs[%zu].name is %zu bytes, longer than "
+				    "the limit of %d",
+				    i, name.len, SC_ATTR_NAME_MAX);
+	if (!name.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs[%zu].name pointer is NULL with "
+				    "length %zu",
+				    i, name.len);
+	return SC_OK;
+}
+
+/* A value as stored in a state or set by an event; `allow_null` for set and
+ * replace events. */
+static int check_value(const sc_value *v, size_t i, int allow_null,
+		       sc_error *err)
+{
+	switch (v->type) {
+	case SC_VALUE_NULL:
+		if (allow_null)
+			return SC_OK;
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs[%zu].value is null; a stored "
+				    "attribute needs a value",
+				    i);
+	case SC_VALUE_INT:
+	case SC_VALUE_DOUBLE:
+	case SC_VALUE_BOOL:
+		return SC_OK;
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		if (!v->u.s.ptr && v->u.s.len)
+			return sc_error_set(err, SC_EINVAL,
+					    "attrs[%zu].value pointer is NULL "
+					    "with length %zu",
+					    i, v->u.s.len);
+		return SC_OK;
+	}
+	return sc_error_set(err, SC_EINVAL,
+			    "attrs[%zu].value has unknown type %d; use "
+			    "null, string, int, double, bool or bytes",
+			    i, (int)v->type);
+}
+
+int sc_entity_validate_event(const sc_event *ev, sc_error *err)
+{
+	if (!ev)
+		return sc_error_set(err, SC_EINVAL, "event is NULL");
+	int rc = check_id(ev->entity, err);
+	if (rc)
+		return rc;
+	if (!sc_event_type_name(ev->type))
+		return sc_error_set(err, SC_EINVAL,
+				    "event type %d is unknown; use set, "
+				    "unset, replace or delete",
+				    (int)ev->type);
+	if (ev->actor.len && !ev->actor.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "event actor pointer is NULL with length "
+				    "%zu",
+				    ev->actor.len);
+	if (ev->type == SC_EVENT_DELETE)
+		return SC_OK;
+	if (ev->nattrs && !ev->attrs)
+		return sc_error_set(err, SC_EINVAL,
+				    "event attrs pointer is NULL with %zu "
+				    "attrs",
+				    ev->nattrs);
+	for (size_t i = 0; i < ev->nattrs; i++) {
+		rc = check_name(ev->attrs[i].name, i, err);
+		if (rc)
+			return rc;
+		if (ev->type == SC_EVENT_UNSET)
+			continue;
+		rc = check_value(&ev->attrs[i].value, i, 1, err);
+		if (rc)
+			return rc;
+	}
+	return SC_OK;
+}
+
+/* ==== ordering and sizes ================================================== */
+
+static bool str_eq(sc_str a, sc_str b)
+{
+	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static int name_cmp(sc_str a, sc_str b)
+{
+	size_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	if (c)
+		return c;
+	return (a.len > b.len) - (a.len < b.len);
+}
+
+/* Sort pointers to attributes by name; equal names keep array order (the
+ * pointers all point into one array), so the last of a run is the one the
+ * event gave last. */
+static int attr_ptr_cmp(const void *pa, const void *pb)
+{
+	const sc_attr *a = *(const sc_attr *const *)pa;
+	const sc_attr *b = *(const sc_attr *const *)pb;
+	int c = name_cmp(a->name, b->name);
+	if (c)
+		return c;
+	return (a > b) - (a < b);
+}
+
+static void sort_attr_ptrs(const sc_attr **v, size_t n)
+{
+	if (n < 12) {
+		for (size_t i = 1; i < n; i++) {
+			const sc_attr *x = v[i];
+			size_t j = i;
+			while (j > 0 && attr_ptr_cmp(&v[j - 1], &x) > 0) {
+				v[j] = v[j - 1];
+				j--;
+			}
+			v[j] = x;
+		}
+		return;
+	}
+	qsort(v, n, sizeof *v, attr_ptr_cmp);
+}
+
+/* Keep the last of each run of equal names; returns the new count. */
+static size_t dedup_keep_last(const sc_attr **v, size_t n)
+{
+	size_t out = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i + 1 < n && name_cmp(v[i]->name, v[i + 1]->name) == 0)
+			continue;
+		v[out++] = v[i];
+	}
+	return out;
+}
+
+static size_t align8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+/* a += b, false on overflow. */
+static int add_size(size_t *a, size_t b)
+{
+	if (*a > SIZE_MAX - b)
+		return 0;
+	*a += b;
+	return 1;
+}
+
+static size_t value_bytes(const sc_value *v)
+{
+	if (v->type == SC_VALUE_STRING || v->type == SC_VALUE_BYTES)
+		return v->u.s.len;
+	return 0;
+}
+
+/* ==== building a state =====================================================
+ */
+
+/*
+ * The attributes of a new state come from a merge of the previous state's
+ * sorted table (`old`) and the event's sorted, de-duplicated attributes
+ * (`ev`). The same merge runs twice: once to size the block, once to fill
+ * it.
+ */
+typedef struct merge {
+	const sc_attr *old;
+	size_t nold;
+	const sc_attr *const *ev;
+	size_t nev;
+	sc_event_type type;
+	size_t i, j;
+} merge;
+
+/* The next attribute of the result, or NULL at the end. */
+static const sc_attr *merge_next(merge *m)
+{
+	for (;;) {
+		const sc_attr *a = m->i < m->nold ? &m->old[m->i] : NULL;
+		const sc_attr *b = m->j < m->nev ? m->ev[m->j] : NULL;
+		if (!a && !b)
+			return NULL;
+		int c = !a ? 1 : !b ? -1 : name_cmp(a->name, b->name);
+		if (c < 0) {
+			m->i++;
+			return a;
+		}
+		m->j++;
+		if (c == 0)
+			m->i++;
+		if (m->type == SC_EVENT_UNSET)
+			continue; /* removed, or the name was absent anyway */
+		if (b->value.type == SC_VALUE_NULL)
+			continue; /* set: removes; replace: absent */
+		return b;
+	}
+}
+
+static char *put_bytes(char *p, const char *src, size_t len)
+{
+	if (len)
+		memcpy(p, src, len);
+	p[len] = '\0';
+	return p + len + 1;
+}
+
+/* Allocate and fill a state from the attribute stream of `m`. */
+static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
+			    sc_str actor, uint64_t position, uint64_t born,
+			    sc_entity **out, sc_error *err)
+{
+	merge m = *m0;
+	size_t nattrs = 0, strings = actor.len + 1;
+	int ok = 1;
+	for (const sc_attr *a; (a = merge_next(&m));) {
+		nattrs++;
+		ok &= add_size(&strings, a->name.len + 1);
+		ok &= add_size(&strings, value_bytes(&a->value) + 1);
+	}
+	size_t size =
+	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
+	size_t table = nattrs * sizeof(sc_attr);
+	ok &= nattrs <= UINT32_MAX && actor.len <= UINT32_MAX;
+	ok &= add_size(&size, table) && add_size(&size, strings);
+	if (!ok)
+		return sc_error_set(err, SC_ETOOBIG,
+				    "entity '%.*s' would not fit in memory",
+				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+
+	sc_entity *e = sc_malloc(size);
+	if (!e)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for a %zu-byte entity "
+				    "state",
+				    size);
+	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
+	key->len = (uint32_t)id.len;
+	key->reserved = 0;
+	memcpy(key->bytes, id.ptr, id.len);
+	key->bytes[id.len] = '\0';
+	sc_attr *tab =
+	    (sc_attr *)(void *)((char *)key + align8(sizeof *key + id.len + 1));
+	char *p = (char *)(tab + nattrs);
+
+	e->position = position;
+	e->updated_at = updated_at;
+	e->born = born;
+	e->size = size;
+	e->attrs = tab;
+	e->nattrs = (uint32_t)nattrs;
+	e->actor_len = (uint32_t)actor.len;
+	e->actor = p;
+	p = put_bytes(p, actor.ptr, actor.len);
+
+	m = *m0;
+	size_t k = 0;
+	for (const sc_attr *a; (a = merge_next(&m)); k++) {
+		sc_attr *t = &tab[k];
+		t->name.ptr = p;
+		t->name.len = a->name.len;
+		p = put_bytes(p, a->name.ptr, a->name.len);
+		t->value = a->value;
+		if (a->value.type == SC_VALUE_STRING ||
+		    a->value.type == SC_VALUE_BYTES) {
+			t->value.u.s.ptr = p;
+			p = put_bytes(p, a->value.u.s.ptr, a->value.u.s.len);
+		}
+	}
+	SC_ENSURE(k == nattrs);
+	SC_ENSURE(p <= (char *)e + size);
+	*out = e;
+	return SC_OK;
+}
+
+/* Small events sort on the stack; large ones need a heap array. */
+#define STACK_ATTRS 32
+
+int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
+		    sc_entity **out, sc_error *err)
+{
+	*out = NULL;
+	if (ev->type == SC_EVENT_DELETE)
+		return SC_OK;
+
+	const sc_attr *stack[STACK_ATTRS];
+	const sc_attr **v = stack;
+	if (ev->nattrs > STACK_ATTRS) {
+		if (ev->nattrs > SIZE_MAX / sizeof *v)
+			return sc_error_set(err, SC_ETOOBIG,
+					    "event has too many attrs (%zu)",
+					    ev->nattrs);
+		v = sc_malloc(ev->nattrs * sizeof *v);
+		if (!v)
+			return sc_error_set(err, ENOMEM,
+					    "out of memory sorting %zu attrs",
+					    ev->nattrs);
+	}
+	for (size_t i = 0; i < ev->nattrs; i++)
+		v[i] = &ev->attrs[i];
+	sort_attr_ptrs(v, ev->nattrs);
+	size_t n = dedup_keep_last(v, ev->nattrs);
+
+	merge m = {
+	    .ev = v,
+	    .nev = n,
+	    .type = ev->type,
+	};
+	if (prev && ev->type != SC_EVENT_REPLACE) {
+		m.old = prev->attrs;
+		m.nold = prev->nattrs;
+	}
+	int rc = build_from_merge(ev->entity, &m, ev->time, ev->actor,
+				  ev->position, born, out, err);
+	if (v != stack)
+		sc_free(v);
+	return rc;
+}
+
+int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
+			   int64_t updated_at, sc_str updated_by,
+			   uint64_t position, uint64_t born, sc_entity **out,
+			   sc_error *err)
+{
+	*out = NULL;
+	int rc = check_id(id, err);
+	if (rc)
+		return rc;
+	if (updated_by.len && !updated_by.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "updated_by pointer is NULL with length "
+				    "%zu",
+				    updated_by.len);
+	if (nattrs && !attrs)
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs pointer is NULL with %zu attrs",
+				    nattrs);
+	for (size_t i = 0; i < nattrs; i++) {
+		rc = check_name(attrs[i].name, i, err);
+		if (!rc)
+			rc = check_value(&attrs[i].value, i, 0, err);
+		if (rc)
+			return rc;
+	}
+	sc_event ev = {
+	    .position = position,
+	    .entity = id,
+	    .type = SC_EVENT_REPLACE,
+	    .attrs = attrs,
+	    .nattrs = nattrs,
+	    .time = updated_at,
+	    .actor = updated_by,
+	};
+	/* Duplicates are an error here (a stored state never has them), so
+	 * look for them before building with replace semantics. */
+	const sc_attr *stack[STACK_ATTRS];
+	const sc_attr **v = stack;
+	if (nattrs > STACK_ATTRS) {
+		if (nattrs > SIZE_MAX / sizeof *v)
+			return sc_error_set(err, SC_ETOOBIG,
+					    "too many attrs (%zu)", nattrs);
+		v = sc_malloc(nattrs * sizeof *v);
+		if (!v)
+			return sc_error_set(err, ENOMEM,
+					    "out of memory sorting %zu attrs",
+					    nattrs);
+	}
+	for (size_t i = 0; i < nattrs; i++)
+		v[i] = &attrs[i];
+	sort_attr_ptrs(v, nattrs);
+	for (size_t i = 1; i < nattrs; i++) {
+		if (name_cmp(v[i - 1]->name, v[i]->name) == 0) {
+			rc = sc_error_set(err, SC_EINVAL,
+					  "attrs[%zu].name '%.*s' appears more "
+					  "than once",
+					  (size_t)(v[i] - attrs),
+					  (int)v[i]->name.len, v[i]->name.ptr);
+			break;
+		}
+	}
+	if (!rc) {
+		merge m = {.ev = v, .nev = nattrs, .type = SC_EVENT_REPLACE};
+		rc = build_from_merge(id, &m, ev.time, ev.actor, ev.position,
+				      born, out, err);
+	}
+	if (v != stack)
+		sc_free(v);
+	return rc;
+}
+
+/* ==== public: standalone states and accessors ==============================
+ */
+
+int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
+		    sc_error *err)
+{
+	if (!out)
+		return sc_error_set(err, SC_EINVAL, "out is NULL");
+	*out = NULL;
+	int rc = sc_entity_validate_event(ev, err);
+	if (rc)
+		return rc;
+	if (prev && !str_eq(sc_entity_id(prev), ev->entity))
+		return sc_error_set(err, SC_EINVAL,
+				    "event entity differs from the id of the "
+				    "previous state");
+	return sc_entity_build(prev, ev, 0, out, err);
+}
+
+void sc_entity_free(sc_entity *e)
+{
+	sc_free(e);
+}
+
+sc_str sc_entity_id(const sc_entity *e)
+{
+	const sc_hamt_key *k = sc_entity_key(e);
+	return (sc_str){(const char *)k->bytes, k->len};
+}
+
+int64_t sc_entity_updated_at(const sc_entity *e)
+{
+	return e->updated_at;
+}
+
+sc_str sc_entity_updated_by(const sc_entity *e)
+{
+	return (sc_str){e->actor, e->actor_len};
+}
+
+uint64_t sc_entity_position(const sc_entity *e)
+{
+	return e->position;
+}
+
+size_t sc_entity_attr_count(const sc_entity *e)
+{
+	return e->nattrs;
+}
+
+sc_attr sc_entity_attr(const sc_entity *e, size_t i)
+{
+	SC_REQUIRE(i < e->nattrs);
+	return e->attrs[i];
+}
+
+size_t sc_entity_memory_bytes(const sc_entity *e)
+{
+	return e->size;
+}
+
+bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out)
+{
+	size_t lo = 0, hi = e->nattrs;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = name_cmp(e->attrs[mid].name, name);
+		if (c == 0) {
+			if (out)
+				*out = e->attrs[mid].value;
+			return true;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* Doubles compare by bit pattern, so a NaN state equals itself. */
+static bool value_eq(const sc_value *a, const sc_value *b)
+{
+	if (a->type != b->type)
+		return false;
+	switch (a->type) {
+	case SC_VALUE_NULL:
+		return true;
+	case SC_VALUE_INT:
+		return a->u.i == b->u.i;
+	case SC_VALUE_DOUBLE:
+		return memcmp(&a->u.d, &b->u.d, sizeof a->u.d) == 0;
+	case SC_VALUE_BOOL:
+		return a->u.b == b->u.b;
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		return str_eq(a->u.s, b->u.s);
+	}
+	return false;
+}
+
+bool sc_entity_equal(const sc_entity *a, const sc_entity *b)
+{
+	if (a == b)
+		return true;
+	if (!a || !b)
+		return false;
+	if (a->position != b->position || a->updated_at != b->updated_at ||
+	    a->nattrs != b->nattrs ||
+	    !str_eq(sc_entity_id(a), sc_entity_id(b)) ||
+	    !str_eq(sc_entity_updated_by(a), sc_entity_updated_by(b)))
+		return false;
+	for (size_t i = 0; i < a->nattrs; i++) {
+		if (!str_eq(a->attrs[i].name, b->attrs[i].name) ||
+		    !value_eq(&a->attrs[i].value, &b->attrs[i].value))
+			return false;
+	}
+	return true;
+}

@@ -1,0 +1,79 @@
+/*
+ * Entity states: layout and construction. Internal to the cache layer.
+ *
+ * One entity state is ONE allocation, immutable once it is in a published
+ * version:
+ *
+ *   +-------------------+  struct sc_entity (header, 8-byte aligned size)
+ *   | header            |
+ *   +-------------------+  sc_entity_key(e): the HAMT key object, i.e. the id
+ *   | len | 0 | id \0   |
+ *   +-------------------+  e->attrs: nattrs sc_attr, sorted by name (bytewise)
+ *   | attr table        |
+ *   +-------------------+  every string the state holds, each followed by a
+ *   | strings           |  NUL that is not counted in its length: updated_by,
+ *   +-------------------+  then each attribute's name and string/bytes value
+ *
+ * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
+ * same block, so the release hook frees the pair with one sc_free.
+ */
+#ifndef STATECACHE_CACHE_ENTITY_H
+#define STATECACHE_CACHE_ENTITY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/cache.h"
+
+struct sc_entity {
+	uint64_t position;
+	int64_t updated_at;
+	/* Generation of the pending version that created this state (0 for a
+	 * standalone state). Lets the writer tell a state it created in the
+	 * open edit from one the edit's base version holds. */
+	uint64_t born;
+	size_t size; /* bytes of the whole allocation */
+	const sc_attr *attrs;
+	const char *actor;
+	uint32_t nattrs;
+	uint32_t actor_len;
+};
+
+static inline const sc_hamt_key *sc_entity_key(const sc_entity *e)
+{
+	return (const sc_hamt_key *)(const void *)(e + 1);
+}
+
+/* Bytes of the allocation holding `e`. */
+static inline size_t sc_entity_size_of(const sc_entity *e)
+{
+	return e->size;
+}
+
+/*
+ * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
+ * known type, attribute names, value types, NULL pointers with non-zero
+ * lengths. Errors: SC_EINVAL with a message naming the field.
+ */
+int sc_entity_validate_event(const sc_event *ev, sc_error *err);
+
+/*
+ * sc_entity_build - the state `ev` (already validated) makes of `prev`
+ * (NULL: absent), stamped with generation `born`. *out is NULL when the
+ * event leaves the entity deleted (or a delete hits a missing entity).
+ * Errors: ENOMEM, SC_ETOOBIG (the state would not fit in memory).
+ */
+int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
+		    sc_entity **out, sc_error *err);
+
+/*
+ * sc_entity_build_loaded - a state from a whole attribute list (any order,
+ * no NULL values, no duplicate names), as sc_cache_load_entity takes it.
+ * Validates everything. Errors: SC_EINVAL, SC_ETOOBIG, ENOMEM.
+ */
+int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
+			   int64_t updated_at, sc_str updated_by,
+			   uint64_t position, uint64_t born, sc_entity **out,
+			   sc_error *err);
+
+#endif

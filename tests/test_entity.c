@@ -1,0 +1,440 @@
+/*
+ * Entity states: apply semantics for every event type and edge, limits,
+ * accessors, sorted attributes, equality.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "statecache/cache.h"
+#include "statecache/testing.h"
+
+/* ==== helpers ==============================================================
+ */
+
+static sc_str S(const char *s)
+{
+	return (sc_str){s, strlen(s)};
+}
+
+static sc_attr A_int(const char *name, int64_t v)
+{
+	sc_attr a = {.name = S(name), .value.type = SC_VALUE_INT};
+	a.value.u.i = v;
+	return a;
+}
+
+static sc_attr A_str(const char *name, const char *v)
+{
+	sc_attr a = {.name = S(name), .value.type = SC_VALUE_STRING};
+	a.value.u.s = S(v);
+	return a;
+}
+
+static sc_attr A_null(const char *name)
+{
+	sc_attr a = {.name = S(name), .value.type = SC_VALUE_NULL};
+	return a;
+}
+
+static sc_event E(sc_event_type type, const char *id, const sc_attr *attrs,
+		  size_t n, uint64_t pos)
+{
+	sc_event ev = {
+	    .position = pos,
+	    .entity = S(id),
+	    .type = type,
+	    .attrs = attrs,
+	    .nattrs = n,
+	    .time = (int64_t)pos * 1000,
+	    .actor = S("tester"),
+	};
+	return ev;
+}
+
+/* Apply and expect success; frees prev. */
+static sc_entity *apply_ok(sc_entity *prev, const sc_event *ev)
+{
+	sc_entity *out = (sc_entity *)0x1;
+	sc_error err;
+	sc_error_clear(&err);
+	int rc = sc_entity_apply(prev, ev, &out, &err);
+	if (rc)
+		fail_msg("apply failed: %s", err.message);
+	sc_entity_free(prev);
+	return out;
+}
+
+static void expect_einval(const sc_entity *prev, const sc_event *ev,
+			  const char *needle)
+{
+	sc_entity *out = (sc_entity *)0x1;
+	sc_error err;
+	sc_error_clear(&err);
+	assert_int_equal(sc_entity_apply(prev, ev, &out, &err), SC_EINVAL);
+	assert_null(out);
+	assert_int_equal(err.code, SC_EINVAL);
+	if (!strstr(err.message, needle))
+		fail_msg("message '%s' does not name '%s'", err.message,
+			 needle);
+}
+
+static int64_t get_int(const sc_entity *e, const char *name)
+{
+	sc_value v;
+	assert_true(sc_entity_find(e, S(name), &v));
+	assert_int_equal(v.type, SC_VALUE_INT);
+	return v.u.i;
+}
+
+static void assert_sorted(const sc_entity *e)
+{
+	for (size_t i = 1; i < sc_entity_attr_count(e); i++) {
+		sc_str a = sc_entity_attr(e, i - 1).name;
+		sc_str b = sc_entity_attr(e, i).name;
+		size_t n = a.len < b.len ? a.len : b.len;
+		int c = memcmp(a.ptr, b.ptr, n);
+		assert_true(c < 0 || (c == 0 && a.len < b.len));
+	}
+}
+
+/* ==== set ==================================================================
+ */
+
+static void test_set_creates_and_merges(void **state)
+{
+	(void)state;
+	sc_attr a1[] = {A_int("b", 2), A_str("a", "x"), A_int("c", 3)};
+	sc_event ev = E(SC_EVENT_SET, "dev-1", a1, 3, 7);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_non_null(e);
+	assert_int_equal(sc_entity_attr_count(e), 3);
+	assert_sorted(e);
+	assert_int_equal(sc_entity_position(e), 7);
+	assert_int_equal(sc_entity_updated_at(e), 7000);
+	sc_str by = sc_entity_updated_by(e);
+	assert_int_equal(by.len, 6);
+	assert_string_equal(by.ptr, "tester"); /* NUL-terminated */
+	sc_str id = sc_entity_id(e);
+	assert_int_equal(id.len, 5);
+	assert_memory_equal(id.ptr, "dev-1", 5);
+	assert_string_equal(sc_entity_attr(e, 0).value.u.s.ptr, "x");
+
+	sc_attr a2[] = {A_int("c", 30), A_null("a"), A_int("d", 4)};
+	ev = E(SC_EVENT_SET, "dev-1", a2, 3, 9);
+	e = apply_ok(e, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 3); /* b c d */
+	assert_false(sc_entity_find(e, S("a"), NULL));
+	assert_int_equal(get_int(e, "b"), 2);
+	assert_int_equal(get_int(e, "c"), 30);
+	assert_int_equal(get_int(e, "d"), 4);
+	assert_int_equal(sc_entity_position(e), 9);
+	assert_sorted(e);
+	sc_entity_free(e);
+}
+
+static void test_set_null_on_missing_name_and_empty_set(void **state)
+{
+	(void)state;
+	sc_attr a[] = {A_null("ghost")};
+	sc_event ev = E(SC_EVENT_SET, "x", a, 1, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_non_null(e); /* exists, no attributes */
+	assert_int_equal(sc_entity_attr_count(e), 0);
+	ev = E(SC_EVENT_SET, "x", NULL, 0, 2);
+	e = apply_ok(e, &ev);
+	assert_non_null(e);
+	assert_int_equal(sc_entity_attr_count(e), 0);
+	assert_int_equal(sc_entity_position(e), 2);
+	sc_entity_free(e);
+}
+
+static void test_set_duplicates_last_wins(void **state)
+{
+	(void)state;
+	sc_attr a[] = {A_int("k", 1), A_int("j", 5), A_int("k", 2),
+		       A_int("k", 3)};
+	sc_event ev = E(SC_EVENT_SET, "x", a, 4, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 2);
+	assert_int_equal(get_int(e, "k"), 3);
+	/* a null last removes, a value after a null sets */
+	sc_attr b[] = {A_int("k", 9), A_null("k")};
+	ev = E(SC_EVENT_SET, "x", b, 2, 2);
+	e = apply_ok(e, &ev);
+	assert_false(sc_entity_find(e, S("k"), NULL));
+	sc_attr c[] = {A_null("j"), A_int("j", 6)};
+	ev = E(SC_EVENT_SET, "x", c, 2, 3);
+	e = apply_ok(e, &ev);
+	assert_int_equal(get_int(e, "j"), 6);
+	sc_entity_free(e);
+}
+
+static void test_set_many_attrs_sorted(void **state)
+{
+	(void)state;
+	enum { N = 300 };
+	static sc_attr a[N];
+	static char names[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof names[i], "n%03d", (i * 7919) % N);
+		a[i] = A_int(names[i], i);
+	}
+	sc_event ev = E(SC_EVENT_SET, "big", a, N, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_int_equal(sc_entity_attr_count(e), N);
+	assert_sorted(e);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(get_int(e, names[i]), i);
+	sc_entity_free(e);
+}
+
+/* ==== unset, replace, delete ===============================================
+ */
+
+static void test_unset(void **state)
+{
+	(void)state;
+	sc_attr a[] = {A_int("a", 1), A_int("b", 2), A_int("c", 3)};
+	sc_event ev = E(SC_EVENT_SET, "u", a, 3, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	sc_attr u[] = {{.name = S("b")}, {.name = S("zz")}, {.name = S("a")}};
+	u[0].value.type = (sc_value_type)99; /* ignored for unset */
+	ev = E(SC_EVENT_UNSET, "u", u, 3, 2);
+	e = apply_ok(e, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 1);
+	assert_int_equal(get_int(e, "c"), 3);
+	sc_entity_free(e);
+}
+
+static void test_unset_on_missing_entity_creates_it(void **state)
+{
+	(void)state;
+	sc_attr u[] = {{.name = S("a")}};
+	sc_event ev = E(SC_EVENT_UNSET, "m", u, 1, 5);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_non_null(e);
+	assert_int_equal(sc_entity_attr_count(e), 0);
+	assert_int_equal(sc_entity_position(e), 5);
+	sc_entity_free(e);
+}
+
+static void test_replace(void **state)
+{
+	(void)state;
+	sc_attr a[] = {A_int("a", 1), A_int("b", 2)};
+	sc_event ev = E(SC_EVENT_SET, "r", a, 2, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	sc_attr r[] = {A_int("c", 3), A_null("a"), A_int("c", 4)};
+	ev = E(SC_EVENT_REPLACE, "r", r, 3, 2);
+	e = apply_ok(e, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 1); /* null = absent */
+	assert_int_equal(get_int(e, "c"), 4);
+	ev = E(SC_EVENT_REPLACE, "r", NULL, 0, 3);
+	e = apply_ok(e, &ev);
+	assert_non_null(e);
+	assert_int_equal(sc_entity_attr_count(e), 0);
+	sc_entity_free(e);
+}
+
+static void test_delete_and_set_after_delete(void **state)
+{
+	(void)state;
+	sc_event ev = E(SC_EVENT_DELETE, "d", NULL, 0, 1);
+	assert_null(apply_ok(NULL, &ev)); /* delete of missing: nothing */
+	sc_attr a[] = {A_int("a", 1), A_int("b", 2)};
+	ev = E(SC_EVENT_SET, "d", a, 2, 2);
+	sc_entity *e = apply_ok(NULL, &ev);
+	ev = E(SC_EVENT_DELETE, "d", a, 2, 3); /* attrs ignored */
+	e = apply_ok(e, &ev);
+	assert_null(e);
+	sc_attr b[] = {A_int("c", 3)};
+	ev = E(SC_EVENT_SET, "d", b, 1, 4);
+	e = apply_ok(NULL, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 1); /* fresh */
+	assert_false(sc_entity_find(e, S("a"), NULL));
+	sc_entity_free(e);
+}
+
+/* ==== validation and limits ================================================
+ */
+
+static void test_limits_id(void **state)
+{
+	(void)state;
+	static char id[SC_ENTITY_ID_MAX + 2];
+	memset(id, 'i', sizeof id - 1);
+	sc_event ev = E(SC_EVENT_SET, "", NULL, 0, 1);
+	ev.entity = (sc_str){id, SC_ENTITY_ID_MAX};
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_int_equal(sc_entity_id(e).len, SC_ENTITY_ID_MAX);
+	assert_memory_equal(sc_entity_id(e).ptr, id, SC_ENTITY_ID_MAX);
+	sc_entity_free(e);
+	ev.entity.len = SC_ENTITY_ID_MAX + 1;
+	expect_einval(NULL, &ev, "entity id");
+	ev.entity.len = 0;
+	expect_einval(NULL, &ev, "entity id");
+	ev.entity = (sc_str){NULL, 3};
+	expect_einval(NULL, &ev, "entity id");
+}
+
+static void test_limits_name(void **state)
+{
+	(void)state;
+	static char name[SC_ATTR_NAME_MAX + 2];
+	memset(name, 'n', sizeof name - 1);
+	sc_attr a[] = {A_int("ok", 1), A_int("x", 2)};
+	a[1].name = (sc_str){name, SC_ATTR_NAME_MAX};
+	sc_event ev = E(SC_EVENT_SET, "id", a, 2, 1);
+	sc_entity *e = apply_ok(NULL, &ev);
+	assert_int_equal(sc_entity_attr_count(e), 2);
+	sc_entity_free(e);
+	a[1].name.len = SC_ATTR_NAME_MAX + 1;
+	expect_einval(NULL, &ev, "attrs[1].name");
+	a[1].name.len = 0;
+	expect_einval(NULL, &ev, "attrs[1].name");
+	a[1].name = (sc_str){NULL, 4};
+	expect_einval(NULL, &ev, "attrs[1].name");
+	ev.type = SC_EVENT_UNSET; /* names are checked for unset too */
+	expect_einval(NULL, &ev, "attrs[1].name");
+}
+
+static void test_bad_types(void **state)
+{
+	(void)state;
+	sc_event ev = E((sc_event_type)0, "id", NULL, 0, 1);
+	expect_einval(NULL, &ev, "event type");
+	ev.type = (sc_event_type)5;
+	expect_einval(NULL, &ev, "event type");
+	sc_attr a[] = {A_int("a", 1)};
+	a[0].value.type = (sc_value_type)6;
+	ev = E(SC_EVENT_SET, "id", a, 1, 1);
+	expect_einval(NULL, &ev, "attrs[0].value");
+	ev.type = SC_EVENT_REPLACE;
+	expect_einval(NULL, &ev, "attrs[0].value");
+	a[0] = A_str("a", "x");
+	a[0].value.u.s = (sc_str){NULL, 2};
+	expect_einval(NULL, &ev, "attrs[0].value");
+	ev = E(SC_EVENT_SET, "id", NULL, 3, 1);
+	expect_einval(NULL, &ev, "attrs");
+	ev = E(SC_EVENT_SET, "id", NULL, 0, 1);
+	ev.actor = (sc_str){NULL, 1};
+	expect_einval(NULL, &ev, "actor");
+	/* an event whose id differs from prev's */
+	sc_event ok = E(SC_EVENT_SET, "p", NULL, 0, 1);
+	sc_entity *p = apply_ok(NULL, &ok);
+	ev = E(SC_EVENT_SET, "q", NULL, 0, 2);
+	expect_einval(p, &ev, "differs");
+	sc_entity_free(p);
+}
+
+/* ==== values, equality, allocation failure ==================================
+ */
+
+static void test_value_kinds_and_equality(void **state)
+{
+	(void)state;
+	sc_attr a[5];
+	a[0] = A_str("s", "hello");
+	a[1] = A_int("i", -5);
+	a[2] = (sc_attr){.name = S("d"), .value.type = SC_VALUE_DOUBLE};
+	a[2].value.u.d = 2.5;
+	a[3] = (sc_attr){.name = S("b"), .value.type = SC_VALUE_BOOL};
+	a[3].value.u.b = true;
+	a[4] = (sc_attr){.name = S("y"), .value.type = SC_VALUE_BYTES};
+	a[4].value.u.s = (sc_str){"a\0b", 3};
+	sc_event ev = E(SC_EVENT_SET, "v", a, 5, 1);
+	sc_entity *e1 = apply_ok(NULL, &ev);
+	sc_entity *e2 = apply_ok(NULL, &ev);
+	assert_true(sc_entity_equal(e1, e2));
+	assert_true(sc_entity_equal(NULL, NULL));
+	assert_false(sc_entity_equal(e1, NULL));
+	sc_value v;
+	assert_true(sc_entity_find(e1, S("y"), &v));
+	assert_int_equal(v.type, SC_VALUE_BYTES);
+	assert_int_equal(v.u.s.len, 3);
+	assert_memory_equal(v.u.s.ptr, "a\0b", 3);
+	assert_true(sc_entity_find(e1, S("d"), &v));
+	assert_true(v.u.d == 2.5);
+	assert_true(sc_entity_find(e1, S("b"), &v));
+	assert_true(v.u.b);
+	assert_true(sc_entity_memory_bytes(e1) > 5 * sizeof(sc_attr));
+
+	/* each field matters */
+	a[1].value.u.i = -6;
+	sc_entity *e3 = apply_ok(NULL, &ev);
+	assert_false(sc_entity_equal(e1, e3));
+	sc_entity_free(e3);
+	a[1].value.u.i = -5;
+	ev.position = 2;
+	e3 = apply_ok(NULL, &ev);
+	assert_false(sc_entity_equal(e1, e3));
+	sc_entity_free(e3);
+	ev.position = 1;
+	ev.actor = S("other");
+	e3 = apply_ok(NULL, &ev);
+	assert_false(sc_entity_equal(e1, e3));
+	sc_entity_free(e3);
+	ev.actor = S("tester");
+	a[2].value.type = SC_VALUE_INT; /* same bits, other type */
+	e3 = apply_ok(NULL, &ev);
+	assert_false(sc_entity_equal(e1, e3));
+	sc_entity_free(e3);
+	sc_entity_free(e1);
+	sc_entity_free(e2);
+}
+
+static void test_enomem(void **state)
+{
+	(void)state;
+	enum { N = 40 }; /* above the stack sort buffer: two allocations */
+	sc_attr a[N];
+	char names[N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof names[i], "k%d", i);
+		a[i] = A_int(names[i], i);
+	}
+	sc_event ev = E(SC_EVENT_SET, "m", a, N, 1);
+	for (long k = 0; k < 2; k++) {
+		sc_entity *out = (sc_entity *)0x1;
+		sc_error err;
+		sc_testing_fail_alloc_after(k);
+		assert_int_equal(sc_entity_apply(NULL, &ev, &out, &err),
+				 ENOMEM);
+		sc_testing_fail_alloc_after(-1);
+		assert_null(out);
+		assert_non_null(strstr(err.message, "out of memory"));
+	}
+	sc_entity_free(apply_ok(NULL, &ev));
+	sc_entity_free(NULL);
+	assert_string_equal(sc_event_type_name(SC_EVENT_SET), "set");
+	assert_string_equal(sc_event_type_name(SC_EVENT_DELETE), "delete");
+	assert_null(sc_event_type_name((sc_event_type)9));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_set_creates_and_merges),
+	    cmocka_unit_test(test_set_null_on_missing_name_and_empty_set),
+	    cmocka_unit_test(test_set_duplicates_last_wins),
+	    cmocka_unit_test(test_set_many_attrs_sorted),
+	    cmocka_unit_test(test_unset),
+	    cmocka_unit_test(test_unset_on_missing_entity_creates_it),
+	    cmocka_unit_test(test_replace),
+	    cmocka_unit_test(test_delete_and_set_after_delete),
+	    cmocka_unit_test(test_limits_id),
+	    cmocka_unit_test(test_limits_name),
+	    cmocka_unit_test(test_bad_types),
+	    cmocka_unit_test(test_value_kinds_and_equality),
+	    cmocka_unit_test(test_enomem),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
