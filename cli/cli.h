@@ -1,0 +1,76 @@
+/*
+ * statecache command: declarations shared by the command implementations
+ * (cli/cmd_*.c) and main().
+ *
+ * Exit codes, the same for every command:
+ *   0  success
+ *   1  not found (entity, store) or an operation failed
+ *   2  bad input or usage (malformed event line, unknown option)
+ */
+#ifndef STATECACHE_CLI_CLI_H
+#define STATECACHE_CLI_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum {
+	SC_CLI_EXIT_OK = 0,
+	SC_CLI_EXIT_FAIL = 1,
+	SC_CLI_EXIT_USAGE = 2,
+};
+
+/* The default store directory (--db). */
+#define SC_CLI_DEFAULT_DB "./statecache.db"
+
+/* Options given before the command name. */
+typedef struct sc_cli_global {
+	const char *db;
+} sc_cli_global;
+
+/* A command: argv[0] is the command name, options follow. Returns the
+ * process exit code. */
+typedef int (*sc_cli_command_fn)(const sc_cli_global *g, int argc, char **argv);
+
+typedef struct sc_cli_command {
+	const char *name;
+	const char *summary; /* one line for the global --help */
+	sc_cli_command_fn run;
+	bool hidden; /* not listed in the global --help */
+} sc_cli_command;
+
+/* The commands, terminated by an entry with a NULL name. */
+extern const sc_cli_command sc_cli_commands[];
+
+/* The global --help text. */
+void sc_cli_usage(FILE *out);
+
+/* ---- argument helpers (cli/args.c) -------------------------------------- */
+
+/* True when argv[i] is -h or --help. */
+bool sc_cli_is_help(const char *arg);
+
+/*
+ * If argv[*i] is `--name VALUE` or `--name=VALUE`, store VALUE in *val,
+ * advance *i past it and return 1. Return 0 when argv[*i] is a different
+ * argument, -1 (after printing a usage error for `cmd`) when the value is
+ * missing.
+ */
+int sc_cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name,
+	       const char **val);
+
+/* Parse a decimal unsigned integer in [min, max]; on failure print a usage
+ * error naming `what` for `cmd` and return -1. */
+int sc_cli_parse_u64(const char *cmd, const char *what, const char *s,
+		     uint64_t min, uint64_t max, uint64_t *out);
+
+/* Print "statecache CMD: MESSAGE\n(see `statecache CMD --help`)" to stderr
+ * and return SC_CLI_EXIT_USAGE. */
+int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- commands ----------------------------------------------------------- */
+
+int sc_cli_cmd_gen(const sc_cli_global *g, int argc, char **argv);
+
+#endif

@@ -1,0 +1,488 @@
+/*
+ * statecache command: decoding and encoding JSON Lines events
+ * (cli/json_event.h).
+ *
+ * The decoder treats its input as hostile: jansson parses with duplicate
+ * keys rejected, every field is checked for type and size, and nothing is
+ * truncated. Decoded strings point into the parsed document, which the
+ * sc_cli_event keeps alive; $bytes values are decoded into a buffer as long
+ * as the line (base64 never decodes to more bytes than its text), allocated
+ * before any pointer into it is taken, so no pointer moves.
+ */
+#include "cli/json_event.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/timefmt.h"
+#include "common/internal.h"
+
+/* ===== lifecycle ========================================================== */
+
+void sc_cli_event_init(sc_cli_event *e)
+{
+	memset(e, 0, sizeof *e);
+}
+
+void sc_cli_event_clear(sc_cli_event *e)
+{
+	json_decref(e->root);
+	free(e->attrs);
+	free(e->tags);
+	free(e->bytes);
+	sc_cli_event_init(e);
+}
+
+const char *sc_cli_event_type_name(sc_event_type t)
+{
+	switch (t) {
+	case SC_EVENT_SET:
+		return "set";
+	case SC_EVENT_UNSET:
+		return "unset";
+	case SC_EVENT_REPLACE:
+		return "replace";
+	case SC_EVENT_DELETE:
+		return "delete";
+	}
+	return NULL;
+}
+
+/* ===== decoding =========================================================== */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 8;
+	while (c < need)
+		c *= 2;
+	void *q = realloc(*p, c * elem);
+	if (!q)
+		return ENOMEM;
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+static int check_name(const char *name, size_t len, const char *where,
+		      sc_error *err)
+{
+	if (len == 0)
+		return sc_error_set(err, SC_EINVAL,
+				    "%s: empty attribute name (names are 1 to "
+				    "%d bytes)",
+				    where, SC_ATTR_NAME_MAX);
+	if (len > SC_ATTR_NAME_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "%s: attribute name of %zu bytes is too "
+				    "long (at most %d)",
+				    where, len, SC_ATTR_NAME_MAX);
+	SC_UNUSED(name);
+	return 0;
+}
+
+static int decode_value(sc_cli_event *e, size_t *bytes_used, json_t *j,
+			const char *name, bool null_ok, sc_value *out,
+			sc_error *err)
+{
+	switch (json_typeof(j)) {
+	case JSON_STRING:
+		out->type = SC_VALUE_STRING;
+		out->u.s.ptr = json_string_value(j);
+		out->u.s.len = json_string_length(j);
+		return 0;
+	case JSON_INTEGER:
+		out->type = SC_VALUE_INT;
+		out->u.i = (int64_t)json_integer_value(j);
+		return 0;
+	case JSON_REAL:
+		out->type = SC_VALUE_DOUBLE;
+		out->u.d = json_real_value(j);
+		return 0;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		out->type = SC_VALUE_BOOL;
+		out->u.b = json_is_true(j);
+		return 0;
+	case JSON_NULL:
+		if (!null_ok)
+			return sc_error_set(
+			    err, SC_EINVAL,
+			    "attrs.%.64s: null is only valid in a "
+			    "set (where it removes the key)",
+			    name);
+		out->type = SC_VALUE_NULL;
+		return 0;
+	case JSON_OBJECT: {
+		json_t *b64 = json_object_get(j, "$bytes");
+		if (json_object_size(j) != 1 || !b64 || !json_is_string(b64))
+			return sc_error_set(
+			    err, SC_EINVAL,
+			    "attrs.%.64s: an object value must be "
+			    "{\"$bytes\":\"<base64>\"}",
+			    name);
+		const char *why;
+		size_t n;
+		if (sc_cli_base64_decode(json_string_value(b64),
+					 json_string_length(b64),
+					 e->bytes + *bytes_used, &n, &why))
+			return sc_error_set(
+			    err, SC_EINVAL,
+			    "attrs.%.64s: bad base64 in $bytes: %s", name, why);
+		out->type = SC_VALUE_BYTES;
+		out->u.s.ptr = e->bytes + *bytes_used;
+		out->u.s.len = n;
+		*bytes_used += n;
+		return 0;
+	}
+	case JSON_ARRAY:
+		break;
+	}
+	return sc_error_set(
+	    err, SC_EINVAL,
+	    "attrs.%.64s: arrays are not attribute values (use a "
+	    "string, number, true, false, null or "
+	    "{\"$bytes\":...})",
+	    name);
+}
+
+static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
+			sc_error *err)
+{
+	sc_event *ev = &e->ev;
+	if (ev->type == SC_EVENT_UNSET) {
+		if (!json_is_array(attrs))
+			return sc_error_set(err, SC_EINVAL,
+					    "attrs of an unset must be an "
+					    "array of attribute names");
+		size_t n = json_array_size(attrs);
+		if (grow((void **)&e->attrs, &e->attrs_cap, n,
+			 sizeof *e->attrs))
+			return sc_error_set(err, ENOMEM, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			json_t *s = json_array_get(attrs, i);
+			if (!json_is_string(s))
+				return sc_error_set(err, SC_EINVAL,
+						    "attrs[%zu]: attribute "
+						    "names must be strings",
+						    i);
+			char where[32];
+			snprintf(where, sizeof where, "attrs[%zu]", i);
+			size_t len = json_string_length(s);
+			int rc =
+			    check_name(json_string_value(s), len, where, err);
+			if (rc)
+				return rc;
+			e->attrs[i].name.ptr = json_string_value(s);
+			e->attrs[i].name.len = len;
+			e->attrs[i].value.type = SC_VALUE_NULL;
+		}
+		ev->attrs = e->attrs;
+		ev->nattrs = n;
+		return 0;
+	}
+	if (!json_is_object(attrs))
+		return sc_error_set(err, SC_EINVAL,
+				    "attrs of a %s must be an object of name: "
+				    "value",
+				    sc_cli_event_type_name(ev->type));
+	size_t n = json_object_size(attrs);
+	if (grow((void **)&e->attrs, &e->attrs_cap, n, sizeof *e->attrs) ||
+	    grow((void **)&e->bytes, &e->bytes_cap, line_len + 1, 1))
+		return sc_error_set(err, ENOMEM, "out of memory");
+	size_t i = 0, bytes_used = 0;
+	const char *key;
+	size_t key_len;
+	json_t *v;
+	json_object_keylen_foreach(attrs, key, key_len, v)
+	{
+		int rc = check_name(key, key_len, "attrs", err);
+		if (!rc)
+			rc = decode_value(e, &bytes_used, v, key,
+					  ev->type == SC_EVENT_SET,
+					  &e->attrs[i].value, err);
+		if (rc)
+			return rc;
+		e->attrs[i].name.ptr = key;
+		e->attrs[i].name.len = key_len;
+		i++;
+	}
+	ev->attrs = e->attrs;
+	ev->nattrs = i;
+	return 0;
+}
+
+static int decode_string(json_t *j, const char *field, sc_str *out,
+			 sc_error *err)
+{
+	if (!json_is_string(j))
+		return sc_error_set(err, SC_EINVAL, "%s must be a string",
+				    field);
+	out->ptr = json_string_value(j);
+	out->len = json_string_length(j);
+	return 0;
+}
+
+static int decode_fields(sc_cli_event *e, json_t *root, size_t line_len,
+			 sc_error *err)
+{
+	sc_event *ev = &e->ev;
+	json_t *jentity = NULL, *jtype = NULL, *jattrs = NULL, *jtags = NULL;
+	json_t *jtime = NULL, *jactor = NULL, *jpart = NULL, *jpos = NULL;
+	const char *key;
+	json_t *v;
+	json_object_foreach(root, key, v)
+	{
+		if (!strcmp(key, "entity"))
+			jentity = v;
+		else if (!strcmp(key, "type"))
+			jtype = v;
+		else if (!strcmp(key, "attrs"))
+			jattrs = v;
+		else if (!strcmp(key, "actor"))
+			jactor = v;
+		else if (!strcmp(key, "time"))
+			jtime = v;
+		else if (!strcmp(key, "partition"))
+			jpart = v;
+		else if (!strcmp(key, "tags"))
+			jtags = v;
+		else if (!strcmp(key, "position"))
+			jpos = v;
+		else
+			return sc_error_set(
+			    err, SC_EINVAL,
+			    "unknown field \"%.64s\" (allowed: entity, type, "
+			    "attrs, actor, time, partition, tags, position)",
+			    key);
+	}
+	if (!jentity)
+		return sc_error_set(err, SC_EINVAL,
+				    "missing field \"entity\" (the entity id)");
+	int rc = decode_string(jentity, "entity", &ev->entity, err);
+	if (rc)
+		return rc;
+	if (ev->entity.len == 0 || ev->entity.len > SC_ENTITY_ID_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity id of %zu bytes: ids are 1 to %d "
+				    "bytes",
+				    ev->entity.len, SC_ENTITY_ID_MAX);
+	if (!jtype)
+		return sc_error_set(err, SC_EINVAL,
+				    "missing field \"type\" (set, unset, "
+				    "replace or delete)");
+	const char *t = json_string_value(jtype);
+	if (!t)
+		return sc_error_set(err, SC_EINVAL, "type must be a string");
+	if (!strcmp(t, "set"))
+		ev->type = SC_EVENT_SET;
+	else if (!strcmp(t, "unset"))
+		ev->type = SC_EVENT_UNSET;
+	else if (!strcmp(t, "replace"))
+		ev->type = SC_EVENT_REPLACE;
+	else if (!strcmp(t, "delete"))
+		ev->type = SC_EVENT_DELETE;
+	else
+		return sc_error_set(err, SC_EINVAL,
+				    "unknown event type \"%.32s\" (expected "
+				    "set, unset, replace or delete)",
+				    t);
+	if (ev->type == SC_EVENT_DELETE) {
+		if (jattrs)
+			return sc_error_set(err, SC_EINVAL,
+					    "a delete takes no attrs (remove "
+					    "the field)");
+	} else {
+		if (!jattrs)
+			return sc_error_set(err, SC_EINVAL,
+					    "missing field \"attrs\" (required "
+					    "for a %s)",
+					    t);
+		rc = decode_attrs(e, jattrs, line_len, err);
+		if (rc)
+			return rc;
+	}
+	if (jactor && (rc = decode_string(jactor, "actor", &ev->actor, err)))
+		return rc;
+	if (jpart &&
+	    (rc = decode_string(jpart, "partition", &ev->partition, err)))
+		return rc;
+	if (jtime) {
+		if (!json_is_string(jtime))
+			return sc_error_set(err, SC_EINVAL,
+					    "time must be an RFC 3339 string "
+					    "such as \"2026-11-23T10:00:00Z\"");
+		const char *why;
+		if (sc_cli_time_parse(json_string_value(jtime),
+				      json_string_length(jtime), &ev->time,
+				      &why))
+			return sc_error_set(err, SC_EINVAL, "bad time: %s",
+					    why);
+	}
+	if (jtags) {
+		if (!json_is_array(jtags))
+			return sc_error_set(err, SC_EINVAL,
+					    "tags must be an array of strings");
+		size_t n = json_array_size(jtags);
+		if (grow((void **)&e->tags, &e->tags_cap, n, sizeof *e->tags))
+			return sc_error_set(err, ENOMEM, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			char where[32];
+			snprintf(where, sizeof where, "tags[%zu]", i);
+			rc = decode_string(json_array_get(jtags, i), where,
+					   &e->tags[i], err);
+			if (rc)
+				return rc;
+		}
+		ev->tags = e->tags;
+		ev->ntags = n;
+	}
+	if (jpos && (!json_is_integer(jpos) || json_integer_value(jpos) < 0))
+		return sc_error_set(err, SC_EINVAL,
+				    "position must be a non-negative integer "
+				    "(it is ignored: the store assigns "
+				    "positions)");
+	return 0;
+}
+
+int sc_cli_event_decode(sc_cli_event *e, const char *line, size_t n,
+			sc_error *err)
+{
+	json_decref(e->root);
+	e->root = NULL;
+	memset(&e->ev, 0, sizeof e->ev);
+	if (n > SC_CLI_LINE_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "line of %zu bytes is longer than the "
+				    "limit of %u bytes",
+				    n, SC_CLI_LINE_MAX);
+	json_error_t jerr;
+	json_t *root =
+	    json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (!root) {
+		if (json_error_code(&jerr) == json_error_out_of_memory)
+			return sc_error_set(err, ENOMEM, "out of memory");
+		return sc_error_set(err, SC_EINVAL, "column %d: %s",
+				    jerr.column, jerr.text);
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return sc_error_set(err, SC_EINVAL,
+				    "an event must be a JSON object");
+	}
+	e->root = root;
+	int rc = decode_fields(e, root, n, err);
+	if (rc) {
+		json_decref(e->root);
+		e->root = NULL;
+		memset(&e->ev, 0, sizeof e->ev);
+	}
+	return rc;
+}
+
+/* ===== encoding =========================================================== */
+
+static int str_cmp(sc_str a, sc_str b)
+{
+	size_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	if (c)
+		return c;
+	return a.len < b.len ? -1 : a.len > b.len;
+}
+
+static int attr_ptr_cmp(const void *a, const void *b)
+{
+	const sc_attr *x = *(const sc_attr *const *)a;
+	const sc_attr *y = *(const sc_attr *const *)b;
+	return str_cmp(x->name, y->name);
+}
+
+int sc_cli_event_encode(sc_cli_buf *b, const sc_event *ev, bool with_position)
+{
+	int rc = sc_cli_buf_puts(b, "{");
+	if (!rc && with_position)
+		rc = sc_cli_buf_printf(b, "\"position\":%llu,",
+				       (unsigned long long)ev->position);
+	if (!rc)
+		rc = sc_cli_buf_puts(b, "\"entity\":");
+	if (!rc)
+		rc = sc_cli_json_string(b, ev->entity.ptr, ev->entity.len);
+	const char *tn = sc_cli_event_type_name(ev->type);
+	if (!rc)
+		rc = sc_cli_buf_printf(b, ",\"type\":\"%s\"", tn ? tn : "?");
+	if (!rc && ev->type == SC_EVENT_UNSET) {
+		rc = sc_cli_buf_puts(b, ",\"attrs\":[");
+		for (size_t i = 0; !rc && i < ev->nattrs; i++) {
+			if (i)
+				rc = sc_cli_buf_puts(b, ",");
+			if (!rc)
+				rc =
+				    sc_cli_json_string(b, ev->attrs[i].name.ptr,
+						       ev->attrs[i].name.len);
+		}
+		if (!rc)
+			rc = sc_cli_buf_puts(b, "]");
+	} else if (!rc &&
+		   (ev->type == SC_EVENT_SET || ev->type == SC_EVENT_REPLACE)) {
+		const sc_attr **sorted = NULL;
+		if (ev->nattrs) {
+			sorted = malloc(ev->nattrs * sizeof *sorted);
+			if (!sorted)
+				return ENOMEM;
+			for (size_t i = 0; i < ev->nattrs; i++)
+				sorted[i] = &ev->attrs[i];
+			qsort(sorted, ev->nattrs, sizeof *sorted, attr_ptr_cmp);
+		}
+		rc = sc_cli_buf_puts(b, ",\"attrs\":{");
+		for (size_t i = 0; !rc && i < ev->nattrs; i++) {
+			if (i)
+				rc = sc_cli_buf_puts(b, ",");
+			if (!rc)
+				rc = sc_cli_json_string(b, sorted[i]->name.ptr,
+							sorted[i]->name.len);
+			if (!rc)
+				rc = sc_cli_buf_puts(b, ":");
+			if (!rc)
+				rc = sc_cli_json_value(b, &sorted[i]->value);
+		}
+		free(sorted);
+		if (!rc)
+			rc = sc_cli_buf_puts(b, "}");
+	}
+	if (!rc && ev->actor.len) {
+		rc = sc_cli_buf_puts(b, ",\"actor\":");
+		if (!rc)
+			rc =
+			    sc_cli_json_string(b, ev->actor.ptr, ev->actor.len);
+	}
+	if (!rc && ev->time) {
+		char t[SC_CLI_TIME_MAX];
+		sc_cli_time_format(ev->time, t);
+		rc = sc_cli_buf_printf(b, ",\"time\":\"%s\"", t);
+	}
+	if (!rc && ev->partition.len) {
+		rc = sc_cli_buf_puts(b, ",\"partition\":");
+		if (!rc)
+			rc = sc_cli_json_string(b, ev->partition.ptr,
+						ev->partition.len);
+	}
+	if (!rc && ev->ntags) {
+		rc = sc_cli_buf_puts(b, ",\"tags\":[");
+		for (size_t i = 0; !rc && i < ev->ntags; i++) {
+			if (i)
+				rc = sc_cli_buf_puts(b, ",");
+			if (!rc)
+				rc = sc_cli_json_string(b, ev->tags[i].ptr,
+							ev->tags[i].len);
+		}
+		if (!rc)
+			rc = sc_cli_buf_puts(b, "]");
+	}
+	if (!rc)
+		rc = sc_cli_buf_puts(b, "}");
+	return rc;
+}
