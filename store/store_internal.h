@@ -1,0 +1,104 @@
+/*
+ * The store object, shared by store.c (open, append, reads) and
+ * snapshots.c (snapshot write, list, restore). Not installed.
+ *
+ * Locks, in the order they are taken:
+ *
+ *   snap_mu   one sc_store_snapshot at a time (held while encoding).
+ *   write_mu  one writer: held for a whole append, and by a snapshot only
+ *             for its short write transaction. Map growth happens under it.
+ *   map_lock  rwlock: every read transaction holds it shared; growing the
+ *             map (mdb_env_set_mapsize, which requires that no transaction
+ *             is active in the process) holds it exclusive.
+ */
+#ifndef STATECACHE_STORE_INTERNAL_H
+#define STATECACHE_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "statecache/store.h"
+#include "store/event_codec.h"
+
+/* Value of the meta key "format_version" written by this build. */
+#define SC_STORE_FORMAT_VERSION 1u
+
+struct sc_store {
+	MDB_env *env;
+	MDB_dbi dbi_events, dbi_index, dbi_snapshots, dbi_meta;
+	sc_cache *cache;
+	sc_store_options opt;
+
+	pthread_mutex_t snap_mu;
+	pthread_mutex_t write_mu;
+	pthread_rwlock_t map_lock;
+
+	_Atomic uint64_t last_position;
+	uint64_t since_snapshot; /* events appended since the last snapshot */
+
+	/* Writer-only scratch (under write_mu). */
+	sc_projector *projectors;
+	size_t nprojectors;
+	sc_event *batch;
+	size_t cap_batch;
+	sc_event_enc enc;
+};
+
+/* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
+static inline void sc_be64_put(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static inline uint64_t sc_be64_get(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline void sc_be32_put(uint8_t *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static inline uint32_t sc_be32_get(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* Turn an LMDB return code into an sc code with a message naming `what`. */
+int sc_store_lmdb_error(sc_error *err, int rc, const char *what);
+
+/* Send a warning to opt.warn (or stderr). */
+void sc_store_warn(sc_store *store, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Begin a read transaction; holds map_lock shared until sc_store_read_end. */
+int sc_store_read_begin(sc_store *store, MDB_txn **txn, sc_error *err);
+void sc_store_read_end(sc_store *store, MDB_txn *txn);
+
+/* Grow the map after MDB_MAP_FULL (write_mu held, no transaction open in
+ * the writer). SC_EMAPFULL at map_size_max. */
+int sc_store_grow_map(sc_store *store, sc_error *err);
+
+/* Replay the log after `after` into the cache (open-time, single thread).
+ * Promotes in batches. On failure the pending version is discarded. */
+int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
+
+/* Restore the newest snapshot that verifies into the cache; *position is
+ * its position (0: none restored, the cache is empty). Open-time. */
+int sc_store_restore(sc_store *store, uint64_t *position, sc_error *err);
+
+#endif
