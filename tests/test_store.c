@@ -1,0 +1,835 @@
+/*
+ * The durable store: append/read round trips against a reference model,
+ * all-or-nothing appends (bad event, projector failure, map full,
+ * allocation failures), durability modes, format version checks, and the
+ * event codec.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "statecache/store.h"
+#include "common/internal.h"
+#include "statecache/testing.h"
+#include "store/event_codec.h"
+#include "tests/store_testlib.c"
+
+static uint64_t seed;
+static char tmpl[] = "/tmp/sc_test_store.XXXXXX";
+static char *root;
+static unsigned dir_counter;
+
+/* A fresh store directory name (not created). */
+static void new_dir(char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/s%u", root, dir_counter++);
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static sc_store_options opts(void)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = SC_DURABILITY_NOSYNC;
+	o.cache.seed = seed | 1;
+	return o;
+}
+
+static sc_store *open_store(const char *dir, const sc_store_options *o)
+{
+	sc_store *s = NULL;
+	sc_error err;
+	int rc = sc_store_open(dir, o, &s, &err);
+	if (rc)
+		fprintf(stderr, "open %s: %s\n", dir, err.message);
+	assert_int_equal(rc, 0);
+	assert_non_null(s);
+	return s;
+}
+
+/* Collects events read back from the store (deep copies by re-decoding
+ * is not possible here, so each is re-encoded into a buffer list). */
+typedef struct collected {
+	size_t n, cap;
+	uint8_t **bufs;
+	size_t *lens;
+	uint64_t *pos;
+} collected;
+
+static int collect(void *ctx, const sc_event *ev)
+{
+	collected *c = ctx;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 64;
+		c->bufs = realloc(c->bufs, c->cap * sizeof *c->bufs);
+		c->lens = realloc(c->lens, c->cap * sizeof *c->lens);
+		c->pos = realloc(c->pos, c->cap * sizeof *c->pos);
+	}
+	sc_error err;
+	int rc = sc_event_encode(ev, &c->bufs[c->n], &c->lens[c->n], &err);
+	if (rc)
+		return rc;
+	c->pos[c->n] = ev->position;
+	c->n++;
+	return 0;
+}
+
+static void collected_free(collected *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		sc_free(c->bufs[i]);
+	free(c->bufs);
+	free(c->lens);
+	free(c->pos);
+	memset(c, 0, sizeof *c);
+}
+
+static void collected_get(const collected *c, size_t i, sc_decoded_event *d)
+{
+	assert_int_equal(
+	    sc_event_decode(c->bufs[i], c->lens[i], c->pos[i], d, NULL), 0);
+}
+
+static int setup_all(void **state)
+{
+	SC_UNUSED(state);
+	seed = st_seed();
+	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
+	       (unsigned long long)seed);
+	root = mkdtemp(tmpl);
+	return root ? 0 : -1;
+}
+
+static int teardown_all(void **state)
+{
+	SC_UNUSED(state);
+	rm_rf(root);
+	return 0;
+}
+
+/* ---- round trips ------------------------------------------------------------
+ */
+
+static void test_append_read_roundtrip(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	assert_int_equal(sc_store_last_position(s), 0);
+
+	const unsigned nent = 40;
+	const size_t total = 1500;
+	st_event *evs = calloc(total, sizeof *evs);
+	uint64_t r = seed;
+	size_t done = 0;
+	while (done < total) {
+		size_t b = 1 + st_rand(&r) % 60;
+		if (b > total - done)
+			b = total - done;
+		sc_event batch[60];
+		for (size_t k = 0; k < b; k++) {
+			/* A third of the events are stamped by the store. */
+			int64_t t =
+			    (done + k) % 3 ? (int64_t)(1000 + done + k) : 0;
+			st_event_gen(seed, done + k, nent, t, &evs[done + k]);
+			batch[k] = evs[done + k].ev;
+		}
+		uint64_t first = 0;
+		sc_error err;
+		int rc = sc_store_append(s, batch, b, &first, &err);
+		if (rc)
+			fprintf(stderr, "append: %s\n", err.message);
+		assert_int_equal(rc, 0);
+		assert_int_equal(first, done + 1);
+		done += b;
+		assert_int_equal(sc_store_last_position(s), done);
+	}
+
+	/* The log: dense positions from 1, each event as appended (time
+	 * stamped where it was 0). */
+	collected c = {0};
+	assert_int_equal(sc_store_events(s, 0, 0, collect, &c, NULL), 0);
+	assert_int_equal(c.n, total);
+	st_model *m = st_model_new();
+	for (size_t i = 0; i < total; i++) {
+		sc_decoded_event d;
+		collected_get(&c, i, &d);
+		assert_int_equal(d.ev.position, i + 1);
+		sc_event want = evs[i].ev;
+		want.position = i + 1;
+		if (want.time == 0) {
+			assert_true(d.ev.time != 0);
+			want.time = d.ev.time;
+		}
+		assert_true(st_event_equal(&d.ev, &want));
+		st_model_apply(m, &d.ev);
+		sc_decoded_event_free(&d);
+	}
+	assert_true(st_cache_matches(sc_store_cache(s), m));
+
+	/* from/limit. */
+	collected c2 = {0};
+	assert_int_equal(sc_store_events(s, 100, 7, collect, &c2, NULL), 0);
+	assert_int_equal(c2.n, 7);
+	assert_int_equal(c2.pos[0], 100);
+	assert_int_equal(c2.pos[6], 106);
+	collected_free(&c2);
+	assert_int_equal(sc_store_events(s, total + 1, 0, collect, &c2, NULL),
+			 0);
+	assert_int_equal(c2.n, 0);
+
+	/* Per-entity reads against a filter of the log, and as-of states
+	 * against a per-entity fold. */
+	for (unsigned e = 0; e < nent; e += 3) {
+		char id[16];
+		int n = snprintf(id, sizeof id, "e%u", e);
+		sc_str sid = {id, (size_t)n};
+		collected ce = {0};
+		assert_int_equal(
+		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
+		    0);
+		size_t k = 0;
+		uint64_t probe = 1 + st_rand(&r) % total;
+		sc_entity *at_probe = NULL; /* fold of positions <= probe */
+		for (size_t i = 0; i < total; i++) {
+			sc_decoded_event d;
+			collected_get(&c, i, &d);
+			if (d.ev.entity.len == sid.len &&
+			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
+				assert_true(k < ce.n);
+				assert_int_equal(ce.pos[k], d.ev.position);
+				k++;
+				if (d.ev.position <= probe) {
+					sc_entity *nx = NULL;
+					assert_int_equal(
+					    sc_entity_apply(at_probe, &d.ev,
+							    &nx, NULL),
+					    0);
+					sc_entity_free(at_probe);
+					at_probe = nx;
+				}
+			}
+			sc_decoded_event_free(&d);
+		}
+		assert_int_equal(k, ce.n);
+		sc_entity *got = NULL;
+		sc_error err;
+		int rc = sc_store_entity_at(s, sid, probe, &got, &err);
+		if (at_probe) {
+			assert_int_equal(rc, 0);
+			assert_true(sc_entity_equal(got, at_probe));
+		} else {
+			assert_int_equal(rc, SC_NOTFOUND);
+			assert_null(got);
+		}
+		sc_entity_free(got);
+		sc_entity_free(at_probe);
+		/* As of the end: the current state. */
+		rc = sc_store_entity_at(s, sid, total, &got, NULL);
+		const sc_entity *cur = st_model_get(m, sid);
+		if (cur) {
+			assert_int_equal(rc, 0);
+			assert_true(sc_entity_equal(got, cur));
+		} else {
+			assert_int_equal(rc, SC_NOTFOUND);
+		}
+		sc_entity_free(got);
+		/* from/limit on the entity's events. */
+		if (ce.n > 2) {
+			collected cl = {0};
+			assert_int_equal(
+			    sc_store_entity_events(s, sid, ce.pos[1], 1,
+						   collect, &cl, NULL),
+			    0);
+			assert_int_equal(cl.n, 1);
+			assert_int_equal(cl.pos[0], ce.pos[1]);
+			collected_free(&cl);
+		}
+		collected_free(&ce);
+	}
+	/* An id that is a prefix of others ("e1" vs "e10") and an unknown
+	 * one. */
+	sc_entity *none = NULL;
+	assert_int_equal(
+	    sc_store_entity_at(s, (sc_str){"zz", 2}, total, &none, NULL),
+	    SC_NOTFOUND);
+
+	sc_store_stats st;
+	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
+	assert_int_equal(st.last_position, total);
+	assert_true(st.map_bytes_used > 0 && st.map_bytes_used <= st.map_size);
+	assert_int_equal(st.cache.entities, st_model_len(m));
+
+	/* Reopen: the replayed state is the same. */
+	sc_store_close(s);
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_last_position(s), total);
+	assert_true(st_cache_matches(sc_store_cache(s), m));
+	sc_store_close(s);
+
+	collected_free(&c);
+	st_model_free(m);
+	free(evs);
+	rm_rf(dir);
+}
+
+/* An entity id that is another id followed by 8 bytes must not leak into
+ * the other's index walk. */
+static void test_entity_index_prefix_ids(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	char longid[9 + 8];
+	memcpy(longid, "a", 1);
+	/* "a" ++ BE(2) ++ "zzzzzzzz": sorts between a's rows. */
+	uint8_t be2[8] = {0, 0, 0, 0, 0, 0, 0, 2};
+	memcpy(longid + 1, be2, 8);
+	memcpy(longid + 9, "zzzzzzzz", 8);
+	sc_attr at = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 1}};
+	sc_event evs[4] = {
+	    {.entity = {"a", 1},
+	     .type = SC_EVENT_SET,
+	     .attrs = &at,
+	     .nattrs = 1,
+	     .time = 5},
+	    {.entity = {longid, 17},
+	     .type = SC_EVENT_SET,
+	     .attrs = &at,
+	     .nattrs = 1,
+	     .time = 5},
+	    {.entity = {"a", 1},
+	     .type = SC_EVENT_SET,
+	     .attrs = &at,
+	     .nattrs = 1,
+	     .time = 6},
+	    {.entity = {"ab", 2}, .type = SC_EVENT_DELETE, .time = 7},
+	};
+	assert_int_equal(sc_store_append(s, evs, 4, NULL, NULL), 0);
+	collected c = {0};
+	assert_int_equal(sc_store_entity_events(s, (sc_str){"a", 1}, 0, 0,
+						collect, &c, NULL),
+			 0);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(c.pos[0], 1);
+	assert_int_equal(c.pos[1], 3);
+	collected_free(&c);
+	assert_int_equal(sc_store_entity_events(s, (sc_str){longid, 17}, 0, 0,
+						collect, &c, NULL),
+			 0);
+	assert_int_equal(c.n, 1);
+	assert_int_equal(c.pos[0], 2);
+	collected_free(&c);
+	sc_entity *e = NULL;
+	assert_int_equal(sc_store_entity_at(s, (sc_str){"a", 1}, 2, &e, NULL),
+			 0);
+	assert_int_equal(sc_entity_position(e), 1);
+	sc_entity_free(e);
+	assert_int_equal(sc_store_entity_at(s, (sc_str){"ab", 2}, 4, &e, NULL),
+			 SC_NOTFOUND);
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
+/* ---- all or nothing ---------------------------------------------------------
+ */
+
+typedef struct snapshot_of {
+	uint64_t last;
+	uint64_t hash;
+	size_t len;
+	size_t log_events;
+} snapshot_of;
+
+static int count_event(void *ctx, const sc_event *ev)
+{
+	SC_UNUSED(ev);
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+static snapshot_of observe(sc_store *s)
+{
+	snapshot_of o;
+	o.last = sc_store_last_position(s);
+	o.hash = st_cache_hash(sc_store_cache(s), &o.len);
+	o.log_events = 0;
+	assert_int_equal(
+	    sc_store_events(s, 0, 0, count_event, &o.log_events, NULL), 0);
+	return o;
+}
+
+static void assert_same(snapshot_of a, snapshot_of b)
+{
+	assert_int_equal(a.last, b.last);
+	assert_int_equal(a.hash, b.hash);
+	assert_int_equal(a.len, b.len);
+	assert_int_equal(a.log_events, b.log_events);
+}
+
+static void fill(sc_store *s, size_t n, uint64_t base)
+{
+	for (size_t i = 0; i < n; i++) {
+		st_event e;
+		st_event_gen(seed, base + i, 20, (int64_t)(base + i + 1), &e);
+		assert_int_equal(sc_store_append(s, &e.ev, 1, NULL, NULL), 0);
+	}
+}
+
+static void test_bad_event_rejects_batch(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	fill(s, 30, 0);
+	snapshot_of before = observe(s);
+
+	st_event g[6];
+	sc_event batch[6];
+	for (int i = 0; i < 6; i++) {
+		st_event_gen(seed, 100 + (uint64_t)i, 20, 9, &g[i]);
+		batch[i] = g[i].ev;
+	}
+	sc_attr bad_attr = {{"", 0}, {.type = SC_VALUE_INT}};
+	const char nul_str[] = {'a', 0, 'b'};
+	sc_attr nul_attr = {{"n", 1},
+			    {.type = SC_VALUE_STRING, .u.s = {nul_str, 3}}};
+	char big[SC_ENTITY_ID_MAX + 1];
+	memset(big, 'x', sizeof big);
+	struct {
+		sc_event ev;
+		const char *needle;
+	} cases[] = {
+	    {{.entity = {"", 0}, .type = SC_EVENT_SET}, "entity id"},
+	    {{.entity = {big, sizeof big}, .type = SC_EVENT_SET}, "entity id"},
+	    {{.entity = {"x", 1}, .type = (sc_event_type)9}, "unknown event"},
+	    {{.entity = {"x", 1},
+	      .type = SC_EVENT_SET,
+	      .attrs = &bad_attr,
+	      .nattrs = 1},
+	     "name"},
+	    {{.entity = {"x", 1},
+	      .type = SC_EVENT_SET,
+	      .attrs = &nul_attr,
+	      .nattrs = 1},
+	     "NUL"},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		batch[3] = cases[c].ev;
+		sc_error err;
+		int rc = sc_store_append(s, batch, 6, NULL, &err);
+		assert_int_equal(rc, SC_EINVAL);
+		assert_int_equal(err.code, SC_EINVAL);
+		assert_non_null(strstr(err.message, "event 3"));
+		assert_non_null(strstr(err.message, cases[c].needle));
+		assert_same(before, observe(s));
+	}
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
+typedef struct proj_state {
+	int calls, fail_at, commits, rollbacks;
+	MDB_dbi dbi;
+	bool use_db;
+} proj_state;
+
+static int proj_apply(void *ctx, MDB_txn *txn, const sc_event *ev,
+		      sc_error *err)
+{
+	proj_state *p = ctx;
+	if (p->calls++ == p->fail_at) {
+		if (err)
+			snprintf(err->message, sizeof err->message,
+				 "refusing position %llu",
+				 (unsigned long long)ev->position);
+		return SC_EINVAL;
+	}
+	if (p->use_db) {
+		MDB_val k = {ev->entity.len, (void *)ev->entity.ptr};
+		uint64_t pos = ev->position;
+		MDB_val v = {8, &pos};
+		return mdb_put(txn, p->dbi, &k, &v, 0);
+	}
+	return 0;
+}
+
+static void proj_commit(void *ctx)
+{
+	((proj_state *)ctx)->commits++;
+}
+
+static void proj_rollback(void *ctx)
+{
+	((proj_state *)ctx)->rollbacks++;
+}
+
+static void test_projector_failure_rolls_back(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	fill(s, 10, 0);
+
+	/* A projector with its own database in the store's environment. */
+	proj_state ps = {.fail_at = -1, .use_db = true};
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "proj", MDB_CREATE, &ps.dbi), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	sc_projector p = {"counter", proj_apply, proj_commit, proj_rollback,
+			  &ps};
+	assert_int_equal(sc_store_add_projector(s, &p, NULL), 0);
+	sc_projector bad = {"", NULL, NULL, NULL, NULL};
+	assert_int_equal(sc_store_add_projector(s, &bad, NULL), SC_EINVAL);
+
+	fill(s, 5, 10);
+	assert_int_equal(ps.commits, 5);
+	snapshot_of before = observe(s);
+
+	st_event g[4];
+	sc_event batch[4];
+	for (int i = 0; i < 4; i++) {
+		st_event_gen(seed, 50 + (uint64_t)i, 20, 9, &g[i]);
+		batch[i] = g[i].ev;
+	}
+	ps.fail_at = ps.calls + 2;
+	sc_error err;
+	int rc = sc_store_append(s, batch, 4, NULL, &err);
+	assert_int_equal(rc, SC_EPROJECTOR);
+	assert_non_null(strstr(err.message, "counter"));
+	assert_non_null(strstr(err.message, "event 2"));
+	assert_non_null(strstr(err.message, "refusing position 18"));
+	assert_int_equal(ps.rollbacks, 1);
+	assert_int_equal(ps.commits, 5);
+	assert_same(before, observe(s));
+	/* The projector's own rows of the failed batch are gone too. */
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	MDB_stat st;
+	assert_int_equal(mdb_stat(txn, ps.dbi, &st), 0);
+	mdb_txn_abort(txn);
+	size_t rows_before = st.ms_entries;
+
+	ps.fail_at = -1;
+	assert_int_equal(sc_store_append(s, batch, 4, NULL, NULL), 0);
+	assert_int_equal(ps.commits, 6);
+	assert_int_equal(sc_store_last_position(s), before.last + 4);
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	assert_int_equal(mdb_stat(txn, ps.dbi, &st), 0);
+	mdb_txn_abort(txn);
+	assert_true(st.ms_entries >= rows_before);
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
+static void test_map_full(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.map_size = 64 << 10;
+	o.map_size_max = 512 << 10;
+	sc_store *s = open_store(dir, &o);
+	st_model *m = st_model_new();
+	uint64_t i = 0;
+	int rc = 0;
+	sc_error err;
+	snapshot_of before = observe(s);
+	/* Batches of 50 events with 1 KiB values until the limit. */
+	static char blob[1024];
+	memset(blob, 'v', sizeof blob);
+	for (;;) {
+		st_event g[50];
+		sc_event batch[50];
+		sc_attr big[50];
+		for (int k = 0; k < 50; k++) {
+			st_event_gen(seed, i + (uint64_t)k, 500,
+				     (int64_t)(i + (uint64_t)k + 1), &g[k]);
+			batch[k] = g[k].ev;
+			big[k] = (sc_attr){{"blob", 4},
+					   {.type = SC_VALUE_BYTES,
+					    .u.s = {blob, sizeof blob}}};
+			batch[k].type = SC_EVENT_SET;
+			batch[k].attrs = &big[k];
+			batch[k].nattrs = 1;
+		}
+		before = observe(s);
+		rc = sc_store_append(s, batch, 50, NULL, &err);
+		if (rc)
+			break;
+		for (int k = 0; k < 50; k++) {
+			batch[k].position = i + (uint64_t)k + 1;
+			st_model_apply(m, &batch[k]);
+		}
+		i += 50;
+		assert_true(i < 100000);
+	}
+	assert_int_equal(rc, SC_EMAPFULL);
+	assert_non_null(strstr(err.message, "map_size_max"));
+	assert_non_null(strstr(err.message, "524288"));
+	assert_true(i > 0); /* the map grew from 64 KiB before failing */
+	assert_same(before, observe(s));
+	assert_true(st_cache_matches(sc_store_cache(s), m));
+	sc_store_close(s);
+
+	/* A larger limit: the same store takes the batch. */
+	o.map_size_max = 64 << 20;
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_last_position(s), i);
+	assert_true(st_cache_matches(sc_store_cache(s), m));
+	fill(s, 100, i);
+	assert_int_equal(sc_store_last_position(s), i + 100);
+	sc_store_close(s);
+	st_model_free(m);
+	rm_rf(dir);
+}
+
+static void test_alloc_failure_append(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	fill(s, 40, 0);
+	st_event g[8];
+	sc_event batch[8];
+	for (int i = 0; i < 8; i++) {
+		st_event_gen(seed, 200 + (uint64_t)i, 20, 9, &g[i]);
+		batch[i] = g[i].ev;
+	}
+	int failures = 0;
+	for (long n = 0;; n++) {
+		snapshot_of before = observe(s);
+		sc_error err;
+		sc_testing_fail_alloc_after(n);
+		int rc = sc_store_append(s, batch, 8, NULL, &err);
+		sc_testing_fail_alloc_after(-1);
+		if (rc == 0)
+			break;
+		failures++;
+		assert_int_equal(rc, ENOMEM);
+		assert_same(before, observe(s));
+		assert_true(n < 10000);
+	}
+	printf("append survived %d injected allocation failures\n", failures);
+	assert_int_equal(sc_store_last_position(s), 48);
+	/* The state equals a replay of the log. */
+	uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
+	sc_store_close(s);
+	s = open_store(dir, &o);
+	assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
+/* ---- open -------------------------------------------------------------------
+ */
+
+static void test_durability_modes_reopen(void **state)
+{
+	SC_UNUSED(state);
+	for (int mode = 0; mode < 2; mode++) {
+		char dir[256];
+		new_dir(dir, sizeof dir);
+		sc_store_options o = opts();
+		o.durability = mode ? SC_DURABILITY_NOSYNC : SC_DURABILITY_FULL;
+		sc_store *s = open_store(dir, &o);
+		fill(s, 25, 0);
+		uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
+		sc_store_close(s);
+		/* Reopen in the other mode: the mode is not stored. */
+		o.durability = mode ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
+		o.create = false;
+		s = open_store(dir, &o);
+		assert_int_equal(sc_store_last_position(s), 25);
+		assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+		fill(s, 5, 25);
+		sc_store_close(s);
+		rm_rf(dir);
+	}
+	sc_store_options o = opts();
+	o.durability = (sc_durability)7;
+	sc_store *s = NULL;
+	assert_int_equal(sc_store_open(root, &o, &s, NULL), SC_EINVAL);
+	assert_null(s);
+}
+
+static void test_open_errors(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.create = false;
+	sc_store *s = NULL;
+	sc_error err;
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_NOTFOUND);
+	assert_non_null(strstr(err.message, "create"));
+
+	/* A newer format version is refused. */
+	o.create = true;
+	s = open_store(dir, &o);
+	fill(s, 3, 0);
+	MDB_txn *txn;
+	MDB_dbi meta;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	uint8_t v2[4] = {0, 0, 0, 2};
+	MDB_val k = {14, "format_version"}, v = {4, v2};
+	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	sc_store_close(s);
+	s = NULL;
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EVERSION);
+	assert_null(s);
+	assert_non_null(strstr(err.message, "format version 2"));
+	rm_rf(dir);
+}
+
+/* A damaged event record makes open fail with SC_ECORRUPT naming the
+ * position, not crash or load a partial state. */
+static void test_corrupt_event_record(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	fill(s, 10, 0);
+	MDB_txn *txn;
+	MDB_dbi ev;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "events", 0, &ev), 0);
+	uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 7};
+	uint8_t junk[3] = {0x12, 0xff, 0xff};
+	MDB_val k = {8, key}, v = {3, junk};
+	assert_int_equal(mdb_put(txn, ev, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	sc_store_close(s);
+	s = NULL;
+	sc_error err;
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
+	assert_null(s);
+	assert_non_null(strstr(err.message, "position 7"));
+	rm_rf(dir);
+}
+
+/* ---- the event codec
+ * ---------------------------------------------------------- */
+
+static void test_codec_roundtrip_and_hostile_bytes(void **state)
+{
+	SC_UNUSED(state);
+	uint64_t r = seed;
+	for (uint64_t i = 0; i < 2000; i++) {
+		st_event g;
+		st_event_gen(seed, i, 50, (int64_t)st_rand(&r), &g);
+		g.ev.position = i + 1;
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		assert_int_equal(sc_event_encode(&g.ev, &buf, &len, NULL), 0);
+		sc_decoded_event d;
+		assert_int_equal(sc_event_decode(buf, len, i + 1, &d, NULL), 0);
+		assert_true(st_event_equal(&d.ev, &g.ev));
+		sc_decoded_event_free(&d);
+		/* Mutations: decode either fails cleanly or yields an event
+		 * that passes validation. */
+		for (int k = 0; k < 8 && len; k++) {
+			uint8_t *mut = malloc(len);
+			memcpy(mut, buf, len);
+			mut[st_rand(&r) % len] ^=
+			    (uint8_t)(1 + st_rand(&r) % 255);
+			size_t ml = k & 1 ? len : st_rand(&r) % len;
+			sc_error err;
+			int rc = sc_event_decode(mut, ml, 1, &d, &err);
+			if (rc == 0) {
+				assert_int_equal(sc_event_validate(&d.ev, NULL),
+						 0);
+				sc_decoded_event_free(&d);
+			} else {
+				assert_int_equal(rc, SC_ECORRUPT);
+				assert_non_null(strstr(err.message, "corrupt"));
+			}
+			free(mut);
+		}
+		sc_free(buf);
+	}
+	/* Unknown type 7 (field 2 varint) in an otherwise valid record. */
+	uint8_t rec[] = {0x0a, 0x01, 'x', 0x10, 0x07};
+	sc_decoded_event d;
+	sc_error err;
+	assert_int_equal(sc_event_decode(rec, sizeof rec, 3, &d, &err),
+			 SC_ECORRUPT);
+	assert_non_null(strstr(err.message, "position 3"));
+	/* Empty entity id. */
+	uint8_t rec2[] = {0x10, 0x01};
+	assert_int_equal(sc_event_decode(rec2, sizeof rec2, 3, &d, &err),
+			 SC_ECORRUPT);
+	/* Over the length cap. */
+	assert_int_equal(
+	    sc_event_decode(rec, (size_t)SC_EVENT_RECORD_MAX + 1, 3, &d, &err),
+	    SC_ETOOBIG);
+	/* Allocation failures surface as ENOMEM, never as corruption. */
+	st_event g;
+	st_event_gen(seed, 1, 5, 1, &g);
+	g.ev.type = SC_EVENT_SET;
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(sc_event_encode(&g.ev, &buf, &len, NULL), 0);
+	for (long n = 0;; n++) {
+		sc_testing_fail_alloc_after(n);
+		int rc = sc_event_decode(buf, len, 1, &d, &err);
+		sc_testing_fail_alloc_after(-1);
+		if (rc == 0) {
+			sc_decoded_event_free(&d);
+			break;
+		}
+		assert_int_equal(rc, ENOMEM);
+	}
+	sc_free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
+	    cmocka_unit_test(test_append_read_roundtrip),
+	    cmocka_unit_test(test_entity_index_prefix_ids),
+	    cmocka_unit_test(test_bad_event_rejects_batch),
+	    cmocka_unit_test(test_projector_failure_rolls_back),
+	    cmocka_unit_test(test_map_full),
+	    cmocka_unit_test(test_alloc_failure_append),
+	    cmocka_unit_test(test_durability_modes_reopen),
+	    cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_corrupt_event_record),
+	};
+	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
