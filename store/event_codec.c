@@ -207,8 +207,12 @@ int sc_event_enc_prepare(sc_event_enc *enc, const sc_event *ev, size_t *size,
 	m->actor = bin(ev->actor);
 	m->partition = bin(ev->partition);
 	pb_attr *attrs = enc->attrs;
-	pb_attr **ptrs = (pb_attr **)(attrs + enc->cap_attrs);
-	pb_value *values = (pb_value *)(ptrs + enc->cap_attrs);
+	pb_attr **ptrs = NULL;
+	pb_value *values = NULL;
+	if (attrs) {
+		ptrs = (pb_attr **)(attrs + enc->cap_attrs);
+		values = (pb_value *)(ptrs + enc->cap_attrs);
+	}
 	char *sp = enc->strings;
 	for (size_t i = 0; i < ev->nattrs; i++) {
 		const sc_attr *a = &ev->attrs[i];
