@@ -1,0 +1,297 @@
+/*
+ * Crash recovery: a child process appends deterministic batches (event at
+ * position p is a pure function of the seed and p, times included) and
+ * takes snapshots now and then, acknowledging every committed append on a
+ * pipe. The parent SIGKILLs it after a random number of acknowledgements
+ * (and a random short spin), or lets it die at a named kill point inside
+ * append, snapshot write or restore (SC_KILLPOINT in the child's
+ * environment). After every kill the parent reopens the store and checks:
+ * the log is gapless and every event equals its deterministic value; it
+ * holds at least every acknowledged event; the restored state equals a
+ * from-scratch replay (the reference model); one more append works.
+ *
+ * SC_CRASH_KILLS sets the number of kills (default 200). The child is a
+ * fresh exec of this program, so it reads SC_KILLPOINT anew.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/internal.h"
+#include "statecache/store.h"
+#include "tests/store_testlib.c"
+
+#define NENT		 64
+#define CHILD_MAX_EVENTS 200000
+
+static uint64_t seed;
+
+static void event_at(uint64_t position, st_event *out)
+{
+	st_event_gen(seed, position - 1, NENT, (int64_t)position, out);
+}
+
+/* ---- the child
+ * ------------------------------------------------------------------ */
+
+static int child_main(const char *dir, int durability, int ack_fd)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = durability ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
+	o.snapshot_keep = 2;
+	o.cache.seed = seed | 1;
+	sc_store *s = NULL;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err)) {
+		fprintf(stderr, "child: open: %s\n", err.message);
+		return 2;
+	}
+	uint64_t r = seed ^ (uint64_t)getpid();
+	st_event g[8];
+	sc_event batch[8];
+	for (;;) {
+		uint64_t last = sc_store_last_position(s);
+		if (last >= CHILD_MAX_EVENTS)
+			break;
+		size_t n = 1 + st_rand(&r) % 8;
+		for (size_t k = 0; k < n; k++) {
+			event_at(last + 1 + k, &g[k]);
+			batch[k] = g[k].ev;
+		}
+		if (sc_store_append(s, batch, n, NULL, &err)) {
+			fprintf(stderr, "child: append: %s\n", err.message);
+			return 3;
+		}
+		uint64_t acked = last + n;
+		if (write(ack_fd, &acked, sizeof acked) != sizeof acked)
+			return 4;
+		if (st_rand(&r) % 16 == 0 && sc_store_snapshot(s, NULL, &err)) {
+			fprintf(stderr, "child: snapshot: %s\n", err.message);
+			return 5;
+		}
+	}
+	sc_store_close(s);
+	return 0;
+}
+
+/* ---- the parent
+ * ------------------------------------------------------------------- */
+
+static const char *killpoints[] = {
+    "append_before_commit", "append_after_commit", "snapshot_before_write",
+    "snapshot_mid_write",   "restore_mid",	   "restore_chunk",
+};
+
+typedef struct checker {
+	uint64_t next; /* next position expected */
+	int bad;
+} checker;
+
+static int check_event(void *ctx, const sc_event *ev)
+{
+	checker *c = ctx;
+	st_event want;
+	event_at(c->next, &want);
+	want.ev.position = c->next;
+	if (ev->position != c->next || !st_event_equal(ev, &want.ev)) {
+		fprintf(stderr,
+			"event at position %llu is not its "
+			"deterministic value\n",
+			(unsigned long long)c->next);
+		c->bad = 1;
+		return 1;
+	}
+	c->next++;
+	return 0;
+}
+
+static pid_t spawn_child(const char *dir, int durability, const char *kp,
+			 int *read_fd)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		if (kp)
+			setenv("SC_KILLPOINT", kp, 1);
+		else
+			unsetenv("SC_KILLPOINT");
+		char fd_s[16], seed_s[32], dur_s[4];
+		snprintf(fd_s, sizeof fd_s, "%d", fds[1]);
+		snprintf(seed_s, sizeof seed_s, "%llu",
+			 (unsigned long long)seed);
+		snprintf(dur_s, sizeof dur_s, "%d", durability);
+		execl("/proc/self/exe", "crash_store", "--child", dir, seed_s,
+		      dur_s, fd_s, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	*read_fd = fds[0];
+	return pid;
+}
+
+/* Read one acknowledgement; false at EOF (the child died or exited). */
+static bool read_ack(int fd, uint64_t *v)
+{
+	size_t got = 0;
+	uint8_t *p = (uint8_t *)v;
+	while (got < sizeof *v) {
+		ssize_t n = read(fd, p + got, sizeof *v - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		got += (size_t)n;
+	}
+	return true;
+}
+
+static void test_crash_recovery(void **state)
+{
+	SC_UNUSED(state);
+	const char *k = getenv("SC_CRASH_KILLS");
+	long kills = k && *k ? strtol(k, NULL, 10) : 200;
+	char tmpl[] = "/tmp/sc_crash_store.XXXXXX";
+	char *root = mkdtemp(tmpl);
+	assert_non_null(root);
+	char dir[256];
+	uint64_t r = seed;
+	st_model *m = NULL;
+	uint64_t modeled = 0; /* the model holds positions 1..modeled */
+	int generation = 0;
+	long by_killpoint = 0, by_parent = 0;
+
+	for (long kill_no = 0; kill_no < kills; kill_no++) {
+		/* A fresh store now and then keeps each run short. */
+		if (kill_no % 25 == 0) {
+			snprintf(dir, sizeof dir, "%s/g%d", root, generation++);
+			st_model_free(m);
+			m = st_model_new();
+			modeled = 0;
+		}
+		int durability = st_rand(&r) % 8 == 0; /* 1: full */
+		char kp[64];
+		const char *kpp = NULL;
+		if (st_rand(&r) % 3 == 0) {
+			size_t i = st_rand(&r) %
+				   (sizeof killpoints / sizeof killpoints[0]);
+			snprintf(kp, sizeof kp, "%s:%u", killpoints[i],
+				 1 + (unsigned)(st_rand(&r) % 4));
+			kpp = kp;
+		}
+		int fd;
+		pid_t pid = spawn_child(dir, durability, kpp, &fd);
+		uint64_t acks = st_rand(&r) % 40, last_ack = 0, v;
+		uint64_t got = 0;
+		while (got < acks && read_ack(fd, &v)) {
+			assert_true(v > last_ack);
+			last_ack = v;
+			got++;
+		}
+		/* A random short spin: the kill lands anywhere in the next
+		 * append or snapshot. */
+		volatile uint64_t spin = st_rand(&r) % 200000;
+		while (spin)
+			spin--;
+		kill(pid, SIGKILL);
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		/* Acks written before the kill are committed too. */
+		while (read_ack(fd, &v)) {
+			assert_true(v > last_ack);
+			last_ack = v;
+		}
+		close(fd);
+		if (WIFEXITED(status)) {
+			if (WEXITSTATUS(status) != 0)
+				fail_msg("child exited with %d",
+					 WEXITSTATUS(status));
+		} else {
+			assert_true(WIFSIGNALED(status));
+			assert_int_equal(WTERMSIG(status), SIGKILL);
+		}
+		if (got < acks && kpp)
+			by_killpoint++;
+		else
+			by_parent++;
+
+		/* Recover and check. */
+		sc_store_options o = {0};
+		o.create = true;
+		o.durability = SC_DURABILITY_NOSYNC;
+		o.cache.seed = seed | 1;
+		sc_store *s = NULL;
+		sc_error err;
+		int rc = sc_store_open(dir, &o, &s, &err);
+		if (rc)
+			fail_msg("reopen after kill %ld: %s", kill_no,
+				 err.message);
+		uint64_t last = sc_store_last_position(s);
+		if (last < last_ack)
+			fail_msg("kill %ld: log ends at %llu, %llu was "
+				 "acknowledged",
+				 kill_no, (unsigned long long)last,
+				 (unsigned long long)last_ack);
+		checker c = {1, 0};
+		assert_int_equal(
+		    sc_store_events(s, 1, 0, check_event, &c, NULL), 0);
+		assert_int_equal(c.bad, 0);
+		assert_int_equal(c.next, last + 1);
+		for (uint64_t p = modeled + 1; p <= last; p++) {
+			st_event g;
+			event_at(p, &g);
+			g.ev.position = p;
+			st_model_apply(m, &g.ev);
+		}
+		modeled = last;
+		if (!st_cache_matches(sc_store_cache(s), m))
+			fail_msg("kill %ld: restored state differs from the "
+				 "replay (seed %llu)",
+				 kill_no, (unsigned long long)seed);
+		/* One more append works. */
+		st_event g;
+		event_at(last + 1, &g);
+		uint64_t first = 0;
+		assert_int_equal(sc_store_append(s, &g.ev, 1, &first, NULL), 0);
+		assert_int_equal(first, last + 1);
+		g.ev.position = last + 1;
+		st_model_apply(m, &g.ev);
+		modeled = last + 1;
+		sc_store_close(s);
+	}
+	printf("%ld kills: %ld at kill points, %ld by the parent\n", kills,
+	       by_killpoint, by_parent);
+	st_model_free(m);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+		seed = strtoull(argv[3], NULL, 10);
+		return child_main(argv[2], atoi(argv[4]), atoi(argv[5]));
+	}
+	seed = st_seed();
+	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
+	       (unsigned long long)seed);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_crash_recovery),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
