@@ -1,0 +1,1313 @@
+/*
+ * Persistent hash array mapped trie (CHAMP layout) with in-place edits.
+ *
+ * hamt/DESIGN.md explains the layout, edit ownership, the garbage list and
+ * why freeing it is exact. The short version, which every function below
+ * relies on:
+ *
+ *  - A node is owned by the open edit when node->edit equals the edit's id.
+ *    Owned nodes were made by this edit, no reader has seen them, and they
+ *    may be changed in place or freed at once. Every other node is published
+ *    (node->edit == 0, the value commit seals into every node it publishes)
+ *    and is never written again.
+ *  - Owned nodes form a connected region at the top of the edit's tree: a
+ *    node is owned only if its parent is. Walks that want "what this edit
+ *    made" descend only into owned nodes.
+ *  - A published node replaced by the edit goes to the garbage list; an
+ *    entry (key, value pair) that leaves the map goes to the garbage list if
+ *    the base version holds it, else it was inserted by this edit and is
+ *    released at once.
+ */
+#include "statecache/hamt.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "common/internal.h"
+
+/* ==== nodes ============================================================== */
+
+typedef struct sc_hamt_node node;
+
+typedef struct entry {
+	const sc_hamt_key *key;
+	void *value;
+} entry;
+
+enum { NODE_BITMAP = 0, NODE_COLLISION = 1 };
+
+/* Bits of hash consumed per level; depth 12 gets the last 4 of 64. */
+#define LEVEL_BITS 5
+/* Depth of collision nodes: every key below has the same 64-bit hash. */
+#define COLLISION_DEPTH (SC_HAMT_MAX_DEPTH - 1)
+/* Edit id of published nodes. Open edits get ids from 1 up. */
+#define EDIT_NONE 0u
+
+/*
+ *   +----------+----------+--------+------+-----+
+ *   | datamap  | nodemap  |  edit  | kind | pad |   16 bytes
+ *   +----------+----------+--------+------+-----+
+ *   | key*, value   (16 bytes per inline entry) |   popcount(datamap)
+ *   +-------------------------------------------+
+ *   | child*        (8 bytes per sub-node)      |   popcount(nodemap)
+ *   +-------------------------------------------+
+ *
+ * A collision node keeps its entry count in `datamap` and has nodemap 0.
+ * The size of a node never changes once allocated: a change of size means
+ * a new node.
+ */
+struct sc_hamt_node {
+	uint32_t datamap;
+	uint32_t nodemap;
+	uint32_t edit;
+	uint8_t kind;
+	uint8_t pad[3];
+	entry entries[];
+};
+
+struct sc_hamt {
+	uint64_t seed;
+	sc_hamt_hash_fn hash;
+	sc_hamt_release_fn release;
+	void *release_ctx;
+	unsigned flags;
+	uint32_t next_edit;
+	bool edit_open;
+	size_t page;
+	_Atomic size_t allocated;
+};
+
+/* What the edit displaced: published nodes and entries of the base
+ * version. Handed to the caller by commit. */
+struct sc_hamt_garbage {
+	node **nodes;
+	size_t nnodes, capnodes;
+	entry *pairs;
+	size_t npairs, cappairs;
+	size_t bytes;
+};
+
+struct sc_hamt_edit {
+	sc_hamt *map;
+	sc_hamt_root base;
+	node *root;
+	size_t count;
+	uint32_t id;
+	bool poisoned;
+	sc_hamt_garbage *g; /* allocated on first need */
+};
+
+static inline unsigned popcount(uint32_t x)
+{
+	return (unsigned)__builtin_popcount(x);
+}
+
+static inline unsigned frag(uint64_t h, unsigned depth)
+{
+	return (unsigned)(h >> (LEVEL_BITS * depth)) & 31u;
+}
+
+static inline unsigned node_nentries(const node *n)
+{
+	return n->kind == NODE_COLLISION ? n->datamap : popcount(n->datamap);
+}
+
+static inline unsigned node_nchildren(const node *n)
+{
+	return popcount(n->nodemap);
+}
+
+/* Children of a bitmap node (collision nodes have none). */
+static inline node **node_children(const node *n)
+{
+	return (node **)(uintptr_t)(n->entries + popcount(n->datamap));
+}
+
+static inline size_t node_size_for(unsigned ne, unsigned nc)
+{
+	return sizeof(node) + ne * sizeof(entry) + nc * sizeof(node *);
+}
+
+static inline size_t round_page(const sc_hamt *m, size_t sz)
+{
+	return (sz + m->page - 1) & ~(m->page - 1);
+}
+
+/* Bytes of memory a node takes, as counted in map->allocated. */
+static size_t node_bytes(const sc_hamt *m, const node *n)
+{
+	size_t sz = node_size_for(node_nentries(n), node_nchildren(n));
+	return (m->flags & SC_HAMT_PROTECT) ? round_page(m, sz) : sz;
+}
+
+static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint32_t edit,
+			uint8_t kind)
+{
+	size_t sz = node_size_for(ne, nc);
+	node *n;
+	if (m->flags & SC_HAMT_PROTECT) {
+		/* Pages of its own so that commit can make it read-only. Ask
+		 * sc_malloc first so that fault injection reaches this path. */
+		void *probe = sc_malloc(1);
+		if (!probe)
+			return NULL;
+		sc_free(probe);
+		sz = round_page(m, sz);
+		void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		n = p;
+	} else {
+		n = sc_malloc(sz);
+		if (!n)
+			return NULL;
+	}
+	atomic_fetch_add_explicit(&m->allocated, sz, memory_order_relaxed);
+	n->datamap = 0;
+	n->nodemap = 0;
+	n->edit = edit;
+	n->kind = kind;
+	n->pad[0] = n->pad[1] = n->pad[2] = 0;
+	return n;
+}
+
+static void node_free(sc_hamt *m, node *n)
+{
+	size_t sz = node_bytes(m, n);
+	atomic_fetch_sub_explicit(&m->allocated, sz, memory_order_relaxed);
+	if (m->flags & SC_HAMT_PROTECT)
+		munmap(n, sz);
+	else
+		sc_free(n);
+}
+
+static inline bool key_eq(const sc_hamt_key *k, const void *bytes, size_t len)
+{
+	return k->len == len && memcmp(k->bytes, bytes, len) == 0;
+}
+
+static inline uint64_t key_hash(const sc_hamt *m, const void *key, size_t len)
+{
+	if (m->hash)
+		return m->hash(key, len, m->seed);
+	return XXH3_64bits_withSeed(key, len, m->seed);
+}
+
+static inline uint64_t entry_hash(const sc_hamt *m, const entry *e)
+{
+	return key_hash(m, e->key->bytes, e->key->len);
+}
+
+static void release_pair(const sc_hamt *m, entry e)
+{
+	if (m->release)
+		m->release(m->release_ctx, e.key, e.value);
+}
+
+/* ---- resized copies of bitmap nodes ------------------------------------- */
+
+/* n plus entry x at `bit` (a free slot). */
+static node *bm_with_entry(sc_hamt *m, const node *n, uint32_t id, uint32_t bit,
+			   entry x)
+{
+	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
+	node *c = node_alloc(m, ne + 1, nc, id, NODE_BITMAP);
+	if (!c)
+		return NULL;
+	unsigned i = popcount(n->datamap & (bit - 1));
+	c->datamap = n->datamap | bit;
+	c->nodemap = n->nodemap;
+	memcpy(c->entries, n->entries, i * sizeof(entry));
+	c->entries[i] = x;
+	memcpy(c->entries + i + 1, n->entries + i, (ne - i) * sizeof(entry));
+	memcpy(node_children(c), node_children(n), nc * sizeof(node *));
+	return c;
+}
+
+/* n without the entry at `bit`. */
+static node *bm_without_entry(sc_hamt *m, const node *n, uint32_t id,
+			      uint32_t bit)
+{
+	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
+	node *c = node_alloc(m, ne - 1, nc, id, NODE_BITMAP);
+	if (!c)
+		return NULL;
+	unsigned i = popcount(n->datamap & (bit - 1));
+	c->datamap = n->datamap & ~bit;
+	c->nodemap = n->nodemap;
+	memcpy(c->entries, n->entries, i * sizeof(entry));
+	memcpy(c->entries + i, n->entries + i + 1,
+	       (ne - i - 1) * sizeof(entry));
+	memcpy(node_children(c), node_children(n), nc * sizeof(node *));
+	return c;
+}
+
+/* n with the entry at `bit` replaced by sub-node `child` (a split). */
+static node *bm_entry_to_child(sc_hamt *m, const node *n, uint32_t id,
+			       uint32_t bit, node *child)
+{
+	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
+	node *c = node_alloc(m, ne - 1, nc + 1, id, NODE_BITMAP);
+	if (!c)
+		return NULL;
+	unsigned i = popcount(n->datamap & (bit - 1));
+	unsigned j = popcount(n->nodemap & (bit - 1));
+	c->datamap = n->datamap & ~bit;
+	c->nodemap = n->nodemap | bit;
+	memcpy(c->entries, n->entries, i * sizeof(entry));
+	memcpy(c->entries + i, n->entries + i + 1,
+	       (ne - i - 1) * sizeof(entry));
+	node **src = node_children(n), **dst = node_children(c);
+	memcpy(dst, src, j * sizeof(node *));
+	dst[j] = child;
+	memcpy(dst + j + 1, src + j, (nc - j) * sizeof(node *));
+	return c;
+}
+
+/* n with the sub-node at `bit` replaced by entry x (a collapse). */
+static node *bm_child_to_entry(sc_hamt *m, const node *n, uint32_t id,
+			       uint32_t bit, entry x)
+{
+	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
+	node *c = node_alloc(m, ne + 1, nc - 1, id, NODE_BITMAP);
+	if (!c)
+		return NULL;
+	unsigned i = popcount(n->datamap & (bit - 1));
+	unsigned j = popcount(n->nodemap & (bit - 1));
+	c->datamap = n->datamap | bit;
+	c->nodemap = n->nodemap & ~bit;
+	memcpy(c->entries, n->entries, i * sizeof(entry));
+	c->entries[i] = x;
+	memcpy(c->entries + i + 1, n->entries + i, (ne - i) * sizeof(entry));
+	node **src = node_children(n), **dst = node_children(c);
+	memcpy(dst, src, j * sizeof(node *));
+	memcpy(dst + j, src + j + 1, (nc - j - 1) * sizeof(node *));
+	return c;
+}
+
+/* Collision node n plus entry x, or without entry i (x NULL). */
+static node *coll_resized(sc_hamt *m, const node *n, uint32_t id,
+			  const entry *x, unsigned i)
+{
+	unsigned cnt = n->datamap;
+	node *c = node_alloc(m, x ? cnt + 1 : cnt - 1, 0, id, NODE_COLLISION);
+	if (!c)
+		return NULL;
+	if (x) {
+		memcpy(c->entries, n->entries, cnt * sizeof(entry));
+		c->entries[cnt] = *x;
+		c->datamap = cnt + 1;
+	} else {
+		memcpy(c->entries, n->entries, i * sizeof(entry));
+		memcpy(c->entries + i, n->entries + i + 1,
+		       (cnt - i - 1) * sizeof(entry));
+		c->datamap = cnt - 1;
+	}
+	return c;
+}
+
+/* ==== lookup ============================================================= */
+
+/* The entry for `key` in the tree under n (at `depth`), or NULL. */
+static const entry *lookup_from(const node *n, unsigned depth, const void *key,
+				size_t len, uint64_t h)
+{
+	for (; n; depth++) {
+		if (depth == COLLISION_DEPTH) {
+			for (unsigned i = 0; i < n->datamap; i++)
+				if (key_eq(n->entries[i].key, key, len))
+					return &n->entries[i];
+			return NULL;
+		}
+		uint32_t bit = 1u << frag(h, depth);
+		if (n->datamap & bit) {
+			const entry *e =
+			    &n->entries[popcount(n->datamap & (bit - 1))];
+			return key_eq(e->key, key, len) ? e : NULL;
+		}
+		if (!(n->nodemap & bit))
+			return NULL;
+		n = node_children(n)[popcount(n->nodemap & (bit - 1))];
+	}
+	return NULL;
+}
+
+void *sc_hamt_get(const sc_hamt *map, sc_hamt_root root, const void *key,
+		  size_t len)
+{
+	if (!root.node || len == 0 || len > SC_HAMT_KEY_MAX)
+		return NULL;
+	const entry *e =
+	    lookup_from(root.node, 0, key, len, key_hash(map, key, len));
+	return e ? e->value : NULL;
+}
+
+/* ==== map ================================================================ */
+
+int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out)
+{
+	sc_hamt_options o = {0};
+	if (opt)
+		o = *opt;
+	if (!out)
+		return SC_EINVAL;
+	*out = NULL;
+	if (o.seed == 0) {
+		if (getrandom(&o.seed, sizeof o.seed, 0) !=
+		    (ssize_t)sizeof o.seed)
+			return EIO;
+	}
+	sc_hamt *m = sc_calloc(1, sizeof *m);
+	if (!m)
+		return ENOMEM;
+	m->seed = o.seed;
+	m->hash = o.hash; /* NULL: XXH3, called directly on hot paths */
+	m->release = o.release;
+	m->release_ctx = o.release_ctx;
+	m->flags = o.flags;
+	m->next_edit = 1;
+	long pg = sysconf(_SC_PAGESIZE);
+	m->page = pg > 0 ? (size_t)pg : 4096;
+	atomic_init(&m->allocated, 0);
+	*out = m;
+	return SC_OK;
+}
+
+void sc_hamt_destroy(sc_hamt *map)
+{
+	sc_free(map);
+}
+
+size_t sc_hamt_allocated_bytes(const sc_hamt *map)
+{
+	return atomic_load_explicit(&((sc_hamt *)(uintptr_t)map)->allocated,
+				    memory_order_relaxed);
+}
+
+/* ==== edit =============================================================== */
+
+int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
+{
+	if (!map || !out)
+		return SC_EINVAL;
+	*out = NULL;
+	if (map->edit_open)
+		return SC_ESTATE;
+	sc_hamt_edit *e = sc_calloc(1, sizeof *e);
+	if (!e)
+		return ENOMEM;
+	e->map = map;
+	e->base = base;
+	e->root = (node *)(uintptr_t)base.node;
+	e->count = base.count;
+	e->id = map->next_edit++;
+	if (map->next_edit == EDIT_NONE)
+		map->next_edit = 1;
+	map->edit_open = true;
+	*out = e;
+	return SC_OK;
+}
+
+static int edit_poison(sc_hamt_edit *e)
+{
+	e->poisoned = true;
+	return ENOMEM;
+}
+
+/* Make room for `nodes` more garbage nodes and `pairs` more garbage pairs,
+ * so that the change that follows cannot fail half-way on these lists. */
+static int edit_reserve(sc_hamt_edit *e, size_t nodes, size_t pairs)
+{
+	sc_hamt_garbage *g = e->g;
+	if (!g) {
+		g = sc_calloc(1, sizeof *g);
+		if (!g)
+			return ENOMEM;
+		e->g = g;
+	}
+	if (g->nnodes + nodes > g->capnodes) {
+		size_t cap = g->capnodes ? 2 * g->capnodes : 32;
+		while (cap < g->nnodes + nodes)
+			cap *= 2;
+		node **p = sc_realloc(g->nodes, cap * sizeof *p);
+		if (!p)
+			return ENOMEM;
+		g->nodes = p;
+		g->capnodes = cap;
+	}
+	if (g->npairs + pairs > g->cappairs) {
+		size_t cap = g->cappairs ? 2 * g->cappairs : 8;
+		while (cap < g->npairs + pairs)
+			cap *= 2;
+		entry *p = sc_realloc(g->pairs, cap * sizeof *p);
+		if (!p)
+			return ENOMEM;
+		g->pairs = p;
+		g->cappairs = cap;
+	}
+	return SC_OK;
+}
+
+/* n has been replaced in the edit's tree: free it now if this edit made it,
+ * else it belongs to the base version and waits in the garbage list. */
+static void edit_retire(sc_hamt_edit *e, node *n)
+{
+	if (n->edit == e->id) {
+		node_free(e->map, n);
+		return;
+	}
+	sc_hamt_garbage *g = e->g;
+	SC_INSIST(g && g->nnodes < g->capnodes);
+	g->nodes[g->nnodes++] = n;
+	g->bytes += node_bytes(e->map, n);
+}
+
+/* Pair x has left the edit's tree. If the base version holds it, readers
+ * may still see it: garbage. Otherwise this edit inserted it: release now.
+ * `from_published` says x sat in a published node, hence in the base. */
+static void edit_drop(sc_hamt_edit *e, entry x, bool from_published)
+{
+	bool in_base = from_published;
+	if (!in_base && e->base.node) {
+		const entry *b =
+		    lookup_from(e->base.node, 0, x.key->bytes, x.key->len,
+				entry_hash(e->map, &x));
+		in_base = b && b->key == x.key && b->value == x.value;
+	}
+	if (!in_base) {
+		release_pair(e->map, x);
+		return;
+	}
+	sc_hamt_garbage *g = e->g;
+	SC_INSIST(g && g->npairs < g->cappairs);
+	g->pairs[g->npairs++] = x;
+}
+
+/* Make *slot owned by the edit (copy it if published) and return it. The
+ * copy is linked in at once, so a failure later leaves a valid tree. */
+static node *edit_own(sc_hamt_edit *e, node **slot)
+{
+	node *n = *slot;
+	if (n->edit == e->id)
+		return n;
+	node *c = node_alloc(e->map, node_nentries(n), node_nchildren(n), e->id,
+			     n->kind);
+	if (!c)
+		return NULL;
+	size_t sz = node_size_for(node_nentries(n), node_nchildren(n));
+	memcpy((char *)c + offsetof(node, entries),
+	       (const char *)n + offsetof(node, entries),
+	       sz - offsetof(node, entries));
+	c->datamap = n->datamap;
+	c->nodemap = n->nodemap;
+	*slot = c;
+	edit_retire(e, n);
+	return c;
+}
+
+/* Free a chain of fresh nodes built by pair_subtree (each has at most one
+ * child). */
+static void free_fresh_chain(sc_hamt *m, node *n)
+{
+	while (n) {
+		node *next = (n->kind == NODE_BITMAP && n->nodemap)
+				 ? node_children(n)[0]
+				 : NULL;
+		node_free(m, n);
+		n = next;
+	}
+}
+
+/* A new subtree at `depth` holding two entries with distinct keys. */
+static node *pair_subtree(sc_hamt_edit *e, unsigned depth, entry a, uint64_t ha,
+			  entry b, uint64_t hb)
+{
+	sc_hamt *m = e->map;
+	unsigned d = depth;
+	while (d < COLLISION_DEPTH && frag(ha, d) == frag(hb, d))
+		d++;
+	node *cur;
+	if (d == COLLISION_DEPTH) {
+		SC_INSIST(ha == hb);
+		cur = node_alloc(m, 2, 0, e->id, NODE_COLLISION);
+		if (!cur)
+			return NULL;
+		cur->datamap = 2;
+		cur->entries[0] = a;
+		cur->entries[1] = b;
+	} else {
+		cur = node_alloc(m, 2, 0, e->id, NODE_BITMAP);
+		if (!cur)
+			return NULL;
+		unsigned fa = frag(ha, d), fb = frag(hb, d);
+		cur->datamap = (1u << fa) | (1u << fb);
+		cur->entries[fa < fb ? 0 : 1] = a;
+		cur->entries[fa < fb ? 1 : 0] = b;
+	}
+	while (d > depth) {
+		d--;
+		node *p = node_alloc(m, 0, 1, e->id, NODE_BITMAP);
+		if (!p) {
+			free_fresh_chain(m, cur);
+			return NULL;
+		}
+		p->nodemap = 1u << frag(ha, d);
+		node_children(p)[0] = cur;
+		cur = p;
+	}
+	return cur;
+}
+
+/* The path from the root to where `key` is or would be. */
+typedef struct path {
+	node *n[SC_HAMT_MAX_DEPTH];
+	uint32_t bit[SC_HAMT_MAX_DEPTH]; /* slot taken at each depth */
+	unsigned depth;			 /* depth of the last node */
+	int found;			 /* entry index in n[depth], or -1 */
+} path;
+
+static void path_find(node *root, const void *key, size_t len, uint64_t h,
+		      path *p)
+{
+	node *n = root;
+	p->found = -1;
+	for (unsigned depth = 0;; depth++) {
+		p->n[depth] = n;
+		p->depth = depth;
+		if (depth == COLLISION_DEPTH) {
+			for (unsigned i = 0; i < n->datamap; i++)
+				if (key_eq(n->entries[i].key, key, len)) {
+					p->found = (int)i;
+					break;
+				}
+			return;
+		}
+		uint32_t bit = 1u << frag(h, depth);
+		p->bit[depth] = bit;
+		if (n->datamap & bit) {
+			unsigned i = popcount(n->datamap & (bit - 1));
+			if (key_eq(n->entries[i].key, key, len))
+				p->found = (int)i;
+			return;
+		}
+		if (!(n->nodemap & bit))
+			return;
+		n = node_children(n)[popcount(n->nodemap & (bit - 1))];
+	}
+}
+
+/* Own the path down to (not including) depth `upto`; returns the slot that
+ * holds the node at depth `upto`, or NULL on allocation failure. */
+static node **edit_own_path(sc_hamt_edit *e, path *p, unsigned upto)
+{
+	node **slot = &e->root;
+	for (unsigned d = 0; d < upto; d++) {
+		node *n = edit_own(e, slot);
+		if (!n)
+			return NULL;
+		p->n[d] = n;
+		uint32_t bit = p->bit[d];
+		slot = &node_children(n)[popcount(n->nodemap & (bit - 1))];
+	}
+	return slot;
+}
+
+static bool key_valid(const sc_hamt_key *key)
+{
+	return key && key->len > 0 && key->len <= SC_HAMT_KEY_MAX;
+}
+
+int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
+{
+	if (!e || !key_valid(key))
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	sc_hamt *m = e->map;
+	/* Worst case: every node on the path replaced, one pair dropped. */
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+	entry x = {key, value};
+	uint64_t h = key_hash(m, key->bytes, key->len);
+
+	if (!e->root) {
+		node *n = node_alloc(m, 1, 0, e->id, NODE_BITMAP);
+		if (!n)
+			return edit_poison(e);
+		n->datamap = 1u << frag(h, 0);
+		n->entries[0] = x;
+		e->root = n;
+		e->count++;
+		return SC_OK;
+	}
+
+	path p;
+	path_find(e->root, key->bytes, key->len, h, &p);
+	unsigned d = p.depth;
+	node *n = p.n[d];
+
+	if (p.found >= 0) {
+		/* Replace the value in place (in an owned copy). */
+		entry old = n->entries[p.found];
+		if (old.key == key && old.value == value)
+			return SC_OK;
+		bool published = n->edit != e->id;
+		node **slot = edit_own_path(e, &p, d);
+		if (!slot || !(n = edit_own(e, slot)))
+			return edit_poison(e);
+		n->entries[p.found] = x;
+		edit_drop(e, old, published);
+		return SC_OK;
+	}
+
+	node **slot = edit_own_path(e, &p, d);
+	if (!slot)
+		return edit_poison(e);
+	node *c;
+	if (d == COLLISION_DEPTH) {
+		c = coll_resized(m, n, e->id, &x, 0);
+	} else {
+		uint32_t bit = p.bit[d];
+		if (n->datamap & bit) {
+			/* Slot taken by another key: push both one level
+			 * down. */
+			entry *o =
+			    &n->entries[popcount(n->datamap & (bit - 1))];
+			node *sub =
+			    pair_subtree(e, d + 1, *o, entry_hash(m, o), x, h);
+			if (!sub)
+				return edit_poison(e);
+			c = bm_entry_to_child(m, n, e->id, bit, sub);
+			if (!c)
+				free_fresh_chain(m, sub);
+		} else {
+			c = bm_with_entry(m, n, e->id, bit, x);
+		}
+	}
+	if (!c)
+		return edit_poison(e);
+	*slot = c;
+	edit_retire(e, n);
+	e->count++;
+	return SC_OK;
+}
+
+int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
+{
+	if (!e || (!key && len))
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	if (!e->root || len == 0 || len > SC_HAMT_KEY_MAX)
+		return SC_NOTFOUND;
+	sc_hamt *m = e->map;
+	uint64_t h = key_hash(m, key, len);
+	path p;
+	path_find(e->root, key, len, h, &p);
+	if (p.found < 0)
+		return SC_NOTFOUND;
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+
+	unsigned d = p.depth;
+	node *b = p.n[d];
+	entry gone = b->entries[p.found];
+	bool published = b->edit != e->id;
+	unsigned ne = node_nentries(b), nc = node_nchildren(b);
+
+	/* Where the change lands: `top` is the node that gets a new copy;
+	 * the nodes below it on the path vanish. A non-root node left with a
+	 * single entry and no children moves that entry up (canonical form),
+	 * and so on while the parent is left in the same shape. */
+	unsigned top = d;
+	entry carry = {0};
+	bool collapse = d > 0 && ne == 2 && nc == 0;
+	if (collapse) {
+		carry = b->entries[p.found == 0 ? 1 : 0];
+		top = d - 1;
+		while (top > 0 && node_nentries(p.n[top]) == 0 &&
+		       node_nchildren(p.n[top]) == 1)
+			top--;
+	}
+
+	node **slot = edit_own_path(e, &p, top);
+	if (!slot)
+		return edit_poison(e);
+	node *t = p.n[top], *c = NULL;
+	if (collapse) {
+		c = bm_child_to_entry(m, t, e->id, p.bit[top], carry);
+		if (!c)
+			return edit_poison(e);
+	} else if (d == 0 && ne == 1 && nc == 0) {
+		c = NULL; /* the map becomes empty */
+	} else if (d == COLLISION_DEPTH) {
+		c = coll_resized(m, t, e->id, NULL, (unsigned)p.found);
+		if (!c)
+			return edit_poison(e);
+	} else {
+		c = bm_without_entry(m, t, e->id, p.bit[top]);
+		if (!c)
+			return edit_poison(e);
+	}
+	*slot = c;
+	for (unsigned i = top; i <= d; i++)
+		edit_retire(e, p.n[i]);
+	edit_drop(e, gone, published);
+	e->count--;
+	return SC_OK;
+}
+
+void *sc_hamt_edit_get(const sc_hamt_edit *e, const void *key, size_t len)
+{
+	if (!e)
+		return NULL;
+	sc_hamt_root r = {e->root, e->count};
+	return sc_hamt_get(e->map, r, key, len);
+}
+
+sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *e)
+{
+	sc_hamt_root r = {NULL, 0};
+	if (e) {
+		r.node = e->root;
+		r.count = e->count;
+	}
+	return r;
+}
+
+/* ==== commit / abort / garbage ========================================== */
+
+/* Publish every node the edit made: mark it published and, with
+ * SC_HAMT_PROTECT, read-only. Owned nodes sit only under owned nodes. */
+static void seal(sc_hamt *m, node *n, uint32_t id)
+{
+	if (!n || n->edit != id)
+		return;
+	if (n->kind == NODE_BITMAP) {
+		node **ch = node_children(n);
+		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
+			seal(m, ch[i], id);
+	}
+	n->edit = EDIT_NONE;
+	if (m->flags & SC_HAMT_PROTECT)
+		mprotect(n, node_bytes(m, n), PROT_READ);
+}
+
+static void garbage_release_arrays(sc_hamt_garbage *g)
+{
+	if (!g)
+		return;
+	sc_free(g->nodes);
+	sc_free(g->pairs);
+	sc_free(g);
+}
+
+int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
+			sc_hamt_garbage **garbage)
+{
+	if (!e || !out || !garbage)
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	sc_hamt *m = e->map;
+	seal(m, e->root, e->id);
+	out->node = e->root;
+	out->count = e->count;
+	sc_hamt_garbage *g = e->g;
+	if (g && g->nnodes == 0 && g->npairs == 0) {
+		garbage_release_arrays(g);
+		g = NULL;
+	}
+	*garbage = g;
+	m->edit_open = false;
+	sc_free(e);
+	return SC_OK;
+}
+
+/* Free the nodes this edit made under n and release the pairs in them that
+ * the base version does not hold. */
+static void abort_free(sc_hamt_edit *e, node *n)
+{
+	if (!n || n->edit != e->id)
+		return;
+	sc_hamt *m = e->map;
+	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++) {
+		entry x = n->entries[i];
+		const entry *b = NULL;
+		if (e->base.node)
+			b = lookup_from(e->base.node, 0, x.key->bytes,
+					x.key->len, entry_hash(m, &x));
+		if (!b || b->key != x.key || b->value != x.value)
+			release_pair(m, x);
+	}
+	if (n->kind == NODE_BITMAP) {
+		node **ch = node_children(n);
+		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
+			abort_free(e, ch[i]);
+	}
+	node_free(m, n);
+}
+
+void sc_hamt_edit_abort(sc_hamt_edit *e)
+{
+	if (!e)
+		return;
+	abort_free(e, e->root);
+	/* The garbage lists name what the base still holds: forget them. */
+	garbage_release_arrays(e->g);
+	e->map->edit_open = false;
+	sc_free(e);
+}
+
+void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
+			      sc_hamt_garbage_info *out)
+{
+	if (!out)
+		return;
+	out->nodes = g ? g->nnodes : 0;
+	out->bytes = g ? g->bytes : 0;
+	out->entries = g ? g->npairs : 0;
+}
+
+void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < g->nnodes; i++)
+		node_free(map, g->nodes[i]);
+	for (size_t i = 0; i < g->npairs; i++)
+		release_pair(map, g->pairs[i]);
+	garbage_release_arrays(g);
+}
+
+static void free_tree(sc_hamt *m, node *n)
+{
+	if (!n)
+		return;
+	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++)
+		release_pair(m, n->entries[i]);
+	if (n->kind == NODE_BITMAP) {
+		node **ch = node_children(n);
+		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
+			free_tree(m, ch[i]);
+	}
+	node_free(m, n);
+}
+
+void sc_hamt_root_free(sc_hamt *map, sc_hamt_root root)
+{
+	if (!map)
+		return;
+	free_tree(map, (node *)(uintptr_t)root.node);
+}
+
+/* ==== iteration ========================================================== */
+
+void sc_hamt_iter_init(sc_hamt_iter *it, sc_hamt_root root)
+{
+	it->depth = root.node ? 0 : -1;
+	it->stack[0] = root.node;
+	it->pos[0] = 0;
+}
+
+bool sc_hamt_iter_next(sc_hamt_iter *it, const sc_hamt_key **key, void **value)
+{
+	while (it->depth >= 0) {
+		const node *n = it->stack[it->depth];
+		uint32_t p = it->pos[it->depth];
+		unsigned ne = node_nentries(n);
+		if (p < ne) {
+			it->pos[it->depth] = p + 1;
+			if (key)
+				*key = n->entries[p].key;
+			if (value)
+				*value = n->entries[p].value;
+			return true;
+		}
+		if (n->kind == NODE_BITMAP && p < ne + node_nchildren(n)) {
+			it->pos[it->depth] = p + 1;
+			it->depth++;
+			it->stack[it->depth] = node_children(n)[p - ne];
+			it->pos[it->depth] = 0;
+			continue;
+		}
+		it->depth--;
+	}
+	return false;
+}
+
+/* ==== diff =============================================================== */
+
+typedef struct diff_ctx {
+	const sc_hamt *m;
+	sc_hamt_diff_fn fn;
+	void *ctx;
+} diff_ctx;
+
+/* Report every entry under n as `kind` (ADDED or REMOVED). */
+static int diff_all(const diff_ctx *dc, const node *n, sc_diff_kind kind)
+{
+	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++) {
+		const entry *x = &n->entries[i];
+		int rc = kind == SC_DIFF_ADDED
+			     ? dc->fn(dc->ctx, kind, x->key, NULL, x->value)
+			     : dc->fn(dc->ctx, kind, x->key, x->value, NULL);
+		if (rc)
+			return rc;
+	}
+	if (n->kind == NODE_BITMAP) {
+		node **ch = node_children(n);
+		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++) {
+			int rc = diff_all(dc, ch[i], kind);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* One entry x on one side against a subtree s on the other, at the same
+ * position. x_old says x is in the old version. */
+static int diff_entry_subtree_rec(const diff_ctx *dc, const entry *x,
+				  bool x_old, const node *s, bool *found)
+{
+	for (unsigned i = 0, ne = node_nentries(s); i < ne; i++) {
+		const entry *y = &s->entries[i];
+		int rc = 0;
+		if (!*found && key_eq(y->key, x->key->bytes, x->key->len)) {
+			*found = true;
+			if (x->value != y->value)
+				rc = x_old ? dc->fn(dc->ctx, SC_DIFF_CHANGED,
+						    y->key, x->value, y->value)
+					   : dc->fn(dc->ctx, SC_DIFF_CHANGED,
+						    x->key, y->value, x->value);
+		} else {
+			rc = x_old ? dc->fn(dc->ctx, SC_DIFF_ADDED, y->key,
+					    NULL, y->value)
+				   : dc->fn(dc->ctx, SC_DIFF_REMOVED, y->key,
+					    y->value, NULL);
+		}
+		if (rc)
+			return rc;
+	}
+	if (s->kind == NODE_BITMAP) {
+		node **ch = node_children(s);
+		for (unsigned i = 0, nc = node_nchildren(s); i < nc; i++) {
+			int rc =
+			    diff_entry_subtree_rec(dc, x, x_old, ch[i], found);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static int diff_entry_subtree(const diff_ctx *dc, const entry *x, bool x_old,
+			      const node *s)
+{
+	bool found = false;
+	int rc = diff_entry_subtree_rec(dc, x, x_old, s, &found);
+	if (rc || found)
+		return rc;
+	return x_old ? dc->fn(dc->ctx, SC_DIFF_REMOVED, x->key, x->value, NULL)
+		     : dc->fn(dc->ctx, SC_DIFF_ADDED, x->key, NULL, x->value);
+}
+
+static int diff_entries(const diff_ctx *dc, const entry *a, const entry *b)
+{
+	if (key_eq(a->key, b->key->bytes, b->key->len)) {
+		if (a->value == b->value)
+			return 0;
+		return dc->fn(dc->ctx, SC_DIFF_CHANGED, b->key, a->value,
+			      b->value);
+	}
+	int rc = dc->fn(dc->ctx, SC_DIFF_REMOVED, a->key, a->value, NULL);
+	return rc ? rc : dc->fn(dc->ctx, SC_DIFF_ADDED, b->key, NULL, b->value);
+}
+
+static int diff_collision(const diff_ctx *dc, const node *a, const node *b)
+{
+	for (unsigned i = 0; i < a->datamap; i++) {
+		const entry *x = &a->entries[i], *y = NULL;
+		for (unsigned j = 0; j < b->datamap && !y; j++)
+			if (key_eq(b->entries[j].key, x->key->bytes,
+				   x->key->len))
+				y = &b->entries[j];
+		int rc = 0;
+		if (!y)
+			rc = dc->fn(dc->ctx, SC_DIFF_REMOVED, x->key, x->value,
+				    NULL);
+		else if (y->value != x->value)
+			rc = dc->fn(dc->ctx, SC_DIFF_CHANGED, y->key, x->value,
+				    y->value);
+		if (rc)
+			return rc;
+	}
+	for (unsigned j = 0; j < b->datamap; j++) {
+		const entry *y = &b->entries[j];
+		bool in_a = false;
+		for (unsigned i = 0; i < a->datamap && !in_a; i++)
+			in_a = key_eq(a->entries[i].key, y->key->bytes,
+				      y->key->len);
+		if (!in_a) {
+			int rc = dc->fn(dc->ctx, SC_DIFF_ADDED, y->key, NULL,
+					y->value);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static int diff_node(const diff_ctx *dc, const node *a, const node *b,
+		     unsigned depth)
+{
+	if (a == b)
+		return 0;
+	if (!a)
+		return diff_all(dc, b, SC_DIFF_ADDED);
+	if (!b)
+		return diff_all(dc, a, SC_DIFF_REMOVED);
+	if (depth == COLLISION_DEPTH)
+		return diff_collision(dc, a, b);
+	uint32_t all = a->datamap | a->nodemap | b->datamap | b->nodemap;
+	while (all) {
+		uint32_t bit = all & -all;
+		all &= all - 1;
+		const entry *ae = NULL, *be = NULL;
+		const node *ac = NULL, *bc = NULL;
+		if (a->datamap & bit)
+			ae = &a->entries[popcount(a->datamap & (bit - 1))];
+		else if (a->nodemap & bit)
+			ac = node_children(a)[popcount(a->nodemap & (bit - 1))];
+		if (b->datamap & bit)
+			be = &b->entries[popcount(b->datamap & (bit - 1))];
+		else if (b->nodemap & bit)
+			bc = node_children(b)[popcount(b->nodemap & (bit - 1))];
+		int rc;
+		if (ae && be)
+			rc = diff_entries(dc, ae, be);
+		else if (ae && bc)
+			rc = diff_entry_subtree(dc, ae, true, bc);
+		else if (ac && be)
+			rc = diff_entry_subtree(dc, be, false, ac);
+		else if (ac || bc)
+			rc = diff_node(dc, ac, bc, depth + 1);
+		else if (ae)
+			rc = dc->fn(dc->ctx, SC_DIFF_REMOVED, ae->key,
+				    ae->value, NULL);
+		else
+			rc = dc->fn(dc->ctx, SC_DIFF_ADDED, be->key, NULL,
+				    be->value);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int sc_hamt_diff(const sc_hamt *map, sc_hamt_root old_root,
+		 sc_hamt_root new_root, sc_hamt_diff_fn fn, void *ctx)
+{
+	if (!fn)
+		return SC_EINVAL;
+	diff_ctx dc = {map, fn, ctx};
+	return diff_node(&dc, old_root.node, new_root.node, 0);
+}
+
+/* ==== stats & check ====================================================== */
+
+static void stats_walk(const sc_hamt *m, const node *n, unsigned depth,
+		       sc_hamt_stats *s)
+{
+	s->nodes++;
+	if (n->kind == NODE_COLLISION)
+		s->collision_nodes++;
+	s->entries += node_nentries(n);
+	s->bytes += node_bytes(m, n);
+	if (depth > s->max_depth)
+		s->max_depth = depth;
+	if (depth <= SC_HAMT_MAX_DEPTH)
+		s->depth_histogram[depth]++;
+	if (n->kind == NODE_BITMAP) {
+		node **ch = node_children(n);
+		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
+			stats_walk(m, ch[i], depth + 1, s);
+	}
+}
+
+void sc_hamt_stats_get(const sc_hamt *map, sc_hamt_root root,
+		       sc_hamt_stats *out)
+{
+	if (!out)
+		return;
+	memset(out, 0, sizeof *out);
+	if (root.node)
+		stats_walk(map, root.node, 0, out);
+}
+
+typedef struct check_ctx {
+	const sc_hamt *m;
+	char *why;
+	size_t why_len;
+	size_t entries;
+} check_ctx;
+
+static int check_fail(check_ctx *cc, unsigned depth, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int check_fail(check_ctx *cc, unsigned depth, const char *fmt, ...)
+{
+	if (cc->why && cc->why_len) {
+		char msg[160];
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof msg, fmt, ap);
+		va_end(ap);
+		snprintf(cc->why, cc->why_len, "hamt corrupt at depth %u: %s",
+			 depth, msg);
+	}
+	return SC_ECORRUPT;
+}
+
+/* Bits of the hash fixed by the path to a node at `depth`. */
+static uint64_t prefix_mask(unsigned depth)
+{
+	unsigned bits = LEVEL_BITS * depth;
+	return bits >= 64 ? ~0ull : (1ull << bits) - 1;
+}
+
+static int check_key(check_ctx *cc, const entry *x, unsigned depth)
+{
+	if (!x->key)
+		return check_fail(cc, depth, "entry with a NULL key");
+	if (x->key->len == 0 || x->key->len > SC_HAMT_KEY_MAX)
+		return check_fail(cc, depth, "key of invalid length %u",
+				  x->key->len);
+	return SC_OK;
+}
+
+static int check_node(check_ctx *cc, const node *n, unsigned depth,
+		      uint64_t prefix)
+{
+	const sc_hamt *m = cc->m;
+	if (!n)
+		return check_fail(cc, depth, "NULL child");
+	if (depth == COLLISION_DEPTH) {
+		if (n->kind != NODE_COLLISION)
+			return check_fail(cc, depth,
+					  "node of kind %u at the collision "
+					  "level",
+					  n->kind);
+		if (n->datamap < 2 || n->nodemap != 0)
+			return check_fail(cc, depth,
+					  "collision node with %u entries",
+					  n->datamap);
+		for (unsigned i = 0; i < n->datamap; i++) {
+			const entry *x = &n->entries[i];
+			int rc = check_key(cc, x, depth);
+			if (rc)
+				return rc;
+			if (entry_hash(m, x) != prefix)
+				return check_fail(cc, depth,
+						  "collision entry %u has "
+						  "another hash",
+						  i);
+			for (unsigned j = 0; j < i; j++)
+				if (key_eq(n->entries[j].key, x->key->bytes,
+					   x->key->len))
+					return check_fail(cc, depth,
+							  "duplicate key in "
+							  "collision node "
+							  "(entry %u)",
+							  i);
+		}
+		cc->entries += n->datamap;
+		return SC_OK;
+	}
+	if (n->kind != NODE_BITMAP)
+		return check_fail(cc, depth,
+				  "node of kind %u above the collision level",
+				  n->kind);
+	if (n->datamap & n->nodemap)
+		return check_fail(cc, depth,
+				  "slot mask %#x both entry and child",
+				  n->datamap & n->nodemap);
+	if (depth == COLLISION_DEPTH - 1 && ((n->datamap | n->nodemap) >> 16))
+		return check_fail(cc, depth,
+				  "slot mask %#x beyond the 4 last bits",
+				  n->datamap | n->nodemap);
+	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
+	if (depth > 0 && ne + nc == 0)
+		return check_fail(cc, depth, "empty node below the root");
+	if (depth > 0 && ne == 1 && nc == 0)
+		return check_fail(cc, depth,
+				  "single-entry leaf below the root "
+				  "(not canonical)");
+	uint64_t mask = prefix_mask(depth);
+	for (unsigned i = 0; i < ne; i++) {
+		const entry *x = &n->entries[i];
+		int rc = check_key(cc, x, depth);
+		if (rc)
+			return rc;
+		uint64_t h = entry_hash(m, x);
+		if ((h & mask) != prefix)
+			return check_fail(cc, depth,
+					  "entry %u under the wrong prefix", i);
+		uint32_t bit = 1u << frag(h, depth);
+		if (!(n->datamap & bit) ||
+		    popcount(n->datamap & (bit - 1)) != i)
+			return check_fail(cc, depth, "entry %u not at its slot",
+					  i);
+	}
+	cc->entries += ne;
+	node **ch = node_children(n);
+	uint32_t map = n->nodemap;
+	for (unsigned i = 0; i < nc; i++) {
+		uint32_t bit = map & -map;
+		map &= map - 1;
+		uint64_t slot = (uint64_t)__builtin_ctz(bit);
+		int rc = check_node(cc, ch[i], depth + 1,
+				    prefix | (slot << (LEVEL_BITS * depth)));
+		if (rc)
+			return rc;
+	}
+	return SC_OK;
+}
+
+int sc_hamt_check(const sc_hamt *map, sc_hamt_root root, char *why,
+		  size_t why_len)
+{
+	check_ctx cc = {map, why, why_len, 0};
+	if (why && why_len)
+		why[0] = '\0';
+	if (!root.node) {
+		if (root.count != 0)
+			return check_fail(&cc, 0, "empty map with count %zu",
+					  root.count);
+		return SC_OK;
+	}
+	const node *r = root.node;
+	if (r->kind == NODE_BITMAP && (r->datamap | r->nodemap) == 0)
+		return check_fail(&cc, 0, "empty root node");
+	int rc = check_node(&cc, r, 0, 0);
+	if (rc)
+		return rc;
+	if (cc.entries != root.count) {
+		if (why && why_len)
+			snprintf(why, why_len,
+				 "hamt corrupt: count says %zu, tree holds %zu",
+				 root.count, cc.entries);
+		return SC_ECORRUPT;
+	}
+	return SC_OK;
+}
