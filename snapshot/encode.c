@@ -1,0 +1,526 @@
+/*
+ * Snapshot encoding (snapshot.h): a pinned view -> protobuf SnapshotChunk
+ * messages -> zstd frames, plus the header record that lists them.
+ *
+ * The protobuf bytes are written by hand rather than through protobuf-c's
+ * message structs: building 4096 EntityState/Attr/Value structs per chunk
+ * only to serialise them again would cost more than the compression. The
+ * writer below emits exactly what protobuf-c would pack for the same
+ * message (fields in number order, proto3 zero scalars omitted, oneof
+ * members always present); tests/test_snapshot.c checks that byte for byte,
+ * and the decoder rejects anything that does not re-pack to the same size.
+ */
+#include "snapshot/snapshot.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "snapshot/snapshot_internal.h"
+#include "statecache/v1/statecache.pb-c.h"
+
+/* ---- protobuf wire writing ---------------------------------------------- */
+
+/* Field tags: (field number << 3) | wire type. */
+enum {
+	TAG_CHUNK_ENTITIES = 0x0a,   /* 1, length-delimited */
+	TAG_STATE_ID = 0x0a,	     /* 1, length-delimited */
+	TAG_STATE_ATTRS = 0x12,	     /* 2, length-delimited */
+	TAG_STATE_UPDATED_AT = 0x19, /* 3, fixed64 */
+	TAG_STATE_UPDATED_BY = 0x22, /* 4, length-delimited */
+	TAG_STATE_POSITION = 0x28,   /* 5, varint */
+	TAG_ATTR_NAME = 0x0a,	     /* 1, length-delimited */
+	TAG_ATTR_VALUE = 0x12,	     /* 2, length-delimited */
+	TAG_VALUE_STRING = 0x0a,     /* 1, length-delimited */
+	TAG_VALUE_INT = 0x10,	     /* 2, varint (zigzag) */
+	TAG_VALUE_DOUBLE = 0x19,     /* 3, fixed64 */
+	TAG_VALUE_BOOL = 0x20,	     /* 4, varint */
+	TAG_VALUE_BYTES = 0x2a,	     /* 5, length-delimited */
+};
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static uint8_t *put_fixed64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+	return p + 8;
+}
+
+static uint8_t *put_bytes(uint8_t *p, uint8_t tag, sc_str s)
+{
+	*p++ = tag;
+	p = put_varint(p, s.len);
+	if (s.len)
+		memcpy(p, s.ptr, s.len);
+	return p + s.len;
+}
+
+/* Tag, length prefix and payload of a length-delimited field. */
+static size_t delimited_len(size_t payload)
+{
+	return 1 + varint_len(payload) + payload;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static uint64_t double_bits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, sizeof u);
+	return u;
+}
+
+/* Size of the Value message for `v`; 0 for a kind that cannot be stored. */
+static size_t value_len(const sc_value *v)
+{
+	switch (v->type) {
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		return delimited_len(v->u.s.len);
+	case SC_VALUE_INT:
+		return 1 + varint_len(zigzag(v->u.i));
+	case SC_VALUE_DOUBLE:
+		return 1 + 8;
+	case SC_VALUE_BOOL:
+		return 1 + 1;
+	case SC_VALUE_NULL:
+		break;
+	}
+	return 0;
+}
+
+static uint8_t *put_value(uint8_t *p, const sc_value *v)
+{
+	switch (v->type) {
+	case SC_VALUE_STRING:
+		return put_bytes(p, TAG_VALUE_STRING, v->u.s);
+	case SC_VALUE_BYTES:
+		return put_bytes(p, TAG_VALUE_BYTES, v->u.s);
+	case SC_VALUE_INT:
+		*p++ = TAG_VALUE_INT;
+		return put_varint(p, zigzag(v->u.i));
+	case SC_VALUE_DOUBLE:
+		*p++ = TAG_VALUE_DOUBLE;
+		return put_fixed64(p, double_bits(v->u.d));
+	case SC_VALUE_BOOL:
+		*p++ = TAG_VALUE_BOOL;
+		*p++ = v->u.b ? 1 : 0;
+		return p;
+	case SC_VALUE_NULL:
+		break;
+	}
+	SC_INSIST(0);
+	return p;
+}
+
+static size_t attr_len(const sc_attr *a)
+{
+	return delimited_len(a->name.len) + delimited_len(value_len(&a->value));
+}
+
+/* ---- entity checks and size --------------------------------------------- */
+
+static int bad_entity(sc_error *err, sc_str id, const char *what)
+{
+	int shown = id.len > 64 ? 64 : (int)id.len;
+	return sc_error_set(err, SC_EINVAL,
+			    "entity '%.*s%s' cannot be stored in a snapshot: "
+			    "%s",
+			    shown, id.ptr, id.len > 64 ? "..." : "", what);
+}
+
+/* Check what the decoder will check, so a snapshot that encodes also
+ * restores, and compute the EntityState message size. */
+static int entity_check_len(const sc_entity *e, uint64_t view_position,
+			    size_t *out, sc_error *err)
+{
+	sc_str id = sc_entity_id(e);
+	sc_str by = sc_entity_updated_by(e);
+	if (id.len < 1 || id.len > SC_ENTITY_ID_MAX)
+		return bad_entity(err, id, "id length out of range");
+	if (by.len > SC_SNAPSHOT_ACTOR_MAX)
+		return bad_entity(err, id, "updated_by is too long");
+	if (sc_entity_position(e) > view_position)
+		return bad_entity(err, id,
+				  "its position is beyond the version's");
+	size_t n = delimited_len(id.len);
+	size_t nattrs = sc_entity_attr_count(e);
+	sc_str prev = {NULL, 0};
+	for (size_t i = 0; i < nattrs; i++) {
+		sc_attr a = sc_entity_attr(e, i);
+		if (a.name.len < 1 || a.name.len > SC_ATTR_NAME_MAX)
+			return bad_entity(err, id,
+					  "an attribute name length is out of "
+					  "range");
+		if (i) {
+			size_t m =
+			    prev.len < a.name.len ? prev.len : a.name.len;
+			int c = memcmp(prev.ptr, a.name.ptr, m);
+			if (c > 0 || (c == 0 && prev.len >= a.name.len))
+				return bad_entity(err, id,
+						  "attributes are not sorted "
+						  "by name or repeat one");
+		}
+		prev = a.name;
+		switch (a.value.type) {
+		case SC_VALUE_STRING:
+			if (a.value.u.s.len &&
+			    memchr(a.value.u.s.ptr, 0, a.value.u.s.len))
+				return bad_entity(err, id,
+						  "a string value holds a NUL "
+						  "byte");
+			/* fall through */
+		case SC_VALUE_BYTES:
+			if (a.value.u.s.len > SC_SNAPSHOT_VALUE_MAX)
+				return bad_entity(err, id,
+						  "a value is over the size "
+						  "limit");
+			break;
+		case SC_VALUE_INT:
+		case SC_VALUE_DOUBLE:
+		case SC_VALUE_BOOL:
+			break;
+		default:
+			return bad_entity(err, id,
+					  "an attribute has a null or unknown "
+					  "value type");
+		}
+		n += delimited_len(attr_len(&a));
+	}
+	if (sc_entity_updated_at(e))
+		n += 1 + 8;
+	if (by.len)
+		n += delimited_len(by.len);
+	if (sc_entity_position(e))
+		n += 1 + varint_len(sc_entity_position(e));
+	*out = n;
+	return 0;
+}
+
+/* Write one `entities` field of SnapshotChunk (tag, length, EntityState). */
+static uint8_t *put_entity(uint8_t *p, const sc_entity *e, size_t len)
+{
+	*p++ = TAG_CHUNK_ENTITIES;
+	p = put_varint(p, len);
+	p = put_bytes(p, TAG_STATE_ID, sc_entity_id(e));
+	size_t nattrs = sc_entity_attr_count(e);
+	for (size_t i = 0; i < nattrs; i++) {
+		sc_attr a = sc_entity_attr(e, i);
+		*p++ = TAG_STATE_ATTRS;
+		p = put_varint(p, attr_len(&a));
+		p = put_bytes(p, TAG_ATTR_NAME, a.name);
+		*p++ = TAG_ATTR_VALUE;
+		p = put_varint(p, value_len(&a.value));
+		p = put_value(p, &a.value);
+	}
+	if (sc_entity_updated_at(e)) {
+		*p++ = TAG_STATE_UPDATED_AT;
+		p = put_fixed64(p, (uint64_t)sc_entity_updated_at(e));
+	}
+	sc_str by = sc_entity_updated_by(e);
+	if (by.len)
+		p = put_bytes(p, TAG_STATE_UPDATED_BY, by);
+	if (sc_entity_position(e)) {
+		*p++ = TAG_STATE_POSITION;
+		p = put_varint(p, sc_entity_position(e));
+	}
+	return p;
+}
+
+/* ---- the encoder ----------------------------------------------------------
+ */
+
+typedef struct encoder {
+	ZSTD_CCtx *cctx;
+	uint32_t per_chunk;
+	uint8_t *raw; /* protobuf bytes of the open chunk */
+	size_t raw_len, raw_cap;
+	uint64_t raw_entities; /* entities in the open chunk */
+	sc_snapshot_encoded *s;
+	uint32_t cap_chunks;
+	uint64_t *raw_sizes, *entity_counts, *checksums; /* per chunk */
+} encoder;
+
+static int nomem(sc_error *err, const char *what)
+{
+	return sc_error_set(err, ENOMEM,
+			    "out of memory encoding a snapshot (%s); free "
+			    "memory or snapshot later",
+			    what);
+}
+
+static int grow_chunks(encoder *en, sc_error *err)
+{
+	sc_snapshot_encoded *s = en->s;
+	if (s->chunk_count < en->cap_chunks)
+		return 0;
+	if (s->chunk_count >= SC_SNAPSHOT_CHUNKS_MAX)
+		return sc_error_set(err, SC_ETOOBIG,
+				    "a snapshot may have at most %u chunks; "
+				    "raise entities_per_chunk",
+				    SC_SNAPSHOT_CHUNKS_MAX);
+	uint32_t n = en->cap_chunks ? en->cap_chunks * 2 : 16;
+	sc_snapshot_blob *c = sc_realloc(s->chunks, n * sizeof *c);
+	if (!c)
+		return nomem(err, "chunk list");
+	s->chunks = c;
+	uint64_t **arrays[] = {&en->raw_sizes, &en->entity_counts,
+			       &en->checksums};
+	for (size_t i = 0; i < 3; i++) {
+		uint64_t *a = sc_realloc(*arrays[i], n * sizeof **arrays[i]);
+		if (!a)
+			return nomem(err, "chunk list");
+		*arrays[i] = a;
+	}
+	en->cap_chunks = n;
+	return 0;
+}
+
+/* Compress the open chunk into a new stored chunk. */
+static int flush_chunk(encoder *en, sc_error *err)
+{
+	if (!en->raw_entities)
+		return 0;
+	int rc = grow_chunks(en, err);
+	if (rc)
+		return rc;
+	size_t bound = ZSTD_compressBound(en->raw_len);
+	uint8_t *out = sc_malloc(bound);
+	if (!out)
+		return nomem(err, "compressed chunk");
+	size_t n = ZSTD_compress2(en->cctx, out, bound, en->raw, en->raw_len);
+	if (ZSTD_isError(n)) {
+		sc_free(out);
+		if (ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
+			return nomem(err, "zstd context");
+		return sc_error_set(err, EIO,
+				    "zstd failed to compress a snapshot chunk: "
+				    "%s",
+				    ZSTD_getErrorName(n));
+	}
+	/* Give back the slack; keeping the larger block is fine too. */
+	uint8_t *shrunk = sc_realloc(out, n);
+	if (shrunk)
+		out = shrunk;
+	sc_snapshot_encoded *s = en->s;
+	uint32_t i = s->chunk_count++;
+	s->chunks[i].data = out;
+	s->chunks[i].len = n;
+	en->raw_sizes[i] = en->raw_len;
+	en->entity_counts[i] = en->raw_entities;
+	en->checksums[i] = XXH3_64bits(out, n);
+	s->bytes_raw += en->raw_len;
+	s->bytes_compressed += n;
+	en->raw_len = 0;
+	en->raw_entities = 0;
+	return 0;
+}
+
+static int add_entity(encoder *en, const sc_entity *e, uint64_t position,
+		      sc_error *err)
+{
+	size_t len = 0;
+	int rc = entity_check_len(e, position, &len, err);
+	if (rc)
+		return rc;
+	size_t need = delimited_len(len);
+	if (need > SC_SNAPSHOT_CHUNK_RAW_MAX) {
+		sc_str id = sc_entity_id(e);
+		return sc_error_set(err, SC_ETOOBIG,
+				    "entity '%.*s' takes %zu bytes encoded, "
+				    "over the %u-byte chunk limit; it cannot "
+				    "be snapshotted",
+				    id.len > 64 ? 64 : (int)id.len, id.ptr,
+				    need, SC_SNAPSHOT_CHUNK_RAW_MAX);
+	}
+	if (en->raw_len + need > SC_SNAPSHOT_CHUNK_RAW_MAX) {
+		rc = flush_chunk(en, err);
+		if (rc)
+			return rc;
+	}
+	if (en->raw_len + need > en->raw_cap) {
+		size_t cap = en->raw_cap ? en->raw_cap : 64 * 1024;
+		while (cap < en->raw_len + need)
+			cap *= 2;
+		uint8_t *r = sc_realloc(en->raw, cap);
+		if (!r)
+			return nomem(err, "chunk buffer");
+		en->raw = r;
+		en->raw_cap = cap;
+	}
+	uint8_t *end = put_entity(en->raw + en->raw_len, e, len);
+	SC_INSIST((size_t)(end - en->raw) == en->raw_len + need);
+	SC_UNUSED(end);
+	en->raw_len += need;
+	en->raw_entities++;
+	if (en->raw_entities >= en->per_chunk ||
+	    en->raw_len >= SC_SNAPSHOT_CHUNK_RAW_TARGET)
+		return flush_chunk(en, err);
+	return 0;
+}
+
+/* ---- the header record --------------------------------------------------- */
+
+static int encode_header(encoder *en, int64_t created_at, sc_error *err)
+{
+	sc_snapshot_encoded *s = en->s;
+	Statecache__V1__SnapshotHeader h =
+	    STATECACHE__V1__SNAPSHOT_HEADER__INIT;
+	h.format_version = SC_SNAPSHOT_FORMAT_VERSION;
+	h.position = s->position;
+	h.entity_count = s->entity_count;
+	h.chunk_count = s->chunk_count;
+	h.n_chunk_checksums = s->chunk_count;
+	h.chunk_checksums = en->checksums;
+	h.n_chunk_raw_sizes = s->chunk_count;
+	h.chunk_raw_sizes = en->raw_sizes;
+	h.n_chunk_entity_counts = s->chunk_count;
+	h.chunk_entity_counts = en->entity_counts;
+	h.created_at = (uint64_t)created_at;
+	size_t pb = statecache__v1__snapshot_header__get_packed_size(&h);
+	size_t len = SC_SNAPSHOT_HEADER_FIXED + pb + SC_SNAPSHOT_HEADER_TRAILER;
+	if (len > SC_SNAPSHOT_HEADER_MAX)
+		return sc_error_set(err, SC_ETOOBIG,
+				    "snapshot header would be %zu bytes, over "
+				    "the %u-byte limit; raise "
+				    "entities_per_chunk",
+				    len, SC_SNAPSHOT_HEADER_MAX);
+	uint8_t *p = sc_malloc(len);
+	if (!p)
+		return nomem(err, "header");
+	memcpy(p, SC_SNAPSHOT_MAGIC, SC_SNAPSHOT_MAGIC_LEN);
+	sc_put_be32(p + 8, SC_SNAPSHOT_FORMAT_VERSION);
+	sc_put_be32(p + 12, (uint32_t)pb);
+	size_t packed = statecache__v1__snapshot_header__pack(
+	    &h, p + SC_SNAPSHOT_HEADER_FIXED);
+	SC_INSIST(packed == pb);
+	SC_UNUSED(packed);
+	sc_put_be64(p + len - 8, XXH3_64bits(p, len - 8));
+	s->header.data = p;
+	s->header.len = len;
+	s->bytes_compressed += len;
+	return 0;
+}
+
+/* ---- public ----------------------------------------------------------------
+ */
+
+void sc_snapshot_encoded_free(sc_snapshot_encoded *s)
+{
+	if (!s)
+		return;
+	for (uint32_t i = 0; i < s->chunk_count; i++)
+		sc_free(s->chunks[i].data);
+	sc_free(s->chunks);
+	sc_free(s->header.data);
+	sc_free(s);
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
+		       sc_snapshot_encoded **out, sc_error *err)
+{
+	if (out)
+		*out = NULL;
+	if (!view || !out)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_snapshot_encode needs a view and an "
+				    "output pointer");
+	sc_snapshot_params prm = {0};
+	if (p)
+		prm = *p;
+	if (!prm.zstd_level)
+		prm.zstd_level = 3;
+	if (!prm.entities_per_chunk)
+		prm.entities_per_chunk = SC_SNAPSHOT_CHUNK_ENTITIES_DEFAULT;
+	if (prm.entities_per_chunk > SC_SNAPSHOT_CHUNK_ENTITIES_MAX)
+		return sc_error_set(
+		    err, SC_EINVAL, "entities_per_chunk is %u, the limit is %u",
+		    prm.entities_per_chunk, SC_SNAPSHOT_CHUNK_ENTITIES_MAX);
+	if (prm.zstd_level < ZSTD_minCLevel() ||
+	    prm.zstd_level > ZSTD_maxCLevel())
+		return sc_error_set(
+		    err, SC_EINVAL, "zstd level %d is out of range %d..%d",
+		    prm.zstd_level, ZSTD_minCLevel(), ZSTD_maxCLevel());
+	if (!prm.created_at)
+		prm.created_at = now_ns();
+
+	encoder en = {.per_chunk = prm.entities_per_chunk};
+	int rc = 0;
+	en.s = sc_calloc(1, sizeof *en.s);
+	if (!en.s)
+		return nomem(err, "snapshot");
+	en.s->position = sc_view_position(view);
+	en.cctx = ZSTD_createCCtx_advanced(sc_zstd_mem);
+	if (!en.cctx) {
+		rc = nomem(err, "zstd context");
+		goto done;
+	}
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(
+		en.cctx, ZSTD_c_compressionLevel, prm.zstd_level)) ||
+	    ZSTD_isError(
+		ZSTD_CCtx_setParameter(en.cctx, ZSTD_c_checksumFlag, 1)) ||
+	    ZSTD_isError(
+		ZSTD_CCtx_setParameter(en.cctx, ZSTD_c_contentSizeFlag, 1))) {
+		rc = sc_error_set(err, SC_EINVAL,
+				  "zstd rejected the compression parameters");
+		goto done;
+	}
+
+	sc_view_iter it;
+	sc_view_iter_init(view, &it);
+	const sc_entity *e;
+	while ((e = sc_view_iter_next(&it))) {
+		rc = add_entity(&en, e, en.s->position, err);
+		if (rc)
+			goto done;
+		en.s->entity_count++;
+	}
+	rc = flush_chunk(&en, err);
+	if (!rc)
+		rc = encode_header(&en, prm.created_at, err);
+	SC_ENSURE(rc || en.s->entity_count == sc_view_len(view));
+
+done:
+	ZSTD_freeCCtx(en.cctx);
+	sc_free(en.raw);
+	sc_free(en.raw_sizes);
+	sc_free(en.entity_counts);
+	sc_free(en.checksums);
+	if (rc) {
+		sc_snapshot_encoded_free(en.s);
+		return rc;
+	}
+	*out = en.s;
+	return 0;
+}
