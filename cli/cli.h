@@ -14,6 +14,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cli/buf.h"
+#include "statecache/store.h"
+
 enum {
 	SC_CLI_EXIT_OK = 0,
 	SC_CLI_EXIT_FAIL = 1,
@@ -69,8 +72,32 @@ int sc_cli_parse_u64(const char *cmd, const char *what, const char *s,
 int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Seconds from a monotonic clock. */
+double sc_cli_now(void);
+
+/* ---- store helpers (cli/cmd_store.c) ------------------------------------ */
+
+/*
+ * Open the store at `db` for command `cmd`. On failure print the cause (for
+ * a missing store: "no store at DIR (create one with ingest)") and return
+ * SC_CLI_EXIT_FAIL; 0 on success.
+ */
+int sc_cli_store_open(const char *cmd, const char *db, bool create,
+		      sc_durability durability, sc_store **out);
+
+/* Append a newline to `b` and write it to stdout; false on failure. */
+bool sc_cli_print_line(sc_cli_buf *b);
+
 /* ---- commands ----------------------------------------------------------- */
 
 int sc_cli_cmd_gen(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_ingest(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_snapshot(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv);
 
 #endif

@@ -6,6 +6,20 @@
 #include "cli/cli.h"
 
 const sc_cli_command sc_cli_commands[] = {
+    {"ingest", "append events from JSON Lines (a file or stdin)",
+     sc_cli_cmd_ingest, false},
+    {"get", "one entity as JSON (now, or --at a log position)", sc_cli_cmd_get,
+     false},
+    {"scan", "entities as JSON Lines, sorted by id (--prefix, --limit)",
+     sc_cli_cmd_scan, false},
+    {"events", "the event log as JSON Lines (--from, --entity, --limit)",
+     sc_cli_cmd_events, false},
+    {"snapshot", "take a snapshot now", sc_cli_cmd_snapshot, false},
+    {"stats", "store and cache statistics as one JSON object", sc_cli_cmd_stats,
+     false},
+    {"verify", "check that snapshot + tail equals a full log replay",
+     sc_cli_cmd_verify, false},
+    {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},
 };

@@ -40,6 +40,7 @@
 #include <stddef.h>
 
 #include "cli/buf.h"
+#include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
 
@@ -82,6 +83,14 @@ int sc_cli_event_decode(sc_cli_event *e, const char *line, size_t n,
  * ENOMEM.
  */
 int sc_cli_event_encode(sc_cli_buf *b, const sc_event *ev, bool with_position);
+
+/*
+ * sc_cli_entity_encode - append an entity state as one JSON object (no
+ * newline): {"id":...,"attrs":{...},"updated_at":"<RFC 3339 UTC>",
+ * "updated_by":...,"position":N}, attributes sorted by name. 0 or ENOMEM.
+ * (cli/entity_json.c; needs the cache layer.)
+ */
+int sc_cli_entity_encode(sc_cli_buf *b, const sc_entity *e);
 
 /* "set", "unset", "replace", "delete", or NULL. */
 const char *sc_cli_event_type_name(sc_event_type t);
