@@ -631,6 +631,39 @@ static int stamp_batch(sc_store *store, const sc_event *events, size_t n,
 	return 0;
 }
 
+/*
+ * Promote the pending version after the commit. Promote allocates (the
+ * version record, the edit's garbage list), so it can fail with ENOMEM
+ * after the batch is already durable. The log is the truth: discard the
+ * poisoned version, apply the committed batch again and retry. If memory
+ * stays short the cache is behind the log; the store refuses further
+ * appends (SC_ESTATE) until it is reopened, which replays the batch.
+ */
+static int promote_committed(sc_store *store, size_t n, sc_error *err)
+{
+	int rc = sc_cache_promote(store->cache);
+	for (int attempt = 0; rc && attempt < 3; attempt++) {
+		sc_cache_discard(store->cache);
+		rc = 0;
+		for (size_t i = 0; i < n && !rc; i++)
+			rc = sc_cache_apply(store->cache, &store->batch[i],
+					    NULL);
+		if (!rc)
+			rc = sc_cache_promote(store->cache);
+	}
+	if (!rc)
+		return 0;
+	sc_cache_discard(store->cache);
+	store->stale = true;
+	return sc_error_set(err, rc,
+			    "the batch was committed at positions %llu..%llu "
+			    "but the cache could not be updated (%s); close "
+			    "and reopen the store to replay it",
+			    (unsigned long long)store->batch[0].position,
+			    (unsigned long long)store->batch[n - 1].position,
+			    sc_strerror(rc));
+}
+
 int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err)
 {
@@ -646,6 +679,13 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 					    inner.message);
 	}
 	pthread_mutex_lock(&store->write_mu);
+	if (store->stale) {
+		pthread_mutex_unlock(&store->write_mu);
+		return sc_error_set(err, SC_ESTATE,
+				    "the cache is behind the log after an "
+				    "allocation failure; close and reopen the "
+				    "store");
+	}
 	uint64_t start = atomic_load(&store->last_position) + 1;
 	if (n == 0) {
 		pthread_mutex_unlock(&store->write_mu);
@@ -672,11 +712,11 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		return rc;
 	}
 	atomic_store(&store->last_position, start + n - 1);
-	int prc = sc_cache_promote(store->cache);
-	/* Apply succeeded for every event, so promote cannot find the
-	 * pending version poisoned. */
-	SC_INSIST(prc == 0);
-	SC_UNUSED(prc);
+	rc = promote_committed(store, n, err);
+	if (rc) {
+		pthread_mutex_unlock(&store->write_mu);
+		return rc;
+	}
 	sc_killpoint("append_after_commit");
 	for (size_t j = 0; j < store->nprojectors; j++)
 		if (store->projectors[j].commit)

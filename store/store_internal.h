@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "statecache/store.h"
@@ -36,6 +37,7 @@ struct sc_store {
 
 	_Atomic uint64_t last_position;
 	uint64_t since_snapshot; /* events appended since the last snapshot */
+	bool stale; /* a committed batch could not be promoted: reopen */
 
 	/* Writer-only scratch (under write_mu). */
 	sc_projector *projectors;
