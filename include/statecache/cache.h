@@ -105,8 +105,9 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err);
 /*
  * sc_cache_destroy - discard any pending version and free everything.
  *
- * No reader may be inside a pin; readers not closed are closed. NULL is a
- * no-op.
+ * No reader may be inside a pin, and no thread that used a reader may be
+ * exiting concurrently; readers not closed are closed (their handles become
+ * invalid). NULL is a no-op.
  */
 void sc_cache_destroy(sc_cache *cache);
 
@@ -117,9 +118,13 @@ void sc_cache_destroy(sc_cache *cache);
  * first apply after a promote or discard).
  *
  * The event's position becomes the entity's position, its time updated_at,
- * its actor updated_by. Errors: SC_EINVAL (empty or over-long id or name,
- * unknown type, bad value type; the pending version is unchanged), ENOMEM
- * (the pending version is poisoned: discard it), SC_EPOISONED.
+ * its actor updated_by. Semantics as sc_entity_apply; a delete of a
+ * missing entity changes no entity but still counts as applied (the
+ * version's position advances). Validation happens before anything is
+ * touched. Errors: SC_EINVAL (empty or over-long id or name, unknown type,
+ * bad value type, NULL pointer with a non-zero length; the pending version
+ * is unchanged and the message names the field), SC_ETOOBIG (unchanged),
+ * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
  */
 int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
 
@@ -137,11 +142,13 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
  *
  * Readers that pin after this see it whole. Superseded versions no reader
  * can reach are freed here. With nothing pending it is a no-op returning 0.
- * Errors: SC_EPOISONED (discard instead).
+ * Errors: SC_EPOISONED (discard instead), ENOMEM (nothing was published;
+ * the pending version is now poisoned: discard it).
  */
 int sc_cache_promote(sc_cache *cache);
 
-/* sc_cache_discard - drop the pending version and free all it allocated. */
+/* sc_cache_discard - drop the pending version and free all it allocated;
+ * also clears the poisoned state. No-op when nothing is pending. */
 void sc_cache_discard(sc_cache *cache);
 
 /* True while a pending version is open. */

@@ -1,0 +1,457 @@
+/*
+ * The versioned entity cache: lifecycle, the writer (apply, load, promote,
+ * discard), views, diffs and stats. Readers and reclamation are in
+ * cache/reclaim.c, the entity model in cache/entity.c.
+ *
+ * Memory accounting, kept by the writer so stats cost no walk:
+ *   entity_bytes    every entity state alive (added when a state is made,
+ *                   subtracted in the release hook when the map lets go);
+ *   bytes_awaiting  per superseded version, the HAMT garbage node bytes plus
+ *                   the bytes of the published states its edit replaced or
+ *                   removed (a state the edit itself created is released at
+ *                   once by the map, so it never waits).
+ * A state records the generation of the edit that created it (`born`),
+ * which tells the two cases apart without a lookup in the base version.
+ */
+#include "cache/cache_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/internal.h"
+
+/* ==== small helpers =========================================================
+ */
+
+/* Single-writer counter update: no read-modify-write instruction needed. */
+static void counter_add(_Atomic size_t *c, size_t add, size_t sub)
+{
+	size_t v = atomic_load_explicit(c, memory_order_relaxed);
+	atomic_store_explicit(c, v + add - sub, memory_order_relaxed);
+}
+
+static const struct sc_version *writer_current(const sc_cache *cache)
+{
+	return atomic_load_explicit(&((sc_cache *)cache)->current,
+				    memory_order_relaxed);
+}
+
+void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
+{
+	sc_cache *cache = ctx;
+	sc_entity *e = value;
+	SC_REQUIRE(key == sc_entity_key(e));
+	SC_UNUSED(key);
+	counter_add(&cache->entity_bytes, 0, e->size);
+	sc_free(e);
+}
+
+/* ==== lifecycle ==============================================================
+ */
+
+int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
+{
+	if (!out)
+		return sc_error_set(err, SC_EINVAL, "out is NULL");
+	*out = NULL;
+	sc_cache_options o = {0};
+	if (opt)
+		o = *opt;
+	sc_cache *cache = sc_calloc(1, sizeof *cache);
+	struct sc_version *v0 = sc_calloc(1, sizeof *v0);
+	if (!cache || !v0) {
+		sc_free(cache);
+		sc_free(v0);
+		return sc_error_set(err, ENOMEM, "out of memory for a cache");
+	}
+	sc_hamt_options ho = {
+	    .seed = o.seed,
+	    .release = sc_cache_release_entry,
+	    .release_ctx = cache,
+	    .hash = o.hash,
+	    .flags = o.hamt_flags,
+	};
+	int rc = sc_hamt_create(&ho, &cache->map);
+	if (rc) {
+		sc_free(cache);
+		sc_free(v0);
+		if (rc == ENOMEM)
+			return sc_error_set(err, rc,
+					    "out of memory for the entity map");
+		return sc_error_set(err, rc,
+				    "cannot create the entity map: %s (no "
+				    "random seed? pass options.seed)",
+				    sc_strerror(rc));
+	}
+	rc = sc_reclaim_init(cache, o.max_readers, err);
+	if (rc) {
+		sc_hamt_destroy(cache->map);
+		sc_free(cache);
+		sc_free(v0);
+		return rc;
+	}
+	v0->cache = cache;
+	cache->oldest = v0;
+	atomic_init(&cache->current, v0);
+	atomic_init(&cache->current_number, 0);
+	atomic_init(&cache->current_len, 0);
+	atomic_init(&cache->current_position, 0);
+	atomic_init(&cache->entity_bytes, 0);
+	atomic_init(&cache->versions_alive, 1);
+	atomic_init(&cache->bytes_awaiting, 0);
+	atomic_init(&cache->nodes_awaiting, 0);
+	atomic_init(&cache->readers_open, 0);
+	*out = cache;
+	return SC_OK;
+}
+
+void sc_cache_destroy(sc_cache *cache)
+{
+	if (!cache)
+		return;
+	sc_cache_discard(cache);
+	struct sc_version *cur =
+	    atomic_load_explicit(&cache->current, memory_order_relaxed);
+	while (cache->oldest != cur) {
+		struct sc_version *v = cache->oldest;
+		cache->oldest = v->next;
+		sc_version_free(cache, v);
+	}
+	sc_hamt_root_free(cache->map, cur->root);
+	sc_free(cur);
+	sc_hamt_destroy(cache->map);
+	sc_reclaim_fini(cache);
+	sc_free(cache);
+}
+
+/* ==== writer
+ * ================================================================== */
+
+/* Open the pending version on top of the current one if none is open. */
+static int pending_open(sc_cache *cache, sc_error *err)
+{
+	if (cache->edit)
+		return SC_OK;
+	const struct sc_version *cur = writer_current(cache);
+	int rc = sc_hamt_edit_begin(cache->map, cur->root, &cache->edit);
+	if (rc) {
+		cache->edit = NULL;
+		cache->poisoned = true;
+		return sc_error_set(err, rc,
+				    "cannot open a pending version (%s); "
+				    "discard, then retry",
+				    sc_strerror(rc));
+	}
+	cache->generation++;
+	cache->pending_position = cur->position;
+	cache->pending_garbage_entity_bytes = 0;
+	return SC_OK;
+}
+
+static int poison(sc_cache *cache, int rc, sc_error *err, const char *what)
+{
+	cache->poisoned = true;
+	if (rc == SC_EPOISONED)
+		return sc_error_set(err, rc,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	return sc_error_set(err, rc,
+			    "%s failed (%s); the pending version is "
+			    "unusable: discard it",
+			    what, sc_strerror(rc));
+}
+
+static int check_writable(sc_cache *cache, sc_error *err)
+{
+	if (cache->poisoned)
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	return SC_OK;
+}
+
+/* Bytes `prev` adds to the edit's garbage when it leaves the map: its size
+ * if a published version holds it, 0 if this edit created it (the map
+ * releases such a state at once, so read this before the change). */
+static size_t dropped_bytes(const sc_cache *cache, const sc_entity *prev)
+{
+	return prev && prev->born != cache->generation ? prev->size : 0;
+}
+
+/* Put `ne` (or remove the id when ne is NULL) into the pending version. */
+static int pending_put(sc_cache *cache, sc_str id, const sc_entity *prev,
+		       sc_entity *ne, uint64_t position, sc_error *err)
+{
+	int rc;
+	size_t dropped = dropped_bytes(cache, prev);
+	if (!ne) {
+		if (!prev)
+			goto done; /* delete of a missing entity */
+		rc = sc_hamt_edit_remove(cache->edit, id.ptr, id.len);
+		if (rc)
+			return poison(cache, rc, err, "removing an entity");
+	} else {
+		counter_add(&cache->entity_bytes, ne->size, 0);
+		rc = sc_hamt_edit_set(cache->edit, sc_entity_key(ne), ne);
+		if (rc) {
+			counter_add(&cache->entity_bytes, 0, ne->size);
+			sc_free(ne);
+			return poison(cache, rc, err, "inserting an entity");
+		}
+	}
+	cache->pending_garbage_entity_bytes += dropped;
+done:
+	if (position > cache->pending_position)
+		cache->pending_position = position;
+	return SC_OK;
+}
+
+int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
+{
+	if (!cache)
+		return sc_error_set(err, SC_EINVAL, "cache is NULL");
+	int rc = check_writable(cache, err);
+	if (rc)
+		return rc;
+	rc = sc_entity_validate_event(ev, err);
+	if (rc)
+		return rc;
+	rc = pending_open(cache, err);
+	if (rc)
+		return rc;
+	const sc_entity *prev =
+	    sc_hamt_edit_get(cache->edit, ev->entity.ptr, ev->entity.len);
+	sc_entity *ne;
+	rc = sc_entity_build(prev, ev, cache->generation, &ne, err);
+	if (rc == ENOMEM)
+		return poison(cache, rc, err, "building an entity state");
+	if (rc)
+		return rc; /* SC_ETOOBIG: nothing changed */
+	return pending_put(cache, ev->entity, prev, ne, ev->position, err);
+}
+
+int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, sc_error *err)
+{
+	if (!cache)
+		return sc_error_set(err, SC_EINVAL, "cache is NULL");
+	int rc = check_writable(cache, err);
+	if (rc)
+		return rc;
+	sc_entity *ne;
+	/* Build first (it validates) so a bad state changes nothing; the
+	 * generation is the one the edit will have if it is opened now. */
+	uint64_t gen = cache->edit ? cache->generation : cache->generation + 1;
+	rc = sc_entity_build_loaded(id, attrs, nattrs, updated_at, updated_by,
+				    position, gen, &ne, err);
+	if (rc == ENOMEM)
+		return poison(cache, rc, err, "building an entity state");
+	if (rc)
+		return rc;
+	rc = pending_open(cache, err);
+	if (rc) {
+		sc_free(ne);
+		return rc;
+	}
+	SC_INSIST(ne->born == cache->generation);
+	const sc_entity *prev = sc_hamt_edit_get(cache->edit, id.ptr, id.len);
+	return pending_put(cache, id, prev, ne, position, err);
+}
+
+int sc_cache_promote(sc_cache *cache)
+{
+	if (!cache)
+		return SC_EINVAL;
+	if (cache->poisoned)
+		return SC_EPOISONED;
+	if (!cache->edit)
+		return SC_OK;
+	struct sc_version *v = sc_calloc(1, sizeof *v);
+	if (!v) {
+		cache->poisoned = true;
+		return ENOMEM;
+	}
+	sc_hamt_root root;
+	sc_hamt_garbage *garbage = NULL;
+	int rc = sc_hamt_edit_commit(cache->edit, &root, &garbage);
+	if (rc) {
+		sc_free(v);
+		cache->poisoned = true;
+		return rc;
+	}
+	cache->edit = NULL;
+
+	struct sc_version *old =
+	    atomic_load_explicit(&cache->current, memory_order_relaxed);
+	sc_hamt_garbage_info gi = {0};
+	if (garbage)
+		sc_hamt_garbage_info_get(garbage, &gi);
+	old->garbage = garbage;
+	old->garbage_bytes = gi.bytes + cache->pending_garbage_entity_bytes;
+	old->garbage_nodes = gi.nodes;
+	counter_add(&cache->bytes_awaiting, old->garbage_bytes, 0);
+	counter_add(&cache->nodes_awaiting, old->garbage_nodes, 0);
+	counter_add(&cache->versions_alive, 1, 0);
+
+	v->root = root;
+	v->number = old->number + 1;
+	v->position = cache->pending_position;
+	v->cache = cache;
+	old->next = v;
+
+	/* Publication: W1 and W2 of cache/reclaim.c, in that order. */
+	atomic_store_explicit(&cache->current, v, memory_order_release);
+	atomic_store_explicit(&cache->current_number, v->number,
+			      memory_order_release);
+	atomic_store_explicit(&cache->current_len, sc_hamt_count(root),
+			      memory_order_relaxed);
+	atomic_store_explicit(&cache->current_position, v->position,
+			      memory_order_relaxed);
+	sc_reclaim_run(cache);
+	return SC_OK;
+}
+
+void sc_cache_discard(sc_cache *cache)
+{
+	if (!cache)
+		return;
+	sc_hamt_edit_abort(cache->edit);
+	cache->edit = NULL;
+	cache->poisoned = false;
+	cache->pending_garbage_entity_bytes = 0;
+}
+
+bool sc_cache_pending(const sc_cache *cache)
+{
+	return cache && cache->edit != NULL;
+}
+
+const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id)
+{
+	if (cache->edit)
+		return sc_hamt_edit_get(cache->edit, id.ptr, id.len);
+	return sc_hamt_get(cache->map, writer_current(cache)->root, id.ptr,
+			   id.len);
+}
+
+/* ==== views =================================================================
+ */
+
+static const struct sc_version *as_version(const sc_view *view)
+{
+	return (const struct sc_version *)(const void *)view;
+}
+
+const sc_entity *sc_view_get(const sc_view *view, sc_str id)
+{
+	const struct sc_version *v = as_version(view);
+	return sc_hamt_get(v->cache->map, v->root, id.ptr, id.len);
+}
+
+size_t sc_view_len(const sc_view *view)
+{
+	return sc_hamt_count(as_version(view)->root);
+}
+
+uint64_t sc_view_version(const sc_view *view)
+{
+	return as_version(view)->number;
+}
+
+uint64_t sc_view_position(const sc_view *view)
+{
+	return as_version(view)->position;
+}
+
+void sc_view_iter_init(const sc_view *view, sc_view_iter *it)
+{
+	sc_hamt_iter_init(&it->it, as_version(view)->root);
+}
+
+const sc_entity *sc_view_iter_next(sc_view_iter *it)
+{
+	const sc_hamt_key *key;
+	void *value;
+	if (!sc_hamt_iter_next(&it->it, &key, &value))
+		return NULL;
+	return value;
+}
+
+/* ==== diffs =================================================================
+ */
+
+typedef struct diff_ctx {
+	sc_diff_fn fn;
+	void *ctx;
+} diff_ctx;
+
+static int diff_adapter(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
+			void *old_value, void *new_value)
+{
+	diff_ctx *d = ctx;
+	SC_UNUSED(key);
+	return d->fn(d->ctx, kind, old_value, new_value);
+}
+
+int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx)
+{
+	const struct sc_version *va = as_version(a), *vb = as_version(b);
+	SC_REQUIRE(va->cache == vb->cache);
+	diff_ctx d = {fn, ctx};
+	return sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter,
+			    &d);
+}
+
+int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
+{
+	if (!cache->edit)
+		return 0;
+	diff_ctx d = {fn, ctx};
+	return sc_hamt_diff(cache->map, writer_current(cache)->root,
+			    sc_hamt_edit_root(cache->edit), diff_adapter, &d);
+}
+
+/* ==== stats =================================================================
+ */
+
+size_t sc_cache_len(const sc_cache *cache)
+{
+	return atomic_load_explicit(&((sc_cache *)cache)->current_len,
+				    memory_order_relaxed);
+}
+
+void sc_cache_stats_get(const sc_cache *cache_c, sc_cache_stats *out)
+{
+	sc_cache *cache = (sc_cache *)cache_c;
+	memset(out, 0, sizeof *out);
+	out->entities =
+	    atomic_load_explicit(&cache->current_len, memory_order_relaxed);
+	out->version =
+	    atomic_load_explicit(&cache->current_number, memory_order_relaxed);
+	out->position = atomic_load_explicit(&cache->current_position,
+					     memory_order_relaxed);
+	out->versions_alive =
+	    atomic_load_explicit(&cache->versions_alive, memory_order_relaxed);
+	out->versions_awaiting =
+	    out->versions_alive ? out->versions_alive - 1 : 0;
+	out->bytes_awaiting =
+	    atomic_load_explicit(&cache->bytes_awaiting, memory_order_relaxed);
+	out->nodes_awaiting =
+	    atomic_load_explicit(&cache->nodes_awaiting, memory_order_relaxed);
+	unsigned high =
+	    atomic_load_explicit(&cache->slots_high, memory_order_acquire);
+	uint64_t min = SC_PIN_NONE;
+	for (unsigned i = 0; i < high; i++) {
+		uint64_t p = atomic_load_explicit(&cache->slots[i].pin,
+						  memory_order_relaxed);
+		if (p < min)
+			min = p;
+	}
+	out->oldest_pinned = min == SC_PIN_NONE ? 0 : min;
+	out->readers =
+	    atomic_load_explicit(&cache->readers_open, memory_order_relaxed);
+	out->memory_bytes =
+	    sc_hamt_allocated_bytes(cache->map) +
+	    atomic_load_explicit(&cache->entity_bytes, memory_order_relaxed);
+}

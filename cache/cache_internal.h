@@ -1,0 +1,106 @@
+/*
+ * The versioned cache: versions, reader slots, the cache object. Internal
+ * to the cache layer (cache.c: writer, views, stats; reclaim.c: readers
+ * and reclamation).
+ */
+#ifndef STATECACHE_CACHE_INTERNAL_H
+#define STATECACHE_CACHE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cache/entity.h"
+#include "statecache/cache.h"
+
+/* A slot's pin when the reader pins nothing. */
+#define SC_PIN_NONE UINT64_MAX
+
+/*
+ * A promoted version. A view handed to readers is a version (sc_view is
+ * struct sc_version). Immutable once published, except `garbage`, `next`
+ * and `garbage_*`, which only the writer touches, and only once the version
+ * has been superseded.
+ */
+struct sc_version {
+	sc_hamt_root root;
+	uint64_t number;
+	uint64_t position;
+	sc_cache *cache;
+	/* What the commit that made version number+1 removed from this one;
+	 * freed once no reader pins a version <= number. */
+	sc_hamt_garbage *garbage;
+	size_t garbage_bytes; /* HAMT node bytes + entity bytes it holds */
+	size_t garbage_nodes;
+	struct sc_version *next; /* the next newer version (writer) */
+};
+
+/*
+ * A reader slot, one cache line of its own (false sharing would turn the
+ * readers' pin stores into shared-line traffic). The slot array is the
+ * reader table; a reader handle is a pointer to its slot.
+ */
+struct sc_reader {
+	_Alignas(64) _Atomic uint64_t pin; /* version number or SC_PIN_NONE */
+	/* Owner-thread fields: written by the reader's thread only. */
+	const struct sc_version *version; /* the pinned version, or NULL */
+	pthread_t owner;		  /* thread that registered exit hook */
+	bool owner_set;
+	/* Protected by cache->slots_lock. */
+	bool in_use;
+	sc_cache *cache;
+};
+
+struct sc_cache {
+	sc_hamt *map;
+
+	/* ---- published state: written by the writer, read by anyone ---- */
+	/* The newest promoted version; stored with release after the version
+	 * is complete. */
+	_Atomic(struct sc_version *) current;
+	/* Its number; stored (release) after `current`, so a reader that
+	 * loads number n (acquire) then loads `current` gets a version >= n. */
+	_Atomic uint64_t current_number;
+	_Atomic size_t current_len;
+	_Atomic uint64_t current_position;
+
+	/* ---- writer state ---- */
+	struct sc_version *oldest; /* list oldest..current via next */
+	sc_hamt_edit *edit;	   /* pending version, or NULL */
+	bool poisoned;
+	uint64_t generation; /* of the open edit, bumped per edit */
+	uint64_t pending_position;
+	size_t pending_garbage_entity_bytes; /* published states it drops */
+
+	/* ---- counters for stats (atomic: read from any thread) ---- */
+	_Atomic size_t entity_bytes; /* all entity states alive */
+	_Atomic size_t versions_alive;
+	_Atomic size_t bytes_awaiting;
+	_Atomic size_t nodes_awaiting;
+	_Atomic size_t readers_open;
+
+	/* ---- reader table (cache/reclaim.c) ---- */
+	pthread_mutex_t slots_lock; /* claim and release of slots */
+	struct sc_reader *slots;
+	void *slots_block; /* the allocation `slots` is aligned within */
+	unsigned max_readers;
+	_Atomic unsigned slots_high; /* slots [0, high) may be in use */
+	pthread_key_t exit_key;	     /* thread-exit hook releasing pins */
+};
+
+/* Release hook for HAMT entries: frees the entity (key inside it). */
+void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value);
+
+/* reclaim.c */
+int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err);
+void sc_reclaim_fini(sc_cache *cache);
+/* The smallest version number any slot pins, or SC_PIN_NONE. Writer side:
+ * issues the fence that pairs with the readers' pin fence first. */
+uint64_t sc_reclaim_min_pinned(sc_cache *cache);
+/* Free every superseded version no slot can reach; returns how many. */
+size_t sc_reclaim_run(sc_cache *cache);
+/* Free a superseded version's garbage and the version (writer). */
+void sc_version_free(sc_cache *cache, struct sc_version *v);
+
+#endif

@@ -1,0 +1,294 @@
+/*
+ * Readers and the reclamation of superseded versions.
+ *
+ * ==== The scheme ===========================================================
+ *
+ * A reader table in the manner of LMDB: a fixed array of slots, one cache
+ * line each; a reader owns one slot and is the only thread that writes its
+ * `pin`. Versions are numbered 0, 1, 2, ... and published by the writer:
+ *
+ *   writer, promote of version k+1:
+ *     W1  current        := v[k+1]        (release)
+ *     W2  current_number := k+1           (release)
+ *     W3  fence(seq_cst)
+ *     W4  min := smallest pin over all slots (acquire loads)
+ *     W5  free garbage(j) for every superseded j < min, oldest first
+ *
+ *   reader, pin (sc_reader_get / sc_reader_begin):
+ *     R1  n := current_number             (acquire)
+ *     R2  if the reader already holds version n: use it, done (no store)
+ *     R3  slot.pin := n                   (release)
+ *     R4  fence(seq_cst)
+ *     R5  v := current                    (acquire); read through v
+ *   unpin: slot.pin := NONE (release).
+ *
+ * garbage(j) is what the commit that made version j+1 removed from version
+ * j: nodes and entity states reachable from v[j] (and possibly older
+ * versions) but not from v[j+1] or anything newer.
+ *
+ * Invariant: a reader that reads through version m has pin p <= m in its
+ * slot from before its first read until after its last read. Because W2
+ * follows W1 and R1 acquires it, R5 returns a version numbered >= n = p.
+ *
+ * Why freeing garbage(j) for j < min is safe: the nodes of garbage(j) are
+ * reachable only from versions <= j. Take a reader reading through v[m].
+ * Either W4 saw its pin p <= m, so min <= p <= m and only j < m is freed,
+ * which v[m] cannot reach; or W4 missed it: then the two seq_cst fences
+ * order R4 after W3, so R5 saw W1 (or later) and m >= k+1 > every j the
+ * writer may free now. A later scan by the writer repeats the argument with
+ * its own fence. The pin store is a release and the writer's loads are
+ * acquires, so the reader's reads of a version happen before the writer
+ * frees anything after seeing that pin move past it (or go to NONE).
+ *
+ * The read path is a load of current_number, and, only when a newer version
+ * exists, one plain store to the reader's own cache line and a fence: no
+ * lock, no read-modify-write on a shared line. An idle writer costs readers
+ * nothing but that one load.
+ *
+ * A long pin delays reclamation and never breaks it: every version from the
+ * pinned one on stays allocated (stats: versions_awaiting, bytes_awaiting,
+ * oldest_pinned); once the pin moves on or ends, the next promote or
+ * sc_cache_reclaim frees them.
+ *
+ * A thread that exits while pinned: each reader registers the cache's
+ * thread-exit key for its thread (pthread_setspecific); the key's
+ * destructor runs at thread exit and sets to NONE the pin of every slot the
+ * exiting thread owns, so a dead thread never holds versions. The slot
+ * itself stays claimed until sc_reader_close or sc_cache_destroy.
+ */
+#include "cache/cache_internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/internal.h"
+
+/* ==== reader table set-up ================================================= */
+
+/* Thread-exit hook: drop the pins of every slot the exiting thread owns. */
+static void reader_thread_exit(void *arg)
+{
+	sc_cache *cache = arg;
+	pthread_t self = pthread_self();
+	pthread_mutex_lock(&cache->slots_lock);
+	unsigned high =
+	    atomic_load_explicit(&cache->slots_high, memory_order_relaxed);
+	for (unsigned i = 0; i < high; i++) {
+		struct sc_reader *r = &cache->slots[i];
+		if (!r->in_use || !r->owner_set ||
+		    !pthread_equal(r->owner, self))
+			continue;
+		r->version = NULL;
+		atomic_store_explicit(&r->pin, SC_PIN_NONE,
+				      memory_order_release);
+	}
+	pthread_mutex_unlock(&cache->slots_lock);
+}
+
+int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err)
+{
+	if (max_readers == 0)
+		max_readers = 126;
+	size_t bytes = (size_t)max_readers * sizeof(struct sc_reader) + 64;
+	void *block = sc_calloc(1, bytes);
+	if (!block)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for %u reader slots",
+				    max_readers);
+	uintptr_t p = ((uintptr_t)block + 63) & ~(uintptr_t)63;
+	cache->slots_block = block;
+	cache->slots = (struct sc_reader *)p;
+	cache->max_readers = max_readers;
+	for (unsigned i = 0; i < max_readers; i++) {
+		atomic_init(&cache->slots[i].pin, SC_PIN_NONE);
+		cache->slots[i].cache = cache;
+	}
+	atomic_init(&cache->slots_high, 0);
+	int rc = pthread_mutex_init(&cache->slots_lock, NULL);
+	if (rc) {
+		sc_free(block);
+		return sc_error_set(err, rc, "pthread_mutex_init failed: %s",
+				    sc_strerror(rc));
+	}
+	rc = pthread_key_create(&cache->exit_key, reader_thread_exit);
+	if (rc) {
+		pthread_mutex_destroy(&cache->slots_lock);
+		sc_free(block);
+		return sc_error_set(err, rc,
+				    "pthread_key_create failed (%s); too many "
+				    "caches open at once",
+				    sc_strerror(rc));
+	}
+	return SC_OK;
+}
+
+void sc_reclaim_fini(sc_cache *cache)
+{
+	pthread_key_delete(cache->exit_key);
+	pthread_mutex_destroy(&cache->slots_lock);
+	sc_free(cache->slots_block);
+}
+
+/* ==== readers ===============================================================
+ */
+
+/* Record the calling thread as the slot's owner and arm its exit hook. */
+static void reader_register_thread(struct sc_reader *r)
+{
+	sc_cache *cache = r->cache;
+	pthread_mutex_lock(&cache->slots_lock);
+	r->owner = pthread_self();
+	r->owner_set = true;
+	pthread_mutex_unlock(&cache->slots_lock);
+	if (pthread_getspecific(cache->exit_key) != cache)
+		(void)pthread_setspecific(cache->exit_key, cache);
+}
+
+int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err)
+{
+	if (!cache || !out)
+		return sc_error_set(err, SC_EINVAL, "cache or out is NULL");
+	*out = NULL;
+	pthread_mutex_lock(&cache->slots_lock);
+	struct sc_reader *r = NULL;
+	for (unsigned i = 0; i < cache->max_readers; i++) {
+		if (!cache->slots[i].in_use) {
+			r = &cache->slots[i];
+			if (i >= atomic_load_explicit(&cache->slots_high,
+						      memory_order_relaxed))
+				atomic_store_explicit(&cache->slots_high, i + 1,
+						      memory_order_release);
+			break;
+		}
+	}
+	if (r) {
+		r->in_use = true;
+		r->owner_set = false;
+		r->version = NULL;
+		atomic_store_explicit(&r->pin, SC_PIN_NONE,
+				      memory_order_relaxed);
+		atomic_fetch_add_explicit(&cache->readers_open, 1,
+					  memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&cache->slots_lock);
+	if (!r)
+		return sc_error_set(err, SC_EREADERS,
+				    "all %u reader slots are taken; close "
+				    "readers or raise max_readers",
+				    cache->max_readers);
+	reader_register_thread(r);
+	*out = r;
+	return SC_OK;
+}
+
+void sc_reader_close(sc_reader *reader)
+{
+	if (!reader)
+		return;
+	sc_cache *cache = reader->cache;
+	pthread_mutex_lock(&cache->slots_lock);
+	reader->version = NULL;
+	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
+	reader->in_use = false;
+	reader->owner_set = false;
+	atomic_fetch_sub_explicit(&cache->readers_open, 1,
+				  memory_order_relaxed);
+	pthread_mutex_unlock(&cache->slots_lock);
+}
+
+/* Pin the newest version (R1..R5 above) and return it. */
+static const struct sc_version *reader_pin(struct sc_reader *r)
+{
+	sc_cache *cache = r->cache;
+	uint64_t n =
+	    atomic_load_explicit(&cache->current_number, memory_order_acquire);
+	const struct sc_version *v = r->version;
+	if (v && v->number == n)
+		return v;
+	if (!r->owner_set || !pthread_equal(r->owner, pthread_self()))
+		reader_register_thread(r);
+	atomic_store_explicit(&r->pin, n, memory_order_release);
+	atomic_thread_fence(memory_order_seq_cst);
+	v = atomic_load_explicit(&cache->current, memory_order_acquire);
+	SC_INSIST(v->number >= n);
+	r->version = v;
+	return v;
+}
+
+const sc_entity *sc_reader_get(sc_reader *reader, sc_str id)
+{
+	const struct sc_version *v = reader_pin(reader);
+	return sc_hamt_get(reader->cache->map, v->root, id.ptr, id.len);
+}
+
+const sc_view *sc_reader_begin(sc_reader *reader)
+{
+	return (const sc_view *)reader_pin(reader);
+}
+
+void sc_reader_end(sc_reader *reader)
+{
+	reader->version = NULL;
+	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
+}
+
+/* ==== writer side ==========================================================
+ */
+
+uint64_t sc_reclaim_min_pinned(sc_cache *cache)
+{
+	atomic_thread_fence(memory_order_seq_cst); /* W3 */
+	unsigned high =
+	    atomic_load_explicit(&cache->slots_high, memory_order_acquire);
+	uint64_t min = SC_PIN_NONE;
+	for (unsigned i = 0; i < high; i++) {
+		uint64_t p = atomic_load_explicit(&cache->slots[i].pin,
+						  memory_order_acquire);
+		if (p < min)
+			min = p;
+	}
+	return min;
+}
+
+void sc_version_free(sc_cache *cache, struct sc_version *v)
+{
+	sc_hamt_garbage_free(cache->map, v->garbage);
+	atomic_store_explicit(
+	    &cache->bytes_awaiting,
+	    atomic_load_explicit(&cache->bytes_awaiting, memory_order_relaxed) -
+		v->garbage_bytes,
+	    memory_order_relaxed);
+	atomic_store_explicit(
+	    &cache->nodes_awaiting,
+	    atomic_load_explicit(&cache->nodes_awaiting, memory_order_relaxed) -
+		v->garbage_nodes,
+	    memory_order_relaxed);
+	atomic_store_explicit(
+	    &cache->versions_alive,
+	    atomic_load_explicit(&cache->versions_alive, memory_order_relaxed) -
+		1,
+	    memory_order_relaxed);
+	sc_free(v);
+}
+
+size_t sc_reclaim_run(sc_cache *cache)
+{
+	struct sc_version *cur =
+	    atomic_load_explicit(&cache->current, memory_order_relaxed);
+	if (cache->oldest == cur)
+		return 0;
+	uint64_t min = sc_reclaim_min_pinned(cache);
+	size_t freed = 0;
+	while (cache->oldest != cur && cache->oldest->number < min) {
+		struct sc_version *v = cache->oldest;
+		cache->oldest = v->next;
+		sc_version_free(cache, v);
+		freed++;
+	}
+	return freed;
+}
+
+size_t sc_cache_reclaim(sc_cache *cache)
+{
+	return cache ? sc_reclaim_run(cache) : 0;
+}

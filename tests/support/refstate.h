@@ -1,0 +1,90 @@
+/*
+ * A reference model of the entity state, for differential tests.
+ *
+ * Deliberately simple: a chained hash table of entities, each with an
+ * unsorted array of attributes, applying events one attribute at a time in
+ * event order. It shares no code with cache/entity.c, so agreement between
+ * the two means something. Uses plain malloc (never the library's
+ * allocator), so allocation-failure injection does not reach it; it aborts
+ * on out-of-memory.
+ *
+ * Semantics (the same as sc_cache_apply): set merges (a null value removes
+ * the name, the last duplicate wins); unset removes names; replace clears
+ * then sets (nulls count as absent); delete removes the entity (a delete of
+ * a missing one does nothing). Every event but delete leaves the entity
+ * existing. The event must be valid (as sc_cache_apply would accept it).
+ *
+ * Transactions: sc_refstate_begin() starts journaling; rollback undoes every
+ * apply since begin, commit keeps them. Mirrors promote and discard.
+ */
+#ifndef STATECACHE_TESTS_REFSTATE_H
+#define STATECACHE_TESTS_REFSTATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/cache.h"
+
+typedef struct sc_refattr {
+	sc_str name;	/* owned copy */
+	sc_value value; /* string/bytes: owned copy */
+} sc_refattr;
+
+typedef struct sc_refentity {
+	sc_str id; /* owned copy */
+	sc_refattr *attrs;
+	size_t nattrs;
+	int64_t updated_at;
+	sc_str updated_by; /* owned copy */
+	uint64_t position;
+	struct sc_refentity *next; /* hash chain */
+} sc_refentity;
+
+typedef struct sc_refstate sc_refstate;
+
+sc_refstate *sc_refstate_new(void);
+void sc_refstate_free(sc_refstate *rs);
+
+/* Apply a valid event. */
+void sc_refstate_apply(sc_refstate *rs, const sc_event *ev);
+
+/* The entity, or NULL. Valid until the next change. */
+const sc_refentity *sc_refstate_lookup(const sc_refstate *rs, sc_str id);
+/* The value of one attribute, or false when absent. */
+bool sc_refentity_find(const sc_refentity *re, sc_str name, sc_value *out);
+size_t sc_refstate_len(const sc_refstate *rs);
+
+/* Call fn for every entity, in no particular order. */
+void sc_refstate_foreach(const sc_refstate *rs,
+			 void (*fn)(void *ctx, const sc_refentity *re),
+			 void *ctx);
+
+/* Journaling, see above. begin while a transaction is open is an error
+ * (aborts the test program). */
+void sc_refstate_begin(sc_refstate *rs);
+void sc_refstate_commit(sc_refstate *rs);
+void sc_refstate_rollback(sc_refstate *rs);
+
+/* True when `re` and `e` hold the same state (both NULL counts as equal).
+ * On a mismatch, `why` (may be NULL) says what differs. */
+bool sc_refstate_entity_equal(const sc_refentity *re, const sc_entity *e,
+			      char *why, size_t why_len);
+
+/* Compare the whole model with a view: same entity count and every entity
+ * equal. */
+bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
+			    char *why, size_t why_len);
+
+/* Compare only the given ids (present or absent in both). */
+bool sc_refstate_check_ids(const sc_refstate *rs, const sc_view *view,
+			   const sc_str *ids, size_t nids, char *why,
+			   size_t why_len);
+
+/* Order-independent hash of the whole state (ids, attributes, updated_at,
+ * updated_by, position); sc_refstate_view_hash gives the same number for a
+ * view holding the same state. */
+uint64_t sc_refstate_hash(const sc_refstate *rs);
+uint64_t sc_refstate_view_hash(const sc_view *view);
+
+#endif
