@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Command-line tests of the statecache command: every command, its error
+# paths and exit codes (0 ok, 1 not found/failed, 2 bad input/usage).
+# Run with STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
+set -u
+
+S=${STATECACHE:?set STATECACHE to the statecache binary}
+T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-cli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() {
+	fail=$((fail + 1))
+	echo "FAIL: $*"
+}
+
+# run EXPECTED_EXIT NAME -- CMD...: run CMD, stdout in $T/out, stderr in
+# $T/err; check the exit code.
+run() {
+	local want=$1 name=$2
+	shift 3
+	"$@" >"$T/out" 2>"$T/err"
+	local got=$?
+	if [ "$got" = "$want" ]; then
+		ok
+	else
+		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
+	fi
+}
+# expect_in FILE TEXT NAME: FILE contains TEXT (fixed string)
+expect_in() {
+	if grep -qF -- "$2" "$1"; then ok; else
+		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
+	fi
+}
+expect_eq() {
+	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
+}
+
+DB="$T/db"
+
+# ---- help and usage --------------------------------------------------------
+run 0 "global --help" -- "$S" --help
+expect_in "$T/out" "Exit codes" "global help lists exit codes"
+for c in ingest get scan events snapshot stats verify demo gen; do
+	run 0 "$c --help" -- "$S" "$c" --help
+	expect_in "$T/out" "usage: statecache" "$c help"
+	expect_in "$T/out" "Exit codes" "$c help lists exit codes"
+done
+run 2 "no command" -- "$S"
+run 2 "unknown command" -- "$S" frobnicate
+expect_in "$T/err" 'unknown command "frobnicate"' "unknown command message"
+run 2 "unknown global option" -- "$S" --bogus stats
+run 2 "--db without value" -- "$S" --db
+run 2 "unknown get option" -- "$S" --db "$DB" get x --bogus
+run 2 "get without id" -- "$S" --db "$DB" get
+run 2 "bad --limit" -- "$S" --db "$DB" scan --limit -3
+expect_in "$T/err" "--limit must be a whole number" "bad --limit message"
+run 2 "bad --batch" -- "$S" --db "$DB" ingest --batch 0
+
+# ---- commands on a missing store -------------------------------------------
+for c in "get x" "scan" "events" "snapshot" "stats" "verify"; do
+	# shellcheck disable=SC2086
+	run 1 "$c on a missing store" -- "$S" --db "$T/nothing" $c
+	expect_in "$T/err" "no store at $T/nothing" "$c missing store message"
+	expect_in "$T/err" "ingest" "$c missing store hint"
+done
+[ ! -e "$T/nothing" ] && ok || bad "a read command created the store"
+
+# ---- ingest: every field and value kind -------------------------------------
+cat >"$T/a.jsonl" <<'JSON'
+{"entity":"user-1","type":"set","attrs":{"name":"Ann","age":31,"vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","partition":"eu","tags":["signup"]}
+{"entity":"user-2","type":"set","attrs":{"name":"Bo","score":2.5,"key":{"$bytes":"AAEC/w=="}},"actor":"svc-b","time":"2026-11-23T10:00:01.000000123Z"}
+
+{"entity":"user-1","type":"set","attrs":{"age":32,"vip":null},"actor":"svc-a","time":"2026-11-23T11:00:00+01:00"}
+{"entity":"user-2","type":"unset","attrs":["score"],"time":"2026-11-23T10:00:02Z"}
+{"entity":"user-3","type":"replace","attrs":{"x":1.0,"y":-7},"time":"2026-11-23T10:00:03Z"}
+{"entity":"user-3","type":"delete","time":"2026-11-23T10:00:04Z"}
+{"entity":"dev-9","type":"set","attrs":{"on":false}}
+JSON
+run 0 "ingest a file" -- "$S" --db "$DB" ingest "$T/a.jsonl" --batch 2
+expect_in "$T/err" "ingested 7 events" "ingest summary counts events (blank line skipped)"
+expect_in "$T/err" "3 entities" "ingest summary counts entities"
+expect_in "$T/err" "events/s" "ingest summary rate"
+
+run 0 "get user-1" -- "$S" --db "$DB" get user-1
+expect_eq "$(cat "$T/out")" '{"id":"user-1","attrs":{"age":32,"name":"Ann"},"updated_at":"2026-11-23T10:00:00Z","updated_by":"svc-a","position":3}' "get user-1 output"
+run 0 "get user-2" -- "$S" --db "$DB" get user-2
+expect_eq "$(cat "$T/out")" '{"id":"user-2","attrs":{"key":{"$bytes":"AAEC/w=="},"name":"Bo"},"updated_at":"2026-11-23T10:00:02Z","updated_by":"","position":4}' "get user-2 output"
+run 1 "get a deleted entity" -- "$S" --db "$DB" get user-3
+expect_in "$T/err" 'no entity "user-3"' "deleted entity message"
+run 1 "get a missing entity" -- "$S" --db "$DB" get nobody
+expect_in "$T/err" 'no entity "nobody"' "missing entity message"
+
+# --at: the state as of a position
+run 0 "get --at 1" -- "$S" --db "$DB" get user-1 --at 1
+expect_eq "$(cat "$T/out")" '{"id":"user-1","attrs":{"age":31,"name":"Ann","vip":true},"updated_at":"2026-11-23T10:00:00Z","updated_by":"svc-a","position":1}' "get --at 1 output"
+run 0 "get --at 5 (replaced)" -- "$S" --db "$DB" get user-3 --at 5
+expect_in "$T/out" '"attrs":{"x":1.0,"y":-7}' "get --at replace state"
+run 1 "get --at before it existed" -- "$S" --db "$DB" get user-2 --at 1
+expect_in "$T/err" "at position 1" "--at not found message"
+run 1 "get --at after delete" -- "$S" --db "$DB" get user-3 --at 6
+
+# events: the log with positions; stdin ingest of it copies the log
+run 0 "events" -- "$S" --db "$DB" events
+expect_eq "$(wc -l <"$T/out")" "7" "events count"
+expect_in "$T/out" '{"position":1,"entity":"user-1","type":"set","attrs":{"age":31,"name":"Ann","vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","partition":"eu","tags":["signup"]}' "events line 1"
+expect_in "$T/out" '"position":4,"entity":"user-2","type":"unset","attrs":["score"]' "events unset"
+expect_in "$T/out" '"position":6,"entity":"user-3","type":"delete"' "events delete"
+expect_in "$T/out" '"time":"2026-11-23T10:00:01.000000123Z"' "events nanoseconds"
+cp "$T/out" "$T/log1"
+run 0 "events --from --limit" -- "$S" --db "$DB" events --from 3 --limit 2
+expect_eq "$(cut -c1-14 "$T/out" | tr '\n' ' ')" '{"position":3, {"position":4, ' "events window"
+run 0 "events --entity" -- "$S" --db "$DB" events --entity user-2
+expect_eq "$(wc -l <"$T/out")" "2" "events of one entity"
+run 0 "copy the log through stdin" -- "$S" --db "$T/copy" ingest - <"$T/log1"
+run 0 "events of the copy" -- "$S" --db "$T/copy" events
+if cmp -s "$T/out" "$T/log1"; then ok; else bad "copied log differs"; fi
+
+# scan
+run 0 "scan" -- "$S" --db "$DB" scan
+expect_eq "$(cut -d, -f1 "$T/out" | tr '\n' ' ')" '{"id":"dev-9" {"id":"user-1" {"id":"user-2" ' "scan sorted"
+run 0 "scan --prefix --limit" -- "$S" --db "$DB" scan --prefix user- --limit 1
+expect_eq "$(cut -d, -f1 "$T/out")" '{"id":"user-1"' "scan prefix limit"
+run 0 "scan no match" -- "$S" --db "$DB" scan --prefix zzz
+expect_eq "$(wc -c <"$T/out")" "0" "scan no match prints nothing"
+
+# snapshot then stats
+run 0 "stats before snapshot" -- "$S" --db "$DB" stats
+expect_in "$T/out" '"entities":3,"last_position":7,"snapshots":[]' "stats before snapshot"
+run 0 "snapshot" -- "$S" --db "$DB" snapshot
+expect_in "$T/out" "snapshot at position 7" "snapshot output"
+run 0 "stats after snapshot" -- "$S" --db "$DB" stats
+expect_in "$T/out" '"snapshots":[{"position":7,' "stats lists the snapshot"
+for k in map_bytes_used memory_bytes versions_awaiting_reclamation compressed_bytes; do
+	expect_in "$T/out" "\"$k\":" "stats key $k"
+done
+run 0 "verify small" -- "$S" --db "$DB" verify
+expect_in "$T/out" "verify: OK" "verify small output"
+
+# ---- ingest errors: exit 2, events before the bad line are kept ---------
+E="$T/err-db"
+good='{"entity":"e","type":"set","attrs":{"n":1}}'
+check_error() { # NAME BADLINE MESSAGE
+	rm -rf "$E"
+	printf '%s\n%s\n%s\n%s\n' "$good" "$good" "$2" "$good" >"$T/bad.jsonl"
+	run 2 "$1" -- "$S" --db "$E" ingest "$T/bad.jsonl" --batch 10
+	expect_in "$T/err" "line 3: " "$1 names the line"
+	expect_in "$T/err" "$3" "$1 message"
+	run 0 "$1: events after" -- "$S" --db "$E" events
+	expect_eq "$(wc -l <"$T/out")" "2" "$1 kept exactly the 2 events before"
+	run 0 "$1: stats after" -- "$S" --db "$E" stats
+	expect_in "$T/out" '"last_position":2,' "$1 stats last_position"
+}
+check_error "malformed JSON" '{"entity":"e","type":' "column"
+check_error "unknown type" '{"entity":"e","type":"upsert"}' 'unknown event type "upsert"'
+check_error "bad value" '{"entity":"e","type":"set","attrs":{"v":[1]}}' "arrays are not attribute values"
+check_error "unknown field" '{"entity":"e","type":"delete","colour":1}' 'unknown field "colour"'
+check_error "duplicate key" '{"entity":"e","type":"delete","type":"delete"}' "duplicate"
+check_error "bad time" '{"entity":"e","type":"delete","time":"noon"}' "bad time"
+check_error "bad base64" '{"entity":"e","type":"set","attrs":{"b":{"$bytes":"!!"}}}' "bad base64"
+check_error "big integer" '{"entity":"e","type":"set","attrs":{"n":99999999999999999999}}' "too big integer"
+check_error "not UTF-8" $'{"entity":"\xff","type":"delete"}' "column"
+# a bad line right at a batch boundary: batch 2 commits lines 1-2 first
+rm -rf "$E"
+printf '%s\n%s\n%s\n' "$good" "$good" '{"entity":"e"}' >"$T/bad.jsonl"
+run 2 "bad line after a full batch" -- "$S" --db "$E" ingest "$T/bad.jsonl" --batch 2
+run 0 "events after boundary error" -- "$S" --db "$E" events
+expect_eq "$(wc -l <"$T/out")" "2" "boundary error kept 2 events"
+# an over-long line is an error, not truncated
+rm -rf "$E"
+{
+	echo "$good"
+	printf '{"entity":"e","type":"set","attrs":{"s":"'
+	head -c 1100000 /dev/zero | tr '\0' a
+	printf '"}}\n'
+} >"$T/long.jsonl"
+run 2 "over-long line" -- "$S" --db "$E" ingest "$T/long.jsonl"
+expect_in "$T/err" "line 2: longer than the limit" "over-long line message"
+run 0 "events after long line" -- "$S" --db "$E" events
+expect_eq "$(wc -l <"$T/out")" "1" "over-long line kept 1 event"
+# missing input file: exit 1, and no store is created
+run 1 "missing input file" -- "$S" --db "$T/never" ingest "$T/no-such-file"
+expect_in "$T/err" "cannot open $T/no-such-file" "missing file message"
+[ ! -e "$T/never" ] && ok || bad "missing input created a store"
+
+# ---- gen is deterministic; verify after a long random ingest ---------------
+run 0 "gen" -- "$S" gen --count 50 --seed 7
+cp "$T/out" "$T/gen1"
+run 0 "gen again" -- "$S" gen --count 50 --seed 7
+if cmp -s "$T/out" "$T/gen1"; then ok; else bad "gen not deterministic"; fi
+R="$T/random"
+"$S" gen --count 20000 --entities 500 --seed 11 >"$T/r.jsonl"
+run 0 "ingest 20000 random events" -- "$S" --db "$R" ingest "$T/r.jsonl" --batch 700
+expect_in "$T/err" "ingested 20000 events" "random ingest count"
+run 0 "snapshot of random" -- "$S" --db "$R" snapshot
+"$S" gen --count 3000 --entities 500 --seed 12 >"$T/r2.jsonl"
+run 0 "ingest a tail" -- "$S" --db "$R" ingest "$T/r2.jsonl" --nosync
+run 0 "verify random store" -- "$S" --db "$R" verify
+expect_in "$T/out" "verify: OK" "verify random output"
+expect_in "$T/out" "full replay (23000 events" "verify replayed everything"
+run 0 "stats random" -- "$S" --db "$R" stats
+expect_in "$T/out" '"last_position":23000,' "random stats position"
+
+# ---- a tiny demo ------------------------------------------------------------
+run 0 "demo" -- "$S" --db "$T/demo" demo --events 3000 --entities 300 --more 2000 --batch 500
+expect_in "$T/out" "summary" "demo prints a summary"
+expect_in "$T/out" "0 torn entities" "demo readers saw whole entities"
+run 1 "demo on a used store" -- "$S" --db "$T/demo" demo --events 10
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
