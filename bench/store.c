@@ -1,0 +1,492 @@
+/*
+ * Store benchmarks. One JSON object per line on stdout; every figure is
+ * measured next to its peer in the same run, with the ratio.
+ *
+ *   append                  events/s for batches of 1, 100 and 10,000, at
+ *                           durability full and nosync; peer: SQLite in WAL
+ *                           mode (synchronous=FULL / OFF), the same encoded
+ *                           events in one table with an (entity, position)
+ *                           index, one transaction per batch.
+ *   open                    restore + replay of a store of N entities x 5
+ *                           attributes with a 100,000-event tail, in a fresh
+ *                           process (seconds, peak RSS, state bytes); peer:
+ *                           rebuilding the same state from SQLite (a state
+ *                           table written at the snapshot point plus the
+ *                           same tail of events), also in a fresh process.
+ *   append_during_snapshot  batches of 100 (nosync) while another thread
+ *                           takes a snapshot of the N-entity store; peer:
+ *                           the same appends with no snapshot running.
+ *
+ * SC_BENCH_ENTITIES overrides N (default 1,000,000).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "common/internal.h"
+#include "statecache/store.h"
+#include "store/event_codec.h"
+
+#define TAIL_EVENTS 100000
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *msg)
+{
+	fprintf(stderr, "bench store: %s: %s\n", what, msg);
+	exit(1);
+}
+
+static void rm_rf(const char *path)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+	if (system(cmd) != 0)
+		die("rm", path);
+}
+
+/* ---- events
+ * ------------------------------------------------------------------ */
+
+/* A generated event with its own storage: a `set` of 5 attributes. */
+typedef struct gen_event {
+	sc_event ev;
+	sc_attr attrs[5];
+	char id[24];
+	char str[24];
+} gen_event;
+
+static void gen(uint64_t i, uint64_t nent, gen_event *g)
+{
+	uint64_t e = (i * 2654435761u) % nent;
+	int n = snprintf(g->id, sizeof g->id, "entity-%08llu",
+			 (unsigned long long)e);
+	int sn = snprintf(g->str, sizeof g->str, "status-%llu",
+			  (unsigned long long)(i % 7));
+	g->attrs[0] =
+	    (sc_attr){{"count", 5}, {.type = SC_VALUE_INT, .u.i = (int64_t)i}};
+	g->attrs[1] =
+	    (sc_attr){{"status", 6},
+		      {.type = SC_VALUE_STRING, .u.s = {g->str, (size_t)sn}}};
+	g->attrs[2] = (sc_attr){
+	    {"temp", 4},
+	    {.type = SC_VALUE_DOUBLE, .u.d = (double)(i % 1000) / 10}};
+	g->attrs[3] =
+	    (sc_attr){{"online", 6}, {.type = SC_VALUE_BOOL, .u.b = i & 1}};
+	g->attrs[4] = (sc_attr){
+	    {"zone", 4}, {.type = SC_VALUE_STRING, .u.s = {"eu-west", 7}}};
+	memset(&g->ev, 0, sizeof g->ev);
+	g->ev.entity = (sc_str){g->id, (size_t)n};
+	g->ev.type = SC_EVENT_SET;
+	g->ev.attrs = g->attrs;
+	g->ev.nattrs = 5;
+	g->ev.time = (int64_t)(1700000000000000000ll + (int64_t)i);
+	g->ev.actor = (sc_str){"bench", 5};
+}
+
+/* ---- SQLite peer
+ * ------------------------------------------------------------- */
+
+static void sql_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		die(sql, msg ? msg : "?");
+}
+
+static sqlite3 *sql_open(const char *path, bool full)
+{
+	sqlite3 *db;
+	if (sqlite3_open(path, &db) != SQLITE_OK)
+		die("sqlite3_open", sqlite3_errmsg(db));
+	sql_exec(db, "PRAGMA journal_mode=WAL");
+	sql_exec(db,
+		 full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF");
+	sql_exec(db, "CREATE TABLE IF NOT EXISTS events (pos INTEGER "
+		     "PRIMARY KEY, entity BLOB NOT NULL, body BLOB NOT NULL)");
+	sql_exec(db, "CREATE INDEX IF NOT EXISTS events_entity ON "
+		     "events(entity, pos)");
+	return db;
+}
+
+/* Append events [from, from+n) in batches of b to SQLite; seconds. */
+static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
+			 uint64_t nent)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "INSERT INTO events VALUES (?, ?, ?)", -1,
+			       &st, NULL) != SQLITE_OK)
+		die("prepare", sqlite3_errmsg(db));
+	double t0 = now_s();
+	for (uint64_t i = 0; i < n; i += b) {
+		sql_exec(db, "BEGIN");
+		for (uint64_t k = i; k < i + b && k < n; k++) {
+			gen_event g;
+			gen(from + k, nent, &g);
+			uint8_t *buf;
+			size_t len;
+			if (sc_event_encode(&g.ev, &buf, &len, NULL))
+				die("encode", "event");
+			sqlite3_bind_int64(st, 1,
+					   (sqlite3_int64)(from + k + 1));
+			sqlite3_bind_blob(st, 2, g.ev.entity.ptr,
+					  (int)g.ev.entity.len, SQLITE_STATIC);
+			sqlite3_bind_blob(st, 3, buf, (int)len, SQLITE_STATIC);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				die("insert", sqlite3_errmsg(db));
+			sqlite3_reset(st);
+			sc_free(buf);
+		}
+		sql_exec(db, "COMMIT");
+	}
+	double t = now_s() - t0;
+	sqlite3_finalize(st);
+	return t;
+}
+
+/* ---- store helpers
+ * ------------------------------------------------------------ */
+
+static sc_store *store_open(const char *dir, bool full)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = full ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
+	o.map_size = (size_t)1 << 30;
+	sc_store *s;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err))
+		die("sc_store_open", err.message);
+	return s;
+}
+
+static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
+			   uint64_t nent)
+{
+	gen_event *g = malloc(b * sizeof *g);
+	sc_event *batch = malloc(b * sizeof *batch);
+	double t = 0;
+	for (uint64_t i = 0; i < n; i += b) {
+		uint64_t m = 0;
+		for (uint64_t k = i; k < i + b && k < n; k++, m++) {
+			gen(from + k, nent, &g[m]);
+			batch[m] = g[m].ev;
+		}
+		double t0 = now_s();
+		sc_error err;
+		if (sc_store_append(s, batch, m, NULL, &err))
+			die("sc_store_append", err.message);
+		t += now_s() - t0;
+	}
+	free(g);
+	free(batch);
+	return t;
+}
+
+/* ---- append
+ * ------------------------------------------------------------------ */
+
+static void bench_append(const char *root)
+{
+	static const struct {
+		uint64_t batch;
+		bool full;
+		uint64_t events;
+	} cases[] = {
+	    {1, true, 2000},	  {1, false, 50000},	 {100, true, 100000},
+	    {100, false, 200000}, {10000, true, 300000}, {10000, false, 300000},
+	};
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		char dir[512], db_path[512];
+		snprintf(dir, sizeof dir, "%s/append%zu", root, c);
+		snprintf(db_path, sizeof db_path, "%s/append%zu.sqlite", root,
+			 c);
+		uint64_t n = cases[c].events, b = cases[c].batch;
+		sc_store *s = store_open(dir, cases[c].full);
+		double t = store_append(s, 0, n, b, 100000);
+		sc_store_close(s);
+		sqlite3 *db = sql_open(db_path, cases[c].full);
+		double tp = sql_append(db, 0, n, b, 100000);
+		sqlite3_close(db);
+		double x = (double)n / t, y = (double)n / tp;
+		printf(
+		    "{\"name\":\"append\",\"batch\":%llu,\"durability\":"
+		    "\"%s\",\"events\":%llu,\"events_per_s\":%.0f,\"peer\":"
+		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f}"
+		    "\n",
+		    (unsigned long long)b, cases[c].full ? "full" : "nosync",
+		    (unsigned long long)n, x, y, x / y);
+		fflush(stdout);
+		rm_rf(dir);
+		char p2[600];
+		snprintf(p2, sizeof p2, "%s*", db_path);
+		char cmd[700];
+		snprintf(cmd, sizeof cmd, "rm -f %s", p2);
+		if (system(cmd) != 0)
+			die("rm", p2);
+	}
+}
+
+/* ---- open
+ * ---------------------------------------------------------------------- */
+
+static size_t vm_hwm_bytes(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	size_t kb = 0;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmHWM: %zu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb * 1024;
+}
+
+/* In a fresh process: open the store, print seconds, peak RSS and state
+ * bytes on one line. */
+static int child_open(const char *dir)
+{
+	double t0 = now_s();
+	sc_store_options o = {0};
+	o.durability = SC_DURABILITY_NOSYNC;
+	sc_store *s;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err))
+		die("open", err.message);
+	double t = now_s() - t0;
+	sc_cache_stats cs;
+	sc_cache_stats_get(sc_store_cache(s), &cs);
+	printf("%f %zu %zu %zu\n", t, vm_hwm_bytes(), cs.memory_bytes,
+	       cs.entities);
+	sc_store_close(s);
+	return 0;
+}
+
+/* In a fresh process: rebuild the state from SQLite (state rows, then the
+ * event tail) into a cache. */
+static int child_sqlite(const char *path)
+{
+	double t0 = now_s();
+	sqlite3 *db;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		die("sqlite3_open", sqlite3_errmsg(db));
+	sc_cache *cache;
+	sc_error err;
+	if (sc_cache_create(NULL, &cache, &err))
+		die("cache", err.message);
+	const char *q[2] = {"SELECT pos, body FROM state",
+			    "SELECT pos, body FROM events ORDER BY pos"};
+	for (int k = 0; k < 2; k++) {
+		sqlite3_stmt *st;
+		if (sqlite3_prepare_v2(db, q[k], -1, &st, NULL) != SQLITE_OK)
+			die("prepare", sqlite3_errmsg(db));
+		size_t n = 0;
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			uint64_t pos = (uint64_t)sqlite3_column_int64(st, 0);
+			const void *body = sqlite3_column_blob(st, 1);
+			int len = sqlite3_column_bytes(st, 1);
+			sc_decoded_event d;
+			if (sc_event_decode(body, (size_t)len, pos, &d, &err))
+				die("decode", err.message);
+			if (sc_cache_apply(cache, &d.ev, &err))
+				die("apply", err.message);
+			sc_decoded_event_free(&d);
+			if (++n % 65536 == 0)
+				sc_cache_promote(cache);
+		}
+		sqlite3_finalize(st);
+	}
+	sc_cache_promote(cache);
+	double t = now_s() - t0;
+	printf("%f %zu %zu %zu\n", t, vm_hwm_bytes(), (size_t)0,
+	       sc_cache_len(cache));
+	sc_cache_destroy(cache);
+	sqlite3_close(db);
+	return 0;
+}
+
+static void run_child(const char *mode, const char *arg, double *sec,
+		      size_t *rss, size_t *bytes, size_t *ents)
+{
+	int fds[2];
+	if (pipe(fds))
+		die("pipe", strerror(errno));
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		execl("/proc/self/exe", "store", mode, arg, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	FILE *f = fdopen(fds[0], "r");
+	if (fscanf(f, "%lf %zu %zu %zu", sec, rss, bytes, ents) != 4)
+		die(mode, "child printed no result");
+	fclose(f);
+	int status;
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		die(mode, "child failed");
+}
+
+typedef struct snap_arg {
+	sc_store *s;
+	atomic_int done;
+	double seconds;
+} snap_arg;
+
+static void *snap_thread(void *p)
+{
+	snap_arg *a = p;
+	double t0 = now_s();
+	sc_error err;
+	if (sc_store_snapshot(a->s, NULL, &err))
+		die("snapshot", err.message);
+	a->seconds = now_s() - t0;
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+static void bench_open_and_snapshot(const char *root, uint64_t nent)
+{
+	char dir[512], db_path[512];
+	snprintf(dir, sizeof dir, "%s/open", root);
+	snprintf(db_path, sizeof db_path, "%s/open.sqlite", root);
+	sc_store *s = store_open(dir, false);
+	/* Events 0..nent-1 touch every entity exactly once (i * 2654435761
+	 * mod nent is a bijection: 2654435761 is prime). */
+	double t_fill = store_append(s, 0, nent, 10000, nent);
+	sc_error err;
+	sc_snapshot_info si;
+	if (sc_store_snapshot(s, &si, &err))
+		die("snapshot", err.message);
+	store_append(s, nent, TAIL_EVENTS, 10000, nent);
+	fprintf(stderr,
+		"bench store: filled %llu entities in %.1f s; snapshot %.2f s, "
+		"%llu chunks, %llu bytes\n",
+		(unsigned long long)nent, t_fill, si.seconds,
+		(unsigned long long)si.chunks,
+		(unsigned long long)si.bytes_compressed);
+
+	/* The SQLite peer: the state at the snapshot point as rows (each a
+	 * `replace` event record), then the same tail of events. */
+	{
+		sqlite3 *db = sql_open(db_path, false);
+		sql_exec(db, "CREATE TABLE state (id BLOB PRIMARY KEY, pos "
+			     "INTEGER, body BLOB)");
+		sqlite3_stmt *st;
+		sqlite3_prepare_v2(db, "INSERT INTO state VALUES (?, ?, ?)", -1,
+				   &st, NULL);
+		sql_exec(db, "BEGIN");
+		/* Every entity's state at the snapshot point is what its one
+		 * event among 0..nent-1 made of it. */
+		for (uint64_t i = 0; i < nent; i++) {
+			gen_event g;
+			gen(i, nent, &g);
+			g.ev.type = SC_EVENT_REPLACE;
+			uint8_t *buf;
+			size_t len;
+			if (sc_event_encode(&g.ev, &buf, &len, NULL))
+				die("encode", "state");
+			sqlite3_bind_blob(st, 1, g.ev.entity.ptr,
+					  (int)g.ev.entity.len, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, (sqlite3_int64)(i + 1));
+			sqlite3_bind_blob(st, 3, buf, (int)len, SQLITE_STATIC);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				die("insert state", sqlite3_errmsg(db));
+			sqlite3_reset(st);
+			sc_free(buf);
+		}
+		sql_exec(db, "COMMIT");
+		sqlite3_finalize(st);
+		sql_append(db, nent, TAIL_EVENTS, 10000, nent);
+		sqlite3_close(db);
+	}
+
+	/* Appends during a snapshot (in another thread) vs alone. */
+	snap_arg a = {.s = s};
+	atomic_store(&a.done, 0);
+	pthread_t th;
+	uint64_t pos = nent + TAIL_EVENTS;
+	pthread_create(&th, NULL, snap_thread, &a);
+	uint64_t during = 0;
+	double t_during = 0;
+	while (!atomic_load(&a.done)) {
+		t_during += store_append(s, pos, 100, 100, nent);
+		pos += 100;
+		during += 100;
+	}
+	pthread_join(th, NULL);
+	double t_alone = store_append(s, pos, during, 100, nent);
+	pos += during;
+	sc_store_close(s);
+	double x = (double)during / t_during, y = (double)during / t_alone;
+	printf("{\"name\":\"append_during_snapshot\",\"entities\":%llu,"
+	       "\"snapshot_seconds\":%.2f,\"events\":%llu,\"events_per_s\":"
+	       "%.0f,\"peer\":\"append_alone\",\"peer_events_per_s\":%.0f,"
+	       "\"ratio\":%.2f}\n",
+	       (unsigned long long)nent, a.seconds, (unsigned long long)during,
+	       x, y, x / y);
+	fflush(stdout);
+
+	/* Open: a snapshot now, then exactly TAIL_EVENTS after it, so open
+	 * is a restore plus a 100,000-event replay. */
+	s = store_open(dir, false);
+	if (sc_store_snapshot(s, NULL, &err))
+		die("snapshot", err.message);
+	store_append(s, pos, TAIL_EVENTS, 10000, nent);
+	sc_store_close(s);
+
+	double sec, psec;
+	size_t rss, bytes, ents, prss, pbytes, pents;
+	run_child("--open", dir, &sec, &rss, &bytes, &ents);
+	run_child("--sqlite", db_path, &psec, &prss, &pbytes, &pents);
+	printf("{\"name\":\"open\",\"entities\":%zu,\"tail_events\":%d,"
+	       "\"seconds\":%.3f,\"peak_rss_bytes\":%zu,\"state_bytes\":%zu,"
+	       "\"rss_over_state\":%.2f,\"peer\":\"sqlite_rebuild\","
+	       "\"peer_seconds\":%.3f,\"peer_peak_rss_bytes\":%zu,\"ratio\":"
+	       "%.3f}\n",
+	       ents, TAIL_EVENTS, sec, rss, bytes,
+	       bytes ? (double)rss / (double)bytes : 0.0, psec, prss,
+	       sec / psec);
+	fflush(stdout);
+	rm_rf(dir);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "rm -f %s*", db_path);
+	if (system(cmd) != 0)
+		die("rm", db_path);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[1], "--open") == 0)
+		return child_open(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "--sqlite") == 0)
+		return child_sqlite(argv[2]);
+	const char *e = getenv("SC_BENCH_ENTITIES");
+	uint64_t nent = e && *e ? strtoull(e, NULL, 10) : 1000000;
+	char tmpl[] = "/tmp/sc_bench_store.XXXXXX";
+	char *root = mkdtemp(tmpl);
+	if (!root)
+		die("mkdtemp", strerror(errno));
+	bench_append(root);
+	bench_open_and_snapshot(root, nent);
+	rm_rf(root);
+	return 0;
+}
