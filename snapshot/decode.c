@@ -218,6 +218,12 @@ static int chunk_inflate(const sc_snapshot_header *h, uint32_t index,
 				     "checksum mismatch (damaged, or chunks "
 				     "out of order)");
 	uint64_t raw = h->chunk_raw_sizes[index];
+	/* Checked by the header decoder; checked again for hand-made headers
+	 * (tests, fuzzers) so nothing below depends on who built `h`. */
+	if (raw < SC_SNAPSHOT_ENTITY_MIN_BYTES ||
+	    raw > SC_SNAPSHOT_CHUNK_RAW_MAX)
+		return chunk_corrupt(err, h, index,
+				     "the header's raw size is out of range");
 	unsigned long long fcs = ZSTD_getFrameContentSize(bytes, len);
 	if (fcs == ZSTD_CONTENTSIZE_ERROR)
 		return chunk_corrupt(err, h, index, "not a zstd frame");
@@ -232,7 +238,6 @@ static int chunk_inflate(const sc_snapshot_header *h, uint32_t index,
 	if (ZSTD_isError(frame) || frame != len)
 		return chunk_corrupt(err, h, index,
 				     "not exactly one zstd frame");
-	/* raw <= SC_SNAPSHOT_CHUNK_RAW_MAX: checked by the header decoder. */
 	uint8_t *buf = sc_malloc(raw);
 	ZSTD_DCtx *dctx = buf ? ZSTD_createDCtx_advanced(sc_zstd_mem) : NULL;
 	if (!dctx) {
