@@ -5,11 +5,12 @@
  * why freeing it is exact. The short version, which every function below
  * relies on:
  *
- *  - A node is owned by the open edit when node->edit equals the edit's id.
+ *  - A node is owned by the open edit when the edit id in its tag equals the
+ *    edit's id. Ids are 63-bit and never reused, so a node keeps the id of
+ *    the edit that made it for good and commit needs no pass to "seal" it.
  *    Owned nodes were made by this edit, no reader has seen them, and they
- *    may be changed in place or freed at once. Every other node is published
- *    (node->edit == 0, the value commit seals into every node it publishes)
- *    and is never written again.
+ *    may be changed in place or freed at once. Every other node is
+ *    published and is never written again.
  *  - Owned nodes form a connected region at the top of the edit's tree: a
  *    node is owned only if its parent is. Walks that want "what this edit
  *    made" descend only into owned nodes.
@@ -49,8 +50,6 @@ enum { NODE_BITMAP = 0, NODE_COLLISION = 1 };
 #define LEVEL_BITS 5
 /* Depth of collision nodes: every key below has the same 64-bit hash. */
 #define COLLISION_DEPTH (SC_HAMT_MAX_DEPTH - 1)
-/* Edit id of published nodes. Open edits get ids from 1 up. */
-#define EDIT_NONE 0u
 
 /*
  *   +----------+----------+--------+------+-----+
@@ -68,9 +67,7 @@ enum { NODE_BITMAP = 0, NODE_COLLISION = 1 };
 struct sc_hamt_node {
 	uint32_t datamap;
 	uint32_t nodemap;
-	uint32_t edit;
-	uint8_t kind;
-	uint8_t pad[3];
+	uint64_t tag; /* (id of the edit that made it) << 1 | kind */
 	entry entries[];
 };
 
@@ -80,7 +77,7 @@ struct sc_hamt {
 	sc_hamt_release_fn release;
 	void *release_ctx;
 	unsigned flags;
-	uint32_t next_edit;
+	uint64_t next_edit;
 	bool edit_open;
 	size_t page;
 	_Atomic size_t allocated;
@@ -101,7 +98,7 @@ struct sc_hamt_edit {
 	sc_hamt_root base;
 	node *root;
 	size_t count;
-	uint32_t id;
+	uint64_t id;
 	bool poisoned;
 	sc_hamt_garbage *g; /* allocated on first need */
 };
@@ -116,9 +113,20 @@ static inline unsigned frag(uint64_t h, unsigned depth)
 	return (unsigned)(h >> (LEVEL_BITS * depth)) & 31u;
 }
 
+static inline unsigned node_kind(const node *n)
+{
+	return (unsigned)(n->tag & 1u);
+}
+
+static inline uint64_t node_edit(const node *n)
+{
+	return n->tag >> 1;
+}
+
 static inline unsigned node_nentries(const node *n)
 {
-	return n->kind == NODE_COLLISION ? n->datamap : popcount(n->datamap);
+	return node_kind(n) == NODE_COLLISION ? n->datamap
+					      : popcount(n->datamap);
 }
 
 static inline unsigned node_nchildren(const node *n)
@@ -149,8 +157,8 @@ static size_t node_bytes(const sc_hamt *m, const node *n)
 	return (m->flags & SC_HAMT_PROTECT) ? round_page(m, sz) : sz;
 }
 
-static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint32_t edit,
-			uint8_t kind)
+static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint64_t edit,
+			unsigned kind)
 {
 	size_t sz = node_size_for(ne, nc);
 	node *n;
@@ -175,9 +183,7 @@ static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint32_t edit,
 	atomic_fetch_add_explicit(&m->allocated, sz, memory_order_relaxed);
 	n->datamap = 0;
 	n->nodemap = 0;
-	n->edit = edit;
-	n->kind = kind;
-	n->pad[0] = n->pad[1] = n->pad[2] = 0;
+	n->tag = edit << 1 | kind;
 	return n;
 }
 
@@ -411,8 +417,6 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
 	e->root = (node *)(uintptr_t)base.node;
 	e->count = base.count;
 	e->id = map->next_edit++;
-	if (map->next_edit == EDIT_NONE)
-		map->next_edit = 1;
 	map->edit_open = true;
 	*out = e;
 	return SC_OK;
@@ -462,7 +466,7 @@ static int edit_reserve(sc_hamt_edit *e, size_t nodes, size_t pairs)
  * else it belongs to the base version and waits in the garbage list. */
 static void edit_retire(sc_hamt_edit *e, node *n)
 {
-	if (n->edit == e->id) {
+	if (node_edit(n) == e->id) {
 		node_free(e->map, n);
 		return;
 	}
@@ -498,10 +502,10 @@ static void edit_drop(sc_hamt_edit *e, entry x, bool from_published)
 static node *edit_own(sc_hamt_edit *e, node **slot)
 {
 	node *n = *slot;
-	if (n->edit == e->id)
+	if (node_edit(n) == e->id)
 		return n;
 	node *c = node_alloc(e->map, node_nentries(n), node_nchildren(n), e->id,
-			     n->kind);
+			     node_kind(n));
 	if (!c)
 		return NULL;
 	size_t sz = node_size_for(node_nentries(n), node_nchildren(n));
@@ -520,7 +524,7 @@ static node *edit_own(sc_hamt_edit *e, node **slot)
 static void free_fresh_chain(sc_hamt *m, node *n)
 {
 	while (n) {
-		node *next = (n->kind == NODE_BITMAP && n->nodemap)
+		node *next = (node_kind(n) == NODE_BITMAP && n->nodemap)
 				 ? node_children(n)[0]
 				 : NULL;
 		node_free(m, n);
@@ -661,7 +665,7 @@ int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
 		entry old = n->entries[p.found];
 		if (old.key == key && old.value == value)
 			return SC_OK;
-		bool published = n->edit != e->id;
+		bool published = node_edit(n) != e->id;
 		node **slot = edit_own_path(e, &p, d);
 		if (!slot || !(n = edit_own(e, slot)))
 			return edit_poison(e);
@@ -722,7 +726,7 @@ int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
 	unsigned d = p.depth;
 	node *b = p.n[d];
 	entry gone = b->entries[p.found];
-	bool published = b->edit != e->id;
+	bool published = node_edit(b) != e->id;
 	unsigned ne = node_nentries(b), nc = node_nchildren(b);
 
 	/* Where the change lands: `top` is the node that gets a new copy;
@@ -787,20 +791,19 @@ sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *e)
 
 /* ==== commit / abort / garbage ========================================== */
 
-/* Publish every node the edit made: mark it published and, with
- * SC_HAMT_PROTECT, read-only. Owned nodes sit only under owned nodes. */
-static void seal(sc_hamt *m, node *n, uint32_t id)
+/* SC_HAMT_PROTECT: make every node the edit made read-only. Owned nodes
+ * sit only under owned nodes, so the walk stops at the first published
+ * one. */
+static void protect_walk(sc_hamt *m, node *n, uint64_t id)
 {
-	if (!n || n->edit != id)
+	if (!n || node_edit(n) != id)
 		return;
-	if (n->kind == NODE_BITMAP) {
+	if (node_kind(n) == NODE_BITMAP) {
 		node **ch = node_children(n);
 		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
-			seal(m, ch[i], id);
+			protect_walk(m, ch[i], id);
 	}
-	n->edit = EDIT_NONE;
-	if (m->flags & SC_HAMT_PROTECT)
-		mprotect(n, node_bytes(m, n), PROT_READ);
+	mprotect(n, node_bytes(m, n), PROT_READ);
 }
 
 static void garbage_release_arrays(sc_hamt_garbage *g)
@@ -820,7 +823,8 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 	if (e->poisoned)
 		return SC_EPOISONED;
 	sc_hamt *m = e->map;
-	seal(m, e->root, e->id);
+	if (m->flags & SC_HAMT_PROTECT)
+		protect_walk(m, e->root, e->id);
 	out->node = e->root;
 	out->count = e->count;
 	sc_hamt_garbage *g = e->g;
@@ -838,7 +842,7 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
  * the base version does not hold. */
 static void abort_free(sc_hamt_edit *e, node *n)
 {
-	if (!n || n->edit != e->id)
+	if (!n || node_edit(n) != e->id)
 		return;
 	sc_hamt *m = e->map;
 	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++) {
@@ -850,7 +854,7 @@ static void abort_free(sc_hamt_edit *e, node *n)
 		if (!b || b->key != x.key || b->value != x.value)
 			release_pair(m, x);
 	}
-	if (n->kind == NODE_BITMAP) {
+	if (node_kind(n) == NODE_BITMAP) {
 		node **ch = node_children(n);
 		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
 			abort_free(e, ch[i]);
@@ -896,7 +900,7 @@ static void free_tree(sc_hamt *m, node *n)
 		return;
 	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++)
 		release_pair(m, n->entries[i]);
-	if (n->kind == NODE_BITMAP) {
+	if (node_kind(n) == NODE_BITMAP) {
 		node **ch = node_children(n);
 		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
 			free_tree(m, ch[i]);
@@ -934,7 +938,7 @@ bool sc_hamt_iter_next(sc_hamt_iter *it, const sc_hamt_key **key, void **value)
 				*value = n->entries[p].value;
 			return true;
 		}
-		if (n->kind == NODE_BITMAP && p < ne + node_nchildren(n)) {
+		if (node_kind(n) == NODE_BITMAP && p < ne + node_nchildren(n)) {
 			it->pos[it->depth] = p + 1;
 			it->depth++;
 			it->stack[it->depth] = node_children(n)[p - ne];
@@ -965,7 +969,7 @@ static int diff_all(const diff_ctx *dc, const node *n, sc_diff_kind kind)
 		if (rc)
 			return rc;
 	}
-	if (n->kind == NODE_BITMAP) {
+	if (node_kind(n) == NODE_BITMAP) {
 		node **ch = node_children(n);
 		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++) {
 			int rc = diff_all(dc, ch[i], kind);
@@ -1000,7 +1004,7 @@ static int diff_entry_subtree_rec(const diff_ctx *dc, const entry *x,
 		if (rc)
 			return rc;
 	}
-	if (s->kind == NODE_BITMAP) {
+	if (node_kind(s) == NODE_BITMAP) {
 		node **ch = node_children(s);
 		for (unsigned i = 0, nc = node_nchildren(s); i < nc; i++) {
 			int rc =
@@ -1130,7 +1134,7 @@ static void stats_walk(const sc_hamt *m, const node *n, unsigned depth,
 		       sc_hamt_stats *s)
 {
 	s->nodes++;
-	if (n->kind == NODE_COLLISION)
+	if (node_kind(n) == NODE_COLLISION)
 		s->collision_nodes++;
 	s->entries += node_nentries(n);
 	s->bytes += node_bytes(m, n);
@@ -1138,7 +1142,7 @@ static void stats_walk(const sc_hamt *m, const node *n, unsigned depth,
 		s->max_depth = depth;
 	if (depth <= SC_HAMT_MAX_DEPTH)
 		s->depth_histogram[depth]++;
-	if (n->kind == NODE_BITMAP) {
+	if (node_kind(n) == NODE_BITMAP) {
 		node **ch = node_children(n);
 		for (unsigned i = 0, nc = node_nchildren(n); i < nc; i++)
 			stats_walk(m, ch[i], depth + 1, s);
@@ -1203,11 +1207,11 @@ static int check_node(check_ctx *cc, const node *n, unsigned depth,
 	if (!n)
 		return check_fail(cc, depth, "NULL child");
 	if (depth == COLLISION_DEPTH) {
-		if (n->kind != NODE_COLLISION)
+		if (node_kind(n) != NODE_COLLISION)
 			return check_fail(cc, depth,
 					  "node of kind %u at the collision "
 					  "level",
-					  n->kind);
+					  node_kind(n));
 		if (n->datamap < 2 || n->nodemap != 0)
 			return check_fail(cc, depth,
 					  "collision node with %u entries",
@@ -1234,10 +1238,10 @@ static int check_node(check_ctx *cc, const node *n, unsigned depth,
 		cc->entries += n->datamap;
 		return SC_OK;
 	}
-	if (n->kind != NODE_BITMAP)
+	if (node_kind(n) != NODE_BITMAP)
 		return check_fail(cc, depth,
 				  "node of kind %u above the collision level",
-				  n->kind);
+				  node_kind(n));
 	if (n->datamap & n->nodemap)
 		return check_fail(cc, depth,
 				  "slot mask %#x both entry and child",
@@ -1297,7 +1301,7 @@ int sc_hamt_check(const sc_hamt *map, sc_hamt_root root, char *why,
 		return SC_OK;
 	}
 	const node *r = root.node;
-	if (r->kind == NODE_BITMAP && (r->datamap | r->nodemap) == 0)
+	if (node_kind(r) == NODE_BITMAP && (r->datamap | r->nodemap) == 0)
 		return check_fail(&cc, 0, "empty root node");
 	int rc = check_node(&cc, r, 0, 0);
 	if (rc)
