@@ -17,7 +17,8 @@
  *                           takes a snapshot of the N-entity store; peer:
  *                           the same appends with no snapshot running.
  *
- * SC_BENCH_ENTITIES overrides N (default 1,000,000).
+ * SC_BENCH_ENTITIES overrides N (default 1,000,000); SC_BENCH_ONLY=append
+ * or SC_BENCH_ONLY=open runs one part.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -485,8 +486,11 @@ int main(int argc, char **argv)
 	char *root = mkdtemp(tmpl);
 	if (!root)
 		die("mkdtemp", strerror(errno));
-	bench_append(root);
-	bench_open_and_snapshot(root, nent);
+	const char *only = getenv("SC_BENCH_ONLY");
+	if (!only || strcmp(only, "append") == 0)
+		bench_append(root);
+	if (!only || strcmp(only, "open") == 0)
+		bench_open_and_snapshot(root, nent);
 	rm_rf(root);
 	return 0;
 }

@@ -313,32 +313,94 @@ out:
 }
 
 /* ---- decoding --------------------------------------------------------------
+ *
+ * A direct wire-format reader instead of protobuf-c's unpack: replay
+ * decodes every event of the log, and unpack's one allocation per message,
+ * attribute and value dominated open. The decoded event points into the
+ * caller's buffer; one allocation holds the attribute and tag arrays.
+ *
+ * Hostile input rules: every varint is at most 10 bytes, every length is
+ * checked against the bytes left, groups (wire types 3 and 4) are
+ * rejected, a known field with the wrong wire type is an error (as in
+ * protobuf-c), unknown fields are skipped, a repeated scalar field keeps
+ * the last value. Counts are capped before anything is allocated.
  */
 
-/* protobuf-c reports a failed allocation like a malformed message; the
- * allocator remembers it so the caller can say ENOMEM, not "corrupt". */
-static void *pb_alloc(void *data, size_t size)
+typedef struct rd {
+	const uint8_t *p, *end;
+} rd;
+
+static bool rd_varint(rd *r, uint64_t *v)
 {
-	void *p = sc_malloc(size ? size : 1);
-	if (!p && data)
-		*(int *)data = 1;
-	return p;
+	uint64_t x = 0;
+	for (int shift = 0; shift < 70; shift += 7) {
+		if (r->p == r->end)
+			return false;
+		uint8_t b = *r->p++;
+		if (shift == 63 && b > 1)
+			return false; /* more than 64 bits */
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
 }
 
-static void pb_free(void *data, void *p)
+static bool rd_fixed64(rd *r, uint64_t *v)
 {
-	SC_UNUSED(data);
-	sc_free(p);
+	if (r->end - r->p < 8)
+		return false;
+	uint64_t x = 0;
+	for (int i = 7; i >= 0; i--)
+		x = (x << 8) | r->p[i];
+	r->p += 8;
+	*v = x;
+	return true;
 }
 
-static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
-
-static sc_str str_of(ProtobufCBinaryData b)
+static bool rd_bytes(rd *r, sc_str *out)
 {
-	sc_str s = {(const char *)b.data, b.len};
-	if (!b.len)
-		s.ptr = "";
-	return s;
+	uint64_t n;
+	if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+		return false;
+	out->ptr = n ? (const char *)r->p : "";
+	out->len = (size_t)n;
+	r->p += n;
+	return true;
+}
+
+/* Read a field key; false at the end or on a malformed key. */
+static bool rd_key(rd *r, uint32_t *field, uint32_t *wt)
+{
+	uint64_t k;
+	if (!rd_varint(r, &k) || (k >> 3) == 0 || (k >> 3) > UINT32_MAX)
+		return false;
+	*field = (uint32_t)(k >> 3);
+	*wt = (uint32_t)(k & 7);
+	return true;
+}
+
+static bool rd_skip(rd *r, uint32_t wt)
+{
+	uint64_t v;
+	sc_str s;
+	switch (wt) {
+	case 0:
+		return rd_varint(r, &v);
+	case 1:
+		return rd_fixed64(r, &v);
+	case 2:
+		return rd_bytes(r, &s);
+	case 5:
+		if (r->end - r->p < 4)
+			return false;
+		r->p += 4;
+		return true;
+	default:
+		return false; /* groups and reserved wire types */
+	}
 }
 
 static int corrupt(sc_error *err, uint64_t position, const char *what)
@@ -348,6 +410,85 @@ static int corrupt(sc_error *err, uint64_t position, const char *what)
 			    "restore the store from a backup or truncate the "
 			    "log before it",
 			    (unsigned long long)position, what);
+}
+
+/* statecache.v1.Value into *v; an empty message is null. */
+static const char *decode_value(sc_str bytes, sc_value *v)
+{
+	rd r = {(const uint8_t *)bytes.ptr,
+		(const uint8_t *)bytes.ptr + bytes.len};
+	v->type = SC_VALUE_NULL;
+	uint32_t f, wt;
+	while (r.p < r.end) {
+		if (!rd_key(&r, &f, &wt))
+			return "malformed value field";
+		uint64_t x;
+		if (f >= 1 && f <= 5) {
+			static const uint32_t want[6] = {0, 2, 0, 1, 0, 2};
+			if (wt != want[f])
+				return "value field with the wrong wire type";
+		}
+		switch (f) {
+		case 1:
+		case 5:
+			if (!rd_bytes(&r, &v->u.s))
+				return "truncated value";
+			v->type = f == 1 ? SC_VALUE_STRING : SC_VALUE_BYTES;
+			break;
+		case 2:
+			if (!rd_varint(&r, &x))
+				return "truncated value";
+			v->type = SC_VALUE_INT;
+			v->u.i = (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
+			break;
+		case 3:
+			if (!rd_fixed64(&r, &x))
+				return "truncated value";
+			v->type = SC_VALUE_DOUBLE;
+			memcpy(&v->u.d, &x, sizeof x);
+			break;
+		case 4:
+			if (!rd_varint(&r, &x))
+				return "truncated value";
+			v->type = SC_VALUE_BOOL;
+			v->u.b = x != 0;
+			break;
+		default:
+			if (!rd_skip(&r, wt))
+				return "malformed unknown value field";
+		}
+	}
+	return NULL;
+}
+
+/* statecache.v1.Attr into *a. */
+static const char *decode_attr(sc_str bytes, sc_attr *a)
+{
+	rd r = {(const uint8_t *)bytes.ptr,
+		(const uint8_t *)bytes.ptr + bytes.len};
+	a->name = (sc_str){"", 0};
+	a->value.type = SC_VALUE_NULL;
+	uint32_t f, wt;
+	while (r.p < r.end) {
+		if (!rd_key(&r, &f, &wt))
+			return "malformed attribute field";
+		if ((f == 1 || f == 2) && wt != 2)
+			return "attribute field with the wrong wire type";
+		sc_str s = {"", 0};
+		if (f == 1) {
+			if (!rd_bytes(&r, &a->name))
+				return "truncated attribute name";
+		} else if (f == 2) {
+			if (!rd_bytes(&r, &s))
+				return "truncated attribute value";
+			const char *why = decode_value(s, &a->value);
+			if (why)
+				return why;
+		} else if (!rd_skip(&r, wt)) {
+			return "malformed unknown attribute field";
+		}
+	}
+	return NULL;
 }
 
 int sc_event_decode(const void *buf, size_t len, uint64_t position,
@@ -360,114 +501,100 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 				    "bytes, over the %u-byte limit",
 				    (unsigned long long)position, len,
 				    SC_EVENT_RECORD_MAX);
-	int failed = 0;
-	ProtobufCAllocator alloc = {pb_alloc, pb_free, &failed};
-	pb_event *m = statecache__v1__event__unpack(&alloc, len, buf);
-	if (!m && failed)
-		return sc_error_set(err, ENOMEM,
-				    "out of memory decoding the event at "
-				    "position %llu",
-				    (unsigned long long)position);
-	if (!m)
-		return corrupt(err, position, "not a valid Event message");
-	int rc = 0;
-	sc_event *ev = &out->ev;
-	out->msg = m;
-	ev->position = position;
-	ev->entity = str_of(m->entity);
-	ev->type = (sc_event_type)m->type;
-	ev->time = m->time;
-	ev->actor = str_of(m->actor);
-	ev->partition = str_of(m->partition);
-	if (m->type < STATECACHE__V1__EVENT_TYPE__EVENT_TYPE_SET ||
-	    m->type > STATECACHE__V1__EVENT_TYPE__EVENT_TYPE_DELETE) {
-		rc = corrupt(err, position, "unknown event type");
-		goto fail;
+	const uint8_t *start = len ? buf : (const uint8_t *)"";
+	/* Pass 1: structure and counts, nothing allocated. */
+	static const uint32_t want[8] = {0, 2, 0, 2, 1, 2, 2, 2};
+	size_t nattrs = 0, ntags = 0;
+	rd r = {start, start + len};
+	uint32_t f = 0, wt = 0;
+	while (r.p < r.end) {
+		if (!rd_key(&r, &f, &wt))
+			return corrupt(err, position, "malformed field key");
+		if (f < 8 && wt != want[f])
+			return corrupt(err, position,
+				       "field with the wrong wire type");
+		if (!rd_skip(&r, wt))
+			return corrupt(err, position, "truncated field");
+		if (f == 3 && ++nattrs > SC_EVENT_ATTRS_MAX)
+			return corrupt(err, position, "too many attributes");
+		if (f == 7 && ++ntags > SC_EVENT_TAGS_MAX)
+			return corrupt(err, position, "too many tags");
 	}
-	if (m->n_attrs > SC_EVENT_ATTRS_MAX || m->n_tags > SC_EVENT_TAGS_MAX) {
-		rc = corrupt(err, position, "too many attributes or tags");
-		goto fail;
-	}
-	if (m->n_attrs) {
-		out->attrs = sc_calloc(m->n_attrs, sizeof(sc_attr));
+	if (nattrs || ntags) {
+		out->attrs = sc_malloc(nattrs * sizeof(sc_attr) +
+				       ntags * sizeof(sc_str));
 		if (!out->attrs)
-			goto nomem;
+			return sc_error_set(err, ENOMEM,
+					    "out of memory decoding the event "
+					    "at position %llu",
+					    (unsigned long long)position);
+		out->tags = (sc_str *)(out->attrs + nattrs);
 	}
-	for (size_t i = 0; i < m->n_attrs; i++) {
-		const pb_attr *pa = m->attrs[i];
-		sc_attr *a = &out->attrs[i];
-		a->name = str_of(pa->name);
-		a->value.type = SC_VALUE_NULL;
-		if (m->type == STATECACHE__V1__EVENT_TYPE__EVENT_TYPE_UNSET)
-			continue;
-		const pb_value *pv = pa->value;
-		if (!pv) {
-			/* An absent Value message is a null value. */
-			continue;
-		}
-		switch (pv->kind_case) {
-		case STATECACHE__V1__VALUE__KIND__NOT_SET:
+	/* Pass 2: the values. */
+	sc_event *ev = &out->ev;
+	ev->position = position;
+	ev->entity = ev->actor = ev->partition = (sc_str){"", 0};
+	uint64_t type = 0, x = 0;
+	size_t ia = 0, it = 0;
+	const char *why = NULL;
+	r = (rd){start, start + len};
+	while (!why && r.p < r.end) {
+		rd_key(&r, &f, &wt); /* checked in pass 1 */
+		sc_str s = {"", 0};
+		switch (f) {
+		case 1:
+			rd_bytes(&r, &ev->entity);
 			break;
-		case STATECACHE__V1__VALUE__KIND_STRING_VALUE:
-			a->value.type = SC_VALUE_STRING;
-			a->value.u.s.ptr = pv->string_value;
-			a->value.u.s.len = strlen(pv->string_value);
+		case 2:
+			rd_varint(&r, &type);
 			break;
-		case STATECACHE__V1__VALUE__KIND_INT_VALUE:
-			a->value.type = SC_VALUE_INT;
-			a->value.u.i = pv->int_value;
+		case 3:
+			rd_bytes(&r, &s);
+			why = decode_attr(s, &out->attrs[ia++]);
 			break;
-		case STATECACHE__V1__VALUE__KIND_DOUBLE_VALUE:
-			a->value.type = SC_VALUE_DOUBLE;
-			a->value.u.d = pv->double_value;
+		case 4:
+			rd_fixed64(&r, &x);
+			ev->time = (int64_t)x;
 			break;
-		case STATECACHE__V1__VALUE__KIND_BOOL_VALUE:
-			a->value.type = SC_VALUE_BOOL;
-			a->value.u.b = pv->bool_value != 0;
+		case 5:
+			rd_bytes(&r, &ev->actor);
 			break;
-		case STATECACHE__V1__VALUE__KIND_BYTES_VALUE:
-			a->value.type = SC_VALUE_BYTES;
-			a->value.u.s = str_of(pv->bytes_value);
+		case 6:
+			rd_bytes(&r, &ev->partition);
+			break;
+		case 7:
+			rd_bytes(&r, &out->tags[it++]);
 			break;
 		default:
-			rc = corrupt(err, position, "unknown value kind");
-			goto fail;
+			rd_skip(&r, wt);
 		}
 	}
-	ev->attrs = out->attrs;
-	ev->nattrs = m->n_attrs;
-	if (m->n_tags) {
-		out->tags = sc_calloc(m->n_tags, sizeof(sc_str));
-		if (!out->tags)
-			goto nomem;
-		for (size_t i = 0; i < m->n_tags; i++)
-			out->tags[i] = str_of(m->tags[i]);
+	if (!why && (type < SC_EVENT_SET || type > SC_EVENT_DELETE))
+		why = "unknown event type";
+	if (why) {
+		sc_decoded_event_free(out);
+		return corrupt(err, position, why);
 	}
-	ev->tags = out->tags;
-	ev->ntags = m->n_tags;
+	ev->type = (sc_event_type)type;
+	ev->attrs = nattrs ? out->attrs : NULL;
+	ev->nattrs = nattrs;
+	ev->tags = ntags ? out->tags : NULL;
+	ev->ntags = ntags;
+	if (ev->type == SC_EVENT_UNSET)
+		for (size_t i = 0; i < nattrs; i++)
+			out->attrs[i].value.type = SC_VALUE_NULL;
 	sc_error inner;
 	if (sc_event_validate(ev, &inner)) {
-		rc = corrupt(err, position, inner.message);
-		goto fail;
+		sc_decoded_event_free(out);
+		return corrupt(err, position, inner.message);
 	}
 	return 0;
-
-nomem:
-	rc = sc_error_set(err, ENOMEM,
-			  "out of memory decoding the event at position %llu",
-			  (unsigned long long)position);
-fail:
-	sc_decoded_event_free(out);
-	return rc;
 }
 
 void sc_decoded_event_free(sc_decoded_event *d)
 {
 	if (!d)
 		return;
-	if (d->msg)
-		statecache__v1__event__free_unpacked(d->msg, &pb_allocator);
 	sc_free(d->attrs);
-	sc_free(d->tags);
 	memset(d, 0, sizeof *d);
 }

@@ -11,7 +11,8 @@
  * NUL-terminated C strings; a string value may therefore not contain a NUL
  * byte (use a bytes value for binary data). sc_event_validate() rejects it.
  *
- * Every allocation goes through sc_malloc/sc_free (protobuf-c included), so
+ * Encoding uses protobuf-c; decoding reads the wire format directly (see
+ * event_codec.c). Every allocation goes through sc_malloc/sc_free, so
  * allocation-failure injection reaches the codec.
  */
 #ifndef STATECACHE_STORE_EVENT_CODEC_H
@@ -72,19 +73,20 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
 		    sc_error *err);
 
 /*
- * A decoded event: `ev` points into the unpacked protobuf message owned by
- * this object. Valid until sc_decoded_event_free().
+ * A decoded event: `ev` points into the decoded record's bytes (which must
+ * outlive it) and into arrays owned by this object. Valid until
+ * sc_decoded_event_free().
  */
 typedef struct sc_decoded_event {
 	sc_event ev;
-	void *msg; /* Statecache__V1__Event, unpacked */
-	sc_attr *attrs;
+	sc_attr *attrs; /* one allocation: attrs, then tags */
 	sc_str *tags;
 } sc_decoded_event;
 
 /*
  * sc_event_decode - decode `len` bytes into *out, with `position` as the
- * event's position. On success *out must be freed with
+ * event's position. The event borrows `buf`: keep it alive and unchanged
+ * while *out is used. On success *out must be freed with
  * sc_decoded_event_free(); on failure *out holds nothing to free.
  * Errors: SC_ECORRUPT (malformed or out of limits; the message says which),
  * SC_ETOOBIG (len > SC_EVENT_RECORD_MAX), ENOMEM.

@@ -325,7 +325,12 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	}
 	mdb_env_set_maxdbs(s->env, 32);
 	mdb_env_set_mapsize(s->env, o.map_size);
-	unsigned flags = MDB_NOTLS;
+	/* MDB_NOTLS: read transactions are not tied to threads.
+	 * MDB_WRITEMAP: commits write through the map instead of one
+	 * pwrite per dirty page (about twice the append rate); durability
+	 * is unchanged (full mode msyncs at commit) and nothing outside this
+	 * file writes into the map. */
+	unsigned flags = MDB_NOTLS | MDB_WRITEMAP;
 	if (o.durability == SC_DURABILITY_NOSYNC)
 		flags |= MDB_NOSYNC;
 	rc = mdb_env_open(s->env, dir, flags, 0644);
