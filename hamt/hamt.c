@@ -226,6 +226,7 @@ static void release_pair(const sc_hamt *m, entry e)
 static node *bm_with_entry(sc_hamt *m, const node *n, uint32_t id, uint32_t bit,
 			   entry x)
 {
+	SC_REQUIRE(!((n->datamap | n->nodemap) & bit));
 	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
 	node *c = node_alloc(m, ne + 1, nc, id, NODE_BITMAP);
 	if (!c)
@@ -244,6 +245,7 @@ static node *bm_with_entry(sc_hamt *m, const node *n, uint32_t id, uint32_t bit,
 static node *bm_without_entry(sc_hamt *m, const node *n, uint32_t id,
 			      uint32_t bit)
 {
+	SC_REQUIRE(n->datamap & bit);
 	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
 	node *c = node_alloc(m, ne - 1, nc, id, NODE_BITMAP);
 	if (!c)
@@ -262,6 +264,7 @@ static node *bm_without_entry(sc_hamt *m, const node *n, uint32_t id,
 static node *bm_entry_to_child(sc_hamt *m, const node *n, uint32_t id,
 			       uint32_t bit, node *child)
 {
+	SC_REQUIRE((n->datamap & bit) && child);
 	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
 	node *c = node_alloc(m, ne - 1, nc + 1, id, NODE_BITMAP);
 	if (!c)
@@ -284,6 +287,7 @@ static node *bm_entry_to_child(sc_hamt *m, const node *n, uint32_t id,
 static node *bm_child_to_entry(sc_hamt *m, const node *n, uint32_t id,
 			       uint32_t bit, entry x)
 {
+	SC_REQUIRE(n->nodemap & bit);
 	unsigned ne = popcount(n->datamap), nc = popcount(n->nodemap);
 	node *c = node_alloc(m, ne + 1, nc - 1, id, NODE_BITMAP);
 	if (!c)
@@ -305,6 +309,7 @@ static node *bm_child_to_entry(sc_hamt *m, const node *n, uint32_t id,
 static node *coll_resized(sc_hamt *m, const node *n, uint32_t id,
 			  const entry *x, unsigned i)
 {
+	SC_REQUIRE(node_kind(n) == NODE_COLLISION && (x || i < n->datamap));
 	unsigned cnt = n->datamap;
 	node *c = node_alloc(m, x ? cnt + 1 : cnt - 1, 0, id, NODE_COLLISION);
 	if (!c)
@@ -504,6 +509,7 @@ static node *edit_own(sc_hamt_edit *e, node **slot)
 	node *n = *slot;
 	if (node_edit(n) == e->id)
 		return n;
+	SC_INSIST(node_edit(n) < e->id); /* published: made by an older edit */
 	node *c = node_alloc(e->map, node_nentries(n), node_nchildren(n), e->id,
 			     node_kind(n));
 	if (!c)
@@ -621,6 +627,7 @@ static node **edit_own_path(sc_hamt_edit *e, path *p, unsigned upto)
 			return NULL;
 		p->n[d] = n;
 		uint32_t bit = p->bit[d];
+		SC_INSIST(node_kind(n) == NODE_BITMAP && (n->nodemap & bit));
 		slot = &node_children(n)[popcount(n->nodemap & (bit - 1))];
 	}
 	return slot;
@@ -700,6 +707,7 @@ int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
 	}
 	if (!c)
 		return edit_poison(e);
+	SC_ENSURE(node_kind(c) == NODE_COLLISION || !(c->datamap & c->nodemap));
 	*slot = c;
 	edit_retire(e, n);
 	e->count++;
@@ -748,6 +756,9 @@ int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
 	if (!slot)
 		return edit_poison(e);
 	node *t = p.n[top], *c = NULL;
+	SC_INSIST(*slot == t);
+	SC_INSIST(!collapse ||
+		  (node_kind(t) == NODE_BITMAP && (t->nodemap & p.bit[top])));
 	if (collapse) {
 		c = bm_child_to_entry(m, t, e->id, p.bit[top], carry);
 		if (!c)
@@ -763,6 +774,7 @@ int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
 		if (!c)
 			return edit_poison(e);
 	}
+	SC_ENSURE(!c || !(c->datamap & c->nodemap) || node_kind(c));
 	*slot = c;
 	for (unsigned i = top; i <= d; i++)
 		edit_retire(e, p.n[i]);
