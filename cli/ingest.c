@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -187,8 +188,8 @@ typedef struct pipeline {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	batch b[2];
-	bool full[2]; /* handed to the appender */
-	bool stop;    /* the appender failed: the decoder must stop */
+	bool full[2];	  /* handed to the appender */
+	atomic_bool stop; /* the appender failed: the decoder must stop */
 	sc_cli_source *src;
 	uint64_t lines; /* read by the decoder, blank lines included */
 } pipeline;
@@ -209,7 +210,7 @@ static void batch_fill(pipeline *pl, batch *b)
 	b->n = 0;
 	b->last = false;
 	b->err_rc = 0;
-	while (b->n < b->cap) {
+	while (b->n < b->cap && !atomic_load(&pl->stop)) {
 		const char *line;
 		size_t len;
 		sc_error e1;
@@ -346,6 +347,7 @@ int sc_cli_ingest_run(sc_store *st, sc_cli_source *src,
 	size_t cap = opt->batch ? opt->batch : 1;
 	pipeline pl;
 	memset(&pl, 0, sizeof pl);
+	atomic_init(&pl.stop, false);
 	pl.src = src;
 	if (batch_init(&pl.b[0], cap) || batch_init(&pl.b[1], cap)) {
 		batch_free(&pl.b[0]);

@@ -164,6 +164,9 @@ check_error "bad time" '{"entity":"e","type":"delete","time":"noon"}' "bad time"
 check_error "bad base64" '{"entity":"e","type":"set","attrs":{"b":{"$bytes":"!!"}}}' "bad base64"
 check_error "big integer" '{"entity":"e","type":"set","attrs":{"n":99999999999999999999}}' "too big integer"
 check_error "not UTF-8" $'{"entity":"\xff","type":"delete"}' "column"
+# a line the decoder accepts but the store rejects (actor over 4096 bytes):
+# the batch is retried event by event so the lines before it are kept
+check_error "rejected by the store" "{\"entity\":\"e\",\"type\":\"delete\",\"actor\":\"$(head -c 5000 /dev/zero | tr '\0' a)\"}" "actor is 5000 bytes"
 # a bad line right at a batch boundary: batch 2 commits lines 1-2 first
 rm -rf "$E"
 printf '%s\n%s\n%s\n' "$good" "$good" '{"entity":"e"}' >"$T/bad.jsonl"
