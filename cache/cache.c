@@ -57,13 +57,17 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	sc_cache_options o = {0};
 	if (opt)
 		o = *opt;
-	sc_cache *cache = sc_calloc(1, sizeof *cache);
+	/* Aligned by hand: sc_malloc has no aligned variant. */
+	void *block = sc_calloc(1, sizeof(sc_cache) + 64);
 	struct sc_version *v0 = sc_calloc(1, sizeof *v0);
-	if (!cache || !v0) {
-		sc_free(cache);
+	if (!block || !v0) {
+		sc_free(block);
 		sc_free(v0);
 		return sc_error_set(err, ENOMEM, "out of memory for a cache");
 	}
+	sc_cache *cache =
+	    (sc_cache *)(((uintptr_t)block + 63) & ~(uintptr_t)63);
+	cache->block = block;
 	sc_hamt_options ho = {
 	    .seed = o.seed,
 	    .release = sc_cache_release_entry,
@@ -73,7 +77,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	};
 	int rc = sc_hamt_create(&ho, &cache->map);
 	if (rc) {
-		sc_free(cache);
+		sc_free(block);
 		sc_free(v0);
 		if (rc == ENOMEM)
 			return sc_error_set(err, rc,
@@ -86,7 +90,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	rc = sc_reclaim_init(cache, o.max_readers, err);
 	if (rc) {
 		sc_hamt_destroy(cache->map);
-		sc_free(cache);
+		sc_free(block);
 		sc_free(v0);
 		return rc;
 	}
@@ -121,7 +125,7 @@ void sc_cache_destroy(sc_cache *cache)
 	sc_free(cur);
 	sc_hamt_destroy(cache->map);
 	sc_reclaim_fini(cache);
-	sc_free(cache);
+	sc_free(cache->block);
 }
 
 /* ==== writer

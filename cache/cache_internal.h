@@ -52,10 +52,15 @@ struct sc_reader {
 	sc_cache *cache;
 };
 
+/*
+ * Field placement matters: readers read the first group on every lookup,
+ * the writer writes the second group on every apply. Keeping them on
+ * separate cache lines stops the writer's counters from invalidating the
+ * line readers need (the cache must be allocated 64-byte aligned).
+ */
 struct sc_cache {
-	sc_hamt *map;
-
-	/* ---- published state: written by the writer, read by anyone ---- */
+	/* ---- read by readers; written by the writer once per promote ---- */
+	_Alignas(64) sc_hamt *map;
 	/* The newest promoted version; stored with release after the version
 	 * is complete. */
 	_Atomic(struct sc_version *) current;
@@ -66,8 +71,8 @@ struct sc_cache {
 	_Atomic uint64_t current_position;
 
 	/* ---- writer state ---- */
-	struct sc_version *oldest; /* list oldest..current via next */
-	sc_hamt_edit *edit;	   /* pending version, or NULL */
+	_Alignas(64) struct sc_version *oldest; /* oldest..current via next */
+	sc_hamt_edit *edit;			/* pending version, or NULL */
 	bool poisoned;
 	uint64_t generation; /* of the open edit, bumped per edit */
 	uint64_t pending_position;
@@ -81,12 +86,13 @@ struct sc_cache {
 	_Atomic size_t readers_open;
 
 	/* ---- reader table (cache/reclaim.c) ---- */
-	pthread_mutex_t slots_lock; /* claim and release of slots */
+	_Alignas(64) pthread_mutex_t slots_lock; /* claim/release of slots */
 	struct sc_reader *slots;
 	void *slots_block; /* the allocation `slots` is aligned within */
 	unsigned max_readers;
 	_Atomic unsigned slots_high; /* slots [0, high) may be in use */
 	pthread_key_t exit_key;	     /* thread-exit hook releasing pins */
+	void *block;		     /* the allocation holding this struct */
 };
 
 /* Release hook for HAMT entries: frees the entity (key inside it). */

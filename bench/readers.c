@@ -1,0 +1,506 @@
+/*
+ * Reader throughput: lookups per second by 1 and 2 reader threads over
+ * 1,000,000 entities with 5 attributes, with the writer idle and with the
+ * writer applying and promoting batches of 100 `set` events continuously.
+ *
+ * Peers, measured in the same run on the same keys and access pattern:
+ *   rwlock_ghashtable  a GHashTable of malloc'd states behind a
+ *                      pthread_rwlock (readers take the read lock per
+ *                      lookup; the writer takes the write lock per batch);
+ *   cds_lfht           liburcu's lock-free hash table with urcu-memb
+ *                      (readers in read-side sections; the writer replaces
+ *                      nodes and frees the old ones after synchronize_rcu
+ *                      once per batch).
+ * Every lookup reads one attribute of the state it finds.
+ *
+ * Output: one JSON object per (threads, writer, peer) line. Each figure is
+ * the best of SC_BENCH_REPEAT (default 3) interleaved measurements of
+ * SC_BENCH_SECONDS (default 0.5) each, to damp noise from other processes.
+ */
+#define _LGPL_SOURCE
+#include <urcu/urcu-memb.h>
+
+#include <urcu/rculfhash.h>
+
+#include <glib.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#include "statecache/cache.h"
+
+#define NENTITIES   1000000u
+#define NKEYS	    (1u << 20) /* random lookup sequence */
+#define BATCH	    100
+#define MAX_READERS 2
+
+static char (*ids)[16];
+static unsigned *lookup_seq;
+static double seconds = 0.5;
+
+static uint64_t rnd_next(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_seconds(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+	nanosleep(&ts, NULL);
+}
+
+static size_t id_len(unsigned i)
+{
+	return strlen(ids[i]);
+}
+
+/* ==== a generic driver
+ * ========================================================= */
+
+typedef struct impl impl;
+struct impl {
+	const char *name;
+	void (*reader_init)(impl *m);
+	void (*reader_fini)(impl *m);
+	/* one lookup of entity i; returns the attribute read */
+	int64_t (*lookup)(impl *m, void *rctx, unsigned i);
+	void *(*reader_ctx)(impl *m);
+	void (*reader_ctx_free)(impl *m, void *rctx);
+	/* one writer batch of BATCH sets */
+	void (*write_batch)(impl *m, uint64_t *rnd, int64_t gen);
+};
+
+typedef struct run {
+	impl *m;
+	atomic_bool stop;
+	atomic_bool go;
+	unsigned index;
+	uint64_t count;
+	int64_t sink;
+} run;
+
+static void *reader_thread(void *p)
+{
+	run *r = p;
+	impl *m = r->m;
+	if (m->reader_init)
+		m->reader_init(m);
+	void *ctx = m->reader_ctx ? m->reader_ctx(m) : NULL;
+	while (!atomic_load_explicit(&r->go, memory_order_acquire))
+		;
+	uint64_t n = 0;
+	int64_t sink = 0;
+	unsigned k = r->index * (NKEYS / 2);
+	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+		for (int j = 0; j < 256; j++) {
+			sink +=
+			    m->lookup(m, ctx, lookup_seq[k++ & (NKEYS - 1)]);
+		}
+		n += 256;
+	}
+	r->count = n;
+	r->sink = sink;
+	if (m->reader_ctx_free)
+		m->reader_ctx_free(m, ctx);
+	if (m->reader_fini)
+		m->reader_fini(m);
+	return NULL;
+}
+
+typedef struct writer_run {
+	impl *m;
+	atomic_bool stop;
+	uint64_t batches;
+} writer_run;
+
+static void *writer_thread(void *p)
+{
+	writer_run *w = p;
+	uint64_t rnd = 12345;
+	int64_t gen = 0;
+	if (w->m->reader_init)
+		w->m->reader_init(w->m);
+	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
+		w->m->write_batch(w->m, &rnd, ++gen);
+		w->batches++;
+	}
+	if (w->m->reader_fini)
+		w->m->reader_fini(w->m);
+	return NULL;
+}
+
+/* Lookups per second with `threads` readers, writer busy or idle. */
+static double measure(impl *m, unsigned threads, bool busy)
+{
+	run r[MAX_READERS];
+	pthread_t th[MAX_READERS], wt;
+	writer_run w = {.m = m};
+	atomic_init(&w.stop, false);
+	for (unsigned i = 0; i < threads; i++) {
+		r[i] = (run){.m = m, .index = i};
+		atomic_init(&r[i].stop, false);
+		atomic_init(&r[i].go, false);
+		pthread_create(&th[i], NULL, reader_thread, &r[i]);
+	}
+	if (busy)
+		pthread_create(&wt, NULL, writer_thread, &w);
+	double t0 = now();
+	for (unsigned i = 0; i < threads; i++)
+		atomic_store(&r[i].go, true);
+	sleep_seconds(seconds);
+	for (unsigned i = 0; i < threads; i++)
+		atomic_store(&r[i].stop, true);
+	uint64_t total = 0;
+	for (unsigned i = 0; i < threads; i++) {
+		pthread_join(th[i], NULL);
+		total += r[i].count;
+	}
+	double t = now() - t0;
+	if (busy) {
+		atomic_store(&w.stop, true);
+		pthread_join(wt, NULL);
+	}
+	return (double)total / t;
+}
+
+/* ==== statecache
+ * ================================================================ */
+
+typedef struct sc_impl {
+	impl base;
+	sc_cache *cache;
+	uint64_t pos;
+} sc_impl;
+
+static void sc_set(sc_impl *s, unsigned i, int64_t gen)
+{
+	sc_attr a[5] = {
+	    {.name = {"count", 5}, .value.type = SC_VALUE_INT},
+	    {.name = {"level", 5}, .value.type = SC_VALUE_DOUBLE},
+	    {.name = {"online", 6}, .value.type = SC_VALUE_BOOL},
+	    {.name = {"owner", 5}, .value.type = SC_VALUE_STRING},
+	    {.name = {"zone", 4}, .value.type = SC_VALUE_STRING},
+	};
+	a[0].value.u.i = gen + i;
+	a[1].value.u.d = (double)gen / 3.0;
+	a[2].value.u.b = gen & 1;
+	a[3].value.u.s = (sc_str){"someone@example", 15};
+	a[4].value.u.s = (sc_str){"eu-west-1", 9};
+	sc_event ev = {.position = ++s->pos,
+		       .entity = {ids[i], id_len(i)},
+		       .type = SC_EVENT_SET,
+		       .attrs = a,
+		       .nattrs = 5,
+		       .time = gen};
+	sc_error err;
+	if (sc_cache_apply(s->cache, &ev, &err)) {
+		fprintf(stderr, "apply: %s\n", err.message);
+		exit(1);
+	}
+}
+
+static void *sc_reader_ctx(impl *m)
+{
+	sc_impl *s = (sc_impl *)m;
+	sc_reader *r;
+	sc_error err;
+	if (sc_reader_open(s->cache, &r, &err)) {
+		fprintf(stderr, "reader: %s\n", err.message);
+		exit(1);
+	}
+	return r;
+}
+
+static void sc_reader_ctx_free(impl *m, void *rctx)
+{
+	(void)m;
+	sc_reader_end(rctx);
+	sc_reader_close(rctx);
+}
+
+static int64_t sc_lookup(impl *m, void *rctx, unsigned i)
+{
+	(void)m;
+	const sc_entity *e = sc_reader_get(rctx, (sc_str){ids[i], id_len(i)});
+	return e ? sc_entity_attr(e, 0).value.u.i : 0;
+}
+
+static void sc_write_batch(impl *m, uint64_t *rnd, int64_t gen)
+{
+	sc_impl *s = (sc_impl *)m;
+	for (int k = 0; k < BATCH; k++)
+		sc_set(s, (unsigned)(rnd_next(rnd) % NENTITIES), gen);
+	if (sc_cache_promote(s->cache)) {
+		fprintf(stderr, "promote failed\n");
+		exit(1);
+	}
+}
+
+static void sc_impl_init(sc_impl *s)
+{
+	s->base = (impl){.name = "statecache",
+			 .lookup = sc_lookup,
+			 .reader_ctx = sc_reader_ctx,
+			 .reader_ctx_free = sc_reader_ctx_free,
+			 .write_batch = sc_write_batch};
+	sc_error err;
+	if (sc_cache_create(NULL, &s->cache, &err)) {
+		fprintf(stderr, "create: %s\n", err.message);
+		exit(1);
+	}
+	for (unsigned i = 0; i < NENTITIES; i++) {
+		sc_set(s, i, 0);
+		if (i % 10000 == 9999)
+			sc_cache_promote(s->cache);
+	}
+	sc_cache_promote(s->cache);
+}
+
+/* ==== peer state (the same 5 attributes, as a C struct)
+ * ========================= */
+
+typedef struct peer_state {
+	int64_t count;
+	double level;
+	bool online;
+	char owner[16];
+	char zone[16];
+} peer_state;
+
+static peer_state *peer_state_new(unsigned i, int64_t gen)
+{
+	peer_state *p = malloc(sizeof *p);
+	p->count = gen + i;
+	p->level = (double)gen / 3.0;
+	p->online = gen & 1;
+	memcpy(p->owner, "someone@example", 16);
+	memcpy(p->zone, "eu-west-1", 10);
+	return p;
+}
+
+/* ==== peer: rwlock + GHashTable
+ * ================================================== */
+
+typedef struct gh_impl {
+	impl base;
+	GHashTable *table;
+	pthread_rwlock_t lock;
+} gh_impl;
+
+static int64_t gh_lookup(impl *m, void *rctx, unsigned i)
+{
+	(void)rctx;
+	gh_impl *g = (gh_impl *)m;
+	pthread_rwlock_rdlock(&g->lock);
+	peer_state *p = g_hash_table_lookup(g->table, ids[i]);
+	int64_t v = p ? p->count : 0;
+	pthread_rwlock_unlock(&g->lock);
+	return v;
+}
+
+static void gh_write_batch(impl *m, uint64_t *rnd, int64_t gen)
+{
+	gh_impl *g = (gh_impl *)m;
+	unsigned which[BATCH];
+	peer_state *ns[BATCH];
+	for (int k = 0; k < BATCH; k++) {
+		which[k] = (unsigned)(rnd_next(rnd) % NENTITIES);
+		ns[k] = peer_state_new(which[k], gen);
+	}
+	pthread_rwlock_wrlock(&g->lock);
+	for (int k = 0; k < BATCH; k++) /* frees the old value */
+		g_hash_table_replace(g->table, ids[which[k]], ns[k]);
+	pthread_rwlock_unlock(&g->lock);
+}
+
+static void gh_impl_init(gh_impl *g)
+{
+	g->base = (impl){.name = "rwlock_ghashtable",
+			 .lookup = gh_lookup,
+			 .write_batch = gh_write_batch};
+	g->table = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, free);
+	pthread_rwlock_init(&g->lock, NULL);
+	for (unsigned i = 0; i < NENTITIES; i++)
+		g_hash_table_insert(g->table, ids[i], peer_state_new(i, 0));
+}
+
+/* ==== peer: liburcu cds_lfht
+ * ====================================================== */
+
+typedef struct lf_node {
+	struct cds_lfht_node node;
+	const char *key;
+	size_t len;
+	peer_state *state;
+} lf_node;
+
+typedef struct lf_impl {
+	impl base;
+	struct cds_lfht *ht;
+} lf_impl;
+
+static unsigned long lf_hash(const char *key, size_t len)
+{
+	return (unsigned long)XXH3_64bits(key, len);
+}
+
+static int lf_match(struct cds_lfht_node *node, const void *key)
+{
+	const lf_node *n = caa_container_of(node, lf_node, node);
+	return strcmp(n->key, key) == 0;
+}
+
+static void lf_reader_init(impl *m)
+{
+	(void)m;
+	urcu_memb_register_thread();
+}
+
+static void lf_reader_fini(impl *m)
+{
+	(void)m;
+	urcu_memb_unregister_thread();
+}
+
+static int64_t lf_lookup(impl *m, void *rctx, unsigned i)
+{
+	(void)rctx;
+	lf_impl *l = (lf_impl *)m;
+	struct cds_lfht_iter it;
+	int64_t v = 0;
+	urcu_memb_read_lock();
+	cds_lfht_lookup(l->ht, lf_hash(ids[i], id_len(i)), lf_match, ids[i],
+			&it);
+	struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+	if (node)
+		v = caa_container_of(node, lf_node, node)->state->count;
+	urcu_memb_read_unlock();
+	return v;
+}
+
+static lf_node *lf_node_new(unsigned i, int64_t gen)
+{
+	lf_node *n = malloc(sizeof *n);
+	cds_lfht_node_init(&n->node);
+	n->key = ids[i];
+	n->len = id_len(i);
+	n->state = peer_state_new(i, gen);
+	return n;
+}
+
+static void lf_write_batch(impl *m, uint64_t *rnd, int64_t gen)
+{
+	lf_impl *l = (lf_impl *)m;
+	lf_node *old[BATCH];
+	int nold = 0;
+	for (int k = 0; k < BATCH; k++) {
+		unsigned i = (unsigned)(rnd_next(rnd) % NENTITIES);
+		lf_node *n = lf_node_new(i, gen);
+		urcu_memb_read_lock();
+		struct cds_lfht_node *o = cds_lfht_add_replace(
+		    l->ht, lf_hash(n->key, n->len), lf_match, n->key, &n->node);
+		urcu_memb_read_unlock();
+		if (o)
+			old[nold++] = caa_container_of(o, lf_node, node);
+	}
+	urcu_memb_synchronize_rcu();
+	for (int k = 0; k < nold; k++) {
+		free(old[k]->state);
+		free(old[k]);
+	}
+}
+
+static void lf_impl_init(lf_impl *l)
+{
+	l->base = (impl){.name = "cds_lfht",
+			 .reader_init = lf_reader_init,
+			 .reader_fini = lf_reader_fini,
+			 .lookup = lf_lookup,
+			 .write_batch = lf_write_batch};
+	l->ht = cds_lfht_new_flavor(1u << 20, 1u << 20, 0, CDS_LFHT_AUTO_RESIZE,
+				    &urcu_memb_flavor, NULL);
+	urcu_memb_register_thread();
+	for (unsigned i = 0; i < NENTITIES; i++) {
+		lf_node *n = lf_node_new(i, 0);
+		urcu_memb_read_lock();
+		cds_lfht_add(l->ht, lf_hash(n->key, n->len), &n->node);
+		urcu_memb_read_unlock();
+	}
+	urcu_memb_unregister_thread();
+}
+
+/* ==== main
+ * ========================================================================= */
+
+int main(void)
+{
+	const char *s = getenv("SC_BENCH_SECONDS");
+	if (s && atof(s) > 0)
+		seconds = atof(s);
+	ids = malloc(sizeof *ids * NENTITIES);
+	for (unsigned i = 0; i < NENTITIES; i++)
+		snprintf(ids[i], sizeof ids[i], "dev-%07u", i);
+	lookup_seq = malloc(sizeof *lookup_seq * NKEYS);
+	uint64_t r = 42;
+	for (unsigned i = 0; i < NKEYS; i++)
+		lookup_seq[i] = (unsigned)(rnd_next(&r) % NENTITIES);
+
+	static sc_impl sc;
+	static gh_impl gh;
+	static lf_impl lf;
+	sc_impl_init(&sc);
+	gh_impl_init(&gh);
+	lf_impl_init(&lf);
+	impl *peers[2] = {&gh.base, &lf.base};
+
+	int repeat = 3;
+	const char *rs = getenv("SC_BENCH_REPEAT");
+	if (rs && atoi(rs) > 0)
+		repeat = atoi(rs);
+	for (unsigned threads = 1; threads <= MAX_READERS; threads++) {
+		for (int busy = 0; busy <= 1; busy++) {
+			/* Best of `repeat` interleaved runs per contender. */
+			double x = 0, ys[2] = {0, 0};
+			for (int k = 0; k < repeat; k++) {
+				double v = measure(&sc.base, threads, busy);
+				x = v > x ? v : x;
+				for (int p = 0; p < 2; p++) {
+					v = measure(peers[p], threads, busy);
+					ys[p] = v > ys[p] ? v : ys[p];
+				}
+			}
+			for (int p = 0; p < 2; p++) {
+				double y = ys[p];
+				printf(
+				    "{\"name\":\"readers\",\"threads\":%u,"
+				    "\"writer\":\"%s\",\"lookups_per_s\":%.0f,"
+				    "\"peer\":\"%s\",\"peer_lookups_per_s\":"
+				    "%.0f,\"ratio\":%.3f}\n",
+				    threads, busy ? "busy" : "idle", x,
+				    peers[p]->name, y, y > 0 ? x / y : 0.0);
+				fflush(stdout);
+			}
+		}
+	}
+	sc_cache_destroy(sc.cache);
+	g_hash_table_destroy(gh.table);
+	return 0;
+}
