@@ -163,8 +163,8 @@ int sc_store_snapshots(sc_store *store, sc_snapshot_info *out, size_t max,
 /* ---- writing
  * ------------------------------------------------------------------ */
 
-static int write_snapshot(sc_store *store, const sc_snapshot_encoded *enc,
-			  sc_error *err)
+static int write_snapshot_txn(sc_store *store, const sc_snapshot_encoded *enc,
+			      sc_error *err)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(store->env, NULL, 0, &txn);
@@ -207,6 +207,15 @@ fail:
 	if (rc == MDB_MAP_FULL)
 		return rc;
 	return sc_store_lmdb_error(err, rc, "storing the snapshot");
+}
+
+static int write_snapshot(sc_store *store, const sc_snapshot_encoded *enc,
+			  sc_error *err)
+{
+	sc_store_tsan_write_begin(store);
+	int rc = write_snapshot_txn(store, enc, err);
+	sc_store_tsan_write_end(store);
+	return rc;
 }
 
 static int snapshot_exists(sc_store *store, uint64_t position, bool *exists,

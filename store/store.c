@@ -537,8 +537,10 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 		       uint64_t first, sc_error *err)
 {
 	MDB_txn *txn;
+	sc_store_tsan_write_begin(store);
 	int rc = mdb_txn_begin(store->env, NULL, 0, &txn);
 	if (rc) {
+		sc_store_tsan_write_end(store);
 		rollback(store, NULL);
 		return sc_store_lmdb_error(err, rc,
 					   "beginning the append transaction");
@@ -598,15 +600,22 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	txn = NULL;
 	if (rc)
 		goto lmdb_fail;
+	sc_store_tsan_write_end(store);
 	return 0;
 
 lmdb_fail:
-	rollback(store, txn);
+	if (txn)
+		mdb_txn_abort(txn);
+	sc_store_tsan_write_end(store);
+	rollback(store, NULL);
 	if (rc == MDB_MAP_FULL)
 		return rc;
 	return sc_store_lmdb_error(err, rc, "appending events");
 fail:
-	rollback(store, txn);
+	if (txn)
+		mdb_txn_abort(txn);
+	sc_store_tsan_write_end(store);
+	rollback(store, NULL);
 	return rc;
 }
 
