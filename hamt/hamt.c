@@ -81,6 +81,10 @@ struct sc_hamt {
 	bool edit_open;
 	size_t page;
 	_Atomic size_t allocated;
+	/* One edit and one garbage list kept for reuse, so a steady stream of
+	 * small edits makes no allocation for its bookkeeping. Writer only. */
+	sc_hamt_edit *spare_edit;
+	sc_hamt_garbage *spare_garbage;
 };
 
 /* What the edit displaced: published nodes and entries of the base
@@ -394,8 +398,14 @@ int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out)
 	return SC_OK;
 }
 
+static void garbage_release_arrays(sc_hamt_garbage *g);
+
 void sc_hamt_destroy(sc_hamt *map)
 {
+	if (!map)
+		return;
+	sc_free(map->spare_edit);
+	garbage_release_arrays(map->spare_garbage);
 	sc_free(map);
 }
 
@@ -414,9 +424,13 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
 	*out = NULL;
 	if (map->edit_open)
 		return SC_ESTATE;
-	sc_hamt_edit *e = sc_calloc(1, sizeof *e);
-	if (!e)
+	sc_hamt_edit *e = map->spare_edit;
+	if (e) {
+		map->spare_edit = NULL;
+		memset(e, 0, sizeof *e);
+	} else if (!(e = sc_calloc(1, sizeof *e))) {
 		return ENOMEM;
+	}
 	e->map = map;
 	e->base = base;
 	e->root = (node *)(uintptr_t)base.node;
@@ -439,8 +453,10 @@ static int edit_reserve(sc_hamt_edit *e, size_t nodes, size_t pairs)
 {
 	sc_hamt_garbage *g = e->g;
 	if (!g) {
-		g = sc_calloc(1, sizeof *g);
-		if (!g)
+		g = e->map->spare_garbage;
+		if (g)
+			e->map->spare_garbage = NULL;
+		else if (!(g = sc_calloc(1, sizeof *g)))
 			return ENOMEM;
 		e->g = g;
 	}
@@ -827,6 +843,30 @@ static void garbage_release_arrays(sc_hamt_garbage *g)
 	sc_free(g);
 }
 
+/* Keep an emptied garbage list for the next edit unless one is kept
+ * already or it grew large (a big edit should not pin its arrays). */
+static void garbage_recycle(sc_hamt *m, sc_hamt_garbage *g)
+{
+	if (!g)
+		return;
+	if (m->spare_garbage || g->capnodes > 1024 || g->cappairs > 256) {
+		garbage_release_arrays(g);
+		return;
+	}
+	g->nnodes = g->npairs = 0;
+	g->bytes = 0;
+	m->spare_garbage = g;
+}
+
+static void edit_recycle(sc_hamt *m, sc_hamt_edit *e)
+{
+	m->edit_open = false;
+	if (m->spare_edit)
+		sc_free(e);
+	else
+		m->spare_edit = e;
+}
+
 int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 			sc_hamt_garbage **garbage)
 {
@@ -841,12 +881,11 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 	out->count = e->count;
 	sc_hamt_garbage *g = e->g;
 	if (g && g->nnodes == 0 && g->npairs == 0) {
-		garbage_release_arrays(g);
+		garbage_recycle(m, g);
 		g = NULL;
 	}
 	*garbage = g;
-	m->edit_open = false;
-	sc_free(e);
+	edit_recycle(m, e);
 	return SC_OK;
 }
 
@@ -880,9 +919,8 @@ void sc_hamt_edit_abort(sc_hamt_edit *e)
 		return;
 	abort_free(e, e->root);
 	/* The garbage lists name what the base still holds: forget them. */
-	garbage_release_arrays(e->g);
-	e->map->edit_open = false;
-	sc_free(e);
+	garbage_recycle(e->map, e->g);
+	edit_recycle(e->map, e);
 }
 
 void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
@@ -903,7 +941,7 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 		node_free(map, g->nodes[i]);
 	for (size_t i = 0; i < g->npairs; i++)
 		release_pair(map, g->pairs[i]);
-	garbage_release_arrays(g);
+	garbage_recycle(map, g);
 }
 
 static void free_tree(sc_hamt *m, node *n)
