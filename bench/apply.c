@@ -11,6 +11,7 @@
  *
  * Output: one JSON object per batch size. Each figure is the best of
  * SC_BENCH_REPEAT runs (default 3) to damp noise from other processes.
+ * SC_BENCH_BATCH=n runs only batch size n.
  */
 #include <glib.h>
 #include <stdbool.h>
@@ -159,7 +160,10 @@ int main(void)
 
 	const size_t batches[] = {1, 100, 10000};
 	const size_t events[] = {200000, 1000000, 1000000};
+	const char *only = getenv("SC_BENCH_BATCH"); /* one batch size */
 	for (int b = 0; b < 3; b++) {
+		if (only && (size_t)atol(only) != batches[b])
+			continue;
 		double x = 0, y = 0;
 		for (int k = 0; k < repeat; k++) {
 			uint64_t seed = 1000u * (unsigned)b + (unsigned)k + 1;

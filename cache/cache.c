@@ -333,6 +333,8 @@ bool sc_cache_pending(const sc_cache *cache)
 
 const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id)
 {
+	if (!id.ptr)
+		return NULL;
 	if (cache->edit)
 		return sc_hamt_edit_get(cache->edit, id.ptr, id.len);
 	return sc_hamt_get(cache->map, writer_current(cache)->root, id.ptr,
@@ -350,6 +352,8 @@ static const struct sc_version *as_version(const sc_view *view)
 const sc_entity *sc_view_get(const sc_view *view, sc_str id)
 {
 	const struct sc_version *v = as_version(view);
+	if (!id.ptr)
+		return NULL;
 	return sc_hamt_get(v->cache->map, v->root, id.ptr, id.len);
 }
 

@@ -218,6 +218,8 @@ static const struct sc_version *reader_pin(struct sc_reader *r)
 const sc_entity *sc_reader_get(sc_reader *reader, sc_str id)
 {
 	const struct sc_version *v = reader_pin(reader);
+	if (!id.ptr)
+		return NULL;
 	return sc_hamt_get(reader->cache->map, v->root, id.ptr, id.len);
 }
 

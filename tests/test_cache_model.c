@@ -223,10 +223,12 @@ static uint64_t collide_hash(const void *key, size_t len, uint64_t s)
 	return (h & 15) * 0x9E3779B97F4A7C15ull;
 }
 
-static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash)
+static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
+		      unsigned hamt_flags)
 {
 	rnd_state = seed ^ 0x5DEECE66Dull ^ nevents;
-	sc_cache_options opt = {.seed = 42, .hash = hash};
+	sc_cache_options opt = {
+	    .seed = 42, .hash = hash, .hamt_flags = hamt_flags};
 	sc_cache *cache;
 	sc_error err;
 	assert_int_equal(sc_cache_create(&opt, &cache, &err), 0);
@@ -369,13 +371,20 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash)
 static void test_model_random(void **state)
 {
 	(void)state;
-	run_model(short_run() ? 100000 : 400000, 2000, NULL);
+	run_model(short_run() ? 100000 : 400000, 2000, NULL, 0);
 }
 
 static void test_model_collisions(void **state)
 {
 	(void)state;
-	run_model(short_run() ? 20000 : 100000, 300, collide_hash);
+	run_model(short_run() ? 20000 : 100000, 300, collide_hash, 0);
+}
+
+/* Published nodes read-only: a write to an immutable version traps. */
+static void test_model_protected(void **state)
+{
+	(void)state;
+	run_model(short_run() ? 3000 : 20000, 200, NULL, SC_HAMT_PROTECT);
 }
 
 static void test_model_load_entity(void **state)
@@ -506,6 +515,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_model_random),
 	    cmocka_unit_test(test_model_collisions),
+	    cmocka_unit_test(test_model_protected),
 	    cmocka_unit_test(test_model_load_entity),
 	    cmocka_unit_test(test_enomem_poisons_and_discard_restores),
 	};
