@@ -6,18 +6,27 @@
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
  *   entity_index  key: entity id ++ position (8 bytes big-endian); value: empty
- *   snapshots     key: position ++ part (see snapshot/FORMAT.md)
- *   meta          key: ASCII name; value: format version, creation info,
- *                 projector offsets
+ *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
+ *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
+ *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
+ *                 "created_at" (8 bytes BE, unix ns), "created_by" (text)
+ *
+ * store/README.md is the operator's guide (inspection, map size, backups).
  *
  * The event log is the source of truth. The cache (sc_store_cache) is its
  * projection: sc_store_append writes a batch in one LMDB write transaction,
  * calls every projector inside it, commits, then promotes the cache. Open
  * restores the newest snapshot that verifies and replays the log after it.
  *
- * Thread safety: sc_store_append, sc_store_snapshot and sc_store_close are
- * serialized by the store (one writer at a time); read functions may be
- * called from any thread; cache readers follow cache.h.
+ * Thread safety: sc_store_append and sc_store_snapshot may be called from
+ * any thread; the store serializes them (one append at a time; a snapshot
+ * encodes without blocking appends and takes the writer lock only to store
+ * its records). Read functions (sc_store_events, _entity_events,
+ * _entity_at, _snapshots, _stats_get, _last_position) may be called from
+ * any thread at any time; their callbacks must not call sc_store_append
+ * or sc_store_snapshot (a map growth would wait for the read to end).
+ * sc_store_close must not race with any other call. Cache readers follow
+ * cache.h.
  */
 #ifndef STATECACHE_STORE_H
 #define STATECACHE_STORE_H
@@ -52,13 +61,20 @@ typedef void (*sc_warn_fn)(void *ctx, const char *message);
 
 typedef struct sc_store_options {
 	sc_durability durability;
-	bool create;		 /* create the directory/store if missing */
-	size_t map_size;	 /* initial map size; 0: 64 MiB */
-	size_t map_size_max;	 /* growth limit; 0: 64 GiB */
-	uint64_t snapshot_every; /* snapshot after this many events; 0: never */
-	unsigned snapshot_keep;	 /* snapshots kept; 0: 2 */
-	int zstd_level;		 /* 0: 3 */
-	sc_warn_fn warn;	 /* NULL: warnings go to stderr */
+	bool create;	 /* create the directory/store if missing */
+	size_t map_size; /* initial map size; 0: 64 MiB */
+	/* Growth limit; 0: 64 GiB. A write that fills the map doubles it up
+	 * to this limit and retries; at the limit it fails with SC_EMAPFULL
+	 * and nothing changes. */
+	size_t map_size_max;
+	/* Take a snapshot once this many events were appended since the last
+	 * one; 0: never. The snapshot runs synchronously at the end of the
+	 * append that crosses the threshold (after its commit); if it fails
+	 * the append still succeeds and opt.warn gets the reason. */
+	uint64_t snapshot_every;
+	unsigned snapshot_keep; /* snapshots kept; 0: 2 */
+	int zstd_level;		/* 0: 3 */
+	sc_warn_fn warn;	/* NULL: warnings go to stderr */
 	void *warn_ctx;
 	sc_cache_options cache;
 } sc_store_options;
@@ -66,17 +82,22 @@ typedef struct sc_store_options {
 /*
  * sc_store_open - open (or with opt->create, create) the store in `dir`.
  *
- * Clears stale LMDB readers, restores the newest snapshot that verifies
- * (others are skipped with a warning), replays the events after it.
- * `opt` may be NULL. Errors: SC_NOTFOUND (no store and create is false),
- * SC_EVERSION, SC_ECORRUPT (an event record does not decode), SC_ELMDB,
- * errno values.
+ * Clears stale LMDB readers, checks the format version, restores the
+ * newest snapshot that verifies (others, and snapshots beyond the end of
+ * the log, are skipped with a warning through opt->warn naming the
+ * position and the reason), then replays the events after it. `opt` may be
+ * NULL (defaults: durability full, no create). On success *out is owned by
+ * the caller (sc_store_close). One process may open a directory once.
+ * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
+ * format), SC_ECORRUPT (an event record does not decode, or the log has a
+ * gap), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno values.
  */
 int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		  sc_error *err);
 
-/* sc_store_close - close the store and free its cache. Readers must be
- * closed first. NULL is a no-op. */
+/* sc_store_close - close the store and free its cache. Cache readers must
+ * be closed first and no other call may be running. Nothing needs to be
+ * flushed: every append was committed when it returned. NULL is a no-op. */
 void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
@@ -86,11 +107,16 @@ sc_cache *sc_store_cache(sc_store *store);
 /* ---- projectors ---------------------------------------------------------- */
 
 /*
- * A projector is called for every appended event inside the append's LMDB
- * write transaction (and for every replayed event at open, with txn NULL).
- * Returning non-zero aborts the whole append. The cache is the first
- * projector; others may keep their own LMDB databases in the same
- * environment (sc_store_env) and write them through `txn`.
+ * A projector is called for every event appended after it was registered,
+ * inside the append's LMDB write transaction, after the cache (the first
+ * projector) applied it. Returning non-zero aborts the whole append (the
+ * caller gets SC_EPROJECTOR naming the projector, the event index and the
+ * message the projector put in its sc_error); then `rollback` is called.
+ * After a successful commit `commit` is called. Projectors may keep their
+ * own LMDB databases in the same environment (sc_store_env) and write them
+ * through `txn`; such writes commit or roll back with the events. A
+ * projector that needs the history catches up with sc_store_events.
+ * All three callbacks run on the appending thread, under the writer lock.
  */
 typedef struct sc_projector {
 	const char *name;
@@ -101,12 +127,15 @@ typedef struct sc_projector {
 	void *ctx;
 } sc_projector;
 
-/* Register a projector (copied). Writer thread, between appends.
+/* Register a projector (the struct and its name are copied; ctx is
+ * borrowed until close). Safe between appends from any thread.
  * Errors: SC_EINVAL (no apply or name), ENOMEM. */
 int sc_store_add_projector(sc_store *store, const sc_projector *p,
 			   sc_error *err);
 
-/* The LMDB environment, for projectors that keep their own databases. */
+/* The LMDB environment, for projectors that keep their own databases (up
+ * to 32 named databases in all, four of them the store's). Do not close it
+ * or write to the store's databases. */
 MDB_env *sc_store_env(sc_store *store);
 
 /* ---- writing ------------------------------------------------------------- */
@@ -114,12 +143,25 @@ MDB_env *sc_store_env(sc_store *store);
 /*
  * sc_store_append - append `n` events as one transaction.
  *
- * Positions are assigned densely from last+1 (the caller's `position`
- * fields are ignored); events without time get the current time. On
- * success *first (may be NULL) is the first position. On any failure
- * nothing is written and the cache is unchanged. Errors: SC_EINVAL (a bad
- * event; the message names its index), SC_EMAPFULL (map_size_max reached),
- * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO.
+ * Every event is validated first. Positions are assigned densely from
+ * last+1 (the caller's `position` fields are ignored); events with time 0
+ * get the current CLOCK_REALTIME time, and that stamped time is what is
+ * stored (a replay applies the same events). The batch is written in one
+ * LMDB write transaction (synced before returning in durability full),
+ * the cache and every projector apply it inside that transaction, and the
+ * cache is promoted after the commit: readers see the whole batch or none
+ * of it. The caller's events are borrowed for the call only. n == 0 is a
+ * no-op that sets *first to the next position.
+ *
+ * On success *first (may be NULL) is the first position. On any failure
+ * nothing is written, the cache is unchanged and the projectors were
+ * rolled back. Errors: SC_EINVAL (a bad event; the message names its
+ * index and field), SC_EMAPFULL (map_size_max reached; the message names
+ * the limit), SC_ETOOBIG (a batch too large for one transaction),
+ * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. One case differs: if the cache
+ * cannot be promoted after the commit (out of memory, three attempts),
+ * the events ARE committed, the error says so and names their positions,
+ * and further appends fail with SC_ESTATE until the store is reopened.
  */
 int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err);
@@ -136,40 +178,53 @@ typedef struct sc_snapshot_info {
 /*
  * sc_store_snapshot - encode the newest promoted version and store it.
  *
- * Encoding runs outside the LMDB write lock; appends from other threads go
- * on meanwhile. Older snapshots beyond snapshot_keep are deleted. *info may
- * be NULL.
+ * Pins the newest promoted version through a cache reader and encodes it
+ * without holding the store's writer lock or an LMDB write transaction;
+ * appends from other threads go on meanwhile. The records are then stored
+ * in one short write transaction, which also deletes snapshots beyond
+ * snapshot_keep. If a snapshot of that position already exists (or the
+ * log is empty) nothing is written and 0 is returned. One snapshot runs at
+ * a time. *info may be NULL. Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL,
+ * SC_ELMDB, ENOMEM; on failure the stored snapshots are as before.
  */
 int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err);
 
 /* ---- reading ------------------------------------------------------------- */
 
-/* Last appended position (0: empty log). */
+/* Last appended position (0: empty log). Any thread. */
 uint64_t sc_store_last_position(sc_store *store);
 
 /* Return 0 to go on, non-zero to stop with that value. The event and its
- * strings are valid during the call only. */
+ * strings are valid during the call only; it runs inside an LMDB read
+ * transaction (keep it short, and do not append from it). */
 typedef int (*sc_event_fn)(void *ctx, const sc_event *ev);
 
-/* Events with position >= from, in order, at most `limit` (0: all). */
+/* Events with position >= from (0 means 1), in order, at most `limit`
+ * (0: all), each decoded and checked. Returns 0, the callback's non-zero
+ * value, or SC_ECORRUPT (a record fails to decode), SC_ELMDB, ENOMEM. */
 int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 		    sc_event_fn fn, void *ctx, sc_error *err);
 
-/* Events of one entity with position >= from, in order. */
+/* Events of one entity with position >= from, in order, at most `limit`
+ * (0: all), found through entity_index. Errors: SC_EINVAL (bad id), and
+ * those of sc_store_events. */
 int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 			   uint64_t limit, sc_event_fn fn, void *ctx,
 			   sc_error *err);
 
 /*
  * sc_store_entity_at - the state of `id` as of `position` (inclusive),
- * folded from that entity's events only. *out is a new entity the caller
- * frees with sc_entity_free(). SC_NOTFOUND if it did not exist then.
+ * folded with sc_entity_apply from that entity's events only (no replay
+ * of the log). *out is a new entity the caller frees with
+ * sc_entity_free(). SC_NOTFOUND if it did not exist then (never created,
+ * or deleted). Other errors as sc_store_entity_events.
  */
 int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 		       sc_entity **out, sc_error *err);
 
-/* Snapshots held, newest first. Returns how many were written to `out`
- * (at most `max`), or a negative error. */
+/* Snapshots held, newest first (those whose header fails to verify are
+ * left out; seconds is 0). Returns how many were written to `out` (at most
+ * `max`), or a negative error code. */
 int sc_store_snapshots(sc_store *store, sc_snapshot_info *out, size_t max,
 		       sc_error *err);
 
@@ -180,6 +235,7 @@ typedef struct sc_store_stats {
 	sc_cache_stats cache;
 } sc_store_stats;
 
+/* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
 int sc_store_stats_get(sc_store *store, sc_store_stats *out, sc_error *err);
 
 #ifdef __cplusplus
