@@ -81,6 +81,16 @@ int sc_store_read_begin(sc_store *store, MDB_txn **txn, sc_error *err)
 {
 	pthread_rwlock_rdlock(&store->map_lock);
 	int rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map: adopt its size (no
+		 * transaction may be active in this process meanwhile). */
+		pthread_rwlock_unlock(&store->map_lock);
+		pthread_rwlock_wrlock(&store->map_lock);
+		mdb_env_set_mapsize(store->env, 0);
+		pthread_rwlock_unlock(&store->map_lock);
+		pthread_rwlock_rdlock(&store->map_lock);
+		rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, txn);
+	}
 	if (rc) {
 		pthread_rwlock_unlock(&store->map_lock);
 		return sc_store_lmdb_error(err, rc,
@@ -539,6 +549,15 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	MDB_txn *txn;
 	sc_store_tsan_write_begin(store);
 	int rc = mdb_txn_begin(store->env, NULL, 0, &txn);
+#ifndef SC_STORE_TSAN
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map: adopt its size. */
+		pthread_rwlock_wrlock(&store->map_lock);
+		mdb_env_set_mapsize(store->env, 0);
+		pthread_rwlock_unlock(&store->map_lock);
+		rc = mdb_txn_begin(store->env, NULL, 0, &txn);
+	}
+#endif
 	if (rc) {
 		sc_store_tsan_write_end(store);
 		rollback(store, NULL);
