@@ -336,13 +336,14 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	mdb_env_set_maxdbs(s->env, 32);
 	mdb_env_set_mapsize(s->env, o.map_size);
 	/* MDB_NOTLS: read transactions are not tied to threads.
-	 * MDB_WRITEMAP: commits write through the map instead of one
-	 * pwrite per dirty page (about twice the append rate); durability
-	 * is unchanged (full mode msyncs at commit) and nothing outside this
-	 * file writes into the map. */
-	unsigned flags = MDB_NOTLS | MDB_WRITEMAP;
+	 * nosync adds MDB_WRITEMAP: commits write through the map instead of
+	 * one pwrite per dirty page (about twice the append rate); a process
+	 * crash loses nothing since the pages are in the page cache. Not in
+	 * full mode: there LMDB would msync the whole map at every commit,
+	 * several times slower than writing and syncing the dirty pages. */
+	unsigned flags = MDB_NOTLS;
 	if (o.durability == SC_DURABILITY_NOSYNC)
-		flags |= MDB_NOSYNC;
+		flags |= MDB_NOSYNC | MDB_WRITEMAP;
 	rc = mdb_env_open(s->env, dir, flags, 0644);
 	if (rc) {
 		char what[512];
