@@ -142,7 +142,10 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
  * On success the map owns (key, value). If an entry with equal bytes existed,
  * the old pair is dropped (released later with the garbage, or at once if
  * this edit inserted it). Setting the very same (key, value) pair again is a
- * no-op. Errors: SC_EINVAL (key length 0 or > SC_HAMT_KEY_MAX; nothing
+ * no-op. A key object belongs to one pair: a new value for the same key
+ * comes with its own key object, since the old pair's key goes to the
+ * release hook with the old value. Writer thread; O(depth), allocates the
+ * changed path. Errors: SC_EINVAL (key length 0 or > SC_HAMT_KEY_MAX; nothing
  * changed, the caller keeps the pair), ENOMEM (the edit is poisoned: every
  * later call but abort returns SC_EPOISONED; the caller keeps the pair).
  */
