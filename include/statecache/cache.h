@@ -203,6 +203,14 @@ void sc_reader_end(sc_reader *reader);
 
 /* ---- views --------------------------------------------------------------- */
 
+/*
+ * A view is one promoted version, whole, pinned by the reader that returned
+ * it. Every function below is lock-free and allocation-free, may be called
+ * by the thread owning the reader (or any thread the owner hands the view
+ * to while it keeps the pin), and returns states that live as long as the
+ * pin. sc_view_get: the state of `id`, or NULL (also for an empty,
+ * over-long or NULL id). sc_view_len: the number of entities, O(1).
+ */
 const sc_entity *sc_view_get(const sc_view *view, sc_str id);
 size_t sc_view_len(const sc_view *view);
 /* The version number: 0 for the empty initial version, +1 per promote. */
@@ -214,10 +222,15 @@ typedef struct sc_view_iter {
 	sc_hamt_iter it;
 } sc_view_iter;
 
+/* Start iterating over every entity of `view` (no allocation; the iterator
+ * may live on the stack and is valid while the view is pinned). */
 void sc_view_iter_init(const sc_view *view, sc_view_iter *it);
-/* The next entity in the view, or NULL at the end. Stable order. */
+/* The next entity in the view, or NULL at the end. The order is stable for
+ * a given version (hash order), not sorted. */
 const sc_entity *sc_view_iter_next(sc_view_iter *it);
 
+/* Diff callback: ADDED (old NULL), REMOVED (new_ NULL) or CHANGED (both
+ * set, different states). Return 0 to go on, non-zero to stop. */
 typedef int (*sc_diff_fn)(void *ctx, sc_diff_kind kind, const sc_entity *old,
 			  const sc_entity *new_);
 
@@ -232,12 +245,14 @@ int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx);
 /*
  * sc_cache_pending_diff - differences from the newest promoted version to
  * the pending one (the change feed of the next promote). Writer thread.
+ * Returns 0 at once when nothing is pending, else as sc_view_diff. A state
+ * set again to equal content still counts as CHANGED (a new state object).
  */
 int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx);
 
 /* ---- stats --------------------------------------------------------------- */
 
-/* Entities in the newest promoted version. Any thread. */
+/* Entities in the newest promoted version. Any thread, O(1). */
 size_t sc_cache_len(const sc_cache *cache);
 
 typedef struct sc_cache_stats {
@@ -248,11 +263,21 @@ typedef struct sc_cache_stats {
 	size_t versions_awaiting; /* superseded, waiting for reclamation */
 	size_t bytes_awaiting;	  /* node and entity bytes they hold alone */
 	size_t nodes_awaiting;
-	uint64_t oldest_pinned; /* oldest version a reader pins; 0: none */
+	uint64_t oldest_pinned; /* oldest version a reader pins; 0: none
+				   (or version 0 itself) */
 	size_t readers;		/* open readers */
-	size_t memory_bytes;	/* HAMT nodes + entity states, all versions */
+	size_t memory_bytes;	/* HAMT nodes + entity states, all versions
+				   and the pending one */
 } sc_cache_stats;
 
+/*
+ * sc_cache_stats_get - counters kept by the writer, read without a walk.
+ *
+ * Any thread; each field is read atomically but the set is not one
+ * snapshot while the writer runs. With no reader pinned and nothing pending,
+ * after sc_cache_reclaim, versions_awaiting and bytes_awaiting are 0 and
+ * memory_bytes is exactly the newest version's nodes plus its states.
+ */
 void sc_cache_stats_get(const sc_cache *cache, sc_cache_stats *out);
 
 #ifdef __cplusplus
