@@ -534,6 +534,42 @@ static void test_base64_and_doubles(void **state)
 	}
 }
 
+static void test_entity_encode(void **state)
+{
+	(void)state;
+	sc_cli_event d;
+	sc_error err;
+	sc_cli_event_init(&d);
+	assert_int_equal(
+	    decode(&d,
+		   "{\"entity\":\"user-1\",\"type\":\"set\",\"attrs\":{"
+		   "\"name\":\"Ann\",\"age\":31,\"b\":{\"$bytes\":\"AP8=\"},"
+		   "\"d\":2.0},\"actor\":\"svc-a\",\"time\":"
+		   "\"2026-11-23T10:00:00.000000123Z\"}",
+		   &err),
+	    0);
+	d.ev.position = 42;
+	sc_entity *e = NULL;
+	assert_int_equal(sc_entity_apply(NULL, &d.ev, &e, &err), 0);
+	assert_non_null(e);
+	sc_cli_buf b;
+	sc_cli_buf_init(&b);
+	assert_int_equal(sc_cli_entity_encode(&b, e), 0);
+	assert_string_equal(b.ptr,
+			    "{\"id\":\"user-1\",\"attrs\":{\"age\":31,\"b\":{"
+			    "\"$bytes\":\"AP8=\"},\"d\":2.0,\"name\":\"Ann\"},"
+			    "\"updated_at\":\"2026-11-23T10:00:00.000000123Z\","
+			    "\"updated_by\":\"svc-a\",\"position\":42}");
+	/* the output is valid JSON */
+	json_error_t jerr;
+	json_t *j = json_loadb(b.ptr, b.len, JSON_REJECT_DUPLICATES, &jerr);
+	assert_non_null(j);
+	json_decref(j);
+	sc_cli_buf_free(&b);
+	sc_entity_free(e);
+	sc_cli_event_clear(&d);
+}
+
 /* ===== property: encode(decode(x)) round trip ============================= */
 
 typedef struct rng {
@@ -742,6 +778,7 @@ int main(void)
 	    cmocka_unit_test(test_decode_limits),
 	    cmocka_unit_test(test_encode),
 	    cmocka_unit_test(test_base64_and_doubles),
+	    cmocka_unit_test(test_entity_encode),
 	    cmocka_unit_test(test_round_trip_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
