@@ -277,6 +277,11 @@ static int decode_fields(sc_cli_event *e, json_t *root, size_t line_len,
 	const char *t = json_string_value(jtype);
 	if (!t)
 		return sc_error_set(err, SC_EINVAL, "type must be a string");
+	/* "set\u0000x" must not pass as "set" */
+	if (json_string_length(jtype) != strlen(t))
+		return sc_error_set(err, SC_EINVAL,
+				    "unknown event type (it contains \\u0000; "
+				    "expected set, unset, replace or delete)");
 	if (!strcmp(t, "set"))
 		ev->type = SC_EVENT_SET;
 	else if (!strcmp(t, "unset"))

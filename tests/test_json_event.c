@@ -309,6 +309,8 @@ static void test_decode_errors(void **state)
 	expect_error("{\"entity\":\"a\",\"type\":\"upsert\"}",
 		     "unknown event type \"upsert\"");
 	expect_error("{\"entity\":\"a\",\"type\":3}", "type must be a string");
+	expect_error("{\"entity\":\"a\",\"type\":\"delete\\u0000x\"}",
+		     "unknown event type");
 	expect_error("{\"entity\":\"a\",\"type\":\"delete\",\"attrs\":{}}",
 		     "a delete takes no attrs");
 	expect_error("{\"entity\":\"a\",\"type\":\"set\"}",
