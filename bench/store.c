@@ -60,8 +60,7 @@ static void rm_rf(const char *path)
 		die("rm", path);
 }
 
-/* ---- events
- * ------------------------------------------------------------------ */
+/* ---- events -------------------------------------------------------------- */
 
 /* A generated event with its own storage: a `set` of 5 attributes. */
 typedef struct gen_event {
@@ -99,8 +98,7 @@ static void gen(uint64_t i, uint64_t nent, gen_event *g)
 	g->ev.actor = (sc_str){"bench", 5};
 }
 
-/* ---- SQLite peer
- * ------------------------------------------------------------- */
+/* ---- SQLite peer --------------------------------------------------------- */
 
 static void sql_exec(sqlite3 *db, const char *sql)
 {
@@ -159,8 +157,7 @@ static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
 	return t;
 }
 
-/* ---- store helpers
- * ------------------------------------------------------------ */
+/* ---- store helpers ------------------------------------------------------- */
 
 static sc_store *store_open(const char *dir, bool full)
 {
@@ -198,8 +195,7 @@ static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
 	return t;
 }
 
-/* ---- append
- * ------------------------------------------------------------------ */
+/* ---- append -------------------------------------------------------------- */
 
 static void bench_append(const char *root)
 {
@@ -242,8 +238,15 @@ static void bench_append(const char *root)
 	}
 }
 
-/* ---- open
- * ---------------------------------------------------------------------- */
+/* ---- open ---------------------------------------------------------------- */
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
 
 static size_t vm_hwm_bytes(void)
 {
@@ -273,8 +276,8 @@ static int child_open(const char *dir)
 	double t = now_s() - t0;
 	sc_cache_stats cs;
 	sc_cache_stats_get(sc_store_cache(s), &cs);
-	printf("%f %zu %zu %zu\n", t, vm_hwm_bytes(), cs.memory_bytes,
-	       cs.entities);
+	printf("%f %f %zu %zu %zu\n", t, cpu_seconds(), vm_hwm_bytes(),
+	       cs.memory_bytes, cs.entities);
 	sc_store_close(s);
 	return 0;
 }
@@ -315,15 +318,15 @@ static int child_sqlite(const char *path)
 	}
 	sc_cache_promote(cache);
 	double t = now_s() - t0;
-	printf("%f %zu %zu %zu\n", t, vm_hwm_bytes(), (size_t)0,
-	       sc_cache_len(cache));
+	printf("%f %f %zu %zu %zu\n", t, cpu_seconds(), vm_hwm_bytes(),
+	       (size_t)0, sc_cache_len(cache));
 	sc_cache_destroy(cache);
 	sqlite3_close(db);
 	return 0;
 }
 
 static void run_child(const char *mode, const char *arg, double *sec,
-		      size_t *rss, size_t *bytes, size_t *ents)
+		      double *cpu, size_t *rss, size_t *bytes, size_t *ents)
 {
 	int fds[2];
 	if (pipe(fds))
@@ -337,7 +340,7 @@ static void run_child(const char *mode, const char *arg, double *sec,
 	}
 	close(fds[1]);
 	FILE *f = fdopen(fds[0], "r");
-	if (fscanf(f, "%lf %zu %zu %zu", sec, rss, bytes, ents) != 4)
+	if (fscanf(f, "%lf %lf %zu %zu %zu", sec, cpu, rss, bytes, ents) != 5)
 		die(mode, "child printed no result");
 	fclose(f);
 	int status;
@@ -454,17 +457,17 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 	store_append(s, pos, TAIL_EVENTS, 10000, nent);
 	sc_store_close(s);
 
-	double sec, psec;
+	double sec, psec, cpu, pcpu;
 	size_t rss, bytes, ents, prss, pbytes, pents;
-	run_child("--open", dir, &sec, &rss, &bytes, &ents);
-	run_child("--sqlite", db_path, &psec, &prss, &pbytes, &pents);
+	run_child("--open", dir, &sec, &cpu, &rss, &bytes, &ents);
+	run_child("--sqlite", db_path, &psec, &pcpu, &prss, &pbytes, &pents);
 	printf("{\"name\":\"open\",\"entities\":%zu,\"tail_events\":%d,"
-	       "\"seconds\":%.3f,\"peak_rss_bytes\":%zu,\"state_bytes\":%zu,"
-	       "\"rss_over_state\":%.2f,\"peer\":\"sqlite_rebuild\","
-	       "\"peer_seconds\":%.3f,\"peer_peak_rss_bytes\":%zu,\"ratio\":"
-	       "%.3f}\n",
-	       ents, TAIL_EVENTS, sec, rss, bytes,
-	       bytes ? (double)rss / (double)bytes : 0.0, psec, prss,
+	       "\"seconds\":%.3f,\"cpu_seconds\":%.3f,\"peak_rss_bytes\":%zu,"
+	       "\"state_bytes\":%zu,\"rss_over_state\":%.2f,\"peer\":"
+	       "\"sqlite_rebuild\",\"peer_seconds\":%.3f,\"peer_cpu_seconds\":"
+	       "%.3f,\"peer_peak_rss_bytes\":%zu,\"ratio\":%.3f}\n",
+	       ents, TAIL_EVENTS, sec, cpu, rss, bytes,
+	       bytes ? (double)rss / (double)bytes : 0.0, psec, pcpu, prss,
 	       sec / psec);
 	fflush(stdout);
 	rm_rf(dir);

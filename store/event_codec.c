@@ -13,8 +13,7 @@ typedef Statecache__V1__Event pb_event;
 typedef Statecache__V1__Attr pb_attr;
 typedef Statecache__V1__Value pb_value;
 
-/* ---- validation ------------------------------------------------------------
- */
+/* ---- validation ---------------------------------------------------------- */
 
 static int validate_field(sc_str s, const char *what, sc_error *err)
 {
@@ -147,8 +146,7 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 	return 0;
 }
 
-/* ---- encoding --------------------------------------------------------------
- */
+/* ---- encoding ------------------------------------------------------------ */
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
@@ -312,7 +310,7 @@ out:
 	return rc;
 }
 
-/* ---- decoding --------------------------------------------------------------
+/* ---- decoding ---------------------------------------------------------------
  *
  * A direct wire-format reader instead of protobuf-c's unpack: replay
  * decodes every event of the log, and unpack's one allocation per message,

@@ -37,8 +37,7 @@ static double mono_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ---- listing
- * ------------------------------------------------------------------ */
+/* ---- listing ------------------------------------------------------------- */
 
 /* The distinct positions held in the snapshots database, newest first
  * (a snapshot whose header record is missing still shows up, so restore
@@ -160,8 +159,7 @@ int sc_store_snapshots(sc_store *store, sc_snapshot_info *out, size_t max,
 	return (int)got;
 }
 
-/* ---- writing
- * ------------------------------------------------------------------ */
+/* ---- writing ------------------------------------------------------------- */
 
 static int write_snapshot_txn(sc_store *store, const sc_snapshot_encoded *enc,
 			      sc_error *err)
@@ -303,8 +301,7 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 	return rc;
 }
 
-/* ---- restore
- * ------------------------------------------------------------------ */
+/* ---- restore ------------------------------------------------------------- */
 
 /* Load the snapshot at `position` into the pending version. On failure the
  * caller discards. */

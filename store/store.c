@@ -29,8 +29,7 @@
 #define DEFAULT_MAP_SIZE_MAX ((size_t)64 << 30)
 #define REPLAY_BATCH	     65536
 
-/* ---- helpers ---------------------------------------------------------------
- */
+/* ---- helpers ------------------------------------------------------------- */
 
 int sc_store_lmdb_error(sc_error *err, int rc, const char *what)
 {
@@ -134,8 +133,7 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* ---- open and close
- * ---------------------------------------------------------- */
+/* ---- open and close ------------------------------------------------------ */
 
 static int meta_init(sc_store *store, MDB_txn *txn, sc_error *err)
 {
@@ -410,8 +408,7 @@ uint64_t sc_store_last_position(sc_store *store)
 	return atomic_load(&store->last_position);
 }
 
-/* ---- replay
- * ------------------------------------------------------------------ */
+/* ---- replay -------------------------------------------------------------- */
 
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 {
@@ -494,16 +491,15 @@ fail:
 	return rc;
 }
 
-/* ---- projectors
- * -------------------------------------------------------------- */
+/* ---- projectors ---------------------------------------------------------- */
 
 int sc_store_add_projector(sc_store *store, const sc_projector *p,
 			   sc_error *err)
 {
-	if (!p || !p->apply || !p->name || !*p->name)
+	if (!p || !p->apply || !p->name || !*p->name || strlen(p->name) > 255)
 		return sc_error_set(err, SC_EINVAL,
-				    "a projector needs a name and an apply "
-				    "function");
+				    "a projector needs a name of 1..255 bytes "
+				    "and an apply function");
 	size_t len = strlen(p->name);
 	char *name = sc_malloc(len + 1);
 	if (!name)
@@ -527,8 +523,58 @@ int sc_store_add_projector(sc_store *store, const sc_projector *p,
 	return 0;
 }
 
-/* ---- append
- * ------------------------------------------------------------------ */
+/* ---- append -------------------------------------------------------------- */
+
+#define PROJECTOR_KEY_PREFIX "projector/"
+#define PROJECTOR_KEY_MAX    (sizeof PROJECTOR_KEY_PREFIX + 255)
+
+static size_t projector_key(uint8_t *k, const char *name)
+{
+	size_t n = strlen(name);
+	memcpy(k, PROJECTOR_KEY_PREFIX, sizeof PROJECTOR_KEY_PREFIX - 1);
+	memcpy(k + sizeof PROJECTOR_KEY_PREFIX - 1, name, n);
+	return sizeof PROJECTOR_KEY_PREFIX - 1 + n;
+}
+
+static int put_projector_offset(sc_store *store, MDB_txn *txn, const char *name,
+				uint64_t position)
+{
+	uint8_t kb[PROJECTOR_KEY_MAX], vb[8];
+	MDB_val k = {projector_key(kb, name), kb}, v = {8, vb};
+	sc_be64_put(vb, position);
+	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
+int sc_store_projector_position(sc_store *store, const char *name,
+				uint64_t *position, sc_error *err)
+{
+	if (!store || !name || !*name || strlen(name) > 255 || !position)
+		return sc_error_set(
+		    err, SC_EINVAL,
+		    "sc_store_projector_position needs a store, "
+		    "a name of 1..255 bytes and an out pointer");
+	*position = 0;
+	MDB_txn *txn;
+	int rc = sc_store_read_begin(store, &txn, err);
+	if (rc)
+		return rc;
+	uint8_t kb[PROJECTOR_KEY_MAX];
+	MDB_val k = {projector_key(kb, name), kb}, v;
+	rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == 0 && v.mv_size == 8)
+		*position = sc_be64_get(v.mv_data);
+	else if (rc == 0)
+		rc = sc_error_set(err, SC_ECORRUPT,
+				  "the offset of projector %s is %zu bytes, "
+				  "expected 8; the store is damaged",
+				  name, v.mv_size);
+	else if (rc == MDB_NOTFOUND)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(err, rc, "reading a projector offset");
+	sc_store_read_end(store, txn);
+	return rc;
+}
 
 static void rollback(sc_store *store, MDB_txn *txn)
 {
@@ -614,6 +660,13 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 				goto fail;
 			}
 		}
+	}
+	/* Each projector's offset commits with the events it applied. */
+	for (size_t j = 0; j < store->nprojectors; j++) {
+		rc = put_projector_offset(store, txn, store->projectors[j].name,
+					  first + n - 1);
+		if (rc)
+			goto lmdb_fail;
 	}
 	sc_killpoint("append_before_commit");
 	rc = mdb_txn_commit(txn);
@@ -776,8 +829,7 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 	return 0;
 }
 
-/* ---- reads
- * ------------------------------------------------------------------- */
+/* ---- reads --------------------------------------------------------------- */
 
 int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 		    sc_event_fn fn, void *ctx, sc_error *err)

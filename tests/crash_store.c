@@ -42,8 +42,7 @@ static void event_at(uint64_t position, st_event *out)
 	st_event_gen(seed, position - 1, NENT, (int64_t)position, out);
 }
 
-/* ---- the child
- * ------------------------------------------------------------------ */
+/* ---- the child ----------------------------------------------------------- */
 
 static int child_main(const char *dir, int durability, int ack_fd)
 {
@@ -86,8 +85,7 @@ static int child_main(const char *dir, int durability, int ack_fd)
 	return 0;
 }
 
-/* ---- the parent
- * ------------------------------------------------------------------- */
+/* ---- the parent ---------------------------------------------------------- */
 
 static const char *killpoints[] = {
     "append_before_commit", "append_after_commit", "snapshot_before_write",

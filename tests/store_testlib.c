@@ -10,8 +10,7 @@
 
 #include <xxhash.h>
 
-/* ---- randomness
- * ---------------------------------------------------------------- */
+/* ---- randomness ---------------------------------------------------------- */
 
 uint64_t st_rand(uint64_t *state)
 {
@@ -31,8 +30,7 @@ uint64_t st_seed(void)
 	return (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec;
 }
 
-/* ---- event streams
- * ------------------------------------------------------------- */
+/* ---- event streams ------------------------------------------------------- */
 
 void st_event_gen(uint64_t seed, uint64_t i, unsigned nentities, int64_t time,
 		  st_event *out)
@@ -155,8 +153,7 @@ bool st_event_equal(const sc_event *a, const sc_event *b)
 	return true;
 }
 
-/* ---- the reference model
- * --------------------------------------------------------- */
+/* ---- the reference model ------------------------------------------------- */
 
 /* Open addressing, linear probing; deleted entities keep no slot (the
  * table is rebuilt without them when it grows). */
@@ -265,8 +262,7 @@ const sc_entity *st_model_get(const st_model *m, sc_str id)
 	return s->id ? s->e : NULL;
 }
 
-/* ---- hashes
- * ---------------------------------------------------------------------- */
+/* ---- hashes -------------------------------------------------------------- */
 
 static void feed_str(XXH3_state_t *st, sc_str s)
 {

@@ -17,8 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "statecache/store.h"
 #include "common/internal.h"
+#include "statecache/store.h"
 #include "statecache/testing.h"
 #include "store/event_codec.h"
 #include "tests/store_testlib.c"
@@ -123,8 +123,7 @@ static int teardown_all(void **state)
 	return 0;
 }
 
-/* ---- round trips ------------------------------------------------------------
- */
+/* ---- round trips --------------------------------------------------------- */
 
 static void test_append_read_roundtrip(void **state)
 {
@@ -351,8 +350,7 @@ static void test_entity_index_prefix_ids(void **state)
 	rm_rf(dir);
 }
 
-/* ---- all or nothing ---------------------------------------------------------
- */
+/* ---- all or nothing ------------------------------------------------------ */
 
 typedef struct snapshot_of {
 	uint64_t last;
@@ -507,8 +505,15 @@ static void test_projector_failure_rolls_back(void **state)
 	sc_projector bad = {"", NULL, NULL, NULL, NULL};
 	assert_int_equal(sc_store_add_projector(s, &bad, NULL), SC_EINVAL);
 
+	uint64_t off = 99;
+	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
+			 0);
+	assert_int_equal(off, 0);
 	fill(s, 5, 10);
 	assert_int_equal(ps.commits, 5);
+	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
+			 0);
+	assert_int_equal(off, 15);
 	snapshot_of before = observe(s);
 
 	st_event g[4];
@@ -535,8 +540,15 @@ static void test_projector_failure_rolls_back(void **state)
 	mdb_txn_abort(txn);
 	size_t rows_before = st.ms_entries;
 
+	/* The failed append left the offset alone. */
+	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
+			 0);
+	assert_int_equal(off, 15);
 	ps.fail_at = -1;
 	assert_int_equal(sc_store_append(s, batch, 4, NULL, NULL), 0);
+	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
+			 0);
+	assert_int_equal(off, 19);
 	assert_int_equal(ps.commits, 6);
 	assert_int_equal(sc_store_last_position(s), before.last + 4);
 	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
@@ -544,6 +556,14 @@ static void test_projector_failure_rolls_back(void **state)
 	assert_int_equal(mdb_stat(txn, ps.dbi, &st), 0);
 	mdb_txn_abort(txn);
 	assert_true(st.ms_entries >= rows_before);
+	sc_store_close(s);
+	/* Offsets survive a reopen. */
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
+			 0);
+	assert_int_equal(off, 19);
+	assert_int_equal(sc_store_projector_position(s, "", &off, NULL),
+			 SC_EINVAL);
 	sc_store_close(s);
 	rm_rf(dir);
 }
@@ -650,8 +670,7 @@ static void test_alloc_failure_append(void **state)
 	rm_rf(dir);
 }
 
-/* ---- open -------------------------------------------------------------------
- */
+/* ---- open ---------------------------------------------------------------- */
 
 static void test_durability_modes_reopen(void **state)
 {
@@ -742,8 +761,7 @@ static void test_corrupt_event_record(void **state)
 	rm_rf(dir);
 }
 
-/* ---- the event codec
- * ---------------------------------------------------------- */
+/* ---- the event codec ----------------------------------------------------- */
 
 static void test_codec_roundtrip_and_hostile_bytes(void **state)
 {

@@ -127,8 +127,7 @@ static int teardown_all(void **state)
 	return 0;
 }
 
-/* ---- random histories -------------------------------------------------------
- */
+/* ---- random histories ---------------------------------------------------- */
 
 static void test_random_snapshots_and_reopens(void **state)
 {
@@ -185,8 +184,7 @@ static void test_random_snapshots_and_reopens(void **state)
 	}
 }
 
-/* ---- damaged snapshots
- * -------------------------------------------------------- */
+/* ---- damaged snapshots --------------------------------------------------- */
 
 typedef enum damage {
 	DAMAGE_FLIP,	       /* flip a byte in a chunk */
@@ -393,8 +391,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 	}
 }
 
-/* ---- allocation failures during a snapshot ----------------------------------
- */
+/* ---- allocation failures during a snapshot ------------------------------- */
 
 static void test_alloc_failure_snapshot(void **state)
 {

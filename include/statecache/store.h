@@ -9,7 +9,8 @@
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
- *                 "created_at" (8 bytes BE, unix ns), "created_by" (text)
+ *                 "created_at" (8 bytes BE, unix ns), "created_by" (text),
+ *                 "projector/NAME" (8 bytes BE: the projector's offset)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -129,9 +130,21 @@ typedef struct sc_projector {
 
 /* Register a projector (the struct and its name are copied; ctx is
  * borrowed until close). Safe between appends from any thread.
- * Errors: SC_EINVAL (no apply or name), ENOMEM. */
+ * Errors: SC_EINVAL (no apply, or a name not of 1..255 bytes), ENOMEM. */
 int sc_store_add_projector(sc_store *store, const sc_projector *p,
 			   sc_error *err);
+
+/*
+ * sc_store_projector_position - the last position whose events the
+ * projector `name` applied in a committed append (its offset, stored in
+ * meta under "projector/NAME" in the same transaction as the events);
+ * 0 if it never did. A projector registered late, or with its own durable
+ * state, compares this with sc_store_last_position to know what to catch
+ * up (sc_store_events). Any thread. Errors: SC_EINVAL, SC_ECORRUPT,
+ * SC_ELMDB.
+ */
+int sc_store_projector_position(sc_store *store, const char *name,
+				uint64_t *position, sc_error *err);
 
 /* The LMDB environment, for projectors that keep their own databases (up
  * to 32 named databases in all, four of them the store's). Do not close it
