@@ -67,8 +67,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 	return 0;
 }
 
-static int check_name(const char *name, size_t len, const char *where,
-		      sc_error *err)
+static int check_name(size_t len, const char *where, sc_error *err)
 {
 	if (len == 0)
 		return sc_error_set(err, SC_EINVAL,
@@ -80,7 +79,6 @@ static int check_name(const char *name, size_t len, const char *where,
 				    "%s: attribute name of %zu bytes is too "
 				    "long (at most %d)",
 				    where, len, SC_ATTR_NAME_MAX);
-	SC_UNUSED(name);
 	return 0;
 }
 
@@ -172,8 +170,7 @@ static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
 			char where[32];
 			snprintf(where, sizeof where, "attrs[%zu]", i);
 			size_t len = json_string_length(s);
-			int rc =
-			    check_name(json_string_value(s), len, where, err);
+			int rc = check_name(len, where, err);
 			if (rc)
 				return rc;
 			e->attrs[i].name.ptr = json_string_value(s);
@@ -199,7 +196,7 @@ static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
 	json_t *v;
 	json_object_keylen_foreach(attrs, key, key_len, v)
 	{
-		int rc = check_name(key, key_len, "attrs", err);
+		int rc = check_name(key_len, "attrs", err);
 		if (!rc)
 			rc = decode_value(e, &bytes_used, v, key,
 					  ev->type == SC_EVENT_SET,
