@@ -540,12 +540,11 @@ static void test_diff(void **state)
 
 /* ENOMEM at every allocation of an edit: the edit is poisoned, abort frees
  * it all, the base version is intact, nothing leaks. */
-static void test_alloc_failure(void **state)
+static void run_alloc_failure(sc_hamt_hash_fn hash, unsigned nbase)
 {
-	(void)state;
 	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 300, 0);
+	sc_hamt *m = new_map(&c, hash);
+	sc_hamt_root r = build(m, &c, nbase, 0);
 	size_t bytes = sc_hamt_allocated_bytes(m);
 	char k[32];
 	bool completed = false;
@@ -604,7 +603,7 @@ static void test_alloc_failure(void **state)
 		for (unsigned i = 0; i < 400; i++) {
 			key_name(k, sizeof k, i);
 			assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)),
-					 i < 300 ? V(i + 1) : NULL);
+					 i < nbase ? V(i + 1) : NULL);
 		}
 		assert_check(m, r);
 	}
@@ -615,6 +614,135 @@ static void test_alloc_failure(void **state)
 	sc_testing_fail_alloc_after(-1);
 	assert_null(m2);
 	finish(m, &c, r);
+}
+
+static void test_alloc_failure(void **state)
+{
+	(void)state;
+	run_alloc_failure(NULL, 300);
+}
+
+/* Few-bit hashes: failures while building deep chains and collision
+ * nodes. */
+static void test_alloc_failure_collide(void **state)
+{
+	(void)state;
+	/* Small bases: new keys build fresh chains down to depth 13. */
+	run_alloc_failure(hamt_tk_hash_spread4, 3);
+	run_alloc_failure(hamt_tk_hash_const, 1);
+	run_alloc_failure(hamt_tk_hash_3bit, 40);
+}
+
+/* A hash that can be changed after the fact: the way to hand check() a
+ * tree whose keys sit in the wrong places. */
+static uint64_t salt;
+
+static uint64_t salted_hash(const void *key, size_t len, uint64_t seed)
+{
+	return hamt_tk_hash_3bit(key, len, seed) * 0x9e3779b97f4a7c15ull ^ salt;
+}
+
+static uint64_t salted_const(const void *key, size_t len, uint64_t seed)
+{
+	const unsigned char *b = key;
+	(void)seed;
+	return salt && (b[len - 1] & 1) ? 1 : 0;
+}
+
+static void test_check_detects(void **state)
+{
+	(void)state;
+	char why[256];
+	sc_hamt_hash_fn fns[2] = {salted_hash, salted_const};
+	for (int f = 0; f < 2; f++) {
+		hamt_tk_counter c = {0};
+		sc_hamt *m = new_map(&c, fns[f]);
+		salt = 0;
+		sc_hamt_root r = build(m, &c, 200, 0);
+		assert_int_equal(sc_hamt_check(m, r, why, sizeof why), SC_OK);
+		assert_string_equal(why, "");
+
+		sc_hamt_root bad = r;
+		bad.count++;
+		assert_int_equal(sc_hamt_check(m, bad, why, sizeof why),
+				 SC_ECORRUPT);
+		assert_non_null(strstr(why, "count"));
+		assert_int_equal(sc_hamt_check(m, bad, NULL, 0), SC_ECORRUPT);
+		bad = (sc_hamt_root){NULL, 3};
+		assert_int_equal(sc_hamt_check(m, bad, why, sizeof why),
+				 SC_ECORRUPT);
+
+		/* Every key now hashes elsewhere than where it sits. */
+		salt = 0x5555aaaa5555aaaaull;
+		assert_int_equal(sc_hamt_check(m, r, why, sizeof why),
+				 SC_ECORRUPT);
+		assert_non_null(strstr(why, "hamt corrupt"));
+		salt = 0;
+		assert_int_equal(sc_hamt_check(m, r, why, sizeof why), SC_OK);
+		finish(m, &c, r);
+	}
+}
+
+/* A callback's non-zero return stops the diff wherever it comes from:
+ * entry against entry, entry against subtree, collision nodes. */
+static void test_diff_stop_everywhere(void **state)
+{
+	(void)state;
+	sc_hamt_hash_fn fns[3] = {NULL, hamt_tk_hash_spread4,
+				  hamt_tk_hash_const};
+	for (int f = 0; f < 3; f++) {
+		hamt_tk_counter c = {0};
+		sc_hamt *m = new_map(&c, fns[f]);
+		sc_hamt_root r = build(m, &c, 300, 0);
+		sc_hamt_edit *e;
+		assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+		char k[32];
+		for (unsigned i = 0; i < 400; i += 3) {
+			key_name(k, sizeof k, i);
+			if (i % 2)
+				assert_int_equal(
+				    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+						     V(i + 9000)),
+				    SC_OK);
+			else if (i < 300)
+				assert_int_equal(
+				    sc_hamt_edit_remove(e, k, strlen(k)),
+				    SC_OK);
+		}
+		sc_hamt_root nr;
+		sc_hamt_garbage *g;
+		assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_OK);
+		diff_rec all = {0};
+		assert_int_equal(sc_hamt_diff(m, r, nr, diff_count, &all), 0);
+		int total = all.added + all.removed + all.changed;
+		assert_true(total > 100);
+		for (int dir = 0; dir < 2; dir++) {
+			for (int stop = 1; stop <= total; stop++) {
+				diff_rec d = {.stop_after = stop};
+				int rc =
+				    dir ? sc_hamt_diff(m, nr, r, diff_count, &d)
+					: sc_hamt_diff(m, r, nr, diff_count,
+						       &d);
+				assert_int_equal(rc, 42);
+				assert_int_equal(
+				    d.added + d.removed + d.changed, stop);
+			}
+		}
+		/* Against the empty map, both ways. */
+		for (int stop = 1; stop <= 50; stop++) {
+			diff_rec d = {.stop_after = stop};
+			assert_int_equal(sc_hamt_diff(m, (sc_hamt_root){0}, nr,
+						      diff_count, &d),
+					 42);
+			d = (diff_rec){.stop_after = stop};
+			assert_int_equal(sc_hamt_diff(m, nr, (sc_hamt_root){0},
+						      diff_count, &d),
+					 42);
+		}
+		assert_int_equal(sc_hamt_diff(m, r, nr, NULL, NULL), SC_EINVAL);
+		sc_hamt_garbage_free(m, g);
+		finish(m, &c, nr);
+	}
 }
 
 /* A release hook called exactly once per pair over many versions. */
@@ -739,6 +867,9 @@ int main(void)
 	    cmocka_unit_test(test_iteration),
 	    cmocka_unit_test(test_diff),
 	    cmocka_unit_test(test_alloc_failure),
+	    cmocka_unit_test(test_alloc_failure_collide),
+	    cmocka_unit_test(test_check_detects),
+	    cmocka_unit_test(test_diff_stop_everywhere),
 	    cmocka_unit_test(test_release_once),
 	    cmocka_unit_test(test_protect),
 	    cmocka_unit_test(test_random_seed),
