@@ -13,8 +13,10 @@
  *                      once per batch).
  * Every lookup reads one attribute of the state it finds.
  *
- * Output: one JSON object per (threads, writer, peer) line. Each figure is
- * the best of SC_BENCH_REPEAT (default 3) interleaved measurements of
+ * Output: one JSON object per (threads, writer, peer) line, with the
+ * writer's batch rate of each side when it is busy (peers whose writer
+ * waits, e.g. in synchronize_rcu, leave more CPU to their readers). Each figure
+ * is the best of SC_BENCH_REPEAT (default 3) interleaved measurements of
  * SC_BENCH_SECONDS (default 0.5) each, to damp noise from other processes.
  */
 #define _LGPL_SOURCE
@@ -147,8 +149,9 @@ static void *writer_thread(void *p)
 	return NULL;
 }
 
-/* Lookups per second with `threads` readers, writer busy or idle. */
-static double measure(impl *m, unsigned threads, bool busy)
+/* Lookups per second with `threads` readers, writer busy or idle;
+ * *wrate gets the writer's batches per second. */
+static double measure(impl *m, unsigned threads, bool busy, double *wrate)
 {
 	run r[MAX_READERS];
 	pthread_t th[MAX_READERS], wt;
@@ -174,9 +177,11 @@ static double measure(impl *m, unsigned threads, bool busy)
 		total += r[i].count;
 	}
 	double t = now() - t0;
+	*wrate = 0;
 	if (busy) {
 		atomic_store(&w.stop, true);
 		pthread_join(wt, NULL);
+		*wrate = (double)w.batches / (now() - t0);
 	}
 	return (double)total / t;
 }
@@ -478,13 +483,17 @@ int main(void)
 	for (unsigned threads = 1; threads <= MAX_READERS; threads++) {
 		for (int busy = 0; busy <= 1; busy++) {
 			/* Best of `repeat` interleaved runs per contender. */
-			double x = 0, ys[2] = {0, 0};
+			double x = 0, ys[2] = {0, 0}, xw = 0, yw[2] = {0, 0};
 			for (int k = 0; k < repeat; k++) {
-				double v = measure(&sc.base, threads, busy);
-				x = v > x ? v : x;
+				double w;
+				double v = measure(&sc.base, threads, busy, &w);
+				if (v > x)
+					x = v, xw = w;
 				for (int p = 0; p < 2; p++) {
-					v = measure(peers[p], threads, busy);
-					ys[p] = v > ys[p] ? v : ys[p];
+					v = measure(peers[p], threads, busy,
+						    &w);
+					if (v > ys[p])
+						ys[p] = v, yw[p] = w;
 				}
 			}
 			for (int p = 0; p < 2; p++) {
@@ -493,9 +502,12 @@ int main(void)
 				    "{\"name\":\"readers\",\"threads\":%u,"
 				    "\"writer\":\"%s\",\"lookups_per_s\":%.0f,"
 				    "\"peer\":\"%s\",\"peer_lookups_per_s\":"
-				    "%.0f,\"ratio\":%.3f}\n",
+				    "%.0f,\"ratio\":%.3f,"
+				    "\"writer_batches_per_s\":%.0f,"
+				    "\"peer_writer_batches_per_s\":%.0f}\n",
 				    threads, busy ? "busy" : "idle", x,
-				    peers[p]->name, y, y > 0 ? x / y : 0.0);
+				    peers[p]->name, y, y > 0 ? x / y : 0.0, xw,
+				    yw[p]);
 				fflush(stdout);
 			}
 		}
