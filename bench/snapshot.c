@@ -9,6 +9,9 @@
  *            frame checksum on, into a preallocated buffer. That is the
  *            floor for any format of these bytes; the ratio is the cost of
  *            walking the HAMT, writing protobuf and hashing the chunks.
+ *            Our encoder compresses on a helper thread while it writes the
+ *            next chunk: `seconds` is wall time, `cpu_seconds` the CPU time
+ *            of both threads.
  *   restore  zstd_alone: decompressing the same chunks, the floor for
  *            reading them; the ratio is the cost of protobuf decoding,
  *            validation and building the cache.
@@ -48,6 +51,14 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU time of the whole process (both encoder threads). */
+static double cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void die(const char *what, const sc_error *err)
 {
 	fprintf(stderr, "bench/snapshot: %s: %s\n", what,
@@ -63,7 +74,7 @@ static void *xmalloc(size_t n)
 	return p;
 }
 
-/* ---- the state ---------------------------------------------------------- */
+/* ---- the state ----------------------------------------------------------- */
 
 static sc_cache *build(uint64_t n)
 {
@@ -112,8 +123,7 @@ static sc_cache *build(uint64_t n)
 	return c;
 }
 
-/* ---- restore (child process)
- * ------------------------------------------------- */
+/* ---- restore (child process) --------------------------------------------- */
 
 /* The file: u32 count, then per record u64 length + bytes; record 0 is the
  * header. */
@@ -204,8 +214,7 @@ static int restore_main(const char *path)
 	return 0;
 }
 
-/* ---- encode ----------------------------------------------------------------
- */
+/* ---- encode ------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
@@ -219,17 +228,19 @@ int main(int argc, char **argv)
 		die("reader", &err);
 	const sc_view *v = sc_reader_begin(rd);
 
-	double best = 1e30;
+	double best = 1e30, best_cpu = 1e30;
 	sc_snapshot_encoded *enc = NULL;
 	for (int rep = 0; rep < REPS; rep++) {
 		sc_snapshot_encoded *e;
 		sc_snapshot_params p = {.zstd_level = LEVEL};
-		double t0 = now();
+		double t0 = now(), c0 = cpu_now();
 		if (sc_snapshot_encode(v, &p, &e, &err))
 			die("encode", &err);
-		double t = now() - t0;
+		double t = now() - t0, cpu = cpu_now() - c0;
 		if (t < best)
 			best = t;
+		if (cpu < best_cpu)
+			best_cpu = cpu;
 		sc_snapshot_encoded_free(enc);
 		enc = e;
 	}
@@ -272,11 +283,12 @@ int main(int argc, char **argv)
 	}
 	ZSTD_freeCCtx(cc);
 	printf("{\"name\":\"snapshot\",\"entities\":%llu,\"chunks\":%u,"
-	       "\"seconds\":%.4f,\"bytes_raw\":%llu,\"bytes_compressed\":%llu,"
+	       "\"seconds\":%.4f,\"cpu_seconds\":%.4f,\"bytes_raw\":%llu,"
+	       "\"bytes_compressed\":%llu,"
 	       "\"peer\":\"zstd_alone\",\"peer_seconds\":%.4f,"
 	       "\"peer_bytes_compressed\":%zu,\"ratio\":%.3f}\n",
 	       (unsigned long long)enc->entity_count, enc->chunk_count, best,
-	       (unsigned long long)enc->bytes_raw,
+	       best_cpu, (unsigned long long)enc->bytes_raw,
 	       (unsigned long long)enc->bytes_compressed, best_peer, peer_bytes,
 	       best / best_peer);
 	fflush(stdout);

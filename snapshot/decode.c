@@ -23,8 +23,7 @@ typedef Statecache__V1__EntityState pb_state;
 typedef Statecache__V1__Attr pb_attr;
 typedef Statecache__V1__Value pb_value;
 
-/* ---- protobuf-c allocation ------------------------------------------------
- */
+/* ---- protobuf-c allocation ---------------------------------------------- */
 
 /* protobuf-c reports a failed allocation and malformed input alike (NULL);
  * the allocator records the former so the caller can say ENOMEM. */
@@ -42,8 +41,7 @@ static void pb_free(void *data, void *p)
 	sc_free(p);
 }
 
-/* ---- the header ------------------------------------------------------------
- */
+/* ---- the header --------------------------------------------------------- */
 
 static int header_corrupt(sc_error *err, const char *what)
 {
@@ -186,8 +184,7 @@ int sc_snapshot_check_total(const sc_snapshot_header *h, uint64_t entities,
 	return 0;
 }
 
-/* ---- chunks ----------------------------------------------------------------
- */
+/* ---- chunks ------------------------------------------------------------- */
 
 static int chunk_corrupt(sc_error *err, const sc_snapshot_header *h,
 			 uint32_t index, const char *what)
@@ -462,8 +459,7 @@ done:
 	return rc;
 }
 
-/* ---- loading into a cache --------------------------------------------------
- */
+/* ---- loading into a cache ----------------------------------------------- */
 
 typedef struct load_ctx {
 	sc_cache *cache;

@@ -13,6 +13,8 @@
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -21,7 +23,7 @@
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
 
-/* ---- protobuf wire writing ---------------------------------------------- */
+/* ---- protobuf wire writing ----------------------------------------------- */
 
 /* Field tags: (field number << 3) | wire type. */
 enum {
@@ -142,7 +144,7 @@ static size_t attr_len(const sc_attr *a)
 	return delimited_len(a->name.len) + delimited_len(value_len(&a->value));
 }
 
-/* ---- entity checks and size --------------------------------------------- */
+/* ---- entity checks and size ---------------------------------------------- */
 
 static int bad_entity(sc_error *err, sc_str id, const char *what)
 {
@@ -251,21 +253,41 @@ static uint8_t *put_entity(uint8_t *p, const sc_entity *e, size_t len)
 	return p;
 }
 
-/* ---- the encoder ----------------------------------------------------------
+/* ---- the compressor ---------------------------------------------------------
+ *
+ * Walking the version and writing protobuf is bound by memory latency,
+ * compression by arithmetic: on two cores they overlap. The encoder fills
+ * one chunk buffer while a compressor thread compresses the previous one.
+ * At most one job is in flight, so chunks come back in order; the job's
+ * fields belong to the compressor thread from submit until it reports the
+ * job done (both transitions under `mu`). If the thread cannot be started,
+ * the encoder compresses inline instead; the bytes are the same.
  */
 
-typedef struct encoder {
+enum { JOB_NONE, JOB_QUEUED, JOB_DONE, JOB_QUIT };
+
+typedef struct job {
+	const uint8_t *raw; /* input: a chunk's protobuf bytes */
+	size_t raw_len;
+	uint64_t entities;
+	uint8_t *out; /* result: the stored chunk, owned by the job */
+	size_t out_len;
+	uint64_t checksum;
+	int rc;
+	sc_error err;
+} job;
+
+typedef struct compressor {
 	ZSTD_CCtx *cctx;
-	uint32_t per_chunk;
-	uint8_t *raw; /* protobuf bytes of the open chunk */
-	size_t raw_len, raw_cap;
-	uint64_t raw_entities; /* entities in the open chunk */
-	uint8_t *z;	       /* compression output, reused */
+	uint8_t *z; /* compression output, reused */
 	size_t z_cap;
-	sc_snapshot_encoded *s;
-	uint32_t cap_chunks;
-	uint64_t *raw_sizes, *entity_counts, *checksums; /* per chunk */
-} encoder;
+	bool threaded;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int state; /* JOB_*, under mu */
+	job job;
+} compressor;
 
 static int nomem(sc_error *err, const char *what)
 {
@@ -274,6 +296,145 @@ static int nomem(sc_error *err, const char *what)
 			    "memory or snapshot later",
 			    what);
 }
+
+/* Compress j->raw into a new block of exactly the frame's size. The frame
+ * goes to a scratch buffer reused for every chunk first: a fresh
+ * compressBound-sized block per chunk would cost page faults on memory
+ * mostly never used. */
+static void job_run(compressor *c, job *j)
+{
+	j->out = NULL;
+	j->rc = 0;
+	size_t bound = ZSTD_compressBound(j->raw_len);
+	if (bound > c->z_cap) {
+		uint8_t *z = sc_realloc(c->z, bound);
+		if (!z) {
+			j->rc = nomem(&j->err, "compression buffer");
+			return;
+		}
+		c->z = z;
+		c->z_cap = bound;
+	}
+	size_t n = ZSTD_compress2(c->cctx, c->z, bound, j->raw, j->raw_len);
+	if (ZSTD_isError(n)) {
+		if (ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
+			j->rc = nomem(&j->err, "zstd context");
+		else
+			j->rc = sc_error_set(&j->err, EIO,
+					     "zstd failed to compress a "
+					     "snapshot chunk: %s",
+					     ZSTD_getErrorName(n));
+		return;
+	}
+	j->out = sc_malloc(n);
+	if (!j->out) {
+		j->rc = nomem(&j->err, "compressed chunk");
+		return;
+	}
+	memcpy(j->out, c->z, n);
+	j->out_len = n;
+	j->checksum = XXH3_64bits(j->out, n);
+}
+
+static void *compressor_main(void *arg)
+{
+	compressor *c = arg;
+	pthread_mutex_lock(&c->mu);
+	for (;;) {
+		while (c->state == JOB_NONE || c->state == JOB_DONE)
+			pthread_cond_wait(&c->cv, &c->mu);
+		if (c->state == JOB_QUIT)
+			break;
+		pthread_mutex_unlock(&c->mu);
+		job_run(c, &c->job);
+		pthread_mutex_lock(&c->mu);
+		c->state = JOB_DONE;
+		pthread_cond_broadcast(&c->cv);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+static void compressor_start(compressor *c, bool want_thread)
+{
+	c->state = JOB_NONE;
+	if (!want_thread)
+		return;
+	if (pthread_mutex_init(&c->mu, NULL))
+		return;
+	if (pthread_cond_init(&c->cv, NULL)) {
+		pthread_mutex_destroy(&c->mu);
+		return;
+	}
+	if (pthread_create(&c->thread, NULL, compressor_main, c)) {
+		pthread_cond_destroy(&c->cv);
+		pthread_mutex_destroy(&c->mu);
+		return;
+	}
+	c->threaded = true;
+}
+
+/* Wait until no job is queued; true if a finished job awaits collection. */
+static bool compressor_wait(compressor *c)
+{
+	if (!c->threaded) {
+		bool done = c->state == JOB_DONE;
+		c->state = JOB_NONE;
+		return done;
+	}
+	pthread_mutex_lock(&c->mu);
+	while (c->state == JOB_QUEUED)
+		pthread_cond_wait(&c->cv, &c->mu);
+	bool done = c->state == JOB_DONE;
+	c->state = JOB_NONE;
+	pthread_mutex_unlock(&c->mu);
+	return done;
+}
+
+static void compressor_submit(compressor *c)
+{
+	if (!c->threaded) {
+		job_run(c, &c->job);
+		c->state = JOB_DONE;
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	c->state = JOB_QUEUED;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Stop the thread (after compressor_wait) and free everything. */
+static void compressor_stop(compressor *c)
+{
+	if (c->threaded) {
+		pthread_mutex_lock(&c->mu);
+		c->state = JOB_QUIT;
+		pthread_cond_broadcast(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+		pthread_join(c->thread, NULL);
+		pthread_cond_destroy(&c->cv);
+		pthread_mutex_destroy(&c->mu);
+		c->threaded = false;
+	}
+	ZSTD_freeCCtx(c->cctx);
+	sc_free(c->z);
+}
+
+/* ---- the encoder -------------------------------------------------------- */
+
+typedef struct encoder {
+	compressor comp;
+	uint32_t per_chunk;
+	uint8_t *raw; /* protobuf bytes of the open chunk */
+	size_t raw_len, raw_cap;
+	uint64_t raw_entities; /* entities in the open chunk */
+	uint8_t *spare;	       /* the other buffer: the job's input */
+	size_t spare_cap;
+	sc_snapshot_encoded *s;
+	uint32_t cap_chunks;
+	uint64_t *raw_sizes, *entity_counts, *checksums; /* per chunk */
+} encoder;
 
 static int grow_chunks(encoder *en, sc_error *err)
 {
@@ -302,47 +463,56 @@ static int grow_chunks(encoder *en, sc_error *err)
 	return 0;
 }
 
-/* Compress the open chunk into a new stored chunk. */
+/* Wait for the job in flight, if any, and append its chunk. */
+static int collect(encoder *en, sc_error *err)
+{
+	if (!compressor_wait(&en->comp))
+		return 0;
+	job *j = &en->comp.job;
+	int rc = j->rc;
+	if (rc) {
+		if (err)
+			*err = j->err;
+		return rc;
+	}
+	rc = grow_chunks(en, err);
+	if (rc) {
+		sc_free(j->out);
+		j->out = NULL;
+		return rc;
+	}
+	sc_snapshot_encoded *s = en->s;
+	uint32_t i = s->chunk_count++;
+	s->chunks[i].data = j->out;
+	s->chunks[i].len = j->out_len;
+	j->out = NULL;
+	en->raw_sizes[i] = j->raw_len;
+	en->entity_counts[i] = j->entities;
+	en->checksums[i] = j->checksum;
+	s->bytes_raw += j->raw_len;
+	s->bytes_compressed += j->out_len;
+	return 0;
+}
+
+/* Hand the open chunk to the compressor and continue in the other buffer. */
 static int flush_chunk(encoder *en, sc_error *err)
 {
 	if (!en->raw_entities)
 		return 0;
-	int rc = grow_chunks(en, err);
+	int rc = collect(en, err);
 	if (rc)
 		return rc;
-	/* Compress into a scratch buffer reused for every chunk, then copy
-	 * out exactly the frame: a fresh compressBound-sized block per chunk
-	 * would cost page faults on memory mostly never used. */
-	size_t bound = ZSTD_compressBound(en->raw_len);
-	if (bound > en->z_cap) {
-		uint8_t *z = sc_realloc(en->z, bound);
-		if (!z)
-			return nomem(err, "compression buffer");
-		en->z = z;
-		en->z_cap = bound;
-	}
-	size_t n = ZSTD_compress2(en->cctx, en->z, bound, en->raw, en->raw_len);
-	if (ZSTD_isError(n)) {
-		if (ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
-			return nomem(err, "zstd context");
-		return sc_error_set(err, EIO,
-				    "zstd failed to compress a snapshot chunk: "
-				    "%s",
-				    ZSTD_getErrorName(n));
-	}
-	uint8_t *out = sc_malloc(n);
-	if (!out)
-		return nomem(err, "compressed chunk");
-	memcpy(out, en->z, n);
-	sc_snapshot_encoded *s = en->s;
-	uint32_t i = s->chunk_count++;
-	s->chunks[i].data = out;
-	s->chunks[i].len = n;
-	en->raw_sizes[i] = en->raw_len;
-	en->entity_counts[i] = en->raw_entities;
-	en->checksums[i] = XXH3_64bits(out, n);
-	s->bytes_raw += en->raw_len;
-	s->bytes_compressed += n;
+	job *j = &en->comp.job;
+	j->raw = en->raw;
+	j->raw_len = en->raw_len;
+	j->entities = en->raw_entities;
+	compressor_submit(&en->comp);
+	uint8_t *b = en->raw;
+	size_t cap = en->raw_cap;
+	en->raw = en->spare;
+	en->raw_cap = en->spare_cap;
+	en->spare = b;
+	en->spare_cap = cap;
 	en->raw_len = 0;
 	en->raw_entities = 0;
 	return 0;
@@ -434,8 +604,7 @@ static int encode_header(encoder *en, int64_t created_at, sc_error *err)
 	return 0;
 }
 
-/* ---- public ----------------------------------------------------------------
- */
+/* ---- public ------------------------------------------------------------- */
 
 void sc_snapshot_encoded_free(sc_snapshot_encoded *s)
 {
@@ -502,21 +671,22 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	if (!en.s)
 		return nomem(err, "snapshot");
 	en.s->position = sc_view_position(view);
-	en.cctx = ZSTD_createCCtx_advanced(sc_zstd_mem);
-	if (!en.cctx) {
+	en.comp.cctx = ZSTD_createCCtx_advanced(sc_zstd_mem);
+	if (!en.comp.cctx) {
 		rc = nomem(err, "zstd context");
 		goto done;
 	}
 	if (ZSTD_isError(ZSTD_CCtx_setParameter(
-		en.cctx, ZSTD_c_compressionLevel, prm.zstd_level)) ||
+		en.comp.cctx, ZSTD_c_compressionLevel, prm.zstd_level)) ||
 	    ZSTD_isError(
-		ZSTD_CCtx_setParameter(en.cctx, ZSTD_c_checksumFlag, 1)) ||
-	    ZSTD_isError(
-		ZSTD_CCtx_setParameter(en.cctx, ZSTD_c_contentSizeFlag, 1))) {
+		ZSTD_CCtx_setParameter(en.comp.cctx, ZSTD_c_checksumFlag, 1)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(en.comp.cctx,
+						ZSTD_c_contentSizeFlag, 1))) {
 		rc = sc_error_set(err, SC_EINVAL,
 				  "zstd rejected the compression parameters");
 		goto done;
 	}
+	compressor_start(&en.comp, !prm.compress_inline);
 
 	/* The iterator yields entities in hash order, so each one is a cache
 	 * miss; keeping a few in flight turns the walk from latency-bound into
@@ -545,13 +715,19 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	}
 	rc = flush_chunk(&en, err);
 	if (!rc)
+		rc = collect(&en, err);
+	if (!rc)
 		rc = encode_header(&en, prm.created_at, err);
 	SC_ENSURE(rc || en.s->entity_count == sc_view_len(view));
 
 done:
-	ZSTD_freeCCtx(en.cctx);
+	/* A job may still be in flight after an error: wait for it before
+	 * freeing its input, and drop its output. */
+	if (compressor_wait(&en.comp))
+		sc_free(en.comp.job.out);
+	compressor_stop(&en.comp);
 	sc_free(en.raw);
-	sc_free(en.z);
+	sc_free(en.spare);
 	sc_free(en.raw_sizes);
 	sc_free(en.entity_counts);
 	sc_free(en.checksums);

@@ -24,12 +24,14 @@
  * event.h. A failure is an error code and a message, never a crash.
  *
  * Thread safety: every function here is reentrant; distinct calls share
- * nothing. Encoding reads a pinned view only (no lock is taken); loading
+ * nothing. Encoding reads a pinned view only (no lock is taken; a helper
+ * thread it starts compresses, and is joined before it returns); loading
  * writes the cache's pending version and so runs on the writer thread.
  */
 #ifndef STATECACHE_SNAPSHOT_SNAPSHOT_H
 #define STATECACHE_SNAPSHOT_SNAPSHOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +74,10 @@ typedef struct sc_snapshot_params {
 	int zstd_level;		     /* 0: 3 */
 	uint32_t entities_per_chunk; /* 0: 4096; at most ..._ENTITIES_MAX */
 	int64_t created_at; /* unix ns recorded in the header; 0: now */
+	/* Compress on the calling thread. By default a helper thread,
+	 * started and joined within the call, compresses one chunk while the
+	 * next is written; the bytes are the same either way. */
+	bool compress_inline;
 } sc_snapshot_params;
 
 /* One record's bytes, owned by the sc_snapshot_encoded holding it. */

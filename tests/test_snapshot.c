@@ -28,8 +28,7 @@
 static uint64_t seed;
 static int short_run;
 
-/* ---- random data ------------------------------------------------------------
- */
+/* ---- random data -------------------------------------------------------- */
 
 typedef struct rng {
 	uint64_t s;
@@ -192,8 +191,7 @@ static sc_cache *make_cache(uint64_t s, uint32_t n)
 	return c;
 }
 
-/* ---- encode, restore, compare ---------------------------------------------
- */
+/* ---- encode, restore, compare ------------------------------------------- */
 
 static sc_snapshot_encoded *encode_cache(sc_cache *c, uint32_t per_chunk)
 {
@@ -361,8 +359,7 @@ static void test_chunk_boundaries(void **state)
 	}
 }
 
-/* ---- the hand-written protobuf writer against protobuf-c ------------------
- */
+/* ---- the hand-written protobuf writer against protobuf-c ---------------- */
 
 static uint8_t *inflate_chunk(const sc_snapshot_blob *b, size_t *len)
 {
@@ -408,8 +405,36 @@ static void test_wire_matches_protobuf_c(void **state)
 	sc_cache_destroy(c);
 }
 
-/* ---- hostile bytes
- * ------------------------------------------------------------ */
+/* The helper-thread compressor and inline compression give the same
+ * bytes. */
+static void test_inline_same_bytes(void **state)
+{
+	(void)state;
+	sc_cache *c = make_cache(seed ^ 0x44, 1500);
+	sc_reader *rd;
+	assert_int_equal(sc_reader_open(c, &rd, NULL), 0);
+	const sc_view *v = sc_reader_begin(rd);
+	sc_snapshot_encoded *a, *b;
+	sc_snapshot_params p = {.entities_per_chunk = 100, .created_at = 7};
+	assert_int_equal(sc_snapshot_encode(v, &p, &a, NULL), 0);
+	p.compress_inline = true;
+	assert_int_equal(sc_snapshot_encode(v, &p, &b, NULL), 0);
+	assert_int_equal(a->chunk_count, 15);
+	assert_int_equal(a->chunk_count, b->chunk_count);
+	assert_int_equal(a->header.len, b->header.len);
+	assert_memory_equal(a->header.data, b->header.data, a->header.len);
+	for (uint32_t i = 0; i < a->chunk_count; i++) {
+		assert_int_equal(a->chunks[i].len, b->chunks[i].len);
+		assert_memory_equal(a->chunks[i].data, b->chunks[i].data,
+				    a->chunks[i].len);
+	}
+	sc_snapshot_encoded_free(a);
+	sc_snapshot_encoded_free(b);
+	sc_reader_close(rd);
+	sc_cache_destroy(c);
+}
+
+/* ---- hostile bytes ------------------------------------------------------- */
 
 /* A target cache with a small promoted state of its own; after a failed
  * restore it must still equal `ref`. */
@@ -860,8 +885,7 @@ static void test_frame_sizes(void **state)
 			 SC_ECORRUPT);
 }
 
-/* ---- encoder input checks -------------------------------------------------
- */
+/* ---- encoder input checks ----------------------------------------------- */
 
 static void test_encode_rejects(void **state)
 {
@@ -900,8 +924,7 @@ static void test_encode_rejects(void **state)
 	sc_cache_destroy(c);
 }
 
-/* ---- allocation failures
- * ------------------------------------------------------ */
+/* ---- allocation failures ------------------------------------------------- */
 
 static void test_alloc_fail_encode(void **state)
 {
@@ -910,26 +933,29 @@ static void test_alloc_fail_encode(void **state)
 	sc_reader *rd;
 	assert_int_equal(sc_reader_open(c, &rd, NULL), 0);
 	const sc_view *v = sc_reader_begin(rd);
-	sc_snapshot_params p = {.entities_per_chunk = 100};
-	long failures = 0;
-	for (long n = 0;; n++) {
-		sc_snapshot_encoded *enc = NULL;
-		sc_error err;
-		sc_testing_fail_alloc_after(n);
-		int rc = sc_snapshot_encode(v, &p, &enc, &err);
-		sc_testing_fail_alloc_after(-1);
-		if (rc == 0) {
-			assert_int_equal(enc->entity_count, 700);
-			sc_snapshot_encoded_free(enc);
-			break;
+	for (int mode = 0; mode < 2; mode++) {
+		sc_snapshot_params p = {.entities_per_chunk = 100,
+					.compress_inline = mode == 1};
+		long failures = 0;
+		for (long n = 0;; n++) {
+			sc_snapshot_encoded *enc = NULL;
+			sc_error err;
+			sc_testing_fail_alloc_after(n);
+			int rc = sc_snapshot_encode(v, &p, &enc, &err);
+			sc_testing_fail_alloc_after(-1);
+			if (rc == 0) {
+				assert_int_equal(enc->entity_count, 700);
+				sc_snapshot_encoded_free(enc);
+				break;
+			}
+			assert_int_equal(rc, ENOMEM);
+			assert_int_equal(err.code, ENOMEM);
+			assert_null(enc);
+			failures++;
+			assert_true(n < 100000);
 		}
-		assert_int_equal(rc, ENOMEM);
-		assert_int_equal(err.code, ENOMEM);
-		assert_null(enc);
-		failures++;
-		assert_true(n < 100000);
+		assert_true(failures > 5);
 	}
-	assert_true(failures > 5);
 	sc_reader_close(rd);
 	sc_cache_destroy(c);
 }
@@ -986,6 +1012,7 @@ int main(void)
 	    cmocka_unit_test(test_chunk_boundaries),
 	    cmocka_unit_test(test_roundtrip_random),
 	    cmocka_unit_test(test_wire_matches_protobuf_c),
+	    cmocka_unit_test(test_inline_same_bytes),
 	    cmocka_unit_test(test_corrupt_header),
 	    cmocka_unit_test(test_version_and_magic),
 	    cmocka_unit_test(test_corrupt_chunks),
