@@ -521,6 +521,54 @@ static void test_snapshot_map_full(void **state)
 	rm_rf(dir);
 }
 
+/* ---- allocation failures during open ----------------------------------------
+ */
+
+/* Every allocation of an open (restore and replay) may fail: open then
+ * fails cleanly (ENOMEM, nothing leaked) or, if a layer could not tell the
+ * failure from damage and fell back, still yields the replayed state. */
+static void test_alloc_failure_open(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	snprintf(dir, sizeof dir, "%s/o%u", root, dir_counter++);
+	warnings w = {0};
+	sc_store_options o = opts(&w);
+	sc_store *s = open_store(dir, &o);
+	st_model *m = st_model_new();
+	uint64_t r = seed ^ 0x0fe4;
+	append_range(s, m, 0, 300, 40, &r);
+	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
+	append_range(s, m, 300, 360, 40, &r);
+	sc_store_close(s);
+	int failures = 0;
+	long step = getenv("SC_TEST_SHORT") ? 7 : 1;
+	for (long n = 0;; n += step) {
+		sc_error err;
+		s = NULL;
+		sc_testing_fail_alloc_after(n);
+		int rc = sc_store_open(dir, &o, &s, &err);
+		sc_testing_fail_alloc_after(-1);
+		if (rc == 0) {
+			assert_true(st_cache_matches(sc_store_cache(s), m));
+			sc_store_close(s);
+			if (w.count == 0)
+				break; /* no injected failure was reached */
+			w.count = 0;
+			w.text[0] = '\0';
+			continue;
+		}
+		failures++;
+		assert_int_equal(rc, ENOMEM);
+		assert_null(s);
+		assert_true(n < 1000000);
+	}
+	printf("open survived %d injected allocation failures\n", failures);
+	assert_true(failures > 0);
+	st_model_free(m);
+	rm_rf(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -528,6 +576,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_snapshots_fall_back),
 	    cmocka_unit_test(test_alloc_failure_snapshot),
 	    cmocka_unit_test(test_snapshot_map_full),
+	    cmocka_unit_test(test_alloc_failure_open),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }
