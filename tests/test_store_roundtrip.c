@@ -184,6 +184,52 @@ static void test_random_snapshots_and_reopens(void **state)
 	}
 }
 
+/* A log ending in a delete: the restored version's newest entity position
+ * is below the snapshot's; a snapshot right after the reopen must not be
+ * filed under that smaller position. */
+static void test_snapshot_after_restore_of_trailing_delete(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	snprintf(dir, sizeof dir, "%s/t%u", root, dir_counter++);
+	warnings w = {0};
+	sc_store_options o = opts(&w);
+	sc_store *s = open_store(dir, &o);
+	sc_attr a = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 7}};
+	sc_event evs[3] = {
+	    {.entity = {"a", 1},
+	     .type = SC_EVENT_SET,
+	     .attrs = &a,
+	     .nattrs = 1,
+	     .time = 1},
+	    {.entity = {"b", 1},
+	     .type = SC_EVENT_SET,
+	     .attrs = &a,
+	     .nattrs = 1,
+	     .time = 2},
+	    {.entity = {"b", 1}, .type = SC_EVENT_DELETE, .time = 3},
+	};
+	assert_int_equal(sc_store_append(s, evs, 3, NULL, NULL), 0);
+	sc_snapshot_info si;
+	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
+	assert_int_equal(si.position, 3);
+	sc_store_close(s);
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
+	assert_int_equal(si.position, 3);
+	sc_snapshot_info list[4];
+	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 1);
+	assert_int_equal(list[0].position, 3);
+	/* After one more append the next snapshot is a new one. */
+	assert_int_equal(sc_store_append(s, evs, 1, NULL, NULL), 0);
+	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
+	assert_int_equal(si.position, 4);
+	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
+	sc_store_close(s);
+	assert_int_equal(w.count, 0);
+	rm_rf(dir);
+}
+
 /* ---- damaged snapshots --------------------------------------------------- */
 
 typedef enum damage {
@@ -573,6 +619,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_snapshots_and_reopens),
+	    cmocka_unit_test(test_snapshot_after_restore_of_trailing_delete),
 	    cmocka_unit_test(test_damaged_snapshots_fall_back),
 	    cmocka_unit_test(test_alloc_failure_snapshot),
 	    cmocka_unit_test(test_snapshot_map_full),
