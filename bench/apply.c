@@ -44,8 +44,7 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* ==== statecache
- * ================================================================ */
+/* ==== statecache ========================================================== */
 
 static uint64_t position;
 
@@ -93,8 +92,7 @@ static double sc_run(sc_cache *cache, size_t batch, size_t events,
 	return (double)events / (now() - t0);
 }
 
-/* ==== peer
- * ======================================================================== */
+/* ==== peer ================================================================ */
 
 typedef struct peer_state {
 	int64_t count;

@@ -74,8 +74,7 @@ static size_t id_len(unsigned i)
 	return strlen(ids[i]);
 }
 
-/* ==== a generic driver
- * ========================================================= */
+/* ==== a generic driver ==================================================== */
 
 typedef struct impl impl;
 struct impl {
@@ -186,8 +185,7 @@ static double measure(impl *m, unsigned threads, bool busy, double *wrate)
 	return (double)total / t;
 }
 
-/* ==== statecache
- * ================================================================ */
+/* ==== statecache ========================================================== */
 
 typedef struct sc_impl {
 	impl base;
@@ -279,8 +277,7 @@ static void sc_impl_init(sc_impl *s)
 	sc_cache_promote(s->cache);
 }
 
-/* ==== peer state (the same 5 attributes, as a C struct)
- * ========================= */
+/* ==== peer state (the same 5 attributes, as a C struct) =================== */
 
 typedef struct peer_state {
 	int64_t count;
@@ -301,8 +298,7 @@ static peer_state *peer_state_new(unsigned i, int64_t gen)
 	return p;
 }
 
-/* ==== peer: rwlock + GHashTable
- * ================================================== */
+/* ==== peer: rwlock + GHashTable =========================================== */
 
 typedef struct gh_impl {
 	impl base;
@@ -353,8 +349,7 @@ static void gh_impl_init(gh_impl *g)
 		g_hash_table_insert(g->table, ids[i], peer_state_new(i, 0));
 }
 
-/* ==== peer: liburcu cds_lfht
- * ====================================================== */
+/* ==== peer: liburcu cds_lfht ============================================== */
 
 typedef struct lf_node {
 	struct cds_lfht_node node;
@@ -461,8 +456,7 @@ static void lf_impl_init(lf_impl *l)
 	urcu_memb_unregister_thread();
 }
 
-/* ==== main
- * ========================================================================= */
+/* ==== main ================================================================ */
 
 int main(void)
 {

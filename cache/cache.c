@@ -20,8 +20,7 @@
 
 #include "common/internal.h"
 
-/* ==== small helpers =========================================================
- */
+/* ==== small helpers ======================================================= */
 
 /* Single-writer counter update: no read-modify-write instruction needed. */
 static void counter_add(_Atomic size_t *c, size_t add, size_t sub)
@@ -46,8 +45,7 @@ void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 	sc_free(e);
 }
 
-/* ==== lifecycle ==============================================================
- */
+/* ==== lifecycle =========================================================== */
 
 int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 {
@@ -128,8 +126,7 @@ void sc_cache_destroy(sc_cache *cache)
 	sc_free(cache->block);
 }
 
-/* ==== writer
- * ================================================================== */
+/* ==== writer ============================================================== */
 
 /* Open the pending version on top of the current one if none is open. */
 static int pending_open(sc_cache *cache, sc_error *err)
@@ -341,8 +338,7 @@ const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id)
 			   id.len);
 }
 
-/* ==== views =================================================================
- */
+/* ==== views =============================================================== */
 
 static const struct sc_version *as_version(const sc_view *view)
 {
@@ -386,8 +382,7 @@ const sc_entity *sc_view_iter_next(sc_view_iter *it)
 	return value;
 }
 
-/* ==== diffs =================================================================
- */
+/* ==== diffs =============================================================== */
 
 typedef struct diff_ctx {
 	sc_diff_fn fn;
@@ -420,8 +415,7 @@ int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
 			    sc_hamt_edit_root(cache->edit), diff_adapter, &d);
 }
 
-/* ==== stats =================================================================
- */
+/* ==== stats =============================================================== */
 
 size_t sc_cache_len(const sc_cache *cache)
 {

@@ -24,7 +24,7 @@
 
 #include "common/internal.h"
 
-/* ==== event type names ================================================== */
+/* ==== event type names ==================================================== */
 
 const char *sc_event_type_name(sc_event_type type)
 {
@@ -41,7 +41,7 @@ const char *sc_event_type_name(sc_event_type type)
 	return NULL;
 }
 
-/* ==== validation ========================================================= */
+/* ==== validation ========================================================== */
 
 static int check_id(sc_str id, sc_error *err)
 {
@@ -223,24 +223,47 @@ static int add_size(size_t *a, size_t b)
 	return 1;
 }
 
-static size_t value_bytes(const sc_value *v)
-{
-	if (v->type == SC_VALUE_STRING || v->type == SC_VALUE_BYTES)
-		return v->u.s.len;
-	return 0;
-}
+/* ==== building a state ==================================================== */
 
-/* ==== building a state =====================================================
- */
+/* The i-th attribute of a state as the public sc_attr. */
+static sc_attr rec_attr(const sc_entity *e, size_t i)
+{
+	const char *base = (const char *)e;
+	const sc_entity_rec *r = &sc_entity_table(e)[i];
+	sc_attr a;
+	a.name.ptr = base + r->name_off;
+	a.name.len = r->name_len;
+	a.value.type = (sc_value_type)r->type;
+	switch (a.value.type) {
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		a.value.u.s.ptr = base + r->u.s.off;
+		a.value.u.s.len = r->u.s.len;
+		break;
+	case SC_VALUE_INT:
+		a.value.u.i = r->u.i;
+		break;
+	case SC_VALUE_DOUBLE:
+		a.value.u.d = r->u.d;
+		break;
+	case SC_VALUE_BOOL:
+		a.value.u.b = r->u.b;
+		break;
+	case SC_VALUE_NULL:
+		a.value.u.i = 0;
+		break;
+	}
+	return a;
+}
 
 /*
  * The attributes of a new state come from a merge of the previous state's
- * sorted table (`old`) and the event's sorted, de-duplicated attributes
- * (`ev`). The same merge runs twice: once to size the block, once to fill
- * it.
+ * sorted table (`old`, may be NULL) and the event's sorted, de-duplicated
+ * attributes (`ev`). The same merge runs twice: once to size the block,
+ * once to fill it.
  */
 typedef struct merge {
-	const sc_attr *old;
+	const sc_entity *old;
 	size_t nold;
 	const sc_attr *const *ev;
 	size_t nev;
@@ -248,18 +271,22 @@ typedef struct merge {
 	size_t i, j;
 } merge;
 
-/* The next attribute of the result, or NULL at the end. */
-static const sc_attr *merge_next(merge *m)
+/* The next attribute of the result into *out; false at the end. */
+static bool merge_next(merge *m, sc_attr *out)
 {
 	for (;;) {
-		const sc_attr *a = m->i < m->nold ? &m->old[m->i] : NULL;
+		bool has_a = m->i < m->nold;
 		const sc_attr *b = m->j < m->nev ? m->ev[m->j] : NULL;
-		if (!a && !b)
-			return NULL;
-		int c = !a ? 1 : !b ? -1 : name_cmp(a->name, b->name);
+		if (!has_a && !b)
+			return false;
+		sc_attr a;
+		if (has_a)
+			a = rec_attr(m->old, m->i);
+		int c = !has_a ? 1 : !b ? -1 : name_cmp(a.name, b->name);
 		if (c < 0) {
 			m->i++;
-			return a;
+			*out = a;
+			return true;
 		}
 		m->j++;
 		if (c == 0)
@@ -268,7 +295,8 @@ static const sc_attr *merge_next(merge *m)
 			continue; /* removed, or the name was absent anyway */
 		if (b->value.type == SC_VALUE_NULL)
 			continue; /* set: removes; replace: absent */
-		return b;
+		*out = *b;
+		return true;
 	}
 }
 
@@ -280,6 +308,11 @@ static char *put_bytes(char *p, const char *src, size_t len)
 	return p + len + 1;
 }
 
+static bool is_blob(sc_value_type t)
+{
+	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
+}
+
 /* Allocate and fill a state from the attribute stream of `m`. */
 static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 			    sc_str actor, uint64_t position, uint64_t born,
@@ -287,20 +320,26 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 {
 	merge m = *m0;
 	size_t nattrs = 0, strings = actor.len + 1;
-	int ok = 1;
-	for (const sc_attr *a; (a = merge_next(&m));) {
+	int ok = actor.len < UINT32_MAX;
+	sc_attr a;
+	while (merge_next(&m, &a)) {
 		nattrs++;
-		ok &= add_size(&strings, a->name.len + 1);
-		ok &= add_size(&strings, value_bytes(&a->value) + 1);
+		ok &= add_size(&strings, a.name.len + 1);
+		if (is_blob(a.value.type)) {
+			ok &= a.value.u.s.len < UINT32_MAX;
+			ok &= add_size(&strings, a.value.u.s.len + 1);
+		}
 	}
-	size_t size =
+	size_t table_off =
 	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
-	size_t table = nattrs * sizeof(sc_attr);
-	ok &= nattrs <= UINT32_MAX && actor.len <= UINT32_MAX;
-	ok &= add_size(&size, table) && add_size(&size, strings);
+	size_t size = table_off;
+	ok &= nattrs < UINT32_MAX / sizeof(sc_entity_rec);
+	ok &= add_size(&size, nattrs * sizeof(sc_entity_rec)) &&
+	      add_size(&size, strings) && size < UINT32_MAX;
 	if (!ok)
 		return sc_error_set(err, SC_ETOOBIG,
-				    "entity '%.*s' would not fit in memory",
+				    "entity '%.*s' would take 4 GiB or more; "
+				    "split its attributes",
 				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
 
 	sc_entity *e = sc_malloc(size);
@@ -309,41 +348,56 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 				    "out of memory for a %zu-byte entity "
 				    "state",
 				    size);
+	char *base = (char *)e;
 	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
 	key->len = (uint32_t)id.len;
 	key->reserved = 0;
 	memcpy(key->bytes, id.ptr, id.len);
 	key->bytes[id.len] = '\0';
-	sc_attr *tab =
-	    (sc_attr *)(void *)((char *)key + align8(sizeof *key + id.len + 1));
+	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
 	char *p = (char *)(tab + nattrs);
 
 	e->position = position;
 	e->updated_at = updated_at;
 	e->born = born;
-	e->size = size;
-	e->attrs = tab;
+	e->size = (uint32_t)size;
 	e->nattrs = (uint32_t)nattrs;
+	e->table_off = (uint32_t)table_off;
 	e->actor_len = (uint32_t)actor.len;
-	e->actor = p;
 	p = put_bytes(p, actor.ptr, actor.len);
 
 	m = *m0;
 	size_t k = 0;
-	for (const sc_attr *a; (a = merge_next(&m)); k++) {
-		sc_attr *t = &tab[k];
-		t->name.ptr = p;
-		t->name.len = a->name.len;
-		p = put_bytes(p, a->name.ptr, a->name.len);
-		t->value = a->value;
-		if (a->value.type == SC_VALUE_STRING ||
-		    a->value.type == SC_VALUE_BYTES) {
-			t->value.u.s.ptr = p;
-			p = put_bytes(p, a->value.u.s.ptr, a->value.u.s.len);
+	for (; merge_next(&m, &a); k++) {
+		sc_entity_rec *t = &tab[k];
+		t->name_off = (uint32_t)(p - base);
+		t->name_len = (uint8_t)a.name.len;
+		t->type = (uint8_t)a.value.type;
+		t->reserved = 0;
+		p = put_bytes(p, a.name.ptr, a.name.len);
+		switch (a.value.type) {
+		case SC_VALUE_STRING:
+		case SC_VALUE_BYTES:
+			t->u.s.off = (uint32_t)(p - base);
+			t->u.s.len = (uint32_t)a.value.u.s.len;
+			p = put_bytes(p, a.value.u.s.ptr, a.value.u.s.len);
+			break;
+		case SC_VALUE_INT:
+			t->u.i = a.value.u.i;
+			break;
+		case SC_VALUE_DOUBLE:
+			t->u.d = a.value.u.d;
+			break;
+		case SC_VALUE_BOOL:
+			t->u.i = 0;
+			t->u.b = a.value.u.b;
+			break;
+		case SC_VALUE_NULL:
+			break;
 		}
 	}
 	SC_ENSURE(k == nattrs);
-	SC_ENSURE(p <= (char *)e + size);
+	SC_ENSURE(p <= base + size);
 	*out = e;
 	return SC_OK;
 }
@@ -382,7 +436,7 @@ int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 	    .type = ev->type,
 	};
 	if (prev && ev->type != SC_EVENT_REPLACE) {
-		m.old = prev->attrs;
+		m.old = prev;
 		m.nold = prev->nattrs;
 	}
 	int rc = build_from_merge(ev->entity, &m, ev->time, ev->actor,
@@ -463,8 +517,7 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 	return rc;
 }
 
-/* ==== public: standalone states and accessors ==============================
- */
+/* ==== public: standalone states and accessors ============================= */
 
 int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
 		    sc_error *err)
@@ -500,7 +553,8 @@ int64_t sc_entity_updated_at(const sc_entity *e)
 
 sc_str sc_entity_updated_by(const sc_entity *e)
 {
-	return (sc_str){e->actor, e->actor_len};
+	const char *p = (const char *)(sc_entity_table(e) + e->nattrs);
+	return (sc_str){p, e->actor_len};
 }
 
 uint64_t sc_entity_position(const sc_entity *e)
@@ -516,7 +570,7 @@ size_t sc_entity_attr_count(const sc_entity *e)
 sc_attr sc_entity_attr(const sc_entity *e, size_t i)
 {
 	SC_REQUIRE(i < e->nattrs);
-	return e->attrs[i];
+	return rec_attr(e, i);
 }
 
 size_t sc_entity_memory_bytes(const sc_entity *e)
@@ -526,13 +580,16 @@ size_t sc_entity_memory_bytes(const sc_entity *e)
 
 bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out)
 {
+	const sc_entity_rec *tab = sc_entity_table(e);
+	const char *base = (const char *)e;
 	size_t lo = 0, hi = e->nattrs;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = name_cmp(e->attrs[mid].name, name);
+		sc_str n = {base + tab[mid].name_off, tab[mid].name_len};
+		int c = name_cmp(n, name);
 		if (c == 0) {
 			if (out)
-				*out = e->attrs[mid].value;
+				*out = rec_attr(e, mid).value;
 			return true;
 		}
 		if (c < 0)
@@ -576,8 +633,8 @@ bool sc_entity_equal(const sc_entity *a, const sc_entity *b)
 	    !str_eq(sc_entity_updated_by(a), sc_entity_updated_by(b)))
 		return false;
 	for (size_t i = 0; i < a->nattrs; i++) {
-		if (!str_eq(a->attrs[i].name, b->attrs[i].name) ||
-		    !value_eq(&a->attrs[i].value, &b->attrs[i].value))
+		sc_attr x = rec_attr(a, i), y = rec_attr(b, i);
+		if (!str_eq(x.name, y.name) || !value_eq(&x.value, &y.value))
 			return false;
 	}
 	return true;

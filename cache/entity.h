@@ -8,11 +8,13 @@
  *   | header            |
  *   +-------------------+  sc_entity_key(e): the HAMT key object, i.e. the id
  *   | len | 0 | id \0   |
- *   +-------------------+  e->attrs: nattrs sc_attr, sorted by name (bytewise)
- *   | attr table        |
+ *   +-------------------+  table_off: nattrs sc_entity_rec (16 bytes each),
+ *   | attr table        |  sorted by name (bytewise)
  *   +-------------------+  every string the state holds, each followed by a
  *   | strings           |  NUL that is not counted in its length: updated_by,
  *   +-------------------+  then each attribute's name and string/bytes value
+ *
+ * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG).
  *
  * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
  * same block, so the release hook frees the pair with one sc_free.
@@ -20,10 +22,28 @@
 #ifndef STATECACHE_CACHE_ENTITY_H
 #define STATECACHE_CACHE_ENTITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "statecache/cache.h"
+
+/* One attribute in a state's table (16 bytes); its name and string or bytes
+ * value live in the block, at offsets from the block's start. */
+typedef struct sc_entity_rec {
+	uint32_t name_off;
+	uint8_t name_len; /* 1..255 */
+	uint8_t type;	  /* sc_value_type, never SC_VALUE_NULL */
+	uint16_t reserved;
+	union {
+		int64_t i;
+		double d;
+		bool b;
+		struct {
+			uint32_t off, len;
+		} s;
+	} u;
+} sc_entity_rec;
 
 struct sc_entity {
 	uint64_t position;
@@ -32,16 +52,21 @@ struct sc_entity {
 	 * standalone state). Lets the writer tell a state it created in the
 	 * open edit from one the edit's base version holds. */
 	uint64_t born;
-	size_t size; /* bytes of the whole allocation */
-	const sc_attr *attrs;
-	const char *actor;
-	uint32_t nattrs;
+	uint32_t size;	    /* bytes of the whole block (< 4 GiB) */
+	uint32_t nattrs;    /* records in the table */
+	uint32_t table_off; /* the table; updated_by follows it */
 	uint32_t actor_len;
 };
 
 static inline const sc_hamt_key *sc_entity_key(const sc_entity *e)
 {
 	return (const sc_hamt_key *)(const void *)(e + 1);
+}
+
+static inline const sc_entity_rec *sc_entity_table(const sc_entity *e)
+{
+	return (const sc_entity_rec *)(const void *)((const char *)e +
+						     e->table_off);
 }
 
 /* Bytes of the allocation holding `e`. */

@@ -129,8 +129,7 @@ void sc_reclaim_fini(sc_cache *cache)
 	sc_free(cache->slots_block);
 }
 
-/* ==== readers ===============================================================
- */
+/* ==== readers ============================================================= */
 
 /* Record the calling thread as the slot's owner and arm its exit hook. */
 static void reader_register_thread(struct sc_reader *r)
@@ -234,8 +233,7 @@ void sc_reader_end(sc_reader *reader)
 	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
 }
 
-/* ==== writer side ==========================================================
- */
+/* ==== writer side ========================================================= */
 
 uint64_t sc_reclaim_min_pinned(sc_cache *cache)
 {

@@ -103,8 +103,7 @@ static int64_t view_sum(const sc_view *view, size_t *count)
 	return sum;
 }
 
-/* ==== writer =================================================================
- */
+/* ==== writer ============================================================== */
 
 static void set_bal(sc_cache *cache, sc_str id, int64_t bal, uint64_t pos)
 {
@@ -174,8 +173,7 @@ static void writer_run(shared *sh, size_t batches)
 	atomic_store_explicit(&sh->done, true, memory_order_release);
 }
 
-/* ==== readers
- * ================================================================= */
+/* ==== readers ============================================================= */
 
 typedef struct reader_arg {
 	shared *sh;
@@ -316,8 +314,7 @@ static void *reader_main(void *p)
 	return NULL;
 }
 
-/* ==== the test
- * ================================================================= */
+/* ==== the test ============================================================ */
 
 static size_t live_bytes(sc_cache *cache)
 {

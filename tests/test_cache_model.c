@@ -26,8 +26,7 @@
 #include "statecache/testing.h"
 #include "tests/support/refstate.h"
 
-/* ==== randomness =============================================================
- */
+/* ==== randomness ========================================================== */
 
 static uint64_t seed;
 
@@ -65,8 +64,7 @@ static bool short_run(void)
 	return getenv("SC_TEST_SHORT") != NULL;
 }
 
-/* ==== random events
- * =========================================================== */
+/* ==== random events ======================================================= */
 
 #define MAX_ATTRS 8
 
@@ -159,8 +157,7 @@ static void spoil_event(gen *g)
 	}
 }
 
-/* ==== helpers
- * =================================================================== */
+/* ==== helpers ============================================================= */
 
 /* Bytes of the newest version alone: its HAMT nodes and entity states. */
 static size_t live_bytes(sc_cache *cache)
@@ -210,8 +207,7 @@ static int diff_cb(void *ctx, sc_diff_kind kind, const sc_entity *old,
 	return 0;
 }
 
-/* ==== the model run
- * ============================================================== */
+/* ==== the model run ======================================================= */
 
 static uint64_t collide_hash(const void *key, size_t len, uint64_t s)
 {
@@ -430,8 +426,7 @@ static void test_model_load_entity(void **state)
 	sc_cache_destroy(cache);
 }
 
-/* ==== allocation failures
- * ========================================================= */
+/* ==== allocation failures ================================================= */
 
 static void test_enomem_poisons_and_discard_restores(void **state)
 {

@@ -77,8 +77,7 @@ static void apply_set(sc_cache *cache, const char *id, int64_t x, uint64_t pos)
 		fail_msg("apply: %s", err.message);
 }
 
-/* ==== many cycles with held views
- * ============================================== */
+/* ==== many cycles with held views ========================================= */
 
 #define NHELD 8
 
@@ -178,8 +177,7 @@ static void test_cycles_with_held_views(void **state)
 	sc_cache_destroy(cache);
 }
 
-/* ==== a pinned thread that exits
- * ================================================ */
+/* ==== a pinned thread that exits ========================================== */
 
 typedef struct exit_arg {
 	sc_cache *cache;
@@ -241,8 +239,7 @@ static void test_thread_exit_releases_pin(void **state)
 	sc_cache_destroy(cache);
 }
 
-/* ==== reader slots, get, diff
- * ====================================================== */
+/* ==== reader slots, get, diff ============================================= */
 
 static void test_reader_slots_run_out(void **state)
 {

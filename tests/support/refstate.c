@@ -9,8 +9,7 @@
 
 #include <xxhash.h>
 
-/* ==== memory ================================================================
- */
+/* ==== memory ============================================================== */
 
 static void *xmalloc(size_t n)
 {
@@ -82,8 +81,7 @@ static sc_refentity *entity_clone(const sc_refentity *re)
 	return c;
 }
 
-/* ==== the table =============================================================
- */
+/* ==== the table =========================================================== */
 
 typedef struct journal_entry {
 	sc_str id;	     /* owned */
@@ -219,8 +217,7 @@ void sc_refstate_foreach(const sc_refstate *rs,
 			fn(ctx, re);
 }
 
-/* ==== applying events =======================================================
- */
+/* ==== applying events ===================================================== */
 
 static long attr_index(const sc_refentity *re, sc_str name)
 {
@@ -345,8 +342,7 @@ void sc_refstate_rollback(sc_refstate *rs)
 	rs->in_txn = false;
 }
 
-/* ==== comparison ============================================================
- */
+/* ==== comparison ========================================================== */
 
 static bool value_eq(const sc_value *a, const sc_value *b)
 {
@@ -479,8 +475,7 @@ bool sc_refstate_check_ids(const sc_refstate *rs, const sc_view *view,
 	return true;
 }
 
-/* ==== hashing ================================================================
- */
+/* ==== hashing ============================================================= */
 
 static uint64_t attr_hash(sc_str name, const sc_value *v)
 {
