@@ -167,6 +167,23 @@ check_error "not UTF-8" $'{"entity":"\xff","type":"delete"}' "column"
 # a line the decoder accepts but the store rejects (actor over 4096 bytes):
 # the batch is retried event by event so the lines before it are kept
 check_error "rejected by the store" "{\"entity\":\"e\",\"type\":\"delete\",\"actor\":\"$(head -c 5000 /dev/zero | tr '\0' a)\"}" "actor is 5000 bytes"
+# a bad line at various places and batch sizes: exactly the lines before it
+# are committed (seeded, so every run is the same)
+RANDOM=4242
+"$S" gen --count 60 --entities 7 --seed 3 >"$T/g60.jsonl"
+for batch in 1 4 7 25 100; do
+	at=$((RANDOM % 60 + 1))
+	rm -rf "$E"
+	{
+		head -n $((at - 1)) "$T/g60.jsonl"
+		echo '{"entity":"x","type":"set","attrs":{"v":[]}}'
+		tail -n +"$at" "$T/g60.jsonl"
+	} >"$T/bad.jsonl"
+	run 2 "bad line $at, batch $batch" -- "$S" --db "$E" ingest "$T/bad.jsonl" --batch "$batch"
+	expect_in "$T/err" "line $at: " "bad line $at, batch $batch: names the line"
+	run 0 "events after bad line $at" -- "$S" --db "$E" events
+	expect_eq "$(wc -l <"$T/out")" "$((at - 1))" "bad line $at, batch $batch: lines before it kept"
+done
 # a bad line right at a batch boundary: batch 2 commits lines 1-2 first
 rm -rf "$E"
 printf '%s\n%s\n%s\n' "$good" "$good" '{"entity":"e"}' >"$T/bad.jsonl"
