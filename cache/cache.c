@@ -217,6 +217,7 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = sc_entity_validate_event(ev, err);
 	if (rc)
 		return rc;
+	bool opened = !cache->edit;
 	rc = pending_open(cache, err);
 	if (rc)
 		return rc;
@@ -226,8 +227,14 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = sc_entity_build(prev, ev, cache->generation, &ne, err);
 	if (rc == ENOMEM)
 		return poison(cache, rc, err, "building an entity state");
-	if (rc)
-		return rc; /* SC_ETOOBIG: nothing changed */
+	if (rc) {
+		/* SC_ETOOBIG: nothing changed; close an edit opened for it. */
+		if (opened) {
+			sc_hamt_edit_abort(cache->edit);
+			cache->edit = NULL;
+		}
+		return rc;
+	}
 	return pending_put(cache, ev->entity, prev, ne, ev->position, err);
 }
 

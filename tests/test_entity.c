@@ -331,6 +331,30 @@ static void test_bad_types(void **state)
 	sc_entity_free(p);
 }
 
+static void test_too_big(void **state)
+{
+	(void)state;
+	/* Offsets are 32-bit: a 4 GiB value is refused before it is read. */
+	sc_attr a[] = {A_str("blob", "x")};
+	a[0].value.u.s.len = (size_t)UINT32_MAX;
+	sc_event ev = E(SC_EVENT_SET, "big", a, 1, 1);
+	sc_entity *out = (sc_entity *)0x1;
+	sc_error err;
+	assert_int_equal(sc_entity_apply(NULL, &ev, &out, &err), SC_ETOOBIG);
+	assert_null(out);
+	assert_non_null(strstr(err.message, "4 GiB"));
+
+	sc_cache *cache;
+	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
+	assert_int_equal(sc_cache_apply(cache, &ev, &err), SC_ETOOBIG);
+	assert_false(sc_cache_pending(cache));
+	a[0].value.u.s.len = 1;
+	assert_int_equal(sc_cache_apply(cache, &ev, &err), 0);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_cache_len(cache), 1);
+	sc_cache_destroy(cache);
+}
+
 /* ==== values, equality, allocation failure ================================ */
 
 static void test_value_kinds_and_equality(void **state)
@@ -428,6 +452,7 @@ int main(void)
 	    cmocka_unit_test(test_limits_id),
 	    cmocka_unit_test(test_limits_name),
 	    cmocka_unit_test(test_bad_types),
+	    cmocka_unit_test(test_too_big),
 	    cmocka_unit_test(test_value_kinds_and_equality),
 	    cmocka_unit_test(test_enomem),
 	};
