@@ -157,7 +157,7 @@ int main(void)
 		gh_set(t, i, 0);
 
 	const size_t batches[] = {1, 100, 10000};
-	const size_t events[] = {200000, 1000000, 1000000};
+	const size_t events[] = {200000, 500000, 500000};
 	const char *only = getenv("SC_BENCH_BATCH"); /* one batch size */
 	for (int b = 0; b < 3; b++) {
 		if (only && (size_t)atol(only) != batches[b])
