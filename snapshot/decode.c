@@ -5,11 +5,13 @@
  * Everything here reads hostile bytes. The order of the checks matters:
  * every size is compared with a fixed cap or with the (already verified)
  * header before anything of that size is allocated, and a chunk is checked
- * whole before the first entity reaches the caller.
+ * whole before the first entity reaches the caller. The header goes through
+ * protobuf-c (small, once per snapshot); chunks are parsed in place.
  */
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <xxhash.h>
@@ -18,10 +20,6 @@
 #include "statecache/v1/statecache.pb-c.h"
 
 typedef Statecache__V1__SnapshotHeader pb_header;
-typedef Statecache__V1__SnapshotChunk pb_chunk;
-typedef Statecache__V1__EntityState pb_state;
-typedef Statecache__V1__Attr pb_attr;
-typedef Statecache__V1__Value pb_value;
 
 /* ---- protobuf-c allocation ---------------------------------------------- */
 
@@ -275,91 +273,326 @@ static int chunk_inflate(const sc_snapshot_header *h, uint32_t index,
 	return 0;
 }
 
-static sc_str str_of(ProtobufCBinaryData b)
+/* ---- reading SnapshotChunk bytes ---------------------------------------- */
+
+/*
+ * The chunk's protobuf bytes are read in place, without protobuf-c: its
+ * unpacker makes one allocation per message, string and array, which
+ * costs more than the rest of a restore together. The reader is strict
+ * where protobuf would be lenient: a singular field given twice, a Value
+ * with more than one kind, a string value holding a NUL byte, a known field
+ * with the wrong wire type are all corrupt. Unknown fields are skipped, as
+ * protobuf readers do, so a later writer may add fields. Every length is
+ * checked against the bytes left before it is used.
+ */
+
+typedef struct rd {
+	const uint8_t *p, *end;
+} rd;
+
+static bool rd_varint(rd *r, uint64_t *out)
 {
-	sc_str s = {(const char *)b.data, b.len};
-	if (!b.len)
-		s.ptr = "";
-	return s;
+	uint64_t v = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		if (r->p == r->end)
+			return false;
+		uint8_t b = *r->p++;
+		if (shift == 63 && b > 1)
+			return false; /* over 64 bits */
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*out = v;
+			return true;
+		}
+	}
+	return false;
 }
 
-static int name_less(ProtobufCBinaryData a, ProtobufCBinaryData b)
+static bool rd_fixed64(rd *r, uint64_t *out)
+{
+	if (r->end - r->p < 8)
+		return false;
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | r->p[i];
+	r->p += 8;
+	*out = v;
+	return true;
+}
+
+/* A length-delimited field's payload as a sub-reader. */
+static bool rd_sub(rd *r, rd *sub)
+{
+	uint64_t n;
+	if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+		return false;
+	sub->p = r->p;
+	sub->end = r->p + n;
+	r->p += n;
+	return true;
+}
+
+static bool rd_skip(rd *r, unsigned wire)
+{
+	uint64_t v;
+	rd sub;
+	switch (wire) {
+	case 0:
+		return rd_varint(r, &v);
+	case 1:
+		return rd_fixed64(r, &v);
+	case 2:
+		return rd_sub(r, &sub);
+	case 5:
+		if (r->end - r->p < 4)
+			return false;
+		r->p += 4;
+		return true;
+	}
+	return false; /* groups (3, 4) and unknown wire types */
+}
+
+/* The next field's number and wire type; false at the end or on bad
+ * bytes (*bad tells which). */
+static bool rd_field(rd *r, uint32_t *num, unsigned *wire, bool *bad)
+{
+	*bad = false;
+	if (r->p == r->end)
+		return false;
+	uint64_t key;
+	if (!rd_varint(r, &key) || (key >> 3) == 0 || (key >> 3) > UINT32_MAX) {
+		*bad = true;
+		return false;
+	}
+	*num = (uint32_t)(key >> 3);
+	*wire = (unsigned)(key & 7);
+	return true;
+}
+
+static sc_str str_of_rd(rd s)
+{
+	sc_str out = {(const char *)s.p, (size_t)(s.end - s.p)};
+	if (!out.len)
+		out.ptr = "";
+	return out;
+}
+
+static bool str_less(sc_str a, sc_str b)
 {
 	size_t m = a.len < b.len ? a.len : b.len;
-	int c = memcmp(a.data, b.data, m);
+	int c = memcmp(a.ptr, b.ptr, m);
 	return c < 0 || (c == 0 && a.len < b.len);
 }
 
-/* Check one decoded entity against every limit a cache entity obeys. */
-static const char *state_check(const pb_state *s, uint64_t max_position)
+/* Value: exactly one kind. */
+static const char *read_value(rd r, sc_value *v)
 {
-	if (s->id.len < 1 || s->id.len > SC_ENTITY_ID_MAX)
-		return "an entity id length is out of range";
-	if (s->updated_by.len > SC_SNAPSHOT_ACTOR_MAX)
-		return "an entity's updated_by is too long";
-	if (s->position > max_position)
-		return "an entity's position is beyond the snapshot's";
-	for (size_t i = 0; i < s->n_attrs; i++) {
-		const pb_attr *a = s->attrs[i];
-		if (a->name.len < 1 || a->name.len > SC_ATTR_NAME_MAX)
-			return "an attribute name length is out of range";
-		if (i && !name_less(s->attrs[i - 1]->name, a->name))
-			return "attribute names are not sorted or repeat";
-		const pb_value *v = a->value;
-		if (!v)
-			return "an attribute has no value";
-		switch (v->kind_case) {
-		case STATECACHE__V1__VALUE__KIND_STRING_VALUE:
-			if (strlen(v->string_value) > SC_SNAPSHOT_VALUE_MAX)
-				return "a string value is over the size limit";
+	int kinds = 0;
+	uint32_t num;
+	unsigned wire;
+	bool bad;
+	memset(v, 0, sizeof *v);
+	while (rd_field(&r, &num, &wire, &bad)) {
+		uint64_t x;
+		rd s;
+		switch (num) {
+		case 1: /* string_value */
+		case 5: /* bytes_value */
+			if (wire != 2 || !rd_sub(&r, &s))
+				return "a value is malformed";
+			v->type = num == 1 ? SC_VALUE_STRING : SC_VALUE_BYTES;
+			v->u.s = str_of_rd(s);
+			if (v->u.s.len > SC_SNAPSHOT_VALUE_MAX)
+				return "a value is over the size limit";
+			if (num == 1 && memchr(v->u.s.ptr, 0, v->u.s.len))
+				return "a string value holds a NUL byte";
 			break;
-		case STATECACHE__V1__VALUE__KIND_BYTES_VALUE:
-			if (v->bytes_value.len > SC_SNAPSHOT_VALUE_MAX)
-				return "a bytes value is over the size limit";
+		case 2: /* int_value, zigzag */
+			if (wire != 0 || !rd_varint(&r, &x))
+				return "a value is malformed";
+			v->type = SC_VALUE_INT;
+			v->u.i = (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
 			break;
-		case STATECACHE__V1__VALUE__KIND_INT_VALUE:
-		case STATECACHE__V1__VALUE__KIND_DOUBLE_VALUE:
-		case STATECACHE__V1__VALUE__KIND_BOOL_VALUE:
+		case 3: /* double_value */
+			if (wire != 1 || !rd_fixed64(&r, &x))
+				return "a value is malformed";
+			v->type = SC_VALUE_DOUBLE;
+			memcpy(&v->u.d, &x, sizeof x);
+			break;
+		case 4: /* bool_value */
+			if (wire != 0 || !rd_varint(&r, &x) || x > 1)
+				return "a value is malformed";
+			v->type = SC_VALUE_BOOL;
+			v->u.b = x != 0;
 			break;
 		default:
-			return "an attribute value is null or of an unknown "
-			       "kind";
+			if (!rd_skip(&r, wire))
+				return "a value is malformed";
+			continue;
 		}
+		kinds++;
 	}
+	if (bad)
+		return "a value is malformed";
+	if (kinds != 1)
+		return kinds ? "a value has more than one kind"
+			     : "an attribute value is null";
 	return NULL;
 }
 
-static sc_value value_of(const pb_value *v)
+static const char *read_attr(rd r, sc_attr *a)
 {
-	sc_value out;
-	memset(&out, 0, sizeof out);
-	switch (v->kind_case) {
-	case STATECACHE__V1__VALUE__KIND_STRING_VALUE:
-		out.type = SC_VALUE_STRING;
-		out.u.s.ptr = v->string_value;
-		out.u.s.len = strlen(v->string_value);
-		break;
-	case STATECACHE__V1__VALUE__KIND_BYTES_VALUE:
-		out.type = SC_VALUE_BYTES;
-		out.u.s = str_of(v->bytes_value);
-		break;
-	case STATECACHE__V1__VALUE__KIND_INT_VALUE:
-		out.type = SC_VALUE_INT;
-		out.u.i = v->int_value;
-		break;
-	case STATECACHE__V1__VALUE__KIND_DOUBLE_VALUE:
-		out.type = SC_VALUE_DOUBLE;
-		out.u.d = v->double_value;
-		break;
-	case STATECACHE__V1__VALUE__KIND_BOOL_VALUE:
-		out.type = SC_VALUE_BOOL;
-		out.u.b = v->bool_value != 0;
-		break;
-	default:
-		SC_INSIST(0); /* state_check rejected it */
-		break;
+	bool have_name = false, have_value = false;
+	uint32_t num;
+	unsigned wire;
+	bool bad;
+	while (rd_field(&r, &num, &wire, &bad)) {
+		rd s;
+		if (num == 1 || num == 2) {
+			if (wire != 2 || !rd_sub(&r, &s))
+				return "an attribute is malformed";
+			bool *seen = num == 1 ? &have_name : &have_value;
+			if (*seen)
+				return "an attribute repeats a field";
+			*seen = true;
+			if (num == 1) {
+				a->name = str_of_rd(s);
+			} else {
+				const char *why = read_value(s, &a->value);
+				if (why)
+					return why;
+			}
+		} else if (!rd_skip(&r, wire)) {
+			return "an attribute is malformed";
+		}
 	}
-	return out;
+	if (bad)
+		return "an attribute is malformed";
+	if (!have_value)
+		return "an attribute has no value";
+	if (!have_name || a->name.len < 1 || a->name.len > SC_ATTR_NAME_MAX)
+		return "an attribute name length is out of range";
+	return NULL;
+}
+
+/*
+ * EntityState: check it and, when `attrs` is not NULL, fill `e` (attrs
+ * holds room for every attribute: the caller counted them in a first
+ * pass). *nattrs is the attribute count either way.
+ */
+static const char *read_state(rd r, uint64_t max_position,
+			      sc_snapshot_entity *e, sc_attr *attrs,
+			      size_t *nattrs)
+{
+	unsigned seen = 0; /* bit per singular field number */
+	uint32_t num;
+	unsigned wire;
+	bool bad;
+	sc_attr a, prev = {{NULL, 0}, {0}};
+	memset(e, 0, sizeof *e);
+	e->id.ptr = e->updated_by.ptr = "";
+	*nattrs = 0;
+	while (rd_field(&r, &num, &wire, &bad)) {
+		rd s;
+		uint64_t x;
+		if (num >= 1 && num <= 5 && num != 2) {
+			if (seen & (1u << num))
+				return "an entity repeats a field";
+			seen |= 1u << num;
+		}
+		switch (num) {
+		case 1: /* id */
+		case 4: /* updated_by */
+			if (wire != 2 || !rd_sub(&r, &s))
+				return "an entity is malformed";
+			if (num == 1)
+				e->id = str_of_rd(s);
+			else
+				e->updated_by = str_of_rd(s);
+			break;
+		case 2: { /* attrs */
+			if (wire != 2 || !rd_sub(&r, &s))
+				return "an entity is malformed";
+			const char *why = read_attr(s, &a);
+			if (why)
+				return why;
+			if (*nattrs && !str_less(prev.name, a.name))
+				return "attribute names are not sorted or "
+				       "repeat";
+			prev = a;
+			if (attrs)
+				attrs[*nattrs] = a;
+			++*nattrs;
+			break;
+		}
+		case 3: /* updated_at */
+			if (wire != 1 || !rd_fixed64(&r, &x))
+				return "an entity is malformed";
+			e->updated_at = (int64_t)x;
+			break;
+		case 5: /* position */
+			if (wire != 0 || !rd_varint(&r, &x))
+				return "an entity is malformed";
+			e->position = x;
+			break;
+		default:
+			if (!rd_skip(&r, wire))
+				return "an entity is malformed";
+		}
+	}
+	if (bad)
+		return "an entity is malformed";
+	if (e->id.len < 1 || e->id.len > SC_ENTITY_ID_MAX)
+		return "an entity id length is out of range";
+	if (e->updated_by.len > SC_SNAPSHOT_ACTOR_MAX)
+		return "an entity's updated_by is too long";
+	if (e->position > max_position)
+		return "an entity's position is beyond the snapshot's";
+	e->attrs = attrs;
+	e->nattrs = *nattrs;
+	return NULL;
+}
+
+/*
+ * Walk the SnapshotChunk's entities. With fn NULL: check everything and
+ * count entities and the largest attribute count. With fn: decode again
+ * (the bytes are known good) and call fn for each entity.
+ */
+static const char *read_chunk(rd r, uint64_t max_position, sc_attr *attrs,
+			      sc_snapshot_entity_fn fn, void *ctx,
+			      uint64_t *count, size_t *max_attrs, int *fn_rc)
+{
+	uint32_t num;
+	unsigned wire;
+	bool bad;
+	*count = 0;
+	*max_attrs = 0;
+	while (rd_field(&r, &num, &wire, &bad)) {
+		rd s;
+		if (num != 1) {
+			if (!rd_skip(&r, wire))
+				return "not a valid SnapshotChunk message";
+			continue;
+		}
+		if (wire != 2 || !rd_sub(&r, &s))
+			return "not a valid SnapshotChunk message";
+		sc_snapshot_entity e;
+		size_t n;
+		const char *why = read_state(s, max_position, &e, attrs, &n);
+		if (why)
+			return why;
+		if (n > *max_attrs)
+			*max_attrs = n;
+		++*count;
+		if (fn) {
+			*fn_rc = fn(ctx, &e);
+			if (*fn_rc)
+				return NULL;
+		}
+	}
+	if (bad)
+		return "not a valid SnapshotChunk message";
+	return NULL;
 }
 
 int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
@@ -382,46 +615,22 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 	int rc = chunk_inflate(h, index, bytes, len, &raw, err);
 	if (rc)
 		return rc;
-	size_t raw_len = h->chunk_raw_sizes[index];
-	int failed = 0;
-	ProtobufCAllocator alloc = {pb_alloc, pb_free, &failed};
-	pb_chunk *m =
-	    statecache__v1__snapshot_chunk__unpack(&alloc, raw_len, raw);
-	sc_free(raw); /* peak: raw bytes + decoded message, never more */
-	if (!m && failed)
-		return sc_error_set(err, ENOMEM,
-				    "out of memory decoding snapshot chunk %u",
-				    index);
-	if (!m)
-		return chunk_corrupt(err, h, index,
-				     "not a valid SnapshotChunk message");
+	rd all = {raw, raw + h->chunk_raw_sizes[index]};
+	uint64_t count;
+	size_t max_attrs;
 	sc_attr *attrs = NULL;
-	/* Our encoder writes the canonical protobuf-c encoding. Bytes that
-	 * re-pack to a different size hide something the decoded message does
-	 * not show: a string holding a NUL byte (a C string would cut it
-	 * short), a field given twice (protobuf-c keeps the last) or an
-	 * over-long varint. Unknown fields are kept by protobuf-c and re-pack
-	 * to the same size: they are skipped, as protobuf readers do. */
-	if (statecache__v1__snapshot_chunk__get_packed_size(m) != raw_len) {
-		rc = chunk_corrupt(err, h, index,
-				   "not in canonical form (a string with a "
-				   "NUL byte, or a field given twice)");
+	int fn_rc = 0;
+	/* Pass 1: the whole chunk is checked before fn sees any entity. */
+	const char *why = read_chunk(all, h->position, NULL, NULL, NULL, &count,
+				     &max_attrs, &fn_rc);
+	if (why) {
+		rc = chunk_corrupt(err, h, index, why);
 		goto done;
 	}
-	if (m->n_entities != h->chunk_entity_counts[index]) {
+	if (count != h->chunk_entity_counts[index]) {
 		rc = chunk_corrupt(err, h, index,
 				   "entity count differs from the header's");
 		goto done;
-	}
-	size_t max_attrs = 0;
-	for (size_t i = 0; i < m->n_entities; i++) {
-		const char *why = state_check(m->entities[i], h->position);
-		if (why) {
-			rc = chunk_corrupt(err, h, index, why);
-			goto done;
-		}
-		if (m->entities[i]->n_attrs > max_attrs)
-			max_attrs = m->entities[i]->n_attrs;
 	}
 	if (max_attrs) {
 		attrs = sc_malloc(max_attrs * sizeof *attrs);
@@ -433,29 +642,16 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 			goto done;
 		}
 	}
-	for (size_t i = 0; i < m->n_entities; i++) {
-		const pb_state *s = m->entities[i];
-		for (size_t j = 0; j < s->n_attrs; j++) {
-			attrs[j].name = str_of(s->attrs[j]->name);
-			attrs[j].value = value_of(s->attrs[j]->value);
-		}
-		sc_snapshot_entity e = {
-		    .id = str_of(s->id),
-		    .attrs = attrs,
-		    .nattrs = s->n_attrs,
-		    .updated_at = s->updated_at,
-		    .updated_by = str_of(s->updated_by),
-		    .position = s->position,
-		};
-		rc = fn(ctx, &e);
-		if (rc)
-			goto done;
-	}
-	if (entities)
-		*entities = m->n_entities;
+	/* Pass 2: the same bytes, known good, handed to fn. */
+	why = read_chunk(all, h->position, attrs, fn, ctx, &count, &max_attrs,
+			 &fn_rc);
+	SC_INSIST(!why);
+	rc = fn_rc;
+	if (!rc && entities)
+		*entities = count;
 done:
 	sc_free(attrs);
-	statecache__v1__snapshot_chunk__free_unpacked(m, &alloc);
+	sc_free(raw);
 	return rc;
 }
 

@@ -7,8 +7,8 @@
  * only to serialise them again would cost more than the compression. The
  * writer below emits exactly what protobuf-c would pack for the same
  * message (fields in number order, proto3 zero scalars omitted, oneof
- * members always present); tests/test_snapshot.c checks that byte for byte,
- * and the decoder rejects anything that does not re-pack to the same size.
+ * members always present); tests/test_snapshot.c checks that byte for
+ * byte against protobuf-c.
  */
 #include "snapshot/snapshot.h"
 

@@ -831,6 +831,34 @@ static void test_crafted_chunks(void **state)
 					  'e',	0x78, 0x01};
 	assert_int_equal(decode_crafted(unknown, sizeof unknown, 5, 1, &err),
 			 0);
+	/* Strictness where protobuf would be lenient, and broken framing. */
+	static const struct {
+		const char *what;
+		uint8_t len;
+		uint8_t b[16];
+	} bad[] = {
+	    {"id twice", 8, {0x0a, 0x06, 0x0a, 0x01, 'e', 0x0a, 0x01, 'f'}},
+	    {"two kinds",
+	     16,
+	     {0x0a, 0x0e, 0x0a, 0x01, 'e', 0x12, 0x09, 0x0a, 0x01, 'a', 0x12,
+	      0x04, 0x10, 0x02, 0x20, 0x01}},
+	    {"bool 2",
+	     14,
+	     {0x0a, 0x0c, 0x0a, 0x01, 'e', 0x12, 0x07, 0x0a, 0x01, 'a', 0x12,
+	      0x02, 0x20, 0x02}},
+	    {"id as varint", 4, {0x0a, 0x02, 0x08, 0x01}},
+	    {"length past the end", 5, {0x0a, 0x03, 0x0a, 0x05, 'e'}},
+	    {"entity past the end", 3, {0x0a, 0x09, 0x0a}},
+	    {"truncated varint", 7, {0x0a, 0x05, 0x0a, 0x01, 'e', 0x28, 0x80}},
+	    {"group wire type", 6, {0x0a, 0x04, 0x0a, 0x01, 'e', 0x7b}},
+	    {"field 0", 6, {0x0a, 0x04, 0x0a, 0x01, 'e', 0x00}},
+	    {"updated_at cut", 8, {0x0a, 0x06, 0x0a, 0x01, 'e', 0x19, 1, 2}},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		int rc = decode_crafted(bad[i].b, bad[i].len, 5, 1, &err);
+		if (rc != SC_ECORRUPT)
+			fail_msg("%s: rc %d", bad[i].what, rc);
+	}
 	/* Garbage that is not protobuf. */
 	static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	assert_int_equal(decode_crafted(junk, sizeof junk, 5, 1, &err),
