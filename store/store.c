@@ -27,7 +27,7 @@
 
 #define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)64 << 30)
-#define REPLAY_BATCH	     65536
+#define REPLAY_BATCH	     8192
 
 /* ---- helpers ------------------------------------------------------------- */
 
