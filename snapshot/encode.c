@@ -155,22 +155,43 @@ static int bad_entity(sc_error *err, sc_str id, const char *what)
 			    shown, id.ptr, id.len > 64 ? "..." : "", what);
 }
 
+/*
+ * One entity, read once through the cache's accessors: the first PLAN_ATTRS
+ * attributes and their encoded sizes are kept here so that writing does not
+ * compute them again (entities with more attributes read the rest twice).
+ */
+#define PLAN_ATTRS 32
+
+typedef struct plan {
+	sc_str id, by;
+	int64_t updated_at;
+	uint64_t position;
+	size_t nattrs;
+	size_t len; /* EntityState message bytes */
+	sc_attr attrs[PLAN_ATTRS];
+	uint32_t value_len[PLAN_ATTRS], attr_len[PLAN_ATTRS];
+} plan;
+
 /* Check what the decoder will check, so a snapshot that encodes also
  * restores, and compute the EntityState message size. */
-static int entity_check_len(const sc_entity *e, uint64_t view_position,
-			    size_t *out, sc_error *err)
+static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
+		       sc_error *err)
 {
-	sc_str id = sc_entity_id(e);
-	sc_str by = sc_entity_updated_by(e);
+	pl->len = 0;
+	pl->nattrs = 0;
+	sc_str id = pl->id = sc_entity_id(e);
+	sc_str by = pl->by = sc_entity_updated_by(e);
+	pl->updated_at = sc_entity_updated_at(e);
+	pl->position = sc_entity_position(e);
 	if (id.len < 1 || id.len > SC_ENTITY_ID_MAX)
 		return bad_entity(err, id, "id length out of range");
 	if (by.len > SC_SNAPSHOT_ACTOR_MAX)
 		return bad_entity(err, id, "updated_by is too long");
-	if (sc_entity_position(e) > view_position)
+	if (pl->position > view_position)
 		return bad_entity(err, id,
 				  "its position is beyond the version's");
 	size_t n = delimited_len(id.len);
-	size_t nattrs = sc_entity_attr_count(e);
+	size_t nattrs = pl->nattrs = sc_entity_attr_count(e);
 	sc_str prev = {NULL, 0};
 	for (size_t i = 0; i < nattrs; i++) {
 		sc_attr a = sc_entity_attr(e, i);
@@ -211,44 +232,59 @@ static int entity_check_len(const sc_entity *e, uint64_t view_position,
 					  "an attribute has a null or unknown "
 					  "value type");
 		}
-		n += delimited_len(attr_len(&a));
+		size_t vl = value_len(&a.value);
+		size_t al = delimited_len(a.name.len) + delimited_len(vl);
+		if (i < PLAN_ATTRS) {
+			pl->attrs[i] = a;
+			pl->value_len[i] = (uint32_t)vl;
+			pl->attr_len[i] = (uint32_t)al;
+		}
+		n += delimited_len(al);
 	}
-	if (sc_entity_updated_at(e))
+	if (pl->updated_at)
 		n += 1 + 8;
 	if (by.len)
 		n += delimited_len(by.len);
-	if (sc_entity_position(e))
-		n += 1 + varint_len(sc_entity_position(e));
-	*out = n;
+	if (pl->position)
+		n += 1 + varint_len(pl->position);
+	pl->len = n;
 	return 0;
 }
 
 /* Write one `entities` field of SnapshotChunk (tag, length, EntityState). */
-static uint8_t *put_entity(uint8_t *p, const sc_entity *e, size_t len)
+static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 {
 	*p++ = TAG_CHUNK_ENTITIES;
-	p = put_varint(p, len);
-	p = put_bytes(p, TAG_STATE_ID, sc_entity_id(e));
-	size_t nattrs = sc_entity_attr_count(e);
-	for (size_t i = 0; i < nattrs; i++) {
-		sc_attr a = sc_entity_attr(e, i);
+	p = put_varint(p, pl->len);
+	p = put_bytes(p, TAG_STATE_ID, pl->id);
+	for (size_t i = 0; i < pl->nattrs; i++) {
+		sc_attr a;
+		size_t vl, al;
+		if (i < PLAN_ATTRS) {
+			a = pl->attrs[i];
+			vl = pl->value_len[i];
+			al = pl->attr_len[i];
+		} else {
+			a = sc_entity_attr(e, i);
+			vl = value_len(&a.value);
+			al = attr_len(&a);
+		}
 		*p++ = TAG_STATE_ATTRS;
-		p = put_varint(p, attr_len(&a));
+		p = put_varint(p, al);
 		p = put_bytes(p, TAG_ATTR_NAME, a.name);
 		*p++ = TAG_ATTR_VALUE;
-		p = put_varint(p, value_len(&a.value));
+		p = put_varint(p, vl);
 		p = put_value(p, &a.value);
 	}
-	if (sc_entity_updated_at(e)) {
+	if (pl->updated_at) {
 		*p++ = TAG_STATE_UPDATED_AT;
-		p = put_fixed64(p, (uint64_t)sc_entity_updated_at(e));
+		p = put_fixed64(p, (uint64_t)pl->updated_at);
 	}
-	sc_str by = sc_entity_updated_by(e);
-	if (by.len)
-		p = put_bytes(p, TAG_STATE_UPDATED_BY, by);
-	if (sc_entity_position(e)) {
+	if (pl->by.len)
+		p = put_bytes(p, TAG_STATE_UPDATED_BY, pl->by);
+	if (pl->position) {
 		*p++ = TAG_STATE_POSITION;
-		p = put_varint(p, sc_entity_position(e));
+		p = put_varint(p, pl->position);
 	}
 	return p;
 }
@@ -521,11 +557,11 @@ static int flush_chunk(encoder *en, sc_error *err)
 static int add_entity(encoder *en, const sc_entity *e, uint64_t position,
 		      sc_error *err)
 {
-	size_t len = 0;
-	int rc = entity_check_len(e, position, &len, err);
+	plan pl;
+	int rc = entity_plan(e, position, &pl, err);
 	if (rc)
 		return rc;
-	size_t need = delimited_len(len);
+	size_t need = delimited_len(pl.len);
 	if (need > SC_SNAPSHOT_CHUNK_RAW_MAX) {
 		sc_str id = sc_entity_id(e);
 		return sc_error_set(err, SC_ETOOBIG,
@@ -550,7 +586,7 @@ static int add_entity(encoder *en, const sc_entity *e, uint64_t position,
 		en->raw = r;
 		en->raw_cap = cap;
 	}
-	uint8_t *end = put_entity(en->raw + en->raw_len, e, len);
+	uint8_t *end = put_entity(en->raw + en->raw_len, e, &pl);
 	SC_INSIST((size_t)(end - en->raw) == en->raw_len + need);
 	SC_UNUSED(end);
 	en->raw_len += need;

@@ -405,6 +405,63 @@ static void test_wire_matches_protobuf_c(void **state)
 	sc_cache_destroy(c);
 }
 
+/* Entities with more attributes than the encoder keeps at hand (it reads
+ * the rest twice) encode byte-exact and round-trip. */
+static void test_many_attrs(void **state)
+{
+	(void)state;
+	sc_cache *src = make_cache(seed ^ 0x55, 10);
+	char names[80][4];
+	sc_attr a[80];
+	for (int i = 0; i < 80; i++) {
+		names[i][0] = 'a';
+		names[i][1] = (char)('0' + i / 10);
+		names[i][2] = (char)('0' + i % 10);
+		names[i][3] = '\0';
+		a[i].name = (sc_str){names[i], 3};
+		a[i].value.type = (sc_value_type)(1 + i % 5);
+		a[i].value.u.i = i * 1000003;
+		if (a[i].value.type == SC_VALUE_STRING ||
+		    a[i].value.type == SC_VALUE_BYTES)
+			a[i].value.u.s = (sc_str){names[i], 3};
+		if (a[i].value.type == SC_VALUE_BOOL)
+			a[i].value.u.b = i & 1;
+	}
+	sc_event ev = {.position = 100,
+		       .entity = {"wide", 4},
+		       .type = SC_EVENT_SET,
+		       .attrs = a,
+		       .nattrs = 80,
+		       .time = -5,
+		       .actor = {"x", 1}};
+	sc_error err;
+	assert_int_equal(sc_cache_apply(src, &ev, &err), 0);
+	assert_int_equal(sc_cache_promote(src), 0);
+	sc_snapshot_encoded *enc = encode_cache(src, 4);
+	for (uint32_t i = 0; i < enc->chunk_count; i++) {
+		size_t len;
+		uint8_t *raw = inflate_chunk(&enc->chunks[i], &len);
+		Statecache__V1__SnapshotChunk *m =
+		    statecache__v1__snapshot_chunk__unpack(NULL, len, raw);
+		assert_non_null(m);
+		uint8_t *again = malloc(len);
+		assert_int_equal(statecache__v1__snapshot_chunk__pack(m, again),
+				 len);
+		assert_memory_equal(again, raw, len);
+		free(again);
+		statecache__v1__snapshot_chunk__free_unpacked(m, NULL);
+		free(raw);
+	}
+	sc_cache *dst;
+	assert_int_equal(sc_cache_create(NULL, &dst, NULL), 0);
+	assert_int_equal(
+	    restore(dst, &enc->header, enc->chunks, enc->chunk_count, &err), 0);
+	assert_same_state(src, dst);
+	sc_snapshot_encoded_free(enc);
+	sc_cache_destroy(src);
+	sc_cache_destroy(dst);
+}
+
 /* The helper-thread compressor and inline compression give the same
  * bytes. */
 static void test_inline_same_bytes(void **state)
@@ -1041,6 +1098,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip_random),
 	    cmocka_unit_test(test_wire_matches_protobuf_c),
 	    cmocka_unit_test(test_inline_same_bytes),
+	    cmocka_unit_test(test_many_attrs),
 	    cmocka_unit_test(test_corrupt_header),
 	    cmocka_unit_test(test_version_and_magic),
 	    cmocka_unit_test(test_corrupt_chunks),
