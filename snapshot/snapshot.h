@@ -9,7 +9,7 @@
  * back, one at a time, to restore:
  *
  *   encode:   view --iterate--> protobuf SnapshotChunk --zstd--> chunk i
- *             (every chunk_entities_max entities or ~8 MiB raw, whichever
+ *             (every entities_per_chunk entities or ~8 MiB raw, whichever
  *             comes first) ... then the header that lists them all
  *
  *   restore:  header = sc_snapshot_header_decode(part 0)
@@ -175,8 +175,9 @@ typedef int (*sc_snapshot_entity_fn)(void *ctx, const sc_snapshot_entity *e);
  * each entity's limits (id 1..SC_ENTITY_ID_MAX, names 1..SC_ATTR_NAME_MAX,
  * no duplicate names, known non-null value kinds, sizes), the entity count
  * against the header, and that no entity's position is beyond the
- * snapshot's. Peak memory: about the raw size plus its decoded form.
- * *entities (may be NULL) receives the chunk's entity count on success.
+ * snapshot's. Peak memory: the raw size (the decoded entities point into
+ * it) plus one attribute array. *entities (may be NULL) receives the chunk's
+ * entity count on success.
  *
  * Errors: SC_EINVAL (index out of range), SC_ECORRUPT, SC_ETOOBIG, ENOMEM,
  * or fn's value.
