@@ -45,6 +45,16 @@ void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 	sc_free(e);
 }
 
+/* Map hook: a state was inserted by the open edit iff it carries the edit's
+ * generation (states of committed versions carry older ones). */
+static bool cache_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
+{
+	const sc_cache *cache = ctx;
+	const sc_entity *e = value;
+	SC_UNUSED(key);
+	return e->born == cache->generation;
+}
+
 /* ==== lifecycle =========================================================== */
 
 int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
@@ -72,6 +82,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	    .release_ctx = cache,
 	    .hash = o.hash,
 	    .flags = o.hamt_flags,
+	    .fresh = cache_entry_fresh,
 	};
 	int rc = sc_hamt_create(&ho, &cache->map);
 	if (rc) {
@@ -207,6 +218,37 @@ done:
 	return SC_OK;
 }
 
+/* One event applied inside the map's update: the state is built from the
+ * previous one found by the same descent that stores the new one. */
+typedef struct apply_ctx {
+	sc_cache *cache;
+	const sc_event *ev;
+	sc_error *err;
+	sc_entity *ne;	 /* the new state, NULL for a delete */
+	size_t dropped;	 /* dropped_bytes() of the previous state */
+	bool build_fail; /* the code returned comes from the build */
+} apply_ctx;
+
+static int apply_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
+			const sc_hamt_key **new_key, void **new_value)
+{
+	apply_ctx *a = ctx;
+	const sc_entity *prev = old_value;
+	SC_UNUSED(old_key);
+	int rc =
+	    sc_entity_build(prev, a->ev, a->cache->generation, &a->ne, a->err);
+	if (rc) {
+		a->build_fail = true;
+		return rc;
+	}
+	/* Read now: a previous state made by this edit is freed by the
+	 * change. */
+	a->dropped = dropped_bytes(a->cache, prev);
+	*new_key = a->ne ? sc_entity_key(a->ne) : NULL;
+	*new_value = a->ne;
+	return SC_OK;
+}
+
 int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 {
 	if (!cache)
@@ -221,13 +263,13 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = pending_open(cache, err);
 	if (rc)
 		return rc;
-	const sc_entity *prev =
-	    sc_hamt_edit_get(cache->edit, ev->entity.ptr, ev->entity.len);
-	sc_entity *ne;
-	rc = sc_entity_build(prev, ev, cache->generation, &ne, err);
-	if (rc == ENOMEM)
-		return poison(cache, rc, err, "building an entity state");
-	if (rc) {
+	apply_ctx a = {.cache = cache, .ev = ev, .err = err};
+	rc = sc_hamt_edit_update(cache->edit, ev->entity.ptr, ev->entity.len,
+				 apply_update, &a);
+	if (rc && a.build_fail) {
+		if (rc == ENOMEM)
+			return poison(cache, rc, err,
+				      "building an entity state");
 		/* SC_ETOOBIG: nothing changed; close an edit opened for it. */
 		if (opened) {
 			sc_hamt_edit_abort(cache->edit);
@@ -235,7 +277,18 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 		}
 		return rc;
 	}
-	return pending_put(cache, ev->entity, prev, ne, ev->position, err);
+	if (rc) {
+		sc_free(a.ne); /* never stored, never counted */
+		return poison(cache, rc, err,
+			      a.ne ? "inserting an entity"
+				   : "removing an entity");
+	}
+	if (a.ne)
+		counter_add(&cache->entity_bytes, a.ne->size, 0);
+	cache->pending_garbage_entity_bytes += a.dropped;
+	if (ev->position > cache->pending_position)
+		cache->pending_position = ev->position;
+	return SC_OK;
 }
 
 int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,

@@ -35,21 +35,6 @@ void sc_cli_event_clear(sc_cli_event *e)
 	sc_cli_event_init(e);
 }
 
-const char *sc_cli_event_type_name(sc_event_type t)
-{
-	switch (t) {
-	case SC_EVENT_SET:
-		return "set";
-	case SC_EVENT_UNSET:
-		return "unset";
-	case SC_EVENT_REPLACE:
-		return "replace";
-	case SC_EVENT_DELETE:
-		return "delete";
-	}
-	return NULL;
-}
-
 /* ===== decoding =========================================================== */
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -185,7 +170,7 @@ static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
 		return sc_error_set(err, SC_EINVAL,
 				    "attrs of a %s must be an object of name: "
 				    "value",
-				    sc_cli_event_type_name(ev->type));
+				    sc_event_type_name(ev->type));
 	size_t n = json_object_size(attrs);
 	if (grow((void **)&e->attrs, &e->attrs_cap, n, sizeof *e->attrs) ||
 	    grow((void **)&e->bytes, &e->bytes_cap, line_len + 1, 1))
@@ -413,7 +398,7 @@ int sc_cli_event_encode(sc_cli_buf *b, const sc_event *ev, bool with_position)
 		rc = sc_cli_buf_puts(b, "\"entity\":");
 	if (!rc)
 		rc = sc_cli_json_string(b, ev->entity.ptr, ev->entity.len);
-	const char *tn = sc_cli_event_type_name(ev->type);
+	const char *tn = sc_event_type_name(ev->type);
 	if (!rc)
 		rc = sc_cli_buf_printf(b, ",\"type\":\"%s\"", tn ? tn : "?");
 	if (!rc && ev->type == SC_EVENT_UNSET) {

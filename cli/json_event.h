@@ -92,7 +92,4 @@ int sc_cli_event_encode(sc_cli_buf *b, const sc_event *ev, bool with_position);
  */
 int sc_cli_entity_encode(sc_cli_buf *b, const sc_entity *e);
 
-/* "set", "unset", "replace", "delete", or NULL. */
-const char *sc_cli_event_type_name(sc_event_type t);
-
 #endif

@@ -76,6 +76,7 @@ struct sc_hamt {
 	sc_hamt_hash_fn hash;
 	sc_hamt_release_fn release;
 	void *release_ctx;
+	sc_hamt_fresh_fn fresh; /* NULL: ask the base version */
 	unsigned flags;
 	uint64_t next_edit;
 	bool edit_open;
@@ -389,6 +390,7 @@ int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out)
 	m->hash = o.hash; /* NULL: XXH3, called directly on hot paths */
 	m->release = o.release;
 	m->release_ctx = o.release_ctx;
+	m->fresh = o.fresh;
 	m->flags = o.flags;
 	m->next_edit = 1;
 	long pg = sysconf(_SC_PAGESIZE);
@@ -497,19 +499,27 @@ static void edit_retire(sc_hamt_edit *e, node *n)
 	g->bytes += node_bytes(e->map, n);
 }
 
+/* Whether pair x, which sits in a node this edit owns, belongs to the base
+ * version (copied along with its node) rather than to this edit. The
+ * caller's hook answers without a descent; else look it up in the base. */
+static bool pair_in_base(const sc_hamt_edit *e, entry x)
+{
+	const sc_hamt *m = e->map;
+	if (!e->base.node)
+		return false;
+	if (m->fresh)
+		return !m->fresh(m->release_ctx, x.key, x.value);
+	const entry *b = lookup_from(e->base.node, 0, x.key->bytes, x.key->len,
+				     entry_hash(m, &x));
+	return b && b->key == x.key && b->value == x.value;
+}
+
 /* Pair x has left the edit's tree. If the base version holds it, readers
  * may still see it: garbage. Otherwise this edit inserted it: release now.
  * `from_published` says x sat in a published node, hence in the base. */
 static void edit_drop(sc_hamt_edit *e, entry x, bool from_published)
 {
-	bool in_base = from_published;
-	if (!in_base && e->base.node) {
-		const entry *b =
-		    lookup_from(e->base.node, 0, x.key->bytes, x.key->len,
-				entry_hash(e->map, &x));
-		in_base = b && b->key == x.key && b->value == x.value;
-	}
-	if (!in_base) {
+	if (!from_published && !pair_in_base(e, x)) {
 		release_pair(e->map, x);
 		return;
 	}
@@ -654,57 +664,53 @@ static bool key_valid(const sc_hamt_key *key)
 	return key && key->len > 0 && key->len <= SC_HAMT_KEY_MAX;
 }
 
-int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
+/* ---- changes at a found position ----------------------------------------
+ * Each takes the path path_find gave for the key and needs the garbage room
+ * edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1) makes: every node on the path
+ * replaced, one pair dropped. */
+
+/* x into the empty map. */
+static int edit_insert_first(sc_hamt_edit *e, entry x, uint64_t h)
 {
-	if (!e || !key_valid(key))
-		return SC_EINVAL;
-	if (e->poisoned)
-		return SC_EPOISONED;
-	sc_hamt *m = e->map;
-	/* Worst case: every node on the path replaced, one pair dropped. */
-	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+	node *n = node_alloc(e->map, 1, 0, e->id, NODE_BITMAP);
+	if (!n)
 		return edit_poison(e);
-	entry x = {key, value};
-	uint64_t h = key_hash(m, key->bytes, key->len);
+	n->datamap = 1u << frag(h, 0);
+	n->entries[0] = x;
+	e->root = n;
+	e->count++;
+	return SC_OK;
+}
 
-	if (!e->root) {
-		node *n = node_alloc(m, 1, 0, e->id, NODE_BITMAP);
-		if (!n)
-			return edit_poison(e);
-		n->datamap = 1u << frag(h, 0);
-		n->entries[0] = x;
-		e->root = n;
-		e->count++;
-		return SC_OK;
-	}
+/* x replaces the entry p found (same key bytes). */
+static int edit_replace_at(sc_hamt_edit *e, path *p, entry x)
+{
+	unsigned d = p->depth;
+	node *n = p->n[d];
+	entry old = n->entries[p->found];
+	bool published = node_edit(n) != e->id;
+	node **slot = edit_own_path(e, p, d);
+	if (!slot || !(n = edit_own(e, slot)))
+		return edit_poison(e);
+	n->entries[p->found] = x;
+	edit_drop(e, old, published);
+	return SC_OK;
+}
 
-	path p;
-	path_find(e->root, key->bytes, key->len, h, &p);
-	unsigned d = p.depth;
-	node *n = p.n[d];
-
-	if (p.found >= 0) {
-		/* Replace the value in place (in an owned copy). */
-		entry old = n->entries[p.found];
-		if (old.key == key && old.value == value)
-			return SC_OK;
-		bool published = node_edit(n) != e->id;
-		node **slot = edit_own_path(e, &p, d);
-		if (!slot || !(n = edit_own(e, slot)))
-			return edit_poison(e);
-		n->entries[p.found] = x;
-		edit_drop(e, old, published);
-		return SC_OK;
-	}
-
-	node **slot = edit_own_path(e, &p, d);
+/* x (hash h) goes where p ended without finding its key. */
+static int edit_insert_at(sc_hamt_edit *e, path *p, entry x, uint64_t h)
+{
+	sc_hamt *m = e->map;
+	unsigned d = p->depth;
+	node *n = p->n[d];
+	node **slot = edit_own_path(e, p, d);
 	if (!slot)
 		return edit_poison(e);
 	node *c;
 	if (d == COLLISION_DEPTH) {
 		c = coll_resized(m, n, e->id, &x, 0);
 	} else {
-		uint32_t bit = p.bit[d];
+		uint32_t bit = p->bit[d];
 		if (n->datamap & bit) {
 			/* Slot taken by another key: push both one level
 			 * down. */
@@ -730,26 +736,13 @@ int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
 	return SC_OK;
 }
 
-int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
+/* Remove the entry p found. */
+static int edit_remove_at(sc_hamt_edit *e, path *p)
 {
-	if (!e || (!key && len))
-		return SC_EINVAL;
-	if (e->poisoned)
-		return SC_EPOISONED;
-	if (!e->root || len == 0 || len > SC_HAMT_KEY_MAX)
-		return SC_NOTFOUND;
 	sc_hamt *m = e->map;
-	uint64_t h = key_hash(m, key, len);
-	path p;
-	path_find(e->root, key, len, h, &p);
-	if (p.found < 0)
-		return SC_NOTFOUND;
-	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
-		return edit_poison(e);
-
-	unsigned d = p.depth;
-	node *b = p.n[d];
-	entry gone = b->entries[p.found];
+	unsigned d = p->depth;
+	node *b = p->n[d];
+	entry gone = b->entries[p->found];
 	bool published = node_edit(b) != e->id;
 	unsigned ne = node_nentries(b), nc = node_nchildren(b);
 
@@ -761,42 +754,125 @@ int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
 	entry carry = {0};
 	bool collapse = d > 0 && ne == 2 && nc == 0;
 	if (collapse) {
-		carry = b->entries[p.found == 0 ? 1 : 0];
+		carry = b->entries[p->found == 0 ? 1 : 0];
 		top = d - 1;
-		while (top > 0 && node_nentries(p.n[top]) == 0 &&
-		       node_nchildren(p.n[top]) == 1)
+		while (top > 0 && node_nentries(p->n[top]) == 0 &&
+		       node_nchildren(p->n[top]) == 1)
 			top--;
 	}
 
-	node **slot = edit_own_path(e, &p, top);
+	node **slot = edit_own_path(e, p, top);
 	if (!slot)
 		return edit_poison(e);
-	node *t = p.n[top], *c = NULL;
+	node *t = p->n[top], *c = NULL;
 	SC_INSIST(*slot == t);
 	SC_INSIST(!collapse ||
-		  (node_kind(t) == NODE_BITMAP && (t->nodemap & p.bit[top])));
+		  (node_kind(t) == NODE_BITMAP && (t->nodemap & p->bit[top])));
 	if (collapse) {
-		c = bm_child_to_entry(m, t, e->id, p.bit[top], carry);
+		c = bm_child_to_entry(m, t, e->id, p->bit[top], carry);
 		if (!c)
 			return edit_poison(e);
 	} else if (d == 0 && ne == 1 && nc == 0) {
 		c = NULL; /* the map becomes empty */
 	} else if (d == COLLISION_DEPTH) {
-		c = coll_resized(m, t, e->id, NULL, (unsigned)p.found);
+		c = coll_resized(m, t, e->id, NULL, (unsigned)p->found);
 		if (!c)
 			return edit_poison(e);
 	} else {
-		c = bm_without_entry(m, t, e->id, p.bit[top]);
+		c = bm_without_entry(m, t, e->id, p->bit[top]);
 		if (!c)
 			return edit_poison(e);
 	}
 	SC_ENSURE(!c || !(c->datamap & c->nodemap) || node_kind(c));
 	*slot = c;
 	for (unsigned i = top; i <= d; i++)
-		edit_retire(e, p.n[i]);
+		edit_retire(e, p->n[i]);
 	edit_drop(e, gone, published);
 	e->count--;
 	return SC_OK;
+}
+
+/* ---- public changes ----------------------------------------------------- */
+
+int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
+{
+	if (!e || !key_valid(key))
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+	entry x = {key, value};
+	uint64_t h = key_hash(e->map, key->bytes, key->len);
+	if (!e->root)
+		return edit_insert_first(e, x, h);
+	path p;
+	path_find(e->root, key->bytes, key->len, h, &p);
+	if (p.found < 0)
+		return edit_insert_at(e, &p, x, h);
+	entry old = p.n[p.depth]->entries[p.found];
+	if (old.key == key && old.value == value)
+		return SC_OK;
+	return edit_replace_at(e, &p, x);
+}
+
+int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
+{
+	if (!e || (!key && len))
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	if (!e->root || len == 0 || len > SC_HAMT_KEY_MAX)
+		return SC_NOTFOUND;
+	path p;
+	path_find(e->root, key, len, key_hash(e->map, key, len), &p);
+	if (p.found < 0)
+		return SC_NOTFOUND;
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+	return edit_remove_at(e, &p);
+}
+
+int sc_hamt_edit_update(sc_hamt_edit *e, const void *key, size_t len,
+			sc_hamt_update_fn fn, void *ctx)
+{
+	if (!e || !fn || !key || len == 0 || len > SC_HAMT_KEY_MAX)
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	uint64_t h = key_hash(e->map, key, len);
+	path p;
+	const entry *cur = NULL;
+	if (e->root) {
+		path_find(e->root, key, len, h, &p);
+		if (p.found >= 0)
+			cur = &p.n[p.depth]->entries[p.found];
+	}
+	const sc_hamt_key *nk = NULL;
+	void *nv = NULL;
+	int rc =
+	    fn(ctx, cur ? cur->key : NULL, cur ? cur->value : NULL, &nk, &nv);
+	if (rc)
+		return rc;
+	if (!nk) {
+		if (!cur)
+			return SC_OK;
+		if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+			return edit_poison(e);
+		return edit_remove_at(e, &p);
+	}
+	if (!key_eq(nk, key, len))
+		return SC_EINVAL;
+	if (cur && cur->key == nk && cur->value == nv)
+		return SC_OK;
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+	entry x = {nk, nv};
+	if (!e->root)
+		return edit_insert_first(e, x, h);
+	if (!cur)
+		return edit_insert_at(e, &p, x, h);
+	return edit_replace_at(e, &p, x);
 }
 
 void *sc_hamt_edit_get(const sc_hamt_edit *e, const void *key, size_t len)
@@ -898,11 +974,7 @@ static void abort_free(sc_hamt_edit *e, node *n)
 	sc_hamt *m = e->map;
 	for (unsigned i = 0, ne = node_nentries(n); i < ne; i++) {
 		entry x = n->entries[i];
-		const entry *b = NULL;
-		if (e->base.node)
-			b = lookup_from(e->base.node, 0, x.key->bytes,
-					x.key->len, entry_hash(m, &x));
-		if (!b || b->key != x.key || b->value != x.value)
+		if (!pair_in_base(e, x))
 			release_pair(m, x);
 	}
 	if (node_kind(n) == NODE_BITMAP) {

@@ -29,20 +29,6 @@ static int validate_field(sc_str s, const char *what, sc_error *err)
 	return 0;
 }
 
-static const char *type_name(sc_event_type t)
-{
-	switch (t) {
-	case SC_EVENT_SET:
-		return "set";
-	case SC_EVENT_UNSET:
-		return "unset";
-	case SC_EVENT_REPLACE:
-		return "replace";
-	case SC_EVENT_DELETE:
-		return "delete";
-	}
-	return "unknown";
-}
 
 static int validate_value(const sc_event *ev, size_t i, sc_error *err)
 {
@@ -55,7 +41,7 @@ static int validate_value(const sc_event *ev, size_t i, sc_error *err)
 					    "attribute %zu is null in a `%s` "
 					    "event; null values are only "
 					    "allowed in `set`",
-					    i, type_name(ev->type));
+					    i, sc_event_type_name(ev->type));
 		return 0;
 	case SC_VALUE_INT:
 	case SC_VALUE_DOUBLE:

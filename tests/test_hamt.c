@@ -784,6 +784,187 @@ static void test_release_once(void **state)
 	finish(m, &c, r); /* asserts released == made */
 }
 
+/* ---- sc_hamt_edit_update ------------------------------------------------- */
+
+/* Values are V(edit number << 20 | op + 1): the fresh hook below knows a pair
+ * was made by the open edit from the number alone. */
+static uint64_t upd_edit_no;
+
+static bool upd_fresh(void *ctx, const sc_hamt_key *key, void *value)
+{
+	(void)ctx;
+	(void)key;
+	return ((uintptr_t)value >> 20) == upd_edit_no;
+}
+
+typedef struct upd_op {
+	hamt_tk_counter *c;
+	const char *k;
+	int action; /* 0 set, 1 remove, 2 keep the old pair, 3 refuse,
+		     4 bad key */
+	uintptr_t value;
+	const void *seen; /* the old value fn was given */
+	int calls;
+	sc_hamt_key *made; /* key of a new pair, owned by the caller on error */
+} upd_op;
+
+static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
+		  const sc_hamt_key **new_key, void **new_value)
+{
+	upd_op *o = ctx;
+	o->calls++;
+	o->seen = old_value;
+	assert_true((old_key == NULL) == (old_value == NULL));
+	if (old_key)
+		assert_memory_equal(old_key->bytes, o->k, strlen(o->k));
+	switch (o->action) {
+	case 0:
+		o->made = hamt_tk_key_str(o->c, o->k);
+		*new_key = o->made;
+		*new_value = V(o->value);
+		return SC_OK;
+	case 1:
+		*new_key = NULL;
+		return SC_OK;
+	case 4: /* a key with other bytes: refused */
+		o->made = hamt_tk_key_str(o->c, "another-key");
+		*new_key = o->made;
+		*new_value = V(o->value);
+		return SC_OK;
+	case 2:
+		*new_key = old_key;
+		*new_value = old_value;
+		return SC_OK;
+	default:
+		return SC_ETOOBIG;
+	}
+}
+
+/* Random updates against a shadow array, in committed and aborted edits,
+ * with and without the fresh hook, with a spread and a 3-bit hash (deep
+ * paths, collision nodes). Every pair is released exactly once. */
+static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
+{
+	enum { NKEYS = 200 };
+	hamt_tk_counter c = {0};
+	sc_hamt_options o = hamt_tk_options(&c, hash);
+	if (fresh)
+		o.fresh = upd_fresh;
+	sc_hamt *m = NULL;
+	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
+	uint64_t seed = hamt_tk_seed(name);
+	uintptr_t have[NKEYS] = {0}, pending[NKEYS];
+	char keys[NKEYS][32];
+	for (unsigned i = 0; i < NKEYS; i++)
+		key_name(keys[i], sizeof keys[i], i);
+	sc_hamt_root r = {0};
+	for (uint64_t v = 1; v <= 150; v++) {
+		sc_hamt_edit *e;
+		assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+		upd_edit_no = v;
+		memcpy(pending, have, sizeof have);
+		for (unsigned i = 0; i < 60; i++) {
+			unsigned id = (unsigned)(hamt_tk_rand(&seed) % NKEYS);
+			upd_op op = {&c,
+				     keys[id],
+				     (int)(hamt_tk_rand(&seed) % 4),
+				     (uintptr_t)(v << 20 | (i + 1)),
+				     NULL,
+				     0,
+				     NULL};
+			int rc = sc_hamt_edit_update(
+			    e, keys[id], strlen(keys[id]), upd_fn, &op);
+			assert_int_equal(op.calls, 1);
+			assert_ptr_equal(op.seen, V(pending[id]));
+			if (op.action == 3) {
+				assert_int_equal(rc, SC_ETOOBIG);
+			} else {
+				assert_int_equal(rc, SC_OK);
+				if (op.action == 0)
+					pending[id] = op.value;
+				else if (op.action == 1)
+					pending[id] = 0;
+			}
+			assert_ptr_equal(
+			    sc_hamt_edit_get(e, keys[id], strlen(keys[id])),
+			    V(pending[id]));
+		}
+		size_t n = 0;
+		for (unsigned i = 0; i < NKEYS; i++)
+			n += pending[i] != 0;
+		assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), n);
+		if (hamt_tk_rand(&seed) % 4 == 0) {
+			sc_hamt_edit_abort(e);
+			continue;
+		}
+		sc_hamt_root nr;
+		sc_hamt_garbage *g;
+		assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_OK);
+		assert_check(m, nr);
+		sc_hamt_garbage_free(m, g);
+		r = nr;
+		memcpy(have, pending, sizeof have);
+	}
+	for (unsigned i = 0; i < NKEYS; i++)
+		assert_ptr_equal(sc_hamt_get(m, r, keys[i], strlen(keys[i])),
+				 V(have[i]));
+	finish(m, &c, r); /* asserts released == made */
+}
+
+static void test_update(void **state)
+{
+	(void)state;
+	run_update(NULL, false, "test_update");
+	run_update(NULL, true, "test_update_fresh");
+	run_update(hamt_tk_hash_3bit, false, "test_update_3bit");
+	run_update(hamt_tk_hash_3bit, true, "test_update_3bit_fresh");
+}
+
+/* Bad arguments change nothing; a new key with other bytes is refused and
+ * stays with the caller; allocation failures poison the edit and leave the
+ * new pair with the caller. */
+static void test_update_errors(void **state)
+{
+	(void)state;
+	hamt_tk_counter c = {0};
+	sc_hamt *m = new_map(&c, NULL);
+	sc_hamt_root r = build(m, &c, 100, 0);
+	sc_hamt_edit *e;
+	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+	upd_op op = {&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	assert_int_equal(sc_hamt_edit_update(e, NULL, 3, upd_fn, &op),
+			 SC_EINVAL);
+	assert_int_equal(sc_hamt_edit_update(e, "x", 0, upd_fn, &op),
+			 SC_EINVAL);
+	assert_int_equal(sc_hamt_edit_update(e, "x", 1, NULL, &op), SC_EINVAL);
+	assert_int_equal(op.calls, 0);
+	/* fn makes a key with other bytes than the key updated */
+	op.k = "entity-00000008";
+	op.action = 4;
+	assert_int_equal(
+	    sc_hamt_edit_update(e, "entity-00000008", 15, upd_fn, &op),
+	    SC_EINVAL);
+	assert_int_equal(op.calls, 1);
+	hamt_tk_release(&c, op.made, NULL);
+	assert_ptr_equal(sc_hamt_edit_get(e, "entity-00000008", 15), V(9));
+	/* Allocation failure: the edit is poisoned, the pair is ours. */
+	op = (upd_op){&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	sc_testing_fail_alloc_after(0);
+	int rc = sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op);
+	sc_testing_fail_alloc_after(-1);
+	assert_int_equal(rc, ENOMEM);
+	assert_int_equal(op.calls, 1);
+	hamt_tk_release(&c, op.made, NULL);
+	op = (upd_op){&c, "entity-00000007", 0, 78, NULL, 0, NULL};
+	assert_int_equal(
+	    sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op),
+	    SC_EPOISONED);
+	assert_int_equal(op.calls, 0);
+	sc_hamt_edit_abort(e);
+	assert_ptr_equal(sc_hamt_get(m, r, "entity-00000007", 15), V(8));
+	finish(m, &c, r);
+}
+
 /* Published nodes are read-only with SC_HAMT_PROTECT: a write traps. */
 static void test_protect(void **state)
 {
@@ -871,6 +1052,8 @@ int main(void)
 	    cmocka_unit_test(test_check_detects),
 	    cmocka_unit_test(test_diff_stop_everywhere),
 	    cmocka_unit_test(test_release_once),
+	    cmocka_unit_test(test_update),
+	    cmocka_unit_test(test_update_errors),
 	    cmocka_unit_test(test_protect),
 	    cmocka_unit_test(test_random_seed),
 	};

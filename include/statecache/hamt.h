@@ -87,12 +87,26 @@ typedef uint64_t (*sc_hamt_hash_fn)(const void *key, size_t len, uint64_t seed);
  * and test builds only. */
 #define SC_HAMT_PROTECT 0x1u
 
+/*
+ * Optional: whether the pair (key, value) was inserted by the edit that is
+ * open now. The map asks only about pairs that leave an edit's tree (replaced
+ * or removed, or freed by abort) and sit in a node the edit made: those are
+ * either pairs the edit inserted (released at once) or pairs of the base
+ * version (garbage). Without the hook the map finds out by looking the pair
+ * up in the base version, one more descent per replacement. The answer must
+ * be exact: true for a pair of the base version frees memory readers use.
+ * Called on the writer thread with `release_ctx`.
+ */
+typedef bool (*sc_hamt_fresh_fn)(void *ctx, const sc_hamt_key *key,
+				 void *value);
+
 typedef struct sc_hamt_options {
 	uint64_t seed;		    /* 0: a random seed from getrandom() */
 	sc_hamt_release_fn release; /* may be NULL */
 	void *release_ctx;
-	sc_hamt_hash_fn hash; /* NULL: XXH3 64-bit with `seed` */
-	unsigned flags;	      /* SC_HAMT_PROTECT */
+	sc_hamt_hash_fn hash;	/* NULL: XXH3 64-bit with `seed` */
+	unsigned flags;		/* SC_HAMT_PROTECT */
+	sc_hamt_fresh_fn fresh; /* may be NULL: see sc_hamt_fresh_fn */
 } sc_hamt_options;
 
 /*
@@ -157,6 +171,37 @@ int sc_hamt_edit_set(sc_hamt_edit *edit, const sc_hamt_key *key, void *value);
  * Errors: SC_NOTFOUND (nothing changed), ENOMEM and SC_EPOISONED as above.
  */
 int sc_hamt_edit_remove(sc_hamt_edit *edit, const void *key, size_t len);
+
+/*
+ * The decision of an update: called once with the entry now stored under the
+ * key (old_key and old_value NULL when there is none). Return 0 and set
+ * *new_key to NULL to remove the entry (nothing happens if there is none),
+ * or set *new_key and *new_value to the pair to store: new_key's bytes must
+ * equal the key updated. Storing the old pair again changes nothing. Any
+ * other return value is handed back by sc_hamt_edit_update, which then
+ * changes nothing. The callback must not call into the map.
+ */
+typedef int (*sc_hamt_update_fn)(void *ctx, const sc_hamt_key *old_key,
+				 void *old_value, const sc_hamt_key **new_key,
+				 void **new_value);
+
+/*
+ * sc_hamt_edit_update - read, decide and write the entry for `key` with one
+ * descent of the tree: the same result as sc_hamt_edit_get followed by
+ * sc_hamt_edit_set or sc_hamt_edit_remove, in about a third of the work.
+ *
+ * `fn` runs once unless the call fails before it (SC_EINVAL, SC_EPOISONED).
+ * The old pair, if replaced or removed, is dropped as by sc_hamt_edit_set
+ * (it may go to the release hook before this returns: read what you need of
+ * it inside `fn`). On success the map owns the new pair. Writer thread.
+ * Errors: SC_EINVAL (key length 0 or > SC_HAMT_KEY_MAX, fn NULL, or the new
+ * key's bytes differ from `key`: nothing changed, the caller keeps the new
+ * pair), the callback's own non-zero code (nothing changed), ENOMEM (the
+ * edit is poisoned as for sc_hamt_edit_set; the caller keeps the new pair),
+ * SC_EPOISONED.
+ */
+int sc_hamt_edit_update(sc_hamt_edit *edit, const void *key, size_t len,
+			sc_hamt_update_fn fn, void *ctx);
 
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
 void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
