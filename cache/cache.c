@@ -20,6 +20,9 @@
 
 #include "common/internal.h"
 
+/* Bound on the bytes of freed entity states the writer keeps for reuse. */
+#define ENTITY_POOL_BYTES ((size_t)8 << 20)
+
 /* ==== small helpers ======================================================= */
 
 /* Single-writer counter update: no read-modify-write instruction needed. */
@@ -42,7 +45,7 @@ void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 	SC_REQUIRE(key == sc_entity_key(e));
 	SC_UNUSED(key);
 	counter_add(&cache->entity_bytes, 0, e->size);
-	sc_free(e);
+	sc_pool_free(&cache->entity_pool, e, sc_entity_block_size(e));
 }
 
 /* Map hook: a state was inserted by the open edit iff it carries the edit's
@@ -84,6 +87,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	    .flags = o.hamt_flags,
 	    .fresh = cache_entry_fresh,
 	};
+	sc_pool_init(&cache->entity_pool, ENTITY_POOL_BYTES);
 	int rc = sc_hamt_create(&ho, &cache->map);
 	if (rc) {
 		sc_free(block);
@@ -133,6 +137,7 @@ void sc_cache_destroy(sc_cache *cache)
 	sc_hamt_root_free(cache->map, cur->root);
 	sc_free(cur);
 	sc_hamt_destroy(cache->map);
+	sc_pool_drain(&cache->entity_pool);
 	sc_reclaim_fini(cache);
 	sc_free(cache->block);
 }
@@ -235,8 +240,8 @@ static int apply_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 	apply_ctx *a = ctx;
 	const sc_entity *prev = old_value;
 	SC_UNUSED(old_key);
-	int rc =
-	    sc_entity_build(prev, a->ev, a->cache->generation, &a->ne, a->err);
+	int rc = sc_entity_build_in(prev, a->ev, a->cache->generation,
+				    &a->cache->entity_pool, &a->ne, a->err);
 	if (rc) {
 		a->build_fail = true;
 		return rc;

@@ -77,6 +77,9 @@ struct sc_cache {
 	uint64_t generation; /* of the open edit, bumped per edit */
 	uint64_t pending_position;
 	size_t pending_garbage_entity_bytes; /* published states it drops */
+	/* Freed entity states kept for reuse by size: a promote frees the
+	 * states the next batch of events needs again. */
+	sc_pool entity_pool;
 
 	/* ---- counters for stats (atomic: read from any thread) ---- */
 	_Atomic size_t entity_bytes; /* all entity states alive */

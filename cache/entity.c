@@ -316,7 +316,7 @@ static bool is_blob(sc_value_type t)
 /* Allocate and fill a state from the attribute stream of `m`. */
 static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 			    sc_str actor, uint64_t position, uint64_t born,
-			    sc_entity **out, sc_error *err)
+			    sc_pool *pool, sc_entity **out, sc_error *err)
 {
 	merge m = *m0;
 	size_t nattrs = 0, strings = actor.len + 1;
@@ -342,7 +342,9 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 				    "split its attributes",
 				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
 
-	sc_entity *e = sc_malloc(size);
+	/* The block is rounded up to 8: see sc_entity_block_size. */
+	sc_entity *e =
+	    pool ? sc_pool_alloc(pool, align8(size)) : sc_malloc(align8(size));
 	if (!e)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a %zu-byte entity "
@@ -408,6 +410,12 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		    sc_entity **out, sc_error *err)
 {
+	return sc_entity_build_in(prev, ev, born, NULL, out, err);
+}
+
+int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
+		       sc_pool *pool, sc_entity **out, sc_error *err)
+{
 	*out = NULL;
 	if (ev->type == SC_EVENT_DELETE)
 		return SC_OK;
@@ -440,7 +448,7 @@ int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		m.nold = prev->nattrs;
 	}
 	int rc = build_from_merge(ev->entity, &m, ev->time, ev->actor,
-				  ev->position, born, out, err);
+				  ev->position, born, pool, out, err);
 	if (v != stack)
 		sc_free(v);
 	return rc;
@@ -510,7 +518,7 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 	if (!rc) {
 		merge m = {.ev = v, .nev = nattrs, .type = SC_EVENT_REPLACE};
 		rc = build_from_merge(id, &m, ev.time, ev.actor, ev.position,
-				      born, out, err);
+				      born, NULL, out, err);
 	}
 	if (v != stack)
 		sc_free(v);

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/pool.h"
 #include "statecache/cache.h"
 
 /* One attribute in a state's table (16 bytes); its name and string or bytes
@@ -75,6 +76,13 @@ static inline size_t sc_entity_size_of(const sc_entity *e)
 	return e->size;
 }
 
+/* Bytes of the block allocated for `e`: its size rounded up to 8, so that
+ * states of nearby sizes share a pool class (sc_pool_free needs this). */
+static inline size_t sc_entity_block_size(const sc_entity *e)
+{
+	return ((size_t)e->size + 7u) & ~(size_t)7u;
+}
+
 /*
  * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
  * known type, attribute names, value types, NULL pointers with non-zero
@@ -90,6 +98,13 @@ int sc_entity_validate_event(const sc_event *ev, sc_error *err);
  */
 int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		    sc_entity **out, sc_error *err);
+
+/* sc_entity_build with the state's block taken from `pool` (NULL:
+ * sc_malloc). The block is a plain allocation of sc_entity_block_size(e)
+ * bytes either way: sc_entity_free or sc_pool_free(pool, e,
+ * sc_entity_block_size(e)) both free it. */
+int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
+		       sc_pool *pool, sc_entity **out, sc_error *err);
 
 /*
  * sc_entity_build_loaded - a state from a whole attribute list (any order,

@@ -34,6 +34,11 @@ static int should_fail(void)
 	return 0;
 }
 
+bool sc_alloc_fail_now(void)
+{
+	return should_fail() != 0;
+}
+
 void *sc_malloc(size_t n)
 {
 	if (should_fail())

@@ -5,6 +5,7 @@
 #ifndef STATECACHE_COMMON_INTERNAL_H
 #define STATECACHE_COMMON_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "statecache/error.h"
@@ -19,6 +20,10 @@ void *sc_malloc(size_t n);
 void *sc_calloc(size_t count, size_t n);
 void *sc_realloc(void *p, size_t n);
 void sc_free(void *p);
+/* For allocators layered on these (common/pool.h) that hand out a block
+ * without calling sc_malloc: true when the injected failure is due now,
+ * counted as one allocation like sc_malloc counts. */
+bool sc_alloc_fail_now(void);
 
 /* Crash tests: SIGKILL the process here when SC_KILLPOINT names this point
  * (common/killpoint.c). Writer-thread only. */

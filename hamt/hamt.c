@@ -34,6 +34,7 @@
 #include <xxhash.h>
 
 #include "common/internal.h"
+#include "common/pool.h"
 
 /* ==== nodes ============================================================== */
 
@@ -48,6 +49,8 @@ enum { NODE_BITMAP = 0, NODE_COLLISION = 1 };
 
 /* Bits of hash consumed per level; depth 12 gets the last 4 of 64. */
 #define LEVEL_BITS 5
+/* Bound on the bytes of freed nodes a map keeps for reuse. */
+#define NODE_POOL_BYTES ((size_t)8 << 20)
 /* Depth of collision nodes: every key below has the same 64-bit hash. */
 #define COLLISION_DEPTH (SC_HAMT_MAX_DEPTH - 1)
 
@@ -86,6 +89,9 @@ struct sc_hamt {
 	 * small edits makes no allocation for its bookkeeping. Writer only. */
 	sc_hamt_edit *spare_edit;
 	sc_hamt_garbage *spare_garbage;
+	/* Freed nodes kept for reuse by size (writer only): a promote frees
+	 * a garbage list whose sizes the next batch of edits asks for. */
+	sc_pool pool;
 };
 
 /* What the edit displaced: published nodes and entries of the base
@@ -181,7 +187,7 @@ static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint64_t edit,
 			return NULL;
 		n = p;
 	} else {
-		n = sc_malloc(sz);
+		n = sc_pool_alloc(&m->pool, sz);
 		if (!n)
 			return NULL;
 	}
@@ -199,7 +205,7 @@ static void node_free(sc_hamt *m, node *n)
 	if (m->flags & SC_HAMT_PROTECT)
 		munmap(n, sz);
 	else
-		sc_free(n);
+		sc_pool_free(&m->pool, n, sz);
 }
 
 static inline bool key_eq(const sc_hamt_key *k, const void *bytes, size_t len)
@@ -393,6 +399,7 @@ int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out)
 	m->fresh = o.fresh;
 	m->flags = o.flags;
 	m->next_edit = 1;
+	sc_pool_init(&m->pool, NODE_POOL_BYTES);
 	long pg = sysconf(_SC_PAGESIZE);
 	m->page = pg > 0 ? (size_t)pg : 4096;
 	atomic_init(&m->allocated, 0);
@@ -408,6 +415,7 @@ void sc_hamt_destroy(sc_hamt *map)
 		return;
 	sc_free(map->spare_edit);
 	garbage_release_arrays(map->spare_garbage);
+	sc_pool_drain(&map->pool);
 	sc_free(map);
 }
 
@@ -920,12 +928,14 @@ static void garbage_release_arrays(sc_hamt_garbage *g)
 }
 
 /* Keep an emptied garbage list for the next edit unless one is kept
- * already or it grew large (a big edit should not pin its arrays). */
+ * already or it grew beyond what batches of edits of some ten thousand
+ * changes need (a huge edit should not pin its arrays; up to this size,
+ * growing them again for every batch costs more than the memory). */
 static void garbage_recycle(sc_hamt *m, sc_hamt_garbage *g)
 {
 	if (!g)
 		return;
-	if (m->spare_garbage || g->capnodes > 1024 || g->cappairs > 256) {
+	if (m->spare_garbage || g->capnodes > 32768 || g->cappairs > 16384) {
 		garbage_release_arrays(g);
 		return;
 	}
