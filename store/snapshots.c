@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/internal.h"
 #include "snapshot/snapshot.h"
@@ -271,7 +272,13 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 		}
 		return rc;
 	}
-	sc_snapshot_params p = {.zstd_level = store->opt.zstd_level};
+	/* A compression helper thread only pays when a core is left for it
+	 * besides the encoder and the appending writer: with two or fewer,
+	 * the three threads fight for the cores and appends slow down about
+	 * twice as much as the snapshot speeds up. */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	sc_snapshot_params p = {.zstd_level = store->opt.zstd_level,
+				.compress_inline = ncpu > 0 && ncpu <= 2};
 	sc_snapshot_encoded *enc = NULL;
 	rc = sc_snapshot_encode(view, &p, &enc, err);
 	sc_reader_end(reader);
