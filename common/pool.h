@@ -73,6 +73,10 @@ static inline void *sc_pool_alloc(sc_pool *p, size_t size)
 		return NULL;
 	p->head[c] = *(void **)b;
 	p->bytes -= size;
+	/* Listed blocks are cold (freed long ago, in bulk): start loading the
+	 * next one now, the caller is about to write this one. */
+	if (p->head[c])
+		__builtin_prefetch(p->head[c], 1);
 	SC_POOL_UNPOISON(b, size);
 	return b;
 }

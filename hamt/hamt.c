@@ -51,6 +51,8 @@ enum { NODE_BITMAP = 0, NODE_COLLISION = 1 };
 #define LEVEL_BITS 5
 /* Bound on the bytes of freed nodes a map keeps for reuse. */
 #define NODE_POOL_BYTES ((size_t)8 << 20)
+/* What a commit leaves in it (more is given back to malloc). */
+#define NODE_POOL_KEEP_BYTES ((size_t)1 << 20)
 /* Depth of collision nodes: every key below has the same 64-bit hash. */
 #define COLLISION_DEPTH (SC_HAMT_MAX_DEPTH - 1)
 
@@ -965,6 +967,12 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 		protect_walk(m, e->root, e->id);
 	out->node = e->root;
 	out->count = e->count;
+	/* Past a small amount, blocks this edit freed and did not reuse go
+	 * back to malloc: the pool is for the garbage the caller frees after
+	 * a commit, which the next edit asks for again, not to pin memory
+	 * after a large edit. */
+	if (m->pool.bytes > NODE_POOL_KEEP_BYTES)
+		sc_pool_drain(&m->pool);
 	sc_hamt_garbage *g = e->g;
 	if (g && g->nnodes == 0 && g->npairs == 0) {
 		garbage_recycle(m, g);
