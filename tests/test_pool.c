@@ -1,0 +1,172 @@
+/*
+ * The writer's size-class free list (common/pool.h): reuse by exact size,
+ * the bound on held bytes, contents of live blocks never shared, failure
+ * injection on list hits.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "common/pool.h"
+#include "statecache/testing.h"
+
+static uint64_t seed_for(const char *test)
+{
+	const char *env = getenv("SC_TEST_SEED");
+	uint64_t seed;
+	if (env && *env) {
+		seed = strtoull(env, NULL, 0);
+	} else {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		seed =
+		    (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec;
+	}
+	fprintf(stderr, "%s: seed %llu (rerun with SC_TEST_SEED=%llu)\n", test,
+		(unsigned long long)seed, (unsigned long long)seed);
+	return seed ? seed : 1;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static void test_reuse_exact_size(void **state)
+{
+	(void)state;
+	sc_pool p;
+	sc_pool_init(&p, 1 << 20);
+	void *a = sc_pool_alloc(&p, 64);
+	void *b = sc_pool_alloc(&p, 64);
+	assert_non_null(a);
+	assert_non_null(b);
+	sc_pool_free(&p, a, 64);
+	sc_pool_free(&p, b, 64);
+	assert_int_equal(p.bytes, 128);
+	/* LIFO, and only for the same size */
+	void *c = sc_pool_alloc(&p, 72);
+	assert_ptr_not_equal(c, a);
+	assert_ptr_not_equal(c, b);
+	assert_ptr_equal(sc_pool_alloc(&p, 64), b);
+	assert_ptr_equal(sc_pool_alloc(&p, 64), a);
+	assert_int_equal(p.bytes, 0);
+	/* sizes off the classes bypass the lists */
+	void *odd = sc_pool_alloc(&p, 61);
+	void *big = sc_pool_alloc(&p, SC_POOL_MAX_SIZE + 8);
+	sc_pool_free(&p, odd, 61);
+	sc_pool_free(&p, big, SC_POOL_MAX_SIZE + 8);
+	sc_pool_free(&p, NULL, 64);
+	assert_int_equal(p.bytes, 0);
+	sc_pool_free(&p, a, 64);
+	sc_pool_free(&p, b, 64);
+	sc_pool_free(&p, c, 72);
+	sc_pool_drain(&p);
+	assert_int_equal(p.bytes, 0);
+}
+
+static void test_bound(void **state)
+{
+	(void)state;
+	sc_pool p;
+	sc_pool_init(&p, 1000);
+	void *v[40];
+	for (int i = 0; i < 40; i++)
+		assert_non_null(v[i] = sc_pool_alloc(&p, 48));
+	for (int i = 0; i < 40; i++) {
+		sc_pool_free(&p, v[i], 48);
+		assert_true(p.bytes <= 1000);
+	}
+	assert_int_equal(p.bytes, 20 * 48); /* 20 fit, the rest freed */
+	sc_pool_drain(&p);
+	assert_int_equal(p.bytes, 0);
+	/* a zero bound keeps nothing */
+	sc_pool_init(&p, 0);
+	void *x = sc_pool_alloc(&p, 48);
+	sc_pool_free(&p, x, 48);
+	assert_int_equal(p.bytes, 0);
+}
+
+/* A taken block from a list fails like sc_malloc under injection, and the
+ * list is left as it was. */
+static void test_failure_injection(void **state)
+{
+	(void)state;
+	sc_pool p;
+	sc_pool_init(&p, 1 << 20);
+	void *a = sc_pool_alloc(&p, 128);
+	sc_pool_free(&p, a, 128);
+	sc_testing_fail_alloc_after(0);
+	assert_null(sc_pool_alloc(&p, 128));
+	assert_int_equal(p.bytes, 128);
+	assert_ptr_equal(sc_pool_alloc(&p, 128), a);
+	sc_testing_fail_alloc_after(0);
+	assert_null(sc_pool_alloc(&p, 136)); /* empty list: sc_malloc fails */
+	sc_testing_fail_alloc_after(-1);
+	sc_pool_free(&p, a, 128);
+	sc_pool_drain(&p);
+}
+
+/* Random traffic: every live block keeps its own contents (no block is
+ * handed out twice), held bytes stay under the bound and match the model. */
+static void test_random(void **state)
+{
+	(void)state;
+	enum { SLOTS = 256 };
+	uint64_t s = seed_for("test_random");
+	sc_pool p;
+	sc_pool_init(&p, 16 * 1024);
+	unsigned char *blk[SLOTS] = {0};
+	size_t sz[SLOTS] = {0};
+	for (int step = 0; step < 200000; step++) {
+		unsigned i = (unsigned)(rnd(&s) % SLOTS);
+		if (blk[i]) {
+			for (size_t k = 0; k < sz[i]; k++)
+				if (blk[i][k] != (unsigned char)(i + k))
+					fail_msg(
+					    "block %u byte %zu overwritten", i,
+					    k);
+			size_t before = p.bytes;
+			sc_pool_free(&p, blk[i], sz[i]);
+			assert_true(p.bytes == before ||
+				    p.bytes == before + sz[i]);
+			assert_true(p.bytes <= 16 * 1024);
+			blk[i] = NULL;
+		} else {
+			size_t n = rnd(&s) % 4 ? 8 * (1 + rnd(&s) % 16)
+					       : 1 + rnd(&s) % 1100;
+			blk[i] = sc_pool_alloc(&p, n);
+			assert_non_null(blk[i]);
+			sz[i] = n;
+			for (size_t k = 0; k < n; k++)
+				blk[i][k] = (unsigned char)(i + k);
+		}
+	}
+	for (unsigned i = 0; i < SLOTS; i++)
+		sc_pool_free(&p, blk[i], sz[i]);
+	sc_pool_drain(&p);
+	assert_int_equal(p.bytes, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_reuse_exact_size),
+	    cmocka_unit_test(test_bound),
+	    cmocka_unit_test(test_failure_injection),
+	    cmocka_unit_test(test_random),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
