@@ -161,6 +161,10 @@ static bool str_eq(sc_str a, sc_str b)
 static int name_cmp(sc_str a, sc_str b)
 {
 	size_t n = a.len < b.len ? a.len : b.len;
+	/* Most names differ in their first byte: no memcmp call for them. */
+	if (n && a.ptr[0] != b.ptr[0])
+		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1
+									 : 1;
 	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
 	if (c)
 		return c;

@@ -658,8 +658,9 @@ static node **edit_own_path(sc_hamt_edit *e, path *p, unsigned upto)
 {
 	node **slot = &e->root;
 	for (unsigned d = 0; d < upto; d++) {
-		node *n = edit_own(e, slot);
-		if (!n)
+		node *n = *slot;
+		/* Owned already (the common case inside a batch): no call. */
+		if (node_edit(n) != e->id && !(n = edit_own(e, slot)))
 			return NULL;
 		p->n[d] = n;
 		uint32_t bit = p->bit[d];
