@@ -362,6 +362,10 @@ static int load_one(sc_store *store, MDB_txn *txn, uint64_t position,
 		if (rc)
 			goto out;
 		total += got;
+		/* The chunk is decoded into the cache: its pages need not
+		 * stay in the process's RSS. */
+		sc_store_release_pages(cv.mv_data, (const uint8_t *)cv.mv_data +
+						       cv.mv_size);
 		if (i == 0)
 			sc_killpoint("restore_chunk");
 	}

@@ -20,14 +20,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/internal.h"
 
 #define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)64 << 30)
 #define REPLAY_BATCH	     8192
+/* Events replayed between two releases of the map pages they touched (a
+ * divisor of REPLAY_BATCH). */
+#define REPLAY_RELEASE_EVERY 512
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -103,6 +108,17 @@ void sc_store_read_end(sc_store *store, MDB_txn *txn)
 {
 	mdb_txn_abort(txn);
 	pthread_rwlock_unlock(&store->map_lock);
+}
+
+void sc_store_release_pages(const void *lo, const void *hi)
+{
+	if ((uintptr_t)lo >= (uintptr_t)hi)
+		return;
+	long ps = sysconf(_SC_PAGESIZE);
+	uintptr_t mask = (uintptr_t)(ps > 0 ? ps : 4096) - 1;
+	uintptr_t a = (uintptr_t)lo & ~mask;
+	uintptr_t b = ((uintptr_t)hi + mask) & ~mask;
+	(void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
 int sc_store_grow_map(sc_store *store, sc_error *err)
@@ -433,6 +449,8 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 	MDB_val k = {8, kb}, v;
 	uint64_t expect = after + 1;
 	size_t in_batch = 0;
+	/* Bounds of the values read since the last release of their pages. */
+	const uint8_t *lo = NULL, *hi = NULL;
 	int op = MDB_SET_RANGE;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
@@ -447,6 +465,11 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 					 (unsigned long long)pos);
 			goto fail;
 		}
+		const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
+		if (!lo || vb < lo)
+			lo = vb;
+		if (ve > hi)
+			hi = ve;
 		sc_decoded_event d;
 		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
 		if (rc)
@@ -456,7 +479,15 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		if (rc)
 			goto fail;
 		expect++;
-		if (++in_batch == REPLAY_BATCH) {
+		if (++in_batch % REPLAY_RELEASE_EVERY == 0) {
+			/* The tail's leaf pages are scattered over the file
+			 * (freed pages are reused) and a touch maps a whole
+			 * page-cache folio, often far more than the page;
+			 * keep only the last few hundred events' mapped. */
+			sc_store_release_pages(lo, hi);
+			lo = hi = NULL;
+		}
+		if (in_batch == REPLAY_BATCH) {
 			in_batch = 0;
 			rc = sc_cache_promote(store->cache);
 			if (rc) {
@@ -472,6 +503,8 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		rc = sc_store_lmdb_error(err, rc, "replaying the log");
 		goto fail;
 	}
+	/* Inside the read transaction: the map cannot move meanwhile. */
+	sc_store_release_pages(lo, hi);
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);
 	if (expect - 1 != atomic_load(&store->last_position)) {

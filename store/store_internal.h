@@ -136,6 +136,18 @@ void sc_store_read_end(sc_store *store, MDB_txn *txn);
  * the writer). SC_EMAPFULL at map_size_max. */
 int sc_store_grow_map(sc_store *store, sc_error *err);
 
+/* Drop the process's page-table entries for the pages of the LMDB map
+ * that hold bytes lo..hi-1 (madvise MADV_DONTNEED on the pages containing
+ * them, so the range never leaves the map). Restore and replay touch each
+ * page once; every touched page (with the kernel's fault-around
+ * neighbours) would otherwise stay in the process's RSS. The map is a
+ * MAP_SHARED file mapping, so the pages stay in the page cache, dirty ones
+ * stay dirty, and any later access, even through a pointer still held,
+ * faults the same bytes back in. Best effort: a failure only leaves the
+ * pages mapped. lo..hi must lie inside one LMDB map (values or keys read
+ * through it); lo >= hi is a no-op. */
+void sc_store_release_pages(const void *lo, const void *hi);
+
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
