@@ -270,7 +270,7 @@ fuzz: deps
 			build/fuzz/corpus/$$name fuzz/corpus/$$name || exit 1; \
 	done
 
-STAGE := build/stage
+STAGE := $(BUILD)/stage
 test-examples:
 	rm -rf $(STAGE)
 	$(MAKE) --no-print-directory MODE=release install PREFIX=$(abspath $(STAGE))
