@@ -180,6 +180,9 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(CLI_LIB) $(STATIC_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
+# Keep objects and generated sources that pattern chains would delete.
+.SECONDARY:
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- set-up --------------------------------------------------------------------
