@@ -29,7 +29,6 @@ static int validate_field(sc_str s, const char *what, sc_error *err)
 	return 0;
 }
 
-
 static int validate_value(const sc_event *ev, size_t i, sc_error *err)
 {
 	const sc_attr *a = &ev->attrs[i];
