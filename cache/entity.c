@@ -613,7 +613,7 @@ bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out)
 }
 
 /* Doubles compare by bit pattern, so a NaN state equals itself. */
-static bool value_eq(const sc_value *a, const sc_value *b)
+bool sc_value_equal(const sc_value *a, const sc_value *b)
 {
 	if (a->type != b->type)
 		return false;
@@ -646,7 +646,8 @@ bool sc_entity_equal(const sc_entity *a, const sc_entity *b)
 		return false;
 	for (size_t i = 0; i < a->nattrs; i++) {
 		sc_attr x = rec_attr(a, i), y = rec_attr(b, i);
-		if (!str_eq(x.name, y.name) || !value_eq(&x.value, &y.value))
+		if (!str_eq(x.name, y.name) ||
+		    !sc_value_equal(&x.value, &y.value))
 			return false;
 	}
 	return true;

@@ -112,26 +112,6 @@ static bool str_eq(sc_str a, sc_str b)
 	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-static bool value_eq(const sc_value *a, const sc_value *b)
-{
-	if (a->type != b->type)
-		return false;
-	switch (a->type) {
-	case SC_VALUE_NULL:
-		return true;
-	case SC_VALUE_INT:
-		return a->u.i == b->u.i;
-	case SC_VALUE_DOUBLE:
-		return memcmp(&a->u.d, &b->u.d, sizeof a->u.d) == 0;
-	case SC_VALUE_BOOL:
-		return a->u.b == b->u.b;
-	case SC_VALUE_STRING:
-	case SC_VALUE_BYTES:
-		return str_eq(a->u.s, b->u.s);
-	}
-	return false;
-}
-
 bool st_event_equal(const sc_event *a, const sc_event *b)
 {
 	if (a->position != b->position || a->type != b->type ||
@@ -144,7 +124,7 @@ bool st_event_equal(const sc_event *a, const sc_event *b)
 		if (!str_eq(a->attrs[i].name, b->attrs[i].name))
 			return false;
 		if (a->type != SC_EVENT_UNSET &&
-		    !value_eq(&a->attrs[i].value, &b->attrs[i].value))
+		    !sc_value_equal(&a->attrs[i].value, &b->attrs[i].value))
 			return false;
 	}
 	for (size_t i = 0; i < a->ntags; i++)

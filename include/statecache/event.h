@@ -70,6 +70,10 @@ typedef struct sc_event {
 	size_t ntags;
 } sc_event;
 
+/* True when two values have the same type and contents. Doubles compare
+ * by bit pattern, so a NaN equals itself and 0.0 differs from -0.0. */
+bool sc_value_equal(const sc_value *a, const sc_value *b);
+
 /* The name of an event type ("set", ...), or NULL for an unknown value. */
 const char *sc_event_type_name(sc_event_type type);
 
