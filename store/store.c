@@ -870,6 +870,20 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 
 /* ---- reads --------------------------------------------------------------- */
 
+/* Decode the event record `v` at `pos` and hand it to fn; the decoded event
+ * lives only for the call. */
+static int emit_event(const MDB_val *v, uint64_t pos, sc_event_fn fn, void *ctx,
+		      sc_error *err)
+{
+	sc_decoded_event d;
+	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, err);
+	if (rc)
+		return rc;
+	rc = fn(ctx, &d.ev);
+	sc_decoded_event_free(&d);
+	return rc;
+}
+
 int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 		    sc_event_fn fn, void *ctx, sc_error *err)
 {
@@ -903,13 +917,7 @@ int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 					  k.mv_size);
 			goto out;
 		}
-		sc_decoded_event d;
-		rc = sc_event_decode(v.mv_data, v.mv_size,
-				     sc_be64_get(k.mv_data), &d, err);
-		if (rc)
-			goto out;
-		rc = fn(ctx, &d.ev);
-		sc_decoded_event_free(&d);
+		rc = emit_event(&v, sc_be64_get(k.mv_data), fn, ctx, err);
 		if (rc)
 			goto out;
 		count++;
@@ -983,12 +991,7 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 							 "reading events");
 			goto out;
 		}
-		sc_decoded_event d;
-		rc = sc_event_decode(ev.mv_data, ev.mv_size, pos, &d, err);
-		if (rc)
-			goto out;
-		rc = fn(ctx, &d.ev);
-		sc_decoded_event_free(&d);
+		rc = emit_event(&ev, pos, fn, ctx, err);
 		if (rc)
 			goto out;
 		count++;
