@@ -574,6 +574,33 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	return 0;
 }
 
+int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
+			 sc_str *id, sc_error *err)
+{
+	if (len > SC_EVENT_RECORD_MAX)
+		return sc_error_set(err, SC_ETOOBIG,
+				    "event record at position %llu is %zu "
+				    "bytes, over the %u-byte limit",
+				    (unsigned long long)position, len,
+				    SC_EVENT_RECORD_MAX);
+	const uint8_t *start = len ? buf : (const uint8_t *)"";
+	rd r = {start, start + len};
+	uint32_t f = 0, wt = 0;
+	*id = (sc_str){"", 0};
+	while (r.p < r.end) {
+		if (!rd_key(&r, &f, &wt))
+			return corrupt(err, position, "malformed field key");
+		if (f == 1 && wt != 2)
+			return corrupt(err, position,
+				       "field with the wrong wire type");
+		if (!(f == 1 ? rd_bytes(&r, id) : rd_skip(&r, wt)))
+			return corrupt(err, position, "truncated field");
+	}
+	if (id->len < 1 || id->len > SC_ENTITY_ID_MAX)
+		return corrupt(err, position, "entity id out of limits");
+	return 0;
+}
+
 void sc_decoded_event_free(sc_decoded_event *d)
 {
 	if (!d)

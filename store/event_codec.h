@@ -94,6 +94,15 @@ typedef struct sc_decoded_event {
 int sc_event_decode(const void *buf, size_t len, uint64_t position,
 		    sc_decoded_event *out, sc_error *err);
 
+/*
+ * sc_event_peek_entity - the entity id of an encoded event, without
+ * decoding the rest: *id points into `buf`. Checks the record's framing
+ * and the id's length only; sc_event_decode checks everything.
+ * Errors: SC_ECORRUPT, SC_ETOOBIG (as sc_event_decode).
+ */
+int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
+			 sc_str *id, sc_error *err);
+
 /* Free a decoded event. Zeroed or already freed objects are a no-op. */
 void sc_decoded_event_free(sc_decoded_event *d);
 

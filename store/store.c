@@ -151,7 +151,8 @@ static int64_t now_ns(void)
 
 /* ---- open and close ------------------------------------------------------ */
 
-static int meta_init(sc_store *store, MDB_txn *txn, sc_error *err)
+static int meta_init(sc_store *store, MDB_txn *txn, uint32_t *version,
+		     sc_error *err)
 {
 	MDB_val k = {sizeof "format_version" - 1, "format_version"}, v;
 	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
@@ -173,10 +174,12 @@ static int meta_init(sc_store *store, MDB_txn *txn, sc_error *err)
 			return sc_error_set(err, SC_ECORRUPT,
 					    "meta format_version is 0; the "
 					    "store is damaged");
+		*version = ver;
 		return 0;
 	}
 	if (rc != MDB_NOTFOUND)
 		return sc_store_lmdb_error(err, rc, "reading meta");
+	*version = SC_STORE_FORMAT_VERSION;
 	uint8_t buf[8];
 	sc_be32_put(buf, SC_STORE_FORMAT_VERSION);
 	v.mv_size = 4;
@@ -189,13 +192,81 @@ static int meta_init(sc_store *store, MDB_txn *txn, sc_error *err)
 		rc = mdb_put(txn, store->dbi_meta, &k2, &v2, 0);
 	}
 	if (!rc) {
-		static const char by[] = "libstatecache format 1";
+		static const char by[] = "libstatecache format 2";
 		MDB_val k3 = {sizeof "created_by" - 1, "created_by"};
 		MDB_val v3 = {sizeof by - 1, (void *)by};
 		rc = mdb_put(txn, store->dbi_meta, &k3, &v3, 0);
 	}
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "writing meta");
+	return 0;
+}
+
+static const MDB_val index_through_key = {sizeof "index_through" - 1,
+					  (void *)"index_through"};
+
+/* Read meta "index_through" in txn into *through; a store without the key
+ * (format 1, which indexed every event as it was appended) is complete up
+ * to `last`. */
+static int index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			     uint64_t *through, sc_error *err)
+{
+	MDB_val k = index_through_key, v;
+	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		*through = last;
+		return 0;
+	}
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading meta");
+	if (v.mv_size != 8)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta index_through is %zu bytes, expected "
+				    "8; the store is damaged",
+				    v.mv_size);
+	*through = sc_be64_get(v.mv_data);
+	if (*through > last)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta index_through is %llu, past the end "
+				    "of the log (%llu); the store is damaged",
+				    (unsigned long long)*through,
+				    (unsigned long long)last);
+	return 0;
+}
+
+static int index_through_put(sc_store *store, MDB_txn *txn, uint64_t through)
+{
+	uint8_t b[8];
+	sc_be64_put(b, through);
+	MDB_val k = index_through_key, v = {8, b};
+	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
+/* At open: learn how far entity_index reaches, and move a format 1 store
+ * to format 2 (a format 1 reader would not know that the index may lag).
+ * A new store gets index_through = 0 here, before its first append. */
+static int index_init(sc_store *store, MDB_txn *txn, uint32_t version,
+		      sc_error *err)
+{
+	uint64_t last = atomic_load(&store->last_position);
+	MDB_val k = index_through_key, v;
+	bool found = mdb_get(txn, store->dbi_meta, &k, &v) == 0;
+	int rc =
+	    index_through_get(store, txn, last, &store->index_through, err);
+	if (rc)
+		return rc;
+	if (version < 2) {
+		uint8_t b[4];
+		sc_be32_put(b, SC_STORE_FORMAT_VERSION);
+		MDB_val fk = {sizeof "format_version" - 1, "format_version"},
+			fv = {4, b};
+		rc = mdb_put(txn, store->dbi_meta, &fk, &fv, 0);
+	}
+	if (!rc && !found)
+		rc = index_through_put(store, txn, store->index_through);
+	if (rc)
+		return sc_store_lmdb_error(err, rc,
+					   "upgrading the store to format 2");
 	return 0;
 }
 
@@ -224,7 +295,8 @@ static int open_dbs(sc_store *store, sc_error *err)
 			return sc_store_lmdb_error(err, rc, what);
 		}
 	}
-	rc = meta_init(store, txn, err);
+	uint32_t version = 0;
+	rc = meta_init(store, txn, &version, err);
 	if (rc) {
 		mdb_txn_abort(txn);
 		return rc;
@@ -253,6 +325,11 @@ static int open_dbs(sc_store *store, sc_error *err)
 	if (rc) {
 		mdb_txn_abort(txn);
 		return sc_store_lmdb_error(err, rc, "reading the event log");
+	}
+	rc = index_init(store, txn, version, err);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
 	}
 	rc = mdb_txn_commit(txn);
 	if (rc)
@@ -317,6 +394,8 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		o.snapshot_keep = 2;
 	if (!o.zstd_level)
 		o.zstd_level = 3;
+	if (!o.index_lag)
+		o.index_lag = SC_STORE_INDEX_LAG_DEFAULT;
 	if (o.durability != SC_DURABILITY_FULL &&
 	    o.durability != SC_DURABILITY_NOSYNC)
 		return sc_error_set(err, SC_EINVAL,
@@ -615,6 +694,54 @@ int sc_store_projector_position(sc_store *store, const char *name,
 	return rc;
 }
 
+/* One entity_index row: id ++ position, empty value. `ikey` is scratch of
+ * SC_ENTITY_ID_MAX + 8 bytes. Returns an LMDB code. */
+static int index_put(sc_store *store, MDB_txn *txn, uint8_t *ikey, sc_str id,
+		     uint64_t pos)
+{
+	memcpy(ikey, id.ptr, id.len);
+	sc_be64_put(ikey + id.len, pos);
+	MDB_val k = {id.len + 8, ikey}, v = {0, NULL};
+	return mdb_put(txn, store->dbi_index, &k, &v, 0);
+}
+
+/* Index the events after index_through and before `first`, read back from
+ * the log inside the append's transaction. Returns 0 or an LMDB code; a
+ * record that does not decode sets *bad to its error code (err says
+ * which) and returns 0. */
+static int index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
+		      sc_error *err)
+{
+	if (store->index_through + 1 >= first)
+		return 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return rc;
+	uint8_t kb[8], ikey[SC_ENTITY_ID_MAX + 8];
+	sc_be64_put(kb, store->index_through + 1);
+	MDB_val k = {8, kb}, v;
+	int op = MDB_SET_RANGE;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = sc_be64_get(k.mv_data);
+		if (pos >= first)
+			break;
+		sc_str id;
+		*bad =
+		    sc_event_peek_entity(v.mv_data, v.mv_size, pos, &id, err);
+		if (*bad) {
+			rc = 0;
+			break;
+		}
+		rc = index_put(store, txn, ikey, id, pos);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static void rollback(sc_store *store, MDB_txn *txn)
 {
 	if (txn)
@@ -652,6 +779,10 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	}
 	uint8_t key[8];
 	uint8_t ikey[SC_ENTITY_ID_MAX + 8];
+	/* This append indexes the tail when it brings it to index_lag events;
+	 * its own events are indexed as they are written. */
+	uint64_t last = first + n - 1;
+	bool index = last - store->index_through >= store->opt.index_lag;
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = &evs[i];
 		uint64_t pos = first + i;
@@ -666,12 +797,11 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 		if (rc)
 			goto lmdb_fail;
 		sc_event_enc_pack(&store->enc, v.mv_data);
-		memcpy(ikey, ev->entity.ptr, ev->entity.len);
-		sc_be64_put(ikey + ev->entity.len, pos);
-		MDB_val ik = {ev->entity.len + 8, ikey}, iv = {0, NULL};
-		rc = mdb_put(txn, store->dbi_index, &ik, &iv, 0);
-		if (rc)
-			goto lmdb_fail;
+		if (index) {
+			rc = index_put(store, txn, ikey, ev->entity, pos);
+			if (rc)
+				goto lmdb_fail;
+		}
 		rc = sc_cache_apply(store->cache, ev, err);
 		if (rc) {
 			char inner[SC_ERROR_MESSAGE_MAX];
@@ -700,6 +830,19 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 			}
 		}
 	}
+	if (index) {
+		int bad = 0;
+		rc = index_tail(store, txn, first, &bad, err);
+		if (rc)
+			goto lmdb_fail;
+		if (bad) {
+			rc = bad;
+			goto fail;
+		}
+		rc = index_through_put(store, txn, last);
+		if (rc)
+			goto lmdb_fail;
+	}
 	/* Each projector's offset commits with the events it applied. */
 	for (size_t j = 0; j < store->nprojectors; j++) {
 		rc = put_projector_offset(store, txn, store->projectors[j].name,
@@ -712,6 +855,8 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	txn = NULL;
 	if (rc)
 		goto lmdb_fail;
+	if (index)
+		store->index_through = last;
 	sc_store_tsan_write_end(store);
 	return 0;
 
@@ -932,9 +1077,49 @@ out:
 	return rc;
 }
 
+/* Walk the log records after index_through (the tail entity_index does not
+ * cover yet) with positions in [from, to], calling fn for those of `id`. */
+static int walk_tail(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
+		     uint64_t to, uint64_t limit, uint64_t *count,
+		     sc_event_fn fn, void *ctx, sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading events");
+	uint8_t kb[8];
+	sc_be64_put(kb, from);
+	MDB_val k = {8, kb}, v;
+	int op = MDB_SET_RANGE;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = sc_be64_get(k.mv_data);
+		if (pos > to || (limit && *count >= limit))
+			break;
+		sc_str e;
+		rc = sc_event_peek_entity(v.mv_data, v.mv_size, pos, &e, err);
+		if (rc)
+			goto out;
+		if (e.len != id.len || memcmp(e.ptr, id.ptr, id.len) != 0)
+			continue;
+		rc = emit_event(&v, pos, fn, ctx, err);
+		if (rc)
+			goto out;
+		++*count;
+	}
+	if (rc == MDB_NOTFOUND || rc == 0)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(err, rc, "reading events");
+out:
+	mdb_cursor_close(cur);
+	return rc;
+}
+
 /* Walk the entity_index rows of `id` with positions in [from, to], calling
- * fn with each decoded event. Rows of other ids that share the prefix
- * (an id that is `id` followed by 8 more bytes) are skipped by length. */
+ * fn with each decoded event, then the unindexed tail of the log. Rows of
+ * other ids that share the prefix (an id that is `id` followed by 8 more
+ * bytes) are skipped by length. */
 static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 		       uint64_t limit, sc_event_fn fn, void *ctx, sc_error *err)
 {
@@ -949,6 +1134,26 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 	int rc = sc_store_read_begin(store, &txn, err);
 	if (rc)
 		return rc;
+	/* The index covers positions up to index_through as this transaction
+	 * sees it; a store without the key indexes everything. */
+	uint64_t through = UINT64_MAX;
+	MDB_val tk = index_through_key, tv;
+	rc = mdb_get(txn, store->dbi_meta, &tk, &tv);
+	if (rc == 0 && tv.mv_size == 8)
+		through = sc_be64_get(tv.mv_data);
+	else if (rc == 0)
+		rc = sc_error_set(err, SC_ECORRUPT,
+				  "meta index_through is %zu bytes, expected "
+				  "8; the store is damaged",
+				  tv.mv_size);
+	else if (rc == MDB_NOTFOUND)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(err, rc, "reading meta");
+	if (rc) {
+		sc_store_read_end(store, txn);
+		return rc;
+	}
 	MDB_cursor *cur;
 	rc = mdb_cursor_open(txn, store->dbi_index, &cur);
 	if (rc) {
@@ -959,7 +1164,7 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 	memcpy(lo, id.ptr, id.len);
 	memcpy(hi, id.ptr, id.len);
 	sc_be64_put(lo + id.len, from);
-	sc_be64_put(hi + id.len, to);
+	sc_be64_put(hi + id.len, to < through ? to : through);
 	size_t klen = id.len + 8;
 	MDB_val k = {klen, lo}, v;
 	uint64_t count = 0;
@@ -1000,6 +1205,10 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 		rc = 0;
 	else
 		rc = sc_store_lmdb_error(err, rc, "reading entity_index");
+	if (!rc && to > through && !(limit && count >= limit))
+		rc = walk_tail(store, txn, id,
+			       from > through ? from : through + 1, to, limit,
+			       &count, fn, ctx, err);
 out:
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);

@@ -23,7 +23,10 @@
 #include "store/event_codec.h"
 
 /* Value of the meta key "format_version" written by this build. */
-#define SC_STORE_FORMAT_VERSION 1u
+#define SC_STORE_FORMAT_VERSION 2u
+
+/* index_lag when the options give 0. */
+#define SC_STORE_INDEX_LAG_DEFAULT 4096u
 
 struct sc_store {
 	MDB_env *env;
@@ -36,6 +39,11 @@ struct sc_store {
 	pthread_rwlock_t map_lock;
 
 	_Atomic uint64_t last_position;
+	/* entity_index holds a row for every event up to this position
+	 * (meta key "index_through", committed with those rows). Written
+	 * under write_mu; readers take it from meta in their own read
+	 * transaction, consistent with the log they see. */
+	uint64_t index_through;
 	uint64_t since_snapshot; /* events appended since the last snapshot */
 	bool stale; /* a committed batch could not be promoted: reopen */
 	/* When open restored a snapshot and found no events after it, the

@@ -34,6 +34,7 @@
 
 #define NENT		 64
 #define CHILD_MAX_EVENTS 200000
+#define INDEX_LAG	 7 /* entity_index catches up every few appends */
 
 static uint64_t seed;
 
@@ -51,6 +52,7 @@ static int child_main(const char *dir, int durability, int ack_fd)
 	o.durability = durability ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
 	o.snapshot_keep = 2;
 	o.cache.seed = seed | 1;
+	o.index_lag = INDEX_LAG;
 	sc_store *s = NULL;
 	sc_error err;
 	if (sc_store_open(dir, &o, &s, &err)) {
@@ -113,6 +115,75 @@ static int check_event(void *ctx, const sc_event *ev)
 	}
 	c->next++;
 	return 0;
+}
+
+typedef struct positions {
+	uint64_t next_expected, last;
+	const char *id;
+	size_t id_len;
+	int bad;
+} positions;
+
+/* Next position after `after` whose deterministic event is of p->id. */
+static uint64_t next_of(const positions *p, uint64_t after)
+{
+	for (uint64_t q = after + 1; q <= p->last; q++) {
+		st_event g;
+		event_at(q, &g);
+		if (g.ev.entity.len == p->id_len &&
+		    memcmp(g.ev.entity.ptr, p->id, p->id_len) == 0)
+			return q;
+	}
+	return p->last + 1;
+}
+
+static int check_entity_event(void *ctx, const sc_event *ev)
+{
+	positions *p = ctx;
+	if (ev->position != p->next_expected) {
+		fprintf(stderr,
+			"entity %.*s: read position %llu, expected "
+			"%llu\n",
+			(int)p->id_len, p->id, (unsigned long long)ev->position,
+			(unsigned long long)p->next_expected);
+		p->bad = 1;
+		return 1;
+	}
+	p->next_expected = next_of(p, ev->position);
+	return 0;
+}
+
+/* entity_index holds exactly the positions up to meta index_through, and
+ * an entity's events read through it and the tail are the log's. */
+static void check_index(sc_store *s, uint64_t last, uint64_t *r)
+{
+	MDB_txn *txn;
+	MDB_dbi idx, meta;
+	MDB_stat st;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	assert_int_equal(mdb_dbi_open(txn, "entity_index", 0, &idx), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_stat(txn, idx, &st), 0);
+	MDB_val k = {13, "index_through"}, v;
+	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+	assert_int_equal(v.mv_size, 8);
+	uint64_t through = 0;
+	for (int i = 0; i < 8; i++)
+		through = through << 8 | ((uint8_t *)v.mv_data)[i];
+	mdb_txn_abort(txn);
+	assert_true(through <= last);
+	assert_int_equal(st.ms_entries, through);
+	char id[16];
+	int n = snprintf(id, sizeof id, "e%u", (unsigned)(st_rand(r) % NENT));
+	positions p = {0, last, id, (size_t)n, 0};
+	p.next_expected = next_of(&p, 0);
+	assert_int_equal(sc_store_entity_events(s, (sc_str){id, (size_t)n}, 0,
+						0, check_entity_event, &p,
+						NULL),
+			 0);
+	assert_int_equal(p.bad, 0);
+	assert_int_equal(p.next_expected, last + 1);
 }
 
 static pid_t spawn_child(const char *dir, int durability, const char *kp,
@@ -232,6 +303,7 @@ static void test_crash_recovery(void **state)
 		o.create = true;
 		o.durability = SC_DURABILITY_NOSYNC;
 		o.cache.seed = seed | 1;
+		o.index_lag = INDEX_LAG;
 		sc_store *s = NULL;
 		sc_error err;
 		int rc = sc_store_open(dir, &o, &s, &err);
@@ -260,6 +332,7 @@ static void test_crash_recovery(void **state)
 			fail_msg("kill %ld: restored state differs from the "
 				 "replay (seed %llu)",
 				 kill_no, (unsigned long long)seed);
+		check_index(s, last, &r);
 		/* One more append works. */
 		st_event g;
 		event_at(last + 1, &g);

@@ -49,6 +49,8 @@ static sc_store_options opts(void)
 	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.cache.seed = seed | 1;
+	/* Most appends leave their events to the tail; every few index it. */
+	o.index_lag = 4;
 	return o;
 }
 
@@ -126,12 +128,15 @@ static int teardown_all(void **state)
 
 /* ---- round trips --------------------------------------------------------- */
 
-static void test_append_read_roundtrip(void **state)
+/* Append a random stream and read it back every way; `lag` is the store's
+ * index_lag, so entity reads go through entity_index, the unindexed tail
+ * of the log, or both. */
+static void append_read_roundtrip(uint64_t lag)
 {
-	SC_UNUSED(state);
 	char dir[256];
 	new_dir(dir, sizeof dir);
 	sc_store_options o = opts();
+	o.index_lag = lag;
 	sc_store *s = open_store(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 0);
 
@@ -278,11 +283,32 @@ static void test_append_read_roundtrip(void **state)
 	assert_true(st.map_bytes_used > 0 && st.map_bytes_used <= st.map_size);
 	assert_int_equal(st.cache.entities, st_model_len(m));
 
-	/* Reopen: the replayed state is the same. */
+	/* Reopen: the replayed state is the same, and so are the entity
+	 * reads. */
 	sc_store_close(s);
 	s = open_store(dir, &o);
 	assert_int_equal(sc_store_last_position(s), total);
 	assert_true(st_cache_matches(sc_store_cache(s), m));
+	for (unsigned e = 1; e < nent; e += 3) {
+		char id[16];
+		int n = snprintf(id, sizeof id, "e%u", e);
+		sc_str sid = {id, (size_t)n};
+		collected ce = {0};
+		assert_int_equal(
+		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
+		    0);
+		size_t k = 0;
+		for (size_t i = 0; i < total; i++) {
+			if (evs[i].ev.entity.len == sid.len &&
+			    memcmp(evs[i].ev.entity.ptr, id, sid.len) == 0) {
+				assert_true(k < ce.n);
+				assert_int_equal(ce.pos[k], i + 1);
+				k++;
+			}
+		}
+		assert_int_equal(k, ce.n);
+		collected_free(&ce);
+	}
 	sc_store_close(s);
 
 	collected_free(&c);
@@ -291,14 +317,32 @@ static void test_append_read_roundtrip(void **state)
 	rm_rf(dir);
 }
 
-/* An entity id that is another id followed by 8 bytes must not leak into
- * the other's index walk. */
-static void test_entity_index_prefix_ids(void **state)
+static void test_append_read_roundtrip_indexed(void **state)
 {
 	SC_UNUSED(state);
+	append_read_roundtrip(1);
+}
+
+static void test_append_read_roundtrip_lagging(void **state)
+{
+	SC_UNUSED(state);
+	append_read_roundtrip(97);
+}
+
+static void test_append_read_roundtrip_unindexed(void **state)
+{
+	SC_UNUSED(state);
+	append_read_roundtrip(1u << 20);
+}
+
+/* An entity id that is another id followed by 8 bytes must not leak into
+ * the other's index walk. */
+static void entity_index_prefix_ids(uint64_t lag)
+{
 	char dir[256];
 	new_dir(dir, sizeof dir);
 	sc_store_options o = opts();
+	o.index_lag = lag;
 	sc_store *s = open_store(dir, &o);
 	char longid[9 + 8];
 	memcpy(longid, "a", 1);
@@ -351,6 +395,13 @@ static void test_entity_index_prefix_ids(void **state)
 	rm_rf(dir);
 }
 
+static void test_entity_index_prefix_ids(void **state)
+{
+	SC_UNUSED(state);
+	entity_index_prefix_ids(1);   /* every row in entity_index */
+	entity_index_prefix_ids(100); /* every event in the tail */
+}
+
 /* ---- all or nothing ------------------------------------------------------ */
 
 typedef struct snapshot_of {
@@ -358,7 +409,30 @@ typedef struct snapshot_of {
 	uint64_t hash;
 	size_t len;
 	size_t log_events;
+	size_t index_rows;
+	uint64_t index_through;
 } snapshot_of;
+
+/* entity_index rows and meta index_through, read from LMDB directly. */
+static void index_state(sc_store *s, size_t *rows, uint64_t *through)
+{
+	MDB_txn *txn;
+	MDB_dbi idx, meta;
+	MDB_stat st;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	assert_int_equal(mdb_dbi_open(txn, "entity_index", 0, &idx), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_stat(txn, idx, &st), 0);
+	*rows = st.ms_entries;
+	MDB_val k = {13, "index_through"}, v;
+	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+	assert_int_equal(v.mv_size, 8);
+	*through = 0;
+	for (int i = 0; i < 8; i++)
+		*through = *through << 8 | ((uint8_t *)v.mv_data)[i];
+	mdb_txn_abort(txn);
+}
 
 static int count_event(void *ctx, const sc_event *ev)
 {
@@ -375,6 +449,10 @@ static snapshot_of observe(sc_store *s)
 	o.log_events = 0;
 	assert_int_equal(
 	    sc_store_events(s, 0, 0, count_event, &o.log_events, NULL), 0);
+	index_state(s, &o.index_rows, &o.index_through);
+	/* The index holds exactly the positions up to index_through. */
+	assert_int_equal(o.index_rows, o.index_through);
+	assert_true(o.index_through <= o.last);
 	return o;
 }
 
@@ -384,6 +462,8 @@ static void assert_same(snapshot_of a, snapshot_of b)
 	assert_int_equal(a.hash, b.hash);
 	assert_int_equal(a.len, b.len);
 	assert_int_equal(a.log_events, b.log_events);
+	assert_int_equal(a.index_rows, b.index_rows);
+	assert_int_equal(a.index_through, b.index_through);
 }
 
 static void fill(sc_store *s, size_t n, uint64_t base)
@@ -673,6 +753,157 @@ static void test_alloc_failure_append(void **state)
 
 /* ---- open ---------------------------------------------------------------- */
 
+/* Every entity's events (ids e0..e(nent-1)) read through entity_index and
+ * the tail equal the log filtered by that id, in order; and as of every
+ * position the fold is the same as a fold of that filter. */
+static void check_entity_reads(sc_store *s, unsigned nent)
+{
+	collected all = {0};
+	assert_int_equal(sc_store_events(s, 0, 0, collect, &all, NULL), 0);
+	for (unsigned e = 0; e < nent; e++) {
+		char id[16];
+		int n = snprintf(id, sizeof id, "e%u", e);
+		sc_str sid = {id, (size_t)n};
+		collected ce = {0};
+		assert_int_equal(
+		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
+		    0);
+		size_t k = 0;
+		sc_entity *fold = NULL;
+		for (size_t i = 0; i < all.n; i++) {
+			sc_decoded_event d;
+			collected_get(&all, i, &d);
+			if (d.ev.entity.len == sid.len &&
+			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
+				assert_true(k < ce.n);
+				assert_int_equal(ce.pos[k], d.ev.position);
+				k++;
+				sc_entity *nx = NULL;
+				assert_int_equal(
+				    sc_entity_apply(fold, &d.ev, &nx, NULL), 0);
+				sc_entity_free(fold);
+				fold = nx;
+			}
+			sc_decoded_event_free(&d);
+			sc_entity *got = NULL;
+			int rc =
+			    sc_store_entity_at(s, sid, all.pos[i], &got, NULL);
+			if (fold) {
+				assert_int_equal(rc, 0);
+				assert_true(sc_entity_equal(got, fold));
+			} else {
+				assert_int_equal(rc, SC_NOTFOUND);
+			}
+			sc_entity_free(got);
+		}
+		assert_int_equal(k, ce.n);
+		sc_entity_free(fold);
+		collected_free(&ce);
+	}
+	collected_free(&all);
+}
+
+/* The index lags the log by fewer than index_lag events; an append that
+ * would index the tail and fails leaves index and meta as they were;
+ * reopening with another lag reads the same and indexes the tail at the
+ * next append that reaches the new lag. */
+static void test_index_lag_reopen_and_failure(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.index_lag = 10;
+	sc_store *s = open_store(dir, &o);
+	fill(s, 8, 0);
+	snapshot_of before = observe(s);
+	assert_int_equal(before.index_through, 0);
+	check_entity_reads(s, 20);
+
+	proj_state ps = {.fail_at = 1};
+	sc_projector p = {"fails", proj_apply, proj_commit, proj_rollback, &ps};
+	assert_int_equal(sc_store_add_projector(s, &p, NULL), 0);
+	st_event g[3];
+	sc_event batch[3];
+	for (int i = 0; i < 3; i++) {
+		st_event_gen(seed, 8 + (uint64_t)i, 20, 50 + i, &g[i]);
+		batch[i] = g[i].ev;
+	}
+	sc_error err;
+	assert_int_equal(sc_store_append(s, batch, 3, NULL, &err),
+			 SC_EPROJECTOR);
+	assert_same(before, observe(s));
+	check_entity_reads(s, 20);
+	assert_int_equal(sc_store_append(s, batch, 3, NULL, &err), 0);
+	snapshot_of after = observe(s);
+	assert_int_equal(after.last, 11);
+	assert_int_equal(after.index_through, 11);
+	fill(s, 5, 11);
+	assert_int_equal(observe(s).index_through, 11);
+	check_entity_reads(s, 20);
+	sc_store_close(s);
+
+	/* Another lag after a reopen: the meta value holds. */
+	o.index_lag = 3;
+	s = open_store(dir, &o);
+	assert_int_equal(observe(s).index_through, 11);
+	check_entity_reads(s, 20);
+	fill(s, 1, 16);
+	assert_int_equal(observe(s).index_through, 17);
+	fill(s, 2, 17);
+	assert_int_equal(observe(s).index_through, 17);
+	check_entity_reads(s, 20);
+	sc_store_close(s);
+
+	o.index_lag = 1;
+	s = open_store(dir, &o);
+	fill(s, 1, 19);
+	assert_int_equal(observe(s).index_through, 20);
+	check_entity_reads(s, 20);
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
+/* A format 1 store (entity_index complete, no index_through) opens as
+ * format 2 with index_through at the end of its log. */
+static void test_format_1_store_is_upgraded(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.index_lag = 1;
+	sc_store *s = open_store(dir, &o);
+	fill(s, 12, 0);
+	MDB_txn *txn;
+	MDB_dbi meta;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	uint8_t v1[4] = {0, 0, 0, 1};
+	MDB_val k = {14, "format_version"}, v = {4, v1};
+	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+	MDB_val tk = {13, "index_through"};
+	assert_int_equal(mdb_del(txn, meta, &tk, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	sc_store_close(s);
+
+	o.index_lag = 5;
+	s = open_store(dir, &o);
+	snapshot_of now = observe(s);
+	assert_int_equal(now.index_through, 12);
+	assert_int_equal(now.index_rows, 12);
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+	assert_int_equal(v.mv_size, 4);
+	assert_int_equal(((uint8_t *)v.mv_data)[3], SC_STORE_FORMAT_VERSION);
+	mdb_txn_abort(txn);
+	fill(s, 3, 12);
+	check_entity_reads(s, 20);
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
 static void test_durability_modes_reopen(void **state)
 {
 	SC_UNUSED(state);
@@ -765,15 +996,15 @@ static void test_open_errors(void **state)
 	MDB_dbi meta;
 	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
 	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	uint8_t v2[4] = {0, 0, 0, 2};
-	MDB_val k = {14, "format_version"}, v = {4, v2};
+	uint8_t v3[4] = {0, 0, 0, SC_STORE_FORMAT_VERSION + 1};
+	MDB_val k = {14, "format_version"}, v = {4, v3};
 	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	sc_store_close(s);
 	s = NULL;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EVERSION);
 	assert_null(s);
-	assert_non_null(strstr(err.message, "format version 2"));
+	assert_non_null(strstr(err.message, "format version 3"));
 	rm_rf(dir);
 }
 
@@ -883,7 +1114,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
-	    cmocka_unit_test(test_append_read_roundtrip),
+	    cmocka_unit_test(test_append_read_roundtrip_indexed),
+	    cmocka_unit_test(test_append_read_roundtrip_lagging),
+	    cmocka_unit_test(test_append_read_roundtrip_unindexed),
+	    cmocka_unit_test(test_index_lag_reopen_and_failure),
+	    cmocka_unit_test(test_format_1_store_is_upgraded),
 	    cmocka_unit_test(test_entity_index_prefix_ids),
 	    cmocka_unit_test(test_bad_event_rejects_batch),
 	    cmocka_unit_test(test_projector_failure_rolls_back),

@@ -5,12 +5,15 @@
  * databases (inspect them with `mdb_stat -a DIR`, `mdb_dump -s NAME DIR`):
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
- *   entity_index  key: entity id ++ position (8 bytes big-endian); value: empty
+ *   entity_index  key: entity id ++ position (8 bytes big-endian); value:
+ *                 empty; rows for every position up to meta "index_through"
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
  *                 "created_at" (8 bytes BE, unix ns), "created_by" (text),
- *                 "projector/NAME" (8 bytes BE: the projector's offset)
+ *                 "projector/NAME" (8 bytes BE: the projector's offset),
+ *                 "index_through" (8 bytes BE: entity_index is complete up
+ *                 to this position; see sc_store_options.index_lag)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -78,6 +81,13 @@ typedef struct sc_store_options {
 	sc_warn_fn warn;	/* NULL: warnings go to stderr */
 	void *warn_ctx;
 	sc_cache_options cache;
+	/* entity_index rows are written in bulk, by the append that brings
+	 * the unindexed tail of the log to this many events; until then the
+	 * entity reads scan that tail. A few random index pages per event are
+	 * most of what a durable append writes, so this trades at most
+	 * index_lag events scanned per entity read for several times the
+	 * append rate. 1: every append indexes its own events. 0: 4096. */
+	uint64_t index_lag;
 } sc_store_options;
 
 /*
