@@ -395,6 +395,15 @@ static int corrupt(sc_error *err, uint64_t position, const char *what)
 			    (unsigned long long)position, what);
 }
 
+static int too_big(sc_error *err, uint64_t position, size_t len)
+{
+	return sc_error_set(err, SC_ETOOBIG,
+			    "event record at position %llu is %zu bytes, over "
+			    "the %u-byte limit",
+			    (unsigned long long)position, len,
+			    SC_EVENT_RECORD_MAX);
+}
+
 /* statecache.v1.Value into *v; an empty message is null. */
 static const char *decode_value(sc_str bytes, sc_value *v)
 {
@@ -479,11 +488,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 {
 	memset(out, 0, sizeof *out);
 	if (len > SC_EVENT_RECORD_MAX)
-		return sc_error_set(err, SC_ETOOBIG,
-				    "event record at position %llu is %zu "
-				    "bytes, over the %u-byte limit",
-				    (unsigned long long)position, len,
-				    SC_EVENT_RECORD_MAX);
+		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
 	/* Pass 1: structure and counts, nothing allocated. */
 	static const uint32_t want[8] = {0, 2, 0, 2, 1, 2, 2, 2};
@@ -578,11 +583,7 @@ int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
 			 sc_str *id, sc_error *err)
 {
 	if (len > SC_EVENT_RECORD_MAX)
-		return sc_error_set(err, SC_ETOOBIG,
-				    "event record at position %llu is %zu "
-				    "bytes, over the %u-byte limit",
-				    (unsigned long long)position, len,
-				    SC_EVENT_RECORD_MAX);
+		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
 	rd r = {start, start + len};
 	uint32_t f = 0, wt = 0;

@@ -364,3 +364,27 @@ bool st_cache_matches(sc_cache *cache, const st_model *m)
 	sc_reader_close(r);
 	return ok;
 }
+
+bool st_index_state(sc_store *s, size_t *rows, uint64_t *through)
+{
+	MDB_txn *txn;
+	MDB_dbi idx, meta;
+	MDB_stat st;
+	MDB_val k = {13, "index_through"}, v;
+	if (mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn) != 0)
+		return false;
+	bool ok = mdb_dbi_open(txn, "entity_index", 0, &idx) == 0 &&
+		  mdb_dbi_open(txn, "meta", 0, &meta) == 0 &&
+		  mdb_stat(txn, idx, &st) == 0 &&
+		  mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8;
+	if (ok) {
+		*rows = st.ms_entries;
+		*through = 0;
+		for (int i = 0; i < 8; i++)
+			*through = *through << 8 | ((uint8_t *)v.mv_data)[i];
+	} else {
+		fprintf(stderr, "cannot read entity_index and index_through\n");
+	}
+	mdb_txn_abort(txn);
+	return ok;
+}

@@ -18,6 +18,7 @@
 
 #include "statecache/cache.h"
 #include "statecache/event.h"
+#include "statecache/store.h"
 
 /* splitmix64 step. */
 uint64_t st_rand(uint64_t *state);
@@ -70,5 +71,9 @@ bool st_cache_matches(sc_cache *cache, const st_model *m);
 
 /* Hash and length of the newest promoted version. */
 uint64_t st_cache_hash(sc_cache *cache, size_t *len);
+
+/* The rows of entity_index and meta index_through, read from LMDB directly
+ * in one read transaction; false (with a message) if they cannot be read. */
+bool st_index_state(sc_store *s, size_t *rows, uint64_t *through);
 
 #endif

@@ -413,27 +413,6 @@ typedef struct snapshot_of {
 	uint64_t index_through;
 } snapshot_of;
 
-/* entity_index rows and meta index_through, read from LMDB directly. */
-static void index_state(sc_store *s, size_t *rows, uint64_t *through)
-{
-	MDB_txn *txn;
-	MDB_dbi idx, meta;
-	MDB_stat st;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
-			 0);
-	assert_int_equal(mdb_dbi_open(txn, "entity_index", 0, &idx), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	assert_int_equal(mdb_stat(txn, idx, &st), 0);
-	*rows = st.ms_entries;
-	MDB_val k = {13, "index_through"}, v;
-	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
-	assert_int_equal(v.mv_size, 8);
-	*through = 0;
-	for (int i = 0; i < 8; i++)
-		*through = *through << 8 | ((uint8_t *)v.mv_data)[i];
-	mdb_txn_abort(txn);
-}
-
 static int count_event(void *ctx, const sc_event *ev)
 {
 	SC_UNUSED(ev);
@@ -449,7 +428,7 @@ static snapshot_of observe(sc_store *s)
 	o.log_events = 0;
 	assert_int_equal(
 	    sc_store_events(s, 0, 0, count_event, &o.log_events, NULL), 0);
-	index_state(s, &o.index_rows, &o.index_through);
+	assert_true(st_index_state(s, &o.index_rows, &o.index_through));
 	/* The index holds exactly the positions up to index_through. */
 	assert_int_equal(o.index_rows, o.index_through);
 	assert_true(o.index_through <= o.last);
@@ -753,6 +732,24 @@ static void test_alloc_failure_append(void **state)
 
 /* ---- open ---------------------------------------------------------------- */
 
+/* Overwrite meta format_version (a format 1 store also loses
+ * index_through). */
+static void set_format_version(sc_store *s, uint8_t version,
+			       bool drop_index_through)
+{
+	MDB_txn *txn;
+	MDB_dbi meta;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	uint8_t b[4] = {0, 0, 0, version};
+	MDB_val k = {14, "format_version"}, v = {4, b};
+	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+	MDB_val tk = {13, "index_through"};
+	if (drop_index_through)
+		assert_int_equal(mdb_del(txn, meta, &tk, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
 /* Every entity's events (ids e0..e(nent-1)) read through entity_index and
  * the tail equal the log filtered by that id, in order; and as of every
  * position the fold is the same as a fold of that filter. */
@@ -875,16 +872,7 @@ static void test_format_1_store_is_upgraded(void **state)
 	o.index_lag = 1;
 	sc_store *s = open_store(dir, &o);
 	fill(s, 12, 0);
-	MDB_txn *txn;
-	MDB_dbi meta;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	uint8_t v1[4] = {0, 0, 0, 1};
-	MDB_val k = {14, "format_version"}, v = {4, v1};
-	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
-	MDB_val tk = {13, "index_through"};
-	assert_int_equal(mdb_del(txn, meta, &tk, NULL), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	set_format_version(s, 1, true);
 	sc_store_close(s);
 
 	o.index_lag = 5;
@@ -892,8 +880,12 @@ static void test_format_1_store_is_upgraded(void **state)
 	snapshot_of now = observe(s);
 	assert_int_equal(now.index_through, 12);
 	assert_int_equal(now.index_rows, 12);
+	MDB_txn *txn;
+	MDB_dbi meta;
+	MDB_val k = {14, "format_version"}, v;
 	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
 			 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
 	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
 	assert_int_equal(v.mv_size, 4);
 	assert_int_equal(((uint8_t *)v.mv_data)[3], SC_STORE_FORMAT_VERSION);
@@ -992,14 +984,7 @@ static void test_open_errors(void **state)
 	o.create = true;
 	s = open_store(dir, &o);
 	fill(s, 3, 0);
-	MDB_txn *txn;
-	MDB_dbi meta;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	uint8_t v3[4] = {0, 0, 0, SC_STORE_FORMAT_VERSION + 1};
-	MDB_val k = {14, "format_version"}, v = {4, v3};
-	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	set_format_version(s, SC_STORE_FORMAT_VERSION + 1, false);
 	sc_store_close(s);
 	s = NULL;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EVERSION);
