@@ -29,28 +29,13 @@ void sc_cli_event_init(sc_cli_event *e)
 void sc_cli_event_clear(sc_cli_event *e)
 {
 	json_decref(e->root);
-	free(e->attrs);
-	free(e->tags);
-	free(e->bytes);
+	sc_free(e->attrs);
+	sc_free(e->tags);
+	sc_free(e->bytes);
 	sc_cli_event_init(e);
 }
 
 /* ===== decoding =========================================================== */
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	size_t c = *cap ? *cap : 8;
-	while (c < need)
-		c *= 2;
-	void *q = realloc(*p, c * elem);
-	if (!q)
-		return ENOMEM;
-	*p = q;
-	*cap = c;
-	return 0;
-}
 
 static int check_name(size_t len, const char *where, sc_error *err)
 {
@@ -142,8 +127,8 @@ static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
 					    "attrs of an unset must be an "
 					    "array of attribute names");
 		size_t n = json_array_size(attrs);
-		if (grow((void **)&e->attrs, &e->attrs_cap, n,
-			 sizeof *e->attrs))
+		if (sc_grow_array((void **)&e->attrs, &e->attrs_cap, n,
+				  sizeof *e->attrs))
 			return sc_error_set(err, ENOMEM, "out of memory");
 		for (size_t i = 0; i < n; i++) {
 			json_t *s = json_array_get(attrs, i);
@@ -172,8 +157,9 @@ static int decode_attrs(sc_cli_event *e, json_t *attrs, size_t line_len,
 				    "value",
 				    sc_event_type_name(ev->type));
 	size_t n = json_object_size(attrs);
-	if (grow((void **)&e->attrs, &e->attrs_cap, n, sizeof *e->attrs) ||
-	    grow((void **)&e->bytes, &e->bytes_cap, line_len + 1, 1))
+	if (sc_grow_array((void **)&e->attrs, &e->attrs_cap, n,
+			  sizeof *e->attrs) ||
+	    sc_grow_array((void **)&e->bytes, &e->bytes_cap, line_len + 1, 1))
 		return sc_error_set(err, ENOMEM, "out of memory");
 	size_t i = 0, bytes_used = 0;
 	const char *key;
@@ -314,7 +300,8 @@ static int decode_fields(sc_cli_event *e, json_t *root, size_t line_len,
 			return sc_error_set(err, SC_EINVAL,
 					    "tags must be an array of strings");
 		size_t n = json_array_size(jtags);
-		if (grow((void **)&e->tags, &e->tags_cap, n, sizeof *e->tags))
+		if (sc_grow_array((void **)&e->tags, &e->tags_cap, n,
+				  sizeof *e->tags))
 			return sc_error_set(err, ENOMEM, "out of memory");
 		for (size_t i = 0; i < n; i++) {
 			char where[32];

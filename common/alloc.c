@@ -7,7 +7,9 @@
  */
 #include "common/internal.h"
 
+#include <errno.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "statecache/testing.h"
@@ -63,4 +65,24 @@ void *sc_realloc(void *p, size_t n)
 void sc_free(void *p)
 {
 	free(p);
+}
+
+int sc_grow_array(void **p, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap : 8;
+	while (n < need) {
+		if (n > SIZE_MAX / 2)
+			return ENOMEM;
+		n *= 2;
+	}
+	if (elem && n > SIZE_MAX / elem)
+		return ENOMEM;
+	void *q = sc_realloc(*p, n * elem);
+	if (!q)
+		return ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
 }

@@ -20,6 +20,10 @@ void *sc_malloc(size_t n);
 void *sc_calloc(size_t count, size_t n);
 void *sc_realloc(void *p, size_t n);
 void sc_free(void *p);
+/* Make the array *p (of *cap elements of `elem` bytes, from sc_realloc)
+ * hold at least `need` elements, doubling from 8. Returns 0 or ENOMEM
+ * (also when the size overflows); *p and *cap are unchanged on failure. */
+int sc_grow_array(void **p, size_t *cap, size_t need, size_t elem);
 /* For allocators layered on these (common/pool.h) that hand out a block
  * without calling sc_malloc: true when the injected failure is due now,
  * counted as one allocation like sc_malloc counts. */

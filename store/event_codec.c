@@ -133,21 +133,6 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 
 /* ---- encoding ------------------------------------------------------------ */
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-	if (need <= *cap)
-		return 0;
-	size_t n = *cap ? *cap : 8;
-	while (n < need)
-		n *= 2;
-	void *q = sc_realloc(*p, n * elem);
-	if (!q)
-		return ENOMEM;
-	*p = q;
-	*cap = n;
-	return 0;
-}
-
 static ProtobufCBinaryData bin(sc_str s)
 {
 	ProtobufCBinaryData b = {s.len, (uint8_t *)s.ptr};
@@ -174,12 +159,13 @@ int sc_event_enc_prepare(sc_event_enc *enc, const sc_event *ev, size_t *size,
 	 * (all pointer-aligned). */
 	size_t per_attr =
 	    sizeof(pb_attr) + sizeof(pb_attr *) + sizeof(pb_value);
-	if (grow(&enc->attrs, &enc->cap_attrs, ev->nattrs, per_attr))
+	if (sc_grow_array(&enc->attrs, &enc->cap_attrs, ev->nattrs, per_attr))
 		goto nomem;
-	if (grow(&enc->tags, &enc->cap_tags, ev->ntags,
-		 sizeof(ProtobufCBinaryData)))
+	if (sc_grow_array(&enc->tags, &enc->cap_tags, ev->ntags,
+			  sizeof(ProtobufCBinaryData)))
 		goto nomem;
-	if (grow((void **)&enc->strings, &enc->cap_strings, nstrings, 1))
+	if (sc_grow_array((void **)&enc->strings, &enc->cap_strings, nstrings,
+			  1))
 		goto nomem;
 
 	pb_event *m = enc->msg;
