@@ -89,14 +89,24 @@ struct impl {
 	void (*write_batch)(impl *m, uint64_t *rnd, int64_t gen);
 };
 
+/* One per reader thread, each on its own cache lines: the driver's flags
+ * and the results must not share a line with another thread's. */
 typedef struct run {
-	impl *m;
+	_Alignas(64) impl *m;
 	atomic_bool stop;
 	atomic_bool go;
 	unsigned index;
 	uint64_t count;
 	int64_t sink;
+	double cpu; /* thread CPU seconds spent in the timed loop */
 } run;
+
+static double thread_cpu(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void *reader_thread(void *p)
 {
@@ -110,6 +120,7 @@ static void *reader_thread(void *p)
 	uint64_t n = 0;
 	int64_t sink = 0;
 	unsigned k = r->index * (NKEYS / 2);
+	double c0 = thread_cpu();
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
 		for (int j = 0; j < 256; j++) {
 			sink +=
@@ -117,6 +128,7 @@ static void *reader_thread(void *p)
 		}
 		n += 256;
 	}
+	r->cpu = thread_cpu() - c0;
 	r->count = n;
 	r->sink = sink;
 	if (m->reader_ctx_free)
@@ -127,9 +139,10 @@ static void *reader_thread(void *p)
 }
 
 typedef struct writer_run {
-	impl *m;
+	_Alignas(64) impl *m;
 	atomic_bool stop;
 	uint64_t batches;
+	double cpu;
 } writer_run;
 
 static void *writer_thread(void *p)
@@ -139,18 +152,32 @@ static void *writer_thread(void *p)
 	int64_t gen = 0;
 	if (w->m->reader_init)
 		w->m->reader_init(w->m);
+	uint64_t batches = 0;
+	double c0 = thread_cpu();
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		w->m->write_batch(w->m, &rnd, ++gen);
-		w->batches++;
+		batches++;
 	}
+	w->cpu = thread_cpu() - c0;
+	w->batches = batches;
 	if (w->m->reader_fini)
 		w->m->reader_fini(w->m);
 	return NULL;
 }
 
-/* Lookups per second with `threads` readers, writer busy or idle;
- * *wrate gets the writer's batches per second. */
-static double measure(impl *m, unsigned threads, bool busy, double *wrate)
+/* One measurement. The CPU figures tell what each side got of the two
+ * cores: readers that share them with a busy writer (or with anything else
+ * running) get less than `threads` cores. */
+typedef struct result {
+	double lookups_per_s;
+	double batches_per_s; /* writer batches per second (busy) */
+	double reader_cores;  /* reader CPU seconds per second */
+	double writer_cores;  /* writer CPU seconds per second */
+	double lookup_cpu_ns; /* reader CPU time per lookup */
+} result;
+
+/* Lookups per second with `threads` readers, writer busy or idle. */
+static result measure(impl *m, unsigned threads, bool busy)
 {
 	run r[MAX_READERS];
 	pthread_t th[MAX_READERS], wt;
@@ -171,18 +198,24 @@ static double measure(impl *m, unsigned threads, bool busy, double *wrate)
 	for (unsigned i = 0; i < threads; i++)
 		atomic_store(&r[i].stop, true);
 	uint64_t total = 0;
+	double cpu = 0;
 	for (unsigned i = 0; i < threads; i++) {
 		pthread_join(th[i], NULL);
 		total += r[i].count;
+		cpu += r[i].cpu;
 	}
 	double t = now() - t0;
-	*wrate = 0;
+	result res = {.lookups_per_s = (double)total / t,
+		      .reader_cores = cpu / t,
+		      .lookup_cpu_ns = total ? cpu * 1e9 / (double)total : 0};
 	if (busy) {
 		atomic_store(&w.stop, true);
 		pthread_join(wt, NULL);
-		*wrate = (double)w.batches / (now() - t0);
+		double tw = now() - t0;
+		res.batches_per_s = (double)w.batches / tw;
+		res.writer_cores = w.cpu / tw;
 	}
-	return (double)total / t;
+	return res;
 }
 
 /* ==== statecache ========================================================== */
@@ -474,48 +507,85 @@ int main(void)
 	static sc_impl sc;
 	static gh_impl gh;
 	static lf_impl lf;
+	/* SC_BENCH_PEERS=0 measures statecache alone (for profiling). */
+	const char *ps = getenv("SC_BENCH_PEERS");
+	int npeers = ps && atoi(ps) == 0 ? 0 : 2;
 	sc_impl_init(&sc);
-	gh_impl_init(&gh);
-	lf_impl_init(&lf);
-	impl *peers[2] = {&gh.base, &lf.base};
+	if (npeers) {
+		gh_impl_init(&gh);
+		lf_impl_init(&lf);
+	}
 
 	int repeat = 3;
 	const char *rs = getenv("SC_BENCH_REPEAT");
 	if (rs && atoi(rs) > 0)
 		repeat = atoi(rs);
+	/* Narrowing for profiling: SC_BENCH_THREADS=1|2, SC_BENCH_WRITER=
+	 * idle|busy. */
+	const char *ts = getenv("SC_BENCH_THREADS");
+	const char *ws = getenv("SC_BENCH_WRITER");
+	impl *all[3] = {&sc.base, &gh.base, &lf.base};
+	int nimpl = 1 + npeers;
 	for (unsigned threads = 1; threads <= MAX_READERS; threads++) {
+		if (ts && (unsigned)atoi(ts) != threads)
+			continue;
+		result best[2][3] = {{{0}}};
 		for (int busy = 0; busy <= 1; busy++) {
+			if (ws && strcmp(ws, busy ? "busy" : "idle") != 0)
+				continue;
 			/* Best of `repeat` interleaved runs per contender. */
-			double x = 0, ys[2] = {0, 0}, xw = 0, yw[2] = {0, 0};
 			for (int k = 0; k < repeat; k++) {
-				double w;
-				double v = measure(&sc.base, threads, busy, &w);
-				if (v > x)
-					x = v, xw = w;
-				for (int p = 0; p < 2; p++) {
-					v = measure(peers[p], threads, busy,
-						    &w);
-					if (v > ys[p])
-						ys[p] = v, yw[p] = w;
+				for (int c = 0; c < nimpl; c++) {
+					result v =
+					    measure(all[c], threads, busy);
+					if (v.lookups_per_s >
+					    best[busy][c].lookups_per_s)
+						best[busy][c] = v;
 				}
 			}
-			for (int p = 0; p < 2; p++) {
-				double y = ys[p];
+			const result *x = &best[busy][0];
+			for (int c = nimpl > 1 ? 1 : 0; c < nimpl; c++) {
+				const result *y = &best[busy][c];
 				printf(
 				    "{\"name\":\"readers\",\"threads\":%u,"
 				    "\"writer\":\"%s\",\"lookups_per_s\":%.0f,"
 				    "\"peer\":\"%s\",\"peer_lookups_per_s\":"
 				    "%.0f,\"ratio\":%.3f,"
 				    "\"writer_batches_per_s\":%.0f,"
-				    "\"peer_writer_batches_per_s\":%.0f}\n",
-				    threads, busy ? "busy" : "idle", x,
-				    peers[p]->name, y, y > 0 ? x / y : 0.0, xw,
-				    yw[p]);
+				    "\"peer_writer_batches_per_s\":%.0f,"
+				    "\"reader_cores\":%.2f,"
+				    "\"peer_reader_cores\":%.2f,"
+				    "\"writer_cores\":%.2f,"
+				    "\"peer_writer_cores\":%.2f,"
+				    "\"lookup_cpu_ns\":%.0f,"
+				    "\"peer_lookup_cpu_ns\":%.0f}\n",
+				    threads, busy ? "busy" : "idle",
+				    x->lookups_per_s, c ? all[c]->name : "none",
+				    y->lookups_per_s,
+				    y->lookups_per_s > 0
+					? x->lookups_per_s / y->lookups_per_s
+					: 0.0,
+				    x->batches_per_s, y->batches_per_s,
+				    x->reader_cores, y->reader_cores,
+				    x->writer_cores, y->writer_cores,
+				    x->lookup_cpu_ns, y->lookup_cpu_ns);
 				fflush(stdout);
 			}
 		}
+		/* Readers with a busy writer against readers alone. */
+		if (!ws)
+			for (int c = 0; c < nimpl; c++)
+				printf("{\"name\":\"readers_busy_vs_idle\","
+				       "\"threads\":%u,\"impl\":\"%s\","
+				       "\"ratio\":%.3f}\n",
+				       threads, all[c]->name,
+				       best[0][c].lookups_per_s > 0
+					   ? best[1][c].lookups_per_s /
+						 best[0][c].lookups_per_s
+					   : 0.0);
 	}
 	sc_cache_destroy(sc.cache);
-	g_hash_table_destroy(gh.table);
+	if (npeers)
+		g_hash_table_destroy(gh.table);
 	return 0;
 }
