@@ -4,14 +4,11 @@
 #include "store/event_codec.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common/internal.h"
-#include "statecache/v1/statecache.pb-c.h"
-
-typedef Statecache__V1__Event pb_event;
-typedef Statecache__V1__Attr pb_attr;
-typedef Statecache__V1__Value pb_value;
 
 /* ---- validation ---------------------------------------------------------- */
 
@@ -131,128 +128,182 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 	return 0;
 }
 
-/* ---- encoding ------------------------------------------------------------ */
+/* ---- encoding ---------------------------------------------------------------
+ *
+ * A direct wire-format writer: the size is computed from the event, then
+ * the bytes are written straight into the caller's buffer (the LMDB page
+ * reserved for the record), with no message structs and no allocation.
+ * The output is what protobuf-c writes for the same message: fields in
+ * number order, proto3 defaults (empty bytes, type 0, time 0) left out,
+ * a oneof member written whenever it is the set case.
+ */
 
-static ProtobufCBinaryData bin(sc_str s)
+/* Wire types. */
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
+
+static size_t varint_len(uint64_t v)
 {
-	ProtobufCBinaryData b = {s.len, (uint8_t *)s.ptr};
-	if (!s.len)
-		b.data = NULL;
-	return b;
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
 }
 
-int sc_event_enc_prepare(sc_event_enc *enc, const sc_event *ev, size_t *size,
-			 sc_error *err)
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
 {
-	if (!enc->msg) {
-		enc->msg = sc_malloc(sizeof(pb_event));
-		if (!enc->msg)
-			goto nomem;
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
 	}
-	/* Sizes first, so a failure leaves nothing half-filled. */
-	size_t nstrings = 0;
-	if (ev->type != SC_EVENT_UNSET)
-		for (size_t i = 0; i < ev->nattrs; i++)
-			if (ev->attrs[i].value.type == SC_VALUE_STRING)
-				nstrings += ev->attrs[i].value.u.s.len + 1;
-	/* One block holds the Attr structs, the pointer array and the Values
-	 * (all pointer-aligned). */
-	size_t per_attr =
-	    sizeof(pb_attr) + sizeof(pb_attr *) + sizeof(pb_value);
-	if (sc_grow_array(&enc->attrs, &enc->cap_attrs, ev->nattrs, per_attr))
-		goto nomem;
-	if (sc_grow_array(&enc->tags, &enc->cap_tags, ev->ntags,
-			  sizeof(ProtobufCBinaryData)))
-		goto nomem;
-	if (sc_grow_array((void **)&enc->strings, &enc->cap_strings, nstrings,
-			  1))
-		goto nomem;
+	*p++ = (uint8_t)v;
+	return p;
+}
 
-	pb_event *m = enc->msg;
-	statecache__v1__event__init(m);
-	m->entity = bin(ev->entity);
-	m->type = (Statecache__V1__EventType)ev->type;
-	m->time = ev->time;
-	m->actor = bin(ev->actor);
-	m->partition = bin(ev->partition);
-	pb_attr *attrs = enc->attrs;
-	pb_attr **ptrs = NULL;
-	pb_value *values = NULL;
-	if (attrs) {
-		ptrs = (pb_attr **)(attrs + enc->cap_attrs);
-		values = (pb_value *)(ptrs + enc->cap_attrs);
+/* Every field number here is below 16: a key is one byte. */
+static uint8_t *put_key(uint8_t *p, unsigned field, unsigned wt)
+{
+	*p++ = (uint8_t)(field << 3 | wt);
+	return p;
+}
+
+static uint8_t *put_fixed64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		*p++ = (uint8_t)(v >> (8 * i));
+	return p;
+}
+
+static size_t len_field_size(size_t n)
+{
+	return 1 + varint_len(n) + n;
+}
+
+static uint8_t *put_len_field(uint8_t *p, unsigned field, const char *b,
+			      size_t n)
+{
+	p = put_key(p, field, WT_LEN);
+	p = put_varint(p, n);
+	if (n)
+		memcpy(p, b, n);
+	return p + n;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
+}
+
+/* Bytes of the statecache.v1.Value body (0 for null: an empty message). */
+static size_t value_size(const sc_value *v)
+{
+	switch (v->type) {
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		return len_field_size(v->u.s.len);
+	case SC_VALUE_INT:
+		return 1 + varint_len(zigzag(v->u.i));
+	case SC_VALUE_DOUBLE:
+		return 1 + 8;
+	case SC_VALUE_BOOL:
+		return 1 + 1;
+	default:
+		return 0;
 	}
-	char *sp = enc->strings;
+}
+
+static uint8_t *put_value(uint8_t *p, const sc_value *v)
+{
+	uint64_t bits;
+	switch (v->type) {
+	case SC_VALUE_STRING:
+		return put_len_field(p, 1, v->u.s.ptr, v->u.s.len);
+	case SC_VALUE_INT:
+		p = put_key(p, 2, WT_VARINT);
+		return put_varint(p, zigzag(v->u.i));
+	case SC_VALUE_DOUBLE:
+		memcpy(&bits, &v->u.d, 8);
+		p = put_key(p, 3, WT_I64);
+		return put_fixed64(p, bits);
+	case SC_VALUE_BOOL:
+		p = put_key(p, 4, WT_VARINT);
+		*p++ = v->u.b ? 1 : 0;
+		return p;
+	case SC_VALUE_BYTES:
+		return put_len_field(p, 5, v->u.s.ptr, v->u.s.len);
+	default:
+		return p;
+	}
+}
+
+/* Bytes of one statecache.v1.Attr body; an unset's attributes carry no
+ * value field at all. */
+static size_t attr_size(const sc_attr *a, bool unset)
+{
+	size_t n = len_field_size(a->name.len);
+	if (!unset) {
+		size_t v = value_size(&a->value);
+		n += 1 + varint_len(v) + v;
+	}
+	return n;
+}
+
+size_t sc_event_encoded_size(const sc_event *ev)
+{
+	bool unset = ev->type == SC_EVENT_UNSET;
+	size_t n = 0;
+	if (ev->entity.len)
+		n += len_field_size(ev->entity.len);
+	if (ev->type)
+		n += 1 + varint_len((uint64_t)ev->type);
+	for (size_t i = 0; i < ev->nattrs; i++) {
+		size_t a = attr_size(&ev->attrs[i], unset);
+		n += 1 + varint_len(a) + a;
+	}
+	if (ev->time)
+		n += 1 + 8;
+	if (ev->actor.len)
+		n += len_field_size(ev->actor.len);
+	if (ev->partition.len)
+		n += len_field_size(ev->partition.len);
+	for (size_t i = 0; i < ev->ntags; i++)
+		n += len_field_size(ev->tags[i].len);
+	return n;
+}
+
+uint8_t *sc_event_write(const sc_event *ev, uint8_t *out)
+{
+	bool unset = ev->type == SC_EVENT_UNSET;
+	uint8_t *p = out;
+	if (ev->entity.len)
+		p = put_len_field(p, 1, ev->entity.ptr, ev->entity.len);
+	if (ev->type) {
+		p = put_key(p, 2, WT_VARINT);
+		p = put_varint(p, (uint64_t)ev->type);
+	}
 	for (size_t i = 0; i < ev->nattrs; i++) {
 		const sc_attr *a = &ev->attrs[i];
-		statecache__v1__attr__init(&attrs[i]);
-		attrs[i].name = bin(a->name);
-		ptrs[i] = &attrs[i];
-		if (ev->type == SC_EVENT_UNSET)
+		p = put_key(p, 3, WT_LEN);
+		p = put_varint(p, attr_size(a, unset));
+		p = put_len_field(p, 1, a->name.ptr, a->name.len);
+		if (unset)
 			continue;
-		pb_value *v = &values[i];
-		statecache__v1__value__init(v);
-		attrs[i].value = v;
-		switch (a->value.type) {
-		case SC_VALUE_NULL:
-			break;
-		case SC_VALUE_STRING:
-			v->kind_case = STATECACHE__V1__VALUE__KIND_STRING_VALUE;
-			if (a->value.u.s.len)
-				memcpy(sp, a->value.u.s.ptr, a->value.u.s.len);
-			sp[a->value.u.s.len] = '\0';
-			v->string_value = sp;
-			sp += a->value.u.s.len + 1;
-			break;
-		case SC_VALUE_INT:
-			v->kind_case = STATECACHE__V1__VALUE__KIND_INT_VALUE;
-			v->int_value = a->value.u.i;
-			break;
-		case SC_VALUE_DOUBLE:
-			v->kind_case = STATECACHE__V1__VALUE__KIND_DOUBLE_VALUE;
-			v->double_value = a->value.u.d;
-			break;
-		case SC_VALUE_BOOL:
-			v->kind_case = STATECACHE__V1__VALUE__KIND_BOOL_VALUE;
-			v->bool_value = a->value.u.b;
-			break;
-		case SC_VALUE_BYTES:
-			v->kind_case = STATECACHE__V1__VALUE__KIND_BYTES_VALUE;
-			v->bytes_value = bin(a->value.u.s);
-			break;
-		}
+		p = put_key(p, 2, WT_LEN);
+		p = put_varint(p, value_size(&a->value));
+		p = put_value(p, &a->value);
 	}
-	m->n_attrs = ev->nattrs;
-	m->attrs = ev->nattrs ? ptrs : NULL;
-	ProtobufCBinaryData *tags = enc->tags;
+	if (ev->time) {
+		p = put_key(p, 4, WT_I64);
+		p = put_fixed64(p, (uint64_t)ev->time);
+	}
+	if (ev->actor.len)
+		p = put_len_field(p, 5, ev->actor.ptr, ev->actor.len);
+	if (ev->partition.len)
+		p = put_len_field(p, 6, ev->partition.ptr, ev->partition.len);
 	for (size_t i = 0; i < ev->ntags; i++)
-		tags[i] = bin(ev->tags[i]);
-	m->n_tags = ev->ntags;
-	m->tags = ev->ntags ? tags : NULL;
-	*size = statecache__v1__event__get_packed_size(m);
-	return 0;
-
-nomem:
-	return sc_error_set(err, ENOMEM,
-			    "out of memory while encoding an event of %zu "
-			    "attributes",
-			    ev->nattrs);
-}
-
-void sc_event_enc_pack(const sc_event_enc *enc, uint8_t *out)
-{
-	statecache__v1__event__pack(enc->msg, out);
-}
-
-void sc_event_enc_free(sc_event_enc *enc)
-{
-	if (!enc)
-		return;
-	sc_free(enc->msg);
-	sc_free(enc->attrs);
-	sc_free(enc->tags);
-	sc_free(enc->strings);
-	memset(enc, 0, sizeof *enc);
+		p = put_len_field(p, 7, ev->tags[i].ptr, ev->tags[i].len);
+	return p;
 }
 
 int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
@@ -261,24 +312,16 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
 	int rc = sc_event_validate(ev, err);
 	if (rc)
 		return rc;
-	sc_event_enc enc = {0};
-	size_t size = 0;
-	rc = sc_event_enc_prepare(&enc, ev, &size, err);
-	if (rc)
-		goto out;
+	size_t size = sc_event_encoded_size(ev);
 	uint8_t *buf = sc_malloc(size ? size : 1);
-	if (!buf) {
-		rc = sc_error_set(err, ENOMEM,
-				  "out of memory for a %zu-byte event record",
-				  size);
-		goto out;
-	}
-	sc_event_enc_pack(&enc, buf);
+	if (!buf)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for a %zu-byte event record",
+				    size);
+	SC_ENSURE((size_t)(sc_event_write(ev, buf) - buf) == size);
 	*out = buf;
 	*len = size;
-out:
-	sc_event_enc_free(&enc);
-	return rc;
+	return 0;
 }
 
 /* ---- decoding ---------------------------------------------------------------

@@ -39,31 +39,13 @@
  */
 int sc_event_validate(const sc_event *ev, sc_error *err);
 
-/*
- * An encoder with reusable scratch space (the protobuf message and the
- * NUL-terminated copies of string values). Zero-initialise it; one encoder
- * serves one thread; free with sc_event_enc_free().
- */
-typedef struct sc_event_enc {
-	void *msg;     /* Statecache__V1__Event */
-	void *attrs;   /* Attr[cap], Attr *[cap], Value[cap], one block */
-	void *tags;    /* ProtobufCBinaryData[cap_tags] */
-	char *strings; /* NUL-terminated copies of string values */
-	size_t cap_attrs, cap_tags, cap_strings;
-} sc_event_enc;
+/* Bytes of the protobuf encoding of `ev` (already validated). */
+size_t sc_event_encoded_size(const sc_event *ev);
 
-/*
- * sc_event_enc_prepare - load `ev` (already validated) into the encoder and
- * return the encoded size in *size. The encoder borrows `ev`'s bytes until
- * the next prepare. Errors: ENOMEM (the encoder stays usable).
- */
-int sc_event_enc_prepare(sc_event_enc *enc, const sc_event *ev, size_t *size,
-			 sc_error *err);
-
-/* Write the prepared event to `out` (exactly *size bytes from prepare). */
-void sc_event_enc_pack(const sc_event_enc *enc, uint8_t *out);
-
-void sc_event_enc_free(sc_event_enc *enc);
+/* Write that encoding to `out` (room for sc_event_encoded_size bytes);
+ * returns the end of what it wrote. The bytes are those protobuf-c packs
+ * for the same message. */
+uint8_t *sc_event_write(const sc_event *ev, uint8_t *out);
 
 /*
  * sc_event_encode - validate and encode `ev` into a new buffer (*out, freed

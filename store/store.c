@@ -487,7 +487,6 @@ void sc_store_close(sc_store *store)
 		sc_free((char *)store->projectors[i].name);
 	sc_free(store->projectors);
 	sc_free(store->batch);
-	sc_event_enc_free(&store->enc);
 	pthread_mutex_destroy(&store->snap_mu);
 	pthread_mutex_destroy(&store->write_mu);
 	pthread_rwlock_destroy(&store->map_lock);
@@ -786,17 +785,13 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = &evs[i];
 		uint64_t pos = first + i;
-		size_t size;
-		rc = sc_event_enc_prepare(&store->enc, ev, &size, err);
-		if (rc)
-			goto fail;
 		sc_be64_put(key, pos);
-		MDB_val k = {8, key}, v = {size, NULL};
+		MDB_val k = {8, key}, v = {sc_event_encoded_size(ev), NULL};
 		rc = mdb_put(txn, store->dbi_events, &k, &v,
 			     MDB_APPEND | MDB_RESERVE);
 		if (rc)
 			goto lmdb_fail;
-		sc_event_enc_pack(&store->enc, v.mv_data);
+		sc_event_write(ev, v.mv_data);
 		if (index) {
 			rc = index_put(store, txn, ikey, ev->entity, pos);
 			if (rc)

@@ -58,7 +58,6 @@ struct sc_store {
 	size_t nprojectors;
 	sc_event *batch;
 	size_t cap_batch;
-	sc_event_enc enc;
 };
 
 /*
