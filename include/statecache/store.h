@@ -229,16 +229,17 @@ int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 		    sc_event_fn fn, void *ctx, sc_error *err);
 
 /* Events of one entity with position >= from, in order, at most `limit`
- * (0: all), found through entity_index. Errors: SC_EINVAL (bad id), and
- * those of sc_store_events. */
+ * (0: all), found through entity_index and a scan of the fewer than
+ * index_lag events it does not cover yet, in one read transaction. Errors:
+ * SC_EINVAL (bad id), and those of sc_store_events. */
 int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 			   uint64_t limit, sc_event_fn fn, void *ctx,
 			   sc_error *err);
 
 /*
  * sc_store_entity_at - the state of `id` as of `position` (inclusive),
- * folded with sc_entity_apply from that entity's events only (no replay
- * of the log). *out is a new entity the caller frees with
+ * folded with sc_entity_apply from that entity's events only, found as
+ * sc_store_entity_events finds them (no replay of the log). *out is a new entity the caller frees with
  * sc_entity_free(). SC_NOTFOUND if it did not exist then (never created,
  * or deleted). Other errors as sc_store_entity_events.
  */
