@@ -37,19 +37,30 @@ struct sc_version {
 };
 
 /*
- * A reader slot, one cache line of its own (false sharing would turn the
+ * A reader slot: two cache lines of its own (false sharing would turn the
  * readers' pin stores into shared-line traffic). The slot array is the
  * reader table; a reader handle is a pointer to its slot.
+ *
+ * The first line is everything a lookup reads: the pin, and copies of the
+ * pinned version's number and root and of the map, so a lookup never reads
+ * the version struct (which the writer writes when it supersedes that
+ * version, and which malloc may have placed next to memory the writer
+ * writes). The second line holds what only open, close and the thread-exit
+ * hook touch.
  */
 struct sc_reader {
 	_Alignas(64) _Atomic uint64_t pin; /* version number or SC_PIN_NONE */
 	/* Owner-thread fields: written by the reader's thread only. */
+	uint64_t number;		  /* version->number; SC_PIN_NONE */
+	sc_hamt_root root;		  /* version->root */
+	const sc_hamt *map;		  /* cache->map */
 	const struct sc_version *version; /* the pinned version, or NULL */
-	pthread_t owner;		  /* thread that registered exit hook */
+	sc_cache *cache;
+	/* Cold: registration and the slot's claim. */
+	_Alignas(64) pthread_t owner; /* thread that registered exit hook */
 	bool owner_set;
 	/* Protected by cache->slots_lock. */
 	bool in_use;
-	sc_cache *cache;
 };
 
 /*

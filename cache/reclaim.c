@@ -65,6 +65,14 @@
 
 /* ==== reader table set-up ================================================= */
 
+/* Forget the pinned version (owner thread, or under slots_lock). */
+static void reader_unpinned(struct sc_reader *r)
+{
+	r->version = NULL;
+	r->number = SC_PIN_NONE;
+	r->root = (sc_hamt_root){0};
+}
+
 /* Thread-exit hook: drop the pins of every slot the exiting thread owns. */
 static void reader_thread_exit(void *arg)
 {
@@ -78,7 +86,7 @@ static void reader_thread_exit(void *arg)
 		if (!r->in_use || !r->owner_set ||
 		    !pthread_equal(r->owner, self))
 			continue;
-		r->version = NULL;
+		reader_unpinned(r);
 		atomic_store_explicit(&r->pin, SC_PIN_NONE,
 				      memory_order_release);
 	}
@@ -102,6 +110,8 @@ int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err)
 	for (unsigned i = 0; i < max_readers; i++) {
 		atomic_init(&cache->slots[i].pin, SC_PIN_NONE);
 		cache->slots[i].cache = cache;
+		cache->slots[i].map = cache->map;
+		cache->slots[i].number = SC_PIN_NONE;
 	}
 	atomic_init(&cache->slots_high, 0);
 	int rc = pthread_mutex_init(&cache->slots_lock, NULL);
@@ -163,7 +173,7 @@ int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err)
 	if (r) {
 		r->in_use = true;
 		r->owner_set = false;
-		r->version = NULL;
+		reader_unpinned(r);
 		atomic_store_explicit(&r->pin, SC_PIN_NONE,
 				      memory_order_relaxed);
 		atomic_fetch_add_explicit(&cache->readers_open, 1,
@@ -186,7 +196,7 @@ void sc_reader_close(sc_reader *reader)
 		return;
 	sc_cache *cache = reader->cache;
 	pthread_mutex_lock(&cache->slots_lock);
-	reader->version = NULL;
+	reader_unpinned(reader);
 	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
 	reader->in_use = false;
 	reader->owner_set = false;
@@ -195,41 +205,52 @@ void sc_reader_close(sc_reader *reader)
 	pthread_mutex_unlock(&cache->slots_lock);
 }
 
-/* Pin the newest version (R1..R5 above) and return it. */
-static const struct sc_version *reader_pin(struct sc_reader *r)
+/* Pin the newest version when it is not the one pinned already (R3..R5
+ * above): the slow path, once per version a reader moves to. */
+static void reader_repin(struct sc_reader *r, uint64_t n)
 {
 	sc_cache *cache = r->cache;
-	uint64_t n =
-	    atomic_load_explicit(&cache->current_number, memory_order_acquire);
-	const struct sc_version *v = r->version;
-	if (v && v->number == n)
-		return v;
 	if (!r->owner_set || !pthread_equal(r->owner, pthread_self()))
 		reader_register_thread(r);
 	atomic_store_explicit(&r->pin, n, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
-	v = atomic_load_explicit(&cache->current, memory_order_acquire);
+	const struct sc_version *v =
+	    atomic_load_explicit(&cache->current, memory_order_acquire);
 	SC_INSIST(v->number >= n);
 	r->version = v;
-	return v;
+	/* v->number, not n: the version read through is v. The pin n <= it
+	 * protects it; the next call sees current_number >= v->number. */
+	r->number = v->number;
+	r->root = v->root;
+}
+
+/* Pin the newest version (R1..R5 above). The fast path reads the slot's
+ * line and the cache's read-mostly line, and writes nothing. */
+static inline void reader_pin(struct sc_reader *r)
+{
+	uint64_t n = atomic_load_explicit(&r->cache->current_number,
+					  memory_order_acquire);
+	if (__builtin_expect(r->number != n, 0))
+		reader_repin(r, n);
 }
 
 const sc_entity *sc_reader_get(sc_reader *reader, sc_str id)
 {
-	const struct sc_version *v = reader_pin(reader);
+	reader_pin(reader);
 	if (!id.ptr)
 		return NULL;
-	return sc_hamt_get(reader->cache->map, v->root, id.ptr, id.len);
+	return sc_hamt_get(reader->map, reader->root, id.ptr, id.len);
 }
 
 const sc_view *sc_reader_begin(sc_reader *reader)
 {
-	return (const sc_view *)reader_pin(reader);
+	reader_pin(reader);
+	return (const sc_view *)reader->version;
 }
 
 void sc_reader_end(sc_reader *reader)
 {
-	reader->version = NULL;
+	reader_unpinned(reader);
 	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
 }
 
