@@ -106,6 +106,20 @@ struct sc_hamt_garbage {
 	size_t bytes;
 };
 
+/* Sets waiting in an edit (see "the set queue" below). */
+#define SETQ_LEN 8
+/* The stage a queued set starts its walk at: the nodes above it are read
+ * without a prefetch (the top of a big tree stays in cache). */
+#define SETQ_FIRST_STAGE 2
+
+typedef struct queued_set {
+	const sc_hamt_key *key;
+	void *value;
+	uint64_t h;
+	uint8_t stage; /* next depth to prefetch; 0: not hashed yet */
+	bool ready;    /* nothing left to prefetch */
+} queued_set;
+
 struct sc_hamt_edit {
 	sc_hamt *map;
 	sc_hamt_root base;
@@ -114,6 +128,9 @@ struct sc_hamt_edit {
 	uint64_t id;
 	bool poisoned;
 	sc_hamt_garbage *g; /* allocated on first need */
+	/* Sets taken but not yet in the tree, oldest at q[qhead]. */
+	unsigned qhead, qlen;
+	queued_set q[SETQ_LEN];
 };
 
 static inline unsigned popcount(uint32_t x)
@@ -439,7 +456,8 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
 	sc_hamt_edit *e = map->spare_edit;
 	if (e) {
 		map->spare_edit = NULL;
-		memset(e, 0, sizeof *e);
+		/* The queue's slots are written before they are read. */
+		memset(e, 0, offsetof(sc_hamt_edit, q));
 	} else if (!(e = sc_calloc(1, sizeof *e))) {
 		return ENOMEM;
 	}
@@ -805,34 +823,175 @@ static int edit_remove_at(sc_hamt_edit *e, path *p)
 
 /* ---- public changes ----------------------------------------------------- */
 
+/* Set x (hash h) now. */
+static int edit_set_hashed(sc_hamt_edit *e, entry x, uint64_t h)
+{
+	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
+		return edit_poison(e);
+	if (!e->root)
+		return edit_insert_first(e, x, h);
+	path p;
+	path_find(e->root, x.key->bytes, x.key->len, h, &p);
+	if (p.found < 0)
+		return edit_insert_at(e, &p, x, h);
+	entry old = p.n[p.depth]->entries[p.found];
+	if (old.key == x.key && old.value == x.value)
+		return SC_OK;
+	return edit_replace_at(e, &p, x);
+}
+
+/* ---- the set queue --------------------------------------------------------
+ * A set is not done at once: it waits in a short queue while the sets
+ * before it are done, and meanwhile each later call advances its walk one
+ * level, prefetching the node (or the entry's key) that level leads to. By
+ * the time a set is done its path is in cache: the memory misses of
+ * several sets overlap instead of following one another, which is most of
+ * the cost of a set in a big map. The queue is invisible to the caller:
+ * every other call on the edit first does the queued sets in order
+ * (setq_drain), so results are those of doing each set at once.
+ *
+ * A queued pair belongs to the map (the set returned SC_OK). When doing one
+ * fails (ENOMEM) the edit is poisoned and the pair stays queued, so that
+ * abort releases it; the call that hit the failure returns ENOMEM (for a
+ * set, its own pair was not taken). */
+
+static void prefetch_node(const node *n)
+{
+	/* Most nodes of a big map are at most four lines; the line of the
+	 * slot wanted is not known before the bitmaps are read. */
+	const char *p = (const char *)n;
+	__builtin_prefetch(p);
+	__builtin_prefetch(p + 64);
+	__builtin_prefetch(p + 128);
+	__builtin_prefetch(p + 192);
+}
+
+/* Step `stage` (>= 1) of a walk toward hash h: read the nodes at depths
+ * below `stage` (an earlier step prefetched them) and prefetch what the
+ * walk reaches at depth `stage`. At an entry, prefetch its key and value
+ * (the caller compares the key, and usually reads the value). Returns
+ * false when the walk has ended (nothing more to prefetch). */
+static bool path_prefetch(const node *n, uint64_t h, unsigned stage)
+{
+	for (unsigned d = 0; n; d++) {
+		if (d == stage) {
+			prefetch_node(n);
+			return true;
+		}
+		if (d == COLLISION_DEPTH)
+			return false;
+		uint32_t bit = 1u << frag(h, d);
+		if (n->datamap & bit) {
+			const entry *x =
+			    &n->entries[popcount(n->datamap & (bit - 1))];
+			__builtin_prefetch(x->key);
+			__builtin_prefetch(x->value);
+			return false;
+		}
+		if (!(n->nodemap & bit))
+			return false;
+		n = node_children(n)[popcount(n->nodemap & (bit - 1))];
+	}
+	return false;
+}
+
+static void setq_advance(sc_hamt_edit *e)
+{
+	for (unsigned k = 0; k < e->qlen; k++) {
+		queued_set *q = &e->q[(e->qhead + k) % SETQ_LEN];
+		if (q->ready)
+			continue;
+		if (q->stage == 0) {
+			/* Its key was prefetched when it was queued. */
+			q->h = key_hash(e->map, q->key->bytes, q->key->len);
+			q->stage = SETQ_FIRST_STAGE;
+		}
+		if (path_prefetch(e->root, q->h, q->stage))
+			q->stage++;
+		else
+			q->ready = true;
+	}
+}
+
+/* Do the oldest queued set. */
+static int setq_pop(sc_hamt_edit *e)
+{
+	queued_set *q = &e->q[e->qhead];
+	if (q->stage == 0)
+		q->h = key_hash(e->map, q->key->bytes, q->key->len);
+	entry x = {q->key, q->value};
+	int rc = edit_set_hashed(e, x, q->h);
+	if (rc)
+		return rc; /* poisoned; the pair stays queued for abort */
+	e->qhead = (e->qhead + 1) % SETQ_LEN;
+	e->qlen--;
+	return SC_OK;
+}
+
+static int setq_drain(sc_hamt_edit *e)
+{
+	if (e->poisoned)
+		return SC_EPOISONED;
+	while (e->qlen) {
+		int rc = setq_pop(e);
+		if (rc)
+			return rc;
+	}
+	return SC_OK;
+}
+
+/* Abort: release the queued pairs, but not a pair the tree holds or the
+ * base version holds (a set of a pair already there is a no-op) nor one
+ * queued twice. */
+static void setq_release(sc_hamt_edit *e)
+{
+	sc_hamt *m = e->map;
+	for (unsigned k = 0; k < e->qlen; k++) {
+		const queued_set *q = &e->q[(e->qhead + k) % SETQ_LEN];
+		entry x = {q->key, q->value};
+		bool held = false;
+		for (unsigned j = 0; j < k && !held; j++) {
+			const queued_set *o = &e->q[(e->qhead + j) % SETQ_LEN];
+			held = o->key == x.key && o->value == x.value;
+		}
+		if (!held && e->root) {
+			const entry *t =
+			    lookup_from(e->root, 0, x.key->bytes, x.key->len,
+					entry_hash(m, &x));
+			held = t && t->key == x.key && t->value == x.value;
+		}
+		if (!held && !pair_in_base(e, x))
+			release_pair(m, x);
+	}
+	e->qlen = 0;
+}
+
 int sc_hamt_edit_set(sc_hamt_edit *e, const sc_hamt_key *key, void *value)
 {
 	if (!e || !key_valid(key))
 		return SC_EINVAL;
 	if (e->poisoned)
 		return SC_EPOISONED;
-	if (edit_reserve(e, SC_HAMT_MAX_DEPTH + 1, 1))
-		return edit_poison(e);
-	entry x = {key, value};
-	uint64_t h = key_hash(e->map, key->bytes, key->len);
-	if (!e->root)
-		return edit_insert_first(e, x, h);
-	path p;
-	path_find(e->root, key->bytes, key->len, h, &p);
-	if (p.found < 0)
-		return edit_insert_at(e, &p, x, h);
-	entry old = p.n[p.depth]->entries[p.found];
-	if (old.key == key && old.value == value)
-		return SC_OK;
-	return edit_replace_at(e, &p, x);
+	if (e->qlen == SETQ_LEN) {
+		int rc = setq_pop(e);
+		if (rc)
+			return rc;
+	}
+	setq_advance(e);
+	__builtin_prefetch(key);
+	e->q[(e->qhead + e->qlen) % SETQ_LEN] =
+	    (queued_set){.key = key, .value = value};
+	e->qlen++;
+	return SC_OK;
 }
 
 int sc_hamt_edit_remove(sc_hamt_edit *e, const void *key, size_t len)
 {
 	if (!e || (!key && len))
 		return SC_EINVAL;
-	if (e->poisoned)
-		return SC_EPOISONED;
+	int rc = setq_drain(e);
+	if (rc)
+		return rc;
 	if (!e->root || len == 0 || len > SC_HAMT_KEY_MAX)
 		return SC_NOTFOUND;
 	path p;
@@ -849,9 +1008,19 @@ int sc_hamt_edit_update(sc_hamt_edit *e, const void *key, size_t len,
 {
 	if (!e || !fn || !key || len == 0 || len > SC_HAMT_KEY_MAX)
 		return SC_EINVAL;
-	if (e->poisoned)
-		return SC_EPOISONED;
-	uint64_t h = key_hash(e->map, key, len);
+	return sc_hamt_edit_update_hashed(e, key, len,
+					  key_hash(e->map, key, len), fn, ctx);
+}
+
+int sc_hamt_edit_update_hashed(sc_hamt_edit *e, const void *key, size_t len,
+			       uint64_t h, sc_hamt_update_fn fn, void *ctx)
+{
+	if (!e || !fn || !key || len == 0 || len > SC_HAMT_KEY_MAX)
+		return SC_EINVAL;
+	int rc = setq_drain(e);
+	if (rc)
+		return rc;
+	SC_REQUIRE(h == key_hash(e->map, key, len));
 	path p;
 	const entry *cur = NULL;
 	if (e->root) {
@@ -861,8 +1030,7 @@ int sc_hamt_edit_update(sc_hamt_edit *e, const void *key, size_t len,
 	}
 	const sc_hamt_key *nk = NULL;
 	void *nv = NULL;
-	int rc =
-	    fn(ctx, cur ? cur->key : NULL, cur ? cur->value : NULL, &nk, &nv);
+	rc = fn(ctx, cur ? cur->key : NULL, cur ? cur->value : NULL, &nk, &nv);
 	if (rc)
 		return rc;
 	if (!nk) {
@@ -886,18 +1054,49 @@ int sc_hamt_edit_update(sc_hamt_edit *e, const void *key, size_t len,
 	return edit_replace_at(e, &p, x);
 }
 
-void *sc_hamt_edit_get(const sc_hamt_edit *e, const void *key, size_t len)
+uint64_t sc_hamt_hash(const sc_hamt *map, const void *key, size_t len)
 {
-	if (!e)
+	return key_hash(map, key, len);
+}
+
+bool sc_hamt_edit_prefetch(const sc_hamt_edit *e, uint64_t hash,
+			   unsigned *stage)
+{
+	if (!e || !stage || !e->root)
+		return false;
+	if (*stage < SETQ_FIRST_STAGE)
+		*stage = SETQ_FIRST_STAGE;
+	if (!path_prefetch(e->root, hash, *stage))
+		return false;
+	++*stage;
+	return true;
+}
+
+/* The lookups and the root below see the queued sets done. The edit is
+ * not changed in what it holds, only in when its sets are done: the const
+ * of these public signatures is kept by casting it away. */
+static sc_hamt_edit *edit_settled(const sc_hamt_edit *ce)
+{
+	sc_hamt_edit *e = (sc_hamt_edit *)(uintptr_t)ce;
+	if (e->qlen)
+		(void)setq_drain(e); /* a failure poisons the edit */
+	return e;
+}
+
+void *sc_hamt_edit_get(const sc_hamt_edit *ce, const void *key, size_t len)
+{
+	if (!ce)
 		return NULL;
+	sc_hamt_edit *e = edit_settled(ce);
 	sc_hamt_root r = {e->root, e->count};
 	return sc_hamt_get(e->map, r, key, len);
 }
 
-sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *e)
+sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *ce)
 {
 	sc_hamt_root r = {NULL, 0};
-	if (e) {
+	if (ce) {
+		sc_hamt_edit *e = edit_settled(ce);
 		r.node = e->root;
 		r.count = e->count;
 	}
@@ -961,8 +1160,9 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 {
 	if (!e || !out || !garbage)
 		return SC_EINVAL;
-	if (e->poisoned)
-		return SC_EPOISONED;
+	int rc = setq_drain(e);
+	if (rc)
+		return rc;
 	sc_hamt *m = e->map;
 	if (m->flags & SC_HAMT_PROTECT)
 		protect_walk(m, e->root, e->id);
@@ -1008,6 +1208,7 @@ void sc_hamt_edit_abort(sc_hamt_edit *e)
 {
 	if (!e)
 		return;
+	setq_release(e);
 	abort_free(e, e->root);
 	/* The garbage lists name what the base still holds: forget them. */
 	garbage_recycle(e->map, e->g);

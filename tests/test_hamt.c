@@ -289,6 +289,8 @@ static void test_replace_release(void **state)
 	assert_int_equal(c.released, 0); /* the base pair is still visible */
 	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(101)),
 			 SC_OK);
+	/* A set may wait in the edit's queue; a lookup sees it done. */
+	assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(101));
 	assert_int_equal(c.released, 1); /* V(100) never published */
 	assert_int_equal(sc_hamt_edit_remove(e, k, strlen(k)), SC_OK);
 	assert_int_equal(c.released, 2);

@@ -153,7 +153,9 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
 /*
  * sc_hamt_edit_set - insert or replace the entry for key->bytes.
  *
- * On success the map owns (key, value). If an entry with equal bytes existed,
+ * On success the map owns (key, value). The set may be done a few calls
+ * later (see sc_hamt_edit_prefetch); every other call on the edit sees it
+ * done. If an entry with equal bytes existed,
  * the old pair is dropped (released later with the garbage, or at once if
  * this edit inserted it). Setting the very same (key, value) pair again is a
  * no-op. A key object belongs to one pair: a new value for the same key
@@ -161,7 +163,9 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
  * release hook with the old value. Writer thread; O(depth), allocates the
  * changed path. Errors: SC_EINVAL (key length 0 or > SC_HAMT_KEY_MAX; nothing
  * changed, the caller keeps the pair), ENOMEM (the edit is poisoned: every
- * later call but abort returns SC_EPOISONED; the caller keeps the pair).
+ * later call but abort returns SC_EPOISONED; the caller keeps the pair;
+ * the failure may come from doing an earlier set, whose pair the map keeps
+ * and abort releases).
  */
 int sc_hamt_edit_set(sc_hamt_edit *edit, const sc_hamt_key *key, void *value);
 
@@ -190,7 +194,8 @@ typedef int (*sc_hamt_update_fn)(void *ctx, const sc_hamt_key *old_key,
  * descent of the tree: the same result as sc_hamt_edit_get followed by
  * sc_hamt_edit_set or sc_hamt_edit_remove, in about a third of the work.
  *
- * `fn` runs once unless the call fails before it (SC_EINVAL, SC_EPOISONED).
+ * `fn` runs once unless the call fails before it (SC_EINVAL, SC_EPOISONED,
+ * or ENOMEM doing the sets queued before it).
  * The old pair, if replaced or removed, is dropped as by sc_hamt_edit_set
  * (it may go to the release hook before this returns: read what you need of
  * it inside `fn`). On success the map owns the new pair. Writer thread.
@@ -202,6 +207,38 @@ typedef int (*sc_hamt_update_fn)(void *ctx, const sc_hamt_key *old_key,
  */
 int sc_hamt_edit_update(sc_hamt_edit *edit, const void *key, size_t len,
 			sc_hamt_update_fn fn, void *ctx);
+
+/*
+ * sc_hamt_hash - the hash `map` gives the key bytes (its seeded XXH3, or the
+ * `hash` option). For sc_hamt_edit_prefetch and sc_hamt_edit_update_hashed,
+ * so a caller that prefetches hashes each key once. Any thread.
+ */
+uint64_t sc_hamt_hash(const sc_hamt *map, const void *key, size_t len);
+
+/*
+ * sc_hamt_edit_prefetch - one step of a walk toward the key whose hash is
+ * `hash` in the edit's current tree, for a caller that knows its next keys
+ * before it changes them: the step reads what the earlier steps of this walk
+ * prefetched and starts loading the next level (a node, or the key and
+ * value of the entry the walk reaches). Set *stage to 0 before the first
+ * step; returns false when the walk has ended (nothing more to load). Only
+ * a hint: it changes nothing, allocates nothing and cannot fail, and the
+ * edit may change between steps. Writer thread.
+ *
+ * A set (sc_hamt_edit_set) already does this by itself: it is queued for a
+ * few calls while the sets before it are done and its path is prefetched;
+ * every other call on the edit first does the queued sets.
+ */
+bool sc_hamt_edit_prefetch(const sc_hamt_edit *edit, uint64_t hash,
+			   unsigned *stage);
+
+/*
+ * sc_hamt_edit_update_hashed - sc_hamt_edit_update with the key's hash
+ * given: `hash` must be sc_hamt_hash(map, key, len) (anything else corrupts
+ * the map; debug builds check). Same errors.
+ */
+int sc_hamt_edit_update_hashed(sc_hamt_edit *edit, const void *key, size_t len,
+			       uint64_t hash, sc_hamt_update_fn fn, void *ctx);
 
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
 void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
