@@ -22,6 +22,8 @@
  * Each time is the best of 3 runs. Output: one JSON object per line.
  *
  *   bench/snapshot [N]     (default 1000000)
+ *   bench/snapshot --restore FILE   the restore line alone, on a file kept
+ *                                   by an earlier run with SC_BENCH_KEEP=1
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -328,6 +330,9 @@ int main(int argc, char **argv)
 	int status = 0;
 	if (pid < 0 || waitpid(pid, &status, 0) < 0)
 		die("restore process", NULL);
-	unlink(path);
+	if (getenv("SC_BENCH_KEEP"))
+		fprintf(stderr, "bench snapshot: kept %s\n", path);
+	else
+		unlink(path);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }

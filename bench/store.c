@@ -18,7 +18,9 @@
  *                           the same appends with no snapshot running.
  *
  * SC_BENCH_ENTITIES overrides N (default 1,000,000); SC_BENCH_ONLY=append
- * or SC_BENCH_ONLY=open runs one part.
+ * or SC_BENCH_ONLY=open runs one part. SC_BENCH_KEEP=1 keeps the open
+ * part's store (its path goes to stderr): `store --open DIR` then times
+ * one more open of it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -484,6 +486,10 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 	       bytes ? (double)rss / (double)bytes : 0.0, psec, pcpu, prss,
 	       sec / psec);
 	fflush(stdout);
+	if (getenv("SC_BENCH_KEEP")) {
+		fprintf(stderr, "bench store: kept %s\n", dir);
+		return;
+	}
 	rm_rf(dir);
 	char cmd[700];
 	snprintf(cmd, sizeof cmd, "rm -f %s*", db_path);
@@ -508,6 +514,7 @@ int main(int argc, char **argv)
 		bench_append(root);
 	if (!only || strcmp(only, "open") == 0)
 		bench_open_and_snapshot(root, nent);
-	rm_rf(root);
+	if (!getenv("SC_BENCH_KEEP"))
+		rm_rf(root);
 	return 0;
 }

@@ -11,11 +11,13 @@
 #include "snapshot/snapshot.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include <xxhash.h>
 
+#include "cache/load.h"
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
 
@@ -194,13 +196,33 @@ static int chunk_corrupt(sc_error *err, const sc_snapshot_header *h,
 			    h->chunk_count, what);
 }
 
-/* Verify the stored bytes and decompress them into a new buffer of exactly
- * the header's raw size. */
-static int chunk_inflate(const sc_snapshot_header *h, uint32_t index,
-			 const uint8_t *bytes, size_t len, uint8_t **out,
+/*
+ * What decompression keeps from one chunk to the next: the zstd context
+ * (its window buffers are the largest part of it) and the output buffer,
+ * which grows to the largest raw size seen (at most
+ * SC_SNAPSHOT_CHUNK_RAW_MAX). Making both afresh per chunk cost a context
+ * setup and, worse, a large malloc/free per chunk that fragments the heap
+ * the restored states are allocated from.
+ */
+typedef struct inflater {
+	ZSTD_DCtx *dctx;
+	uint8_t *buf;
+	size_t cap;
+} inflater;
+
+static void inflater_fini(inflater *z)
+{
+	ZSTD_freeDCtx(z->dctx);
+	sc_free(z->buf);
+	memset(z, 0, sizeof *z);
+}
+
+/* Verify the stored bytes and decompress them into z->buf, whose first
+ * raw-size bytes (the header's) are then the chunk's protobuf bytes. */
+static int chunk_inflate(inflater *z, const sc_snapshot_header *h,
+			 uint32_t index, const uint8_t *bytes, size_t len,
 			 sc_error *err)
 {
-	*out = NULL;
 	if (len > SC_SNAPSHOT_CHUNK_STORED_MAX)
 		return sc_error_set(err, SC_ETOOBIG,
 				    "snapshot chunk %u is %zu bytes, over the "
@@ -233,43 +255,48 @@ static int chunk_inflate(const sc_snapshot_header *h, uint32_t index,
 	if (ZSTD_isError(frame) || frame != len)
 		return chunk_corrupt(err, h, index,
 				     "not exactly one zstd frame");
-	uint8_t *buf = sc_malloc(raw);
-	ZSTD_DCtx *dctx = buf ? ZSTD_createDCtx_advanced(sc_zstd_mem) : NULL;
-	if (!dctx) {
-		sc_free(buf);
+	if (z->cap < raw) {
+		/* No copy of the old contents: sc_free + sc_malloc. */
+		sc_free(z->buf);
+		z->cap = 0;
+		z->buf = sc_malloc(raw);
+		if (z->buf)
+			z->cap = raw;
+	}
+	if (z->buf && !z->dctx) {
+		z->dctx = ZSTD_createDCtx_advanced(sc_zstd_mem);
+		if (z->dctx && ZSTD_isError(ZSTD_DCtx_setParameter(
+				   z->dctx, ZSTD_d_windowLogMax,
+				   SC_SNAPSHOT_WINDOW_LOG_MAX))) {
+			ZSTD_freeDCtx(z->dctx);
+			z->dctx = NULL;
+		}
+	}
+	if (!z->buf || !z->dctx)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory decompressing snapshot "
 				    "chunk %u (%llu bytes)",
 				    index, (unsigned long long)raw);
-	}
-	int rc = 0;
-	size_t n = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax,
-					  SC_SNAPSHOT_WINDOW_LOG_MAX);
-	if (!ZSTD_isError(n))
-		n = ZSTD_decompressDCtx(dctx, buf, raw, bytes, len);
+	/* A failed frame leaves the context mid-frame; the decompression
+	 * below starts a new one, but say so rather than rely on it. */
+	ZSTD_DCtx_reset(z->dctx, ZSTD_reset_session_only);
+	size_t n = ZSTD_decompressDCtx(z->dctx, z->buf, raw, bytes, len);
 	if (ZSTD_isError(n)) {
 		if (ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
-			rc = sc_error_set(err, ENOMEM,
-					  "out of memory decompressing "
-					  "snapshot chunk %u",
-					  index);
-		else
-			rc = sc_error_set(err, SC_ECORRUPT,
-					  "snapshot at position %llu, chunk %u "
-					  "is corrupt: zstd: %s",
-					  (unsigned long long)h->position,
-					  index, ZSTD_getErrorName(n));
-	} else if (n != raw) {
-		rc = chunk_corrupt(err, h, index,
-				   "decompressed size differs from the "
-				   "header's");
+			return sc_error_set(err, ENOMEM,
+					    "out of memory decompressing "
+					    "snapshot chunk %u",
+					    index);
+		return sc_error_set(err, SC_ECORRUPT,
+				    "snapshot at position %llu, chunk %u "
+				    "is corrupt: zstd: %s",
+				    (unsigned long long)h->position, index,
+				    ZSTD_getErrorName(n));
 	}
-	ZSTD_freeDCtx(dctx);
-	if (rc) {
-		sc_free(buf);
-		return rc;
-	}
-	*out = buf;
+	if (n != raw)
+		return chunk_corrupt(err, h, index,
+				     "decompressed size differs from the "
+				     "header's");
 	return 0;
 }
 
@@ -595,6 +622,69 @@ static const char *read_chunk(rd r, uint64_t max_position, sc_attr *attrs,
 	return NULL;
 }
 
+/*
+ * Inflate chunk `index` into z->buf and check all of it (pass 1): on
+ * success *count is its entity count (equal to the header's) and
+ * *max_attrs the largest attribute count of one entity.
+ */
+static int chunk_check(inflater *z, const sc_snapshot_header *h, uint32_t index,
+		       const void *bytes, size_t len, uint64_t *count,
+		       size_t *max_attrs, sc_error *err)
+{
+	if (index >= h->chunk_count)
+		return sc_error_set(err, SC_EINVAL,
+				    "snapshot chunk index %u is out of range; "
+				    "the snapshot has %u chunks",
+				    index, h->chunk_count);
+	int rc = chunk_inflate(z, h, index, bytes, len, err);
+	if (rc)
+		return rc;
+	rd all = {z->buf, z->buf + h->chunk_raw_sizes[index]};
+	int fn_rc = 0;
+	const char *why = read_chunk(all, h->position, NULL, NULL, NULL, count,
+				     max_attrs, &fn_rc);
+	if (why)
+		return chunk_corrupt(err, h, index, why);
+	if (*count != h->chunk_entity_counts[index])
+		return chunk_corrupt(err, h, index,
+				     "entity count differs from the header's");
+	return 0;
+}
+
+/* An attribute array of at least n entries in *attrs (grown, never
+ * shrunk). */
+static int attrs_reserve(sc_attr **attrs, size_t *cap, size_t n, uint32_t index,
+			 sc_error *err)
+{
+	if (n <= *cap)
+		return 0;
+	sc_free(*attrs);
+	*cap = 0;
+	*attrs = sc_malloc(n * sizeof **attrs);
+	if (!*attrs)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory decoding snapshot chunk %u",
+				    index);
+	*cap = n;
+	return 0;
+}
+
+/* Pass 2 over bytes chunk_check accepted: fn for each entity. */
+static int chunk_emit(const uint8_t *raw, const sc_snapshot_header *h,
+		      uint32_t index, sc_attr *attrs, sc_snapshot_entity_fn fn,
+		      void *ctx)
+{
+	rd all = {raw, raw + h->chunk_raw_sizes[index]};
+	uint64_t count;
+	size_t max_attrs;
+	int fn_rc = 0;
+	const char *why = read_chunk(all, h->position, attrs, fn, ctx, &count,
+				     &max_attrs, &fn_rc);
+	SC_INSIST(!why);
+	SC_UNUSED(why);
+	return fn_rc;
+}
+
 int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 			     const void *bytes, size_t len,
 			     sc_snapshot_entity_fn fn, void *ctx,
@@ -606,52 +696,20 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_snapshot_chunk_decode needs a header "
 				    "and a callback");
-	if (index >= h->chunk_count)
-		return sc_error_set(err, SC_EINVAL,
-				    "snapshot chunk index %u is out of range; "
-				    "the snapshot has %u chunks",
-				    index, h->chunk_count);
-	uint8_t *raw;
-	int rc = chunk_inflate(h, index, bytes, len, &raw, err);
-	if (rc)
-		return rc;
-	rd all = {raw, raw + h->chunk_raw_sizes[index]};
+	inflater z = {0};
 	uint64_t count;
-	size_t max_attrs;
+	size_t max_attrs, cap = 0;
 	sc_attr *attrs = NULL;
-	int fn_rc = 0;
-	/* Pass 1: the whole chunk is checked before fn sees any entity. */
-	const char *why = read_chunk(all, h->position, NULL, NULL, NULL, &count,
-				     &max_attrs, &fn_rc);
-	if (why) {
-		rc = chunk_corrupt(err, h, index, why);
-		goto done;
-	}
-	if (count != h->chunk_entity_counts[index]) {
-		rc = chunk_corrupt(err, h, index,
-				   "entity count differs from the header's");
-		goto done;
-	}
-	if (max_attrs) {
-		attrs = sc_malloc(max_attrs * sizeof *attrs);
-		if (!attrs) {
-			rc = sc_error_set(err, ENOMEM,
-					  "out of memory decoding snapshot "
-					  "chunk %u",
-					  index);
-			goto done;
-		}
-	}
-	/* Pass 2: the same bytes, known good, handed to fn. */
-	why = read_chunk(all, h->position, attrs, fn, ctx, &count, &max_attrs,
-			 &fn_rc);
-	SC_INSIST(!why);
-	rc = fn_rc;
+	/* The whole chunk is checked before fn sees any entity. */
+	int rc = chunk_check(&z, h, index, bytes, len, &count, &max_attrs, err);
+	if (!rc)
+		rc = attrs_reserve(&attrs, &cap, max_attrs, index, err);
+	if (!rc)
+		rc = chunk_emit(z.buf, h, index, attrs, fn, ctx);
 	if (!rc && entities)
 		*entities = count;
-done:
 	sc_free(attrs);
-	sc_free(raw);
+	inflater_fini(&z);
 	return rc;
 }
 
@@ -660,14 +718,23 @@ done:
 typedef struct load_ctx {
 	sc_cache *cache;
 	sc_error *err;
+	const sc_snapshot_header *h;
+	uint32_t index; /* the chunk being loaded */
 } load_ctx;
 
+/* The decoder has checked what sc_cache_load_sorted requires: id and
+ * name lengths, names strictly increasing, no null value. */
 static int load_one(void *ctx, const sc_snapshot_entity *e)
 {
 	load_ctx *l = ctx;
-	return sc_cache_load_entity(l->cache, e->id, e->attrs, e->nattrs,
-				    e->updated_at, e->updated_by, e->position,
-				    l->err);
+	int rc = sc_cache_load_sorted(l->cache, e->id, e->attrs, e->nattrs,
+				      e->updated_at, e->updated_by, e->position,
+				      l->err);
+	if (rc == SC_ECORRUPT)
+		return chunk_corrupt(l->err, l->h, l->index,
+				     "an entity id appears twice in the "
+				     "snapshot");
+	return rc;
 }
 
 int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
@@ -677,7 +744,139 @@ int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_snapshot_chunk_load needs a cache");
-	load_ctx l = {cache, err};
+	load_ctx l = {cache, err, h, index};
 	return sc_snapshot_chunk_decode(h, index, bytes, len, load_one, &l,
 					entities, err);
+}
+
+/* ---- loading a whole snapshot, two chunks in flight --------------------- */
+
+/*
+ * The helper thread inflates and checks chunk i+1 (zstd, pass 1) while the
+ * calling thread loads chunk i (pass 2, building states, the map). Two
+ * slots, each owning an inflater: the helper fills slot i % 2 once the
+ * loader has finished with what it held before, so at most two chunks'
+ * raw bytes exist at once. The loader takes the slots strictly in chunk
+ * order and the helper stops at its first failure, so the error reported
+ * is the first one in chunk order, the same as a sequential restore's.
+ */
+
+typedef struct load_slot {
+	inflater z;
+	bool full; /* checked, waiting for the loader (or failed) */
+	int rc;
+	uint64_t count;
+	size_t max_attrs;
+	sc_error err;
+} load_slot;
+
+typedef struct load_pipe {
+	const sc_snapshot_header *h;
+	const void *const *chunks;
+	const size_t *lens;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	load_slot slot[2];
+	bool stop; /* the loader gave up: the helper returns */
+} load_pipe;
+
+static void *load_helper(void *arg)
+{
+	load_pipe *p = arg;
+	for (uint32_t i = 0; i < p->h->chunk_count; i++) {
+		load_slot *s = &p->slot[i % 2];
+		pthread_mutex_lock(&p->mu);
+		while (s->full && !p->stop)
+			pthread_cond_wait(&p->cv, &p->mu);
+		bool stop = p->stop;
+		pthread_mutex_unlock(&p->mu);
+		if (stop)
+			break;
+		sc_error_clear(&s->err);
+		s->rc = chunk_check(&s->z, p->h, i, p->chunks[i], p->lens[i],
+				    &s->count, &s->max_attrs, &s->err);
+		pthread_mutex_lock(&p->mu);
+		s->full = true;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+		if (s->rc)
+			break;
+	}
+	return NULL;
+}
+
+int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
+		     const size_t *lens, sc_cache *cache,
+		     const sc_snapshot_load_params *params, uint64_t *entities,
+		     sc_error *err)
+{
+	if (entities)
+		*entities = 0;
+	if (!h || !cache || (h->chunk_count && (!chunks || !lens)))
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_snapshot_load needs a header, the "
+				    "chunks and a cache");
+	sc_snapshot_load_params prm = {0};
+	if (params)
+		prm = *params;
+	load_pipe p = {.h = h, .chunks = chunks, .lens = lens};
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_cond_init(&p.cv, NULL);
+	pthread_t th;
+	bool threaded = !prm.no_thread && h->chunk_count > 1 &&
+			pthread_create(&th, NULL, load_helper, &p) == 0;
+	load_ctx l = {cache, err, h, 0};
+	sc_attr *attrs = NULL;
+	size_t cap = 0;
+	uint64_t total = 0;
+	int rc = 0;
+	for (uint32_t i = 0; i < h->chunk_count && !rc; i++) {
+		load_slot *s = &p.slot[i % 2];
+		if (threaded) {
+			pthread_mutex_lock(&p.mu);
+			while (!s->full)
+				pthread_cond_wait(&p.cv, &p.mu);
+			pthread_mutex_unlock(&p.mu);
+		} else {
+			sc_error_clear(&s->err);
+			s->rc = chunk_check(&s->z, h, i, chunks[i], lens[i],
+					    &s->count, &s->max_attrs, &s->err);
+		}
+		rc = s->rc;
+		if (rc) {
+			if (err)
+				*err = s->err;
+			break;
+		}
+		l.index = i;
+		rc = attrs_reserve(&attrs, &cap, s->max_attrs, i, err);
+		if (!rc)
+			rc = chunk_emit(s->z.buf, h, i, attrs, load_one, &l);
+		if (rc)
+			break;
+		total += s->count;
+		pthread_mutex_lock(&p.mu);
+		s->full = false;
+		pthread_cond_broadcast(&p.cv);
+		pthread_mutex_unlock(&p.mu);
+		if (prm.chunk_done)
+			prm.chunk_done(prm.ctx, i, chunks[i], lens[i]);
+	}
+	if (threaded) {
+		pthread_mutex_lock(&p.mu);
+		p.stop = true;
+		pthread_cond_broadcast(&p.cv);
+		pthread_mutex_unlock(&p.mu);
+		pthread_join(th, NULL);
+	}
+	for (int k = 0; k < 2; k++)
+		inflater_fini(&p.slot[k].z);
+	sc_free(attrs);
+	pthread_cond_destroy(&p.cv);
+	pthread_mutex_destroy(&p.mu);
+	if (!rc)
+		rc = sc_snapshot_check_total(h, total, err);
+	if (!rc && entities)
+		*entities = total;
+	return rc;
 }

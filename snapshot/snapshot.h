@@ -13,9 +13,11 @@
  *             comes first) ... then the header that lists them all
  *
  *   restore:  header = sc_snapshot_header_decode(part 0)
- *             for i in 0 .. chunk_count-1:
- *                 sc_snapshot_chunk_load(&header, i, part i+1, cache)
- *             sc_snapshot_check_total(&header, sum of the chunk counts)
+ *             sc_snapshot_load(&header, parts 1.., cache), which is
+ *               for i in 0 .. chunk_count-1:
+ *                   sc_snapshot_chunk_load(&header, i, part i+1, cache)
+ *               sc_snapshot_check_total(&header, sum of the chunk counts)
+ *             with chunk i+1 decompressed on a helper thread meanwhile
  *             promote (or discard on any error)
  *
  * Every decoder treats its bytes as hostile: sizes are checked before
@@ -26,7 +28,8 @@
  * Thread safety: every function here is reentrant; distinct calls share
  * nothing. Encoding reads a pinned view only (no lock is taken; a helper
  * thread it starts compresses, and is joined before it returns); loading
- * writes the cache's pending version and so runs on the writer thread.
+ * writes the cache's pending version and so runs on the writer thread
+ * (sc_snapshot_load's helper thread only decompresses and checks).
  */
 #ifndef STATECACHE_SNAPSHOT_SNAPSHOT_H
 #define STATECACHE_SNAPSHOT_SNAPSHOT_H
@@ -189,17 +192,55 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 
 /*
  * sc_snapshot_chunk_load - sc_snapshot_chunk_decode that puts every entity
- * into `cache`'s pending version with sc_cache_load_entity.
+ * into `cache`'s pending version (as sc_cache_load_entity would, without
+ * checking again what the decoder has checked).
  *
- * The chunk is fully verified before the first entity is loaded. If an error
- * happens afterwards (ENOMEM from the cache), some entities of this chunk are
- * in the pending version: the caller must discard it (sc_cache_discard).
- * Writer thread. Errors: as sc_snapshot_chunk_decode, and those of
- * sc_cache_load_entity.
+ * The chunk is fully verified before the first entity is loaded. An id the
+ * pending version got from this snapshot (or from any change since it was
+ * opened) already is SC_ECORRUPT. If an error happens afterwards (ENOMEM from
+ * the cache), some entities of this chunk are in the pending version: the
+ * caller must discard it (sc_cache_discard). Writer thread. Errors: as
+ * sc_snapshot_chunk_decode, and those of sc_cache_load_entity.
  */
 int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
 			   const void *bytes, size_t len, sc_cache *cache,
 			   uint64_t *entities, sc_error *err);
+
+/* Called on the loading thread once chunk `index` is in the cache; its
+ * stored bytes are not read again. */
+typedef void (*sc_snapshot_chunk_done_fn)(void *ctx, uint32_t index,
+					  const void *bytes, size_t len);
+
+typedef struct sc_snapshot_load_params {
+	/* Decompress and check on the calling thread only. By default a
+	 * helper thread, started and joined within the call, decompresses
+	 * and checks chunk i+1 while chunk i is loaded. */
+	bool no_thread;
+	sc_snapshot_chunk_done_fn chunk_done; /* may be NULL */
+	void *ctx;			      /* for chunk_done */
+} sc_snapshot_load_params;
+
+/*
+ * sc_snapshot_load - the whole restore of the snapshot `h` describes into
+ * `cache`'s pending version: every chunk, in order (chunks[i] and lens[i]
+ * are the stored bytes of chunk i; they must stay readable during the
+ * call, from the helper thread too), then sc_snapshot_check_total.
+ *
+ * Each chunk is fully verified (as sc_snapshot_chunk_decode) before any of
+ * its entities is loaded; an id that comes twice is SC_ECORRUPT when the
+ * second one is loaded. Peak memory on top of the
+ * state: two chunks' raw bytes and one attribute array. On any error some
+ * entities may be in the pending version: the caller discards it. The
+ * error is the first one in chunk order, whichever thread found it.
+ * `params` may be NULL. Writer thread. *entities (may be NULL) receives
+ * the entity count on success.
+ *
+ * Errors: as sc_snapshot_chunk_load, and SC_ECORRUPT from the total.
+ */
+int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
+		     const size_t *lens, sc_cache *cache,
+		     const sc_snapshot_load_params *params, uint64_t *entities,
+		     sc_error *err);
 
 /*
  * sc_snapshot_check_total - after the last chunk: SC_ECORRUPT unless

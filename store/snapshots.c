@@ -317,6 +317,17 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 
 /* ---- restore ------------------------------------------------------------- */
 
+/* After each chunk is loaded: its pages of the map need not stay in the
+ * process's RSS (restore touches them once). */
+static void chunk_done(void *ctx, uint32_t index, const void *bytes,
+		       size_t len)
+{
+	SC_UNUSED(ctx);
+	sc_store_release_pages(bytes, (const uint8_t *)bytes + len);
+	if (index == 0)
+		sc_killpoint("restore_chunk");
+}
+
 /* Load the snapshot at `position` into the pending version. On failure the
  * caller discards. */
 static int load_one(sc_store *store, MDB_txn *txn, uint64_t position,
@@ -335,13 +346,27 @@ static int load_one(sc_store *store, MDB_txn *txn, uint64_t position,
 	rc = sc_snapshot_header_decode(v.mv_data, v.mv_size, &h, err);
 	if (rc)
 		return rc;
+	const void **chunks = NULL;
+	size_t *lens = NULL;
 	if (h.position != position) {
 		rc = sc_error_set(err, SC_ECORRUPT,
 				  "its header says position %llu",
 				  (unsigned long long)h.position);
 		goto out;
 	}
-	uint64_t total = 0;
+	/* Every chunk record first (a missing one fails before anything is
+	 * loaded); the values stay in the map while `txn` lives. */
+	if (h.chunk_count) {
+		chunks = sc_malloc(h.chunk_count * sizeof *chunks);
+		lens = sc_malloc(h.chunk_count * sizeof *lens);
+		if (!chunks || !lens) {
+			rc = sc_error_set(err, ENOMEM,
+					  "out of memory listing %u snapshot "
+					  "chunks",
+					  h.chunk_count);
+			goto out;
+		}
+	}
 	for (uint32_t i = 0; i < h.chunk_count; i++) {
 		snap_key(kb, position, i + 1);
 		MDB_val ck = {SNAP_KEY_LEN, kb}, cv;
@@ -356,21 +381,19 @@ static int load_one(sc_store *store, MDB_txn *txn, uint64_t position,
 			rc = sc_store_lmdb_error(err, rc, "reading a chunk");
 			goto out;
 		}
-		uint64_t got = 0;
-		rc = sc_snapshot_chunk_load(&h, i, cv.mv_data, cv.mv_size,
-					    store->cache, &got, err);
-		if (rc)
-			goto out;
-		total += got;
-		/* The chunk is decoded into the cache: its pages need not
-		 * stay in the process's RSS. */
-		sc_store_release_pages(cv.mv_data, (const uint8_t *)cv.mv_data +
-						       cv.mv_size);
-		if (i == 0)
-			sc_killpoint("restore_chunk");
+		chunks[i] = cv.mv_data;
+		lens[i] = cv.mv_size;
 	}
-	rc = sc_snapshot_check_total(&h, total, err);
+	/* A helper thread decompresses the next chunk while this one loads,
+	 * when there is a second core for it. */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	sc_snapshot_load_params p = {.no_thread = ncpu > 0 && ncpu < 2,
+				     .chunk_done = chunk_done};
+	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,
+			      store->cache, &p, NULL, err);
 out:
+	sc_free(chunks);
+	sc_free(lens);
 	sc_snapshot_header_clear(&h);
 	return rc;
 }

@@ -1,0 +1,246 @@
+/*
+ * Bulk loading of entity states (cache/load.h): the restore path.
+ *
+ * A state is laid out as cache/entity.h describes (header, key, table,
+ * strings), built here in one pass over attributes that are already sorted
+ * and unique, so neither the pointer sort nor the merge of
+ * sc_entity_build_loaded is needed. The pending version is opened and
+ * accounted for exactly as cache.c does for sc_cache_load_entity.
+ *
+ * Storing: one update descent finds the previous state of the id, if any.
+ * One the pending version made itself means the id came twice (a damaged
+ * or crafted snapshot that passed its per-entity checks): an error, nothing
+ * changed. One a published version holds is replaced and its bytes are
+ * counted as garbage of the superseded version, as cache.c does.
+ */
+#include "cache/load.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "cache/cache_internal.h"
+#include "common/internal.h"
+
+/* ==== pending version ===================================================== */
+
+static void counter_add(_Atomic size_t *c, size_t add, size_t sub)
+{
+	size_t v = atomic_load_explicit(c, memory_order_relaxed);
+	atomic_store_explicit(c, v + add - sub, memory_order_relaxed);
+}
+
+static const struct sc_version *writer_current(const sc_cache *cache)
+{
+	return atomic_load_explicit(&((sc_cache *)cache)->current,
+				    memory_order_relaxed);
+}
+
+/* As cache.c's pending_open: a new edit on the current version, a new
+ * generation, no garbage yet. */
+static int pending_open(sc_cache *cache, sc_error *err)
+{
+	if (cache->edit)
+		return SC_OK;
+	const struct sc_version *cur = writer_current(cache);
+	int rc = sc_hamt_edit_begin(cache->map, cur->root, &cache->edit);
+	if (rc) {
+		cache->edit = NULL;
+		cache->poisoned = true;
+		return sc_error_set(err, rc,
+				    "cannot open a pending version (%s); "
+				    "discard, then retry",
+				    sc_strerror(rc));
+	}
+	cache->generation++;
+	cache->pending_position = cur->position;
+	cache->pending_garbage_entity_bytes = 0;
+	return SC_OK;
+}
+
+static int poison(sc_cache *cache, int rc, sc_error *err, const char *what)
+{
+	cache->poisoned = true;
+	if (rc == SC_EPOISONED)
+		return sc_error_set(err, rc,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	return sc_error_set(err, rc,
+			    "%s failed (%s); the pending version is "
+			    "unusable: discard it",
+			    what, sc_strerror(rc));
+}
+
+/* ==== building a state ==================================================== */
+
+static size_t align8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+static bool is_blob(sc_value_type t)
+{
+	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
+}
+
+static char *put_bytes(char *p, const char *src, size_t len)
+{
+	if (len)
+		memcpy(p, src, len);
+	p[len] = '\0';
+	return p + len + 1;
+}
+
+/* The state's block, from cache's pool, filled; *out NULL on error. */
+static int build_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			size_t nattrs, int64_t updated_at, sc_str actor,
+			uint64_t position, sc_entity **out, sc_error *err)
+{
+	*out = NULL;
+	/* Every length below 2^32 and at most 2^20 attributes (a snapshot
+	 * chunk's bounds) keep these sums far from overflow in 64 bits. */
+	uint64_t strings = (uint64_t)actor.len + 1;
+	bool ok = actor.len < UINT32_MAX && nattrs < (1u << 24);
+	for (size_t i = 0; ok && i < nattrs; i++) {
+		SC_REQUIRE(attrs[i].name.len >= 1 &&
+			   attrs[i].name.len <= SC_ATTR_NAME_MAX);
+		SC_REQUIRE(attrs[i].value.type != SC_VALUE_NULL);
+		strings += attrs[i].name.len + 1;
+		if (is_blob(attrs[i].value.type)) {
+			ok = attrs[i].value.u.s.len < UINT32_MAX;
+			strings += (uint64_t)attrs[i].value.u.s.len + 1;
+		}
+	}
+	size_t table_off =
+	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
+	uint64_t size = (uint64_t)table_off +
+			(uint64_t)nattrs * sizeof(sc_entity_rec) + strings;
+	if (!ok || size >= UINT32_MAX)
+		return sc_error_set(err, SC_ETOOBIG,
+				    "entity '%.*s' would take 4 GiB or more; "
+				    "split its attributes",
+				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+	sc_entity *e = sc_pool_alloc(&cache->entity_pool, align8(size));
+	if (!e)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for a %llu-byte entity "
+				    "state",
+				    (unsigned long long)size);
+	char *base = (char *)e;
+	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
+	key->len = (uint32_t)id.len;
+	key->reserved = 0;
+	memcpy(key->bytes, id.ptr, id.len);
+	key->bytes[id.len] = '\0';
+	e->position = position;
+	e->updated_at = updated_at;
+	e->born = cache->generation;
+	e->size = (uint32_t)size;
+	e->nattrs = (uint32_t)nattrs;
+	e->table_off = (uint32_t)table_off;
+	e->actor_len = (uint32_t)actor.len;
+	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
+	char *p = put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
+	for (size_t i = 0; i < nattrs; i++) {
+		const sc_attr *a = &attrs[i];
+		sc_entity_rec *t = &tab[i];
+		t->name_off = (uint32_t)(p - base);
+		t->name_len = (uint8_t)a->name.len;
+		t->type = (uint8_t)a->value.type;
+		t->reserved = 0;
+		p = put_bytes(p, a->name.ptr, a->name.len);
+		switch (a->value.type) {
+		case SC_VALUE_STRING:
+		case SC_VALUE_BYTES:
+			t->u.s.off = (uint32_t)(p - base);
+			t->u.s.len = (uint32_t)a->value.u.s.len;
+			p = put_bytes(p, a->value.u.s.ptr, a->value.u.s.len);
+			break;
+		case SC_VALUE_INT:
+			t->u.i = a->value.u.i;
+			break;
+		case SC_VALUE_DOUBLE:
+			t->u.d = a->value.u.d;
+			break;
+		case SC_VALUE_BOOL:
+			t->u.i = 0;
+			t->u.b = a->value.u.b;
+			break;
+		case SC_VALUE_NULL:
+			t->u.i = 0;
+			break;
+		}
+	}
+	SC_ENSURE(p == base + size);
+	/* The block's padding up to 8 bytes is never read; zero it so the
+	 * block's bytes do not depend on earlier use of pooled memory. */
+	memset(p, 0, align8(size) - size);
+	*out = e;
+	return SC_OK;
+}
+
+/* ==== storing ============================================================= */
+
+typedef struct replace_ctx {
+	sc_cache *cache;
+	sc_entity *ne;
+	size_t dropped;
+} replace_ctx;
+
+static int replace_update(void *ctx, const sc_hamt_key *old_key,
+			  void *old_value, const sc_hamt_key **new_key,
+			  void **new_value)
+{
+	replace_ctx *r = ctx;
+	const sc_entity *prev = old_value;
+	SC_UNUSED(old_key);
+	/* A load never meets a state its own pending version made: that is
+	 * an id given twice. */
+	if (prev && prev->born == r->cache->generation)
+		return SC_ECORRUPT;
+	/* A state a published version holds waits for reclamation. */
+	r->dropped = prev ? prev->size : 0;
+	*new_key = sc_entity_key(r->ne);
+	*new_value = r->ne;
+	return SC_OK;
+}
+
+int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, sc_error *err)
+{
+	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
+		   id.len <= SC_ENTITY_ID_MAX);
+	SC_REQUIRE(!nattrs || attrs);
+	if (cache->poisoned)
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	int rc = pending_open(cache, err);
+	if (rc)
+		return rc;
+	sc_entity *ne;
+	rc = build_sorted(cache, id, attrs, nattrs, updated_at, updated_by,
+			  position, &ne, err);
+	if (rc == ENOMEM)
+		return poison(cache, rc, err, "building an entity state");
+	if (rc)
+		return rc;
+	replace_ctx r = {.cache = cache, .ne = ne};
+	rc = sc_hamt_edit_update(cache->edit, id.ptr, id.len, replace_update,
+				 &r);
+	if (rc) {
+		sc_pool_free(&cache->entity_pool, ne, sc_entity_block_size(ne));
+		if (rc == SC_ECORRUPT)
+			return sc_error_set(err, rc,
+					    "entity '%.*s' is loaded twice "
+					    "into one pending version",
+					    (int)(id.len > 64 ? 64 : id.len),
+					    id.ptr);
+		return poison(cache, rc, err, "inserting an entity");
+	}
+	counter_add(&cache->entity_bytes, ne->size, 0);
+	cache->pending_garbage_entity_bytes += r.dropped;
+	if (position > cache->pending_position)
+		cache->pending_position = position;
+	return SC_OK;
+}

@@ -1,0 +1,44 @@
+/*
+ * Bulk loading of entity states into the pending version: the restore
+ * path. Internal to the library (the snapshot layer is the caller).
+ *
+ * sc_cache_load_entity (cache.h) takes attributes in any order, checks
+ * every field, sorts and looks the id up before it stores the state. A
+ * snapshot's states come checked and sorted already (the decoder verifies
+ * every limit and the name order), so this path builds each state in one
+ * allocation straight from its sorted attributes and stores it without a
+ * separate lookup.
+ *
+ * Writer thread only, like every other change to the pending version. On
+ * any error the caller discards the pending version (sc_cache_discard).
+ */
+#ifndef STATECACHE_CACHE_LOAD_H
+#define STATECACHE_CACHE_LOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/cache.h"
+#include "statecache/error.h"
+#include "statecache/event.h"
+
+/*
+ * sc_cache_load_sorted - store the state (id, attrs, updated_at,
+ * updated_by, position) in the pending version (opened if none is),
+ * replacing the state of that id a published version holds. A state of
+ * that id the pending version made itself (loaded or applied) is an error:
+ * a snapshot never holds an id twice.
+ *
+ * The caller guarantees what the snapshot decoder checks: id 1..
+ * SC_ENTITY_ID_MAX bytes, names 1..SC_ATTR_NAME_MAX bytes in strictly
+ * increasing bytewise order, no SC_VALUE_NULL value, every pointer valid
+ * for its length (debug builds assert it). Errors: SC_ECORRUPT (the id is
+ * in the pending version already; nothing changed), SC_ETOOBIG (the state
+ * would take 4 GiB or more; nothing changed), ENOMEM (the pending version
+ * is poisoned), SC_EPOISONED, or the map's error.
+ */
+int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, sc_error *err);
+
+#endif
