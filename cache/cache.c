@@ -254,6 +254,165 @@ static int apply_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 	return SC_OK;
 }
 
+/* ---- queued apply ---------------------------------------------------------
+ * Most of an apply in a big cache is memory misses: the map's path to the
+ * entity and the previous state. So an event is copied and queued in the
+ * map's edit (sc_hamt_edit_update_later) for a few applies while its path
+ * and previous state are prefetched, and applied when it leaves the queue;
+ * anything that reads the pending version (lookups, diff, promote) applies
+ * the queue first. Validation stays synchronous, so SC_EINVAL is returned
+ * by the apply that has the bad event. A state too big to build
+ * (SC_ETOOBIG) must be reported the same way, so an event is queued only
+ * when no state can get that big: the previous state is at most every
+ * state alive plus what the queued events add, each at most
+ * APPLY_LATER_MAX. ENOMEM while a queued event is applied poisons the
+ * pending version like an ENOMEM in apply: the call that meets it (a later
+ * apply, or promote) returns the error; discard, as for any ENOMEM. */
+
+/* Events with more bytes than this apply at once. */
+#define APPLY_LATER_MAX ((size_t)64 << 10)
+/* Bound on what the queue may hold ahead of an event (it holds fewer than
+ * 64 changes). */
+#define APPLY_QUEUE_BOUND (64 * APPLY_LATER_MAX)
+
+typedef struct apply_job {
+	sc_cache *cache;
+	size_t block;	/* bytes of this allocation */
+	sc_entity *ne;	/* the new state once built */
+	size_t dropped; /* dropped_bytes() of the previous state */
+	sc_event ev;	/* points into this block */
+	sc_attr attrs[];
+} apply_job;
+
+/* Bytes an event's copy needs after the job header, or SIZE_MAX when more
+ * than APPLY_LATER_MAX. */
+static size_t job_payload(const sc_event *ev)
+{
+	size_t n = ev->entity.len + ev->actor.len;
+	if (ev->type == SC_EVENT_DELETE)
+		return n;
+	if (ev->nattrs > APPLY_LATER_MAX / sizeof(sc_attr))
+		return SIZE_MAX;
+	n += ev->nattrs * sizeof(sc_attr);
+	for (size_t i = 0; i < ev->nattrs && n <= APPLY_LATER_MAX; i++) {
+		const sc_attr *a = &ev->attrs[i];
+		n += a->name.len;
+		if (ev->type != SC_EVENT_UNSET &&
+		    (a->value.type == SC_VALUE_STRING ||
+		     a->value.type == SC_VALUE_BYTES)) {
+			if (a->value.u.s.len > APPLY_LATER_MAX)
+				return SIZE_MAX;
+			n += a->value.u.s.len;
+		}
+	}
+	return n <= APPLY_LATER_MAX ? n : SIZE_MAX;
+}
+
+static char *copy_str(char *p, sc_str *s)
+{
+	if (s->len)
+		memcpy(p, s->ptr, s->len);
+	s->ptr = s->len ? p : NULL;
+	return p + s->len;
+}
+
+/* A copy of `ev` (validated) that needs nothing of the caller's. */
+static apply_job *job_make(sc_cache *cache, const sc_event *ev, size_t payload)
+{
+	size_t block = (sizeof(apply_job) + payload + 7u) & ~(size_t)7u;
+	apply_job *j = sc_pool_alloc(&cache->entity_pool, block);
+	if (!j)
+		return NULL;
+	j->cache = cache;
+	j->block = block;
+	j->ne = NULL;
+	j->dropped = 0;
+	j->ev = *ev;
+	j->ev.partition = (sc_str){NULL, 0};
+	j->ev.tags = NULL;
+	j->ev.ntags = 0;
+	size_t na = ev->type == SC_EVENT_DELETE ? 0 : ev->nattrs;
+	j->ev.nattrs = na;
+	j->ev.attrs = na ? j->attrs : NULL;
+	char *p = (char *)(j->attrs + na);
+	p = copy_str(p, &j->ev.entity);
+	p = copy_str(p, &j->ev.actor);
+	for (size_t i = 0; i < na; i++) {
+		sc_attr *a = &j->attrs[i];
+		*a = ev->attrs[i];
+		p = copy_str(p, &a->name);
+		if (ev->type == SC_EVENT_UNSET)
+			a->value.type = SC_VALUE_NULL;
+		else if (a->value.type == SC_VALUE_STRING ||
+			 a->value.type == SC_VALUE_BYTES)
+			p = copy_str(p, &a->value.u.s);
+	}
+	SC_ENSURE(p <= (char *)j + block);
+	return j;
+}
+
+static int job_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
+		      const sc_hamt_key **new_key, void **new_value)
+{
+	apply_job *j = ctx;
+	const sc_entity *prev = old_value;
+	SC_UNUSED(old_key);
+	sc_error err;
+	int rc = sc_entity_build_in(prev, &j->ev, j->cache->generation,
+				    &j->cache->entity_pool, &j->ne, &err);
+	if (rc)
+		return rc;
+	j->dropped = dropped_bytes(j->cache, prev);
+	*new_key = j->ne ? sc_entity_key(j->ne) : NULL;
+	*new_value = j->ne;
+	return SC_OK;
+}
+
+static void job_done(void *ctx, int rc)
+{
+	apply_job *j = ctx;
+	sc_cache *cache = j->cache;
+	if (rc == SC_OK) {
+		if (j->ne)
+			counter_add(&cache->entity_bytes, j->ne->size, 0);
+		cache->pending_garbage_entity_bytes += j->dropped;
+	} else {
+		/* Built but not stored: still ours. */
+		if (j->ne)
+			sc_pool_free(&cache->entity_pool, j->ne,
+				     sc_entity_block_size(j->ne));
+		if (rc != SC_ESTATE) /* SC_ESTATE: dropped by a discard */
+			cache->poisoned = true;
+	}
+	sc_pool_free(&cache->entity_pool, j, j->block);
+}
+
+/* Queue `ev` if it can be applied later (see above); SC_ETOOBIG is
+ * returned (not an error) when it must be applied at once. */
+static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
+{
+	size_t payload = job_payload(ev);
+	size_t alive =
+	    atomic_load_explicit(&cache->entity_bytes, memory_order_relaxed);
+	if (payload == SIZE_MAX || alive >= UINT32_MAX - 2 * APPLY_QUEUE_BOUND)
+		return SC_ETOOBIG;
+	apply_job *j = job_make(cache, ev, payload);
+	if (!j)
+		return poison(cache, ENOMEM, err, "queueing an event");
+	const char *id = j->ev.entity.ptr;
+	size_t len = j->ev.entity.len;
+	int rc = sc_hamt_edit_update_later(cache->edit, id, len,
+					   sc_hamt_hash(cache->map, id, len),
+					   job_update, job_done, j);
+	if (rc) {
+		sc_pool_free(&cache->entity_pool, j, j->block);
+		return poison(cache, rc, err, "applying an earlier event");
+	}
+	if (ev->position > cache->pending_position)
+		cache->pending_position = ev->position;
+	return SC_OK;
+}
+
 int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 {
 	if (!cache)
@@ -267,6 +426,9 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	bool opened = !cache->edit;
 	rc = pending_open(cache, err);
 	if (rc)
+		return rc;
+	rc = apply_later(cache, ev, err);
+	if (rc != SC_ETOOBIG)
 		return rc;
 	apply_ctx a = {.cache = cache, .ev = ev, .err = err};
 	rc = sc_hamt_edit_update(cache->edit, ev->entity.ptr, ev->entity.len,

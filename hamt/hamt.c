@@ -112,9 +112,16 @@ struct sc_hamt_garbage {
  * without a prefetch (the top of a big tree stays in cache). */
 #define SETQ_FIRST_STAGE 2
 
+/* A set (fn NULL: the pair key, value) or an update (fn, done, ctx on the
+ * key bytes kb, klen) waiting in the edit's queue. */
 typedef struct queued_set {
 	const sc_hamt_key *key;
 	void *value;
+	sc_hamt_update_fn fn;
+	sc_hamt_done_fn done;
+	void *ctx;
+	const void *kb;
+	size_t klen;
 	uint64_t h;
 	uint8_t stage; /* next depth to prefetch; 0: not hashed yet */
 	bool ready;    /* nothing left to prefetch */
@@ -871,7 +878,7 @@ static void prefetch_node(const node *n)
  * walk reaches at depth `stage`. At an entry, prefetch its key and value
  * (the caller compares the key, and usually reads the value). Returns
  * false when the walk has ended (nothing more to prefetch). */
-static bool path_prefetch(const node *n, uint64_t h, unsigned stage)
+static bool path_prefetch(const node *n, uint64_t h, unsigned stage, bool deep)
 {
 	for (unsigned d = 0; n; d++) {
 		if (d == stage) {
@@ -886,6 +893,14 @@ static bool path_prefetch(const node *n, uint64_t h, unsigned stage)
 			    &n->entries[popcount(n->datamap & (bit - 1))];
 			__builtin_prefetch(x->key);
 			__builtin_prefetch(x->value);
+			if (deep) {
+				/* An update's callback reads the old value
+				 * (the cache: the whole entity state). */
+				const char *v = x->value;
+				__builtin_prefetch(v + 64);
+				__builtin_prefetch(v + 128);
+				__builtin_prefetch(v + 192);
+			}
 			return false;
 		}
 		if (!(n->nodemap & bit))
@@ -906,17 +921,30 @@ static void setq_advance(sc_hamt_edit *e)
 			q->h = key_hash(e->map, q->key->bytes, q->key->len);
 			q->stage = SETQ_FIRST_STAGE;
 		}
-		if (path_prefetch(e->root, q->h, q->stage))
+		if (path_prefetch(e->root, q->h, q->stage, q->fn != NULL))
 			q->stage++;
 		else
 			q->ready = true;
 	}
 }
 
-/* Do the oldest queued set. */
+static int edit_update_now(sc_hamt_edit *e, const void *key, size_t len,
+			   uint64_t h, sc_hamt_update_fn fn, void *ctx);
+
+/* Do the oldest queued change. */
 static int setq_pop(sc_hamt_edit *e)
 {
 	queued_set *q = &e->q[e->qhead];
+	if (q->fn) {
+		queued_set u = *q;
+		e->qhead = (e->qhead + 1) % SETQ_LEN;
+		e->qlen--;
+		int rc = edit_update_now(e, u.kb, u.klen, u.h, u.fn, u.ctx);
+		if (rc)
+			e->poisoned = true; /* nobody to hand the error to */
+		u.done(u.ctx, rc);
+		return rc;
+	}
 	if (q->stage == 0)
 		q->h = key_hash(e->map, q->key->bytes, q->key->len);
 	entry x = {q->key, q->value};
@@ -948,11 +976,15 @@ static void setq_release(sc_hamt_edit *e)
 	sc_hamt *m = e->map;
 	for (unsigned k = 0; k < e->qlen; k++) {
 		const queued_set *q = &e->q[(e->qhead + k) % SETQ_LEN];
+		if (q->fn) {
+			q->done(q->ctx, SC_ESTATE);
+			continue;
+		}
 		entry x = {q->key, q->value};
 		bool held = false;
 		for (unsigned j = 0; j < k && !held; j++) {
 			const queued_set *o = &e->q[(e->qhead + j) % SETQ_LEN];
-			held = o->key == x.key && o->value == x.value;
+			held = !o->fn && o->key == x.key && o->value == x.value;
 		}
 		if (!held && e->root) {
 			const entry *t =
@@ -1020,7 +1052,42 @@ int sc_hamt_edit_update_hashed(sc_hamt_edit *e, const void *key, size_t len,
 	int rc = setq_drain(e);
 	if (rc)
 		return rc;
+	return edit_update_now(e, key, len, h, fn, ctx);
+}
+
+int sc_hamt_edit_update_later(sc_hamt_edit *e, const void *key, size_t len,
+			      uint64_t h, sc_hamt_update_fn fn,
+			      sc_hamt_done_fn done, void *ctx)
+{
+	if (!e || !fn || !done || !key || len == 0 || len > SC_HAMT_KEY_MAX)
+		return SC_EINVAL;
+	if (e->poisoned)
+		return SC_EPOISONED;
+	if (e->qlen == SETQ_LEN) {
+		int rc = setq_pop(e);
+		if (rc)
+			return rc;
+	}
+	e->q[(e->qhead + e->qlen) % SETQ_LEN] = (queued_set){
+	    .fn = fn,
+	    .done = done,
+	    .ctx = ctx,
+	    .kb = key,
+	    .klen = len,
+	    .h = h,
+	    .stage = SETQ_FIRST_STAGE,
+	};
+	e->qlen++;
+	setq_advance(e);
+	return SC_OK;
+}
+
+/* The update itself, once the queue before it is done. */
+static int edit_update_now(sc_hamt_edit *e, const void *key, size_t len,
+			   uint64_t h, sc_hamt_update_fn fn, void *ctx)
+{
 	SC_REQUIRE(h == key_hash(e->map, key, len));
+	int rc;
 	path p;
 	const entry *cur = NULL;
 	if (e->root) {
@@ -1066,7 +1133,7 @@ bool sc_hamt_edit_prefetch(const sc_hamt_edit *e, uint64_t hash,
 		return false;
 	if (*stage < SETQ_FIRST_STAGE)
 		*stage = SETQ_FIRST_STAGE;
-	if (!path_prefetch(e->root, hash, *stage))
+	if (!path_prefetch(e->root, hash, *stage, false))
 		return false;
 	++*stage;
 	return true;

@@ -240,6 +240,32 @@ bool sc_hamt_edit_prefetch(const sc_hamt_edit *edit, uint64_t hash,
 int sc_hamt_edit_update_hashed(sc_hamt_edit *edit, const void *key, size_t len,
 			       uint64_t hash, sc_hamt_update_fn fn, void *ctx);
 
+/* Called exactly once for each queued update (sc_hamt_edit_update_later):
+ * rc is SC_OK when it was done, else why it was not (the callback's code,
+ * ENOMEM, or SC_ESTATE when the edit was aborted before it ran). After it
+ * the map uses neither `ctx` nor the key bytes. */
+typedef void (*sc_hamt_done_fn)(void *ctx, int rc);
+
+/*
+ * sc_hamt_edit_update_later - sc_hamt_edit_update_hashed, done a few calls
+ * later: the update waits in the edit's queue (with the queued sets) while
+ * its path is prefetched, so the memory misses of several changes overlap.
+ * `key` bytes and `ctx` must stay valid until `done` runs. Every other call
+ * on the edit (lookups, sc_hamt_edit_root, commit, a synchronous update)
+ * first does what is queued, in order.
+ *
+ * The callback runs as for sc_hamt_edit_update, but its error cannot be
+ * handed to the caller that queued it: any error of a queued update
+ * (including the callback's) poisons the edit, goes to its `done`, and is
+ * returned by the call that did it (this one, or a later one on the edit).
+ * Returns SC_OK when queued. Errors: SC_EINVAL (as for update; not queued),
+ * SC_EPOISONED, or the error of an earlier queued change done here (the edit
+ * is then poisoned; this update was not queued and `done` is not called).
+ */
+int sc_hamt_edit_update_later(sc_hamt_edit *edit, const void *key, size_t len,
+			      uint64_t hash, sc_hamt_update_fn fn,
+			      sc_hamt_done_fn done, void *ctx);
+
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
 void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
 
