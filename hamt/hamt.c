@@ -1296,10 +1296,20 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 {
 	if (!g)
 		return;
-	for (size_t i = 0; i < g->nnodes; i++)
+	/* The nodes and pairs of a garbage list are cold (replaced a whole
+	 * batch ago) and scattered: load a few ahead, so that the misses of
+	 * the header reads (sizes, links) overlap. */
+	enum { AHEAD = 8 };
+	for (size_t i = 0; i < g->nnodes; i++) {
+		if (i + AHEAD < g->nnodes)
+			__builtin_prefetch(g->nodes[i + AHEAD], 1);
 		node_free(map, g->nodes[i]);
-	for (size_t i = 0; i < g->npairs; i++)
+	}
+	for (size_t i = 0; i < g->npairs; i++) {
+		if (i + AHEAD < g->npairs)
+			__builtin_prefetch(g->pairs[i + AHEAD].value, 1);
 		release_pair(map, g->pairs[i]);
+	}
 	garbage_recycle(map, g);
 }
 
