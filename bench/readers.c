@@ -13,11 +13,25 @@
  *                      nodes and frees the old ones with call_rcu).
  * Every lookup reads one attribute of the state it finds.
  *
+ * Every side's writer applies the same batches (the same entity sequence,
+ * the same 5 attributes per set) and runs flat out, as fast as its design
+ * lets it; its batch rate is reported, not fixed.
+ *
  * Output: one JSON object per (threads, writer, peer) line, with the
  * writer's batch rate of each side when it is busy (peers whose writer
- * waits, e.g. in synchronize_rcu, leave more CPU to their readers). Each figure
- * is the best of SC_BENCH_REPEAT (default 3) interleaved measurements of
- * SC_BENCH_SECONDS (default 0.5) each, to damp noise from other processes.
+ * waits, e.g. in synchronize_rcu, or blocks readers, leave more CPU to
+ * their readers) and where the time went: reader_cores and writer_cores
+ * are CPU seconds per second of each side's readers and writer (on 2
+ * cores, 2 readers and a writer that never blocks them share the cores;
+ * other processes on the machine show up here too), lookup_cpu_ns the
+ * readers' CPU time per lookup, the figure least disturbed by other load.
+ * Then one readers_busy_vs_idle line per thread count and implementation.
+ * Each figure is the best of SC_BENCH_REPEAT (default 3) interleaved
+ * measurements of SC_BENCH_SECONDS (default 0.5) each, to damp noise from
+ * other processes.
+ *
+ * Profiling knobs: SC_BENCH_THREADS=1|2 and SC_BENCH_WRITER=idle|busy run
+ * one case; SC_BENCH_PEERS=0 measures statecache alone.
  */
 #define _LGPL_SOURCE
 #include <urcu/urcu-memb.h>
@@ -572,17 +586,31 @@ int main(void)
 				fflush(stdout);
 			}
 		}
-		/* Readers with a busy writer against readers alone. */
+		/* Readers with a busy writer against readers alone. The ratio
+		 * is the product of two factors, printed too: the share of
+		 * the cores the readers kept (cores_ratio; a writer that
+		 * never blocks readers competes with them for the cores when
+		 * readers + writer outnumber them) and the CPU time per
+		 * lookup (cpu_per_lookup_ratio; what the writer's memory
+		 * traffic costs each lookup). */
 		if (!ws)
-			for (int c = 0; c < nimpl; c++)
+			for (int c = 0; c < nimpl; c++) {
+				const result *i = &best[0][c], *b = &best[1][c];
 				printf("{\"name\":\"readers_busy_vs_idle\","
 				       "\"threads\":%u,\"impl\":\"%s\","
-				       "\"ratio\":%.3f}\n",
+				       "\"ratio\":%.3f,\"cores_ratio\":%.3f,"
+				       "\"cpu_per_lookup_ratio\":%.3f}\n",
 				       threads, all[c]->name,
-				       best[0][c].lookups_per_s > 0
-					   ? best[1][c].lookups_per_s /
-						 best[0][c].lookups_per_s
+				       i->lookups_per_s > 0
+					   ? b->lookups_per_s / i->lookups_per_s
+					   : 0.0,
+				       i->reader_cores > 0
+					   ? b->reader_cores / i->reader_cores
+					   : 0.0,
+				       i->lookup_cpu_ns > 0
+					   ? b->lookup_cpu_ns / i->lookup_cpu_ns
 					   : 0.0);
+			}
 	}
 	sc_cache_destroy(sc.cache);
 	if (npeers)
