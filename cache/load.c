@@ -90,8 +90,7 @@ static char *put_bytes(char *p, const char *src, size_t len)
 	return p + len + 1;
 }
 
-/* The state's block, from cache's pool, filled; *out NULL on error. */
-static int build_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
+int sc_cache_load_build(uint64_t born, sc_str id, const sc_attr *attrs,
 			size_t nattrs, int64_t updated_at, sc_str actor,
 			uint64_t position, sc_entity **out, sc_error *err)
 {
@@ -119,7 +118,9 @@ static int build_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 				    "entity '%.*s' would take 4 GiB or more; "
 				    "split its attributes",
 				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
-	sc_entity *e = sc_pool_alloc(&cache->entity_pool, align8(size));
+	/* A plain block of sc_entity_block_size bytes: the release hook
+	 * gives it to the pool or to sc_free, whichever thread made it. */
+	sc_entity *e = sc_malloc(align8(size));
 	if (!e)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a %llu-byte entity "
@@ -133,7 +134,7 @@ static int build_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	key->bytes[id.len] = '\0';
 	e->position = position;
 	e->updated_at = updated_at;
-	e->born = cache->generation;
+	e->born = born;
 	e->size = (uint32_t)size;
 	e->nattrs = (uint32_t)nattrs;
 	e->table_off = (uint32_t)table_off;
@@ -204,13 +205,8 @@ static int replace_update(void *ctx, const sc_hamt_key *old_key,
 	return SC_OK;
 }
 
-int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
-			 uint64_t position, sc_error *err)
+int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
 {
-	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
-		   id.len <= SC_ENTITY_ID_MAX);
-	SC_REQUIRE(!nattrs || attrs);
 	if (cache->poisoned)
 		return sc_error_set(err, SC_EPOISONED,
 				    "the pending version is unusable after an "
@@ -218,29 +214,65 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	int rc = pending_open(cache, err);
 	if (rc)
 		return rc;
-	sc_entity *ne;
-	rc = build_sorted(cache, id, attrs, nattrs, updated_at, updated_by,
-			  position, &ne, err);
-	if (rc == ENOMEM)
-		return poison(cache, rc, err, "building an entity state");
-	if (rc)
-		return rc;
+	*born = cache->generation;
+	return SC_OK;
+}
+
+void sc_cache_load_drop(sc_entity *e)
+{
+	sc_free(e);
+}
+
+int sc_cache_load_store(sc_cache *cache, sc_entity *ne, sc_error *err)
+{
+	SC_REQUIRE(cache->edit && ne->born == cache->generation);
+	if (cache->poisoned) {
+		sc_free(ne);
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	}
+	sc_str id = sc_entity_id(ne);
 	replace_ctx r = {.cache = cache, .ne = ne};
-	rc = sc_hamt_edit_update(cache->edit, id.ptr, id.len, replace_update,
-				 &r);
+	int rc = sc_hamt_edit_update(cache->edit, id.ptr, id.len,
+				     replace_update, &r);
 	if (rc) {
-		sc_pool_free(&cache->entity_pool, ne, sc_entity_block_size(ne));
-		if (rc == SC_ECORRUPT)
-			return sc_error_set(err, rc,
-					    "entity '%.*s' is loaded twice "
-					    "into one pending version",
-					    (int)(id.len > 64 ? 64 : id.len),
-					    id.ptr);
+		if (rc == SC_ECORRUPT) {
+			rc = sc_error_set(err, rc,
+					  "entity '%.*s' is loaded twice "
+					  "into one pending version",
+					  (int)(id.len > 64 ? 64 : id.len),
+					  id.ptr);
+			sc_free(ne);
+			return rc;
+		}
+		sc_free(ne);
 		return poison(cache, rc, err, "inserting an entity");
 	}
 	counter_add(&cache->entity_bytes, ne->size, 0);
 	cache->pending_garbage_entity_bytes += r.dropped;
-	if (position > cache->pending_position)
-		cache->pending_position = position;
+	if (ne->position > cache->pending_position)
+		cache->pending_position = ne->position;
 	return SC_OK;
+}
+
+int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, sc_error *err)
+{
+	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
+		   id.len <= SC_ENTITY_ID_MAX);
+	SC_REQUIRE(!nattrs || attrs);
+	uint64_t born;
+	int rc = sc_cache_load_begin(cache, &born, err);
+	if (rc)
+		return rc;
+	sc_entity *ne;
+	rc = sc_cache_load_build(born, id, attrs, nattrs, updated_at,
+				 updated_by, position, &ne, err);
+	if (rc == ENOMEM)
+		return poison(cache, rc, err, "building an entity state");
+	if (rc)
+		return rc;
+	return sc_cache_load_store(cache, ne, err);
 }

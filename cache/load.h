@@ -41,4 +41,28 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 size_t nattrs, int64_t updated_at, sc_str updated_by,
 			 uint64_t position, sc_error *err);
 
+/*
+ * The same in three steps, so that states can be built on other threads
+ * while the writer stores them:
+ *
+ *   sc_cache_load_begin   open the pending version (writer); *born is the
+ *                         generation every state built for it must carry.
+ *   sc_cache_load_build   make one state (any thread; touches no cache):
+ *                         the requirements and SC_ETOOBIG/ENOMEM of
+ *                         sc_cache_load_sorted, but nothing is poisoned.
+ *   sc_cache_load_store   put a built state into the pending version
+ *                         (writer), which owns it from then on; on error
+ *                         the state is freed and the errors are those of
+ *                         sc_cache_load_sorted.
+ *   sc_cache_load_drop    free a built state that will not be stored.
+ *
+ * The pending version must stay open from begin to the last store.
+ */
+int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err);
+int sc_cache_load_build(uint64_t born, sc_str id, const sc_attr *attrs,
+			size_t nattrs, int64_t updated_at, sc_str updated_by,
+			uint64_t position, sc_entity **out, sc_error *err);
+int sc_cache_load_store(sc_cache *cache, sc_entity *e, sc_error *err);
+void sc_cache_load_drop(sc_entity *e);
+
 #endif

@@ -749,24 +749,37 @@ int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
 					entities, err);
 }
 
-/* ---- loading a whole snapshot, two chunks in flight --------------------- */
+/* ---- loading a whole snapshot on two threads ---------------------------- */
 
 /*
- * The helper thread inflates and checks chunk i+1 (zstd, pass 1) while the
- * calling thread loads chunk i (pass 2, building states, the map). Two
- * slots, each owning an inflater: the helper fills slot i % 2 once the
- * loader has finished with what it held before, so at most two chunks'
- * raw bytes exist at once. The loader takes the slots strictly in chunk
- * order and the helper stops at its first failure, so the error reported
- * is the first one in chunk order, the same as a sequential restore's.
+ * Two threads share the work of a restore: the calling thread (the
+ * writer) and a helper. Either one takes the next chunk nobody has taken,
+ * verifies and decompresses it and builds its entities' states (the bulk
+ * of the work: zstd, parsing, an allocation and its first-touch page
+ * faults per state); only the writer stores states into the map, strictly
+ * in chunk order. Bounds: chunk c is taken only once chunk c - LOAD_SLOTS
+ * is stored, so at most LOAD_SLOTS chunks' states wait outside the map
+ * (they are part of the state being built anyway) and each thread holds
+ * one chunk's raw bytes. A thread that fails on chunk c records the error
+ * in c's slot and no chunk after c is taken; the writer reports the error
+ * when it reaches c, so it is the first one in chunk order, the same as
+ * a restore on one thread gives.
  */
 
-typedef struct load_slot {
+#define LOAD_SLOTS 3
+
+/* What one thread keeps from chunk to chunk. */
+typedef struct load_worker {
 	inflater z;
-	bool full; /* checked, waiting for the loader (or failed) */
+	sc_attr *attrs;
+	size_t cap_attrs;
+} load_worker;
+
+typedef struct load_slot {
+	sc_entity **states; /* built, not yet stored */
+	size_t n, cap;
+	bool done; /* states or the error are ready */
 	int rc;
-	uint64_t count;
-	size_t max_attrs;
 	sc_error err;
 } load_slot;
 
@@ -774,34 +787,121 @@ typedef struct load_pipe {
 	const sc_snapshot_header *h;
 	const void *const *chunks;
 	const size_t *lens;
+	uint64_t born;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	load_slot slot[2];
-	bool stop; /* the loader gave up: the helper returns */
+	uint32_t next_take; /* chunks below it are taken */
+	uint32_t stored;    /* chunks below it are in the map */
+	uint32_t limit;	    /* take nothing at or above it (failure) */
+	bool stop;	    /* the writer gave up */
+	load_slot slot[LOAD_SLOTS];
 } load_pipe;
+
+typedef struct build_ctx {
+	load_slot *slot;
+	uint64_t born;
+	sc_error *err;
+} build_ctx;
+
+static int build_one(void *ctx, const sc_snapshot_entity *e)
+{
+	build_ctx *b = ctx;
+	sc_entity *ne;
+	int rc = sc_cache_load_build(b->born, e->id, e->attrs, e->nattrs,
+				     e->updated_at, e->updated_by, e->position,
+				     &ne, b->err);
+	if (rc)
+		return rc;
+	SC_INSIST(b->slot->n < b->slot->cap);
+	b->slot->states[b->slot->n++] = ne;
+	return 0;
+}
+
+static void slot_drop(load_slot *s)
+{
+	for (size_t k = 0; k < s->n; k++)
+		sc_cache_load_drop(s->states[k]);
+	s->n = 0;
+}
+
+/* Verify, decompress and build chunk c into its slot (no lock held). */
+static int chunk_build(load_pipe *p, load_worker *w, uint32_t c, load_slot *s)
+{
+	uint64_t count;
+	size_t max_attrs;
+	sc_error_clear(&s->err);
+	int rc = chunk_check(&w->z, p->h, c, p->chunks[c], p->lens[c], &count,
+			     &max_attrs, &s->err);
+	if (!rc)
+		rc = attrs_reserve(&w->attrs, &w->cap_attrs, max_attrs, c,
+				   &s->err);
+	if (!rc && count > s->cap) {
+		/* count <= SC_SNAPSHOT_CHUNK_ENTITIES_MAX (chunk_check). */
+		sc_free(s->states);
+		s->cap = 0;
+		s->states = sc_malloc(count * sizeof *s->states);
+		if (s->states)
+			s->cap = count;
+		else
+			rc = sc_error_set(&s->err, ENOMEM,
+					  "out of memory decoding snapshot "
+					  "chunk %u",
+					  c);
+	}
+	if (!rc) {
+		build_ctx b = {s, p->born, &s->err};
+		rc = chunk_emit(w->z.buf, p->h, c, w->attrs, build_one, &b);
+	}
+	if (rc)
+		slot_drop(s);
+	return rc;
+}
+
+/* Take the next chunk if one may be taken: its index, or UINT32_MAX.
+ * p->mu held. */
+static uint32_t take_locked(load_pipe *p)
+{
+	uint32_t c = p->next_take;
+	if (p->stop || c >= p->limit || c >= p->stored + LOAD_SLOTS)
+		return UINT32_MAX;
+	p->next_take++;
+	return c;
+}
+
+/* Build chunk c and publish the result. p->mu not held. */
+static void take_and_build(load_pipe *p, load_worker *w, uint32_t c)
+{
+	load_slot *s = &p->slot[c % LOAD_SLOTS];
+	int rc = chunk_build(p, w, c, s);
+	pthread_mutex_lock(&p->mu);
+	s->rc = rc;
+	s->done = true;
+	if (rc && c < p->limit)
+		p->limit = c + 1; /* chunks after c are not needed */
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
 
 static void *load_helper(void *arg)
 {
 	load_pipe *p = arg;
-	for (uint32_t i = 0; i < p->h->chunk_count; i++) {
-		load_slot *s = &p->slot[i % 2];
-		pthread_mutex_lock(&p->mu);
-		while (s->full && !p->stop)
+	load_worker w = {0};
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		uint32_t c = take_locked(p);
+		if (c == UINT32_MAX) {
+			if (p->stop || p->next_take >= p->limit)
+				break;
 			pthread_cond_wait(&p->cv, &p->mu);
-		bool stop = p->stop;
+			continue;
+		}
 		pthread_mutex_unlock(&p->mu);
-		if (stop)
-			break;
-		sc_error_clear(&s->err);
-		s->rc = chunk_check(&s->z, p->h, i, p->chunks[i], p->lens[i],
-				    &s->count, &s->max_attrs, &s->err);
+		take_and_build(p, &w, c);
 		pthread_mutex_lock(&p->mu);
-		s->full = true;
-		pthread_cond_broadcast(&p->cv);
-		pthread_mutex_unlock(&p->mu);
-		if (s->rc)
-			break;
 	}
+	pthread_mutex_unlock(&p->mu);
+	inflater_fini(&w.z);
+	sc_free(w.attrs);
 	return NULL;
 }
 
@@ -820,43 +920,58 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 	if (params)
 		prm = *params;
 	load_pipe p = {.h = h, .chunks = chunks, .lens = lens};
+	p.limit = h->chunk_count;
+	int rc = sc_cache_load_begin(cache, &p.born, err);
+	if (rc)
+		return rc;
 	pthread_mutex_init(&p.mu, NULL);
 	pthread_cond_init(&p.cv, NULL);
 	pthread_t th;
 	bool threaded = !prm.no_thread && h->chunk_count > 1 &&
 			pthread_create(&th, NULL, load_helper, &p) == 0;
-	load_ctx l = {cache, err, h, 0};
-	sc_attr *attrs = NULL;
-	size_t cap = 0;
+	load_worker w = {0};
 	uint64_t total = 0;
-	int rc = 0;
 	for (uint32_t i = 0; i < h->chunk_count && !rc; i++) {
-		load_slot *s = &p.slot[i % 2];
-		if (threaded) {
-			pthread_mutex_lock(&p.mu);
-			while (!s->full)
+		load_slot *s = &p.slot[i % LOAD_SLOTS];
+		/* Build chunks while chunk i is not ready (it may be the
+		 * helper's), then store it. */
+		pthread_mutex_lock(&p.mu);
+		while (!s->done) {
+			uint32_t c = take_locked(&p);
+			if (c != UINT32_MAX) {
+				pthread_mutex_unlock(&p.mu);
+				take_and_build(&p, &w, c);
+				pthread_mutex_lock(&p.mu);
+			} else {
 				pthread_cond_wait(&p.cv, &p.mu);
-			pthread_mutex_unlock(&p.mu);
-		} else {
-			sc_error_clear(&s->err);
-			s->rc = chunk_check(&s->z, h, i, chunks[i], lens[i],
-					    &s->count, &s->max_attrs, &s->err);
+			}
 		}
+		pthread_mutex_unlock(&p.mu);
 		rc = s->rc;
 		if (rc) {
 			if (err)
 				*err = s->err;
 			break;
 		}
-		l.index = i;
-		rc = attrs_reserve(&attrs, &cap, s->max_attrs, i, err);
-		if (!rc)
-			rc = chunk_emit(s->z.buf, h, i, attrs, load_one, &l);
-		if (rc)
+		size_t k = 0;
+		for (; k < s->n && !rc; k++)
+			rc = sc_cache_load_store(cache, s->states[k], err);
+		if (rc) {
+			/* states[k-1] failed and is freed; the rest wait. */
+			for (; k < s->n; k++)
+				sc_cache_load_drop(s->states[k]);
+			s->n = 0;
+			if (rc == SC_ECORRUPT)
+				rc = chunk_corrupt(err, h, i,
+						   "an entity id appears twice "
+						   "in the snapshot");
 			break;
-		total += s->count;
+		}
+		total += s->n;
+		s->n = 0;
 		pthread_mutex_lock(&p.mu);
-		s->full = false;
+		s->done = false;
+		p.stored = i + 1;
 		pthread_cond_broadcast(&p.cv);
 		pthread_mutex_unlock(&p.mu);
 		if (prm.chunk_done)
@@ -869,9 +984,13 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 		pthread_mutex_unlock(&p.mu);
 		pthread_join(th, NULL);
 	}
-	for (int k = 0; k < 2; k++)
-		inflater_fini(&p.slot[k].z);
-	sc_free(attrs);
+	/* States built for chunks that were never stored. */
+	for (int k = 0; k < LOAD_SLOTS; k++) {
+		slot_drop(&p.slot[k]);
+		sc_free(p.slot[k].states);
+	}
+	inflater_fini(&w.z);
+	sc_free(w.attrs);
 	pthread_cond_destroy(&p.cv);
 	pthread_mutex_destroy(&p.mu);
 	if (!rc)
