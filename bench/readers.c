@@ -31,7 +31,8 @@
  * other processes.
  *
  * Profiling knobs: SC_BENCH_THREADS=1|2 and SC_BENCH_WRITER=idle|busy run
- * one case; SC_BENCH_PEERS=0 measures statecache alone.
+ * one case; SC_BENCH_PEERS=0 measures statecache alone; SC_BENCH_BATCH
+ * (default 100, at most 10000) sets the writer's batch size for every side.
  */
 #define _LGPL_SOURCE
 #include <urcu/urcu-memb.h>
@@ -53,12 +54,13 @@
 
 #define NENTITIES   1000000u
 #define NKEYS	    (1u << 20) /* random lookup sequence */
-#define BATCH	    100
+#define MAX_BATCH   10000
 #define MAX_READERS 2
 
 static char (*ids)[16];
 static unsigned *lookup_seq;
 static double seconds = 0.5;
+static int batch = 100; /* sets per writer batch (SC_BENCH_BATCH) */
 
 static uint64_t rnd_next(uint64_t *s)
 {
@@ -99,7 +101,7 @@ struct impl {
 	int64_t (*lookup)(impl *m, void *rctx, unsigned i);
 	void *(*reader_ctx)(impl *m);
 	void (*reader_ctx_free)(impl *m, void *rctx);
-	/* one writer batch of BATCH sets */
+	/* one writer batch of `batch` sets */
 	void (*write_batch)(impl *m, uint64_t *rnd, int64_t gen);
 };
 
@@ -296,7 +298,7 @@ static int64_t sc_lookup(impl *m, void *rctx, unsigned i)
 static void sc_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 {
 	sc_impl *s = (sc_impl *)m;
-	for (int k = 0; k < BATCH; k++)
+	for (int k = 0; k < batch; k++)
 		sc_set(s, (unsigned)(rnd_next(rnd) % NENTITIES), gen);
 	if (sc_cache_promote(s->cache)) {
 		fprintf(stderr, "promote failed\n");
@@ -367,14 +369,14 @@ static int64_t gh_lookup(impl *m, void *rctx, unsigned i)
 static void gh_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 {
 	gh_impl *g = (gh_impl *)m;
-	unsigned which[BATCH];
-	peer_state *ns[BATCH];
-	for (int k = 0; k < BATCH; k++) {
+	static unsigned which[MAX_BATCH]; /* one writer at a time */
+	static peer_state *ns[MAX_BATCH];
+	for (int k = 0; k < batch; k++) {
 		which[k] = (unsigned)(rnd_next(rnd) % NENTITIES);
 		ns[k] = peer_state_new(which[k], gen);
 	}
 	pthread_rwlock_wrlock(&g->lock);
-	for (int k = 0; k < BATCH; k++) /* frees the old value */
+	for (int k = 0; k < batch; k++) /* frees the old value */
 		g_hash_table_replace(g->table, ids[which[k]], ns[k]);
 	pthread_rwlock_unlock(&g->lock);
 }
@@ -470,7 +472,7 @@ static void lf_node_free_rcu(struct rcu_head *head)
 static void lf_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 {
 	lf_impl *l = (lf_impl *)m;
-	for (int k = 0; k < BATCH; k++) {
+	for (int k = 0; k < batch; k++) {
 		unsigned i = (unsigned)(rnd_next(rnd) % NENTITIES);
 		lf_node *n = lf_node_new(i, gen);
 		urcu_memb_read_lock();
@@ -510,6 +512,9 @@ int main(void)
 	const char *s = getenv("SC_BENCH_SECONDS");
 	if (s && atof(s) > 0)
 		seconds = atof(s);
+	const char *bs = getenv("SC_BENCH_BATCH");
+	if (bs && atoi(bs) > 0 && atoi(bs) <= MAX_BATCH)
+		batch = atoi(bs);
 	ids = malloc(sizeof *ids * NENTITIES);
 	for (unsigned i = 0; i < NENTITIES; i++)
 		snprintf(ids[i], sizeof ids[i], "dev-%07u", i);
