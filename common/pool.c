@@ -11,15 +11,18 @@ void sc_pool_init(sc_pool *p, size_t max_bytes)
 
 void sc_pool_drain(sc_pool *p)
 {
-	for (size_t c = 0; c < sizeof p->head / sizeof p->head[0]; c++) {
-		void *b = p->head[c];
-		while (b) {
-			void *next = *(void **)b;
-			SC_POOL_UNPOISON(b, c * 8);
-			sc_free(b);
-			b = next;
+	for (size_t c = 1; c < sizeof p->cls / sizeof p->cls[0]; c++) {
+		sc_pool_class *k = &p->cls[c];
+		while (k->chunk) {
+			void **chunk = k->chunk;
+			for (uint32_t i = 1; i <= k->fill; i++) {
+				SC_POOL_UNPOISON(chunk[i], c * 8);
+				sc_free(chunk[i]);
+			}
+			k->chunk = (void **)chunk[0];
+			k->fill = k->chunk ? (uint32_t)(c - 1) : 0;
+			sc_free(chunk);
 		}
-		p->head[c] = NULL;
 	}
 	p->bytes = 0;
 }

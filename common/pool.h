@@ -43,10 +43,30 @@
 
 #define SC_POOL_MAX_SIZE 1024u
 
+/*
+ * The blocks of one size are kept without writing into most of them: a
+ * freed block is either stored as a pointer in the class's current *chunk*
+ * or, when the chunk is full, becomes the new chunk itself:
+ *
+ *   chunk block:  [ link to the previous (full) chunk | ptr | ptr | ... ]
+ *                   word 0                             words 1..size/8-1
+ *
+ * Taking a block pops a pointer from the chunk (a line just used, so a
+ * hit) instead of reading a link out of the cold block; only when the
+ * chunk is empty is the chunk block itself handed out. A promote frees
+ * thousands of blocks last touched a batch ago, and the next batch takes
+ * them again: neither side reads or writes a cold block for the list.
+ * Blocks of 8 bytes hold no pointer: their list is a plain linked list.
+ */
+typedef struct sc_pool_class {
+	void **chunk;  /* current chunk, or NULL when the class is empty */
+	uint32_t fill; /* pointers held in the current chunk */
+} sc_pool_class;
+
 typedef struct sc_pool {
-	void *head[SC_POOL_MAX_SIZE / 8 + 1]; /* by size / 8 */
-	size_t bytes;			      /* held in the lists */
-	size_t max_bytes;		      /* bound on `bytes` */
+	sc_pool_class cls[SC_POOL_MAX_SIZE / 8 + 1]; /* by size / 8 */
+	size_t bytes;				     /* held in the lists */
+	size_t max_bytes;			     /* bound on `bytes` */
 } sc_pool;
 
 /* An empty pool that holds at most `max_bytes` of free blocks. */
@@ -55,7 +75,7 @@ void sc_pool_init(sc_pool *p, size_t max_bytes);
 /* Free every listed block (the pool stays usable). */
 void sc_pool_drain(sc_pool *p);
 
-static inline int sc_pool_class(size_t size)
+static inline int sc_pool_class_of(size_t size)
 {
 	return (size & 7u) == 0 && size >= 8 && size <= SC_POOL_MAX_SIZE
 		   ? (int)(size >> 3)
@@ -65,18 +85,26 @@ static inline int sc_pool_class(size_t size)
 /* A block of `size` bytes, or NULL (out of memory, or injected failure). */
 static inline void *sc_pool_alloc(sc_pool *p, size_t size)
 {
-	int c = sc_pool_class(size);
-	void *b = c >= 0 ? p->head[c] : NULL;
-	if (!b)
+	int c = sc_pool_class_of(size);
+	sc_pool_class *k = c >= 0 ? &p->cls[c] : NULL;
+	if (!k || !k->chunk)
 		return sc_malloc(size);
 	if (sc_alloc_fail_now())
 		return NULL;
-	p->head[c] = *(void **)b;
+	void *b;
+	if (k->fill) {
+		b = k->chunk[k->fill--];
+		/* The caller is about to write this cold block; start loading
+		 * the one the next call of this size will hand out. */
+		__builtin_prefetch(k->fill ? k->chunk[k->fill] : k->chunk, 1);
+	} else {
+		b = k->chunk;
+		k->chunk = (void **)k->chunk[0];
+		k->fill = k->chunk ? (uint32_t)(size / 8 - 1) : 0;
+		if (k->chunk)
+			__builtin_prefetch(k->chunk, 0);
+	}
 	p->bytes -= size;
-	/* Listed blocks are cold (freed long ago, in bulk): start loading the
-	 * next one now, the caller is about to write this one. */
-	if (p->head[c])
-		__builtin_prefetch(p->head[c], 1);
 	SC_POOL_UNPOISON(b, size);
 	return b;
 }
@@ -85,17 +113,25 @@ static inline void *sc_pool_alloc(sc_pool *p, size_t size)
  * exactly this size). NULL is a no-op. */
 static inline void sc_pool_free(sc_pool *p, void *b, size_t size)
 {
-	int c = sc_pool_class(size);
+	int c = sc_pool_class_of(size);
 	if (!b)
 		return;
 	if (c < 0 || p->bytes + size > p->max_bytes) {
 		sc_free(b);
 		return;
 	}
-	*(void **)b = p->head[c];
-	p->head[c] = b;
+	sc_pool_class *k = &p->cls[c];
+	if (k->chunk && k->fill < size / 8 - 1) {
+		k->chunk[++k->fill] = b;
+		SC_POOL_POISON(b, size);
+	} else {
+		/* b becomes the chunk: it stays unpoisoned while it is one. */
+		void **nc = b;
+		nc[0] = k->chunk;
+		k->chunk = nc;
+		k->fill = 0;
+	}
 	p->bytes += size;
-	SC_POOL_POISON((char *)b + sizeof(void *), size - sizeof(void *));
 }
 
 #endif
