@@ -1299,7 +1299,7 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 	/* The nodes and pairs of a garbage list are cold (replaced a whole
 	 * batch ago) and scattered: load a few ahead, so that the misses of
 	 * the header reads (sizes, links) overlap. */
-	enum { AHEAD = 8 };
+	enum { AHEAD = 16 };
 	for (size_t i = 0; i < g->nnodes; i++) {
 		if (i + AHEAD < g->nnodes)
 			__builtin_prefetch(g->nodes[i + AHEAD], 1);
