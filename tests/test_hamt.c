@@ -1034,6 +1034,174 @@ static void test_random_seed(void **state)
 	sc_hamt_destroy(NULL);
 }
 
+/* ==== queued changes ====================================================== */
+
+/* Abort with sets still queued releases each pair the map took exactly
+ * once: not a base pair set again (a no-op), not a pair queued twice. */
+static void test_queue_abort(void **state)
+{
+	(void)state;
+	hamt_tk_counter c = {0};
+	sc_hamt *m = new_map(&c, NULL);
+	sc_hamt_root r = build(m, &c, 100, 0);
+	/* The base's pair for key 5, to set again. */
+	sc_hamt_iter it;
+	const sc_hamt_key *bk = NULL;
+	void *bv = NULL;
+	sc_hamt_iter_init(&it, r);
+	while (sc_hamt_iter_next(&it, &bk, &bv))
+		if (bv == V(6))
+			break;
+	assert_ptr_equal(bv, V(6));
+	size_t made0 = c.made;
+	sc_hamt_edit *e;
+	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+	char k[32];
+	key_name(k, sizeof k, 1000);
+	sc_hamt_key *dup = hamt_tk_key_str(&c, k);
+	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
+	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
+	assert_int_equal(sc_hamt_edit_set(e, bk, bv), SC_OK);
+	key_name(k, sizeof k, 3);
+	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(77)),
+			 SC_OK);
+	sc_hamt_edit_abort(e);
+	assert_int_equal(c.released, c.made - made0);
+	assert_int_equal(c.released, 2);
+	for (unsigned i = 0; i < 100; i++) {
+		key_name(k, sizeof k, i);
+		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
+	}
+	finish(m, &c, r);
+}
+
+typedef struct later_log {
+	hamt_tk_counter *c;
+	int order[64]; /* ids of the updates, in the order fn ran */
+	int nfn;
+	int done_rc[64]; /* by id; 1: done not called yet */
+	int fail_id;	 /* fn of this id returns SC_ECORRUPT */
+} later_log;
+
+typedef struct later_op {
+	later_log *log;
+	int id;
+	char key[32];
+	uintptr_t value; /* 0: remove */
+} later_op;
+
+static int later_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
+		    const sc_hamt_key **new_key, void **new_value)
+{
+	later_op *op = ctx;
+	(void)old_key;
+	(void)old_value;
+	op->log->order[op->log->nfn++] = op->id;
+	if (op->id == op->log->fail_id)
+		return SC_ECORRUPT;
+	if (!op->value) {
+		*new_key = NULL;
+		return SC_OK;
+	}
+	*new_key = hamt_tk_key_str(op->log->c, op->key);
+	*new_value = V(op->value);
+	return SC_OK;
+}
+
+static void later_done(void *ctx, int rc)
+{
+	later_op *op = ctx;
+	assert_int_equal(op->log->done_rc[op->id], 1); /* once */
+	op->log->done_rc[op->id] = rc;
+}
+
+static int queue_later(sc_hamt *m, sc_hamt_edit *e, later_op *op)
+{
+	return sc_hamt_edit_update_later(
+	    e, op->key, strlen(op->key),
+	    sc_hamt_hash(m, op->key, strlen(op->key)), later_fn, later_done,
+	    op);
+}
+
+/* Queued updates run in order with the queued sets, each `done` exactly
+ * once; a lookup sees them done; abort drops the rest with SC_ESTATE; a
+ * callback's error poisons the edit. */
+static void test_update_later(void **state)
+{
+	(void)state;
+	hamt_tk_counter c = {0};
+	sc_hamt *m = new_map(&c, NULL);
+	sc_hamt_root r = build(m, &c, 50, 0);
+	later_log log = {.c = &c, .fail_id = -1};
+	later_op ops[40];
+	for (int i = 0; i < 40; i++) {
+		log.done_rc[i] = 1;
+		ops[i].log = &log;
+		ops[i].id = i;
+		key_name(ops[i].key, sizeof ops[i].key, (unsigned)(i % 20));
+		ops[i].value = i % 7 == 6 ? 0 : (uintptr_t)(1000 + i);
+	}
+	sc_hamt_edit *e;
+	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+	char k[32];
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(queue_later(m, e, &ops[i]), SC_OK);
+		if (i % 5 == 0) { /* a set queued among them */
+			key_name(k, sizeof k, (unsigned)(i % 20));
+			assert_int_equal(
+			    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+					     V(2000 + i)),
+			    SC_OK);
+		}
+	}
+	/* The lookup does everything queued. */
+	key_name(k, sizeof k, 9);
+	assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(1029));
+	assert_int_equal(log.nfn, 30);
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(log.order[i], i);
+		assert_int_equal(log.done_rc[i], SC_OK);
+	}
+	/* The final values: the last change of each key wins. */
+	for (unsigned key = 0; key < 20; key++) {
+		int last = key + 20 < 30 ? (int)key + 20 : (int)key;
+		uintptr_t want = ops[last].value;
+		if (last % 5 == 0)
+			want = (uintptr_t)(2000 + last);
+		key_name(k, sizeof k, key);
+		assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(want));
+	}
+	/* Abort drops what is still queued. */
+	for (int i = 30; i < 33; i++)
+		assert_int_equal(queue_later(m, e, &ops[i]), SC_OK);
+	sc_hamt_edit_abort(e);
+	for (int i = 30; i < 33; i++)
+		assert_int_equal(log.done_rc[i], SC_ESTATE);
+	assert_int_equal(log.nfn, 30);
+
+	/* A failing callback poisons the edit; its done gets the code. */
+	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
+	log.fail_id = 34;
+	assert_int_equal(queue_later(m, e, &ops[33]), SC_OK);
+	assert_int_equal(queue_later(m, e, &ops[34]), SC_OK);
+	assert_int_equal(queue_later(m, e, &ops[35]), SC_OK);
+	sc_hamt_root nr;
+	sc_hamt_garbage *g;
+	assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_ECORRUPT);
+	assert_int_equal(log.done_rc[33], SC_OK);
+	assert_int_equal(log.done_rc[34], SC_ECORRUPT);
+	assert_int_equal(queue_later(m, e, &ops[36]), SC_EPOISONED);
+	assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_EPOISONED);
+	sc_hamt_edit_abort(e);
+	assert_int_equal(log.done_rc[35], SC_ESTATE);
+	assert_int_equal(log.done_rc[36], 1); /* never queued */
+	for (unsigned i = 0; i < 50; i++) {
+		key_name(k, sizeof k, i);
+		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
+	}
+	finish(m, &c, r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1058,6 +1226,8 @@ int main(void)
 	    cmocka_unit_test(test_update_errors),
 	    cmocka_unit_test(test_protect),
 	    cmocka_unit_test(test_random_seed),
+	    cmocka_unit_test(test_queue_abort),
+	    cmocka_unit_test(test_update_later),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
