@@ -158,14 +158,18 @@ static bool str_eq(sc_str a, sc_str b)
 	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-static int name_cmp(sc_str a, sc_str b)
+static inline int name_cmp(sc_str a, sc_str b)
 {
 	size_t n = a.len < b.len ? a.len : b.len;
-	/* Most names differ in their first byte: no memcmp call for them. */
-	if (n && a.ptr[0] != b.ptr[0])
-		return (unsigned char)a.ptr[0] < (unsigned char)b.ptr[0] ? -1
-									 : 1;
-	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	/* Most names differ in their first bytes and are short: a byte loop
+	 * for the first 16, memcmp for the rest. */
+	size_t i = 0;
+	for (size_t k = n < 16 ? n : 16; i < k; i++)
+		if (a.ptr[i] != b.ptr[i])
+			return (unsigned char)a.ptr[i] < (unsigned char)b.ptr[i]
+				   ? -1
+				   : 1;
+	int c = n > i ? memcmp(a.ptr + i, b.ptr + i, n - i) : 0;
 	if (c)
 		return c;
 	return (a.len > b.len) - (a.len < b.len);
@@ -601,8 +605,16 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 	}
 	for (size_t i = 0; i < ev->nattrs; i++)
 		v[i] = &ev->attrs[i];
-	sort_attr_ptrs(v, ev->nattrs);
-	size_t n = dedup_keep_last(v, ev->nattrs);
+	/* Events usually name their attributes in order, once each: one
+	 * pass tells, and then needs no sort and no de-duplication. */
+	size_t n = ev->nattrs;
+	bool ordered = true;
+	for (size_t i = 1; i < n && ordered; i++)
+		ordered = name_cmp(v[i - 1]->name, v[i]->name) < 0;
+	if (!ordered) {
+		sort_attr_ptrs(v, n);
+		n = dedup_keep_last(v, n);
+	}
 
 	merge m = {
 	    .ev = v,
