@@ -209,8 +209,8 @@ static int meta_init(sc_store *store, MDB_txn *txn, uint32_t *version,
  * snapshot lists its entities in the map's hash order; restoring it into a
  * map with the same seed inserts them in that order, so consecutive
  * inserts walk the same few nodes instead of one random path each through
- * a map far larger than the CPU caches (a 1M-entity restore spends about
- * a third less time). The seed still differs from store to store; anyone
+ * a map far larger than the CPU caches (at 1M entities the map's share of
+ * a restore's CPU time fell from about 28% to about 10%). The seed still differs from store to store; anyone
  * who can read it can read the whole log anyway.
  */
 static int hash_seed_init(sc_store *store, MDB_txn *txn, uint64_t *seed,
