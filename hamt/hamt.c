@@ -1238,10 +1238,17 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 	/* Past a small amount, blocks this edit freed and did not reuse go
 	 * back to malloc: the pool is for the garbage the caller frees after
 	 * a commit, which the next edit asks for again, not to pin memory
-	 * after a large edit. */
-	if (m->pool.bytes > NODE_POOL_KEEP_BYTES)
-		sc_pool_drain(&m->pool);
+	 * after a large edit. What a batch of edits keeps in it between
+	 * batches is about one garbage list (freed by the previous promote,
+	 * taken again by this edit, sizes not matching exactly): that much
+	 * stays, or a big batch would hand its blocks to malloc and take
+	 * them back on every commit. */
 	sc_hamt_garbage *g = e->g;
+	size_t keep = g ? 2 * g->bytes : 0;
+	if (keep < NODE_POOL_KEEP_BYTES)
+		keep = NODE_POOL_KEEP_BYTES;
+	if (m->pool.bytes > keep)
+		sc_pool_drain(&m->pool);
 	if (g && g->nnodes == 0 && g->npairs == 0) {
 		garbage_recycle(m, g);
 		g = NULL;
