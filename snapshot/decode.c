@@ -797,26 +797,6 @@ typedef struct load_pipe {
 	load_slot slot[LOAD_SLOTS];
 } load_pipe;
 
-typedef struct build_ctx {
-	load_slot *slot;
-	uint64_t born;
-	sc_error *err;
-} build_ctx;
-
-static int build_one(void *ctx, const sc_snapshot_entity *e)
-{
-	build_ctx *b = ctx;
-	sc_entity *ne;
-	int rc = sc_cache_load_build(b->born, e->id, e->attrs, e->nattrs,
-				     e->updated_at, e->updated_by, e->position,
-				     &ne, b->err);
-	if (rc)
-		return rc;
-	SC_INSIST(b->slot->n < b->slot->cap);
-	b->slot->states[b->slot->n++] = ne;
-	return 0;
-}
-
 static void slot_drop(load_slot *s)
 {
 	for (size_t k = 0; k < s->n; k++)
@@ -824,34 +804,95 @@ static void slot_drop(load_slot *s)
 	s->n = 0;
 }
 
+/*
+ * One pass over a decompressed chunk: each entity is checked exactly as
+ * read_chunk checks it and its state is built at once into the slot. The
+ * states stay outside the map until the whole chunk has passed, so the
+ * chunk is still verified whole before any of it is loaded; on failure the
+ * caller drops them. After `want` entities the rest are only checked (the
+ * count check then fails). Returns why the bytes are bad, or NULL; *rc is
+ * set on an allocation failure (the walk stops there).
+ */
+static const char *read_chunk_build(rd r, uint64_t max_position, load_worker *w,
+				    load_slot *s, uint64_t want, uint64_t born,
+				    uint32_t c, uint64_t *count, int *rc,
+				    sc_error *err)
+{
+	uint32_t num;
+	unsigned wire;
+	bool bad;
+	*count = 0;
+	while (rd_field(&r, &num, &wire, &bad)) {
+		rd sub;
+		if (num != 1) {
+			if (!rd_skip(&r, wire))
+				return "not a valid SnapshotChunk message";
+			continue;
+		}
+		if (wire != 2 || !rd_sub(&r, &sub))
+			return "not a valid SnapshotChunk message";
+		sc_snapshot_entity e;
+		size_t n;
+		const char *why = read_state(sub, max_position, &e, NULL, &n);
+		if (why)
+			return why;
+		if (++*count > want)
+			continue;
+		/* The entity's bytes are in L1 now: read them again into the
+		 * attribute array, sized for them. */
+		*rc = attrs_reserve(&w->attrs, &w->cap_attrs, n, c, err);
+		if (*rc)
+			return NULL;
+		why = read_state(sub, max_position, &e, w->attrs, &n);
+		SC_INSIST(!why);
+		sc_entity *ne;
+		*rc = sc_cache_load_build(born, e.id, e.attrs, e.nattrs,
+					  e.updated_at, e.updated_by,
+					  e.position, &ne, err);
+		if (*rc)
+			return NULL;
+		s->states[s->n++] = ne;
+	}
+	if (bad)
+		return "not a valid SnapshotChunk message";
+	return NULL;
+}
+
 /* Verify, decompress and build chunk c into its slot (no lock held). */
 static int chunk_build(load_pipe *p, load_worker *w, uint32_t c, load_slot *s)
 {
-	uint64_t count;
-	size_t max_attrs;
+	const sc_snapshot_header *h = p->h;
 	sc_error_clear(&s->err);
-	int rc = chunk_check(&w->z, p->h, c, p->chunks[c], p->lens[c], &count,
-			     &max_attrs, &s->err);
-	if (!rc)
-		rc = attrs_reserve(&w->attrs, &w->cap_attrs, max_attrs, c,
-				   &s->err);
-	if (!rc && count > s->cap) {
-		/* count <= SC_SNAPSHOT_CHUNK_ENTITIES_MAX (chunk_check). */
+	int rc = chunk_inflate(&w->z, h, c, p->chunks[c], p->lens[c], &s->err);
+	if (rc)
+		return rc;
+	uint64_t raw = h->chunk_raw_sizes[c], want = h->chunk_entity_counts[c];
+	/* A chunk cannot hold more (checked by the header decoder; again
+	 * here for hand-made headers, before `want` sizes an array). */
+	if (want > SC_SNAPSHOT_CHUNK_ENTITIES_MAX ||
+	    want > raw / SC_SNAPSHOT_ENTITY_MIN_BYTES)
+		return chunk_corrupt(&s->err, h, c,
+				     "entity count differs from the header's");
+	if (want > s->cap) {
 		sc_free(s->states);
 		s->cap = 0;
-		s->states = sc_malloc(count * sizeof *s->states);
-		if (s->states)
-			s->cap = count;
-		else
-			rc = sc_error_set(&s->err, ENOMEM,
-					  "out of memory decoding snapshot "
-					  "chunk %u",
-					  c);
+		s->states = sc_malloc(want * sizeof *s->states);
+		if (!s->states)
+			return sc_error_set(&s->err, ENOMEM,
+					    "out of memory decoding snapshot "
+					    "chunk %u",
+					    c);
+		s->cap = want;
 	}
-	if (!rc) {
-		build_ctx b = {s, p->born, &s->err};
-		rc = chunk_emit(w->z.buf, p->h, c, w->attrs, build_one, &b);
-	}
+	rd all = {w->z.buf, w->z.buf + raw};
+	uint64_t count;
+	const char *why = read_chunk_build(all, h->position, w, s, want,
+					   p->born, c, &count, &rc, &s->err);
+	if (!rc && why)
+		rc = chunk_corrupt(&s->err, h, c, why);
+	if (!rc && count != want)
+		rc = chunk_corrupt(&s->err, h, c,
+				   "entity count differs from the header's");
 	if (rc)
 		slot_drop(s);
 	return rc;
