@@ -98,8 +98,15 @@ struct sc_hamt {
 
 /* What the edit displaced: published nodes and entries of the base
  * version. Handed to the caller by commit. */
+/* A replaced node with its size, taken while the node was in cache, so
+ * that freeing it later needs no read of the (by then cold) node. */
+typedef struct gnode {
+	node *n;
+	size_t bytes; /* node_bytes() */
+} gnode;
+
 struct sc_hamt_garbage {
-	node **nodes;
+	gnode *nodes;
 	size_t nnodes, capnodes;
 	entry *pairs;
 	size_t npairs, cappairs;
@@ -224,14 +231,19 @@ static node *node_alloc(sc_hamt *m, unsigned ne, unsigned nc, uint64_t edit,
 	return n;
 }
 
-static void node_free(sc_hamt *m, node *n)
+/* Free n, of `sz` bytes (node_bytes(m, n)). */
+static void node_free_sized(sc_hamt *m, node *n, size_t sz)
 {
-	size_t sz = node_bytes(m, n);
 	atomic_fetch_sub_explicit(&m->allocated, sz, memory_order_relaxed);
 	if (m->flags & SC_HAMT_PROTECT)
 		munmap(n, sz);
 	else
 		sc_pool_free(&m->pool, n, sz);
+}
+
+static void node_free(sc_hamt *m, node *n)
+{
+	node_free_sized(m, n, node_bytes(m, n));
 }
 
 static inline bool key_eq(const sc_hamt_key *k, const void *bytes, size_t len)
@@ -501,7 +513,7 @@ static int edit_reserve(sc_hamt_edit *e, size_t nodes, size_t pairs)
 		size_t cap = g->capnodes ? 2 * g->capnodes : 32;
 		while (cap < g->nnodes + nodes)
 			cap *= 2;
-		node **p = sc_realloc(g->nodes, cap * sizeof *p);
+		gnode *p = sc_realloc(g->nodes, cap * sizeof *p);
 		if (!p)
 			return ENOMEM;
 		g->nodes = p;
@@ -530,8 +542,9 @@ static void edit_retire(sc_hamt_edit *e, node *n)
 	}
 	sc_hamt_garbage *g = e->g;
 	SC_INSIST(g && g->nnodes < g->capnodes);
-	g->nodes[g->nnodes++] = n;
-	g->bytes += node_bytes(e->map, n);
+	size_t bytes = node_bytes(e->map, n);
+	g->nodes[g->nnodes++] = (gnode){n, bytes};
+	g->bytes += bytes;
 }
 
 /* Whether pair x, which sits in a node this edit owns, belongs to the base
@@ -1304,14 +1317,13 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 	if (!g)
 		return;
 	/* The nodes and pairs of a garbage list are cold (replaced a whole
-	 * batch ago) and scattered: load a few ahead, so that the misses of
-	 * the header reads (sizes, links) overlap. */
+	 * batch ago) and scattered. A node's size was noted when it was
+	 * replaced and the pool keeps freed blocks without writing into them,
+	 * so freeing nodes touches none; the release hook reads each pair's
+	 * value: load those a few ahead, so that their misses overlap. */
 	enum { AHEAD = 16 };
-	for (size_t i = 0; i < g->nnodes; i++) {
-		if (i + AHEAD < g->nnodes)
-			__builtin_prefetch(g->nodes[i + AHEAD], 1);
-		node_free(map, g->nodes[i]);
-	}
+	for (size_t i = 0; i < g->nnodes; i++)
+		node_free_sized(map, g->nodes[i].n, g->nodes[i].bytes);
 	for (size_t i = 0; i < g->npairs; i++) {
 		if (i + AHEAD < g->npairs)
 			__builtin_prefetch(g->pairs[i + AHEAD].value, 1);
