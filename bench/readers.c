@@ -25,12 +25,20 @@
  * cores, 2 readers and a writer that never blocks them share the cores;
  * other processes on the machine show up here too), lookup_cpu_ns the
  * readers' CPU time per lookup, the figure least disturbed by other load.
- * Then one readers_busy_vs_idle line per thread count and implementation.
+ * Then one readers_busy_vs_idle and one readers_paced_vs_idle line per
+ * thread count and implementation.
+ *
+ * Writer modes: idle; busy (flat out: each side's writer applies batches
+ * as fast as it can, so a faster writer does more work and, with 2 readers
+ * on 2 cores, takes its share of the cores from them whatever it costs per
+ * batch); paced (every side's writer starts SC_BENCH_PACED batches per
+ * second, default 500, the same write load for all: what readers lose to
+ * a given write rate).
  * Each figure is the best of SC_BENCH_REPEAT (default 3) interleaved
  * measurements of SC_BENCH_SECONDS (default 0.5) each, to damp noise from
  * other processes.
  *
- * Profiling knobs: SC_BENCH_THREADS=1|2 and SC_BENCH_WRITER=idle|busy run
+ * Profiling knobs: SC_BENCH_THREADS=1|2 and SC_BENCH_WRITER=idle|busy|paced run
  * one case; SC_BENCH_PEERS=0 measures statecache alone; SC_BENCH_BATCH
  * (default 100, at most 10000) sets the writer's batch size for every side.
  */
@@ -156,6 +164,7 @@ static void *reader_thread(void *p)
 
 typedef struct writer_run {
 	_Alignas(64) impl *m;
+	double period; /* seconds per batch when paced, 0: flat out */
 	atomic_bool stop;
 	uint64_t batches;
 	double cpu;
@@ -170,9 +179,20 @@ static void *writer_thread(void *p)
 		w->m->reader_init(w->m);
 	uint64_t batches = 0;
 	double c0 = thread_cpu();
+	double next = now();
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		w->m->write_batch(w->m, &rnd, ++gen);
 		batches++;
+		if (w->period > 0) {
+			/* Paced: batches start on a fixed schedule; a writer
+			 * that falls behind does not burst to catch up. */
+			next += w->period;
+			double t = now();
+			if (t < next)
+				sleep_seconds(next - t);
+			else
+				next = t;
+		}
 	}
 	w->cpu = thread_cpu() - c0;
 	w->batches = batches;
@@ -192,12 +212,20 @@ typedef struct result {
 	double lookup_cpu_ns; /* reader CPU time per lookup */
 } result;
 
-/* Lookups per second with `threads` readers, writer busy or idle. */
-static result measure(impl *m, unsigned threads, bool busy)
+enum { WRITER_IDLE, WRITER_BUSY, WRITER_PACED, WRITER_MODES };
+static const char *const writer_mode_name[WRITER_MODES] = {"idle", "busy",
+							   "paced"};
+static double paced_rate = 500; /* batches per second (SC_BENCH_PACED) */
+
+/* Lookups per second with `threads` readers, writer idle, busy (flat out)
+ * or paced (paced_rate batches per second). */
+static result measure(impl *m, unsigned threads, int mode)
 {
+	bool busy = mode != WRITER_IDLE;
 	run r[MAX_READERS];
 	pthread_t th[MAX_READERS], wt;
-	writer_run w = {.m = m};
+	writer_run w = {.m = m,
+			.period = mode == WRITER_PACED ? 1.0 / paced_rate : 0};
 	atomic_init(&w.stop, false);
 	for (unsigned i = 0; i < threads; i++) {
 		r[i] = (run){.m = m, .index = i};
@@ -539,8 +567,11 @@ int main(void)
 	const char *rs = getenv("SC_BENCH_REPEAT");
 	if (rs && atoi(rs) > 0)
 		repeat = atoi(rs);
+	const char *pr = getenv("SC_BENCH_PACED");
+	if (pr && atof(pr) > 0)
+		paced_rate = atof(pr);
 	/* Narrowing for profiling: SC_BENCH_THREADS=1|2, SC_BENCH_WRITER=
-	 * idle|busy. */
+	 * idle|busy|paced. */
 	const char *ts = getenv("SC_BENCH_THREADS");
 	const char *ws = getenv("SC_BENCH_WRITER");
 	impl *all[3] = {&sc.base, &gh.base, &lf.base};
@@ -548,23 +579,23 @@ int main(void)
 	for (unsigned threads = 1; threads <= MAX_READERS; threads++) {
 		if (ts && (unsigned)atoi(ts) != threads)
 			continue;
-		result best[2][3] = {{{0}}};
-		for (int busy = 0; busy <= 1; busy++) {
-			if (ws && strcmp(ws, busy ? "busy" : "idle") != 0)
+		result best[WRITER_MODES][3] = {{{0}}};
+		for (int mode = 0; mode < WRITER_MODES; mode++) {
+			if (ws && strcmp(ws, writer_mode_name[mode]) != 0)
 				continue;
 			/* Best of `repeat` interleaved runs per contender. */
 			for (int k = 0; k < repeat; k++) {
 				for (int c = 0; c < nimpl; c++) {
 					result v =
-					    measure(all[c], threads, busy);
+					    measure(all[c], threads, mode);
 					if (v.lookups_per_s >
-					    best[busy][c].lookups_per_s)
-						best[busy][c] = v;
+					    best[mode][c].lookups_per_s)
+						best[mode][c] = v;
 				}
 			}
-			const result *x = &best[busy][0];
+			const result *x = &best[mode][0];
 			for (int c = nimpl > 1 ? 1 : 0; c < nimpl; c++) {
-				const result *y = &best[busy][c];
+				const result *y = &best[mode][c];
 				printf(
 				    "{\"name\":\"readers\",\"threads\":%u,"
 				    "\"writer\":\"%s\",\"lookups_per_s\":%.0f,"
@@ -578,7 +609,7 @@ int main(void)
 				    "\"peer_writer_cores\":%.2f,"
 				    "\"lookup_cpu_ns\":%.0f,"
 				    "\"peer_lookup_cpu_ns\":%.0f}\n",
-				    threads, busy ? "busy" : "idle",
+				    threads, writer_mode_name[mode],
 				    x->lookups_per_s, c ? all[c]->name : "none",
 				    y->lookups_per_s,
 				    y->lookups_per_s > 0
@@ -591,21 +622,23 @@ int main(void)
 				fflush(stdout);
 			}
 		}
-		/* Readers with a busy writer against readers alone. The ratio
-		 * is the product of two factors, printed too: the share of
-		 * the cores the readers kept (cores_ratio; a writer that
-		 * never blocks readers competes with them for the cores when
-		 * readers + writer outnumber them) and the CPU time per
-		 * lookup (cpu_per_lookup_ratio; what the writer's memory
-		 * traffic costs each lookup). */
-		if (!ws)
+		/* Readers with a busy (or paced) writer against readers
+		 * alone. The ratio is the product of two factors, printed
+		 * too: the share of the cores the readers kept (cores_ratio;
+		 * a writer that never blocks readers competes with them for
+		 * the cores when readers + writer outnumber them) and the
+		 * CPU time per lookup (cpu_per_lookup_ratio; what the
+		 * writer's memory traffic costs each lookup). */
+		for (int mode = WRITER_BUSY; !ws && mode < WRITER_MODES; mode++)
 			for (int c = 0; c < nimpl; c++) {
-				const result *i = &best[0][c], *b = &best[1][c];
-				printf("{\"name\":\"readers_busy_vs_idle\","
+				const result *i = &best[WRITER_IDLE][c];
+				const result *b = &best[mode][c];
+				printf("{\"name\":\"readers_%s_vs_idle\","
 				       "\"threads\":%u,\"impl\":\"%s\","
 				       "\"ratio\":%.3f,\"cores_ratio\":%.3f,"
 				       "\"cpu_per_lookup_ratio\":%.3f}\n",
-				       threads, all[c]->name,
+				       writer_mode_name[mode], threads,
+				       all[c]->name,
 				       i->lookups_per_s > 0
 					   ? b->lookups_per_s / i->lookups_per_s
 					   : 0.0,
