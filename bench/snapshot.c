@@ -21,10 +21,11 @@
  *            The caches use the encoding cache's seed, as a store does,
  *            so entities arrive in map order.
  *
- * The restore runs in a fresh process (this program re-executed with
- * --restore FILE) so that its peak RSS is the restore's alone; the line
- * also gives the memory the restored state takes, for comparison.
- * Each time is the best of 3 runs. Output: one JSON object per line.
+ * Each restore runs in a fresh process (this program re-executed with
+ * --restore FILE), as an open does: its peak RSS is the restore's alone
+ * and its memory is first-touch; the line also gives the memory the
+ * restored state takes. Each time is the best of 3 runs (3 processes for
+ * a restore). Output: one JSON object per line.
  *
  *   bench/snapshot [N]     (default 1000000)
  *   bench/snapshot --restore FILE   the restore line alone, on a file kept
@@ -157,34 +158,35 @@ static int restore_main(const char *path, bool one_thread)
 		len[i] = (size_t)l;
 		off += 8 + l;
 	}
-	double best = 1e30, best_peer = 1e30;
-	uint64_t entities = 0;
-	size_t memory = 0;
-	for (int rep = 0; rep < REPS; rep++) {
-		sc_cache *c;
-		sc_error err;
-		sc_cache_options o = {.seed = 42};
-		if (sc_cache_create(&o, &c, &err))
-			die("cache", &err);
-		double t0 = now();
-		sc_snapshot_header h;
-		if (sc_snapshot_header_decode(rec[0], len[0], &h, &err))
-			die("header", &err);
-		sc_snapshot_load_params lp = {.no_thread = one_thread};
-		if (sc_snapshot_load(&h, (const void *const *)(rec + 1),
-				     len + 1, c, &lp, NULL, &err))
-			die("load", &err);
-		if (sc_cache_promote(c))
-			die("promote", NULL);
-		double t = now() - t0;
-		if (t < best)
-			best = t;
-		entities = sc_cache_len(c);
-		sc_cache_stats s;
-		sc_cache_stats_get(c, &s);
-		memory = s.memory_bytes;
+	/* One restore per process: a store's open restores into fresh
+	 * memory, and a second restore in the same process would reuse the
+	 * pages the first one faulted in. The parent runs this REPS times. */
+	sc_cache *c;
+	sc_error err;
+	sc_cache_options o = {.seed = 42};
+	if (sc_cache_create(&o, &c, &err))
+		die("cache", &err);
+	double t0 = now();
+	sc_snapshot_header h;
+	if (sc_snapshot_header_decode(rec[0], len[0], &h, &err))
+		die("header", &err);
+	sc_snapshot_load_params lp = {.no_thread = one_thread};
+	if (sc_snapshot_load(&h, (const void *const *)(rec + 1), len + 1, c,
+			     &lp, NULL, &err))
+		die("load", &err);
+	if (sc_cache_promote(c))
+		die("promote", NULL);
+	double best = now() - t0;
+	uint64_t entities = sc_cache_len(c);
+	sc_cache_stats s;
+	sc_cache_stats_get(c, &s);
+	size_t memory = s.memory_bytes;
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru); /* the restore's peak */
 
-		/* Peer: decompress the same chunks, one buffer at a time. */
+	/* Peer: decompress the same chunks, one buffer at a time. */
+	double best_peer = 1e30;
+	for (int rep = 0; rep < REPS; rep++) {
 		ZSTD_DCtx *d = ZSTD_createDCtx();
 		t0 = now();
 		for (uint32_t i = 0; i < h.chunk_count; i++) {
@@ -196,15 +198,13 @@ static int restore_main(const char *path, bool one_thread)
 				die("zstd", NULL);
 			free(buf);
 		}
-		t = now() - t0;
+		double t = now() - t0;
 		if (t < best_peer)
 			best_peer = t;
 		ZSTD_freeDCtx(d);
-		sc_snapshot_header_clear(&h);
-		sc_cache_destroy(c);
 	}
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
+	sc_snapshot_header_clear(&h);
+	sc_cache_destroy(c);
 	printf("{\"name\":\"snapshot_restore%s\",\"entities\":%llu,"
 	       "\"seconds\":%.4f,\"peak_rss_bytes\":%llu,"
 	       "\"state_memory_bytes\":%zu,\"stored_bytes\":%lld,"
@@ -323,18 +323,44 @@ int main(int argc, char **argv)
 	sc_reader_close(rd);
 	sc_cache_destroy(c);
 
+	/* Each restore mode REPS times, each in a fresh process; the line of
+	 * the fastest run is printed. */
 	int status = 0;
 	static const char *modes[] = {"--restore", "--restore-one-thread"};
 	for (int m = 0; m < 2 && status == 0; m++) {
-		fflush(stdout);
-		pid_t pid = fork();
-		if (pid == 0) {
-			execl("/proc/self/exe", argv[0], modes[m], path,
-			      (char *)NULL);
-			_exit(127);
+		char best_line[1024] = "";
+		double best_s = 1e30;
+		for (int rep = 0; rep < REPS && status == 0; rep++) {
+			int fds[2];
+			if (pipe(fds))
+				die("pipe", NULL);
+			pid_t pid = fork();
+			if (pid == 0) {
+				dup2(fds[1], 1);
+				close(fds[0]);
+				execl("/proc/self/exe", argv[0], modes[m], path,
+				      (char *)NULL);
+				_exit(127);
+			}
+			close(fds[1]);
+			char line[1024] = "";
+			FILE *in = fdopen(fds[0], "r");
+			if (!in || !fgets(line, sizeof line, in))
+				line[0] = '\0';
+			if (in)
+				fclose(in);
+			if (pid < 0 || waitpid(pid, &status, 0) < 0)
+				die("restore process", NULL);
+			const char *sec = strstr(line, "\"seconds\":");
+			double secs = sec ? strtod(sec + 10, NULL) : 1e30;
+			if (secs < best_s) {
+				best_s = secs;
+				snprintf(best_line, sizeof best_line, "%s",
+					 line);
+			}
 		}
-		if (pid < 0 || waitpid(pid, &status, 0) < 0)
-			die("restore process", NULL);
+		fputs(best_line, stdout);
+		fflush(stdout);
 	}
 	if (getenv("SC_BENCH_KEEP"))
 		fprintf(stderr, "bench snapshot: kept %s\n", path);

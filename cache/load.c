@@ -90,11 +90,12 @@ static char *put_bytes(char *p, const char *src, size_t len)
 	return p + len + 1;
 }
 
-int sc_cache_load_build(uint64_t born, sc_str id, const sc_attr *attrs,
-			size_t nattrs, int64_t updated_at, sc_str actor,
-			uint64_t position, sc_entity **out, sc_error *err)
+int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
+			const sc_attr *attrs, size_t nattrs, int64_t updated_at,
+			sc_str actor, uint64_t position, sc_cache_loaded *out,
+			sc_error *err)
 {
-	*out = NULL;
+	out->e = NULL;
 	/* Every length below 2^32 and at most 2^20 attributes (a snapshot
 	 * chunk's bounds) keep these sums far from overflow in 64 bits. */
 	uint64_t strings = (uint64_t)actor.len + 1;
@@ -175,7 +176,11 @@ int sc_cache_load_build(uint64_t born, sc_str id, const sc_attr *attrs,
 	/* The block's padding up to 8 bytes is never read; zero it so the
 	 * block's bytes do not depend on earlier use of pooled memory. */
 	memset(p, 0, align8(size) - size);
-	*out = e;
+	out->e = e;
+	out->hash = sc_hamt_hash(cache->map, id.ptr, id.len);
+	out->position = position;
+	out->size = (uint32_t)size;
+	out->id_len = (uint32_t)id.len;
 	return SC_OK;
 }
 
@@ -218,13 +223,18 @@ int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
 	return SC_OK;
 }
 
-void sc_cache_load_drop(sc_entity *e)
+void sc_cache_load_drop(const sc_cache_loaded *l)
 {
-	sc_free(e);
+	sc_free(l->e);
 }
 
-int sc_cache_load_store(sc_cache *cache, sc_entity *ne, sc_error *err)
+int sc_cache_load_store(sc_cache *cache, const sc_cache_loaded *l,
+			sc_error *err)
 {
+	/* Everything needed comes from `l`: when another thread built the
+	 * state, its bytes are not in this core's cache, and the map reads
+	 * only the ones it compares. */
+	sc_entity *ne = l->e;
 	SC_REQUIRE(cache->edit && ne->born == cache->generation);
 	if (cache->poisoned) {
 		sc_free(ne);
@@ -232,27 +242,27 @@ int sc_cache_load_store(sc_cache *cache, sc_entity *ne, sc_error *err)
 				    "the pending version is unusable after an "
 				    "allocation failure; discard it");
 	}
-	sc_str id = sc_entity_id(ne);
+	const char *id = (const char *)sc_entity_key(ne)->bytes;
 	replace_ctx r = {.cache = cache, .ne = ne};
-	int rc = sc_hamt_edit_update(cache->edit, id.ptr, id.len,
-				     replace_update, &r);
+	int rc = sc_hamt_edit_update_hashed(cache->edit, id, l->id_len, l->hash,
+					    replace_update, &r);
 	if (rc) {
 		if (rc == SC_ECORRUPT) {
-			rc = sc_error_set(err, rc,
-					  "entity '%.*s' is loaded twice "
-					  "into one pending version",
-					  (int)(id.len > 64 ? 64 : id.len),
-					  id.ptr);
+			rc = sc_error_set(
+			    err, rc,
+			    "entity '%.*s' is loaded twice "
+			    "into one pending version",
+			    (int)(l->id_len > 64 ? 64 : l->id_len), id);
 			sc_free(ne);
 			return rc;
 		}
 		sc_free(ne);
 		return poison(cache, rc, err, "inserting an entity");
 	}
-	counter_add(&cache->entity_bytes, ne->size, 0);
+	counter_add(&cache->entity_bytes, l->size, 0);
 	cache->pending_garbage_entity_bytes += r.dropped;
-	if (ne->position > cache->pending_position)
-		cache->pending_position = ne->position;
+	if (l->position > cache->pending_position)
+		cache->pending_position = l->position;
 	return SC_OK;
 }
 
@@ -267,12 +277,12 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	int rc = sc_cache_load_begin(cache, &born, err);
 	if (rc)
 		return rc;
-	sc_entity *ne;
-	rc = sc_cache_load_build(born, id, attrs, nattrs, updated_at,
-				 updated_by, position, &ne, err);
+	sc_cache_loaded l;
+	rc = sc_cache_load_build(cache, born, id, attrs, nattrs, updated_at,
+				 updated_by, position, &l, err);
 	if (rc == ENOMEM)
 		return poison(cache, rc, err, "building an entity state");
 	if (rc)
 		return rc;
-	return sc_cache_load_store(cache, ne, err);
+	return sc_cache_load_store(cache, &l, err);
 }

@@ -47,8 +47,9 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
  *
  *   sc_cache_load_begin   open the pending version (writer); *born is the
  *                         generation every state built for it must carry.
- *   sc_cache_load_build   make one state (any thread; touches no cache):
- *                         the requirements and SC_ETOOBIG/ENOMEM of
+ *   sc_cache_load_build   make one state (any thread; reads only the
+ *                         cache's map pointer, to hash the id): the
+ *                         requirements and SC_ETOOBIG/ENOMEM of
  *                         sc_cache_load_sorted, but nothing is poisoned.
  *   sc_cache_load_store   put a built state into the pending version
  *                         (writer), which owns it from then on; on error
@@ -58,11 +59,23 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
  *
  * The pending version must stay open from begin to the last store.
  */
+/* A built state and what storing it needs, so the storing thread need
+ * not read the state's memory (the builder's core has it in cache). */
+typedef struct sc_cache_loaded {
+	sc_entity *e;
+	uint64_t hash; /* sc_hamt_hash of the id in the cache's map */
+	uint64_t position;
+	uint32_t size; /* e->size */
+	uint32_t id_len;
+} sc_cache_loaded;
+
 int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err);
-int sc_cache_load_build(uint64_t born, sc_str id, const sc_attr *attrs,
-			size_t nattrs, int64_t updated_at, sc_str updated_by,
-			uint64_t position, sc_entity **out, sc_error *err);
-int sc_cache_load_store(sc_cache *cache, sc_entity *e, sc_error *err);
-void sc_cache_load_drop(sc_entity *e);
+int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
+			const sc_attr *attrs, size_t nattrs, int64_t updated_at,
+			sc_str updated_by, uint64_t position,
+			sc_cache_loaded *out, sc_error *err);
+int sc_cache_load_store(sc_cache *cache, const sc_cache_loaded *l,
+			sc_error *err);
+void sc_cache_load_drop(const sc_cache_loaded *l);
 
 #endif

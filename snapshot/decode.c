@@ -776,7 +776,7 @@ typedef struct load_worker {
 } load_worker;
 
 typedef struct load_slot {
-	sc_entity **states; /* built, not yet stored */
+	sc_cache_loaded *states; /* built, not yet stored */
 	size_t n, cap;
 	bool done; /* states or the error are ready */
 	int rc;
@@ -787,6 +787,7 @@ typedef struct load_pipe {
 	const sc_snapshot_header *h;
 	const void *const *chunks;
 	const size_t *lens;
+	const sc_cache *cache; /* its map hashes the ids */
 	uint64_t born;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -800,7 +801,7 @@ typedef struct load_pipe {
 static void slot_drop(load_slot *s)
 {
 	for (size_t k = 0; k < s->n; k++)
-		sc_cache_load_drop(s->states[k]);
+		sc_cache_load_drop(&s->states[k]);
 	s->n = 0;
 }
 
@@ -813,7 +814,8 @@ static void slot_drop(load_slot *s)
  * count check then fails). Returns why the bytes are bad, or NULL; *rc is
  * set on an allocation failure (the walk stops there).
  */
-static const char *read_chunk_build(rd r, uint64_t max_position, load_worker *w,
+static const char *read_chunk_build(rd r, uint64_t max_position,
+				    const sc_cache *cache, load_worker *w,
 				    load_slot *s, uint64_t want, uint64_t born,
 				    uint32_t c, uint64_t *count, int *rc,
 				    sc_error *err)
@@ -845,13 +847,12 @@ static const char *read_chunk_build(rd r, uint64_t max_position, load_worker *w,
 			return NULL;
 		why = read_state(sub, max_position, &e, w->attrs, &n);
 		SC_INSIST(!why);
-		sc_entity *ne;
-		*rc = sc_cache_load_build(born, e.id, e.attrs, e.nattrs,
+		*rc = sc_cache_load_build(cache, born, e.id, e.attrs, e.nattrs,
 					  e.updated_at, e.updated_by,
-					  e.position, &ne, err);
+					  e.position, &s->states[s->n], err);
 		if (*rc)
 			return NULL;
-		s->states[s->n++] = ne;
+		s->n++;
 	}
 	if (bad)
 		return "not a valid SnapshotChunk message";
@@ -886,8 +887,9 @@ static int chunk_build(load_pipe *p, load_worker *w, uint32_t c, load_slot *s)
 	}
 	rd all = {w->z.buf, w->z.buf + raw};
 	uint64_t count;
-	const char *why = read_chunk_build(all, h->position, w, s, want,
-					   p->born, c, &count, &rc, &s->err);
+	const char *why =
+	    read_chunk_build(all, h->position, p->cache, w, s, want, p->born, c,
+			     &count, &rc, &s->err);
 	if (!rc && why)
 		rc = chunk_corrupt(&s->err, h, c, why);
 	if (!rc && count != want)
@@ -960,7 +962,7 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 	sc_snapshot_load_params prm = {0};
 	if (params)
 		prm = *params;
-	load_pipe p = {.h = h, .chunks = chunks, .lens = lens};
+	load_pipe p = {.h = h, .chunks = chunks, .lens = lens, .cache = cache};
 	p.limit = h->chunk_count;
 	int rc = sc_cache_load_begin(cache, &p.born, err);
 	if (rc)
@@ -996,11 +998,11 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 		}
 		size_t k = 0;
 		for (; k < s->n && !rc; k++)
-			rc = sc_cache_load_store(cache, s->states[k], err);
+			rc = sc_cache_load_store(cache, &s->states[k], err);
 		if (rc) {
 			/* states[k-1] failed and is freed; the rest wait. */
 			for (; k < s->n; k++)
-				sc_cache_load_drop(s->states[k]);
+				sc_cache_load_drop(&s->states[k]);
 			s->n = 0;
 			if (rc == SC_ECORRUPT)
 				rc = chunk_corrupt(err, h, i,
