@@ -95,8 +95,12 @@ static inline void *sc_pool_alloc(sc_pool *p, size_t size)
 	if (k->fill) {
 		b = k->chunk[k->fill--];
 		/* The caller is about to write this cold block; start loading
-		 * the one the next call of this size will hand out. */
-		__builtin_prefetch(k->fill ? k->chunk[k->fill] : k->chunk, 1);
+		 * (for writing, up to five lines) the one the next call of
+		 * this size will hand out. */
+		const char *next = k->fill ? (const char *)k->chunk[k->fill]
+					   : (const char *)k->chunk;
+		for (size_t off = 0; off < size && off < 320; off += 64)
+			__builtin_prefetch(next + off, 1);
 	} else {
 		b = k->chunk;
 		k->chunk = (void **)k->chunk[0];
