@@ -90,14 +90,11 @@ static char *put_bytes(char *p, const char *src, size_t len)
 	return p + len + 1;
 }
 
-int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
-			const sc_attr *attrs, size_t nattrs, int64_t updated_at,
-			sc_str actor, uint64_t position, sc_cache_loaded *out,
-			sc_error *err)
+int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
+			  sc_str actor, size_t *bytes, sc_error *err)
 {
-	out->e = NULL;
-	/* Every length below 2^32 and at most 2^20 attributes (a snapshot
-	 * chunk's bounds) keep these sums far from overflow in 64 bits. */
+	/* Every length below 2^32 and at most 2^24 attributes keep these
+	 * sums far from overflow in 64 bits. */
 	uint64_t strings = (uint64_t)actor.len + 1;
 	bool ok = actor.len < UINT32_MAX && nattrs < (1u << 24);
 	for (size_t i = 0; ok && i < nattrs; i++) {
@@ -110,24 +107,27 @@ int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
 			strings += (uint64_t)attrs[i].value.u.s.len + 1;
 		}
 	}
-	size_t table_off =
-	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
-	uint64_t size = (uint64_t)table_off +
+	uint64_t size = (uint64_t)sizeof(sc_entity) +
+			align8(sizeof(sc_hamt_key) + id.len + 1) +
 			(uint64_t)nattrs * sizeof(sc_entity_rec) + strings;
 	if (!ok || size >= UINT32_MAX)
 		return sc_error_set(err, SC_ETOOBIG,
 				    "entity '%.*s' would take 4 GiB or more; "
 				    "split its attributes",
 				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
-	/* A plain block of sc_entity_block_size bytes: the release hook
-	 * gives it to the pool or to sc_free, whichever thread made it. */
-	sc_entity *e = sc_malloc(align8(size));
-	if (!e)
-		return sc_error_set(err, ENOMEM,
-				    "out of memory for a %llu-byte entity "
-				    "state",
-				    (unsigned long long)size);
-	char *base = (char *)e;
+	*bytes = align8((size_t)size);
+	return SC_OK;
+}
+
+void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str actor,
+			 uint64_t position, void *dst, size_t bytes,
+			 sc_cache_loaded *out)
+{
+	size_t table_off =
+	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
+	sc_entity *e = dst;
+	char *base = dst;
 	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
 	key->len = (uint32_t)id.len;
 	key->reserved = 0;
@@ -135,8 +135,7 @@ int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
 	key->bytes[id.len] = '\0';
 	e->position = position;
 	e->updated_at = updated_at;
-	e->born = born;
-	e->size = (uint32_t)size;
+	e->born = 0; /* set when stored */
 	e->nattrs = (uint32_t)nattrs;
 	e->table_off = (uint32_t)table_off;
 	e->actor_len = (uint32_t)actor.len;
@@ -172,16 +171,17 @@ int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
 			break;
 		}
 	}
-	SC_ENSURE(p == base + size);
-	/* The block's padding up to 8 bytes is never read; zero it so the
-	 * block's bytes do not depend on earlier use of pooled memory. */
-	memset(p, 0, align8(size) - size);
-	out->e = e;
+	size_t size = (size_t)(p - base);
+	SC_ENSURE(align8(size) == bytes);
+	e->size = (uint32_t)size;
+	/* The padding up to 8 bytes is never read; zero it so the block's
+	 * bytes do not depend on what the memory held before. */
+	memset(p, 0, bytes - size);
+	out->off = 0;
 	out->hash = sc_hamt_hash(cache->map, id.ptr, id.len);
 	out->position = position;
 	out->size = (uint32_t)size;
 	out->id_len = (uint32_t)id.len;
-	return SC_OK;
 }
 
 /* ==== storing ============================================================= */
@@ -223,47 +223,51 @@ int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
 	return SC_OK;
 }
 
-void sc_cache_load_drop(const sc_cache_loaded *l)
+/* Put block `ne` (its image complete, born set) into the pending version;
+ * on error it is freed. */
+static int store_block(sc_cache *cache, sc_entity *ne, const sc_cache_loaded *l,
+		       sc_error *err)
 {
-	sc_free(l->e);
-}
-
-int sc_cache_load_store(sc_cache *cache, const sc_cache_loaded *l,
-			sc_error *err)
-{
-	/* Everything needed comes from `l`: when another thread built the
-	 * state, its bytes are not in this core's cache, and the map reads
-	 * only the ones it compares. */
-	sc_entity *ne = l->e;
-	SC_REQUIRE(cache->edit && ne->born == cache->generation);
-	if (cache->poisoned) {
-		sc_free(ne);
-		return sc_error_set(err, SC_EPOISONED,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
-	}
 	const char *id = (const char *)sc_entity_key(ne)->bytes;
 	replace_ctx r = {.cache = cache, .ne = ne};
 	int rc = sc_hamt_edit_update_hashed(cache->edit, id, l->id_len, l->hash,
 					    replace_update, &r);
 	if (rc) {
-		if (rc == SC_ECORRUPT) {
+		if (rc == SC_ECORRUPT)
 			rc = sc_error_set(
 			    err, rc,
 			    "entity '%.*s' is loaded twice "
 			    "into one pending version",
 			    (int)(l->id_len > 64 ? 64 : l->id_len), id);
-			sc_free(ne);
-			return rc;
-		}
-		sc_free(ne);
-		return poison(cache, rc, err, "inserting an entity");
+		else
+			rc = poison(cache, rc, err, "inserting an entity");
+		sc_pool_free(&cache->entity_pool, ne, sc_entity_block_size(ne));
+		return rc;
 	}
 	counter_add(&cache->entity_bytes, l->size, 0);
 	cache->pending_garbage_entity_bytes += r.dropped;
 	if (l->position > cache->pending_position)
 		cache->pending_position = l->position;
 	return SC_OK;
+}
+
+int sc_cache_load_store(sc_cache *cache, const void *image,
+			const sc_cache_loaded *l, sc_error *err)
+{
+	SC_REQUIRE(cache->edit);
+	if (cache->poisoned)
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version is unusable after an "
+				    "allocation failure; discard it");
+	size_t bytes = ((size_t)l->size + 7u) & ~(size_t)7u;
+	/* Allocated here, on the writer thread: from its pool and its malloc
+	 * arena, where later changes free and reuse state blocks. */
+	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
+	if (!ne)
+		return poison(cache, ENOMEM, err, "building an entity state");
+	memcpy(ne, image, bytes);
+	ne->born = cache->generation;
+	return store_block(cache, ne, l, err);
 }
 
 int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
@@ -277,12 +281,16 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	int rc = sc_cache_load_begin(cache, &born, err);
 	if (rc)
 		return rc;
-	sc_cache_loaded l;
-	rc = sc_cache_load_build(cache, born, id, attrs, nattrs, updated_at,
-				 updated_by, position, &l, err);
-	if (rc == ENOMEM)
-		return poison(cache, rc, err, "building an entity state");
+	size_t bytes;
+	rc = sc_cache_load_measure(id, attrs, nattrs, updated_by, &bytes, err);
 	if (rc)
 		return rc;
-	return sc_cache_load_store(cache, &l, err);
+	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
+	if (!ne)
+		return poison(cache, ENOMEM, err, "building an entity state");
+	sc_cache_loaded l;
+	sc_cache_load_write(cache, id, attrs, nattrs, updated_at, updated_by,
+			    position, ne, bytes, &l);
+	ne->born = born;
+	return store_block(cache, ne, &l, err);
 }

@@ -42,40 +42,47 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 uint64_t position, sc_error *err);
 
 /*
- * The same in three steps, so that states can be built on other threads
- * while the writer stores them:
+ * The same in steps, so that other threads can do the decoding and lay
+ * the states out while the writer allocates and stores them. The writer
+ * allocates every block itself: later changes free and reuse state blocks
+ * on the writer thread, and glibc gives each thread its own heap, so
+ * blocks allocated elsewhere would leave their memory stranded there once
+ * freed.
  *
- *   sc_cache_load_begin   open the pending version (writer); *born is the
- *                         generation every state built for it must carry.
- *   sc_cache_load_build   make one state (any thread; reads only the
- *                         cache's map pointer, to hash the id): the
- *                         requirements and SC_ETOOBIG/ENOMEM of
- *                         sc_cache_load_sorted, but nothing is poisoned.
- *   sc_cache_load_store   put a built state into the pending version
- *                         (writer), which owns it from then on; on error
- *                         the state is freed and the errors are those of
- *                         sc_cache_load_sorted.
- *   sc_cache_load_drop    free a built state that will not be stored.
+ *   sc_cache_load_begin    open the pending version (writer); *born is
+ *                          its generation.
+ *   sc_cache_load_measure  bytes of a state's image (a multiple of 8);
+ *                          SC_ETOOBIG for 4 GiB or more (any thread).
+ *   sc_cache_load_write    lay the state out at dst (`bytes` from measure,
+ *                          8-aligned) and fill *out but for `off` (any
+ *                          thread; reads the cache's map pointer only, to
+ *                          hash the id). Same requirements on the state as
+ *                          sc_cache_load_sorted.
+ *   sc_cache_load_store    copy an image into a new block and put it into
+ *                          the pending version (writer). Errors as
+ *                          sc_cache_load_sorted.
  *
  * The pending version must stay open from begin to the last store.
  */
-/* A built state and what storing it needs, so the storing thread need
- * not read the state's memory (the builder's core has it in cache). */
+
+/* What storing an image needs besides the image itself, so the writer
+ * reads nothing else of it. */
 typedef struct sc_cache_loaded {
-	sc_entity *e;
+	size_t off;    /* the image's offset in the caller's buffer */
 	uint64_t hash; /* sc_hamt_hash of the id in the cache's map */
 	uint64_t position;
-	uint32_t size; /* e->size */
+	uint32_t size; /* the state's size (the image is rounded up to 8) */
 	uint32_t id_len;
 } sc_cache_loaded;
 
 int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err);
-int sc_cache_load_build(const sc_cache *cache, uint64_t born, sc_str id,
-			const sc_attr *attrs, size_t nattrs, int64_t updated_at,
-			sc_str updated_by, uint64_t position,
-			sc_cache_loaded *out, sc_error *err);
-int sc_cache_load_store(sc_cache *cache, const sc_cache_loaded *l,
-			sc_error *err);
-void sc_cache_load_drop(const sc_cache_loaded *l);
+int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
+			  sc_str updated_by, size_t *bytes, sc_error *err);
+void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, void *dst, size_t bytes,
+			 sc_cache_loaded *out);
+int sc_cache_load_store(sc_cache *cache, const void *image,
+			const sc_cache_loaded *l, sc_error *err);
 
 #endif

@@ -754,16 +754,18 @@ int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
 /*
  * Two threads share the work of a restore: the calling thread (the
  * writer) and a helper. Either one takes the next chunk nobody has taken,
- * verifies and decompresses it and builds its entities' states (the bulk
- * of the work: zstd, parsing, an allocation and its first-touch page
- * faults per state); only the writer stores states into the map, strictly
- * in chunk order. Bounds: chunk c is taken only once chunk c - LOAD_SLOTS
- * is stored, so at most LOAD_SLOTS chunks' states wait outside the map
- * (they are part of the state being built anyway) and each thread holds
- * one chunk's raw bytes. A thread that fails on chunk c records the error
- * in c's slot and no chunk after c is taken; the writer reports the error
- * when it reaches c, so it is the first one in chunk order, the same as
- * a restore on one thread gives.
+ * verifies and decompresses it and lays its entities' states out in the
+ * chunk's slot (zstd, parsing, the states' bytes); only the writer stores
+ * them, strictly in chunk order: it allocates each state's block, copies
+ * the image in and puts it into the map. (Blocks are allocated on the
+ * writer so that they live in the writer's malloc arena, where later
+ * changes free and reuse them; see cache/load.h.) Bounds: chunk c is
+ * taken only once chunk c - LOAD_SLOTS is stored, so at most LOAD_SLOTS
+ * chunks' images wait in slots, and each thread holds one chunk's raw
+ * bytes. A thread that fails on chunk c records the error in c's slot and
+ * no chunk after c is taken; the writer reports the error when it reaches
+ * c, so it is the first one in chunk order, the same as a restore on one
+ * thread gives.
  */
 
 #define LOAD_SLOTS 3
@@ -776,8 +778,10 @@ typedef struct load_worker {
 } load_worker;
 
 typedef struct load_slot {
-	sc_cache_loaded *states; /* built, not yet stored */
+	sc_cache_loaded *states; /* laid out, not yet stored */
 	size_t n, cap;
+	uint8_t *images; /* the states' images, 8-aligned, at states[k].off */
+	size_t used, room;
 	bool done; /* states or the error are ready */
 	int rc;
 	sc_error err;
@@ -788,7 +792,6 @@ typedef struct load_pipe {
 	const void *const *chunks;
 	const size_t *lens;
 	const sc_cache *cache; /* its map hashes the ids */
-	uint64_t born;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint32_t next_take; /* chunks below it are taken */
@@ -800,25 +803,41 @@ typedef struct load_pipe {
 
 static void slot_drop(load_slot *s)
 {
-	for (size_t k = 0; k < s->n; k++)
-		sc_cache_load_drop(&s->states[k]);
 	s->n = 0;
+	s->used = 0;
+}
+
+/* Room for `bytes` more image bytes in the slot (grown, never shrunk:
+ * the slot's next chunk needs about as much). */
+static int images_reserve(load_slot *s, size_t bytes, uint32_t c, sc_error *err)
+{
+	if (bytes <= s->room - s->used)
+		return 0;
+	size_t need = s->used + bytes, room = s->room ? s->room : 1u << 16;
+	while (room < need)
+		room = room > SIZE_MAX / 2 ? need : room * 2;
+	uint8_t *p = sc_realloc(s->images, room);
+	if (!p)
+		return sc_error_set(
+		    err, ENOMEM, "out of memory decoding snapshot chunk %u", c);
+	s->images = p;
+	s->room = room;
+	return 0;
 }
 
 /*
  * One pass over a decompressed chunk: each entity is checked exactly as
- * read_chunk checks it and its state is built at once into the slot. The
- * states stay outside the map until the whole chunk has passed, so the
+ * read_chunk checks it and its state is laid out at once in the slot. The
+ * images stay outside the map until the whole chunk has passed, so the
  * chunk is still verified whole before any of it is loaded; on failure the
- * caller drops them. After `want` entities the rest are only checked (the
- * count check then fails). Returns why the bytes are bad, or NULL; *rc is
- * set on an allocation failure (the walk stops there).
+ * caller empties the slot. After `want` entities the rest are only checked
+ * (the count check then fails). Returns why the bytes are bad, or NULL;
+ * *rc is set on an allocation failure (the walk stops there).
  */
 static const char *read_chunk_build(rd r, uint64_t max_position,
 				    const sc_cache *cache, load_worker *w,
-				    load_slot *s, uint64_t want, uint64_t born,
-				    uint32_t c, uint64_t *count, int *rc,
-				    sc_error *err)
+				    load_slot *s, uint64_t want, uint32_t c,
+				    uint64_t *count, int *rc, sc_error *err)
 {
 	uint32_t num;
 	unsigned wire;
@@ -847,12 +866,19 @@ static const char *read_chunk_build(rd r, uint64_t max_position,
 			return NULL;
 		why = read_state(sub, max_position, &e, w->attrs, &n);
 		SC_INSIST(!why);
-		*rc = sc_cache_load_build(cache, born, e.id, e.attrs, e.nattrs,
-					  e.updated_at, e.updated_by,
-					  e.position, &s->states[s->n], err);
+		size_t bytes;
+		*rc = sc_cache_load_measure(e.id, e.attrs, e.nattrs,
+					    e.updated_by, &bytes, err);
+		if (!*rc)
+			*rc = images_reserve(s, bytes, c, err);
 		if (*rc)
 			return NULL;
-		s->n++;
+		sc_cache_loaded *l = &s->states[s->n++];
+		sc_cache_load_write(cache, e.id, e.attrs, e.nattrs,
+				    e.updated_at, e.updated_by, e.position,
+				    s->images + s->used, bytes, l);
+		l->off = s->used;
+		s->used += bytes;
 	}
 	if (bad)
 		return "not a valid SnapshotChunk message";
@@ -887,9 +913,8 @@ static int chunk_build(load_pipe *p, load_worker *w, uint32_t c, load_slot *s)
 	}
 	rd all = {w->z.buf, w->z.buf + raw};
 	uint64_t count;
-	const char *why =
-	    read_chunk_build(all, h->position, p->cache, w, s, want, p->born, c,
-			     &count, &rc, &s->err);
+	const char *why = read_chunk_build(all, h->position, p->cache, w, s,
+					   want, c, &count, &rc, &s->err);
 	if (!rc && why)
 		rc = chunk_corrupt(&s->err, h, c, why);
 	if (!rc && count != want)
@@ -964,7 +989,8 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 		prm = *params;
 	load_pipe p = {.h = h, .chunks = chunks, .lens = lens, .cache = cache};
 	p.limit = h->chunk_count;
-	int rc = sc_cache_load_begin(cache, &p.born, err);
+	uint64_t born;
+	int rc = sc_cache_load_begin(cache, &born, err);
 	if (rc)
 		return rc;
 	pthread_mutex_init(&p.mu, NULL);
@@ -998,12 +1024,11 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 		}
 		size_t k = 0;
 		for (; k < s->n && !rc; k++)
-			rc = sc_cache_load_store(cache, &s->states[k], err);
+			rc = sc_cache_load_store(cache,
+						 s->images + s->states[k].off,
+						 &s->states[k], err);
 		if (rc) {
-			/* states[k-1] failed and is freed; the rest wait. */
-			for (; k < s->n; k++)
-				sc_cache_load_drop(&s->states[k]);
-			s->n = 0;
+			slot_drop(s);
 			if (rc == SC_ECORRUPT)
 				rc = chunk_corrupt(err, h, i,
 						   "an entity id appears twice "
@@ -1011,7 +1036,7 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 			break;
 		}
 		total += s->n;
-		s->n = 0;
+		slot_drop(s);
 		pthread_mutex_lock(&p.mu);
 		s->done = false;
 		p.stored = i + 1;
@@ -1029,8 +1054,8 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 	}
 	/* States built for chunks that were never stored. */
 	for (int k = 0; k < LOAD_SLOTS; k++) {
-		slot_drop(&p.slot[k]);
 		sc_free(p.slot[k].states);
+		sc_free(p.slot[k].images);
 	}
 	inflater_fini(&w.z);
 	sc_free(w.attrs);
