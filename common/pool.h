@@ -13,9 +13,10 @@
  * Every block is a plain sc_malloc block of exactly its size, so sc_free on
  * a pooled block is valid. Allocation from a list consults the failure
  * injection like sc_malloc does, so tests see the same failure points.
- * Not thread-safe: one pool per writer. Under AddressSanitizer the bytes of
- * a listed block past its link are poisoned, so a use after free still
- * traps.
+ * Not thread-safe: one pool per writer. Under AddressSanitizer a listed
+ * block is poisoned whole, so a use after free still traps; only the
+ * blocks serving as chunks (one in size/8 of the listed blocks, see below)
+ * stay unpoisoned.
  */
 #ifndef STATECACHE_COMMON_POOL_H
 #define STATECACHE_COMMON_POOL_H
