@@ -487,6 +487,36 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	return pending_put(cache, id, prev, ne, position, err);
 }
 
+int sc_cache_prepare(sc_cache *cache, sc_error *err)
+{
+	if (!cache)
+		return sc_error_set(err, SC_EINVAL, "cache is NULL");
+	if (cache->poisoned)
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version failed earlier; "
+				    "discard it");
+	if (!cache->edit)
+		return SC_OK;
+	if (!cache->reserved) {
+		cache->reserved = sc_calloc(1, sizeof *cache->reserved);
+		if (!cache->reserved) {
+			cache->poisoned = true;
+			return sc_error_set(err, ENOMEM,
+					    "out of memory preparing a version "
+					    "for promote; discard it");
+		}
+	}
+	int rc = sc_hamt_edit_settle(cache->edit);
+	if (rc) {
+		cache->poisoned = true;
+		return sc_error_set(err, rc,
+				    "applying the queued events failed (%s); "
+				    "discard the pending version",
+				    sc_strerror(rc));
+	}
+	return SC_OK;
+}
+
 int sc_cache_promote(sc_cache *cache)
 {
 	if (!cache)
@@ -495,16 +525,19 @@ int sc_cache_promote(sc_cache *cache)
 		return SC_EPOISONED;
 	if (!cache->edit)
 		return SC_OK;
-	struct sc_version *v = sc_calloc(1, sizeof *v);
+	struct sc_version *v = cache->reserved;
+	if (!v)
+		v = sc_calloc(1, sizeof *v);
 	if (!v) {
 		cache->poisoned = true;
 		return ENOMEM;
 	}
+	cache->reserved = NULL;
 	sc_hamt_root root;
 	sc_hamt_garbage *garbage = NULL;
 	int rc = sc_hamt_edit_commit(cache->edit, &root, &garbage);
 	if (rc) {
-		sc_free(v);
+		cache->reserved = v;
 		cache->poisoned = true;
 		return rc;
 	}
@@ -547,6 +580,8 @@ void sc_cache_discard(sc_cache *cache)
 	sc_hamt_edit_abort(cache->edit);
 	cache->edit = NULL;
 	cache->poisoned = false;
+	sc_free(cache->reserved);
+	cache->reserved = NULL;
 	cache->pending_garbage_entity_bytes = 0;
 }
 

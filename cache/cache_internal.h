@@ -85,6 +85,9 @@ struct sc_cache {
 	_Alignas(64) struct sc_version *oldest; /* oldest..current via next */
 	sc_hamt_edit *edit;			/* pending version, or NULL */
 	bool poisoned;
+	/* The next version's record, allocated by sc_cache_prepare so that
+	 * promote allocates nothing; freed by discard and destroy. */
+	struct sc_version *reserved;
 	uint64_t generation; /* of the open edit, bumped per edit */
 	uint64_t pending_position;
 	size_t pending_garbage_entity_bytes; /* published states it drops */

@@ -1163,6 +1163,13 @@ static sc_hamt_edit *edit_settled(const sc_hamt_edit *ce)
 	return e;
 }
 
+int sc_hamt_edit_settle(sc_hamt_edit *e)
+{
+	if (!e)
+		return SC_EINVAL;
+	return setq_drain(e);
+}
+
 void *sc_hamt_edit_get(const sc_hamt_edit *ce, const void *key, size_t len)
 {
 	if (!ce)

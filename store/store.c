@@ -210,8 +210,9 @@ static int meta_init(sc_store *store, MDB_txn *txn, uint32_t *version,
  * map with the same seed inserts them in that order, so consecutive
  * inserts walk the same few nodes instead of one random path each through
  * a map far larger than the CPU caches (at 1M entities the map's share of
- * a restore's CPU time fell from about 28% to about 10%). The seed still differs from store to store; anyone
- * who can read it can read the whole log anyway.
+ * a restore's CPU time fell from about 28% to about 10%). The seed still
+ * differs from store to store; anyone who can read it can read the whole log
+ * anyway.
  */
 static int hash_seed_init(sc_store *store, MDB_txn *txn, uint64_t *seed,
 			  sc_error *err)
@@ -893,6 +894,11 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 		if (rc)
 			goto lmdb_fail;
 	}
+	/* Every queued cache change done and promote's memory reserved: after
+	 * the commit, promote cannot fail. */
+	rc = sc_cache_prepare(store->cache, err);
+	if (rc)
+		goto fail;
 	sc_killpoint("append_before_commit");
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -946,25 +952,15 @@ static int stamp_batch(sc_store *store, const sc_event *events, size_t n,
 }
 
 /*
- * Promote the pending version after the commit. Promote allocates (the
- * version record, the edit's garbage list), so it can fail with ENOMEM
- * after the batch is already durable. The log is the truth: discard the
- * poisoned version, apply the committed batch again and retry. If memory
- * stays short the cache is behind the log; the store refuses further
- * appends (SC_ESTATE) until it is reopened, which replays the batch.
+ * Promote the pending version after the commit. sc_cache_prepare succeeded
+ * before the commit, so promote cannot fail; if it ever did, the cache
+ * would be behind the log, and the store refuses further appends
+ * (SC_ESTATE) until it is reopened, which replays the batch.
  */
 static int promote_committed(sc_store *store, size_t n, sc_error *err)
 {
 	int rc = sc_cache_promote(store->cache);
-	for (int attempt = 0; rc && attempt < 3; attempt++) {
-		sc_cache_discard(store->cache);
-		rc = 0;
-		for (size_t i = 0; i < n && !rc; i++)
-			rc = sc_cache_apply(store->cache, &store->batch[i],
-					    NULL);
-		if (!rc)
-			rc = sc_cache_promote(store->cache);
-	}
+	SC_INSIST(rc == 0);
 	if (!rc)
 		return 0;
 	sc_cache_discard(store->cache);

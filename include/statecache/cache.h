@@ -125,6 +125,9 @@ void sc_cache_destroy(sc_cache *cache);
  * bad value type, NULL pointer with a non-zero length; the pending version
  * is unchanged and the message names the field), SC_ETOOBIG (unchanged),
  * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
+ * Events are applied a few calls late (their memory misses overlap), so
+ * an ENOMEM met by an event may come back from a later apply, from
+ * sc_cache_prepare or from sc_cache_promote.
  */
 int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
 
@@ -138,10 +141,21 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 uint64_t position, sc_error *err);
 
 /*
+ * sc_cache_prepare - apply every event still queued and reserve what
+ * promote needs, so that the next sc_cache_promote cannot fail. For a
+ * writer that commits the same batch elsewhere between the two (the store
+ * commits its LMDB transaction there): a failure here still lets it roll
+ * everything back. No-op returning 0 with nothing pending. Errors:
+ * SC_EPOISONED, ENOMEM (the pending version is poisoned: discard it).
+ */
+int sc_cache_prepare(sc_cache *cache, sc_error *err);
+
+/*
  * sc_cache_promote - publish the pending version with one release store.
  *
  * Readers that pin after this see it whole. Superseded versions no reader
  * can reach are freed here. With nothing pending it is a no-op returning 0.
+ * After a successful sc_cache_prepare (and no apply since) it returns 0.
  * Errors: SC_EPOISONED (discard instead), ENOMEM (nothing was published;
  * the pending version is now poisoned: discard it).
  */

@@ -266,6 +266,14 @@ int sc_hamt_edit_update_later(sc_hamt_edit *edit, const void *key, size_t len,
 			      uint64_t hash, sc_hamt_update_fn fn,
 			      sc_hamt_done_fn done, void *ctx);
 
+/*
+ * sc_hamt_edit_settle - do every queued change now. After it returns SC_OK,
+ * sc_hamt_edit_commit allocates nothing and cannot fail. Errors:
+ * SC_EPOISONED, or the error of a queued change (the edit is then
+ * poisoned: abort it).
+ */
+int sc_hamt_edit_settle(sc_hamt_edit *edit);
+
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
 void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
 
