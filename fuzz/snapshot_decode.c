@@ -14,6 +14,8 @@
  * Every input must either fail with a clean error code and a message, or
  * decode into entities that obey every limit the decoder promises.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -144,6 +146,32 @@ static void decode_with(const uint8_t *frame, size_t len, uint64_t raw_size,
 	uint64_t got = 0;
 	int rc = sc_snapshot_chunk_decode(&h, 0, frame, len, check_entity, &s,
 					  &got, &err);
+	/* The restore path (one pass that checks and lays out states) must
+	 * accept exactly what the decoder accepts, ids given twice aside,
+	 * and fail with the same code otherwise. */
+	sc_cache *c = NULL;
+	sc_cache_options co = {.seed = 1};
+	if (sc_cache_create(&co, &c, NULL) == 0) {
+		sc_error lerr;
+		const void *chunks[1] = {frame};
+		size_t lens[1] = {len};
+		sc_snapshot_load_params lp = {.no_thread = true};
+		uint64_t loaded = 0;
+		int lrc =
+		    sc_snapshot_load(&h, chunks, lens, c, &lp, &loaded, &lerr);
+		if (lrc)
+			check_error(lrc, &lerr);
+		if (rc && lrc != rc && lrc != ENOMEM && rc != ENOMEM)
+			abort();
+		if (!rc && lrc && lrc != ENOMEM &&
+		    !(lrc == SC_ECORRUPT && strstr(lerr.message, "twice")))
+			abort();
+		if (!lrc && (loaded != count || sc_cache_promote(c) != 0 ||
+			     sc_cache_len(c) != count))
+			abort();
+		sc_cache_discard(c);
+		sc_cache_destroy(c);
+	}
 	if (rc) {
 		check_error(rc, &err);
 		if (s.count)
