@@ -123,8 +123,8 @@ int sc_entity_validate_event(const sc_event *ev, sc_error *err)
 		return rc;
 	if (!sc_event_type_name(ev->type))
 		return sc_error_set(err, SC_EINVAL,
-				    "event type %d is unknown; use set, "
-				    "unset, replace or delete",
+				    "unknown event type %d; use set, unset, "
+				    "replace or delete",
 				    (int)ev->type);
 	if (ev->actor.len && !ev->actor.ptr)
 		return sc_error_set(err, SC_EINVAL,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cache/entity.h"
 #include "common/internal.h"
 
 /* ---- validation ---------------------------------------------------------- */
@@ -26,90 +27,49 @@ static int validate_field(sc_str s, const char *what, sc_error *err)
 	return 0;
 }
 
-static int validate_value(const sc_event *ev, size_t i, sc_error *err)
+/* A string or bytes value within the log's limits. */
+static int validate_stored_value(const sc_value *v, size_t i, sc_error *err)
 {
-	const sc_attr *a = &ev->attrs[i];
-	const sc_value *v = &a->value;
-	switch (v->type) {
-	case SC_VALUE_NULL:
-		if (ev->type != SC_EVENT_SET)
-			return sc_error_set(err, SC_EINVAL,
-					    "attribute %zu is null in a `%s` "
-					    "event; null values are only "
-					    "allowed in `set`",
-					    i, sc_event_type_name(ev->type));
+	if (v->type != SC_VALUE_STRING && v->type != SC_VALUE_BYTES)
 		return 0;
-	case SC_VALUE_INT:
-	case SC_VALUE_DOUBLE:
-	case SC_VALUE_BOOL:
-		return 0;
-	case SC_VALUE_STRING:
-	case SC_VALUE_BYTES:
-		if (v->u.s.len > SC_EVENT_VALUE_MAX)
-			return sc_error_set(err, SC_EINVAL,
-					    "value of attribute %zu is %zu "
-					    "bytes, the limit is %u",
-					    i, v->u.s.len, SC_EVENT_VALUE_MAX);
-		if (v->u.s.len && !v->u.s.ptr)
-			return sc_error_set(err, SC_EINVAL,
-					    "value of attribute %zu has a NULL "
-					    "pointer",
-					    i);
-		if (v->type == SC_VALUE_STRING && v->u.s.len &&
-		    memchr(v->u.s.ptr, 0, v->u.s.len))
-			return sc_error_set(err, SC_EINVAL,
-					    "string value of attribute %zu "
-					    "contains a NUL byte; use a bytes "
-					    "value for binary data",
-					    i);
-		return 0;
-	}
-	return sc_error_set(err, SC_EINVAL,
-			    "attribute %zu has unknown value type %d", i,
-			    (int)v->type);
+	if (v->u.s.len > SC_EVENT_VALUE_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "value of attribute %zu is %zu bytes, the "
+				    "limit is %u",
+				    i, v->u.s.len, SC_EVENT_VALUE_MAX);
+	if (v->type == SC_VALUE_STRING && v->u.s.len &&
+	    memchr(v->u.s.ptr, 0, v->u.s.len))
+		return sc_error_set(err, SC_EINVAL,
+				    "string value of attribute %zu contains a "
+				    "NUL byte; use a bytes value for binary "
+				    "data",
+				    i);
+	return 0;
 }
 
 int sc_event_validate(const sc_event *ev, sc_error *err)
 {
-	if (!ev)
-		return sc_error_set(err, SC_EINVAL, "event is NULL");
-	if (ev->entity.len < 1 || ev->entity.len > SC_ENTITY_ID_MAX ||
-	    !ev->entity.ptr)
-		return sc_error_set(err, SC_EINVAL,
-				    "entity id is %zu bytes; it must be 1..%d",
-				    ev->entity.len, SC_ENTITY_ID_MAX);
-	if (ev->type < SC_EVENT_SET || ev->type > SC_EVENT_DELETE)
-		return sc_error_set(err, SC_EINVAL,
-				    "unknown event type %d; use set, unset, "
-				    "replace or delete",
-				    (int)ev->type);
+	/* What an event means is the cache's to check, once. */
+	int rc = sc_entity_validate_event(ev, err);
+	if (rc)
+		return rc;
+	/* What the log can hold. */
 	if (ev->nattrs > SC_EVENT_ATTRS_MAX)
 		return sc_error_set(err, SC_EINVAL,
 				    "%zu attributes, the limit is %d",
 				    ev->nattrs, SC_EVENT_ATTRS_MAX);
-	if (ev->nattrs && !ev->attrs)
-		return sc_error_set(err, SC_EINVAL,
-				    "nattrs is %zu but attrs is NULL",
-				    ev->nattrs);
 	if (ev->type == SC_EVENT_DELETE && ev->nattrs)
 		return sc_error_set(err, SC_EINVAL,
 				    "a `delete` event carries no attributes "
 				    "(it has %zu)",
 				    ev->nattrs);
-	for (size_t i = 0; i < ev->nattrs; i++) {
-		sc_str name = ev->attrs[i].name;
-		if (name.len < 1 || name.len > SC_ATTR_NAME_MAX || !name.ptr)
-			return sc_error_set(err, SC_EINVAL,
-					    "attribute %zu: name is %zu bytes; "
-					    "it must be 1..%d",
-					    i, name.len, SC_ATTR_NAME_MAX);
-		if (ev->type == SC_EVENT_UNSET)
-			continue;
-		int rc = validate_value(ev, i, err);
-		if (rc)
-			return rc;
-	}
-	int rc = validate_field(ev->actor, "actor", err);
+	if (ev->type != SC_EVENT_UNSET)
+		for (size_t i = 0; i < ev->nattrs; i++) {
+			rc = validate_stored_value(&ev->attrs[i].value, i, err);
+			if (rc)
+				return rc;
+		}
+	rc = validate_field(ev->actor, "actor", err);
 	if (!rc)
 		rc = validate_field(ev->partition, "partition", err);
 	if (rc)

@@ -7,13 +7,15 @@
  * unpacking, and unknown event types or value kinds are rejected, so a
  * decoded event always passes sc_event_validate().
  *
- * Strings are protobuf `string` fields, which protobuf-c represents as
- * NUL-terminated C strings; a string value may therefore not contain a NUL
- * byte (use a bytes value for binary data). sc_event_validate() rejects it.
+ * Strings are protobuf `string` fields, which protobuf-c and most readers
+ * represent as NUL-terminated C strings; a string value may therefore not
+ * contain a NUL byte (use a bytes value for binary data).
+ * sc_event_validate() rejects it.
  *
- * Encoding uses protobuf-c; decoding reads the wire format directly (see
- * event_codec.c). Every allocation goes through sc_malloc/sc_free, so
- * allocation-failure injection reaches the codec.
+ * Encoding and decoding read and write the wire format directly (see
+ * event_codec.c); the output is what protobuf-c writes. Every allocation
+ * goes through sc_malloc/sc_free, so allocation-failure injection reaches
+ * the codec.
  */
 #ifndef STATECACHE_STORE_EVENT_CODEC_H
 #define STATECACHE_STORE_EVENT_CODEC_H
@@ -32,9 +34,10 @@
 #define SC_EVENT_RECORD_MAX (64u << 20) /* one encoded event */
 
 /*
- * sc_event_validate - check `ev` against every limit: entity id length,
- * known type, attribute names, value types (NULL only in `set`), string
- * values without NUL bytes, sizes of actor, partition, tags and values.
+ * sc_event_validate - check `ev` as the cache does (sc_entity_validate_event:
+ * id, type, names, value types, NULL pointers), then against what the log
+ * holds: attribute count, string values without NUL bytes, sizes of actor,
+ * partition, tags and values, no attributes on a delete.
  * Errors: SC_EINVAL with a message naming the field.
  */
 int sc_event_validate(const sc_event *ev, sc_error *err);

@@ -509,6 +509,49 @@ static void test_bad_event_rejects_batch(void **state)
 	rm_rf(dir);
 }
 
+/* The store accepts what the cache accepts: a null value in a replace
+ * counts as absent, in the cache, after a replay and in an as-of read. */
+static void test_replace_with_null(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	sc_attr at[2] = {{{"a", 1}, {.type = SC_VALUE_INT, .u.i = 7}},
+			 {{"b", 1}, {.type = SC_VALUE_NULL}}};
+	sc_event ev = {.entity = {"r", 1},
+		       .type = SC_EVENT_REPLACE,
+		       .attrs = at,
+		       .nattrs = 2,
+		       .time = 1};
+	sc_error err;
+	assert_int_equal(sc_store_append(s, &ev, 1, NULL, &err), 0);
+	for (int round = 0; round < 2; round++) {
+		sc_reader *r;
+		assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL),
+				 0);
+		const sc_entity *e = sc_reader_get(r, (sc_str){"r", 1});
+		assert_non_null(e);
+		assert_int_equal(sc_entity_attr_count(e), 1);
+		sc_value v;
+		assert_true(sc_entity_find(e, (sc_str){"a", 1}, &v));
+		assert_int_equal(v.u.i, 7);
+		assert_false(sc_entity_find(e, (sc_str){"b", 1}, &v));
+		sc_entity *at1 = NULL;
+		assert_int_equal(
+		    sc_store_entity_at(s, (sc_str){"r", 1}, 1, &at1, NULL), 0);
+		assert_true(sc_entity_equal(at1, e));
+		sc_entity_free(at1);
+		sc_reader_close(r);
+		/* Again from a replay of the log. */
+		sc_store_close(s);
+		s = open_store(dir, &o);
+	}
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
 typedef struct proj_state {
 	int calls, fail_at, commits, rollbacks;
 	MDB_dbi dbi;
@@ -1181,6 +1224,7 @@ int main(void)
 	    cmocka_unit_test(test_format_1_store_is_upgraded),
 	    cmocka_unit_test(test_entity_index_prefix_ids),
 	    cmocka_unit_test(test_bad_event_rejects_batch),
+	    cmocka_unit_test(test_replace_with_null),
 	    cmocka_unit_test(test_projector_failure_rolls_back),
 	    cmocka_unit_test(test_map_full),
 	    cmocka_unit_test(test_alloc_failure_append),
