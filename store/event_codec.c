@@ -10,6 +10,7 @@
 
 #include "cache/entity.h"
 #include "common/internal.h"
+#include "common/wire.h"
 
 /* ---- validation ---------------------------------------------------------- */
 
@@ -98,61 +99,13 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
  * a oneof member written whenever it is the set case.
  */
 
-/* Wire types. */
-enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2 };
+/* One-byte keys: (field << 3) | wire type. */
+#define KEY(field, wire) ((uint8_t)((field) << 3 | (wire)))
 
-static size_t varint_len(uint64_t v)
+/* A length-delimited field from an sc_str. */
+static uint8_t *put_str(uint8_t *p, unsigned field, sc_str s)
 {
-	size_t n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t)v;
-	return p;
-}
-
-/* Every field number here is below 16: a key is one byte. */
-static uint8_t *put_key(uint8_t *p, unsigned field, unsigned wt)
-{
-	*p++ = (uint8_t)(field << 3 | wt);
-	return p;
-}
-
-static uint8_t *put_fixed64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		*p++ = (uint8_t)(v >> (8 * i));
-	return p;
-}
-
-static size_t len_field_size(size_t n)
-{
-	return 1 + varint_len(n) + n;
-}
-
-static uint8_t *put_len_field(uint8_t *p, unsigned field, const char *b,
-			      size_t n)
-{
-	p = put_key(p, field, WT_LEN);
-	p = put_varint(p, n);
-	if (n)
-		memcpy(p, b, n);
-	return p + n;
-}
-
-static uint64_t zigzag(int64_t v)
-{
-	return ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
+	return sc_wire_put_len(p, KEY(field, SC_WIRE_LEN), s.ptr, s.len);
 }
 
 /* Bytes of the statecache.v1.Value body (0 for null: an empty message). */
@@ -161,9 +114,9 @@ static size_t value_size(const sc_value *v)
 	switch (v->type) {
 	case SC_VALUE_STRING:
 	case SC_VALUE_BYTES:
-		return len_field_size(v->u.s.len);
+		return sc_wire_len_size(v->u.s.len);
 	case SC_VALUE_INT:
-		return 1 + varint_len(zigzag(v->u.i));
+		return 1 + sc_wire_varint_len(sc_wire_zigzag(v->u.i));
 	case SC_VALUE_DOUBLE:
 		return 1 + 8;
 	case SC_VALUE_BOOL:
@@ -178,20 +131,20 @@ static uint8_t *put_value(uint8_t *p, const sc_value *v)
 	uint64_t bits;
 	switch (v->type) {
 	case SC_VALUE_STRING:
-		return put_len_field(p, 1, v->u.s.ptr, v->u.s.len);
+		return put_str(p, 1, v->u.s);
 	case SC_VALUE_INT:
-		p = put_key(p, 2, WT_VARINT);
-		return put_varint(p, zigzag(v->u.i));
+		*p++ = KEY(2, SC_WIRE_VARINT);
+		return sc_wire_put_varint(p, sc_wire_zigzag(v->u.i));
 	case SC_VALUE_DOUBLE:
-		memcpy(&bits, &v->u.d, 8);
-		p = put_key(p, 3, WT_I64);
-		return put_fixed64(p, bits);
+		bits = sc_wire_double_bits(v->u.d);
+		*p++ = KEY(3, SC_WIRE_I64);
+		return sc_wire_put_fixed64(p, bits);
 	case SC_VALUE_BOOL:
-		p = put_key(p, 4, WT_VARINT);
+		*p++ = KEY(4, SC_WIRE_VARINT);
 		*p++ = v->u.b ? 1 : 0;
 		return p;
 	case SC_VALUE_BYTES:
-		return put_len_field(p, 5, v->u.s.ptr, v->u.s.len);
+		return put_str(p, 5, v->u.s);
 	default:
 		return p;
 	}
@@ -201,10 +154,10 @@ static uint8_t *put_value(uint8_t *p, const sc_value *v)
  * value field at all. */
 static size_t attr_size(const sc_attr *a, bool unset)
 {
-	size_t n = len_field_size(a->name.len);
+	size_t n = sc_wire_len_size(a->name.len);
 	if (!unset) {
 		size_t v = value_size(&a->value);
-		n += 1 + varint_len(v) + v;
+		n += 1 + sc_wire_varint_len(v) + v;
 	}
 	return n;
 }
@@ -214,21 +167,21 @@ size_t sc_event_encoded_size(const sc_event *ev)
 	bool unset = ev->type == SC_EVENT_UNSET;
 	size_t n = 0;
 	if (ev->entity.len)
-		n += len_field_size(ev->entity.len);
+		n += sc_wire_len_size(ev->entity.len);
 	if (ev->type)
-		n += 1 + varint_len((uint64_t)ev->type);
+		n += 1 + sc_wire_varint_len((uint64_t)ev->type);
 	for (size_t i = 0; i < ev->nattrs; i++) {
 		size_t a = attr_size(&ev->attrs[i], unset);
-		n += 1 + varint_len(a) + a;
+		n += 1 + sc_wire_varint_len(a) + a;
 	}
 	if (ev->time)
 		n += 1 + 8;
 	if (ev->actor.len)
-		n += len_field_size(ev->actor.len);
+		n += sc_wire_len_size(ev->actor.len);
 	if (ev->partition.len)
-		n += len_field_size(ev->partition.len);
+		n += sc_wire_len_size(ev->partition.len);
 	for (size_t i = 0; i < ev->ntags; i++)
-		n += len_field_size(ev->tags[i].len);
+		n += sc_wire_len_size(ev->tags[i].len);
 	return n;
 }
 
@@ -237,32 +190,32 @@ uint8_t *sc_event_write(const sc_event *ev, uint8_t *out)
 	bool unset = ev->type == SC_EVENT_UNSET;
 	uint8_t *p = out;
 	if (ev->entity.len)
-		p = put_len_field(p, 1, ev->entity.ptr, ev->entity.len);
+		p = put_str(p, 1, ev->entity);
 	if (ev->type) {
-		p = put_key(p, 2, WT_VARINT);
-		p = put_varint(p, (uint64_t)ev->type);
+		*p++ = KEY(2, SC_WIRE_VARINT);
+		p = sc_wire_put_varint(p, (uint64_t)ev->type);
 	}
 	for (size_t i = 0; i < ev->nattrs; i++) {
 		const sc_attr *a = &ev->attrs[i];
-		p = put_key(p, 3, WT_LEN);
-		p = put_varint(p, attr_size(a, unset));
-		p = put_len_field(p, 1, a->name.ptr, a->name.len);
+		*p++ = KEY(3, SC_WIRE_LEN);
+		p = sc_wire_put_varint(p, attr_size(a, unset));
+		p = put_str(p, 1, a->name);
 		if (unset)
 			continue;
-		p = put_key(p, 2, WT_LEN);
-		p = put_varint(p, value_size(&a->value));
+		*p++ = KEY(2, SC_WIRE_LEN);
+		p = sc_wire_put_varint(p, value_size(&a->value));
 		p = put_value(p, &a->value);
 	}
 	if (ev->time) {
-		p = put_key(p, 4, WT_I64);
-		p = put_fixed64(p, (uint64_t)ev->time);
+		*p++ = KEY(4, SC_WIRE_I64);
+		p = sc_wire_put_fixed64(p, (uint64_t)ev->time);
 	}
 	if (ev->actor.len)
-		p = put_len_field(p, 5, ev->actor.ptr, ev->actor.len);
+		p = put_str(p, 5, ev->actor);
 	if (ev->partition.len)
-		p = put_len_field(p, 6, ev->partition.ptr, ev->partition.len);
+		p = put_str(p, 6, ev->partition);
 	for (size_t i = 0; i < ev->ntags; i++)
-		p = put_len_field(p, 7, ev->tags[i].ptr, ev->tags[i].len);
+		p = put_str(p, 7, ev->tags[i]);
 	return p;
 }
 
@@ -278,7 +231,9 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a %zu-byte event record",
 				    size);
-	SC_ENSURE((size_t)(sc_event_write(ev, buf) - buf) == size);
+	uint8_t *end = sc_event_write(ev, buf);
+	SC_ENSURE((size_t)(end - buf) == size);
+	(void)end;
 	*out = buf;
 	*len = size;
 	return 0;
@@ -298,81 +253,15 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
  * the last value. Counts are capped before anything is allocated.
  */
 
-typedef struct rd {
-	const uint8_t *p, *end;
-} rd;
-
-static bool rd_varint(rd *r, uint64_t *v)
+/* A length-delimited field as an sc_str pointing into the input. */
+static bool rd_bytes(sc_wire_rd *r, sc_str *out)
 {
-	uint64_t x = 0;
-	for (int shift = 0; shift < 70; shift += 7) {
-		if (r->p == r->end)
-			return false;
-		uint8_t b = *r->p++;
-		if (shift == 63 && b > 1)
-			return false; /* more than 64 bits */
-		x |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*v = x;
-			return true;
-		}
-	}
-	return false;
-}
-
-static bool rd_fixed64(rd *r, uint64_t *v)
-{
-	if (r->end - r->p < 8)
+	sc_wire_rd sub;
+	if (!sc_wire_rd_sub(r, &sub))
 		return false;
-	uint64_t x = 0;
-	for (int i = 7; i >= 0; i--)
-		x = (x << 8) | r->p[i];
-	r->p += 8;
-	*v = x;
+	out->len = (size_t)(sub.end - sub.p);
+	out->ptr = out->len ? (const char *)sub.p : "";
 	return true;
-}
-
-static bool rd_bytes(rd *r, sc_str *out)
-{
-	uint64_t n;
-	if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
-		return false;
-	out->ptr = n ? (const char *)r->p : "";
-	out->len = (size_t)n;
-	r->p += n;
-	return true;
-}
-
-/* Read a field key; false at the end or on a malformed key. */
-static bool rd_key(rd *r, uint32_t *field, uint32_t *wt)
-{
-	uint64_t k;
-	if (!rd_varint(r, &k) || (k >> 3) == 0 || (k >> 3) > UINT32_MAX)
-		return false;
-	*field = (uint32_t)(k >> 3);
-	*wt = (uint32_t)(k & 7);
-	return true;
-}
-
-static bool rd_skip(rd *r, uint32_t wt)
-{
-	uint64_t v;
-	sc_str s;
-	switch (wt) {
-	case 0:
-		return rd_varint(r, &v);
-	case 1:
-		return rd_fixed64(r, &v);
-	case 2:
-		return rd_bytes(r, &s);
-	case 5:
-		if (r->end - r->p < 4)
-			return false;
-		r->p += 4;
-		return true;
-	default:
-		return false; /* groups and reserved wire types */
-	}
 }
 
 static int corrupt(sc_error *err, uint64_t position, const char *what)
@@ -396,12 +285,12 @@ static int too_big(sc_error *err, uint64_t position, size_t len)
 /* statecache.v1.Value into *v; an empty message is null. */
 static const char *decode_value(sc_str bytes, sc_value *v)
 {
-	rd r = {(const uint8_t *)bytes.ptr,
-		(const uint8_t *)bytes.ptr + bytes.len};
+	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
+			(const uint8_t *)bytes.ptr + bytes.len};
 	v->type = SC_VALUE_NULL;
 	uint32_t f, wt;
 	while (r.p < r.end) {
-		if (!rd_key(&r, &f, &wt))
+		if (!sc_wire_rd_key(&r, &f, &wt))
 			return "malformed value field";
 		uint64_t x;
 		if (f >= 1 && f <= 5) {
@@ -417,25 +306,25 @@ static const char *decode_value(sc_str bytes, sc_value *v)
 			v->type = f == 1 ? SC_VALUE_STRING : SC_VALUE_BYTES;
 			break;
 		case 2:
-			if (!rd_varint(&r, &x))
+			if (!sc_wire_rd_varint(&r, &x))
 				return "truncated value";
 			v->type = SC_VALUE_INT;
 			v->u.i = (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
 			break;
 		case 3:
-			if (!rd_fixed64(&r, &x))
+			if (!sc_wire_rd_fixed64(&r, &x))
 				return "truncated value";
 			v->type = SC_VALUE_DOUBLE;
 			memcpy(&v->u.d, &x, sizeof x);
 			break;
 		case 4:
-			if (!rd_varint(&r, &x))
+			if (!sc_wire_rd_varint(&r, &x))
 				return "truncated value";
 			v->type = SC_VALUE_BOOL;
 			v->u.b = x != 0;
 			break;
 		default:
-			if (!rd_skip(&r, wt))
+			if (!sc_wire_rd_skip(&r, wt))
 				return "malformed unknown value field";
 		}
 	}
@@ -445,13 +334,13 @@ static const char *decode_value(sc_str bytes, sc_value *v)
 /* statecache.v1.Attr into *a. */
 static const char *decode_attr(sc_str bytes, sc_attr *a)
 {
-	rd r = {(const uint8_t *)bytes.ptr,
-		(const uint8_t *)bytes.ptr + bytes.len};
+	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
+			(const uint8_t *)bytes.ptr + bytes.len};
 	a->name = (sc_str){"", 0};
 	a->value.type = SC_VALUE_NULL;
 	uint32_t f, wt;
 	while (r.p < r.end) {
-		if (!rd_key(&r, &f, &wt))
+		if (!sc_wire_rd_key(&r, &f, &wt))
 			return "malformed attribute field";
 		if ((f == 1 || f == 2) && wt != 2)
 			return "attribute field with the wrong wire type";
@@ -465,7 +354,7 @@ static const char *decode_attr(sc_str bytes, sc_attr *a)
 			const char *why = decode_value(s, &a->value);
 			if (why)
 				return why;
-		} else if (!rd_skip(&r, wt)) {
+		} else if (!sc_wire_rd_skip(&r, wt)) {
 			return "malformed unknown attribute field";
 		}
 	}
@@ -482,15 +371,15 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	/* Pass 1: structure and counts, nothing allocated. */
 	static const uint32_t want[8] = {0, 2, 0, 2, 1, 2, 2, 2};
 	size_t nattrs = 0, ntags = 0;
-	rd r = {start, start + len};
+	sc_wire_rd r = {start, start + len};
 	uint32_t f = 0, wt = 0;
 	while (r.p < r.end) {
-		if (!rd_key(&r, &f, &wt))
+		if (!sc_wire_rd_key(&r, &f, &wt))
 			return corrupt(err, position, "malformed field key");
 		if (f < 8 && wt != want[f])
 			return corrupt(err, position,
 				       "field with the wrong wire type");
-		if (!rd_skip(&r, wt))
+		if (!sc_wire_rd_skip(&r, wt))
 			return corrupt(err, position, "truncated field");
 		if (f == 3 && ++nattrs > SC_EVENT_ATTRS_MAX)
 			return corrupt(err, position, "too many attributes");
@@ -514,23 +403,23 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	uint64_t type = 0, x = 0;
 	size_t ia = 0, it = 0;
 	const char *why = NULL;
-	r = (rd){start, start + len};
+	r = (sc_wire_rd){start, start + len};
 	while (!why && r.p < r.end) {
-		rd_key(&r, &f, &wt); /* checked in pass 1 */
+		sc_wire_rd_key(&r, &f, &wt); /* checked in pass 1 */
 		sc_str s = {"", 0};
 		switch (f) {
 		case 1:
 			rd_bytes(&r, &ev->entity);
 			break;
 		case 2:
-			rd_varint(&r, &type);
+			sc_wire_rd_varint(&r, &type);
 			break;
 		case 3:
 			rd_bytes(&r, &s);
 			why = decode_attr(s, &out->attrs[ia++]);
 			break;
 		case 4:
-			rd_fixed64(&r, &x);
+			sc_wire_rd_fixed64(&r, &x);
 			ev->time = (int64_t)x;
 			break;
 		case 5:
@@ -543,7 +432,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 			rd_bytes(&r, &out->tags[it++]);
 			break;
 		default:
-			rd_skip(&r, wt);
+			sc_wire_rd_skip(&r, wt);
 		}
 	}
 	if (!why && (type < SC_EVENT_SET || type > SC_EVENT_DELETE))
@@ -574,16 +463,16 @@ int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
 	if (len > SC_EVENT_RECORD_MAX)
 		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
-	rd r = {start, start + len};
+	sc_wire_rd r = {start, start + len};
 	uint32_t f = 0, wt = 0;
 	*id = (sc_str){"", 0};
 	while (r.p < r.end) {
-		if (!rd_key(&r, &f, &wt))
+		if (!sc_wire_rd_key(&r, &f, &wt))
 			return corrupt(err, position, "malformed field key");
 		if (f == 1 && wt != 2)
 			return corrupt(err, position,
 				       "field with the wrong wire type");
-		if (!(f == 1 ? rd_bytes(&r, id) : rd_skip(&r, wt)))
+		if (!(f == 1 ? rd_bytes(&r, id) : sc_wire_rd_skip(&r, wt)))
 			return corrupt(err, position, "truncated field");
 	}
 	if (id->len < 1 || id->len > SC_ENTITY_ID_MAX)
