@@ -20,6 +20,7 @@
 
 #include <xxhash.h>
 
+#include "common/wire.h"
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
 
@@ -42,58 +43,9 @@ enum {
 	TAG_VALUE_BYTES = 0x2a,	     /* 5, length-delimited */
 };
 
-static size_t varint_len(uint64_t v)
-{
-	size_t n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t)v;
-	return p;
-}
-
-static uint8_t *put_fixed64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-	return p + 8;
-}
-
 static uint8_t *put_bytes(uint8_t *p, uint8_t tag, sc_str s)
 {
-	*p++ = tag;
-	p = put_varint(p, s.len);
-	if (s.len)
-		memcpy(p, s.ptr, s.len);
-	return p + s.len;
-}
-
-/* Tag, length prefix and payload of a length-delimited field. */
-static size_t delimited_len(size_t payload)
-{
-	return 1 + varint_len(payload) + payload;
-}
-
-static uint64_t zigzag(int64_t v)
-{
-	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
-static uint64_t double_bits(double d)
-{
-	uint64_t u;
-	memcpy(&u, &d, sizeof u);
-	return u;
+	return sc_wire_put_len(p, tag, s.ptr, s.len);
 }
 
 /* Size of the Value message for `v`; 0 for a kind that cannot be stored. */
@@ -102,9 +54,9 @@ static size_t value_len(const sc_value *v)
 	switch (v->type) {
 	case SC_VALUE_STRING:
 	case SC_VALUE_BYTES:
-		return delimited_len(v->u.s.len);
+		return sc_wire_len_size(v->u.s.len);
 	case SC_VALUE_INT:
-		return 1 + varint_len(zigzag(v->u.i));
+		return 1 + sc_wire_varint_len(sc_wire_zigzag(v->u.i));
 	case SC_VALUE_DOUBLE:
 		return 1 + 8;
 	case SC_VALUE_BOOL:
@@ -124,10 +76,10 @@ static uint8_t *put_value(uint8_t *p, const sc_value *v)
 		return put_bytes(p, TAG_VALUE_BYTES, v->u.s);
 	case SC_VALUE_INT:
 		*p++ = TAG_VALUE_INT;
-		return put_varint(p, zigzag(v->u.i));
+		return sc_wire_put_varint(p, sc_wire_zigzag(v->u.i));
 	case SC_VALUE_DOUBLE:
 		*p++ = TAG_VALUE_DOUBLE;
-		return put_fixed64(p, double_bits(v->u.d));
+		return sc_wire_put_fixed64(p, sc_wire_double_bits(v->u.d));
 	case SC_VALUE_BOOL:
 		*p++ = TAG_VALUE_BOOL;
 		*p++ = v->u.b ? 1 : 0;
@@ -141,7 +93,8 @@ static uint8_t *put_value(uint8_t *p, const sc_value *v)
 
 static size_t attr_len(const sc_attr *a)
 {
-	return delimited_len(a->name.len) + delimited_len(value_len(&a->value));
+	return sc_wire_len_size(a->name.len) +
+	       sc_wire_len_size(value_len(&a->value));
 }
 
 /* ---- entity checks and size ---------------------------------------------- */
@@ -190,7 +143,7 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 	if (pl->position > view_position)
 		return bad_entity(err, id,
 				  "its position is beyond the version's");
-	size_t n = delimited_len(id.len);
+	size_t n = sc_wire_len_size(id.len);
 	size_t nattrs = pl->nattrs = sc_entity_attr_count(e);
 	sc_str prev = {NULL, 0};
 	for (size_t i = 0; i < nattrs; i++) {
@@ -233,20 +186,20 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 					  "value type");
 		}
 		size_t vl = value_len(&a.value);
-		size_t al = delimited_len(a.name.len) + delimited_len(vl);
+		size_t al = sc_wire_len_size(a.name.len) + sc_wire_len_size(vl);
 		if (i < PLAN_ATTRS) {
 			pl->attrs[i] = a;
 			pl->value_len[i] = (uint32_t)vl;
 			pl->attr_len[i] = (uint32_t)al;
 		}
-		n += delimited_len(al);
+		n += sc_wire_len_size(al);
 	}
 	if (pl->updated_at)
 		n += 1 + 8;
 	if (by.len)
-		n += delimited_len(by.len);
+		n += sc_wire_len_size(by.len);
 	if (pl->position)
-		n += 1 + varint_len(pl->position);
+		n += 1 + sc_wire_varint_len(pl->position);
 	pl->len = n;
 	return 0;
 }
@@ -255,7 +208,7 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 {
 	*p++ = TAG_CHUNK_ENTITIES;
-	p = put_varint(p, pl->len);
+	p = sc_wire_put_varint(p, pl->len);
 	p = put_bytes(p, TAG_STATE_ID, pl->id);
 	for (size_t i = 0; i < pl->nattrs; i++) {
 		sc_attr a;
@@ -270,21 +223,21 @@ static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 			al = attr_len(&a);
 		}
 		*p++ = TAG_STATE_ATTRS;
-		p = put_varint(p, al);
+		p = sc_wire_put_varint(p, al);
 		p = put_bytes(p, TAG_ATTR_NAME, a.name);
 		*p++ = TAG_ATTR_VALUE;
-		p = put_varint(p, vl);
+		p = sc_wire_put_varint(p, vl);
 		p = put_value(p, &a.value);
 	}
 	if (pl->updated_at) {
 		*p++ = TAG_STATE_UPDATED_AT;
-		p = put_fixed64(p, (uint64_t)pl->updated_at);
+		p = sc_wire_put_fixed64(p, (uint64_t)pl->updated_at);
 	}
 	if (pl->by.len)
 		p = put_bytes(p, TAG_STATE_UPDATED_BY, pl->by);
 	if (pl->position) {
 		*p++ = TAG_STATE_POSITION;
-		p = put_varint(p, pl->position);
+		p = sc_wire_put_varint(p, pl->position);
 	}
 	return p;
 }
@@ -561,7 +514,7 @@ static int add_entity(encoder *en, const sc_entity *e, uint64_t position,
 	int rc = entity_plan(e, position, &pl, err);
 	if (rc)
 		return rc;
-	size_t need = delimited_len(pl.len);
+	size_t need = sc_wire_len_size(pl.len);
 	if (need > SC_SNAPSHOT_CHUNK_RAW_MAX) {
 		sc_str id = sc_entity_id(e);
 		return sc_error_set(err, SC_ETOOBIG,
