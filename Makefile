@@ -219,7 +219,8 @@ test: deps
 	$(MAKE) --no-print-directory MODE=tsan test-tsan
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=fuzz fuzzers
 	$(MAKE) --no-print-directory MODE=fuzz test-fuzz
-	$(MAKE) --no-print-directory -j$(JOBS) MODE=clang all
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=clang all tests
+	$(MAKE) --no-print-directory MODE=clang test-clang
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release all
 	$(MAKE) --no-print-directory MODE=release test-examples
 	@echo "make test: all passed"
@@ -242,6 +243,17 @@ test-asan: tests
 		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
 	done; \
 	echo "asan: $$pass passed, $$fail failed"; test $$fail = 0
+
+# The unit tests once more, optimised and without SC_DEBUG: what the
+# assertions compile out must not change what the code does.
+test-clang: tests
+	@pass=0; fail=0; \
+	for t in $(TEST_BIN); do \
+		echo "== $$t"; \
+		if SC_TEST_SHORT=1 $$t; then pass=$$((pass+1)); \
+		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
+	done; \
+	echo "clang: $$pass passed, $$fail failed"; test $$fail = 0
 
 test-tsan: stress
 	@pass=0; fail=0; \
