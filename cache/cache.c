@@ -144,8 +144,7 @@ void sc_cache_destroy(sc_cache *cache)
 
 /* ==== writer ============================================================== */
 
-/* Open the pending version on top of the current one if none is open. */
-static int pending_open(sc_cache *cache, sc_error *err)
+int sc_cache_pending_open(sc_cache *cache, sc_error *err)
 {
 	if (cache->edit)
 		return SC_OK;
@@ -165,7 +164,7 @@ static int pending_open(sc_cache *cache, sc_error *err)
 	return SC_OK;
 }
 
-static int poison(sc_cache *cache, int rc, sc_error *err, const char *what)
+int sc_cache_poison(sc_cache *cache, int rc, sc_error *err, const char *what)
 {
 	cache->poisoned = true;
 	if (rc == SC_EPOISONED)
@@ -206,14 +205,16 @@ static int pending_put(sc_cache *cache, sc_str id, const sc_entity *prev,
 			goto done; /* delete of a missing entity */
 		rc = sc_hamt_edit_remove(cache->edit, id.ptr, id.len);
 		if (rc)
-			return poison(cache, rc, err, "removing an entity");
+			return sc_cache_poison(cache, rc, err,
+					       "removing an entity");
 	} else {
 		counter_add(&cache->entity_bytes, ne->size, 0);
 		rc = sc_hamt_edit_set(cache->edit, sc_entity_key(ne), ne);
 		if (rc) {
 			counter_add(&cache->entity_bytes, 0, ne->size);
 			sc_free(ne);
-			return poison(cache, rc, err, "inserting an entity");
+			return sc_cache_poison(cache, rc, err,
+					       "inserting an entity");
 		}
 	}
 	cache->pending_garbage_entity_bytes += dropped;
@@ -398,7 +399,7 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 		return SC_ETOOBIG;
 	apply_job *j = job_make(cache, ev, payload);
 	if (!j)
-		return poison(cache, ENOMEM, err, "queueing an event");
+		return sc_cache_poison(cache, ENOMEM, err, "queueing an event");
 	const char *id = j->ev.entity.ptr;
 	size_t len = j->ev.entity.len;
 	int rc = sc_hamt_edit_update_later(cache->edit, id, len,
@@ -406,7 +407,8 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 					   job_update, job_done, j);
 	if (rc) {
 		sc_pool_free(&cache->entity_pool, j, j->block);
-		return poison(cache, rc, err, "applying an earlier event");
+		return sc_cache_poison(cache, rc, err,
+				       "applying an earlier event");
 	}
 	if (ev->position > cache->pending_position)
 		cache->pending_position = ev->position;
@@ -424,7 +426,7 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	if (rc)
 		return rc;
 	bool opened = !cache->edit;
-	rc = pending_open(cache, err);
+	rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
 	rc = apply_later(cache, ev, err);
@@ -435,8 +437,8 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 				 apply_update, &a);
 	if (rc && a.build_fail) {
 		if (rc == ENOMEM)
-			return poison(cache, rc, err,
-				      "building an entity state");
+			return sc_cache_poison(cache, rc, err,
+					       "building an entity state");
 		/* SC_ETOOBIG: nothing changed; close an edit opened for it. */
 		if (opened) {
 			sc_hamt_edit_abort(cache->edit);
@@ -446,9 +448,9 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 	}
 	if (rc) {
 		sc_free(a.ne); /* never stored, never counted */
-		return poison(cache, rc, err,
-			      a.ne ? "inserting an entity"
-				   : "removing an entity");
+		return sc_cache_poison(cache, rc, err,
+				       a.ne ? "inserting an entity"
+					    : "removing an entity");
 	}
 	if (a.ne)
 		counter_add(&cache->entity_bytes, a.ne->size, 0);
@@ -474,10 +476,11 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	rc = sc_entity_build_loaded(id, attrs, nattrs, updated_at, updated_by,
 				    position, gen, &ne, err);
 	if (rc == ENOMEM)
-		return poison(cache, rc, err, "building an entity state");
+		return sc_cache_poison(cache, rc, err,
+				       "building an entity state");
 	if (rc)
 		return rc;
-	rc = pending_open(cache, err);
+	rc = sc_cache_pending_open(cache, err);
 	if (rc) {
 		sc_free(ne);
 		return rc;

@@ -112,6 +112,14 @@ struct sc_cache {
 	void *block;		     /* the allocation holding this struct */
 };
 
+/* Open the pending version on top of the current one if none is open: a
+ * new edit, a new generation, no garbage yet. Poisons on failure. */
+int sc_cache_pending_open(sc_cache *cache, sc_error *err);
+
+/* Mark the pending version unusable (only discard is valid after) and
+ * report `rc` from `what`; returns rc. */
+int sc_cache_poison(sc_cache *cache, int rc, sc_error *err, const char *what);
+
 /* Release hook for HAMT entries: frees the entity (key inside it). */
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value);
 

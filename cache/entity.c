@@ -308,14 +308,6 @@ static bool merge_next(merge *m, sc_attr *out)
 	}
 }
 
-static char *put_bytes(char *p, const char *src, size_t len)
-{
-	if (len)
-		memcpy(p, src, len);
-	p[len] = '\0';
-	return p + len + 1;
-}
-
 static bool is_blob(sc_value_type t)
 {
 	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
@@ -408,7 +400,7 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 	e->nattrs = (uint32_t)nattrs;
 	e->table_off = (uint32_t)table_off;
 	e->actor_len = (uint32_t)actor.len;
-	p = put_bytes(p, actor.ptr, actor.len);
+	p = sc_entity_put_bytes(p, actor.ptr, actor.len);
 	for (size_t k = 0; k < nattrs; k++) {
 		sc_entity_rec *t = &tab[k];
 		const sc_entity_rec *r = src[k].rec;
@@ -420,7 +412,8 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 			t->name_off = (uint32_t)(p - base);
 			size_t nl = r->name_len;
 			if (!is_blob((sc_value_type)r->type)) {
-				p = put_bytes(p, obase + r->name_off, nl);
+				p = sc_entity_put_bytes(p, obase + r->name_off,
+							nl);
 				continue;
 			}
 			size_t vl = r->u.s.len;
@@ -431,37 +424,14 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 				p[nl + 1 + vl] = '\0';
 				p += nl + 1 + vl + 1;
 			} else {
-				p = put_bytes(p, obase + r->name_off, nl);
-				p = put_bytes(p, obase + r->u.s.off, vl);
+				p = sc_entity_put_bytes(p, obase + r->name_off,
+							nl);
+				p = sc_entity_put_bytes(p, obase + r->u.s.off,
+							vl);
 			}
 			continue;
 		}
-		const sc_attr *a = src[k].ev;
-		t->name_off = (uint32_t)(p - base);
-		t->name_len = (uint8_t)a->name.len;
-		t->type = (uint8_t)a->value.type;
-		t->reserved = 0;
-		p = put_bytes(p, a->name.ptr, a->name.len);
-		switch (a->value.type) {
-		case SC_VALUE_STRING:
-		case SC_VALUE_BYTES:
-			t->u.s.off = (uint32_t)(p - base);
-			t->u.s.len = (uint32_t)a->value.u.s.len;
-			p = put_bytes(p, a->value.u.s.ptr, a->value.u.s.len);
-			break;
-		case SC_VALUE_INT:
-			t->u.i = a->value.u.i;
-			break;
-		case SC_VALUE_DOUBLE:
-			t->u.d = a->value.u.d;
-			break;
-		case SC_VALUE_BOOL:
-			t->u.i = 0;
-			t->u.b = a->value.u.b;
-			break;
-		case SC_VALUE_NULL:
-			break;
-		}
+		p = sc_entity_put_attr(base, p, t, src[k].ev);
 	}
 	SC_ENSURE(p == base + size);
 	*out = e;
@@ -536,7 +506,7 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 	e->nattrs = (uint32_t)nattrs;
 	e->table_off = (uint32_t)table_off;
 	e->actor_len = (uint32_t)actor.len;
-	p = put_bytes(p, actor.ptr, actor.len);
+	p = sc_entity_put_bytes(p, actor.ptr, actor.len);
 
 	m = *m0;
 	size_t k = 0;
@@ -546,13 +516,14 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 		t->name_len = (uint8_t)a.name.len;
 		t->type = (uint8_t)a.value.type;
 		t->reserved = 0;
-		p = put_bytes(p, a.name.ptr, a.name.len);
+		p = sc_entity_put_bytes(p, a.name.ptr, a.name.len);
 		switch (a.value.type) {
 		case SC_VALUE_STRING:
 		case SC_VALUE_BYTES:
 			t->u.s.off = (uint32_t)(p - base);
 			t->u.s.len = (uint32_t)a.value.u.s.len;
-			p = put_bytes(p, a.value.u.s.ptr, a.value.u.s.len);
+			p = sc_entity_put_bytes(p, a.value.u.s.ptr,
+						a.value.u.s.len);
 			break;
 		case SC_VALUE_INT:
 			t->u.i = a.value.u.i;

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/pool.h"
 #include "statecache/cache.h"
@@ -81,6 +82,49 @@ static inline size_t sc_entity_size_of(const sc_entity *e)
 static inline size_t sc_entity_block_size(const sc_entity *e)
 {
 	return ((size_t)e->size + 7u) & ~(size_t)7u;
+}
+
+/* Copy `len` bytes and a NUL to p; returns the byte after the NUL. */
+static inline char *sc_entity_put_bytes(char *p, const char *src, size_t len)
+{
+	if (len)
+		memcpy(p, src, len);
+	p[len] = '\0';
+	return p + len + 1;
+}
+
+/* Fill table record *t for attribute *a, writing its name and any string or
+ * bytes value at p (offsets count from the block's start, base); returns
+ * the end of what was written. */
+static inline char *sc_entity_put_attr(char *base, char *p, sc_entity_rec *t,
+				       const sc_attr *a)
+{
+	t->name_off = (uint32_t)(p - base);
+	t->name_len = (uint8_t)a->name.len;
+	t->type = (uint8_t)a->value.type;
+	t->reserved = 0;
+	t->u.i = 0;
+	p = sc_entity_put_bytes(p, a->name.ptr, a->name.len);
+	switch (a->value.type) {
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		t->u.s.off = (uint32_t)(p - base);
+		t->u.s.len = (uint32_t)a->value.u.s.len;
+		return sc_entity_put_bytes(p, a->value.u.s.ptr,
+					   a->value.u.s.len);
+	case SC_VALUE_INT:
+		t->u.i = a->value.u.i;
+		break;
+	case SC_VALUE_DOUBLE:
+		t->u.d = a->value.u.d;
+		break;
+	case SC_VALUE_BOOL:
+		t->u.b = a->value.u.b;
+		break;
+	case SC_VALUE_NULL:
+		break;
+	}
+	return p;
 }
 
 /*

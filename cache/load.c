@@ -29,47 +29,6 @@ static void counter_add(_Atomic size_t *c, size_t add, size_t sub)
 	atomic_store_explicit(c, v + add - sub, memory_order_relaxed);
 }
 
-static const struct sc_version *writer_current(const sc_cache *cache)
-{
-	return atomic_load_explicit(&((sc_cache *)cache)->current,
-				    memory_order_relaxed);
-}
-
-/* As cache.c's pending_open: a new edit on the current version, a new
- * generation, no garbage yet. */
-static int pending_open(sc_cache *cache, sc_error *err)
-{
-	if (cache->edit)
-		return SC_OK;
-	const struct sc_version *cur = writer_current(cache);
-	int rc = sc_hamt_edit_begin(cache->map, cur->root, &cache->edit);
-	if (rc) {
-		cache->edit = NULL;
-		cache->poisoned = true;
-		return sc_error_set(err, rc,
-				    "cannot open a pending version (%s); "
-				    "discard, then retry",
-				    sc_strerror(rc));
-	}
-	cache->generation++;
-	cache->pending_position = cur->position;
-	cache->pending_garbage_entity_bytes = 0;
-	return SC_OK;
-}
-
-static int poison(sc_cache *cache, int rc, sc_error *err, const char *what)
-{
-	cache->poisoned = true;
-	if (rc == SC_EPOISONED)
-		return sc_error_set(err, rc,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
-	return sc_error_set(err, rc,
-			    "%s failed (%s); the pending version is "
-			    "unusable: discard it",
-			    what, sc_strerror(rc));
-}
-
 /* ==== building a state ==================================================== */
 
 static size_t align8(size_t n)
@@ -80,14 +39,6 @@ static size_t align8(size_t n)
 static bool is_blob(sc_value_type t)
 {
 	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
-}
-
-static char *put_bytes(char *p, const char *src, size_t len)
-{
-	if (len)
-		memcpy(p, src, len);
-	p[len] = '\0';
-	return p + len + 1;
 }
 
 int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
@@ -140,37 +91,10 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 	e->table_off = (uint32_t)table_off;
 	e->actor_len = (uint32_t)actor.len;
 	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
-	char *p = put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
-	for (size_t i = 0; i < nattrs; i++) {
-		const sc_attr *a = &attrs[i];
-		sc_entity_rec *t = &tab[i];
-		t->name_off = (uint32_t)(p - base);
-		t->name_len = (uint8_t)a->name.len;
-		t->type = (uint8_t)a->value.type;
-		t->reserved = 0;
-		p = put_bytes(p, a->name.ptr, a->name.len);
-		switch (a->value.type) {
-		case SC_VALUE_STRING:
-		case SC_VALUE_BYTES:
-			t->u.s.off = (uint32_t)(p - base);
-			t->u.s.len = (uint32_t)a->value.u.s.len;
-			p = put_bytes(p, a->value.u.s.ptr, a->value.u.s.len);
-			break;
-		case SC_VALUE_INT:
-			t->u.i = a->value.u.i;
-			break;
-		case SC_VALUE_DOUBLE:
-			t->u.d = a->value.u.d;
-			break;
-		case SC_VALUE_BOOL:
-			t->u.i = 0;
-			t->u.b = a->value.u.b;
-			break;
-		case SC_VALUE_NULL:
-			t->u.i = 0;
-			break;
-		}
-	}
+	char *p =
+	    sc_entity_put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
+	for (size_t i = 0; i < nattrs; i++)
+		p = sc_entity_put_attr(base, p, &tab[i], &attrs[i]);
 	size_t size = (size_t)(p - base);
 	SC_ENSURE(align8(size) == bytes);
 	e->size = (uint32_t)size;
@@ -216,7 +140,7 @@ int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
 		return sc_error_set(err, SC_EPOISONED,
 				    "the pending version is unusable after an "
 				    "allocation failure; discard it");
-	int rc = pending_open(cache, err);
+	int rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
 	*born = cache->generation;
@@ -240,7 +164,8 @@ static int store_block(sc_cache *cache, sc_entity *ne, const sc_cache_loaded *l,
 			    "into one pending version",
 			    (int)(l->id_len > 64 ? 64 : l->id_len), id);
 		else
-			rc = poison(cache, rc, err, "inserting an entity");
+			rc = sc_cache_poison(cache, rc, err,
+					     "inserting an entity");
 		sc_pool_free(&cache->entity_pool, ne, sc_entity_block_size(ne));
 		return rc;
 	}
@@ -264,7 +189,8 @@ int sc_cache_load_store(sc_cache *cache, const void *image,
 	 * arena, where later changes free and reuse state blocks. */
 	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
 	if (!ne)
-		return poison(cache, ENOMEM, err, "building an entity state");
+		return sc_cache_poison(cache, ENOMEM, err,
+				       "building an entity state");
 	memcpy(ne, image, bytes);
 	ne->born = cache->generation;
 	return store_block(cache, ne, l, err);
@@ -287,7 +213,8 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 		return rc;
 	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
 	if (!ne)
-		return poison(cache, ENOMEM, err, "building an entity state");
+		return sc_cache_poison(cache, ENOMEM, err,
+				       "building an entity state");
 	sc_cache_loaded l;
 	sc_cache_load_write(cache, id, attrs, nattrs, updated_at, updated_by,
 			    position, ne, bytes, &l);
