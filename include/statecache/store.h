@@ -239,9 +239,10 @@ int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 /*
  * sc_store_entity_at - the state of `id` as of `position` (inclusive),
  * folded with sc_entity_apply from that entity's events only, found as
- * sc_store_entity_events finds them (no replay of the log). *out is a new entity the caller frees with
- * sc_entity_free(). SC_NOTFOUND if it did not exist then (never created,
- * or deleted). Other errors as sc_store_entity_events.
+ * sc_store_entity_events finds them (no replay of the log). *out is a new
+ * entity the caller frees with sc_entity_free(). SC_NOTFOUND if it did not
+ * exist then (never created, or deleted). Other errors as
+ * sc_store_entity_events.
  */
 int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 		       sc_entity **out, sc_error *err);
