@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "cache/load.h"
+#include "common/wire.h"
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
 
@@ -313,71 +314,7 @@ static int chunk_inflate(inflater *z, const sc_snapshot_header *h,
  * checked against the bytes left before it is used.
  */
 
-typedef struct rd {
-	const uint8_t *p, *end;
-} rd;
-
-static bool rd_varint(rd *r, uint64_t *out)
-{
-	uint64_t v = 0;
-	for (int shift = 0; shift < 64; shift += 7) {
-		if (r->p == r->end)
-			return false;
-		uint8_t b = *r->p++;
-		if (shift == 63 && b > 1)
-			return false; /* over 64 bits */
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*out = v;
-			return true;
-		}
-	}
-	return false;
-}
-
-static bool rd_fixed64(rd *r, uint64_t *out)
-{
-	if (r->end - r->p < 8)
-		return false;
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | r->p[i];
-	r->p += 8;
-	*out = v;
-	return true;
-}
-
-/* A length-delimited field's payload as a sub-reader. */
-static bool rd_sub(rd *r, rd *sub)
-{
-	uint64_t n;
-	if (!rd_varint(r, &n) || n > (uint64_t)(r->end - r->p))
-		return false;
-	sub->p = r->p;
-	sub->end = r->p + n;
-	r->p += n;
-	return true;
-}
-
-static bool rd_skip(rd *r, unsigned wire)
-{
-	uint64_t v;
-	rd sub;
-	switch (wire) {
-	case 0:
-		return rd_varint(r, &v);
-	case 1:
-		return rd_fixed64(r, &v);
-	case 2:
-		return rd_sub(r, &sub);
-	case 5:
-		if (r->end - r->p < 4)
-			return false;
-		r->p += 4;
-		return true;
-	}
-	return false; /* groups (3, 4) and unknown wire types */
-}
+typedef sc_wire_rd rd;
 
 /* The next field's number and wire type; false at the end or on bad
  * bytes (*bad tells which). */
@@ -386,13 +323,12 @@ static bool rd_field(rd *r, uint32_t *num, unsigned *wire, bool *bad)
 	*bad = false;
 	if (r->p == r->end)
 		return false;
-	uint64_t key;
-	if (!rd_varint(r, &key) || (key >> 3) == 0 || (key >> 3) > UINT32_MAX) {
+	uint32_t w;
+	if (!sc_wire_rd_key(r, num, &w)) {
 		*bad = true;
 		return false;
 	}
-	*num = (uint32_t)(key >> 3);
-	*wire = (unsigned)(key & 7);
+	*wire = w;
 	return true;
 }
 
@@ -425,7 +361,7 @@ static const char *read_value(rd r, sc_value *v)
 		switch (num) {
 		case 1: /* string_value */
 		case 5: /* bytes_value */
-			if (wire != 2 || !rd_sub(&r, &s))
+			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 				return "a value is malformed";
 			v->type = num == 1 ? SC_VALUE_STRING : SC_VALUE_BYTES;
 			v->u.s = str_of_rd(s);
@@ -435,25 +371,25 @@ static const char *read_value(rd r, sc_value *v)
 				return "a string value holds a NUL byte";
 			break;
 		case 2: /* int_value, zigzag */
-			if (wire != 0 || !rd_varint(&r, &x))
+			if (wire != 0 || !sc_wire_rd_varint(&r, &x))
 				return "a value is malformed";
 			v->type = SC_VALUE_INT;
 			v->u.i = (int64_t)(x >> 1) ^ -(int64_t)(x & 1);
 			break;
 		case 3: /* double_value */
-			if (wire != 1 || !rd_fixed64(&r, &x))
+			if (wire != 1 || !sc_wire_rd_fixed64(&r, &x))
 				return "a value is malformed";
 			v->type = SC_VALUE_DOUBLE;
 			memcpy(&v->u.d, &x, sizeof x);
 			break;
 		case 4: /* bool_value */
-			if (wire != 0 || !rd_varint(&r, &x) || x > 1)
+			if (wire != 0 || !sc_wire_rd_varint(&r, &x) || x > 1)
 				return "a value is malformed";
 			v->type = SC_VALUE_BOOL;
 			v->u.b = x != 0;
 			break;
 		default:
-			if (!rd_skip(&r, wire))
+			if (!sc_wire_rd_skip(&r, wire))
 				return "a value is malformed";
 			continue;
 		}
@@ -476,7 +412,7 @@ static const char *read_attr(rd r, sc_attr *a)
 	while (rd_field(&r, &num, &wire, &bad)) {
 		rd s;
 		if (num == 1 || num == 2) {
-			if (wire != 2 || !rd_sub(&r, &s))
+			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 				return "an attribute is malformed";
 			bool *seen = num == 1 ? &have_name : &have_value;
 			if (*seen)
@@ -489,7 +425,7 @@ static const char *read_attr(rd r, sc_attr *a)
 				if (why)
 					return why;
 			}
-		} else if (!rd_skip(&r, wire)) {
+		} else if (!sc_wire_rd_skip(&r, wire)) {
 			return "an attribute is malformed";
 		}
 	}
@@ -530,7 +466,7 @@ static const char *read_state(rd r, uint64_t max_position,
 		switch (num) {
 		case 1: /* id */
 		case 4: /* updated_by */
-			if (wire != 2 || !rd_sub(&r, &s))
+			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 				return "an entity is malformed";
 			if (num == 1)
 				e->id = str_of_rd(s);
@@ -538,7 +474,7 @@ static const char *read_state(rd r, uint64_t max_position,
 				e->updated_by = str_of_rd(s);
 			break;
 		case 2: { /* attrs */
-			if (wire != 2 || !rd_sub(&r, &s))
+			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 				return "an entity is malformed";
 			const char *why = read_attr(s, &a);
 			if (why)
@@ -553,17 +489,17 @@ static const char *read_state(rd r, uint64_t max_position,
 			break;
 		}
 		case 3: /* updated_at */
-			if (wire != 1 || !rd_fixed64(&r, &x))
+			if (wire != 1 || !sc_wire_rd_fixed64(&r, &x))
 				return "an entity is malformed";
 			e->updated_at = (int64_t)x;
 			break;
 		case 5: /* position */
-			if (wire != 0 || !rd_varint(&r, &x))
+			if (wire != 0 || !sc_wire_rd_varint(&r, &x))
 				return "an entity is malformed";
 			e->position = x;
 			break;
 		default:
-			if (!rd_skip(&r, wire))
+			if (!sc_wire_rd_skip(&r, wire))
 				return "an entity is malformed";
 		}
 	}
@@ -597,11 +533,11 @@ static const char *read_chunk(rd r, uint64_t max_position, sc_attr *attrs,
 	while (rd_field(&r, &num, &wire, &bad)) {
 		rd s;
 		if (num != 1) {
-			if (!rd_skip(&r, wire))
+			if (!sc_wire_rd_skip(&r, wire))
 				return "not a valid SnapshotChunk message";
 			continue;
 		}
-		if (wire != 2 || !rd_sub(&r, &s))
+		if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 			return "not a valid SnapshotChunk message";
 		sc_snapshot_entity e;
 		size_t n;
@@ -846,11 +782,11 @@ static const char *read_chunk_build(rd r, uint64_t max_position,
 	while (rd_field(&r, &num, &wire, &bad)) {
 		rd sub;
 		if (num != 1) {
-			if (!rd_skip(&r, wire))
+			if (!sc_wire_rd_skip(&r, wire))
 				return "not a valid SnapshotChunk message";
 			continue;
 		}
-		if (wire != 2 || !rd_sub(&r, &sub))
+		if (wire != 2 || !sc_wire_rd_sub(&r, &sub))
 			return "not a valid SnapshotChunk message";
 		sc_snapshot_entity e;
 		size_t n;
