@@ -1,7 +1,8 @@
 /*
- * Reader throughput: lookups per second by 1 and 2 reader threads over
- * 1,000,000 entities with 5 attributes, with the writer idle and with the
- * writer applying and promoting batches of 100 `set` events continuously.
+ * Reader throughput: lookups per second by 1 and 2 reader threads (then 4,
+ * 8, ... up to the cores online) over 1,000,000 entities with 5 attributes,
+ * with the writer idle and with the writer applying and promoting batches of
+ * 100 `set` events continuously.
  *
  * Peers, measured in the same run on the same keys and access pattern:
  *   rwlock_ghashtable  a GHashTable of malloc'd states behind a
@@ -38,7 +39,7 @@
  * measurements of SC_BENCH_SECONDS (default 0.5) each, to damp noise from
  * other processes.
  *
- * Profiling knobs: SC_BENCH_THREADS=1|2 and SC_BENCH_WRITER=idle|busy|paced run
+ * Profiling knobs: SC_BENCH_THREADS=N and SC_BENCH_WRITER=idle|busy|paced run
  * one case; SC_BENCH_PEERS=0 measures statecache alone; SC_BENCH_BATCH
  * (default 100, at most 10000) sets the writer's batch size for every side.
  */
@@ -56,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "statecache/cache.h"
@@ -63,7 +65,7 @@
 #define NENTITIES   1000000u
 #define NKEYS	    (1u << 20) /* random lookup sequence */
 #define MAX_BATCH   10000
-#define MAX_READERS 2
+#define MAX_READERS 64
 
 static char (*ids)[16];
 static unsigned *lookup_seq;
@@ -570,13 +572,19 @@ int main(void)
 	const char *pr = getenv("SC_BENCH_PACED");
 	if (pr && atof(pr) > 0)
 		paced_rate = atof(pr);
-	/* Narrowing for profiling: SC_BENCH_THREADS=1|2, SC_BENCH_WRITER=
+	/* Narrowing for profiling: SC_BENCH_THREADS=N, SC_BENCH_WRITER=
 	 * idle|busy|paced. */
 	const char *ts = getenv("SC_BENCH_THREADS");
 	const char *ws = getenv("SC_BENCH_WRITER");
 	impl *all[3] = {&sc.base, &gh.base, &lf.base};
 	int nimpl = 1 + npeers;
-	for (unsigned threads = 1; threads <= MAX_READERS; threads++) {
+	/* 1 and 2 reader threads, then doubling up to the cores online. */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned top = ncpu > 2 ? (unsigned)ncpu : 2;
+	if (top > MAX_READERS)
+		top = MAX_READERS;
+	for (unsigned threads = 1; threads <= top;
+	     threads = threads < 2 ? threads + 1 : threads * 2) {
 		if (ts && (unsigned)atoi(ts) != threads)
 			continue;
 		result best[WRITER_MODES][3] = {{{0}}};
