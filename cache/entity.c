@@ -369,9 +369,8 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 		      uint64_t position, uint64_t born, sc_pool *pool,
 		      sc_entity **out, sc_error *err)
 {
-	size_t table_off =
-	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
-	size_t size = table_off + nattrs * sizeof(sc_entity_rec) + strings;
+	size_t size = sc_entity_table_off(id.len) +
+		      nattrs * sizeof(sc_entity_rec) + strings;
 	if (size >= UINT32_MAX)
 		return sc_error_set(err, SC_ETOOBIG,
 				    "entity '%.*s' would take 4 GiB or more; "
@@ -386,21 +385,10 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 				    size);
 	char *base = (char *)e;
 	const char *obase = (const char *)m->old;
-	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
-	key->len = (uint32_t)id.len;
-	key->reserved = 0;
-	memcpy(key->bytes, id.ptr, id.len);
-	key->bytes[id.len] = '\0';
-	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
-	char *p = (char *)(tab + nattrs);
-	e->position = position;
-	e->updated_at = updated_at;
-	e->born = born;
+	char *p;
+	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
-	e->nattrs = (uint32_t)nattrs;
-	e->table_off = (uint32_t)table_off;
-	e->actor_len = (uint32_t)actor.len;
-	p = sc_entity_put_bytes(p, actor.ptr, actor.len);
 	for (size_t k = 0; k < nattrs; k++) {
 		sc_entity_rec *t = &tab[k];
 		const sc_entity_rec *r = src[k].rec;
@@ -470,9 +458,7 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 			ok &= add_size(&strings, a.value.u.s.len + 1);
 		}
 	}
-	size_t table_off =
-	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
-	size_t size = table_off;
+	size_t size = sc_entity_table_off(id.len);
 	ok &= nattrs < UINT32_MAX / sizeof(sc_entity_rec);
 	ok &= add_size(&size, nattrs * sizeof(sc_entity_rec)) &&
 	      add_size(&size, strings) && size < UINT32_MAX;
@@ -491,22 +477,10 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 				    "state",
 				    size);
 	char *base = (char *)e;
-	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
-	key->len = (uint32_t)id.len;
-	key->reserved = 0;
-	memcpy(key->bytes, id.ptr, id.len);
-	key->bytes[id.len] = '\0';
-	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
-	char *p = (char *)(tab + nattrs);
-
-	e->position = position;
-	e->updated_at = updated_at;
-	e->born = born;
+	char *p;
+	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
-	e->nattrs = (uint32_t)nattrs;
-	e->table_off = (uint32_t)table_off;
-	e->actor_len = (uint32_t)actor.len;
-	p = sc_entity_put_bytes(p, actor.ptr, actor.len);
 
 	m = *m0;
 	size_t k = 0;

@@ -93,6 +93,40 @@ static inline char *sc_entity_put_bytes(char *p, const char *src, size_t len)
 	return p + len + 1;
 }
 
+/* Offset of the attribute table in the state of an id of `id_len` bytes:
+ * the header, then the key object (id and NUL), 8-aligned. */
+static inline size_t sc_entity_table_off(size_t id_len)
+{
+	return sizeof(sc_entity) +
+	       ((sizeof(sc_hamt_key) + id_len + 1 + 7) & ~(size_t)7);
+}
+
+/* Write the header (all but `size`), the key and updated_by of a state of
+ * `nattrs` attributes into block e. Returns the attribute table; *strings
+ * is where the attributes' names and values go. */
+static inline sc_entity_rec *
+sc_entity_put_head(sc_entity *e, sc_str id, size_t nattrs, uint64_t position,
+		   int64_t updated_at, uint64_t born, sc_str actor,
+		   char **strings)
+{
+	size_t table_off = sc_entity_table_off(id.len);
+	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
+	key->len = (uint32_t)id.len;
+	key->reserved = 0;
+	memcpy(key->bytes, id.ptr, id.len);
+	key->bytes[id.len] = '\0';
+	e->position = position;
+	e->updated_at = updated_at;
+	e->born = born;
+	e->nattrs = (uint32_t)nattrs;
+	e->table_off = (uint32_t)table_off;
+	e->actor_len = (uint32_t)actor.len;
+	sc_entity_rec *tab = (sc_entity_rec *)(void *)((char *)e + table_off);
+	*strings =
+	    sc_entity_put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
+	return tab;
+}
+
 /* Fill table record *t for attribute *a, writing its name and any string or
  * bytes value at p (offsets count from the block's start, base); returns
  * the end of what was written. */

@@ -58,8 +58,7 @@ int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
 			strings += (uint64_t)attrs[i].value.u.s.len + 1;
 		}
 	}
-	uint64_t size = (uint64_t)sizeof(sc_entity) +
-			align8(sizeof(sc_hamt_key) + id.len + 1) +
+	uint64_t size = (uint64_t)sc_entity_table_off(id.len) +
 			(uint64_t)nattrs * sizeof(sc_entity_rec) + strings;
 	if (!ok || size >= UINT32_MAX)
 		return sc_error_set(err, SC_ETOOBIG,
@@ -75,24 +74,12 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 uint64_t position, void *dst, size_t bytes,
 			 sc_cache_loaded *out)
 {
-	size_t table_off =
-	    sizeof(sc_entity) + align8(sizeof(sc_hamt_key) + id.len + 1);
 	sc_entity *e = dst;
 	char *base = dst;
-	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
-	key->len = (uint32_t)id.len;
-	key->reserved = 0;
-	memcpy(key->bytes, id.ptr, id.len);
-	key->bytes[id.len] = '\0';
-	e->position = position;
-	e->updated_at = updated_at;
-	e->born = 0; /* set when stored */
-	e->nattrs = (uint32_t)nattrs;
-	e->table_off = (uint32_t)table_off;
-	e->actor_len = (uint32_t)actor.len;
-	sc_entity_rec *tab = (sc_entity_rec *)(void *)(base + table_off);
-	char *p =
-	    sc_entity_put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
+	char *p;
+	/* born is set when the state is stored. */
+	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+						updated_at, 0, actor, &p);
 	for (size_t i = 0; i < nattrs; i++)
 		p = sc_entity_put_attr(base, p, &tab[i], &attrs[i]);
 	size_t size = (size_t)(p - base);
