@@ -21,28 +21,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench.h"
 #include "statecache/cache.h"
 
 #define NENTITIES 1000000u
 
 static char (*ids)[16];
-
-static uint64_t rnd_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ==== statecache ========================================================== */
 
@@ -79,17 +63,18 @@ static double sc_run(sc_cache *cache, size_t batch, size_t events,
 		     uint64_t seed)
 {
 	uint64_t r = seed;
-	double t0 = now();
+	double t0 = bench_now();
 	for (size_t done = 0; done < events;) {
 		for (size_t k = 0; k < batch; k++, done++)
-			sc_set(cache, (unsigned)(rnd_next(&r) % NENTITIES),
+			sc_set(cache,
+			       (unsigned)(bench_rnd_next(&r) % NENTITIES),
 			       (int64_t)done);
 		if (sc_cache_promote(cache)) {
 			fprintf(stderr, "promote failed\n");
 			exit(1);
 		}
 	}
-	return (double)events / (now() - t0);
+	return (double)events / (bench_now() - t0);
 }
 
 /* ==== peer ================================================================ */
@@ -123,13 +108,13 @@ static void gh_set(GHashTable *t, unsigned i, int64_t gen)
 static double gh_run(GHashTable *t, size_t batch, size_t events, uint64_t seed)
 {
 	uint64_t r = seed;
-	double t0 = now();
+	double t0 = bench_now();
 	for (size_t done = 0; done < events;) {
 		for (size_t k = 0; k < batch; k++, done++)
-			gh_set(t, (unsigned)(rnd_next(&r) % NENTITIES),
+			gh_set(t, (unsigned)(bench_rnd_next(&r) % NENTITIES),
 			       (int64_t)done);
 	}
-	return (double)events / (now() - t0);
+	return (double)events / (bench_now() - t0);
 }
 
 int main(void)

@@ -60,6 +60,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "bench/bench.h"
 #include "statecache/cache.h"
 
 #define NENTITIES   1000000u
@@ -71,23 +72,6 @@ static char (*ids)[16];
 static unsigned *lookup_seq;
 static double seconds = 0.5;
 static int batch = 100; /* sets per writer batch (SC_BENCH_BATCH) */
-
-static uint64_t rnd_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sleep_seconds(double s)
 {
@@ -181,7 +165,7 @@ static void *writer_thread(void *p)
 		w->m->reader_init(w->m);
 	uint64_t batches = 0;
 	double c0 = thread_cpu();
-	double next = now();
+	double next = bench_now();
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		w->m->write_batch(w->m, &rnd, ++gen);
 		batches++;
@@ -189,7 +173,7 @@ static void *writer_thread(void *p)
 			/* Paced: batches start on a fixed schedule; a writer
 			 * that falls behind does not burst to catch up. */
 			next += w->period;
-			double t = now();
+			double t = bench_now();
 			if (t < next)
 				sleep_seconds(next - t);
 			else
@@ -237,7 +221,7 @@ static result measure(impl *m, unsigned threads, int mode)
 	}
 	if (busy)
 		pthread_create(&wt, NULL, writer_thread, &w);
-	double t0 = now();
+	double t0 = bench_now();
 	for (unsigned i = 0; i < threads; i++)
 		atomic_store(&r[i].go, true);
 	sleep_seconds(seconds);
@@ -250,14 +234,14 @@ static result measure(impl *m, unsigned threads, int mode)
 		total += r[i].count;
 		cpu += r[i].cpu;
 	}
-	double t = now() - t0;
+	double t = bench_now() - t0;
 	result res = {.lookups_per_s = (double)total / t,
 		      .reader_cores = cpu / t,
 		      .lookup_cpu_ns = total ? cpu * 1e9 / (double)total : 0};
 	if (busy) {
 		atomic_store(&w.stop, true);
 		pthread_join(wt, NULL);
-		double tw = now() - t0;
+		double tw = bench_now() - t0;
 		res.batches_per_s = (double)w.batches / tw;
 		res.writer_cores = w.cpu / tw;
 	}
@@ -329,7 +313,7 @@ static void sc_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 {
 	sc_impl *s = (sc_impl *)m;
 	for (int k = 0; k < batch; k++)
-		sc_set(s, (unsigned)(rnd_next(rnd) % NENTITIES), gen);
+		sc_set(s, (unsigned)(bench_rnd_next(rnd) % NENTITIES), gen);
 	if (sc_cache_promote(s->cache)) {
 		fprintf(stderr, "promote failed\n");
 		exit(1);
@@ -402,7 +386,7 @@ static void gh_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 	static unsigned which[MAX_BATCH]; /* one writer at a time */
 	static peer_state *ns[MAX_BATCH];
 	for (int k = 0; k < batch; k++) {
-		which[k] = (unsigned)(rnd_next(rnd) % NENTITIES);
+		which[k] = (unsigned)(bench_rnd_next(rnd) % NENTITIES);
 		ns[k] = peer_state_new(which[k], gen);
 	}
 	pthread_rwlock_wrlock(&g->lock);
@@ -503,7 +487,7 @@ static void lf_write_batch(impl *m, uint64_t *rnd, int64_t gen)
 {
 	lf_impl *l = (lf_impl *)m;
 	for (int k = 0; k < batch; k++) {
-		unsigned i = (unsigned)(rnd_next(rnd) % NENTITIES);
+		unsigned i = (unsigned)(bench_rnd_next(rnd) % NENTITIES);
 		lf_node *n = lf_node_new(i, gen);
 		urcu_memb_read_lock();
 		struct cds_lfht_node *o = cds_lfht_add_replace(
@@ -551,7 +535,7 @@ int main(void)
 	lookup_seq = malloc(sizeof *lookup_seq * NKEYS);
 	uint64_t r = 42;
 	for (unsigned i = 0; i < NKEYS; i++)
-		lookup_seq[i] = (unsigned)(rnd_next(&r) % NENTITIES);
+		lookup_seq[i] = (unsigned)(bench_rnd_next(&r) % NENTITIES);
 
 	static sc_impl sc;
 	static gh_impl gh;

@@ -47,18 +47,12 @@
 
 #include <zstd.h>
 
+#include "bench/bench.h"
 #include "snapshot/snapshot.h"
 #include "statecache/cache.h"
 
 #define REPS  3
 #define LEVEL 3
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* CPU time of the whole process (both encoder threads). */
 static double cpu_now(void)
@@ -166,7 +160,7 @@ static int restore_main(const char *path, bool one_thread)
 	sc_cache_options o = {.seed = 42};
 	if (sc_cache_create(&o, &c, &err))
 		die("cache", &err);
-	double t0 = now();
+	double t0 = bench_now();
 	sc_snapshot_header h;
 	if (sc_snapshot_header_decode(rec[0], len[0], &h, &err))
 		die("header", &err);
@@ -176,7 +170,7 @@ static int restore_main(const char *path, bool one_thread)
 		die("load", &err);
 	if (sc_cache_promote(c))
 		die("promote", NULL);
-	double best = now() - t0;
+	double best = bench_now() - t0;
 	uint64_t entities = sc_cache_len(c);
 	sc_cache_stats s;
 	sc_cache_stats_get(c, &s);
@@ -188,7 +182,7 @@ static int restore_main(const char *path, bool one_thread)
 	double best_peer = 1e30;
 	for (int rep = 0; rep < REPS; rep++) {
 		ZSTD_DCtx *d = ZSTD_createDCtx();
-		t0 = now();
+		t0 = bench_now();
 		for (uint32_t i = 0; i < h.chunk_count; i++) {
 			uint8_t *buf = xmalloc(h.chunk_raw_sizes[i]);
 			size_t n =
@@ -198,7 +192,7 @@ static int restore_main(const char *path, bool one_thread)
 				die("zstd", NULL);
 			free(buf);
 		}
-		double t = now() - t0;
+		double t = bench_now() - t0;
 		if (t < best_peer)
 			best_peer = t;
 		ZSTD_freeDCtx(d);
@@ -237,10 +231,10 @@ int main(int argc, char **argv)
 	for (int rep = 0; rep < REPS; rep++) {
 		sc_snapshot_encoded *e;
 		sc_snapshot_params p = {.zstd_level = LEVEL};
-		double t0 = now(), c0 = cpu_now();
+		double t0 = bench_now(), c0 = cpu_now();
 		if (sc_snapshot_encode(v, &p, &e, &err))
 			die("encode", &err);
-		double t = now() - t0, cpu = cpu_now() - c0;
+		double t = bench_now() - t0, cpu = cpu_now() - c0;
 		if (t < best)
 			best = t;
 		if (cpu < best_cpu)
@@ -272,7 +266,7 @@ int main(int argc, char **argv)
 	size_t peer_bytes = 0;
 	for (int rep = 0; rep < REPS; rep++) {
 		peer_bytes = 0;
-		double t0 = now();
+		double t0 = bench_now();
 		for (uint32_t i = 0; i < enc->chunk_count; i++) {
 			size_t z =
 			    ZSTD_compress2(cc, out, ZSTD_compressBound(max_raw),
@@ -281,7 +275,7 @@ int main(int argc, char **argv)
 				die("zstd", NULL);
 			peer_bytes += z;
 		}
-		double t = now() - t0;
+		double t = bench_now() - t0;
 		if (t < best_peer)
 			best_peer = t;
 	}

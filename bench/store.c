@@ -44,19 +44,13 @@
 
 #include <sqlite3.h>
 
+#include "bench/bench.h"
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "store/event_codec.h"
 
 #define TAIL_EVENTS   100000
 #define PINNED_EVENTS 150000ull /* appends while a view is held */
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *what, const char *msg)
 {
@@ -142,7 +136,7 @@ static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
 	if (sqlite3_prepare_v2(db, "INSERT INTO events VALUES (?, ?, ?)", -1,
 			       &st, NULL) != SQLITE_OK)
 		die("prepare", sqlite3_errmsg(db));
-	double t0 = now_s();
+	double t0 = bench_now();
 	for (uint64_t i = 0; i < n; i += b) {
 		sql_exec(db, "BEGIN");
 		for (uint64_t k = i; k < i + b && k < n; k++) {
@@ -164,7 +158,7 @@ static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
 		}
 		sql_exec(db, "COMMIT");
 	}
-	double t = now_s() - t0;
+	double t = bench_now() - t0;
 	sqlite3_finalize(st);
 	return t;
 }
@@ -196,11 +190,11 @@ static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
 			gen(from + k, nent, &g[m]);
 			batch[m] = g[m].ev;
 		}
-		double t0 = now_s();
+		double t0 = bench_now();
 		sc_error err;
 		if (sc_store_append(s, batch, m, NULL, &err))
 			die("sc_store_append", err.message);
-		t += now_s() - t0;
+		t += bench_now() - t0;
 	}
 	free(g);
 	free(batch);
@@ -285,14 +279,14 @@ static size_t vm_hwm_bytes(void)
  * bytes on one line. */
 static int child_open(const char *dir)
 {
-	double t0 = now_s();
+	double t0 = bench_now();
 	sc_store_options o = {0};
 	o.durability = SC_DURABILITY_NOSYNC;
 	sc_store *s;
 	sc_error err;
 	if (sc_store_open(dir, &o, &s, &err))
 		die("open", err.message);
-	double t = now_s() - t0;
+	double t = bench_now() - t0;
 	sc_cache_stats cs;
 	sc_cache_stats_get(sc_store_cache(s), &cs);
 	/* Mapped pages of the LMDB file count in VmHWM (page cache the
@@ -312,7 +306,7 @@ static int child_open(const char *dir)
  * event tail) into a cache. */
 static int child_sqlite(const char *path)
 {
-	double t0 = now_s();
+	double t0 = bench_now();
 	sqlite3 *db;
 	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
 		die("sqlite3_open", sqlite3_errmsg(db));
@@ -343,7 +337,7 @@ static int child_sqlite(const char *path)
 		sqlite3_finalize(st);
 	}
 	sc_cache_promote(cache);
-	double t = now_s() - t0;
+	double t = bench_now() - t0;
 	printf("%f %f %zu %zu %zu\n", t, cpu_seconds(), vm_hwm_bytes(),
 	       (size_t)0, sc_cache_len(cache));
 	sc_cache_destroy(cache);
@@ -384,11 +378,11 @@ typedef struct snap_arg {
 static void *snap_thread(void *p)
 {
 	snap_arg *a = p;
-	double t0 = now_s();
+	double t0 = bench_now();
 	sc_error err;
 	if (sc_store_snapshot(a->s, NULL, &err))
 		die("snapshot", err.message);
-	a->seconds = now_s() - t0;
+	a->seconds = bench_now() - t0;
 	atomic_store(&a->done, 1);
 	return NULL;
 }
