@@ -33,6 +33,7 @@
 
 #include "cache/cache_internal.h"
 #include "statecache/cache.h"
+#include "tests/support/cache_testkit.h"
 
 #define NACCOUNTS 256
 #define START_BAL 1000
@@ -316,21 +317,6 @@ static void *reader_main(void *p)
 
 /* ==== the test ============================================================ */
 
-static size_t live_bytes(sc_cache *cache)
-{
-	const struct sc_version *v = atomic_load(&cache->current);
-	sc_hamt_stats hs;
-	sc_hamt_stats_get(cache->map, v->root, &hs);
-	size_t bytes = hs.bytes;
-	sc_hamt_iter it;
-	sc_hamt_iter_init(&it, v->root);
-	const sc_hamt_key *k;
-	void *val;
-	while (sc_hamt_iter_next(&it, &k, &val))
-		bytes += sc_entity_memory_bytes(val);
-	return bytes;
-}
-
 static void test_stress(void **state)
 {
 	(void)state;
@@ -378,7 +364,7 @@ static void test_stress(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.nodes_awaiting, 0);
-	assert_int_equal(st.memory_bytes, live_bytes(sh.cache));
+	assert_int_equal(st.memory_bytes, sc_test_live_bytes(sh.cache));
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.why_lock);

@@ -24,6 +24,7 @@
 #include "cache/cache_internal.h"
 #include "statecache/cache.h"
 #include "statecache/testing.h"
+#include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
 
 /* ==== randomness ========================================================== */
@@ -158,22 +159,6 @@ static void spoil_event(gen *g)
 }
 
 /* ==== helpers ============================================================= */
-
-/* Bytes of the newest version alone: its HAMT nodes and entity states. */
-static size_t live_bytes(sc_cache *cache)
-{
-	const struct sc_version *v = atomic_load(&cache->current);
-	sc_hamt_stats hs;
-	sc_hamt_stats_get(cache->map, v->root, &hs);
-	size_t bytes = hs.bytes;
-	sc_hamt_iter it;
-	sc_hamt_iter_init(&it, v->root);
-	const sc_hamt_key *k;
-	void *val;
-	while (sc_hamt_iter_next(&it, &k, &val))
-		bytes += sc_entity_memory_bytes(val);
-	return bytes;
-}
 
 typedef struct diff_check {
 	const sc_refstate *rs;
@@ -345,7 +330,8 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			sc_cache_stats_get(cache, &st);
 			assert_int_equal(st.versions_awaiting, 0);
 			assert_int_equal(st.bytes_awaiting, 0);
-			assert_int_equal(st.memory_bytes, live_bytes(cache));
+			assert_int_equal(st.memory_bytes,
+					 sc_test_live_bytes(cache));
 		}
 	}
 	const sc_view *view = sc_reader_begin(reader);
@@ -511,7 +497,7 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 	assert_true(promoted > 10);
 	sc_cache_stats st;
 	sc_cache_stats_get(cache, &st);
-	assert_int_equal(st.memory_bytes, live_bytes(cache));
+	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
 	sc_reader_close(reader);
 	sc_cache_destroy(cache);
 	sc_refstate_free(rs);

@@ -22,6 +22,7 @@
 
 #include "cache/cache_internal.h"
 #include "statecache/cache.h"
+#include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
 
 static uint64_t seed, rs_state;
@@ -46,21 +47,6 @@ static int setup_seed(void **state)
 	printf("test_cache_reclaim: seed %llu (SC_SEED=%llu to repeat)\n",
 	       (unsigned long long)seed, (unsigned long long)seed);
 	return 0;
-}
-
-static size_t live_bytes(sc_cache *cache)
-{
-	const struct sc_version *v = atomic_load(&cache->current);
-	sc_hamt_stats hs;
-	sc_hamt_stats_get(cache->map, v->root, &hs);
-	size_t bytes = hs.bytes;
-	sc_hamt_iter it;
-	sc_hamt_iter_init(&it, v->root);
-	const sc_hamt_key *k;
-	void *val;
-	while (sc_hamt_iter_next(&it, &k, &val))
-		bytes += sc_entity_memory_bytes(val);
-	return bytes;
 }
 
 static void apply_set(sc_cache *cache, const char *id, int64_t x, uint64_t pos)
@@ -151,7 +137,8 @@ static void test_cycles_with_held_views(void **state)
 		assert_int_equal(st.versions_alive, version - oldest + 1);
 		if (oldest == version) {
 			assert_int_equal(st.bytes_awaiting, 0);
-			assert_int_equal(st.memory_bytes, live_bytes(cache));
+			assert_int_equal(st.memory_bytes,
+					 sc_test_live_bytes(cache));
 		} else {
 			assert_int_equal(st.oldest_pinned, oldest);
 		}
@@ -170,7 +157,7 @@ static void test_cycles_with_held_views(void **state)
 	assert_int_equal(st.nodes_awaiting, 0);
 	assert_int_equal(st.oldest_pinned, 0);
 	assert_int_equal(st.readers, NHELD);
-	assert_int_equal(st.memory_bytes, live_bytes(cache));
+	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
 	for (int i = 0; i < NHELD; i += 2)
 		sc_reader_close(h[i].reader);
 	/* the remaining readers are closed by destroy */
@@ -231,7 +218,7 @@ static void test_thread_exit_releases_pin(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.oldest_pinned, 0);
 	assert_int_equal(st.readers, 2); /* the slot stays claimed */
-	assert_int_equal(st.memory_bytes, live_bytes(cache));
+	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
 	sc_reader_close(a.reader);
 	sc_reader_close(mine);
 	sc_cache_stats_get(cache, &st);
