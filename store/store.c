@@ -250,7 +250,7 @@ static const MDB_val index_through_key = {sizeof "index_through" - 1,
 
 /* Read meta "index_through" in txn into *through; a store without the key
  * (format 1, which indexed every event as it was appended) is complete up
- * to `last`. */
+ * to `last`. Readers that do not know the end pass UINT64_MAX. */
 static int index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 			     uint64_t *through, sc_error *err)
 {
@@ -559,18 +559,31 @@ uint64_t sc_store_last_position(sc_store *store)
 
 /* ---- replay -------------------------------------------------------------- */
 
+/* A read transaction and a cursor on `dbi` in it; on failure neither is
+ * open and err names `what`. End with mdb_cursor_close and
+ * sc_store_read_end. */
+static int read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
+		       MDB_txn **txn, MDB_cursor **cur, sc_error *err)
+{
+	int rc = sc_store_read_begin(store, txn, err);
+	if (rc)
+		return rc;
+	rc = mdb_cursor_open(*txn, dbi, cur);
+	if (rc) {
+		sc_store_read_end(store, *txn);
+		return sc_store_lmdb_error(err, rc, what);
+	}
+	return 0;
+}
+
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 {
 	MDB_txn *txn;
-	int rc = sc_store_read_begin(store, &txn, err);
+	MDB_cursor *cur;
+	int rc = read_cursor(store, store->dbi_events, "replaying the log",
+			     &txn, &cur, err);
 	if (rc)
 		return rc;
-	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
-	if (rc) {
-		sc_store_read_end(store, txn);
-		return sc_store_lmdb_error(err, rc, "replaying the log");
-	}
 	uint8_t kb[8];
 	sc_be64_put(kb, after + 1);
 	MDB_val k = {8, kb}, v;
@@ -1076,15 +1089,11 @@ int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 				    "sc_store_events needs a store and a "
 				    "callback");
 	MDB_txn *txn;
-	int rc = sc_store_read_begin(store, &txn, err);
+	MDB_cursor *cur;
+	int rc = read_cursor(store, store->dbi_events, "reading events", &txn,
+			     &cur, err);
 	if (rc)
 		return rc;
-	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
-	if (rc) {
-		sc_store_read_end(store, txn);
-		return sc_store_lmdb_error(err, rc, "reading events");
-	}
 	uint8_t kb[8];
 	sc_be64_put(kb, from ? from : 1);
 	MDB_val k = {8, kb}, v;
@@ -1170,35 +1179,17 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 				    "entity id is %zu bytes; it must be 1..%d",
 				    id.len, SC_ENTITY_ID_MAX);
 	MDB_txn *txn;
-	int rc = sc_store_read_begin(store, &txn, err);
+	MDB_cursor *cur;
+	int rc = read_cursor(store, store->dbi_index, "reading entity_index",
+			     &txn, &cur, err);
 	if (rc)
 		return rc;
 	/* The index covers positions up to index_through as this transaction
 	 * sees it; a store without the key indexes everything. */
-	uint64_t through = UINT64_MAX;
-	MDB_val tk = index_through_key, tv;
-	rc = mdb_get(txn, store->dbi_meta, &tk, &tv);
-	if (rc == 0 && tv.mv_size == 8)
-		through = sc_be64_get(tv.mv_data);
-	else if (rc == 0)
-		rc = sc_error_set(err, SC_ECORRUPT,
-				  "meta index_through is %zu bytes, expected "
-				  "8; the store is damaged",
-				  tv.mv_size);
-	else if (rc == MDB_NOTFOUND)
-		rc = 0;
-	else
-		rc = sc_store_lmdb_error(err, rc, "reading meta");
-	if (rc) {
-		sc_store_read_end(store, txn);
-		return rc;
-	}
-	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, store->dbi_index, &cur);
-	if (rc) {
-		sc_store_read_end(store, txn);
-		return sc_store_lmdb_error(err, rc, "reading entity_index");
-	}
+	uint64_t through;
+	rc = index_through_get(store, txn, UINT64_MAX, &through, err);
+	if (rc)
+		goto out;
 	uint8_t lo[SC_ENTITY_ID_MAX + 8], hi[SC_ENTITY_ID_MAX + 8];
 	memcpy(lo, id.ptr, id.len);
 	memcpy(hi, id.ptr, id.len);
