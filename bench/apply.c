@@ -34,29 +34,8 @@ static uint64_t position;
 
 static void sc_set(sc_cache *cache, unsigned i, int64_t gen)
 {
-	sc_attr a[5] = {
-	    {.name = {"count", 5}, .value.type = SC_VALUE_INT},
-	    {.name = {"level", 5}, .value.type = SC_VALUE_DOUBLE},
-	    {.name = {"online", 6}, .value.type = SC_VALUE_BOOL},
-	    {.name = {"owner", 5}, .value.type = SC_VALUE_STRING},
-	    {.name = {"zone", 4}, .value.type = SC_VALUE_STRING},
-	};
-	a[0].value.u.i = gen + i;
-	a[1].value.u.d = (double)gen / 3.0;
-	a[2].value.u.b = gen & 1;
-	a[3].value.u.s = (sc_str){"someone@example", 15};
-	a[4].value.u.s = (sc_str){"eu-west-1", 9};
-	sc_event ev = {.position = ++position,
-		       .entity = {ids[i], strlen(ids[i])},
-		       .type = SC_EVENT_SET,
-		       .attrs = a,
-		       .nattrs = 5,
-		       .time = gen};
-	sc_error err;
-	if (sc_cache_apply(cache, &ev, &err)) {
-		fprintf(stderr, "apply: %s\n", err.message);
-		exit(1);
-	}
+	bench_apply_set(cache, (sc_str){ids[i], strlen(ids[i])}, ++position,
+			gen, gen + i);
 }
 
 static double sc_run(sc_cache *cache, size_t batch, size_t events,
