@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "statecache/event.h"
+
 /* Wire types. */
 enum { SC_WIRE_VARINT = 0, SC_WIRE_I64 = 1, SC_WIRE_LEN = 2, SC_WIRE_I32 = 5 };
 
@@ -77,6 +79,49 @@ static inline uint64_t sc_wire_double_bits(double d)
 	uint64_t u;
 	memcpy(&u, &d, sizeof u);
 	return u;
+}
+
+/* The body of a statecache.v1.Value (events and snapshot chunks share the
+ * message): bytes, then the writer. Null is the empty message. */
+static inline size_t sc_wire_value_size(const sc_value *v)
+{
+	switch (v->type) {
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		return sc_wire_len_size(v->u.s.len);
+	case SC_VALUE_INT:
+		return 1 + sc_wire_varint_len(sc_wire_zigzag(v->u.i));
+	case SC_VALUE_DOUBLE:
+		return 1 + 8;
+	case SC_VALUE_BOOL:
+		return 1 + 1;
+	default:
+		return 0;
+	}
+}
+
+static inline uint8_t *sc_wire_put_value(uint8_t *p, const sc_value *v)
+{
+	switch (v->type) {
+	case SC_VALUE_STRING: /* field 1 */
+		return sc_wire_put_len(p, 1 << 3 | SC_WIRE_LEN, v->u.s.ptr,
+				       v->u.s.len);
+	case SC_VALUE_BYTES: /* field 5 */
+		return sc_wire_put_len(p, 5 << 3 | SC_WIRE_LEN, v->u.s.ptr,
+				       v->u.s.len);
+	case SC_VALUE_INT: /* field 2, sint64 */
+		*p++ = 2 << 3 | SC_WIRE_VARINT;
+		return sc_wire_put_varint(p, sc_wire_zigzag(v->u.i));
+	case SC_VALUE_DOUBLE: /* field 3 */
+		*p++ = 3 << 3 | SC_WIRE_I64;
+		return sc_wire_put_fixed64(p, sc_wire_double_bits(v->u.d));
+	case SC_VALUE_BOOL: /* field 4 */
+		*p++ = 4 << 3 | SC_WIRE_VARINT;
+		*p++ = v->u.b ? 1 : 0;
+		return p;
+	default:
+		return p;
+	}
 }
 
 /* ---- reading ------------------------------------------------------------- */

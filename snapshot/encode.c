@@ -36,11 +36,6 @@ enum {
 	TAG_STATE_POSITION = 0x28,   /* 5, varint */
 	TAG_ATTR_NAME = 0x0a,	     /* 1, length-delimited */
 	TAG_ATTR_VALUE = 0x12,	     /* 2, length-delimited */
-	TAG_VALUE_STRING = 0x0a,     /* 1, length-delimited */
-	TAG_VALUE_INT = 0x10,	     /* 2, varint (zigzag) */
-	TAG_VALUE_DOUBLE = 0x19,     /* 3, fixed64 */
-	TAG_VALUE_BOOL = 0x20,	     /* 4, varint */
-	TAG_VALUE_BYTES = 0x2a,	     /* 5, length-delimited */
 };
 
 static uint8_t *put_bytes(uint8_t *p, uint8_t tag, sc_str s)
@@ -48,53 +43,10 @@ static uint8_t *put_bytes(uint8_t *p, uint8_t tag, sc_str s)
 	return sc_wire_put_len(p, tag, s.ptr, s.len);
 }
 
-/* Size of the Value message for `v`; 0 for a kind that cannot be stored. */
-static size_t value_len(const sc_value *v)
-{
-	switch (v->type) {
-	case SC_VALUE_STRING:
-	case SC_VALUE_BYTES:
-		return sc_wire_len_size(v->u.s.len);
-	case SC_VALUE_INT:
-		return 1 + sc_wire_varint_len(sc_wire_zigzag(v->u.i));
-	case SC_VALUE_DOUBLE:
-		return 1 + 8;
-	case SC_VALUE_BOOL:
-		return 1 + 1;
-	case SC_VALUE_NULL:
-		break;
-	}
-	return 0;
-}
-
-static uint8_t *put_value(uint8_t *p, const sc_value *v)
-{
-	switch (v->type) {
-	case SC_VALUE_STRING:
-		return put_bytes(p, TAG_VALUE_STRING, v->u.s);
-	case SC_VALUE_BYTES:
-		return put_bytes(p, TAG_VALUE_BYTES, v->u.s);
-	case SC_VALUE_INT:
-		*p++ = TAG_VALUE_INT;
-		return sc_wire_put_varint(p, sc_wire_zigzag(v->u.i));
-	case SC_VALUE_DOUBLE:
-		*p++ = TAG_VALUE_DOUBLE;
-		return sc_wire_put_fixed64(p, sc_wire_double_bits(v->u.d));
-	case SC_VALUE_BOOL:
-		*p++ = TAG_VALUE_BOOL;
-		*p++ = v->u.b ? 1 : 0;
-		return p;
-	case SC_VALUE_NULL:
-		break;
-	}
-	SC_INSIST(0);
-	return p;
-}
-
 static size_t attr_len(const sc_attr *a)
 {
 	return sc_wire_len_size(a->name.len) +
-	       sc_wire_len_size(value_len(&a->value));
+	       sc_wire_len_size(sc_wire_value_size(&a->value));
 }
 
 /* ---- entity checks and size ---------------------------------------------- */
@@ -185,7 +137,7 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 					  "an attribute has a null or unknown "
 					  "value type");
 		}
-		size_t vl = value_len(&a.value);
+		size_t vl = sc_wire_value_size(&a.value);
 		size_t al = sc_wire_len_size(a.name.len) + sc_wire_len_size(vl);
 		if (i < PLAN_ATTRS) {
 			pl->attrs[i] = a;
@@ -219,7 +171,7 @@ static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 			al = pl->attr_len[i];
 		} else {
 			a = sc_entity_attr(e, i);
-			vl = value_len(&a.value);
+			vl = sc_wire_value_size(&a.value);
 			al = attr_len(&a);
 		}
 		*p++ = TAG_STATE_ATTRS;
@@ -227,7 +179,7 @@ static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 		p = put_bytes(p, TAG_ATTR_NAME, a.name);
 		*p++ = TAG_ATTR_VALUE;
 		p = sc_wire_put_varint(p, vl);
-		p = put_value(p, &a.value);
+		p = sc_wire_put_value(p, &a.value);
 	}
 	if (pl->updated_at) {
 		*p++ = TAG_STATE_UPDATED_AT;

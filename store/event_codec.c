@@ -108,55 +108,13 @@ static uint8_t *put_str(uint8_t *p, unsigned field, sc_str s)
 	return sc_wire_put_len(p, KEY(field, SC_WIRE_LEN), s.ptr, s.len);
 }
 
-/* Bytes of the statecache.v1.Value body (0 for null: an empty message). */
-static size_t value_size(const sc_value *v)
-{
-	switch (v->type) {
-	case SC_VALUE_STRING:
-	case SC_VALUE_BYTES:
-		return sc_wire_len_size(v->u.s.len);
-	case SC_VALUE_INT:
-		return 1 + sc_wire_varint_len(sc_wire_zigzag(v->u.i));
-	case SC_VALUE_DOUBLE:
-		return 1 + 8;
-	case SC_VALUE_BOOL:
-		return 1 + 1;
-	default:
-		return 0;
-	}
-}
-
-static uint8_t *put_value(uint8_t *p, const sc_value *v)
-{
-	uint64_t bits;
-	switch (v->type) {
-	case SC_VALUE_STRING:
-		return put_str(p, 1, v->u.s);
-	case SC_VALUE_INT:
-		*p++ = KEY(2, SC_WIRE_VARINT);
-		return sc_wire_put_varint(p, sc_wire_zigzag(v->u.i));
-	case SC_VALUE_DOUBLE:
-		bits = sc_wire_double_bits(v->u.d);
-		*p++ = KEY(3, SC_WIRE_I64);
-		return sc_wire_put_fixed64(p, bits);
-	case SC_VALUE_BOOL:
-		*p++ = KEY(4, SC_WIRE_VARINT);
-		*p++ = v->u.b ? 1 : 0;
-		return p;
-	case SC_VALUE_BYTES:
-		return put_str(p, 5, v->u.s);
-	default:
-		return p;
-	}
-}
-
 /* Bytes of one statecache.v1.Attr body; an unset's attributes carry no
  * value field at all. */
 static size_t attr_size(const sc_attr *a, bool unset)
 {
 	size_t n = sc_wire_len_size(a->name.len);
 	if (!unset) {
-		size_t v = value_size(&a->value);
+		size_t v = sc_wire_value_size(&a->value);
 		n += 1 + sc_wire_varint_len(v) + v;
 	}
 	return n;
@@ -203,8 +161,8 @@ uint8_t *sc_event_write(const sc_event *ev, uint8_t *out)
 		if (unset)
 			continue;
 		*p++ = KEY(2, SC_WIRE_LEN);
-		p = sc_wire_put_varint(p, value_size(&a->value));
-		p = put_value(p, &a->value);
+		p = sc_wire_put_varint(p, sc_wire_value_size(&a->value));
+		p = sc_wire_put_value(p, &a->value);
 	}
 	if (ev->time) {
 		*p++ = KEY(4, SC_WIRE_I64);
