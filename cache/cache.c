@@ -419,10 +419,15 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 {
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL, "cache is NULL");
-	int rc = check_writable(cache, err);
+	int rc = sc_entity_validate_event(ev, err);
 	if (rc)
 		return rc;
-	rc = sc_entity_validate_event(ev, err);
+	return sc_cache_apply_valid(cache, ev, err);
+}
+
+int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
+{
+	int rc = check_writable(cache, err);
 	if (rc)
 		return rc;
 	bool opened = !cache->edit;

@@ -112,6 +112,11 @@ struct sc_cache {
 	void *block;		     /* the allocation holding this struct */
 };
 
+/* sc_cache_apply of an event its caller already checked with
+ * sc_entity_validate_event (the store validates every event of a batch
+ * before its transaction, and decoding validates what replay reads). */
+int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
+
 /* Open the pending version on top of the current one if none is open: a
  * new edit, a new generation, no garbage yet. Poisons on failure. */
 int sc_cache_pending_open(sc_cache *cache, sc_error *err);

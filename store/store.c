@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache/cache_internal.h"
 #include "common/internal.h"
 
 #define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
@@ -614,7 +615,7 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
 		if (rc)
 			goto fail;
-		rc = sc_cache_apply(store->cache, &d.ev, err);
+		rc = sc_cache_apply_valid(store->cache, &d.ev, err);
 		sc_decoded_event_free(&d);
 		if (rc)
 			goto fail;
@@ -859,7 +860,7 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 			if (rc)
 				goto lmdb_fail;
 		}
-		rc = sc_cache_apply(store->cache, ev, err);
+		rc = sc_cache_apply_valid(store->cache, ev, err);
 		if (rc) {
 			char inner[SC_ERROR_MESSAGE_MAX];
 			snprintf(inner, sizeof inner, "%s",
