@@ -114,6 +114,14 @@ static int check_value(const sc_value *v, size_t i, int allow_null,
 			    i, (int)v->type);
 }
 
+int sc_entity_too_big(sc_str id, sc_error *err)
+{
+	return sc_error_set(err, SC_ETOOBIG,
+			    "entity '%.*s' would take 4 GiB or more; split "
+			    "its attributes",
+			    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+}
+
 int sc_entity_validate_event(const sc_event *ev, sc_error *err)
 {
 	if (!ev)
@@ -372,10 +380,7 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 	size_t size = sc_entity_table_off(id.len) +
 		      nattrs * sizeof(sc_entity_rec) + strings;
 	if (size >= UINT32_MAX)
-		return sc_error_set(err, SC_ETOOBIG,
-				    "entity '%.*s' would take 4 GiB or more; "
-				    "split its attributes",
-				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+		return sc_entity_too_big(id, err);
 	sc_entity *e =
 	    pool ? sc_pool_alloc(pool, align8(size)) : sc_malloc(align8(size));
 	if (!e)
@@ -463,10 +468,7 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 	ok &= add_size(&size, nattrs * sizeof(sc_entity_rec)) &&
 	      add_size(&size, strings) && size < UINT32_MAX;
 	if (!ok)
-		return sc_error_set(err, SC_ETOOBIG,
-				    "entity '%.*s' would take 4 GiB or more; "
-				    "split its attributes",
-				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+		return sc_entity_too_big(id, err);
 
 	/* The block is rounded up to 8: see sc_entity_block_size. */
 	sc_entity *e =

@@ -161,6 +161,9 @@ static inline char *sc_entity_put_attr(char *base, char *p, sc_entity_rec *t,
 	return p;
 }
 
+/* SC_ETOOBIG for a state of `id` that would reach 4 GiB. */
+int sc_entity_too_big(sc_str id, sc_error *err);
+
 /*
  * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
  * known type, attribute names, value types, NULL pointers with non-zero

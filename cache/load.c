@@ -61,10 +61,7 @@ int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
 	uint64_t size = (uint64_t)sc_entity_table_off(id.len) +
 			(uint64_t)nattrs * sizeof(sc_entity_rec) + strings;
 	if (!ok || size >= UINT32_MAX)
-		return sc_error_set(err, SC_ETOOBIG,
-				    "entity '%.*s' would take 4 GiB or more; "
-				    "split its attributes",
-				    (int)(id.len > 64 ? 64 : id.len), id.ptr);
+		return sc_entity_too_big(id, err);
 	*bytes = align8((size_t)size);
 	return SC_OK;
 }
