@@ -6,7 +6,13 @@
  *                           durability full and nosync; peer: SQLite in WAL
  *                           mode (synchronous=FULL / OFF), the same encoded
  *                           events in one table with an (entity, position)
- *                           index, one transaction per batch.
+ *                           index, one transaction per batch. Each line
+ *                           also times LMDB alone (lmdb_alone_*): the same
+ *                           encoded events put with MDB_APPEND into one
+ *                           database, one transaction per batch, the same
+ *                           sync setting, nothing else; the floor of any
+ *                           store built on an LMDB log, as a ratio to the
+ *                           same SQLite figure.
  *   open                    restore + replay of a store of N entities x 5
  *                           attributes with a 100,000-event tail, in a fresh
  *                           process (seconds, peak RSS, state bytes); peer:
@@ -42,12 +48,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 #include <sqlite3.h>
 
 #include "bench/bench.h"
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "store/event_codec.h"
+#include "store/store_internal.h"
 
 #define TAIL_EVENTS   100000
 #define PINNED_EVENTS 150000ull /* appends while a view is held */
@@ -163,6 +171,69 @@ static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
 	return t;
 }
 
+/* ---- LMDB alone ---------------------------------------------------------- */
+
+static void lmdb_check(int rc, const char *what)
+{
+	if (rc)
+		die(what, mdb_strerror(rc));
+}
+
+/* Put events [0, n) in batches of b, encoded as the store encodes them,
+ * under a big-endian position key into one database of a new environment
+ * at `dir`; one transaction per batch. Seconds. */
+static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
+			  uint64_t nent, bool full)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+	if (system(cmd) != 0)
+		die("mkdir", dir);
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	lmdb_check(mdb_env_create(&env), "mdb_env_create");
+	lmdb_check(mdb_env_set_mapsize(env, (size_t)1 << 30), "mapsize");
+	lmdb_check(mdb_env_set_maxdbs(env, 4), "maxdbs");
+	lmdb_check(mdb_env_open(env, dir, full ? 0 : MDB_NOSYNC, 0644),
+		   "mdb_env_open");
+	lmdb_check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
+	lmdb_check(mdb_dbi_open(txn, "events", MDB_CREATE, &dbi), "dbi");
+	lmdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+	uint8_t **buf = malloc(b * sizeof *buf);
+	size_t *len = malloc(b * sizeof *len);
+	if (!buf || !len)
+		die("malloc", "lmdb batch");
+	double t = 0;
+	for (uint64_t i = 0; i < n; i += b) {
+		uint64_t m = 0;
+		for (uint64_t k = i; k < i + b && k < n; k++, m++) {
+			gen_event g;
+			gen(k, nent, &g);
+			g.ev.position = k + 1;
+			if (sc_event_encode(&g.ev, &buf[m], &len[m], NULL))
+				die("encode", "event");
+		}
+		double t0 = bench_now();
+		lmdb_check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
+		for (uint64_t j = 0; j < m; j++) {
+			uint8_t key[8];
+			sc_be64_put(key, i + j + 1);
+			MDB_val k = {8, key}, v = {len[j], buf[j]};
+			lmdb_check(mdb_put(txn, dbi, &k, &v, MDB_APPEND),
+				   "mdb_put");
+		}
+		lmdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
+		t += bench_now() - t0;
+		for (uint64_t j = 0; j < m; j++)
+			sc_free(buf[j]);
+	}
+	free(buf);
+	free(len);
+	mdb_env_close(env);
+	return t;
+}
+
 /* ---- store helpers ------------------------------------------------------- */
 
 static sc_store *store_open(const char *dir, bool full)
@@ -214,7 +285,7 @@ static void bench_append(const char *root)
 	    {100, false, 200000}, {10000, true, 300000}, {10000, false, 300000},
 	};
 	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-		char dir[512], db_path[512];
+		char dir[512], db_path[512], lmdb_dir[512];
 		snprintf(dir, sizeof dir, "%s/append%zu", root, c);
 		snprintf(db_path, sizeof db_path, "%s/append%zu.sqlite", root,
 			 c);
@@ -225,14 +296,19 @@ static void bench_append(const char *root)
 		sqlite3 *db = sql_open(db_path, cases[c].full);
 		double tp = sql_append(db, 0, n, b, 100000);
 		sqlite3_close(db);
-		double x = (double)n / t, y = (double)n / tp;
+		snprintf(lmdb_dir, sizeof lmdb_dir, "%s/lmdb%zu", root, c);
+		double tl = lmdb_append(lmdb_dir, n, b, 100000, cases[c].full);
+		rm_rf(lmdb_dir);
+		double x = (double)n / t, y = (double)n / tp,
+		       z = (double)n / tl;
 		printf(
 		    "{\"name\":\"append\",\"batch\":%llu,\"durability\":"
 		    "\"%s\",\"events\":%llu,\"events_per_s\":%.0f,\"peer\":"
-		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f}"
-		    "\n",
+		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f,"
+		    "\"lmdb_alone_events_per_s\":%.0f,\"lmdb_alone_ratio\":"
+		    "%.2f}\n",
 		    (unsigned long long)b, cases[c].full ? "full" : "nosync",
-		    (unsigned long long)n, x, y, x / y);
+		    (unsigned long long)n, x, y, x / y, z, z / y);
 		fflush(stdout);
 		rm_rf(dir);
 		char p2[600];
