@@ -38,6 +38,13 @@ static const struct sc_version *writer_current(const sc_cache *cache)
 				    memory_order_relaxed);
 }
 
+/* Give a state built from the cache's pool back to it. NULL: no-op. */
+static void entity_free(sc_cache *cache, sc_entity *e)
+{
+	if (e)
+		sc_pool_free(&cache->entity_pool, e, sc_entity_block_size(e));
+}
+
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 {
 	sc_cache *cache = ctx;
@@ -45,7 +52,7 @@ void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 	SC_REQUIRE(key == sc_entity_key(e));
 	SC_UNUSED(key);
 	counter_add(&cache->entity_bytes, 0, e->size);
-	sc_pool_free(&cache->entity_pool, e, sc_entity_block_size(e));
+	entity_free(cache, e);
 }
 
 /* Map hook: a state was inserted by the open edit iff it carries the edit's
@@ -87,7 +94,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	    .flags = o.hamt_flags,
 	    .fresh = cache_entry_fresh,
 	};
-	sc_pool_init(&cache->entity_pool, ENTITY_POOL_BYTES);
+	sc_pool_init(&cache->entity_pool, ENTITY_POOL_BYTES, SC_POOL_DEFAULT);
 	int rc = sc_hamt_create(&ho, &cache->map);
 	if (rc) {
 		sc_free(block);
@@ -137,7 +144,7 @@ void sc_cache_destroy(sc_cache *cache)
 	sc_hamt_root_free(cache->map, cur->root);
 	sc_free(cur);
 	sc_hamt_destroy(cache->map);
-	sc_pool_drain(&cache->entity_pool);
+	sc_pool_destroy(&cache->entity_pool);
 	sc_reclaim_fini(cache);
 	sc_free(cache->block);
 }
@@ -212,7 +219,7 @@ static int pending_put(sc_cache *cache, sc_str id, const sc_entity *prev,
 		rc = sc_hamt_edit_set(cache->edit, sc_entity_key(ne), ne);
 		if (rc) {
 			counter_add(&cache->entity_bytes, 0, ne->size);
-			sc_free(ne);
+			entity_free(cache, ne);
 			return sc_cache_poison(cache, rc, err,
 					       "inserting an entity");
 		}
@@ -452,7 +459,7 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 		return rc;
 	}
 	if (rc) {
-		sc_free(a.ne); /* never stored, never counted */
+		entity_free(cache, a.ne); /* never stored, never counted */
 		return sc_cache_poison(cache, rc, err,
 				       a.ne ? "inserting an entity"
 					    : "removing an entity");
@@ -479,7 +486,8 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	 * generation is the one the edit will have if it is opened now. */
 	uint64_t gen = cache->edit ? cache->generation : cache->generation + 1;
 	rc = sc_entity_build_loaded(id, attrs, nattrs, updated_at, updated_by,
-				    position, gen, &ne, err);
+				    position, gen, &cache->entity_pool, &ne,
+				    err);
 	if (rc == ENOMEM)
 		return sc_cache_poison(cache, rc, err,
 				       "building an entity state");
@@ -487,7 +495,7 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 		return rc;
 	rc = sc_cache_pending_open(cache, err);
 	if (rc) {
-		sc_free(ne);
+		entity_free(cache, ne);
 		return rc;
 	}
 	SC_INSIST(ne->born == cache->generation);

@@ -581,8 +581,8 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 
 int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 			   int64_t updated_at, sc_str updated_by,
-			   uint64_t position, uint64_t born, sc_entity **out,
-			   sc_error *err)
+			   uint64_t position, uint64_t born, sc_pool *pool,
+			   sc_entity **out, sc_error *err)
 {
 	*out = NULL;
 	int rc = check_id(id, err);
@@ -643,7 +643,7 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 	if (!rc) {
 		merge m = {.ev = v, .nev = nattrs, .type = SC_EVENT_REPLACE};
 		rc = build_from_merge(id, &m, ev.time, ev.actor, ev.position,
-				      born, NULL, out, err);
+				      born, pool, out, err);
 	}
 	if (v != stack)
 		sc_free(v);

@@ -181,20 +181,20 @@ int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		    sc_entity **out, sc_error *err);
 
 /* sc_entity_build with the state's block taken from `pool` (NULL:
- * sc_malloc). The block is a plain allocation of sc_entity_block_size(e)
- * bytes either way: sc_entity_free or sc_pool_free(pool, e,
- * sc_entity_block_size(e)) both free it. */
+ * sc_malloc, freed with sc_entity_free). A block from a pool goes back
+ * with sc_pool_free(pool, e, sc_entity_block_size(e)). */
 int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		       sc_pool *pool, sc_entity **out, sc_error *err);
 
 /*
  * sc_entity_build_loaded - a state from a whole attribute list (any order,
- * no NULL values, no duplicate names), as sc_cache_load_entity takes it.
- * Validates everything. Errors: SC_EINVAL, SC_ETOOBIG, ENOMEM.
+ * no NULL values, no duplicate names), as sc_cache_load_entity takes it,
+ * its block from `pool` as sc_entity_build_in does. Validates everything.
+ * Errors: SC_EINVAL, SC_ETOOBIG, ENOMEM.
  */
 int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 			   int64_t updated_at, sc_str updated_by,
-			   uint64_t position, uint64_t born, sc_entity **out,
-			   sc_error *err);
+			   uint64_t position, uint64_t born, sc_pool *pool,
+			   sc_entity **out, sc_error *err);
 
 #endif

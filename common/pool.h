@@ -7,16 +7,34 @@
  * the work itself: the freed chunks go through the unsorted bin and get
  * coalesced and split again, and a heap top freed whole is trimmed and
  * faulted in again. A pool keeps freed blocks on a LIFO list per exact size
- * (multiples of 8 up to SC_POOL_MAX_SIZE) and reuses them, up to a bound on
- * the bytes it holds; anything else goes to sc_malloc/sc_free.
+ * (multiples of 8 up to SC_POOL_MAX_SIZE) and reuses them; other sizes go
+ * to sc_malloc/sc_free.
  *
- * Every block is a plain sc_malloc block of exactly its size, so sc_free on
- * a pooled block is valid. Allocation from a list consults the failure
- * injection like sc_malloc does, so tests see the same failure points.
- * Not thread-safe: one pool per writer. Under AddressSanitizer a listed
- * block is poisoned whole, so a use after free still traps; only the
- * blocks serving as chunks (one in size/8 of the listed blocks, see below)
- * stay unpoisoned.
+ * Where a class's list is empty the block comes from the pool's source:
+ *
+ *   SC_POOL_SLABS   carved from slabs the pool maps itself: 64 KiB first,
+ *                   doubling to 2 MiB, 2 MiB-aligned from then on and
+ *                   advised for transparent huge pages, populated when
+ *                   mapped. A held reader view makes the writer allocate
+ *                   fresh memory for every batch; carved from a slab it
+ *                   costs one fault per 2 MiB instead of one per 4 KiB page
+ *                   plus glibc's bin searches, and the blocks carry no
+ *                   malloc header. Such a block must go back through
+ *                   sc_pool_free, never sc_free; the pool keeps every block
+ *                   it carved (no bound) and unmaps its slabs in
+ *                   sc_pool_destroy, so its memory is the peak of what the
+ *                   writer held live and pooled at once.
+ *   SC_POOL_MALLOC  plain sc_malloc blocks of exactly their size, kept up
+ *                   to max_bytes; sc_free on such a block is valid. Used
+ *                   under AddressSanitizer (SC_POOL_DEFAULT), where each
+ *                   block then keeps its redzones and leak tracking.
+ *
+ * Allocation from a list or a slab consults the failure injection like
+ * sc_malloc does, so tests see the same failure points. Not thread-safe:
+ * one pool per writer. Under AddressSanitizer a listed block and the part
+ * of a slab not yet carved are poisoned, so a use after free still traps;
+ * only the blocks serving as chunks (one in size/8 of the listed blocks,
+ * see below) stay unpoisoned.
  */
 #ifndef STATECACHE_COMMON_POOL_H
 #define STATECACHE_COMMON_POOL_H
@@ -44,6 +62,17 @@
 
 #define SC_POOL_MAX_SIZE 1024u
 
+typedef enum sc_pool_source {
+	SC_POOL_MALLOC,
+	SC_POOL_SLABS,
+} sc_pool_source;
+
+#ifdef SC_POOL_ASAN
+#define SC_POOL_DEFAULT SC_POOL_MALLOC
+#else
+#define SC_POOL_DEFAULT SC_POOL_SLABS
+#endif
+
 /*
  * The blocks of one size are kept without writing into most of them: a
  * freed block is either stored as a pointer in the class's current *chunk*
@@ -67,14 +96,30 @@ typedef struct sc_pool_class {
 typedef struct sc_pool {
 	sc_pool_class cls[SC_POOL_MAX_SIZE / 8 + 1]; /* by size / 8 */
 	size_t bytes;				     /* held in the lists */
-	size_t max_bytes;			     /* bound on `bytes` */
+	size_t max_bytes; /* bound on `bytes` (SC_POOL_MALLOC) */
+	sc_pool_source source;
+	char *carve, *carve_end; /* the newest slab's part not yet carved */
+	void *slabs;		 /* mapped slabs, linked through word 0 */
+	size_t next_slab;	 /* bytes of the next slab */
+	size_t mapped;		 /* bytes of all slabs */
 } sc_pool;
 
-/* An empty pool that holds at most `max_bytes` of free blocks. */
-void sc_pool_init(sc_pool *p, size_t max_bytes);
+/* An empty pool taking new blocks from `source`; with SC_POOL_MALLOC it
+ * keeps at most `max_bytes` of free blocks in its lists. */
+void sc_pool_init(sc_pool *p, size_t max_bytes, sc_pool_source source);
 
-/* Free every listed block (the pool stays usable). */
-void sc_pool_drain(sc_pool *p);
+/* Give back what the pool holds and can give back: with SC_POOL_MALLOC
+ * every listed block; with SC_POOL_SLABS nothing (listed blocks stay for
+ * reuse). The pool stays usable. */
+void sc_pool_trim(sc_pool *p);
+
+/* Release everything: the listed blocks and every slab. No block of the
+ * pool may be in use any more. The pool is left empty and usable. */
+void sc_pool_destroy(sc_pool *p);
+
+/* A block of `size` (a class size) for a class with an empty list: from
+ * the pool's source. NULL: out of memory or injected failure. */
+void *sc_pool_refill(sc_pool *p, size_t size);
 
 static inline int sc_pool_class_of(size_t size)
 {
@@ -88,8 +133,10 @@ static inline void *sc_pool_alloc(sc_pool *p, size_t size)
 {
 	int c = sc_pool_class_of(size);
 	sc_pool_class *k = c >= 0 ? &p->cls[c] : NULL;
-	if (!k || !k->chunk)
+	if (!k)
 		return sc_malloc(size);
+	if (!k->chunk)
+		return sc_pool_refill(p, size);
 	if (sc_alloc_fail_now())
 		return NULL;
 	void *b;
@@ -114,14 +161,16 @@ static inline void *sc_pool_alloc(sc_pool *p, size_t size)
 	return b;
 }
 
-/* Give back a block of `size` bytes (from sc_pool_alloc or sc_malloc with
- * exactly this size). NULL is a no-op. */
+/* Give back a block of `size` bytes from sc_pool_alloc(p, size) (with
+ * SC_POOL_MALLOC also any sc_malloc block of exactly this size). NULL is a
+ * no-op. */
 static inline void sc_pool_free(sc_pool *p, void *b, size_t size)
 {
 	int c = sc_pool_class_of(size);
 	if (!b)
 		return;
-	if (c < 0 || p->bytes + size > p->max_bytes) {
+	if (c < 0 ||
+	    (p->source == SC_POOL_MALLOC && p->bytes + size > p->max_bytes)) {
 		sc_free(b);
 		return;
 	}

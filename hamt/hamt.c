@@ -437,7 +437,7 @@ int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out)
 	m->fresh = o.fresh;
 	m->flags = o.flags;
 	m->next_edit = 1;
-	sc_pool_init(&m->pool, NODE_POOL_BYTES);
+	sc_pool_init(&m->pool, NODE_POOL_BYTES, SC_POOL_DEFAULT);
 	long pg = sysconf(_SC_PAGESIZE);
 	m->page = pg > 0 ? (size_t)pg : 4096;
 	atomic_init(&m->allocated, 0);
@@ -453,7 +453,7 @@ void sc_hamt_destroy(sc_hamt *map)
 		return;
 	sc_free(map->spare_edit);
 	garbage_release_arrays(map->spare_garbage);
-	sc_pool_drain(&map->pool);
+	sc_pool_destroy(&map->pool);
 	sc_free(map);
 }
 
@@ -1268,7 +1268,7 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 	if (keep < NODE_POOL_KEEP_BYTES)
 		keep = NODE_POOL_KEEP_BYTES;
 	if (m->pool.bytes > keep)
-		sc_pool_drain(&m->pool);
+		sc_pool_trim(&m->pool);
 	if (g && g->nnodes == 0 && g->npairs == 0) {
 		garbage_recycle(m, g);
 		g = NULL;

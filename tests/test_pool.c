@@ -1,10 +1,12 @@
 /*
- * The writer's size-class free list (common/pool.h): reuse by exact size,
- * the bound on held bytes, contents of live blocks never shared, failure
- * injection on list hits.
+ * The writer's size-class free list (common/pool.h), with both sources of
+ * new blocks: reuse by exact size, the bound on held bytes (malloc), slab
+ * growth, alignment and tails (slabs), contents of live blocks never
+ * shared, failure injection on list hits and carving.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,11 +46,15 @@ static uint64_t rnd(uint64_t *s)
 	return x * 0x2545F4914F6CDD1Dull;
 }
 
+static sc_pool_source source_of(void **state)
+{
+	return *(const sc_pool_source *)*state;
+}
+
 static void test_reuse_exact_size(void **state)
 {
-	(void)state;
 	sc_pool p;
-	sc_pool_init(&p, 1 << 20);
+	sc_pool_init(&p, 1 << 20, source_of(state));
 	void *a = sc_pool_alloc(&p, 64);
 	void *b = sc_pool_alloc(&p, 64);
 	assert_non_null(a);
@@ -73,15 +79,20 @@ static void test_reuse_exact_size(void **state)
 	sc_pool_free(&p, a, 64);
 	sc_pool_free(&p, b, 64);
 	sc_pool_free(&p, c, 72);
-	sc_pool_drain(&p);
+	assert_int_equal(p.bytes, 200);
+	sc_pool_trim(&p);
+	assert_int_equal(p.bytes, source_of(state) == SC_POOL_MALLOC ? 0 : 200);
+	sc_pool_destroy(&p);
 	assert_int_equal(p.bytes, 0);
+	assert_int_equal(p.mapped, 0);
 }
 
+/* SC_POOL_MALLOC keeps at most max_bytes listed; the rest goes to sc_free. */
 static void test_bound(void **state)
 {
 	(void)state;
 	sc_pool p;
-	sc_pool_init(&p, 1000);
+	sc_pool_init(&p, 1000, SC_POOL_MALLOC);
 	void *v[40];
 	for (int i = 0; i < 40; i++)
 		assert_non_null(v[i] = sc_pool_alloc(&p, 48));
@@ -90,10 +101,10 @@ static void test_bound(void **state)
 		assert_true(p.bytes <= 1000);
 	}
 	assert_int_equal(p.bytes, 20 * 48); /* 20 fit, the rest freed */
-	sc_pool_drain(&p);
+	sc_pool_trim(&p);
 	assert_int_equal(p.bytes, 0);
 	/* a zero bound keeps nothing */
-	sc_pool_init(&p, 0);
+	sc_pool_init(&p, 0, SC_POOL_MALLOC);
 	void *x = sc_pool_alloc(&p, 48);
 	sc_pool_free(&p, x, 48);
 	assert_int_equal(p.bytes, 0);
@@ -103,9 +114,8 @@ static void test_bound(void **state)
  * list is left as it was. */
 static void test_failure_injection(void **state)
 {
-	(void)state;
 	sc_pool p;
-	sc_pool_init(&p, 1 << 20);
+	sc_pool_init(&p, 1 << 20, source_of(state));
 	void *a = sc_pool_alloc(&p, 128);
 	sc_pool_free(&p, a, 128);
 	sc_testing_fail_alloc_after(0);
@@ -113,21 +123,71 @@ static void test_failure_injection(void **state)
 	assert_int_equal(p.bytes, 128);
 	assert_ptr_equal(sc_pool_alloc(&p, 128), a);
 	sc_testing_fail_alloc_after(0);
-	assert_null(sc_pool_alloc(&p, 136)); /* empty list: sc_malloc fails */
+	assert_null(sc_pool_alloc(&p, 136)); /* empty list: the source fails */
 	sc_testing_fail_alloc_after(-1);
+	void *b = sc_pool_alloc(&p, 136);
+	assert_non_null(b);
+	sc_pool_free(&p, b, 136);
 	sc_pool_free(&p, a, 128);
-	sc_pool_drain(&p);
+	sc_pool_destroy(&p);
+}
+
+/* Slabs: 64 KiB first, doubling to 2 MiB, then 2 MiB each and aligned to
+ * it; the tail of a slab too short for a block joins its class list. */
+static void test_slab_growth(void **state)
+{
+	(void)state;
+	enum { SIZE = 1000, N = 9000 }; /* about 8.6 MiB */
+	sc_pool p;
+	sc_pool_init(&p, 0, SC_POOL_SLABS);
+	static unsigned char *blk[N];
+	size_t expect_mapped = 0, slab = 64 << 10;
+	for (int i = 0; i < N; i++) {
+		size_t tail = (size_t)(p.carve_end - p.carve);
+		size_t listed = p.bytes;
+		blk[i] = sc_pool_alloc(&p, SIZE);
+		assert_non_null(blk[i]);
+		assert_int_equal((uintptr_t)blk[i] % 8, 0);
+		memset(blk[i], (int)(i & 0xff), SIZE);
+		if (tail < SIZE) {
+			/* a new slab was mapped for this block */
+			expect_mapped += slab;
+			assert_int_equal(p.mapped, expect_mapped);
+			assert_int_equal(p.bytes,
+					 listed + (tail >= 8 ? tail : 0));
+			if (slab == (2u << 20))
+				assert_int_equal((uintptr_t)p.slabs % slab, 0);
+			if (slab < (2u << 20))
+				slab *= 2;
+		}
+	}
+	assert_true(p.mapped >= (size_t)N * SIZE);
+	for (int i = 0; i < N; i++) {
+		for (size_t k = 0; k < SIZE; k += 97)
+			assert_int_equal(blk[i][k], i & 0xff);
+		sc_pool_free(&p, blk[i], SIZE);
+	}
+	/* every block is kept for reuse: the next N come from the list */
+	size_t mapped = p.mapped;
+	for (int i = 0; i < N; i++)
+		assert_non_null(blk[i] = sc_pool_alloc(&p, SIZE));
+	assert_int_equal(p.mapped, mapped);
+	for (int i = 0; i < N; i++)
+		sc_pool_free(&p, blk[i], SIZE);
+	sc_pool_destroy(&p);
+	assert_int_equal(p.mapped, 0);
+	assert_null(p.slabs);
 }
 
 /* Random traffic: every live block keeps its own contents (no block is
  * handed out twice), held bytes stay under the bound and match the model. */
 static void test_random(void **state)
 {
-	(void)state;
 	enum { SLOTS = 256 };
 	uint64_t s = seed_for("test_random");
+	bool slabs = source_of(state) == SC_POOL_SLABS;
 	sc_pool p;
-	sc_pool_init(&p, 16 * 1024);
+	sc_pool_init(&p, 16 * 1024, source_of(state));
 	unsigned char *blk[SLOTS] = {0};
 	size_t sz[SLOTS] = {0};
 	for (int step = 0; step < 200000; step++) {
@@ -142,7 +202,7 @@ static void test_random(void **state)
 			sc_pool_free(&p, blk[i], sz[i]);
 			assert_true(p.bytes == before ||
 				    p.bytes == before + sz[i]);
-			assert_true(p.bytes <= 16 * 1024);
+			assert_true(slabs || p.bytes <= 16 * 1024);
 			blk[i] = NULL;
 		} else {
 			size_t n = rnd(&s) % 4 ? 8 * (1 + rnd(&s) % 16)
@@ -156,17 +216,22 @@ static void test_random(void **state)
 	}
 	for (unsigned i = 0; i < SLOTS; i++)
 		sc_pool_free(&p, blk[i], sz[i]);
-	sc_pool_drain(&p);
+	sc_pool_destroy(&p);
 	assert_int_equal(p.bytes, 0);
 }
 
 int main(void)
 {
+	static sc_pool_source mal = SC_POOL_MALLOC, slabs = SC_POOL_SLABS;
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_reuse_exact_size),
+	    cmocka_unit_test_prestate(test_reuse_exact_size, &mal),
+	    cmocka_unit_test_prestate(test_reuse_exact_size, &slabs),
 	    cmocka_unit_test(test_bound),
-	    cmocka_unit_test(test_failure_injection),
-	    cmocka_unit_test(test_random),
+	    cmocka_unit_test_prestate(test_failure_injection, &mal),
+	    cmocka_unit_test_prestate(test_failure_injection, &slabs),
+	    cmocka_unit_test(test_slab_growth),
+	    cmocka_unit_test_prestate(test_random, &mal),
+	    cmocka_unit_test_prestate(test_random, &slabs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

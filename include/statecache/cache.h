@@ -281,7 +281,9 @@ typedef struct sc_cache_stats {
 				   (or version 0 itself) */
 	size_t readers;		/* open readers */
 	size_t memory_bytes;	/* HAMT nodes + entity states, all versions
-				   and the pending one */
+				   and the pending one; the writer keeps
+				   what it frees for reuse, returned to
+				   the system by sc_cache_destroy */
 } sc_cache_stats;
 
 /*
