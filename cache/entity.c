@@ -372,6 +372,21 @@ static size_t merge_sources(const merge *m, msrc *src, size_t *strings)
 	return n;
 }
 
+/* The block of a `size`-byte state, rounded up to 8 (see
+ * sc_entity_block_size), from `pool` (NULL: sc_malloc). */
+static int entity_alloc(sc_pool *pool, size_t size, sc_entity **out,
+			sc_error *err)
+{
+	*out =
+	    pool ? sc_pool_alloc(pool, align8(size)) : sc_malloc(align8(size));
+	if (!*out)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for a %zu-byte entity "
+				    "state",
+				    size);
+	return SC_OK;
+}
+
 static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 		      size_t strings, int64_t updated_at, sc_str actor,
 		      uint64_t position, uint64_t born, sc_pool *pool,
@@ -381,13 +396,10 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 		      nattrs * sizeof(sc_entity_rec) + strings;
 	if (size >= UINT32_MAX)
 		return sc_entity_too_big(id, err);
-	sc_entity *e =
-	    pool ? sc_pool_alloc(pool, align8(size)) : sc_malloc(align8(size));
-	if (!e)
-		return sc_error_set(err, ENOMEM,
-				    "out of memory for a %zu-byte entity "
-				    "state",
-				    size);
+	sc_entity *e;
+	int rc = entity_alloc(pool, size, &e, err);
+	if (rc)
+		return rc;
 	char *base = (char *)e;
 	const char *obase = (const char *)m->old;
 	char *p;
@@ -470,14 +482,10 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 	if (!ok)
 		return sc_entity_too_big(id, err);
 
-	/* The block is rounded up to 8: see sc_entity_block_size. */
-	sc_entity *e =
-	    pool ? sc_pool_alloc(pool, align8(size)) : sc_malloc(align8(size));
-	if (!e)
-		return sc_error_set(err, ENOMEM,
-				    "out of memory for a %zu-byte entity "
-				    "state",
-				    size);
+	sc_entity *e;
+	int rc = entity_alloc(pool, size, &e, err);
+	if (rc)
+		return rc;
 	char *base = (char *)e;
 	char *p;
 	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
