@@ -18,23 +18,7 @@
 
 #include "common/pool.h"
 #include "statecache/testing.h"
-
-static uint64_t seed_for(const char *test)
-{
-	const char *env = getenv("SC_TEST_SEED");
-	uint64_t seed;
-	if (env && *env) {
-		seed = strtoull(env, NULL, 0);
-	} else {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		seed =
-		    (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec;
-	}
-	fprintf(stderr, "%s: seed %llu (rerun with SC_TEST_SEED=%llu)\n", test,
-		(unsigned long long)seed, (unsigned long long)seed);
-	return seed ? seed : 1;
-}
+#include "tests/support/hamt_testkit.h"
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -184,7 +168,9 @@ static void test_slab_growth(void **state)
 static void test_random(void **state)
 {
 	enum { SLOTS = 256 };
-	uint64_t s = seed_for("test_random");
+	uint64_t s = hamt_tk_seed("test_random");
+	if (!s)
+		s = 1; /* xorshift needs a non-zero state */
 	bool slabs = source_of(state) == SC_POOL_SLABS;
 	sc_pool p;
 	sc_pool_init(&p, 16 * 1024, source_of(state));
