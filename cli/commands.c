@@ -19,6 +19,8 @@ const sc_cli_command sc_cli_commands[] = {
      false},
     {"verify", "check that snapshot + tail equals a full log replay",
      sc_cli_cmd_verify, false},
+    {"backup", "copy the store while it runs: backup DEST [--compact]",
+     sc_cli_cmd_backup, false},
     {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},

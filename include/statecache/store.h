@@ -263,6 +263,46 @@ typedef struct sc_store_stats {
 /* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
 int sc_store_stats_get(sc_store *store, sc_store_stats *out, sc_error *err);
 
+/* ---- backup -------------------------------------------------------------- */
+
+/* sc_store_backup flag: compact while copying (MDB_CP_COMPACT): free pages
+ * are left out and pages renumbered, so the copy is smaller and takes
+ * longer; it holds the same data. */
+#define SC_BACKUP_COMPACT 0x1u
+
+/*
+ * sc_store_backup - write a consistent copy of the store into `dest_dir`.
+ *
+ * The copy is the whole LMDB environment as of one committed transaction
+ * (LMDB's mdb_env_copyfd2): every database (the log, the entity index, the
+ * snapshots, meta, projector databases), nothing half-written. Appends by
+ * other threads, and by other processes that have the store open, go on
+ * while it runs (only a map growth needed meanwhile waits for the copy to
+ * end); the copy holds every event committed before it began and none
+ * committed after. Open the copy like any store (sc_store_open, or
+ * `statecache --db DEST_DIR ...`).
+ *
+ * `dest_dir` must not exist (it is created, mode 0700) or must be an empty
+ * directory (its mode is left as it is). The copy is written to
+ * `dest_dir/data.mdb.partial` (mode 0600), synced, renamed to
+ * `dest_dir/data.mdb` and the directory synced, so a `data.mdb` in
+ * `dest_dir` is always complete and durable. Before returning, the copy is
+ * opened read-only and must hold the store's databases and its
+ * format_version. On failure what was written is removed (and the
+ * directory, if this call created it); a process killed during the copy
+ * leaves `data.mdb.partial`, which is safe to delete.
+ *
+ * `flags`: 0 or SC_BACKUP_COMPACT. Any thread; may run alongside appends,
+ * snapshots and reads of the same store, and more than one backup at a
+ * time (to different directories). The store stays open and unchanged.
+ * Errors: SC_EINVAL (NULL or empty arguments, unknown flags, `dest_dir`
+ * exists and is not an empty directory), SC_ECORRUPT (the copy does not
+ * open as a store), SC_ELMDB and errno values (the message names the
+ * file and the failed step, e.g. ENOSPC writing the copy).
+ */
+int sc_store_backup(sc_store *store, const char *dest_dir, unsigned flags,
+		    sc_error *err);
+
 #ifdef __cplusplus
 }
 #endif
