@@ -1,7 +1,7 @@
 /*
- * The versioned cache: versions, reader slots, the cache object. Internal
- * to the cache layer (cache.c: writer, views, stats; reclaim.c: readers
- * and reclamation).
+ * The versioned cache: versions, reader slots, the cache object. Private
+ * to cache/ (cache.c: writer, views, stats; reclaim.c: readers and
+ * reclamation; load.c: restore); other layers use cache/cache_lib.h.
  */
 #ifndef STATECACHE_CACHE_INTERNAL_H
 #define STATECACHE_CACHE_INTERNAL_H
@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache/cache_lib.h"
 #include "cache/entity.h"
 #include "statecache/cache.h"
 
@@ -111,11 +112,6 @@ struct sc_cache {
 	pthread_key_t exit_key;	     /* thread-exit hook releasing pins */
 	void *block;		     /* the allocation holding this struct */
 };
-
-/* sc_cache_apply of an event its caller already checked with
- * sc_entity_validate_event (the store validates every event of a batch
- * before its transaction, and decoding validates what replay reads). */
-int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
 
 /* Open the pending version on top of the current one if none is open: a
  * new edit, a new generation, no garbage yet. Poisons on failure. */

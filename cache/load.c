@@ -1,5 +1,5 @@
 /*
- * Bulk loading of entity states (cache/load.h): the restore path.
+ * Bulk loading of entity states (cache/cache_lib.h): the restore path.
  *
  * A state is laid out as cache/entity.h describes (header, key, table,
  * strings), built here in one pass over attributes that are already sorted
@@ -13,12 +13,11 @@
  * changed. One a published version holds is replaced and its bytes are
  * counted as garbage of the superseded version, as cache.c does.
  */
-#include "cache/load.h"
+#include "cache/cache_internal.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "cache/cache_internal.h"
 #include "common/internal.h"
 
 /* ==== pending version ===================================================== */

@@ -17,7 +17,7 @@
 
 #include <xxhash.h>
 
-#include "cache/load.h"
+#include "cache/cache_lib.h"
 #include "common/wire.h"
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
@@ -695,7 +695,7 @@ int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
  * them, strictly in chunk order: it allocates each state's block, copies
  * the image in and puts it into the map. (Blocks are allocated on the
  * writer so that they live in the writer's malloc arena, where later
- * changes free and reuse them; see cache/load.h.) Bounds: chunk c is
+ * changes free and reuse them; see cache/cache_lib.h.) Bounds: chunk c is
  * taken only once chunk c - LOAD_SLOTS is stored, so at most LOAD_SLOTS
  * chunks' images wait in slots, and each thread holds one chunk's raw
  * bytes. A thread that fails on chunk c records the error in c's slot and

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache/cache_internal.h"
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 
 #define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
