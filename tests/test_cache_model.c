@@ -213,8 +213,12 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	sc_cache *cache;
 	sc_error err;
 	assert_int_equal(sc_cache_create(&opt, &cache, &err), 0);
-	sc_reader *reader;
+	sc_reader *reader, *lagger;
 	assert_int_equal(sc_reader_open(cache, &reader, &err), 0);
+	/* Pins a version for a few batches now and then, so superseded
+	 * versions wait with their garbage. */
+	assert_int_equal(sc_reader_open(cache, &lagger, &err), 0);
+	bool lagging = false;
 	sc_refstate *rs = sc_refstate_new();
 	gen g = {.nids = nids};
 	sc_str *touched = malloc(1000 * sizeof *touched);
@@ -322,9 +326,28 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			    0);
 		}
 		sc_reader_end(reader);
+		/* The stats are exact whatever is pinned: nothing is pending,
+		 * so every byte alive is the newest version's or waits in a
+		 * superseded version's garbage. */
+		if (batches % 4 == 0) {
+			sc_cache_stats st;
+			sc_cache_stats_get(cache, &st);
+			assert_int_equal(st.memory_bytes,
+					 sc_test_live_bytes(cache) +
+					     st.bytes_awaiting);
+			assert_int_equal(st.entities, sc_refstate_len(rs));
+			assert_int_equal(st.position, promoted_position);
+		}
+		if (rnd_below(8) == 0) {
+			if (lagging)
+				sc_reader_end(lagger);
+			else
+				assert_non_null(sc_reader_begin(lagger));
+			lagging = !lagging;
+		}
 		/* No reader pins anything and nothing is pending: memory is
 		 * the live set's. */
-		if (batches % 50 == 0) {
+		if (batches % 50 == 0 && !lagging) {
 			sc_cache_reclaim(cache);
 			sc_cache_stats st;
 			sc_cache_stats_get(cache, &st);
@@ -343,6 +366,7 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	printf("model: %zu events, %zu batches (%zu discarded), %zu invalid, "
 	       "%zu entities\n",
 	       done, batches, discards, invalid, sc_refstate_len(rs));
+	sc_reader_close(lagger);
 	sc_reader_close(reader);
 	sc_cache_destroy(cache);
 	sc_refstate_free(rs);
