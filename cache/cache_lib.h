@@ -55,8 +55,13 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
  * own heap, so blocks allocated elsewhere would leave their memory
  * stranded there once freed.
  *
- *   sc_cache_load_begin    open the pending version (writer); *born is
- *                          its generation.
+ *   sc_cache_load_begin    open the pending version (writer) for the
+ *                          state at `position` (the snapshot's): the
+ *                          pending position becomes it, if larger, so
+ *                          sc_view_position of the version promoted is the
+ *                          snapshot's even when its last events left no
+ *                          entity of that position (a delete). *born is
+ *                          the pending version's generation.
  *   sc_cache_load_measure  bytes of a state's image (a multiple of 8);
  *                          SC_ETOOBIG for 4 GiB or more (any thread).
  *   sc_cache_load_write    lay the state out at dst (`bytes` from measure,
@@ -84,7 +89,8 @@ typedef struct sc_cache_loaded {
 	uint32_t id_len;
 } sc_cache_loaded;
 
-int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err);
+int sc_cache_load_begin(sc_cache *cache, uint64_t position, uint64_t *born,
+			sc_error *err);
 int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
 			  sc_str updated_by, size_t *bytes, sc_error *err);
 void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,

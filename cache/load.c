@@ -85,13 +85,18 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 
 /* ==== storing ============================================================= */
 
-int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
+int sc_cache_load_begin(sc_cache *cache, uint64_t position, uint64_t *born,
+			sc_error *err)
 {
 	int rc = sc_cache_check_writable(cache, err);
 	if (!rc)
 		rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
+	/* The state restored is the state at `position`, whatever the
+	 * positions of the entities left in it. */
+	if (position > cache->pending_position)
+		cache->pending_position = position;
 	*born = cache->generation;
 	return SC_OK;
 }
@@ -143,7 +148,7 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 		   id.len <= SC_ENTITY_ID_MAX);
 	SC_REQUIRE(!nattrs || attrs);
 	uint64_t born;
-	int rc = sc_cache_load_begin(cache, &born, err);
+	int rc = sc_cache_load_begin(cache, 0, &born, err);
 	if (rc)
 		return rc;
 	size_t bytes;

@@ -926,7 +926,7 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 	load_pipe p = {.h = h, .chunks = chunks, .lens = lens, .cache = cache};
 	p.limit = h->chunk_count;
 	uint64_t born;
-	int rc = sc_cache_load_begin(cache, &born, err);
+	int rc = sc_cache_load_begin(cache, h->position, &born, err);
 	if (rc)
 		return rc;
 	pthread_mutex_init(&p.mu, NULL);

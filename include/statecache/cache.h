@@ -229,7 +229,8 @@ const sc_entity *sc_view_get(const sc_view *view, sc_str id);
 size_t sc_view_len(const sc_view *view);
 /* The version number: 0 for the empty initial version, +1 per promote. */
 uint64_t sc_view_version(const sc_view *view);
-/* The position of the last event applied in this version (0: none). */
+/* The position of the last event this version holds: the last one applied,
+ * or the one a restored snapshot was taken at (0: none). */
 uint64_t sc_view_position(const sc_view *view);
 
 typedef struct sc_view_iter {
