@@ -103,12 +103,4 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 int sc_cache_load_store(sc_cache *cache, const void *image,
 			const sc_cache_loaded *l, sc_error *err);
 
-/*
- * sc_cache_load_sorted - the four steps above for one state, on the writer
- * thread. Errors: those of sc_cache_load_measure and sc_cache_load_store.
- */
-int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
-			 uint64_t position, sc_error *err);
-
 #endif

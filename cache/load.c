@@ -139,29 +139,3 @@ int sc_cache_load_store(sc_cache *cache, const void *image,
 	ne->born = cache->generation;
 	return store_block(cache, ne, l, err);
 }
-
-int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
-			 uint64_t position, sc_error *err)
-{
-	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
-		   id.len <= SC_ENTITY_ID_MAX);
-	SC_REQUIRE(!nattrs || attrs);
-	uint64_t born;
-	int rc = sc_cache_load_begin(cache, 0, &born, err);
-	if (rc)
-		return rc;
-	size_t bytes;
-	rc = sc_cache_load_measure(id, attrs, nattrs, updated_by, &bytes, err);
-	if (rc)
-		return rc;
-	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
-	if (!ne)
-		return sc_cache_poison(cache, ENOMEM, err,
-				       "building an entity state");
-	sc_cache_loaded l;
-	sc_cache_load_write(cache, id, attrs, nattrs, updated_at, updated_by,
-			    position, ne, bytes, &l);
-	ne->born = born;
-	return store_block(cache, ne, &l, err);
-}

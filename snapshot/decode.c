@@ -649,42 +649,6 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 	return rc;
 }
 
-/* ---- loading into a cache ----------------------------------------------- */
-
-typedef struct load_ctx {
-	sc_cache *cache;
-	sc_error *err;
-	const sc_snapshot_header *h;
-	uint32_t index; /* the chunk being loaded */
-} load_ctx;
-
-/* The decoder has checked what sc_cache_load_sorted requires: id and
- * name lengths, names strictly increasing, no null value. */
-static int load_one(void *ctx, const sc_snapshot_entity *e)
-{
-	load_ctx *l = ctx;
-	int rc = sc_cache_load_sorted(l->cache, e->id, e->attrs, e->nattrs,
-				      e->updated_at, e->updated_by, e->position,
-				      l->err);
-	if (rc == SC_ECORRUPT)
-		return chunk_corrupt(l->err, l->h, l->index,
-				     "an entity id appears twice in the "
-				     "snapshot");
-	return rc;
-}
-
-int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
-			   const void *bytes, size_t len, sc_cache *cache,
-			   uint64_t *entities, sc_error *err)
-{
-	if (!cache)
-		return sc_error_set(err, SC_EINVAL,
-				    "sc_snapshot_chunk_load needs a cache");
-	load_ctx l = {cache, err, h, index};
-	return sc_snapshot_chunk_decode(h, index, bytes, len, load_one, &l,
-					entities, err);
-}
-
 /* ---- loading a whole snapshot on two threads ---------------------------- */
 
 /*
