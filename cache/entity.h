@@ -18,7 +18,10 @@
  * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG).
  *
  * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
- * same block, so the release hook frees the pair with one sc_free.
+ * same block, so the release hook frees the pair at once: a state in a
+ * cache goes back to the cache's entity pool (sc_pool_free, by
+ * sc_entity_block_size), a standalone state (sc_entity_apply) to
+ * sc_entity_free.
  */
 #ifndef STATECACHE_CACHE_ENTITY_H
 #define STATECACHE_CACHE_ENTITY_H
