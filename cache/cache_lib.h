@@ -27,8 +27,10 @@
 
 /*
  * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
- * known type, attribute names, value types, NULL pointers with non-zero
- * lengths. Errors: SC_EINVAL with a message naming the field.
+ * known type, attribute names, value types, string values that are valid
+ * UTF-8, NULL pointers with non-zero lengths. Errors: SC_EINVAL with a
+ * message naming the field (and, for a string value that is not UTF-8,
+ * the entity and the attribute).
  */
 int sc_entity_validate_event(const sc_event *ev, sc_error *err);
 

@@ -49,7 +49,8 @@ static size_t rnd_below(rng *r, size_t n)
 }
 
 /* Random bytes; with `text`, mostly UTF-8 text (ASCII, two-, three- and
- * four-byte sequences) and never a NUL byte. */
+ * four-byte sequences) and never a NUL byte; with `text` 2, only UTF-8 (a
+ * string value must be). */
 static size_t rnd_fill(rng *r, char *buf, size_t len, int text)
 {
 	if (!text) {
@@ -57,8 +58,8 @@ static size_t rnd_fill(rng *r, char *buf, size_t len, int text)
 			buf[i] = (char)rnd(r);
 		return len;
 	}
-	/* Text pieces; the last two are not valid UTF-8, which string
-	 * values may hold too (only NUL is excluded). */
+	/* Text pieces; the last two are not valid UTF-8, which ids, names
+	 * and actors (bytes) may hold, string values not. */
 	static const char *pieces[] = {"a",
 				       "Z",
 				       " ",
@@ -71,7 +72,7 @@ static size_t rnd_fill(rng *r, char *buf, size_t len, int text)
 				       "\xc3"};
 	size_t n = 0;
 	while (n < len) {
-		const char *p = pieces[rnd_below(r, 10)];
+		const char *p = pieces[rnd_below(r, text == 2 ? 8 : 10)];
 		size_t pl = strlen(p);
 		if (n + pl > len)
 			break;
@@ -120,7 +121,7 @@ static void gen(rng *r, uint32_t k, gen_entity *g)
 			a->value.type = SC_VALUE_STRING;
 			a->value.u.s.ptr = g->vals[i];
 			a->value.u.s.len =
-			    rnd_fill(r, g->vals[i], rnd_below(r, 300), 1);
+			    rnd_fill(r, g->vals[i], rnd_below(r, 300), 2);
 			break;
 		case 1:
 			a->value.type = SC_VALUE_BYTES;

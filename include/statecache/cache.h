@@ -122,9 +122,11 @@ void sc_cache_destroy(sc_cache *cache);
  * missing entity changes no entity but still counts as applied (the
  * version's position advances). Validation happens before anything is
  * touched. Errors: SC_EINVAL (empty or over-long id or name, unknown type,
- * bad value type, NULL pointer with a non-zero length; the pending version
- * is unchanged and the message names the field), SC_ETOOBIG (unchanged),
- * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
+ * bad value type, a string value that is not valid UTF-8 (binary data goes
+ * in a bytes value), NULL pointer with a non-zero length; the pending
+ * version is unchanged and the message names the field), SC_ETOOBIG
+ * (unchanged), ENOMEM (the pending version is poisoned: discard it),
+ * SC_EPOISONED.
  * Events are applied a few calls late (their memory misses overlap), so
  * an ENOMEM met by an event may come back from a later apply, from
  * sc_cache_prepare or from sc_cache_promote.
