@@ -16,6 +16,7 @@
 #include "cache/cache_internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/internal.h"
@@ -171,27 +172,31 @@ int sc_cache_pending_open(sc_cache *cache, sc_error *err)
 	return SC_OK;
 }
 
+int sc_cache_check_writable(const sc_cache *cache, sc_error *err)
+{
+	if (cache->poisoned)
+		return sc_error_set(err, SC_EPOISONED,
+				    "the pending version is unusable after an "
+				    "earlier failure; discard it");
+	return SC_OK;
+}
+
 int sc_cache_poison(sc_cache *cache, int rc, sc_error *err, const char *what)
 {
 	cache->poisoned = true;
 	if (rc == SC_EPOISONED)
-		return sc_error_set(err, rc,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
+		return sc_cache_check_writable(cache, err);
 	return sc_error_set(err, rc,
 			    "%s failed (%s); the pending version is "
 			    "unusable: discard it",
 			    what, sc_strerror(rc));
 }
 
-static int check_writable(sc_cache *cache, sc_error *err)
-{
-	if (cache->poisoned)
-		return sc_error_set(err, SC_EPOISONED,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
-	return SC_OK;
-}
+/* ---- the one write path ---------------------------------------------------
+ * Every state entering the pending version goes through an sc_change
+ * (cache_internal.h): the map's update calls sc_change_update with the
+ * previous state of the id, found by the same descent that stores the new
+ * one, and sc_change_done accounts for the result. */
 
 /* Bytes `prev` adds to the edit's garbage when it leaves the map: its size
  * if a published version holds it, 0 if this edit created it (the map
@@ -201,64 +206,46 @@ static size_t dropped_bytes(const sc_cache *cache, const sc_entity *prev)
 	return prev && prev->born != cache->generation ? prev->size : 0;
 }
 
-/* Put `ne` (or remove the id when ne is NULL) into the pending version. */
-static int pending_put(sc_cache *cache, sc_str id, const sc_entity *prev,
-		       sc_entity *ne, uint64_t position, sc_error *err)
+int sc_change_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
+		     const sc_hamt_key **new_key, void **new_value)
 {
-	int rc;
-	size_t dropped = dropped_bytes(cache, prev);
-	if (!ne) {
-		if (!prev)
-			goto done; /* delete of a missing entity */
-		rc = sc_hamt_edit_remove(cache->edit, id.ptr, id.len);
-		if (rc)
-			return sc_cache_poison(cache, rc, err,
-					       "removing an entity");
-	} else {
-		counter_add(&cache->entity_bytes, ne->size, 0);
-		rc = sc_hamt_edit_set(cache->edit, sc_entity_key(ne), ne);
-		if (rc) {
-			counter_add(&cache->entity_bytes, 0, ne->size);
-			entity_free(cache, ne);
-			return sc_cache_poison(cache, rc, err,
-					       "inserting an entity");
-		}
-	}
-	cache->pending_garbage_entity_bytes += dropped;
-done:
-	if (position > cache->pending_position)
-		cache->pending_position = position;
-	return SC_OK;
-}
-
-/* One event applied inside the map's update: the state is built from the
- * previous one found by the same descent that stores the new one. */
-typedef struct apply_ctx {
-	sc_cache *cache;
-	const sc_event *ev;
-	sc_error *err;
-	sc_entity *ne;	 /* the new state, NULL for a delete */
-	size_t dropped;	 /* dropped_bytes() of the previous state */
-	bool build_fail; /* the code returned comes from the build */
-} apply_ctx;
-
-static int apply_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
-			const sc_hamt_key **new_key, void **new_value)
-{
-	apply_ctx *a = ctx;
+	sc_change *c = ctx;
+	sc_cache *cache = c->cache;
 	const sc_entity *prev = old_value;
 	SC_UNUSED(old_key);
-	int rc = sc_entity_build_in(prev, a->ev, a->cache->generation,
-				    &a->cache->entity_pool, &a->ne, a->err);
-	if (rc) {
-		a->build_fail = true;
-		return rc;
+	if (c->unique && prev && prev->born == cache->generation)
+		return SC_ECORRUPT;
+	if (c->ev) {
+		int rc =
+		    sc_entity_build_in(prev, c->ev, cache->generation,
+				       &cache->entity_pool, &c->ne, c->err);
+		if (rc) {
+			c->ne = NULL;
+			c->build_failed = true;
+			return rc;
+		}
 	}
 	/* Read now: a previous state made by this edit is freed by the
 	 * change. */
-	a->dropped = dropped_bytes(a->cache, prev);
-	*new_key = a->ne ? sc_entity_key(a->ne) : NULL;
-	*new_value = a->ne;
+	c->dropped = dropped_bytes(cache, prev);
+	*new_key = c->ne ? sc_entity_key(c->ne) : NULL;
+	*new_value = c->ne;
+	return SC_OK;
+}
+
+int sc_change_done(sc_change *c, int rc)
+{
+	sc_cache *cache = c->cache;
+	if (rc) {
+		entity_free(cache, c->ne);
+		c->ne = NULL;
+		return rc;
+	}
+	if (c->ne)
+		counter_add(&cache->entity_bytes, c->ne->size, 0);
+	cache->pending_garbage_entity_bytes += c->dropped;
+	if (c->position > cache->pending_position)
+		cache->pending_position = c->position;
 	return SC_OK;
 }
 
@@ -284,11 +271,9 @@ static int apply_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 #define APPLY_QUEUE_BOUND (64 * APPLY_LATER_MAX)
 
 typedef struct apply_job {
-	sc_cache *cache;
-	size_t block;	/* bytes of this allocation */
-	sc_entity *ne;	/* the new state once built */
-	size_t dropped; /* dropped_bytes() of the previous state */
-	sc_event ev;	/* points into this block */
+	sc_change change; /* what the map's callbacks get */
+	size_t block;	  /* bytes of this allocation */
+	sc_event ev;	  /* points into this block */
 	sc_attr attrs[];
 } apply_job;
 
@@ -331,10 +316,9 @@ static apply_job *job_make(sc_cache *cache, const sc_event *ev, size_t payload)
 	apply_job *j = sc_pool_alloc(&cache->entity_pool, block);
 	if (!j)
 		return NULL;
-	j->cache = cache;
+	j->change =
+	    (sc_change){.cache = cache, .ev = &j->ev, .position = ev->position};
 	j->block = block;
-	j->ne = NULL;
-	j->dropped = 0;
 	j->ev = *ev;
 	j->ev.partition = (sc_str){NULL, 0};
 	j->ev.tags = NULL;
@@ -359,39 +343,14 @@ static apply_job *job_make(sc_cache *cache, const sc_event *ev, size_t payload)
 	return j;
 }
 
-static int job_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
-		      const sc_hamt_key **new_key, void **new_value)
-{
-	apply_job *j = ctx;
-	const sc_entity *prev = old_value;
-	SC_UNUSED(old_key);
-	sc_error err;
-	int rc = sc_entity_build_in(prev, &j->ev, j->cache->generation,
-				    &j->cache->entity_pool, &j->ne, &err);
-	if (rc)
-		return rc;
-	j->dropped = dropped_bytes(j->cache, prev);
-	*new_key = j->ne ? sc_entity_key(j->ne) : NULL;
-	*new_value = j->ne;
-	return SC_OK;
-}
-
 static void job_done(void *ctx, int rc)
 {
-	apply_job *j = ctx;
-	sc_cache *cache = j->cache;
-	if (rc == SC_OK) {
-		if (j->ne)
-			counter_add(&cache->entity_bytes, j->ne->size, 0);
-		cache->pending_garbage_entity_bytes += j->dropped;
-	} else {
-		/* Built but not stored: still ours. */
-		if (j->ne)
-			sc_pool_free(&cache->entity_pool, j->ne,
-				     sc_entity_block_size(j->ne));
-		if (rc != SC_ESTATE) /* SC_ESTATE: dropped by a discard */
-			cache->poisoned = true;
-	}
+	apply_job *j =
+	    (apply_job *)(void *)((char *)ctx - offsetof(apply_job, change));
+	sc_cache *cache = j->change.cache;
+	/* SC_ESTATE: dropped by a discard. */
+	if (sc_change_done(&j->change, rc) && rc != SC_ESTATE)
+		cache->poisoned = true;
 	sc_pool_free(&cache->entity_pool, j, j->block);
 }
 
@@ -409,16 +368,14 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 		return sc_cache_poison(cache, ENOMEM, err, "queueing an event");
 	const char *id = j->ev.entity.ptr;
 	size_t len = j->ev.entity.len;
-	int rc = sc_hamt_edit_update_later(cache->edit, id, len,
-					   sc_hamt_hash(cache->map, id, len),
-					   job_update, job_done, j);
+	int rc = sc_hamt_edit_update_later(
+	    cache->edit, id, len, sc_hamt_hash(cache->map, id, len),
+	    sc_change_update, job_done, &j->change);
 	if (rc) {
 		sc_pool_free(&cache->entity_pool, j, j->block);
 		return sc_cache_poison(cache, rc, err,
 				       "applying an earlier event");
 	}
-	if (ev->position > cache->pending_position)
-		cache->pending_position = ev->position;
 	return SC_OK;
 }
 
@@ -434,7 +391,7 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err)
 
 int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 {
-	int rc = check_writable(cache, err);
+	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
 	bool opened = !cache->edit;
@@ -444,13 +401,12 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = apply_later(cache, ev, err);
 	if (rc != SC_ETOOBIG)
 		return rc;
-	apply_ctx a = {.cache = cache, .ev = ev, .err = err};
-	rc = sc_hamt_edit_update(cache->edit, ev->entity.ptr, ev->entity.len,
-				 apply_update, &a);
-	if (rc && a.build_fail) {
-		if (rc == ENOMEM)
-			return sc_cache_poison(cache, rc, err,
-					       "building an entity state");
+	sc_change c = {
+	    .cache = cache, .ev = ev, .err = err, .position = ev->position};
+	rc = sc_change_done(&c, sc_hamt_edit_update(cache->edit, ev->entity.ptr,
+						    ev->entity.len,
+						    sc_change_update, &c));
+	if (rc && c.build_failed && rc != ENOMEM) {
 		/* SC_ETOOBIG: nothing changed; close an edit opened for it. */
 		if (opened) {
 			sc_hamt_edit_abort(cache->edit);
@@ -458,17 +414,11 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 		}
 		return rc;
 	}
-	if (rc) {
-		entity_free(cache, a.ne); /* never stored, never counted */
+	if (rc)
 		return sc_cache_poison(cache, rc, err,
-				       a.ne ? "inserting an entity"
-					    : "removing an entity");
-	}
-	if (a.ne)
-		counter_add(&cache->entity_bytes, a.ne->size, 0);
-	cache->pending_garbage_entity_bytes += a.dropped;
-	if (ev->position > cache->pending_position)
-		cache->pending_position = ev->position;
+				       c.build_failed
+					   ? "building an entity state"
+					   : "storing an entity state");
 	return SC_OK;
 }
 
@@ -478,7 +428,7 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 {
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL, "cache is NULL");
-	int rc = check_writable(cache, err);
+	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
 	sc_entity *ne;
@@ -499,37 +449,34 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 		return rc;
 	}
 	SC_INSIST(ne->born == cache->generation);
-	const sc_entity *prev = sc_hamt_edit_get(cache->edit, id.ptr, id.len);
-	return pending_put(cache, id, prev, ne, position, err);
+	sc_change c = {.cache = cache, .ne = ne, .position = position};
+	rc = sc_change_done(&c, sc_hamt_edit_update(cache->edit, id.ptr, id.len,
+						    sc_change_update, &c));
+	if (rc)
+		return sc_cache_poison(cache, rc, err,
+				       "storing an entity state");
+	return SC_OK;
 }
 
 int sc_cache_prepare(sc_cache *cache, sc_error *err)
 {
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL, "cache is NULL");
-	if (cache->poisoned)
-		return sc_error_set(err, SC_EPOISONED,
-				    "the pending version failed earlier; "
-				    "discard it");
+	int rc = sc_cache_check_writable(cache, err);
+	if (rc)
+		return rc;
 	if (!cache->edit)
 		return SC_OK;
 	if (!cache->reserved) {
 		cache->reserved = sc_calloc(1, sizeof *cache->reserved);
-		if (!cache->reserved) {
-			cache->poisoned = true;
-			return sc_error_set(err, ENOMEM,
-					    "out of memory preparing a version "
-					    "for promote; discard it");
-		}
+		if (!cache->reserved)
+			return sc_cache_poison(cache, ENOMEM, err,
+					       "reserving the next version");
 	}
-	int rc = sc_hamt_edit_settle(cache->edit);
-	if (rc) {
-		cache->poisoned = true;
-		return sc_error_set(err, rc,
-				    "applying the queued events failed (%s); "
-				    "discard the pending version",
-				    sc_strerror(rc));
-	}
+	rc = sc_hamt_edit_settle(cache->edit);
+	if (rc)
+		return sc_cache_poison(cache, rc, err,
+				       "applying the queued events");
 	return SC_OK;
 }
 

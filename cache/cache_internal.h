@@ -1,7 +1,7 @@
 /*
- * The versioned cache: versions, reader slots, the cache object. Internal
- * to the cache layer (cache.c: writer, views, stats; reclaim.c: readers
- * and reclamation).
+ * The versioned cache: versions, reader slots, the cache object. Private
+ * to cache/ (cache.c: writer, views, stats; reclaim.c: readers and
+ * reclamation; load.c: restore); other layers use cache/cache_lib.h.
  */
 #ifndef STATECACHE_CACHE_INTERNAL_H
 #define STATECACHE_CACHE_INTERNAL_H
@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache/cache_lib.h"
 #include "cache/entity.h"
 #include "statecache/cache.h"
 
@@ -112,18 +113,50 @@ struct sc_cache {
 	void *block;		     /* the allocation holding this struct */
 };
 
-/* sc_cache_apply of an event its caller already checked with
- * sc_entity_validate_event (the store validates every event of a batch
- * before its transaction, and decoding validates what replay reads). */
-int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
-
 /* Open the pending version on top of the current one if none is open: a
  * new edit, a new generation, no garbage yet. Poisons on failure. */
 int sc_cache_pending_open(sc_cache *cache, sc_error *err);
 
+/* SC_EPOISONED, with the one message saying so, when the pending version
+ * is unusable; 0 otherwise. */
+int sc_cache_check_writable(const sc_cache *cache, sc_error *err);
+
 /* Mark the pending version unusable (only discard is valid after) and
  * report `rc` from `what`; returns rc. */
 int sc_cache_poison(sc_cache *cache, int rc, sc_error *err, const char *what);
+
+/*
+ * A change of one id in the pending version: the one write path of a state
+ * entering it, whether an event is applied at once or queued, or a state is
+ * loaded or restored. The map's update calls sc_change_update (which builds
+ * the new state from `ev`, or takes `ne` as given, and notes what the
+ * previous state adds to the edit's garbage); sc_change_done then does the
+ * accounting once the update has returned.
+ */
+typedef struct sc_change {
+	sc_cache *cache;
+	const sc_event *ev; /* build the new state from it; NULL: take `ne` */
+	sc_error *err;	    /* for the build's message; may be NULL */
+	sc_entity *ne;	    /* the new state; NULL: the id leaves the map */
+	uint64_t position;  /* the pending position advances to it */
+	size_t dropped;	    /* bytes the previous state adds to the garbage */
+	bool unique;	    /* a state this edit made of the id already is
+			       SC_ECORRUPT (a restore never holds an id twice) */
+	bool build_failed;  /* the update's error comes from the build */
+} sc_change;
+
+/* sc_hamt update callback; ctx is an sc_change. */
+int sc_change_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
+		     const sc_hamt_key **new_key, void **new_value);
+
+/*
+ * sc_change_done - account for change `c` after the map's update returned
+ * `rc`. On success the new state counts in entity_bytes, the previous one
+ * in the edit's garbage, and the pending position advances. On failure the
+ * new state, never stored, is freed (c->ne becomes NULL) and nothing is
+ * counted; poisoning is the caller's decision. Returns rc.
+ */
+int sc_change_done(sc_change *c, int rc);
 
 /* Release hook for HAMT entries: frees the entity (key inside it). */
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value);

@@ -114,6 +114,76 @@ static int check_value(const sc_value *v, size_t i, int allow_null,
 			    i, (int)v->type);
 }
 
+/* Offset of the first byte of `s` that does not start a well-formed UTF-8
+ * sequence (Unicode 15, table 3-7: no overlong forms, no surrogates, at
+ * most U+10FFFF, none cut short), or SIZE_MAX when all of it is UTF-8. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		/* ASCII runs, eight bytes at a time. */
+		while (i + 8 <= n) {
+			uint64_t w;
+			memcpy(&w, s + i, 8);
+			if (w & 0x8080808080808080ull)
+				break;
+			i += 8;
+		}
+		if (i >= n)
+			break;
+		unsigned c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t len;
+		unsigned lo = 0x80, hi = 0xBF; /* range of the second byte */
+		if (c >= 0xC2 && c <= 0xDF) {
+			len = 2;
+		} else if (c >= 0xE0 && c <= 0xEF) {
+			len = 3;
+			if (c == 0xE0)
+				lo = 0xA0; /* overlong below U+0800 */
+			else if (c == 0xED)
+				hi = 0x9F; /* surrogates U+D800..U+DFFF */
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			len = 4;
+			if (c == 0xF0)
+				lo = 0x90; /* overlong below U+10000 */
+			else if (c == 0xF4)
+				hi = 0x8F; /* above U+10FFFF */
+		} else {
+			return i; /* continuation byte, C0, C1, F5..FF */
+		}
+		if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+			return i;
+		for (size_t k = 2; k < len; k++)
+			if ((s[i + k] & 0xC0) != 0x80)
+				return i;
+		i += len;
+	}
+	return SIZE_MAX;
+}
+
+/* A string value must be UTF-8, as protobuf requires of a `string` field:
+ * any protobuf reader can then read the log and the snapshots. */
+static int check_utf8(sc_str id, const sc_attr *a, size_t i, sc_error *err)
+{
+	if (a->value.type != SC_VALUE_STRING || !a->value.u.s.len)
+		return SC_OK;
+	size_t at = utf8_invalid_at((const unsigned char *)a->value.u.s.ptr,
+				    a->value.u.s.len);
+	if (at == SIZE_MAX)
+		return SC_OK;
+	return sc_error_set(err, SC_EINVAL,
+			    "entity '%.*s', attrs[%zu] '%.*s': the string "
+			    "value is not valid UTF-8 (byte %zu of %zu); use a "
+			    "bytes value for binary data",
+			    (int)(id.len > 64 ? 64 : id.len), id.ptr, i,
+			    (int)a->name.len, a->name.ptr, at,
+			    a->value.u.s.len);
+}
+
 int sc_entity_too_big(sc_str id, sc_error *err)
 {
 	return sc_error_set(err, SC_ETOOBIG,
@@ -153,6 +223,8 @@ int sc_entity_validate_event(const sc_event *ev, sc_error *err)
 		if (ev->type == SC_EVENT_UNSET)
 			continue;
 		rc = check_value(&ev->attrs[i].value, i, 1, err);
+		if (!rc)
+			rc = check_utf8(ev->entity, &ev->attrs[i], i, err);
 		if (rc)
 			return rc;
 	}
@@ -609,6 +681,8 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 		rc = check_name(attrs[i].name, i, err);
 		if (!rc)
 			rc = check_value(&attrs[i].value, i, 0, err);
+		if (!rc)
+			rc = check_utf8(id, &attrs[i], i, err);
 		if (rc)
 			return rc;
 	}

@@ -1,5 +1,6 @@
 /*
- * Entity states: layout and construction. Internal to the cache layer.
+ * Entity states: layout and construction. Private to cache/ (other layers
+ * use cache/cache_lib.h).
  *
  * One entity state is ONE allocation, immutable once it is in a published
  * version:
@@ -17,7 +18,10 @@
  * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG).
  *
  * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
- * same block, so the release hook frees the pair with one sc_free.
+ * same block, so the release hook frees the pair at once: a state in a
+ * cache goes back to the cache's entity pool (sc_pool_free, by
+ * sc_entity_block_size), a standalone state (sc_entity_apply) to
+ * sc_entity_free.
  */
 #ifndef STATECACHE_CACHE_ENTITY_H
 #define STATECACHE_CACHE_ENTITY_H
@@ -27,6 +31,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cache/cache_lib.h"
 #include "common/pool.h"
 #include "statecache/cache.h"
 
@@ -163,13 +168,6 @@ static inline char *sc_entity_put_attr(char *base, char *p, sc_entity_rec *t,
 
 /* SC_ETOOBIG for a state of `id` that would reach 4 GiB. */
 int sc_entity_too_big(sc_str id, sc_error *err);
-
-/*
- * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
- * known type, attribute names, value types, NULL pointers with non-zero
- * lengths. Errors: SC_EINVAL with a message naming the field.
- */
-int sc_entity_validate_event(const sc_event *ev, sc_error *err);
 
 /*
  * sc_entity_build - the state `ev` (already validated) makes of `prev`

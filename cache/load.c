@@ -1,33 +1,24 @@
 /*
- * Bulk loading of entity states (cache/load.h): the restore path.
+ * Bulk loading of entity states (cache/cache_lib.h): the restore path.
  *
  * A state is laid out as cache/entity.h describes (header, key, table,
  * strings), built here in one pass over attributes that are already sorted
  * and unique, so neither the pointer sort nor the merge of
- * sc_entity_build_loaded is needed. The pending version is opened and
- * accounted for exactly as cache.c does for sc_cache_load_entity.
+ * sc_entity_build_loaded is needed.
  *
- * Storing: one update descent finds the previous state of the id, if any.
- * One the pending version made itself means the id came twice (a damaged
- * or crafted snapshot that passed its per-entity checks): an error, nothing
+ * Storing goes through the one write path of cache.c (sc_change): one
+ * update descent finds the previous state of the id, if any. One the
+ * pending version made itself means the id came twice (a damaged or
+ * crafted snapshot that passed its per-entity checks): an error, nothing
  * changed. One a published version holds is replaced and its bytes are
- * counted as garbage of the superseded version, as cache.c does.
+ * counted as garbage of the superseded version.
  */
-#include "cache/load.h"
+#include "cache/cache_internal.h"
 
 #include <errno.h>
 #include <string.h>
 
-#include "cache/cache_internal.h"
 #include "common/internal.h"
-
-/* ==== pending version ===================================================== */
-
-static void counter_add(_Atomic size_t *c, size_t add, size_t sub)
-{
-	size_t v = atomic_load_explicit(c, memory_order_relaxed);
-	atomic_store_explicit(c, v + add - sub, memory_order_relaxed);
-}
 
 /* ==== building a state ==================================================== */
 
@@ -94,80 +85,49 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 
 /* ==== storing ============================================================= */
 
-typedef struct replace_ctx {
-	sc_cache *cache;
-	sc_entity *ne;
-	size_t dropped;
-} replace_ctx;
-
-static int replace_update(void *ctx, const sc_hamt_key *old_key,
-			  void *old_value, const sc_hamt_key **new_key,
-			  void **new_value)
+int sc_cache_load_begin(sc_cache *cache, uint64_t position, uint64_t *born,
+			sc_error *err)
 {
-	replace_ctx *r = ctx;
-	const sc_entity *prev = old_value;
-	SC_UNUSED(old_key);
-	/* A load never meets a state its own pending version made: that is
-	 * an id given twice. */
-	if (prev && prev->born == r->cache->generation)
-		return SC_ECORRUPT;
-	/* A state a published version holds waits for reclamation. */
-	r->dropped = prev ? prev->size : 0;
-	*new_key = sc_entity_key(r->ne);
-	*new_value = r->ne;
-	return SC_OK;
-}
-
-int sc_cache_load_begin(sc_cache *cache, uint64_t *born, sc_error *err)
-{
-	if (cache->poisoned)
-		return sc_error_set(err, SC_EPOISONED,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
-	int rc = sc_cache_pending_open(cache, err);
+	int rc = sc_cache_check_writable(cache, err);
+	if (!rc)
+		rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
+	/* The state restored is the state at `position`, whatever the
+	 * positions of the entities left in it. */
+	if (position > cache->pending_position)
+		cache->pending_position = position;
 	*born = cache->generation;
 	return SC_OK;
 }
 
-/* Put block `ne` (its image complete, born set) into the pending version;
- * on error it is freed. */
+/* Put block `ne` (its image complete, born set) into the pending version
+ * through the one write path; on error it is freed. */
 static int store_block(sc_cache *cache, sc_entity *ne, const sc_cache_loaded *l,
 		       sc_error *err)
 {
 	const char *id = (const char *)sc_entity_key(ne)->bytes;
-	replace_ctx r = {.cache = cache, .ne = ne};
+	sc_change c = {
+	    .cache = cache, .ne = ne, .position = l->position, .unique = true};
 	int rc = sc_hamt_edit_update_hashed(cache->edit, id, l->id_len, l->hash,
-					    replace_update, &r);
-	if (rc) {
-		if (rc == SC_ECORRUPT)
-			rc = sc_error_set(
-			    err, rc,
-			    "entity '%.*s' is loaded twice "
-			    "into one pending version",
-			    (int)(l->id_len > 64 ? 64 : l->id_len), id);
-		else
-			rc = sc_cache_poison(cache, rc, err,
-					     "inserting an entity");
-		sc_pool_free(&cache->entity_pool, ne, sc_entity_block_size(ne));
-		return rc;
-	}
-	counter_add(&cache->entity_bytes, l->size, 0);
-	cache->pending_garbage_entity_bytes += r.dropped;
-	if (l->position > cache->pending_position)
-		cache->pending_position = l->position;
-	return SC_OK;
+					    sc_change_update, &c);
+	if (rc == SC_ECORRUPT)
+		sc_error_set(err, rc,
+			     "entity '%.*s' is loaded twice into one pending "
+			     "version",
+			     (int)(l->id_len > 64 ? 64 : l->id_len), id);
+	else if (rc)
+		sc_cache_poison(cache, rc, err, "storing an entity state");
+	return sc_change_done(&c, rc);
 }
 
 int sc_cache_load_store(sc_cache *cache, const void *image,
 			const sc_cache_loaded *l, sc_error *err)
 {
 	SC_REQUIRE(cache->edit);
-	if (cache->poisoned)
-		return sc_error_set(err, SC_EPOISONED,
-				    "the pending version is unusable after an "
-				    "allocation failure; discard it");
+	int rc = sc_cache_check_writable(cache, err);
+	if (rc)
+		return rc;
 	size_t bytes = ((size_t)l->size + 7u) & ~(size_t)7u;
 	/* Allocated here, on the writer thread: from its pool and its malloc
 	 * arena, where later changes free and reuse state blocks. */
@@ -178,30 +138,4 @@ int sc_cache_load_store(sc_cache *cache, const void *image,
 	memcpy(ne, image, bytes);
 	ne->born = cache->generation;
 	return store_block(cache, ne, l, err);
-}
-
-int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
-			 uint64_t position, sc_error *err)
-{
-	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
-		   id.len <= SC_ENTITY_ID_MAX);
-	SC_REQUIRE(!nattrs || attrs);
-	uint64_t born;
-	int rc = sc_cache_load_begin(cache, &born, err);
-	if (rc)
-		return rc;
-	size_t bytes;
-	rc = sc_cache_load_measure(id, attrs, nattrs, updated_by, &bytes, err);
-	if (rc)
-		return rc;
-	sc_entity *ne = sc_pool_alloc(&cache->entity_pool, bytes);
-	if (!ne)
-		return sc_cache_poison(cache, ENOMEM, err,
-				       "building an entity state");
-	sc_cache_loaded l;
-	sc_cache_load_write(cache, id, attrs, nattrs, updated_at, updated_by,
-			    position, ne, bytes, &l);
-	ne->born = born;
-	return store_block(cache, ne, &l, err);
 }

@@ -17,7 +17,7 @@
 
 #include <xxhash.h>
 
-#include "cache/load.h"
+#include "cache/cache_lib.h"
 #include "common/wire.h"
 #include "snapshot/snapshot_internal.h"
 #include "statecache/v1/statecache.pb-c.h"
@@ -649,42 +649,6 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 	return rc;
 }
 
-/* ---- loading into a cache ----------------------------------------------- */
-
-typedef struct load_ctx {
-	sc_cache *cache;
-	sc_error *err;
-	const sc_snapshot_header *h;
-	uint32_t index; /* the chunk being loaded */
-} load_ctx;
-
-/* The decoder has checked what sc_cache_load_sorted requires: id and
- * name lengths, names strictly increasing, no null value. */
-static int load_one(void *ctx, const sc_snapshot_entity *e)
-{
-	load_ctx *l = ctx;
-	int rc = sc_cache_load_sorted(l->cache, e->id, e->attrs, e->nattrs,
-				      e->updated_at, e->updated_by, e->position,
-				      l->err);
-	if (rc == SC_ECORRUPT)
-		return chunk_corrupt(l->err, l->h, l->index,
-				     "an entity id appears twice in the "
-				     "snapshot");
-	return rc;
-}
-
-int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
-			   const void *bytes, size_t len, sc_cache *cache,
-			   uint64_t *entities, sc_error *err)
-{
-	if (!cache)
-		return sc_error_set(err, SC_EINVAL,
-				    "sc_snapshot_chunk_load needs a cache");
-	load_ctx l = {cache, err, h, index};
-	return sc_snapshot_chunk_decode(h, index, bytes, len, load_one, &l,
-					entities, err);
-}
-
 /* ---- loading a whole snapshot on two threads ---------------------------- */
 
 /*
@@ -695,7 +659,7 @@ int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
  * them, strictly in chunk order: it allocates each state's block, copies
  * the image in and puts it into the map. (Blocks are allocated on the
  * writer so that they live in the writer's malloc arena, where later
- * changes free and reuse them; see cache/load.h.) Bounds: chunk c is
+ * changes free and reuse them; see cache/cache_lib.h.) Bounds: chunk c is
  * taken only once chunk c - LOAD_SLOTS is stored, so at most LOAD_SLOTS
  * chunks' images wait in slots, and each thread holds one chunk's raw
  * bytes. A thread that fails on chunk c records the error in c's slot and
@@ -926,7 +890,7 @@ int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 	load_pipe p = {.h = h, .chunks = chunks, .lens = lens, .cache = cache};
 	p.limit = h->chunk_count;
 	uint64_t born;
-	int rc = sc_cache_load_begin(cache, &born, err);
+	int rc = sc_cache_load_begin(cache, h->position, &born, err);
 	if (rc)
 		return rc;
 	pthread_mutex_init(&p.mu, NULL);

@@ -13,12 +13,20 @@
  *             comes first) ... then the header that lists them all
  *
  *   restore:  header = sc_snapshot_header_decode(part 0)
- *             sc_snapshot_load(&header, parts 1.., cache), which is
- *               for i in 0 .. chunk_count-1:
- *                   sc_snapshot_chunk_load(&header, i, part i+1, cache)
+ *             sc_snapshot_load(&header, parts 1.., cache):
+ *               sc_cache_load_begin(cache, header.position)
+ *               caller and helper thread, each taking the next chunk:
+ *                   verify chunk i whole (checksum, zstd frame, every
+ *                   entity), decompress it, lay its states out
+ *                   (sc_cache_load_measure, sc_cache_load_write)
+ *               caller (the cache's writer), in chunk order:
+ *                   sc_cache_load_store each state of chunk i
  *               sc_snapshot_check_total(&header, sum of the chunk counts)
- *             with chunk i+1 decompressed on a helper thread meanwhile
- *             promote (or discard on any error)
+ *             promote (or discard on any error): the version's position
+ *             is the header's
+ *
+ *   sc_snapshot_chunk_decode reads one chunk to a callback without a
+ *   cache (inspection, tests, fuzzers); it is not part of the restore.
  *
  * Every decoder treats its bytes as hostile: sizes are checked before
  * anything is allocated, decompressed sizes are capped, protobuf input is
@@ -190,22 +198,6 @@ int sc_snapshot_chunk_decode(const sc_snapshot_header *h, uint32_t index,
 			     sc_snapshot_entity_fn fn, void *ctx,
 			     uint64_t *entities, sc_error *err);
 
-/*
- * sc_snapshot_chunk_load - sc_snapshot_chunk_decode that puts every entity
- * into `cache`'s pending version (as sc_cache_load_entity would, without
- * checking again what the decoder has checked).
- *
- * The chunk is fully verified before the first entity is loaded. An id the
- * pending version got from this snapshot (or from any change since it was
- * opened) already is SC_ECORRUPT. If an error happens afterwards (ENOMEM from
- * the cache), some entities of this chunk are in the pending version: the
- * caller must discard it (sc_cache_discard). Writer thread. Errors: as
- * sc_snapshot_chunk_decode, and those of sc_cache_load_entity.
- */
-int sc_snapshot_chunk_load(const sc_snapshot_header *h, uint32_t index,
-			   const void *bytes, size_t len, sc_cache *cache,
-			   uint64_t *entities, sc_error *err);
-
 /* Called on the loading thread once chunk `index` is in the cache; its
  * stored bytes are not read again. */
 typedef void (*sc_snapshot_chunk_done_fn)(void *ctx, uint32_t index,
@@ -227,15 +219,20 @@ typedef struct sc_snapshot_load_params {
  * call, from the helper thread too), then sc_snapshot_check_total.
  *
  * Each chunk is fully verified (as sc_snapshot_chunk_decode) before any of
- * its entities is loaded; an id that comes twice is SC_ECORRUPT when the
- * second one is loaded. Peak memory on top of the
- * state: two chunks' raw bytes and one attribute array. On any error some
- * entities may be in the pending version: the caller discards it. The
- * error is the first one in chunk order, whichever thread found it.
- * `params` may be NULL. Writer thread. *entities (may be NULL) receives
- * the entity count on success.
+ * its entities is loaded; an id that comes twice (or that the pending
+ * version got from any change since it was opened) is SC_ECORRUPT when the
+ * second one is loaded. The pending version takes the header's position
+ * (sc_view_position of the version promoted after it), whatever the
+ * positions of the entities restored. Peak memory on top of the state: up
+ * to three chunks' laid-out states, two chunks' raw bytes and one attribute
+ * array. On any error some entities may be in the pending version: the
+ * caller discards it (sc_cache_discard). The error is the first one in
+ * chunk order, whichever thread found it. `params` may be NULL. Writer
+ * thread. *entities (may be NULL) receives the entity count on success.
  *
- * Errors: as sc_snapshot_chunk_load, and SC_ECORRUPT from the total.
+ * Errors: those of sc_snapshot_chunk_decode, SC_ECORRUPT from the total
+ * or an id given twice, and the cache's: ENOMEM (the pending version is
+ * poisoned), SC_EPOISONED, SC_ETOOBIG.
  */
 int sc_snapshot_load(const sc_snapshot_header *h, const void *const *chunks,
 		     const size_t *lens, sc_cache *cache,

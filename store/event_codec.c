@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cache/entity.h"
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 #include "common/wire.h"
 

@@ -252,14 +252,7 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 	const sc_view *view = sc_reader_begin(reader);
 	uint64_t position = sc_view_position(view);
 	bool exists = false;
-	if (store->restored_position &&
-	    sc_view_version(view) == store->restored_version) {
-		/* The version restored at open: its snapshot is stored. */
-		position = store->restored_position;
-		exists = true;
-	} else {
-		rc = snapshot_exists(store, position, &exists, err);
-	}
+	rc = snapshot_exists(store, position, &exists, err);
 	if (rc || exists || position == 0) {
 		/* Nothing new to write (an empty log or a snapshot of this
 		 * very position is already stored). */

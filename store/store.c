@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache/cache_internal.h"
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 
 #define DEFAULT_MAP_SIZE     ((size_t)64 << 20)
@@ -512,12 +512,6 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (rc)
 		goto fail;
 	s->since_snapshot = atomic_load(&s->last_position) - snap_pos;
-	if (snap_pos && snap_pos == atomic_load(&s->last_position)) {
-		sc_cache_stats cs;
-		sc_cache_stats_get(s->cache, &cs);
-		s->restored_version = cs.version;
-		s->restored_position = snap_pos;
-	}
 	*out = s;
 	return 0;
 fail:

@@ -46,12 +46,6 @@ struct sc_store {
 	uint64_t index_through;
 	uint64_t since_snapshot; /* events appended since the last snapshot */
 	bool stale; /* a committed batch could not be promoted: reopen */
-	/* When open restored a snapshot and found no events after it, the
-	 * promoted version holds the state at restored_position, but its
-	 * sc_view_position is only the newest entity position (a trailing
-	 * delete leaves no entity behind). A snapshot of that version would
-	 * be filed under the wrong position; it is also redundant. */
-	uint64_t restored_version, restored_position;
 
 	/* Writer-only scratch (under write_mu). */
 	sc_projector *projectors;

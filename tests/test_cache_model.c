@@ -67,7 +67,14 @@ static bool short_run(void)
 
 /* ==== random events ======================================================= */
 
-#define MAX_ATTRS 8
+#define MAX_ATTRS 80
+/* Events name up to NARROW_ATTRS of a..l; one in eight is wide: up to
+ * MAX_ATTRS of WIDE_NAMES names, on one of the first WIDE_IDS ids, so those
+ * entities grow past 64 attributes and the merge of a big old state with
+ * an event (old + new > 64, with nulls in sets among them) runs too. */
+#define NARROW_ATTRS 8
+#define WIDE_NAMES   96
+#define WIDE_IDS     8
 
 typedef struct gen {
 	unsigned nids;
@@ -81,21 +88,32 @@ typedef struct gen {
 
 static const char *actors[] = {"", "alice", "bob"};
 
-/* A random valid event over ids e0..e{nids-1} and names a..l. */
+/* A random valid event over ids e0..e{nids-1} and names a..l (narrow) or
+ * w00..w95 (wide). */
 static const sc_event *gen_event(gen *g)
 {
-	snprintf(g->id, sizeof g->id, "e%u", (unsigned)rnd_below(g->nids));
+	bool wide = rnd_below(8) == 0;
+	unsigned nids = wide && g->nids > WIDE_IDS ? WIDE_IDS : g->nids;
+	snprintf(g->id, sizeof g->id, "e%u", (unsigned)rnd_below(nids));
 	unsigned r = (unsigned)rnd_below(100);
 	sc_event_type type = r < 60   ? SC_EVENT_SET
 			     : r < 70 ? SC_EVENT_UNSET
 			     : r < 85 ? SC_EVENT_REPLACE
 				      : SC_EVENT_DELETE;
-	size_t n = rnd_below(MAX_ATTRS);
+	/* A wide delete is rare: the wide entities keep their attributes. */
+	if (wide && type == SC_EVENT_DELETE && rnd_below(4))
+		type = SC_EVENT_SET;
+	size_t n = rnd_below(wide ? MAX_ATTRS : NARROW_ATTRS);
 	for (size_t i = 0; i < n; i++) {
-		snprintf(g->names[i], sizeof g->names[i], "%c",
-			 'a' + (int)rnd_below(12));
+		int nl;
+		if (wide)
+			nl = snprintf(g->names[i], sizeof g->names[i], "w%02u",
+				      (unsigned)rnd_below(WIDE_NAMES));
+		else
+			nl = snprintf(g->names[i], sizeof g->names[i], "%c",
+				      'a' + (int)rnd_below(12));
 		sc_attr *a = &g->attrs[i];
-		a->name = (sc_str){g->names[i], 1};
+		a->name = (sc_str){g->names[i], (size_t)nl};
 		unsigned t = (unsigned)rnd_below(6);
 		a->value.type = (sc_value_type)t;
 		switch (t) {
@@ -153,7 +171,7 @@ static void spoil_event(gen *g)
 			g->attrs[0].name.len = 1;
 			g->attrs[0].value.type = (sc_value_type)17;
 		}
-		g->ev.nattrs = 1 + rnd_below(MAX_ATTRS - 1);
+		g->ev.nattrs = 1 + rnd_below(NARROW_ATTRS - 1);
 		break;
 	}
 }
@@ -213,14 +231,19 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	sc_cache *cache;
 	sc_error err;
 	assert_int_equal(sc_cache_create(&opt, &cache, &err), 0);
-	sc_reader *reader;
+	sc_reader *reader, *lagger;
 	assert_int_equal(sc_reader_open(cache, &reader, &err), 0);
+	/* Pins a version for a few batches now and then, so superseded
+	 * versions wait with their garbage. */
+	assert_int_equal(sc_reader_open(cache, &lagger, &err), 0);
+	bool lagging = false;
 	sc_refstate *rs = sc_refstate_new();
 	gen g = {.nids = nids};
 	sc_str *touched = malloc(1000 * sizeof *touched);
 	char(*touched_ids)[32] = malloc(1000 * 32);
 	uint64_t version = 0, promoted_position = 0;
 	size_t done = 0, batches = 0, invalid = 0, discards = 0;
+	size_t wide_seen = 0; /* states of more than 64 attributes checked */
 	char why[256];
 
 	while (done < nevents) {
@@ -305,6 +328,11 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 					   sizeof why))
 			fail_msg("after batch %zu: %s (seed %llu)", batches,
 				 why, (unsigned long long)seed);
+		for (size_t k = 0; k < nt; k++) {
+			const sc_entity *e = sc_view_get(view, touched[k]);
+			if (e && sc_entity_attr_count(e) > 64)
+				wide_seen++;
+		}
 		if (batches % 25 == 0) {
 			if (!sc_refstate_check_view(rs, view, why, sizeof why))
 				fail_msg("full check after batch %zu: %s "
@@ -322,9 +350,28 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			    0);
 		}
 		sc_reader_end(reader);
+		/* The stats are exact whatever is pinned: nothing is pending,
+		 * so every byte alive is the newest version's or waits in a
+		 * superseded version's garbage. */
+		if (batches % 4 == 0) {
+			sc_cache_stats st;
+			sc_cache_stats_get(cache, &st);
+			assert_int_equal(st.memory_bytes,
+					 sc_test_live_bytes(cache) +
+					     st.bytes_awaiting);
+			assert_int_equal(st.entities, sc_refstate_len(rs));
+			assert_int_equal(st.position, promoted_position);
+		}
+		if (rnd_below(8) == 0) {
+			if (lagging)
+				sc_reader_end(lagger);
+			else
+				assert_non_null(sc_reader_begin(lagger));
+			lagging = !lagging;
+		}
 		/* No reader pins anything and nothing is pending: memory is
 		 * the live set's. */
-		if (batches % 50 == 0) {
+		if (batches % 50 == 0 && !lagging) {
 			sc_cache_reclaim(cache);
 			sc_cache_stats st;
 			sc_cache_stats_get(cache, &st);
@@ -341,8 +388,11 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	assert_true(sc_refstate_hash(rs) == sc_refstate_view_hash(view));
 	sc_reader_end(reader);
 	printf("model: %zu events, %zu batches (%zu discarded), %zu invalid, "
-	       "%zu entities\n",
-	       done, batches, discards, invalid, sc_refstate_len(rs));
+	       "%zu entities, %zu checks of states over 64 attributes\n",
+	       done, batches, discards, invalid, sc_refstate_len(rs),
+	       wide_seen);
+	assert_true(wide_seen > 0);
+	sc_reader_close(lagger);
 	sc_reader_close(reader);
 	sc_cache_destroy(cache);
 	sc_refstate_free(rs);

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "statecache/cache.h"
+#include "statecache/store.h"
 #include "statecache/testing.h"
 
 /* ==== helpers ============================================================= */
@@ -34,6 +35,14 @@ static sc_attr A_str(const char *name, const char *v)
 {
 	sc_attr a = {.name = S(name), .value.type = SC_VALUE_STRING};
 	a.value.u.s = S(v);
+	return a;
+}
+
+static sc_attr A_raw(const char *name, sc_value_type type, const char *v,
+		     size_t len)
+{
+	sc_attr a = {.name = S(name), .value.type = type};
+	a.value.u.s = (sc_str){v, len};
 	return a;
 }
 
@@ -334,8 +343,9 @@ static void test_bad_types(void **state)
 static void test_too_big(void **state)
 {
 	(void)state;
-	/* Offsets are 32-bit: a 4 GiB value is refused before it is read. */
-	sc_attr a[] = {A_str("blob", "x")};
+	/* Offsets are 32-bit: a 4 GiB value is refused before it is read (a
+	 * bytes value: a string value's bytes are read to check UTF-8). */
+	sc_attr a[] = {A_raw("blob", SC_VALUE_BYTES, "x", 1)};
 	a[0].value.u.s.len = (size_t)UINT32_MAX;
 	sc_event ev = E(SC_EVENT_SET, "big", a, 1, 1);
 	sc_entity *out = (sc_entity *)0x1;
@@ -438,6 +448,166 @@ static void test_enomem(void **state)
 	assert_null(sc_event_type_name((sc_event_type)9));
 }
 
+/* ==== string values are UTF-8 ============================================ */
+
+#define RAW(s) s, sizeof(s) - 1
+
+static const struct {
+	const char *s;
+	size_t len;
+} bad_utf8[] = {
+    {RAW("A\xff\xfe")},
+    {RAW("\xc0\xaf")},	       /* overlong '/' */
+    {RAW("\xc1\xbf")},	       /* overlong, C1 lead */
+    {RAW("\xe0\x80\xaf")},     /* overlong in three bytes */
+    {RAW("\xf0\x80\x80\xaf")}, /* overlong in four bytes */
+    {RAW("\xed\xa0\x80")},     /* surrogate U+D800 */
+    {RAW("\xed\xbf\xbf")},     /* surrogate U+DFFF */
+    {RAW("\xf4\x90\x80\x80")}, /* above U+10FFFF */
+    {RAW("\xf5\x80\x80\x80")}, /* lead byte out of range */
+    {RAW("\x80")},	       /* lone continuation byte */
+    {RAW("ok \xc3")},	       /* cut short at the end */
+    {RAW("\xe2\x82")},	       /* euro sign cut short */
+    {RAW("\xf0\x9f\x98!")},    /* emoji cut short, ASCII after */
+    {RAW("\xe2\x28\xa1")},     /* bad second byte */
+    {RAW("ascii run longer than eight\xff")},
+};
+
+static const struct {
+	const char *s;
+	size_t len;
+} good_utf8[] = {
+    {RAW("")},
+    {RAW("plain ascii text, more than eight bytes")},
+    {RAW("\xc3\xa9t\xc3\xa9")},		   /* été */
+    {RAW("\xe2\x82\xac 5")},		   /* euro sign */
+    {RAW("\xf0\x9f\x98\x80")},		   /* emoji */
+    {RAW("\xed\x9f\xbf")},		   /* U+D7FF, below the surrogates */
+    {RAW("\xee\x80\x80")},		   /* U+E000, above them */
+    {RAW("\xf4\x8f\xbf\xbf")},		   /* U+10FFFF */
+    {RAW("\xc2\x80\xdf\xbf\xe0\xa0\x80")}, /* smallest of each length */
+};
+
+static void test_string_utf8(void **state)
+{
+	(void)state;
+	for (size_t k = 0; k < sizeof bad_utf8 / sizeof bad_utf8[0]; k++) {
+		sc_attr a[2] = {A_int("n", 1),
+				A_raw("label", SC_VALUE_STRING, bad_utf8[k].s,
+				      bad_utf8[k].len)};
+		for (int t = SC_EVENT_SET; t <= SC_EVENT_REPLACE; t++) {
+			if (t == SC_EVENT_UNSET)
+				continue;
+			sc_event ev = E((sc_event_type)t, "doc-7", a, 2, 1);
+			expect_einval(NULL, &ev, "UTF-8");
+			expect_einval(NULL, &ev, "use a bytes value");
+			expect_einval(NULL, &ev, "attrs[1] 'label'");
+			expect_einval(NULL, &ev, "entity 'doc-7'");
+		}
+		/* The same bytes as a bytes value are fine, and an unset
+		 * ignores values. */
+		a[1].value.type = SC_VALUE_BYTES;
+		sc_event ev = E(SC_EVENT_SET, "doc-7", a, 2, 1);
+		sc_entity_free(apply_ok(NULL, &ev));
+		a[1].value.type = SC_VALUE_STRING;
+		ev = E(SC_EVENT_UNSET, "doc-7", a, 2, 1);
+		sc_entity_free(apply_ok(NULL, &ev));
+	}
+	for (size_t k = 0; k < sizeof good_utf8 / sizeof good_utf8[0]; k++) {
+		sc_attr a = A_raw("label", SC_VALUE_STRING, good_utf8[k].s,
+				  good_utf8[k].len);
+		sc_event ev = E(SC_EVENT_SET, "doc-7", &a, 1, 1);
+		sc_entity *e = apply_ok(NULL, &ev);
+		sc_value v;
+		assert_true(sc_entity_find(e, S("label"), &v));
+		assert_int_equal(v.u.s.len, good_utf8[k].len);
+		assert_memory_equal(v.u.s.ptr, good_utf8[k].s,
+				    good_utf8[k].len + 1);
+		sc_entity_free(e);
+	}
+}
+
+/* The cache refuses such a value without touching the pending version, in
+ * an event and in a loaded state. */
+static void test_string_utf8_cache(void **state)
+{
+	(void)state;
+	sc_cache *c;
+	sc_error err;
+	assert_int_equal(sc_cache_create(NULL, &c, &err), 0);
+	sc_attr good = A_str("label", "fine");
+	sc_event ev = E(SC_EVENT_SET, "doc", &good, 1, 1);
+	assert_int_equal(sc_cache_apply(c, &ev, &err), 0);
+	const sc_entity *before = sc_cache_pending_get(c, S("doc"));
+	sc_attr bad = A_raw("label", SC_VALUE_STRING, RAW("A\xff\xfe"));
+	ev = E(SC_EVENT_SET, "doc", &bad, 1, 2);
+	assert_int_equal(sc_cache_apply(c, &ev, &err), SC_EINVAL);
+	assert_non_null(strstr(err.message, "UTF-8"));
+	assert_ptr_equal(sc_cache_pending_get(c, S("doc")), before);
+	assert_int_equal(
+	    sc_cache_load_entity(c, S("doc"), &bad, 1, 0, S(""), 2, &err),
+	    SC_EINVAL);
+	assert_non_null(strstr(err.message, "use a bytes value"));
+	assert_ptr_equal(sc_cache_pending_get(c, S("doc")), before);
+	assert_int_equal(sc_cache_promote(c), 0);
+	assert_int_equal(sc_cache_len(c), 1);
+	sc_cache_destroy(c);
+}
+
+static int count_event(void *ctx, const sc_event *ev)
+{
+	(void)ev;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+/* Through the store: a batch with one such value is refused whole, the
+ * message names the event's index and the attribute, and the log and the
+ * cache are as before; the store takes the next valid batch. */
+static void test_string_utf8_store(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/sc_test_entity.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	sc_store_options o = {.durability = SC_DURABILITY_NOSYNC,
+			      .create = true};
+	sc_store *st;
+	sc_error err;
+	if (sc_store_open(dir, &o, &st, &err))
+		fail_msg("open: %s", err.message);
+	sc_attr a = A_str("label", "before");
+	sc_event ev[3] = {E(SC_EVENT_SET, "a", &a, 1, 0),
+			  E(SC_EVENT_SET, "b", &a, 1, 0),
+			  E(SC_EVENT_SET, "c", &a, 1, 0)};
+	assert_int_equal(sc_store_append(st, ev, 1, NULL, &err), 0);
+	sc_attr bad[2] = {A_int("n", 1),
+			  A_raw("label", SC_VALUE_STRING, RAW("A\xff\xfe"))};
+	ev[1].attrs = bad;
+	ev[1].nattrs = 2;
+	assert_int_equal(sc_store_append(st, ev, 3, NULL, &err), SC_EINVAL);
+	if (!strstr(err.message, "event 1") ||
+	    !strstr(err.message, "'label'") ||
+	    !strstr(err.message, "use a bytes value"))
+		fail_msg("message: %s", err.message);
+	assert_int_equal(sc_store_last_position(st), 1);
+	size_t n = 0;
+	assert_int_equal(sc_store_events(st, 0, 0, count_event, &n, &err), 0);
+	assert_int_equal(n, 1);
+	sc_cache *c = sc_store_cache(st);
+	assert_int_equal(sc_cache_len(c), 1);
+	assert_false(sc_cache_pending(c));
+	assert_null(sc_cache_pending_get(c, S("c")));
+	/* The same batch with the value as bytes goes in. */
+	bad[1].value.type = SC_VALUE_BYTES;
+	assert_int_equal(sc_store_append(st, ev, 3, NULL, &err), 0);
+	assert_int_equal(sc_store_last_position(st), 4);
+	assert_int_equal(sc_cache_len(c), 3);
+	sc_store_close(st);
+	char cmd[64];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +625,9 @@ int main(void)
 	    cmocka_unit_test(test_too_big),
 	    cmocka_unit_test(test_value_kinds_and_equality),
 	    cmocka_unit_test(test_enomem),
+	    cmocka_unit_test(test_string_utf8),
+	    cmocka_unit_test(test_string_utf8_cache),
+	    cmocka_unit_test(test_string_utf8_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

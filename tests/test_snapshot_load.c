@@ -22,6 +22,7 @@
 #include "snapshot/snapshot.h"
 #include "statecache/cache.h"
 #include "statecache/testing.h"
+#include "tests/support/cache_testkit.h"
 
 static uint64_t seed;
 static int short_run;
@@ -391,6 +392,71 @@ static void test_load_over_state(void **state)
 	sc_cache_destroy(src);
 }
 
+/* A restore gives the version the snapshot's position, not the newest
+ * entity's: here the last events are a delete and a delete of a missing
+ * entity, so no entity keeps the position; with every entity deleted the
+ * snapshot has no chunk at all. */
+static void test_restore_position(void **state)
+{
+	(void)state;
+	for (int all_deleted = 0; all_deleted < 2; all_deleted++) {
+		sc_cache *src;
+		sc_error err;
+		assert_int_equal(sc_cache_create(NULL, &src, &err), 0);
+		sc_attr a = {.name = {"n", 1}, .value.type = SC_VALUE_INT};
+		sc_event ev[4] = {
+		    {.position = 1,
+		     .entity = {"keep", 4},
+		     .type = SC_EVENT_SET},
+		    {.position = 2,
+		     .entity = {"gone", 4},
+		     .type = SC_EVENT_SET},
+		    {.position = 3,
+		     .entity = {"gone", 4},
+		     .type = SC_EVENT_DELETE},
+		    {.position = 4,
+		     .entity = {"never", 5},
+		     .type = SC_EVENT_DELETE},
+		};
+		ev[0].attrs = ev[1].attrs = &a;
+		ev[0].nattrs = ev[1].nattrs = 1;
+		if (all_deleted)
+			ev[1].entity = ev[2].entity = ev[0].entity;
+		for (int i = 0; i < 4; i++)
+			assert_int_equal(sc_cache_apply(src, &ev[i], &err), 0);
+		assert_int_equal(sc_cache_promote(src), 0);
+		sc_snapshot_encoded *enc = encode(src, 8);
+		assert_int_equal(enc->position, 4);
+		assert_int_equal(enc->chunk_count, all_deleted ? 0 : 1);
+		parts p = parts_of(enc);
+		for (int t = 0; t < 2; t++) {
+			sc_cache *c;
+			assert_int_equal(sc_cache_create(NULL, &c, &err), 0);
+			done_log d = {0, 1};
+			assert_int_equal(
+			    load(c, enc, p.chunks, p.lens, t == 1, &d, &err),
+			    0);
+			sc_reader *rd;
+			assert_int_equal(sc_reader_open(c, &rd, &err), 0);
+			const sc_view *v = sc_reader_begin(rd);
+			assert_int_equal(sc_view_version(v), 1);
+			assert_int_equal(sc_view_position(v), 4);
+			assert_int_equal(sc_view_len(v), all_deleted ? 0 : 1);
+			sc_reader_close(rd);
+			sc_cache_stats st;
+			sc_cache_stats_get(c, &st);
+			assert_int_equal(st.position, 4);
+			/* The restored states are accounted for exactly. */
+			assert_int_equal(st.memory_bytes,
+					 sc_test_live_bytes(c));
+			sc_cache_destroy(c);
+		}
+		parts_free(&p);
+		sc_snapshot_encoded_free(enc);
+		sc_cache_destroy(src);
+	}
+}
+
 /* The n-th allocation fails, for every n until the load succeeds: an
  * error each time, nothing left in the cache, no leak (ASan). */
 static void test_alloc_fail(void **state)
@@ -441,6 +507,7 @@ int main(void)
 	    cmocka_unit_test(test_first_error_in_order),
 	    cmocka_unit_test(test_duplicate_ids),
 	    cmocka_unit_test(test_load_over_state),
+	    cmocka_unit_test(test_restore_position),
 	    cmocka_unit_test(test_alloc_fail),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -122,9 +122,11 @@ void sc_cache_destroy(sc_cache *cache);
  * missing entity changes no entity but still counts as applied (the
  * version's position advances). Validation happens before anything is
  * touched. Errors: SC_EINVAL (empty or over-long id or name, unknown type,
- * bad value type, NULL pointer with a non-zero length; the pending version
- * is unchanged and the message names the field), SC_ETOOBIG (unchanged),
- * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
+ * bad value type, a string value that is not valid UTF-8 (binary data goes
+ * in a bytes value), NULL pointer with a non-zero length; the pending
+ * version is unchanged and the message names the field), SC_ETOOBIG
+ * (unchanged), ENOMEM (the pending version is poisoned: discard it),
+ * SC_EPOISONED.
  * Events are applied a few calls late (their memory misses overlap), so
  * an ENOMEM met by an event may come back from a later apply, from
  * sc_cache_prepare or from sc_cache_promote.
@@ -229,7 +231,8 @@ const sc_entity *sc_view_get(const sc_view *view, sc_str id);
 size_t sc_view_len(const sc_view *view);
 /* The version number: 0 for the empty initial version, +1 per promote. */
 uint64_t sc_view_version(const sc_view *view);
-/* The position of the last event applied in this version (0: none). */
+/* The position of the last event this version holds: the last one applied,
+ * or the one a restored snapshot was taken at (0: none). */
 uint64_t sc_view_position(const sc_view *view);
 
 typedef struct sc_view_iter {

@@ -1,0 +1,108 @@
+/*
+ * What the rest of the library may call of the cache layer beyond
+ * statecache/cache.h. Not installed. The one header of cache/ that other
+ * layers include (store/ validates and applies events, snapshot/ restores
+ * states); cache_internal.h and entity.h are private to cache/.
+ *
+ *   store/     sc_entity_validate_event   before a batch's transaction and
+ *                                         on every event read back
+ *              sc_cache_apply_valid       apply what was validated
+ *   snapshot/  sc_cache_load_*            the restore: states laid out off
+ *                                         the writer, stored by it
+ *
+ * Writer-side calls (apply, load_begin, load_store) run on the cache's
+ * writer thread, like every other change to the pending version.
+ */
+#ifndef STATECACHE_CACHE_LIB_H
+#define STATECACHE_CACHE_LIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statecache/cache.h"
+#include "statecache/error.h"
+#include "statecache/event.h"
+
+/* ---- validation and apply ------------------------------------------------ */
+
+/*
+ * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
+ * known type, attribute names, value types, string values that are valid
+ * UTF-8, NULL pointers with non-zero lengths. Errors: SC_EINVAL with a
+ * message naming the field (and, for a string value that is not UTF-8,
+ * the entity and the attribute).
+ */
+int sc_entity_validate_event(const sc_event *ev, sc_error *err);
+
+/*
+ * sc_cache_apply_valid - sc_cache_apply of an event its caller already
+ * checked with sc_entity_validate_event (the store validates every event of
+ * a batch before its transaction, and decoding validates what replay
+ * reads). Errors as sc_cache_apply but SC_EINVAL.
+ */
+int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
+
+/* ---- restore ------------------------------------------------------------- */
+
+/*
+ * sc_cache_load_entity (cache.h) takes attributes in any order, checks
+ * every field, sorts and looks the id up before it stores the state. A
+ * snapshot's states come checked and sorted already (the decoder verifies
+ * every limit and the name order), so the restore builds each state in one
+ * pass straight from its sorted attributes and stores it without a
+ * separate lookup. It runs in steps, so that other threads can do the
+ * decoding and lay the states out while the writer allocates and stores
+ * them. The writer allocates every block itself: later changes free and
+ * reuse state blocks on the writer thread, and glibc gives each thread its
+ * own heap, so blocks allocated elsewhere would leave their memory
+ * stranded there once freed.
+ *
+ *   sc_cache_load_begin    open the pending version (writer) for the
+ *                          state at `position` (the snapshot's): the
+ *                          pending position becomes it, if larger, so
+ *                          sc_view_position of the version promoted is the
+ *                          snapshot's even when its last events left no
+ *                          entity of that position (a delete). *born is
+ *                          the pending version's generation.
+ *   sc_cache_load_measure  bytes of a state's image (a multiple of 8);
+ *                          SC_ETOOBIG for 4 GiB or more (any thread).
+ *   sc_cache_load_write    lay the state out at dst (`bytes` from measure,
+ *                          8-aligned) and fill *out but for `off` (any
+ *                          thread; reads the cache's map pointer only, to
+ *                          hash the id).
+ *   sc_cache_load_store    copy an image into a new block and put it into
+ *                          the pending version (writer).
+ *
+ * The caller guarantees what the snapshot decoder checks: id 1..
+ * SC_ENTITY_ID_MAX bytes, names 1..SC_ATTR_NAME_MAX bytes in strictly
+ * increasing bytewise order, no SC_VALUE_NULL value, every pointer valid
+ * for its length (debug builds assert part of it). The pending version
+ * must stay open from begin to the last store; on any error the caller
+ * discards it (sc_cache_discard).
+ */
+
+/* What storing an image needs besides the image itself, so the writer
+ * reads nothing else of it. */
+typedef struct sc_cache_loaded {
+	size_t off;    /* the image's offset in the caller's buffer */
+	uint64_t hash; /* the id's hash in the cache's map */
+	uint64_t position;
+	uint32_t size; /* the state's size (the image is rounded up to 8) */
+	uint32_t id_len;
+} sc_cache_loaded;
+
+int sc_cache_load_begin(sc_cache *cache, uint64_t position, uint64_t *born,
+			sc_error *err);
+int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
+			  sc_str updated_by, size_t *bytes, sc_error *err);
+void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
+			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+			 uint64_t position, void *dst, size_t bytes,
+			 sc_cache_loaded *out);
+/* Errors: SC_ECORRUPT (the id is in the pending version already, made by
+ * it: a snapshot never holds an id twice; nothing changed), ENOMEM (the
+ * pending version is poisoned), SC_EPOISONED, or the map's error. */
+int sc_cache_load_store(sc_cache *cache, const void *image,
+			const sc_cache_loaded *l, sc_error *err);
+
+#endif
