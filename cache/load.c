@@ -20,6 +20,7 @@
 
 #include "cache/cache_internal.h"
 #include "common/internal.h"
+#include "hamt/hamt_internal.h"
 
 /* ==== pending version ===================================================== */
 

@@ -154,8 +154,8 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
  * sc_hamt_edit_set - insert or replace the entry for key->bytes.
  *
  * On success the map owns (key, value). The set may be done a few calls
- * later (see sc_hamt_edit_prefetch); every other call on the edit sees it
- * done. If an entry with equal bytes existed,
+ * later, while its path is prefetched (hamt/DESIGN.md); every other call on
+ * the edit sees it done. If an entry with equal bytes existed,
  * the old pair is dropped (released later with the garbage, or at once if
  * this edit inserted it). Setting the very same (key, value) pair again is a
  * no-op. A key object belongs to one pair: a new value for the same key
@@ -207,72 +207,6 @@ typedef int (*sc_hamt_update_fn)(void *ctx, const sc_hamt_key *old_key,
  */
 int sc_hamt_edit_update(sc_hamt_edit *edit, const void *key, size_t len,
 			sc_hamt_update_fn fn, void *ctx);
-
-/*
- * sc_hamt_hash - the hash `map` gives the key bytes (its seeded XXH3, or the
- * `hash` option). For sc_hamt_edit_prefetch and sc_hamt_edit_update_hashed,
- * so a caller that prefetches hashes each key once. Any thread.
- */
-uint64_t sc_hamt_hash(const sc_hamt *map, const void *key, size_t len);
-
-/*
- * sc_hamt_edit_prefetch - one step of a walk toward the key whose hash is
- * `hash` in the edit's current tree, for a caller that knows its next keys
- * before it changes them: the step reads what the earlier steps of this walk
- * prefetched and starts loading the next level (a node, or the key and
- * value of the entry the walk reaches). Set *stage to 0 before the first
- * step; returns false when the walk has ended (nothing more to load). Only
- * a hint: it changes nothing, allocates nothing and cannot fail, and the
- * edit may change between steps. Writer thread.
- *
- * A set (sc_hamt_edit_set) already does this by itself: it is queued for a
- * few calls while the sets before it are done and its path is prefetched;
- * every other call on the edit first does the queued sets.
- */
-bool sc_hamt_edit_prefetch(const sc_hamt_edit *edit, uint64_t hash,
-			   unsigned *stage);
-
-/*
- * sc_hamt_edit_update_hashed - sc_hamt_edit_update with the key's hash
- * given: `hash` must be sc_hamt_hash(map, key, len) (anything else corrupts
- * the map; debug builds check). Same errors.
- */
-int sc_hamt_edit_update_hashed(sc_hamt_edit *edit, const void *key, size_t len,
-			       uint64_t hash, sc_hamt_update_fn fn, void *ctx);
-
-/* Called exactly once for each queued update (sc_hamt_edit_update_later):
- * rc is SC_OK when it was done, else why it was not (the callback's code,
- * ENOMEM, or SC_ESTATE when the edit was aborted before it ran). After it
- * the map uses neither `ctx` nor the key bytes. */
-typedef void (*sc_hamt_done_fn)(void *ctx, int rc);
-
-/*
- * sc_hamt_edit_update_later - sc_hamt_edit_update_hashed, done a few calls
- * later: the update waits in the edit's queue (with the queued sets) while
- * its path is prefetched, so the memory misses of several changes overlap.
- * `key` bytes and `ctx` must stay valid until `done` runs. Every other call
- * on the edit (lookups, sc_hamt_edit_root, commit, a synchronous update)
- * first does what is queued, in order.
- *
- * The callback runs as for sc_hamt_edit_update, but its error cannot be
- * handed to the caller that queued it: any error of a queued update
- * (including the callback's) poisons the edit, goes to its `done`, and is
- * returned by the call that did it (this one, or a later one on the edit).
- * Returns SC_OK when queued. Errors: SC_EINVAL (as for update; not queued),
- * SC_EPOISONED, or the error of an earlier queued change done here (the edit
- * is then poisoned; this update was not queued and `done` is not called).
- */
-int sc_hamt_edit_update_later(sc_hamt_edit *edit, const void *key, size_t len,
-			      uint64_t hash, sc_hamt_update_fn fn,
-			      sc_hamt_done_fn done, void *ctx);
-
-/*
- * sc_hamt_edit_settle - do every queued change now. After it returns SC_OK,
- * sc_hamt_edit_commit allocates nothing and cannot fail. Errors:
- * SC_EPOISONED, or the error of a queued change (the edit is then
- * poisoned: abort it).
- */
-int sc_hamt_edit_settle(sc_hamt_edit *edit);
 
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
 void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
