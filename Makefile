@@ -100,6 +100,10 @@ PROTO_H := $(PROTO_C:.c=.h)
 
 LIB_SRC := $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:%.c=%.o)
+# The library exports only what the headers mark SC_API
+# (include/statecache/api.h). Tests, fuzzers and the command link the
+# static library and may still call internal functions.
+$(LIB_OBJ): CFLAGS_ALL += -fvisibility=hidden
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # Everything of the command but main(): tests and fuzzers link it too.
@@ -308,7 +312,11 @@ test-examples:
 		(cd $(BUILD)/examples && ./$$name --self-test) || exit 1; \
 	done
 
-# Checks of the release build: no kill point compiled in.
+# Checks of the release build and the tree: no kill point compiled in; the
+# installed library exports exactly the functions its installed headers
+# declare; no .c file included; each layer includes only the seams of the
+# layers below it (tests/check_*.sh say how).
+API_STAGE := $(BUILD)/api-stage
 ifneq ($(filter test-api,$(MAKECMDGOALS)),)
 ifneq ($(MODE),release)
 $(error test-api checks the release build: run it with MODE=release)
@@ -316,6 +324,10 @@ endif
 endif
 test-api: lib $(CLI_TARGET)
 	bash tests/check_killpoints.sh $(STATIC_LIB) $(SHARED_LIB) $(CLI_TARGET)
+	rm -rf $(API_STAGE)
+	$(MAKE) --no-print-directory MODE=release install PREFIX=$(abspath $(API_STAGE)) >/dev/null
+	bash tests/check_exports.sh $(API_STAGE)
+	bash tests/check_includes.sh
 
 bench: deps
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release benches

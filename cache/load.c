@@ -188,7 +188,7 @@ int sc_cache_load_sorted(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	SC_REQUIRE(cache && id.ptr && id.len >= 1 &&
 		   id.len <= SC_ENTITY_ID_MAX);
 	SC_REQUIRE(!nattrs || attrs);
-	uint64_t born;
+	uint64_t born = 0; /* set by sc_cache_load_begin on success */
 	int rc = sc_cache_load_begin(cache, &born, err);
 	if (rc)
 		return rc;

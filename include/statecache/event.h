@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statecache/api.h"
 #include "statecache/error.h"
 
 #ifdef __cplusplus
@@ -79,10 +80,10 @@ typedef struct sc_event {
 
 /* True when two values have the same type and contents. Doubles compare
  * by bit pattern, so a NaN equals itself and 0.0 differs from -0.0. */
-bool sc_value_equal(const sc_value *a, const sc_value *b);
+SC_API bool sc_value_equal(const sc_value *a, const sc_value *b);
 
 /* The name of an event type ("set", ...), or NULL for an unknown value. */
-const char *sc_event_type_name(sc_event_type type);
+SC_API const char *sc_event_type_name(sc_event_type type);
 
 /*
  * sc_event_validate - check `ev` against every rule the store holds an
@@ -110,7 +111,7 @@ const char *sc_event_type_name(sc_event_type type);
  * Returns SC_OK, or SC_EINVAL with a message in `err` (may be NULL) naming
  * the field and the limit.
  */
-int sc_event_validate(const sc_event *ev, sc_error *err);
+SC_API int sc_event_validate(const sc_event *ev, sc_error *err);
 
 #ifdef __cplusplus
 }
