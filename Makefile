@@ -6,7 +6,8 @@
 #   make test          install missing packages; unit, property, stress and
 #                      CLI tests under ASan+UBSan, concurrency tests under
 #                      TSan, a short run of every fuzzer, a clang -Werror
-#                      build and the examples built against an installed copy
+#                      build, the examples built against an installed copy
+#                      and checks of the release build (make test-api)
 #   make bench [BENCH=name]   benchmarks (JSON lines on stdout)
 #   make fuzz [FUZZ_SECONDS=n] run every fuzzer for minutes
 #   make crashtest     the long crash-recovery run
@@ -60,21 +61,27 @@ BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla \
 	-fPIC $(ARCH_FLAGS) -Iinclude -I. -I$(BUILD)/gen
 
+# Test builds (every mode but release) compile in the crash tests' kill
+# points (common/killpoint.c); a release build has none.
+KILLPOINTS := -DSC_KILLPOINTS
+
 ifeq ($(MODE),release)
 MODE_CFLAGS := -O2 -g -DNDEBUG
 else ifeq ($(MODE),clang)
-MODE_CFLAGS := -O2 -g -DNDEBUG
+MODE_CFLAGS := -O2 -g -DNDEBUG $(KILLPOINTS)
 else ifeq ($(MODE),asan)
-MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG \
+MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG $(KILLPOINTS) \
 	-fsanitize=address,undefined -fno-sanitize-recover=all
 MODE_LDFLAGS := -fsanitize=address,undefined
 else ifeq ($(MODE),tsan)
-MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG -fsanitize=thread
+MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG $(KILLPOINTS) \
+	-fsanitize=thread
 MODE_LDFLAGS := -fsanitize=thread
 else ifeq ($(MODE),debug)
-MODE_CFLAGS := -O0 -g -DSC_DEBUG
+MODE_CFLAGS := -O0 -g -DSC_DEBUG $(KILLPOINTS)
 else ifeq ($(MODE),fuzz)
 MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG -DSC_FUZZING \
+	$(KILLPOINTS) \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 MODE_LDFLAGS := -fsanitize=fuzzer,address,undefined
 else
@@ -93,6 +100,10 @@ PROTO_H := $(PROTO_C:.c=.h)
 
 LIB_SRC := $(wildcard $(addsuffix /*.c,$(LAYERS)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(PROTO_C:%.c=%.o)
+# The library exports only what the headers mark SC_API
+# (include/statecache/api.h). Tests, fuzzers and the command link the
+# static library and may still call internal functions.
+$(LIB_OBJ): CFLAGS_ALL += -fvisibility=hidden
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # Everything of the command but main(): tests and fuzzers link it too.
@@ -104,7 +115,8 @@ TEST_SRC := $(wildcard tests/test_$(ONLY).c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
 STRESS_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(STRESS_SRC))
-CRASH_SRC := $(wildcard tests/crash_$(ONLY).c)
+# Crash tests need kill points, which a release build does not have.
+CRASH_SRC := $(if $(filter release,$(MODE)),,$(wildcard tests/crash_$(ONLY).c))
 CRASH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CRASH_SRC))
 SHELL_TESTS := $(wildcard tests/test_$(ONLY).sh)
 FUZZ_SRC := $(wildcard fuzz/*.c)
@@ -119,7 +131,7 @@ CLI_BIN := $(BUILD)/statecache
 CLI_TARGET := $(if $(CLI_SRC),$(CLI_BIN))
 
 .PHONY: all lib cli tests stress crash fuzzers benches deps demo test \
-	test-asan test-tsan test-fuzz test-clang test-examples bench fuzz \
+	test-asan test-tsan test-fuzz test-clang test-examples test-api bench fuzz \
 	crashtest install clean format
 
 all: lib $(CLI_TARGET)
@@ -223,6 +235,7 @@ test: deps
 	$(MAKE) --no-print-directory MODE=clang test-clang
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release all
 	$(MAKE) --no-print-directory MODE=release test-examples
+	$(MAKE) --no-print-directory MODE=release test-api
 	@echo "make test: all passed"
 
 export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1:strict_string_checks=1
@@ -299,15 +312,33 @@ test-examples:
 		(cd $(BUILD)/examples && ./$$name --self-test) || exit 1; \
 	done
 
+# Checks of the release build and the tree: no kill point compiled in; the
+# installed library exports exactly the functions its installed headers
+# declare; no .c file included; each layer includes only the seams of the
+# layers below it (tests/check_*.sh say how).
+API_STAGE := $(BUILD)/api-stage
+ifneq ($(filter test-api,$(MAKECMDGOALS)),)
+ifneq ($(MODE),release)
+$(error test-api checks the release build: run it with MODE=release)
+endif
+endif
+test-api: lib $(CLI_TARGET)
+	bash tests/check_killpoints.sh $(STATIC_LIB) $(SHARED_LIB) $(CLI_TARGET)
+	rm -rf $(API_STAGE)
+	$(MAKE) --no-print-directory MODE=release install PREFIX=$(abspath $(API_STAGE)) >/dev/null
+	bash tests/check_exports.sh $(API_STAGE)
+	bash tests/check_includes.sh
+
 bench: deps
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release benches
 	@for b in $(if $(BENCH),build/release/bench/$(BENCH),$(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRC))); do \
 		$$b || exit 1; \
 	done
 
+# Optimised, with kill points: the clang build (a release build has none).
 crashtest: deps
-	$(MAKE) --no-print-directory -j$(JOBS) MODE=release crash
-	@for t in $(patsubst tests/%.c,build/release/tests/%,$(CRASH_SRC)); do \
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=clang crash
+	@for t in $(patsubst tests/%.c,build/clang/tests/%,$(wildcard tests/crash_$(ONLY).c)); do \
 		SC_CRASH_KILLS=2000 $$t || exit 1; \
 	done
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "common/internal.h"
+#include "hamt/hamt_internal.h"
 
 /* Bound on the bytes of freed entity states the writer keeps for reuse. */
 #define ENTITY_POOL_BYTES ((size_t)8 << 20)

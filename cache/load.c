@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "common/internal.h"
+#include "hamt/hamt_internal.h"
 
 /* ==== building a state ==================================================== */
 

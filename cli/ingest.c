@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "cli/json_event.h"
 #include "common/internal.h"
+#include "statecache/event.h"
 
 /* ===== file source ======================================================== */
 
@@ -232,7 +233,11 @@ static void batch_fill(pipeline *pl, batch *b)
 		if (blank(line, len))
 			continue;
 		sc_cli_event *d = &b->dec[b->n];
+		/* A line joins the batch only if the store will take its
+		 * event: a batch that reaches the store is valid. */
 		int drc = sc_cli_event_decode(d, line, len, &e1);
+		if (!drc)
+			drc = sc_event_validate(&d->ev, &e1);
 		if (drc) {
 			b->last = true;
 			b->err_rc = sc_error_set(&b->err, drc, "line %llu: %s",
@@ -268,32 +273,9 @@ static void *decoder_main(void *arg)
 	}
 }
 
-/* Append events [from, n) of the batch one at a time after the store
- * rejected the whole batch as invalid, to commit everything before the
- * bad event and name its line. */
-static int append_one_by_one(sc_store *st, batch *b, sc_cli_ingest_result *res,
-			     sc_error *err)
-{
-	for (size_t i = 0; i < b->n; i++) {
-		sc_error e1;
-		int rc = sc_store_append(st, &b->evs[i], 1, NULL, &e1);
-		if (rc == SC_EINVAL)
-			return sc_error_set(err, SC_EINVAL, "line %llu: %s",
-					    (unsigned long long)b->lineno[i],
-					    e1.message);
-		if (rc)
-			return sc_error_set(err, rc,
-					    "appending line %llu failed: %s "
-					    "(every line before it is "
-					    "committed)",
-					    (unsigned long long)b->lineno[i],
-					    e1.message);
-		res->events++;
-		res->batches++;
-	}
-	return 0;
-}
-
+/* Append the batch, valid line by line (batch_fill), in one transaction:
+ * a failure here is the store's (map full, I/O, a projector), not a
+ * line's, and commits none of the batch. */
 static int batch_append(sc_store *st, batch *b, sc_cli_ingest_result *res,
 			sc_error *err)
 {
@@ -301,8 +283,6 @@ static int batch_append(sc_store *st, batch *b, sc_cli_ingest_result *res,
 		return 0;
 	sc_error e1;
 	int rc = sc_store_append(st, b->evs, b->n, NULL, &e1);
-	if (rc == SC_EINVAL)
-		return append_one_by_one(st, b, res, err);
 	if (rc)
 		return sc_error_set(err, rc,
 				    "appending lines %llu to %llu failed: %s "

@@ -5,11 +5,11 @@
  * sc_cli_ingest_run decodes each line, collects `batch` events and appends
  * them with one sc_store_append (one LMDB transaction) per batch.
  *
- * On a malformed line the events of the current batch that precede it are
- * appended first, then the run stops: every event before the bad line is
- * committed, none after it. If the store itself rejects a batch as invalid,
- * its events are appended one at a time to find the offending line, so the
- * same rule holds.
+ * Each line is decoded and checked with sc_event_validate (the store's own
+ * rules) before it joins a batch, so a batch that reaches the store is
+ * valid. On a malformed or invalid line the events of the current batch
+ * that precede it are appended first, then the run stops: every event
+ * before the bad line is committed, none after it.
  */
 #ifndef STATECACHE_CLI_INGEST_H
 #define STATECACHE_CLI_INGEST_H
@@ -76,7 +76,7 @@ typedef struct sc_cli_ingest_result {
 /*
  * sc_cli_ingest_run - ingest every line of `src` into `st`.
  *
- * Returns 0; SC_EINVAL when a line is malformed or rejected by the store
+ * Returns 0; SC_EINVAL when a line is malformed or its event invalid
  * (err: "line N: reason"; everything before line N is committed); another
  * code when reading or appending failed (err says which lines are
  * committed). `res` is filled in every case.

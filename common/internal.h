@@ -30,8 +30,17 @@ int sc_grow_array(void **p, size_t *cap, size_t need, size_t elem);
 bool sc_alloc_fail_now(void);
 
 /* Crash tests: SIGKILL the process here when SC_KILLPOINT names this point
- * (common/killpoint.c). Writer-thread only. */
+ * (common/killpoint.c). Writer-thread only. Compiled only into test builds
+ * (SC_KILLPOINTS, set by the Makefile in every mode but release): a
+ * release build has no kill point and ignores the variable. */
+#ifdef SC_KILLPOINTS
 void sc_killpoint(const char *name);
+#else
+static inline void sc_killpoint(const char *name)
+{
+	(void)name;
+}
+#endif
 
 /*
  * Invariants. SC_REQUIRE states a precondition, SC_INSIST a condition in

@@ -5,8 +5,15 @@
  * pass, counting from 1) in a child's environment; the child SIGKILLs itself
  * when it reaches that point. With the variable unset this is one load and
  * a predictable branch.
+ *
+ * Test builds only (SC_KILLPOINTS): in a release build sc_killpoint is an
+ * empty inline function (common/internal.h) and this file compiles to
+ * nothing, so no environment variable can make a production process kill
+ * itself.
  */
 #include "common/internal.h"
+
+#ifdef SC_KILLPOINTS
 
 #include <signal.h>
 #include <stdatomic.h>
@@ -49,3 +56,5 @@ void sc_killpoint(const char *name)
 		return;
 	kill(getpid(), SIGKILL);
 }
+
+#endif /* SC_KILLPOINTS */

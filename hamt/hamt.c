@@ -19,7 +19,7 @@
  *    the base version holds it, else it was inserted by this edit and is
  *    released at once.
  */
-#include "statecache/hamt.h"
+#include "hamt/hamt_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -1137,19 +1137,6 @@ static int edit_update_now(sc_hamt_edit *e, const void *key, size_t len,
 uint64_t sc_hamt_hash(const sc_hamt *map, const void *key, size_t len)
 {
 	return key_hash(map, key, len);
-}
-
-bool sc_hamt_edit_prefetch(const sc_hamt_edit *e, uint64_t hash,
-			   unsigned *stage)
-{
-	if (!e || !stage || !e->root)
-		return false;
-	if (*stage < SETQ_FIRST_STAGE)
-		*stage = SETQ_FIRST_STAGE;
-	if (!path_prefetch(e->root, hash, *stage, false))
-		return false;
-	++*stage;
-	return true;
 }
 
 /* The lookups and the root below see the queued sets done. The edit is

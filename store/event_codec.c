@@ -48,6 +48,29 @@ static int validate_stored_value(const sc_value *v, size_t i, sc_error *err)
 	return 0;
 }
 
+/* Framing bytes of one attribute or tag, or of the event's own fields, are
+ * under RECORD_OVERHEAD each: keys, length varints and a scalar value. */
+#define RECORD_OVERHEAD 32
+
+/* The log refuses to read a record over SC_EVENT_RECORD_MAX, so it must
+ * not write one. `payload` counts the event's bytes; the exact size is
+ * computed only when payload and framing could exceed the limit. */
+static int validate_record_size(const sc_event *ev, size_t payload,
+				sc_error *err)
+{
+	size_t bound = payload + RECORD_OVERHEAD * (ev->nattrs + ev->ntags + 8);
+	if (bound <= SC_EVENT_RECORD_MAX)
+		return 0;
+	/* A time of 0 is stamped at append: count the 9 bytes it takes. */
+	size_t size = sc_event_encoded_size(ev) + (ev->time ? 0 : 1 + 8);
+	if (size <= SC_EVENT_RECORD_MAX)
+		return 0;
+	return sc_error_set(err, SC_EINVAL,
+			    "the event takes %zu bytes encoded, the limit is "
+			    "%u; split its attributes over several events",
+			    size, SC_EVENT_RECORD_MAX);
+}
+
 int sc_event_validate(const sc_event *ev, sc_error *err)
 {
 	/* What an event means is the cache's to check, once. */
@@ -64,12 +87,19 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 				    "a `delete` event carries no attributes "
 				    "(it has %zu)",
 				    ev->nattrs);
-	if (ev->type != SC_EVENT_UNSET)
-		for (size_t i = 0; i < ev->nattrs; i++) {
-			rc = validate_stored_value(&ev->attrs[i].value, i, err);
-			if (rc)
-				return rc;
-		}
+	/* Bytes the record carries, for a cheap bound on its size. */
+	size_t payload = ev->entity.len + ev->actor.len + ev->partition.len;
+	for (size_t i = 0; i < ev->nattrs; i++) {
+		const sc_value *v = &ev->attrs[i].value;
+		payload += ev->attrs[i].name.len;
+		if (ev->type == SC_EVENT_UNSET)
+			continue;
+		rc = validate_stored_value(v, i, err);
+		if (rc)
+			return rc;
+		if (v->type == SC_VALUE_STRING || v->type == SC_VALUE_BYTES)
+			payload += v->u.s.len;
+	}
 	rc = validate_field(ev->actor, "actor", err);
 	if (!rc)
 		rc = validate_field(ev->partition, "partition", err);
@@ -85,8 +115,9 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 		rc = validate_field(ev->tags[i], "a tag", err);
 		if (rc)
 			return rc;
+		payload += ev->tags[i].len;
 	}
-	return 0;
+	return validate_record_size(ev, payload, err);
 }
 
 /* ---- encoding ---------------------------------------------------------------

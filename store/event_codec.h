@@ -3,9 +3,9 @@
  *
  * The event log stores one Event message per position (the position is the
  * record's key, not part of the message). The decoder treats its input as
- * hostile: the record length is capped, every limit below is checked after
- * unpacking, and unknown event types or value kinds are rejected, so a
- * decoded event always passes sc_event_validate().
+ * hostile: the record length is capped, every limit of event.h is checked
+ * after unpacking, and unknown event types or value kinds are rejected, so
+ * a decoded event always passes sc_event_validate() (event.h).
  *
  * Strings are protobuf `string` fields, which protobuf-c and most readers
  * represent as NUL-terminated C strings; a string value may therefore not
@@ -25,22 +25,6 @@
 
 #include "statecache/error.h"
 #include "statecache/event.h"
-
-/* Limits beyond those of event.h, enforced on encode and decode. */
-#define SC_EVENT_ATTRS_MAX  65536	/* attributes per event */
-#define SC_EVENT_TAGS_MAX   1024	/* tags per event */
-#define SC_EVENT_FIELD_MAX  4096	/* actor, partition, a tag */
-#define SC_EVENT_VALUE_MAX  (16u << 20) /* one string/bytes value */
-#define SC_EVENT_RECORD_MAX (64u << 20) /* one encoded event */
-
-/*
- * sc_event_validate - check `ev` as the cache does (sc_entity_validate_event:
- * id, type, names, value types, NULL pointers), then against what the log
- * holds: attribute count, string values without NUL bytes, sizes of actor,
- * partition, tags and values, no attributes on a delete.
- * Errors: SC_EINVAL with a message naming the field.
- */
-int sc_event_validate(const sc_event *ev, sc_error *err);
 
 /* Bytes of the protobuf encoding of `ev` (already validated). */
 size_t sc_event_encoded_size(const sc_event *ev);

@@ -32,6 +32,11 @@
 #include "statecache/store.h"
 #include "tests/store_testlib.c"
 
+/* Without kill points the children die only by the parent's kill. */
+#ifndef SC_KILLPOINTS
+#error "crash_store needs a test build with kill points (-DSC_KILLPOINTS)"
+#endif
+
 #define NENT		 64
 #define CHILD_MAX_EVENTS 200000
 #define INDEX_LAG	 7 /* entity_index catches up every few appends */

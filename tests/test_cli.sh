@@ -164,9 +164,28 @@ check_error "bad time" '{"entity":"e","type":"delete","time":"noon"}' "bad time"
 check_error "bad base64" '{"entity":"e","type":"set","attrs":{"b":{"$bytes":"!!"}}}' "bad base64"
 check_error "big integer" '{"entity":"e","type":"set","attrs":{"n":99999999999999999999}}' "too big integer"
 check_error "not UTF-8" $'{"entity":"\xff","type":"delete"}' "column"
-# a line the decoder accepts but the store rejects (actor over 4096 bytes):
-# the batch is retried event by event so the lines before it are kept
-check_error "rejected by the store" "{\"entity\":\"e\",\"type\":\"delete\",\"actor\":\"$(head -c 5000 /dev/zero | tr '\0' a)\"}" "actor is 5000 bytes"
+# a line the JSON decoder accepts but the store would refuse (actor over
+# 4096 bytes): validated before it joins a batch, like a malformed line
+long_actor="{\"entity\":\"e\",\"type\":\"delete\",\"actor\":\"$(head -c 5000 /dev/zero | tr '\0' a)\"}"
+check_error "refused by the store's rules" "$long_actor" "actor is 5000 bytes"
+# ... in the middle of a batch of 1000: the 499 lines before it go in one
+# transaction, nothing after it
+rm -rf "$E"
+"$S" gen --count 999 --entities 50 --seed 5 >"$T/g999.jsonl"
+{
+	head -n 499 "$T/g999.jsonl"
+	echo "$long_actor"
+	tail -n +500 "$T/g999.jsonl"
+} >"$T/bad.jsonl"
+run 2 "invalid line 500 of a batch of 1000" -- "$S" --db "$E" ingest "$T/bad.jsonl" --batch 1000
+expect_in "$T/err" "line 500: actor is 5000 bytes" "invalid line 500: names the line"
+expect_in "$T/err" "ingested 499 events from $T/bad.jsonl in 1 transactions" "invalid line 500: one transaction"
+run 0 "events after invalid line 500" -- "$S" --db "$E" events --limit 1000
+head -n 499 "$T/g999.jsonl" >"$T/want.jsonl"
+sed -e 's/^{"position":[0-9]*,/{/' "$T/out" >"$T/got.jsonl"
+if cmp -s "$T/got.jsonl" "$T/want.jsonl"; then ok; else
+	bad "invalid line 500: the store does not hold exactly lines 1..499"
+fi
 # a bad line at various places and batch sizes: exactly the lines before it
 # are committed (seeded, so every run is the same)
 RANDOM=4242

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hamt/hamt_internal.h"
 #include "statecache/hamt.h"
 #include "statecache/testing.h"
 #include "tests/support/hamt_testkit.h"

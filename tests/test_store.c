@@ -1212,11 +1212,158 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	sc_free(buf);
 }
 
+static void expect_valid(const sc_event *ev)
+{
+	sc_error err;
+	int rc = sc_event_validate(ev, &err);
+	if (rc)
+		fail_msg("valid event refused: %s", err.message);
+}
+
+/* Refused with SC_EINVAL and a message that contains `needle`. */
+static void expect_invalid(const sc_event *ev, const char *needle)
+{
+	sc_error err;
+	sc_error_clear(&err);
+	assert_int_equal(sc_event_validate(ev, &err), SC_EINVAL);
+	assert_int_equal(err.code, SC_EINVAL);
+	if (!strstr(err.message, needle))
+		fail_msg("message '%s' does not name '%s'", err.message,
+			 needle);
+}
+
+/* Each limit of event.h: at the limit valid, one past it refused. */
+static void test_event_validate_limits(void **state)
+{
+	SC_UNUSED(state);
+	size_t big_len = SC_EVENT_VALUE_MAX + 1;
+	char *big = sc_calloc(1, big_len);
+	assert_non_null(big);
+	memset(big, 'v', big_len);
+	sc_attr one = {{"a", 1}, {.type = SC_VALUE_INT, .u.i = 1}};
+	sc_event ok = {.entity = {"e", 1},
+		       .type = SC_EVENT_SET,
+		       .attrs = &one,
+		       .nattrs = 1};
+	expect_valid(&ok);
+	assert_int_equal(sc_event_validate(NULL, NULL), SC_EINVAL);
+
+	sc_event ev = ok;
+	ev.entity = (sc_str){big, SC_ENTITY_ID_MAX};
+	expect_valid(&ev);
+	ev.entity.len++;
+	expect_invalid(&ev, "entity id");
+	ev.entity.len = 0;
+	expect_invalid(&ev, "entity id");
+
+	sc_attr name = one;
+	ev = ok;
+	ev.attrs = &name;
+	name.name = (sc_str){big, SC_ATTR_NAME_MAX};
+	expect_valid(&ev);
+	name.name.len++;
+	expect_invalid(&ev, "name");
+
+	sc_attr *many = sc_calloc(SC_EVENT_ATTRS_MAX + 1, sizeof *many);
+	assert_non_null(many);
+	for (size_t i = 0; i <= SC_EVENT_ATTRS_MAX; i++)
+		many[i] = one;
+	ev = ok;
+	ev.attrs = many;
+	ev.nattrs = SC_EVENT_ATTRS_MAX;
+	expect_valid(&ev);
+	ev.nattrs++;
+	expect_invalid(&ev, "attributes");
+	sc_free(many);
+
+	sc_attr val = {{"s", 1}, {.type = SC_VALUE_STRING}};
+	ev = ok;
+	ev.attrs = &val;
+	for (int type = SC_VALUE_STRING; type <= SC_VALUE_BYTES;
+	     type += SC_VALUE_BYTES - SC_VALUE_STRING) {
+		val.value.type = (sc_value_type)type;
+		val.value.u.s = (sc_str){big, SC_EVENT_VALUE_MAX};
+		expect_valid(&ev);
+		val.value.u.s.len++;
+		expect_invalid(&ev, "value of attribute 0");
+	}
+
+	sc_str *tags = sc_calloc(SC_EVENT_TAGS_MAX + 1, sizeof *tags);
+	assert_non_null(tags);
+	for (size_t i = 0; i <= SC_EVENT_TAGS_MAX; i++)
+		tags[i] = (sc_str){"t", 1};
+	ev = ok;
+	ev.tags = tags;
+	ev.ntags = SC_EVENT_TAGS_MAX;
+	expect_valid(&ev);
+	ev.ntags++;
+	expect_invalid(&ev, "tags");
+	ev.ntags = 2;
+	tags[1] = (sc_str){big, SC_EVENT_FIELD_MAX};
+	expect_valid(&ev);
+	tags[1].len++;
+	expect_invalid(&ev, "a tag");
+	sc_free(tags);
+
+	ev = ok;
+	ev.actor = (sc_str){big, SC_EVENT_FIELD_MAX};
+	expect_valid(&ev);
+	ev.actor.len++;
+	expect_invalid(&ev, "actor");
+	ev = ok;
+	ev.partition = (sc_str){big, SC_EVENT_FIELD_MAX};
+	expect_valid(&ev);
+	ev.partition.len++;
+	expect_invalid(&ev, "partition");
+
+	/* The record: three values at their limit and a fourth sized so
+	 * that the event encodes to exactly SC_EVENT_RECORD_MAX bytes. */
+	static const char names[] = "abcd";
+	sc_attr rec[4];
+	for (int i = 0; i < 4; i++)
+		rec[i] = (sc_attr){
+		    {&names[i], 1},
+		    {.type = SC_VALUE_BYTES, .u.s = {big, SC_EVENT_VALUE_MAX}}};
+	ev = ok;
+	ev.attrs = rec;
+	ev.nattrs = 4;
+	ev.time = 1;
+	rec[3].value.u.s.len = 0;
+	for (int k = 0; k < 4; k++) {
+		size_t size = sc_event_encoded_size(&ev);
+		rec[3].value.u.s.len += SC_EVENT_RECORD_MAX - size;
+	}
+	assert_int_equal(sc_event_encoded_size(&ev), SC_EVENT_RECORD_MAX);
+	expect_valid(&ev);
+	/* A time of 0 is stamped at append: the same size in the log. */
+	ev.time = 0;
+	expect_valid(&ev);
+	rec[3].value.u.s.len++;
+	expect_invalid(&ev, "encoded");
+	ev.time = 1;
+	expect_invalid(&ev, "encoded");
+
+	/* The store refuses what sc_event_validate refuses, before any
+	 * write. */
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	sc_error err;
+	assert_int_equal(sc_store_append(s, &ev, 1, NULL, &err), SC_EINVAL);
+	assert_non_null(strstr(err.message, "encoded"));
+	assert_int_equal(sc_store_last_position(s), 0);
+	sc_store_close(s);
+	rm_rf(dir);
+	sc_free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
 	    cmocka_unit_test(test_codec_edge_values),
+	    cmocka_unit_test(test_event_validate_limits),
 	    cmocka_unit_test(test_append_read_roundtrip_indexed),
 	    cmocka_unit_test(test_append_read_roundtrip_lagging),
 	    cmocka_unit_test(test_append_read_roundtrip_unindexed),

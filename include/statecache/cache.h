@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statecache/api.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
 #include "statecache/hamt.h"
@@ -49,22 +50,22 @@ typedef struct sc_entity sc_entity;
  * long as the pin). Accessors are pure and thread-safe.
  */
 
-sc_str sc_entity_id(const sc_entity *e);
-int64_t sc_entity_updated_at(const sc_entity *e); /* unix ns */
-sc_str sc_entity_updated_by(const sc_entity *e);
-uint64_t sc_entity_position(const sc_entity *e); /* last event applied */
-size_t sc_entity_attr_count(const sc_entity *e);
+SC_API sc_str sc_entity_id(const sc_entity *e);
+SC_API int64_t sc_entity_updated_at(const sc_entity *e); /* unix ns */
+SC_API sc_str sc_entity_updated_by(const sc_entity *e);
+SC_API uint64_t sc_entity_position(const sc_entity *e); /* last event applied */
+SC_API size_t sc_entity_attr_count(const sc_entity *e);
 /* The i-th attribute, attributes sorted by name (bytewise). The returned
  * pointers live as long as the entity. i < sc_entity_attr_count(). */
-sc_attr sc_entity_attr(const sc_entity *e, size_t i);
+SC_API sc_attr sc_entity_attr(const sc_entity *e, size_t i);
 /* Find an attribute by name; false when absent. */
-bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
+SC_API bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
 /* True when two states hold the same id, attributes, updated_at,
  * updated_by and position. Doubles compare by bit pattern (a NaN equals
  * itself). Two NULLs are equal; NULL and a state are not. */
-bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
+SC_API bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
 /* Bytes of memory the state occupies (its one allocation). */
-size_t sc_entity_memory_bytes(const sc_entity *e);
+SC_API size_t sc_entity_memory_bytes(const sc_entity *e);
 
 /*
  * sc_entity_apply - the state that `ev` makes of `prev` (NULL: the entity
@@ -79,12 +80,12 @@ size_t sc_entity_memory_bytes(const sc_entity *e);
  * `prev` is only read. Errors: SC_EINVAL (bad event, or its id differs from
  * prev's), SC_ETOOBIG, ENOMEM; *out is NULL then.
  */
-int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
-		    sc_error *err);
+SC_API int sc_entity_apply(const sc_entity *prev, const sc_event *ev,
+			   sc_entity **out, sc_error *err);
 
 /* Free a standalone entity (from sc_entity_apply or sc_store_entity_at).
  * Never pass an entity read from a view. NULL is a no-op. */
-void sc_entity_free(sc_entity *e);
+SC_API void sc_entity_free(sc_entity *e);
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
@@ -100,7 +101,8 @@ typedef struct sc_cache_options {
  *
  * `opt` may be NULL. Errors: ENOMEM, EIO (no random seed).
  */
-int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err);
+SC_API int sc_cache_create(const sc_cache_options *opt, sc_cache **out,
+			   sc_error *err);
 
 /*
  * sc_cache_destroy - discard any pending version and free everything.
@@ -109,7 +111,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err);
  * exiting concurrently; readers not closed are closed (their handles become
  * invalid). NULL is a no-op.
  */
-void sc_cache_destroy(sc_cache *cache);
+SC_API void sc_cache_destroy(sc_cache *cache);
 
 /* ---- writer -------------------------------------------------------------- */
 
@@ -131,16 +133,17 @@ void sc_cache_destroy(sc_cache *cache);
  * an ENOMEM met by an event may come back from a later apply, from
  * sc_cache_prepare or from sc_cache_promote.
  */
-int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
+SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
 
 /*
  * sc_cache_load_entity - put a whole entity state into the pending version,
  * replacing any state of the same id. For restoring snapshots. Attributes
  * need not be sorted; duplicate names are SC_EINVAL. Errors as apply.
  */
-int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
-			 uint64_t position, sc_error *err);
+SC_API int sc_cache_load_entity(sc_cache *cache, sc_str id,
+				const sc_attr *attrs, size_t nattrs,
+				int64_t updated_at, sc_str updated_by,
+				uint64_t position, sc_error *err);
 
 /*
  * sc_cache_prepare - apply every event still queued and reserve what
@@ -150,7 +153,7 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
  * everything back. No-op returning 0 with nothing pending. Errors:
  * SC_EPOISONED, ENOMEM (the pending version is poisoned: discard it).
  */
-int sc_cache_prepare(sc_cache *cache, sc_error *err);
+SC_API int sc_cache_prepare(sc_cache *cache, sc_error *err);
 
 /*
  * sc_cache_promote - publish the pending version with one release store.
@@ -161,25 +164,25 @@ int sc_cache_prepare(sc_cache *cache, sc_error *err);
  * Errors: SC_EPOISONED (discard instead), ENOMEM (nothing was published;
  * the pending version is now poisoned: discard it).
  */
-int sc_cache_promote(sc_cache *cache);
+SC_API int sc_cache_promote(sc_cache *cache);
 
 /* sc_cache_discard - drop the pending version and free all it allocated;
  * also clears the poisoned state. No-op when nothing is pending. */
-void sc_cache_discard(sc_cache *cache);
+SC_API void sc_cache_discard(sc_cache *cache);
 
 /* True while a pending version is open. */
-bool sc_cache_pending(const sc_cache *cache);
+SC_API bool sc_cache_pending(const sc_cache *cache);
 
 /* Lookup in the pending version (or the published one when none is
  * pending), for the writer thread only. */
-const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id);
+SC_API const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id);
 
 /*
  * sc_cache_reclaim - free superseded versions no reader can reach now.
  * Promote does this too; call it after readers end long pins. Writer thread.
  * Returns the number of versions freed.
  */
-size_t sc_cache_reclaim(sc_cache *cache);
+SC_API size_t sc_cache_reclaim(sc_cache *cache);
 
 /* ---- readers ------------------------------------------------------------- */
 
@@ -191,10 +194,10 @@ size_t sc_cache_reclaim(sc_cache *cache);
  * released by a thread-exit hook; the slot stays claimed until
  * sc_reader_close (or sc_cache_destroy).
  */
-int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
+SC_API int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
 
 /* sc_reader_close - release any pin and the slot. NULL is a no-op. */
-void sc_reader_close(sc_reader *reader);
+SC_API void sc_reader_close(sc_reader *reader);
 
 /*
  * sc_reader_get - the state of `id` in the newest promoted version, or NULL.
@@ -203,7 +206,7 @@ void sc_reader_close(sc_reader *reader);
  * until the next sc_reader_get, sc_reader_begin or sc_reader_end on this
  * reader. No lock, no atomic read-modify-write.
  */
-const sc_entity *sc_reader_get(sc_reader *reader, sc_str id);
+SC_API const sc_entity *sc_reader_get(sc_reader *reader, sc_str id);
 
 /*
  * sc_reader_begin - pin the newest promoted version and return a view of it.
@@ -212,10 +215,10 @@ const sc_entity *sc_reader_get(sc_reader *reader, sc_str id);
  * is valid until sc_reader_end (or the next begin/get on this reader). A pin
  * may be held as long as wanted; it delays reclamation, never breaks it.
  */
-const sc_view *sc_reader_begin(sc_reader *reader);
+SC_API const sc_view *sc_reader_begin(sc_reader *reader);
 
 /* sc_reader_end - release the reader's pin. */
-void sc_reader_end(sc_reader *reader);
+SC_API void sc_reader_end(sc_reader *reader);
 
 /* ---- views --------------------------------------------------------------- */
 
@@ -227,13 +230,13 @@ void sc_reader_end(sc_reader *reader);
  * pin. sc_view_get: the state of `id`, or NULL (also for an empty,
  * over-long or NULL id). sc_view_len: the number of entities, O(1).
  */
-const sc_entity *sc_view_get(const sc_view *view, sc_str id);
-size_t sc_view_len(const sc_view *view);
+SC_API const sc_entity *sc_view_get(const sc_view *view, sc_str id);
+SC_API size_t sc_view_len(const sc_view *view);
 /* The version number: 0 for the empty initial version, +1 per promote. */
-uint64_t sc_view_version(const sc_view *view);
+SC_API uint64_t sc_view_version(const sc_view *view);
 /* The position of the last event this version holds: the last one applied,
  * or the one a restored snapshot was taken at (0: none). */
-uint64_t sc_view_position(const sc_view *view);
+SC_API uint64_t sc_view_position(const sc_view *view);
 
 typedef struct sc_view_iter {
 	sc_hamt_iter it;
@@ -241,10 +244,10 @@ typedef struct sc_view_iter {
 
 /* Start iterating over every entity of `view` (no allocation; the iterator
  * may live on the stack and is valid while the view is pinned). */
-void sc_view_iter_init(const sc_view *view, sc_view_iter *it);
+SC_API void sc_view_iter_init(const sc_view *view, sc_view_iter *it);
 /* The next entity in the view, or NULL at the end. The order is stable for
  * a given version (hash order), not sorted. */
-const sc_entity *sc_view_iter_next(sc_view_iter *it);
+SC_API const sc_entity *sc_view_iter_next(sc_view_iter *it);
 
 /* Diff callback: ADDED (old NULL), REMOVED (new_ NULL) or CHANGED (both
  * set, different states). Return 0 to go on, non-zero to stop. */
@@ -257,7 +260,8 @@ typedef int (*sc_diff_fn)(void *ctx, sc_diff_kind kind, const sc_entity *old,
  * to the same cache and stay pinned during the call. Returns 0 or the
  * callback's non-zero value.
  */
-int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx);
+SC_API int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn,
+			void *ctx);
 
 /*
  * sc_cache_pending_diff - differences from the newest promoted version to
@@ -265,12 +269,12 @@ int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx);
  * Returns 0 at once when nothing is pending, else as sc_view_diff. A state
  * set again to equal content still counts as CHANGED (a new state object).
  */
-int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx);
+SC_API int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx);
 
 /* ---- stats --------------------------------------------------------------- */
 
 /* Entities in the newest promoted version. Any thread, O(1). */
-size_t sc_cache_len(const sc_cache *cache);
+SC_API size_t sc_cache_len(const sc_cache *cache);
 
 typedef struct sc_cache_stats {
 	size_t entities;	  /* in the newest promoted version */
@@ -297,7 +301,7 @@ typedef struct sc_cache_stats {
  * after sc_cache_reclaim, versions_awaiting and bytes_awaiting are 0 and
  * memory_bytes is exactly the newest version's nodes plus its states.
  */
-void sc_cache_stats_get(const sc_cache *cache, sc_cache_stats *out);
+SC_API void sc_cache_stats_get(const sc_cache *cache, sc_cache_stats *out);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 #ifndef STATECACHE_ERROR_H
 #define STATECACHE_ERROR_H
 
+#include "statecache/api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,14 +70,14 @@ typedef struct sc_error {
  * Works for library codes and errno values. Never returns NULL. The string
  * is static and must not be freed. Thread-safe.
  */
-const char *sc_strerror(int code);
+SC_API const char *sc_strerror(int code);
 
 /*
  * sc_error_clear - reset `err` to SC_OK with an empty message.
  *
  * `err` may be NULL. Thread-safe for distinct `err` objects.
  */
-void sc_error_clear(sc_error *err);
+SC_API void sc_error_clear(sc_error *err);
 
 #ifdef __cplusplus
 }

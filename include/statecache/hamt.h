@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statecache/api.h"
 #include "statecache/error.h"
 
 #ifdef __cplusplus
@@ -115,7 +116,7 @@ typedef struct sc_hamt_options {
  * `opt` may be NULL for defaults. On success *out owns the map; free it with
  * sc_hamt_destroy(). Errors: ENOMEM; EIO if no random seed could be read.
  */
-int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out);
+SC_API int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out);
 
 /*
  * sc_hamt_destroy - free the map family.
@@ -124,7 +125,7 @@ int sc_hamt_create(const sc_hamt_options *opt, sc_hamt **out);
  * the last root given to sc_hamt_root_free, any edit aborted). NULL is a
  * no-op.
  */
-void sc_hamt_destroy(sc_hamt *map);
+SC_API void sc_hamt_destroy(sc_hamt *map);
 
 /*
  * sc_hamt_get - the value stored under `key` in `root`, or NULL.
@@ -132,8 +133,8 @@ void sc_hamt_destroy(sc_hamt *map);
  * Lock-free and allocation-free. Thread-safe as described above. Keys longer
  * than SC_HAMT_KEY_MAX or empty are never present.
  */
-void *sc_hamt_get(const sc_hamt *map, sc_hamt_root root, const void *key,
-		  size_t len);
+SC_API void *sc_hamt_get(const sc_hamt *map, sc_hamt_root root, const void *key,
+			 size_t len);
 
 /* sc_hamt_count - the number of entries in `root`, O(1). */
 static inline size_t sc_hamt_count(sc_hamt_root root)
@@ -148,14 +149,15 @@ static inline size_t sc_hamt_count(sc_hamt_root root)
  * ends (or the empty root). One edit at a time per map: SC_ESTATE if one is
  * open. Errors: ENOMEM, SC_ESTATE.
  */
-int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
+SC_API int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base,
+			      sc_hamt_edit **out);
 
 /*
  * sc_hamt_edit_set - insert or replace the entry for key->bytes.
  *
  * On success the map owns (key, value). The set may be done a few calls
- * later (see sc_hamt_edit_prefetch); every other call on the edit sees it
- * done. If an entry with equal bytes existed,
+ * later, while its path is prefetched (hamt/DESIGN.md); every other call on
+ * the edit sees it done. If an entry with equal bytes existed,
  * the old pair is dropped (released later with the garbage, or at once if
  * this edit inserted it). Setting the very same (key, value) pair again is a
  * no-op. A key object belongs to one pair: a new value for the same key
@@ -167,14 +169,15 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out);
  * the failure may come from doing an earlier set, whose pair the map keeps
  * and abort releases).
  */
-int sc_hamt_edit_set(sc_hamt_edit *edit, const sc_hamt_key *key, void *value);
+SC_API int sc_hamt_edit_set(sc_hamt_edit *edit, const sc_hamt_key *key,
+			    void *value);
 
 /*
  * sc_hamt_edit_remove - remove the entry for `key`.
  *
  * Errors: SC_NOTFOUND (nothing changed), ENOMEM and SC_EPOISONED as above.
  */
-int sc_hamt_edit_remove(sc_hamt_edit *edit, const void *key, size_t len);
+SC_API int sc_hamt_edit_remove(sc_hamt_edit *edit, const void *key, size_t len);
 
 /*
  * The decision of an update: called once with the entry now stored under the
@@ -205,81 +208,16 @@ typedef int (*sc_hamt_update_fn)(void *ctx, const sc_hamt_key *old_key,
  * edit is poisoned as for sc_hamt_edit_set; the caller keeps the new pair),
  * SC_EPOISONED.
  */
-int sc_hamt_edit_update(sc_hamt_edit *edit, const void *key, size_t len,
-			sc_hamt_update_fn fn, void *ctx);
-
-/*
- * sc_hamt_hash - the hash `map` gives the key bytes (its seeded XXH3, or the
- * `hash` option). For sc_hamt_edit_prefetch and sc_hamt_edit_update_hashed,
- * so a caller that prefetches hashes each key once. Any thread.
- */
-uint64_t sc_hamt_hash(const sc_hamt *map, const void *key, size_t len);
-
-/*
- * sc_hamt_edit_prefetch - one step of a walk toward the key whose hash is
- * `hash` in the edit's current tree, for a caller that knows its next keys
- * before it changes them: the step reads what the earlier steps of this walk
- * prefetched and starts loading the next level (a node, or the key and
- * value of the entry the walk reaches). Set *stage to 0 before the first
- * step; returns false when the walk has ended (nothing more to load). Only
- * a hint: it changes nothing, allocates nothing and cannot fail, and the
- * edit may change between steps. Writer thread.
- *
- * A set (sc_hamt_edit_set) already does this by itself: it is queued for a
- * few calls while the sets before it are done and its path is prefetched;
- * every other call on the edit first does the queued sets.
- */
-bool sc_hamt_edit_prefetch(const sc_hamt_edit *edit, uint64_t hash,
-			   unsigned *stage);
-
-/*
- * sc_hamt_edit_update_hashed - sc_hamt_edit_update with the key's hash
- * given: `hash` must be sc_hamt_hash(map, key, len) (anything else corrupts
- * the map; debug builds check). Same errors.
- */
-int sc_hamt_edit_update_hashed(sc_hamt_edit *edit, const void *key, size_t len,
-			       uint64_t hash, sc_hamt_update_fn fn, void *ctx);
-
-/* Called exactly once for each queued update (sc_hamt_edit_update_later):
- * rc is SC_OK when it was done, else why it was not (the callback's code,
- * ENOMEM, or SC_ESTATE when the edit was aborted before it ran). After it
- * the map uses neither `ctx` nor the key bytes. */
-typedef void (*sc_hamt_done_fn)(void *ctx, int rc);
-
-/*
- * sc_hamt_edit_update_later - sc_hamt_edit_update_hashed, done a few calls
- * later: the update waits in the edit's queue (with the queued sets) while
- * its path is prefetched, so the memory misses of several changes overlap.
- * `key` bytes and `ctx` must stay valid until `done` runs. Every other call
- * on the edit (lookups, sc_hamt_edit_root, commit, a synchronous update)
- * first does what is queued, in order.
- *
- * The callback runs as for sc_hamt_edit_update, but its error cannot be
- * handed to the caller that queued it: any error of a queued update
- * (including the callback's) poisons the edit, goes to its `done`, and is
- * returned by the call that did it (this one, or a later one on the edit).
- * Returns SC_OK when queued. Errors: SC_EINVAL (as for update; not queued),
- * SC_EPOISONED, or the error of an earlier queued change done here (the edit
- * is then poisoned; this update was not queued and `done` is not called).
- */
-int sc_hamt_edit_update_later(sc_hamt_edit *edit, const void *key, size_t len,
-			      uint64_t hash, sc_hamt_update_fn fn,
-			      sc_hamt_done_fn done, void *ctx);
-
-/*
- * sc_hamt_edit_settle - do every queued change now. After it returns SC_OK,
- * sc_hamt_edit_commit allocates nothing and cannot fail. Errors:
- * SC_EPOISONED, or the error of a queued change (the edit is then
- * poisoned: abort it).
- */
-int sc_hamt_edit_settle(sc_hamt_edit *edit);
+SC_API int sc_hamt_edit_update(sc_hamt_edit *edit, const void *key, size_t len,
+			       sc_hamt_update_fn fn, void *ctx);
 
 /* sc_hamt_edit_get - lookup in the edit's current, uncommitted state. */
-void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key, size_t len);
+SC_API void *sc_hamt_edit_get(const sc_hamt_edit *edit, const void *key,
+			      size_t len);
 
 /* sc_hamt_edit_root - the edit's current state, for iteration or diff by the
  * writer thread. Valid until the next change to the edit or its end. */
-sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *edit);
+SC_API sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *edit);
 
 /*
  * sc_hamt_edit_commit - end the edit and return the new immutable version.
@@ -290,14 +228,14 @@ sc_hamt_root sc_hamt_edit_root(const sc_hamt_edit *edit);
  * is freed. With SC_HAMT_PROTECT, the new nodes become read-only here.
  * Errors: SC_EPOISONED (the edit stays open: abort it), ENOMEM (same).
  */
-int sc_hamt_edit_commit(sc_hamt_edit *edit, sc_hamt_root *out,
-			sc_hamt_garbage **garbage);
+SC_API int sc_hamt_edit_commit(sc_hamt_edit *edit, sc_hamt_root *out,
+			       sc_hamt_garbage **garbage);
 
 /*
  * sc_hamt_edit_abort - end the edit, freeing every node it made and releasing
  * every entry it inserted. The base version is untouched. NULL is a no-op.
  */
-void sc_hamt_edit_abort(sc_hamt_edit *edit);
+SC_API void sc_hamt_edit_abort(sc_hamt_edit *edit);
 
 /* Size of a garbage list: nodes, node bytes, and entries it will release. */
 typedef struct sc_hamt_garbage_info {
@@ -306,8 +244,8 @@ typedef struct sc_hamt_garbage_info {
 	size_t entries;
 } sc_hamt_garbage_info;
 
-void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
-			      sc_hamt_garbage_info *out);
+SC_API void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
+				     sc_hamt_garbage_info *out);
 
 /*
  * sc_hamt_garbage_free - free the nodes and release the entries of `g`.
@@ -315,14 +253,14 @@ void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
  * Only when no reader can still reach the version the edit started from.
  * Writer thread. NULL is a no-op.
  */
-void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g);
+SC_API void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g);
 
 /*
  * sc_hamt_root_free - free every node reachable from `root` and release every
  * entry in it. Only valid when `root` is the last version alive (all garbage
  * lists up to it freed, no reader). Used at shutdown. Writer thread.
  */
-void sc_hamt_root_free(sc_hamt *map, sc_hamt_root root);
+SC_API void sc_hamt_root_free(sc_hamt *map, sc_hamt_root root);
 
 /* ---- iteration --------------------------------------------------------- */
 
@@ -334,11 +272,12 @@ typedef struct sc_hamt_iter {
 	int depth;
 } sc_hamt_iter;
 
-void sc_hamt_iter_init(sc_hamt_iter *it, sc_hamt_root root);
+SC_API void sc_hamt_iter_init(sc_hamt_iter *it, sc_hamt_root root);
 
 /* Next entry, or false at the end. *key and *value stay valid as long as the
  * version does. */
-bool sc_hamt_iter_next(sc_hamt_iter *it, const sc_hamt_key **key, void **value);
+SC_API bool sc_hamt_iter_next(sc_hamt_iter *it, const sc_hamt_key **key,
+			      void **value);
 
 /* ---- diff -------------------------------------------------------------- */
 
@@ -360,8 +299,8 @@ typedef int (*sc_hamt_diff_fn)(void *ctx, sc_diff_kind kind,
  * cost follows the size of the change, not of the map. Both must be versions
  * of `map`. Returns 0, or the callback's non-zero value.
  */
-int sc_hamt_diff(const sc_hamt *map, sc_hamt_root old_root,
-		 sc_hamt_root new_root, sc_hamt_diff_fn fn, void *ctx);
+SC_API int sc_hamt_diff(const sc_hamt *map, sc_hamt_root old_root,
+			sc_hamt_root new_root, sc_hamt_diff_fn fn, void *ctx);
 
 /* ---- stats and checks ---------------------------------------------------- */
 
@@ -375,12 +314,12 @@ typedef struct sc_hamt_stats {
 } sc_hamt_stats;
 
 /* Walk `root` and fill *out. O(nodes). */
-void sc_hamt_stats_get(const sc_hamt *map, sc_hamt_root root,
-		       sc_hamt_stats *out);
+SC_API void sc_hamt_stats_get(const sc_hamt *map, sc_hamt_root root,
+			      sc_hamt_stats *out);
 
 /* Bytes of node memory the map family holds now (all live versions, edits
  * and unfreed garbage). Any thread. */
-size_t sc_hamt_allocated_bytes(const sc_hamt *map);
+SC_API size_t sc_hamt_allocated_bytes(const sc_hamt *map);
 
 /*
  * sc_hamt_check - verify the invariants of `root`: bitmap popcounts match the
@@ -389,8 +328,8 @@ size_t sc_hamt_allocated_bytes(const sc_hamt *map);
  * count matches. Returns SC_OK, or SC_ECORRUPT with a description in `why`
  * (may be NULL). O(entries).
  */
-int sc_hamt_check(const sc_hamt *map, sc_hamt_root root, char *why,
-		  size_t why_len);
+SC_API int sc_hamt_check(const sc_hamt *map, sc_hamt_root root, char *why,
+			 size_t why_len);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,7 @@
 
 #include <lmdb.h>
 
+#include "statecache/api.h"
 #include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
@@ -103,17 +104,17 @@ typedef struct sc_store_options {
  * format), SC_ECORRUPT (an event record does not decode, or the log has a
  * gap), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno values.
  */
-int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
-		  sc_error *err);
+SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
+			 sc_store **out, sc_error *err);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
  * be closed first and no other call may be running. Nothing needs to be
  * flushed: every append was committed when it returned. NULL is a no-op. */
-void sc_store_close(sc_store *store);
+SC_API void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
  * the store. */
-sc_cache *sc_store_cache(sc_store *store);
+SC_API sc_cache *sc_store_cache(sc_store *store);
 
 /* ---- projectors ---------------------------------------------------------- */
 
@@ -141,8 +142,8 @@ typedef struct sc_projector {
 /* Register a projector (the struct and its name are copied; ctx is
  * borrowed until close). Safe between appends from any thread.
  * Errors: SC_EINVAL (no apply, or a name not of 1..255 bytes), ENOMEM. */
-int sc_store_add_projector(sc_store *store, const sc_projector *p,
-			   sc_error *err);
+SC_API int sc_store_add_projector(sc_store *store, const sc_projector *p,
+				  sc_error *err);
 
 /*
  * sc_store_projector_position - the last position whose events the
@@ -153,13 +154,13 @@ int sc_store_add_projector(sc_store *store, const sc_projector *p,
  * up (sc_store_events). Any thread. Errors: SC_EINVAL, SC_ECORRUPT,
  * SC_ELMDB.
  */
-int sc_store_projector_position(sc_store *store, const char *name,
-				uint64_t *position, sc_error *err);
+SC_API int sc_store_projector_position(sc_store *store, const char *name,
+				       uint64_t *position, sc_error *err);
 
 /* The LMDB environment, for projectors that keep their own databases (up
  * to 32 named databases in all, four of them the store's). Do not close it
  * or write to the store's databases. */
-MDB_env *sc_store_env(sc_store *store);
+SC_API MDB_env *sc_store_env(sc_store *store);
 
 /* ---- writing ------------------------------------------------------------- */
 
@@ -186,8 +187,8 @@ MDB_env *sc_store_env(sc_store *store);
  * the events ARE committed, the error says so and names their positions,
  * and further appends fail with SC_ESTATE until the store is reopened.
  */
-int sc_store_append(sc_store *store, const sc_event *events, size_t n,
-		    uint64_t *first, sc_error *err);
+SC_API int sc_store_append(sc_store *store, const sc_event *events, size_t n,
+			   uint64_t *first, sc_error *err);
 
 typedef struct sc_snapshot_info {
 	uint64_t position;
@@ -210,12 +211,13 @@ typedef struct sc_snapshot_info {
  * a time. *info may be NULL. Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL,
  * SC_ELMDB, ENOMEM; on failure the stored snapshots are as before.
  */
-int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err);
+SC_API int sc_store_snapshot(sc_store *store, sc_snapshot_info *info,
+			     sc_error *err);
 
 /* ---- reading ------------------------------------------------------------- */
 
 /* Last appended position (0: empty log). Any thread. */
-uint64_t sc_store_last_position(sc_store *store);
+SC_API uint64_t sc_store_last_position(sc_store *store);
 
 /* Return 0 to go on, non-zero to stop with that value. The event and its
  * strings are valid during the call only; it runs inside an LMDB read
@@ -225,16 +227,16 @@ typedef int (*sc_event_fn)(void *ctx, const sc_event *ev);
 /* Events with position >= from (0 means 1), in order, at most `limit`
  * (0: all), each decoded and checked. Returns 0, the callback's non-zero
  * value, or SC_ECORRUPT (a record fails to decode), SC_ELMDB, ENOMEM. */
-int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
-		    sc_event_fn fn, void *ctx, sc_error *err);
+SC_API int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
+			   sc_event_fn fn, void *ctx, sc_error *err);
 
 /* Events of one entity with position >= from, in order, at most `limit`
  * (0: all), found through entity_index and a scan of the fewer than
  * index_lag events it does not cover yet, in one read transaction. Errors:
  * SC_EINVAL (bad id), and those of sc_store_events. */
-int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
-			   uint64_t limit, sc_event_fn fn, void *ctx,
-			   sc_error *err);
+SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
+				  uint64_t limit, sc_event_fn fn, void *ctx,
+				  sc_error *err);
 
 /*
  * sc_store_entity_at - the state of `id` as of `position` (inclusive),
@@ -244,14 +246,14 @@ int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
  * exist then (never created, or deleted). Other errors as
  * sc_store_entity_events.
  */
-int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
-		       sc_entity **out, sc_error *err);
+SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
+			      sc_entity **out, sc_error *err);
 
 /* Snapshots held, newest first (those whose header fails to verify are
  * left out; seconds is 0). Returns how many were written to `out` (at most
  * `max`), or a negative error code. */
-int sc_store_snapshots(sc_store *store, sc_snapshot_info *out, size_t max,
-		       sc_error *err);
+SC_API int sc_store_snapshots(sc_store *store, sc_snapshot_info *out,
+			      size_t max, sc_error *err);
 
 typedef struct sc_store_stats {
 	uint64_t last_position;
@@ -261,7 +263,8 @@ typedef struct sc_store_stats {
 } sc_store_stats;
 
 /* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
-int sc_store_stats_get(sc_store *store, sc_store_stats *out, sc_error *err);
+SC_API int sc_store_stats_get(sc_store *store, sc_store_stats *out,
+			      sc_error *err);
 
 /* ---- backup -------------------------------------------------------------- */
 
@@ -300,8 +303,8 @@ int sc_store_stats_get(sc_store *store, sc_store_stats *out, sc_error *err);
  * open as a store), SC_ELMDB and errno values (the message names the
  * file and the failed step, e.g. ENOSPC writing the copy).
  */
-int sc_store_backup(sc_store *store, const char *dest_dir, unsigned flags,
-		    sc_error *err);
+SC_API int sc_store_backup(sc_store *store, const char *dest_dir,
+			   unsigned flags, sc_error *err);
 
 #ifdef __cplusplus
 }

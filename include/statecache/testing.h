@@ -4,6 +4,8 @@
 #ifndef STATECACHE_TESTING_H
 #define STATECACHE_TESTING_H
 
+#include "statecache/api.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -14,7 +16,7 @@ extern "C" {
  * A negative n turns injection off. Process-wide; meant for single-threaded
  * fault-injection tests.
  */
-void sc_testing_fail_alloc_after(long n);
+SC_API void sc_testing_fail_alloc_after(long n);
 
 #ifdef __cplusplus
 }
