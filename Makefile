@@ -98,8 +98,11 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # Everything of the command but main(): tests and fuzzers link it too.
 CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJ))
 CLI_LIB := $(BUILD)/libsccli.a
+# The test kit: helpers, reference models and generators that every test,
+# stress and crash program and every fuzzer links as one static library.
 TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_LIB := $(BUILD)/libsctest.a
 TEST_SRC := $(wildcard tests/test_$(ONLY).c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
@@ -161,9 +164,14 @@ $(CLI_BIN): $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB)
+$(TEST_LIB): $(TEST_SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB) \
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(TEST_PKGS)) -lpthread -lm
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CLI_LIB) $(STATIC_LIB)
@@ -175,9 +183,9 @@ $(BUILD)/obj/bench/%.o: bench/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(call pkgcflags,$(BENCH_PKGS)) -MMD -MP -c $< -o $@
 
-$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(CLI_LIB) $(STATIC_LIB)
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
 # Keep objects and generated sources that pattern chains would delete.

@@ -19,9 +19,8 @@
 #include "statecache/hamt.h"
 #include "statecache/testing.h"
 
-/* The fuzz build does not link tests/support: take the sources whole. */
-#include "../tests/support/hamt_testkit.c"
-#include "../tests/support/refmap.c"
+#include "tests/support/hamt_testkit.h"
+#include "tests/support/refmap.h"
 
 #define KEEP 4
 #define V(x) ((void *)(uintptr_t)(x))

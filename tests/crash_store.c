@@ -30,7 +30,7 @@
 
 #include "common/internal.h"
 #include "statecache/store.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 #define NENT		 64
 #define CHILD_MAX_EVENTS 200000

@@ -23,7 +23,7 @@
 #include "statecache/v1/statecache.pb-c.h"
 #include "store/event_codec.h"
 #include "store/store_internal.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 static uint64_t seed;
 static char tmpl[] = "/tmp/sc_test_store.XXXXXX";

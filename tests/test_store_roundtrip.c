@@ -22,7 +22,7 @@
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "statecache/testing.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 static uint64_t seed;
 static char tmpl[] = "/tmp/sc_test_roundtrip.XXXXXX";

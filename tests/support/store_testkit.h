@@ -1,16 +1,16 @@
 /*
  * Test helpers for the store tests: deterministic event streams, a
- * reference model of the state and order-independent state hashes. Each
- * store test program #includes store_testlib.c, so that test programs of
- * the layers below do not have to link the cache.
+ * reference model of the state and order-independent state hashes. Part
+ * of the test kit library (libsctest.a); a program that calls none of
+ * these does not pull in the store.
  *
  * The model maps each entity id to a standalone state folded with
  * sc_entity_apply, one entity at a time: it knows nothing of versions,
  * HAMTs, LMDB or snapshots, so a store (log + snapshots + replay) that
  * agrees with it after any history is right.
  */
-#ifndef STATECACHE_TESTS_STORE_TESTLIB_H
-#define STATECACHE_TESTS_STORE_TESTLIB_H
+#ifndef STATECACHE_TESTS_STORE_TESTKIT_H
+#define STATECACHE_TESTS_STORE_TESTKIT_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /*
- * Test helpers for the store (store_testlib.h).
+ * Test helpers for the store (store_testkit.h).
  */
-#include "tests/store_testlib.h"
+#include "tests/support/store_testkit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
