@@ -31,9 +31,9 @@ static void assert_check(const sc_hamt *m, sc_hamt_root r)
 		fail_msg("sc_hamt_check: %s", why);
 }
 
-static sc_hamt *new_map(hamt_tk_counter *c, sc_hamt_hash_fn hash)
+static sc_hamt *new_map(tk_hamt_counter *c, sc_hamt_hash_fn hash)
 {
-	sc_hamt_options o = hamt_tk_options(c, hash);
+	sc_hamt_options o = tk_hamt_options(c, hash);
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
 	assert_non_null(m);
@@ -46,7 +46,7 @@ static void key_name(char *buf, size_t cap, unsigned i)
 }
 
 /* A version with keys 0..n-1 mapped to V(i + 1 + tag). */
-static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
+static sc_hamt_root build(sc_hamt *m, tk_hamt_counter *c, unsigned n,
 			  unsigned tag)
 {
 	sc_hamt_edit *e;
@@ -55,7 +55,7 @@ static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
 	for (unsigned i = 0; i < n; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(c, k), V(i + 1 + tag)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1 + tag)),
 		    SC_OK);
 	}
 	sc_hamt_root r;
@@ -67,7 +67,7 @@ static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
 	return r;
 }
 
-static void finish(sc_hamt *m, hamt_tk_counter *c, sc_hamt_root r)
+static void finish(sc_hamt *m, tk_hamt_counter *c, sc_hamt_root r)
 {
 	sc_hamt_root_free(m, r);
 	assert_int_equal(c->released, c->made);
@@ -80,7 +80,7 @@ static void finish(sc_hamt *m, hamt_tk_counter *c, sc_hamt_root r)
 static void test_empty(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = {0};
 	assert_null(sc_hamt_get(m, r, "a", 1));
@@ -108,7 +108,7 @@ static void test_empty(void **state)
 static void test_one_key(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root empty = {0}, r1, r2;
 	sc_hamt_edit *e;
@@ -118,7 +118,7 @@ static void test_one_key(void **state)
 	sc_hamt_edit *e2 = V(1);
 	assert_int_equal(sc_hamt_edit_begin(m, empty, &e2), SC_ESTATE);
 	assert_null(e2);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, "k"), V(7)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, "k"), V(7)),
 			 SC_OK);
 	assert_ptr_equal(sc_hamt_edit_get(e, "k", 1), V(7));
 	assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), 1);
@@ -152,16 +152,16 @@ static void test_one_key(void **state)
 static void test_key_lengths(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
 
 	unsigned char big[SC_HAMT_KEY_MAX + 1];
 	memset(big, 'x', sizeof big);
-	sc_hamt_key *kmax = hamt_tk_key_new(&c, big, SC_HAMT_KEY_MAX);
-	sc_hamt_key *ktoo = hamt_tk_key_new(NULL, big, SC_HAMT_KEY_MAX + 1);
-	sc_hamt_key *kzero = hamt_tk_key_new(NULL, big, 0);
+	sc_hamt_key *kmax = tk_hamt_key_new(&c, big, SC_HAMT_KEY_MAX);
+	sc_hamt_key *ktoo = tk_hamt_key_new(NULL, big, SC_HAMT_KEY_MAX + 1);
+	sc_hamt_key *kzero = tk_hamt_key_new(NULL, big, 0);
 	assert_int_equal(sc_hamt_edit_set(e, kmax, V(1)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, ktoo, V(2)), SC_EINVAL);
 	assert_int_equal(sc_hamt_edit_set(e, kzero, V(3)), SC_EINVAL);
@@ -186,7 +186,7 @@ static void test_key_lengths(void **state)
 static void test_last_byte_differs(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
@@ -195,7 +195,7 @@ static void test_last_byte_differs(void **state)
 	for (unsigned i = 0; i < 256; i++) {
 		k[sizeof k - 1] = (unsigned char)i;
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_new(&c, k, sizeof k),
+		    sc_hamt_edit_set(e, tk_hamt_key_new(&c, k, sizeof k),
 				     V(i + 1)),
 		    SC_OK);
 	}
@@ -216,7 +216,7 @@ static void test_last_byte_differs(void **state)
 static void test_remove_to_empty(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	const unsigned n = 1500;
 	sc_hamt_root r = build(m, &c, n, 0);
@@ -250,7 +250,7 @@ static void test_remove_to_empty(void **state)
 static void test_same_pair_noop(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 100, 0);
 	const sc_hamt_key *key;
@@ -277,24 +277,24 @@ static void test_same_pair_noop(void **state)
 static void test_replace_release(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 50, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(100)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(100)),
 			 SC_OK);
 	assert_int_equal(c.released, 0); /* the base pair is still visible */
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(101)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(101)),
 			 SC_OK);
 	/* A set may wait in the edit's queue; a lookup sees it done. */
 	assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(101));
 	assert_int_equal(c.released, 1); /* V(100) never published */
 	assert_int_equal(sc_hamt_edit_remove(e, k, strlen(k)), SC_OK);
 	assert_int_equal(c.released, 2);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(102)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(102)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -313,7 +313,7 @@ static void test_replace_release(void **state)
 static void test_abort(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 200, 0);
 	size_t bytes_before = sc_hamt_allocated_bytes(m);
@@ -323,13 +323,13 @@ static void test_abort(void **state)
 	for (unsigned i = 200; i < 260; i++) { /* 60 new keys */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 30; i++) { /* 30 replaced */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1000)),
 		    SC_OK);
 	}
 	for (unsigned i = 100; i < 120; i++) { /* 20 removed */
@@ -359,7 +359,7 @@ static void test_abort(void **state)
 static void test_garbage_info(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 5000, 0);
 	char k[32];
@@ -370,7 +370,7 @@ static void test_garbage_info(void **state)
 	size_t before = sc_hamt_allocated_bytes(m);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(9)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(9)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -392,7 +392,7 @@ static void test_garbage_info(void **state)
 static void test_stats(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 20000, 0);
 	sc_hamt_stats st;
@@ -418,7 +418,7 @@ static void test_stats(void **state)
 static void test_iteration(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	const unsigned n = 3000;
 	sc_hamt_root r = build(m, &c, n, 0);
@@ -491,7 +491,7 @@ static int diff_count(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 static void test_diff(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 1000, 0);
 	sc_hamt_edit *e;
@@ -500,7 +500,7 @@ static void test_diff(void **state)
 	for (unsigned i = 1000; i < 1010; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 5; i++) {
@@ -510,7 +510,7 @@ static void test_diff(void **state)
 	for (unsigned i = 500; i < 503; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 5000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 5000)),
 		    SC_OK);
 	}
 	sc_hamt_root nr;
@@ -544,7 +544,7 @@ static void test_diff(void **state)
  * it all, the base version is intact, nothing leaks. */
 static void run_alloc_failure(sc_hamt_hash_fn hash, unsigned nbase)
 {
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, hash);
 	sc_hamt_root r = build(m, &c, nbase, 0);
 	size_t bytes = sc_hamt_allocated_bytes(m);
@@ -571,7 +571,7 @@ static void run_alloc_failure(sc_hamt_hash_fn hash, unsigned nbase)
 				if (rc == SC_NOTFOUND)
 					continue;
 			} else {
-				sc_hamt_key *key = hamt_tk_key_str(&c, k);
+				sc_hamt_key *key = tk_hamt_key_str(&c, k);
 				rc = sc_hamt_edit_set(e, key, V(id + 7777));
 				if (rc == SC_OK) {
 					inserted++;
@@ -630,9 +630,9 @@ static void test_alloc_failure_collide(void **state)
 {
 	(void)state;
 	/* Small bases: new keys build fresh chains down to depth 13. */
-	run_alloc_failure(hamt_tk_hash_spread4, 3);
-	run_alloc_failure(hamt_tk_hash_const, 1);
-	run_alloc_failure(hamt_tk_hash_3bit, 40);
+	run_alloc_failure(tk_hamt_hash_spread4, 3);
+	run_alloc_failure(tk_hamt_hash_const, 1);
+	run_alloc_failure(tk_hamt_hash_3bit, 40);
 }
 
 /* A hash that can be changed after the fact: the way to hand check() a
@@ -641,7 +641,7 @@ static uint64_t salt;
 
 static uint64_t salted_hash(const void *key, size_t len, uint64_t seed)
 {
-	return hamt_tk_hash_3bit(key, len, seed) * 0x9e3779b97f4a7c15ull ^ salt;
+	return tk_hamt_hash_3bit(key, len, seed) * 0x9e3779b97f4a7c15ull ^ salt;
 }
 
 static uint64_t salted_const(const void *key, size_t len, uint64_t seed)
@@ -657,7 +657,7 @@ static void test_check_detects(void **state)
 	char why[256];
 	sc_hamt_hash_fn fns[2] = {salted_hash, salted_const};
 	for (int f = 0; f < 2; f++) {
-		hamt_tk_counter c = {0};
+		tk_hamt_counter c = {0};
 		sc_hamt *m = new_map(&c, fns[f]);
 		salt = 0;
 		sc_hamt_root r = build(m, &c, 200, 0);
@@ -690,10 +690,10 @@ static void test_check_detects(void **state)
 static void test_diff_stop_everywhere(void **state)
 {
 	(void)state;
-	sc_hamt_hash_fn fns[3] = {NULL, hamt_tk_hash_spread4,
-				  hamt_tk_hash_const};
+	sc_hamt_hash_fn fns[3] = {NULL, tk_hamt_hash_spread4,
+				  tk_hamt_hash_const};
 	for (int f = 0; f < 3; f++) {
-		hamt_tk_counter c = {0};
+		tk_hamt_counter c = {0};
 		sc_hamt *m = new_map(&c, fns[f]);
 		sc_hamt_root r = build(m, &c, 300, 0);
 		sc_hamt_edit *e;
@@ -703,7 +703,7 @@ static void test_diff_stop_everywhere(void **state)
 			key_name(k, sizeof k, i);
 			if (i % 2)
 				assert_int_equal(
-				    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+				    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
 						     V(i + 9000)),
 				    SC_OK);
 			else if (i < 300)
@@ -751,28 +751,28 @@ static void test_diff_stop_everywhere(void **state)
 static void test_release_once(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
-	uint64_t seed = hamt_tk_seed("test_release_once");
+	uint64_t seed = tk_seed("test_release_once");
 	sc_hamt_root r = {0};
 	char k[32];
 	for (int v = 0; v < 200; v++) {
 		sc_hamt_edit *e;
 		assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 		for (int i = 0; i < 50; i++) {
-			unsigned id = (unsigned)(hamt_tk_rand(&seed) % 300);
+			unsigned id = (unsigned)(tk_rand(&seed) % 300);
 			key_name(k, sizeof k, id);
-			if (hamt_tk_rand(&seed) % 3 == 0) {
+			if (tk_rand(&seed) % 3 == 0) {
 				int rc = sc_hamt_edit_remove(e, k, strlen(k));
 				assert_true(rc == SC_OK || rc == SC_NOTFOUND);
 			} else {
 				assert_int_equal(
-				    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+				    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
 						     V(v * 1000 + i + 1)),
 				    SC_OK);
 			}
 		}
-		if (hamt_tk_rand(&seed) % 4 == 0) {
+		if (tk_rand(&seed) % 4 == 0) {
 			sc_hamt_edit_abort(e);
 			continue;
 		}
@@ -800,7 +800,7 @@ static bool upd_fresh(void *ctx, const sc_hamt_key *key, void *value)
 }
 
 typedef struct upd_op {
-	hamt_tk_counter *c;
+	tk_hamt_counter *c;
 	const char *k;
 	int action; /* 0 set, 1 remove, 2 keep the old pair, 3 refuse,
 		     4 bad key */
@@ -821,7 +821,7 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		assert_memory_equal(old_key->bytes, o->k, strlen(o->k));
 	switch (o->action) {
 	case 0:
-		o->made = hamt_tk_key_str(o->c, o->k);
+		o->made = tk_hamt_key_str(o->c, o->k);
 		*new_key = o->made;
 		*new_value = V(o->value);
 		return SC_OK;
@@ -829,7 +829,7 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		*new_key = NULL;
 		return SC_OK;
 	case 4: /* a key with other bytes: refused */
-		o->made = hamt_tk_key_str(o->c, "another-key");
+		o->made = tk_hamt_key_str(o->c, "another-key");
 		*new_key = o->made;
 		*new_value = V(o->value);
 		return SC_OK;
@@ -848,13 +848,13 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 {
 	enum { NKEYS = 200 };
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, hash);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, hash);
 	if (fresh)
 		o.fresh = upd_fresh;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
-	uint64_t seed = hamt_tk_seed(name);
+	uint64_t seed = tk_seed(name);
 	uintptr_t have[NKEYS] = {0}, pending[NKEYS];
 	char keys[NKEYS][32];
 	for (unsigned i = 0; i < NKEYS; i++)
@@ -866,10 +866,10 @@ static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 		upd_edit_no = v;
 		memcpy(pending, have, sizeof have);
 		for (unsigned i = 0; i < 60; i++) {
-			unsigned id = (unsigned)(hamt_tk_rand(&seed) % NKEYS);
+			unsigned id = (unsigned)(tk_rand(&seed) % NKEYS);
 			upd_op op = {&c,
 				     keys[id],
-				     (int)(hamt_tk_rand(&seed) % 4),
+				     (int)(tk_rand(&seed) % 4),
 				     (uintptr_t)(v << 20 | (i + 1)),
 				     NULL,
 				     0,
@@ -895,7 +895,7 @@ static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 		for (unsigned i = 0; i < NKEYS; i++)
 			n += pending[i] != 0;
 		assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), n);
-		if (hamt_tk_rand(&seed) % 4 == 0) {
+		if (tk_rand(&seed) % 4 == 0) {
 			sc_hamt_edit_abort(e);
 			continue;
 		}
@@ -918,8 +918,8 @@ static void test_update(void **state)
 	(void)state;
 	run_update(NULL, false, "test_update");
 	run_update(NULL, true, "test_update_fresh");
-	run_update(hamt_tk_hash_3bit, false, "test_update_3bit");
-	run_update(hamt_tk_hash_3bit, true, "test_update_3bit_fresh");
+	run_update(tk_hamt_hash_3bit, false, "test_update_3bit");
+	run_update(tk_hamt_hash_3bit, true, "test_update_3bit_fresh");
 }
 
 /* Bad arguments change nothing; a new key with other bytes is refused and
@@ -928,7 +928,7 @@ static void test_update(void **state)
 static void test_update_errors(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 100, 0);
 	sc_hamt_edit *e;
@@ -947,7 +947,7 @@ static void test_update_errors(void **state)
 	    sc_hamt_edit_update(e, "entity-00000008", 15, upd_fn, &op),
 	    SC_EINVAL);
 	assert_int_equal(op.calls, 1);
-	hamt_tk_release(&c, op.made, NULL);
+	tk_hamt_release(&c, op.made, NULL);
 	assert_ptr_equal(sc_hamt_edit_get(e, "entity-00000008", 15), V(9));
 	/* Allocation failure: the edit is poisoned, the pair is ours. */
 	op = (upd_op){&c, "entity-00000007", 0, 77, NULL, 0, NULL};
@@ -956,7 +956,7 @@ static void test_update_errors(void **state)
 	sc_testing_fail_alloc_after(-1);
 	assert_int_equal(rc, ENOMEM);
 	assert_int_equal(op.calls, 1);
-	hamt_tk_release(&c, op.made, NULL);
+	tk_hamt_release(&c, op.made, NULL);
 	op = (upd_op){&c, "entity-00000007", 0, 78, NULL, 0, NULL};
 	assert_int_equal(
 	    sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op),
@@ -971,8 +971,8 @@ static void test_update_errors(void **state)
 static void test_protect(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, NULL);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, NULL);
 	o.flags = SC_HAMT_PROTECT;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
@@ -1003,7 +1003,7 @@ static void test_protect(void **state)
 	assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(11));
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(99)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(99)),
 			 SC_OK);
 	assert_int_equal(sc_hamt_edit_remove(e, "entity-00000011", 15), SC_OK);
 	sc_hamt_root nr;
@@ -1019,9 +1019,9 @@ static void test_protect(void **state)
 static void test_random_seed(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt_options o = {0};
-	o.release = hamt_tk_release;
+	o.release = tk_hamt_release;
 	o.release_ctx = &c;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
@@ -1041,7 +1041,7 @@ static void test_random_seed(void **state)
 static void test_queue_abort(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 100, 0);
 	/* The base's pair for key 5, to set again. */
@@ -1058,12 +1058,12 @@ static void test_queue_abort(void **state)
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 1000);
-	sc_hamt_key *dup = hamt_tk_key_str(&c, k);
+	sc_hamt_key *dup = tk_hamt_key_str(&c, k);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, bk, bv), SC_OK);
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(77)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(77)),
 			 SC_OK);
 	sc_hamt_edit_abort(e);
 	assert_int_equal(c.released, c.made - made0);
@@ -1076,7 +1076,7 @@ static void test_queue_abort(void **state)
 }
 
 typedef struct later_log {
-	hamt_tk_counter *c;
+	tk_hamt_counter *c;
 	int order[64]; /* ids of the updates, in the order fn ran */
 	int nfn;
 	int done_rc[64]; /* by id; 1: done not called yet */
@@ -1103,7 +1103,7 @@ static int later_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		*new_key = NULL;
 		return SC_OK;
 	}
-	*new_key = hamt_tk_key_str(op->log->c, op->key);
+	*new_key = tk_hamt_key_str(op->log->c, op->key);
 	*new_value = V(op->value);
 	return SC_OK;
 }
@@ -1129,7 +1129,7 @@ static int queue_later(sc_hamt *m, sc_hamt_edit *e, later_op *op)
 static void test_update_later(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, NULL);
 	sc_hamt_root r = build(m, &c, 50, 0);
 	later_log log = {.c = &c, .fail_id = -1};
@@ -1149,7 +1149,7 @@ static void test_update_later(void **state)
 		if (i % 5 == 0) { /* a set queued among them */
 			key_name(k, sizeof k, (unsigned)(i % 20));
 			assert_int_equal(
-			    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+			    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
 					     V(2000 + i)),
 			    SC_OK);
 		}

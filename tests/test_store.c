@@ -113,9 +113,7 @@ static void collected_get(const collected *c, size_t i, sc_decoded_event *d)
 static int setup_all(void **state)
 {
 	SC_UNUSED(state);
-	seed = st_seed();
-	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
+	seed = tk_seed("test_store");
 	root = mkdtemp(tmpl);
 	return root ? 0 : -1;
 }
@@ -143,11 +141,11 @@ static void append_read_roundtrip(uint64_t lag)
 
 	const unsigned nent = 40;
 	const size_t total = 1500;
-	st_event *evs = calloc(total, sizeof *evs);
+	tk_event *evs = calloc(total, sizeof *evs);
 	uint64_t r = seed;
 	size_t done = 0;
 	while (done < total) {
-		size_t b = 1 + st_rand(&r) % 60;
+		size_t b = 1 + tk_rand(&r) % 60;
 		if (b > total - done)
 			b = total - done;
 		sc_event batch[60];
@@ -155,7 +153,7 @@ static void append_read_roundtrip(uint64_t lag)
 			/* A third of the events are stamped by the store. */
 			int64_t t =
 			    (done + k) % 3 ? (int64_t)(1000 + done + k) : 0;
-			st_event_gen(seed, done + k, nent, t, &evs[done + k]);
+			tk_event_gen(seed, done + k, nent, t, &evs[done + k]);
 			batch[k] = evs[done + k].ev;
 		}
 		uint64_t first = 0;
@@ -174,7 +172,7 @@ static void append_read_roundtrip(uint64_t lag)
 	collected c = {0};
 	assert_int_equal(sc_store_events(s, 0, 0, collect, &c, NULL), 0);
 	assert_int_equal(c.n, total);
-	st_model *m = st_model_new();
+	tk_model *m = tk_model_new();
 	for (size_t i = 0; i < total; i++) {
 		sc_decoded_event d;
 		collected_get(&c, i, &d);
@@ -185,11 +183,11 @@ static void append_read_roundtrip(uint64_t lag)
 			assert_true(d.ev.time != 0);
 			want.time = d.ev.time;
 		}
-		assert_true(st_event_equal(&d.ev, &want));
-		st_model_apply(m, &d.ev);
+		assert_true(tk_event_equal(&d.ev, &want));
+		tk_model_apply(m, &d.ev);
 		sc_decoded_event_free(&d);
 	}
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 
 	/* from/limit. */
 	collected c2 = {0};
@@ -213,7 +211,7 @@ static void append_read_roundtrip(uint64_t lag)
 		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
 		    0);
 		size_t k = 0;
-		uint64_t probe = 1 + st_rand(&r) % total;
+		uint64_t probe = 1 + tk_rand(&r) % total;
 		sc_entity *at_probe = NULL; /* fold of positions <= probe */
 		for (size_t i = 0; i < total; i++) {
 			sc_decoded_event d;
@@ -250,7 +248,7 @@ static void append_read_roundtrip(uint64_t lag)
 		sc_entity_free(at_probe);
 		/* As of the end: the current state. */
 		rc = sc_store_entity_at(s, sid, total, &got, NULL);
-		const sc_entity *cur = st_model_get(m, sid);
+		const sc_entity *cur = tk_model_get(m, sid);
 		if (cur) {
 			assert_int_equal(rc, 0);
 			assert_true(sc_entity_equal(got, cur));
@@ -282,14 +280,14 @@ static void append_read_roundtrip(uint64_t lag)
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.last_position, total);
 	assert_true(st.map_bytes_used > 0 && st.map_bytes_used <= st.map_size);
-	assert_int_equal(st.cache.entities, st_model_len(m));
+	assert_int_equal(st.cache.entities, tk_model_len(m));
 
 	/* Reopen: the replayed state is the same, and so are the entity
 	 * reads. */
 	sc_store_close(s);
 	s = open_store(dir, &o);
 	assert_int_equal(sc_store_last_position(s), total);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	for (unsigned e = 1; e < nent; e += 3) {
 		char id[16];
 		int n = snprintf(id, sizeof id, "e%u", e);
@@ -313,7 +311,7 @@ static void append_read_roundtrip(uint64_t lag)
 	sc_store_close(s);
 
 	collected_free(&c);
-	st_model_free(m);
+	tk_model_free(m);
 	free(evs);
 	rm_rf(dir);
 }
@@ -425,11 +423,11 @@ static snapshot_of observe(sc_store *s)
 {
 	snapshot_of o;
 	o.last = sc_store_last_position(s);
-	o.hash = st_cache_hash(sc_store_cache(s), &o.len);
+	o.hash = tk_cache_hash(sc_store_cache(s), &o.len);
 	o.log_events = 0;
 	assert_int_equal(
 	    sc_store_events(s, 0, 0, count_event, &o.log_events, NULL), 0);
-	assert_true(st_index_state(s, &o.index_rows, &o.index_through));
+	assert_true(tk_index_state(s, &o.index_rows, &o.index_through));
 	/* The index holds exactly the positions up to index_through. */
 	assert_int_equal(o.index_rows, o.index_through);
 	assert_true(o.index_through <= o.last);
@@ -449,8 +447,8 @@ static void assert_same(snapshot_of a, snapshot_of b)
 static void fill(sc_store *s, size_t n, uint64_t base)
 {
 	for (size_t i = 0; i < n; i++) {
-		st_event e;
-		st_event_gen(seed, base + i, 20, (int64_t)(base + i + 1), &e);
+		tk_event e;
+		tk_event_gen(seed, base + i, 20, (int64_t)(base + i + 1), &e);
 		assert_int_equal(sc_store_append(s, &e.ev, 1, NULL, NULL), 0);
 	}
 }
@@ -465,10 +463,10 @@ static void test_bad_event_rejects_batch(void **state)
 	fill(s, 30, 0);
 	snapshot_of before = observe(s);
 
-	st_event g[6];
+	tk_event g[6];
 	sc_event batch[6];
 	for (int i = 0; i < 6; i++) {
-		st_event_gen(seed, 100 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 100 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	sc_attr bad_attr = {{"", 0}, {.type = SC_VALUE_INT}};
@@ -620,10 +618,10 @@ static void test_projector_failure_rolls_back(void **state)
 	assert_int_equal(off, 15);
 	snapshot_of before = observe(s);
 
-	st_event g[4];
+	tk_event g[4];
 	sc_event batch[4];
 	for (int i = 0; i < 4; i++) {
-		st_event_gen(seed, 50 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 50 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	ps.fail_at = ps.calls + 2;
@@ -681,7 +679,7 @@ static void test_map_full(void **state)
 	o.map_size = 64 << 10;
 	o.map_size_max = 512 << 10;
 	sc_store *s = open_store(dir, &o);
-	st_model *m = st_model_new();
+	tk_model *m = tk_model_new();
 	uint64_t i = 0;
 	int rc = 0;
 	sc_error err;
@@ -690,11 +688,11 @@ static void test_map_full(void **state)
 	static char blob[1024];
 	memset(blob, 'v', sizeof blob);
 	for (;;) {
-		st_event g[50];
+		tk_event g[50];
 		sc_event batch[50];
 		sc_attr big[50];
 		for (int k = 0; k < 50; k++) {
-			st_event_gen(seed, i + (uint64_t)k, 500,
+			tk_event_gen(seed, i + (uint64_t)k, 500,
 				     (int64_t)(i + (uint64_t)k + 1), &g[k]);
 			batch[k] = g[k].ev;
 			big[k] = (sc_attr){{"blob", 4},
@@ -710,7 +708,7 @@ static void test_map_full(void **state)
 			break;
 		for (int k = 0; k < 50; k++) {
 			batch[k].position = i + (uint64_t)k + 1;
-			st_model_apply(m, &batch[k]);
+			tk_model_apply(m, &batch[k]);
 		}
 		i += 50;
 		assert_true(i < 100000);
@@ -720,18 +718,18 @@ static void test_map_full(void **state)
 	assert_non_null(strstr(err.message, "524288"));
 	assert_true(i > 0); /* the map grew from 64 KiB before failing */
 	assert_same(before, observe(s));
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 
 	/* A larger limit: the same store takes the batch. */
 	o.map_size_max = 64 << 20;
 	s = open_store(dir, &o);
 	assert_int_equal(sc_store_last_position(s), i);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	fill(s, 100, i);
 	assert_int_equal(sc_store_last_position(s), i + 100);
 	sc_store_close(s);
-	st_model_free(m);
+	tk_model_free(m);
 	rm_rf(dir);
 }
 
@@ -743,10 +741,10 @@ static void test_alloc_failure_append(void **state)
 	sc_store_options o = opts();
 	sc_store *s = open_store(dir, &o);
 	fill(s, 40, 0);
-	st_event g[8];
+	tk_event g[8];
 	sc_event batch[8];
 	for (int i = 0; i < 8; i++) {
-		st_event_gen(seed, 200 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 200 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	int failures = 0;
@@ -766,10 +764,10 @@ static void test_alloc_failure_append(void **state)
 	printf("append survived %d injected allocation failures\n", failures);
 	assert_int_equal(sc_store_last_position(s), 48);
 	/* The state equals a replay of the log. */
-	uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
+	uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
 	sc_store_close(s);
 	s = open_store(dir, &o);
-	assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+	assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
 	sc_store_close(s);
 	rm_rf(dir);
 }
@@ -864,10 +862,10 @@ static void test_index_lag_reopen_and_failure(void **state)
 	proj_state ps = {.fail_at = 1};
 	sc_projector p = {"fails", proj_apply, proj_commit, proj_rollback, &ps};
 	assert_int_equal(sc_store_add_projector(s, &p, NULL), 0);
-	st_event g[3];
+	tk_event g[3];
 	sc_event batch[3];
 	for (int i = 0; i < 3; i++) {
-		st_event_gen(seed, 8 + (uint64_t)i, 20, 50 + i, &g[i]);
+		tk_event_gen(seed, 8 + (uint64_t)i, 20, 50 + i, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	sc_error err;
@@ -950,14 +948,14 @@ static void test_durability_modes_reopen(void **state)
 		o.durability = mode ? SC_DURABILITY_NOSYNC : SC_DURABILITY_FULL;
 		sc_store *s = open_store(dir, &o);
 		fill(s, 25, 0);
-		uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
+		uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
 		sc_store_close(s);
 		/* Reopen in the other mode: the mode is not stored. */
 		o.durability = mode ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
 		o.create = false;
 		s = open_store(dir, &o);
 		assert_int_equal(sc_store_last_position(s), 25);
-		assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+		assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
 		fill(s, 5, 25);
 		sc_store_close(s);
 		rm_rf(dir);
@@ -986,12 +984,12 @@ static void test_replay_releases_pages(void **state)
 		if (snap)
 			assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
 		fill(s, 1300, 1500);
-		uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
+		uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
 		sc_store_close(s);
 		o.create = false;
 		s = open_store(dir, &o);
 		assert_int_equal(sc_store_last_position(s), 2800);
-		assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+		assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
 
 		MDB_txn *txn;
 		assert_int_equal(sc_store_read_begin(s, &txn, NULL), 0);
@@ -1132,7 +1130,7 @@ static void test_codec_edge_values(void **state)
 						     {.type = SC_VALUE_NULL}};
 			want.attrs = names;
 		}
-		assert_true(st_event_equal(&d.ev, &want));
+		assert_true(tk_event_equal(&d.ev, &want));
 		sc_decoded_event_free(&d);
 		assert_same_as_protobuf_c(buf, len);
 		sc_free(buf);
@@ -1144,15 +1142,15 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	SC_UNUSED(state);
 	uint64_t r = seed;
 	for (uint64_t i = 0; i < 2000; i++) {
-		st_event g;
-		st_event_gen(seed, i, 50, (int64_t)st_rand(&r), &g);
+		tk_event g;
+		tk_event_gen(seed, i, 50, (int64_t)tk_rand(&r), &g);
 		g.ev.position = i + 1;
 		uint8_t *buf = NULL;
 		size_t len = 0;
 		assert_int_equal(sc_event_encode(&g.ev, &buf, &len, NULL), 0);
 		sc_decoded_event d;
 		assert_int_equal(sc_event_decode(buf, len, i + 1, &d, NULL), 0);
-		assert_true(st_event_equal(&d.ev, &g.ev));
+		assert_true(tk_event_equal(&d.ev, &g.ev));
 		sc_decoded_event_free(&d);
 		assert_same_as_protobuf_c(buf, len);
 		/* Mutations: decode either fails cleanly or yields an event
@@ -1160,9 +1158,9 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 		for (int k = 0; k < 8 && len; k++) {
 			uint8_t *mut = malloc(len);
 			memcpy(mut, buf, len);
-			mut[st_rand(&r) % len] ^=
-			    (uint8_t)(1 + st_rand(&r) % 255);
-			size_t ml = k & 1 ? len : st_rand(&r) % len;
+			mut[tk_rand(&r) % len] ^=
+			    (uint8_t)(1 + tk_rand(&r) % 255);
+			size_t ml = k & 1 ? len : tk_rand(&r) % len;
 			sc_error err;
 			int rc = sc_event_decode(mut, ml, 1, &d, &err);
 			if (rc == 0) {
@@ -1193,8 +1191,8 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	    sc_event_decode(rec, (size_t)SC_EVENT_RECORD_MAX + 1, 3, &d, &err),
 	    SC_ETOOBIG);
 	/* Allocation failures surface as ENOMEM, never as corruption. */
-	st_event g;
-	st_event_gen(seed, 1, 5, 1, &g);
+	tk_event g;
+	tk_event_gen(seed, 1, 5, 1, &g);
 	g.ev.type = SC_EVENT_SET;
 	uint8_t *buf;
 	size_t len;

@@ -6,71 +6,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <xxhash.h>
 
-/* ---- randomness ---------------------------------------------------------- */
-
-uint64_t st_rand(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-uint64_t st_seed(void)
-{
-	const char *s = getenv("SC_TEST_SEED");
-	if (s && *s)
-		return strtoull(s, NULL, 0);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec;
-}
-
 /* ---- event streams ------------------------------------------------------- */
 
-void st_event_gen(uint64_t seed, uint64_t i, unsigned nentities, int64_t time,
-		  st_event *out)
+void tk_event_gen(uint64_t seed, uint64_t i, unsigned nentities, int64_t time,
+		  tk_event *out)
 {
 	uint64_t r = seed ^ (i * 0x2545f4914f6cdd1dull);
-	st_rand(&r);
+	tk_rand(&r);
 	memset(out, 0, sizeof *out);
 	sc_event *ev = &out->ev;
-	unsigned ent = (unsigned)(st_rand(&r) % (nentities ? nentities : 1));
+	unsigned ent = (unsigned)(tk_rand(&r) % (nentities ? nentities : 1));
 	int n = snprintf(out->id, sizeof out->id, "e%u", ent);
 	ev->entity = (sc_str){out->id, (size_t)n};
-	unsigned t = (unsigned)(st_rand(&r) % 100);
+	unsigned t = (unsigned)(tk_rand(&r) % 100);
 	ev->type = t < 60   ? SC_EVENT_SET
 		   : t < 72 ? SC_EVENT_UNSET
 		   : t < 92 ? SC_EVENT_REPLACE
 			    : SC_EVENT_DELETE;
 	ev->time = time;
-	if (st_rand(&r) % 4) {
+	if (tk_rand(&r) % 4) {
 		n = snprintf(out->actor, sizeof out->actor, "actor%u",
-			     (unsigned)(st_rand(&r) % 5));
+			     (unsigned)(tk_rand(&r) % 5));
 		ev->actor = (sc_str){out->actor, (size_t)n};
 	}
-	if (st_rand(&r) % 8 == 0) {
+	if (tk_rand(&r) % 8 == 0) {
 		out->tags[0] = (sc_str){"hot", 3};
 		out->tags[1] = (sc_str){"t\0x", 3};
 		ev->tags = out->tags;
-		ev->ntags = 1 + st_rand(&r) % 2;
+		ev->ntags = 1 + tk_rand(&r) % 2;
 		ev->partition = (sc_str){"p1", 2};
 	}
 	if (ev->type == SC_EVENT_DELETE)
 		return;
 	/* Distinct names: a random subset of a0..a7 in a random order. */
 	unsigned used = 0;
-	size_t na = (size_t)(st_rand(&r) % (ST_MAX_ATTRS + 1));
+	size_t na = (size_t)(tk_rand(&r) % (TK_MAX_ATTRS + 1));
 	if (ev->type != SC_EVENT_REPLACE && na == 0)
 		na = 1;
 	for (size_t k = 0; k < na; k++) {
 		unsigned nm;
 		do
-			nm = (unsigned)(st_rand(&r) % 8);
+			nm = (unsigned)(tk_rand(&r) % 8);
 		while (used & (1u << nm));
 		used |= 1u << nm;
 		n = snprintf(out->names[k], sizeof out->names[k], "a%u", nm);
@@ -78,28 +57,28 @@ void st_event_gen(uint64_t seed, uint64_t i, unsigned nentities, int64_t time,
 		a->name = (sc_str){out->names[k], (size_t)n};
 		if (ev->type == SC_EVENT_UNSET)
 			continue;
-		unsigned vt = (unsigned)(st_rand(&r) % 10);
+		unsigned vt = (unsigned)(tk_rand(&r) % 10);
 		if (vt == 0 && ev->type == SC_EVENT_SET) {
 			a->value.type = SC_VALUE_NULL;
 		} else if (vt < 4) {
 			a->value.type = SC_VALUE_INT;
-			a->value.u.i = (int64_t)st_rand(&r);
+			a->value.u.i = (int64_t)tk_rand(&r);
 		} else if (vt < 6) {
 			a->value.type = SC_VALUE_STRING;
 			n = snprintf(out->strs[k], sizeof out->strs[k], "v%llu",
-				     (unsigned long long)(st_rand(&r) % 1000));
+				     (unsigned long long)(tk_rand(&r) % 1000));
 			a->value.u.s = (sc_str){out->strs[k], (size_t)n};
 		} else if (vt < 7) {
 			a->value.type = SC_VALUE_DOUBLE;
-			a->value.u.d = (double)(st_rand(&r) % 100000) / 7.0;
+			a->value.u.d = (double)(tk_rand(&r) % 100000) / 7.0;
 		} else if (vt < 8) {
 			a->value.type = SC_VALUE_BOOL;
-			a->value.u.b = st_rand(&r) & 1;
+			a->value.u.b = tk_rand(&r) & 1;
 		} else {
 			a->value.type = SC_VALUE_BYTES;
-			size_t bl = (size_t)(st_rand(&r) % 12);
+			size_t bl = (size_t)(tk_rand(&r) % 12);
 			for (size_t b = 0; b < bl; b++)
-				out->strs[k][b] = (char)st_rand(&r);
+				out->strs[k][b] = (char)tk_rand(&r);
 			a->value.u.s = (sc_str){out->strs[k], bl};
 		}
 	}
@@ -112,7 +91,7 @@ static bool str_eq(sc_str a, sc_str b)
 	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-bool st_event_equal(const sc_event *a, const sc_event *b)
+bool tk_event_equal(const sc_event *a, const sc_event *b)
 {
 	if (a->position != b->position || a->type != b->type ||
 	    a->time != b->time || !str_eq(a->entity, b->entity) ||
@@ -143,7 +122,7 @@ typedef struct slot {
 	sc_entity *e; /* NULL: entity currently absent */
 } slot;
 
-struct st_model {
+struct tk_model {
 	slot *slots;
 	size_t cap, used, live;
 };
@@ -153,15 +132,15 @@ static uint64_t hash_id(const char *p, size_t n)
 	return XXH3_64bits(p, n);
 }
 
-st_model *st_model_new(void)
+tk_model *tk_model_new(void)
 {
-	st_model *m = calloc(1, sizeof *m);
+	tk_model *m = calloc(1, sizeof *m);
 	m->cap = 64;
 	m->slots = calloc(m->cap, sizeof(slot));
 	return m;
 }
 
-void st_model_free(st_model *m)
+void tk_model_free(tk_model *m)
 {
 	if (!m)
 		return;
@@ -173,7 +152,7 @@ void st_model_free(st_model *m)
 	free(m);
 }
 
-static slot *find_slot(const st_model *m, const char *p, size_t n)
+static slot *find_slot(const tk_model *m, const char *p, size_t n)
 {
 	size_t i = (size_t)hash_id(p, n) & (m->cap - 1);
 	for (;;) {
@@ -184,7 +163,7 @@ static slot *find_slot(const st_model *m, const char *p, size_t n)
 	}
 }
 
-static void model_grow(st_model *m)
+static void model_grow(tk_model *m)
 {
 	slot *old = m->slots;
 	size_t oc = m->cap;
@@ -204,7 +183,7 @@ static void model_grow(st_model *m)
 	free(old);
 }
 
-void st_model_apply(st_model *m, const sc_event *ev)
+void tk_model_apply(tk_model *m, const sc_event *ev)
 {
 	if ((m->used + 1) * 2 > m->cap)
 		model_grow(m);
@@ -231,12 +210,12 @@ void st_model_apply(st_model *m, const sc_event *ev)
 		m->live++;
 }
 
-size_t st_model_len(const st_model *m)
+size_t tk_model_len(const tk_model *m)
 {
 	return m->live;
 }
 
-const sc_entity *st_model_get(const st_model *m, sc_str id)
+const sc_entity *tk_model_get(const tk_model *m, sc_str id)
 {
 	slot *s = find_slot(m, id.ptr, id.len);
 	return s->id ? s->e : NULL;
@@ -252,7 +231,7 @@ static void feed_str(XXH3_state_t *st, sc_str s)
 		XXH3_64bits_update(st, s.ptr, s.len);
 }
 
-uint64_t st_entity_hash(const sc_entity *e)
+uint64_t tk_entity_hash(const sc_entity *e)
 {
 	XXH3_state_t *st = XXH3_createState();
 	XXH3_64bits_reset(st);
@@ -293,33 +272,33 @@ uint64_t st_entity_hash(const sc_entity *e)
 	return h;
 }
 
-uint64_t st_model_hash(const st_model *m)
+uint64_t tk_model_hash(const tk_model *m)
 {
 	uint64_t h = 0;
 	for (size_t i = 0; i < m->cap; i++)
 		if (m->slots[i].e)
-			h += st_entity_hash(m->slots[i].e);
+			h += tk_entity_hash(m->slots[i].e);
 	return h;
 }
 
-uint64_t st_view_hash(const sc_view *v)
+uint64_t tk_view_hash(const sc_view *v)
 {
 	uint64_t h = 0;
 	sc_view_iter it;
 	sc_view_iter_init(v, &it);
 	const sc_entity *e;
 	while ((e = sc_view_iter_next(&it)))
-		h += st_entity_hash(e);
+		h += tk_entity_hash(e);
 	return h;
 }
 
-uint64_t st_cache_hash(sc_cache *cache, size_t *len)
+uint64_t tk_cache_hash(sc_cache *cache, size_t *len)
 {
 	sc_reader *r;
 	if (sc_reader_open(cache, &r, NULL))
 		abort();
 	const sc_view *v = sc_reader_begin(r);
-	uint64_t h = st_view_hash(v);
+	uint64_t h = tk_view_hash(v);
 	if (len)
 		*len = sc_view_len(v);
 	sc_reader_end(r);
@@ -327,16 +306,16 @@ uint64_t st_cache_hash(sc_cache *cache, size_t *len)
 	return h;
 }
 
-bool st_cache_matches(sc_cache *cache, const st_model *m)
+bool tk_cache_matches(sc_cache *cache, const tk_model *m)
 {
 	sc_reader *r;
 	if (sc_reader_open(cache, &r, NULL))
 		abort();
 	const sc_view *v = sc_reader_begin(r);
 	bool ok = true;
-	if (sc_view_len(v) != st_model_len(m)) {
+	if (sc_view_len(v) != tk_model_len(m)) {
 		fprintf(stderr, "cache has %zu entities, model %zu\n",
-			sc_view_len(v), st_model_len(m));
+			sc_view_len(v), tk_model_len(m));
 		ok = false;
 	}
 	for (size_t i = 0; ok && i < m->cap; i++) {
@@ -356,7 +335,7 @@ bool st_cache_matches(sc_cache *cache, const st_model *m)
 			ok = false;
 		}
 	}
-	if (ok && st_view_hash(v) != st_model_hash(m)) {
+	if (ok && tk_view_hash(v) != tk_model_hash(m)) {
 		fprintf(stderr, "state hashes differ\n");
 		ok = false;
 	}
@@ -365,7 +344,7 @@ bool st_cache_matches(sc_cache *cache, const st_model *m)
 	return ok;
 }
 
-bool st_index_state(sc_store *s, size_t *rows, uint64_t *through)
+bool tk_index_state(sc_store *s, size_t *rows, uint64_t *through)
 {
 	MDB_txn *txn;
 	MDB_dbi idx, meta;
