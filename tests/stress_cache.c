@@ -350,7 +350,7 @@ static void test_stress(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.nodes_awaiting, 0);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(sh.cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(sh.cache));
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.why_lock);
