@@ -227,7 +227,7 @@ static void test_crash_recovery(void **state)
 	assert_non_null(root);
 	char dir[256];
 	uint64_t r = seed;
-	tk_model *m = NULL;
+	tk_refstate *m = NULL;
 	uint64_t modeled = 0; /* the model holds positions 1..modeled */
 	int generation = 0;
 	long by_killpoint = 0, by_parent = 0;
@@ -236,8 +236,8 @@ static void test_crash_recovery(void **state)
 		/* A fresh store now and then keeps each run short. */
 		if (kill_no % 25 == 0) {
 			snprintf(dir, sizeof dir, "%s/g%d", root, generation++);
-			tk_model_free(m);
-			m = tk_model_new();
+			tk_refstate_free(m);
+			m = tk_refstate_new();
 			modeled = 0;
 		}
 		int durability = tk_rand(&r) % 8 == 0; /* 1: full */
@@ -313,7 +313,7 @@ static void test_crash_recovery(void **state)
 			tk_event g;
 			event_at(p, &g);
 			g.ev.position = p;
-			tk_model_apply(m, &g.ev);
+			tk_refstate_apply(m, &g.ev);
 		}
 		modeled = last;
 		if (!tk_cache_matches(sc_store_cache(s), m))
@@ -328,13 +328,13 @@ static void test_crash_recovery(void **state)
 		assert_int_equal(sc_store_append(s, &g.ev, 1, &first, NULL), 0);
 		assert_int_equal(first, last + 1);
 		g.ev.position = last + 1;
-		tk_model_apply(m, &g.ev);
+		tk_refstate_apply(m, &g.ev);
 		modeled = last + 1;
 		sc_store_close(s);
 	}
 	printf("%ld kills: %ld at kill points, %ld by the parent\n", kills,
 	       by_killpoint, by_parent);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
 	assert_int_equal(system(cmd), 0);

@@ -176,7 +176,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 	assert_int_equal(pthread_create(&snap, NULL, snapshot_main, &sh), 0);
 
 	const uint64_t total = getenv("SC_TEST_SHORT") ? 3000 : 20000;
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed, pos = 0;
 	tk_event g[20];
 	sc_event batch[20];
@@ -193,7 +193,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 		assert_int_equal(first, pos + 1);
 		for (size_t k = 0; k < n; k++) {
 			batch[k].position = pos + 1 + k;
-			tk_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		pos += n;
 	}
@@ -214,7 +214,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);

@@ -172,7 +172,7 @@ static void append_read_roundtrip(uint64_t lag)
 	collected c = {0};
 	assert_int_equal(sc_store_events(s, 0, 0, collect, &c, NULL), 0);
 	assert_int_equal(c.n, total);
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	for (size_t i = 0; i < total; i++) {
 		sc_decoded_event d;
 		collected_get(&c, i, &d);
@@ -184,7 +184,7 @@ static void append_read_roundtrip(uint64_t lag)
 			want.time = d.ev.time;
 		}
 		assert_true(tk_event_equal(&d.ev, &want));
-		tk_model_apply(m, &d.ev);
+		tk_refstate_apply(m, &d.ev);
 		sc_decoded_event_free(&d);
 	}
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
@@ -212,7 +212,8 @@ static void append_read_roundtrip(uint64_t lag)
 		    0);
 		size_t k = 0;
 		uint64_t probe = 1 + tk_rand(&r) % total;
-		sc_entity *at_probe = NULL; /* fold of positions <= probe */
+		/* The model of positions <= probe. */
+		tk_refstate *at_probe = tk_refstate_new();
 		for (size_t i = 0; i < total; i++) {
 			sc_decoded_event d;
 			collected_get(&c, i, &d);
@@ -221,15 +222,8 @@ static void append_read_roundtrip(uint64_t lag)
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
 				k++;
-				if (d.ev.position <= probe) {
-					sc_entity *nx = NULL;
-					assert_int_equal(
-					    sc_entity_apply(at_probe, &d.ev,
-							    &nx, NULL),
-					    0);
-					sc_entity_free(at_probe);
-					at_probe = nx;
-				}
+				if (d.ev.position <= probe)
+					tk_refstate_apply(at_probe, &d.ev);
 			}
 			sc_decoded_event_free(&d);
 		}
@@ -237,21 +231,28 @@ static void append_read_roundtrip(uint64_t lag)
 		sc_entity *got = NULL;
 		sc_error err;
 		int rc = sc_store_entity_at(s, sid, probe, &got, &err);
-		if (at_probe) {
+		const tk_refentity *want = tk_refstate_lookup(at_probe, sid);
+		char why[256];
+		if (want) {
 			assert_int_equal(rc, 0);
-			assert_true(sc_entity_equal(got, at_probe));
+			if (!tk_refstate_entity_equal(want, got, why,
+						      sizeof why))
+				fail_msg("as of %llu: %s",
+					 (unsigned long long)probe, why);
 		} else {
 			assert_int_equal(rc, SC_NOTFOUND);
 			assert_null(got);
 		}
 		sc_entity_free(got);
-		sc_entity_free(at_probe);
+		tk_refstate_free(at_probe);
 		/* As of the end: the current state. */
 		rc = sc_store_entity_at(s, sid, total, &got, NULL);
-		const sc_entity *cur = tk_model_get(m, sid);
+		const tk_refentity *cur = tk_refstate_lookup(m, sid);
 		if (cur) {
 			assert_int_equal(rc, 0);
-			assert_true(sc_entity_equal(got, cur));
+			if (!tk_refstate_entity_equal(cur, got, why,
+						      sizeof why))
+				fail_msg("as of the end: %s", why);
 		} else {
 			assert_int_equal(rc, SC_NOTFOUND);
 		}
@@ -280,7 +281,7 @@ static void append_read_roundtrip(uint64_t lag)
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.last_position, total);
 	assert_true(st.map_bytes_used > 0 && st.map_bytes_used <= st.map_size);
-	assert_int_equal(st.cache.entities, tk_model_len(m));
+	assert_int_equal(st.cache.entities, tk_refstate_len(m));
 
 	/* Reopen: the replayed state is the same, and so are the entity
 	 * reads. */
@@ -311,7 +312,7 @@ static void append_read_roundtrip(uint64_t lag)
 	sc_store_close(s);
 
 	collected_free(&c);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	free(evs);
 	rm_rf(dir);
 }
@@ -679,7 +680,7 @@ static void test_map_full(void **state)
 	o.map_size = 64 << 10;
 	o.map_size_max = 512 << 10;
 	sc_store *s = open_store(dir, &o);
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t i = 0;
 	int rc = 0;
 	sc_error err;
@@ -708,7 +709,7 @@ static void test_map_full(void **state)
 			break;
 		for (int k = 0; k < 50; k++) {
 			batch[k].position = i + (uint64_t)k + 1;
-			tk_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		i += 50;
 		assert_true(i < 100000);
@@ -729,7 +730,7 @@ static void test_map_full(void **state)
 	fill(s, 100, i);
 	assert_int_equal(sc_store_last_position(s), i + 100);
 	sc_store_close(s);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 
@@ -808,7 +809,7 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
 		    0);
 		size_t k = 0;
-		sc_entity *fold = NULL;
+		tk_refstate *fold = tk_refstate_new();
 		for (size_t i = 0; i < all.n; i++) {
 			sc_decoded_event d;
 			collected_get(&all, i, &d);
@@ -817,26 +818,29 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
 				k++;
-				sc_entity *nx = NULL;
-				assert_int_equal(
-				    sc_entity_apply(fold, &d.ev, &nx, NULL), 0);
-				sc_entity_free(fold);
-				fold = nx;
+				tk_refstate_apply(fold, &d.ev);
 			}
 			sc_decoded_event_free(&d);
 			sc_entity *got = NULL;
 			int rc =
 			    sc_store_entity_at(s, sid, all.pos[i], &got, NULL);
-			if (fold) {
+			const tk_refentity *want =
+			    tk_refstate_lookup(fold, sid);
+			char why[256];
+			if (want) {
 				assert_int_equal(rc, 0);
-				assert_true(sc_entity_equal(got, fold));
+				if (!tk_refstate_entity_equal(want, got, why,
+							      sizeof why))
+					fail_msg("as of %llu: %s",
+						 (unsigned long long)all.pos[i],
+						 why);
 			} else {
 				assert_int_equal(rc, SC_NOTFOUND);
 			}
 			sc_entity_free(got);
 		}
 		assert_int_equal(k, ce.n);
-		sc_entity_free(fold);
+		tk_refstate_free(fold);
 		collected_free(&ce);
 	}
 	collected_free(&all);

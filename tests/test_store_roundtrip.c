@@ -77,8 +77,8 @@ static sc_store *open_store(const char *dir, const sc_store_options *o)
 
 /* Append events [from, to) of the stream (explicit times) and fold them
  * into the model. */
-static void append_range(sc_store *s, tk_model *m, uint64_t from, uint64_t to,
-			 unsigned nent, uint64_t *r)
+static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
+			 uint64_t to, unsigned nent, uint64_t *r)
 {
 	uint64_t i = from;
 	while (i < to) {
@@ -101,7 +101,7 @@ static void append_range(sc_store *s, tk_model *m, uint64_t from, uint64_t to,
 		assert_int_equal(first, i + 1);
 		for (size_t k = 0; k < b; k++) {
 			batch[k].position = i + k + 1;
-			tk_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		free(g);
 		free(batch);
@@ -141,7 +141,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		if (round == 1)
 			o.snapshot_every = 500; /* automatic snapshots */
 		sc_store *s = open_store(dir, &o);
-		tk_model *m = tk_model_new();
+		tk_refstate *m = tk_refstate_new();
 		uint64_t pos = 0;
 		int steps = 12;
 		for (int step = 0; step < steps; step++) {
@@ -158,7 +158,8 @@ static void test_random_snapshots_and_reopens(void **state)
 						err.message);
 				assert_int_equal(rc, 0);
 				assert_int_equal(si.position, pos);
-				assert_int_equal(si.entities, tk_model_len(m));
+				assert_int_equal(si.entities,
+						 tk_refstate_len(m));
 			}
 			if (what >= 1) {
 				sc_store_close(s);
@@ -177,7 +178,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		/* Nothing was damaged: no warnings. */
 		assert_int_equal(w.count, 0);
 		sc_store_close(s);
-		tk_model_free(m);
+		tk_refstate_free(m);
 		rm_rf(dir);
 	}
 }
@@ -347,13 +348,14 @@ static void test_damaged_snapshots_fall_back(void **state)
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		sc_store *s = open_store(dir, &o);
-		tk_model *m = tk_model_new();
+		tk_refstate *m = tk_refstate_new();
 		/* Two snapshots with a tail after each. */
 		uint64_t total = 0;
 		for (int k = 0; k < 2; k++) {
 			for (unsigned e = 0; e < nent; e += 500) {
 				/* one event per entity at least */
-				tk_event g[500];
+				tk_event *g = malloc(500 * sizeof *g);
+				assert_non_null(g);
 				sc_event batch[500];
 				size_t b = nent - e < 500 ? nent - e : 500;
 				for (size_t j = 0; j < b; j++) {
@@ -380,8 +382,9 @@ static void test_damaged_snapshots_fall_back(void **state)
 				    0);
 				for (size_t j = 0; j < b; j++) {
 					batch[j].position = total + j + 1;
-					tk_model_apply(m, &batch[j]);
+					tk_refstate_apply(m, &batch[j]);
 				}
+				free(g);
 				total += b;
 			}
 			sc_snapshot_info si;
@@ -430,7 +433,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		assert_int_equal(w.count, 0); /* the newest verifies */
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
-		tk_model_free(m);
+		tk_refstate_free(m);
 		rm_rf(dir);
 	}
 }
@@ -445,7 +448,7 @@ static void test_alloc_failure_snapshot(void **state)
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed;
 	append_range(s, m, 0, 400, 60, &r);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
@@ -477,7 +480,7 @@ static void test_alloc_failure_snapshot(void **state)
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(w.count, 0);
 	sc_store_close(s);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 
@@ -498,7 +501,7 @@ static void test_snapshot_map_full(void **state)
 	o.map_size = 256 << 10;
 	o.map_size_max = 2 << 20;
 	sc_store *s = open_store(dir, &o);
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x3a9f;
 	/* 1,000 entities of 1 KiB of random bytes each: ~1.4 MiB of log and
 	 * ~1 MiB of snapshot that zstd cannot shrink. */
@@ -533,7 +536,7 @@ static void test_snapshot_map_full(void **state)
 			fail_msg("append: %s", err.message);
 		for (unsigned k = 0; k < 50; k++) {
 			batch[k].position = pos + k + 1;
-			tk_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		pos += 50;
 	}
@@ -561,7 +564,7 @@ static void test_snapshot_map_full(void **state)
 	s = open_store(dir, &o);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 
@@ -579,7 +582,7 @@ static void test_alloc_failure_open(void **state)
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
-	tk_model *m = tk_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x0fe4;
 	append_range(s, m, 0, 300, 40, &r);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
@@ -609,7 +612,7 @@ static void test_alloc_failure_open(void **state)
 	}
 	printf("open survived %d injected allocation failures\n", failures);
 	assert_true(failures > 0);
-	tk_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 

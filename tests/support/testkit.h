@@ -3,7 +3,7 @@
  * fuzzer shares. Built with the rest of tests/support into libsctest.a.
  *
  * Every helper of the kit is named tk_*: tk_hamt_* (hamt_testkit.h) for
- * keys and hashes of the HAMT tests, tk_event_* / tk_model_* / tk_cache_*
+ * keys and hashes of the HAMT tests, tk_event_* / tk_cache_*
  * (store_testkit.h) for event streams and the store tests' model,
  * tk_refmap_* (refmap.h) and tk_refstate_* (refstate.h) for the two
  * reference models.
