@@ -75,13 +75,39 @@ static void finish(sc_hamt *m, tk_hamt_counter *c, sc_hamt_root r)
 	sc_hamt_destroy(m);
 }
 
+/* The fixture of most tests: a map with the default hash and a counting
+ * release hook. A test leaves its last version in fx->root; teardown frees
+ * it and checks that every key made was released and no node is left. */
+typedef struct hamt_fx {
+	tk_hamt_counter c;
+	sc_hamt *m;
+	sc_hamt_root root;
+} hamt_fx;
+
+static int fx_setup(void **state)
+{
+	hamt_fx *fx = calloc(1, sizeof *fx);
+	if (!fx)
+		return -1;
+	fx->m = new_map(&fx->c, NULL);
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	hamt_fx *fx = *state;
+	finish(fx->m, &fx->c, fx->root);
+	free(fx);
+	return 0;
+}
+
 /* ==== tests ============================================================== */
 
 static void test_empty(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	sc_hamt *m = fx->m;
 	sc_hamt_root r = {0};
 	assert_null(sc_hamt_get(m, r, "a", 1));
 	assert_int_equal(sc_hamt_count(r), 0);
@@ -102,14 +128,14 @@ static void test_empty(void **state)
 	assert_int_equal(sc_hamt_edit_commit(e, &r, &g), SC_OK);
 	assert_null(g);
 	assert_null(r.node);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 static void test_one_key(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_root empty = {0}, r1, r2;
 	sc_hamt_edit *e;
 	sc_hamt_garbage *g;
@@ -118,7 +144,7 @@ static void test_one_key(void **state)
 	sc_hamt_edit *e2 = V(1);
 	assert_int_equal(sc_hamt_edit_begin(m, empty, &e2), SC_ESTATE);
 	assert_null(e2);
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, "k"), V(7)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, "k"), V(7)),
 			 SC_OK);
 	assert_ptr_equal(sc_hamt_edit_get(e, "k", 1), V(7));
 	assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), 1);
@@ -143,23 +169,23 @@ static void test_one_key(void **state)
 	assert_int_equal(gi.nodes, 1);
 	assert_int_equal(gi.entries, 1);
 	assert_true(gi.bytes > 0);
-	assert_int_equal(c.released, 0);
+	assert_int_equal(c->released, 0);
 	sc_hamt_garbage_free(m, g);
-	assert_int_equal(c.released, 1);
-	finish(m, &c, r2);
+	assert_int_equal(c->released, 1);
+	fx->root = r2;
 }
 
 static void test_key_lengths(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
 
 	unsigned char big[SC_HAMT_KEY_MAX + 1];
 	memset(big, 'x', sizeof big);
-	sc_hamt_key *kmax = tk_hamt_key_new(&c, big, SC_HAMT_KEY_MAX);
+	sc_hamt_key *kmax = tk_hamt_key_new(c, big, SC_HAMT_KEY_MAX);
 	sc_hamt_key *ktoo = tk_hamt_key_new(NULL, big, SC_HAMT_KEY_MAX + 1);
 	sc_hamt_key *kzero = tk_hamt_key_new(NULL, big, 0);
 	assert_int_equal(sc_hamt_edit_set(e, kmax, V(1)), SC_OK);
@@ -180,14 +206,14 @@ static void test_key_lengths(void **state)
 	assert_check(m, r);
 	free(ktoo);
 	free(kzero);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 static void test_last_byte_differs(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
 	unsigned char k[300];
@@ -195,7 +221,7 @@ static void test_last_byte_differs(void **state)
 	for (unsigned i = 0; i < 256; i++) {
 		k[sizeof k - 1] = (unsigned char)i;
 		assert_int_equal(
-		    sc_hamt_edit_set(e, tk_hamt_key_new(&c, k, sizeof k),
+		    sc_hamt_edit_set(e, tk_hamt_key_new(c, k, sizeof k),
 				     V(i + 1)),
 		    SC_OK);
 	}
@@ -209,17 +235,17 @@ static void test_last_byte_differs(void **state)
 		assert_null(sc_hamt_get(m, r, k, sizeof k - 1));
 	}
 	assert_check(m, r);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Remove every key, one version per removal, checking each version. */
 static void test_remove_to_empty(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	const unsigned n = 1500;
-	sc_hamt_root r = build(m, &c, n, 0);
+	sc_hamt_root r = build(m, c, n, 0);
 	char k[32];
 	for (unsigned i = 0; i < n; i++) {
 		sc_hamt_edit *e;
@@ -242,17 +268,17 @@ static void test_remove_to_empty(void **state)
 		r = nr;
 	}
 	assert_null(r.node);
-	assert_int_equal(c.released, n);
-	finish(m, &c, r);
+	assert_int_equal(c->released, n);
+	fx->root = r;
 }
 
 /* Setting the pair already present changes nothing and drops nothing. */
 static void test_same_pair_noop(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	const sc_hamt_key *key;
 	void *val;
 	sc_hamt_iter it;
@@ -268,33 +294,33 @@ static void test_same_pair_noop(void **state)
 	assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_OK);
 	assert_null(g);
 	assert_ptr_equal(nr.node, r.node);
-	assert_int_equal(c.released, 0);
-	finish(m, &c, r);
+	assert_int_equal(c->released, 0);
+	fx->root = r;
 }
 
 /* Replacing inside one edit releases the intermediate pair at once; the
  * base's pair waits in the garbage. */
 static void test_replace_release(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 50, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 50, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(100)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(100)),
 			 SC_OK);
-	assert_int_equal(c.released, 0); /* the base pair is still visible */
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(101)),
+	assert_int_equal(c->released, 0); /* the base pair is still visible */
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(101)),
 			 SC_OK);
 	/* A set may wait in the edit's queue; a lookup sees it done. */
 	assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(101));
-	assert_int_equal(c.released, 1); /* V(100) never published */
+	assert_int_equal(c->released, 1); /* V(100) never published */
 	assert_int_equal(sc_hamt_edit_remove(e, k, strlen(k)), SC_OK);
-	assert_int_equal(c.released, 2);
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(102)),
+	assert_int_equal(c->released, 2);
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(102)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -305,17 +331,17 @@ static void test_replace_release(void **state)
 	assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(4));
 	assert_ptr_equal(sc_hamt_get(m, nr, k, strlen(k)), V(102));
 	sc_hamt_garbage_free(m, g);
-	assert_int_equal(c.released, 3);
-	finish(m, &c, nr);
+	assert_int_equal(c->released, 3);
+	fx->root = nr;
 }
 
 /* Abort releases exactly the pairs the edit inserted; the base is whole. */
 static void test_abort(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 200, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 200, 0);
 	size_t bytes_before = sc_hamt_allocated_bytes(m);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
@@ -323,13 +349,13 @@ static void test_abort(void **state)
 	for (unsigned i = 200; i < 260; i++) { /* 60 new keys */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 30; i++) { /* 30 replaced */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1000)),
 		    SC_OK);
 	}
 	for (unsigned i = 100; i < 120; i++) { /* 20 removed */
@@ -338,9 +364,9 @@ static void test_abort(void **state)
 	}
 	assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), 240);
 	assert_check(m, sc_hamt_edit_root(e));
-	assert_int_equal(c.released, 0);
+	assert_int_equal(c->released, 0);
 	sc_hamt_edit_abort(e);
-	assert_int_equal(c.released, 90);
+	assert_int_equal(c->released, 90);
 	assert_int_equal(sc_hamt_allocated_bytes(m), bytes_before);
 	for (unsigned i = 0; i < 260; i++) {
 		key_name(k, sizeof k, i);
@@ -352,16 +378,16 @@ static void test_abort(void **state)
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	sc_hamt_edit_abort(e);
 	sc_hamt_edit_abort(NULL);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Garbage of a single replace: the whole path and the old pair. */
 static void test_garbage_info(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 5000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 5000, 0);
 	char k[32];
 	key_name(k, sizeof k, 1234);
 	/* Depth of the node holding the key: count nodes on its path by
@@ -370,7 +396,7 @@ static void test_garbage_info(void **state)
 	size_t before = sc_hamt_allocated_bytes(m);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(9)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(9)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -386,15 +412,15 @@ static void test_garbage_info(void **state)
 	sc_hamt_garbage_info_get(NULL, &gi);
 	assert_int_equal(gi.nodes + gi.bytes + gi.entries, 0);
 	sc_hamt_garbage_free(m, NULL);
-	finish(m, &c, nr);
+	fx->root = nr;
 }
 
 static void test_stats(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 20000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 20000, 0);
 	sc_hamt_stats st;
 	sc_hamt_stats_get(m, r, &st);
 	assert_int_equal(st.entries, 20000);
@@ -411,17 +437,17 @@ static void test_stats(void **state)
 	assert_int_equal(st.depth_histogram[1], 32);
 	/* 20000 random hashes: depth about log32(20000) ~ 3, never huge. */
 	assert_true(st.max_depth >= 2 && st.max_depth <= 6);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Iteration: every entry once, same order twice. */
 static void test_iteration(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	const unsigned n = 3000;
-	sc_hamt_root r = build(m, &c, n, 0);
+	sc_hamt_root r = build(m, c, n, 0);
 	unsigned char *seen = calloc(n, 1);
 	const void **order = calloc(n, sizeof *order);
 	assert_non_null(seen);
@@ -453,7 +479,7 @@ static void test_iteration(void **state)
 	}
 	free(seen);
 	free(order);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 typedef struct diff_rec {
@@ -490,17 +516,17 @@ static int diff_count(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 
 static void test_diff(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 1000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 1000, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	for (unsigned i = 1000; i < 1010; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 5; i++) {
@@ -510,7 +536,7 @@ static void test_diff(void **state)
 	for (unsigned i = 500; i < 503; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 5000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 5000)),
 		    SC_OK);
 	}
 	sc_hamt_root nr;
@@ -537,7 +563,7 @@ static void test_diff(void **state)
 	assert_int_equal(sc_hamt_diff(m, r, nr, diff_count, &d), 42);
 	assert_int_equal(d.added + d.removed + d.changed, 7);
 	sc_hamt_garbage_free(m, g);
-	finish(m, &c, nr);
+	fx->root = nr;
 }
 
 /* ENOMEM at every allocation of an edit: the edit is poisoned, abort frees
@@ -750,9 +776,9 @@ static void test_diff_stop_everywhere(void **state)
 /* A release hook called exactly once per pair over many versions. */
 static void test_release_once(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	uint64_t seed = tk_seed("test_release_once");
 	sc_hamt_root r = {0};
 	char k[32];
@@ -767,7 +793,7 @@ static void test_release_once(void **state)
 				assert_true(rc == SC_OK || rc == SC_NOTFOUND);
 			} else {
 				assert_int_equal(
-				    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
+				    sc_hamt_edit_set(e, tk_hamt_key_str(c, k),
 						     V(v * 1000 + i + 1)),
 				    SC_OK);
 			}
@@ -783,7 +809,7 @@ static void test_release_once(void **state)
 		sc_hamt_garbage_free(m, g);
 		r = nr;
 	}
-	finish(m, &c, r); /* asserts released == made */
+	fx->root = r; /* teardown: released == made */
 }
 
 /* ---- sc_hamt_edit_update ------------------------------------------------- */
@@ -927,13 +953,13 @@ static void test_update(void **state)
  * new pair with the caller. */
 static void test_update_errors(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	upd_op op = {&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	upd_op op = {c, "entity-00000007", 0, 77, NULL, 0, NULL};
 	assert_int_equal(sc_hamt_edit_update(e, NULL, 3, upd_fn, &op),
 			 SC_EINVAL);
 	assert_int_equal(sc_hamt_edit_update(e, "x", 0, upd_fn, &op),
@@ -947,24 +973,24 @@ static void test_update_errors(void **state)
 	    sc_hamt_edit_update(e, "entity-00000008", 15, upd_fn, &op),
 	    SC_EINVAL);
 	assert_int_equal(op.calls, 1);
-	tk_hamt_release(&c, op.made, NULL);
+	tk_hamt_release(c, op.made, NULL);
 	assert_ptr_equal(sc_hamt_edit_get(e, "entity-00000008", 15), V(9));
 	/* Allocation failure: the edit is poisoned, the pair is ours. */
-	op = (upd_op){&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	op = (upd_op){c, "entity-00000007", 0, 77, NULL, 0, NULL};
 	sc_testing_fail_alloc_after(0);
 	int rc = sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op);
 	sc_testing_fail_alloc_after(-1);
 	assert_int_equal(rc, ENOMEM);
 	assert_int_equal(op.calls, 1);
-	tk_hamt_release(&c, op.made, NULL);
-	op = (upd_op){&c, "entity-00000007", 0, 78, NULL, 0, NULL};
+	tk_hamt_release(c, op.made, NULL);
+	op = (upd_op){c, "entity-00000007", 0, 78, NULL, 0, NULL};
 	assert_int_equal(
 	    sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op),
 	    SC_EPOISONED);
 	assert_int_equal(op.calls, 0);
 	sc_hamt_edit_abort(e);
 	assert_ptr_equal(sc_hamt_get(m, r, "entity-00000007", 15), V(8));
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Published nodes are read-only with SC_HAMT_PROTECT: a write traps. */
@@ -1040,10 +1066,10 @@ static void test_random_seed(void **state)
  * once: not a base pair set again (a no-op), not a pair queued twice. */
 static void test_queue_abort(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	/* The base's pair for key 5, to set again. */
 	sc_hamt_iter it;
 	const sc_hamt_key *bk = NULL;
@@ -1053,26 +1079,26 @@ static void test_queue_abort(void **state)
 		if (bv == V(6))
 			break;
 	assert_ptr_equal(bv, V(6));
-	size_t made0 = c.made;
+	size_t made0 = c->made;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 1000);
-	sc_hamt_key *dup = tk_hamt_key_str(&c, k);
+	sc_hamt_key *dup = tk_hamt_key_str(c, k);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, bk, bv), SC_OK);
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(77)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(77)),
 			 SC_OK);
 	sc_hamt_edit_abort(e);
-	assert_int_equal(c.released, c.made - made0);
-	assert_int_equal(c.released, 2);
+	assert_int_equal(c->released, c->made - made0);
+	assert_int_equal(c->released, 2);
 	for (unsigned i = 0; i < 100; i++) {
 		key_name(k, sizeof k, i);
 		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
 	}
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 typedef struct later_log {
@@ -1128,11 +1154,11 @@ static int queue_later(sc_hamt *m, sc_hamt_edit *e, later_op *op)
  * callback's error poisons the edit. */
 static void test_update_later(void **state)
 {
-	(void)state;
-	tk_hamt_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 50, 0);
-	later_log log = {.c = &c, .fail_id = -1};
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 50, 0);
+	later_log log = {.c = c, .fail_id = -1};
 	later_op ops[40];
 	for (int i = 0; i < 40; i++) {
 		log.done_rc[i] = 1;
@@ -1148,10 +1174,10 @@ static void test_update_later(void **state)
 		assert_int_equal(queue_later(m, e, &ops[i]), SC_OK);
 		if (i % 5 == 0) { /* a set queued among them */
 			key_name(k, sizeof k, (unsigned)(i % 20));
-			assert_int_equal(
-			    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
-					     V(2000 + i)),
-			    SC_OK);
+			assert_int_equal(sc_hamt_edit_set(e,
+							  tk_hamt_key_str(c, k),
+							  V(2000 + i)),
+					 SC_OK);
 		}
 	}
 	/* The lookup does everything queued. */
@@ -1199,35 +1225,47 @@ static void test_update_later(void **state)
 		key_name(k, sizeof k, i);
 		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
 	}
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_empty),
-	    cmocka_unit_test(test_one_key),
-	    cmocka_unit_test(test_key_lengths),
-	    cmocka_unit_test(test_last_byte_differs),
-	    cmocka_unit_test(test_remove_to_empty),
-	    cmocka_unit_test(test_same_pair_noop),
-	    cmocka_unit_test(test_replace_release),
-	    cmocka_unit_test(test_abort),
-	    cmocka_unit_test(test_garbage_info),
-	    cmocka_unit_test(test_stats),
-	    cmocka_unit_test(test_iteration),
-	    cmocka_unit_test(test_diff),
+	    cmocka_unit_test_setup_teardown(test_empty, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_one_key, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_lengths, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_last_byte_differs, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_remove_to_empty, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_same_pair_noop, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_release, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_abort, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_info, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_iteration, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_diff, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_alloc_failure),
 	    cmocka_unit_test(test_alloc_failure_collide),
 	    cmocka_unit_test(test_check_detects),
 	    cmocka_unit_test(test_diff_stop_everywhere),
-	    cmocka_unit_test(test_release_once),
+	    cmocka_unit_test_setup_teardown(test_release_once, fx_setup,
+					    fx_teardown),
 	    cmocka_unit_test(test_update),
-	    cmocka_unit_test(test_update_errors),
+	    cmocka_unit_test_setup_teardown(test_update_errors, fx_setup,
+					    fx_teardown),
 	    cmocka_unit_test(test_protect),
 	    cmocka_unit_test(test_random_seed),
-	    cmocka_unit_test(test_queue_abort),
-	    cmocka_unit_test(test_update_later),
+	    cmocka_unit_test_setup_teardown(test_queue_abort, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_update_later, fx_setup,
+					    fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
