@@ -16,7 +16,7 @@
  * the pin. At the end: reclaim, no version waits, memory is the live set.
  *
  * The writer runs a bounded number of batches; readers run until it is done.
- * SC_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
+ * SC_TEST_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
  */
 #include <pthread.h>
 #include <setjmp.h>

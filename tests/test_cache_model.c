@@ -7,7 +7,7 @@
  * Also: allocation failures during apply and promote poison the pending
  * version, discard restores it, nothing leaks.
  *
- * SC_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
+ * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
 #include <errno.h>
 #include <setjmp.h>
