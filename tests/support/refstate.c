@@ -344,9 +344,7 @@ void tk_refstate_rollback(tk_refstate *rs)
 
 /* ==== comparison ========================================================== */
 
-/* Values compare here, not with sc_value_equal: nothing of cache/ judges
- * its own results. Doubles compare by bits, as the cache stores them. */
-static bool value_equal(const sc_value *a, const sc_value *b)
+bool tk_value_equal(const sc_value *a, const sc_value *b)
 {
 	if (a->type != b->type)
 		return false;
@@ -406,7 +404,7 @@ bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,
 		sc_value v;
 		const tk_refattr *a = &re->attrs[i];
 		if (!sc_entity_find(e, a->name, &v) ||
-		    !value_equal(&v, &a->value)) {
+		    !tk_value_equal(&v, &a->value)) {
 			WHY("entity '%.*s': attr '%.*s' differs", (int)id.len,
 			    id.ptr, (int)a->name.len, a->name.ptr);
 			return false;

@@ -66,6 +66,11 @@ void tk_refstate_begin(tk_refstate *rs);
 void tk_refstate_commit(tk_refstate *rs);
 void tk_refstate_rollback(tk_refstate *rs);
 
+/* True when two values are the same kind with the same contents (doubles
+ * by their bits, as the cache stores them). Written here, not taken from
+ * sc_value_equal: nothing of cache/ judges its own results. */
+bool tk_value_equal(const sc_value *a, const sc_value *b);
+
 /* True when `re` and `e` hold the same state (both NULL counts as equal).
  * On a mismatch, `why` (may be NULL) says what differs. */
 bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,

@@ -126,7 +126,7 @@ bool tk_event_equal(const sc_event *a, const sc_event *b)
 		if (!str_eq(a->attrs[i].name, b->attrs[i].name))
 			return false;
 		if (a->type != SC_EVENT_UNSET &&
-		    !sc_value_equal(&a->attrs[i].value, &b->attrs[i].value))
+		    !tk_value_equal(&a->attrs[i].value, &b->attrs[i].value))
 			return false;
 	}
 	for (size_t i = 0; i < a->ntags; i++)
