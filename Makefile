@@ -11,13 +11,16 @@
 #   make bench [BENCH=name]   benchmarks (JSON lines on stdout)
 #   make fuzz [FUZZ_SECONDS=n] run every fuzzer for minutes
 #   make crashtest     the long crash-recovery run
+#   make coverage      the unit, property, stress, crash and CLI tests on a
+#                      gcov build; line and branch coverage per library file
+#                      in build/coverage/summary.txt
 #   make install PREFIX=/usr/local
 #   make deps          install missing Debian packages (as root) or print
 #                      the apt-get command
 #   make format        clang-format every source file
 #
 # MODE selects the flavour of a build tree: release (default), asan, tsan,
-# debug, clang, fuzz. Each builds into build/$(MODE).
+# debug, clang, fuzz, coverage. Each builds into build/$(MODE).
 
 MODE ?= release
 PREFIX ?= /usr/local
@@ -84,8 +87,12 @@ MODE_CFLAGS := -O1 -g -fno-omit-frame-pointer -DSC_DEBUG -DSC_FUZZING \
 	$(KILLPOINTS) \
 	-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
 MODE_LDFLAGS := -fsanitize=fuzzer,address,undefined
+else ifeq ($(MODE),coverage)
+MODE_CFLAGS := -O0 -g -DSC_DEBUG $(KILLPOINTS) --coverage \
+	-fprofile-update=atomic
+MODE_LDFLAGS := --coverage
 else
-$(error unknown MODE '$(MODE)': release, asan, tsan, debug, clang or fuzz)
+$(error unknown MODE '$(MODE)': release, asan, tsan, debug, clang, fuzz or coverage)
 endif
 
 CFLAGS_ALL = $(BASE_CFLAGS) $(MODE_CFLAGS) $(call pkgcflags,$(TEST_PKGS)) $(CFLAGS)
@@ -109,8 +116,11 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # Everything of the command but main(): tests and fuzzers link it too.
 CLI_LIB_OBJ := $(filter-out $(BUILD)/obj/cli/main.o,$(CLI_OBJ))
 CLI_LIB := $(BUILD)/libsccli.a
+# The test kit: helpers, reference models and generators that every test,
+# stress and crash program and every fuzzer links as one static library.
 TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_LIB := $(BUILD)/libsctest.a
 TEST_SRC := $(wildcard tests/test_$(ONLY).c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
@@ -132,7 +142,7 @@ CLI_TARGET := $(if $(CLI_SRC),$(CLI_BIN))
 
 .PHONY: all lib cli tests stress crash fuzzers benches deps demo test \
 	test-asan test-tsan test-fuzz test-clang test-examples test-api bench fuzz \
-	crashtest install clean format
+	crashtest coverage coverage-deps install clean format
 
 all: lib $(CLI_TARGET)
 lib: $(STATIC_LIB) $(SHARED_LIB)
@@ -173,9 +183,14 @@ $(CLI_BIN): $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB)
 	$(CC) $(LDFLAGS_ALL) -o $@ $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB)
+$(TEST_LIB): $(TEST_SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_SUPPORT_OBJ) $(CLI_LIB) $(STATIC_LIB) \
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(TEST_PKGS)) -lpthread -lm
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CLI_LIB) $(STATIC_LIB)
@@ -187,9 +202,9 @@ $(BUILD)/obj/bench/%.o: bench/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(call pkgcflags,$(BENCH_PKGS)) -MMD -MP -c $< -o $@
 
-$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(CLI_LIB) $(STATIC_LIB)
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
 		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
 
 # Keep objects and generated sources that pattern chains would delete.
@@ -255,7 +270,7 @@ test-asan: tests
 		if STATECACHE=$(abspath $(CLI_BIN)) bash $$t; then pass=$$((pass+1)); \
 		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \
 	done; \
-	echo "asan: $$pass passed, $$fail failed"; test $$fail = 0
+	echo "$(MODE): $$pass passed, $$fail failed"; test $$fail = 0
 
 # The unit tests once more, optimised and without SC_DEBUG: what the
 # assertions compile out must not change what the code does.
@@ -341,6 +356,38 @@ crashtest: deps
 	@for t in $(patsubst tests/%.c,build/clang/tests/%,$(wildcard tests/crash_$(ONLY).c)); do \
 		SC_CRASH_KILLS=2000 $$t || exit 1; \
 	done
+
+# ---- coverage ------------------------------------------------------------------
+
+# What `make test-asan` runs, on a gcov build (-O0, no sanitizers); then the
+# line and branch coverage of every library file, from gcovr. The table is
+# printed and kept in build/coverage/summary.txt (gcovr's CSV beside it).
+# Not part of `make test`.
+COVERAGE_PACKAGES := gcovr
+COVERAGE_LAYERS := $(LAYERS)
+
+coverage-deps:
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(COVERAGE_PACKAGES)"
+
+coverage: deps coverage-deps
+	$(MAKE) --no-print-directory -j$(JOBS) MODE=coverage tests
+	find build/coverage -name '*.gcda' -delete
+	@$(MAKE) --no-print-directory MODE=coverage test-asan; \
+	status=$$?; \
+	gcovr -r . --object-directory build/coverage \
+		$(foreach l,$(COVERAGE_LAYERS),--filter '$(l)/') \
+		--csv build/coverage/coverage.csv || exit 1; \
+	awk -F, 'function row(f, lc, lt, bc, bt) { \
+			printf "%-30s %13s %7s %13s %8s\n", f, lc "/" lt, \
+				sprintf("%.1f%%", 100 * lc / (lt ? lt : 1)), bc "/" bt, \
+				bt ? sprintf("%.1f%%", 100 * bc / bt) : "-" } \
+		NR == 1 { printf "%-30s %13s %7s %13s %8s\n", "file", "lines", "line %", \
+			"branches", "branch %"; next } \
+		{ row($$1, $$3, $$2, $$6, $$5); lt += $$2; lc += $$3; bt += $$5; bc += $$6 } \
+		END { row("TOTAL", lc, lt, bc, bt) }' \
+		build/coverage/coverage.csv > build/coverage/summary.txt; \
+	cat build/coverage/summary.txt; \
+	exit $$status
 
 # ---- install -------------------------------------------------------------------
 

@@ -19,9 +19,8 @@
 #include "statecache/hamt.h"
 #include "statecache/testing.h"
 
-/* The fuzz build does not link tests/support: take the sources whole. */
-#include "../tests/support/hamt_testkit.c"
-#include "../tests/support/refmap.c"
+#include "tests/support/hamt_testkit.h"
+#include "tests/support/refmap.h"
 
 #define KEEP 4
 #define V(x) ((void *)(uintptr_t)(x))
@@ -45,17 +44,17 @@ static size_t key_bytes(unsigned id, unsigned char *out)
 
 typedef struct kept {
 	sc_hamt_root root;
-	refmap *ref;
+	tk_refmap *ref;
 	sc_hamt_garbage *g; /* garbage of the commit that made it */
 } kept;
 
 typedef struct state {
 	sc_hamt *m;
-	hamt_tk_counter c;
+	tk_hamt_counter c;
 	kept v[KEEP + 1];
 	int nv;
 	sc_hamt_edit *e;
-	refmap *eref;
+	tk_refmap *eref;
 	uint64_t serial;
 	/* Reference keys need stable bytes: one buffer per key id. */
 	unsigned char kb[256][8];
@@ -66,37 +65,37 @@ static void check_key(state *s, const unsigned char *k, size_t len)
 {
 	if (s->e)
 		must(sc_hamt_edit_get(s->e, k, len) ==
-			 refmap_get(s->eref, k, len),
+			 tk_refmap_get(s->eref, k, len),
 		     "edit lookup differs from the reference");
 	for (int i = 0; i < s->nv; i++)
 		must(sc_hamt_get(s->m, s->v[i].root, k, len) ==
-			 refmap_get(s->v[i].ref, k, len),
+			 tk_refmap_get(s->v[i].ref, k, len),
 		     "version lookup differs from the reference");
 }
 
-static void check_whole(state *s, sc_hamt_root r, const refmap *ref)
+static void check_whole(state *s, sc_hamt_root r, const tk_refmap *ref)
 {
 	char why[256];
 	if (sc_hamt_check(s->m, r, why, sizeof why) != SC_OK) {
 		fprintf(stderr, "hamt_ops: %s\n", why);
 		abort();
 	}
-	must(sc_hamt_count(r) == refmap_count(ref), "count differs");
+	must(sc_hamt_count(r) == tk_refmap_count(ref), "count differs");
 	sc_hamt_iter it;
 	sc_hamt_iter_init(&it, r);
 	const sc_hamt_key *k;
 	void *v;
 	size_t n = 0;
 	while (sc_hamt_iter_next(&it, &k, &v)) {
-		must(refmap_get(ref, k->bytes, k->len) == v,
+		must(tk_refmap_get(ref, k->bytes, k->len) == v,
 		     "iterated entry differs from the reference");
 		n++;
 	}
-	must(n == refmap_count(ref), "iteration count differs");
+	must(n == tk_refmap_count(ref), "iteration count differs");
 }
 
 typedef struct diff_check {
-	const refmap *a, *b;
+	const tk_refmap *a, *b;
 	size_t n;
 } diff_check;
 
@@ -104,8 +103,8 @@ static int on_diff(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 		   void *oldv, void *newv)
 {
 	diff_check *d = ctx;
-	void *ra = refmap_get(d->a, key->bytes, key->len);
-	void *rb = refmap_get(d->b, key->bytes, key->len);
+	void *ra = tk_refmap_get(d->a, key->bytes, key->len);
+	void *rb = tk_refmap_get(d->b, key->bytes, key->len);
 	must(ra == oldv && rb == newv, "diff values differ from references");
 	must(kind == (ra && rb ? SC_DIFF_CHANGED
 		      : ra     ? SC_DIFF_REMOVED
@@ -123,14 +122,14 @@ static void check_diff(state *s, int i, int j)
 	     "diff failed");
 	/* Count the reference differences: the diff must report them all. */
 	size_t want = 0;
-	for (size_t x = 0; x < refmap_count(d.a); x++) {
-		const refmap_entry *e = refmap_at(d.a, x);
-		if (refmap_get(d.b, e->key, e->len) != e->value)
+	for (size_t x = 0; x < tk_refmap_count(d.a); x++) {
+		const tk_refmap_entry *e = tk_refmap_at(d.a, x);
+		if (tk_refmap_get(d.b, e->key, e->len) != e->value)
 			want++;
 	}
-	for (size_t x = 0; x < refmap_count(d.b); x++) {
-		const refmap_entry *e = refmap_at(d.b, x);
-		if (!refmap_get(d.a, e->key, e->len))
+	for (size_t x = 0; x < tk_refmap_count(d.b); x++) {
+		const tk_refmap_entry *e = tk_refmap_at(d.b, x);
+		if (!tk_refmap_get(d.a, e->key, e->len))
 			want++;
 	}
 	must(d.n == want, "diff missed or repeated a difference");
@@ -138,7 +137,7 @@ static void check_diff(state *s, int i, int j)
 
 static void drop_oldest(state *s)
 {
-	refmap_free(s->v[0].ref);
+	tk_refmap_free(s->v[0].ref);
 	memmove(&s->v[0], &s->v[1], (size_t)(s->nv - 1) * sizeof s->v[0]);
 	s->nv--;
 	/* The new oldest version's garbage held what the dropped one had. */
@@ -158,7 +157,7 @@ static void edit_end(state *s, int commit)
 			drop_oldest(s);
 	} else {
 		sc_hamt_edit_abort(s->e);
-		refmap_free(s->eref);
+		tk_refmap_free(s->eref);
 	}
 	s->e = NULL;
 	s->eref = NULL;
@@ -168,7 +167,8 @@ static void edit_start(state *s)
 {
 	sc_hamt_root base = s->nv ? s->v[s->nv - 1].root : (sc_hamt_root){0};
 	must(sc_hamt_edit_begin(s->m, base, &s->e) == SC_OK, "begin failed");
-	s->eref = s->nv ? refmap_clone(s->v[s->nv - 1].ref) : refmap_new();
+	s->eref =
+	    s->nv ? tk_refmap_clone(s->v[s->nv - 1].ref) : tk_refmap_new();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -182,8 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < 256; i++)
 		s.kl[i] = key_bytes(i, s.kb[i]);
 	static const sc_hamt_hash_fn hashes[4] = {
-	    NULL, hamt_tk_hash_3bit, hamt_tk_hash_spread4, hamt_tk_hash_const};
-	sc_hamt_options o = hamt_tk_options(&s.c, hashes[data[0] % 4]);
+	    NULL, tk_hamt_hash_3bit, tk_hamt_hash_spread4, tk_hamt_hash_const};
+	sc_hamt_options o = tk_hamt_options(&s.c, hashes[data[0] % 4]);
 	must(sc_hamt_create(&o, &s.m) == SC_OK, "create failed");
 
 	/* At most 1024 ops per input keeps each run short. */
@@ -196,13 +196,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!s.e)
 			edit_start(&s);
 		if (op < 7) { /* set */
-			sc_hamt_key *key = hamt_tk_key_new(&s.c, k, len);
+			sc_hamt_key *key = tk_hamt_key_new(&s.c, k, len);
 			void *v = V(++s.serial);
 			must(sc_hamt_edit_set(s.e, key, v) == SC_OK,
 			     "set failed");
-			refmap_set(s.eref, k, len, v);
+			tk_refmap_set(s.eref, k, len, v);
 		} else if (op < 10) { /* remove */
-			int had = refmap_remove(s.eref, k, len, NULL);
+			int had = tk_refmap_remove(s.eref, k, len, NULL);
 			must(sc_hamt_edit_remove(s.e, k, len) ==
 				 (had ? SC_OK : SC_NOTFOUND),
 			     "remove result differs");
@@ -213,12 +213,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else if (op == 12 && s.nv >= 2) {
 			check_diff(&s, id % s.nv, (id / 4) % s.nv);
 		} else if (op == 13) { /* fail an allocation of this set */
-			sc_hamt_key *key = hamt_tk_key_new(&s.c, k, len);
+			sc_hamt_key *key = tk_hamt_key_new(&s.c, k, len);
 			sc_testing_fail_alloc_after(id % 4);
 			int rc = sc_hamt_edit_set(s.e, key, V(++s.serial));
 			sc_testing_fail_alloc_after(-1);
 			if (rc == SC_OK) {
-				refmap_set(s.eref, k, len, V(s.serial));
+				tk_refmap_set(s.eref, k, len, V(s.serial));
 			} else {
 				must(rc == ENOMEM, "set: ENOMEM expected");
 				must(sc_hamt_edit_set(s.e, key, V(1)) ==
@@ -252,7 +252,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		drop_oldest(&s);
 	if (s.nv) {
 		sc_hamt_root_free(s.m, s.v[0].root);
-		refmap_free(s.v[0].ref);
+		tk_refmap_free(s.v[0].ref);
 	}
 	must(s.c.released == s.c.made, "a pair was not released exactly once");
 	must(sc_hamt_allocated_bytes(s.m) == 0, "node memory leaked");

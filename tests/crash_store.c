@@ -30,7 +30,7 @@
 
 #include "common/internal.h"
 #include "statecache/store.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 /* Without kill points the children die only by the parent's kill. */
 #ifndef SC_KILLPOINTS
@@ -43,9 +43,9 @@
 
 static uint64_t seed;
 
-static void event_at(uint64_t position, st_event *out)
+static void event_at(uint64_t position, tk_event *out)
 {
-	st_event_gen(seed, position - 1, NENT, (int64_t)position, out);
+	tk_event_gen(seed, position - 1, NENT, (int64_t)position, out);
 }
 
 /* ---- the child ----------------------------------------------------------- */
@@ -65,13 +65,13 @@ static int child_main(const char *dir, int durability, int ack_fd)
 		return 2;
 	}
 	uint64_t r = seed ^ (uint64_t)getpid();
-	st_event g[8];
+	tk_event g[8];
 	sc_event batch[8];
 	for (;;) {
 		uint64_t last = sc_store_last_position(s);
 		if (last >= CHILD_MAX_EVENTS)
 			break;
-		size_t n = 1 + st_rand(&r) % 8;
+		size_t n = 1 + tk_rand(&r) % 8;
 		for (size_t k = 0; k < n; k++) {
 			event_at(last + 1 + k, &g[k]);
 			batch[k] = g[k].ev;
@@ -83,7 +83,7 @@ static int child_main(const char *dir, int durability, int ack_fd)
 		uint64_t acked = last + n;
 		if (write(ack_fd, &acked, sizeof acked) != sizeof acked)
 			return 4;
-		if (st_rand(&r) % 16 == 0 && sc_store_snapshot(s, NULL, &err)) {
+		if (tk_rand(&r) % 16 == 0 && sc_store_snapshot(s, NULL, &err)) {
 			fprintf(stderr, "child: snapshot: %s\n", err.message);
 			return 5;
 		}
@@ -107,10 +107,10 @@ typedef struct checker {
 static int check_event(void *ctx, const sc_event *ev)
 {
 	checker *c = ctx;
-	st_event want;
+	tk_event want;
 	event_at(c->next, &want);
 	want.ev.position = c->next;
-	if (ev->position != c->next || !st_event_equal(ev, &want.ev)) {
+	if (ev->position != c->next || !tk_event_equal(ev, &want.ev)) {
 		fprintf(stderr,
 			"event at position %llu is not its "
 			"deterministic value\n",
@@ -133,7 +133,7 @@ typedef struct positions {
 static uint64_t next_of(const positions *p, uint64_t after)
 {
 	for (uint64_t q = after + 1; q <= p->last; q++) {
-		st_event g;
+		tk_event g;
 		event_at(q, &g);
 		if (g.ev.entity.len == p->id_len &&
 		    memcmp(g.ev.entity.ptr, p->id, p->id_len) == 0)
@@ -164,11 +164,11 @@ static void check_index(sc_store *s, uint64_t last, uint64_t *r)
 {
 	size_t rows;
 	uint64_t through;
-	assert_true(st_index_state(s, &rows, &through));
+	assert_true(tk_index_state(s, &rows, &through));
 	assert_true(through <= last);
 	assert_int_equal(rows, through);
 	char id[16];
-	int n = snprintf(id, sizeof id, "e%u", (unsigned)(st_rand(r) % NENT));
+	int n = snprintf(id, sizeof id, "e%u", (unsigned)(tk_rand(r) % NENT));
 	positions p = {0, last, id, (size_t)n, 0};
 	p.next_expected = next_of(&p, 0);
 	assert_int_equal(sc_store_entity_events(s, (sc_str){id, (size_t)n}, 0,
@@ -232,7 +232,7 @@ static void test_crash_recovery(void **state)
 	assert_non_null(root);
 	char dir[256];
 	uint64_t r = seed;
-	st_model *m = NULL;
+	tk_refstate *m = NULL;
 	uint64_t modeled = 0; /* the model holds positions 1..modeled */
 	int generation = 0;
 	long by_killpoint = 0, by_parent = 0;
@@ -241,23 +241,23 @@ static void test_crash_recovery(void **state)
 		/* A fresh store now and then keeps each run short. */
 		if (kill_no % 25 == 0) {
 			snprintf(dir, sizeof dir, "%s/g%d", root, generation++);
-			st_model_free(m);
-			m = st_model_new();
+			tk_refstate_free(m);
+			m = tk_refstate_new();
 			modeled = 0;
 		}
-		int durability = st_rand(&r) % 8 == 0; /* 1: full */
+		int durability = tk_rand(&r) % 8 == 0; /* 1: full */
 		char kp[64];
 		const char *kpp = NULL;
-		if (st_rand(&r) % 3 == 0) {
-			size_t i = st_rand(&r) %
+		if (tk_rand(&r) % 3 == 0) {
+			size_t i = tk_rand(&r) %
 				   (sizeof killpoints / sizeof killpoints[0]);
 			snprintf(kp, sizeof kp, "%s:%u", killpoints[i],
-				 1 + (unsigned)(st_rand(&r) % 4));
+				 1 + (unsigned)(tk_rand(&r) % 4));
 			kpp = kp;
 		}
 		int fd;
 		pid_t pid = spawn_child(dir, durability, kpp, &fd);
-		uint64_t acks = st_rand(&r) % 40, last_ack = 0, v;
+		uint64_t acks = tk_rand(&r) % 40, last_ack = 0, v;
 		uint64_t got = 0;
 		while (got < acks && read_ack(fd, &v)) {
 			assert_true(v > last_ack);
@@ -266,7 +266,7 @@ static void test_crash_recovery(void **state)
 		}
 		/* A random short spin: the kill lands anywhere in the next
 		 * append or snapshot. */
-		volatile uint64_t spin = st_rand(&r) % 200000;
+		volatile uint64_t spin = tk_rand(&r) % 200000;
 		while (spin)
 			spin--;
 		kill(pid, SIGKILL);
@@ -315,31 +315,31 @@ static void test_crash_recovery(void **state)
 		assert_int_equal(c.bad, 0);
 		assert_int_equal(c.next, last + 1);
 		for (uint64_t p = modeled + 1; p <= last; p++) {
-			st_event g;
+			tk_event g;
 			event_at(p, &g);
 			g.ev.position = p;
-			st_model_apply(m, &g.ev);
+			tk_refstate_apply(m, &g.ev);
 		}
 		modeled = last;
-		if (!st_cache_matches(sc_store_cache(s), m))
+		if (!tk_cache_matches(sc_store_cache(s), m))
 			fail_msg("kill %ld: restored state differs from the "
 				 "replay (seed %llu)",
 				 kill_no, (unsigned long long)seed);
 		check_index(s, last, &r);
 		/* One more append works. */
-		st_event g;
+		tk_event g;
 		event_at(last + 1, &g);
 		uint64_t first = 0;
 		assert_int_equal(sc_store_append(s, &g.ev, 1, &first, NULL), 0);
 		assert_int_equal(first, last + 1);
 		g.ev.position = last + 1;
-		st_model_apply(m, &g.ev);
+		tk_refstate_apply(m, &g.ev);
 		modeled = last + 1;
 		sc_store_close(s);
 	}
 	printf("%ld kills: %ld at kill points, %ld by the parent\n", kills,
 	       by_killpoint, by_parent);
-	st_model_free(m);
+	tk_refstate_free(m);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
 	assert_int_equal(system(cmd), 0);
@@ -351,9 +351,7 @@ int main(int argc, char **argv)
 		seed = strtoull(argv[3], NULL, 10);
 		return child_main(argv[2], atoi(argv[4]), atoi(argv[5]));
 	}
-	seed = st_seed();
-	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
+	seed = tk_seed("crash_store");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_crash_recovery),
 	};

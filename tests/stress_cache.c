@@ -16,7 +16,7 @@
  * the pin. At the end: reclaim, no version waits, memory is the live set.
  *
  * The writer runs a bounded number of batches; readers run until it is done.
- * SC_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
+ * SC_TEST_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -34,22 +34,13 @@
 #include "cache/cache_internal.h"
 #include "statecache/cache.h"
 #include "tests/support/cache_testkit.h"
+#include "tests/support/testkit.h"
 
 #define NACCOUNTS 256
 #define START_BAL 1000
 #define NREADERS  3
 
 static uint64_t seed;
-
-static uint64_t rnd_next(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
 
 typedef struct shared {
 	sc_cache *cache;
@@ -138,10 +129,10 @@ static void writer_run(shared *sh, size_t batches)
 
 	for (size_t b = 0; b < batches; b++) {
 		uint64_t pos0 = pos;
-		size_t n = 1 + rnd_next(&r) % 12;
+		size_t n = 1 + tk_rand(&r) % 12;
 		for (size_t k = 0; k < n; k++) {
-			unsigned x = (unsigned)(rnd_next(&r) % NACCOUNTS);
-			unsigned y = (unsigned)(rnd_next(&r) % NACCOUNTS);
+			unsigned x = (unsigned)(tk_rand(&r) % NACCOUNTS);
+			unsigned y = (unsigned)(tk_rand(&r) % NACCOUNTS);
 			if (x == y)
 				continue;
 			sc_str ix = id_of(b1, sizeof b1, x);
@@ -150,7 +141,7 @@ static void writer_run(shared *sh, size_t batches)
 			const sc_entity *ey = sc_cache_pending_get(cache, iy);
 			int64_t bx = ex ? bal_of(ex) : 0;
 			int64_t by = ey ? bal_of(ey) : 0;
-			if (rnd_next(&r) % 10 == 0 && ex) {
+			if (tk_rand(&r) % 10 == 0 && ex) {
 				/* close x: move everything to y first */
 				set_bal(cache, iy, by + bx, ++pos);
 				sc_event del = {.position = ++pos,
@@ -160,11 +151,11 @@ static void writer_run(shared *sh, size_t batches)
 				    sc_cache_apply(cache, &del, NULL), 0);
 				continue;
 			}
-			int64_t amt = (int64_t)(rnd_next(&r) % 50);
+			int64_t amt = (int64_t)(tk_rand(&r) % 50);
 			set_bal(cache, ix, bx - amt, ++pos);
 			set_bal(cache, iy, by + amt, ++pos);
 		}
-		if (rnd_next(&r) % 7 == 0) {
+		if (tk_rand(&r) % 7 == 0) {
 			sc_cache_discard(cache);
 			pos = pos0;
 		} else {
@@ -243,7 +234,7 @@ static void *reader_main(void *p)
 	uint64_t r = seed * 7919 + ra->index + 1, last = 0, last2 = 0;
 	char buf[32];
 	while (!writer_done(sh) && !atomic_load(&sh->failures)) {
-		unsigned what = (unsigned)(rnd_next(&r) % 100);
+		unsigned what = (unsigned)(tk_rand(&r) % 100);
 		if (what < 40) {
 			const sc_view *v = sc_reader_begin(rd);
 			check_view(sh, v, &last, "scan");
@@ -291,7 +282,7 @@ static void *reader_main(void *p)
 		} else {
 			for (int k = 0; k < 50; k++) {
 				unsigned i =
-				    (unsigned)(rnd_next(&r) % NACCOUNTS);
+				    (unsigned)(tk_rand(&r) % NACCOUNTS);
 				sc_str id = id_of(buf, sizeof buf, i);
 				const sc_entity *e = sc_reader_get(rd, id);
 				if (e && (sc_entity_id(e).len != id.len ||
@@ -320,12 +311,7 @@ static void *reader_main(void *p)
 static void test_stress(void **state)
 {
 	(void)state;
-	const char *s = getenv("SC_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	if (!seed)
-		seed = 1;
-	printf("stress_cache: seed %llu (SC_SEED=%llu to repeat)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	seed = tk_seed("stress_cache");
 	size_t batches = getenv("SC_TEST_SHORT") ? 3000 : 30000;
 
 	shared sh = {0};
@@ -364,7 +350,7 @@ static void test_stress(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.nodes_awaiting, 0);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(sh.cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(sh.cache));
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.why_lock);

@@ -21,7 +21,7 @@
 
 #include "common/internal.h"
 #include "statecache/store.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 #define NENT 97
 
@@ -34,9 +34,9 @@ typedef struct shared {
 	atomic_int failed;
 } shared;
 
-static void event_at(uint64_t position, st_event *out)
+static void event_at(uint64_t position, tk_event *out)
 {
-	st_event_gen(seed, position - 1, NENT, (int64_t)position, out);
+	tk_event_gen(seed, position - 1, NENT, (int64_t)position, out);
 }
 
 typedef struct reader_ctx {
@@ -47,11 +47,11 @@ typedef struct reader_ctx {
 static int check_event(void *ctx, const sc_event *ev)
 {
 	reader_ctx *c = ctx;
-	st_event want;
+	tk_event want;
 	event_at(ev->position, &want);
 	want.ev.position = ev->position;
 	if ((c->next && ev->position != c->next) ||
-	    !st_event_equal(ev, &want.ev)) {
+	    !tk_event_equal(ev, &want.ev)) {
 		c->bad = 1;
 		return 1;
 	}
@@ -62,10 +62,10 @@ static int check_event(void *ctx, const sc_event *ev)
 static int check_entity_event(void *ctx, const sc_event *ev)
 {
 	reader_ctx *c = ctx;
-	st_event want;
+	tk_event want;
 	event_at(ev->position, &want);
 	want.ev.position = ev->position;
-	if (ev->position < c->next || !st_event_equal(ev, &want.ev)) {
+	if (ev->position < c->next || !tk_event_equal(ev, &want.ev)) {
 		c->bad = 1;
 		return 1;
 	}
@@ -84,7 +84,7 @@ static void *reader_main(void *p)
 	}
 	while (!atomic_load(&sh->done) && !atomic_load(&sh->failed)) {
 		uint64_t last = sc_store_last_position(sh->store);
-		uint64_t from = last ? 1 + st_rand(&r) % last : 1;
+		uint64_t from = last ? 1 + tk_rand(&r) % last : 1;
 		reader_ctx c = {from, 0};
 		sc_error err;
 		if (sc_store_events(sh->store, from, 50, check_event, &c,
@@ -98,7 +98,7 @@ static void *reader_main(void *p)
 		}
 		char id[16];
 		int n = snprintf(id, sizeof id, "e%u",
-				 (unsigned)(st_rand(&r) % NENT));
+				 (unsigned)(tk_rand(&r) % NENT));
 		sc_str sid = {id, (size_t)n};
 		reader_ctx ce = {0, 0};
 		if (sc_store_entity_events(sh->store, sid, 0, 20,
@@ -176,12 +176,12 @@ static void test_concurrent_append_read_snapshot(void **state)
 	assert_int_equal(pthread_create(&snap, NULL, snapshot_main, &sh), 0);
 
 	const uint64_t total = getenv("SC_TEST_SHORT") ? 3000 : 20000;
-	st_model *m = st_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed, pos = 0;
-	st_event g[20];
+	tk_event g[20];
 	sc_event batch[20];
 	while (pos < total && !atomic_load(&sh.failed)) {
-		size_t n = 1 + st_rand(&r) % 20;
+		size_t n = 1 + tk_rand(&r) % 20;
 		for (size_t k = 0; k < n; k++) {
 			event_at(pos + 1 + k, &g[k]);
 			batch[k] = g[k].ev;
@@ -193,7 +193,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 		assert_int_equal(first, pos + 1);
 		for (size_t k = 0; k < n; k++) {
 			batch[k].position = pos + 1 + k;
-			st_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		pos += n;
 	}
@@ -208,13 +208,13 @@ static void test_concurrent_append_read_snapshot(void **state)
 	sc_store_stats st;
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_true(st.map_size > (128 << 10)); /* it grew */
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
-	st_model_free(m);
+	tk_refstate_free(m);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
@@ -222,9 +222,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 
 int main(void)
 {
-	seed = st_seed();
-	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
+	seed = tk_seed("stress_store");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_concurrent_append_read_snapshot),
 	};

@@ -185,27 +185,27 @@ static void assert_mode(const char *path, mode_t want)
 
 static int ref_apply(void *ctx, const sc_event *ev)
 {
-	sc_refstate_apply(ctx, ev);
+	tk_refstate_apply(ctx, ev);
 	return 0;
 }
 
 /* A reference state folded from `s`'s events 1..upto. */
-static sc_refstate *replay(sc_store *s, uint64_t upto)
+static tk_refstate *replay(sc_store *s, uint64_t upto)
 {
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	sc_error err;
 	assert_int_equal(sc_store_events(s, 1, upto, ref_apply, rs, &err), 0);
 	return rs;
 }
 
-static void assert_view_equals(sc_store *s, const sc_refstate *rs,
+static void assert_view_equals(sc_store *s, const tk_refstate *rs,
 			       const char *what)
 {
 	sc_reader *r;
 	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
 	const sc_view *v = sc_reader_begin(r);
 	char why[256];
-	bool ok = sc_refstate_check_view(rs, v, why, sizeof why);
+	bool ok = tk_refstate_check_view(rs, v, why, sizeof why);
 	if (!ok)
 		fprintf(stderr, "%s: %s\n", what, why);
 	sc_reader_end(r);
@@ -266,12 +266,12 @@ static uint64_t check_copy(sc_store *src, const char *dest, uint64_t at_least)
 	assert_int_equal(p % BATCH, 0); /* a committed batch boundary */
 
 	assert_log_prefix(src, copy, p);
-	sc_refstate *own = replay(copy, 0);
+	tk_refstate *own = replay(copy, 0);
 	assert_view_equals(copy, own, "copy against a replay of its log");
-	sc_refstate_free(own);
-	sc_refstate *asof = replay(src, p);
+	tk_refstate_free(own);
+	tk_refstate *asof = replay(src, p);
 	assert_view_equals(copy, asof, "copy against the source as of P");
-	sc_refstate_free(asof);
+	tk_refstate_free(asof);
 	sc_store_close(copy);
 	return p;
 }

@@ -7,7 +7,7 @@
  * Also: allocation failures during apply and promote poison the pending
  * version, discard restores it, nothing leaks.
  *
- * SC_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
+ * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -26,6 +26,7 @@
 #include "statecache/testing.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
+#include "tests/support/testkit.h"
 
 /* ==== randomness ========================================================== */
 
@@ -35,12 +36,7 @@ static uint64_t rnd_state;
 
 static uint64_t rnd(void)
 {
-	uint64_t x = rnd_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rnd_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return tk_rand(&rnd_state);
 }
 
 static uint64_t rnd_below(uint64_t n)
@@ -51,12 +47,7 @@ static uint64_t rnd_below(uint64_t n)
 static int setup_seed(void **state)
 {
 	(void)state;
-	const char *s = getenv("SC_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	if (!seed)
-		seed = 1;
-	printf("test_cache_model: seed %llu (SC_SEED=%llu to repeat)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	seed = tk_seed("test_cache_model");
 	return 0;
 }
 
@@ -179,7 +170,7 @@ static void spoil_event(gen *g)
 /* ==== helpers ============================================================= */
 
 typedef struct diff_check {
-	const sc_refstate *rs;
+	const tk_refstate *rs;
 	size_t count;
 	bool ok;
 	char why[256];
@@ -191,12 +182,12 @@ static int diff_cb(void *ctx, sc_diff_kind kind, const sc_entity *old,
 	diff_check *d = ctx;
 	d->count++;
 	const sc_entity *e = new_ ? new_ : old;
-	const sc_refentity *re = sc_refstate_lookup(d->rs, sc_entity_id(e));
+	const tk_refentity *re = tk_refstate_lookup(d->rs, sc_entity_id(e));
 	switch (kind) {
 	case SC_DIFF_ADDED:
 		d->ok &=
 		    !old && new_ &&
-		    sc_refstate_entity_equal(re, new_, d->why, sizeof d->why);
+		    tk_refstate_entity_equal(re, new_, d->why, sizeof d->why);
 		break;
 	case SC_DIFF_REMOVED:
 		d->ok &= old && !new_ && !re;
@@ -204,7 +195,7 @@ static int diff_cb(void *ctx, sc_diff_kind kind, const sc_entity *old,
 	case SC_DIFF_CHANGED:
 		d->ok &=
 		    old && new_ && old != new_ &&
-		    sc_refstate_entity_equal(re, new_, d->why, sizeof d->why);
+		    tk_refstate_entity_equal(re, new_, d->why, sizeof d->why);
 		break;
 	}
 	return 0;
@@ -237,7 +228,7 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	 * versions wait with their garbage. */
 	assert_int_equal(sc_reader_open(cache, &lagger, &err), 0);
 	bool lagging = false;
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	gen g = {.nids = nids};
 	sc_str *touched = malloc(1000 * sizeof *touched);
 	char(*touched_ids)[32] = malloc(1000 * 32);
@@ -249,7 +240,7 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 	while (done < nevents) {
 		size_t size = 1 + rnd_below(rnd_below(4) ? 50 : 1000);
 		size_t ntouched = 0;
-		sc_refstate_begin(rs);
+		tk_refstate_begin(rs);
 		uint64_t batch_start_pos = g.position;
 		for (size_t i = 0; i < size; i++, done++) {
 			const sc_event *ev = gen_event(&g);
@@ -276,15 +267,15 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			if (rc)
 				fail_msg("apply: %s (seed %llu)", err.message,
 					 (unsigned long long)seed);
-			sc_refstate_apply(rs, ev);
+			tk_refstate_apply(rs, ev);
 			memcpy(touched_ids[ntouched % 1000], g.id, 32);
 			touched[ntouched % 1000] = (sc_str){
 			    touched_ids[ntouched % 1000], strlen(g.id)};
 			ntouched++;
 			/* The writer sees its pending state. */
 			if (rnd_below(8) == 0 &&
-			    !sc_refstate_entity_equal(
-				sc_refstate_lookup(rs, ev->entity),
+			    !tk_refstate_entity_equal(
+				tk_refstate_lookup(rs, ev->entity),
 				sc_cache_pending_get(cache, ev->entity), why,
 				sizeof why))
 				fail_msg("pending: %s (seed %llu)", why,
@@ -293,7 +284,7 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 		batches++;
 		if (rnd_below(5) == 0) {
 			sc_cache_discard(cache);
-			sc_refstate_rollback(rs);
+			tk_refstate_rollback(rs);
 			g.position = batch_start_pos;
 			discards++;
 			assert_false(sc_cache_pending(cache));
@@ -312,7 +303,7 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 				assert_true(d.count <= ntouched);
 			}
 			assert_int_equal(sc_cache_promote(cache), 0);
-			sc_refstate_commit(rs);
+			tk_refstate_commit(rs);
 			if (had_pending) {
 				version++;
 				promoted_position = g.position;
@@ -321,10 +312,10 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 		const sc_view *view = sc_reader_begin(reader);
 		assert_int_equal(sc_view_version(view), version);
 		assert_int_equal(sc_view_position(view), promoted_position);
-		assert_int_equal(sc_view_len(view), sc_refstate_len(rs));
-		assert_int_equal(sc_cache_len(cache), sc_refstate_len(rs));
+		assert_int_equal(sc_view_len(view), tk_refstate_len(rs));
+		assert_int_equal(sc_cache_len(cache), tk_refstate_len(rs));
 		size_t nt = ntouched < 1000 ? ntouched : 1000;
-		if (!sc_refstate_check_ids(rs, view, touched, nt, why,
+		if (!tk_refstate_check_ids(rs, view, touched, nt, why,
 					   sizeof why))
 			fail_msg("after batch %zu: %s (seed %llu)", batches,
 				 why, (unsigned long long)seed);
@@ -334,13 +325,13 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 				wide_seen++;
 		}
 		if (batches % 25 == 0) {
-			if (!sc_refstate_check_view(rs, view, why, sizeof why))
+			if (!tk_refstate_check_view(rs, view, why, sizeof why))
 				fail_msg("full check after batch %zu: %s "
 					 "(seed %llu)",
 					 batches, why,
 					 (unsigned long long)seed);
-			assert_true(sc_refstate_hash(rs) ==
-				    sc_refstate_view_hash(view));
+			assert_true(tk_refstate_hash(rs) ==
+				    tk_refstate_view_hash(view));
 			char hwhy[256];
 			assert_int_equal(
 			    sc_hamt_check(
@@ -357,9 +348,9 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			sc_cache_stats st;
 			sc_cache_stats_get(cache, &st);
 			assert_int_equal(st.memory_bytes,
-					 sc_test_live_bytes(cache) +
+					 tk_live_bytes(cache) +
 					     st.bytes_awaiting);
-			assert_int_equal(st.entities, sc_refstate_len(rs));
+			assert_int_equal(st.entities, tk_refstate_len(rs));
 			assert_int_equal(st.position, promoted_position);
 		}
 		if (rnd_below(8) == 0) {
@@ -377,25 +368,24 @@ static void run_model(size_t nevents, unsigned nids, sc_hamt_hash_fn hash,
 			sc_cache_stats_get(cache, &st);
 			assert_int_equal(st.versions_awaiting, 0);
 			assert_int_equal(st.bytes_awaiting, 0);
-			assert_int_equal(st.memory_bytes,
-					 sc_test_live_bytes(cache));
+			assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 		}
 	}
 	const sc_view *view = sc_reader_begin(reader);
-	if (!sc_refstate_check_view(rs, view, why, sizeof why))
+	if (!tk_refstate_check_view(rs, view, why, sizeof why))
 		fail_msg("final: %s (seed %llu)", why,
 			 (unsigned long long)seed);
-	assert_true(sc_refstate_hash(rs) == sc_refstate_view_hash(view));
+	assert_true(tk_refstate_hash(rs) == tk_refstate_view_hash(view));
 	sc_reader_end(reader);
 	printf("model: %zu events, %zu batches (%zu discarded), %zu invalid, "
 	       "%zu entities, %zu checks of states over 64 attributes\n",
-	       done, batches, discards, invalid, sc_refstate_len(rs),
+	       done, batches, discards, invalid, tk_refstate_len(rs),
 	       wide_seen);
 	assert_true(wide_seen > 0);
 	sc_reader_close(lagger);
 	sc_reader_close(reader);
 	sc_cache_destroy(cache);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	free(touched);
 	free(touched_ids);
 }
@@ -476,12 +466,12 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 	assert_int_equal(sc_cache_create(NULL, &cache, &err), 0);
 	sc_reader *reader;
 	assert_int_equal(sc_reader_open(cache, &reader, &err), 0);
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	gen g = {.nids = 200};
 	for (int i = 0; i < 2000; i++) {
 		const sc_event *ev = gen_event(&g);
 		assert_int_equal(sc_cache_apply(cache, ev, &err), 0);
-		sc_refstate_apply(rs, ev);
+		tk_refstate_apply(rs, ev);
 	}
 	assert_int_equal(sc_cache_promote(cache), 0);
 	sc_cache_reclaim(cache);
@@ -492,7 +482,7 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 		sc_cache_stats before;
 		sc_cache_stats_get(cache, &before);
 		uint64_t pos0 = g.position;
-		sc_refstate_begin(rs);
+		tk_refstate_begin(rs);
 		int rc = 0;
 		sc_testing_fail_alloc_after(k % 60);
 		int nev = 1 + (int)(k % 7);
@@ -500,7 +490,7 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 			const sc_event *ev = gen_event(&g);
 			rc = sc_cache_apply(cache, ev, &err);
 			if (!rc)
-				sc_refstate_apply(rs, ev);
+				tk_refstate_apply(rs, ev);
 		}
 		if (!rc && k % 2) {
 			/* Prepared, promote cannot fail: the next allocation
@@ -524,7 +514,7 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 			assert_non_null(strstr(err.message, "discard"));
 			assert_int_equal(sc_cache_promote(cache), SC_EPOISONED);
 			sc_cache_discard(cache);
-			sc_refstate_rollback(rs);
+			tk_refstate_rollback(rs);
 			g.position = pos0;
 			sc_cache_stats after;
 			sc_cache_stats_get(cache, &after);
@@ -532,11 +522,11 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 			assert_int_equal(after.memory_bytes,
 					 before.memory_bytes);
 		} else {
-			sc_refstate_commit(rs);
+			tk_refstate_commit(rs);
 			promoted++;
 		}
 		const sc_view *view = sc_reader_begin(reader);
-		if (!sc_refstate_check_view(rs, view, why, sizeof why))
+		if (!tk_refstate_check_view(rs, view, why, sizeof why))
 			fail_msg("k=%ld: %s (seed %llu)", k, why,
 				 (unsigned long long)seed);
 		sc_reader_end(reader);
@@ -547,10 +537,10 @@ static void test_enomem_poisons_and_discard_restores(void **state)
 	assert_true(promoted > 10);
 	sc_cache_stats st;
 	sc_cache_stats_get(cache, &st);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 	sc_reader_close(reader);
 	sc_cache_destroy(cache);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 }
 
 int main(void)

@@ -6,7 +6,7 @@
  * once pins end; a thread that exits while pinned releases its pin; reader
  * slots run out cleanly; sc_reader_get and view diffs.
  *
- * SC_SEED=n repeats a run.
+ * SC_TEST_SEED=n repeats a run.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -24,28 +24,19 @@
 #include "statecache/cache.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
+#include "tests/support/testkit.h"
 
 static uint64_t seed, rs_state;
 
 static uint64_t rnd(void)
 {
-	uint64_t x = rs_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rs_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return tk_rand(&rs_state);
 }
 
 static int setup_seed(void **state)
 {
 	(void)state;
-	const char *s = getenv("SC_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	if (!seed)
-		seed = 1;
-	printf("test_cache_reclaim: seed %llu (SC_SEED=%llu to repeat)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	seed = tk_seed("test_cache_reclaim");
 	return 0;
 }
 
@@ -114,14 +105,14 @@ static void test_cycles_with_held_views(void **state)
 		if (!h[i].view) {
 			h[i].view = sc_reader_begin(h[i].reader);
 			assert_int_equal(sc_view_version(h[i].view), version);
-			h[i].hash = sc_refstate_view_hash(h[i].view);
+			h[i].hash = tk_refstate_view_hash(h[i].view);
 		} else if (rnd() % 3 == 0) {
 			sc_reader_end(h[i].reader);
 			h[i].view = NULL;
 		}
 		int j = (int)(rnd() % NHELD);
 		if (h[j].view)
-			assert_true(sc_refstate_view_hash(h[j].view) ==
+			assert_true(tk_refstate_view_hash(h[j].view) ==
 				    h[j].hash);
 
 		/* Versions alive span from the oldest pin to the newest. */
@@ -137,15 +128,14 @@ static void test_cycles_with_held_views(void **state)
 		assert_int_equal(st.versions_alive, version - oldest + 1);
 		if (oldest == version) {
 			assert_int_equal(st.bytes_awaiting, 0);
-			assert_int_equal(st.memory_bytes,
-					 sc_test_live_bytes(cache));
+			assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 		} else {
 			assert_int_equal(st.oldest_pinned, oldest);
 		}
 	}
 	for (int i = 0; i < NHELD; i++) {
 		if (h[i].view)
-			assert_true(sc_refstate_view_hash(h[i].view) ==
+			assert_true(tk_refstate_view_hash(h[i].view) ==
 				    h[i].hash);
 		sc_reader_end(h[i].reader);
 	}
@@ -157,7 +147,7 @@ static void test_cycles_with_held_views(void **state)
 	assert_int_equal(st.nodes_awaiting, 0);
 	assert_int_equal(st.oldest_pinned, 0);
 	assert_int_equal(st.readers, NHELD);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 	for (int i = 0; i < NHELD; i += 2)
 		sc_reader_close(h[i].reader);
 	/* the remaining readers are closed by destroy */
@@ -218,7 +208,7 @@ static void test_thread_exit_releases_pin(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.oldest_pinned, 0);
 	assert_int_equal(st.readers, 2); /* the slot stays claimed */
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 	sc_reader_close(a.reader);
 	sc_reader_close(mine);
 	sc_cache_stats_get(cache, &st);

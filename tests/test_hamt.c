@@ -32,9 +32,9 @@ static void assert_check(const sc_hamt *m, sc_hamt_root r)
 		fail_msg("sc_hamt_check: %s", why);
 }
 
-static sc_hamt *new_map(hamt_tk_counter *c, sc_hamt_hash_fn hash)
+static sc_hamt *new_map(tk_hamt_counter *c, sc_hamt_hash_fn hash)
 {
-	sc_hamt_options o = hamt_tk_options(c, hash);
+	sc_hamt_options o = tk_hamt_options(c, hash);
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
 	assert_non_null(m);
@@ -47,7 +47,7 @@ static void key_name(char *buf, size_t cap, unsigned i)
 }
 
 /* A version with keys 0..n-1 mapped to V(i + 1 + tag). */
-static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
+static sc_hamt_root build(sc_hamt *m, tk_hamt_counter *c, unsigned n,
 			  unsigned tag)
 {
 	sc_hamt_edit *e;
@@ -56,7 +56,7 @@ static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
 	for (unsigned i = 0; i < n; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(c, k), V(i + 1 + tag)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1 + tag)),
 		    SC_OK);
 	}
 	sc_hamt_root r;
@@ -68,7 +68,7 @@ static sc_hamt_root build(sc_hamt *m, hamt_tk_counter *c, unsigned n,
 	return r;
 }
 
-static void finish(sc_hamt *m, hamt_tk_counter *c, sc_hamt_root r)
+static void finish(sc_hamt *m, tk_hamt_counter *c, sc_hamt_root r)
 {
 	sc_hamt_root_free(m, r);
 	assert_int_equal(c->released, c->made);
@@ -76,13 +76,39 @@ static void finish(sc_hamt *m, hamt_tk_counter *c, sc_hamt_root r)
 	sc_hamt_destroy(m);
 }
 
+/* The fixture of most tests: a map with the default hash and a counting
+ * release hook. A test leaves its last version in fx->root; teardown frees
+ * it and checks that every key made was released and no node is left. */
+typedef struct hamt_fx {
+	tk_hamt_counter c;
+	sc_hamt *m;
+	sc_hamt_root root;
+} hamt_fx;
+
+static int fx_setup(void **state)
+{
+	hamt_fx *fx = calloc(1, sizeof *fx);
+	if (!fx)
+		return -1;
+	fx->m = new_map(&fx->c, NULL);
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	hamt_fx *fx = *state;
+	finish(fx->m, &fx->c, fx->root);
+	free(fx);
+	return 0;
+}
+
 /* ==== tests ============================================================== */
 
 static void test_empty(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	sc_hamt *m = fx->m;
 	sc_hamt_root r = {0};
 	assert_null(sc_hamt_get(m, r, "a", 1));
 	assert_int_equal(sc_hamt_count(r), 0);
@@ -103,14 +129,14 @@ static void test_empty(void **state)
 	assert_int_equal(sc_hamt_edit_commit(e, &r, &g), SC_OK);
 	assert_null(g);
 	assert_null(r.node);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 static void test_one_key(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_root empty = {0}, r1, r2;
 	sc_hamt_edit *e;
 	sc_hamt_garbage *g;
@@ -119,7 +145,7 @@ static void test_one_key(void **state)
 	sc_hamt_edit *e2 = V(1);
 	assert_int_equal(sc_hamt_edit_begin(m, empty, &e2), SC_ESTATE);
 	assert_null(e2);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, "k"), V(7)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, "k"), V(7)),
 			 SC_OK);
 	assert_ptr_equal(sc_hamt_edit_get(e, "k", 1), V(7));
 	assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), 1);
@@ -144,25 +170,25 @@ static void test_one_key(void **state)
 	assert_int_equal(gi.nodes, 1);
 	assert_int_equal(gi.entries, 1);
 	assert_true(gi.bytes > 0);
-	assert_int_equal(c.released, 0);
+	assert_int_equal(c->released, 0);
 	sc_hamt_garbage_free(m, g);
-	assert_int_equal(c.released, 1);
-	finish(m, &c, r2);
+	assert_int_equal(c->released, 1);
+	fx->root = r2;
 }
 
 static void test_key_lengths(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
 
 	unsigned char big[SC_HAMT_KEY_MAX + 1];
 	memset(big, 'x', sizeof big);
-	sc_hamt_key *kmax = hamt_tk_key_new(&c, big, SC_HAMT_KEY_MAX);
-	sc_hamt_key *ktoo = hamt_tk_key_new(NULL, big, SC_HAMT_KEY_MAX + 1);
-	sc_hamt_key *kzero = hamt_tk_key_new(NULL, big, 0);
+	sc_hamt_key *kmax = tk_hamt_key_new(c, big, SC_HAMT_KEY_MAX);
+	sc_hamt_key *ktoo = tk_hamt_key_new(NULL, big, SC_HAMT_KEY_MAX + 1);
+	sc_hamt_key *kzero = tk_hamt_key_new(NULL, big, 0);
 	assert_int_equal(sc_hamt_edit_set(e, kmax, V(1)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, ktoo, V(2)), SC_EINVAL);
 	assert_int_equal(sc_hamt_edit_set(e, kzero, V(3)), SC_EINVAL);
@@ -181,14 +207,14 @@ static void test_key_lengths(void **state)
 	assert_check(m, r);
 	free(ktoo);
 	free(kzero);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 static void test_last_byte_differs(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
 	unsigned char k[300];
@@ -196,7 +222,7 @@ static void test_last_byte_differs(void **state)
 	for (unsigned i = 0; i < 256; i++) {
 		k[sizeof k - 1] = (unsigned char)i;
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_new(&c, k, sizeof k),
+		    sc_hamt_edit_set(e, tk_hamt_key_new(c, k, sizeof k),
 				     V(i + 1)),
 		    SC_OK);
 	}
@@ -210,17 +236,17 @@ static void test_last_byte_differs(void **state)
 		assert_null(sc_hamt_get(m, r, k, sizeof k - 1));
 	}
 	assert_check(m, r);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Remove every key, one version per removal, checking each version. */
 static void test_remove_to_empty(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	const unsigned n = 1500;
-	sc_hamt_root r = build(m, &c, n, 0);
+	sc_hamt_root r = build(m, c, n, 0);
 	char k[32];
 	for (unsigned i = 0; i < n; i++) {
 		sc_hamt_edit *e;
@@ -243,17 +269,17 @@ static void test_remove_to_empty(void **state)
 		r = nr;
 	}
 	assert_null(r.node);
-	assert_int_equal(c.released, n);
-	finish(m, &c, r);
+	assert_int_equal(c->released, n);
+	fx->root = r;
 }
 
 /* Setting the pair already present changes nothing and drops nothing. */
 static void test_same_pair_noop(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	const sc_hamt_key *key;
 	void *val;
 	sc_hamt_iter it;
@@ -269,33 +295,33 @@ static void test_same_pair_noop(void **state)
 	assert_int_equal(sc_hamt_edit_commit(e, &nr, &g), SC_OK);
 	assert_null(g);
 	assert_ptr_equal(nr.node, r.node);
-	assert_int_equal(c.released, 0);
-	finish(m, &c, r);
+	assert_int_equal(c->released, 0);
+	fx->root = r;
 }
 
 /* Replacing inside one edit releases the intermediate pair at once; the
  * base's pair waits in the garbage. */
 static void test_replace_release(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 50, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 50, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(100)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(100)),
 			 SC_OK);
-	assert_int_equal(c.released, 0); /* the base pair is still visible */
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(101)),
+	assert_int_equal(c->released, 0); /* the base pair is still visible */
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(101)),
 			 SC_OK);
 	/* A set may wait in the edit's queue; a lookup sees it done. */
 	assert_ptr_equal(sc_hamt_edit_get(e, k, strlen(k)), V(101));
-	assert_int_equal(c.released, 1); /* V(100) never published */
+	assert_int_equal(c->released, 1); /* V(100) never published */
 	assert_int_equal(sc_hamt_edit_remove(e, k, strlen(k)), SC_OK);
-	assert_int_equal(c.released, 2);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(102)),
+	assert_int_equal(c->released, 2);
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(102)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -306,17 +332,17 @@ static void test_replace_release(void **state)
 	assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(4));
 	assert_ptr_equal(sc_hamt_get(m, nr, k, strlen(k)), V(102));
 	sc_hamt_garbage_free(m, g);
-	assert_int_equal(c.released, 3);
-	finish(m, &c, nr);
+	assert_int_equal(c->released, 3);
+	fx->root = nr;
 }
 
 /* Abort releases exactly the pairs the edit inserted; the base is whole. */
 static void test_abort(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 200, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 200, 0);
 	size_t bytes_before = sc_hamt_allocated_bytes(m);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
@@ -324,13 +350,13 @@ static void test_abort(void **state)
 	for (unsigned i = 200; i < 260; i++) { /* 60 new keys */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 30; i++) { /* 30 replaced */
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1000)),
 		    SC_OK);
 	}
 	for (unsigned i = 100; i < 120; i++) { /* 20 removed */
@@ -339,9 +365,9 @@ static void test_abort(void **state)
 	}
 	assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), 240);
 	assert_check(m, sc_hamt_edit_root(e));
-	assert_int_equal(c.released, 0);
+	assert_int_equal(c->released, 0);
 	sc_hamt_edit_abort(e);
-	assert_int_equal(c.released, 90);
+	assert_int_equal(c->released, 90);
 	assert_int_equal(sc_hamt_allocated_bytes(m), bytes_before);
 	for (unsigned i = 0; i < 260; i++) {
 		key_name(k, sizeof k, i);
@@ -353,16 +379,16 @@ static void test_abort(void **state)
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	sc_hamt_edit_abort(e);
 	sc_hamt_edit_abort(NULL);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Garbage of a single replace: the whole path and the old pair. */
 static void test_garbage_info(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 5000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 5000, 0);
 	char k[32];
 	key_name(k, sizeof k, 1234);
 	/* Depth of the node holding the key: count nodes on its path by
@@ -371,7 +397,7 @@ static void test_garbage_info(void **state)
 	size_t before = sc_hamt_allocated_bytes(m);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(9)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(9)),
 			 SC_OK);
 	sc_hamt_root nr;
 	sc_hamt_garbage *g;
@@ -387,15 +413,15 @@ static void test_garbage_info(void **state)
 	sc_hamt_garbage_info_get(NULL, &gi);
 	assert_int_equal(gi.nodes + gi.bytes + gi.entries, 0);
 	sc_hamt_garbage_free(m, NULL);
-	finish(m, &c, nr);
+	fx->root = nr;
 }
 
 static void test_stats(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 20000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 20000, 0);
 	sc_hamt_stats st;
 	sc_hamt_stats_get(m, r, &st);
 	assert_int_equal(st.entries, 20000);
@@ -412,17 +438,17 @@ static void test_stats(void **state)
 	assert_int_equal(st.depth_histogram[1], 32);
 	/* 20000 random hashes: depth about log32(20000) ~ 3, never huge. */
 	assert_true(st.max_depth >= 2 && st.max_depth <= 6);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Iteration: every entry once, same order twice. */
 static void test_iteration(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
 	const unsigned n = 3000;
-	sc_hamt_root r = build(m, &c, n, 0);
+	sc_hamt_root r = build(m, c, n, 0);
 	unsigned char *seen = calloc(n, 1);
 	const void **order = calloc(n, sizeof *order);
 	assert_non_null(seen);
@@ -454,7 +480,7 @@ static void test_iteration(void **state)
 	}
 	free(seen);
 	free(order);
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 typedef struct diff_rec {
@@ -491,17 +517,17 @@ static int diff_count(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 
 static void test_diff(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 1000, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 1000, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	for (unsigned i = 1000; i < 1010; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 1)),
 		    SC_OK);
 	}
 	for (unsigned i = 0; i < 5; i++) {
@@ -511,7 +537,7 @@ static void test_diff(void **state)
 	for (unsigned i = 500; i < 503; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 5000)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(i + 5000)),
 		    SC_OK);
 	}
 	sc_hamt_root nr;
@@ -538,14 +564,14 @@ static void test_diff(void **state)
 	assert_int_equal(sc_hamt_diff(m, r, nr, diff_count, &d), 42);
 	assert_int_equal(d.added + d.removed + d.changed, 7);
 	sc_hamt_garbage_free(m, g);
-	finish(m, &c, nr);
+	fx->root = nr;
 }
 
 /* ENOMEM at every allocation of an edit: the edit is poisoned, abort frees
  * it all, the base version is intact, nothing leaks. */
 static void run_alloc_failure(sc_hamt_hash_fn hash, unsigned nbase)
 {
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt *m = new_map(&c, hash);
 	sc_hamt_root r = build(m, &c, nbase, 0);
 	size_t bytes = sc_hamt_allocated_bytes(m);
@@ -572,7 +598,7 @@ static void run_alloc_failure(sc_hamt_hash_fn hash, unsigned nbase)
 				if (rc == SC_NOTFOUND)
 					continue;
 			} else {
-				sc_hamt_key *key = hamt_tk_key_str(&c, k);
+				sc_hamt_key *key = tk_hamt_key_str(&c, k);
 				rc = sc_hamt_edit_set(e, key, V(id + 7777));
 				if (rc == SC_OK) {
 					inserted++;
@@ -631,9 +657,9 @@ static void test_alloc_failure_collide(void **state)
 {
 	(void)state;
 	/* Small bases: new keys build fresh chains down to depth 13. */
-	run_alloc_failure(hamt_tk_hash_spread4, 3);
-	run_alloc_failure(hamt_tk_hash_const, 1);
-	run_alloc_failure(hamt_tk_hash_3bit, 40);
+	run_alloc_failure(tk_hamt_hash_spread4, 3);
+	run_alloc_failure(tk_hamt_hash_const, 1);
+	run_alloc_failure(tk_hamt_hash_3bit, 40);
 }
 
 /* A hash that can be changed after the fact: the way to hand check() a
@@ -642,7 +668,7 @@ static uint64_t salt;
 
 static uint64_t salted_hash(const void *key, size_t len, uint64_t seed)
 {
-	return hamt_tk_hash_3bit(key, len, seed) * 0x9e3779b97f4a7c15ull ^ salt;
+	return tk_hamt_hash_3bit(key, len, seed) * 0x9e3779b97f4a7c15ull ^ salt;
 }
 
 static uint64_t salted_const(const void *key, size_t len, uint64_t seed)
@@ -658,7 +684,7 @@ static void test_check_detects(void **state)
 	char why[256];
 	sc_hamt_hash_fn fns[2] = {salted_hash, salted_const};
 	for (int f = 0; f < 2; f++) {
-		hamt_tk_counter c = {0};
+		tk_hamt_counter c = {0};
 		sc_hamt *m = new_map(&c, fns[f]);
 		salt = 0;
 		sc_hamt_root r = build(m, &c, 200, 0);
@@ -691,10 +717,10 @@ static void test_check_detects(void **state)
 static void test_diff_stop_everywhere(void **state)
 {
 	(void)state;
-	sc_hamt_hash_fn fns[3] = {NULL, hamt_tk_hash_spread4,
-				  hamt_tk_hash_const};
+	sc_hamt_hash_fn fns[3] = {NULL, tk_hamt_hash_spread4,
+				  tk_hamt_hash_const};
 	for (int f = 0; f < 3; f++) {
-		hamt_tk_counter c = {0};
+		tk_hamt_counter c = {0};
 		sc_hamt *m = new_map(&c, fns[f]);
 		sc_hamt_root r = build(m, &c, 300, 0);
 		sc_hamt_edit *e;
@@ -704,7 +730,7 @@ static void test_diff_stop_everywhere(void **state)
 			key_name(k, sizeof k, i);
 			if (i % 2)
 				assert_int_equal(
-				    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+				    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
 						     V(i + 9000)),
 				    SC_OK);
 			else if (i < 300)
@@ -751,29 +777,29 @@ static void test_diff_stop_everywhere(void **state)
 /* A release hook called exactly once per pair over many versions. */
 static void test_release_once(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	uint64_t seed = hamt_tk_seed("test_release_once");
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	uint64_t seed = tk_seed("test_release_once");
 	sc_hamt_root r = {0};
 	char k[32];
 	for (int v = 0; v < 200; v++) {
 		sc_hamt_edit *e;
 		assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 		for (int i = 0; i < 50; i++) {
-			unsigned id = (unsigned)(hamt_tk_rand(&seed) % 300);
+			unsigned id = (unsigned)(tk_rand(&seed) % 300);
 			key_name(k, sizeof k, id);
-			if (hamt_tk_rand(&seed) % 3 == 0) {
+			if (tk_rand(&seed) % 3 == 0) {
 				int rc = sc_hamt_edit_remove(e, k, strlen(k));
 				assert_true(rc == SC_OK || rc == SC_NOTFOUND);
 			} else {
 				assert_int_equal(
-				    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+				    sc_hamt_edit_set(e, tk_hamt_key_str(c, k),
 						     V(v * 1000 + i + 1)),
 				    SC_OK);
 			}
 		}
-		if (hamt_tk_rand(&seed) % 4 == 0) {
+		if (tk_rand(&seed) % 4 == 0) {
 			sc_hamt_edit_abort(e);
 			continue;
 		}
@@ -784,7 +810,7 @@ static void test_release_once(void **state)
 		sc_hamt_garbage_free(m, g);
 		r = nr;
 	}
-	finish(m, &c, r); /* asserts released == made */
+	fx->root = r; /* teardown: released == made */
 }
 
 /* ---- sc_hamt_edit_update ------------------------------------------------- */
@@ -801,7 +827,7 @@ static bool upd_fresh(void *ctx, const sc_hamt_key *key, void *value)
 }
 
 typedef struct upd_op {
-	hamt_tk_counter *c;
+	tk_hamt_counter *c;
 	const char *k;
 	int action; /* 0 set, 1 remove, 2 keep the old pair, 3 refuse,
 		     4 bad key */
@@ -822,7 +848,7 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		assert_memory_equal(old_key->bytes, o->k, strlen(o->k));
 	switch (o->action) {
 	case 0:
-		o->made = hamt_tk_key_str(o->c, o->k);
+		o->made = tk_hamt_key_str(o->c, o->k);
 		*new_key = o->made;
 		*new_value = V(o->value);
 		return SC_OK;
@@ -830,7 +856,7 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		*new_key = NULL;
 		return SC_OK;
 	case 4: /* a key with other bytes: refused */
-		o->made = hamt_tk_key_str(o->c, "another-key");
+		o->made = tk_hamt_key_str(o->c, "another-key");
 		*new_key = o->made;
 		*new_value = V(o->value);
 		return SC_OK;
@@ -849,13 +875,13 @@ static int upd_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 {
 	enum { NKEYS = 200 };
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, hash);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, hash);
 	if (fresh)
 		o.fresh = upd_fresh;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
-	uint64_t seed = hamt_tk_seed(name);
+	uint64_t seed = tk_seed(name);
 	uintptr_t have[NKEYS] = {0}, pending[NKEYS];
 	char keys[NKEYS][32];
 	for (unsigned i = 0; i < NKEYS; i++)
@@ -867,10 +893,10 @@ static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 		upd_edit_no = v;
 		memcpy(pending, have, sizeof have);
 		for (unsigned i = 0; i < 60; i++) {
-			unsigned id = (unsigned)(hamt_tk_rand(&seed) % NKEYS);
+			unsigned id = (unsigned)(tk_rand(&seed) % NKEYS);
 			upd_op op = {&c,
 				     keys[id],
-				     (int)(hamt_tk_rand(&seed) % 4),
+				     (int)(tk_rand(&seed) % 4),
 				     (uintptr_t)(v << 20 | (i + 1)),
 				     NULL,
 				     0,
@@ -896,7 +922,7 @@ static void run_update(sc_hamt_hash_fn hash, bool fresh, const char *name)
 		for (unsigned i = 0; i < NKEYS; i++)
 			n += pending[i] != 0;
 		assert_int_equal(sc_hamt_count(sc_hamt_edit_root(e)), n);
-		if (hamt_tk_rand(&seed) % 4 == 0) {
+		if (tk_rand(&seed) % 4 == 0) {
 			sc_hamt_edit_abort(e);
 			continue;
 		}
@@ -919,8 +945,8 @@ static void test_update(void **state)
 	(void)state;
 	run_update(NULL, false, "test_update");
 	run_update(NULL, true, "test_update_fresh");
-	run_update(hamt_tk_hash_3bit, false, "test_update_3bit");
-	run_update(hamt_tk_hash_3bit, true, "test_update_3bit_fresh");
+	run_update(tk_hamt_hash_3bit, false, "test_update_3bit");
+	run_update(tk_hamt_hash_3bit, true, "test_update_3bit_fresh");
 }
 
 /* Bad arguments change nothing; a new key with other bytes is refused and
@@ -928,13 +954,13 @@ static void test_update(void **state)
  * new pair with the caller. */
 static void test_update_errors(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	upd_op op = {&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	upd_op op = {c, "entity-00000007", 0, 77, NULL, 0, NULL};
 	assert_int_equal(sc_hamt_edit_update(e, NULL, 3, upd_fn, &op),
 			 SC_EINVAL);
 	assert_int_equal(sc_hamt_edit_update(e, "x", 0, upd_fn, &op),
@@ -948,32 +974,32 @@ static void test_update_errors(void **state)
 	    sc_hamt_edit_update(e, "entity-00000008", 15, upd_fn, &op),
 	    SC_EINVAL);
 	assert_int_equal(op.calls, 1);
-	hamt_tk_release(&c, op.made, NULL);
+	tk_hamt_release(c, op.made, NULL);
 	assert_ptr_equal(sc_hamt_edit_get(e, "entity-00000008", 15), V(9));
 	/* Allocation failure: the edit is poisoned, the pair is ours. */
-	op = (upd_op){&c, "entity-00000007", 0, 77, NULL, 0, NULL};
+	op = (upd_op){c, "entity-00000007", 0, 77, NULL, 0, NULL};
 	sc_testing_fail_alloc_after(0);
 	int rc = sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op);
 	sc_testing_fail_alloc_after(-1);
 	assert_int_equal(rc, ENOMEM);
 	assert_int_equal(op.calls, 1);
-	hamt_tk_release(&c, op.made, NULL);
-	op = (upd_op){&c, "entity-00000007", 0, 78, NULL, 0, NULL};
+	tk_hamt_release(c, op.made, NULL);
+	op = (upd_op){c, "entity-00000007", 0, 78, NULL, 0, NULL};
 	assert_int_equal(
 	    sc_hamt_edit_update(e, op.k, strlen(op.k), upd_fn, &op),
 	    SC_EPOISONED);
 	assert_int_equal(op.calls, 0);
 	sc_hamt_edit_abort(e);
 	assert_ptr_equal(sc_hamt_get(m, r, "entity-00000007", 15), V(8));
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 /* Published nodes are read-only with SC_HAMT_PROTECT: a write traps. */
 static void test_protect(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, NULL);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, NULL);
 	o.flags = SC_HAMT_PROTECT;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
@@ -1004,7 +1030,7 @@ static void test_protect(void **state)
 	assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(11));
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(99)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(99)),
 			 SC_OK);
 	assert_int_equal(sc_hamt_edit_remove(e, "entity-00000011", 15), SC_OK);
 	sc_hamt_root nr;
@@ -1020,9 +1046,9 @@ static void test_protect(void **state)
 static void test_random_seed(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
+	tk_hamt_counter c = {0};
 	sc_hamt_options o = {0};
-	o.release = hamt_tk_release;
+	o.release = tk_hamt_release;
 	o.release_ctx = &c;
 	sc_hamt *m = NULL;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
@@ -1041,10 +1067,10 @@ static void test_random_seed(void **state)
  * once: not a base pair set again (a no-op), not a pair queued twice. */
 static void test_queue_abort(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 100, 0);
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 100, 0);
 	/* The base's pair for key 5, to set again. */
 	sc_hamt_iter it;
 	const sc_hamt_key *bk = NULL;
@@ -1054,30 +1080,30 @@ static void test_queue_abort(void **state)
 		if (bv == V(6))
 			break;
 	assert_ptr_equal(bv, V(6));
-	size_t made0 = c.made;
+	size_t made0 = c->made;
 	sc_hamt_edit *e;
 	assert_int_equal(sc_hamt_edit_begin(m, r, &e), SC_OK);
 	char k[32];
 	key_name(k, sizeof k, 1000);
-	sc_hamt_key *dup = hamt_tk_key_str(&c, k);
+	sc_hamt_key *dup = tk_hamt_key_str(c, k);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, dup, V(7)), SC_OK);
 	assert_int_equal(sc_hamt_edit_set(e, bk, bv), SC_OK);
 	key_name(k, sizeof k, 3);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(77)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(c, k), V(77)),
 			 SC_OK);
 	sc_hamt_edit_abort(e);
-	assert_int_equal(c.released, c.made - made0);
-	assert_int_equal(c.released, 2);
+	assert_int_equal(c->released, c->made - made0);
+	assert_int_equal(c->released, 2);
 	for (unsigned i = 0; i < 100; i++) {
 		key_name(k, sizeof k, i);
 		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
 	}
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 typedef struct later_log {
-	hamt_tk_counter *c;
+	tk_hamt_counter *c;
 	int order[64]; /* ids of the updates, in the order fn ran */
 	int nfn;
 	int done_rc[64]; /* by id; 1: done not called yet */
@@ -1104,7 +1130,7 @@ static int later_fn(void *ctx, const sc_hamt_key *old_key, void *old_value,
 		*new_key = NULL;
 		return SC_OK;
 	}
-	*new_key = hamt_tk_key_str(op->log->c, op->key);
+	*new_key = tk_hamt_key_str(op->log->c, op->key);
 	*new_value = V(op->value);
 	return SC_OK;
 }
@@ -1129,11 +1155,11 @@ static int queue_later(sc_hamt *m, sc_hamt_edit *e, later_op *op)
  * callback's error poisons the edit. */
 static void test_update_later(void **state)
 {
-	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt *m = new_map(&c, NULL);
-	sc_hamt_root r = build(m, &c, 50, 0);
-	later_log log = {.c = &c, .fail_id = -1};
+	hamt_fx *fx = *state;
+	tk_hamt_counter *c = &fx->c;
+	sc_hamt *m = fx->m;
+	sc_hamt_root r = build(m, c, 50, 0);
+	later_log log = {.c = c, .fail_id = -1};
 	later_op ops[40];
 	for (int i = 0; i < 40; i++) {
 		log.done_rc[i] = 1;
@@ -1149,10 +1175,10 @@ static void test_update_later(void **state)
 		assert_int_equal(queue_later(m, e, &ops[i]), SC_OK);
 		if (i % 5 == 0) { /* a set queued among them */
 			key_name(k, sizeof k, (unsigned)(i % 20));
-			assert_int_equal(
-			    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
-					     V(2000 + i)),
-			    SC_OK);
+			assert_int_equal(sc_hamt_edit_set(e,
+							  tk_hamt_key_str(c, k),
+							  V(2000 + i)),
+					 SC_OK);
 		}
 	}
 	/* The lookup does everything queued. */
@@ -1200,35 +1226,47 @@ static void test_update_later(void **state)
 		key_name(k, sizeof k, i);
 		assert_ptr_equal(sc_hamt_get(m, r, k, strlen(k)), V(i + 1));
 	}
-	finish(m, &c, r);
+	fx->root = r;
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_empty),
-	    cmocka_unit_test(test_one_key),
-	    cmocka_unit_test(test_key_lengths),
-	    cmocka_unit_test(test_last_byte_differs),
-	    cmocka_unit_test(test_remove_to_empty),
-	    cmocka_unit_test(test_same_pair_noop),
-	    cmocka_unit_test(test_replace_release),
-	    cmocka_unit_test(test_abort),
-	    cmocka_unit_test(test_garbage_info),
-	    cmocka_unit_test(test_stats),
-	    cmocka_unit_test(test_iteration),
-	    cmocka_unit_test(test_diff),
+	    cmocka_unit_test_setup_teardown(test_empty, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_one_key, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_key_lengths, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_last_byte_differs, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_remove_to_empty, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_same_pair_noop, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_release, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_abort, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage_info, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_stats, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_iteration, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_diff, fx_setup, fx_teardown),
 	    cmocka_unit_test(test_alloc_failure),
 	    cmocka_unit_test(test_alloc_failure_collide),
 	    cmocka_unit_test(test_check_detects),
 	    cmocka_unit_test(test_diff_stop_everywhere),
-	    cmocka_unit_test(test_release_once),
+	    cmocka_unit_test_setup_teardown(test_release_once, fx_setup,
+					    fx_teardown),
 	    cmocka_unit_test(test_update),
-	    cmocka_unit_test(test_update_errors),
+	    cmocka_unit_test_setup_teardown(test_update_errors, fx_setup,
+					    fx_teardown),
 	    cmocka_unit_test(test_protect),
 	    cmocka_unit_test(test_random_seed),
-	    cmocka_unit_test(test_queue_abort),
-	    cmocka_unit_test(test_update_later),
+	    cmocka_unit_test_setup_teardown(test_queue_abort, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_update_later, fx_setup,
+					    fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

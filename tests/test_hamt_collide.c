@@ -61,8 +61,8 @@ static int tally(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 static void run_collide(sc_hamt_hash_fn hash, unsigned n,
 			size_t want_collision_nodes)
 {
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, hash);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, hash);
 	sc_hamt *m;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
 	char k[32];
@@ -75,7 +75,7 @@ static void run_collide(sc_hamt_hash_fn hash, unsigned n,
 	for (unsigned i = 0; i < n; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
 		    SC_OK);
 	}
 	assert_int_equal(sc_hamt_edit_commit(e, &r1, &g), SC_OK);
@@ -123,7 +123,7 @@ static void run_collide(sc_hamt_hash_fn hash, unsigned n,
 			removed++;
 		} else if (i % 5 == 0) {
 			assert_int_equal(
-			    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k),
+			    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k),
 					     V(i + 1 + n)),
 			    SC_OK);
 			changed++;
@@ -132,7 +132,7 @@ static void run_collide(sc_hamt_hash_fn hash, unsigned n,
 	for (unsigned i = n; i < n + 100; i++) {
 		key_name(k, sizeof k, i);
 		assert_int_equal(
-		    sc_hamt_edit_set(e, hamt_tk_key_str(&c, k), V(i + 1)),
+		    sc_hamt_edit_set(e, tk_hamt_key_str(&c, k), V(i + 1)),
 		    SC_OK);
 	}
 	assert_int_equal(sc_hamt_edit_commit(e, &r2, &g), SC_OK);
@@ -180,19 +180,19 @@ static void run_collide(sc_hamt_hash_fn hash, unsigned n,
 static void test_collide_const(void **state)
 {
 	(void)state;
-	run_collide(hamt_tk_hash_const, 5000, 1);
+	run_collide(tk_hamt_hash_const, 5000, 1);
 }
 
 static void test_collide_3bit(void **state)
 {
 	(void)state;
-	run_collide(hamt_tk_hash_3bit, 5000, 8);
+	run_collide(tk_hamt_hash_3bit, 5000, 8);
 }
 
 static void test_collide_spread4(void **state)
 {
 	(void)state;
-	run_collide(hamt_tk_hash_spread4, 5000, 16);
+	run_collide(tk_hamt_hash_spread4, 5000, 16);
 }
 
 /* Two keys whose hashes differ only in the last 4 bits: they split at the
@@ -207,17 +207,17 @@ static uint64_t hash_top_bit(const void *key, size_t len, uint64_t seed)
 static void test_split_at_last_level(void **state)
 {
 	(void)state;
-	hamt_tk_counter c = {0};
-	sc_hamt_options o = hamt_tk_options(&c, hash_top_bit);
+	tk_hamt_counter c = {0};
+	sc_hamt_options o = tk_hamt_options(&c, hash_top_bit);
 	sc_hamt *m;
 	assert_int_equal(sc_hamt_create(&o, &m), SC_OK);
 	sc_hamt_edit *e;
 	sc_hamt_root r, r2;
 	sc_hamt_garbage *g;
 	assert_int_equal(sc_hamt_edit_begin(m, (sc_hamt_root){0}, &e), SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, "a0"), V(1)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, "a0"), V(1)),
 			 SC_OK);
-	assert_int_equal(sc_hamt_edit_set(e, hamt_tk_key_str(&c, "a1"), V(2)),
+	assert_int_equal(sc_hamt_edit_set(e, tk_hamt_key_str(&c, "a1"), V(2)),
 			 SC_OK);
 	assert_int_equal(sc_hamt_edit_commit(e, &r, &g), SC_OK);
 	assert_check(m, r);

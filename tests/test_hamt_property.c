@@ -66,11 +66,10 @@ static void pool_make(pool *p, size_t n, uint64_t *rng)
 		} else if (cls == 9) {
 			len = (size_t)snprintf((char *)buf, sizeof buf,
 					       "long-%zu-", i);
-			size_t want = 100 + hamt_tk_rand(rng) % 925;
+			size_t want = 100 + tk_rand(rng) % 925;
 			while (len < want)
 				buf[len++] =
-				    (unsigned char)('a' +
-						    hamt_tk_rand(rng) % 26);
+				    (unsigned char)('a' + tk_rand(rng) % 26);
 		} else {
 			len = (size_t)snprintf((char *)buf, sizeof buf,
 					       "entity-%08zu", i);
@@ -93,28 +92,28 @@ static void pool_free(pool *p)
 
 typedef struct version {
 	sc_hamt_root root;
-	refmap *ref;	    /* NULL once dropped from the window */
+	tk_refmap *ref;	    /* NULL once dropped from the window */
 	sc_hamt_garbage *g; /* garbage of the commit that made it */
 	long long expires;  /* version index after which it is dropped */
 } version;
 
 typedef struct world {
 	sc_hamt *m;
-	hamt_tk_counter c;
+	tk_hamt_counter c;
 	pool keys;
 	uint64_t rng;
 	version *v;
 	size_t nv, capv;
 	size_t oldest;	 /* first version whose garbage is not freed */
 	sc_hamt_edit *e; /* open edit or NULL */
-	refmap *eref;	 /* reference of the open edit */
+	tk_refmap *eref; /* reference of the open edit */
 	uint64_t serial;
 	size_t recent; /* how many latest versions stay kept */
 	/* statistics, printed at the end */
 	unsigned long ops, commits, aborts, diffs, full_checks;
 } world;
 
-static void world_push_version(world *w, sc_hamt_root r, refmap *ref,
+static void world_push_version(world *w, sc_hamt_root r, tk_refmap *ref,
 			       sc_hamt_garbage *g)
 {
 	if (w->nv == w->capv) {
@@ -129,8 +128,8 @@ static void world_push_version(world *w, sc_hamt_root r, refmap *ref,
 	/* Most versions live while they are among the last few; some live
 	 * on for a random while, pinning the garbage after them. */
 	x->expires = -1;
-	if (hamt_tk_rand(&w->rng) % 80 == 0)
-		x->expires = (long long)(w->nv + hamt_tk_rand(&w->rng) % 400);
+	if (tk_rand(&w->rng) % 80 == 0)
+		x->expires = (long long)(w->nv + tk_rand(&w->rng) % 400);
 }
 
 static bool version_kept(const world *w, size_t i)
@@ -145,7 +144,7 @@ static void world_reclaim(world *w)
 {
 	for (size_t i = w->oldest; i < w->nv; i++)
 		if (w->v[i].ref && !version_kept(w, i)) {
-			refmap_free(w->v[i].ref);
+			tk_refmap_free(w->v[i].ref);
 			w->v[i].ref = NULL;
 		}
 	/* Garbage of version i holds what version i-1 had: free it once no
@@ -167,37 +166,37 @@ static sc_hamt_root world_latest(const world *w)
 static void check_key_everywhere(world *w, const void *key, size_t len)
 {
 	if (w->e) {
-		void *want = refmap_get(w->eref, key, len);
+		void *want = tk_refmap_get(w->eref, key, len);
 		assert_ptr_equal(sc_hamt_edit_get(w->e, key, len), want);
 	}
 	for (size_t i = w->oldest; i < w->nv; i++) {
 		if (!w->v[i].ref)
 			continue;
-		void *want = refmap_get(w->v[i].ref, key, len);
+		void *want = tk_refmap_get(w->v[i].ref, key, len);
 		assert_ptr_equal(sc_hamt_get(w->m, w->v[i].root, key, len),
 				 want);
 	}
 }
 
-static void check_whole(world *w, sc_hamt_root r, const refmap *ref)
+static void check_whole(world *w, sc_hamt_root r, const tk_refmap *ref)
 {
 	char why[256];
 	if (sc_hamt_check(w->m, r, why, sizeof why) != SC_OK)
 		fail_msg("check: %s", why);
-	assert_int_equal(sc_hamt_count(r), refmap_count(ref));
+	assert_int_equal(sc_hamt_count(r), tk_refmap_count(ref));
 	sc_hamt_iter it;
 	sc_hamt_iter_init(&it, r);
 	const sc_hamt_key *k;
 	void *v;
 	size_t n = 0;
 	while (sc_hamt_iter_next(&it, &k, &v)) {
-		assert_ptr_equal(refmap_get(ref, k->bytes, k->len), v);
+		assert_ptr_equal(tk_refmap_get(ref, k->bytes, k->len), v);
 		n++;
 	}
-	assert_int_equal(n, refmap_count(ref));
+	assert_int_equal(n, tk_refmap_count(ref));
 	/* Every reference key is found by lookup too. */
-	for (size_t i = 0; i < refmap_count(ref); i++) {
-		const refmap_entry *x = refmap_at(ref, i);
+	for (size_t i = 0; i < tk_refmap_count(ref); i++) {
+		const tk_refmap_entry *x = tk_refmap_at(ref, i);
 		assert_ptr_equal(sc_hamt_get(w->m, r, x->key, x->len),
 				 x->value);
 	}
@@ -246,24 +245,25 @@ static int diff_collect(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 static int diff_item_cmp(const void *a, const void *b)
 {
 	const diff_item *x = a, *y = b;
-	return refmap_keycmp(x->key, x->len, y->key, y->len);
+	return tk_refmap_keycmp(x->key, x->len, y->key, y->len);
 }
 
 /* diff(a, b) must equal the merge of the two sorted references. */
 static void check_diff(world *w, size_t ia, size_t ib)
 {
 	w->diffs++;
-	const refmap *ra = w->v[ia].ref, *rb = w->v[ib].ref;
+	const tk_refmap *ra = w->v[ia].ref, *rb = w->v[ib].ref;
 	diff_list got = {0}, want = {0};
 	assert_int_equal(sc_hamt_diff(w->m, w->v[ia].root, w->v[ib].root,
 				      diff_collect, &got),
 			 0);
 	size_t i = 0, j = 0;
-	while (i < refmap_count(ra) || j < refmap_count(rb)) {
-		const refmap_entry *x = refmap_at(ra, i), *y = refmap_at(rb, j);
+	while (i < tk_refmap_count(ra) || j < tk_refmap_count(rb)) {
+		const tk_refmap_entry *x = tk_refmap_at(ra, i),
+				      *y = tk_refmap_at(rb, j);
 		int c = !x   ? 1
 			: !y ? -1
-			     : refmap_keycmp(x->key, x->len, y->key, y->len);
+			     : tk_refmap_keycmp(x->key, x->len, y->key, y->len);
 		if (c < 0) {
 			diff_add(&want, SC_DIFF_REMOVED, x->key, x->len,
 				 x->value, NULL);
@@ -298,8 +298,7 @@ static void check_diff(world *w, size_t ia, size_t ib)
 static size_t pick_kept(world *w)
 {
 	for (;;) {
-		size_t i =
-		    w->oldest + hamt_tk_rand(&w->rng) % (w->nv - w->oldest);
+		size_t i = w->oldest + tk_rand(&w->rng) % (w->nv - w->oldest);
 		if (w->v[i].ref)
 			return i;
 	}
@@ -321,13 +320,14 @@ static void world_begin(world *w)
 {
 	assert_int_equal(sc_hamt_edit_begin(w->m, world_latest(w), &w->e),
 			 SC_OK);
-	w->eref = w->nv ? refmap_clone(w->v[w->nv - 1].ref) : refmap_new();
+	w->eref =
+	    w->nv ? tk_refmap_clone(w->v[w->nv - 1].ref) : tk_refmap_new();
 }
 
 static void step(world *w, const phase *ph)
 {
 	w->ops++;
-	uint64_t r = hamt_tk_rand(&w->rng);
+	uint64_t r = tk_rand(&w->rng);
 	const pool_key *pk = &w->keys.k[(r >> 8) % w->keys.n];
 	unsigned op = (unsigned)(r & 255);
 
@@ -335,10 +335,10 @@ static void step(world *w, const phase *ph)
 		world_begin(w);
 		return;
 	}
-	if (hamt_tk_rand(&w->rng) % ph->commit_every == 0) {
-		if (hamt_tk_rand(&w->rng) % 10 == 0) {
+	if (tk_rand(&w->rng) % ph->commit_every == 0) {
+		if (tk_rand(&w->rng) % 10 == 0) {
 			sc_hamt_edit_abort(w->e);
-			refmap_free(w->eref);
+			tk_refmap_free(w->eref);
 			w->aborts++;
 		} else {
 			sc_hamt_root nr;
@@ -352,13 +352,13 @@ static void step(world *w, const phase *ph)
 		w->eref = NULL;
 		world_reclaim(w);
 	} else if (op < 150) { /* set: insert or replace */
-		sc_hamt_key *k = hamt_tk_key_new(&w->c, pk->bytes, pk->len);
+		sc_hamt_key *k = tk_hamt_key_new(&w->c, pk->bytes, pk->len);
 		void *v = V(++w->serial);
 		assert_int_equal(sc_hamt_edit_set(w->e, k, v), SC_OK);
-		refmap_set(w->eref, pk->bytes, pk->len, v);
+		tk_refmap_set(w->eref, pk->bytes, pk->len, v);
 	} else if (op < 210) { /* remove, hit or miss */
 		void *old = NULL;
-		bool had = refmap_remove(w->eref, pk->bytes, pk->len, &old);
+		bool had = tk_refmap_remove(w->eref, pk->bytes, pk->len, &old);
 		int rc = sc_hamt_edit_remove(w->e, pk->bytes, pk->len);
 		assert_int_equal(rc, had ? SC_OK : SC_NOTFOUND);
 	} else if (op < 220) { /* set a pair already there: a no-op */
@@ -388,9 +388,9 @@ static void step(world *w, const phase *ph)
 static void run_phase(const phase *ph)
 {
 	world w = {0};
-	w.rng = hamt_tk_seed(ph->name);
+	w.rng = tk_seed(ph->name);
 	w.recent = ph->recent;
-	sc_hamt_options o = hamt_tk_options(&w.c, ph->hash);
+	sc_hamt_options o = tk_hamt_options(&w.c, ph->hash);
 	o.flags = ph->flags;
 	assert_int_equal(sc_hamt_create(&o, &w.m), SC_OK);
 	pool_make(&w.keys, ph->keys, &w.rng);
@@ -412,7 +412,7 @@ static void run_phase(const phase *ph)
 	/* Tear down in reclamation order, then the last version whole. */
 	if (w.e) {
 		sc_hamt_edit_abort(w.e);
-		refmap_free(w.eref);
+		tk_refmap_free(w.eref);
 	}
 	w.recent = 1;
 	for (size_t i = 0; i < w.nv; i++)
@@ -421,7 +421,7 @@ static void run_phase(const phase *ph)
 	if (w.nv) {
 		assert_int_equal(w.oldest, w.nv - 1);
 		sc_hamt_root_free(w.m, world_latest(&w));
-		refmap_free(w.v[w.nv - 1].ref);
+		tk_refmap_free(w.v[w.nv - 1].ref);
 	}
 	assert_int_equal(w.c.released, w.c.made);
 	assert_int_equal(sc_hamt_allocated_bytes(w.m), 0);
@@ -458,7 +458,7 @@ static void test_property_spread4(void **state)
 {
 	(void)state;
 	phase ph = {.name = "hamt_property_spread4",
-		    .hash = hamt_tk_hash_spread4,
+		    .hash = tk_hamt_hash_spread4,
 		    .keys = 400,
 		    .ops = scaled(60000),
 		    .commit_every = 40,
@@ -471,7 +471,7 @@ static void test_property_const(void **state)
 {
 	(void)state;
 	phase ph = {.name = "hamt_property_const",
-		    .hash = hamt_tk_hash_const,
+		    .hash = tk_hamt_hash_const,
 		    .keys = 60,
 		    .ops = scaled(30000),
 		    .commit_every = 30,

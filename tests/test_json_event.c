@@ -22,6 +22,7 @@
 #include "cli/buf.h"
 #include "cli/json_event.h"
 #include "cli/timefmt.h"
+#include "tests/support/testkit.h"
 
 /* ===== helpers ============================================================ */
 
@@ -574,31 +575,19 @@ static void test_entity_encode(void **state)
 
 /* ===== property: encode(decode(x)) round trip ============================= */
 
-typedef struct rng {
-	uint64_t s;
-} rng;
-
-static uint64_t rnd(rng *r)
-{
-	uint64_t z = (r->s += 0x9E3779B97F4A7C15ULL);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
-
 /* A random valid UTF-8 string of 1..maxlen bytes (ASCII incl. controls and
  * quotes, 2-, 3- and 4-byte sequences). */
-static size_t rnd_utf8(rng *r, char *out, size_t maxlen)
+static size_t rnd_utf8(uint64_t *r, char *out, size_t maxlen)
 {
-	size_t n = 0, want = 1 + rnd(r) % maxlen;
+	size_t n = 0, want = 1 + tk_rand(r) % maxlen;
 	while (n < want) {
-		unsigned k = (unsigned)(rnd(r) % 10);
+		unsigned k = (unsigned)(tk_rand(r) % 10);
 		if (k < 6 || want - n < 4) {
-			unsigned c = (unsigned)(rnd(r) % 127);
+			unsigned c = (unsigned)(tk_rand(r) % 127);
 			out[n++] = (char)(c ? c : 'x');
 		} else if (k < 8) {
 			out[n++] = (char)0xC3;
-			out[n++] = (char)(0x80 + rnd(r) % 64);
+			out[n++] = (char)(0x80 + tk_rand(r) % 64);
 		} else if (k < 9) {
 			memcpy(out + n, "\xe2\x82\xac", 3);
 			n += 3;
@@ -666,13 +655,7 @@ static void check_same_event(const sc_event *a, const sc_event *b)
 static void test_round_trip_random(void **state)
 {
 	(void)state;
-	uint64_t seed = 0x5EEDULL;
-	const char *env = getenv("SC_TEST_SEED");
-	if (env)
-		seed = strtoull(env, NULL, 0);
-	print_message("test_json_event: seed %llu (SC_TEST_SEED)\n",
-		      (unsigned long long)seed);
-	rng r = {seed};
+	uint64_t r = tk_seed("test_json_event");
 	int iters = getenv("SC_TEST_SHORT") ? 3000 : 30000;
 	enum { MAXA = 12 };
 	char pool[2 * MAXA + 1][64];
@@ -683,9 +666,9 @@ static void test_round_trip_random(void **state)
 		sc_event ev = {0};
 		ev.entity.ptr = pool[0];
 		ev.entity.len = rnd_utf8(&r, pool[0], 40);
-		ev.type = (sc_event_type)(1 + rnd(&r) % 4);
+		ev.type = (sc_event_type)(1 + tk_rand(&r) % 4);
 		if (ev.type != SC_EVENT_DELETE) {
-			size_t n = rnd(&r) % MAXA;
+			size_t n = tk_rand(&r) % MAXA;
 			for (size_t i = 0; i < n; i++) {
 				/* unique names: index prefix */
 				char *nm = pool[1 + i];
@@ -693,7 +676,7 @@ static void test_round_trip_random(void **state)
 				l += rnd_utf8(&r, nm + l, 30);
 				attrs[i].name = (sc_str){nm, l};
 				sc_value *v = &attrs[i].value;
-				unsigned k = (unsigned)(rnd(&r) % 6);
+				unsigned k = (unsigned)(tk_rand(&r) % 6);
 				if (ev.type == SC_EVENT_REPLACE && k == 0)
 					k = 1;
 				switch (k) {
@@ -702,12 +685,12 @@ static void test_round_trip_random(void **state)
 					break;
 				case 1:
 					v->type = SC_VALUE_INT;
-					v->u.i =
-					    (int64_t)rnd(&r) >> (rnd(&r) % 64);
+					v->u.i = (int64_t)tk_rand(&r) >>
+						 (tk_rand(&r) % 64);
 					break;
 				case 2: {
 					v->type = SC_VALUE_DOUBLE;
-					uint64_t bits = rnd(&r);
+					uint64_t bits = tk_rand(&r);
 					memcpy(&v->u.d, &bits, 8);
 					if (!isfinite(v->u.d))
 						v->u.d = (double)(bits >> 11);
@@ -715,13 +698,13 @@ static void test_round_trip_random(void **state)
 				}
 				case 3:
 					v->type = SC_VALUE_BOOL;
-					v->u.b = rnd(&r) & 1;
+					v->u.b = tk_rand(&r) & 1;
 					break;
 				case 4: {
 					v->type = SC_VALUE_STRING;
 					char *s = pool[MAXA + 1 + i];
 					/* may be empty */
-					size_t sl = rnd(&r) % 5
+					size_t sl = tk_rand(&r) % 5
 							? rnd_utf8(&r, s, 40)
 							: 0;
 					v->u.s = (sc_str){s, sl};
@@ -729,29 +712,29 @@ static void test_round_trip_random(void **state)
 				}
 				default:
 					v->type = SC_VALUE_BYTES;
-					v->u.s.len = rnd(&r) % 32;
+					v->u.s.len = tk_rand(&r) % 32;
 					for (size_t j = 0; j < v->u.s.len; j++)
-						bytes[i][j] = (char)rnd(&r);
+						bytes[i][j] = (char)tk_rand(&r);
 					v->u.s.ptr = bytes[i];
 				}
 			}
 			ev.attrs = attrs;
 			ev.nattrs = n;
 		}
-		if (rnd(&r) % 2) {
-			ev.time = (int64_t)rnd(&r);
+		if (tk_rand(&r) % 2) {
+			ev.time = (int64_t)tk_rand(&r);
 			if (ev.time == 0)
 				ev.time = 1;
 		}
-		if (rnd(&r) % 2)
+		if (tk_rand(&r) % 2)
 			ev.actor = (sc_str){"svc-\"a\"", 7};
-		if (rnd(&r) % 2)
+		if (tk_rand(&r) % 2)
 			ev.partition = (sc_str){"p\n1", 3};
-		ev.ntags = rnd(&r) % 4;
+		ev.ntags = tk_rand(&r) % 4;
 		for (size_t i = 0; i < ev.ntags; i++)
 			tags[i] = (sc_str){"tag\\", 3 + i % 2};
 		ev.tags = tags;
-		ev.position = rnd(&r) >> 1;
+		ev.position = tk_rand(&r) >> 1;
 
 		char *line = encode(&ev, it % 2);
 		sc_cli_event e;

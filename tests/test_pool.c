@@ -20,16 +20,6 @@
 #include "statecache/testing.h"
 #include "tests/support/hamt_testkit.h"
 
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
-}
-
 static sc_pool_source source_of(void **state)
 {
 	return *(const sc_pool_source *)*state;
@@ -168,16 +158,14 @@ static void test_slab_growth(void **state)
 static void test_random(void **state)
 {
 	enum { SLOTS = 256 };
-	uint64_t s = hamt_tk_seed("test_random");
-	if (!s)
-		s = 1; /* xorshift needs a non-zero state */
+	uint64_t s = tk_seed("test_random");
 	bool slabs = source_of(state) == SC_POOL_SLABS;
 	sc_pool p;
 	sc_pool_init(&p, 16 * 1024, source_of(state));
 	unsigned char *blk[SLOTS] = {0};
 	size_t sz[SLOTS] = {0};
 	for (int step = 0; step < 200000; step++) {
-		unsigned i = (unsigned)(rnd(&s) % SLOTS);
+		unsigned i = (unsigned)(tk_rand(&s) % SLOTS);
 		if (blk[i]) {
 			for (size_t k = 0; k < sz[i]; k++)
 				if (blk[i][k] != (unsigned char)(i + k))
@@ -191,8 +179,8 @@ static void test_random(void **state)
 			assert_true(slabs || p.bytes <= 16 * 1024);
 			blk[i] = NULL;
 		} else {
-			size_t n = rnd(&s) % 4 ? 8 * (1 + rnd(&s) % 16)
-					       : 1 + rnd(&s) % 1100;
+			size_t n = tk_rand(&s) % 4 ? 8 * (1 + tk_rand(&s) % 16)
+						   : 1 + tk_rand(&s) % 1100;
 			blk[i] = sc_pool_alloc(&p, n);
 			assert_non_null(blk[i]);
 			sz[i] = n;

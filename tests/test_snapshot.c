@@ -24,6 +24,7 @@
 #include "statecache/cache.h"
 #include "statecache/testing.h"
 #include "statecache/v1/statecache.pb-c.h"
+#include "tests/support/testkit.h"
 
 static uint64_t seed;
 static int short_run;
@@ -36,11 +37,7 @@ typedef struct rng {
 
 static uint64_t rnd(rng *r)
 {
-	/* splitmix64 */
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return tk_rand(&r->s);
 }
 
 static size_t rnd_below(rng *r, size_t n)
@@ -1101,11 +1098,8 @@ static void test_alloc_fail_restore(void **state)
 
 int main(void)
 {
-	const char *env = getenv("SC_TEST_SEED");
-	seed = env ? strtoull(env, NULL, 0) : 0x5eed5eedull;
+	seed = tk_seed("test_snapshot");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	printf("test_snapshot: seed %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip_empty),
 	    cmocka_unit_test(test_roundtrip_one),

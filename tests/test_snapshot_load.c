@@ -23,17 +23,14 @@
 #include "statecache/cache.h"
 #include "statecache/testing.h"
 #include "tests/support/cache_testkit.h"
+#include "tests/support/testkit.h"
 
 static uint64_t seed;
 static int short_run;
 
 static uint64_t rnd(uint64_t *s)
 {
-	/* splitmix64 */
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return tk_rand(s);
 }
 
 /* A cache of n entities with 0..6 attributes of every kind, some deleted
@@ -447,8 +444,7 @@ static void test_restore_position(void **state)
 			sc_cache_stats_get(c, &st);
 			assert_int_equal(st.position, 4);
 			/* The restored states are accounted for exactly. */
-			assert_int_equal(st.memory_bytes,
-					 sc_test_live_bytes(c));
+			assert_int_equal(st.memory_bytes, tk_live_bytes(c));
 			sc_cache_destroy(c);
 		}
 		parts_free(&p);
@@ -498,10 +494,8 @@ static void test_alloc_fail(void **state)
 
 int main(void)
 {
-	const char *s = getenv("SC_TEST_SEED");
-	seed = s && *s ? strtoull(s, NULL, 0) : 0x5eed10adull;
+	seed = tk_seed("test_snapshot_load");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	printf("test_snapshot_load: seed 0x%llx\n", (unsigned long long)seed);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_roundtrip),
 	    cmocka_unit_test(test_first_error_in_order),

@@ -23,7 +23,7 @@
 #include "statecache/v1/statecache.pb-c.h"
 #include "store/event_codec.h"
 #include "store/store_internal.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 static uint64_t seed;
 static char tmpl[] = "/tmp/sc_test_store.XXXXXX";
@@ -113,9 +113,7 @@ static void collected_get(const collected *c, size_t i, sc_decoded_event *d)
 static int setup_all(void **state)
 {
 	SC_UNUSED(state);
-	seed = st_seed();
-	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
+	seed = tk_seed("test_store");
 	root = mkdtemp(tmpl);
 	return root ? 0 : -1;
 }
@@ -127,27 +125,84 @@ static int teardown_all(void **state)
 	return 0;
 }
 
+/* ---- the fixture --------------------------------------------------------- */
+
+/* Most tests run on one store: a fresh directory and the default options
+ * (fx_setup), opened at once (fx_setup_open) or after the test changed an
+ * option (fx_open). Teardown closes the store if it is open and removes
+ * the directory. */
+typedef struct store_fx {
+	char dir[256];
+	sc_store_options o;
+	sc_store *s; /* the open store, or NULL */
+} store_fx;
+
+static sc_store *fx_open(store_fx *fx)
+{
+	assert_null(fx->s);
+	fx->s = open_store(fx->dir, &fx->o);
+	return fx->s;
+}
+
+static void fx_close(store_fx *fx)
+{
+	sc_store_close(fx->s);
+	fx->s = NULL;
+}
+
+/* Close and open again with fx->o: the state comes back from the files. */
+static sc_store *fx_reopen(store_fx *fx)
+{
+	fx_close(fx);
+	return fx_open(fx);
+}
+
+static int fx_setup(void **state)
+{
+	store_fx *fx = calloc(1, sizeof *fx);
+	if (!fx)
+		return -1;
+	new_dir(fx->dir, sizeof fx->dir);
+	fx->o = opts();
+	*state = fx;
+	return 0;
+}
+
+static int fx_setup_open(void **state)
+{
+	if (fx_setup(state))
+		return -1;
+	fx_open(*state);
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	store_fx *fx = *state;
+	fx_close(fx);
+	rm_rf(fx->dir);
+	free(fx);
+	return 0;
+}
+
 /* ---- round trips --------------------------------------------------------- */
 
 /* Append a random stream and read it back every way; `lag` is the store's
  * index_lag, so entity reads go through entity_index, the unindexed tail
  * of the log, or both. */
-static void append_read_roundtrip(uint64_t lag)
+static void append_read_roundtrip(store_fx *fx, uint64_t lag)
 {
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.index_lag = lag;
-	sc_store *s = open_store(dir, &o);
+	fx->o.index_lag = lag;
+	sc_store *s = fx_open(fx);
 	assert_int_equal(sc_store_last_position(s), 0);
 
 	const unsigned nent = 40;
 	const size_t total = 1500;
-	st_event *evs = calloc(total, sizeof *evs);
+	tk_event *evs = calloc(total, sizeof *evs);
 	uint64_t r = seed;
 	size_t done = 0;
 	while (done < total) {
-		size_t b = 1 + st_rand(&r) % 60;
+		size_t b = 1 + tk_rand(&r) % 60;
 		if (b > total - done)
 			b = total - done;
 		sc_event batch[60];
@@ -155,7 +210,7 @@ static void append_read_roundtrip(uint64_t lag)
 			/* A third of the events are stamped by the store. */
 			int64_t t =
 			    (done + k) % 3 ? (int64_t)(1000 + done + k) : 0;
-			st_event_gen(seed, done + k, nent, t, &evs[done + k]);
+			tk_event_gen(seed, done + k, nent, t, &evs[done + k]);
 			batch[k] = evs[done + k].ev;
 		}
 		uint64_t first = 0;
@@ -174,7 +229,7 @@ static void append_read_roundtrip(uint64_t lag)
 	collected c = {0};
 	assert_int_equal(sc_store_events(s, 0, 0, collect, &c, NULL), 0);
 	assert_int_equal(c.n, total);
-	st_model *m = st_model_new();
+	tk_refstate *m = tk_refstate_new();
 	for (size_t i = 0; i < total; i++) {
 		sc_decoded_event d;
 		collected_get(&c, i, &d);
@@ -185,11 +240,11 @@ static void append_read_roundtrip(uint64_t lag)
 			assert_true(d.ev.time != 0);
 			want.time = d.ev.time;
 		}
-		assert_true(st_event_equal(&d.ev, &want));
-		st_model_apply(m, &d.ev);
+		assert_true(tk_event_equal(&d.ev, &want));
+		tk_refstate_apply(m, &d.ev);
 		sc_decoded_event_free(&d);
 	}
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 
 	/* from/limit. */
 	collected c2 = {0};
@@ -213,8 +268,9 @@ static void append_read_roundtrip(uint64_t lag)
 		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
 		    0);
 		size_t k = 0;
-		uint64_t probe = 1 + st_rand(&r) % total;
-		sc_entity *at_probe = NULL; /* fold of positions <= probe */
+		uint64_t probe = 1 + tk_rand(&r) % total;
+		/* The model of positions <= probe. */
+		tk_refstate *at_probe = tk_refstate_new();
 		for (size_t i = 0; i < total; i++) {
 			sc_decoded_event d;
 			collected_get(&c, i, &d);
@@ -223,15 +279,8 @@ static void append_read_roundtrip(uint64_t lag)
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
 				k++;
-				if (d.ev.position <= probe) {
-					sc_entity *nx = NULL;
-					assert_int_equal(
-					    sc_entity_apply(at_probe, &d.ev,
-							    &nx, NULL),
-					    0);
-					sc_entity_free(at_probe);
-					at_probe = nx;
-				}
+				if (d.ev.position <= probe)
+					tk_refstate_apply(at_probe, &d.ev);
 			}
 			sc_decoded_event_free(&d);
 		}
@@ -239,21 +288,28 @@ static void append_read_roundtrip(uint64_t lag)
 		sc_entity *got = NULL;
 		sc_error err;
 		int rc = sc_store_entity_at(s, sid, probe, &got, &err);
-		if (at_probe) {
+		const tk_refentity *want = tk_refstate_lookup(at_probe, sid);
+		char why[256];
+		if (want) {
 			assert_int_equal(rc, 0);
-			assert_true(sc_entity_equal(got, at_probe));
+			if (!tk_refstate_entity_equal(want, got, why,
+						      sizeof why))
+				fail_msg("as of %llu: %s",
+					 (unsigned long long)probe, why);
 		} else {
 			assert_int_equal(rc, SC_NOTFOUND);
 			assert_null(got);
 		}
 		sc_entity_free(got);
-		sc_entity_free(at_probe);
+		tk_refstate_free(at_probe);
 		/* As of the end: the current state. */
 		rc = sc_store_entity_at(s, sid, total, &got, NULL);
-		const sc_entity *cur = st_model_get(m, sid);
+		const tk_refentity *cur = tk_refstate_lookup(m, sid);
 		if (cur) {
 			assert_int_equal(rc, 0);
-			assert_true(sc_entity_equal(got, cur));
+			if (!tk_refstate_entity_equal(cur, got, why,
+						      sizeof why))
+				fail_msg("as of the end: %s", why);
 		} else {
 			assert_int_equal(rc, SC_NOTFOUND);
 		}
@@ -282,14 +338,13 @@ static void append_read_roundtrip(uint64_t lag)
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.last_position, total);
 	assert_true(st.map_bytes_used > 0 && st.map_bytes_used <= st.map_size);
-	assert_int_equal(st.cache.entities, st_model_len(m));
+	assert_int_equal(st.cache.entities, tk_refstate_len(m));
 
 	/* Reopen: the replayed state is the same, and so are the entity
 	 * reads. */
-	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = fx_reopen(fx);
 	assert_int_equal(sc_store_last_position(s), total);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	for (unsigned e = 1; e < nent; e += 3) {
 		char id[16];
 		int n = snprintf(id, sizeof id, "e%u", e);
@@ -310,41 +365,33 @@ static void append_read_roundtrip(uint64_t lag)
 		assert_int_equal(k, ce.n);
 		collected_free(&ce);
 	}
-	sc_store_close(s);
 
 	collected_free(&c);
-	st_model_free(m);
+	tk_refstate_free(m);
 	free(evs);
-	rm_rf(dir);
 }
 
 static void test_append_read_roundtrip_indexed(void **state)
 {
-	SC_UNUSED(state);
-	append_read_roundtrip(1);
+	append_read_roundtrip(*state, 1);
 }
 
 static void test_append_read_roundtrip_lagging(void **state)
 {
-	SC_UNUSED(state);
-	append_read_roundtrip(97);
+	append_read_roundtrip(*state, 97);
 }
 
 static void test_append_read_roundtrip_unindexed(void **state)
 {
-	SC_UNUSED(state);
-	append_read_roundtrip(1u << 20);
+	append_read_roundtrip(*state, 1u << 20);
 }
 
 /* An entity id that is another id followed by 8 bytes must not leak into
  * the other's index walk. */
-static void entity_index_prefix_ids(uint64_t lag)
+static void entity_index_prefix_ids(store_fx *fx, uint64_t lag)
 {
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.index_lag = lag;
-	sc_store *s = open_store(dir, &o);
+	fx->o.index_lag = lag;
+	sc_store *s = fx_open(fx);
 	char longid[9 + 8];
 	memcpy(longid, "a", 1);
 	/* "a" ++ BE(2) ++ "zzzzzzzz": sorts between a's rows. */
@@ -392,15 +439,16 @@ static void entity_index_prefix_ids(uint64_t lag)
 	sc_entity_free(e);
 	assert_int_equal(sc_store_entity_at(s, (sc_str){"ab", 2}, 4, &e, NULL),
 			 SC_NOTFOUND);
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
-static void test_entity_index_prefix_ids(void **state)
+static void test_entity_index_prefix_ids_indexed(void **state)
 {
-	SC_UNUSED(state);
-	entity_index_prefix_ids(1);   /* every row in entity_index */
-	entity_index_prefix_ids(100); /* every event in the tail */
+	entity_index_prefix_ids(*state, 1); /* every row in entity_index */
+}
+
+static void test_entity_index_prefix_ids_tail(void **state)
+{
+	entity_index_prefix_ids(*state, 100); /* every event in the tail */
 }
 
 /* ---- all or nothing ------------------------------------------------------ */
@@ -425,11 +473,11 @@ static snapshot_of observe(sc_store *s)
 {
 	snapshot_of o;
 	o.last = sc_store_last_position(s);
-	o.hash = st_cache_hash(sc_store_cache(s), &o.len);
+	o.hash = tk_cache_hash(sc_store_cache(s), &o.len);
 	o.log_events = 0;
 	assert_int_equal(
 	    sc_store_events(s, 0, 0, count_event, &o.log_events, NULL), 0);
-	assert_true(st_index_state(s, &o.index_rows, &o.index_through));
+	assert_true(tk_index_state(s, &o.index_rows, &o.index_through));
 	/* The index holds exactly the positions up to index_through. */
 	assert_int_equal(o.index_rows, o.index_through);
 	assert_true(o.index_through <= o.last);
@@ -449,26 +497,23 @@ static void assert_same(snapshot_of a, snapshot_of b)
 static void fill(sc_store *s, size_t n, uint64_t base)
 {
 	for (size_t i = 0; i < n; i++) {
-		st_event e;
-		st_event_gen(seed, base + i, 20, (int64_t)(base + i + 1), &e);
+		tk_event e;
+		tk_event_gen(seed, base + i, 20, (int64_t)(base + i + 1), &e);
 		assert_int_equal(sc_store_append(s, &e.ev, 1, NULL, NULL), 0);
 	}
 }
 
 static void test_bad_event_rejects_batch(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	sc_store *s = fx->s;
 	fill(s, 30, 0);
 	snapshot_of before = observe(s);
 
-	st_event g[6];
+	tk_event g[6];
 	sc_event batch[6];
 	for (int i = 0; i < 6; i++) {
-		st_event_gen(seed, 100 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 100 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	sc_attr bad_attr = {{"", 0}, {.type = SC_VALUE_INT}};
@@ -505,19 +550,14 @@ static void test_bad_event_rejects_batch(void **state)
 		assert_non_null(strstr(err.message, cases[c].needle));
 		assert_same(before, observe(s));
 	}
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
 /* The store accepts what the cache accepts: a null value in a replace
  * counts as absent, in the cache, after a replay and in an as-of read. */
 static void test_replace_with_null(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	sc_store *s = fx->s;
 	sc_attr at[2] = {{{"a", 1}, {.type = SC_VALUE_INT, .u.i = 7}},
 			 {{"b", 1}, {.type = SC_VALUE_NULL}}};
 	sc_event ev = {.entity = {"r", 1},
@@ -545,11 +585,8 @@ static void test_replace_with_null(void **state)
 		sc_entity_free(at1);
 		sc_reader_close(r);
 		/* Again from a replay of the log. */
-		sc_store_close(s);
-		s = open_store(dir, &o);
+		s = fx_reopen(fx);
 	}
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
 typedef struct proj_state {
@@ -590,11 +627,8 @@ static void proj_rollback(void *ctx)
 
 static void test_projector_failure_rolls_back(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	sc_store *s = fx->s;
 	fill(s, 10, 0);
 
 	/* A projector with its own database in the store's environment. */
@@ -620,10 +654,10 @@ static void test_projector_failure_rolls_back(void **state)
 	assert_int_equal(off, 15);
 	snapshot_of before = observe(s);
 
-	st_event g[4];
+	tk_event g[4];
 	sc_event batch[4];
 	for (int i = 0; i < 4; i++) {
-		st_event_gen(seed, 50 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 50 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	ps.fail_at = ps.calls + 2;
@@ -660,28 +694,22 @@ static void test_projector_failure_rolls_back(void **state)
 	assert_int_equal(mdb_stat(txn, ps.dbi, &st), 0);
 	mdb_txn_abort(txn);
 	assert_true(st.ms_entries >= rows_before);
-	sc_store_close(s);
 	/* Offsets survive a reopen. */
-	s = open_store(dir, &o);
+	s = fx_reopen(fx);
 	assert_int_equal(sc_store_projector_position(s, "counter", &off, NULL),
 			 0);
 	assert_int_equal(off, 19);
 	assert_int_equal(sc_store_projector_position(s, "", &off, NULL),
 			 SC_EINVAL);
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
 static void test_map_full(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.map_size = 64 << 10;
-	o.map_size_max = 512 << 10;
-	sc_store *s = open_store(dir, &o);
-	st_model *m = st_model_new();
+	store_fx *fx = *state;
+	fx->o.map_size = 64 << 10;
+	fx->o.map_size_max = 512 << 10;
+	sc_store *s = fx_open(fx);
+	tk_refstate *m = tk_refstate_new();
 	uint64_t i = 0;
 	int rc = 0;
 	sc_error err;
@@ -690,11 +718,11 @@ static void test_map_full(void **state)
 	static char blob[1024];
 	memset(blob, 'v', sizeof blob);
 	for (;;) {
-		st_event g[50];
+		tk_event g[50];
 		sc_event batch[50];
 		sc_attr big[50];
 		for (int k = 0; k < 50; k++) {
-			st_event_gen(seed, i + (uint64_t)k, 500,
+			tk_event_gen(seed, i + (uint64_t)k, 500,
 				     (int64_t)(i + (uint64_t)k + 1), &g[k]);
 			batch[k] = g[k].ev;
 			big[k] = (sc_attr){{"blob", 4},
@@ -710,7 +738,7 @@ static void test_map_full(void **state)
 			break;
 		for (int k = 0; k < 50; k++) {
 			batch[k].position = i + (uint64_t)k + 1;
-			st_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		i += 50;
 		assert_true(i < 100000);
@@ -720,33 +748,28 @@ static void test_map_full(void **state)
 	assert_non_null(strstr(err.message, "524288"));
 	assert_true(i > 0); /* the map grew from 64 KiB before failing */
 	assert_same(before, observe(s));
-	assert_true(st_cache_matches(sc_store_cache(s), m));
-	sc_store_close(s);
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
+	fx_close(fx);
 
 	/* A larger limit: the same store takes the batch. */
-	o.map_size_max = 64 << 20;
-	s = open_store(dir, &o);
+	fx->o.map_size_max = 64 << 20;
+	s = fx_open(fx);
 	assert_int_equal(sc_store_last_position(s), i);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	fill(s, 100, i);
 	assert_int_equal(sc_store_last_position(s), i + 100);
-	sc_store_close(s);
-	st_model_free(m);
-	rm_rf(dir);
+	tk_refstate_free(m);
 }
 
 static void test_alloc_failure_append(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	sc_store *s = fx->s;
 	fill(s, 40, 0);
-	st_event g[8];
+	tk_event g[8];
 	sc_event batch[8];
 	for (int i = 0; i < 8; i++) {
-		st_event_gen(seed, 200 + (uint64_t)i, 20, 9, &g[i]);
+		tk_event_gen(seed, 200 + (uint64_t)i, 20, 9, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	int failures = 0;
@@ -766,12 +789,9 @@ static void test_alloc_failure_append(void **state)
 	printf("append survived %d injected allocation failures\n", failures);
 	assert_int_equal(sc_store_last_position(s), 48);
 	/* The state equals a replay of the log. */
-	uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
-	sc_store_close(s);
-	s = open_store(dir, &o);
-	assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
-	sc_store_close(s);
-	rm_rf(dir);
+	uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
+	s = fx_reopen(fx);
+	assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
 }
 
 /* ---- open ---------------------------------------------------------------- */
@@ -810,7 +830,7 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 		    sc_store_entity_events(s, sid, 0, 0, collect, &ce, NULL),
 		    0);
 		size_t k = 0;
-		sc_entity *fold = NULL;
+		tk_refstate *fold = tk_refstate_new();
 		for (size_t i = 0; i < all.n; i++) {
 			sc_decoded_event d;
 			collected_get(&all, i, &d);
@@ -819,26 +839,29 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
 				k++;
-				sc_entity *nx = NULL;
-				assert_int_equal(
-				    sc_entity_apply(fold, &d.ev, &nx, NULL), 0);
-				sc_entity_free(fold);
-				fold = nx;
+				tk_refstate_apply(fold, &d.ev);
 			}
 			sc_decoded_event_free(&d);
 			sc_entity *got = NULL;
 			int rc =
 			    sc_store_entity_at(s, sid, all.pos[i], &got, NULL);
-			if (fold) {
+			const tk_refentity *want =
+			    tk_refstate_lookup(fold, sid);
+			char why[256];
+			if (want) {
 				assert_int_equal(rc, 0);
-				assert_true(sc_entity_equal(got, fold));
+				if (!tk_refstate_entity_equal(want, got, why,
+							      sizeof why))
+					fail_msg("as of %llu: %s",
+						 (unsigned long long)all.pos[i],
+						 why);
 			} else {
 				assert_int_equal(rc, SC_NOTFOUND);
 			}
 			sc_entity_free(got);
 		}
 		assert_int_equal(k, ce.n);
-		sc_entity_free(fold);
+		tk_refstate_free(fold);
 		collected_free(&ce);
 	}
 	collected_free(&all);
@@ -850,12 +873,9 @@ static void check_entity_reads(sc_store *s, unsigned nent)
  * next append that reaches the new lag. */
 static void test_index_lag_reopen_and_failure(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.index_lag = 10;
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	fx->o.index_lag = 10;
+	sc_store *s = fx_open(fx);
 	fill(s, 8, 0);
 	snapshot_of before = observe(s);
 	assert_int_equal(before.index_through, 0);
@@ -864,10 +884,10 @@ static void test_index_lag_reopen_and_failure(void **state)
 	proj_state ps = {.fail_at = 1};
 	sc_projector p = {"fails", proj_apply, proj_commit, proj_rollback, &ps};
 	assert_int_equal(sc_store_add_projector(s, &p, NULL), 0);
-	st_event g[3];
+	tk_event g[3];
 	sc_event batch[3];
 	for (int i = 0; i < 3; i++) {
-		st_event_gen(seed, 8 + (uint64_t)i, 20, 50 + i, &g[i]);
+		tk_event_gen(seed, 8 + (uint64_t)i, 20, 50 + i, &g[i]);
 		batch[i] = g[i].ev;
 	}
 	sc_error err;
@@ -882,11 +902,11 @@ static void test_index_lag_reopen_and_failure(void **state)
 	fill(s, 5, 11);
 	assert_int_equal(observe(s).index_through, 11);
 	check_entity_reads(s, 20);
-	sc_store_close(s);
+	fx_close(fx);
 
 	/* Another lag after a reopen: the meta value holds. */
-	o.index_lag = 3;
-	s = open_store(dir, &o);
+	fx->o.index_lag = 3;
+	s = fx_open(fx);
 	assert_int_equal(observe(s).index_through, 11);
 	check_entity_reads(s, 20);
 	fill(s, 1, 16);
@@ -894,33 +914,28 @@ static void test_index_lag_reopen_and_failure(void **state)
 	fill(s, 2, 17);
 	assert_int_equal(observe(s).index_through, 17);
 	check_entity_reads(s, 20);
-	sc_store_close(s);
+	fx_close(fx);
 
-	o.index_lag = 1;
-	s = open_store(dir, &o);
+	fx->o.index_lag = 1;
+	s = fx_open(fx);
 	fill(s, 1, 19);
 	assert_int_equal(observe(s).index_through, 20);
 	check_entity_reads(s, 20);
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
 /* A format 1 store (entity_index complete, no index_through) opens as
  * format 2 with index_through at the end of its log. */
 static void test_format_1_store_is_upgraded(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.index_lag = 1;
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	fx->o.index_lag = 1;
+	sc_store *s = fx_open(fx);
 	fill(s, 12, 0);
 	set_format_version(s, 1, true);
-	sc_store_close(s);
+	fx_close(fx);
 
-	o.index_lag = 5;
-	s = open_store(dir, &o);
+	fx->o.index_lag = 5;
+	s = fx_open(fx);
 	snapshot_of now = observe(s);
 	assert_int_equal(now.index_through, 12);
 	assert_int_equal(now.index_rows, 12);
@@ -936,36 +951,42 @@ static void test_format_1_store_is_upgraded(void **state)
 	mdb_txn_abort(txn);
 	fill(s, 3, 12);
 	check_entity_reads(s, 20);
-	sc_store_close(s);
-	rm_rf(dir);
 }
 
-static void test_durability_modes_reopen(void **state)
+/* A store written in one durability mode reopens in the other: the mode is
+ * not stored. */
+static void durability_reopen(store_fx *fx, sc_durability first,
+			      sc_durability then)
 {
-	SC_UNUSED(state);
-	for (int mode = 0; mode < 2; mode++) {
-		char dir[256];
-		new_dir(dir, sizeof dir);
-		sc_store_options o = opts();
-		o.durability = mode ? SC_DURABILITY_NOSYNC : SC_DURABILITY_FULL;
-		sc_store *s = open_store(dir, &o);
-		fill(s, 25, 0);
-		uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
-		sc_store_close(s);
-		/* Reopen in the other mode: the mode is not stored. */
-		o.durability = mode ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
-		o.create = false;
-		s = open_store(dir, &o);
-		assert_int_equal(sc_store_last_position(s), 25);
-		assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
-		fill(s, 5, 25);
-		sc_store_close(s);
-		rm_rf(dir);
-	}
-	sc_store_options o = opts();
-	o.durability = (sc_durability)7;
+	fx->o.durability = first;
+	sc_store *s = fx_open(fx);
+	fill(s, 25, 0);
+	uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
+	fx_close(fx);
+	fx->o.durability = then;
+	fx->o.create = false;
+	s = fx_open(fx);
+	assert_int_equal(sc_store_last_position(s), 25);
+	assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
+	fill(s, 5, 25);
+}
+
+static void test_durability_full_then_nosync(void **state)
+{
+	durability_reopen(*state, SC_DURABILITY_FULL, SC_DURABILITY_NOSYNC);
+}
+
+static void test_durability_nosync_then_full(void **state)
+{
+	durability_reopen(*state, SC_DURABILITY_NOSYNC, SC_DURABILITY_FULL);
+}
+
+static void test_durability_unknown(void **state)
+{
+	store_fx *fx = *state;
+	fx->o.durability = (sc_durability)7;
 	sc_store *s = NULL;
-	assert_int_equal(sc_store_open(root, &o, &s, NULL), SC_EINVAL);
+	assert_int_equal(sc_store_open(fx->dir, &fx->o, &s, NULL), SC_EINVAL);
 	assert_null(s);
 }
 
@@ -974,78 +995,72 @@ static void test_durability_modes_reopen(void **state)
  * and without a snapshot) matches the state before reopening, and a value
  * read through the map still holds its bytes after its pages are
  * released. */
-static void test_replay_releases_pages(void **state)
+static void replay_releases_pages(store_fx *fx, bool snap)
 {
-	SC_UNUSED(state);
-	for (int snap = 0; snap < 2; snap++) {
-		char dir[256];
-		new_dir(dir, sizeof dir);
-		sc_store_options o = opts();
-		sc_store *s = open_store(dir, &o);
-		fill(s, 1500, 0);
-		if (snap)
-			assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
-		fill(s, 1300, 1500);
-		uint64_t h = st_cache_hash(sc_store_cache(s), NULL);
-		sc_store_close(s);
-		o.create = false;
-		s = open_store(dir, &o);
-		assert_int_equal(sc_store_last_position(s), 2800);
-		assert_int_equal(st_cache_hash(sc_store_cache(s), NULL), h);
+	sc_store *s = fx->s;
+	fill(s, 1500, 0);
+	if (snap)
+		assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
+	fill(s, 1300, 1500);
+	uint64_t h = tk_cache_hash(sc_store_cache(s), NULL);
+	fx->o.create = false;
+	s = fx_reopen(fx);
+	assert_int_equal(sc_store_last_position(s), 2800);
+	assert_int_equal(tk_cache_hash(sc_store_cache(s), NULL), h);
 
-		MDB_txn *txn;
-		assert_int_equal(sc_store_read_begin(s, &txn, NULL), 0);
-		uint8_t kb[8];
-		sc_be64_put(kb, 777);
-		MDB_val k = {8, kb}, v;
-		assert_int_equal(mdb_get(txn, s->dbi_events, &k, &v), 0);
-		uint8_t *copy = malloc(v.mv_size);
-		assert_non_null(copy);
-		memcpy(copy, v.mv_data, v.mv_size);
-		sc_store_release_pages(v.mv_data,
-				       (const uint8_t *)v.mv_data + v.mv_size);
-		assert_memory_equal(v.mv_data, copy, v.mv_size);
-		free(copy);
-		sc_store_read_end(s, txn);
-		sc_store_close(s);
-		rm_rf(dir);
-	}
+	MDB_txn *txn;
+	assert_int_equal(sc_store_read_begin(s, &txn, NULL), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, 777);
+	MDB_val k = {8, kb}, v;
+	assert_int_equal(mdb_get(txn, s->dbi_events, &k, &v), 0);
+	uint8_t *copy = malloc(v.mv_size);
+	assert_non_null(copy);
+	memcpy(copy, v.mv_data, v.mv_size);
+	sc_store_release_pages(v.mv_data,
+			       (const uint8_t *)v.mv_data + v.mv_size);
+	assert_memory_equal(v.mv_data, copy, v.mv_size);
+	free(copy);
+	sc_store_read_end(s, txn);
+}
+
+static void test_replay_releases_pages_log(void **state)
+{
+	replay_releases_pages(*state, false);
+}
+
+static void test_replay_releases_pages_snapshot(void **state)
+{
+	replay_releases_pages(*state, true);
 }
 
 static void test_open_errors(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	o.create = false;
+	store_fx *fx = *state;
+	fx->o.create = false;
 	sc_store *s = NULL;
 	sc_error err;
-	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_NOTFOUND);
+	assert_int_equal(sc_store_open(fx->dir, &fx->o, &s, &err), SC_NOTFOUND);
 	assert_non_null(strstr(err.message, "create"));
 
 	/* A newer format version is refused. */
-	o.create = true;
-	s = open_store(dir, &o);
+	fx->o.create = true;
+	s = fx_open(fx);
 	fill(s, 3, 0);
 	set_format_version(s, SC_STORE_FORMAT_VERSION + 1, false);
-	sc_store_close(s);
+	fx_close(fx);
 	s = NULL;
-	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EVERSION);
+	assert_int_equal(sc_store_open(fx->dir, &fx->o, &s, &err), SC_EVERSION);
 	assert_null(s);
 	assert_non_null(strstr(err.message, "format version 3"));
-	rm_rf(dir);
 }
 
 /* A damaged event record makes open fail with SC_ECORRUPT naming the
  * position, not crash or load a partial state. */
 static void test_corrupt_event_record(void **state)
 {
-	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
+	sc_store *s = fx->s;
 	fill(s, 10, 0);
 	MDB_txn *txn;
 	MDB_dbi ev;
@@ -1056,13 +1071,12 @@ static void test_corrupt_event_record(void **state)
 	MDB_val k = {8, key}, v = {3, junk};
 	assert_int_equal(mdb_put(txn, ev, &k, &v, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
-	sc_store_close(s);
+	fx_close(fx);
 	s = NULL;
 	sc_error err;
-	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
+	assert_int_equal(sc_store_open(fx->dir, &fx->o, &s, &err), SC_ECORRUPT);
 	assert_null(s);
 	assert_non_null(strstr(err.message, "position 7"));
-	rm_rf(dir);
 }
 
 /* ---- the event codec ----------------------------------------------------- */
@@ -1132,7 +1146,7 @@ static void test_codec_edge_values(void **state)
 						     {.type = SC_VALUE_NULL}};
 			want.attrs = names;
 		}
-		assert_true(st_event_equal(&d.ev, &want));
+		assert_true(tk_event_equal(&d.ev, &want));
 		sc_decoded_event_free(&d);
 		assert_same_as_protobuf_c(buf, len);
 		sc_free(buf);
@@ -1144,15 +1158,15 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	SC_UNUSED(state);
 	uint64_t r = seed;
 	for (uint64_t i = 0; i < 2000; i++) {
-		st_event g;
-		st_event_gen(seed, i, 50, (int64_t)st_rand(&r), &g);
+		tk_event g;
+		tk_event_gen(seed, i, 50, (int64_t)tk_rand(&r), &g);
 		g.ev.position = i + 1;
 		uint8_t *buf = NULL;
 		size_t len = 0;
 		assert_int_equal(sc_event_encode(&g.ev, &buf, &len, NULL), 0);
 		sc_decoded_event d;
 		assert_int_equal(sc_event_decode(buf, len, i + 1, &d, NULL), 0);
-		assert_true(st_event_equal(&d.ev, &g.ev));
+		assert_true(tk_event_equal(&d.ev, &g.ev));
 		sc_decoded_event_free(&d);
 		assert_same_as_protobuf_c(buf, len);
 		/* Mutations: decode either fails cleanly or yields an event
@@ -1160,9 +1174,9 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 		for (int k = 0; k < 8 && len; k++) {
 			uint8_t *mut = malloc(len);
 			memcpy(mut, buf, len);
-			mut[st_rand(&r) % len] ^=
-			    (uint8_t)(1 + st_rand(&r) % 255);
-			size_t ml = k & 1 ? len : st_rand(&r) % len;
+			mut[tk_rand(&r) % len] ^=
+			    (uint8_t)(1 + tk_rand(&r) % 255);
+			size_t ml = k & 1 ? len : tk_rand(&r) % len;
 			sc_error err;
 			int rc = sc_event_decode(mut, ml, 1, &d, &err);
 			if (rc == 0) {
@@ -1193,8 +1207,8 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	    sc_event_decode(rec, (size_t)SC_EVENT_RECORD_MAX + 1, 3, &d, &err),
 	    SC_ETOOBIG);
 	/* Allocation failures surface as ENOMEM, never as corruption. */
-	st_event g;
-	st_event_gen(seed, 1, 5, 1, &g);
+	tk_event g;
+	tk_event_gen(seed, 1, 5, 1, &g);
 	g.ev.type = SC_EVENT_SET;
 	uint8_t *buf;
 	size_t len;
@@ -1235,7 +1249,6 @@ static void expect_invalid(const sc_event *ev, const char *needle)
 /* Each limit of event.h: at the limit valid, one past it refused. */
 static void test_event_validate_limits(void **state)
 {
-	SC_UNUSED(state);
 	size_t big_len = SC_EVENT_VALUE_MAX + 1;
 	char *big = sc_calloc(1, big_len);
 	assert_non_null(big);
@@ -1345,16 +1358,11 @@ static void test_event_validate_limits(void **state)
 
 	/* The store refuses what sc_event_validate refuses, before any
 	 * write. */
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	store_fx *fx = *state;
 	sc_error err;
-	assert_int_equal(sc_store_append(s, &ev, 1, NULL, &err), SC_EINVAL);
+	assert_int_equal(sc_store_append(fx->s, &ev, 1, NULL, &err), SC_EINVAL);
 	assert_non_null(strstr(err.message, "encoded"));
-	assert_int_equal(sc_store_last_position(s), 0);
-	sc_store_close(s);
-	rm_rf(dir);
+	assert_int_equal(sc_store_last_position(fx->s), 0);
 	sc_free(big);
 }
 
@@ -1363,22 +1371,46 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
 	    cmocka_unit_test(test_codec_edge_values),
-	    cmocka_unit_test(test_event_validate_limits),
-	    cmocka_unit_test(test_append_read_roundtrip_indexed),
-	    cmocka_unit_test(test_append_read_roundtrip_lagging),
-	    cmocka_unit_test(test_append_read_roundtrip_unindexed),
-	    cmocka_unit_test(test_index_lag_reopen_and_failure),
-	    cmocka_unit_test(test_format_1_store_is_upgraded),
-	    cmocka_unit_test(test_entity_index_prefix_ids),
-	    cmocka_unit_test(test_bad_event_rejects_batch),
-	    cmocka_unit_test(test_replace_with_null),
-	    cmocka_unit_test(test_projector_failure_rolls_back),
-	    cmocka_unit_test(test_map_full),
-	    cmocka_unit_test(test_alloc_failure_append),
-	    cmocka_unit_test(test_durability_modes_reopen),
-	    cmocka_unit_test(test_replay_releases_pages),
-	    cmocka_unit_test(test_open_errors),
-	    cmocka_unit_test(test_corrupt_event_record),
+	    cmocka_unit_test_setup_teardown(test_event_validate_limits,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_append_read_roundtrip_indexed,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_append_read_roundtrip_lagging,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_append_read_roundtrip_unindexed, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_index_lag_reopen_and_failure,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_format_1_store_is_upgraded,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_entity_index_prefix_ids_indexed, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_entity_index_prefix_ids_tail,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_event_rejects_batch,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_with_null,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_projector_failure_rolls_back,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_map_full, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_alloc_failure_append,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_durability_full_then_nosync,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_durability_nosync_then_full,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_durability_unknown, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_replay_releases_pages_log,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_replay_releases_pages_snapshot,
+					    fx_setup_open, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_errors, fx_setup,
+					    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_corrupt_event_record,
+					    fx_setup_open, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -22,7 +22,7 @@
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "statecache/testing.h"
-#include "tests/store_testlib.c"
+#include "tests/support/store_testkit.h"
 
 static uint64_t seed;
 static char tmpl[] = "/tmp/sc_test_roundtrip.XXXXXX";
@@ -77,18 +77,18 @@ static sc_store *open_store(const char *dir, const sc_store_options *o)
 
 /* Append events [from, to) of the stream (explicit times) and fold them
  * into the model. */
-static void append_range(sc_store *s, st_model *m, uint64_t from, uint64_t to,
-			 unsigned nent, uint64_t *r)
+static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
+			 uint64_t to, unsigned nent, uint64_t *r)
 {
 	uint64_t i = from;
 	while (i < to) {
-		size_t b = 1 + st_rand(r) % 200;
+		size_t b = 1 + tk_rand(r) % 200;
 		if (b > to - i)
 			b = to - i;
-		st_event *g = malloc(b * sizeof *g);
+		tk_event *g = malloc(b * sizeof *g);
 		sc_event *batch = malloc(b * sizeof *batch);
 		for (size_t k = 0; k < b; k++) {
-			st_event_gen(seed, i + k, nent, (int64_t)(i + k + 1),
+			tk_event_gen(seed, i + k, nent, (int64_t)(i + k + 1),
 				     &g[k]);
 			batch[k] = g[k].ev;
 		}
@@ -101,7 +101,7 @@ static void append_range(sc_store *s, st_model *m, uint64_t from, uint64_t to,
 		assert_int_equal(first, i + 1);
 		for (size_t k = 0; k < b; k++) {
 			batch[k].position = i + k + 1;
-			st_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		free(g);
 		free(batch);
@@ -112,9 +112,7 @@ static void append_range(sc_store *s, st_model *m, uint64_t from, uint64_t to,
 static int setup_all(void **state)
 {
 	SC_UNUSED(state);
-	seed = st_seed();
-	printf("seed: %llu (set SC_TEST_SEED to repeat)\n",
-	       (unsigned long long)seed);
+	seed = tk_seed("test_store_roundtrip");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
 	root = mkdtemp(tmpl);
 	return root ? 0 : -1;
@@ -139,18 +137,18 @@ static void test_random_snapshots_and_reopens(void **state)
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		uint64_t r = seed + (uint64_t)round;
-		unsigned nent = 20 + (unsigned)(st_rand(&r) % 300);
+		unsigned nent = 20 + (unsigned)(tk_rand(&r) % 300);
 		if (round == 1)
 			o.snapshot_every = 500; /* automatic snapshots */
 		sc_store *s = open_store(dir, &o);
-		st_model *m = st_model_new();
+		tk_refstate *m = tk_refstate_new();
 		uint64_t pos = 0;
 		int steps = 12;
 		for (int step = 0; step < steps; step++) {
-			uint64_t n = st_rand(&r) % 700;
+			uint64_t n = tk_rand(&r) % 700;
 			append_range(s, m, pos, pos + n, nent, &r);
 			pos += n;
-			unsigned what = (unsigned)(st_rand(&r) % 4);
+			unsigned what = (unsigned)(tk_rand(&r) % 4);
 			if (what <= 1) {
 				sc_snapshot_info si;
 				sc_error err;
@@ -160,7 +158,8 @@ static void test_random_snapshots_and_reopens(void **state)
 						err.message);
 				assert_int_equal(rc, 0);
 				assert_int_equal(si.position, pos);
-				assert_int_equal(si.entities, st_model_len(m));
+				assert_int_equal(si.entities,
+						 tk_refstate_len(m));
 			}
 			if (what >= 1) {
 				sc_store_close(s);
@@ -168,7 +167,7 @@ static void test_random_snapshots_and_reopens(void **state)
 				assert_int_equal(sc_store_last_position(s),
 						 pos);
 			}
-			assert_true(st_cache_matches(sc_store_cache(s), m));
+			assert_true(tk_cache_matches(sc_store_cache(s), m));
 			sc_snapshot_info list[8];
 			int n_snap = sc_store_snapshots(s, list, 8, NULL);
 			assert_true(n_snap >= 0 && n_snap <= 3);
@@ -179,7 +178,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		/* Nothing was damaged: no warnings. */
 		assert_int_equal(w.count, 0);
 		sc_store_close(s);
-		st_model_free(m);
+		tk_refstate_free(m);
 		rm_rf(dir);
 	}
 }
@@ -270,7 +269,7 @@ static void damage_snapshot(const char *dir, uint64_t position, uint64_t other,
 	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
 	assert_int_equal(mdb_dbi_open(txn, "snapshots", 0, &dbi), 0);
 	uint8_t kb[12], kb2[12];
-	uint32_t part = 1 + (uint32_t)(st_rand(r) % chunks);
+	uint32_t part = 1 + (uint32_t)(tk_rand(r) % chunks);
 	if (d == DAMAGE_FLIP_HEADER || d == DAMAGE_TRUNCATE_HEAD ||
 	    d == DAMAGE_DROP_HEADER)
 		part = 0;
@@ -283,11 +282,11 @@ static void damage_snapshot(const char *dir, uint64_t position, uint64_t other,
 	switch (d) {
 	case DAMAGE_FLIP:
 	case DAMAGE_FLIP_HEADER:
-		copy[st_rand(r) % len] ^= (uint8_t)(1 + st_rand(r) % 255);
+		copy[tk_rand(r) % len] ^= (uint8_t)(1 + tk_rand(r) % 255);
 		break;
 	case DAMAGE_TRUNCATE:
 	case DAMAGE_TRUNCATE_HEAD:
-		len = st_rand(r) % len;
+		len = tk_rand(r) % len;
 		break;
 	case DAMAGE_SWAP_CHUNKS: {
 		/* Exchange chunk 1 and chunk 2 (needs two chunks). */
@@ -349,17 +348,18 @@ static void test_damaged_snapshots_fall_back(void **state)
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		sc_store *s = open_store(dir, &o);
-		st_model *m = st_model_new();
+		tk_refstate *m = tk_refstate_new();
 		/* Two snapshots with a tail after each. */
 		uint64_t total = 0;
 		for (int k = 0; k < 2; k++) {
 			for (unsigned e = 0; e < nent; e += 500) {
 				/* one event per entity at least */
-				st_event g[500];
+				tk_event *g = malloc(500 * sizeof *g);
+				assert_non_null(g);
 				sc_event batch[500];
 				size_t b = nent - e < 500 ? nent - e : 500;
 				for (size_t j = 0; j < b; j++) {
-					st_event_gen(seed, total + j, 1,
+					tk_event_gen(seed, total + j, 1,
 						     (int64_t)(total + j + 1),
 						     &g[j]);
 					int n =
@@ -382,8 +382,9 @@ static void test_damaged_snapshots_fall_back(void **state)
 				    0);
 				for (size_t j = 0; j < b; j++) {
 					batch[j].position = total + j + 1;
-					st_model_apply(m, &batch[j]);
+					tk_refstate_apply(m, &batch[j]);
 				}
+				free(g);
 				total += b;
 			}
 			sc_snapshot_info si;
@@ -409,7 +410,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 			 (unsigned long long)list[0].position);
 		assert_non_null(strstr(w.text, needle));
 		assert_non_null(strstr(w.text, "older snapshot"));
-		assert_true(st_cache_matches(sc_store_cache(s), m));
+		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
 
 		/* Damage the older one too: full replay, two warnings. */
@@ -421,7 +422,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		s = open_store(dir, &o);
 		assert_int_equal(w.count, 2);
 		assert_non_null(strstr(w.text, "full replay"));
-		assert_true(st_cache_matches(sc_store_cache(s), m));
+		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		/* A new snapshot works and is used at the next open. */
 		append_range(s, m, total, total + 50, nent, &r);
 		assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
@@ -430,9 +431,9 @@ static void test_damaged_snapshots_fall_back(void **state)
 		w.text[0] = '\0';
 		s = open_store(dir, &o);
 		assert_int_equal(w.count, 0); /* the newest verifies */
-		assert_true(st_cache_matches(sc_store_cache(s), m));
+		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
-		st_model_free(m);
+		tk_refstate_free(m);
 		rm_rf(dir);
 	}
 }
@@ -447,7 +448,7 @@ static void test_alloc_failure_snapshot(void **state)
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
-	st_model *m = st_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed;
 	append_range(s, m, 0, 400, 60, &r);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
@@ -466,7 +467,7 @@ static void test_alloc_failure_snapshot(void **state)
 		assert_int_equal(rc, ENOMEM);
 		assert_int_equal(sc_store_snapshots(s, after, 4, NULL), nb);
 		assert_int_equal(after[0].position, before[0].position);
-		assert_true(st_cache_matches(sc_store_cache(s), m));
+		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		assert_true(n < 100000);
 	}
 	printf("snapshot survived %d injected allocation failures\n", failures);
@@ -476,10 +477,10 @@ static void test_alloc_failure_snapshot(void **state)
 	assert_int_equal(list[0].position, 500);
 	sc_store_close(s);
 	s = open_store(dir, &o);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(w.count, 0);
 	sc_store_close(s);
-	st_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 
@@ -500,23 +501,23 @@ static void test_snapshot_map_full(void **state)
 	o.map_size = 256 << 10;
 	o.map_size_max = 2 << 20;
 	sc_store *s = open_store(dir, &o);
-	st_model *m = st_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x3a9f;
 	/* 1,000 entities of 1 KiB of random bytes each: ~1.4 MiB of log and
 	 * ~1 MiB of snapshot that zstd cannot shrink. */
 	static char blob[1000][1024];
 	for (int i = 0; i < 1000; i++)
 		for (int b = 0; b < 1024; b++)
-			blob[i][b] = (char)st_rand(&r);
+			blob[i][b] = (char)tk_rand(&r);
 	uint64_t pos = 0;
 	int rc = 0;
 	sc_error err;
 	for (unsigned e = 0; e < 1000; e += 50) {
-		st_event g[50];
+		tk_event g[50];
 		sc_event batch[50];
 		sc_attr at[50];
 		for (unsigned k = 0; k < 50; k++) {
-			st_event_gen(seed, pos + k, 1, (int64_t)(pos + k + 1),
+			tk_event_gen(seed, pos + k, 1, (int64_t)(pos + k + 1),
 				     &g[k]);
 			int n =
 			    snprintf(g[k].id, sizeof g[k].id, "big%u", e + k);
@@ -535,7 +536,7 @@ static void test_snapshot_map_full(void **state)
 			fail_msg("append: %s", err.message);
 		for (unsigned k = 0; k < 50; k++) {
 			batch[k].position = pos + k + 1;
-			st_model_apply(m, &batch[k]);
+			tk_refstate_apply(m, &batch[k]);
 		}
 		pos += 50;
 	}
@@ -551,7 +552,7 @@ static void test_snapshot_map_full(void **state)
 	assert_int_equal(rc, SC_EMAPFULL);
 	assert_non_null(strstr(err.message, "map_size_max"));
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 0);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(sc_store_last_position(s), pos);
 	sc_store_close(s);
 	o.map_size_max = 64 << 20;
@@ -561,9 +562,9 @@ static void test_snapshot_map_full(void **state)
 	assert_int_equal(list[0].position, pos);
 	sc_store_close(s);
 	s = open_store(dir, &o);
-	assert_true(st_cache_matches(sc_store_cache(s), m));
+	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
-	st_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 
@@ -581,7 +582,7 @@ static void test_alloc_failure_open(void **state)
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
-	st_model *m = st_model_new();
+	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x0fe4;
 	append_range(s, m, 0, 300, 40, &r);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
@@ -596,7 +597,7 @@ static void test_alloc_failure_open(void **state)
 		int rc = sc_store_open(dir, &o, &s, &err);
 		sc_testing_fail_alloc_after(-1);
 		if (rc == 0) {
-			assert_true(st_cache_matches(sc_store_cache(s), m));
+			assert_true(tk_cache_matches(sc_store_cache(s), m));
 			sc_store_close(s);
 			if (w.count == 0)
 				break; /* no injected failure was reached */
@@ -611,7 +612,7 @@ static void test_alloc_failure_open(void **state)
 	}
 	printf("open survived %d injected allocation failures\n", failures);
 	assert_true(failures > 0);
-	st_model_free(m);
+	tk_refstate_free(m);
 	rm_rf(dir);
 }
 

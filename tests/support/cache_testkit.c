@@ -4,7 +4,7 @@
 
 #include "cache/cache_internal.h"
 
-size_t sc_test_live_bytes(sc_cache *cache)
+size_t tk_live_bytes(sc_cache *cache)
 {
 	const struct sc_version *v = atomic_load(&cache->current);
 	sc_hamt_stats hs;

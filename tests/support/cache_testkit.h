@@ -11,6 +11,6 @@
 
 /* Bytes of the newest promoted version alone: its HAMT nodes and entity
  * states, counted by walking it. Writer thread. */
-size_t sc_test_live_bytes(sc_cache *cache);
+size_t tk_live_bytes(sc_cache *cache);
 
 #endif

@@ -9,34 +9,30 @@
 #include <stdint.h>
 
 #include "statecache/hamt.h"
+#include "tests/support/testkit.h"
 
 /* Counters of the release hook; pass a pointer as release_ctx. */
-typedef struct hamt_tk_counter {
+typedef struct tk_hamt_counter {
 	size_t released;
-	size_t made; /* keys made by hamt_tk_key_new with this counter */
-} hamt_tk_counter;
+	size_t made; /* keys made by tk_hamt_key_new with this counter */
+} tk_hamt_counter;
 
 /* A key object holding a copy of bytes[0..len) (malloc; aborts on OOM).
  * `c` (may be NULL) counts it as made. */
-sc_hamt_key *hamt_tk_key_new(hamt_tk_counter *c, const void *bytes, size_t len);
+sc_hamt_key *tk_hamt_key_new(tk_hamt_counter *c, const void *bytes, size_t len);
 /* Same, with the bytes of a C string. */
-sc_hamt_key *hamt_tk_key_str(hamt_tk_counter *c, const char *s);
-/* Release hook: counts in ctx (a hamt_tk_counter) and frees the key. */
-void hamt_tk_release(void *ctx, const sc_hamt_key *key, void *value);
-/* Options with hamt_tk_release, counter `c`, a fixed seed and `hash`. */
-sc_hamt_options hamt_tk_options(hamt_tk_counter *c, sc_hamt_hash_fn hash);
+sc_hamt_key *tk_hamt_key_str(tk_hamt_counter *c, const char *s);
+/* Release hook: counts in ctx (a tk_hamt_counter) and frees the key. */
+void tk_hamt_release(void *ctx, const sc_hamt_key *key, void *value);
+/* Options with tk_hamt_release, counter `c`, a fixed seed and `hash`. */
+sc_hamt_options tk_hamt_options(tk_hamt_counter *c, sc_hamt_hash_fn hash);
 
 /* Hashes that force collisions: constant, and only the low 3 bits of
  * XXH3 (8 distinct values). */
-uint64_t hamt_tk_hash_const(const void *key, size_t len, uint64_t seed);
-uint64_t hamt_tk_hash_3bit(const void *key, size_t len, uint64_t seed);
+uint64_t tk_hamt_hash_const(const void *key, size_t len, uint64_t seed);
+uint64_t tk_hamt_hash_3bit(const void *key, size_t len, uint64_t seed);
 /* Hash with only 4 bits, spread over bits 0, 21, 42 and 63 so that the
  * trie splits near the root, in the middle and at the last level. */
-uint64_t hamt_tk_hash_spread4(const void *key, size_t len, uint64_t seed);
-
-/* A small, seedable PRNG (splitmix64) for deterministic tests. */
-uint64_t hamt_tk_rand(uint64_t *state);
-/* Seed from env SC_TEST_SEED or the clock; printed to stderr. */
-uint64_t hamt_tk_seed(const char *test);
+uint64_t tk_hamt_hash_spread4(const void *key, size_t len, uint64_t seed);
 
 #endif

@@ -11,13 +11,13 @@ static void *xrealloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
 	if (!q) {
-		fprintf(stderr, "refmap: out of memory\n");
+		fprintf(stderr, "tk_refmap: out of memory\n");
 		abort();
 	}
 	return q;
 }
 
-int refmap_keycmp(const void *a, size_t alen, const void *b, size_t blen)
+int tk_refmap_keycmp(const void *a, size_t alen, const void *b, size_t blen)
 {
 	int c = memcmp(a, b, alen < blen ? alen : blen);
 	if (c)
@@ -26,12 +26,14 @@ int refmap_keycmp(const void *a, size_t alen, const void *b, size_t blen)
 }
 
 /* Index of key, or of where it would go; *found says which. */
-static size_t search(const refmap *m, const void *key, size_t len, bool *found)
+static size_t search(const tk_refmap *m, const void *key, size_t len,
+		     bool *found)
 {
 	size_t lo = 0, hi = m->n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = refmap_keycmp(m->e[mid].key, m->e[mid].len, key, len);
+		int c =
+		    tk_refmap_keycmp(m->e[mid].key, m->e[mid].len, key, len);
 		if (c == 0) {
 			*found = true;
 			return mid;
@@ -45,17 +47,17 @@ static size_t search(const refmap *m, const void *key, size_t len, bool *found)
 	return lo;
 }
 
-refmap *refmap_new(void)
+tk_refmap *tk_refmap_new(void)
 {
-	refmap *m = xrealloc(NULL, sizeof *m);
+	tk_refmap *m = xrealloc(NULL, sizeof *m);
 	m->e = NULL;
 	m->n = m->cap = 0;
 	return m;
 }
 
-refmap *refmap_clone(const refmap *m)
+tk_refmap *tk_refmap_clone(const tk_refmap *m)
 {
-	refmap *c = refmap_new();
+	tk_refmap *c = tk_refmap_new();
 	c->cap = m->n;
 	c->n = m->n;
 	c->e = xrealloc(NULL, m->n * sizeof *c->e);
@@ -64,7 +66,7 @@ refmap *refmap_clone(const refmap *m)
 	return c;
 }
 
-void refmap_free(refmap *m)
+void tk_refmap_free(tk_refmap *m)
 {
 	if (!m)
 		return;
@@ -72,14 +74,14 @@ void refmap_free(refmap *m)
 	free(m);
 }
 
-void *refmap_get(const refmap *m, const void *key, size_t len)
+void *tk_refmap_get(const tk_refmap *m, const void *key, size_t len)
 {
 	bool found;
 	size_t i = search(m, key, len, &found);
 	return found ? m->e[i].value : NULL;
 }
 
-void *refmap_set(refmap *m, const void *key, size_t len, void *value)
+void *tk_refmap_set(tk_refmap *m, const void *key, size_t len, void *value)
 {
 	bool found;
 	size_t i = search(m, key, len, &found);
@@ -101,7 +103,7 @@ void *refmap_set(refmap *m, const void *key, size_t len, void *value)
 	return NULL;
 }
 
-bool refmap_remove(refmap *m, const void *key, size_t len, void **old)
+bool tk_refmap_remove(tk_refmap *m, const void *key, size_t len, void **old)
 {
 	bool found;
 	size_t i = search(m, key, len, &found);
@@ -114,12 +116,12 @@ bool refmap_remove(refmap *m, const void *key, size_t len, void **old)
 	return true;
 }
 
-size_t refmap_count(const refmap *m)
+size_t tk_refmap_count(const tk_refmap *m)
 {
 	return m->n;
 }
 
-const refmap_entry *refmap_at(const refmap *m, size_t i)
+const tk_refmap_entry *tk_refmap_at(const tk_refmap *m, size_t i)
 {
 	return i < m->n ? &m->e[i] : NULL;
 }

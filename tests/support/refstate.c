@@ -40,14 +40,14 @@ static bool is_blob(sc_value_type t)
 	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
 }
 
-static void attr_free(sc_refattr *a)
+static void attr_free(tk_refattr *a)
 {
 	free((void *)a->name.ptr);
 	if (is_blob(a->value.type))
 		free((void *)a->value.u.s.ptr);
 }
 
-static void entity_free(sc_refentity *re)
+static void entity_free(tk_refentity *re)
 {
 	if (!re)
 		return;
@@ -66,9 +66,9 @@ static sc_value value_dup(sc_value v)
 	return v;
 }
 
-static sc_refentity *entity_clone(const sc_refentity *re)
+static tk_refentity *entity_clone(const tk_refentity *re)
 {
-	sc_refentity *c = xmalloc(sizeof *c);
+	tk_refentity *c = xmalloc(sizeof *c);
 	*c = *re;
 	c->next = NULL;
 	c->id = str_dup(re->id);
@@ -85,11 +85,11 @@ static sc_refentity *entity_clone(const sc_refentity *re)
 
 typedef struct journal_entry {
 	sc_str id;	     /* owned */
-	sc_refentity *saved; /* the state before the change, or NULL */
+	tk_refentity *saved; /* the state before the change, or NULL */
 } journal_entry;
 
-struct sc_refstate {
-	sc_refentity **buckets;
+struct tk_refstate {
+	tk_refentity **buckets;
 	size_t nbuckets; /* a power of two */
 	size_t count;
 	bool in_txn;
@@ -107,9 +107,9 @@ static uint64_t id_hash(sc_str id)
 	return h;
 }
 
-sc_refstate *sc_refstate_new(void)
+tk_refstate *tk_refstate_new(void)
 {
-	sc_refstate *rs = xmalloc(sizeof *rs);
+	tk_refstate *rs = xmalloc(sizeof *rs);
 	memset(rs, 0, sizeof *rs);
 	rs->nbuckets = 64;
 	rs->buckets = calloc(rs->nbuckets, sizeof *rs->buckets);
@@ -118,7 +118,7 @@ sc_refstate *sc_refstate_new(void)
 	return rs;
 }
 
-static void journal_clear(sc_refstate *rs)
+static void journal_clear(tk_refstate *rs)
 {
 	for (size_t i = 0; i < rs->njournal; i++) {
 		free((void *)rs->journal[i].id.ptr);
@@ -127,14 +127,14 @@ static void journal_clear(sc_refstate *rs)
 	rs->njournal = 0;
 }
 
-void sc_refstate_free(sc_refstate *rs)
+void tk_refstate_free(tk_refstate *rs)
 {
 	if (!rs)
 		return;
 	for (size_t b = 0; b < rs->nbuckets; b++) {
-		sc_refentity *re = rs->buckets[b];
+		tk_refentity *re = rs->buckets[b];
 		while (re) {
-			sc_refentity *next = re->next;
+			tk_refentity *next = re->next;
 			entity_free(re);
 			re = next;
 		}
@@ -145,24 +145,24 @@ void sc_refstate_free(sc_refstate *rs)
 	free(rs);
 }
 
-static sc_refentity **slot_of(const sc_refstate *rs, sc_str id)
+static tk_refentity **slot_of(const tk_refstate *rs, sc_str id)
 {
-	sc_refentity **p = &rs->buckets[id_hash(id) & (rs->nbuckets - 1)];
+	tk_refentity **p = &rs->buckets[id_hash(id) & (rs->nbuckets - 1)];
 	while (*p && !str_eq((*p)->id, id))
 		p = &(*p)->next;
 	return p;
 }
 
-static void grow(sc_refstate *rs)
+static void grow(tk_refstate *rs)
 {
 	size_t n = rs->nbuckets * 2;
-	sc_refentity **nb = calloc(n, sizeof *nb);
+	tk_refentity **nb = calloc(n, sizeof *nb);
 	if (!nb)
 		abort();
 	for (size_t b = 0; b < rs->nbuckets; b++) {
-		sc_refentity *re = rs->buckets[b];
+		tk_refentity *re = rs->buckets[b];
 		while (re) {
-			sc_refentity *next = re->next;
+			tk_refentity *next = re->next;
 			size_t i = id_hash(re->id) & (n - 1);
 			re->next = nb[i];
 			nb[i] = re;
@@ -175,10 +175,10 @@ static void grow(sc_refstate *rs)
 }
 
 /* Unlink and return the entity for id (NULL when absent). */
-static sc_refentity *take(sc_refstate *rs, sc_str id)
+static tk_refentity *take(tk_refstate *rs, sc_str id)
 {
-	sc_refentity **p = slot_of(rs, id);
-	sc_refentity *re = *p;
+	tk_refentity **p = slot_of(rs, id);
+	tk_refentity *re = *p;
 	if (re) {
 		*p = re->next;
 		re->next = NULL;
@@ -187,39 +187,39 @@ static sc_refentity *take(sc_refstate *rs, sc_str id)
 	return re;
 }
 
-static void put(sc_refstate *rs, sc_refentity *re)
+static void put(tk_refstate *rs, tk_refentity *re)
 {
 	if (rs->count >= rs->nbuckets)
 		grow(rs);
-	sc_refentity **head =
+	tk_refentity **head =
 	    &rs->buckets[id_hash(re->id) & (rs->nbuckets - 1)];
 	re->next = *head;
 	*head = re;
 	rs->count++;
 }
 
-const sc_refentity *sc_refstate_lookup(const sc_refstate *rs, sc_str id)
+const tk_refentity *tk_refstate_lookup(const tk_refstate *rs, sc_str id)
 {
 	return *slot_of(rs, id);
 }
 
-size_t sc_refstate_len(const sc_refstate *rs)
+size_t tk_refstate_len(const tk_refstate *rs)
 {
 	return rs->count;
 }
 
-void sc_refstate_foreach(const sc_refstate *rs,
-			 void (*fn)(void *ctx, const sc_refentity *re),
+void tk_refstate_foreach(const tk_refstate *rs,
+			 void (*fn)(void *ctx, const tk_refentity *re),
 			 void *ctx)
 {
 	for (size_t b = 0; b < rs->nbuckets; b++)
-		for (sc_refentity *re = rs->buckets[b]; re; re = re->next)
+		for (tk_refentity *re = rs->buckets[b]; re; re = re->next)
 			fn(ctx, re);
 }
 
 /* ==== applying events ===================================================== */
 
-static long attr_index(const sc_refentity *re, sc_str name)
+static long attr_index(const tk_refentity *re, sc_str name)
 {
 	for (size_t i = 0; i < re->nattrs; i++)
 		if (str_eq(re->attrs[i].name, name))
@@ -227,7 +227,7 @@ static long attr_index(const sc_refentity *re, sc_str name)
 	return -1;
 }
 
-bool sc_refentity_find(const sc_refentity *re, sc_str name, sc_value *out)
+bool tk_refentity_find(const tk_refentity *re, sc_str name, sc_value *out)
 {
 	long i = attr_index(re, name);
 	if (i < 0)
@@ -237,7 +237,7 @@ bool sc_refentity_find(const sc_refentity *re, sc_str name, sc_value *out)
 	return true;
 }
 
-static void attr_remove(sc_refentity *re, sc_str name)
+static void attr_remove(tk_refentity *re, sc_str name)
 {
 	long i = attr_index(re, name);
 	if (i < 0)
@@ -247,7 +247,7 @@ static void attr_remove(sc_refentity *re, sc_str name)
 	re->nattrs--;
 }
 
-static void attr_set(sc_refentity *re, sc_str name, sc_value v)
+static void attr_set(tk_refentity *re, sc_str name, sc_value v)
 {
 	long i = attr_index(re, name);
 	if (i >= 0) {
@@ -256,7 +256,7 @@ static void attr_set(sc_refentity *re, sc_str name, sc_value v)
 		re->attrs[i].value = value_dup(v);
 		return;
 	}
-	sc_refattr *na = realloc(re->attrs, (re->nattrs + 1) * sizeof *na);
+	tk_refattr *na = realloc(re->attrs, (re->nattrs + 1) * sizeof *na);
 	if (!na)
 		abort();
 	re->attrs = na;
@@ -265,7 +265,7 @@ static void attr_set(sc_refentity *re, sc_str name, sc_value v)
 	re->nattrs++;
 }
 
-static void journal_push(sc_refstate *rs, sc_str id, const sc_refentity *re)
+static void journal_push(tk_refstate *rs, sc_str id, const tk_refentity *re)
 {
 	if (rs->njournal == rs->cap_journal) {
 		rs->cap_journal = rs->cap_journal ? 2 * rs->cap_journal : 64;
@@ -279,9 +279,9 @@ static void journal_push(sc_refstate *rs, sc_str id, const sc_refentity *re)
 	j->saved = re ? entity_clone(re) : NULL;
 }
 
-void sc_refstate_apply(sc_refstate *rs, const sc_event *ev)
+void tk_refstate_apply(tk_refstate *rs, const sc_event *ev)
 {
-	sc_refentity *re = take(rs, ev->entity);
+	tk_refentity *re = take(rs, ev->entity);
 	if (rs->in_txn)
 		journal_push(rs, ev->entity, re);
 	if (ev->type == SC_EVENT_DELETE) {
@@ -313,7 +313,7 @@ void sc_refstate_apply(sc_refstate *rs, const sc_event *ev)
 	put(rs, re);
 }
 
-void sc_refstate_begin(sc_refstate *rs)
+void tk_refstate_begin(tk_refstate *rs)
 {
 	if (rs->in_txn) {
 		fprintf(stderr, "refstate: begin inside a transaction\n");
@@ -322,13 +322,13 @@ void sc_refstate_begin(sc_refstate *rs)
 	rs->in_txn = true;
 }
 
-void sc_refstate_commit(sc_refstate *rs)
+void tk_refstate_commit(tk_refstate *rs)
 {
 	journal_clear(rs);
 	rs->in_txn = false;
 }
 
-void sc_refstate_rollback(sc_refstate *rs)
+void tk_refstate_rollback(tk_refstate *rs)
 {
 	for (size_t i = rs->njournal; i-- > 0;) {
 		journal_entry *j = &rs->journal[i];
@@ -344,13 +344,33 @@ void sc_refstate_rollback(sc_refstate *rs)
 
 /* ==== comparison ========================================================== */
 
+bool tk_value_equal(const sc_value *a, const sc_value *b)
+{
+	if (a->type != b->type)
+		return false;
+	switch (a->type) {
+	case SC_VALUE_NULL:
+		return true;
+	case SC_VALUE_INT:
+		return a->u.i == b->u.i;
+	case SC_VALUE_DOUBLE:
+		return memcmp(&a->u.d, &b->u.d, sizeof a->u.d) == 0;
+	case SC_VALUE_BOOL:
+		return a->u.b == b->u.b;
+	case SC_VALUE_STRING:
+	case SC_VALUE_BYTES:
+		return str_eq(a->u.s, b->u.s);
+	}
+	return false;
+}
+
 #define WHY(...)                                                               \
 	do {                                                                   \
 		if (why)                                                       \
 			snprintf(why, why_len, __VA_ARGS__);                   \
 	} while (0)
 
-bool sc_refstate_entity_equal(const sc_refentity *re, const sc_entity *e,
+bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,
 			      char *why, size_t why_len)
 {
 	if (!re && !e)
@@ -382,9 +402,9 @@ bool sc_refstate_entity_equal(const sc_refentity *re, const sc_entity *e,
 	}
 	for (size_t i = 0; i < re->nattrs; i++) {
 		sc_value v;
-		const sc_refattr *a = &re->attrs[i];
+		const tk_refattr *a = &re->attrs[i];
 		if (!sc_entity_find(e, a->name, &v) ||
-		    !sc_value_equal(&v, &a->value)) {
+		    !tk_value_equal(&v, &a->value)) {
 			WHY("entity '%.*s': attr '%.*s' differs", (int)id.len,
 			    id.ptr, (int)a->name.len, a->name.ptr);
 			return false;
@@ -400,17 +420,17 @@ typedef struct check_ctx {
 	size_t why_len;
 } check_ctx;
 
-static void check_one(void *ctx, const sc_refentity *re)
+static void check_one(void *ctx, const tk_refentity *re)
 {
 	check_ctx *c = ctx;
 	if (!c->ok)
 		return;
 	const sc_entity *e = sc_view_get(c->view, re->id);
-	if (!sc_refstate_entity_equal(re, e, c->why, c->why_len))
+	if (!tk_refstate_entity_equal(re, e, c->why, c->why_len))
 		c->ok = false;
 }
 
-bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
+bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 			    char *why, size_t why_len)
 {
 	if (sc_view_len(view) != rs->count) {
@@ -419,7 +439,7 @@ bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
 		return false;
 	}
 	check_ctx c = {view, true, why, why_len};
-	sc_refstate_foreach(rs, check_one, &c);
+	tk_refstate_foreach(rs, check_one, &c);
 	if (!c.ok)
 		return false;
 	/* Every entity the view iterates is in the model too. */
@@ -427,7 +447,7 @@ bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
 	sc_view_iter_init(view, &it);
 	size_t n = 0;
 	for (const sc_entity *e; (e = sc_view_iter_next(&it)); n++) {
-		if (!sc_refstate_lookup(rs, sc_entity_id(e))) {
+		if (!tk_refstate_lookup(rs, sc_entity_id(e))) {
 			sc_str id = sc_entity_id(e);
 			WHY("iteration yields '%.*s', not in the model",
 			    (int)id.len, id.ptr);
@@ -442,12 +462,12 @@ bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
 	return true;
 }
 
-bool sc_refstate_check_ids(const sc_refstate *rs, const sc_view *view,
+bool tk_refstate_check_ids(const tk_refstate *rs, const sc_view *view,
 			   const sc_str *ids, size_t nids, char *why,
 			   size_t why_len)
 {
 	for (size_t i = 0; i < nids; i++) {
-		if (!sc_refstate_entity_equal(sc_refstate_lookup(rs, ids[i]),
+		if (!tk_refstate_entity_equal(tk_refstate_lookup(rs, ids[i]),
 					      sc_view_get(view, ids[i]), why,
 					      why_len))
 			return false;
@@ -490,7 +510,7 @@ static uint64_t entity_hash(sc_str id, int64_t at, sc_str by, uint64_t pos,
 	return XXH64(parts, sizeof parts, 3);
 }
 
-static void hash_one(void *ctx, const sc_refentity *re)
+static void hash_one(void *ctx, const tk_refentity *re)
 {
 	uint64_t sum = 0;
 	for (size_t i = 0; i < re->nattrs; i++)
@@ -499,14 +519,14 @@ static void hash_one(void *ctx, const sc_refentity *re)
 					re->position, sum);
 }
 
-uint64_t sc_refstate_hash(const sc_refstate *rs)
+uint64_t tk_refstate_hash(const tk_refstate *rs)
 {
 	uint64_t h = 0;
-	sc_refstate_foreach(rs, hash_one, &h);
+	tk_refstate_foreach(rs, hash_one, &h);
 	return h;
 }
 
-uint64_t sc_refstate_view_hash(const sc_view *view)
+uint64_t tk_refstate_view_hash(const sc_view *view)
 {
 	uint64_t h = 0;
 	sc_view_iter it;

@@ -14,7 +14,7 @@
  * a missing one does nothing). Every event but delete leaves the entity
  * existing. The event must be valid (as sc_cache_apply would accept it).
  *
- * Transactions: sc_refstate_begin() starts journaling; rollback undoes every
+ * Transactions: tk_refstate_begin() starts journaling; rollback undoes every
  * apply since begin, commit keeps them. Mirrors promote and discard.
  */
 #ifndef STATECACHE_TESTS_REFSTATE_H
@@ -26,65 +26,70 @@
 
 #include "statecache/cache.h"
 
-typedef struct sc_refattr {
+typedef struct tk_refattr {
 	sc_str name;	/* owned copy */
 	sc_value value; /* string/bytes: owned copy */
-} sc_refattr;
+} tk_refattr;
 
-typedef struct sc_refentity {
+typedef struct tk_refentity {
 	sc_str id; /* owned copy */
-	sc_refattr *attrs;
+	tk_refattr *attrs;
 	size_t nattrs;
 	int64_t updated_at;
 	sc_str updated_by; /* owned copy */
 	uint64_t position;
-	struct sc_refentity *next; /* hash chain */
-} sc_refentity;
+	struct tk_refentity *next; /* hash chain */
+} tk_refentity;
 
-typedef struct sc_refstate sc_refstate;
+typedef struct tk_refstate tk_refstate;
 
-sc_refstate *sc_refstate_new(void);
-void sc_refstate_free(sc_refstate *rs);
+tk_refstate *tk_refstate_new(void);
+void tk_refstate_free(tk_refstate *rs);
 
 /* Apply a valid event. */
-void sc_refstate_apply(sc_refstate *rs, const sc_event *ev);
+void tk_refstate_apply(tk_refstate *rs, const sc_event *ev);
 
 /* The entity, or NULL. Valid until the next change. */
-const sc_refentity *sc_refstate_lookup(const sc_refstate *rs, sc_str id);
+const tk_refentity *tk_refstate_lookup(const tk_refstate *rs, sc_str id);
 /* The value of one attribute, or false when absent. */
-bool sc_refentity_find(const sc_refentity *re, sc_str name, sc_value *out);
-size_t sc_refstate_len(const sc_refstate *rs);
+bool tk_refentity_find(const tk_refentity *re, sc_str name, sc_value *out);
+size_t tk_refstate_len(const tk_refstate *rs);
 
 /* Call fn for every entity, in no particular order. */
-void sc_refstate_foreach(const sc_refstate *rs,
-			 void (*fn)(void *ctx, const sc_refentity *re),
+void tk_refstate_foreach(const tk_refstate *rs,
+			 void (*fn)(void *ctx, const tk_refentity *re),
 			 void *ctx);
 
 /* Journaling, see above. begin while a transaction is open is an error
  * (aborts the test program). */
-void sc_refstate_begin(sc_refstate *rs);
-void sc_refstate_commit(sc_refstate *rs);
-void sc_refstate_rollback(sc_refstate *rs);
+void tk_refstate_begin(tk_refstate *rs);
+void tk_refstate_commit(tk_refstate *rs);
+void tk_refstate_rollback(tk_refstate *rs);
+
+/* True when two values are the same kind with the same contents (doubles
+ * by their bits, as the cache stores them). Written here, not taken from
+ * sc_value_equal: nothing of cache/ judges its own results. */
+bool tk_value_equal(const sc_value *a, const sc_value *b);
 
 /* True when `re` and `e` hold the same state (both NULL counts as equal).
  * On a mismatch, `why` (may be NULL) says what differs. */
-bool sc_refstate_entity_equal(const sc_refentity *re, const sc_entity *e,
+bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,
 			      char *why, size_t why_len);
 
 /* Compare the whole model with a view: same entity count and every entity
  * equal. */
-bool sc_refstate_check_view(const sc_refstate *rs, const sc_view *view,
+bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 			    char *why, size_t why_len);
 
 /* Compare only the given ids (present or absent in both). */
-bool sc_refstate_check_ids(const sc_refstate *rs, const sc_view *view,
+bool tk_refstate_check_ids(const tk_refstate *rs, const sc_view *view,
 			   const sc_str *ids, size_t nids, char *why,
 			   size_t why_len);
 
 /* Order-independent hash of the whole state (ids, attributes, updated_at,
- * updated_by, position); sc_refstate_view_hash gives the same number for a
+ * updated_by, position); tk_refstate_view_hash gives the same number for a
  * view holding the same state. */
-uint64_t sc_refstate_hash(const sc_refstate *rs);
-uint64_t sc_refstate_view_hash(const sc_view *view);
+uint64_t tk_refstate_hash(const tk_refstate *rs);
+uint64_t tk_refstate_view_hash(const sc_view *view);
 
 #endif
