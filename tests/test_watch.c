@@ -945,6 +945,11 @@ static void test_initial_state(void **state)
 	assert_int_equal(b->kind, SC_WATCH_HEARTBEAT);
 	assert_int_equal(b->from_version, 2);
 	assert_int_equal(b->to_version, 3);
+	/* Passing over it released version 2. */
+	sc_watch_stats st;
+	sc_watch_stats_get(t.w, &st);
+	assert_int_equal(st.pinned, 3);
+	assert_int_equal(st.versions_held, 0);
 	put_int(cache, rs, &pos, "q/2", "a", 100);
 	assert_int_equal(sc_cache_promote(cache), 0);
 	put_int(cache, rs, &pos, "p/3", "a", 100);
