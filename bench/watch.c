@@ -21,7 +21,12 @@
  *                 stalls (it asks for a batch only after 1,000 promotes),
  *                 against the same writer with no watcher, in the same run.
  *                 The watchers' threads share the machine's cores with the
- *                 writer.
+ *                 writer: watch_writer_cpu gives, for the same runs, the
+ *                 writer thread's CPU time per event (peer: no watchers;
+ *                 ratio peer / ours, 1 when the watchers cost the writer
+ *                 nothing of its own work) and the cores the writer and the
+ *                 watchers used, which tell a slower writer from a starved
+ *                 one.
  * watch_latency   from just before sc_cache_promote of a batch of 100 to
  *                 the return of the sc_watch_next (blocked, no timeout) that
  *                 delivers it, on another thread; the writer waits for each
@@ -38,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench/bench.h"
 #include "statecache/cache.h"
@@ -279,10 +285,23 @@ static void *watcher_main(void *p)
 	return NULL;
 }
 
-/* Events per second of the writer with `nwatch` watchers (the first one
- * stalled when `stall`). */
-static double writer_run(sc_cache *cache, int nwatch, bool stall, size_t events,
-			 uint64_t seed)
+typedef struct writer_result {
+	double events_per_s;
+	double writer_cpu_ns; /* per event */
+	double writer_cores, watcher_cores;
+} writer_result;
+
+static double cpu_seconds(clockid_t clock)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The writer's figures with `nwatch` watchers (the first one stalled when
+ * `stall`). */
+static writer_result writer_run(sc_cache *cache, int nwatch, bool stall,
+				size_t events, uint64_t seed)
 {
 	run_shared rs = {.cache = cache};
 	pthread_mutex_init(&rs.lock, NULL);
@@ -298,6 +317,8 @@ static double writer_run(sc_cache *cache, int nwatch, bool stall, size_t events,
 	}
 	uint64_t r = seed;
 	double t0 = bench_now();
+	double w0 = cpu_seconds(CLOCK_THREAD_CPUTIME_ID);
+	double p0 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID);
 	for (size_t done = 0; done < events;) {
 		for (size_t k = 0; k < 100; k++, done++)
 			sc_set(cache,
@@ -318,7 +339,15 @@ static double writer_run(sc_cache *cache, int nwatch, bool stall, size_t events,
 			}
 		}
 	}
-	double rate = (double)events / (bench_now() - t0);
+	double wall = bench_now() - t0;
+	double wcpu = cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - w0;
+	double pcpu = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID) - p0;
+	writer_result res = {
+	    .events_per_s = (double)events / wall,
+	    .writer_cpu_ns = wcpu * 1e9 / (double)events,
+	    .writer_cores = wcpu / wall,
+	    .watcher_cores = (pcpu - wcpu) / wall,
+	};
 	pthread_mutex_lock(&rs.lock);
 	atomic_store(&rs.done, true);
 	pthread_cond_broadcast(&rs.cond);
@@ -330,32 +359,46 @@ static double writer_run(sc_cache *cache, int nwatch, bool stall, size_t events,
 	sc_cache_reclaim(cache);
 	pthread_mutex_destroy(&rs.lock);
 	pthread_cond_destroy(&rs.cond);
-	return rate;
+	return res;
 }
 
 static void bench_writer(sc_cache *cache, int repeat)
 {
 	const size_t events = 1000000;
-	double none = 0, keep = 0, stalled = 0;
+	writer_result best[3] = {{0}};
 	for (int k = 0; k < repeat; k++) {
 		uint64_t seed = 500u + (unsigned)k;
-		double x = writer_run(cache, 0, false, events, seed);
-		double y = writer_run(cache, WATCHERS, false, events, seed);
-		double z = writer_run(cache, WATCHERS, true, events, seed);
-		none = x > none ? x : none;
-		keep = y > keep ? y : keep;
-		stalled = z > stalled ? z : stalled;
+		writer_result x[3] = {
+		    writer_run(cache, 0, false, events, seed),
+		    writer_run(cache, WATCHERS, false, events, seed),
+		    writer_run(cache, WATCHERS, true, events, seed),
+		};
+		for (int m = 0; m < 3; m++)
+			if (x[m].events_per_s > best[m].events_per_s)
+				best[m] = x[m];
 	}
-	const char *modes[2] = {"keeping_up", "stalled"};
-	double rates[2] = {keep, stalled};
-	for (int m = 0; m < 2; m++) {
+	const char *modes[3] = {"none", "keeping_up", "stalled"};
+	const writer_result *none = &best[0];
+	for (int m = 1; m < 3; m++)
 		printf("{\"name\":\"watch_writer\",\"watchers\":%d,\"mode\":"
 		       "\"%s\",\"events_per_s\":%.0f,\"peer\":\"no_watchers\","
 		       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f}\n",
-		       WATCHERS, modes[m], rates[m], none,
-		       none > 0 ? rates[m] / none : 0.0);
-		fflush(stdout);
-	}
+		       WATCHERS, modes[m], best[m].events_per_s,
+		       none->events_per_s,
+		       best[m].events_per_s / none->events_per_s);
+	for (int m = 1; m < 3; m++)
+		printf("{\"name\":\"watch_writer_cpu\",\"watchers\":%d,"
+		       "\"mode\":\"%s\",\"writer_cpu_ns_per_event\":%.0f,"
+		       "\"peer\":\"no_watchers\","
+		       "\"peer_writer_cpu_ns_per_event\":%.0f,\"ratio\":%.3f,"
+		       "\"writer_cores\":%.2f,\"watcher_cores\":%.2f,"
+		       "\"peer_writer_cores\":%.2f}\n",
+		       WATCHERS, modes[m], best[m].writer_cpu_ns,
+		       none->writer_cpu_ns,
+		       none->writer_cpu_ns / best[m].writer_cpu_ns,
+		       best[m].writer_cores, best[m].watcher_cores,
+		       none->writer_cores);
+	fflush(stdout);
 }
 
 /* ==== watch_latency ======================================================= */
