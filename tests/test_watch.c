@@ -37,6 +37,7 @@
 #include <cmocka.h>
 
 #include "statecache/cache.h"
+#include "statecache/store.h"
 #include "statecache/testing.h"
 #include "statecache/watch.h"
 #include "tests/support/cache_testkit.h"
@@ -1232,6 +1233,79 @@ static void test_enomem(void **state)
 	sc_cache_destroy(cache);
 }
 
+/* On a store's cache every append is one promote: a batch covers whole
+ * appends, its position range starting and ending at append boundaries. */
+static void test_store_appends(void **state)
+{
+	(void)state;
+	rnd_state = seed;
+	char dir[] = "/tmp/test_watch.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	sc_store_options so = {.create = true,
+			       .durability = SC_DURABILITY_NOSYNC,
+			       .cache.seed = 11};
+	sc_store *store;
+	sc_error err;
+	if (sc_store_open(dir, &so, &store, &err))
+		fail_msg("sc_store_open: %s", err.message);
+	sc_cache *cache = sc_store_cache(store);
+	sc_refstate *rs = sc_refstate_new();
+	tw t;
+	tw_open(&t, cache, rs, &filters[0], SC_WATCH_START_NOW, 0, 0);
+	gen g = {.nids = 30};
+	bool boundary[2048] = {true}; /* position 0: the empty start */
+	/* Each event keeps its own copy of what gen_event reuses. */
+	sc_event evs[12];
+	sc_attr attrs[12][MAX_ATTRS];
+	char idbuf[12][32], names[12][MAX_ATTRS][4], strs[12][MAX_ATTRS][12];
+	size_t nbatches = 0;
+	while (g.position < 1800) {
+		size_t n = 1 + rnd_below(12);
+		uint64_t start = g.position;
+		for (size_t i = 0; i < n; i++) {
+			evs[i] = *gen_event(&g);
+			memcpy(idbuf[i], g.id, sizeof g.id);
+			evs[i].entity.ptr = idbuf[i];
+			memcpy(names[i], g.names, sizeof g.names);
+			memcpy(strs[i], g.strs, sizeof g.strs);
+			memcpy(attrs[i], g.attrs, sizeof g.attrs);
+			for (size_t k = 0; k < evs[i].nattrs; k++) {
+				attrs[i][k].name.ptr = names[i][k];
+				if (attrs[i][k].value.type == SC_VALUE_STRING)
+					attrs[i][k].value.u.s.ptr = strs[i][k];
+			}
+			evs[i].attrs = attrs[i];
+			evs[i].position = 0;
+			if (evs[i].type == SC_EVENT_DELETE)
+				evs[i].nattrs = 0; /* the store insists */
+		}
+		uint64_t first;
+		if (sc_store_append(store, evs, n, &first, &err))
+			fail_msg("append: %s", err.message);
+		assert_int_equal(first, start + 1);
+		for (size_t i = 0; i < n; i++) {
+			evs[i].position = first + i;
+			sc_refstate_apply(rs, &evs[i]);
+		}
+		boundary[first + n - 1] = true;
+		if (rnd_below(100) < 30) {
+			const sc_watch_batch *b;
+			assert_true(tw_step(&t, cache, rs, &b));
+			assert_true(boundary[b->from_position]);
+			assert_true(boundary[b->to_position]);
+			nbatches++;
+		}
+	}
+	tw_drain(&t, cache, rs);
+	assert_true(nbatches > 0);
+	tw_close(&t);
+	sc_refstate_free(rs);
+	sc_store_close(store);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_args(void **state)
 {
 	(void)state;
@@ -1270,6 +1344,7 @@ int main(void)
 	    cmocka_unit_test(test_wakeup),
 	    cmocka_unit_test(test_limit_and_stats),
 	    cmocka_unit_test(test_enomem),
+	    cmocka_unit_test(test_store_appends),
 	    cmocka_unit_test(test_args),
 	};
 	int rc = cmocka_run_group_tests(tests, setup_seed, NULL);
