@@ -431,6 +431,10 @@ static const sc_watch_batch *batch_out(sc_watcher *w, sc_watch_kind kind,
 				       const sc_view *to)
 {
 	sc_watch_batch *b = &w->batch;
+	/* Batches tile the version line. */
+	SC_REQUIRE(kind == SC_WATCH_INITIAL || kind == SC_WATCH_INITIAL_DONE ||
+		   from_v == w->reported_version);
+	SC_REQUIRE(from_v <= sc_view_version(to));
 	b->kind = kind;
 	b->from_version = from_v;
 	b->from_position = from_p;
@@ -590,9 +594,11 @@ int sc_watch_next(sc_watcher *w, int timeout_ms, const sc_watch_batch **out,
 		deadline = &deadline_ts;
 	}
 	for (;;) {
+		SC_INSIST(w->at && !w->prev);
 		uint64_t at_v = sc_view_version(w->at);
 		if (sc_cache_version_newest(w->cache) > at_v) {
 			const sc_view *nv = sc_reader_begin(w->rd[!w->cur]);
+			SC_INSIST(sc_view_version(nv) > at_v);
 			int rc = check_held(w, nv, err);
 			if (rc)
 				return rc;
