@@ -26,7 +26,7 @@ MODE ?= release
 PREFIX ?= /usr/local
 BUILD ?= build/$(MODE)
 # Layers compiled into the library; a subset helps while a layer is broken.
-LAYERS ?= common hamt cache snapshot store
+LAYERS ?= common hamt cache snapshot store watch
 # Glob that selects test programs (tests/test_$(ONLY).c), default all.
 ONLY ?= *
 FUZZ_RUNS ?= 20000

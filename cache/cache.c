@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "cache/cache_hook.h"
 #include "common/internal.h"
 #include "hamt/hamt_internal.h"
 
@@ -122,6 +123,7 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	atomic_init(&cache->current_number, 0);
 	atomic_init(&cache->current_len, 0);
 	atomic_init(&cache->current_position, 0);
+	atomic_init(&cache->hook, NULL);
 	atomic_init(&cache->entity_bytes, 0);
 	atomic_init(&cache->versions_alive, 1);
 	atomic_init(&cache->bytes_awaiting, 0);
@@ -135,6 +137,10 @@ void sc_cache_destroy(sc_cache *cache)
 {
 	if (!cache)
 		return;
+	sc_cache_hook *hook =
+	    atomic_load_explicit(&cache->hook, memory_order_acquire);
+	if (hook)
+		hook->destroy(hook);
 	sc_cache_discard(cache);
 	struct sc_version *cur =
 	    atomic_load_explicit(&cache->current, memory_order_relaxed);
@@ -523,6 +529,7 @@ int sc_cache_promote(sc_cache *cache)
 	v->number = old->number + 1;
 	v->position = cache->pending_position;
 	v->cache = cache;
+	v->garbage_before = old->garbage_before + old->garbage_bytes;
 	old->next = v;
 
 	/* Publication: W1 and W2 of cache/reclaim.c, in that order. */
@@ -533,6 +540,12 @@ int sc_cache_promote(sc_cache *cache)
 			      memory_order_relaxed);
 	atomic_store_explicit(&cache->current_position, v->position,
 			      memory_order_relaxed);
+	/* Pairs with the fence of sc_cache_hook_install. */
+	atomic_thread_fence(memory_order_seq_cst);
+	sc_cache_hook *hook =
+	    atomic_load_explicit(&cache->hook, memory_order_acquire);
+	if (hook)
+		hook->promoted(hook, (const sc_view *)v);
 	sc_reclaim_run(cache);
 	return SC_OK;
 }
@@ -639,6 +652,28 @@ int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
 	diff_ctx d = {fn, ctx};
 	return sc_hamt_diff(cache->map, writer_current(cache)->root,
 			    sc_hamt_edit_root(cache->edit), diff_adapter, &d);
+}
+
+/* ==== change feed hook (cache/cache_hook.h) =============================== */
+
+sc_cache_hook *sc_cache_hook_install(sc_cache *cache, sc_cache_hook *hook)
+{
+	sc_cache_hook *expected = NULL;
+	if (!atomic_compare_exchange_strong(&cache->hook, &expected, hook))
+		hook = expected;
+	atomic_thread_fence(memory_order_seq_cst);
+	return hook;
+}
+
+uint64_t sc_cache_version_newest(const sc_cache *cache)
+{
+	return atomic_load_explicit(&((sc_cache *)cache)->current_number,
+				    memory_order_acquire);
+}
+
+uint64_t sc_view_garbage_before(const sc_view *view)
+{
+	return as_version(view)->garbage_before;
 }
 
 /* ==== stats =============================================================== */

@@ -34,6 +34,8 @@ struct sc_version {
 	sc_hamt_garbage *garbage;
 	size_t garbage_bytes; /* HAMT node bytes + entity bytes it holds */
 	size_t garbage_nodes;
+	/* garbage_bytes summed over every older version (cache/cache_hook.h) */
+	uint64_t garbage_before;
 	struct sc_version *next; /* the next newer version (writer) */
 };
 
@@ -81,6 +83,8 @@ struct sc_cache {
 	_Atomic uint64_t current_number;
 	_Atomic size_t current_len;
 	_Atomic uint64_t current_position;
+	/* Change feed hook (cache/cache_hook.h), or NULL. */
+	_Atomic(struct sc_cache_hook *) hook;
 
 	/* ---- writer state ---- */
 	_Alignas(64) struct sc_version *oldest; /* oldest..current via next */

@@ -34,6 +34,9 @@ const char *sc_strerror(int code)
 		return "no free reader slot";
 	case SC_EPOISONED:
 		return "edit unusable after an allocation failure";
+	case SC_ERESYNC:
+		return "watcher too far behind; reopen it with the initial "
+		       "state";
 	default:
 		break;
 	}

@@ -1461,6 +1461,10 @@ static int diff_entry_subtree(const diff_ctx *dc, const entry *x, bool x_old,
 
 static int diff_entries(const diff_ctx *dc, const entry *a, const entry *b)
 {
+	/* The same pair on both sides (most entries of a changed node): no
+	 * need to read the key. */
+	if (a->key == b->key && a->value == b->value)
+		return 0;
 	if (key_eq(a->key, b->key->bytes, b->key->len)) {
 		if (a->value == b->value)
 			return 0;

@@ -50,8 +50,12 @@ enum sc_code {
 	/* A previous allocation failure left an edit unusable; only abort or
 	 * discard is valid. */
 	SC_EPOISONED = -30610,
+	/* A watcher fell so far behind that the versions it holds back
+	 * exceed its limit; it delivers nothing more: close it and open a
+	 * new one with the initial state. */
+	SC_ERESYNC = -30611,
 	SC_ERROR_FIRST = SC_NOTFOUND,
-	SC_ERROR_LAST = SC_EPOISONED,
+	SC_ERROR_LAST = SC_ERESYNC,
 };
 
 /* Capacity of sc_error.message, terminating NUL included. */
