@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "cache/cache_hook.h"
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 #include "hamt/hamt_internal.h"
 
@@ -654,7 +654,7 @@ int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
 			    sc_hamt_edit_root(cache->edit), diff_adapter, &d);
 }
 
-/* ==== change feed hook (cache/cache_hook.h) =============================== */
+/* ==== change feed hook (cache/cache_lib.h) =============================== */
 
 sc_cache_hook *sc_cache_hook_install(sc_cache *cache, sc_cache_hook *hook)
 {

@@ -34,7 +34,7 @@ struct sc_version {
 	sc_hamt_garbage *garbage;
 	size_t garbage_bytes; /* HAMT node bytes + entity bytes it holds */
 	size_t garbage_nodes;
-	/* garbage_bytes summed over every older version (cache/cache_hook.h) */
+	/* garbage_bytes summed over every older version (cache/cache_lib.h) */
 	uint64_t garbage_before;
 	struct sc_version *next; /* the next newer version (writer) */
 };
@@ -83,7 +83,7 @@ struct sc_cache {
 	_Atomic uint64_t current_number;
 	_Atomic size_t current_len;
 	_Atomic uint64_t current_position;
-	/* Change feed hook (cache/cache_hook.h), or NULL. */
+	/* Change feed hook (cache/cache_lib.h), or NULL. */
 	_Atomic(struct sc_cache_hook *) hook;
 
 	/* ---- writer state ---- */

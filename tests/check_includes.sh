@@ -2,13 +2,13 @@
 # Include rules, checked over the source tree (run from its top):
 #
 # 1. No file includes a .c file: code is shared by linking it.
-# 2. The library's layers (common < hamt < cache < snapshot < store) keep
+# 2. The library's layers (common < hamt < cache < snapshot, watch < store) keep
 #    their headers private. A file under one of these folders includes,
 #    of another layer, only that layer's library-internal seam, and only
 #    of a layer below its own:
 #        common/*.h            any layer
 #        hamt/hamt_internal.h  cache/ (the queued and hashed updates)
-#        cache/cache_lib.h     snapshot/, store/
+#        cache/cache_lib.h     snapshot/, watch/, store/
 #        snapshot/snapshot.h   store/
 #    Every other header of a layer (cache/cache_internal.h, cache/entity.h,
 #    store/event_codec.h, ...) is private to its folder. The public
@@ -77,7 +77,7 @@ check "a .c file is included (link it instead)" \
 rank() {
 	case $1 in
 	common) echo 0 ;; hamt) echo 1 ;; cache) echo 2 ;;
-	snapshot) echo 3 ;; store) echo 4 ;; *) echo -1 ;;
+	snapshot | watch) echo 3 ;; store) echo 4 ;; *) echo -1 ;;
 	esac
 }
 layer_bad=$(printf '%s\n' "$all" | while read -r f inc; do

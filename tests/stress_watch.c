@@ -25,7 +25,7 @@
  * once watchers and readers close, nothing waits for reclamation and the
  * cache's memory is the live set.
  *
- * SC_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
+ * SC_TEST_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -43,6 +43,7 @@
 #include "statecache/cache.h"
 #include "statecache/watch.h"
 #include "tests/support/cache_testkit.h"
+#include "tests/support/testkit.h"
 
 #define NACCOUNTS 128
 #define START_BAL 1000
@@ -54,12 +55,7 @@ static uint64_t seed;
 
 static uint64_t rnd_next(uint64_t *s)
 {
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return tk_rand(s);
 }
 
 static bool short_run(void)
@@ -601,7 +597,7 @@ static void test_stress(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.readers, 0);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(sh.cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(sh.cache));
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.lock);
 	pthread_cond_destroy(&sh.promoted);
@@ -611,12 +607,7 @@ static void test_stress(void **state)
 static int setup_seed(void **state)
 {
 	(void)state;
-	const char *s = getenv("SC_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	if (!seed)
-		seed = 1;
-	printf("stress_watch: seed %llu (SC_SEED=%llu to repeat)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	seed = tk_seed("stress_watch");
 	return 0;
 }
 

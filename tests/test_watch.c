@@ -21,7 +21,7 @@
  * promote on another thread, the limit and stats, allocation failures, and
  * the memory the cache gets back once the watchers close.
  *
- * SC_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
+ * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,6 +42,7 @@
 #include "statecache/watch.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
+#include "tests/support/testkit.h"
 
 /* ==== randomness ========================================================== */
 
@@ -50,28 +51,18 @@ static uint64_t rnd_state;
 
 static uint64_t rnd(void)
 {
-	uint64_t x = rnd_state;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rnd_state = x;
-	return x * 0x2545F4914F6CDD1Dull;
+	return tk_rand(&rnd_state);
 }
 
 static uint64_t rnd_below(uint64_t n)
 {
-	return rnd() % n;
+	return tk_rand_below(&rnd_state, n);
 }
 
 static int setup_seed(void **state)
 {
 	(void)state;
-	const char *s = getenv("SC_SEED");
-	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
-	if (!seed)
-		seed = 1;
-	printf("test_watch: seed %llu (SC_SEED=%llu to repeat)\n",
-	       (unsigned long long)seed, (unsigned long long)seed);
+	seed = tk_seed("test_watch");
 	return 0;
 }
 
@@ -156,18 +147,18 @@ static int name_cmp(sc_str a, sc_str b)
 
 static int refattr_cmp(const void *x, const void *y)
 {
-	return name_cmp(((const sc_refattr *)x)->name,
-			((const sc_refattr *)y)->name);
+	return name_cmp(((const tk_refattr *)x)->name,
+			((const tk_refattr *)y)->name);
 }
 
-static void ser_ref(buf *b, const sc_refentity *re)
+static void ser_ref(buf *b, const tk_refentity *re)
 {
 	b->n = 0;
 	buf_str(b, re->id);
 	buf_put(b, &re->updated_at, sizeof re->updated_at);
 	buf_str(b, re->updated_by);
 	buf_put(b, &re->position, sizeof re->position);
-	sc_refattr *v = malloc((re->nattrs + 1) * sizeof *v);
+	tk_refattr *v = malloc((re->nattrs + 1) * sizeof *v);
 	assert_non_null(v);
 	if (re->nattrs)
 		memcpy(v, re->attrs, re->nattrs * sizeof *v);
@@ -292,7 +283,7 @@ static bool pred_fn(void *ctx, const sc_entity *e)
 	return pred_value(found, &v);
 }
 
-static bool filter_ref(const tfilter *f, const sc_refentity *re)
+static bool filter_ref(const tfilter *f, const tk_refentity *re)
 {
 	if (f->prefix && (re->id.len < strlen(f->prefix) ||
 			  memcmp(re->id.ptr, f->prefix, strlen(f->prefix))))
@@ -301,7 +292,7 @@ static bool filter_ref(const tfilter *f, const sc_refentity *re)
 		return false;
 	if (f->pred) {
 		sc_value v;
-		bool found = sc_refentity_find(re, (sc_str){"a", 1}, &v);
+		bool found = tk_refentity_find(re, (sc_str){"a", 1}, &v);
 		return pred_value(found, &v);
 	}
 	return true;
@@ -349,9 +340,9 @@ typedef struct tw {
 
 static buf sb, sb2;
 
-static void snap_one(void *ctx, const sc_refentity *re);
+static void snap_one(void *ctx, const tk_refentity *re);
 
-static void tw_open(tw *t, sc_cache *cache, const sc_refstate *rs,
+static void tw_open(tw *t, sc_cache *cache, const tk_refstate *rs,
 		    const tfilter *f, sc_watch_start start, size_t initial_max,
 		    size_t max_held)
 {
@@ -367,7 +358,7 @@ static void tw_open(tw *t, sc_cache *cache, const sc_refstate *rs,
 		fail_msg("sc_watch_open: %s", err.message);
 	t->live = start == SC_WATCH_START_NOW;
 	if (!t->live)
-		sc_refstate_foreach(rs, snap_one, t);
+		tk_refstate_foreach(rs, snap_one, t);
 	if (t->live) {
 		sc_cache_stats st;
 		sc_cache_stats_get(cache, &st);
@@ -391,7 +382,7 @@ typedef struct model_check {
 	const char *bad;
 } model_check;
 
-static void check_one(void *ctx, const sc_refentity *re)
+static void check_one(void *ctx, const tk_refentity *re)
 {
 	model_check *c = ctx;
 	if (!filter_ref(c->f, re))
@@ -404,7 +395,7 @@ static void check_one(void *ctx, const sc_refentity *re)
 			   : "an entity of the model is missing";
 }
 
-static void snap_one(void *ctx, const sc_refentity *re)
+static void snap_one(void *ctx, const tk_refentity *re)
 {
 	tw *t = ctx;
 	if (!filter_ref(&t->f, re))
@@ -432,10 +423,10 @@ static void check_initial(tw *t)
 }
 
 /* The copy equals the model, filtered, entity by entity. */
-static void check_copy(tw *t, const sc_refstate *rs)
+static void check_copy(tw *t, const tk_refstate *rs)
 {
 	model_check c = {.f = &t->f, .copy = &t->copy};
-	sc_refstate_foreach(rs, check_one, &c);
+	tk_refstate_foreach(rs, check_one, &c);
 	if (c.bad)
 		fail_msg("watcher copy: %s (seed %llu)", c.bad,
 			 (unsigned long long)seed);
@@ -551,7 +542,7 @@ static void tw_apply(tw *t, const sc_watch_batch *b)
 
 /* One sc_watch_next without waiting, checked and applied; false when it
  * had to resync. */
-static bool tw_step(tw *t, sc_cache *cache, const sc_refstate *rs,
+static bool tw_step(tw *t, sc_cache *cache, const tk_refstate *rs,
 		    const sc_watch_batch **last)
 {
 	const sc_watch_batch *b;
@@ -594,7 +585,7 @@ static bool tw_step(tw *t, sc_cache *cache, const sc_refstate *rs,
 }
 
 /* Call next until the watcher is live and current. */
-static void tw_drain(tw *t, sc_cache *cache, const sc_refstate *rs)
+static void tw_drain(tw *t, sc_cache *cache, const tk_refstate *rs)
 {
 	for (;;) {
 		const sc_watch_batch *b = NULL;
@@ -660,23 +651,23 @@ static const sc_event *gen_event(gen *g)
 
 /* A batch of events into the cache and the model; promoted or discarded.
  * Returns true when promoted. */
-static bool write_batch(sc_cache *cache, sc_refstate *rs, gen *g, size_t n,
+static bool write_batch(sc_cache *cache, tk_refstate *rs, gen *g, size_t n,
 			bool promote)
 {
-	sc_refstate_begin(rs);
+	tk_refstate_begin(rs);
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = gen_event(g);
 		sc_error err;
 		if (sc_cache_apply(cache, ev, &err))
 			fail_msg("apply: %s", err.message);
-		sc_refstate_apply(rs, ev);
+		tk_refstate_apply(rs, ev);
 	}
 	if (promote) {
 		assert_int_equal(sc_cache_promote(cache), 0);
-		sc_refstate_commit(rs);
+		tk_refstate_commit(rs);
 	} else {
 		sc_cache_discard(cache);
-		sc_refstate_rollback(rs);
+		tk_refstate_rollback(rs);
 	}
 	return promote;
 }
@@ -699,7 +690,7 @@ static void check_memory_back(sc_cache *cache)
 	sc_cache_stats_get(cache, &st);
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
-	assert_int_equal(st.memory_bytes, sc_test_live_bytes(cache));
+	assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
 }
 
 /* ==== the random run ====================================================== */
@@ -715,7 +706,7 @@ static void test_model_random(void **state)
 	size_t resyncs = 0, batches_checked = 0;
 	for (unsigned round = 0; round < rounds; round++) {
 		sc_cache *cache = new_cache();
-		sc_refstate *rs = sc_refstate_new();
+		tk_refstate *rs = tk_refstate_new();
 		gen g = {.nids = 8 + (unsigned)rnd_below(40)};
 		tw ws[NWATCH];
 		/* ws[0]: every entity, keeps up: one batch per promote. */
@@ -782,7 +773,7 @@ static void test_model_random(void **state)
 			tw_close(&ws[i]);
 		}
 		check_memory_back(cache);
-		sc_refstate_free(rs);
+		tk_refstate_free(rs);
 		sc_cache_destroy(cache);
 	}
 	printf("test_watch: %zu batches checked, %zu resyncs\n",
@@ -792,7 +783,7 @@ static void test_model_random(void **state)
 
 /* ==== directed tests ====================================================== */
 
-static void put_int(sc_cache *cache, sc_refstate *rs, uint64_t *pos,
+static void put_int(sc_cache *cache, tk_refstate *rs, uint64_t *pos,
 		    const char *id, const char *name, int64_t v)
 {
 	sc_attr a = {.name = {name, strlen(name)}, .value.type = SC_VALUE_INT};
@@ -807,10 +798,10 @@ static void put_int(sc_cache *cache, sc_refstate *rs, uint64_t *pos,
 	if (sc_cache_apply(cache, &ev, &err))
 		fail_msg("apply: %s", err.message);
 	if (rs)
-		sc_refstate_apply(rs, &ev);
+		tk_refstate_apply(rs, &ev);
 }
 
-static void del(sc_cache *cache, sc_refstate *rs, uint64_t *pos, const char *id)
+static void del(sc_cache *cache, tk_refstate *rs, uint64_t *pos, const char *id)
 {
 	sc_event ev = {.position = ++*pos,
 		       .entity = {id, strlen(id)},
@@ -818,7 +809,7 @@ static void del(sc_cache *cache, sc_refstate *rs, uint64_t *pos, const char *id)
 		       .time = (int64_t)*pos};
 	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
 	if (rs)
-		sc_refstate_apply(rs, &ev);
+		tk_refstate_apply(rs, &ev);
 }
 
 static bool id_is(sc_str id, const char *s)
@@ -834,7 +825,7 @@ static void test_coalesce_net(void **state)
 	(void)state;
 	rnd_state = seed;
 	sc_cache *cache = new_cache();
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	uint64_t pos = 0;
 	put_int(cache, rs, &pos, "keep", "a", 1);
 	put_int(cache, rs, &pos, "gone", "a", 1);
@@ -894,7 +885,7 @@ static void test_coalesce_net(void **state)
 	assert_int_equal(b->to_version, from + 3);
 	tw_close(&t);
 	check_memory_back(cache);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_cache_destroy(cache);
 }
 
@@ -905,7 +896,7 @@ static void test_initial_state(void **state)
 	(void)state;
 	rnd_state = seed;
 	sc_cache *cache = new_cache();
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	uint64_t pos = 0;
 	char id[16];
 	for (int i = 0; i < 10; i++) {
@@ -964,15 +955,15 @@ static void test_initial_state(void **state)
 
 	/* An empty state: the marker alone. */
 	sc_cache *empty = new_cache();
-	sc_refstate *rs0 = sc_refstate_new();
+	tk_refstate *rs0 = tk_refstate_new();
 	tw_open(&t, empty, rs0, &filters[0], SC_WATCH_START_INITIAL, 0, 0);
 	assert_true(tw_step(&t, empty, rs0, &b));
 	assert_int_equal(b->kind, SC_WATCH_INITIAL_DONE);
 	assert_int_equal(b->to_version, 0);
 	tw_close(&t);
-	sc_refstate_free(rs0);
+	tk_refstate_free(rs0);
 	sc_cache_destroy(empty);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_cache_destroy(cache);
 }
 
@@ -983,7 +974,7 @@ static void test_predicate_and_partition(void **state)
 	(void)state;
 	rnd_state = seed;
 	sc_cache *cache = new_cache();
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	uint64_t pos = 0;
 	tw even, other;
 	tw_open(&even, cache, rs, &filters[5], SC_WATCH_START_NOW, 0, 0);
@@ -1014,7 +1005,7 @@ static void test_predicate_and_partition(void **state)
 	assert_int_equal(other.copy.n, 0);
 	tw_close(&even);
 	tw_close(&other);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_cache_destroy(cache);
 }
 
@@ -1100,7 +1091,7 @@ static void test_limit_and_stats(void **state)
 	(void)state;
 	rnd_state = seed;
 	sc_cache *cache = new_cache();
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	uint64_t pos = 0;
 	char id[16];
 	for (int i = 0; i < 200; i++) {
@@ -1172,7 +1163,7 @@ static void test_limit_and_stats(void **state)
 	tw_close(&strict);
 	tw_close(&lazy);
 	check_memory_back(cache);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_cache_destroy(cache);
 }
 
@@ -1183,7 +1174,7 @@ static void test_enomem(void **state)
 	(void)state;
 	rnd_state = seed;
 	sc_cache *cache = new_cache();
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	gen g = {.nids = 60};
 	tw t[2];
 	tw_open(&t[0], cache, rs, &filters[0], SC_WATCH_START_NOW, 0, 0);
@@ -1229,7 +1220,7 @@ static void test_enomem(void **state)
 	assert_true(failures > 0);
 	tw_close(&t[0]);
 	tw_close(&t[1]);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_cache_destroy(cache);
 }
 
@@ -1249,7 +1240,7 @@ static void test_store_appends(void **state)
 	if (sc_store_open(dir, &so, &store, &err))
 		fail_msg("sc_store_open: %s", err.message);
 	sc_cache *cache = sc_store_cache(store);
-	sc_refstate *rs = sc_refstate_new();
+	tk_refstate *rs = tk_refstate_new();
 	tw t;
 	tw_open(&t, cache, rs, &filters[0], SC_WATCH_START_NOW, 0, 0);
 	gen g = {.nids = 30};
@@ -1285,7 +1276,7 @@ static void test_store_appends(void **state)
 		assert_int_equal(first, start + 1);
 		for (size_t i = 0; i < n; i++) {
 			evs[i].position = first + i;
-			sc_refstate_apply(rs, &evs[i]);
+			tk_refstate_apply(rs, &evs[i]);
 		}
 		boundary[first + n - 1] = true;
 		if (rnd_below(100) < 30) {
@@ -1299,7 +1290,7 @@ static void test_store_appends(void **state)
 	tw_drain(&t, cache, rs);
 	assert_true(nbatches > 0);
 	tw_close(&t);
-	sc_refstate_free(rs);
+	tk_refstate_free(rs);
 	sc_store_close(store);
 	char cmd[128];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -4,7 +4,7 @@
  * ==== The scheme ===========================================================
  *
  * Publication. A cache with watchers carries one hub (hung on it with
- * cache/cache_hook.h at the first sc_watch_open). At the end of every
+ * cache/cache_lib.h at the first sc_watch_open). At the end of every
  * promote the writer bumps the hub's sequence word and, only when a watcher
  * sleeps, wakes them all with one futex call: the same constant work
  * whatever the number of watchers, none of it per watcher.
@@ -34,7 +34,7 @@
  * (sc_view_diff, shared subtrees skipped), filtered, on the watcher's own
  * thread. Holding back: the versions from the oldest one pinned to the
  * newest stay allocated; their bytes are garbage_before(newest) -
- * garbage_before(pinned) (cache/cache_hook.h), checked against the limit
+ * garbage_before(pinned) (cache/cache_lib.h), checked against the limit
  * each time a batch is built.
  */
 #include "statecache/watch.h"
@@ -48,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cache/cache_hook.h"
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 
 /* ==== futex =============================================================== */

@@ -55,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "statecache/api.h"
 #include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
@@ -171,15 +172,15 @@ typedef struct sc_watch_batch {
  * Errors: SC_EINVAL (cache or out NULL, a NULL pointer with a non-zero
  * length), SC_EREADERS (fewer than two free reader slots), ENOMEM.
  */
-int sc_watch_open(sc_cache *cache, const sc_watch_options *opt,
-		  sc_watcher **out, sc_error *err);
+SC_API int sc_watch_open(sc_cache *cache, const sc_watch_options *opt,
+			 sc_watcher **out, sc_error *err);
 
 /*
  * sc_watch_close - release the watcher's pins and reader slots and free it
  * (its last batch with it). NULL is a no-op. The versions it held back are
  * freed by the writer's next promote or sc_cache_reclaim.
  */
-void sc_watch_close(sc_watcher *w);
+SC_API void sc_watch_close(sc_watcher *w);
 
 /*
  * sc_watch_next - the next batch.
@@ -201,8 +202,8 @@ void sc_watch_close(sc_watcher *w);
  * The limit is checked here: a watcher that stops calling sc_watch_next
  * keeps its pin until it calls again or is closed (its stats show it).
  */
-int sc_watch_next(sc_watcher *w, int timeout_ms, const sc_watch_batch **out,
-		  sc_error *err);
+SC_API int sc_watch_next(sc_watcher *w, int timeout_ms,
+			 const sc_watch_batch **out, sc_error *err);
 
 typedef struct sc_watch_stats {
 	uint64_t version;	/* to_version of the last batch (0: none) */
@@ -226,7 +227,7 @@ typedef struct sc_watch_stats {
  * versions the watcher pins alone are freed when it lets go: another
  * watcher or reader pinning an older version keeps them too.
  */
-void sc_watch_stats_get(const sc_watcher *w, sc_watch_stats *out);
+SC_API void sc_watch_stats_get(const sc_watcher *w, sc_watch_stats *out);
 
 #ifdef __cplusplus
 }
