@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/internal.h"
@@ -969,6 +970,129 @@ static void test_durability_modes_reopen(void **state)
 	assert_null(s);
 }
 
+/* Counts the warnings of a store (a snapshot skipped at open). */
+static void count_warning(void *ctx, const char *message)
+{
+	SC_UNUSED(message);
+	++*(int *)ctx;
+}
+
+/* Append `n` entities, each with a value of `len` random (incompressible)
+ * bytes, from entity number `base`, and fold them into m. */
+static void fill_random_values(sc_store *s, st_model *m, size_t n, size_t base,
+			       size_t len)
+{
+	uint64_t r = seed ^ base;
+	uint8_t *blob = malloc(len);
+	assert_non_null(blob);
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < len; j++)
+			blob[j] = (uint8_t)st_rand(&r);
+		char id[24];
+		int idn = snprintf(id, sizeof id, "r%zu", base + i);
+		sc_attr at = {
+		    {"blob", 4},
+		    {.type = SC_VALUE_BYTES, .u.s = {(const char *)blob, len}}};
+		sc_event ev = {.entity = {id, (size_t)idn},
+			       .type = SC_EVENT_SET,
+			       .attrs = &at,
+			       .nattrs = 1,
+			       .time = (int64_t)(base + i + 1)};
+		uint64_t first = 0;
+		sc_error err;
+		int rc = sc_store_append(s, &ev, 1, &first, &err);
+		if (rc)
+			fprintf(stderr, "append: %s\n", err.message);
+		assert_int_equal(rc, 0);
+		ev.position = first;
+		st_model_apply(m, &ev);
+	}
+	free(blob);
+}
+
+/* A snapshot larger than the room left in the map grows the map (appends
+ * and snapshots share one write path), and a snapshot taken after another
+ * process grew the map past this process's adopts the new size
+ * (MDB_MAP_RESIZED). Both snapshots restore at the next open. */
+static void test_snapshot_grows_map(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.map_size = 64 << 10;
+	o.map_size_max = 256 << 20;
+	sc_store *s = open_store(dir, &o);
+	st_model *m = st_model_new();
+	fill_random_values(s, m, 200, 0, 2048);
+	sc_store_close(s);
+
+	/* Reopened with a 64 KiB map: LMDB maps just what the file uses, so
+	 * the ~400 KiB snapshot cannot fit without growing the map. */
+	s = open_store(dir, &o);
+	sc_store_stats st0, st1;
+	assert_int_equal(sc_store_stats_get(s, &st0, NULL), 0);
+	sc_snapshot_info si;
+	sc_error err;
+	int rc = sc_store_snapshot(s, &si, &err);
+	if (rc)
+		fprintf(stderr, "snapshot: %s\n", err.message);
+	assert_int_equal(rc, 0);
+	assert_int_equal(si.position, 200);
+	assert_true(si.bytes_compressed > 200 * 2048);
+	assert_true(si.bytes_compressed > st0.map_size - st0.map_bytes_used);
+	assert_int_equal(sc_store_stats_get(s, &st1, NULL), 0);
+	assert_true(st1.map_size > st0.map_size);
+	fill_random_values(s, m, 10, 200, 2048);
+
+	/* Another process appends 4 MiB: its map, and the file, grow past
+	 * this process's map. */
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		sc_store *c = NULL;
+		if (sc_store_open(dir, &o, &c, NULL))
+			_exit(3);
+		st_model *cm = st_model_new();
+		fill_random_values(c, cm, 2000, 210, 2048);
+		st_model_free(cm);
+		sc_store_close(c);
+		_exit(0);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* This process's version (position 210) has no snapshot yet: its
+	 * transactions meet MDB_MAP_RESIZED and adopt the size. */
+	rc = sc_store_snapshot(s, &si, &err);
+	if (rc)
+		fprintf(stderr, "snapshot: %s\n", err.message);
+	assert_int_equal(rc, 0);
+	assert_int_equal(si.position, 210);
+	assert_int_equal(sc_store_stats_get(s, &st1, NULL), 0);
+	assert_true(st1.map_size >= 4u << 20);
+	sc_store_close(s);
+
+	/* Both snapshots verify; the newest restores and the other process's
+	 * events replay after it. */
+	int warnings = 0;
+	o.warn = count_warning;
+	o.warn_ctx = &warnings;
+	s = open_store(dir, &o);
+	assert_int_equal(warnings, 0);
+	assert_int_equal(sc_store_last_position(s), 2210);
+	assert_int_equal(sc_cache_len(sc_store_cache(s)), 2210);
+	sc_snapshot_info list[4];
+	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
+	assert_int_equal(list[0].position, 210);
+	assert_int_equal(list[1].position, 200);
+	sc_store_close(s);
+	st_model_free(m);
+	rm_rf(dir);
+}
+
 /* Replay and restore drop the map pages they read from the process's page
  * tables as they go: the state replayed across many release points (with
  * and without a snapshot) matches the state before reopening, and a value
@@ -1230,6 +1354,7 @@ int main(void)
 	    cmocka_unit_test(test_alloc_failure_append),
 	    cmocka_unit_test(test_durability_modes_reopen),
 	    cmocka_unit_test(test_replay_releases_pages),
+	    cmocka_unit_test(test_snapshot_grows_map),
 	    cmocka_unit_test(test_open_errors),
 	    cmocka_unit_test(test_corrupt_event_record),
 	};
