@@ -11,9 +11,12 @@
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
  *                 "created_at" (8 bytes BE, unix ns), "created_by" (text),
- *                 "projector/NAME" (8 bytes BE: the projector's offset),
- *                 "index_through" (8 bytes BE: entity_index is complete up
- *                 to this position; see sc_store_options.index_lag)
+ *                 "hash_seed" (8 bytes BE: the seed of the cache's hash
+ *                 map, made at the first open; options.cache.seed
+ *                 overrides it), "projector/NAME" (8 bytes BE: the
+ *                 projector's offset), "index_through" (8 bytes BE:
+ *                 entity_index is complete up to this position; see
+ *                 sc_store_options.index_lag)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -181,10 +184,13 @@ MDB_env *sc_store_env(sc_store *store);
  * rolled back. Errors: SC_EINVAL (a bad event; the message names its
  * index and field), SC_EMAPFULL (map_size_max reached; the message names
  * the limit), SC_ETOOBIG (a batch too large for one transaction),
- * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. One case differs: if the cache
- * cannot be promoted after the commit (out of memory, three attempts),
- * the events ARE committed, the error says so and names their positions,
- * and further appends fail with SC_ESTATE until the store is reopened.
+ * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. Promoting the cache after the
+ * commit cannot fail: everything it needs (queued changes applied, memory
+ * reserved) is done before the commit, and a failure there aborts the
+ * append like any other. Debug builds assert it; should it ever fail in a
+ * release build, the events are committed, the error's message says so
+ * and names their positions, and further appends fail with SC_ESTATE
+ * until the store is reopened (which replays them).
  */
 int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err);
