@@ -1,7 +1,19 @@
 /*
- * The entity_index database: one row per event, key entity id ++ position
- * (8 bytes big-endian), empty value, so the events of one entity are one
- * range of keys in position order.
+ * The entity_index database: one row per event, empty value, keyed so
+ * that the events of one entity are one range of keys in position order:
+ *
+ *   key = key_id(entity id) ++ position (8 bytes big-endian)
+ *
+ *   key_id(id) = id                               if id is 1..503 bytes
+ *              = id[0..487) ++ XXH3-128(id)        if id is 504..1024 bytes
+ *                (16 bytes, the hash's canonical big-endian form)
+ *
+ * LMDB keys are at most 511 bytes, so an id is kept whole as long as it
+ * fits with its position, and every longer id is cut to 487 bytes and
+ * completed by its hash: every valid id has a key of at most 511 bytes.
+ * A key_id does not name one id alone (a 503-byte id may equal another
+ * id's cut ++ hash, and two long ids may share a hash), so a reader checks
+ * the id of every event it reads through the index and skips the others.
  *
  * The index lags the log: it holds a row for every event up to meta
  * "index_through", and an append writes the rows of the events after it
@@ -13,7 +25,17 @@
 
 #include <string.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "common/internal.h"
+
+_Static_assert(SC_INDEX_ID_WHOLE_MAX + 8 == SC_INDEX_KEY_MAX,
+	       "a whole id and its position fill a key");
+_Static_assert(SC_INDEX_ID_CUT + 16 + 8 <= SC_INDEX_KEY_MAX,
+	       "a cut id, its hash and its position fit a key");
+_Static_assert(SC_INDEX_ID_CUT + 16 <= SC_INDEX_ID_WHOLE_MAX,
+	       "a cut id and its hash are no longer than a whole id");
 
 static const MDB_val index_through_key = {sizeof "index_through" - 1,
 					  (void *)"index_through"};
@@ -62,7 +84,7 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 	    sc_index_through_get(store, txn, last, &store->index_through, err);
 	if (rc)
 		return rc;
-	if (version < 2) {
+	if (version < SC_STORE_FORMAT_VERSION) {
 		uint8_t b[4];
 		sc_be32_put(b, SC_STORE_FORMAT_VERSION);
 		MDB_val fk = {sizeof "format_version" - 1, "format_version"},
@@ -75,16 +97,30 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 		return rc;
 	if (rc)
 		return sc_store_lmdb_error(err, rc,
-					   "upgrading the store to format 2");
+					   "upgrading the store's format");
 	return 0;
+}
+
+/* Write key_id(id) to k; returns its length. */
+static size_t key_id(uint8_t *k, sc_str id)
+{
+	if (id.len <= SC_INDEX_ID_WHOLE_MAX) {
+		memcpy(k, id.ptr, id.len);
+		return id.len;
+	}
+	memcpy(k, id.ptr, SC_INDEX_ID_CUT);
+	XXH128_canonical_t h;
+	XXH128_canonicalFromHash(&h, XXH3_128bits(id.ptr, id.len));
+	memcpy(k + SC_INDEX_ID_CUT, h.digest, sizeof h.digest);
+	return SC_INDEX_ID_CUT + sizeof h.digest;
 }
 
 int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
 		 sc_str id, uint64_t pos)
 {
-	memcpy(scratch->b, id.ptr, id.len);
-	sc_be64_put(scratch->b + id.len, pos);
-	MDB_val k = {id.len + 8, scratch->b}, v = {0, NULL};
+	size_t n = key_id(scratch->b, id);
+	sc_be64_put(scratch->b + n, pos);
+	MDB_val k = {n + 8, scratch->b}, v = {0, NULL};
 	return mdb_put(txn, store->dbi_index, &k, &v, 0);
 }
 
@@ -122,8 +158,9 @@ int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* Rows of other ids that share the prefix (an id that is `id` followed by
- * 8 more bytes) are skipped by length. */
+/* Rows of other key_ids that share the prefix (a key_id that is this one
+ * followed by 8 more bytes) are skipped by length; rows of other ids with
+ * the same key_id are the caller's to skip. */
 int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err)
 {
@@ -132,11 +169,11 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "reading entity_index");
 	sc_index_key lo, hi;
-	memcpy(lo.b, id.ptr, id.len);
-	memcpy(hi.b, id.ptr, id.len);
-	sc_be64_put(lo.b + id.len, from);
-	sc_be64_put(hi.b + id.len, to);
-	size_t klen = id.len + 8;
+	size_t idlen = key_id(lo.b, id);
+	memcpy(hi.b, lo.b, idlen);
+	sc_be64_put(lo.b + idlen, from);
+	sc_be64_put(hi.b + idlen, to);
+	size_t klen = idlen + 8;
 	MDB_val k = {klen, lo.b}, v;
 	int op = MDB_SET_RANGE;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
@@ -145,11 +182,11 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		int c = memcmp(k.mv_data, hi.b, m);
 		if (c > 0 || (c == 0 && k.mv_size > klen))
 			break; /* past id ++ to */
-		/* Keys of length klen between lo and hi start with id; other
-		 * lengths there belong to other entities. */
+		/* Keys of length klen between lo and hi start with this
+		 * key_id; other lengths there belong to other entities. */
 		if (k.mv_size != klen)
 			continue;
-		rc = fn(ctx, sc_be64_get((uint8_t *)k.mv_data + id.len));
+		rc = fn(ctx, sc_be64_get((uint8_t *)k.mv_data + idlen));
 		if (rc) {
 			mdb_cursor_close(cur);
 			return rc;

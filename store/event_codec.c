@@ -86,6 +86,13 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 		if (rc)
 			return rc;
 	}
+	/* A longer record would be stored but never read back. */
+	size_t size = sc_event_encoded_size(ev);
+	if (size > SC_EVENT_RECORD_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "the event encodes to %zu bytes, the limit "
+				    "is %u; split it",
+				    size, SC_EVENT_RECORD_MAX);
 	return 0;
 }
 

@@ -37,7 +37,8 @@
  * sc_event_validate - check `ev` as the cache does (sc_entity_validate_event:
  * id, type, names, value types, NULL pointers), then against what the log
  * holds: attribute count, string values without NUL bytes, sizes of actor,
- * partition, tags and values, no attributes on a delete.
+ * partition, tags and values, no attributes on a delete, and the size of
+ * the encoded record (at most SC_EVENT_RECORD_MAX, what a reader takes).
  * Errors: SC_EINVAL with a message naming the field.
  */
 int sc_event_validate(const sc_event *ev, sc_error *err);

@@ -433,6 +433,13 @@ static int walk_indexed(void *ctx, uint64_t pos)
 				    (unsigned long long)pos);
 	if (rc)
 		return sc_store_lmdb_error(w->err, rc, "reading events");
+	/* The key names the id only up to a hash (entity_index.c). */
+	sc_str e;
+	rc = sc_event_peek_entity(ev.mv_data, ev.mv_size, pos, &e, w->err);
+	if (rc)
+		return rc;
+	if (e.len != w->id.len || memcmp(e.ptr, w->id.ptr, e.len) != 0)
+		return 0;
 	rc = emit_event(&ev, pos, w->fn, w->ctx, w->err);
 	if (rc)
 		return rc;

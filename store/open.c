@@ -66,7 +66,7 @@ static int meta_init(sc_store *store, MDB_txn *txn, uint32_t *version,
 		rc = mdb_put(txn, store->dbi_meta, &k2, &v2, 0);
 	}
 	if (!rc) {
-		static const char by[] = "libstatecache format 2";
+		static const char by[] = "libstatecache format 3";
 		MDB_val k3 = {sizeof "created_by" - 1, "created_by"};
 		MDB_val v3 = {sizeof by - 1, (void *)by};
 		rc = mdb_put(txn, store->dbi_meta, &k3, &v3, 0);
@@ -238,6 +238,8 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		o.zstd_level = 3;
 	if (!o.index_lag)
 		o.index_lag = SC_STORE_INDEX_LAG_DEFAULT;
+	if (o.index_lag > SC_STORE_INDEX_LAG_MAX)
+		o.index_lag = SC_STORE_INDEX_LAG_MAX;
 	if (o.durability != SC_DURABILITY_FULL &&
 	    o.durability != SC_DURABILITY_NOSYNC)
 		return sc_error_set(err, SC_EINVAL,
@@ -285,6 +287,15 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		snprintf(what, sizeof what,
 			 "opening the LMDB environment in %s", dir);
 		rc = sc_store_lmdb_error(err, rc, what);
+		goto fail;
+	}
+	if (mdb_env_get_maxkeysize(s->env) < (int)SC_INDEX_KEY_MAX) {
+		rc = sc_error_set(
+		    err, SC_EVERSION,
+		    "this LMDB takes keys of at most %d bytes; "
+		    "a store needs %u: use an LMDB built with the "
+		    "default MDB_MAXKEYSIZE",
+		    mdb_env_get_maxkeysize(s->env), SC_INDEX_KEY_MAX);
 		goto fail;
 	}
 	int dead = 0;

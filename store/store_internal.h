@@ -36,11 +36,24 @@
 #include "statecache/store.h"
 #include "store/event_codec.h"
 
-/* Value of the meta key "format_version" written by this build. */
-#define SC_STORE_FORMAT_VERSION 2u
+/* Value of the meta key "format_version" written by this build. Format 2
+ * added the lagging index (index_through); format 3 keys the index rows
+ * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
+ * shorter ids are as in format 2, so an older store needs no rewrite). */
+#define SC_STORE_FORMAT_VERSION 3u
 
-/* index_lag when the options give 0. */
+/* index_lag when the options give 0, and its largest value: an index
+ * catch-up of that many rows of the longest keys stays far below the dirty
+ * pages LMDB allows one transaction. */
 #define SC_STORE_INDEX_LAG_DEFAULT 4096u
+#define SC_STORE_INDEX_LAG_MAX	   65536u
+
+/* entity_index keys (entity_index.c): ids up to WHOLE_MAX bytes are kept
+ * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 8-byte
+ * position a key is at most SC_INDEX_KEY_MAX bytes, LMDB's limit. */
+#define SC_INDEX_ID_WHOLE_MAX 503u
+#define SC_INDEX_ID_CUT	      487u
+#define SC_INDEX_KEY_MAX      511u
 
 struct sc_store {
 	MDB_env *env;
@@ -185,19 +198,20 @@ int sc_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 int sc_index_through_put(sc_store *store, MDB_txn *txn, uint64_t through);
 
 /* At open: learn how far entity_index reaches (store->index_through), and
- * move a format 1 store to format 2 (a format 1 reader would not know
- * that the index may lag). A new store gets index_through = 0 here,
+ * move an older store to this build's format (a format 1 reader would not
+ * know that the index may lag, a format 2 reader could not find the rows
+ * of long ids). A new store gets index_through = 0 here,
  * before its first append. store->last_position must be set. */
 int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 		  sc_error *err);
 
 /* Scratch for one entity_index key. */
 typedef struct sc_index_key {
-	uint8_t b[SC_ENTITY_ID_MAX + 8];
+	uint8_t b[SC_INDEX_KEY_MAX];
 } sc_index_key;
 
-/* Write the entity_index row of the event of `id` at `pos`. Returns an
- * LMDB code. */
+/* Write the entity_index row of the event of `id` (any valid id) at `pos`.
+ * Returns an LMDB code. */
 int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
 		 sc_str id, uint64_t pos);
 
@@ -213,7 +227,9 @@ int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
 typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
 
 /* Call fn, in order, with the positions in [from, to] that entity_index
- * lists for `id` in txn. Errors: fn's value, SC_ELMDB. */
+ * lists under the key of `id` in txn. They may include events of other
+ * ids (see the key layout in entity_index.c): fn checks. Errors: fn's
+ * value, SC_ELMDB. */
 int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
 

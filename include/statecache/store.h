@@ -5,8 +5,10 @@
  * databases (inspect them with `mdb_stat -a DIR`, `mdb_dump -s NAME DIR`):
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
- *   entity_index  key: entity id ++ position (8 bytes big-endian); value:
+ *   entity_index  key: key id ++ position (8 bytes big-endian); value:
  *                 empty; rows for every position up to meta "index_through"
+ *                 (the key id is the entity id up to 503 bytes, else its
+ *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
@@ -89,7 +91,9 @@ typedef struct sc_store_options {
 	 * entity reads scan that tail. A few random index pages per event are
 	 * most of what a durable append writes, so this trades at most
 	 * index_lag events scanned per entity read for several times the
-	 * append rate. 1: every append indexes its own events. 0: 4096. */
+	 * append rate. 1: every append indexes its own events. 0: 4096.
+	 * Larger than 65536 is taken as 65536 (a catch-up stays well within
+	 * what one LMDB transaction may change). */
 	uint64_t index_lag;
 } sc_store_options;
 
