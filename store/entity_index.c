@@ -102,7 +102,7 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 }
 
 /* Write key_id(id) to k; returns its length. */
-static size_t key_id(uint8_t *k, sc_str id)
+size_t sc_index_key_id(uint8_t *k, sc_str id)
 {
 	if (id.len <= SC_INDEX_ID_WHOLE_MAX) {
 		memcpy(k, id.ptr, id.len);
@@ -118,7 +118,7 @@ static size_t key_id(uint8_t *k, sc_str id)
 int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
 		 sc_str id, uint64_t pos)
 {
-	size_t n = key_id(scratch->b, id);
+	size_t n = sc_index_key_id(scratch->b, id);
 	sc_be64_put(scratch->b + n, pos);
 	MDB_val k = {n + 8, scratch->b}, v = {0, NULL};
 	return mdb_put(txn, store->dbi_index, &k, &v, 0);
@@ -169,7 +169,7 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "reading entity_index");
 	sc_index_key lo, hi;
-	size_t idlen = key_id(lo.b, id);
+	size_t idlen = sc_index_key_id(lo.b, id);
 	memcpy(hi.b, lo.b, idlen);
 	sc_be64_put(lo.b + idlen, from);
 	sc_be64_put(hi.b + idlen, to);
@@ -196,4 +196,78 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 	if (rc == MDB_NOTFOUND || rc == 0)
 		return 0;
 	return sc_store_lmdb_error(err, rc, "reading entity_index");
+}
+
+int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
+		    sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_index, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying entity_index");
+	MDB_val k, v;
+	uint64_t rows = 0;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		rows++;
+		if (k.mv_size < 9 || k.mv_size > SC_INDEX_KEY_MAX) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "an entity_index key is %zu bytes",
+					  k.mv_size);
+			goto out;
+		}
+		size_t idlen = k.mv_size - 8;
+		uint64_t pos = sc_be64_get((uint8_t *)k.mv_data + idlen);
+		if (pos < 1 || pos > through) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "entity_index has a row for position "
+					  "%llu, beyond index_through (%llu)",
+					  (unsigned long long)pos,
+					  (unsigned long long)through);
+			goto out;
+		}
+		uint8_t pk[8];
+		sc_be64_put(pk, pos);
+		MDB_val ek = {8, pk}, ev;
+		rc = mdb_get(txn, store->dbi_events, &ek, &ev);
+		if (rc) {
+			rc = rc == MDB_NOTFOUND
+				 ? sc_error_set(err, SC_ECORRUPT,
+						"entity_index names position "
+						"%llu, which is not in the log",
+						(unsigned long long)pos)
+				 : sc_store_lmdb_error(
+				       err, rc, "verifying entity_index");
+			goto out;
+		}
+		sc_str id;
+		rc =
+		    sc_event_peek_entity(ev.mv_data, ev.mv_size, pos, &id, err);
+		if (rc)
+			goto out;
+		sc_index_key want;
+		if (sc_index_key_id(want.b, id) != idlen ||
+		    memcmp(want.b, k.mv_data, idlen) != 0) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the entity_index row of position "
+					  "%llu is not keyed by its entity",
+					  (unsigned long long)pos);
+			goto out;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return sc_store_lmdb_error(err, rc, "verifying entity_index");
+	if (rows != through)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "entity_index has %llu rows, but "
+				    "index_through is %llu (one row per "
+				    "position)",
+				    (unsigned long long)rows,
+				    (unsigned long long)through);
+	return 0;
+out:
+	mdb_cursor_close(cur);
+	return rc;
 }

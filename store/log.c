@@ -27,6 +27,37 @@
  * divisor of REPLAY_BATCH). */
 #define REPLAY_RELEASE_EVERY 512
 
+/* ---- the log's end ------------------------------------------------------- */
+
+static const MDB_val last_position_key = {sizeof "last_position" - 1,
+					  (void *)"last_position"};
+
+int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
+			   sc_error *err)
+{
+	MDB_val k = last_position_key, v;
+	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return SC_NOTFOUND;
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading meta");
+	if (v.mv_size != 8)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta last_position is %zu bytes, expected "
+				    "8; the store is damaged",
+				    v.mv_size);
+	*last = sc_be64_get(v.mv_data);
+	return 0;
+}
+
+int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last)
+{
+	uint8_t b[8];
+	sc_be64_put(b, last);
+	MDB_val k = last_position_key, v = {8, b};
+	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
 /* ---- replay -------------------------------------------------------------- */
 
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
@@ -201,6 +232,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return append_lmdb_error(err, rc);
 	}
+	rc = sc_store_meta_last_put(store, txn, last);
+	if (rc)
+		return append_lmdb_error(err, rc);
 	/* Each projector's offset commits with the events it applied. */
 	rc = sc_projectors_put_offsets(store, txn, last);
 	if (rc)
@@ -572,4 +606,67 @@ int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 				    (unsigned long long)position);
 	*out = f.state;
 	return 0;
+}
+
+/* ---- verify -------------------------------------------------------------- */
+
+int sc_store_verify(sc_store *store, sc_error *err)
+{
+	sc_error_clear(err);
+	if (!store)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_verify needs a store");
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc = sc_store_read_cursor(store, store->dbi_events,
+				      "verifying the log", &txn, &cur, err);
+	if (rc)
+		return rc;
+	MDB_val k, v;
+	uint64_t expect = 1;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos != expect) {
+			rc =
+			    sc_error_set(err, SC_ECORRUPT,
+					 "the event log has a gap or a bad key "
+					 "at position %llu (found %llu)",
+					 (unsigned long long)expect,
+					 (unsigned long long)pos);
+			goto out;
+		}
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			goto out;
+		sc_decoded_event_free(&d);
+		expect++;
+	}
+	if (rc != MDB_NOTFOUND) {
+		rc = sc_store_lmdb_error(err, rc, "verifying the log");
+		goto out;
+	}
+	uint64_t last = expect - 1, committed = last, through;
+	rc = sc_store_meta_last_get(store, txn, &committed, err);
+	if (rc == SC_NOTFOUND)
+		rc = 0;
+	if (rc)
+		goto out;
+	if (committed != last) {
+		rc = sc_error_set(err, SC_ECORRUPT,
+				  "the event log ends at position %llu but "
+				  "meta last_position is %llu",
+				  (unsigned long long)last,
+				  (unsigned long long)committed);
+		goto out;
+	}
+	rc = sc_index_through_get(store, txn, last, &through, err);
+	if (!rc)
+		rc = sc_index_verify(store, txn, through, err);
+out:
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	return rc;
 }

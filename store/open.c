@@ -25,11 +25,17 @@ static int meta_write_error(sc_error *err, int rc)
 	return sc_store_lmdb_error(err, rc, "writing meta");
 }
 
-static int meta_init(sc_store *store, MDB_txn *txn, uint32_t *version,
-		     sc_error *err)
+/* Check meta's format_version, or on a fresh store write it with
+ * created_at and created_by. */
+static int meta_init(sc_store *store, MDB_txn *txn, bool fresh,
+		     uint32_t *version, sc_error *err)
 {
 	MDB_val k = {sizeof "format_version" - 1, "format_version"}, v;
 	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND && !fresh)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta has no format_version: this is not "
+				    "a statecache store or it is damaged");
 	if (rc == 0) {
 		if (v.mv_size != 4)
 			return sc_error_set(err, SC_ECORRUPT,
@@ -118,7 +124,9 @@ static int hash_seed_init(sc_store *store, MDB_txn *txn, uint64_t *seed,
 	return 0;
 }
 
-/* The last position is the last key of the events database. */
+/* The last position is the last key of the events database; meta
+ * "last_position", written by every append in its transaction, must agree.
+ * A store without the key (made before it existed) gets it here. */
 static int find_last_position(sc_store *store, MDB_txn *txn, sc_error *err)
 {
 	MDB_cursor *cur;
@@ -128,25 +136,42 @@ static int find_last_position(sc_store *store, MDB_txn *txn, sc_error *err)
 	MDB_val k, v;
 	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
 	mdb_cursor_close(cur);
+	uint64_t last = 0;
 	if (rc == 0 && k.mv_size != 8)
 		return sc_error_set(err, SC_ECORRUPT,
 				    "an events key is %zu bytes, "
 				    "expected 8; the store is damaged",
 				    k.mv_size);
 	if (rc == 0)
-		atomic_store(&store->last_position, sc_be64_get(k.mv_data));
-	else if (rc == MDB_NOTFOUND)
-		atomic_store(&store->last_position, 0);
-	else
+		last = sc_be64_get(k.mv_data);
+	else if (rc != MDB_NOTFOUND)
 		return sc_store_lmdb_error(err, rc, "reading the event log");
+	atomic_store(&store->last_position, last);
+	uint64_t committed;
+	rc = sc_store_meta_last_get(store, txn, &committed, err);
+	if (rc == SC_NOTFOUND) {
+		rc = sc_store_meta_last_put(store, txn, last);
+		return rc ? meta_write_error(err, rc) : 0;
+	}
+	if (rc)
+		return rc;
+	if (committed != last)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "the event log ends at position %llu but "
+				    "position %llu was committed (meta "
+				    "last_position); acknowledged events are "
+				    "missing: restore the store from a backup",
+				    (unsigned long long)last,
+				    (unsigned long long)committed);
 	return 0;
 }
 
-/* Open's write transaction: the databases, meta, the hash seed (*ctx),
- * the end of the log and the reach of entity_index. */
-static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+/* The store's databases, created when `create`, else opened as they must
+ * be: a missing one is damage, never made anew (an empty events database
+ * in place of a lost one would be a store that forgot its log). */
+static int open_named(sc_store *store, MDB_txn *txn, const char *dir,
+		      bool create, sc_error *err)
 {
-	uint64_t *seed = ctx;
 	const struct {
 		const char *name;
 		MDB_dbi *dbi;
@@ -156,9 +181,16 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	    {"snapshots", &store->dbi_snapshots},
 	    {"meta", &store->dbi_meta},
 	};
-	int rc;
 	for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
-		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
+		int rc = mdb_dbi_open(txn, dbs[i].name, create ? MDB_CREATE : 0,
+				      dbs[i].dbi);
+		if (rc == MDB_NOTFOUND)
+			return sc_error_set(
+			    err, SC_ECORRUPT,
+			    "the store in %s has no %s database though its "
+			    "meta says it is a statecache store: the file is "
+			    "damaged; restore it from a backup",
+			    dir, dbs[i].name);
 		if (rc == MDB_MAP_FULL)
 			return rc;
 		if (rc) {
@@ -168,10 +200,54 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 			return sc_store_lmdb_error(err, rc, what);
 		}
 	}
+	return 0;
+}
+
+typedef struct open_ctx {
+	const char *dir;
+	uint64_t seed;
+} open_ctx;
+
+/*
+ * Open's write transaction: the databases, meta, the hash seed, the end
+ * of the log and the reach of entity_index. A store is an environment
+ * whose meta database holds format_version; an environment without a meta
+ * database is made a store (when the options say create) only if it holds
+ * none of the store's databases either.
+ */
+static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+{
+	open_ctx *oc = ctx;
+	MDB_dbi probe;
+	int rc = mdb_dbi_open(txn, "meta", 0, &probe);
+	bool fresh = rc == MDB_NOTFOUND;
+	if (rc && !fresh)
+		return sc_store_lmdb_error(err, rc, "opening database meta");
+	if (fresh) {
+		static const char *const ours[] = {"events", "entity_index",
+						   "snapshots"};
+		for (size_t i = 0; i < 3; i++)
+			if (mdb_dbi_open(txn, ours[i], 0, &probe) == 0)
+				return sc_error_set(
+				    err, SC_ECORRUPT,
+				    "the store in %s has a %s database but no "
+				    "meta database: the file is damaged; "
+				    "restore it from a backup",
+				    oc->dir, ours[i]);
+		if (!store->opt.create)
+			return sc_error_set(
+			    err, SC_ECORRUPT,
+			    "%s/data.mdb is an LMDB file without a statecache "
+			    "meta database: it is not a store",
+			    oc->dir);
+	}
+	rc = open_named(store, txn, oc->dir, fresh, err);
+	if (rc)
+		return rc;
 	uint32_t version = 0;
-	rc = meta_init(store, txn, &version, err);
+	rc = meta_init(store, txn, fresh, &version, err);
 	if (!rc)
-		rc = hash_seed_init(store, txn, seed, err);
+		rc = hash_seed_init(store, txn, &oc->seed, err);
 	if (!rc)
 		rc = find_last_position(store, txn, err);
 	if (!rc)
@@ -300,13 +376,13 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	}
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);
-	uint64_t seed = 0;
-	rc = sc_store_write(s, "opening the store", open_dbs, NULL, &seed, err);
+	open_ctx oc = {dir, 0};
+	rc = sc_store_write(s, "opening the store", open_dbs, NULL, &oc, err);
 	if (rc)
 		goto fail;
 	/* The store's own seed unless the caller chose one. */
 	if (!o.cache.seed)
-		o.cache.seed = seed;
+		o.cache.seed = oc.seed;
 	rc = sc_cache_create(&o.cache, &s->cache, err);
 	if (rc)
 		goto fail;

@@ -210,6 +210,16 @@ typedef struct sc_index_key {
 	uint8_t b[SC_INDEX_KEY_MAX];
 } sc_index_key;
 
+/* Write the key id of `id` (entity_index.c has the layout) to k, room
+ * for SC_INDEX_ID_WHOLE_MAX bytes; returns its length. */
+size_t sc_index_key_id(uint8_t *k, sc_str id);
+
+/* Check that entity_index holds exactly one row for every position up to
+ * `through`, each keyed by the key id of its event's entity. Errors:
+ * SC_ECORRUPT naming the first fault, SC_ELMDB. */
+int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
+		    sc_error *err);
+
 /* Write the entity_index row of the event of `id` (any valid id) at `pos`.
  * Returns an LMDB code. */
 int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
@@ -258,6 +268,14 @@ void sc_projectors_free(sc_store *store);
 int sc_store_restore(sc_store *store, uint64_t *position, sc_error *err);
 
 /* ---- log.c --------------------------------------------------------------- */
+
+/* Meta "last_position" (8 bytes BE): the last position committed, written
+ * by every append in its transaction, cross-checked with the log at open.
+ * get: SC_NOTFOUND when absent (a store made before the key), SC_ECORRUPT,
+ * SC_ELMDB. put: returns an LMDB code. */
+int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
+			   sc_error *err);
+int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last);
 
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */

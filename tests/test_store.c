@@ -988,6 +988,104 @@ static void test_format_2_store_is_upgraded(void **state)
 	rm_rf(dir);
 }
 
+/* A raw LMDB write transaction on the closed store in `dir`: drop (del 1)
+ * or empty (del 0) the database `name`, or with del < 0 delete its first
+ * record. */
+static void raw_damage(const char *dir, const char *name, int del)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, name, 0, &dbi), 0);
+	if (del >= 0) {
+		assert_int_equal(mdb_drop(txn, dbi, del), 0);
+	} else {
+		MDB_cursor *cur;
+		MDB_val k, v;
+		assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+		assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+		assert_int_equal(mdb_cursor_del(cur, 0), 0);
+		mdb_cursor_close(cur);
+	}
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Open never makes anew what an existing store must have: a lost
+ * database, or a log shorter than what was committed, is SC_ECORRUPT
+ * naming it; sc_store_verify finds damage open does not look for. */
+static void test_open_never_recreates(void **state)
+{
+	SC_UNUSED(state);
+	static const struct {
+		const char *db;
+		int del;
+		const char *says;
+	} cases[] = {
+	    {"events", 1, "no events database"},
+	    {"entity_index", 1, "no entity_index database"},
+	    {"snapshots", 1, "no snapshots database"},
+	    {"meta", 1, "no meta database"},
+	    {"events", 0, "position 30 was committed"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char dir[256];
+		new_dir(dir, sizeof dir);
+		sc_store_options o = opts();
+		sc_store *s = open_store(dir, &o);
+		fill(s, 30, 0);
+		assert_int_equal(sc_store_verify(s, NULL), 0);
+		sc_store_close(s);
+		raw_damage(dir, cases[i].db, cases[i].del);
+		for (int create = 0; create < 2; create++) {
+			o.create = create;
+			sc_error err;
+			s = NULL;
+			assert_int_equal(sc_store_open(dir, &o, &s, &err),
+					 SC_ECORRUPT);
+			assert_null(s);
+			if (!strstr(err.message, cases[i].says))
+				fprintf(stderr, "%s\n", err.message);
+			assert_non_null(strstr(err.message, cases[i].says));
+		}
+		rm_rf(dir);
+	}
+
+	/* An LMDB environment that is not a store is not made one unasked. */
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	sc_store *s = open_store(dir, &o);
+	sc_store_close(s);
+	raw_damage(dir, "meta", 1);
+	raw_damage(dir, "events", 1);
+	raw_damage(dir, "entity_index", 1);
+	raw_damage(dir, "snapshots", 1);
+	o.create = false;
+	sc_error err;
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
+	assert_non_null(strstr(err.message, "not a store"));
+	rm_rf(dir);
+
+	/* A lost index row: open does not read the index, verify does. */
+	new_dir(dir, sizeof dir);
+	o = opts();
+	o.index_lag = 1;
+	s = open_store(dir, &o);
+	fill(s, 30, 0);
+	sc_store_close(s);
+	raw_damage(dir, "entity_index", -1);
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
+	assert_non_null(strstr(err.message, "29 rows"));
+	sc_store_close(s);
+	rm_rf(dir);
+}
+
 static void test_durability_modes_reopen(void **state)
 {
 	SC_UNUSED(state);
@@ -1407,6 +1505,7 @@ int main(void)
 	    cmocka_unit_test(test_replay_releases_pages),
 	    cmocka_unit_test(test_snapshot_grows_map),
 	    cmocka_unit_test(test_open_errors),
+	    cmocka_unit_test(test_open_never_recreates),
 	    cmocka_unit_test(test_corrupt_event_record),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);

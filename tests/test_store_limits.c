@@ -281,6 +281,7 @@ static void test_limits_at_volume(void **state)
 	o.cache.seed = 42;
 	sc_store *s = NULL;
 	sc_error err;
+	int rc;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
 	st_model *m = st_model_new();
 	big_parts *b = calloc(1, sizeof *b);
@@ -377,6 +378,10 @@ static void test_limits_at_volume(void **state)
 		check_entity(s, m, &w[i]);
 	assert_true(st_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(warnings, 0);
+	rc = sc_store_verify(s, &err);
+	if (rc)
+		fprintf(stderr, "verify: %s\n", err.message);
+	assert_int_equal(rc, 0);
 	sc_store_close(s);
 
 	free(w);

@@ -16,7 +16,8 @@
  *                 "hash_seed" (8 bytes BE: the seed of the cache's hash
  *                 map, made at the first open; options.cache.seed
  *                 overrides it), "projector/NAME" (8 bytes BE: the
- *                 projector's offset), "index_through" (8 bytes BE:
+ *                 projector's offset), "last_position" (8 bytes BE: the
+ *                 last position committed), "index_through" (8 bytes BE:
  *                 entity_index is complete up to this position; see
  *                 sc_store_options.index_lag)
  *
@@ -100,15 +101,20 @@ typedef struct sc_store_options {
 /*
  * sc_store_open - open (or with opt->create, create) the store in `dir`.
  *
- * Clears stale LMDB readers, checks the format version, restores the
+ * Clears stale LMDB readers, checks the format version and that the
+ * store's databases exist (an existing store's are never created anew)
+ * and that the log ends at the last position committed, restores the
  * newest snapshot that verifies (others, and snapshots beyond the end of
  * the log, are skipped with a warning through opt->warn naming the
  * position and the reason), then replays the events after it. `opt` may be
  * NULL (defaults: durability full, no create). On success *out is owned by
  * the caller (sc_store_close). One process may open a directory once.
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
- * format), SC_ECORRUPT (an event record does not decode, or the log has a
- * gap), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno values.
+ * format), SC_ECORRUPT (an event record does not decode, the log has a
+ * gap or ends before meta "last_position", one of the store's databases
+ * is missing, or data.mdb is an LMDB file that is not a store; the
+ * message names what), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno
+ * values.
  */
 int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		  sc_error *err);
@@ -256,6 +262,20 @@ int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
  */
 int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 		       sc_entity **out, sc_error *err);
+
+/*
+ * sc_store_verify - check the log's own consistency, reading the whole
+ * log and entity_index in one read transaction: positions dense from 1 to
+ * the last, every record decodes, meta "last_position" (the last position
+ * committed, written by every append) equals the last position, and
+ * entity_index holds exactly one row for every position up to meta
+ * "index_through", keyed by that event's entity. Snapshots are checked by
+ * open (a damaged one is skipped) and the state by comparing with a
+ * replay (statecache verify). Any thread; its cost grows with the log.
+ * Errors: SC_ECORRUPT (the message names the first fault), SC_EINVAL,
+ * SC_ELMDB, ENOMEM.
+ */
+int sc_store_verify(sc_store *store, sc_error *err);
 
 /* Snapshots held, newest first (those whose header fails to verify are
  * left out; seconds is 0). Returns how many were written to `out` (at most
