@@ -5,11 +5,16 @@
  */
 #include "store/store_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/internal.h"
 
@@ -205,15 +210,16 @@ static int open_named(sc_store *store, MDB_txn *txn, const char *dir,
 
 typedef struct open_ctx {
 	const char *dir;
+	bool creating; /* the new environment of create_store */
 	uint64_t seed;
 } open_ctx;
 
 /*
  * Open's write transaction: the databases, meta, the hash seed, the end
  * of the log and the reach of entity_index. A store is an environment
- * whose meta database holds format_version; an environment without a meta
- * database is made a store (when the options say create) only if it holds
- * none of the store's databases either.
+ * whose meta database holds format_version; only create_store makes one,
+ * in a new environment of its own. Any other environment without meta is
+ * refused, never made a store in place.
  */
 static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 {
@@ -234,7 +240,7 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 				    "meta database: the file is damaged; "
 				    "restore it from a backup",
 				    oc->dir, ours[i]);
-		if (!store->opt.create)
+		if (!oc->creating)
 			return sc_error_set(
 			    err, SC_ECORRUPT,
 			    "%s/data.mdb is an LMDB file without a statecache "
@@ -255,8 +261,177 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	return rc;
 }
 
-static int check_dir(const char *dir, bool create, sc_error *err)
+/* ---- creating a store ----------------------------------------------------
+ *
+ * A store is created so that a crash at any point leaves either no store
+ * or a complete empty one: the environment is made and initialised in a
+ * temporary directory inside the store's directory
+ * (.sc-creating-PID-XXXXXX), synced, and its data.mdb linked into place
+ * (link fails rather than replace a store another process created
+ * meanwhile); then the directory is synced. Until the link a directory
+ * holds no data.mdb, which is no store; a leftover temporary directory of
+ * a process that is gone is removed by the next creation.
+ */
+
+#define CREATING_PREFIX ".sc-creating-"
+
+/* fsync a directory (its entries). Returns 0 or errno. */
+static int sync_dir(const char *path)
 {
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	int rc = fsync(fd) ? errno : 0;
+	close(fd);
+	return rc;
+}
+
+/* Remove dir/name/{data,lock}.mdb and the directory. Best effort. */
+static void remove_temporary(const char *dir, const char *name)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s/data.mdb", dir, name);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/%s/lock.mdb", dir, name);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	rmdir(path);
+}
+
+/* Remove what interrupted creations left in dir (their process is gone). */
+static void remove_leftovers(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t pl = sizeof CREATING_PREFIX - 1;
+		if (strncmp(e->d_name, CREATING_PREFIX, pl) != 0)
+			continue;
+		long pid = strtol(e->d_name + pl, NULL, 10);
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+			continue; /* its creator may still be at work */
+		remove_temporary(dir, e->d_name);
+	}
+	closedir(d);
+}
+
+/* The permission bits of the directory for files of `mode`: the same,
+ * with search permission wherever read permission is given. */
+static mode_t dir_mode(mode_t mode)
+{
+	return mode | (mode & 0444) >> 2;
+}
+
+static int create_store(sc_store *s, const char *dir, sc_error *err)
+{
+	mode_t fmode = 0644;
+	if (mkdir(dir, dir_mode(fmode)) == 0) {
+		/* Exactly the mode asked for, whatever the umask. */
+		if (chmod(dir, dir_mode(fmode)) != 0)
+			return sc_error_set(err, errno,
+					    "cannot set the mode of %s: %s",
+					    dir, strerror(errno));
+		/* The parent's entry for the new directory. */
+		char parent[4096];
+		snprintf(parent, sizeof parent, "%s", dir);
+		size_t len = strlen(parent);
+		while (len > 1 && parent[len - 1] == '/')
+			parent[--len] = '\0';
+		char *slash = strrchr(parent, '/');
+		if (slash == parent)
+			slash[1] = '\0';
+		else if (slash)
+			*slash = '\0';
+		else
+			snprintf(parent, sizeof parent, ".");
+		int rc = sync_dir(parent);
+		if (rc)
+			return sc_error_set(err, rc, "cannot sync %s: %s",
+					    parent, strerror(rc));
+	} else if (errno != EEXIST) {
+		return sc_error_set(err, errno,
+				    "cannot create directory %s: %s", dir,
+				    strerror(errno));
+	}
+	remove_leftovers(dir);
+	char tmp[4096];
+	int n = snprintf(tmp, sizeof tmp, "%s/" CREATING_PREFIX "%ld-XXXXXX",
+			 dir, (long)getpid());
+	if (n <= 0 || (size_t)n >= sizeof tmp - 16)
+		return sc_error_set(err, ENAMETOOLONG,
+				    "the store's path %s is too long", dir);
+	if (!mkdtemp(tmp))
+		return sc_error_set(err, errno,
+				    "cannot create a temporary directory in "
+				    "%s: %s",
+				    dir, strerror(errno));
+	const char *name = tmp + strlen(dir) + 1;
+	/* A synced environment: the commit that initialises it is on disk
+	 * before its data.mdb is linked into place. */
+	int rc = mdb_env_create(&s->env);
+	if (rc) {
+		s->env = NULL;
+		rc = sc_store_lmdb_error(err, rc, "creating the LMDB env");
+		goto out;
+	}
+	mdb_env_set_maxdbs(s->env, 32);
+	mdb_env_set_mapsize(s->env, s->opt.map_size);
+	rc = mdb_env_open(s->env, tmp, MDB_NOTLS, fmode);
+	if (rc) {
+		rc = sc_store_lmdb_error(err, rc, "creating the store");
+		goto out;
+	}
+	open_ctx oc = {dir, true, 0};
+	rc = sc_store_write(s, "creating the store", open_dbs, NULL, &oc, err);
+	if (rc)
+		goto out;
+	rc = mdb_env_sync(s->env, 1);
+	if (rc) {
+		rc = sc_store_lmdb_error(err, rc, "syncing the new store");
+		goto out;
+	}
+	mdb_env_close(s->env);
+	s->env = NULL;
+	char from[4096 + 16], to[4096 + 16];
+	snprintf(from, sizeof from, "%s/data.mdb", tmp);
+	snprintf(to, sizeof to, "%s/data.mdb", dir);
+	if (chmod(from, fmode) != 0) {
+		rc = sc_error_set(err, errno, "cannot set the mode of %s: %s",
+				  from, strerror(errno));
+		goto out;
+	}
+	sc_killpoint("create_before_link");
+	if (link(from, to) != 0 && errno != EEXIST) {
+		/* A file system without hard links: rename, which would
+		 * replace a store created meanwhile, so only if none is. */
+		struct stat st;
+		if (stat(to, &st) != 0 && rename(from, to) != 0) {
+			rc = sc_error_set(err, errno,
+					  "cannot move the new store into %s: "
+					  "%s",
+					  dir, strerror(errno));
+			goto out;
+		}
+	}
+	rc = sync_dir(dir);
+	if (rc)
+		rc = sc_error_set(err, rc, "cannot sync %s: %s", dir,
+				  strerror(rc));
+out:
+	if (s->env) {
+		mdb_env_close(s->env);
+		s->env = NULL;
+	}
+	remove_temporary(dir, name);
+	return rc;
+}
+
+/* Whether dir holds a store (*exists: it has a data.mdb). */
+static int check_dir(const char *dir, bool create, bool *exists, sc_error *err)
+{
+	*exists = false;
 	struct stat st;
 	if (stat(dir, &st) != 0) {
 		if (errno != ENOENT)
@@ -267,10 +442,6 @@ static int check_dir(const char *dir, bool create, sc_error *err)
 					    "no store at %s; create it with "
 					    "the create option",
 					    dir);
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-			return sc_error_set(err, errno,
-					    "cannot create directory %s: %s",
-					    dir, strerror(errno));
 		return 0;
 	}
 	if (!S_ISDIR(st.st_mode))
@@ -278,15 +449,17 @@ static int check_dir(const char *dir, bool create, sc_error *err)
 				    "%s is not a directory; a store is a "
 				    "directory",
 				    dir);
-	if (!create) {
-		char path[4096];
-		snprintf(path, sizeof path, "%s/data.mdb", dir);
-		if (stat(path, &st) != 0)
-			return sc_error_set(err, SC_NOTFOUND,
-					    "no store in %s (no data.mdb); "
-					    "create it with the create option",
-					    dir);
+	char path[4096];
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if (stat(path, &st) == 0) {
+		*exists = true;
+		return 0;
 	}
+	if (!create)
+		return sc_error_set(err, SC_NOTFOUND,
+				    "no store in %s (no data.mdb); "
+				    "create it with the create option",
+				    dir);
 	return 0;
 }
 
@@ -321,7 +494,8 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		return sc_error_set(err, SC_EINVAL,
 				    "unknown durability %d; use full or nosync",
 				    (int)o.durability);
-	int rc = check_dir(dir, o.create, err);
+	bool exists;
+	int rc = check_dir(dir, o.create, &exists, err);
 	if (rc)
 		return rc;
 
@@ -340,6 +514,11 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	pthread_rwlock_init(&s->map_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
 
+	if (!exists) {
+		rc = create_store(s, dir, err);
+		if (rc)
+			goto fail;
+	}
 	rc = mdb_env_create(&s->env);
 	if (rc) {
 		rc = sc_store_lmdb_error(err, rc, "creating the LMDB env");
@@ -376,7 +555,7 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	}
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);
-	open_ctx oc = {dir, 0};
+	open_ctx oc = {dir, false, 0};
 	rc = sc_store_write(s, "opening the store", open_dbs, NULL, &oc, err);
 	if (rc)
 		goto fail;

@@ -12,9 +12,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1086,6 +1088,118 @@ static void test_open_never_recreates(void **state)
 	rm_rf(dir);
 }
 
+/* The pid of a process that has exited. */
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return pid;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+/* The path of this program, for a child that creates a store. */
+static const char *self_path;
+
+/* Creating a store is atomic: a creation killed before its data.mdb is in
+ * place leaves no store, and the next creation removes what it left;
+ * a torn data.mdb is reported, never taken for a new store. */
+static void test_create_is_atomic(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256], path[600];
+	sc_error err;
+	sc_store *s = NULL;
+
+	/* A creation killed just before linking data.mdb into place. */
+	new_dir(dir, sizeof dir);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("SC_KILLPOINT", "create_before_link", 1);
+		execl(self_path, self_path, "--create", dir, (char *)NULL);
+		_exit(5);
+	}
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	assert_false(exists(path));
+	sc_store_options o = opts();
+	o.create = false;
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_NOTFOUND);
+	/* What it left: a temporary directory with a whole environment. */
+	snprintf(path, sizeof path, "ls -a '%s' | grep -q '^.sc-creating-'",
+		 dir);
+	assert_int_equal(system(path), 0);
+	o.create = true;
+	s = open_store(dir, &o);
+	fill(s, 5, 0);
+	sc_store_close(s);
+	assert_int_not_equal(system(path), 0);
+	s = open_store(dir, &o);
+	assert_int_equal(sc_store_last_position(s), 5);
+	sc_store_close(s);
+	rm_rf(dir);
+
+	/* A leftover of a process that is gone, with a torn data.mdb in it,
+	 * is removed; one of a live process is left alone. */
+	new_dir(dir, sizeof dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	char gone[300], live[300];
+	snprintf(gone, sizeof gone, "%s/.sc-creating-%ld-abcdef", dir,
+		 (long)dead_pid());
+	snprintf(live, sizeof live, "%s/.sc-creating-%ld-abcdef", dir,
+		 (long)getpid());
+	assert_int_equal(mkdir(gone, 0700), 0);
+	assert_int_equal(mkdir(live, 0700), 0);
+	static uint8_t page[8192];
+	memset(page + 4096, 0xa5, 4096);
+	snprintf(path, sizeof path, "%s/data.mdb", gone);
+	write_file(path, page, sizeof page);
+	s = open_store(dir, &o);
+	sc_store_close(s);
+	assert_false(exists(gone));
+	assert_true(exists(live));
+	rm_rf(dir);
+
+	/* A torn data.mdb in place (page 1 written, page 0 not): an error
+	 * that says so, with or without create; the file is left as it is. */
+	new_dir(dir, sizeof dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	write_file(path, page, sizeof page);
+	assert_int_equal(chmod(path, 0600), 0);
+	for (int create = 0; create < 2; create++) {
+		o.create = create;
+		assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
+		assert_null(s);
+		assert_non_null(strstr(err.message, "not an LMDB file"));
+	}
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, sizeof page);
+	rm_rf(dir);
+}
+
 static void test_durability_modes_reopen(void **state)
 {
 	SC_UNUSED(state);
@@ -1484,8 +1598,18 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	sc_free(buf);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* The child of test_create_is_atomic: create a store (SC_KILLPOINT
+	 * says where it dies). */
+	if (argc == 3 && strcmp(argv[1], "--create") == 0) {
+		sc_store_options o = {.create = true};
+		sc_store *s = NULL;
+		int rc = sc_store_open(argv[2], &o, &s, NULL);
+		sc_store_close(s);
+		return rc ? 1 : 0;
+	}
+	self_path = argv[0];
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
 	    cmocka_unit_test(test_codec_edge_values),
@@ -1506,6 +1630,7 @@ int main(void)
 	    cmocka_unit_test(test_snapshot_grows_map),
 	    cmocka_unit_test(test_open_errors),
 	    cmocka_unit_test(test_open_never_recreates),
+	    cmocka_unit_test(test_create_is_atomic),
 	    cmocka_unit_test(test_corrupt_event_record),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -71,7 +71,9 @@ typedef void (*sc_warn_fn)(void *ctx, const char *message);
 
 typedef struct sc_store_options {
 	sc_durability durability;
-	bool create;	 /* create the directory/store if missing */
+	/* Create the directory/store if missing. Creation is atomic: a crash
+	 * leaves no store or a complete empty one (store/README.md). */
+	bool create;
 	size_t map_size; /* initial map size; 0: 64 MiB */
 	/* Growth limit; 0: 64 GiB. A write that fills the map doubles it up
 	 * to this limit and retries; at the limit it fails with SC_EMAPFULL
