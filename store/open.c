@@ -326,7 +326,7 @@ static mode_t dir_mode(mode_t mode)
 
 static int create_store(sc_store *s, const char *dir, sc_error *err)
 {
-	mode_t fmode = 0644;
+	mode_t fmode = (mode_t)s->opt.file_mode;
 	if (mkdir(dir, dir_mode(fmode)) == 0) {
 		/* Exactly the mode asked for, whatever the umask. */
 		if (chmod(dir, dir_mode(fmode)) != 0)
@@ -463,6 +463,23 @@ static int check_dir(const char *dir, bool create, bool *exists, sc_error *err)
 	return 0;
 }
 
+/* Warn when an existing store can be read by every user of the machine
+ * and the options did not ask for that. */
+static void check_private(sc_store *s, const char *dir)
+{
+	if (s->opt.file_mode & S_IROTH)
+		return;
+	char path[4096];
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	struct stat st;
+	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+		sc_store_warn(s,
+			      "%s is readable by every user (mode %03o): "
+			      "anyone can read the event log; chmod o-rwx "
+			      "it, or set file_mode to allow it",
+			      path, (unsigned)(st.st_mode & 0777));
+}
+
 int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		  sc_error *err)
 {
@@ -494,6 +511,13 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		return sc_error_set(err, SC_EINVAL,
 				    "unknown durability %d; use full or nosync",
 				    (int)o.durability);
+	if (!o.file_mode)
+		o.file_mode = 0600;
+	if (o.file_mode & ~0777u)
+		return sc_error_set(err, SC_EINVAL,
+				    "file_mode %o has bits beyond the "
+				    "permission bits (0777)",
+				    o.file_mode);
 	bool exists;
 	int rc = check_dir(dir, o.create, &exists, err);
 	if (rc)
@@ -518,6 +542,8 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		rc = create_store(s, dir, err);
 		if (rc)
 			goto fail;
+	} else {
+		check_private(s, dir);
 	}
 	rc = mdb_env_create(&s->env);
 	if (rc) {
@@ -536,7 +562,7 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	unsigned flags = MDB_NOTLS;
 	if (o.durability == SC_DURABILITY_NOSYNC)
 		flags |= MDB_NOSYNC | MDB_WRITEMAP;
-	rc = mdb_env_open(s->env, dir, flags, 0644);
+	rc = mdb_env_open(s->env, dir, flags, (mode_t)o.file_mode);
 	if (rc) {
 		char what[512];
 		snprintf(what, sizeof what,
@@ -552,6 +578,12 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		    "default MDB_MAXKEYSIZE",
 		    mdb_env_get_maxkeysize(s->env), SC_INDEX_KEY_MAX);
 		goto fail;
+	}
+	if (!exists) {
+		/* lock.mdb is made by this open: the mode asked for. */
+		char lock[4096 + 16];
+		snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+		(void)chmod(lock, (mode_t)o.file_mode);
 	}
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);

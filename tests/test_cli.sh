@@ -255,6 +255,8 @@ run 0 "get the 1024-byte id --at" -- "$S" --db "$L" get "$LONG" --at 4500
 expect_in "$T/out" '"attrs":{"n":1}' "long id state as of 4500"
 run 0 "verify the long-id store" -- "$S" --db "$L" verify
 expect_in "$T/out" "verify: OK" "verify long-id store"
+# a store is private to its owner
+expect_eq "$(stat -c %a "$L") $(stat -c %a "$L/data.mdb") $(stat -c %a "$L/lock.mdb")" "700 600 600" "store file modes"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1200,6 +1200,80 @@ static void test_create_is_atomic(void **state)
 	rm_rf(dir);
 }
 
+static int warned;
+
+static void note_warning(void *ctx, const char *message)
+{
+	SC_UNUSED(ctx);
+	if (strstr(message, "readable by every user"))
+		warned++;
+}
+
+static unsigned mode_of(const char *dir, const char *file)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s%s%s", dir, file ? "/" : "",
+		 file ? file : "");
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return (unsigned)(st.st_mode & 07777);
+}
+
+/* A new store is private to its owner (0700 / 0600), or has the mode the
+ * options ask for, whatever the umask; an existing store readable by
+ * others is opened with a warning. */
+static void test_file_modes(void **state)
+{
+	SC_UNUSED(state);
+	mode_t old = umask(022);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts();
+	o.warn = note_warning;
+	sc_store *s = open_store(dir, &o);
+	fill(s, 3, 0);
+	sc_store_close(s);
+	assert_int_equal(mode_of(dir, NULL), 0700);
+	assert_int_equal(mode_of(dir, "data.mdb"), 0600);
+	assert_int_equal(mode_of(dir, "lock.mdb"), 0600);
+	rm_rf(dir);
+
+	/* A group of processes sharing a store, under a strict umask. */
+	umask(077);
+	new_dir(dir, sizeof dir);
+	o.file_mode = 0660;
+	s = open_store(dir, &o);
+	sc_store_close(s);
+	assert_int_equal(mode_of(dir, NULL), 0770);
+	assert_int_equal(mode_of(dir, "data.mdb"), 0660);
+	assert_int_equal(mode_of(dir, "lock.mdb"), 0660);
+	umask(022);
+
+	/* Readable by others: a warning at open, unless asked for. */
+	char path[512];
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	assert_int_equal(chmod(path, 0644), 0);
+	o.file_mode = 0;
+	warned = 0;
+	s = open_store(dir, &o);
+	sc_store_close(s);
+	assert_int_equal(warned, 1);
+	o.file_mode = 0644;
+	warned = 0;
+	s = open_store(dir, &o);
+	sc_store_close(s);
+	assert_int_equal(warned, 0);
+	rm_rf(dir);
+
+	o.file_mode = 01777;
+	sc_error err;
+	s = NULL;
+	new_dir(dir, sizeof dir);
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EINVAL);
+	assert_false(exists(dir));
+	umask(old);
+}
+
 static void test_durability_modes_reopen(void **state)
 {
 	SC_UNUSED(state);
@@ -1631,6 +1705,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_open_errors),
 	    cmocka_unit_test(test_open_never_recreates),
 	    cmocka_unit_test(test_create_is_atomic),
+	    cmocka_unit_test(test_file_modes),
 	    cmocka_unit_test(test_corrupt_event_record),
 	};
 	return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -98,6 +98,15 @@ typedef struct sc_store_options {
 	 * Larger than 65536 is taken as 65536 (a catch-up stays well within
 	 * what one LMDB transaction may change). */
 	uint64_t index_lag;
+	/* Permission bits of the store's files when it is created (data.mdb,
+	 * lock.mdb), set exactly whatever the umask; the directory, when
+	 * open creates it, gets the same plus search permission wherever
+	 * read permission is given. 0: 0600 (directory 0700), private to the
+	 * owner. 0660 lets a group of processes share the store (0770; LMDB
+	 * readers need write access to lock.mdb). Opening an
+	 * existing store whose data.mdb other users can read warns (through
+	 * warn) unless these bits include read for others. */
+	unsigned file_mode;
 } sc_store_options;
 
 /*
