@@ -334,9 +334,8 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 	uint64_t last = start + n - 1;
 	append_batch b = {store->batch, n, start,
 			  last - store->index_through >= store->opt.index_lag};
-	char what[64];
-	snprintf(what, sizeof what, "appending %zu events", n);
-	rc = sc_store_write(store, what, append_body, rollback, &b, err);
+	rc = sc_store_write(store, "appending events", append_body, rollback,
+			    &b, err);
 	if (rc) {
 		pthread_mutex_unlock(&store->write_mu);
 		return rc;
