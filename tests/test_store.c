@@ -1,8 +1,10 @@
 /*
  * The durable store: append/read round trips against a reference model,
  * all-or-nothing appends (bad event, projector failure, map full,
- * allocation failures), durability modes, format version checks, and the
- * event codec.
+ * allocation failures), snapshots under map growth, durability modes,
+ * format version checks and upgrades, open never recreating a lost
+ * database, atomic creation, file modes, sc_store_verify, and the event
+ * codec.
  */
 #include <setjmp.h>
 #include <stdarg.h>

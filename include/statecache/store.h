@@ -32,9 +32,10 @@
  * any thread; the store serializes them (one append at a time; a snapshot
  * encodes without blocking appends and takes the writer lock only to store
  * its records). Read functions (sc_store_events, _entity_events,
- * _entity_at, _snapshots, _stats_get, _last_position) may be called from
- * any thread at any time; their callbacks must not call sc_store_append
- * or sc_store_snapshot (a map growth would wait for the read to end).
+ * _entity_at, _snapshots, _stats_get, _last_position, _verify) may be
+ * called from any thread at any time; their callbacks must not call
+ * sc_store_append or sc_store_snapshot (a map growth would wait for the
+ * read to end).
  * sc_store_close must not race with any other call. Cache readers follow
  * cache.h.
  */
@@ -118,8 +119,12 @@ typedef struct sc_store_options {
  * newest snapshot that verifies (others, and snapshots beyond the end of
  * the log, are skipped with a warning through opt->warn naming the
  * position and the reason), then replays the events after it. `opt` may be
- * NULL (defaults: durability full, no create). On success *out is owned by
- * the caller (sc_store_close). One process may open a directory once.
+ * NULL (defaults: durability full, no create). A store is created
+ * atomically (a crash leaves none or a complete empty one) with the files
+ * private to the owner unless opt->file_mode says otherwise; opening an
+ * existing store that every user can read warns through opt->warn. On
+ * success *out is owned by the caller (sc_store_close). One process may
+ * open a directory once.
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
  * format), SC_ECORRUPT (an event record does not decode, the log has a
  * gap or ends before meta "last_position", one of the store's databases
