@@ -1,6 +1,7 @@
 /*
- * statecache verify: the state a normal open builds (newest snapshot plus
- * the log after it) must equal the state of a replay of the whole log.
+ * statecache verify: the log is consistent (sc_store_verify), and the
+ * state a normal open builds (newest snapshot plus the log after it) equals
+ * the state of a replay of the whole log.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,7 +13,9 @@ static const char verify_help[] =
     "usage: statecache [--db DIR] verify\n"
     "\n"
     "Open the store as usual (restore the newest snapshot that verifies,\n"
-    "replay the events after it), then build a second state by replaying\n"
+    "replay the events after it), check the log (positions dense from 1,\n"
+    "ending at the last position committed; entity_index one row per\n"
+    "indexed event), then build a second state by replaying\n"
     "every event of the log from position 1, and compare the two entity\n"
     "by entity. Prints each difference (at most 20) and a summary.\n"
     "\n"
@@ -71,6 +74,12 @@ int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv)
 	double open_s = sc_cli_now() - t0;
 	sc_snapshot_info snap;
 	sc_error err;
+	if (sc_store_verify(st, &err)) {
+		printf("verify: FAILED, the log is damaged: %s\n", err.message);
+		sc_store_close(st);
+		fflush(stdout);
+		return SC_CLI_EXIT_FAIL;
+	}
 	int nsnap = sc_store_snapshots(st, &snap, 1, &err);
 	replay_ctx rc = {0};
 	sc_reader *ra = NULL, *rb = NULL;

@@ -162,15 +162,14 @@ int sc_store_snapshots(sc_store *store, sc_snapshot_info *out, size_t max,
 
 /* ---- writing ------------------------------------------------------------- */
 
-static int write_snapshot_txn(sc_store *store, const sc_snapshot_encoded *enc,
-			      sc_error *err)
+/* Store the encoded snapshot and prune to snapshot_keep, inside the
+ * snapshot's write transaction. */
+static int write_snapshot_body(sc_store *store, MDB_txn *txn, void *ctx,
+			       sc_error *err)
 {
-	MDB_txn *txn;
-	int rc = mdb_txn_begin(store->env, NULL, 0, &txn);
-	if (rc)
-		return sc_store_lmdb_error(
-		    err, rc, "beginning the snapshot transaction");
+	const sc_snapshot_encoded *enc = ctx;
 	uint8_t kb[SNAP_KEY_LEN];
+	int rc;
 	for (uint32_t i = 0; i <= enc->chunk_count; i++) {
 		const sc_snapshot_blob *b =
 		    i ? &enc->chunks[i - 1] : &enc->header;
@@ -178,7 +177,7 @@ static int write_snapshot_txn(sc_store *store, const sc_snapshot_encoded *enc,
 		MDB_val k = {SNAP_KEY_LEN, kb}, v = {b->len, b->data};
 		rc = mdb_put(txn, store->dbi_snapshots, &k, &v, 0);
 		if (rc)
-			goto fail;
+			goto lmdb_fail;
 		if (i == enc->chunk_count / 2)
 			sc_killpoint("snapshot_mid_write");
 	}
@@ -186,35 +185,18 @@ static int write_snapshot_txn(sc_store *store, const sc_snapshot_encoded *enc,
 	uint64_t *pos;
 	size_t n;
 	rc = list_positions(store, txn, &pos, &n, err);
-	if (rc) {
-		mdb_txn_abort(txn);
+	if (rc)
 		return rc;
-	}
 	for (size_t i = store->opt.snapshot_keep; i < n && !rc; i++)
 		rc = delete_snapshot(store, txn, pos[i]);
 	sc_free(pos);
 	if (rc)
-		goto fail;
-	rc = mdb_txn_commit(txn);
-	if (rc == MDB_MAP_FULL)
-		return rc;
-	if (rc)
-		return sc_store_lmdb_error(err, rc, "storing the snapshot");
+		goto lmdb_fail;
 	return 0;
-fail:
-	mdb_txn_abort(txn);
+lmdb_fail:
 	if (rc == MDB_MAP_FULL)
 		return rc;
 	return sc_store_lmdb_error(err, rc, "storing the snapshot");
-}
-
-static int write_snapshot(sc_store *store, const sc_snapshot_encoded *enc,
-			  sc_error *err)
-{
-	sc_store_tsan_write_begin(store);
-	int rc = write_snapshot_txn(store, enc, err);
-	sc_store_tsan_write_end(store);
-	return rc;
 }
 
 static int snapshot_exists(sc_store *store, uint64_t position, bool *exists,
@@ -282,14 +264,8 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 	}
 	sc_killpoint("snapshot_before_write");
 	pthread_mutex_lock(&store->write_mu);
-	for (;;) {
-		rc = write_snapshot(store, enc, err);
-		if (rc != MDB_MAP_FULL)
-			break;
-		rc = sc_store_grow_map(store, err);
-		if (rc)
-			break;
-	}
+	rc = sc_store_write(store, "storing the snapshot", write_snapshot_body,
+			    NULL, enc, err);
 	if (!rc) {
 		uint64_t last = atomic_load(&store->last_position);
 		store->since_snapshot = last - enc->position;

@@ -1,6 +1,20 @@
 /*
- * The store object, shared by store.c (open, append, reads) and
- * snapshots.c (snapshot write, list, restore). Not installed.
+ * What the files of store/ share. Not installed.
+ *
+ * The files, each one idea, and what each calls (no cycle):
+ *
+ *   env.c           the LMDB environment: error codes, warnings, read
+ *                   transactions, map growth, and sc_store_write, the one
+ *                   way any file writes (every write transaction is one)
+ *   entity_index.c  the entity_index database: its keys, index_through,
+ *                   the catch-up of the lagging tail      -> env
+ *   projector.c     projectors: registration, offsets in meta, calls
+ *                                                          -> env
+ *   snapshots.c     snapshots: write, list, prune, restore -> env
+ *   log.c           the event log: append, replay, reads   -> env,
+ *                   entity_index, projector, snapshots
+ *   open.c          open and close: the directory, meta, the databases
+ *                                                          -> all above
  *
  * Locks, in the order they are taken:
  *
@@ -22,11 +36,24 @@
 #include "statecache/store.h"
 #include "store/event_codec.h"
 
-/* Value of the meta key "format_version" written by this build. */
-#define SC_STORE_FORMAT_VERSION 2u
+/* Value of the meta key "format_version" written by this build. Format 2
+ * added the lagging index (index_through); format 3 keys the index rows
+ * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
+ * shorter ids are as in format 2, so an older store needs no rewrite). */
+#define SC_STORE_FORMAT_VERSION 3u
 
-/* index_lag when the options give 0. */
+/* index_lag when the options give 0, and its largest value: an index
+ * catch-up of that many rows of the longest keys stays far below the dirty
+ * pages LMDB allows one transaction. */
 #define SC_STORE_INDEX_LAG_DEFAULT 4096u
+#define SC_STORE_INDEX_LAG_MAX	   65536u
+
+/* entity_index keys (entity_index.c): ids up to WHOLE_MAX bytes are kept
+ * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 8-byte
+ * position a key is at most SC_INDEX_KEY_MAX bytes, LMDB's limit. */
+#define SC_INDEX_ID_WHOLE_MAX 503u
+#define SC_INDEX_ID_CUT	      487u
+#define SC_INDEX_KEY_MAX      511u
 
 struct sc_store {
 	MDB_env *env;
@@ -53,41 +80,6 @@ struct sc_store {
 	sc_event *batch;
 	size_t cap_batch;
 };
-
-/*
- * ThreadSanitizer cannot see how LMDB orders a write transaction after the
- * readers of the pages it reuses (reader-table slots and meta pages in
- * uninstrumented code), and reports those page writes as races with earlier
- * reads. In TSan builds only, every write transaction holds map_lock
- * exclusively, which creates exactly the happens-before edges LMDB
- * guarantees. Other builds take no lock here: readers never wait for the
- * writer.
- */
-#if defined(__SANITIZE_THREAD__)
-#define SC_STORE_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SC_STORE_TSAN 1
-#endif
-#endif
-
-static inline void sc_store_tsan_write_begin(struct sc_store *s)
-{
-#ifdef SC_STORE_TSAN
-	pthread_rwlock_wrlock(&s->map_lock);
-#else
-	(void)s;
-#endif
-}
-
-static inline void sc_store_tsan_write_end(struct sc_store *s)
-{
-#ifdef SC_STORE_TSAN
-	pthread_rwlock_unlock(&s->map_lock);
-#else
-	(void)s;
-#endif
-}
 
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
 static inline void sc_be64_put(uint8_t *p, uint64_t v)
@@ -122,6 +114,8 @@ static inline uint32_t sc_be32_get(const uint8_t *p)
 	return v;
 }
 
+/* ---- env.c: the environment and the one write path ---------------------- */
+
 /* Turn an LMDB return code into an sc code with a message naming `what`. */
 int sc_store_lmdb_error(sc_error *err, int rc, const char *what);
 
@@ -129,13 +123,18 @@ int sc_store_lmdb_error(sc_error *err, int rc, const char *what);
 void sc_store_warn(sc_store *store, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* CLOCK_REALTIME in unix nanoseconds. */
+int64_t sc_store_now_ns(void);
+
 /* Begin a read transaction; holds map_lock shared until sc_store_read_end. */
 int sc_store_read_begin(sc_store *store, MDB_txn **txn, sc_error *err);
 void sc_store_read_end(sc_store *store, MDB_txn *txn);
 
-/* Grow the map after MDB_MAP_FULL (write_mu held, no transaction open in
- * the writer). SC_EMAPFULL at map_size_max. */
-int sc_store_grow_map(sc_store *store, sc_error *err);
+/* A read transaction and a cursor on `dbi` in it; on failure neither is
+ * open and err names `what`. End with mdb_cursor_close and
+ * sc_store_read_end. */
+int sc_store_read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
+			 MDB_txn **txn, MDB_cursor **cur, sc_error *err);
 
 /* Drop the process's page-table entries for the pages of the LMDB map
  * that hold bytes lo..hi-1 (madvise MADV_DONTNEED on the pages containing
@@ -149,12 +148,131 @@ int sc_store_grow_map(sc_store *store, sc_error *err);
  * through it); lo >= hi is a no-op. */
 void sc_store_release_pages(const void *lo, const void *hi);
 
-/* Replay the log after `after` into the cache (open-time, single thread).
- * Promotes in batches. On failure the pending version is discarded. */
-int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
+/*
+ * The body of a write transaction. Returns 0 to commit; MDB_MAP_FULL
+ * (untranslated) to have the map grown and the body run again in a new
+ * transaction; any other value (an sc code or errno, with err set) to
+ * abort and fail with that value.
+ */
+typedef int (*sc_store_txn_fn)(sc_store *store, MDB_txn *txn, void *ctx,
+			       sc_error *err);
+
+/* Called after every failed attempt (before a retry, or before the
+ * failure is returned), to undo what the body did outside LMDB. */
+typedef void (*sc_store_undo_fn)(sc_store *store, void *ctx);
+
+/*
+ * sc_store_write - run `body` in one LMDB write transaction and commit it;
+ * every write of the store goes through here.
+ *
+ * Begins the transaction (adopting the map size after another process
+ * grew it, MDB_MAP_RESIZED), runs body, commits. When the body or the
+ * commit hit MDB_MAP_FULL, aborts, calls undo, doubles the map (up to
+ * opt.map_size_max) and runs body again in a new transaction. Holds the
+ * TSan bracket (map_lock exclusive, TSan builds only) for the life of each
+ * transaction. The caller holds write_mu (open, which runs before any
+ * other thread can see the store, need not). `what` names the write in
+ * error messages ("appending 3 events"). undo may be NULL.
+ * Errors: the body's, SC_EMAPFULL (map_size_max reached), and the LMDB
+ * errors of begin and commit translated by sc_store_lmdb_error.
+ */
+int sc_store_write(sc_store *store, const char *what, sc_store_txn_fn body,
+		   sc_store_undo_fn undo, void *ctx, sc_error *err);
+
+/* ---- entity_index.c ------------------------------------------------------ */
+
+/* Read meta "index_through" in txn into *through; a store without the key
+ * (format 1, which indexed every event as it was appended) is complete up
+ * to `last`. Readers that do not know the end pass UINT64_MAX. Errors:
+ * SC_ECORRUPT, SC_ELMDB. */
+int sc_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			 uint64_t *through, sc_error *err);
+
+/* Write meta "index_through". Returns an LMDB code. */
+int sc_index_through_put(sc_store *store, MDB_txn *txn, uint64_t through);
+
+/* At open: learn how far entity_index reaches (store->index_through), and
+ * move an older store to this build's format (a format 1 reader would not
+ * know that the index may lag, a format 2 reader could not find the rows
+ * of long ids). A new store gets index_through = 0 here,
+ * before its first append. store->last_position must be set. */
+int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
+		  sc_error *err);
+
+/* Scratch for one entity_index key. */
+typedef struct sc_index_key {
+	uint8_t b[SC_INDEX_KEY_MAX];
+} sc_index_key;
+
+/* Write the key id of `id` (entity_index.c has the layout) to k, room
+ * for SC_INDEX_ID_WHOLE_MAX bytes; returns its length. */
+size_t sc_index_key_id(uint8_t *k, sc_str id);
+
+/* Check that entity_index holds exactly one row for every position up to
+ * `through`, each keyed by the key id of its event's entity. Errors:
+ * SC_ECORRUPT naming the first fault, SC_ELMDB. */
+int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
+		    sc_error *err);
+
+/* Write the entity_index row of the event of `id` (any valid id) at `pos`.
+ * Returns an LMDB code. */
+int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
+		 sc_str id, uint64_t pos);
+
+/* Index the events after store->index_through and before `first`, read
+ * back from the log inside the append's transaction. Returns 0 or an
+ * LMDB code; a record that does not decode sets *bad to its error code
+ * (err says which) and returns 0. */
+int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
+		  sc_error *err);
+
+/* Called with each position entity_index lists for an id; non-zero stops
+ * the walk with that value. */
+typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
+
+/* Call fn, in order, with the positions in [from, to] that entity_index
+ * lists under the key of `id` in txn. They may include events of other
+ * ids (see the key layout in entity_index.c): fn checks. Errors: fn's
+ * value, SC_ELMDB. */
+int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
+		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
+
+/* ---- projector.c --------------------------------------------------------- */
+
+/* Call every projector's apply for the event `i` of a batch at `pos`
+ * inside txn. Errors: SC_EPROJECTOR naming the projector. */
+int sc_projectors_apply(sc_store *store, MDB_txn *txn, const sc_event *ev,
+			size_t i, uint64_t pos, sc_error *err);
+
+/* Store every projector's offset (`last`) in txn. Returns an LMDB code. */
+int sc_projectors_put_offsets(sc_store *store, MDB_txn *txn, uint64_t last);
+
+/* Call every projector's commit (after a commit) or rollback (after an
+ * abort) hook. */
+void sc_projectors_commit(sc_store *store);
+void sc_projectors_rollback(sc_store *store);
+
+/* Free the registered projectors (at close). */
+void sc_projectors_free(sc_store *store);
+
+/* ---- snapshots.c --------------------------------------------------------- */
 
 /* Restore the newest snapshot that verifies into the cache; *position is
  * its position (0: none restored, the cache is empty). Open-time. */
 int sc_store_restore(sc_store *store, uint64_t *position, sc_error *err);
+
+/* ---- log.c --------------------------------------------------------------- */
+
+/* Meta "last_position" (8 bytes BE): the last position committed, written
+ * by every append in its transaction, cross-checked with the log at open.
+ * get: SC_NOTFOUND when absent (a store made before the key), SC_ECORRUPT,
+ * SC_ELMDB. put: returns an LMDB code. */
+int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
+			   sc_error *err);
+int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last);
+
+/* Replay the log after `after` into the cache (open-time, single thread).
+ * Promotes in batches. On failure the pending version is discarded. */
+int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
 
 #endif

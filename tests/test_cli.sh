@@ -250,5 +250,32 @@ expect_in "$T/out" "summary" "demo prints a summary"
 expect_in "$T/out" "0 torn entities" "demo readers saw whole entities"
 run 1 "demo on a used store" -- "$S" --db "$T/demo" demo --events 10
 
+# ---- a 1024-byte id in a store past its index catch-up ----------------------
+L="$T/long-id"
+LONG=$(head -c 1016 /dev/zero | tr '\0' k)longid01
+"$S" gen --count 4199 --entities 300 --seed 21 >"$T/l.jsonl"
+{
+	head -n 2000 "$T/l.jsonl"
+	echo "{\"entity\":\"$LONG\",\"type\":\"set\",\"attrs\":{\"n\":1}}"
+	tail -n +2001 "$T/l.jsonl"
+} >"$T/l2.jsonl"
+run 0 "ingest 4200 events with a 1024-byte id" -- "$S" --db "$L" ingest "$T/l2.jsonl" --batch 100
+expect_in "$T/err" "ingested 4200 events" "long id ingest count"
+"$S" gen --count 300 --entities 300 --seed 22 >"$T/l3.jsonl"
+echo "{\"entity\":\"$LONG\",\"type\":\"set\",\"attrs\":{\"n\":2}}" >>"$T/l3.jsonl"
+run 0 "append after the index caught up" -- "$S" --db "$L" ingest "$T/l3.jsonl" --batch 50
+expect_in "$T/err" "ingested 301 events" "append after catch-up count"
+run 0 "get the 1024-byte id" -- "$S" --db "$L" get "$LONG"
+expect_in "$T/out" '"attrs":{"n":2}' "long id state"
+expect_in "$T/out" '"position":4501' "long id position"
+run 0 "events of the 1024-byte id" -- "$S" --db "$L" events --entity "$LONG"
+expect_eq "$(cut -c1-16 "$T/out" | tr '\n' ' ')" '{"position":2001 {"position":4501 ' "long id events"
+run 0 "get the 1024-byte id --at" -- "$S" --db "$L" get "$LONG" --at 4500
+expect_in "$T/out" '"attrs":{"n":1}' "long id state as of 4500"
+run 0 "verify the long-id store" -- "$S" --db "$L" verify
+expect_in "$T/out" "verify: OK" "verify long-id store"
+# a store is private to its owner
+expect_eq "$(stat -c %a "$L") $(stat -c %a "$L/data.mdb") $(stat -c %a "$L/lock.mdb")" "700 600 600" "store file modes"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

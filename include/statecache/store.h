@@ -5,15 +5,21 @@
  * databases (inspect them with `mdb_stat -a DIR`, `mdb_dump -s NAME DIR`):
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
- *   entity_index  key: entity id ++ position (8 bytes big-endian); value:
+ *   entity_index  key: key id ++ position (8 bytes big-endian); value:
  *                 empty; rows for every position up to meta "index_through"
+ *                 (the key id is the entity id up to 503 bytes, else its
+ *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
  *                 "created_at" (8 bytes BE, unix ns), "created_by" (text),
- *                 "projector/NAME" (8 bytes BE: the projector's offset),
- *                 "index_through" (8 bytes BE: entity_index is complete up
- *                 to this position; see sc_store_options.index_lag)
+ *                 "hash_seed" (8 bytes BE: the seed of the cache's hash
+ *                 map, made at the first open; options.cache.seed
+ *                 overrides it), "projector/NAME" (8 bytes BE: the
+ *                 projector's offset), "last_position" (8 bytes BE: the
+ *                 last position committed), "index_through" (8 bytes BE:
+ *                 entity_index is complete up to this position; see
+ *                 sc_store_options.index_lag)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -26,9 +32,10 @@
  * any thread; the store serializes them (one append at a time; a snapshot
  * encodes without blocking appends and takes the writer lock only to store
  * its records). Read functions (sc_store_events, _entity_events,
- * _entity_at, _snapshots, _stats_get, _last_position) may be called from
- * any thread at any time; their callbacks must not call sc_store_append
- * or sc_store_snapshot (a map growth would wait for the read to end).
+ * _entity_at, _snapshots, _stats_get, _last_position, _verify) may be
+ * called from any thread at any time; their callbacks must not call
+ * sc_store_append or sc_store_snapshot (a map growth would wait for the
+ * read to end).
  * sc_store_close must not race with any other call. Cache readers follow
  * cache.h.
  */
@@ -66,7 +73,9 @@ typedef void (*sc_warn_fn)(void *ctx, const char *message);
 
 typedef struct sc_store_options {
 	sc_durability durability;
-	bool create;	 /* create the directory/store if missing */
+	/* Create the directory/store if missing. Creation is atomic: a crash
+	 * leaves no store or a complete empty one (store/README.md). */
+	bool create;
 	size_t map_size; /* initial map size; 0: 64 MiB */
 	/* Growth limit; 0: 64 GiB. A write that fills the map doubles it up
 	 * to this limit and retries; at the limit it fails with SC_EMAPFULL
@@ -87,22 +96,42 @@ typedef struct sc_store_options {
 	 * entity reads scan that tail. A few random index pages per event are
 	 * most of what a durable append writes, so this trades at most
 	 * index_lag events scanned per entity read for several times the
-	 * append rate. 1: every append indexes its own events. 0: 4096. */
+	 * append rate. 1: every append indexes its own events. 0: 4096.
+	 * Larger than 65536 is taken as 65536 (a catch-up stays well within
+	 * what one LMDB transaction may change). */
 	uint64_t index_lag;
+	/* Permission bits of the store's files when it is created (data.mdb,
+	 * lock.mdb), set exactly whatever the umask; the directory, when
+	 * open creates it, gets the same plus search permission wherever
+	 * read permission is given. 0: 0600 (directory 0700), private to the
+	 * owner. 0660 lets a group of processes share the store (0770; LMDB
+	 * readers need write access to lock.mdb). Opening an
+	 * existing store whose data.mdb other users can read warns (through
+	 * warn) unless these bits include read for others. */
+	unsigned file_mode;
 } sc_store_options;
 
 /*
  * sc_store_open - open (or with opt->create, create) the store in `dir`.
  *
- * Clears stale LMDB readers, checks the format version, restores the
+ * Clears stale LMDB readers, checks the format version and that the
+ * store's databases exist (an existing store's are never created anew)
+ * and that the log ends at the last position committed, restores the
  * newest snapshot that verifies (others, and snapshots beyond the end of
  * the log, are skipped with a warning through opt->warn naming the
  * position and the reason), then replays the events after it. `opt` may be
- * NULL (defaults: durability full, no create). On success *out is owned by
- * the caller (sc_store_close). One process may open a directory once.
+ * NULL (defaults: durability full, no create). A store is created
+ * atomically (a crash leaves none or a complete empty one) with the files
+ * private to the owner unless opt->file_mode says otherwise; opening an
+ * existing store that every user can read warns through opt->warn. On
+ * success *out is owned by the caller (sc_store_close). One process may
+ * open a directory once.
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
- * format), SC_ECORRUPT (an event record does not decode, or the log has a
- * gap), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno values.
+ * format), SC_ECORRUPT (an event record does not decode, the log has a
+ * gap or ends before meta "last_position", one of the store's databases
+ * is missing, or data.mdb is an LMDB file that is not a store; the
+ * message names what), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno
+ * values.
  */
 SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
 			 sc_store **out, sc_error *err);
@@ -182,10 +211,13 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * rolled back. Errors: SC_EINVAL (a bad event; the message names its
  * index and field), SC_EMAPFULL (map_size_max reached; the message names
  * the limit), SC_ETOOBIG (a batch too large for one transaction),
- * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. One case differs: if the cache
- * cannot be promoted after the commit (out of memory, three attempts),
- * the events ARE committed, the error says so and names their positions,
- * and further appends fail with SC_ESTATE until the store is reopened.
+ * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. Promoting the cache after the
+ * commit cannot fail: everything it needs (queued changes applied, memory
+ * reserved) is done before the commit, and a failure there aborts the
+ * append like any other. Debug builds assert it; should it ever fail in a
+ * release build, the events are committed, the error's message says so
+ * and names their positions, and further appends fail with SC_ESTATE
+ * until the store is reopened (which replays them).
  */
 SC_API int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 			   uint64_t *first, sc_error *err);
@@ -248,6 +280,20 @@ SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
  */
 SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 			      sc_entity **out, sc_error *err);
+
+/*
+ * sc_store_verify - check the log's own consistency, reading the whole
+ * log and entity_index in one read transaction: positions dense from 1 to
+ * the last, every record decodes, meta "last_position" (the last position
+ * committed, written by every append) equals the last position, and
+ * entity_index holds exactly one row for every position up to meta
+ * "index_through", keyed by that event's entity. Snapshots are checked by
+ * open (a damaged one is skipped) and the state by comparing with a
+ * replay (statecache verify). Any thread; its cost grows with the log.
+ * Errors: SC_ECORRUPT (the message names the first fault), SC_EINVAL,
+ * SC_ELMDB, ENOMEM.
+ */
+SC_API int sc_store_verify(sc_store *store, sc_error *err);
 
 /* Snapshots held, newest first (those whose header fails to verify are
  * left out; seconds is 0). Returns how many were written to `out` (at most

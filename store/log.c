@@ -1,0 +1,671 @@
+/*
+ * The event log: append, replay, reads (include/statecache/store.h).
+ *
+ * What must hold:
+ * - The events database holds positions 1..last densely. entity_index has
+ *   a row for every event up to meta index_through (the index lags the
+ *   log by fewer than index_lag events; entity reads scan the rest).
+ * - An append is one LMDB write transaction. The cache's pending version
+ *   and every projector see the batch inside that transaction; only after
+ *   the commit is the cache promoted. Any failure aborts the transaction,
+ *   discards the pending version and calls the rollback hooks, so the log,
+ *   the cache and the projectors are exactly as before.
+ * - Event times are stamped before encoding, so what is stored is what the
+ *   cache applied and what a replay applies again.
+ */
+#include "store/store_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cache/cache_lib.h"
+#include "common/internal.h"
+
+#define REPLAY_BATCH 8192
+/* Events replayed between two releases of the map pages they touched (a
+ * divisor of REPLAY_BATCH). */
+#define REPLAY_RELEASE_EVERY 512
+
+/* ---- the log's end ------------------------------------------------------- */
+
+static const MDB_val last_position_key = {sizeof "last_position" - 1,
+					  (void *)"last_position"};
+
+int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
+			   sc_error *err)
+{
+	MDB_val k = last_position_key, v;
+	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return SC_NOTFOUND;
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading meta");
+	if (v.mv_size != 8)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta last_position is %zu bytes, expected "
+				    "8; the store is damaged",
+				    v.mv_size);
+	*last = sc_be64_get(v.mv_data);
+	return 0;
+}
+
+int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last)
+{
+	uint8_t b[8];
+	sc_be64_put(b, last);
+	MDB_val k = last_position_key, v = {8, b};
+	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
+/* ---- replay -------------------------------------------------------------- */
+
+int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc = sc_store_read_cursor(store, store->dbi_events,
+				      "replaying the log", &txn, &cur, err);
+	if (rc)
+		return rc;
+	uint8_t kb[8];
+	sc_be64_put(kb, after + 1);
+	MDB_val k = {8, kb}, v;
+	uint64_t expect = after + 1;
+	size_t in_batch = 0;
+	/* Bounds of the values read since the last release of their pages. */
+	const uint8_t *lo = NULL, *hi = NULL;
+	int op = MDB_SET_RANGE;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos != expect) {
+			rc =
+			    sc_error_set(err, SC_ECORRUPT,
+					 "the event log has a gap or a bad key "
+					 "at position %llu (found %llu); the "
+					 "store is damaged",
+					 (unsigned long long)expect,
+					 (unsigned long long)pos);
+			goto fail;
+		}
+		const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
+		if (!lo || vb < lo)
+			lo = vb;
+		if (ve > hi)
+			hi = ve;
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			goto fail;
+		rc = sc_cache_apply_valid(store->cache, &d.ev, err);
+		sc_decoded_event_free(&d);
+		if (rc)
+			goto fail;
+		expect++;
+		if (++in_batch % REPLAY_RELEASE_EVERY == 0) {
+			/* The tail's leaf pages are scattered over the file
+			 * (freed pages are reused) and a touch maps a whole
+			 * page-cache folio, often far more than the page;
+			 * keep only the last few hundred events' mapped. */
+			sc_store_release_pages(lo, hi);
+			lo = hi = NULL;
+		}
+		if (in_batch == REPLAY_BATCH) {
+			in_batch = 0;
+			rc = sc_cache_promote(store->cache);
+			if (rc) {
+				sc_error_set(err, rc,
+					     "promoting a replay batch failed "
+					     "(%s)",
+					     sc_strerror(rc));
+				goto fail;
+			}
+		}
+	}
+	if (rc != MDB_NOTFOUND) {
+		rc = sc_store_lmdb_error(err, rc, "replaying the log");
+		goto fail;
+	}
+	/* Inside the read transaction: the map cannot move meanwhile. */
+	sc_store_release_pages(lo, hi);
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	if (expect - 1 != atomic_load(&store->last_position)) {
+		sc_cache_discard(store->cache);
+		return sc_error_set(
+		    err, SC_ECORRUPT,
+		    "replay ended at position %llu but the log "
+		    "ends at %llu; the store is damaged",
+		    (unsigned long long)(expect - 1),
+		    (unsigned long long)atomic_load(&store->last_position));
+	}
+	rc = sc_cache_promote(store->cache);
+	if (rc) {
+		sc_cache_discard(store->cache);
+		return sc_error_set(err, rc, "promoting the replay failed (%s)",
+				    sc_strerror(rc));
+	}
+	return 0;
+fail:
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	sc_cache_discard(store->cache);
+	return rc;
+}
+
+/* ---- append -------------------------------------------------------------- */
+
+typedef struct append_batch {
+	const sc_event *evs;
+	size_t n;
+	uint64_t first;
+	/* This append indexes the tail (it brings it to index_lag events). */
+	bool index;
+} append_batch;
+
+/* Undo of an append attempt: the cache and the projectors as before. */
+static void rollback(sc_store *store, void *ctx)
+{
+	(void)ctx;
+	sc_cache_discard(store->cache);
+	sc_projectors_rollback(store);
+}
+
+/* An LMDB failure inside the append's transaction: MDB_MAP_FULL as is (the
+ * map grows and the append runs again), others translated. */
+static int append_lmdb_error(sc_error *err, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		return rc;
+	return sc_store_lmdb_error(err, rc, "appending events");
+}
+
+/* Write the batch and apply it to the cache and every projector inside
+ * the append's write transaction. */
+static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+{
+	const append_batch *b = ctx;
+	uint8_t key[8];
+	sc_index_key ikey;
+	uint64_t last = b->first + b->n - 1;
+	int rc;
+	for (size_t i = 0; i < b->n; i++) {
+		const sc_event *ev = &b->evs[i];
+		uint64_t pos = b->first + i;
+		sc_be64_put(key, pos);
+		MDB_val k = {8, key}, v = {sc_event_encoded_size(ev), NULL};
+		rc = mdb_put(txn, store->dbi_events, &k, &v,
+			     MDB_APPEND | MDB_RESERVE);
+		if (rc)
+			return append_lmdb_error(err, rc);
+		sc_event_write(ev, v.mv_data);
+		/* An indexing append indexes its own events as it writes
+		 * them, and the tail before them below. */
+		if (b->index) {
+			rc = sc_index_put(store, txn, &ikey, ev->entity, pos);
+			if (rc)
+				return append_lmdb_error(err, rc);
+		}
+		rc = sc_cache_apply_valid(store->cache, ev, err);
+		if (rc) {
+			char inner[SC_ERROR_MESSAGE_MAX];
+			snprintf(inner, sizeof inner, "%s",
+				 err ? err->message : sc_strerror(rc));
+			return sc_error_set(err, rc,
+					    "event %zu (position %llu): the "
+					    "cache rejected it: %s",
+					    i, (unsigned long long)pos, inner);
+		}
+		rc = sc_projectors_apply(store, txn, ev, i, pos, err);
+		if (rc)
+			return rc;
+	}
+	if (b->index) {
+		int bad = 0;
+		rc = sc_index_tail(store, txn, b->first, &bad, err);
+		if (rc)
+			return append_lmdb_error(err, rc);
+		if (bad)
+			return bad;
+		rc = sc_index_through_put(store, txn, last);
+		if (rc)
+			return append_lmdb_error(err, rc);
+	}
+	rc = sc_store_meta_last_put(store, txn, last);
+	if (rc)
+		return append_lmdb_error(err, rc);
+	/* Each projector's offset commits with the events it applied. */
+	rc = sc_projectors_put_offsets(store, txn, last);
+	if (rc)
+		return append_lmdb_error(err, rc);
+	/* Every queued cache change done and promote's memory reserved: after
+	 * the commit, promote cannot fail. */
+	rc = sc_cache_prepare(store->cache, err);
+	if (rc)
+		return rc;
+	sc_killpoint("append_before_commit");
+	return 0;
+}
+
+static int stamp_batch(sc_store *store, const sc_event *events, size_t n,
+		       uint64_t first, sc_error *err)
+{
+	if (n > store->cap_batch) {
+		sc_event *nb = sc_realloc(store->batch, n * sizeof *nb);
+		if (!nb)
+			return sc_error_set(err, ENOMEM,
+					    "out of memory for a batch of %zu "
+					    "events",
+					    n);
+		store->batch = nb;
+		store->cap_batch = n;
+	}
+	int64_t now = 0;
+	for (size_t i = 0; i < n; i++) {
+		store->batch[i] = events[i];
+		store->batch[i].position = first + i;
+		if (events[i].time == 0) {
+			if (!now)
+				now = sc_store_now_ns();
+			store->batch[i].time = now;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Promote the pending version after the commit. sc_cache_prepare succeeded
+ * before the commit, so promote cannot fail; if it ever did, the cache
+ * would be behind the log, and the store refuses further appends
+ * (SC_ESTATE) until it is reopened, which replays the batch.
+ */
+static int promote_committed(sc_store *store, size_t n, sc_error *err)
+{
+	int rc = sc_cache_promote(store->cache);
+	SC_INSIST(rc == 0);
+	if (!rc)
+		return 0;
+	sc_cache_discard(store->cache);
+	store->stale = true;
+	return sc_error_set(err, rc,
+			    "the batch was committed at positions %llu..%llu "
+			    "but the cache could not be updated (%s); close "
+			    "and reopen the store to replay it",
+			    (unsigned long long)store->batch[0].position,
+			    (unsigned long long)store->batch[n - 1].position,
+			    sc_strerror(rc));
+}
+
+int sc_store_append(sc_store *store, const sc_event *events, size_t n,
+		    uint64_t *first, sc_error *err)
+{
+	sc_error_clear(err);
+	if (!store || (n && !events))
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_append needs a store and events");
+	for (size_t i = 0; i < n; i++) {
+		sc_error inner;
+		int rc = sc_event_validate(&events[i], &inner);
+		if (rc)
+			return sc_error_set(err, rc, "event %zu: %s", i,
+					    inner.message);
+	}
+	pthread_mutex_lock(&store->write_mu);
+	if (store->stale) {
+		pthread_mutex_unlock(&store->write_mu);
+		return sc_error_set(err, SC_ESTATE,
+				    "the cache is behind the log after an "
+				    "allocation failure; close and reopen the "
+				    "store");
+	}
+	uint64_t start = atomic_load(&store->last_position) + 1;
+	if (n == 0) {
+		pthread_mutex_unlock(&store->write_mu);
+		if (first)
+			*first = start;
+		return 0;
+	}
+	int rc = stamp_batch(store, events, n, start, err);
+	if (rc) {
+		pthread_mutex_unlock(&store->write_mu);
+		return rc;
+	}
+	uint64_t last = start + n - 1;
+	append_batch b = {store->batch, n, start,
+			  last - store->index_through >= store->opt.index_lag};
+	rc = sc_store_write(store, "appending events", append_body, rollback,
+			    &b, err);
+	if (rc) {
+		pthread_mutex_unlock(&store->write_mu);
+		return rc;
+	}
+	if (b.index)
+		store->index_through = last;
+	atomic_store(&store->last_position, last);
+	rc = promote_committed(store, n, err);
+	if (rc) {
+		pthread_mutex_unlock(&store->write_mu);
+		return rc;
+	}
+	sc_killpoint("append_after_commit");
+	sc_projectors_commit(store);
+	store->since_snapshot += n;
+	bool snap = store->opt.snapshot_every &&
+		    store->since_snapshot >= store->opt.snapshot_every;
+	pthread_mutex_unlock(&store->write_mu);
+	if (first)
+		*first = start;
+	if (snap) {
+		/* Synchronous: the append is committed whatever happens
+		 * here; a failed snapshot is a warning, retried after the
+		 * next append. */
+		sc_error serr;
+		if (sc_store_snapshot(store, NULL, &serr))
+			sc_store_warn(store,
+				      "automatic snapshot after position "
+				      "%llu failed: %s",
+				      (unsigned long long)last, serr.message);
+	}
+	return 0;
+}
+
+/* ---- reads --------------------------------------------------------------- */
+
+uint64_t sc_store_last_position(sc_store *store)
+{
+	return atomic_load(&store->last_position);
+}
+
+/* Decode the event record `v` at `pos` and hand it to fn; the decoded event
+ * lives only for the call. */
+static int emit_event(const MDB_val *v, uint64_t pos, sc_event_fn fn, void *ctx,
+		      sc_error *err)
+{
+	sc_decoded_event d;
+	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, err);
+	if (rc)
+		return rc;
+	rc = fn(ctx, &d.ev);
+	sc_decoded_event_free(&d);
+	return rc;
+}
+
+int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
+		    sc_event_fn fn, void *ctx, sc_error *err)
+{
+	if (!store || !fn)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_events needs a store and a "
+				    "callback");
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc = sc_store_read_cursor(store, store->dbi_events,
+				      "reading events", &txn, &cur, err);
+	if (rc)
+		return rc;
+	uint8_t kb[8];
+	sc_be64_put(kb, from ? from : 1);
+	MDB_val k = {8, kb}, v;
+	uint64_t count = 0;
+	int op = MDB_SET_RANGE;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (limit && count >= limit)
+			break;
+		if (k.mv_size != 8) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "an events key is %zu bytes, "
+					  "expected 8; the store is damaged",
+					  k.mv_size);
+			goto out;
+		}
+		rc = emit_event(&v, sc_be64_get(k.mv_data), fn, ctx, err);
+		if (rc)
+			goto out;
+		count++;
+	}
+	if (rc == MDB_NOTFOUND || rc == 0)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(err, rc, "reading events");
+out:
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	return rc;
+}
+
+/* One walk over the events of an entity. */
+typedef struct entity_walk {
+	sc_store *store;
+	MDB_txn *txn;
+	sc_str id;
+	uint64_t limit, count;
+	bool full; /* limit reached */
+	sc_event_fn fn;
+	void *ctx;
+	sc_error *err;
+} entity_walk;
+
+/* An entity_index row: read the event it names and hand it on. */
+static int walk_indexed(void *ctx, uint64_t pos)
+{
+	entity_walk *w = ctx;
+	if (w->limit && w->count >= w->limit) {
+		w->full = true;
+		return 1;
+	}
+	uint8_t kb[8];
+	sc_be64_put(kb, pos);
+	MDB_val ek = {8, kb}, ev;
+	int rc = mdb_get(w->txn, w->store->dbi_events, &ek, &ev);
+	if (rc == MDB_NOTFOUND)
+		return sc_error_set(w->err, SC_ECORRUPT,
+				    "entity_index names position %llu, which "
+				    "is not in the log; the store is damaged",
+				    (unsigned long long)pos);
+	if (rc)
+		return sc_store_lmdb_error(w->err, rc, "reading events");
+	/* The key names the id only up to a hash (entity_index.c). */
+	sc_str e;
+	rc = sc_event_peek_entity(ev.mv_data, ev.mv_size, pos, &e, w->err);
+	if (rc)
+		return rc;
+	if (e.len != w->id.len || memcmp(e.ptr, w->id.ptr, e.len) != 0)
+		return 0;
+	rc = emit_event(&ev, pos, w->fn, w->ctx, w->err);
+	if (rc)
+		return rc;
+	w->count++;
+	return 0;
+}
+
+/* Walk the log records with positions in [from, to] (the tail
+ * entity_index does not cover yet), handing on those of the entity. */
+static int walk_tail(entity_walk *w, uint64_t from, uint64_t to)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(w->txn, w->store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(w->err, rc, "reading events");
+	uint8_t kb[8];
+	sc_be64_put(kb, from);
+	MDB_val k = {8, kb}, v;
+	int op = MDB_SET_RANGE;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = sc_be64_get(k.mv_data);
+		if (pos > to || (w->limit && w->count >= w->limit))
+			break;
+		sc_str e;
+		rc =
+		    sc_event_peek_entity(v.mv_data, v.mv_size, pos, &e, w->err);
+		if (rc)
+			goto out;
+		if (e.len != w->id.len ||
+		    memcmp(e.ptr, w->id.ptr, w->id.len) != 0)
+			continue;
+		rc = emit_event(&v, pos, w->fn, w->ctx, w->err);
+		if (rc)
+			goto out;
+		w->count++;
+	}
+	if (rc == MDB_NOTFOUND || rc == 0)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(w->err, rc, "reading events");
+out:
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* Hand fn each event of `id` with a position in [from, to]: those
+ * entity_index lists, then those of the unindexed tail of the log, in one
+ * read transaction. */
+static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
+		       uint64_t limit, sc_event_fn fn, void *ctx, sc_error *err)
+{
+	if (!store || !fn)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity reads need a store and a callback");
+	if (id.len < 1 || id.len > SC_ENTITY_ID_MAX || !id.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "entity id is %zu bytes; it must be 1..%d",
+				    id.len, SC_ENTITY_ID_MAX);
+	entity_walk w = {.store = store,
+			 .id = id,
+			 .limit = limit,
+			 .fn = fn,
+			 .ctx = ctx,
+			 .err = err};
+	int rc = sc_store_read_begin(store, &w.txn, err);
+	if (rc)
+		return rc;
+	/* The index covers positions up to index_through as this transaction
+	 * sees it; a store without the key indexes everything. */
+	uint64_t through;
+	rc = sc_index_through_get(store, w.txn, UINT64_MAX, &through, err);
+	if (!rc)
+		rc = sc_index_walk(store, w.txn, id, from,
+				   to < through ? to : through, walk_indexed,
+				   &w, err);
+	if (w.full)
+		rc = 0;
+	if (!rc && to > through && !w.full)
+		rc = walk_tail(&w, from > through ? from : through + 1, to);
+	sc_store_read_end(store, w.txn);
+	return rc;
+}
+
+int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
+			   uint64_t limit, sc_event_fn fn, void *ctx,
+			   sc_error *err)
+{
+	return walk_entity(store, id, from, UINT64_MAX, limit, fn, ctx, err);
+}
+
+struct fold {
+	sc_entity *state;
+	sc_error *err;
+	int rc;
+};
+
+static int fold_one(void *ctx, const sc_event *ev)
+{
+	struct fold *f = ctx;
+	sc_entity *next = NULL;
+	int rc = sc_entity_apply(f->state, ev, &next, f->err);
+	if (rc) {
+		f->rc = rc;
+		return rc;
+	}
+	sc_entity_free(f->state);
+	f->state = next;
+	return 0;
+}
+
+int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
+		       sc_entity **out, sc_error *err)
+{
+	if (!out)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_entity_at needs an out pointer");
+	*out = NULL;
+	struct fold f = {NULL, err, 0};
+	int rc = walk_entity(store, id, 1, position, 0, fold_one, &f, err);
+	if (rc) {
+		sc_entity_free(f.state);
+		return rc;
+	}
+	if (!f.state)
+		return sc_error_set(err, SC_NOTFOUND,
+				    "entity %.*s did not exist at position "
+				    "%llu",
+				    (int)(id.len > 64 ? 64 : id.len), id.ptr,
+				    (unsigned long long)position);
+	*out = f.state;
+	return 0;
+}
+
+/* ---- verify -------------------------------------------------------------- */
+
+int sc_store_verify(sc_store *store, sc_error *err)
+{
+	sc_error_clear(err);
+	if (!store)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_verify needs a store");
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc = sc_store_read_cursor(store, store->dbi_events,
+				      "verifying the log", &txn, &cur, err);
+	if (rc)
+		return rc;
+	MDB_val k, v;
+	uint64_t expect = 1;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos != expect) {
+			rc =
+			    sc_error_set(err, SC_ECORRUPT,
+					 "the event log has a gap or a bad key "
+					 "at position %llu (found %llu)",
+					 (unsigned long long)expect,
+					 (unsigned long long)pos);
+			goto out;
+		}
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			goto out;
+		sc_decoded_event_free(&d);
+		expect++;
+	}
+	if (rc != MDB_NOTFOUND) {
+		rc = sc_store_lmdb_error(err, rc, "verifying the log");
+		goto out;
+	}
+	uint64_t last = expect - 1, committed = last, through;
+	rc = sc_store_meta_last_get(store, txn, &committed, err);
+	if (rc == SC_NOTFOUND)
+		rc = 0;
+	if (rc)
+		goto out;
+	if (committed != last) {
+		rc = sc_error_set(err, SC_ECORRUPT,
+				  "the event log ends at position %llu but "
+				  "meta last_position is %llu",
+				  (unsigned long long)last,
+				  (unsigned long long)committed);
+		goto out;
+	}
+	rc = sc_index_through_get(store, txn, last, &through, err);
+	if (!rc)
+		rc = sc_index_verify(store, txn, through, err);
+out:
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	return rc;
+}
