@@ -4,8 +4,9 @@
  * layers include (store/ validates and applies events, snapshot/ restores
  * states); cache_internal.h and entity.h are private to cache/.
  *
- *   store/     sc_entity_validate_event   before a batch's transaction and
- *                                         on every event read back
+ *   store/     sc_entity_validate_event   before a batch's transaction
+ *              sc_entity_validate_stored  on every event read back
+ *              sc_entity_apply_valid      as-of reads fold read events
  *              sc_cache_apply_valid       apply what was validated
  *   snapshot/  sc_cache_load_*            the restore: states laid out off
  *                                         the writer, stored by it
@@ -36,6 +37,23 @@
  * the entity and the attribute).
  */
 int sc_entity_validate_event(const sc_event *ev, sc_error *err);
+
+/*
+ * sc_entity_validate_stored - sc_entity_validate_event for an event read
+ * back from a log: every check but the UTF-8 one of string values. Stores
+ * written before string values had to be UTF-8 may hold others; what was
+ * committed stays readable (appends refuse them).
+ */
+int sc_entity_validate_stored(const sc_event *ev, sc_error *err);
+
+/*
+ * sc_entity_apply_valid - sc_entity_apply (cache.h) of an event its caller
+ * already checked (with sc_entity_validate_event or, for an event read
+ * from a log, sc_entity_validate_stored). Any thread. Errors: ENOMEM,
+ * SC_ETOOBIG, SC_EINVAL (the event's id is not the state's).
+ */
+int sc_entity_apply_valid(const sc_entity *prev, const sc_event *ev,
+			  sc_entity **out, sc_error *err);
 
 /*
  * sc_cache_apply_valid - sc_cache_apply of an event its caller already

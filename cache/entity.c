@@ -192,7 +192,8 @@ int sc_entity_too_big(sc_str id, sc_error *err)
 			    (int)(id.len > 64 ? 64 : id.len), id.ptr);
 }
 
-int sc_entity_validate_event(const sc_event *ev, sc_error *err)
+/* Every check but, with `utf8` false, the one of string values' bytes. */
+static int validate_event(const sc_event *ev, bool utf8, sc_error *err)
 {
 	if (!ev)
 		return sc_error_set(err, SC_EINVAL, "event is NULL");
@@ -223,12 +224,22 @@ int sc_entity_validate_event(const sc_event *ev, sc_error *err)
 		if (ev->type == SC_EVENT_UNSET)
 			continue;
 		rc = check_value(&ev->attrs[i].value, i, 1, err);
-		if (!rc)
+		if (!rc && utf8)
 			rc = check_utf8(ev->entity, &ev->attrs[i], i, err);
 		if (rc)
 			return rc;
 	}
 	return SC_OK;
+}
+
+int sc_entity_validate_event(const sc_event *ev, sc_error *err)
+{
+	return validate_event(ev, true, err);
+}
+
+int sc_entity_validate_stored(const sc_event *ev, sc_error *err)
+{
+	return validate_event(ev, false, err);
 }
 
 /* ==== ordering and sizes ================================================== */
@@ -743,6 +754,13 @@ int sc_entity_apply(const sc_entity *prev, const sc_event *ev, sc_entity **out,
 	int rc = sc_entity_validate_event(ev, err);
 	if (rc)
 		return rc;
+	return sc_entity_apply_valid(prev, ev, out, err);
+}
+
+int sc_entity_apply_valid(const sc_entity *prev, const sc_event *ev,
+			  sc_entity **out, sc_error *err)
+{
+	*out = NULL;
 	if (prev && !str_eq(sc_entity_id(prev), ev->entity))
 		return sc_error_set(err, SC_EINVAL,
 				    "event entity differs from the id of the "

@@ -71,10 +71,13 @@ static int validate_record_size(const sc_event *ev, size_t payload,
 			    size, SC_EVENT_RECORD_MAX);
 }
 
-int sc_event_validate(const sc_event *ev, sc_error *err)
+/* sc_event_validate; `stored`: an event read back from the log, whose
+ * string values may predate the UTF-8 rule (sc_entity_validate_stored). */
+static int validate(const sc_event *ev, bool stored, sc_error *err)
 {
 	/* What an event means is the cache's to check, once. */
-	int rc = sc_entity_validate_event(ev, err);
+	int rc = stored ? sc_entity_validate_stored(ev, err)
+			: sc_entity_validate_event(ev, err);
 	if (rc)
 		return rc;
 	/* What the log can hold. */
@@ -118,6 +121,11 @@ int sc_event_validate(const sc_event *ev, sc_error *err)
 		payload += ev->tags[i].len;
 	}
 	return validate_record_size(ev, payload, err);
+}
+
+int sc_event_validate(const sc_event *ev, sc_error *err)
+{
+	return validate(ev, false, err);
 }
 
 /* ---- encoding ---------------------------------------------------------------
@@ -439,7 +447,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 		for (size_t i = 0; i < nattrs; i++)
 			out->attrs[i].value.type = SC_VALUE_NULL;
 	sc_error inner;
-	if (sc_event_validate(ev, &inner)) {
+	if (validate(ev, true, &inner)) {
 		sc_decoded_event_free(out);
 		return corrupt(err, position, inner.message);
 	}

@@ -57,6 +57,9 @@ typedef struct sc_decoded_event {
  * event's position. The event borrows `buf`: keep it alive and unchanged
  * while *out is used. On success *out must be freed with
  * sc_decoded_event_free(); on failure *out holds nothing to free.
+ * Every check of sc_event_validate holds but the UTF-8 one of string
+ * values: a store written before that rule may hold others, and what was
+ * committed stays readable.
  * Errors: SC_ECORRUPT (malformed or out of limits; the message says which),
  * SC_ETOOBIG (len > SC_EVENT_RECORD_MAX), ENOMEM.
  */

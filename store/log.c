@@ -574,7 +574,8 @@ static int fold_one(void *ctx, const sc_event *ev)
 {
 	struct fold *f = ctx;
 	sc_entity *next = NULL;
-	int rc = sc_entity_apply(f->state, ev, &next, f->err);
+	/* Decoding checked the event (sc_entity_validate_stored). */
+	int rc = sc_entity_apply_valid(f->state, ev, &next, f->err);
 	if (rc) {
 		f->rc = rc;
 		return rc;

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "statecache/testing.h"
@@ -1519,8 +1520,16 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 			sc_error err;
 			int rc = sc_event_decode(mut, ml, 1, &d, &err);
 			if (rc == 0) {
-				assert_int_equal(sc_event_validate(&d.ev, NULL),
-						 0);
+				/* Valid but, as a stored event may be, for
+				 * string bytes that are not UTF-8. */
+				if (sc_event_validate(&d.ev, &err)) {
+					assert_non_null(
+					    strstr(err.message, "UTF-8"));
+					assert_int_equal(
+					    sc_entity_validate_stored(&d.ev,
+								      NULL),
+					    0);
+				}
 				sc_decoded_event_free(&d);
 			} else {
 				assert_int_equal(rc, SC_ECORRUPT);
@@ -1828,6 +1837,85 @@ static void test_snapshot_grows_map(void **state)
 	rm_rf(dir);
 }
 
+/* A string value that is not UTF-8, committed before appends refused
+ * them, stays readable: open replays it, as-of reads fold it, a snapshot
+ * keeps it; a new append of the same value is refused. */
+static void test_stored_non_utf8_string_reads_back(void **state)
+{
+	store_fx *fx = *state;
+	sc_attr at = {{"k", 1}, {.type = SC_VALUE_STRING, .u.s = {"AAAA", 4}}};
+	sc_event ev = {.entity = {"u", 1},
+		       .type = SC_EVENT_SET,
+		       .attrs = &at,
+		       .nattrs = 1,
+		       .time = 5};
+	assert_int_equal(sc_store_append(fx->s, &ev, 1, NULL, NULL), 0);
+	fx_close(fx);
+
+	/* Put the bytes an older version accepted into the record. */
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+	assert_int_equal(mdb_env_open(env, fx->dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "events", 0, &dbi), 0);
+	assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+	uint8_t rec[256];
+	assert_true(v.mv_size <= sizeof rec);
+	memcpy(rec, v.mv_data, v.mv_size);
+	uint8_t *a = memmem(rec, v.mv_size, "AAAA", 4);
+	assert_non_null(a);
+	memcpy(a,
+	       "A\xff\xfe"
+	       "A",
+	       4);
+	MDB_val nv = {v.mv_size, rec};
+	assert_int_equal(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
+	mdb_cursor_close(cur);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	for (int round = 0; round < 2; round++) {
+		sc_store *s = fx_open(fx);
+		sc_reader *r = NULL;
+		assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL),
+				 0);
+		const sc_entity *e = sc_reader_get(r, (sc_str){"u", 1});
+		assert_non_null(e);
+		sc_value got;
+		assert_true(sc_entity_find(e, (sc_str){"k", 1}, &got));
+		assert_int_equal(got.type, SC_VALUE_STRING);
+		assert_int_equal(got.u.s.len, 4);
+		assert_memory_equal(got.u.s.ptr,
+				    "A\xff\xfe"
+				    "A",
+				    4);
+		sc_entity *asof = NULL;
+		assert_int_equal(
+		    sc_store_entity_at(s, (sc_str){"u", 1}, 1, &asof, NULL), 0);
+		assert_true(sc_entity_equal(asof, e));
+		sc_entity_free(asof);
+		sc_reader_close(r);
+		assert_int_equal(sc_store_verify(s, NULL), 0);
+		/* The next round restores it from a snapshot. */
+		if (round == 0)
+			assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
+		fx_close(fx);
+	}
+	sc_store *s = fx_open(fx);
+	at.value.u.s.ptr = "A\xff\xfe"
+			   "A";
+	sc_error err;
+	assert_int_equal(sc_store_append(s, &ev, 1, NULL, &err), SC_EINVAL);
+	assert_non_null(strstr(err.message, "UTF-8"));
+	assert_int_equal(sc_store_last_position(s), 1);
+}
+
 int main(int argc, char **argv)
 {
 	/* The child of test_create_is_atomic: create a store (SC_KILLPOINT
@@ -1886,6 +1974,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_open_never_recreates),
 	    cmocka_unit_test(test_create_is_atomic),
 	    cmocka_unit_test(test_file_modes),
+	    cmocka_unit_test_setup_teardown(
+		test_stored_non_utf8_string_reads_back, fx_setup_open,
+		fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_event_record,
 					    fx_setup_open, fx_teardown),
 	};
