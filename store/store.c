@@ -443,9 +443,11 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (!o.index_lag)
 		o.index_lag = SC_STORE_INDEX_LAG_DEFAULT;
 	if (o.durability != SC_DURABILITY_FULL &&
+	    o.durability != SC_DURABILITY_CONSISTENT &&
 	    o.durability != SC_DURABILITY_NOSYNC)
 		return sc_error_set(err, SC_EINVAL,
-				    "unknown durability %d; use full or nosync",
+				    "unknown durability %d; use full, "
+				    "consistent or nosync",
 				    (int)o.durability);
 	int rc = check_dir(dir, o.create, err);
 	if (rc)
@@ -474,15 +476,17 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	}
 	mdb_env_set_maxdbs(s->env, 32);
 	mdb_env_set_mapsize(s->env, o.map_size);
-	/* MDB_NOTLS: read transactions are not tied to threads.
-	 * nosync adds MDB_WRITEMAP: commits write through the map instead of
-	 * one pwrite per dirty page (about twice the append rate); a process
-	 * crash loses nothing since the pages are in the page cache. Not in
-	 * full mode: there LMDB would msync the whole map at every commit,
-	 * several times slower than writing and syncing the dirty pages. */
+	/* MDB_NOTLS: read transactions are not tied to threads. No mode uses
+	 * MDB_WRITEMAP: LMDB forbids mixing it with plain opens of one
+	 * environment, and every mode may share a store with another (the
+	 * CLI's readers open in full). consistent flushes the data pages at
+	 * commit and leaves the meta page to the next commit; nosync
+	 * flushes nothing (sync.c may, every sync_interval_ms). */
 	unsigned flags = MDB_NOTLS;
-	if (o.durability == SC_DURABILITY_NOSYNC)
-		flags |= MDB_NOSYNC | MDB_WRITEMAP;
+	if (o.durability == SC_DURABILITY_CONSISTENT)
+		flags |= MDB_NOMETASYNC;
+	else if (o.durability == SC_DURABILITY_NOSYNC)
+		flags |= MDB_NOSYNC;
 	rc = mdb_env_open(s->env, dir, flags, 0644);
 	if (rc) {
 		char what[512];
@@ -518,6 +522,9 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		s->restored_version = cs.version;
 		s->restored_position = snap_pos;
 	}
+	rc = sc_store_sync_start(s, err);
+	if (rc)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -529,10 +536,15 @@ void sc_store_close(sc_store *store)
 {
 	if (!store)
 		return;
+	sc_store_sync_stop(store);
 	if (store->cache)
 		sc_cache_destroy(store->cache);
-	if (store->env)
+	if (store->env) {
+		/* The modes that leave commits unflushed flush once here. */
+		if (store->opt.durability != SC_DURABILITY_FULL)
+			(void)mdb_env_sync(store->env, 1);
 		mdb_env_close(store->env);
+	}
 	for (size_t i = 0; i < store->nprojectors; i++)
 		sc_free((char *)store->projectors[i].name);
 	sc_free(store->projectors);

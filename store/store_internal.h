@@ -58,6 +58,9 @@ struct sc_store {
 	size_t nprojectors;
 	sc_event *batch;
 	size_t cap_batch;
+
+	/* The background flush of sync_interval_ms (sync.c); NULL: none. */
+	struct sc_store_syncer *syncer;
 };
 
 /*
@@ -134,6 +137,13 @@ int sc_store_lmdb_error(sc_error *err, int rc, const char *what);
 /* Send a warning to opt.warn (or stderr). */
 void sc_store_warn(sc_store *store, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Start the background flush thread when the options ask for one
+ * (durability nosync, sync_interval_ms > 0); 0 otherwise. Errors: ENOMEM,
+ * a pthread_create error. */
+int sc_store_sync_start(sc_store *store, sc_error *err);
+/* Stop and join that thread; a no-op when there is none. */
+void sc_store_sync_stop(sc_store *store);
 
 /* Begin a read transaction; holds map_lock shared until sc_store_read_end. */
 int sc_store_read_begin(sc_store *store, MDB_txn **txn, sc_error *err);

@@ -224,6 +224,17 @@ expect_in "$T/out" "verify: OK" "verify random output"
 expect_in "$T/out" "full replay (23000 events" "verify replayed everything"
 run 0 "stats random" -- "$S" --db "$R" stats
 expect_in "$T/out" '"last_position":23000,' "random stats position"
+# Every durability mode appends to the same store; the background flush
+# thread of --sync-interval starts and stops with the store.
+"$S" gen --count 500 --entities 50 --seed 13 >"$T/r3.jsonl"
+run 0 "ingest consistent" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability consistent --batch 50
+run 0 "ingest nosync, flushed every 1 ms" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability=nosync --sync-interval 1 --batch 10
+run 0 "ingest full" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability full
+run 0 "verify after every mode" -- "$S" --db "$R" verify
+expect_in "$T/out" "full replay (24500 events" "every mode appended"
+run 2 "unknown durability" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability fast
+expect_in "$T/err" "full, consistent or nosync" "durability error names the modes"
+run 2 "sync interval without nosync" -- "$S" --db "$R" ingest "$T/r3.jsonl" --sync-interval 5
 
 # ---- a tiny demo ------------------------------------------------------------
 run 0 "demo" -- "$S" --db "$T/demo" demo --events 3000 --entities 300 --more 2000 --batch 500

@@ -51,13 +51,37 @@ extern "C" {
 
 typedef struct sc_store sc_store;
 
+/*
+ * Durability modes: what an acknowledged append (sc_store_append returned
+ * 0) survives. Each promise is what the power-loss test (tests/powerloss,
+ * `make powerloss`) measures: crash states built from a recorded trace of
+ * the store's writes and syncs, where every write not yet synced is kept,
+ * dropped or torn at a 512- or 4096-byte boundary. In every mode a process
+ * crash (kill -9, abort) loses nothing acknowledged, since a committed
+ * append is in the OS page cache.
+ *
+ * All modes open the LMDB environment with the same flags apart from
+ * the sync ones (none uses MDB_WRITEMAP, which LMDB forbids mixing with
+ * plain opens of one environment), so processes with different modes,
+ * such as a writer in nosync and the CLI's readers, may share a store.
+ */
 typedef enum sc_durability {
-	/* Every commit is synced to disk before append returns: survives a
-	 * process crash and a power loss. */
+	/* Every commit is flushed twice (the data pages, then the meta page
+	 * through a synchronous write) before append returns: an OS crash or
+	 * power loss loses no acknowledged append and never corrupts. */
 	SC_DURABILITY_FULL = 0,
-	/* Commits are not synced (MDB_NOSYNC): survives a process crash; a
-	 * power loss or OS crash may lose the last commits (never corrupts). */
+	/* Commits are not flushed (MDB_NOSYNC). Survives a process crash
+	 * only: an OS crash or power loss can lose any number of recent
+	 * appends, and can leave a store that open reports as corrupt
+	 * (SC_ECORRUPT or SC_ELMDB; open does not crash on it).
+	 * sync_interval_ms bounds the time since the last flush. */
 	SC_DURABILITY_NOSYNC = 1,
+	/* One flush per commit (MDB_NOMETASYNC): the data pages are flushed
+	 * before the meta page is written, and the meta page is flushed by
+	 * the next commit. An OS crash or power loss may undo the last
+	 * acknowledged append, never more, and never corrupts: LMDB's
+	 * atomicity and consistency hold, durability lags one commit. */
+	SC_DURABILITY_CONSISTENT = 2,
 } sc_durability;
 
 /* Called for non-fatal problems (a snapshot skipped at open). */
@@ -88,6 +112,12 @@ typedef struct sc_store_options {
 	 * index_lag events scanned per entity read for several times the
 	 * append rate. 1: every append indexes its own events. 0: 4096. */
 	uint64_t index_lag;
+	/* Durability nosync only: a background thread flushes the store
+	 * (mdb_env_sync) every this many milliseconds, so an OS crash loses
+	 * at most about that much time of appends, unless it corrupts (see
+	 * SC_DURABILITY_NOSYNC). Started by open, stopped and joined by
+	 * close. 0: no background flush. Ignored by the other modes. */
+	unsigned sync_interval_ms;
 } sc_store_options;
 
 /*
@@ -101,14 +131,18 @@ typedef struct sc_store_options {
  * the caller (sc_store_close). One process may open a directory once.
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
  * format), SC_ECORRUPT (an event record does not decode, or the log has a
- * gap), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno values.
+ * gap), SC_EINVAL (bad options, an unknown durability), EAGAIN (the
+ * background flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM,
+ * errno values.
  */
 int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		  sc_error *err);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
- * be closed first and no other call may be running. Nothing needs to be
- * flushed: every append was committed when it returned. NULL is a no-op. */
+ * be closed first and no other call may be running. Stops the background
+ * flush of sync_interval_ms, then flushes once in durability consistent
+ * and nosync (after a clean close an OS crash loses nothing). NULL is a
+ * no-op. */
 void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
