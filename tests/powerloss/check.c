@@ -2,6 +2,7 @@
  * Power-loss test: build crash states from a trace and check each one.
  *
  *   pl_check TRACE PREFIX STORE MODE WORKDIR STATES SEED [--gate]
+ *            [--gate-create]
  *
  * TRACE was written by the recorder (recorder.c) while pl_workload ran
  * with SC_PL_PREFIX=PREFIX and its store in PREFIX/STORE. For each of
@@ -36,8 +37,11 @@
  * does not allow: any loss for full and nosync (nosync promises nothing
  * under power loss), lost_more for consistent. With --gate the exit status
  * is 1 when full or consistent has a corrupt, open_crashed or
- * lost_beyond_promise state, or nosync an open_crashed one. The first few
- * bad states are kept as WORKDIR/bad-N with their reason in WORKDIR/log.
+ * lost_beyond_promise state (nosync only prints). corrupt_before_first_ack
+ * counts the corrupt states whose crash came before any acknowledgement
+ * (inside the store's creation); they fail the gate with --gate-create
+ * only. The first few bad states are kept as WORKDIR/bad-N, with their
+ * reason in WORKDIR/log.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -594,6 +598,8 @@ int main(int argc, char **argv)
 	snprintf(root, sizeof root, "%s/state", work);
 	snprintf(dir, sizeof dir, "%s/%s", root, argv[3]);
 	snprintf(logpath, sizeof logpath, "%s/log", work);
+	if (mkdir(work, 0755) != 0 && errno != EEXIST)
+		fail("mkdir %s: %s", work, strerror(errno));
 	log_file = fopen(logpath, "w");
 	if (!log_file)
 		fail("%s: %s", logpath, strerror(errno));

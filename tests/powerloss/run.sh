@@ -2,7 +2,7 @@
 # Power-loss test of one durability mode: record a workload, then build
 # and check crash states (tests/powerloss/check.c). Prints one JSON line.
 #
-#   run.sh BUILD_DIR MODE STATES [SEED] [--gate]
+#   run.sh BUILD_DIR MODE STATES [SEED] [--gate|--gate-create]
 #
 # BUILD_DIR holds recorder.so, pl_workload and pl_check. The work files go
 # to $PL_WORK (default: a new directory under ${TMPDIR:-/tmp}), kept when
