@@ -449,7 +449,10 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 				    "unknown durability %d; use full, "
 				    "consistent or nosync",
 				    (int)o.durability);
-	int rc = check_dir(dir, o.create, err);
+	int rc = sc_store_session_check(dir, err);
+	if (rc)
+		return rc;
+	rc = check_dir(dir, o.create, err);
 	if (rc)
 		return rc;
 
@@ -487,6 +490,9 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		flags |= MDB_NOMETASYNC;
 	else if (o.durability == SC_DURABILITY_NOSYNC)
 		flags |= MDB_NOSYNC;
+	rc = sc_store_session_begin(s, dir, err);
+	if (rc)
+		goto fail;
 	rc = mdb_env_open(s->env, dir, flags, 0644);
 	if (rc) {
 		char what[512];
@@ -495,6 +501,9 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		rc = sc_store_lmdb_error(err, rc, what);
 		goto fail;
 	}
+	rc = sc_store_session_opened(s, err);
+	if (rc)
+		goto fail;
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);
 	uint64_t seed = 0;
@@ -539,12 +548,14 @@ void sc_store_close(sc_store *store)
 	sc_store_sync_stop(store);
 	if (store->cache)
 		sc_cache_destroy(store->cache);
+	bool flushed = false;
 	if (store->env) {
 		/* The modes that leave commits unflushed flush once here. */
 		if (store->opt.durability != SC_DURABILITY_FULL)
-			(void)mdb_env_sync(store->env, 1);
+			flushed = mdb_env_sync(store->env, 1) == 0;
 		mdb_env_close(store->env);
 	}
+	sc_store_session_end(store, flushed);
 	for (size_t i = 0; i < store->nprojectors; i++)
 		sc_free((char *)store->projectors[i].name);
 	sc_free(store->projectors);

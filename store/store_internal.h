@@ -61,6 +61,8 @@ struct sc_store {
 
 	/* The background flush of sync_interval_ms (sync.c); NULL: none. */
 	struct sc_store_syncer *syncer;
+	/* nosync session markers (sync.c); NULL: none. */
+	struct sc_store_session *session;
 };
 
 /*
@@ -144,6 +146,20 @@ void sc_store_warn(sc_store *store, const char *fmt, ...)
 int sc_store_sync_start(sc_store *store, sc_error *err);
 /* Stop and join that thread; a no-op when there is none. */
 void sc_store_sync_stop(sc_store *store);
+/* First of all (even before looking for data.mdb, which such a session
+ * may not have made durable): refuse (SC_ECORRUPT) a store whose nosync
+ * session was cut by a restart of the machine. Errors: SC_ECORRUPT, errno
+ * values. */
+int sc_store_session_check(const char *dir, sc_error *err);
+/* Before mdb_env_open: the same check, and in nosync create this
+ * session's marker (synced). Errors: SC_ECORRUPT, ENOMEM, errno values. */
+int sc_store_session_begin(sc_store *store, const char *dir, sc_error *err);
+/* After mdb_env_open: flush and forget the markers of crashed processes.
+ * Errors: SC_ELMDB. */
+int sc_store_session_opened(sc_store *store, sc_error *err);
+/* At close: remove this session's marker if `flushed` (the last commit
+ * reached the disk) or the environment was never opened. */
+void sc_store_session_end(sc_store *store, bool flushed);
 
 /* Begin a read transaction; holds map_lock shared until sc_store_read_end. */
 int sc_store_read_begin(sc_store *store, MDB_txn **txn, sc_error *err);

@@ -56,30 +56,40 @@ typedef struct sc_store sc_store;
  * 0) survives. Each promise is what the power-loss test (tests/powerloss,
  * `make powerloss`) measures: crash states built from a recorded trace of
  * the store's writes and syncs, where every write not yet synced is kept,
- * dropped or torn at a 512- or 4096-byte boundary. In every mode a process
- * crash (kill -9, abort) loses nothing acknowledged, since a committed
- * append is in the OS page cache.
+ * dropped or torn at a 512- or 4096-byte boundary, with crash points in
+ * appends, snapshots, map growth, reopening and the store's creation. In
+ * every mode a process crash (kill -9, abort) loses nothing acknowledged:
+ * a committed append is in the OS page cache.
  *
- * All modes open the LMDB environment with the same flags apart from
- * the sync ones (none uses MDB_WRITEMAP, which LMDB forbids mixing with
- * plain opens of one environment), so processes with different modes,
- * such as a writer in nosync and the CLI's readers, may share a store.
+ * In every mode, a crash of the machine during the creation of a new
+ * store (before its first append returned) can leave a data.mdb that open
+ * refuses (SC_ELMDB, "not an LMDB file"); nothing was acknowledged then.
+ *
+ * All modes open the LMDB environment with the same flags apart from the
+ * sync ones (none uses MDB_WRITEMAP, which LMDB forbids mixing with plain
+ * opens of one environment), so processes with different modes, such as
+ * a writer in nosync and the CLI's readers, may share a store.
  */
 typedef enum sc_durability {
 	/* Every commit is flushed twice (the data pages, then the meta page
 	 * through a synchronous write) before append returns: an OS crash or
 	 * power loss loses no acknowledged append and never corrupts. */
 	SC_DURABILITY_FULL = 0,
-	/* Commits are not flushed (MDB_NOSYNC). Survives a process crash
-	 * only: an OS crash or power loss can lose any number of recent
-	 * appends, and can leave a store that open reports as corrupt
-	 * (SC_ECORRUPT or SC_ELMDB; open does not crash on it).
-	 * sync_interval_ms bounds the time since the last flush. */
+	/* Commits are not flushed (MDB_NOSYNC); close flushes. A process
+	 * crash loses nothing. An OS crash or power loss while the store is
+	 * open in nosync (from open to close) can damage it or lose any
+	 * number of recent appends, so the session keeps a marker file in the
+	 * store's directory (nosync-session.PID) that close removes after its
+	 * flush: the next open after such a crash refuses the store with
+	 * SC_ECORRUPT, naming the marker, and never reads the possibly
+	 * damaged file (LMDB can crash on one). Restore a backup, or delete
+	 * the marker to open it anyway at that risk. sync_interval_ms bounds
+	 * the age of unflushed appends. */
 	SC_DURABILITY_NOSYNC = 1,
 	/* One flush per commit (MDB_NOMETASYNC): the data pages are flushed
 	 * before the meta page is written, and the meta page is flushed by
-	 * the next commit. An OS crash or power loss may undo the last
-	 * acknowledged append, never more, and never corrupts: LMDB's
+	 * the next commit (or close). An OS crash or power loss may undo the
+	 * last acknowledged append, never more, and never corrupts: LMDB's
 	 * atomicity and consistency hold, durability lags one commit. */
 	SC_DURABILITY_CONSISTENT = 2,
 } sc_durability;
@@ -113,10 +123,11 @@ typedef struct sc_store_options {
 	 * append rate. 1: every append indexes its own events. 0: 4096. */
 	uint64_t index_lag;
 	/* Durability nosync only: a background thread flushes the store
-	 * (mdb_env_sync) every this many milliseconds, so an OS crash loses
-	 * at most about that much time of appends, unless it corrupts (see
-	 * SC_DURABILITY_NOSYNC). Started by open, stopped and joined by
-	 * close. 0: no background flush. Ignored by the other modes. */
+	 * (mdb_env_sync) every this many milliseconds, so no append stays
+	 * unflushed much longer (an OS crash during the session still makes
+	 * open refuse the store; see SC_DURABILITY_NOSYNC). Started by open,
+	 * stopped and joined by close. 0: no background flush. Ignored by
+	 * the other modes. */
 	unsigned sync_interval_ms;
 } sc_store_options;
 
@@ -131,8 +142,9 @@ typedef struct sc_store_options {
  * the caller (sc_store_close). One process may open a directory once.
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
  * format), SC_ECORRUPT (an event record does not decode, or the log has a
- * gap), SC_EINVAL (bad options, an unknown durability), EAGAIN (the
- * background flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM,
+ * gap, or an OS crash cut a nosync session: see SC_DURABILITY_NOSYNC),
+ * SC_EINVAL (bad options, an unknown durability), EAGAIN (the background
+ * flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM,
  * errno values.
  */
 int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
