@@ -335,8 +335,8 @@ format:
 #
 #   make powerloss [PL_STATES=n] [PL_SEED=n]   crash states per durability
 #                      mode, one JSON line per mode (tests/powerloss/)
-#   make powerloss-short   the short pass of make test; fails when full or
-#                      consistent breaks its promise, or nosync's open crashes
+#   make powerloss-short   the short pass of make test; fails when a mode
+#                      breaks its promise or an open crashes
 
 PL_STATES ?= 2000
 PL_SEED ?= 1
@@ -350,7 +350,8 @@ PL_BIN := $(BUILD)/powerloss
 
 .PHONY: powerloss powerloss-short powerloss-tools
 
-powerloss-tools: $(PL_BIN)/recorder.so $(PL_BIN)/pl_workload $(PL_BIN)/pl_check
+powerloss-tools: $(PL_BIN)/recorder.so $(PL_BIN)/pl_workload $(PL_BIN)/pl_check \
+	$(PL_BIN)/pl_maptest
 
 $(PL_BIN)/recorder.so: tests/powerloss/recorder.c tests/powerloss/trace.h
 	@mkdir -p $(dir $@)
@@ -369,6 +370,7 @@ powerloss: deps
 
 powerloss-short:
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release powerloss-tools
+	sh tests/powerloss/maptest.sh build/release/powerloss
 	@for m in $(PL_MODES); do \
 		sh tests/powerloss/run.sh build/release/powerloss $$m \
 			$(PL_SHORT_STATES) $(PL_SEED) \

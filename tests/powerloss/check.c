@@ -3,6 +3,7 @@
  *
  *   pl_check TRACE PREFIX STORE MODE WORKDIR STATES SEED [--gate]
  *            [--gate-create]
+ *   pl_check --dump TRACE      (the records as text, one a line)
  *
  * TRACE was written by the recorder (recorder.c) while pl_workload ran
  * with SC_PL_PREFIX=PREFIX and its store in PREFIX/STORE. For each of
@@ -19,6 +20,8 @@
  * and a random prefix of the rest is kept. State 0 mod 10 drops every
  * write that is not durable, state 1 mod 10 applies every one, the others
  * choose for each write with equal odds. The files go to WORKDIR/state.
+ * The crash is a restart of the machine: the boot id in a nosync session
+ * marker (store/sync.c) is replaced by another one.
  *
  * Checking. A child process opens the crashed store in MODE (so an LMDB
  * assertion, a SIGSEGV or a hang is counted, never kills the checker),
@@ -28,20 +31,23 @@
  *   fine              every acknowledged append present, state correct
  *   lost_last_commit  only the last acknowledged append is missing
  *   lost_more         more than the last acknowledged append is missing
+ *   refused           open refused the store: an OS crash cut a nosync
+ *                     session (store/sync.c), it may be damaged
  *   corrupt           open, the log read or the comparison reports an error
  *   open_crashed      the child died on a signal or did not finish in 60 s
  * "Acknowledged at C" is the last PL_ACK record before C. A store that does
  * not exist at all (nothing was made durable) counts as an empty log.
  *
  * Prints one JSON line. lost_beyond_promise counts the losses the mode
- * does not allow: any loss for full and nosync (nosync promises nothing
- * under power loss), lost_more for consistent. With --gate the exit status
- * is 1 when full or consistent has a corrupt, open_crashed or
- * lost_beyond_promise state (nosync only prints). corrupt_before_first_ack
- * counts the corrupt states whose crash came before any acknowledgement
- * (inside the store's creation); they fail the gate with --gate-create
- * only. The first few bad states are kept as WORKDIR/bad-N, with their
- * reason in WORKDIR/log.
+ * does not allow: any loss for full and nosync (after an OS crash in a
+ * nosync session open refuses the store rather than lose silently),
+ * lost_more for consistent. With --gate the exit status is 1 when full or
+ * consistent has a refused, corrupt, open_crashed or lost_beyond_promise
+ * state, or nosync a corrupt, open_crashed or lost_beyond_promise one.
+ * corrupt_before_first_ack counts the corrupt states whose crash came before
+ * any acknowledgement (inside the store's creation); they fail the gate with
+ * --gate-create only. The first few bad states are kept as WORKDIR/bad-N, with
+ * their reason in WORKDIR/log.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +69,8 @@
 #define KEEP_BAD    3
 #define CHILD_LIMIT 60
 #define EARLY	    24
+/* nosync session markers (store/sync.c) hold the boot id. */
+#define MARKER "nosync-session."
 
 typedef struct rec {
 	pl_rec h;
@@ -75,9 +83,18 @@ typedef struct image {
 	size_t len, cap;
 } image;
 
-enum outcome { FINE, LOST_LAST, LOST_MORE, CORRUPT, CRASHED, NOUTCOME };
-static const char *const outcome_name[] = {
-    "fine", "lost_last_commit", "lost_more", "corrupt", "open_crashed"};
+enum outcome {
+	FINE,
+	LOST_LAST,
+	LOST_MORE,
+	REFUSED,
+	CORRUPT,
+	CRASHED,
+	NOUTCOME
+};
+static const char *const outcome_name[] = {"fine",	"lost_last_commit",
+					   "lost_more", "refused",
+					   "corrupt",	"open_crashed"};
 
 static rec *recs;
 static size_t nrecs;
@@ -409,8 +426,18 @@ static void build(size_t c, enum policy pol, uint64_t *rng, const char *root)
 		if (fd < 0) /* its directory was not kept */
 			continue;
 		image *im = &images[ns[i].fid];
-		if (im->len && write(fd, im->p, im->len) != (ssize_t)im->len)
+		const char *base = strrchr(path, '/') + 1;
+		if (im->len && !strncmp(base, MARKER, sizeof MARKER - 1)) {
+			/* Written in the boot the crash ended. */
+			static const char other[] =
+			    "00000000-0000-0000-0000-000000000000\n";
+			if (write(fd, other, sizeof other - 1) !=
+			    (ssize_t)sizeof other - 1)
+				fail("writing %s failed", path);
+		} else if (im->len &&
+			   write(fd, im->p, im->len) != (ssize_t)im->len) {
 			fail("writing %s failed", path);
+		}
 		close(fd);
 	}
 }
@@ -475,6 +502,10 @@ static void check_child(const char *dir, sc_durability mode, int out)
 	int rc = sc_store_open(dir, &o, &st, &err);
 	if (rc == SC_NOTFOUND)
 		_exit(3);
+	if (rc == SC_ECORRUPT && strstr(err.message, "nosync session")) {
+		fprintf(stderr, "  open: %s\n", err.message);
+		_exit(8);
+	}
 	if (rc) {
 		fprintf(stderr, "  open: %s\n", err.message);
 		_exit(4);
@@ -546,6 +577,10 @@ static enum outcome check(const char *dir, sc_durability mode, uint64_t acked,
 		return CRASHED;
 	}
 	int code = WEXITSTATUS(st);
+	if (code == 8) {
+		snprintf(why, nwhy, "open refused: cut nosync session");
+		return REFUSED;
+	}
 	if (code == 3) {
 		last = 0;
 	} else if (code != 0 || got != sizeof last) {
@@ -563,8 +598,27 @@ static enum outcome check(const char *dir, sc_durability mode, uint64_t acked,
 /* ---- main -----------------------------------------------------------------
  */
 
+/* --dump: one line per record, "type fid off size-or-len". */
+static int dump(const char *path)
+{
+	static const char *const names[] = {
+	    "?",    "mkdir",   "create", "write",  "trunc",
+	    "sync", "syncall", "rename", "unlink", "ack"};
+	load_trace(path);
+	for (size_t i = 0; i < nrecs; i++) {
+		const pl_rec *h = &recs[i].h;
+		printf("%s %u %llu %llu\n", h->type < 10 ? names[h->type] : "?",
+		       h->fid, (unsigned long long)h->off,
+		       (unsigned long long)(h->type == PL_WRITE ? h->len
+								: h->size));
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 3 && !strcmp(argv[1], "--dump"))
+		return dump(argv[2]);
 	if (argc < 8)
 		fail("usage: pl_check TRACE PREFIX STORE MODE WORKDIR STATES "
 		     "SEED [--gate]");
@@ -641,10 +695,11 @@ int main(int argc, char **argv)
 		if (o == CORRUPT && ack[c] == 0)
 			corrupt_unacked++;
 		fprintf(log_file, "  %s: %s\n", outcome_name[o], why);
-		bool promised = o == FINE || (o == LOST_LAST &&
-					      mode == SC_DURABILITY_CONSISTENT);
-		if (!promised && mode != SC_DURABILITY_NOSYNC &&
-		    bad < KEEP_BAD) {
+		bool promised =
+		    o == FINE ||
+		    (o == LOST_LAST && mode == SC_DURABILITY_CONSISTENT) ||
+		    (o == REFUSED && mode == SC_DURABILITY_NOSYNC);
+		if (!promised && bad < KEEP_BAD) {
 			char cmd[8800];
 			snprintf(
 			    cmd, sizeof cmd,
@@ -660,18 +715,21 @@ int main(int argc, char **argv)
 	    (mode == SC_DURABILITY_CONSISTENT ? 0 : count[LOST_LAST]);
 	printf("{\"name\":\"powerloss\",\"mode\":\"%s\",\"states\":%lu,"
 	       "\"fine\":%lu,\"lost_beyond_promise\":%lu,"
-	       "\"lost_last_commit\":%lu,\"lost_more\":%lu,\"corrupt\":%lu,"
+	       "\"lost_last_commit\":%lu,\"lost_more\":%lu,\"refused\":%lu,"
+	       "\"corrupt\":%lu,"
 	       "\"corrupt_before_first_ack\":%lu,"
 	       "\"open_crashed\":%lu,\"records\":%zu,\"seed\":%llu}\n",
 	       mode_name, states, count[FINE], beyond, count[LOST_LAST],
-	       count[LOST_MORE], count[CORRUPT], corrupt_unacked,
-	       count[CRASHED], nrecs, (unsigned long long)seed);
+	       count[LOST_MORE], count[REFUSED], count[CORRUPT],
+	       corrupt_unacked, count[CRASHED], nrecs,
+	       (unsigned long long)seed);
 	fflush(stdout);
 	if (!gate)
 		return 0;
-	if (mode == SC_DURABILITY_NOSYNC)
-		return 0;
 	unsigned long corrupt =
 	    count[CORRUPT] - (gate_create ? 0 : corrupt_unacked);
-	return corrupt || count[CRASHED] || beyond ? 1 : 0;
+	/* nosync may refuse a store, never crash, lose or corrupt. */
+	if (mode == SC_DURABILITY_NOSYNC)
+		return corrupt || count[CRASHED] || beyond ? 1 : 0;
+	return corrupt || count[REFUSED] || count[CRASHED] || beyond ? 1 : 0;
 }
