@@ -346,6 +346,8 @@ PL_SHORT_STATES ?= 100
 # 1 makes them fail the short pass as well.
 PL_GATE_CREATE ?= 0
 PL_MODES := full consistent nosync nosync-sync
+# nosync with the session markers deleted before each open: measured only.
+PL_MEASURED := nosync-forced
 PL_BIN := $(BUILD)/powerloss
 
 .PHONY: powerloss powerloss-short powerloss-tools
@@ -363,7 +365,7 @@ $(PL_BIN)/pl_%: $(BUILD)/obj/tests/powerloss/%.o $(STATIC_LIB)
 
 powerloss: deps
 	$(MAKE) --no-print-directory -j$(JOBS) MODE=release powerloss-tools
-	@for m in $(PL_MODES); do \
+	@for m in $(PL_MODES) $(PL_MEASURED); do \
 		sh tests/powerloss/run.sh build/release/powerloss $$m \
 			$(PL_STATES) $(PL_SEED) || exit 1; \
 	done

@@ -21,7 +21,10 @@
  * write that is not durable, state 1 mod 10 applies every one, the others
  * choose for each write with equal odds. The files go to WORKDIR/state.
  * The crash is a restart of the machine: the boot id in a nosync session
- * marker (store/sync.c) is replaced by another one.
+ * marker (store/sync.c) is replaced by another one. MODE nosync-forced is
+ * nosync with those markers deleted before the check, as a user who opens
+ * such a store anyway would: what a nosync store is worth after an OS
+ * crash (measured, never gated).
  *
  * Checking. A child process opens the crashed store in MODE (so an LMDB
  * assertion, a SIGSEGV or a hang is counted, never kills the checker),
@@ -102,6 +105,7 @@ static image images[MAX_FID];
 static const char *prefix;
 static size_t prefix_len;
 static FILE *log_file;
+static bool delete_markers; /* mode nosync-forced */
 
 static void fail(const char *fmt, ...)
 {
@@ -427,7 +431,13 @@ static void build(size_t c, enum policy pol, uint64_t *rng, const char *root)
 			continue;
 		image *im = &images[ns[i].fid];
 		const char *base = strrchr(path, '/') + 1;
-		if (im->len && !strncmp(base, MARKER, sizeof MARKER - 1)) {
+		bool marker = !strncmp(base, MARKER, sizeof MARKER - 1);
+		if (marker && delete_markers) {
+			close(fd);
+			unlink(path);
+			continue;
+		}
+		if (im->len && marker) {
 			/* Written in the boot the crash ended. */
 			static const char other[] =
 			    "00000000-0000-0000-0000-000000000000\n";
@@ -645,6 +655,7 @@ int main(int argc, char **argv)
 		mode = SC_DURABILITY_NOSYNC;
 	else
 		fail("unknown mode %s", mode_name);
+	delete_markers = !strcmp(mode_name, "nosync-forced");
 	load_trace(argv[1]);
 	compute_cover();
 
@@ -728,6 +739,8 @@ int main(int argc, char **argv)
 		return 0;
 	unsigned long corrupt =
 	    count[CORRUPT] - (gate_create ? 0 : corrupt_unacked);
+	if (delete_markers)
+		return 0;
 	/* nosync may refuse a store, never crash, lose or corrupt. */
 	if (mode == SC_DURABILITY_NOSYNC)
 		return corrupt || count[CRASHED] || beyond ? 1 : 0;

@@ -9,7 +9,8 @@
  * snapshot every 8 batches, closes and reopens the store half-way, and
  * writes "ack N" to ACKFILE with write(2) after every append that
  * returned, N being the last position appended. MODE is full, consistent,
- * nosync, or nosync-sync (nosync with a 2 ms background flush).
+ * nosync, nosync-sync (nosync with a 2 ms background flush) or
+ * nosync-forced (nosync; the checker deletes the session markers).
  * Exit status 0 when every call succeeded.
  */
 #include <errno.h>
@@ -30,7 +31,7 @@ static int mode_options(const char *mode, sc_store_options *o)
 		o->durability = SC_DURABILITY_FULL;
 	else if (!strcmp(mode, "consistent"))
 		o->durability = SC_DURABILITY_CONSISTENT;
-	else if (!strcmp(mode, "nosync"))
+	else if (!strcmp(mode, "nosync") || !strcmp(mode, "nosync-forced"))
 		o->durability = SC_DURABILITY_NOSYNC;
 	else if (!strcmp(mode, "nosync-sync")) {
 		o->durability = SC_DURABILITY_NOSYNC;
