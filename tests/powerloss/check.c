@@ -10,14 +10,17 @@
  * STATES crash states (numbered from 0, seeded by SEED and the number):
  *
  * Building. A crash point C is drawn: the crash happens after the first
- * C records (0..all). Everything durable at C is kept: a write or size
- * change is durable once a sync of its file (or of everything) that began
- * after it completed before C, or at once when written through an O_DSYNC
- * descriptor. Every other write before C is applied, dropped, or torn:
- * split at 512- or 4096-byte boundaries of the file and each piece kept or
- * not. Metadata (mkdir, create, rename, unlink) follows a journalling file
- * system: it is kept in order up to the last sync of any file before C,
- * and a random prefix of the rest is kept. State 0 mod 10 drops every
+ * C records (0..all); one state in 8 draws it among the first 24 records
+ * (the store's creation), one in 8 in a phase of the workload other than
+ * appending (creating, a snapshot, reopening, closing; the phase drawn
+ * first, then a record of it). Everything durable at C
+ * is kept: a write or size change is durable once a sync of its file (or of
+ * everything) that began after it completed before C, or at once when written
+ * through an O_DSYNC descriptor. Every other write before C is applied,
+ * dropped, or torn: split at 512- or 4096-byte boundaries of the file and each
+ * piece kept or not. Metadata (mkdir, create, rename, unlink) follows a
+ * journalling file system: it is kept in order up to the last sync of any file
+ * before C, and a random prefix of the rest is kept. State 0 mod 10 drops every
  * write that is not durable, state 1 mod 10 applies every one, the others
  * choose for each write with equal odds. The files go to WORKDIR/state.
  * The crash is a restart of the machine: the boot id in a nosync session
@@ -41,9 +44,10 @@
  * "Acknowledged at C" is the last PL_ACK record before C. A store that does
  * not exist at all (nothing was made durable) counts as an empty log.
  *
- * Prints one JSON line. lost_beyond_promise counts the losses the mode
- * does not allow: any loss for full and nosync (after an OS crash in a
- * nosync session open refuses the store rather than lose silently),
+ * Prints one JSON line, with the number of states whose crash point fell
+ * in each phase of the workload (states_by_phase). lost_beyond_promise counts
+ * the losses the mode does not allow: any loss for full and nosync (after an OS
+ * crash in a nosync session open refuses the store rather than lose silently),
  * lost_more for consistent. With --gate the exit status is 1 when full or
  * consistent has a refused, corrupt, open_crashed or lost_beyond_promise
  * state, or nosync a corrupt, open_crashed or lost_beyond_promise one.
@@ -72,6 +76,7 @@
 #define KEEP_BAD    3
 #define CHILD_LIMIT 60
 #define EARLY	    24
+#define MAX_PHASES  16
 /* nosync session markers (store/sync.c) hold the boot id. */
 #define MARKER "nosync-session."
 
@@ -683,20 +688,70 @@ int main(int argc, char **argv)
 		}
 	}
 	unsigned long count[NOUTCOME] = {0}, bad = 0, corrupt_unacked = 0;
+	/* phase[i]: the workload's phase after the first i records. */
+	const char **phase = calloc(nrecs + 1, sizeof *phase);
+	char phase_names[MAX_PHASES][32];
+	unsigned long phase_states[MAX_PHASES] = {0};
+	int nphases = 0;
+	phase[0] = "start";
+	for (size_t i = 0; i < nrecs; i++) {
+		phase[i + 1] = phase[i];
+		if (recs[i].h.type != PL_PHASE)
+			continue;
+		size_t n = recs[i].h.len < 31 ? recs[i].h.len : 31;
+		int k = 0;
+		while (k < nphases && (strlen(phase_names[k]) != n ||
+				       memcmp(phase_names[k], recs[i].data, n)))
+			k++;
+		if (k == nphases) {
+			if (nphases == MAX_PHASES)
+				fail("too many phases in the trace");
+			memcpy(phase_names[k], recs[i].data, n);
+			phase_names[k][n] = '\0';
+			nphases++;
+		}
+		phase[i + 1] = phase_names[k];
+	}
+	/* The phases other than appending that hold a crash point. */
+	const char *rare_phases[MAX_PHASES];
+	int nrare_phases = 0;
+	for (int k = 0; k < nphases; k++) {
+		bool used = false;
+		for (size_t c = 1; c <= nrecs && !used; c++)
+			used = phase[c] == phase_names[k];
+		if (used && strcmp(phase_names[k], "append") != 0)
+			rare_phases[nrare_phases++] = phase_names[k];
+	}
 	for (unsigned long s = 0; s < states; s++) {
 		uint64_t rng = seed * 1000003u + s;
 		/* One state in 8 crashes among the first records: the store's
 		 * creation and first commits are few records of many. */
 		size_t span = s % 8 == 3 && nrecs > EARLY ? EARLY : nrecs;
 		size_t c = (size_t)(rnd(&rng) % (span + 1));
+		/* And one in 8 outside the appends (snapshots, reopening,
+		 * closing), which take few records too. */
+		if (s % 8 == 5 && nrare_phases) {
+			const char *ph =
+			    rare_phases[rnd(&rng) % (uint64_t)nrare_phases];
+			size_t n = 0;
+			for (size_t k = 1; k <= nrecs; k++)
+				n += phase[k] == ph;
+			size_t pick = (size_t)(rnd(&rng) % n);
+			for (size_t k = 1; k <= nrecs; k++)
+				if (phase[k] == ph && pick-- == 0)
+					c = k;
+		}
 		enum policy pol = s % 10 == 0	? DROP_ALL
 				  : s % 10 == 1 ? APPLY_ALL
 						: RANDOM;
 		build(c, pol, &rng, root);
 		char why[256];
+		for (int k = 0; k < nphases; k++)
+			if (phase[c] == phase_names[k])
+				phase_states[k]++;
 		fprintf(log_file,
-			"state %lu: crash after %zu of %zu records, %s\n", s, c,
-			nrecs,
+			"state %lu: crash after %zu of %zu records (%s), %s\n",
+			s, c, nrecs, phase[c],
 			pol == DROP_ALL	   ? "unsynced writes dropped"
 			: pol == APPLY_ALL ? "unsynced writes applied"
 					   : "unsynced writes at random");
@@ -729,11 +784,16 @@ int main(int argc, char **argv)
 	       "\"lost_last_commit\":%lu,\"lost_more\":%lu,\"refused\":%lu,"
 	       "\"corrupt\":%lu,"
 	       "\"corrupt_before_first_ack\":%lu,"
-	       "\"open_crashed\":%lu,\"records\":%zu,\"seed\":%llu}\n",
+	       "\"open_crashed\":%lu,\"records\":%zu,\"seed\":%llu,"
+	       "\"states_by_phase\":{",
 	       mode_name, states, count[FINE], beyond, count[LOST_LAST],
 	       count[LOST_MORE], count[REFUSED], count[CORRUPT],
 	       corrupt_unacked, count[CRASHED], nrecs,
 	       (unsigned long long)seed);
+	for (int k = 0; k < nphases; k++)
+		printf("%s\"%s\":%lu", k ? "," : "", phase_names[k],
+		       phase_states[k]);
+	printf("}}\n");
 	fflush(stdout);
 	if (!gate)
 		return 0;

@@ -9,7 +9,8 @@
  *   SC_PL_PREFIX  absolute path; only files and directories under it
  *   SC_PL_TRACE   the trace file to write
  *   SC_PL_ACK     the workload's acknowledgement file (outside the
- *                 prefix): each write of "ack N\n" to it becomes a PL_ACK
+ *                 prefix): each write of "ack N\n" to it becomes a PL_ACK,
+ *                 of "phase NAME\n" a PL_PHASE
  *   SC_PL_IGNORE  a file name (no directory) left out, such as LMDB's
  *                 lock.mdb, which open rebuilds and no crash state needs
  *
@@ -376,11 +377,15 @@ static void record_ack(const void *buf, size_t n)
 	memcpy(line, buf, k);
 	line[k] = '\0';
 	unsigned long long pos;
-	if (sscanf(line, "ack %llu", &pos) != 1)
-		die("the ack file takes lines \"ack N\"");
+	char phase[32];
 	pthread_mutex_lock(&mu);
 	scan_maps();
-	emit(PL_ACK, 0, pos, 0, 0, NULL, 0);
+	if (sscanf(line, "ack %llu", &pos) == 1)
+		emit(PL_ACK, 0, pos, 0, 0, NULL, 0);
+	else if (sscanf(line, "phase %31s", phase) == 1)
+		emit(PL_PHASE, 0, 0, 0, 0, phase, strlen(phase));
+	else
+		die("the ack file takes lines \"ack N\" and \"phase NAME\"");
 	pthread_mutex_unlock(&mu);
 }
 

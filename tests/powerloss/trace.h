@@ -23,6 +23,8 @@
  *   PL_UNLINK  payload: path
  *   PL_ACK     off: the last position the workload saw acknowledged (its
  *              append returned); written by the workload to its ack file
+ *   PL_PHASE   payload: what the workload starts doing ("snapshot", ...);
+ *              a line "phase NAME" in the ack file
  *
  * A fid names one file (device and inode) for the whole trace.
  */
@@ -41,6 +43,7 @@ enum pl_rec_type {
 	PL_RENAME = 7,
 	PL_UNLINK = 8,
 	PL_ACK = 9,
+	PL_PHASE = 10,
 };
 
 typedef struct pl_rec {

@@ -8,8 +8,9 @@
  * (pl_event: the event at position p is a function of p), takes a
  * snapshot every 8 batches, closes and reopens the store half-way, and
  * writes "ack N" to ACKFILE with write(2) after every append that
- * returned, N being the last position appended. MODE is full, consistent,
- * nosync, nosync-sync (nosync with a 2 ms background flush) or
+ * returned, N being the last position appended, and "phase NAME" when it
+ * starts creating, appending, a snapshot, reopening or closing. MODE is full,
+ * consistent, nosync, nosync-sync (nosync with a 2 ms background flush) or
  * nosync-forced (nosync; the checker deletes the session markers).
  * Exit status 0 when every call succeeded.
  */
@@ -24,6 +25,14 @@
 #include "tests/powerloss/plevent.h"
 
 #define BATCH_MAX 40
+
+/* Tell the recorder (through the ack file) what the workload starts. */
+static int phase(int ack, const char *name)
+{
+	char line[64];
+	int k = snprintf(line, sizeof line, "phase %s\n", name);
+	return write(ack, line, (size_t)k) == k ? 0 : -1;
+}
 
 static int mode_options(const char *mode, sc_store_options *o)
 {
@@ -89,7 +98,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sc_store *st;
-	if (open_store(dir, mode, true, &st))
+	if (phase(ack, "create") || open_store(dir, mode, true, &st) ||
+	    phase(ack, "append"))
 		return 1;
 	static pl_event_buf bufs[BATCH_MAX];
 	sc_event evs[BATCH_MAX];
@@ -121,18 +131,27 @@ int main(int argc, char **argv)
 				argv[3]);
 			return 1;
 		}
-		if (b % 8 == 7 && sc_store_snapshot(st, NULL, &err)) {
+		if (b % 8 == 7 && (phase(ack, "snapshot") ||
+				   sc_store_snapshot(st, NULL, &err) ||
+				   phase(ack, "append"))) {
 			fprintf(stderr, "pl_workload: snapshot: %s\n",
 				err.message);
 			return 1;
 		}
 		if (b == batches / 2) {
+			if (phase(ack, "reopen"))
+				return 1;
 			sc_store_close(st);
-			if (open_store(dir, mode, false, &st))
+			if (open_store(dir, mode, false, &st) ||
+			    phase(ack, "append"))
 				return 1;
 		}
 	}
+	if (phase(ack, "close"))
+		return 1;
 	sc_store_close(st);
+	if (phase(ack, "closed"))
+		return 1;
 	close(ack);
 	return 0;
 }
