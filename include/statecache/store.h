@@ -153,8 +153,10 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 /* sc_store_close - close the store and free its cache. Cache readers must
  * be closed first and no other call may be running. Stops the background
  * flush of sync_interval_ms, then flushes once in durability consistent
- * and nosync (after a clean close an OS crash loses nothing). NULL is a
- * no-op. */
+ * and nosync, and in nosync removes the session marker once that flush
+ * succeeded: after close returned an OS crash loses nothing. A failed
+ * flush leaves the marker (open will refuse the store after a restart of
+ * the machine). NULL is a no-op. */
 void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
