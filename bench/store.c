@@ -3,14 +3,16 @@
  * measured next to its peer in the same run, with the ratio.
  *
  *   append                  events/s for batches of 1, 100 and 10,000, at
- *                           durability full and nosync; peer: SQLite in WAL
- *                           mode (synchronous=FULL / OFF), the same encoded
+ *                           durability full, consistent and nosync; peer:
+ *                           SQLite in WAL mode (synchronous=FULL / NORMAL /
+ *                           OFF, the same promises), the same encoded
  *                           events in one table with an (entity, position)
  *                           index, one transaction per batch. Each line
  *                           also times LMDB alone (lmdb_alone_*): the same
  *                           encoded events put with MDB_APPEND into one
  *                           database, one transaction per batch, the same
- *                           sync setting, nothing else; the floor of any
+ *                           sync flags (none, MDB_NOMETASYNC, MDB_NOSYNC),
+ *                           nothing else; the floor of any
  *                           store built on an LMDB log, as a ratio to the
  *                           same SQLite figure.
  *   open                    restore + replay of a store of N entities x 5
@@ -118,14 +120,30 @@ static void sql_exec(sqlite3 *db, const char *sql)
 		die(sql, msg ? msg : "?");
 }
 
-static sqlite3 *sql_open(const char *path, bool full)
+/* The SQLite setting that makes the promise of each durability mode:
+ * FULL syncs every commit; NORMAL in WAL mode syncs at checkpoints (a
+ * power loss may roll back the last commits, never corrupts); OFF. */
+static const char *sql_sync_pragma(sc_durability d)
+{
+	return d == SC_DURABILITY_FULL	       ? "PRAGMA synchronous=FULL"
+	       : d == SC_DURABILITY_CONSISTENT ? "PRAGMA synchronous=NORMAL"
+					       : "PRAGMA synchronous=OFF";
+}
+
+static const char *durability_name(sc_durability d)
+{
+	return d == SC_DURABILITY_FULL	       ? "full"
+	       : d == SC_DURABILITY_CONSISTENT ? "consistent"
+					       : "nosync";
+}
+
+static sqlite3 *sql_open(const char *path, sc_durability dur)
 {
 	sqlite3 *db;
 	if (sqlite3_open(path, &db) != SQLITE_OK)
 		die("sqlite3_open", sqlite3_errmsg(db));
 	sql_exec(db, "PRAGMA journal_mode=WAL");
-	sql_exec(db,
-		 full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF");
+	sql_exec(db, sql_sync_pragma(dur));
 	sql_exec(db, "CREATE TABLE IF NOT EXISTS events (pos INTEGER "
 		     "PRIMARY KEY, entity BLOB NOT NULL, body BLOB NOT NULL)");
 	sql_exec(db, "CREATE INDEX IF NOT EXISTS events_entity ON "
@@ -180,7 +198,7 @@ static void lmdb_check(int rc, const char *what)
  * under a big-endian position key into one database of a new environment
  * at `dir`; one transaction per batch. Seconds. */
 static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
-			  uint64_t nent, bool full)
+			  uint64_t nent, sc_durability dur)
 {
 	char cmd[600];
 	snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
@@ -192,8 +210,10 @@ static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
 	lmdb_check(mdb_env_create(&env), "mdb_env_create");
 	lmdb_check(mdb_env_set_mapsize(env, (size_t)1 << 30), "mapsize");
 	lmdb_check(mdb_env_set_maxdbs(env, 4), "maxdbs");
-	lmdb_check(mdb_env_open(env, dir, full ? 0 : MDB_NOSYNC, 0644),
-		   "mdb_env_open");
+	unsigned flags = dur == SC_DURABILITY_FULL	   ? 0
+			 : dur == SC_DURABILITY_CONSISTENT ? MDB_NOMETASYNC
+							   : MDB_NOSYNC;
+	lmdb_check(mdb_env_open(env, dir, flags, 0644), "mdb_env_open");
 	lmdb_check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
 	lmdb_check(mdb_dbi_open(txn, "events", MDB_CREATE, &dbi), "dbi");
 	lmdb_check(mdb_txn_commit(txn), "mdb_txn_commit");
@@ -233,11 +253,11 @@ static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
 
 /* ---- store helpers ------------------------------------------------------- */
 
-static sc_store *store_open(const char *dir, bool full)
+static sc_store *store_open(const char *dir, sc_durability dur)
 {
 	sc_store_options o = {0};
 	o.create = true;
-	o.durability = full ? SC_DURABILITY_FULL : SC_DURABILITY_NOSYNC;
+	o.durability = dur;
 	o.map_size = (size_t)1 << 30;
 	sc_store *s;
 	sc_error err;
@@ -273,28 +293,37 @@ static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
 
 static void bench_append(const char *root)
 {
+#define FULL	   SC_DURABILITY_FULL
+#define CONSISTENT SC_DURABILITY_CONSISTENT
+#define NOSYNC	   SC_DURABILITY_NOSYNC
 	static const struct {
 		uint64_t batch;
-		bool full;
+		sc_durability dur;
 		uint64_t events;
 	} cases[] = {
-	    {1, true, 2000},	  {1, false, 50000},	 {100, true, 100000},
-	    {100, false, 200000}, {10000, true, 300000}, {10000, false, 300000},
+	    {1, FULL, 2000},	       {1, CONSISTENT, 4000},
+	    {1, NOSYNC, 50000},	       {100, FULL, 100000},
+	    {100, CONSISTENT, 100000}, {100, NOSYNC, 200000},
+	    {10000, FULL, 300000},     {10000, CONSISTENT, 300000},
+	    {10000, NOSYNC, 300000},
 	};
+#undef FULL
+#undef CONSISTENT
+#undef NOSYNC
 	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
 		char dir[512], db_path[512], lmdb_dir[512];
 		snprintf(dir, sizeof dir, "%s/append%zu", root, c);
 		snprintf(db_path, sizeof db_path, "%s/append%zu.sqlite", root,
 			 c);
 		uint64_t n = cases[c].events, b = cases[c].batch;
-		sc_store *s = store_open(dir, cases[c].full);
+		sc_store *s = store_open(dir, cases[c].dur);
 		double t = store_append(s, 0, n, b, 100000);
 		sc_store_close(s);
-		sqlite3 *db = sql_open(db_path, cases[c].full);
+		sqlite3 *db = sql_open(db_path, cases[c].dur);
 		double tp = sql_append(db, 0, n, b, 100000);
 		sqlite3_close(db);
 		snprintf(lmdb_dir, sizeof lmdb_dir, "%s/lmdb%zu", root, c);
-		double tl = lmdb_append(lmdb_dir, n, b, 100000, cases[c].full);
+		double tl = lmdb_append(lmdb_dir, n, b, 100000, cases[c].dur);
 		rm_rf(lmdb_dir);
 		double x = (double)n / t, y = (double)n / tp,
 		       z = (double)n / tl;
@@ -304,7 +333,7 @@ static void bench_append(const char *root)
 		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f,"
 		    "\"lmdb_alone_events_per_s\":%.0f,\"lmdb_alone_ratio\":"
 		    "%.2f}\n",
-		    (unsigned long long)b, cases[c].full ? "full" : "nosync",
+		    (unsigned long long)b, durability_name(cases[c].dur),
 		    (unsigned long long)n, x, y, x / y, z, z / y);
 		fflush(stdout);
 		rm_rf(dir);
@@ -465,7 +494,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 	char dir[512], db_path[512];
 	snprintf(dir, sizeof dir, "%s/open", root);
 	snprintf(db_path, sizeof db_path, "%s/open.sqlite", root);
-	sc_store *s = store_open(dir, false);
+	sc_store *s = store_open(dir, SC_DURABILITY_NOSYNC);
 	/* Events 0..nent-1 touch every entity exactly once (i * 2654435761
 	 * mod nent is a bijection: 2654435761 is prime). */
 	double t_fill = store_append(s, 0, nent, 10000, nent);
@@ -484,7 +513,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 	/* The SQLite peer: the state at the snapshot point as rows (each a
 	 * `replace` event record), then the same tail of events. */
 	{
-		sqlite3 *db = sql_open(db_path, false);
+		sqlite3 *db = sql_open(db_path, SC_DURABILITY_NOSYNC);
 		sql_exec(db, "CREATE TABLE state (id BLOB PRIMARY KEY, pos "
 			     "INTEGER, body BLOB)");
 		sqlite3_stmt *st;
@@ -567,7 +596,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 
 	/* Open: a snapshot now, then exactly TAIL_EVENTS after it, so open
 	 * is a restore plus a 100,000-event replay. */
-	s = store_open(dir, false);
+	s = store_open(dir, SC_DURABILITY_NOSYNC);
 	if (sc_store_snapshot(s, NULL, &err))
 		die("snapshot", err.message);
 	store_append(s, pos, TAIL_EVENTS, 10000, nent);

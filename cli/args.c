@@ -68,6 +68,24 @@ int sc_cli_parse_u64(const char *cmd, const char *what, const char *s,
 	return 0;
 }
 
+int sc_cli_parse_durability(const char *cmd, const char *s, sc_durability *out)
+{
+	if (!strcmp(s, "full"))
+		*out = SC_DURABILITY_FULL;
+	else if (!strcmp(s, "consistent"))
+		*out = SC_DURABILITY_CONSISTENT;
+	else if (!strcmp(s, "nosync"))
+		*out = SC_DURABILITY_NOSYNC;
+	else {
+		sc_cli_usage_error(cmd,
+				   "--durability is full, consistent or "
+				   "nosync, not \"%s\"",
+				   s);
+		return -1;
+	}
+	return 0;
+}
+
 double sc_cli_now(void)
 {
 	struct timespec ts;

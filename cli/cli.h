@@ -67,6 +67,10 @@ int sc_cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name,
 int sc_cli_parse_u64(const char *cmd, const char *what, const char *s,
 		     uint64_t min, uint64_t max, uint64_t *out);
 
+/* Parse a durability name (full, consistent, nosync) into *out; on
+ * failure print a usage error for `cmd` and return -1. */
+int sc_cli_parse_durability(const char *cmd, const char *s, sc_durability *out);
+
 /* Print "statecache CMD: MESSAGE\n(see `statecache CMD --help`)" to stderr
  * and return SC_CLI_EXIT_USAGE. */
 int sc_cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -84,6 +88,10 @@ double sc_cli_now(void);
  */
 int sc_cli_store_open(const char *cmd, const char *db, bool create,
 		      sc_durability durability, sc_store **out);
+/* sc_cli_store_open with sc_store_options.sync_interval_ms. */
+int sc_cli_store_open_with(const char *cmd, const char *db, bool create,
+			   sc_durability durability, unsigned sync_interval_ms,
+			   sc_store **out);
 
 /* Append a newline to `b` and write it to stdout; false on failure. */
 bool sc_cli_print_line(sc_cli_buf *b);

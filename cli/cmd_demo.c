@@ -34,8 +34,8 @@ static const char demo_help[] =
     "5. print a summary table.\n"
     "Every transaction is synced to disk (full durability); with 10000\n"
     "events per transaction that costs little. --nosync skips the fsync\n"
-    "(a process crash loses nothing, a power loss may lose the last\n"
-    "transactions).\n"
+    "(a process crash loses nothing; after an OS crash or power loss\n"
+    "during the demo, open refuses the store as possibly damaged).\n"
     "\n"
     "Exit codes: 0 ok; 1 a step failed (or the store is not fresh); 2 bad\n"
     "usage.\n";
@@ -362,7 +362,7 @@ int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv)
 	    c.nosync ? SC_DURABILITY_NOSYNC : SC_DURABILITY_FULL;
 	const char *durname = c.nosync
 				  ? "nosync (no fsync; a power loss may "
-				    "lose the last transactions)"
+				    "damage the store)"
 				  : "full (every transaction synced to disk)";
 	double demo_t0 = sc_cli_now();
 	setvbuf(stdout, NULL, _IOLBF, 0);

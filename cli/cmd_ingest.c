@@ -11,14 +11,24 @@
 #include "cli/json_event.h"
 
 static const char ingest_help[] =
-    "usage: statecache [--db DIR] ingest [FILE|-] [--batch N] [--nosync]\n"
+    "usage: statecache [--db DIR] ingest [FILE|-] [--batch N]\n"
+    "                  [--durability full|consistent|nosync]\n"
+    "                  [--sync-interval MS] [--nosync]\n"
     "\n"
     "Append the events in FILE (default: stdin), one JSON object per line,\n"
     "to the store, creating the store if it does not exist. Every N lines\n"
     "(default 1000) are appended as one transaction. A summary (events,\n"
     "entities, seconds, events/s) goes to stderr, and a progress bar when\n"
-    "stderr is a terminal. --nosync commits without fsync: a process crash\n"
-    "loses nothing, a power loss may lose the last transactions.\n"
+    "stderr is a terminal.\n"
+    "\n"
+    "--durability (default full): full flushes every transaction before\n"
+    "the next; a power loss loses nothing committed. consistent flushes\n"
+    "once per transaction: a power loss may undo the last transaction,\n"
+    "never corrupts. nosync (or --nosync) flushes nothing until the end:\n"
+    "a process crash loses nothing; after an OS crash or power loss\n"
+    "during the ingest, open refuses the store as possibly damaged\n"
+    "(restore a backup). --sync-interval MS (nosync only) flushes every\n"
+    "MS milliseconds in the background (default 0: never).\n"
     "\n"
     "Line format (see the README for every rule):\n"
     "  {\"entity\":\"user-1\",\"type\":\"set\",\"attrs\":{\"name\":\"Ann\","
@@ -43,7 +53,8 @@ int sc_cli_cmd_ingest(const sc_cli_global *g, int argc, char **argv)
 {
 	const char *path = NULL;
 	uint64_t batch = 1000;
-	bool nosync = false;
+	sc_durability durability = SC_DURABILITY_FULL;
+	uint64_t sync_ms = 0;
 	for (int i = 1; i < argc;) {
 		const char *v;
 		int m;
@@ -55,8 +66,19 @@ int sc_cli_cmd_ingest(const sc_cli_global *g, int argc, char **argv)
 			if (m < 0 || sc_cli_parse_u64("ingest", "--batch", v, 1,
 						      BATCH_MAX, &batch))
 				return SC_CLI_EXIT_USAGE;
+		} else if ((m = sc_cli_opt("ingest", argc, argv, &i,
+					   "--durability", &v))) {
+			if (m < 0 ||
+			    sc_cli_parse_durability("ingest", v, &durability))
+				return SC_CLI_EXIT_USAGE;
+		} else if ((m = sc_cli_opt("ingest", argc, argv, &i,
+					   "--sync-interval", &v))) {
+			if (m < 0 ||
+			    sc_cli_parse_u64("ingest", "--sync-interval", v, 0,
+					     86400000, &sync_ms))
+				return SC_CLI_EXIT_USAGE;
 		} else if (!strcmp(argv[i], "--nosync")) {
-			nosync = true;
+			durability = SC_DURABILITY_NOSYNC;
 			i++;
 		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {
 			return sc_cli_usage_error("ingest", "unknown option %s",
@@ -69,6 +91,10 @@ int sc_cli_cmd_ingest(const sc_cli_global *g, int argc, char **argv)
 			    argv[i]);
 		}
 	}
+	if (sync_ms && durability != SC_DURABILITY_NOSYNC)
+		return sc_cli_usage_error("ingest",
+					  "--sync-interval needs --durability "
+					  "nosync");
 	/* Open the input before the store so that a typo in the file name
 	 * does not leave an empty store behind. */
 	FILE *in = stdin;
@@ -91,9 +117,8 @@ int sc_cli_cmd_ingest(const sc_cli_global *g, int argc, char **argv)
 		return SC_CLI_EXIT_FAIL;
 	}
 	sc_store *st;
-	int code = sc_cli_store_open(
-	    "ingest", g->db, true,
-	    nosync ? SC_DURABILITY_NOSYNC : SC_DURABILITY_FULL, &st);
+	int code = sc_cli_store_open_with("ingest", g->db, true, durability,
+					  (unsigned)sync_ms, &st);
 	if (code) {
 		sc_cli_file_source_free(&src);
 		if (in != stdin)

@@ -17,9 +17,17 @@
 int sc_cli_store_open(const char *cmd, const char *db, bool create,
 		      sc_durability durability, sc_store **out)
 {
+	return sc_cli_store_open_with(cmd, db, create, durability, 0, out);
+}
+
+int sc_cli_store_open_with(const char *cmd, const char *db, bool create,
+			   sc_durability durability, unsigned sync_interval_ms,
+			   sc_store **out)
+{
 	sc_store_options opt = {0};
 	opt.create = create;
 	opt.durability = durability;
+	opt.sync_interval_ms = sync_interval_ms;
 	sc_error err;
 	sc_error_clear(&err);
 	int rc = sc_store_open(db, &opt, out, &err);

@@ -507,9 +507,11 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (o.index_lag > SC_STORE_INDEX_LAG_MAX)
 		o.index_lag = SC_STORE_INDEX_LAG_MAX;
 	if (o.durability != SC_DURABILITY_FULL &&
+	    o.durability != SC_DURABILITY_CONSISTENT &&
 	    o.durability != SC_DURABILITY_NOSYNC)
 		return sc_error_set(err, SC_EINVAL,
-				    "unknown durability %d; use full or nosync",
+				    "unknown durability %d; use full, "
+				    "consistent or nosync",
 				    (int)o.durability);
 	if (!o.file_mode)
 		o.file_mode = 0600;
@@ -518,8 +520,11 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 				    "file_mode %o has bits beyond the "
 				    "permission bits (0777)",
 				    o.file_mode);
+	int rc = sc_store_session_check(dir, err);
+	if (rc)
+		return rc;
 	bool exists;
-	int rc = check_dir(dir, o.create, &exists, err);
+	rc = check_dir(dir, o.create, &exists, err);
 	if (rc)
 		return rc;
 
@@ -553,15 +558,20 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	}
 	mdb_env_set_maxdbs(s->env, 32);
 	mdb_env_set_mapsize(s->env, o.map_size);
-	/* MDB_NOTLS: read transactions are not tied to threads.
-	 * nosync adds MDB_WRITEMAP: commits write through the map instead of
-	 * one pwrite per dirty page (about twice the append rate); a process
-	 * crash loses nothing since the pages are in the page cache. Not in
-	 * full mode: there LMDB would msync the whole map at every commit,
-	 * several times slower than writing and syncing the dirty pages. */
+	/* MDB_NOTLS: read transactions are not tied to threads. No mode uses
+	 * MDB_WRITEMAP: LMDB forbids mixing it with plain opens of one
+	 * environment, and every mode may share a store with another (the
+	 * CLI's readers open in full). consistent flushes the data pages at
+	 * commit and leaves the meta page to the next commit; nosync
+	 * flushes nothing (sync.c may, every sync_interval_ms). */
 	unsigned flags = MDB_NOTLS;
-	if (o.durability == SC_DURABILITY_NOSYNC)
-		flags |= MDB_NOSYNC | MDB_WRITEMAP;
+	if (o.durability == SC_DURABILITY_CONSISTENT)
+		flags |= MDB_NOMETASYNC;
+	else if (o.durability == SC_DURABILITY_NOSYNC)
+		flags |= MDB_NOSYNC;
+	rc = sc_store_session_begin(s, dir, err);
+	if (rc)
+		goto fail;
 	rc = mdb_env_open(s->env, dir, flags, (mode_t)o.file_mode);
 	if (rc) {
 		char what[512];
@@ -585,6 +595,9 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
 		(void)chmod(lock, (mode_t)o.file_mode);
 	}
+	rc = sc_store_session_opened(s, err);
+	if (rc)
+		goto fail;
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);
 	open_ctx oc = {dir, false, 0};
@@ -606,6 +619,9 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (rc)
 		goto fail;
 	s->since_snapshot = atomic_load(&s->last_position) - snap_pos;
+	rc = sc_store_sync_start(s, err);
+	if (rc)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -617,10 +633,17 @@ void sc_store_close(sc_store *store)
 {
 	if (!store)
 		return;
+	sc_store_sync_stop(store);
 	if (store->cache)
 		sc_cache_destroy(store->cache);
-	if (store->env)
+	bool flushed = false;
+	if (store->env) {
+		/* The modes that leave commits unflushed flush once here. */
+		if (store->opt.durability != SC_DURABILITY_FULL)
+			flushed = mdb_env_sync(store->env, 1) == 0;
 		mdb_env_close(store->env);
+	}
+	sc_store_session_end(store, flushed);
 	sc_projectors_free(store);
 	sc_free(store->batch);
 	pthread_mutex_destroy(&store->snap_mu);

@@ -13,6 +13,9 @@
  *   snapshots.c     snapshots: write, list, prune, restore -> env
  *   log.c           the event log: append, replay, reads   -> env,
  *                   entity_index, projector, snapshots
+ *   sync.c          the background flush of nosync, and the session
+ *                   markers that let open refuse a store an OS crash
+ *                   cut mid-session                        -> env
  *   open.c          open and close: the directory, meta, the databases
  *                                                          -> all above
  *
@@ -79,6 +82,11 @@ struct sc_store {
 	size_t nprojectors;
 	sc_event *batch;
 	size_t cap_batch;
+
+	/* The background flush of sync_interval_ms (sync.c); NULL: none. */
+	struct sc_store_syncer *syncer;
+	/* nosync session markers (sync.c); NULL: none. */
+	struct sc_store_session *session;
 };
 
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
@@ -274,5 +282,28 @@ int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last);
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
+
+/* ---- sync.c: the background flush and nosync sessions ------------------ */
+
+/* Start the background flush thread when the options ask for one
+ * (durability nosync, sync_interval_ms > 0); 0 otherwise. Errors: ENOMEM,
+ * a pthread_create error. */
+int sc_store_sync_start(sc_store *store, sc_error *err);
+/* Stop and join that thread; a no-op when there is none. */
+void sc_store_sync_stop(sc_store *store);
+/* First of all (even before looking for data.mdb, which such a session
+ * may not have made durable): refuse (SC_ECORRUPT) a store whose nosync
+ * session was cut by a restart of the machine. Errors: SC_ECORRUPT, errno
+ * values. */
+int sc_store_session_check(const char *dir, sc_error *err);
+/* Before mdb_env_open: the same check, and in nosync create this
+ * session's marker (synced). Errors: SC_ECORRUPT, ENOMEM, errno values. */
+int sc_store_session_begin(sc_store *store, const char *dir, sc_error *err);
+/* After mdb_env_open: flush and forget the markers of crashed processes.
+ * Errors: SC_ELMDB. */
+int sc_store_session_opened(sc_store *store, sc_error *err);
+/* At close: remove this session's marker if `flushed` (the last commit
+ * reached the disk) or the environment was never opened. */
+void sc_store_session_end(sc_store *store, bool flushed);
 
 #endif

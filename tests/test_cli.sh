@@ -243,6 +243,29 @@ expect_in "$T/out" "verify: OK" "verify random output"
 expect_in "$T/out" "full replay (23000 events" "verify replayed everything"
 run 0 "stats random" -- "$S" --db "$R" stats
 expect_in "$T/out" '"last_position":23000,' "random stats position"
+# Every durability mode appends to the same store; the background flush
+# thread of --sync-interval starts and stops with the store.
+"$S" gen --count 500 --entities 50 --seed 13 >"$T/r3.jsonl"
+run 0 "ingest consistent" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability consistent --batch 50
+run 0 "ingest nosync, flushed every 1 ms" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability=nosync --sync-interval 1 --batch 10
+run 0 "ingest full" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability full
+run 0 "verify after every mode" -- "$S" --db "$R" verify
+expect_in "$T/out" "full replay (24500 events" "every mode appended"
+run 2 "unknown durability" -- "$S" --db "$R" ingest "$T/r3.jsonl" --durability fast
+expect_in "$T/err" "full, consistent or nosync" "durability error names the modes"
+run 2 "sync interval without nosync" -- "$S" --db "$R" ingest "$T/r3.jsonl" --sync-interval 5
+# A nosync session cut by a restart of the machine leaves its marker with
+# another boot id: open refuses the store and names the marker; one of
+# this boot whose process is gone (a process crash) is flushed and removed.
+if [ -r /proc/sys/kernel/random/boot_id ]; then
+	echo 00000000-0000-0000-0000-000000000000 >"$R/nosync-session.4194303"
+	run 1 "open after a restart cut a nosync session" -- "$S" --db "$R" stats
+	expect_in "$T/err" "nosync-session.4194303" "the refusal names the marker"
+	expect_in "$T/err" "Restore it from a backup" "the refusal says what to do"
+	cp /proc/sys/kernel/random/boot_id "$R/nosync-session.4194303"
+	run 0 "open after a nosync process crashed" -- "$S" --db "$R" stats
+	if [ -e "$R/nosync-session.4194303" ]; then bad "stale marker kept"; else ok; fi
+fi
 
 # ---- a tiny demo ------------------------------------------------------------
 run 0 "demo" -- "$S" --db "$T/demo" demo --events 3000 --entities 300 --more 2000 --batch 500

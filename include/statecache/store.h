@@ -59,13 +59,47 @@ extern "C" {
 
 typedef struct sc_store sc_store;
 
+/*
+ * Durability modes: what an acknowledged append (sc_store_append returned
+ * 0) survives. Each promise is what the power-loss test (tests/powerloss,
+ * `make powerloss`) measures: crash states built from a recorded trace of
+ * the store's writes and syncs, where every write not yet synced is kept,
+ * dropped or torn at a 512- or 4096-byte boundary, with crash points in
+ * appends, snapshots, map growth, reopening and the store's creation. In
+ * every mode a process crash (kill -9, abort) loses nothing acknowledged:
+ * a committed append is in the OS page cache.
+ *
+ * In every mode, a crash of the machine during the creation of a new
+ * store (before its first append returned) can leave a data.mdb that open
+ * refuses (SC_ELMDB, "not an LMDB file"); nothing was acknowledged then.
+ *
+ * All modes open the LMDB environment with the same flags apart from the
+ * sync ones (none uses MDB_WRITEMAP, which LMDB forbids mixing with plain
+ * opens of one environment), so processes with different modes, such as
+ * a writer in nosync and the CLI's readers, may share a store.
+ */
 typedef enum sc_durability {
-	/* Every commit is synced to disk before append returns: survives a
-	 * process crash and a power loss. */
+	/* Every commit is flushed twice (the data pages, then the meta page
+	 * through a synchronous write) before append returns: an OS crash or
+	 * power loss loses no acknowledged append and never corrupts. */
 	SC_DURABILITY_FULL = 0,
-	/* Commits are not synced (MDB_NOSYNC): survives a process crash; a
-	 * power loss or OS crash may lose the last commits (never corrupts). */
+	/* Commits are not flushed (MDB_NOSYNC); close flushes. A process
+	 * crash loses nothing. An OS crash or power loss while the store is
+	 * open in nosync (from open to close) can damage it or lose any
+	 * number of recent appends, so the session keeps a marker file in the
+	 * store's directory (nosync-session.PID) that close removes after its
+	 * flush: the next open after such a crash refuses the store with
+	 * SC_ECORRUPT, naming the marker, and never reads the possibly
+	 * damaged file (LMDB can crash on one). Restore a backup, or delete
+	 * the marker to open it anyway at that risk. sync_interval_ms bounds
+	 * the age of unflushed appends. */
 	SC_DURABILITY_NOSYNC = 1,
+	/* One flush per commit (MDB_NOMETASYNC): the data pages are flushed
+	 * before the meta page is written, and the meta page is flushed by
+	 * the next commit (or close). An OS crash or power loss may undo the
+	 * last acknowledged append, never more, and never corrupts: LMDB's
+	 * atomicity and consistency hold, durability lags one commit. */
+	SC_DURABILITY_CONSISTENT = 2,
 } sc_durability;
 
 /* Called for non-fatal problems (a snapshot skipped at open). */
@@ -109,6 +143,13 @@ typedef struct sc_store_options {
 	 * existing store whose data.mdb other users can read warns (through
 	 * warn) unless these bits include read for others. */
 	unsigned file_mode;
+	/* Durability nosync only: a background thread flushes the store
+	 * (mdb_env_sync) every this many milliseconds, so no append stays
+	 * unflushed much longer (an OS crash during the session still makes
+	 * open refuse the store; see SC_DURABILITY_NOSYNC). Started by open,
+	 * stopped and joined by close. 0: no background flush. Ignored by
+	 * the other modes. */
+	unsigned sync_interval_ms;
 } sc_store_options;
 
 /*
@@ -129,16 +170,22 @@ typedef struct sc_store_options {
  * Errors: SC_NOTFOUND (no store and create is false), SC_EVERSION (newer
  * format), SC_ECORRUPT (an event record does not decode, the log has a
  * gap or ends before meta "last_position", one of the store's databases
- * is missing, or data.mdb is an LMDB file that is not a store; the
- * message names what), SC_EINVAL (bad options), SC_ELMDB, ENOMEM, errno
+ * is missing, data.mdb is an LMDB file that is not a store, or an OS crash
+ * cut a nosync session: see SC_DURABILITY_NOSYNC; the message names what),
+ * SC_EINVAL (bad options, an unknown durability), EAGAIN (the background
+ * flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM, errno
  * values.
  */
 SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
 			 sc_store **out, sc_error *err);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
- * be closed first and no other call may be running. Nothing needs to be
- * flushed: every append was committed when it returned. NULL is a no-op. */
+ * be closed first and no other call may be running. Stops the background
+ * flush of sync_interval_ms, then flushes once in durability consistent
+ * and nosync, and in nosync removes the session marker once that flush
+ * succeeded: after close returned an OS crash loses nothing. A failed
+ * flush leaves the marker (open will refuse the store after a restart of
+ * the machine). NULL is a no-op. */
 SC_API void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
