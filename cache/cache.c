@@ -248,8 +248,11 @@ int sc_change_done(sc_change *c, int rc)
 		c->ne = NULL;
 		return rc;
 	}
-	if (c->ne)
+	if (c->ne) {
 		counter_add(&cache->entity_bytes, c->ne->size, 0);
+		if (c->ne->size > cache->state_size_max)
+			cache->state_size_max = c->ne->size;
+	}
 	cache->pending_garbage_entity_bytes += c->dropped;
 	if (c->position > cache->pending_position)
 		cache->pending_position = c->position;
@@ -267,15 +270,21 @@ int sc_change_done(sc_change *c, int rc)
  * (SC_ETOOBIG) must be reported the same way, so an event is queued only
  * when no state can get that big: the previous state is at most every
  * state alive plus what the queued events add, each at most
- * APPLY_LATER_MAX. ENOMEM while a queued event is applied poisons the
- * pending version like an ENOMEM in apply: the call that meets it (a later
- * apply, or promote) returns the error; discard, as for any ENOMEM. */
+ * APPLY_LATER_MAX. Likewise for a state too big for a snapshot: queued
+ * only while the largest state ever stored plus what the queue may add
+ * stays within SC_ENTITY_SNAPSHOT_SURE, whose states always fit (an event
+ * adds to a state at most its copy's bytes). ENOMEM while a queued event is
+ * applied poisons the pending version like an ENOMEM in apply: the call that
+ * meets it (a later apply, or promote) returns the error; discard, as for any
+ * ENOMEM. */
 
 /* Events with more bytes than this apply at once. */
 #define APPLY_LATER_MAX ((size_t)64 << 10)
 /* Bound on what the queue may hold ahead of an event (it holds fewer than
  * 64 changes). */
 #define APPLY_QUEUE_BOUND (64 * APPLY_LATER_MAX)
+_Static_assert(SC_ENTITY_SNAPSHOT_SURE > 2 * APPLY_QUEUE_BOUND,
+	       "states of a few MiB can still be queued");
 
 typedef struct apply_job {
 	sc_change change; /* what the map's callbacks get */
@@ -368,7 +377,10 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 	size_t payload = job_payload(ev);
 	size_t alive =
 	    atomic_load_explicit(&cache->entity_bytes, memory_order_relaxed);
-	if (payload == SIZE_MAX || alive >= UINT32_MAX - 2 * APPLY_QUEUE_BOUND)
+	if (payload == SIZE_MAX ||
+	    alive >= UINT32_MAX - 2 * APPLY_QUEUE_BOUND ||
+	    cache->state_size_max >
+		SC_ENTITY_SNAPSHOT_SURE - 2 * APPLY_QUEUE_BOUND)
 		return SC_ETOOBIG;
 	apply_job *j = job_make(cache, ev, payload);
 	if (!j)

@@ -96,6 +96,9 @@ struct sc_cache {
 	uint64_t generation; /* of the open edit, bumped per edit */
 	uint64_t pending_position;
 	size_t pending_garbage_entity_bytes; /* published states it drops */
+	/* The largest state ever stored (bytes): bounds what a queued event
+	 * can build (cache.c, queued apply). */
+	size_t state_size_max;
 	/* Freed entity states kept for reuse by size: a promote frees the
 	 * states the next batch of events needs again. */
 	sc_pool entity_pool;

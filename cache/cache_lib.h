@@ -30,6 +30,25 @@
 /* ---- validation and apply ------------------------------------------------ */
 
 /*
+ * The largest snapshot encoding of one entity state: its EntityState
+ * message with the framing one entity takes in a SnapshotChunk (the
+ * field's key and length), as sc_entity_snapshot_bytes counts it. A
+ * snapshot chunk holds at least this much (snapshot/snapshot.h asserts it),
+ * so every state the cache holds can be snapshotted. The cache refuses
+ * (SC_ETOOBIG, nothing changed) an event or a load that would make a
+ * larger state: checked when the event is accepted, never left to a later
+ * snapshot to fail on.
+ */
+#define SC_STATE_SNAPSHOT_MAX (64u << 20)
+
+/*
+ * sc_entity_snapshot_bytes - bytes `e` takes in a snapshot chunk: the
+ * EntityState message snapshot/encode.c writes for it, with its key and
+ * length in the chunk. Any thread; `e` is only read.
+ */
+size_t sc_entity_snapshot_bytes(const sc_entity *e);
+
+/*
  * sc_entity_validate_event - check `ev` as sc_cache_apply does: id length,
  * known type, attribute names, value types, string values that are valid
  * UTF-8, NULL pointers with non-zero lengths. Errors: SC_EINVAL with a
@@ -121,8 +140,10 @@ void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 uint64_t position, void *dst, size_t bytes,
 			 sc_cache_loaded *out);
 /* Errors: SC_ECORRUPT (the id is in the pending version already, made by
- * it: a snapshot never holds an id twice; nothing changed), ENOMEM (the
- * pending version is poisoned), SC_EPOISONED, or the map's error. */
+ * it: a snapshot never holds an id twice; nothing changed), SC_ETOOBIG
+ * (the state would take more than SC_STATE_SNAPSHOT_MAX in a snapshot;
+ * nothing changed), ENOMEM (the pending version is poisoned),
+ * SC_EPOISONED, or the map's error. */
 int sc_cache_load_store(sc_cache *cache, const void *image,
 			const sc_cache_loaded *l, sc_error *err);
 

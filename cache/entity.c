@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/internal.h"
+#include "common/wire.h"
 
 /* ==== event type names ==================================================== */
 
@@ -322,6 +323,72 @@ static int add_size(size_t *a, size_t b)
 	return 1;
 }
 
+/* ==== the snapshot limit ================================================== */
+
+/*
+ * Why a state of S <= SC_ENTITY_SNAPSHOT_SURE bytes needs no exact count.
+ * With n attributes, S = sizeof(sc_entity) + align8(sizeof(sc_hamt_key) +
+ * id + 1) + 16 n + by + 1 + sum(name + 1 [+ len + 1 for a string/bytes
+ * value]). Its encoding E (sc_entity_snapshot_bytes) writes the same bytes
+ * with varint lengths instead: every length is below 2^32 (at most 5 varint
+ * bytes), an id or a name below 2^14 (2), a position at most 10.
+ *   - a string/bytes attribute: name + len + 21 at most against
+ *     name + len + 18 in S; any other: name + 19 (a 10-byte int) against
+ *     name + 17. So each attribute takes at most 3 bytes more than in S.
+ *   - the rest: E's framing, id, updated_at, updated_by and position take
+ *     at most 6 + 3 + id + 9 + 6 + by + 11 = id + by + 35, S's header, key
+ *     and updated_by at least id + by + 35 (asserted below).
+ * So E <= S + 3 n, and 16 n <= S: E <= 19 S / 16.
+ */
+_Static_assert(sizeof(sc_entity_rec) == 16, "16 bytes a record");
+_Static_assert(sizeof(sc_entity) + sizeof(sc_hamt_key) + 2 >= 35,
+	       "the fixed part of a state outweighs its encoding");
+_Static_assert(SC_ENTITY_ID_MAX < (1 << 14) && SC_ATTR_NAME_MAX < (1 << 14),
+	       "ids and names have 2-byte varint lengths");
+_Static_assert((uint64_t)SC_ENTITY_SNAPSHOT_SURE * 19 <=
+		   (uint64_t)SC_STATE_SNAPSHOT_MAX * 16,
+	       "a state of SC_ENTITY_SNAPSHOT_SURE bytes fits in a snapshot");
+
+static sc_attr rec_attr(const sc_entity *e, size_t i);
+
+/* Mirrors entity_plan and put_entity of snapshot/encode.c. */
+size_t sc_entity_snapshot_bytes(const sc_entity *e)
+{
+	sc_str id = sc_entity_id(e), by = sc_entity_updated_by(e);
+	size_t n = sc_wire_len_size(id.len);
+	for (size_t i = 0; i < e->nattrs; i++) {
+		sc_attr a = rec_attr(e, i);
+		size_t vl = sc_wire_value_size(&a.value);
+		n += sc_wire_len_size(sc_wire_len_size(a.name.len) +
+				      sc_wire_len_size(vl));
+	}
+	if (e->updated_at)
+		n += 1 + 8;
+	if (by.len)
+		n += sc_wire_len_size(by.len);
+	if (e->position)
+		n += 1 + sc_wire_varint_len(e->position);
+	return sc_wire_len_size(n);
+}
+
+int sc_entity_check_snapshot(const sc_entity *e, sc_error *err)
+{
+	if (e->size <= SC_ENTITY_SNAPSHOT_SURE)
+		return SC_OK;
+	size_t bytes = sc_entity_snapshot_bytes(e);
+	if (bytes <= SC_STATE_SNAPSHOT_MAX)
+		return SC_OK;
+	sc_str id = sc_entity_id(e);
+	return sc_error_set(err, SC_ETOOBIG,
+			    "entity '%.*s%s' would take %zu bytes in a "
+			    "snapshot, over the limit of %u bytes for one "
+			    "entity state; split its attributes over several "
+			    "entities",
+			    (int)(id.len > 64 ? 64 : id.len), id.ptr,
+			    id.len > 64 ? "..." : "", bytes,
+			    SC_STATE_SNAPSHOT_MAX);
+}
+
 /* ==== building a state ==================================================== */
 
 /* The i-th attribute of a state as the public sc_attr. */
@@ -470,6 +537,23 @@ static int entity_alloc(sc_pool *pool, size_t size, sc_entity **out,
 	return SC_OK;
 }
 
+/* A new state `e` from entity_alloc, or an error when it is too big for a
+ * snapshot (then it is freed and *out stays NULL). */
+static int entity_done(sc_pool *pool, sc_entity *e, sc_entity **out,
+		       sc_error *err)
+{
+	int rc = sc_entity_check_snapshot(e, err);
+	if (rc) {
+		if (pool)
+			sc_pool_free(pool, e, align8(e->size));
+		else
+			sc_free(e);
+		return rc;
+	}
+	*out = e;
+	return SC_OK;
+}
+
 static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 		      size_t strings, int64_t updated_at, sc_str actor,
 		      uint64_t position, uint64_t born, sc_pool *pool,
@@ -522,8 +606,7 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 		p = sc_entity_put_attr(base, p, t, src[k].ev);
 	}
 	SC_ENSURE(p == base + size);
-	*out = e;
-	return SC_OK;
+	return entity_done(pool, e, out, err);
 }
 
 /* Allocate and fill a state from the attribute stream of `m`. */
@@ -608,8 +691,7 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 	}
 	SC_ENSURE(k == nattrs);
 	SC_ENSURE(p <= base + size);
-	*out = e;
-	return SC_OK;
+	return entity_done(pool, e, out, err);
 }
 
 /* Small events sort on the stack; large ones need a heap array. */

@@ -15,7 +15,9 @@
  *   | strings           |  NUL that is not counted in its length: updated_by,
  *   +-------------------+  then each attribute's name and string/bytes value
  *
- * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG).
+ * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG); and
+ * a state must fit in one snapshot chunk (SC_STATE_SNAPSHOT_MAX encoded,
+ * also SC_ETOOBIG).
  *
  * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
  * same block, so the release hook frees the pair at once: a state in a
@@ -169,11 +171,26 @@ static inline char *sc_entity_put_attr(char *base, char *p, sc_entity_rec *t,
 /* SC_ETOOBIG for a state of `id` that would reach 4 GiB. */
 int sc_entity_too_big(sc_str id, sc_error *err);
 
+/* A state of at most this many bytes (sc_entity.size) takes at most
+ * SC_STATE_SNAPSHOT_MAX in a snapshot (the argument is in entity.c), so
+ * only a larger one has its snapshot size computed. */
+#define SC_ENTITY_SNAPSHOT_SURE (48u << 20)
+
+/*
+ * sc_entity_check_snapshot - SC_ETOOBIG, with a message naming the entity,
+ * its snapshot size and the limit, when `e` (a complete state or state
+ * image) would take more than SC_STATE_SNAPSHOT_MAX in a snapshot; 0
+ * otherwise. Constant time for a state of at most SC_ENTITY_SNAPSHOT_SURE
+ * bytes. Any thread; `e` is only read.
+ */
+int sc_entity_check_snapshot(const sc_entity *e, sc_error *err);
+
 /*
  * sc_entity_build - the state `ev` (already validated) makes of `prev`
  * (NULL: absent), stamped with generation `born`. *out is NULL when the
  * event leaves the entity deleted (or a delete hits a missing entity).
- * Errors: ENOMEM, SC_ETOOBIG (the state would not fit in memory).
+ * Errors: ENOMEM, SC_ETOOBIG (the state would not fit in memory or in a
+ * snapshot chunk: sc_entity_check_snapshot).
  */
 int sc_entity_build(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		    sc_entity **out, sc_error *err);

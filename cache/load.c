@@ -129,6 +129,11 @@ int sc_cache_load_store(sc_cache *cache, const void *image,
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
+	/* A crafted snapshot may describe a state larger than one chunk
+	 * may hold when snapshotted again: refused like such an event. */
+	rc = sc_entity_check_snapshot(image, err);
+	if (rc)
+		return rc;
 	size_t bytes = ((size_t)l->size + 7u) & ~(size_t)7u;
 	/* Allocated here, on the writer thread: from its pool and its malloc
 	 * arena, where later changes free and reuse state blocks. */

@@ -46,6 +46,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/cache_lib.h"
 #include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
@@ -62,6 +63,10 @@
 
 /* Largest decompressed (protobuf) chunk, written or read. */
 #define SC_SNAPSHOT_CHUNK_RAW_MAX (64u << 20)
+/* The cache refuses any state larger encoded than one chunk holds, so no
+ * state it holds makes a snapshot fail. */
+_Static_assert(SC_SNAPSHOT_CHUNK_RAW_MAX >= SC_STATE_SNAPSHOT_MAX,
+	       "one chunk holds the largest state the cache accepts");
 /* The encoder closes a chunk once its protobuf bytes reach this size. */
 #define SC_SNAPSHOT_CHUNK_RAW_TARGET (8u << 20)
 /* Largest stored (compressed) chunk accepted by the decoder. */

@@ -78,7 +78,8 @@ SC_API size_t sc_entity_memory_bytes(const sc_entity *e);
  * duplicate wins); `delete` gives NULL. Every event but delete leaves the
  * entity existing, so an unset of a missing entity creates it empty.
  * `prev` is only read. Errors: SC_EINVAL (bad event, or its id differs from
- * prev's), SC_ETOOBIG, ENOMEM; *out is NULL then.
+ * prev's), SC_ETOOBIG (the state would be larger than one entity may be,
+ * as sc_cache_apply says), ENOMEM; *out is NULL then.
  */
 SC_API int sc_entity_apply(const sc_entity *prev, const sc_event *ev,
 			   sc_entity **out, sc_error *err);
@@ -127,8 +128,11 @@ SC_API void sc_cache_destroy(sc_cache *cache);
  * bad value type, a string value that is not valid UTF-8 (binary data goes
  * in a bytes value), NULL pointer with a non-zero length; the pending
  * version is unchanged and the message names the field), SC_ETOOBIG
- * (unchanged), ENOMEM (the pending version is poisoned: discard it),
- * SC_EPOISONED.
+ * (the entity's state would take more than 64 MiB in a snapshot, about
+ * the sum of its attribute names and values, which one snapshot chunk
+ * must hold; the pending version is unchanged and the message names the
+ * entity and its size: split its attributes over several entities),
+ * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
  * Events are applied a few calls late (their memory misses overlap), so
  * an ENOMEM met by an event may come back from a later apply, from
  * sc_cache_prepare or from sc_cache_promote.

@@ -257,7 +257,10 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * nothing is written, the cache is unchanged and the projectors were
  * rolled back. Errors: SC_EINVAL (a bad event; the message names its
  * index and field), SC_EMAPFULL (map_size_max reached; the message names
- * the limit), SC_ETOOBIG (a batch too large for one transaction),
+ * the limit), SC_ETOOBIG (a batch too large for one transaction, or an
+ * event that would make its entity's state take more than 64 MiB in a
+ * snapshot, as sc_cache_apply says: the message names the event and the
+ * entity; split the entity's attributes over several entities),
  * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. Promoting the cache after the
  * commit cannot fail: everything it needs (queued changes applied, memory
  * reserved) is done before the commit, and a failure there aborts the
