@@ -1,0 +1,120 @@
+/*
+ * Ingest of JSON Lines: the demo's event stream (cli/gen.c: 1,000,000
+ * events over 100,000 entities, seed 42) written to a file, then ingested
+ * into a fresh store through the code `statecache ingest FILE` runs
+ * (sc_cli_file_source + sc_cli_ingest_run), durability full, 10,000 events
+ * per transaction.
+ *
+ *   {"name":"ingest_json","durability":"full","batch":10000,"events":N,
+ *    "threads":T,"events_per_s":X,"peer":"one_thread",
+ *    "peer_events_per_s":Y,"ratio":X/Y}
+ *
+ * T decoding threads (the command's default: the cores online, at most 4)
+ * against the same ingest on one thread (--threads 0: read, decode,
+ * validate and append one batch after the other). Usage:
+ * ingest [EVENTS] (default 1000000).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "cli/gen.h"
+#include "cli/ingest.h"
+#include "cli/json_event.h"
+#include "statecache/store.h"
+
+#define BATCH	 10000
+#define ENTITIES 100000
+#define SEED	 42
+/* 2026-11-23T00:00:00Z, as the demo */
+#define T0 (1795392000LL * 1000000000LL)
+
+static void die(const char *what, const char *why)
+{
+	fprintf(stderr, "bench ingest: %s: %s\n", what, why);
+	exit(1);
+}
+
+static void write_stream(const char *path, uint64_t n)
+{
+	FILE *f = fopen(path, "w");
+	if (!f)
+		die(path, strerror(errno));
+	sc_cli_gen g;
+	sc_cli_gen_init(&g, SEED, ENTITIES, T0);
+	sc_cli_buf b;
+	sc_cli_buf_init(&b);
+	for (uint64_t i = 0; i < n; i++) {
+		sc_cli_buf_reset(&b);
+		if (sc_cli_event_encode(&b, sc_cli_gen_next(&g), false) ||
+		    sc_cli_buf_add(&b, "\n", 1))
+			die("encode", "out of memory");
+		if (fwrite(b.ptr, 1, b.len, f) != b.len)
+			die(path, strerror(errno));
+	}
+	sc_cli_buf_free(&b);
+	if (fclose(f))
+		die(path, strerror(errno));
+}
+
+/* Ingest `path` into a fresh store at `dir`; events/s. */
+static double ingest(const char *path, const char *dir, unsigned threads,
+		     uint64_t n)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = SC_DURABILITY_FULL;
+	sc_store *st;
+	sc_error err;
+	if (sc_store_open(dir, &o, &st, &err))
+		die(dir, err.message);
+	FILE *in = fopen(path, "rb");
+	if (!in)
+		die(path, strerror(errno));
+	sc_cli_file_source src;
+	if (sc_cli_file_source_init(&src, in))
+		die("source", "out of memory");
+	sc_cli_ingest_opts opt = {.batch = BATCH,
+				  .threads = threads,
+				  .idle_ms = SC_CLI_IDLE_MS_DEFAULT};
+	sc_cli_ingest_result res;
+	if (sc_cli_ingest_run(st, &src.base, &opt, &res, &err))
+		die("ingest", err.message);
+	if (res.events != n)
+		die("ingest", "not every event was ingested");
+	sc_cli_file_source_free(&src);
+	fclose(in);
+	sc_store_close(st);
+	return (double)res.events / res.seconds;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
+	if (n == 0)
+		die("usage", "ingest [EVENTS]");
+	char tmpl[] = "/tmp/sc_bench_ingest.XXXXXX";
+	char *root = mkdtemp(tmpl);
+	if (!root)
+		die("mkdtemp", strerror(errno));
+	char path[128], a[128], b[128], cmd[160];
+	snprintf(path, sizeof path, "%s/stream.jsonl", root);
+	snprintf(a, sizeof a, "%s/pipeline", root);
+	snprintf(b, sizeof b, "%s/one_thread", root);
+	write_stream(path, n);
+	unsigned threads = sc_cli_ingest_default_threads();
+	double ours = ingest(path, a, threads, n);
+	double peer = ingest(path, b, 0, n);
+	printf("{\"name\":\"ingest_json\",\"durability\":\"full\",\"batch\":%d,"
+	       "\"events\":%llu,\"threads\":%u,\"events_per_s\":%.0f,"
+	       "\"peer\":\"one_thread\",\"peer_events_per_s\":%.0f,"
+	       "\"ratio\":%.3f}\n",
+	       BATCH, (unsigned long long)n, threads, ours, peer, ours / peer);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench ingest: could not remove %s\n", root);
+	return 0;
+}
