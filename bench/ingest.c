@@ -8,11 +8,15 @@
  *
  *   {"name":"ingest_json","durability":"full","batch":10000,"events":N,
  *    "threads":T,"events_per_s":X,"peer":"one_thread",
- *    "peer_events_per_s":Y,"ratio":X/Y}
+ *    "peer_events_per_s":Y,"ratio":X/Y,"append_alone_events_per_s":Z,
+ *    "of_append_alone":X/Z}
  *
  * T decoding threads (the command's default: the cores online, at most 4)
  * against the same ingest on one thread (--threads 0: read, decode,
- * validate and append one batch after the other). Usage:
+ * validate and append one batch after the other), and against the floor
+ * of any ingest, its writer alone: the same events decoded beforehand and
+ * only their sc_store_append calls timed (append_alone_events_per_s;
+ * of_append_alone is the share of it the ingest reaches). Usage:
  * ingest [EVENTS] (default 1000000).
  */
 #include <errno.h>
@@ -92,6 +96,64 @@ static double ingest(const char *path, const char *dir, sc_durability dur,
 	return (double)res.events / res.seconds;
 }
 
+/*
+ * The floor: the same events decoded beforehand, batch by batch, and
+ * only their sc_store_append timed. An ingest can go no faster than its
+ * writer alone; events/s of the appends.
+ */
+static double append_alone(const char *path, const char *dir, sc_durability dur,
+			   uint64_t n)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = dur;
+	sc_store *st;
+	sc_error err;
+	if (sc_store_open(dir, &o, &st, &err))
+		die(dir, err.message);
+	FILE *in = fopen(path, "rb");
+	if (!in)
+		die(path, strerror(errno));
+	sc_cli_file_source src;
+	sc_cli_event *dec = calloc(BATCH, sizeof *dec);
+	sc_event *evs = calloc(BATCH, sizeof *evs);
+	if (sc_cli_file_source_init(&src, in) || !dec || !evs)
+		die("append_alone", "out of memory");
+	for (size_t i = 0; i < BATCH; i++)
+		sc_cli_event_init(&dec[i]);
+	double seconds = 0;
+	uint64_t done = 0;
+	for (;;) {
+		size_t k = 0;
+		const char *line;
+		size_t len;
+		while (k < BATCH &&
+		       src.base.next(&src.base, &line, &len, -1, &err) == 1) {
+			if (sc_cli_event_decode(&dec[k], line, len, &err))
+				die("decode", err.message);
+			evs[k] = dec[k].ev;
+			k++;
+		}
+		if (k == 0)
+			break;
+		double t0 = bench_now();
+		if (sc_store_append(st, evs, k, NULL, &err))
+			die("append", err.message);
+		seconds += bench_now() - t0;
+		done += k;
+	}
+	if (done != n)
+		die("append_alone", "not every event was appended");
+	for (size_t i = 0; i < BATCH; i++)
+		sc_cli_event_clear(&dec[i]);
+	free(dec);
+	free(evs);
+	sc_cli_file_source_free(&src);
+	fclose(in);
+	sc_store_close(st);
+	return (double)done / seconds;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -117,12 +179,17 @@ int main(int argc, char **argv)
 		snprintf(dir, sizeof dir, "%s/one_thread-%s", root,
 			 modes[m].name);
 		double peer = ingest(path, dir, modes[m].dur, 0, n);
+		snprintf(dir, sizeof dir, "%s/append_alone-%s", root,
+			 modes[m].name);
+		double floor = append_alone(path, dir, modes[m].dur, n);
 		printf("{\"name\":\"ingest_json\",\"durability\":\"%s\","
 		       "\"batch\":%d,\"events\":%llu,\"threads\":%u,"
 		       "\"events_per_s\":%.0f,\"peer\":\"one_thread\","
-		       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f}\n",
+		       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f,"
+		       "\"append_alone_events_per_s\":%.0f,"
+		       "\"of_append_alone\":%.3f}\n",
 		       modes[m].name, BATCH, (unsigned long long)n, threads,
-		       ours, peer, ours / peer);
+		       ours, peer, ours / peer, floor, ours / floor);
 		fflush(stdout);
 	}
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
