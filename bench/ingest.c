@@ -128,7 +128,7 @@ static double append_alone(const char *path, const char *dir, sc_durability dur,
 		const char *line;
 		size_t len;
 		while (k < BATCH &&
-		       src.base.next(&src.base, &line, &len, -1, &err) == 1) {
+		       src.base.next(&src.base, &line, &len, NULL, &err) == 1) {
 			if (sc_cli_event_decode(&dec[k], line, len, &err))
 				die("decode", err.message);
 			evs[k] = dec[k].ev;

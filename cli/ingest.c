@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,8 +44,25 @@ static int file_wait(sc_cli_file_source *s, int timeout_ms)
 	}
 }
 
+/* The poll timeout for the wait `w`, now; 0 (look, do not wait) when it
+ * has run out. */
+static int wait_ms(const sc_cli_wait *w)
+{
+	if (!w)
+		return -1;
+	int t = w->idle_ms;
+	if (w->until > 0) {
+		double left = (w->until - sc_cli_now()) * 1000.0;
+		if (left <= 0)
+			return 0;
+		if (t < 0 || left < t)
+			t = (int)ceil(left);
+	}
+	return t;
+}
+
 static int file_next(sc_cli_source *base, const char **line, size_t *len,
-		     int timeout_ms, sc_error *err)
+		     const sc_cli_wait *w, sc_error *err)
 {
 	sc_cli_file_source *s = (sc_cli_file_source *)base;
 	for (;;) {
@@ -75,10 +93,10 @@ static int file_next(sc_cli_source *base, const char **line, size_t *len,
 					    "longer than the limit of %u bytes",
 					    SC_CLI_LINE_MAX);
 		if (!s->regular) {
-			int w = file_wait(s, timeout_ms);
-			if (w == 0)
+			int ready = file_wait(s, wait_ms(w));
+			if (ready == 0)
 				return SC_CLI_SOURCE_IDLE;
-			if (w < 0)
+			if (ready < 0)
 				return sc_error_set(err, EIO,
 						    "waiting for input failed: "
 						    "%s",
@@ -125,9 +143,9 @@ void sc_cli_file_source_free(sc_cli_file_source *s)
 /* ===== generator source =================================================== */
 
 static int gen_next(sc_cli_source *base, const char **line, size_t *len,
-		    int timeout_ms, sc_error *err)
+		    const sc_cli_wait *w, sc_error *err)
 {
-	(void)timeout_ms;
+	(void)w;
 	sc_cli_gen_source *s = (sc_cli_gen_source *)base;
 	if (s->left == 0)
 		return 0;
@@ -307,7 +325,8 @@ static int batch_add_line(batch *b, size_t cap, const char *p, size_t len,
  * The reader's step: fill `b` with the lines of up to in->cap events.
  * It ends at the end of the input, at a line the source cannot deliver
  * (b->read_rc; the lines before it stay in b), when the batch is full, or
- * when the input has been idle for in->idle_ms with a line in the batch.
+ * with a line in the batch, when the input has been idle for in->idle_ms
+ * or that first line has waited SC_CLI_LINGER_FACTOR x in->idle_ms.
  * Returns false when the run is stopping (b is then not handed on).
  */
 static bool batch_fill(ingest *in, batch *b)
@@ -317,14 +336,17 @@ static bool batch_fill(ingest *in, batch *b)
 	b->text_len = 0;
 	b->last = false;
 	b->read_rc = 0;
+	sc_cli_wait wait = {.idle_ms = in->idle_ms};
 	while (b->n < in->cap) {
 		if (atomic_load_explicit(&in->stopping, memory_order_relaxed))
 			return false;
 		const char *line;
 		size_t len;
 		sc_error e1;
-		int got =
-		    src->next(src, &line, &len, b->n ? in->idle_ms : -1, &e1);
+		/* no limit until a line waits in the batch; then the idle
+		 * time, and the linger limit from that first line */
+		const sc_cli_wait *w = b->n && in->idle_ms >= 0 ? &wait : NULL;
+		int got = src->next(src, &line, &len, w, &e1);
 		if (got == SC_CLI_SOURCE_IDLE) {
 			if (b->n)
 				break;
@@ -340,8 +362,14 @@ static bool batch_fill(ingest *in, batch *b)
 				len--;
 			if (blank(line, len))
 				continue;
-			if (!batch_add_line(b, in->cap, line, len, in->lines))
+			if (!batch_add_line(b, in->cap, line, len, in->lines)) {
+				if (b->n == 1)
+					wait.until = sc_cli_now() +
+						     SC_CLI_LINGER_FACTOR *
+							 (double)in->idle_ms /
+							 1000.0;
 				continue;
+			}
 			got = sc_error_set(&e1, ENOMEM,
 					   "out of memory for a batch of %zu "
 					   "events (use a smaller --batch)",

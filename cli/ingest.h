@@ -16,9 +16,11 @@
  *
  * A batch is handed on when it holds `batch` events, at the end of the
  * input, or when the input has been idle for `idle_ms` with at least one
- * event waiting: the reader waits for input with poll(), never by
- * sleeping, so a slow producer's events are committed (and acknowledged,
- * see `ack`) soon after it writes them instead of when a batch fills.
+ * event waiting, or, for input that trickles in without such a pause,
+ * once its first line has waited SC_CLI_LINGER_FACTOR x idle_ms: the
+ * reader waits for input with poll(), never by sleeping, so a slow
+ * producer's events are committed (and acknowledged, see `ack`) soon
+ * after it writes them instead of when a batch fills.
  *
  * Each line is decoded and checked with sc_event_validate (the store's own
  * rules) before it joins a batch that goes to the store, so a batch that
@@ -44,9 +46,17 @@
 #include "cli/gen.h"
 #include "statecache/store.h"
 
-/* next() found no line within its timeout, or the wake descriptor became
- * readable (sc_cli_source.wake_fd). */
+/* next() found no line within its wait (sc_cli_wait), or the wake
+ * descriptor became readable (sc_cli_source.wake_fd). */
 #define SC_CLI_SOURCE_IDLE (-1)
+
+/* How long next() may wait for a whole line: `idle_ms` from when it
+ * starts waiting (< 0: no limit), and not past `until` (sc_cli_now()
+ * seconds; 0: no limit). */
+typedef struct sc_cli_wait {
+	int idle_ms;
+	double until;
+} sc_cli_wait;
 
 typedef struct sc_cli_source sc_cli_source;
 
@@ -54,13 +64,13 @@ struct sc_cli_source {
 	/*
 	 * 1: a line (without its newline) in *line, *len, valid until the
 	 * next call; 0: end of input; SC_CLI_SOURCE_IDLE: no whole line
-	 * arrived within `timeout_ms` (< 0: no limit) or wake_fd is
+	 * arrived within the wait `w` (NULL: no limit) or wake_fd is
 	 * readable; SC_EINVAL / errno: error, err says why (a line over
 	 * SC_CLI_LINE_MAX, a read error). Sources that never wait (a
-	 * regular file, the generator) ignore the timeout.
+	 * regular file, the generator) ignore `w`.
 	 */
 	int (*next)(sc_cli_source *s, const char **line, size_t *len,
-		    int timeout_ms, sc_error *err);
+		    const sc_cli_wait *w, sc_error *err);
 	uint64_t total_bytes; /* input size when known, else 0 */
 	uint64_t bytes_read;
 	/* A descriptor whose readability interrupts a wait in next() (-1:
@@ -99,6 +109,9 @@ void sc_cli_gen_source_free(sc_cli_gen_source *s);
 
 /* The default of sc_cli_ingest_opts.idle_ms. */
 #define SC_CLI_IDLE_MS_DEFAULT 100
+/* A partial batch waits at most this many times idle_ms for more lines
+ * when the input never pauses for idle_ms. */
+#define SC_CLI_LINGER_FACTOR 10
 /* The most decoding threads sc_cli_ingest_default_threads picks. */
 #define SC_CLI_DECODERS_MAX 4
 
@@ -109,8 +122,9 @@ typedef struct sc_cli_ingest_opts {
 			     and append one batch at a time on the calling
 			     thread */
 	int idle_ms;	  /* commit a partial batch once the input has been
-			     idle this long; < 0: only full batches and the
-			     end of input */
+			     idle this long (or its first line has waited
+			     SC_CLI_LINGER_FACTOR times this long); < 0: only
+			     full batches and the end of input */
 	FILE *ack;	  /* when set, one line per committed batch, flushed:
 			     {"lines":N,"events":E,"last_position":P}, N the input
 			     line through which everything is committed, E the

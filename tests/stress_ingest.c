@@ -7,7 +7,9 @@
  *   bad line, in order, the error names it, and the result counts agree;
  * - a slow producer on a pipe that writes a few lines and waits for their
  *   acknowledgement before it writes more: every chunk is committed while
- *   the pipe stays open (the idle commit), and the log is the whole input.
+ *   the pipe stays open (the idle commit), and the log is the whole input;
+ * - the file source's wait: a wait past its limit only looks at the
+ *   input, it never blocks.
  *
  * The seed is printed; set SC_TEST_SEED to replay a run.
  */
@@ -25,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/gen.h"
 #include "cli/ingest.h"
 #include "cli/json_event.h"
@@ -43,9 +46,9 @@ typedef struct mem_source {
 } mem_source;
 
 static int mem_next(sc_cli_source *base, const char **line, size_t *len,
-		    int timeout_ms, sc_error *err)
+		    const sc_cli_wait *w, sc_error *err)
 {
-	(void)timeout_ms;
+	(void)w;
 	(void)err;
 	mem_source *s = (mem_source *)base;
 	if (s->next == s->n)
@@ -287,6 +290,51 @@ static void test_slow_producer(void **state)
 	slow_producer(0, 20);
 }
 
+/* ===== the file source's wait ============================================ */
+
+static void test_file_source_wait(void **state)
+{
+	(void)state;
+	/* a wait that blocked would hang: fail instead */
+	alarm(60);
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	FILE *f = fdopen(fds[0], "r");
+	assert_non_null(f);
+	sc_cli_file_source src;
+	assert_int_equal(sc_cli_file_source_init(&src, f), 0);
+	const char *line;
+	size_t len;
+	sc_error err;
+	/* nothing to read and the linger limit passed: idle at once */
+	sc_cli_wait past = {.idle_ms = -1, .until = sc_cli_now() - 1};
+	assert_int_equal(src.base.next(&src.base, &line, &len, &past, &err),
+			 SC_CLI_SOURCE_IDLE);
+	sc_cli_wait zero = {.idle_ms = 0};
+	assert_int_equal(src.base.next(&src.base, &line, &len, &zero, &err),
+			 SC_CLI_SOURCE_IDLE);
+	/* ... but what has arrived is still read */
+	assert_int_equal(write(fds[1], "{}\n{", 4), 4);
+	assert_int_equal(src.base.next(&src.base, &line, &len, &past, &err), 1);
+	assert_int_equal(len, 2);
+	assert_memory_equal(line, "{}", 2);
+	/* a partial line is not a line */
+	assert_int_equal(src.base.next(&src.base, &line, &len, &past, &err),
+			 SC_CLI_SOURCE_IDLE);
+	/* a short idle time runs out too */
+	sc_cli_wait idle = {.idle_ms = 1};
+	assert_int_equal(src.base.next(&src.base, &line, &len, &idle, &err),
+			 SC_CLI_SOURCE_IDLE);
+	/* the end: the partial line, then the end of input */
+	close(fds[1]);
+	assert_int_equal(src.base.next(&src.base, &line, &len, &past, &err), 1);
+	assert_int_equal(len, 1);
+	assert_int_equal(src.base.next(&src.base, &line, &len, NULL, &err), 0);
+	sc_cli_file_source_free(&src);
+	fclose(f);
+	alarm(0);
+}
+
 int main(void)
 {
 	seed = tk_seed("stress_ingest");
@@ -298,6 +346,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_runs),
 	    cmocka_unit_test(test_slow_producer),
+	    cmocka_unit_test(test_file_source_wait),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	char cmd[128];
