@@ -200,6 +200,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return append_lmdb_error(err, rc);
 		sc_event_write(ev, v.mv_data);
+		rc = sc_tag_index_put(store, txn, &ikey, ev, pos);
+		if (rc)
+			return append_lmdb_error(err, rc);
 		/* An indexing append indexes its own events as it writes
 		 * them, and the tail before them below. */
 		if (b->index) {
@@ -348,6 +351,7 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		pthread_mutex_unlock(&store->write_mu);
 		return rc;
 	}
+	sc_query_notify(store);
 	sc_killpoint("append_after_commit");
 	sc_projectors_commit(store);
 	store->since_snapshot += n;

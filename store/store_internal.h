@@ -8,6 +8,12 @@
  *                   way any file writes (every write transaction is one)
  *   entity_index.c  the entity_index database: its keys, index_through,
  *                   the catch-up of the lagging tail      -> env
+ *   tag_index.c     tag_index and partition_index: their rows, written by
+ *                   every append, and their build when a store of an
+ *                   older format is upgraded         -> env, entity_index
+ *   query.c         queries of the log and the wake-up of live ones
+ *                                                 -> env, entity_index,
+ *                                                    tag_index
  *   projector.c     projectors: registration, offsets in meta, calls
  *                                                          -> env
  *   snapshots.c     snapshots: write, list, prune, restore -> env
@@ -39,8 +45,10 @@
 /* Value of the meta key "format_version" written by this build. Format 2
  * added the lagging index (index_through); format 3 keys the index rows
  * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
- * shorter ids are as in format 2, so an older store needs no rewrite). */
-#define SC_STORE_FORMAT_VERSION 3u
+ * shorter ids are as in format 2, so an older store needs no rewrite);
+ * format 4 adds tag_index and partition_index (an older store gets them
+ * built from its log when this build first opens it, tag_index.c). */
+#define SC_STORE_FORMAT_VERSION 4u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
@@ -58,6 +66,7 @@
 struct sc_store {
 	MDB_env *env;
 	MDB_dbi dbi_events, dbi_index, dbi_snapshots, dbi_meta;
+	MDB_dbi dbi_tags, dbi_partitions; /* tag_index, partition_index */
 	sc_cache *cache;
 	sc_store_options opt;
 
@@ -73,6 +82,13 @@ struct sc_store {
 	uint64_t index_through;
 	uint64_t since_snapshot; /* events appended since the last snapshot */
 	bool stale; /* a committed batch could not be promoted: reopen */
+
+	/* Live queries wait on query_cv (under query_mu) while they have
+	 * read the whole log; every append signals it after its promote
+	 * when query_waiters says someone waits (query.c). */
+	pthread_mutex_t query_mu;
+	pthread_cond_t query_cv;
+	_Atomic int query_waiters;
 
 	/* Writer-only scratch (under write_mu). */
 	sc_projector *projectors;
@@ -236,6 +252,47 @@ typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
  * value, SC_ELMDB. */
 int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
+
+/* Call fn, in order, with the positions in [from, to] that the index
+ * `dbi` (entity_index, tag_index or partition_index, all keyed alike;
+ * `name` names it in errors) lists under the key id of `id`. As
+ * sc_index_walk. */
+int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
+		     const char *name, sc_str id, uint64_t from, uint64_t to,
+		     sc_index_pos_fn fn, void *ctx, sc_error *err);
+
+/* ---- tag_index.c --------------------------------------------------------- */
+
+/* Write the tag_index rows (one per non-empty tag) and the partition_index
+ * row (when it has a partition) of `ev` at `pos`, inside the append's
+ * transaction. Returns an LMDB code. */
+int sc_tag_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
+		     const sc_event *ev, uint64_t pos);
+
+/* At open, in open's transaction: open tag_index and partition_index, or
+ * create them for a new store (`fresh`) or one of a format before 4, which
+ * then needs sc_tag_index_build (meta "query_index_through" marks how far
+ * the build went). A store of format 4 without them is damaged: refused.
+ * Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated), SC_ELMDB. */
+int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
+		      bool fresh, uint32_t version, sc_error *err);
+
+/* After open's transaction: index the events after meta
+ * "query_index_through", in transactions of a bounded size, then remove
+ * the key. A no-op when it is absent (the indexes are complete). */
+int sc_tag_index_build(sc_store *store, sc_error *err);
+
+/* Read meta "query_index_through" in txn: the indexes hold the rows of
+ * every event up to it; `last` when it is absent (complete). Errors:
+ * SC_ECORRUPT, SC_ELMDB. */
+int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			     uint64_t *through, sc_error *err);
+
+/* ---- query.c ------------------------------------------------------------- */
+
+/* Wake the live queries that wait for a commit (after each append's
+ * promote, last_position already stored). Cheap when none waits. */
+void sc_query_notify(sc_store *store);
 
 /* ---- projector.c --------------------------------------------------------- */
 

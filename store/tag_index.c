@@ -1,0 +1,233 @@
+/*
+ * tag_index and partition_index: the rows that let a query find the
+ * events of one tag or one partition without a scan of the log.
+ *
+ *   tag_index        key = key_id(tag) ++ position (8 bytes BE), one row
+ *                    per non-empty tag of each event; value empty
+ *   partition_index  key = key_id(partition) ++ position, one row per
+ *                    event with a partition; value empty
+ *
+ * key_id is entity_index's (sc_index_key_id): the value whole up to 503
+ * bytes, else its first 487 bytes ++ its XXH3-128 hash, so every valid
+ * tag and partition (up to 4096 bytes) has a key within LMDB's 511 bytes,
+ * and an append never fails for the length of a value. A key id may stand
+ * for several values: a query checks every event it reads back.
+ *
+ * Every append writes the rows of its events in its own transaction, so
+ * the indexes cover the whole log, with one exception: a store of a format
+ * before 4 had no such indexes. The first open by this build creates them
+ * empty, sets meta "query_index_through" to 0 and the format to 4 in
+ * open's transaction, then builds the rows from the log in transactions
+ * of at most BUILD_ROWS rows, each moving "query_index_through" forward;
+ * the last one removes the key. An open interrupted meanwhile leaves the
+ * key, and the next open (of any process) goes on from it. A query reads
+ * the index up to "query_index_through" and scans the log after it, so no
+ * committed event is missing from an answer even while the build runs.
+ */
+#include "store/store_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/internal.h"
+
+/* Rows written by one build transaction at most (an event's rows are never
+ * split): far below the pages LMDB lets one transaction change. */
+#define BUILD_ROWS 32768
+
+static const MDB_val through_key = {sizeof "query_index_through" - 1,
+				    (void *)"query_index_through"};
+
+static int put_row(MDB_txn *txn, MDB_dbi dbi, sc_index_key *k, sc_str value,
+		   uint64_t pos)
+{
+	size_t n = sc_index_key_id(k->b, value);
+	sc_be64_put(k->b + n, pos);
+	MDB_val key = {n + 8, k->b}, v = {0, NULL};
+	return mdb_put(txn, dbi, &key, &v, 0);
+}
+
+int sc_tag_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
+		     const sc_event *ev, uint64_t pos)
+{
+	for (size_t i = 0; i < ev->ntags; i++) {
+		if (!ev->tags[i].len)
+			continue;
+		int rc =
+		    put_row(txn, store->dbi_tags, scratch, ev->tags[i], pos);
+		if (rc)
+			return rc;
+	}
+	if (!ev->partition.len)
+		return 0;
+	return put_row(txn, store->dbi_partitions, scratch, ev->partition, pos);
+}
+
+int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			     uint64_t *through, sc_error *err)
+{
+	MDB_val k = through_key, v;
+	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		*through = last;
+		return 0;
+	}
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading meta");
+	if (v.mv_size != 8)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "meta query_index_through is %zu bytes, "
+				    "expected 8; the store is damaged",
+				    v.mv_size);
+	*through = sc_be64_get(v.mv_data);
+	if (*through > last)
+		*through = last;
+	return 0;
+}
+
+static int through_put(sc_store *store, MDB_txn *txn, uint64_t through)
+{
+	uint8_t b[8];
+	sc_be64_put(b, through);
+	MDB_val k = through_key, v = {8, b};
+	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
+int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
+		      bool fresh, uint32_t version, sc_error *err)
+{
+	bool create = fresh || version < 4;
+	const struct {
+		const char *name;
+		MDB_dbi *dbi;
+	} dbs[] = {
+	    {"tag_index", &store->dbi_tags},
+	    {"partition_index", &store->dbi_partitions},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		int rc = mdb_dbi_open(txn, dbs[i].name, create ? MDB_CREATE : 0,
+				      dbs[i].dbi);
+		if (rc == MDB_NOTFOUND)
+			return sc_error_set(
+			    err, SC_ECORRUPT,
+			    "the store in %s has no %s database though its "
+			    "format (%u) has one: the file is damaged; "
+			    "restore it from a backup",
+			    dir, dbs[i].name, version);
+		if (rc == MDB_MAP_FULL)
+			return rc;
+		if (rc) {
+			char what[64];
+			snprintf(what, sizeof what, "opening database %s",
+				 dbs[i].name);
+			return sc_store_lmdb_error(err, rc, what);
+		}
+	}
+	/* An older store: build the rows of its whole log after open's
+	 * transaction (the format it gets in this one is 4). */
+	if (!fresh && version < 4) {
+		int rc = through_put(store, txn, 0);
+		if (rc == MDB_MAP_FULL)
+			return rc;
+		if (rc)
+			return sc_store_lmdb_error(err, rc,
+						   "upgrading the store's "
+						   "format");
+	}
+	return 0;
+}
+
+typedef struct build_step {
+	uint64_t through, last;
+} build_step;
+
+/* One build transaction: the rows of the events after query_index_through,
+ * up to BUILD_ROWS of them. */
+static int build_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+{
+	build_step *st = ctx;
+	uint64_t last;
+	int rc = sc_store_meta_last_get(store, txn, &last, err);
+	if (rc)
+		return rc;
+	uint64_t through;
+	rc = sc_tag_index_through_get(store, txn, last, &through, err);
+	if (rc)
+		return rc;
+	MDB_cursor *cur;
+	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "indexing tags");
+	uint8_t kb[8];
+	sc_be64_put(kb, through + 1);
+	MDB_val k = {8, kb}, v;
+	sc_index_key ikey;
+	size_t rows = 0;
+	int op = MDB_SET_RANGE;
+	while (rows < BUILD_ROWS &&
+	       (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos > last)
+			break;
+		if (pos != through + 1) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the event log has a gap or a bad "
+					  "key at position %llu; the store "
+					  "is damaged",
+					  (unsigned long long)(through + 1));
+			goto out;
+		}
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			goto out;
+		rc = sc_tag_index_put(store, txn, &ikey, &d.ev, pos);
+		rows += d.ev.ntags + 1;
+		sc_decoded_event_free(&d);
+		if (rc)
+			break;
+		through = pos;
+	}
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	if (!rc && through == last) {
+		MDB_val tk = through_key;
+		rc = mdb_del(txn, store->dbi_meta, &tk, NULL);
+	} else if (!rc) {
+		rc = through_put(store, txn, through);
+	}
+	if (rc == MDB_MAP_FULL)
+		goto out;
+	if (rc)
+		rc = sc_store_lmdb_error(err, rc, "indexing tags");
+out:
+	mdb_cursor_close(cur);
+	st->through = through;
+	st->last = last;
+	return rc;
+}
+
+int sc_tag_index_build(sc_store *store, sc_error *err)
+{
+	for (;;) {
+		MDB_txn *txn;
+		int rc = sc_store_read_begin(store, &txn, err);
+		if (rc)
+			return rc;
+		MDB_val k = through_key, v;
+		rc = mdb_get(txn, store->dbi_meta, &k, &v);
+		sc_store_read_end(store, txn);
+		if (rc == MDB_NOTFOUND)
+			return 0;
+		if (rc)
+			return sc_store_lmdb_error(err, rc, "reading meta");
+		build_step st = {0, 0};
+		rc = sc_store_write(store,
+				    "indexing the tags and partitions "
+				    "of an older store",
+				    build_body, NULL, &st, err);
+		if (rc)
+			return rc;
+	}
+}
