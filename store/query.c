@@ -233,6 +233,10 @@ uint64_t sc_query_position(const sc_query *q)
 typedef struct batch {
 	sc_query *q;
 	MDB_txn *txn;
+	/* On the events database: the positions an index names only grow,
+	 * and LMDB finds one on the page the cursor is on without a search
+	 * from the root. */
+	MDB_cursor *events;
 	uint64_t hi;   /* the last position this batch may look at */
 	uint64_t seen; /* every position up to this one is looked at */
 	bool full;
@@ -338,10 +342,14 @@ static int batch_indexed(void *ctx, uint64_t pos)
 	batch *b = ctx;
 	if (b->full)
 		return 1;
+	int rc;
+	if (!b->events &&
+	    (rc = mdb_cursor_open(b->txn, b->q->store->dbi_events, &b->events)))
+		return sc_store_lmdb_error(b->err, rc, "reading events");
 	uint8_t kb[8];
 	sc_be64_put(kb, pos);
 	MDB_val ek = {8, kb}, v;
-	int rc = mdb_get(b->txn, b->q->store->dbi_events, &ek, &v);
+	rc = mdb_cursor_get(b->events, &ek, &v, MDB_SET);
 	if (rc == MDB_NOTFOUND)
 		return sc_error_set(b->err, SC_ECORRUPT,
 				    "an index names position %llu, which is "
@@ -415,6 +423,8 @@ static int fetch(sc_query *q, sc_error *err)
 	if (!b.full && b.hi > b.seen)
 		rc = batch_scan(&b, b.seen + 1);
 out:
+	if (b.events)
+		mdb_cursor_close(b.events);
 	sc_store_read_end(q->store, b.txn);
 	if (!rc && b.seen + 1 > q->next)
 		q->next = b.seen + 1;

@@ -9,6 +9,11 @@
  *                 empty; rows for every position up to meta "index_through"
  *                 (the key id is the entity id up to 503 bytes, else its
  *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
+ *   tag_index     key: key id of a tag ++ position; value: empty; a row
+ *                 for every non-empty tag of every event (statecache/
+ *                 query.h reads it)
+ *   partition_index  key: key id of the partition ++ position; value:
+ *                 empty; a row for every event with a partition
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
@@ -19,7 +24,10 @@
  *                 projector's offset), "last_position" (8 bytes BE: the
  *                 last position committed), "index_through" (8 bytes BE:
  *                 entity_index is complete up to this position; see
- *                 sc_store_options.index_lag)
+ *                 sc_store_options.index_lag), "query_index_through" (8
+ *                 bytes BE, only while an older store's tag_index and
+ *                 partition_index are built at open: they cover the
+ *                 events up to it)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
