@@ -187,7 +187,18 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 					 : spec->poll_ms;
 	q->next = spec->from ? spec->from : 1;
 	q->delivered = q->next - 1;
-	q->end = sc_store_last_position(store);
+	/* The end of the log as meta says: with the commits of other
+	 * processes. */
+	MDB_txn *txn;
+	int rc = sc_store_read_begin(store, &txn, err);
+	if (!rc) {
+		rc = sc_store_meta_last_get(store, txn, &q->end, err);
+		sc_store_read_end(store, txn);
+	}
+	if (rc) {
+		sc_free(q);
+		return rc;
+	}
 	atomic_init(&q->cancelled, false);
 	if (what) {
 		q->key = sc_malloc(spec->key.len);
@@ -481,8 +492,10 @@ static int take_buffered(sc_query *q, bool *got, sc_error *err)
 		sc_decoded_event *d = &q->out[q->nout];
 		int rc =
 		    sc_event_decode(q->buf + r->off, r->len, r->pos, d, err);
-		if (rc)
+		if (rc) {
+			q->irec--; /* every later call reports it again */
 			return rc;
+		}
 		if (!matches(q, &d->ev)) {
 			sc_decoded_event_free(d);
 			continue;
@@ -565,9 +578,8 @@ int sc_query_next_batch(sc_query *q, int timeout_ms, const sc_event **evs,
 	while (!rc && got && q->nout < room)
 		rc = take_buffered(q, &got, err);
 	if (rc && q->nout) {
-		/* Deliver what was decoded; the damaged record stays next,
-		 * and the next call reports it. */
-		q->irec--;
+		/* Deliver what was decoded; the next call reports the
+		 * damaged record. */
 		rc = 0;
 		sc_error_clear(err);
 	}

@@ -288,6 +288,13 @@ int sc_tag_index_build(sc_store *store, sc_error *err);
 int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 			     uint64_t *through, sc_error *err);
 
+/* Check that tag_index and partition_index hold exactly the rows of the
+ * events up to meta query_index_through (`last` when absent): every row
+ * names an event with a value of its key id, every value of every event
+ * has its row. Errors: SC_ECORRUPT naming the first fault, SC_ELMDB. */
+int sc_tag_index_verify(sc_store *store, MDB_txn *txn, uint64_t last,
+			sc_error *err);
+
 /* ---- query.c ------------------------------------------------------------- */
 
 /* Wake the live queries that wait for a commit (after each append's

@@ -231,3 +231,143 @@ int sc_tag_index_build(sc_store *store, sc_error *err)
 			return rc;
 	}
 }
+
+/* ---- verify -------------------------------------------------------------- */
+
+/* Whether `v` has the key id k[0..n). */
+static bool has_key_id(sc_str v, const uint8_t *k, size_t n)
+{
+	sc_index_key mine;
+	return v.len && sc_index_key_id(mine.b, v) == n &&
+	       memcmp(mine.b, k, n) == 0;
+}
+
+/* Every row of `dbi` names an event up to `through` with a tag (tags) or
+ * a partition of the row's key id. */
+static int verify_rows(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
+		       const char *name, bool tags, uint64_t through,
+		       sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying an index");
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size < 9 || k.mv_size > SC_INDEX_KEY_MAX) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "a %s key is %zu bytes", name,
+					  k.mv_size);
+			break;
+		}
+		size_t idlen = k.mv_size - 8;
+		uint64_t pos = sc_be64_get((uint8_t *)k.mv_data + idlen);
+		uint8_t pk[8];
+		sc_be64_put(pk, pos);
+		MDB_val ek = {8, pk}, ev;
+		if (pos < 1 || pos > through ||
+		    (rc = mdb_get(txn, store->dbi_events, &ek, &ev))) {
+			rc = rc && rc != MDB_NOTFOUND
+				 ? sc_store_lmdb_error(err, rc,
+						       "verifying an index")
+				 : sc_error_set(err, SC_ECORRUPT,
+						"%s has a row for position "
+						"%llu, which is not an indexed "
+						"event of the log",
+						name, (unsigned long long)pos);
+			break;
+		}
+		sc_decoded_event d;
+		rc = sc_event_decode(ev.mv_data, ev.mv_size, pos, &d, err);
+		if (rc)
+			break;
+		bool found = false;
+		if (tags)
+			for (size_t i = 0; i < d.ev.ntags && !found; i++)
+				found =
+				    has_key_id(d.ev.tags[i], k.mv_data, idlen);
+		else
+			found = has_key_id(d.ev.partition, k.mv_data, idlen);
+		sc_decoded_event_free(&d);
+		if (!found) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the %s row of position %llu names "
+					  "a value the event does not have",
+					  name, (unsigned long long)pos);
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc;
+}
+
+/* The row of `value` at pos exists in dbi. */
+static int verify_has_row(MDB_txn *txn, MDB_dbi dbi, const char *name,
+			  sc_str value, uint64_t pos, sc_error *err)
+{
+	sc_index_key key;
+	size_t n = sc_index_key_id(key.b, value);
+	sc_be64_put(key.b + n, pos);
+	MDB_val k = {n + 8, key.b}, v;
+	int rc = mdb_get(txn, dbi, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "%s has no row for a value of the event "
+				    "at position %llu",
+				    name, (unsigned long long)pos);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying an index");
+	return 0;
+}
+
+int sc_tag_index_verify(sc_store *store, MDB_txn *txn, uint64_t last,
+			sc_error *err)
+{
+	uint64_t through;
+	int rc = sc_tag_index_through_get(store, txn, last, &through, err);
+	if (!rc)
+		rc = verify_rows(store, txn, store->dbi_tags, "tag_index", true,
+				 through, err);
+	if (!rc)
+		rc = verify_rows(store, txn, store->dbi_partitions,
+				 "partition_index", false, through, err);
+	if (rc)
+		return rc;
+	/* Every row that should be there is. */
+	MDB_cursor *cur;
+	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying an index");
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = sc_be64_get(k.mv_data);
+		if (pos > through)
+			break;
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			break;
+		for (size_t i = 0; i < d.ev.ntags && !rc; i++)
+			if (d.ev.tags[i].len)
+				rc = verify_has_row(txn, store->dbi_tags,
+						    "tag_index", d.ev.tags[i],
+						    pos, err);
+		if (!rc && d.ev.partition.len)
+			rc = verify_has_row(txn, store->dbi_partitions,
+					    "partition_index", d.ev.partition,
+					    pos, err);
+		sc_decoded_event_free(&d);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc;
+}

@@ -342,6 +342,15 @@ static sc_store *open_store(const char *dir, const sc_store_options *o)
 	return s;
 }
 
+static void check_verify(sc_store *s)
+{
+	sc_error err;
+	int rc = sc_store_verify(s, &err);
+	if (rc)
+		fprintf(stderr, "verify: %s\n", err.message);
+	assert_int_equal(rc, 0);
+}
+
 /* ---- tests --------------------------------------------------------------- */
 
 /* Finite and live queries across entity_index lags, appends between
@@ -395,6 +404,7 @@ static void test_roundtrip(void **state)
 		/* Reopened: the same answers. */
 		s = open_store(dir, &o);
 		random_queries(s, &m, 40, &rs);
+		check_verify(s);
 		sc_store_close(s);
 		free(m.evs);
 	}
@@ -483,6 +493,7 @@ static void test_partial_index(void **state)
 	static const uint64_t cuts[] = {0, 1, 299, 599, 600};
 	for (size_t c = 0; c < 5; c++) {
 		cut_indexes(s, cuts[c]);
+		check_verify(s);
 		random_queries(s, &m, short_run ? 40 : 100, &rs);
 		/* Appends go on meanwhile and index their own events. */
 		append_random(s, &m, 50, &rs);
@@ -544,6 +555,7 @@ static void test_upgrade_build_steps(void **state)
 	s = open_store(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	check_rows(s, &m);
+	check_verify(s);
 	random_queries(s, &m, 40, &rs);
 	sc_store_close(s);
 	free(m.evs);
@@ -596,6 +608,7 @@ static void test_format3_store(void **state)
 	sc_store *s = open_store(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	assert_int_equal(sc_store_last_position(s), 300);
+	check_verify(s);
 	char *L = malloc(600), *X = malloc(4096), *P = malloc(4096);
 	memset(L, 'L', 600);
 	memset(X, 'x', 4096);
@@ -660,6 +673,115 @@ static void test_format3_store(void **state)
 	free(L);
 	free(X);
 	free(P);
+}
+
+/* Put or delete (v NULL) one row of `dbi` directly. */
+static void raw_row(sc_store *s, MDB_dbi dbi, const char *id, uint64_t pos,
+		    bool put)
+{
+	uint8_t key[64];
+	size_t n = strlen(id);
+	memcpy(key, id, n);
+	sc_be64_put(key + n, pos);
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	MDB_val k = {n + 8, key}, v = {0, NULL};
+	assert_int_equal(put ? mdb_put(txn, dbi, &k, &v, 0)
+			     : mdb_del(txn, dbi, &k, NULL),
+			 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
+static void expect_verify_fails(sc_store *s, const char *what)
+{
+	sc_error err;
+	assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
+	if (!strstr(err.message, what))
+		fprintf(stderr, "verify said: %s\n", err.message);
+	assert_non_null(strstr(err.message, what));
+}
+
+/* sc_store_verify finds a missing row, a row of a value the event does
+ * not have and a row past the log, in either index. */
+static void test_verify_indexes(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(0);
+	sc_store *s = open_store(dir, &o);
+	sc_str tags[2] = {{"red", 3}, {"blue", 4}};
+	sc_event ev = {.entity = {"x", 1},
+		       .type = SC_EVENT_DELETE,
+		       .partition = {"eu", 2},
+		       .tags = tags,
+		       .ntags = 2};
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	check_verify(s);
+	MDB_dbi dbis[2] = {s->dbi_tags, s->dbi_partitions};
+	const char *names[2] = {"tag_index", "partition_index"};
+	const char *vals[2] = {"red", "eu"};
+	for (int d = 0; d < 2; d++) {
+		raw_row(s, dbis[d], vals[d], 2, false);
+		expect_verify_fails(s, "has no row");
+		raw_row(s, dbis[d], vals[d], 2, true);
+		check_verify(s);
+		raw_row(s, dbis[d], "green", 2, true);
+		expect_verify_fails(s, "names a value the event does not have");
+		raw_row(s, dbis[d], "green", 2, false);
+		raw_row(s, dbis[d], vals[d], 9, true);
+		expect_verify_fails(s, names[d]);
+		raw_row(s, dbis[d], vals[d], 9, false);
+		check_verify(s);
+	}
+	sc_store_close(s);
+}
+
+/* A record that does not decode: every query call that reaches it
+ * reports SC_ECORRUPT, again and again; a batch delivers the events
+ * before it first. */
+static void test_damaged_record(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(0);
+	sc_store *s = open_store(dir, &o);
+	sc_event ev = {.entity = {"x", 1}, .type = SC_EVENT_DELETE};
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, 3);
+	MDB_val k = {8, kb}, v = {4, "\xff\xff\xff\xff"};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	sc_query_spec spec = {.kind = SC_QUERY_ALL};
+	sc_query *q = open_query(s, &spec);
+	const sc_event *e;
+	sc_error err;
+	assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+	assert_int_equal(e->position, 1);
+	assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+	assert_int_equal(e->position, 2);
+	assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+	assert_null(e);
+	assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+	sc_query_close(q);
+	q = open_query(s, &spec);
+	const sc_event *evs[10];
+	size_t n;
+	assert_int_equal(sc_query_next_batch(q, 0, evs, 10, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(evs[1]->position, 2);
+	assert_int_equal(sc_query_next_batch(q, 0, evs, 10, &n, &err),
+			 SC_ECORRUPT);
+	assert_int_equal(n, 0);
+	assert_int_equal(sc_query_position(q), 2);
+	sc_query_close(q);
+	sc_store_close(s);
 }
 
 /* Cancel: a live query returns ECANCELED at once and from then on. */
@@ -754,6 +876,8 @@ int main(void)
 	    cmocka_unit_test(test_upgrade_build_steps),
 	    cmocka_unit_test(test_missing_index_refused),
 	    cmocka_unit_test(test_format3_store),
+	    cmocka_unit_test(test_verify_indexes),
+	    cmocka_unit_test(test_damaged_record),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_bad_arguments),
 	};

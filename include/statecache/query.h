@@ -90,9 +90,10 @@ typedef struct sc_query sc_query;
 /*
  * sc_query_open - a query of `store` as `spec` describes it (*out, closed
  * with sc_query_close). A finite query ends at the last position committed
- * now (sc_store_last_position). Reads nothing yet.
+ * now, by this or any other process (meta "last_position", read in a read
+ * transaction); no event is read yet.
  * Any thread. Errors: SC_EINVAL (no store, unknown kind, a key of a size
- * the kind does not allow), ENOMEM.
+ * the kind does not allow), ENOMEM, SC_EREADERS, SC_ECORRUPT, SC_ELMDB.
  */
 SC_API int sc_query_open(sc_store *store, const sc_query_spec *spec,
 			 sc_query **out, sc_error *err);

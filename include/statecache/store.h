@@ -295,7 +295,9 @@ SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
  * the last, every record decodes, meta "last_position" (the last position
  * committed, written by every append) equals the last position, and
  * entity_index holds exactly one row for every position up to meta
- * "index_through", keyed by that event's entity. Snapshots are checked by
+ * "index_through", keyed by that event's entity, and tag_index and
+ * partition_index hold exactly the rows of the events' tags and
+ * partitions (statecache/query.h). Snapshots are checked by
  * open (a damaged one is skipped) and the state by comparing with a
  * replay (statecache verify). Any thread; its cost grows with the log.
  * Errors: SC_ECORRUPT (the message names the first fault), SC_EINVAL,
