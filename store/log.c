@@ -200,9 +200,6 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return append_lmdb_error(err, rc);
 		sc_event_write(ev, v.mv_data);
-		rc = sc_tag_index_put(store, txn, &ikey, ev, pos);
-		if (rc)
-			return append_lmdb_error(err, rc);
 		/* An indexing append indexes its own events as it writes
 		 * them, and the tail before them below. */
 		if (b->index) {
@@ -224,6 +221,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return rc;
 	}
+	rc = sc_tag_index_append(store, txn, b->evs, b->n, b->first, err);
+	if (rc)
+		return rc;
 	if (b->index) {
 		int bad = 0;
 		rc = sc_index_tail(store, txn, b->first, &bad, err);

@@ -13,11 +13,11 @@
  *   entity     entity_index up to meta index_through, then the log after
  *              it (the index lags), each event's id checked
  *   tag,       tag_index or partition_index up to meta
- *   partition  query_index_through (the whole log but while an older
- *              store's indexes are built), then the log after it
+ *   partition  query_index_through, then the log after it (these indexes
+ *              lag too), each event decoded and checked
  * Index rows name a key id, which may stand for other values too (see
- * tag_index.c): every event is checked against the query when it is
- * decoded, and the others are skipped.
+ * tag_index.c): every event read through an index is checked against the
+ * query when it is decoded, and the others are skipped.
  *
  * The end of the log a batch stops at is meta last_position read in its
  * transaction; a finite query also stops at the last position committed
@@ -292,20 +292,56 @@ static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
 	return 0;
 }
 
-/* Whether the record at pos belongs to the entity query (its id only). */
-static int entity_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
+static bool str_eq(sc_str a, const char *p, size_t n)
 {
-	sc_str id;
-	int rc = sc_event_peek_entity(v->mv_data, v->mv_size, pos, &id, b->err);
+	return a.len == n && memcmp(a.ptr, p, n) == 0;
+}
+
+static bool matches(const sc_query *q, const sc_event *ev)
+{
+	switch (q->kind) {
+	case SC_QUERY_ENTITY:
+		return str_eq(ev->entity, q->key, q->keylen);
+	case SC_QUERY_TAG:
+		for (size_t i = 0; i < ev->ntags; i++)
+			if (str_eq(ev->tags[i], q->key, q->keylen))
+				return true;
+		return false;
+	case SC_QUERY_PARTITION:
+		return str_eq(ev->partition, q->key, q->keylen);
+	default:
+		return true;
+	}
+}
+
+/* Whether the log record at pos (not through an index) belongs to the
+ * query: an entity query peeks at the id only, tag and partition queries
+ * decode the record. */
+static int record_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
+{
+	sc_query *q = b->q;
+	*yes = true;
+	if (q->kind == SC_QUERY_ALL)
+		return 0;
+	if (q->kind == SC_QUERY_ENTITY) {
+		sc_str id;
+		int rc = sc_event_peek_entity(v->mv_data, v->mv_size, pos, &id,
+					      b->err);
+		if (!rc)
+			*yes = str_eq(id, q->key, q->keylen);
+		return rc;
+	}
+	sc_decoded_event d;
+	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, b->err);
 	if (rc)
 		return rc;
-	*yes = id.len == b->q->keylen && memcmp(id.ptr, b->q->key, id.len) == 0;
+	*yes = matches(q, &d.ev);
+	sc_decoded_event_free(&d);
 	return 0;
 }
 
-/* Look at the log's records at positions [from, b->hi]: copy those of the
- * query (every one but for an entity query, which checks ids here; tag and
- * partition queries check when they decode). */
+/* Look at the log's records at positions [from, b->hi] (the tail no
+ * index covers yet): copy those of the query. */
 static int batch_scan(batch *b, uint64_t from)
 {
 	MDB_cursor *cur;
@@ -328,9 +364,8 @@ static int batch_scan(batch *b, uint64_t from)
 		uint64_t pos = sc_be64_get(k.mv_data);
 		if (pos > b->hi)
 			break;
-		bool yes = true;
-		if (b->q->kind == SC_QUERY_ENTITY &&
-		    (rc = entity_matches(b, &v, pos, &yes)))
+		bool yes;
+		if ((rc = record_matches(b, &v, pos, &yes)))
 			goto out;
 		if (yes && (rc = batch_add(b, pos, &v)))
 			goto out;
@@ -368,9 +403,10 @@ static int batch_indexed(void *ctx, uint64_t pos)
 				    (unsigned long long)pos);
 	if (rc)
 		return sc_store_lmdb_error(b->err, rc, "reading events");
+	/* Tag and partition rows are checked when the event is decoded. */
 	bool yes = true;
 	if (b->q->kind == SC_QUERY_ENTITY &&
-	    (rc = entity_matches(b, &v, pos, &yes)))
+	    (rc = record_matches(b, &v, pos, &yes)))
 		return rc;
 	if (yes)
 		return batch_add(b, pos, &v);
@@ -443,28 +479,6 @@ out:
 }
 
 /* ---- delivering ---------------------------------------------------------- */
-
-static bool str_eq(sc_str a, const char *p, size_t n)
-{
-	return a.len == n && memcmp(a.ptr, p, n) == 0;
-}
-
-static bool matches(const sc_query *q, const sc_event *ev)
-{
-	switch (q->kind) {
-	case SC_QUERY_ENTITY:
-		return str_eq(ev->entity, q->key, q->keylen);
-	case SC_QUERY_TAG:
-		for (size_t i = 0; i < ev->ntags; i++)
-			if (str_eq(ev->tags[i], q->key, q->keylen))
-				return true;
-		return false;
-	case SC_QUERY_PARTITION:
-		return str_eq(ev->partition, q->key, q->keylen);
-	default:
-		return true;
-	}
-}
 
 static int out_reserve(sc_query *q, size_t n, sc_error *err)
 {

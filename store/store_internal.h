@@ -8,9 +8,9 @@
  *                   way any file writes (every write transaction is one)
  *   entity_index.c  the entity_index database: its keys, index_through,
  *                   the catch-up of the lagging tail      -> env
- *   tag_index.c     tag_index and partition_index: their rows, written by
- *                   every append, and their build when a store of an
- *                   older format is upgraded         -> env, entity_index
+ *   tag_index.c     tag_index and partition_index: their rows, written in
+ *                   bulk by the append that finds them index_lag behind,
+ *                   and their build at open       -> env, entity_index
  *   query.c         queries of the log and the wake-up of live ones
  *                                                 -> env, entity_index,
  *                                                    tag_index
@@ -263,27 +263,30 @@ int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
 
 /* ---- tag_index.c --------------------------------------------------------- */
 
-/* Write the tag_index rows (one per non-empty tag) and the partition_index
- * row (when it has a partition) of `ev` at `pos`, inside the append's
- * transaction. Returns an LMDB code. */
-int sc_tag_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
-		     const sc_event *ev, uint64_t pos);
+/* Inside the append's transaction, after the batch `evs` (n events from
+ * position `first`) is written: when the batch's last position is
+ * index_lag or more past meta "query_index_through", write the tag_index
+ * and partition_index rows of the events after it (read back from the
+ * log) and of the batch, and move it to the batch's last position.
+ * Returns 0, MDB_MAP_FULL (untranslated), or an sc code with err set. */
+int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
+			size_t n, uint64_t first, sc_error *err);
 
 /* At open, in open's transaction: open tag_index and partition_index, or
- * create them for a new store (`fresh`) or one of a format before 4, which
- * then needs sc_tag_index_build (meta "query_index_through" marks how far
- * the build went). A store of format 4 without them is damaged: refused.
- * Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated), SC_ELMDB. */
+ * create them (with meta "query_index_through" 0) for a new store
+ * (`fresh`) or one of a format before 4. A store of format 4 without them
+ * is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated),
+ * SC_ELMDB. */
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 		      bool fresh, uint32_t version, sc_error *err);
 
 /* After open's transaction: index the events after meta
- * "query_index_through", in transactions of a bounded size, then remove
- * the key. A no-op when it is absent (the indexes are complete). */
+ * "query_index_through" (the whole log of an upgraded store), in
+ * transactions of a bounded size. */
 int sc_tag_index_build(sc_store *store, sc_error *err);
 
 /* Read meta "query_index_through" in txn: the indexes hold the rows of
- * every event up to it; `last` when it is absent (complete). Errors:
+ * every event up to it (at most `last`; `last` when absent). Errors:
  * SC_ECORRUPT, SC_ELMDB. */
 int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 			     uint64_t *through, sc_error *err);

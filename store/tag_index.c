@@ -13,16 +13,24 @@
  * and an append never fails for the length of a value. A key id may stand
  * for several values: a query checks every event it reads back.
  *
- * Every append writes the rows of its events in its own transaction, so
- * the indexes cover the whole log, with one exception: a store of a format
- * before 4 had no such indexes. The first open by this build creates them
- * empty, sets meta "query_index_through" to 0 and the format to 4 in
- * open's transaction, then builds the rows from the log in transactions
- * of at most BUILD_ROWS rows, each moving "query_index_through" forward;
- * the last one removes the key. An open interrupted meanwhile leaves the
- * key, and the next open (of any process) goes on from it. A query reads
- * the index up to "query_index_through" and scans the log after it, so no
- * committed event is missing from an answer even while the build runs.
+ * The indexes lag the log as entity_index does, and for the same reason:
+ * rows written by every commit dirty a page per distinct value, which a
+ * durable append pays for in writes (about half its rate with 2 tags and
+ * a partition per event); written in bulk they cost a fraction. They hold
+ * the rows of every event up to meta "query_index_through"; an append
+ * whose last position is index_lag or more past it writes the rows of the
+ * events after it, read back from the log, and of its own, with the new
+ * "query_index_through", in its own transaction. Queries read the indexes
+ * up to "query_index_through" in their read transaction and scan the log
+ * after it, so no committed event is ever missing from an answer.
+ *
+ * A store of a format before 4 had no such indexes. The first open by
+ * this build creates them empty and sets "query_index_through" to 0 and
+ * the format to 4 in open's transaction; every open then indexes the
+ * events after "query_index_through" (the whole log, after an upgrade) in
+ * transactions of at most BUILD_ROWS rows before it returns. An open
+ * interrupted meanwhile leaves the key where it was, and the next open
+ * goes on from it.
  */
 #include "store/store_internal.h"
 
@@ -31,8 +39,9 @@
 
 #include "common/internal.h"
 
-/* Rows written by one build transaction at most (an event's rows are never
- * split): far below the pages LMDB lets one transaction change. */
+/* Rows written by one open-time build transaction at most (an event's
+ * rows are never split): far below the pages LMDB lets one transaction
+ * change. */
 #define BUILD_ROWS 32768
 
 static const MDB_val through_key = {sizeof "query_index_through" - 1,
@@ -47,7 +56,8 @@ static int put_row(MDB_txn *txn, MDB_dbi dbi, sc_index_key *k, sc_str value,
 	return mdb_put(txn, dbi, &key, &v, 0);
 }
 
-int sc_tag_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
+/* The rows of `ev` at `pos`. Returns an LMDB code. */
+static int put_event(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
 		     const sc_event *ev, uint64_t pos)
 {
 	for (size_t i = 0; i < ev->ntags; i++) {
@@ -63,15 +73,24 @@ int sc_tag_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
 	return put_row(txn, store->dbi_partitions, scratch, ev->partition, pos);
 }
 
-int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
-			     uint64_t *through, sc_error *err)
+/* An LMDB failure writing rows: MDB_MAP_FULL as is (the transaction runs
+ * again in a larger map), others translated. */
+static int write_error(sc_error *err, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		return rc;
+	return sc_store_lmdb_error(err, rc, "indexing tags and partitions");
+}
+
+/* meta "query_index_through" in txn: *found false when absent. */
+static int through_read(sc_store *store, MDB_txn *txn, bool *found,
+			uint64_t *through, sc_error *err)
 {
 	MDB_val k = through_key, v;
 	int rc = mdb_get(txn, store->dbi_meta, &k, &v);
-	if (rc == MDB_NOTFOUND) {
-		*through = last;
+	*found = rc == 0;
+	if (rc == MDB_NOTFOUND)
 		return 0;
-	}
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "reading meta");
 	if (v.mv_size != 8)
@@ -80,7 +99,17 @@ int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 				    "expected 8; the store is damaged",
 				    v.mv_size);
 	*through = sc_be64_get(v.mv_data);
-	if (*through > last)
+	return 0;
+}
+
+int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			     uint64_t *through, sc_error *err)
+{
+	bool found;
+	int rc = through_read(store, txn, &found, through, err);
+	if (rc)
+		return rc;
+	if (!found || *through > last)
 		*through = last;
 	return 0;
 }
@@ -91,6 +120,95 @@ static int through_put(sc_store *store, MDB_txn *txn, uint64_t through)
 	sc_be64_put(b, through);
 	MDB_val k = through_key, v = {8, b};
 	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
+}
+
+/* Index the log's events in [from, to], read back in txn, stopping after
+ * the event that brings the rows written to `max_rows` (0: no limit);
+ * *done is the last position indexed. */
+static int index_log(sc_store *store, MDB_txn *txn, uint64_t from, uint64_t to,
+		     size_t max_rows, uint64_t *done, sc_error *err)
+{
+	*done = from - 1;
+	if (from > to)
+		return 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return write_error(err, rc);
+	uint8_t kb[8];
+	sc_be64_put(kb, from);
+	MDB_val k = {8, kb}, v;
+	sc_index_key ikey;
+	size_t rows = 0;
+	int op = MDB_SET_RANGE;
+	while ((!max_rows || rows < max_rows) &&
+	       (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos > to)
+			break;
+		if (pos != *done + 1) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the event log has a gap or a bad "
+					  "key at position %llu; the store "
+					  "is damaged",
+					  (unsigned long long)(*done + 1));
+			goto out;
+		}
+		sc_decoded_event d;
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		if (rc)
+			goto out;
+		rc = put_event(store, txn, &ikey, &d.ev, pos);
+		rows += d.ev.ntags + 1;
+		sc_decoded_event_free(&d);
+		if (rc) {
+			rc = write_error(err, rc);
+			goto out;
+		}
+		*done = pos;
+	}
+	if (rc == MDB_NOTFOUND || rc == 0)
+		rc = 0;
+	else
+		rc = write_error(err, rc);
+	if (!rc && !max_rows && *done != to)
+		rc = sc_error_set(err, SC_ECORRUPT,
+				  "the event log ends at position %llu, "
+				  "before %llu; the store is damaged",
+				  (unsigned long long)*done,
+				  (unsigned long long)to);
+out:
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
+			size_t n, uint64_t first, sc_error *err)
+{
+	uint64_t last = first + n - 1, through = 0;
+	bool found;
+	int rc = through_read(store, txn, &found, &through, err);
+	if (rc)
+		return rc;
+	/* A store without the key (none made by this format) is indexed
+	 * up to the batch, and gets it now. */
+	if (!found)
+		through = first - 1;
+	else if (last - through < store->opt.index_lag)
+		return 0;
+	uint64_t done;
+	rc = index_log(store, txn, through + 1, first - 1, 0, &done, err);
+	if (rc)
+		return rc;
+	sc_index_key ikey;
+	for (size_t i = 0; i < n; i++) {
+		rc = put_event(store, txn, &ikey, &evs[i], first + i);
+		if (rc)
+			return write_error(err, rc);
+	}
+	rc = through_put(store, txn, last);
+	return rc ? write_error(err, rc) : 0;
 }
 
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
@@ -123,88 +241,44 @@ int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 			return sc_store_lmdb_error(err, rc, what);
 		}
 	}
-	/* An older store: build the rows of its whole log after open's
-	 * transaction (the format it gets in this one is 4). */
-	if (!fresh && version < 4) {
+	/* A new store, or an older one whose log sc_tag_index_build
+	 * indexes after open's transaction (the format it gets in this one
+	 * is 4). */
+	if (create) {
 		int rc = through_put(store, txn, 0);
 		if (rc == MDB_MAP_FULL)
 			return rc;
 		if (rc)
 			return sc_store_lmdb_error(err, rc,
-						   "upgrading the store's "
-						   "format");
+						   fresh ? "writing meta"
+							 : "upgrading the "
+							   "store's format");
 	}
 	return 0;
 }
 
-typedef struct build_step {
-	uint64_t through, last;
-} build_step;
-
 /* One build transaction: the rows of the events after query_index_through,
- * up to BUILD_ROWS of them. */
+ * up to BUILD_ROWS of them. *(bool *)ctx: the log is all indexed. */
 static int build_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 {
-	build_step *st = ctx;
-	uint64_t last;
+	bool *complete = ctx;
+	uint64_t last, through;
 	int rc = sc_store_meta_last_get(store, txn, &last, err);
+	if (!rc)
+		rc = sc_tag_index_through_get(store, txn, last, &through, err);
 	if (rc)
 		return rc;
-	uint64_t through;
-	rc = sc_tag_index_through_get(store, txn, last, &through, err);
-	if (rc)
-		return rc;
-	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
-	if (rc)
-		return sc_store_lmdb_error(err, rc, "indexing tags");
-	uint8_t kb[8];
-	sc_be64_put(kb, through + 1);
-	MDB_val k = {8, kb}, v;
-	sc_index_key ikey;
-	size_t rows = 0;
-	int op = MDB_SET_RANGE;
-	while (rows < BUILD_ROWS &&
-	       (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
-		op = MDB_NEXT;
-		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
-		if (pos > last)
-			break;
-		if (pos != through + 1) {
-			rc = sc_error_set(err, SC_ECORRUPT,
-					  "the event log has a gap or a bad "
-					  "key at position %llu; the store "
-					  "is damaged",
-					  (unsigned long long)(through + 1));
-			goto out;
-		}
-		sc_decoded_event d;
-		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
-		if (rc)
-			goto out;
-		rc = sc_tag_index_put(store, txn, &ikey, &d.ev, pos);
-		rows += d.ev.ntags + 1;
-		sc_decoded_event_free(&d);
-		if (rc)
-			break;
-		through = pos;
+	*complete = through == last;
+	if (*complete)
+		return 0;
+	uint64_t done;
+	rc = index_log(store, txn, through + 1, last, BUILD_ROWS, &done, err);
+	if (!rc && done > through) {
+		int prc = through_put(store, txn, done);
+		if (prc)
+			rc = write_error(err, prc);
 	}
-	if (rc == MDB_NOTFOUND)
-		rc = 0;
-	if (!rc && through == last) {
-		MDB_val tk = through_key;
-		rc = mdb_del(txn, store->dbi_meta, &tk, NULL);
-	} else if (!rc) {
-		rc = through_put(store, txn, through);
-	}
-	if (rc == MDB_MAP_FULL)
-		goto out;
-	if (rc)
-		rc = sc_store_lmdb_error(err, rc, "indexing tags");
-out:
-	mdb_cursor_close(cur);
-	st->through = through;
-	st->last = last;
+	*complete = !rc && done == last;
 	return rc;
 }
 
@@ -215,19 +289,22 @@ int sc_tag_index_build(sc_store *store, sc_error *err)
 		int rc = sc_store_read_begin(store, &txn, err);
 		if (rc)
 			return rc;
-		MDB_val k = through_key, v;
-		rc = mdb_get(txn, store->dbi_meta, &k, &v);
+		uint64_t last, through;
+		rc = sc_store_meta_last_get(store, txn, &last, err);
+		if (!rc)
+			rc = sc_tag_index_through_get(store, txn, last,
+						      &through, err);
 		sc_store_read_end(store, txn);
-		if (rc == MDB_NOTFOUND)
+		if (rc)
+			return rc;
+		if (through == last)
 			return 0;
-		if (rc)
-			return sc_store_lmdb_error(err, rc, "reading meta");
-		build_step st = {0, 0};
+		bool complete = false;
 		rc = sc_store_write(store,
-				    "indexing the tags and partitions "
-				    "of an older store",
-				    build_body, NULL, &st, err);
-		if (rc)
+				    "indexing the tags and partitions of the "
+				    "log",
+				    build_body, NULL, &complete, err);
+		if (rc || complete)
 			return rc;
 	}
 }

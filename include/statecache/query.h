@@ -26,9 +26,11 @@
  *           commits of another process that writes the same store are seen
  *           by polling the log's end every poll_ms milliseconds.
  *
- * Tag and partition queries read their index, never a scan of the log:
- * every append writes one row per tag and one for the partition of each
- * event in its own transaction. An index key is key_id(value) ++ position
+ * Tag and partition queries read their index (one row per tag and one for
+ * the partition of each event), and scan only the unindexed tail of the
+ * log: the indexes lag the log by fewer than sc_store_options.index_lag
+ * events, as entity_index does (store/README.md). An index key is
+ * key_id(value) ++ position
  * (the key id of store/README.md: the value itself up to 503 bytes, a cut
  * and a hash beyond), so every valid tag and partition (1..4096 bytes) is
  * indexed; the query checks each event it reads back and skips those whose

@@ -10,10 +10,11 @@
  *                 (the key id is the entity id up to 503 bytes, else its
  *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
  *   tag_index     key: key id of a tag ++ position; value: empty; a row
- *                 for every non-empty tag of every event (statecache/
- *                 query.h reads it)
+ *                 for every non-empty tag of every event up to meta
+ *                 "query_index_through" (statecache/query.h reads it)
  *   partition_index  key: key id of the partition ++ position; value:
- *                 empty; a row for every event with a partition
+ *                 empty; a row for every event with a partition, up to
+ *                 "query_index_through"
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
@@ -25,9 +26,8 @@
  *                 last position committed), "index_through" (8 bytes BE:
  *                 entity_index is complete up to this position; see
  *                 sc_store_options.index_lag), "query_index_through" (8
- *                 bytes BE, only while an older store's tag_index and
- *                 partition_index are built at open: they cover the
- *                 events up to it)
+ *                 bytes BE: tag_index and partition_index are complete up
+ *                 to this position; they lag as entity_index does)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -99,9 +99,11 @@ typedef struct sc_store_options {
 	sc_warn_fn warn;	/* NULL: warnings go to stderr */
 	void *warn_ctx;
 	sc_cache_options cache;
-	/* entity_index rows are written in bulk, by the append that brings
-	 * the unindexed tail of the log to this many events; until then the
-	 * entity reads scan that tail. A few random index pages per event are
+	/* entity_index rows (and, the same way, tag_index and
+	 * partition_index rows) are written in bulk, by the append that
+	 * brings the unindexed tail of the log to this many events; until
+	 * then the entity reads (and tag and partition queries) scan that
+	 * tail. A few random index pages per event are
 	 * most of what a durable append writes, so this trades at most
 	 * index_lag events scanned per entity read for several times the
 	 * append rate. 1: every append indexes its own events. 0: 4096.
