@@ -30,11 +30,10 @@
  * the partition of each event), and scan only the unindexed tail of the
  * log: the indexes lag the log by fewer than sc_store_options.index_lag
  * events, as entity_index does (store/README.md). An index key is
- * key_id(value) ++ position
- * (the key id of store/README.md: the value itself up to 503 bytes, a cut
- * and a hash beyond), so every valid tag and partition (1..4096 bytes) is
- * indexed; the query checks each event it reads back and skips those whose
- * value differs. Events without a partition are in no partition query;
+ * key_id(value) ++ position (the key id of store/README.md: the value
+ * itself up to 503 bytes, a cut and a hash beyond), so every valid tag and
+ * partition (1..4096 bytes) is indexed; the query checks each event it
+ * reads back and skips those whose value differs. Events without a partition are in no partition query;
  * empty tags are not indexed.
  *
  * Memory: a query reads ahead in batches (at most 256 events or about
