@@ -48,8 +48,9 @@ static void new_dir(char *buf, size_t n)
 
 /* ---- values -------------------------------------------------------------- */
 
-/* The values tags and partitions take: every size class of key id. */
-#define NVALUES 12
+/* The values tags and partitions take: every size class of key id, and a
+ * few random sizes. */
+#define NVALUES 16
 static sc_str values[NVALUES];
 
 static sc_str make_value(size_t len, char fill, char last)
@@ -81,6 +82,11 @@ static void values_init(void)
 	values[i++] = (sc_str){k, n};
 	values[i++] = make_value(2, 'a', 'b'); /* "ab" again, other bytes */
 	values[i++] = make_value(300, 'm', 'm');
+	/* Sizes anywhere in 1..4096, from the run's seed. */
+	uint64_t rs = seed ^ 0xa11;
+	for (char c = 'p'; i < NVALUES; c++)
+		values[i++] = make_value(
+		    1 + tk_rand_below(&rs, SC_EVENT_FIELD_MAX), c, c);
 	assert_int_equal(i, NVALUES);
 	/* values[10] must equal values[1] to test duplicates of a value in
 	 * one event: "ab". */
