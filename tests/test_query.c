@@ -28,6 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/internal.h"
 #include "statecache/query.h"
@@ -813,6 +815,69 @@ static void test_damaged_record(void **state)
 	sc_store_close(s);
 }
 
+/* A live query of a store another process appends to sees its commits by
+ * polling; a finite query opened later ends at the other process's last
+ * commit. */
+static void test_other_process(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(8);
+	sc_store *s = open_store(dir, &o);
+	sc_query_spec spec = {.kind = SC_QUERY_TAG,
+			      .key = {"odd", 3},
+			      .live = true,
+			      .poll_ms = 5};
+	sc_query *q = open_query(s, &spec);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* The child uses nothing of the parent's store. */
+		sc_store *c = NULL;
+		sc_store_options co = opts(8);
+		if (sc_store_open(dir, &co, &c, NULL))
+			_exit(2);
+		sc_str tag = {"odd", 3};
+		for (int i = 1; i <= 60; i++) {
+			sc_event ev = {.entity = {"x", 1},
+				       .type = SC_EVENT_DELETE,
+				       .tags = &tag,
+				       .ntags = (size_t)(i % 2)};
+			if (sc_store_append(c, &ev, 1, NULL, NULL))
+				_exit(3);
+		}
+		sc_store_close(c);
+		_exit(0);
+	}
+	for (uint64_t want = 1; want <= 59; want += 2) {
+		const sc_event *ev;
+		sc_error err;
+		int rc = sc_query_next(q, 60000, &ev, &err);
+		if (rc)
+			fprintf(stderr, "live query: %s\n", err.message);
+		assert_int_equal(rc, 0);
+		assert_int_equal(ev->position, want);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	const sc_event *ev;
+	assert_int_equal(sc_query_next(q, 0, &ev, NULL), ETIMEDOUT);
+	sc_query_close(q);
+	sc_query_spec fin = {.kind = SC_QUERY_ALL, .from = 58};
+	q = open_query(s, &fin);
+	for (uint64_t want = 58; want <= 61; want++) {
+		assert_int_equal(sc_query_next(q, 0, &ev, NULL), 0);
+		if (want == 61)
+			assert_null(ev);
+		else
+			assert_int_equal(ev->position, want);
+	}
+	sc_query_close(q);
+	sc_store_close(s);
+}
+
 /* Cancel: a live query returns ECANCELED at once and from then on. */
 static void test_cancel(void **state)
 {
@@ -907,6 +972,7 @@ int main(void)
 	    cmocka_unit_test(test_format3_store),
 	    cmocka_unit_test(test_verify_indexes),
 	    cmocka_unit_test(test_damaged_record),
+	    cmocka_unit_test(test_other_process),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_bad_arguments),
 	};
