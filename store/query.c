@@ -473,9 +473,18 @@ out:
 	if (b.events)
 		mdb_cursor_close(b.events);
 	sc_store_read_end(q->store, b.txn);
-	if (!rc && b.seen + 1 > q->next)
+	if (rc && q->nrecs) {
+		/* Deliver what was read before the fault; the next batch
+		 * starts after it and meets the fault again. */
+		q->next = q->recs[q->nrecs - 1].pos + 1;
+		sc_error_clear(err);
+		return 0;
+	}
+	if (rc)
+		return rc;
+	if (b.seen + 1 > q->next)
 		q->next = b.seen + 1;
-	return rc;
+	return 0;
 }
 
 /* ---- delivering ---------------------------------------------------------- */
