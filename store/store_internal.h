@@ -280,9 +280,9 @@ int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 		      bool fresh, uint32_t version, sc_error *err);
 
-/* After open's transaction: index the events after meta
- * "query_index_through" (the whole log of an upgraded store), in
- * transactions of a bounded size. */
+/* After open's transaction: when meta "query_index_through" is index_lag
+ * or more behind the log (the whole log of an upgraded store), index the
+ * events after it, in transactions of a bounded size, until it is not. */
 int sc_tag_index_build(sc_store *store, sc_error *err);
 
 /* Read meta "query_index_through" in txn: the indexes hold the rows of

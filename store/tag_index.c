@@ -26,11 +26,11 @@
  *
  * A store of a format before 4 had no such indexes. The first open by
  * this build creates them empty and sets "query_index_through" to 0 and
- * the format to 4 in open's transaction; every open then indexes the
- * events after "query_index_through" (the whole log, after an upgrade) in
- * transactions of at most BUILD_ROWS rows before it returns. An open
- * interrupted meanwhile leaves the key where it was, and the next open
- * goes on from it.
+ * the format to 4 in open's transaction; an open that finds the indexes
+ * index_lag or more events behind (the whole log, after an upgrade)
+ * indexes the events after "query_index_through" in transactions of at
+ * most BUILD_ROWS rows before it returns. An open interrupted meanwhile
+ * leaves the key where it was, and the next open goes on from it.
  */
 #include "store/store_internal.h"
 
@@ -297,7 +297,9 @@ int sc_tag_index_build(sc_store *store, sc_error *err)
 		sc_store_read_end(store, txn);
 		if (rc)
 			return rc;
-		if (through == last)
+		/* A tail shorter than index_lag is the next appends' to
+		 * index: an open that finds no more writes nothing. */
+		if (last - through < store->opt.index_lag)
 			return 0;
 		bool complete = false;
 		rc = sc_store_write(store,
