@@ -33,8 +33,8 @@
  * key_id(value) ++ position (the key id of store/README.md: the value
  * itself up to 503 bytes, a cut and a hash beyond), so every valid tag and
  * partition (1..4096 bytes) is indexed; the query checks each event it
- * reads back and skips those whose value differs. Events without a partition are in no partition query;
- * empty tags are not indexed.
+ * reads back and skips those whose value differs. Events without a partition
+ * are in no partition query; empty tags are not indexed.
  *
  * Memory: a query reads ahead in batches (at most 256 events or about
  * 4 MiB, at least one event) which it copies out of LMDB, so it holds no
