@@ -3,6 +3,8 @@
  * stats; and the store-opening helper every command uses.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "cli/buf.h"
 #include "cli/cli.h"
 #include "cli/json_event.h"
+#include "statecache/query.h"
 #include "statecache/store.h"
 
 /* ===== helpers ============================================================ */
@@ -277,29 +280,71 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 /* ===== events ============================================================= */
 
 static const char events_help[] =
-    "usage: statecache [--db DIR] events [--from POS] [--entity ID] "
-    "[--limit N]\n"
+    "usage: statecache [--db DIR] events [--from POS] [--entity ID | --tag T "
+    "|\n"
+    "                  --partition P] [--limit N] [--follow [--poll MS]]\n"
     "\n"
     "Print the event log as JSON Lines, in order, each with its "
     "\"position\"\n"
     "(the input format of `ingest`, which ignores \"position\"). --from\n"
-    "starts at position POS (default 1), --entity keeps one entity's "
-    "events,\n"
+    "starts at position POS (default 1); --entity, --tag and --partition "
+    "keep\n"
+    "the events of one entity, tag or partition (read through their "
+    "index);\n"
     "--limit prints at most N (0: all, the default).\n"
+    "\n"
+    "--follow keeps printing new events as any process commits them (like\n"
+    "`tail -f`), looking for them every MS milliseconds\n"
+    "(--poll, default 100); Ctrl-C or SIGTERM ends it (exit 0), and so "
+    "does\n"
+    "--limit once N events are printed.\n"
     "\n"
     "Exit codes: 0 ok; 1 no store or a read failed; 2 bad usage.\n";
 
-typedef struct events_ctx {
-	sc_cli_buf b;
-	int failed;
-} events_ctx;
+/* --follow: a thread that waits for SIGINT or SIGTERM (blocked in every
+ * other thread) and cancels the query, which ends the command cleanly.
+ * The command itself wakes it with SIGTERM when it ends first. */
+typedef struct follow_signals {
+	sigset_t set;
+	sc_query *q;
+	pthread_t thread;
+} follow_signals;
 
-static int events_print(void *ctx, const sc_event *ev)
+static void *follow_wait_signal(void *arg)
 {
-	events_ctx *c = ctx;
-	sc_cli_buf_reset(&c->b);
-	if (sc_cli_event_encode(&c->b, ev, true) || !sc_cli_print_line(&c->b)) {
-		c->failed = 1;
+	follow_signals *fs = arg;
+	int sig;
+	sigwait(&fs->set, &sig);
+	sc_query_cancel(fs->q);
+	return NULL;
+}
+
+/* --entity, --tag or --partition at argv[*i]: as sc_cli_opt, with the
+ * query kind it selects, and a usage error for a value of a size the
+ * kind does not take. */
+static int events_keyed(int argc, char **argv, int *i, const char **v,
+			sc_query_kind *kind)
+{
+	static const struct {
+		const char *opt, *what;
+		sc_query_kind kind;
+		size_t max;
+	} keyed[] = {
+	    {"--entity", "an id", SC_QUERY_ENTITY, SC_ENTITY_ID_MAX},
+	    {"--tag", "a tag", SC_QUERY_TAG, SC_EVENT_FIELD_MAX},
+	    {"--partition", "a partition", SC_QUERY_PARTITION,
+	     SC_EVENT_FIELD_MAX},
+	};
+	for (size_t k = 0; k < sizeof keyed / sizeof keyed[0]; k++) {
+		int m = sc_cli_opt("events", argc, argv, i, keyed[k].opt, v);
+		if (m <= 0)
+			continue;
+		if (!**v || strlen(*v) > keyed[k].max) {
+			sc_cli_usage_error("events", "%s is 1 to %zu bytes",
+					   keyed[k].what, keyed[k].max);
+			return -1;
+		}
+		*kind = keyed[k].kind;
 		return 1;
 	}
 	return 0;
@@ -307,8 +352,11 @@ static int events_print(void *ctx, const sc_event *ev)
 
 int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 {
-	uint64_t from = 1, limit = 0;
-	const char *entity = NULL;
+	uint64_t from = 1, limit = 0, poll = SC_QUERY_POLL_MS_DEFAULT;
+	sc_query_spec spec = {.kind = SC_QUERY_ALL};
+	sc_query_kind kind;
+	const char *key = NULL;
+	bool follow = false;
 	for (int i = 1; i < argc;) {
 		const char *v;
 		int m;
@@ -316,7 +364,11 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 			fputs(events_help, stdout);
 			return SC_CLI_EXIT_OK;
 		}
-		if ((m = sc_cli_opt("events", argc, argv, &i, "--from", &v))) {
+		if (!strcmp(argv[i], "--follow")) {
+			follow = true;
+			i++;
+		} else if ((m = sc_cli_opt("events", argc, argv, &i, "--from",
+					   &v))) {
 			if (m < 0 || sc_cli_parse_u64("events", "--from", v, 0,
 						      UINT64_MAX, &from))
 				return SC_CLI_EXIT_USAGE;
@@ -325,43 +377,98 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 			if (m < 0 || sc_cli_parse_u64("events", "--limit", v, 0,
 						      UINT64_MAX, &limit))
 				return SC_CLI_EXIT_USAGE;
-		} else if ((m = sc_cli_opt("events", argc, argv, &i, "--entity",
+		} else if ((m = sc_cli_opt("events", argc, argv, &i, "--poll",
 					   &v))) {
+			if (m < 0 || sc_cli_parse_u64("events", "--poll", v, 1,
+						      3600000, &poll))
+				return SC_CLI_EXIT_USAGE;
+		} else if ((m = events_keyed(argc, argv, &i, &v, &kind))) {
 			if (m < 0)
 				return SC_CLI_EXIT_USAGE;
-			entity = v;
-			if (!*v || strlen(v) > SC_ENTITY_ID_MAX)
+			if (key)
 				return sc_cli_usage_error(
-				    "events", "ids are 1 to %d bytes",
-				    SC_ENTITY_ID_MAX);
+				    "events", "give one of --entity, --tag and "
+					      "--partition");
+			key = v;
+			spec.kind = kind;
 		} else {
 			return sc_cli_usage_error(
 			    "events", "unknown argument %s", argv[i]);
 		}
+	}
+	if (key)
+		spec.key = (sc_str){key, strlen(key)};
+	spec.from = from;
+	spec.live = follow;
+	spec.poll_ms = (int)poll;
+	/* Signals are blocked before any thread starts, so only the
+	 * follower's own thread takes them. */
+	follow_signals fs;
+	if (follow) {
+		sigemptyset(&fs.set);
+		sigaddset(&fs.set, SIGINT);
+		sigaddset(&fs.set, SIGTERM);
+		pthread_sigmask(SIG_BLOCK, &fs.set, NULL);
 	}
 	sc_store *st;
 	int code =
 	    sc_cli_store_open("events", g->db, false, SC_DURABILITY_FULL, &st);
 	if (code)
 		return code;
-	events_ctx c = {0};
-	sc_cli_buf_init(&c.b);
 	sc_error err;
 	sc_error_clear(&err);
-	int rc =
-	    entity
-		? sc_store_entity_events(st, (sc_str){entity, strlen(entity)},
-					 from, limit, events_print, &c, &err)
-		: sc_store_events(st, from, limit, events_print, &c, &err);
-	if (c.failed) {
-		code = out_of_memory("events");
-	} else if (rc) {
+	int rc = sc_query_open(st, &spec, &fs.q, &err);
+	if (rc) {
+		fprintf(stderr, "statecache events: %s\n", err.message);
+		sc_store_close(st);
+		return rc == SC_EINVAL ? SC_CLI_EXIT_USAGE : SC_CLI_EXIT_FAIL;
+	}
+	sc_query *q = fs.q;
+	if (follow &&
+	    pthread_create(&fs.thread, NULL, follow_wait_signal, &fs) != 0) {
+		fprintf(stderr, "statecache events: cannot start a thread\n");
+		sc_query_close(q);
+		sc_store_close(st);
+		return SC_CLI_EXIT_FAIL;
+	}
+	sc_cli_buf b;
+	sc_cli_buf_init(&b);
+	uint64_t count = 0;
+	while (!limit || count < limit) {
+		const sc_event *evs[64];
+		size_t n;
+		rc = sc_query_next_batch(q, -1, evs, 64, &n, &err);
+		if (rc || n == 0)
+			break;
+		for (size_t i = 0; i < n && (!limit || count < limit); i++) {
+			sc_cli_buf_reset(&b);
+			if (sc_cli_event_encode(&b, evs[i], true) ||
+			    !sc_cli_print_line(&b)) {
+				code = out_of_memory("events");
+				break;
+			}
+			count++;
+		}
+		if (code)
+			break;
+		if (follow && fflush(stdout))
+			break;
+	}
+	if (rc == ECANCELED) {
+		rc = 0; /* SIGINT or SIGTERM: the end the user asked for */
+	} else if (rc && !code) {
 		fprintf(stderr,
 			"statecache events: reading the log failed: %s\n",
 			err.message[0] ? err.message : sc_strerror(rc));
 		code = SC_CLI_EXIT_FAIL;
 	}
-	sc_cli_buf_free(&c.b);
+	if (follow) {
+		/* End the signal thread if no signal did. */
+		pthread_kill(fs.thread, SIGTERM);
+		pthread_join(fs.thread, NULL);
+	}
+	sc_cli_buf_free(&b);
+	sc_query_close(q);
 	sc_store_close(st);
 	return finish_stdout("events", code);
 }

@@ -23,6 +23,7 @@
  */
 #include "store/store_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -161,13 +162,17 @@ int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
 /* Rows of other key_ids that share the prefix (a key_id that is this one
  * followed by 8 more bytes) are skipped by length; rows of other ids with
  * the same key_id are the caller's to skip. */
-int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
-		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err)
+int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
+		     const char *name, sc_str id, uint64_t from, uint64_t to,
+		     sc_index_pos_fn fn, void *ctx, sc_error *err)
 {
+	(void)store;
+	char what[48];
+	snprintf(what, sizeof what, "reading %s", name);
 	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, store->dbi_index, &cur);
+	int rc = mdb_cursor_open(txn, dbi, &cur);
 	if (rc)
-		return sc_store_lmdb_error(err, rc, "reading entity_index");
+		return sc_store_lmdb_error(err, rc, what);
 	sc_index_key lo, hi;
 	size_t idlen = sc_index_key_id(lo.b, id);
 	memcpy(hi.b, lo.b, idlen);
@@ -195,7 +200,14 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 	mdb_cursor_close(cur);
 	if (rc == MDB_NOTFOUND || rc == 0)
 		return 0;
-	return sc_store_lmdb_error(err, rc, "reading entity_index");
+	return sc_store_lmdb_error(err, rc, what);
+}
+
+int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
+		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err)
+{
+	return sc_index_walk_in(store, txn, store->dbi_index, "entity_index",
+				id, from, to, fn, ctx, err);
 }
 
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,

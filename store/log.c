@@ -221,6 +221,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return rc;
 	}
+	rc = sc_tag_index_append(store, txn, b->evs, b->n, b->first, err);
+	if (rc)
+		return rc;
 	if (b->index) {
 		int bad = 0;
 		rc = sc_index_tail(store, txn, b->first, &bad, err);
@@ -348,6 +351,7 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		pthread_mutex_unlock(&store->write_mu);
 		return rc;
 	}
+	sc_query_notify(store);
 	sc_killpoint("append_after_commit");
 	sc_projectors_commit(store);
 	store->since_snapshot += n;
@@ -665,6 +669,8 @@ int sc_store_verify(sc_store *store, sc_error *err)
 	rc = sc_index_through_get(store, txn, last, &through, err);
 	if (!rc)
 		rc = sc_index_verify(store, txn, through, err);
+	if (!rc)
+		rc = sc_tag_index_verify(store, txn, last, err);
 out:
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/internal.h"
@@ -77,7 +78,7 @@ static int meta_init(sc_store *store, MDB_txn *txn, bool fresh,
 		rc = mdb_put(txn, store->dbi_meta, &k2, &v2, 0);
 	}
 	if (!rc) {
-		static const char by[] = "libstatecache format 3";
+		static const char by[] = "libstatecache format 4";
 		MDB_val k3 = {sizeof "created_by" - 1, "created_by"};
 		MDB_val v3 = {sizeof by - 1, (void *)by};
 		rc = mdb_put(txn, store->dbi_meta, &k3, &v3, 0);
@@ -252,6 +253,9 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		return rc;
 	uint32_t version = 0;
 	rc = meta_init(store, txn, fresh, &version, err);
+	if (!rc)
+		rc =
+		    sc_tag_index_open(store, txn, oc->dir, fresh, version, err);
 	if (!rc)
 		rc = hash_seed_init(store, txn, &oc->seed, err);
 	if (!rc)
@@ -542,6 +546,13 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	    &ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&s->map_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&s->query_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	/* Live queries wait with deadlines of CLOCK_MONOTONIC (query.c). */
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->query_cv, &ca);
+	pthread_condattr_destroy(&ca);
 
 	if (!exists) {
 		rc = create_store(s, dir, err);
@@ -604,6 +615,10 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	rc = sc_store_write(s, "opening the store", open_dbs, NULL, &oc, err);
 	if (rc)
 		goto fail;
+	/* A store of an older format: its tag and partition indexes. */
+	rc = sc_tag_index_build(s, err);
+	if (rc)
+		goto fail;
 	/* The store's own seed unless the caller chose one. */
 	if (!o.cache.seed)
 		o.cache.seed = oc.seed;
@@ -649,6 +664,8 @@ void sc_store_close(sc_store *store)
 	pthread_mutex_destroy(&store->snap_mu);
 	pthread_mutex_destroy(&store->write_mu);
 	pthread_rwlock_destroy(&store->map_lock);
+	pthread_mutex_destroy(&store->query_mu);
+	pthread_cond_destroy(&store->query_cv);
 	sc_free(store);
 }
 

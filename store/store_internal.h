@@ -8,6 +8,12 @@
  *                   way any file writes (every write transaction is one)
  *   entity_index.c  the entity_index database: its keys, index_through,
  *                   the catch-up of the lagging tail      -> env
+ *   tag_index.c     tag_index and partition_index: their rows, written in
+ *                   bulk by the append that finds them index_lag behind,
+ *                   and their build at open       -> env, entity_index
+ *   query.c         queries of the log and the wake-up of live ones
+ *                                                 -> env, entity_index,
+ *                                                    tag_index
  *   projector.c     projectors: registration, offsets in meta, calls
  *                                                          -> env
  *   snapshots.c     snapshots: write, list, prune, restore -> env
@@ -42,8 +48,10 @@
 /* Value of the meta key "format_version" written by this build. Format 2
  * added the lagging index (index_through); format 3 keys the index rows
  * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
- * shorter ids are as in format 2, so an older store needs no rewrite). */
-#define SC_STORE_FORMAT_VERSION 3u
+ * shorter ids are as in format 2, so an older store needs no rewrite);
+ * format 4 adds tag_index and partition_index (an older store gets them
+ * built from its log when this build first opens it, tag_index.c). */
+#define SC_STORE_FORMAT_VERSION 4u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
@@ -61,6 +69,7 @@
 struct sc_store {
 	MDB_env *env;
 	MDB_dbi dbi_events, dbi_index, dbi_snapshots, dbi_meta;
+	MDB_dbi dbi_tags, dbi_partitions; /* tag_index, partition_index */
 	sc_cache *cache;
 	sc_store_options opt;
 
@@ -76,6 +85,13 @@ struct sc_store {
 	uint64_t index_through;
 	uint64_t since_snapshot; /* events appended since the last snapshot */
 	bool stale; /* a committed batch could not be promoted: reopen */
+
+	/* Live queries wait on query_cv (under query_mu) while they have
+	 * read the whole log; every append signals it after its promote
+	 * when query_waiters says someone waits (query.c). */
+	pthread_mutex_t query_mu;
+	pthread_cond_t query_cv;
+	_Atomic int query_waiters;
 
 	/* Writer-only scratch (under write_mu). */
 	sc_projector *projectors;
@@ -244,6 +260,57 @@ typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
  * value, SC_ELMDB. */
 int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
+
+/* Call fn, in order, with the positions in [from, to] that the index
+ * `dbi` (entity_index, tag_index or partition_index, all keyed alike;
+ * `name` names it in errors) lists under the key id of `id`. As
+ * sc_index_walk. */
+int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
+		     const char *name, sc_str id, uint64_t from, uint64_t to,
+		     sc_index_pos_fn fn, void *ctx, sc_error *err);
+
+/* ---- tag_index.c --------------------------------------------------------- */
+
+/* Inside the append's transaction, after the batch `evs` (n events from
+ * position `first`) is written: when the batch's last position is
+ * index_lag or more past meta "query_index_through", write the tag_index
+ * and partition_index rows of the events after it (read back from the
+ * log) and of the batch, and move it to the batch's last position.
+ * Returns 0, MDB_MAP_FULL (untranslated), or an sc code with err set. */
+int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
+			size_t n, uint64_t first, sc_error *err);
+
+/* At open, in open's transaction: open tag_index and partition_index, or
+ * create them (with meta "query_index_through" 0) for a new store
+ * (`fresh`) or one of a format before 4. A store of format 4 without them
+ * is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated),
+ * SC_ELMDB. */
+int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
+		      bool fresh, uint32_t version, sc_error *err);
+
+/* After open's transaction: when meta "query_index_through" is index_lag
+ * or more behind the log (the whole log of an upgraded store), index the
+ * events after it, in transactions of a bounded size, until it is not. */
+int sc_tag_index_build(sc_store *store, sc_error *err);
+
+/* Read meta "query_index_through" in txn: the indexes hold the rows of
+ * every event up to it (at most `last`; `last` when absent). Errors:
+ * SC_ECORRUPT, SC_ELMDB. */
+int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
+			     uint64_t *through, sc_error *err);
+
+/* Check that tag_index and partition_index hold exactly the rows of the
+ * events up to meta query_index_through (`last` when absent): every row
+ * names an event with a value of its key id, every value of every event
+ * has its row. Errors: SC_ECORRUPT naming the first fault, SC_ELMDB. */
+int sc_tag_index_verify(sc_store *store, MDB_txn *txn, uint64_t last,
+			sc_error *err);
+
+/* ---- query.c ------------------------------------------------------------- */
+
+/* Wake the live queries that wait for a commit (after each append's
+ * promote, last_position already stored). Cheap when none waits. */
+void sc_query_notify(sc_store *store);
 
 /* ---- projector.c --------------------------------------------------------- */
 

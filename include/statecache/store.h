@@ -9,6 +9,12 @@
  *                 empty; rows for every position up to meta "index_through"
  *                 (the key id is the entity id up to 503 bytes, else its
  *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
+ *   tag_index     key: key id of a tag ++ position; value: empty; a row
+ *                 for every non-empty tag of every event up to meta
+ *                 "query_index_through" (statecache/query.h reads it)
+ *   partition_index  key: key id of the partition ++ position; value:
+ *                 empty; a row for every event with a partition, up to
+ *                 "query_index_through"
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
@@ -19,7 +25,9 @@
  *                 projector's offset), "last_position" (8 bytes BE: the
  *                 last position committed), "index_through" (8 bytes BE:
  *                 entity_index is complete up to this position; see
- *                 sc_store_options.index_lag)
+ *                 sc_store_options.index_lag), "query_index_through" (8
+ *                 bytes BE: tag_index and partition_index are complete up
+ *                 to this position; they lag as entity_index does)
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -125,9 +133,11 @@ typedef struct sc_store_options {
 	sc_warn_fn warn;	/* NULL: warnings go to stderr */
 	void *warn_ctx;
 	sc_cache_options cache;
-	/* entity_index rows are written in bulk, by the append that brings
-	 * the unindexed tail of the log to this many events; until then the
-	 * entity reads scan that tail. A few random index pages per event are
+	/* entity_index rows (and, the same way, tag_index and
+	 * partition_index rows) are written in bulk, by the append that
+	 * brings the unindexed tail of the log to this many events; until
+	 * then the entity reads (and tag and partition queries) scan that
+	 * tail. A few random index pages per event are
 	 * most of what a durable append writes, so this trades at most
 	 * index_lag events scanned per entity read for several times the
 	 * append rate. 1: every append indexes its own events. 0: 4096.
@@ -337,7 +347,9 @@ SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
  * the last, every record decodes, meta "last_position" (the last position
  * committed, written by every append) equals the last position, and
  * entity_index holds exactly one row for every position up to meta
- * "index_through", keyed by that event's entity. Snapshots are checked by
+ * "index_through", keyed by that event's entity, and tag_index and
+ * partition_index hold exactly the rows of the events' tags and
+ * partitions (statecache/query.h). Snapshots are checked by
  * open (a damaged one is skipped) and the state by comparing with a
  * replay (statecache verify). Any thread; its cost grows with the log.
  * Errors: SC_ECORRUPT (the message names the first fault), SC_EINVAL,

@@ -1,0 +1,613 @@
+/*
+ * Queries of the log (include/statecache/query.h).
+ *
+ * A query reads ahead: one read transaction copies the records of the
+ * next matching positions (a batch) out of LMDB, then ends, and the events
+ * are decoded one by one as they are delivered. `next` is the first
+ * position no batch has looked at yet; every position before it was
+ * either copied or known not to match, so a batch that finds nothing
+ * means the query has seen the whole log up to next - 1.
+ *
+ * Which positions a batch looks at:
+ *   all        the log from next on
+ *   entity     entity_index up to meta index_through, then the log after
+ *              it (the index lags), each event's id checked
+ *   tag,       tag_index or partition_index up to meta
+ *   partition  query_index_through, then the log after it (these indexes
+ *              lag too), each event decoded and checked
+ * Index rows name a key id, which may stand for other values too (see
+ * tag_index.c): every event read through an index is checked against the
+ * query when it is decoded, and the others are skipped.
+ *
+ * The end of the log a batch stops at is meta last_position read in its
+ * transaction; a finite query also stops at the last position committed
+ * when it was opened.
+ *
+ * Waking a live query: when a batch finds nothing, the query waits on
+ * store->query_cv until store->last_position (this process's appends)
+ * reaches `next`, or its poll interval passes (other processes' appends),
+ * or it is cancelled, or its timeout passes; then it reads a new batch.
+ * The waiter counts itself in query_waiters (under query_mu) before it
+ * checks last_position; an append stores last_position before it reads
+ * query_waiters (both sequentially consistent), so either the waiter sees
+ * the new position or the append sees the waiter and signals it under
+ * query_mu, which the waiter holds until it waits: no wake-up is lost,
+ * and an append with no waiter takes no lock.
+ */
+#include "statecache/query.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/internal.h"
+#include "store/store_internal.h"
+
+/* A batch copies at most this many records, or this many bytes (but at
+ * least one record). */
+#define BATCH_EVENTS 256
+#define BATCH_BYTES  ((size_t)4 << 20)
+
+typedef struct query_rec {
+	uint64_t pos;
+	size_t off, len;
+} query_rec;
+
+struct sc_query {
+	sc_store *store;
+	sc_query_kind kind;
+	char *key;
+	size_t keylen;
+	bool live;
+	int poll_ms;	    /* < 0: never poll */
+	uint64_t next;	    /* first position no batch has looked at */
+	uint64_t end;	    /* finite queries: the last position */
+	uint64_t delivered; /* position of the last event delivered */
+	atomic_bool cancelled;
+
+	/* The current batch: records[i] is buf[off..off+len). */
+	uint8_t *buf;
+	size_t len, cap;
+	query_rec *recs;
+	size_t nrecs, cap_recs, irec;
+
+	/* What the last call delivered (valid until the next call). */
+	sc_decoded_event *out;
+	const sc_event **outp;
+	size_t nout, cap_out;
+};
+
+/* ---- waking -------------------------------------------------------------- */
+
+void sc_query_notify(sc_store *store)
+{
+	if (atomic_load(&store->query_waiters) == 0)
+		return;
+	pthread_mutex_lock(&store->query_mu);
+	pthread_cond_broadcast(&store->query_cv);
+	pthread_mutex_unlock(&store->query_mu);
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Wait until this process commits position q->next, the poll interval
+ * passes, `deadline` (monotonic ns; < 0: none) passes or the query is
+ * cancelled. */
+static void wait_commit(sc_query *q, int64_t deadline)
+{
+	sc_store *s = q->store;
+	int64_t until = deadline;
+	if (q->poll_ms >= 0) {
+		int64_t poll = mono_ns() + (int64_t)q->poll_ms * 1000000;
+		if (until < 0 || poll < until)
+			until = poll;
+	}
+	pthread_mutex_lock(&s->query_mu);
+	atomic_fetch_add(&s->query_waiters, 1);
+	while (!atomic_load(&q->cancelled) &&
+	       atomic_load(&s->last_position) < q->next) {
+		if (until < 0) {
+			pthread_cond_wait(&s->query_cv, &s->query_mu);
+			continue;
+		}
+		struct timespec ts = {(time_t)(until / 1000000000),
+				      (long)(until % 1000000000)};
+		if (pthread_cond_timedwait(&s->query_cv, &s->query_mu, &ts) ==
+		    ETIMEDOUT)
+			break;
+	}
+	atomic_fetch_sub(&s->query_waiters, 1);
+	pthread_mutex_unlock(&s->query_mu);
+}
+
+void sc_query_cancel(sc_query *q)
+{
+	if (!q)
+		return;
+	atomic_store(&q->cancelled, true);
+	pthread_mutex_lock(&q->store->query_mu);
+	pthread_cond_broadcast(&q->store->query_cv);
+	pthread_mutex_unlock(&q->store->query_mu);
+}
+
+/* ---- open and close ------------------------------------------------------ */
+
+int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
+		  sc_error *err)
+{
+	sc_error_clear(err);
+	if (!store || !spec || !out)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_query_open needs a store, a spec and "
+				    "an out pointer");
+	*out = NULL;
+	size_t max = 0;
+	const char *what = NULL;
+	switch (spec->kind) {
+	case SC_QUERY_ALL:
+		break;
+	case SC_QUERY_ENTITY:
+		max = SC_ENTITY_ID_MAX;
+		what = "an entity id";
+		break;
+	case SC_QUERY_TAG:
+		max = SC_EVENT_FIELD_MAX;
+		what = "a tag";
+		break;
+	case SC_QUERY_PARTITION:
+		max = SC_EVENT_FIELD_MAX;
+		what = "a partition";
+		break;
+	default:
+		return sc_error_set(err, SC_EINVAL,
+				    "unknown query kind %d; use one of "
+				    "sc_query_kind",
+				    (int)spec->kind);
+	}
+	if (what &&
+	    (spec->key.len < 1 || spec->key.len > max || !spec->key.ptr))
+		return sc_error_set(
+		    err, SC_EINVAL,
+		    "the query's key is %zu bytes; %s is 1..%zu "
+		    "bytes",
+		    spec->key.len, what, max);
+	sc_query *q = sc_calloc(1, sizeof *q);
+	if (!q)
+		return sc_error_set(err, ENOMEM, "out of memory for a query");
+	q->store = store;
+	q->kind = spec->kind;
+	q->live = spec->live;
+	q->poll_ms = spec->poll_ms == 0	 ? SC_QUERY_POLL_MS_DEFAULT
+		     : spec->poll_ms < 0 ? -1
+					 : spec->poll_ms;
+	q->next = spec->from ? spec->from : 1;
+	q->delivered = q->next - 1;
+	/* The end of the log as meta says: with the commits of other
+	 * processes. */
+	MDB_txn *txn;
+	int rc = sc_store_read_begin(store, &txn, err);
+	if (!rc) {
+		rc = sc_store_meta_last_get(store, txn, &q->end, err);
+		sc_store_read_end(store, txn);
+	}
+	if (rc) {
+		sc_free(q);
+		return rc;
+	}
+	atomic_init(&q->cancelled, false);
+	if (what) {
+		q->key = sc_malloc(spec->key.len);
+		if (!q->key) {
+			sc_free(q);
+			return sc_error_set(err, ENOMEM,
+					    "out of memory for a query");
+		}
+		memcpy(q->key, spec->key.ptr, spec->key.len);
+		q->keylen = spec->key.len;
+	}
+	*out = q;
+	return 0;
+}
+
+static void free_delivered(sc_query *q)
+{
+	for (size_t i = 0; i < q->nout; i++)
+		sc_decoded_event_free(&q->out[i]);
+	q->nout = 0;
+}
+
+void sc_query_close(sc_query *q)
+{
+	if (!q)
+		return;
+	free_delivered(q);
+	sc_free(q->out);
+	sc_free(q->outp);
+	sc_free(q->recs);
+	sc_free(q->buf);
+	sc_free(q->key);
+	sc_free(q);
+}
+
+uint64_t sc_query_position(const sc_query *q)
+{
+	return q->delivered;
+}
+
+/* ---- reading a batch ----------------------------------------------------- */
+
+typedef struct batch {
+	sc_query *q;
+	MDB_txn *txn;
+	/* On the events database: the positions an index names only grow,
+	 * and LMDB finds one on the page the cursor is on without a search
+	 * from the root. */
+	MDB_cursor *events;
+	uint64_t hi;   /* the last position this batch may look at */
+	uint64_t seen; /* every position up to this one is looked at */
+	bool full;
+	sc_error *err;
+} batch;
+
+static bool batch_full(const sc_query *q)
+{
+	return q->nrecs >= BATCH_EVENTS || q->len >= BATCH_BYTES;
+}
+
+/* Copy the record `v` at `pos` into the batch. */
+static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
+{
+	sc_query *q = b->q;
+	if (q->nrecs == q->cap_recs) {
+		size_t n = q->cap_recs ? 2 * q->cap_recs : 64;
+		query_rec *nr = sc_realloc(q->recs, n * sizeof *nr);
+		if (!nr)
+			return sc_error_set(b->err, ENOMEM,
+					    "out of memory reading events");
+		q->recs = nr;
+		q->cap_recs = n;
+	}
+	if (q->len + v->mv_size > q->cap) {
+		size_t n = q->cap ? q->cap : 65536;
+		while (n < q->len + v->mv_size)
+			n *= 2;
+		uint8_t *nb = sc_realloc(q->buf, n);
+		if (!nb)
+			return sc_error_set(b->err, ENOMEM,
+					    "out of memory reading events");
+		q->buf = nb;
+		q->cap = n;
+	}
+	memcpy(q->buf + q->len, v->mv_data, v->mv_size);
+	q->recs[q->nrecs++] = (query_rec){pos, q->len, v->mv_size};
+	q->len += v->mv_size;
+	b->seen = pos;
+	if (batch_full(q))
+		b->full = true;
+	return 0;
+}
+
+static bool str_eq(sc_str a, const char *p, size_t n)
+{
+	return a.len == n && memcmp(a.ptr, p, n) == 0;
+}
+
+static bool matches(const sc_query *q, const sc_event *ev)
+{
+	switch (q->kind) {
+	case SC_QUERY_ENTITY:
+		return str_eq(ev->entity, q->key, q->keylen);
+	case SC_QUERY_TAG:
+		for (size_t i = 0; i < ev->ntags; i++)
+			if (str_eq(ev->tags[i], q->key, q->keylen))
+				return true;
+		return false;
+	case SC_QUERY_PARTITION:
+		return str_eq(ev->partition, q->key, q->keylen);
+	default:
+		return true;
+	}
+}
+
+/* Whether the log record at pos (not through an index) belongs to the
+ * query: an entity query peeks at the id only, tag and partition queries
+ * decode the record. */
+static int record_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
+{
+	sc_query *q = b->q;
+	*yes = true;
+	if (q->kind == SC_QUERY_ALL)
+		return 0;
+	if (q->kind == SC_QUERY_ENTITY) {
+		sc_str id;
+		int rc = sc_event_peek_entity(v->mv_data, v->mv_size, pos, &id,
+					      b->err);
+		if (!rc)
+			*yes = str_eq(id, q->key, q->keylen);
+		return rc;
+	}
+	sc_decoded_event d;
+	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, b->err);
+	if (rc)
+		return rc;
+	*yes = matches(q, &d.ev);
+	sc_decoded_event_free(&d);
+	return 0;
+}
+
+/* Look at the log's records at positions [from, b->hi] (the tail no
+ * index covers yet): copy those of the query. */
+static int batch_scan(batch *b, uint64_t from)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(b->txn, b->q->store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(b->err, rc, "reading events");
+	uint8_t kb[8];
+	sc_be64_put(kb, from);
+	MDB_val k = {8, kb}, v;
+	int op = MDB_SET_RANGE;
+	while (!b->full && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size != 8) {
+			rc = sc_error_set(b->err, SC_ECORRUPT,
+					  "an events key is %zu bytes, "
+					  "expected 8; the store is damaged",
+					  k.mv_size);
+			goto out;
+		}
+		uint64_t pos = sc_be64_get(k.mv_data);
+		if (pos > b->hi)
+			break;
+		bool yes;
+		if ((rc = record_matches(b, &v, pos, &yes)))
+			goto out;
+		if (yes && (rc = batch_add(b, pos, &v)))
+			goto out;
+		b->seen = pos;
+	}
+	if (rc == MDB_NOTFOUND || rc == 0)
+		rc = 0;
+	else
+		rc = sc_store_lmdb_error(b->err, rc, "reading events");
+	if (!rc && !b->full)
+		b->seen = b->hi;
+out:
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* An index row: copy the event it names. */
+static int batch_indexed(void *ctx, uint64_t pos)
+{
+	batch *b = ctx;
+	if (b->full)
+		return 1;
+	int rc;
+	if (!b->events &&
+	    (rc = mdb_cursor_open(b->txn, b->q->store->dbi_events, &b->events)))
+		return sc_store_lmdb_error(b->err, rc, "reading events");
+	uint8_t kb[8];
+	sc_be64_put(kb, pos);
+	MDB_val ek = {8, kb}, v;
+	rc = mdb_cursor_get(b->events, &ek, &v, MDB_SET);
+	if (rc == MDB_NOTFOUND)
+		return sc_error_set(b->err, SC_ECORRUPT,
+				    "an index names position %llu, which is "
+				    "not in the log; the store is damaged",
+				    (unsigned long long)pos);
+	if (rc)
+		return sc_store_lmdb_error(b->err, rc, "reading events");
+	/* Tag and partition rows are checked when the event is decoded. */
+	bool yes = true;
+	if (b->q->kind == SC_QUERY_ENTITY &&
+	    (rc = record_matches(b, &v, pos, &yes)))
+		return rc;
+	if (yes)
+		return batch_add(b, pos, &v);
+	return 0;
+}
+
+/* Read the next batch of q in one read transaction. */
+static int fetch(sc_query *q, sc_error *err)
+{
+	q->nrecs = q->irec = q->len = 0;
+	batch b = {.q = q, .err = err};
+	int rc = sc_store_read_begin(q->store, &b.txn, err);
+	if (rc)
+		return rc;
+	uint64_t last = 0;
+	rc = sc_store_meta_last_get(q->store, b.txn, &last, err);
+	if (rc)
+		goto out;
+	b.hi = q->live || last < q->end ? last : q->end;
+	if (q->next > b.hi)
+		goto out;
+	b.seen = q->next - 1;
+	uint64_t through = b.hi;
+	MDB_dbi dbi = 0;
+	const char *name = NULL;
+	switch (q->kind) {
+	case SC_QUERY_ALL:
+		through = q->next - 1;
+		break;
+	case SC_QUERY_ENTITY:
+		rc = sc_index_through_get(q->store, b.txn, last, &through, err);
+		dbi = q->store->dbi_index;
+		name = "entity_index";
+		break;
+	case SC_QUERY_TAG:
+	case SC_QUERY_PARTITION:
+		rc = sc_tag_index_through_get(q->store, b.txn, last, &through,
+					      err);
+		dbi = q->kind == SC_QUERY_TAG ? q->store->dbi_tags
+					      : q->store->dbi_partitions;
+		name =
+		    q->kind == SC_QUERY_TAG ? "tag_index" : "partition_index";
+		break;
+	}
+	if (rc)
+		goto out;
+	if (through > b.hi)
+		through = b.hi;
+	if (name && through >= q->next) {
+		rc = sc_index_walk_in(q->store, b.txn, dbi, name,
+				      (sc_str){q->key, q->keylen}, q->next,
+				      through, batch_indexed, &b, err);
+		if (rc == 1 && b.full)
+			rc = 0;
+		if (rc)
+			goto out;
+		if (!b.full)
+			b.seen = through;
+	}
+	/* The log after the index's reach. */
+	if (!b.full && b.hi > b.seen)
+		rc = batch_scan(&b, b.seen + 1);
+out:
+	if (b.events)
+		mdb_cursor_close(b.events);
+	sc_store_read_end(q->store, b.txn);
+	if (rc && q->nrecs) {
+		/* Deliver what was read before the fault; the next batch
+		 * starts after it and meets the fault again. */
+		q->next = q->recs[q->nrecs - 1].pos + 1;
+		sc_error_clear(err);
+		return 0;
+	}
+	if (rc)
+		return rc;
+	if (b.seen + 1 > q->next)
+		q->next = b.seen + 1;
+	return 0;
+}
+
+/* ---- delivering ---------------------------------------------------------- */
+
+static int out_reserve(sc_query *q, size_t n, sc_error *err)
+{
+	if (n <= q->cap_out)
+		return 0;
+	sc_decoded_event *no = sc_realloc(q->out, n * sizeof *no);
+	if (!no)
+		return sc_error_set(err, ENOMEM, "out of memory for events");
+	q->out = no;
+	const sc_event **np = sc_realloc(q->outp, n * sizeof *np);
+	if (!np)
+		return sc_error_set(err, ENOMEM, "out of memory for events");
+	q->outp = np;
+	q->cap_out = n;
+	return 0;
+}
+
+/* Decode the next matching event of the current batch into q->out[nout];
+ * *got false when the batch holds no more. */
+static int take_buffered(sc_query *q, bool *got, sc_error *err)
+{
+	*got = false;
+	while (q->irec < q->nrecs) {
+		const query_rec *r = &q->recs[q->irec++];
+		sc_decoded_event *d = &q->out[q->nout];
+		int rc =
+		    sc_event_decode(q->buf + r->off, r->len, r->pos, d, err);
+		if (rc) {
+			q->irec--; /* every later call reports it again */
+			return rc;
+		}
+		if (!matches(q, &d->ev)) {
+			sc_decoded_event_free(d);
+			continue;
+		}
+		q->outp[q->nout++] = &d->ev;
+		q->delivered = r->pos;
+		*got = true;
+		return 0;
+	}
+	return 0;
+}
+
+/* Deliver one event into q->out (waiting as sc_query_next); *got false
+ * at the end of a finite query. */
+static int take_one(sc_query *q, int timeout_ms, bool *got, sc_error *err)
+{
+	int64_t deadline =
+	    timeout_ms > 0 ? mono_ns() + (int64_t)timeout_ms * 1000000 : -1;
+	for (;;) {
+		if (atomic_load(&q->cancelled))
+			return sc_error_set(err, ECANCELED,
+					    "the query was cancelled");
+		int rc = take_buffered(q, got, err);
+		if (rc || *got)
+			return rc;
+		if (!q->live && q->next > q->end)
+			return 0;
+		rc = fetch(q, err);
+		if (rc)
+			return rc;
+		if (q->nrecs)
+			continue;
+		if (!q->live)
+			return 0;
+		if (atomic_load(&q->cancelled))
+			continue;
+		if (timeout_ms == 0 || (deadline >= 0 && mono_ns() >= deadline))
+			return sc_error_set(err, ETIMEDOUT,
+					    "no new event within %d ms",
+					    timeout_ms);
+		wait_commit(q, deadline);
+	}
+}
+
+int sc_query_next(sc_query *q, int timeout_ms, const sc_event **ev,
+		  sc_error *err)
+{
+	sc_error_clear(err);
+	if (!q || !ev)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_query_next needs a query and an out "
+				    "pointer");
+	*ev = NULL;
+	free_delivered(q);
+	int rc = out_reserve(q, 1, err);
+	bool got = false;
+	if (!rc)
+		rc = take_one(q, timeout_ms, &got, err);
+	if (!rc && got)
+		*ev = q->outp[0];
+	return rc;
+}
+
+int sc_query_next_batch(sc_query *q, int timeout_ms, const sc_event **evs,
+			size_t max, size_t *n, sc_error *err)
+{
+	sc_error_clear(err);
+	if (n)
+		*n = 0;
+	if (!q || !evs || !n || !max)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_query_next_batch needs a query, room "
+				    "for at least one event and a count");
+	free_delivered(q);
+	size_t room = max < BATCH_EVENTS ? max : BATCH_EVENTS;
+	int rc = out_reserve(q, room, err);
+	bool got = false;
+	if (!rc)
+		rc = take_one(q, timeout_ms, &got, err);
+	while (!rc && got && q->nout < room)
+		rc = take_buffered(q, &got, err);
+	if (rc && q->nout) {
+		/* Deliver what was decoded; the next call reports the
+		 * damaged record. */
+		rc = 0;
+		sc_error_clear(err);
+	}
+	for (size_t i = 0; i < q->nout; i++)
+		evs[i] = q->outp[i];
+	*n = q->nout;
+	return rc;
+}
