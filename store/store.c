@@ -571,14 +571,42 @@ static int read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
 	return 0;
 }
 
+/* Events replay decoded since the last release of their pages, applied to
+ * the cache together (in its lanes) before the release. */
+typedef struct replay_chunk {
+	sc_decoded_event d[REPLAY_RELEASE_EVERY];
+	sc_event ev[REPLAY_RELEASE_EVERY];
+	size_t n;
+} replay_chunk;
+
+/* Apply the chunk's events (apply false: drop them) and empty it. */
+static int replay_flush(sc_store *store, replay_chunk *c, bool apply,
+			sc_error *err)
+{
+	int rc = 0;
+	if (apply && c->n)
+		rc = sc_cache_apply_batch_valid(store->cache, c->ev, c->n, NULL,
+						err);
+	for (size_t i = 0; i < c->n; i++)
+		sc_decoded_event_free(&c->d[i]);
+	c->n = 0;
+	return rc;
+}
+
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
+	replay_chunk *chunk = sc_calloc(1, sizeof *chunk);
+	if (!chunk)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for replaying the log");
 	int rc = read_cursor(store, store->dbi_events, "replaying the log",
 			     &txn, &cur, err);
-	if (rc)
+	if (rc) {
+		sc_free(chunk);
 		return rc;
+	}
 	uint8_t kb[8];
 	sc_be64_put(kb, after + 1);
 	MDB_val k = {8, kb}, v;
@@ -605,16 +633,16 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 			lo = vb;
 		if (ve > hi)
 			hi = ve;
-		sc_decoded_event d;
-		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		sc_decoded_event *d = &chunk->d[chunk->n];
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, d, err);
 		if (rc)
 			goto fail;
-		rc = sc_cache_apply_valid(store->cache, &d.ev, err);
-		sc_decoded_event_free(&d);
-		if (rc)
-			goto fail;
+		chunk->ev[chunk->n++] = d->ev;
 		expect++;
 		if (++in_batch % REPLAY_RELEASE_EVERY == 0) {
+			rc = replay_flush(store, chunk, true, err);
+			if (rc)
+				goto fail;
 			/* The tail's leaf pages are scattered over the file
 			 * (freed pages are reused) and a touch maps a whole
 			 * page-cache folio, often far more than the page;
@@ -638,6 +666,10 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		rc = sc_store_lmdb_error(err, rc, "replaying the log");
 		goto fail;
 	}
+	rc = replay_flush(store, chunk, true, err);
+	if (rc)
+		goto fail;
+	sc_free(chunk);
 	/* Inside the read transaction: the map cannot move meanwhile. */
 	sc_store_release_pages(lo, hi);
 	mdb_cursor_close(cur);
@@ -659,6 +691,8 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 	}
 	return 0;
 fail:
+	replay_flush(store, chunk, false, NULL);
+	sc_free(chunk);
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);
 	sc_cache_discard(store->cache);
@@ -839,6 +873,15 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 	 * its own events are indexed as they are written. */
 	uint64_t last = first + n - 1;
 	bool index = last - store->index_through >= store->opt.index_lag;
+	/* The cache applies the batch first, in its lanes; the loop then
+	 * meets the event it refused (if any) where a serial apply would. */
+	sc_error cerr;
+	sc_error_clear(&cerr);
+	size_t refused = n;
+	int crc =
+	    sc_cache_apply_batch_valid(store->cache, evs, n, &refused, &cerr);
+	if (crc && refused >= n)
+		refused = n - 1;
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = &evs[i];
 		uint64_t pos = first + i;
@@ -854,15 +897,12 @@ static int append_once(sc_store *store, const sc_event *evs, size_t n,
 			if (rc)
 				goto lmdb_fail;
 		}
-		rc = sc_cache_apply_valid(store->cache, ev, err);
-		if (rc) {
-			char inner[SC_ERROR_MESSAGE_MAX];
-			snprintf(inner, sizeof inner, "%s",
-				 err ? err->message : sc_strerror(rc));
-			sc_error_set(err, rc,
-				     "event %zu (position %llu): the cache "
-				     "rejected it: %s",
-				     i, (unsigned long long)pos, inner);
+		if (crc && i == refused) {
+			rc = sc_error_set(
+			    err, crc,
+			    "event %zu (position %llu): the cache "
+			    "rejected it: %s",
+			    i, (unsigned long long)pos, cerr.message);
 			goto fail;
 		}
 		for (size_t j = 0; j < store->nprojectors; j++) {
