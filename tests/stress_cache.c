@@ -15,6 +15,12 @@
  * One reader thread exits while still pinned; its exit hook must release
  * the pin. At the end: reclaim, no version waits, memory is the live set.
  *
+ * A second run applies the batches with sc_cache_apply_batch in a cache of
+ * three apply lanes (worker threads of the cache), batches big enough to
+ * be split among them, while the readers run the same checks and a stats
+ * thread reads the counters the lanes fold in; at the end every account
+ * equals the writer's own ledger.
+ *
  * The writer runs a bounded number of batches; readers run until it is done.
  * SC_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
  */
@@ -174,6 +180,98 @@ static void writer_run(shared *sh, size_t batches)
 	atomic_store_explicit(&sh->done, true, memory_order_release);
 }
 
+/* The same transfers as writer_run, decided from the writer's own ledger
+ * and applied a batch at a time by the cache's lanes. */
+typedef struct ledger {
+	int64_t bal[NACCOUNTS];
+	bool open[NACCOUNTS];
+} ledger;
+
+#define LANES_MAX_EVENTS 1200
+
+static void writer_run_lanes(shared *sh, size_t batches, ledger *led)
+{
+	sc_cache *cache = sh->cache;
+	uint64_t r = seed, pos = 0;
+	static char ids[NACCOUNTS][16];
+	static sc_event evs[LANES_MAX_EVENTS];
+	static sc_attr attrs[LANES_MAX_EVENTS][2];
+	for (unsigned i = 0; i < NACCOUNTS; i++)
+		id_of(ids[i], sizeof ids[i], i);
+	size_t n = 0;
+#define PUT(acct, del)                                                         \
+	do {                                                                   \
+		unsigned a_ = (acct);                                          \
+		evs[n] = (sc_event){.position = ++pos,                         \
+				    .entity = {ids[a_], strlen(ids[a_])},      \
+				    .time = (int64_t)pos};                     \
+		if (del) {                                                     \
+			evs[n].type = SC_EVENT_DELETE;                         \
+		} else {                                                       \
+			attrs[n][0] = (sc_attr){.name = {"bal", 3},            \
+						.value.type = SC_VALUE_INT,    \
+						.value.u.i = led->bal[a_]};    \
+			attrs[n][1] = (sc_attr){.name = {"note", 4},           \
+						.value.type = SC_VALUE_STRING, \
+						.value.u.s = {"transfer", 8}}; \
+			evs[n].type = SC_EVENT_SET;                            \
+			evs[n].attrs = attrs[n];                               \
+			evs[n].nattrs = 2;                                     \
+		}                                                              \
+		n++;                                                           \
+	} while (0)
+	for (unsigned i = 0; i < NACCOUNTS; i++) {
+		led->bal[i] = i < NACCOUNTS / 2 ? START_BAL : 0;
+		led->open[i] = true;
+		PUT(i, false);
+	}
+	sc_error err;
+	if (sc_cache_apply_batch(cache, evs, n, NULL, &err))
+		fail_msg("apply_batch: %s", err.message);
+	assert_int_equal(sc_cache_promote(cache), 0);
+
+	for (size_t b = 0; b < batches; b++) {
+		uint64_t pos0 = pos;
+		ledger before = *led;
+		n = 0;
+		/* Most batches are split among the lanes, some are not. */
+		size_t transfers = rnd_next(&r) % 4 ? 150 + rnd_next(&r) % 400
+						    : 1 + rnd_next(&r) % 20;
+		for (size_t k = 0; k < transfers; k++) {
+			unsigned x = (unsigned)(rnd_next(&r) % NACCOUNTS);
+			unsigned y = (unsigned)(rnd_next(&r) % NACCOUNTS);
+			if (x == y)
+				continue;
+			if (rnd_next(&r) % 10 == 0 && led->open[x]) {
+				led->bal[y] += led->bal[x];
+				led->bal[x] = 0;
+				led->open[x] = false;
+				led->open[y] = true;
+				PUT(y, false);
+				PUT(x, true);
+				continue;
+			}
+			int64_t amt = (int64_t)(rnd_next(&r) % 50);
+			led->bal[x] -= amt;
+			led->bal[y] += amt;
+			led->open[x] = led->open[y] = true;
+			PUT(x, false);
+			PUT(y, false);
+		}
+		if (sc_cache_apply_batch(cache, evs, n, NULL, &err))
+			fail_msg("apply_batch: %s", err.message);
+		if (rnd_next(&r) % 7 == 0) {
+			sc_cache_discard(cache);
+			pos = pos0;
+			*led = before;
+		} else {
+			assert_int_equal(sc_cache_promote(cache), 0);
+		}
+	}
+#undef PUT
+	atomic_store_explicit(&sh->done, true, memory_order_release);
+}
+
 /* ==== readers ============================================================= */
 
 typedef struct reader_arg {
@@ -317,9 +415,22 @@ static void *reader_main(void *p)
 
 /* ==== the test ============================================================ */
 
-static void test_stress(void **state)
+static void *stats_main(void *p)
 {
-	(void)state;
+	shared *sh = p;
+	uint64_t last = 0;
+	while (!writer_done(sh)) {
+		sc_cache_stats st;
+		sc_cache_stats_get(sh->cache, &st);
+		if (st.version < last)
+			report(sh, "stats: version went back");
+		last = st.version;
+	}
+	return NULL;
+}
+
+static void run_stress(bool lanes)
+{
 	const char *s = getenv("SC_SEED");
 	seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL);
 	if (!seed)
@@ -331,8 +442,11 @@ static void test_stress(void **state)
 	shared sh = {0};
 	pthread_mutex_init(&sh.why_lock, NULL);
 	sc_error err;
-	sc_cache_options opt = {.seed = seed};
+	sc_cache_options opt = {.seed = seed, .lanes = lanes ? 3 : 1};
 	assert_int_equal(sc_cache_create(&opt, &sh.cache, &err), 0);
+	pthread_t stats_th;
+	assert_int_equal(pthread_create(&stats_th, NULL, stats_main, &sh), 0);
+	static ledger led;
 	pthread_t th[NREADERS];
 	reader_arg ra[NREADERS];
 	for (unsigned i = 0; i < NREADERS; i++) {
@@ -341,9 +455,13 @@ static void test_stress(void **state)
 		assert_int_equal(
 		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
 	}
-	writer_run(&sh, batches);
+	if (lanes)
+		writer_run_lanes(&sh, batches / 10, &led);
+	else
+		writer_run(&sh, batches);
 	for (unsigned i = 0; i < NREADERS; i++)
 		pthread_join(th[i], NULL);
+	pthread_join(stats_th, NULL);
 	if (atomic_load(&sh.failures))
 		fail_msg("%d failures, first: %s (seed %llu)",
 			 atomic_load(&sh.failures), sh.why,
@@ -365,15 +483,38 @@ static void test_stress(void **state)
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.nodes_awaiting, 0);
 	assert_int_equal(st.memory_bytes, sc_test_live_bytes(sh.cache));
+	if (lanes) {
+		char buf[32];
+		for (unsigned i = 0; i < NACCOUNTS; i++) {
+			const sc_entity *e = sc_cache_pending_get(
+			    sh.cache, id_of(buf, sizeof buf, i));
+			assert_int_equal(e != NULL, led.open[i]);
+			if (e)
+				assert_int_equal(bal_of(e), led.bal[i]);
+		}
+	}
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.why_lock);
+}
+
+static void test_stress(void **state)
+{
+	(void)state;
+	run_stress(false);
+}
+
+static void test_stress_lanes(void **state)
+{
+	(void)state;
+	run_stress(true);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_stress),
+	    cmocka_unit_test(test_stress_lanes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
