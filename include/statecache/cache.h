@@ -13,8 +13,10 @@
  *                  \ pending version /   \ published, visible to readers
  *   reader:  sc_reader_get / sc_reader_begin ... sc_reader_end
  *
- * Thread safety: writer functions (sc_cache_apply, _promote, _discard,
- * _load_entity, _pending_*) must be called from one thread at a time.
+ * Thread safety: writer functions (sc_cache_apply, _apply_batch, _promote,
+ * _discard, _load_entity, _pending_*) must be called from one thread at a
+ * time (sc_cache_apply_batch hands parts of a batch to the cache's own
+ * worker threads and returns when they are done).
  * Reader functions are called by the thread that owns the sc_reader.
  * sc_cache_len and sc_cache_stats_get may be called from any thread.
  */
@@ -155,9 +157,12 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  * Every event is validated before anything is touched: SC_EINVAL names
  * the first bad event, the pending version is unchanged. Any other failure
  * reports the first failing event in log order (*failed, if not NULL,
- * receives its index; n on success) with its error: SC_ETOOBIG, ENOMEM or
- * SC_EPOISONED; the pending version is then poisoned, whatever part of the
- * batch it holds: discard it (sc_cache_discard frees everything).
+ * receives its index, 0 for a failure of no event in particular, n on
+ * success) with its error: SC_ETOOBIG, ENOMEM or SC_EPOISONED; the pending
+ * version is then poisoned, whatever part of the batch it holds: discard
+ * it (sc_cache_discard frees everything). With several lanes an ENOMEM
+ * may name an event other than the one a serial apply would have run out
+ * of memory on (the lanes allocate in a different order).
  */
 int sc_cache_apply_batch(sc_cache *cache, const sc_event *events, size_t n,
 			 size_t *failed, sc_error *err);
