@@ -16,6 +16,10 @@
  * ENOMEM, discard brings the cache back to the state and memory it had,
  * and the batch then applies as serially.
  *
+ * Through the store: appends (applied in lanes, projectors called once per
+ * event in log order) and the replay at open (in lanes, or not) give the
+ * state of a serial cache fed the same events.
+ *
  * SC_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
 #include <errno.h>
@@ -32,6 +36,7 @@
 
 #include "cache/cache_internal.h"
 #include "statecache/cache.h"
+#include "statecache/store.h"
 #include "statecache/testing.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/hamt_testkit.h"
@@ -394,6 +399,134 @@ static void test_lanes_invalid_event(void **state)
 	sc_cache_destroy(par);
 }
 
+/* ==== through the store =================================================== */
+
+/* The same entities, in the same order (same seed: same shape), and the
+ * same last position. */
+static void check_contents(sc_cache *ser, sc_cache *got, const char *when)
+{
+	sc_reader *ra, *rb;
+	assert_int_equal(sc_reader_open(ser, &ra, NULL), 0);
+	assert_int_equal(sc_reader_open(got, &rb, NULL), 0);
+	const sc_view *va = sc_reader_begin(ra), *vb = sc_reader_begin(rb);
+	assert_int_equal(sc_view_len(va), sc_view_len(vb));
+	assert_int_equal(sc_view_position(va), sc_view_position(vb));
+	sc_view_iter ia, ib;
+	sc_view_iter_init(va, &ia);
+	sc_view_iter_init(vb, &ib);
+	const sc_entity *ea;
+	while ((ea = sc_view_iter_next(&ia)))
+		if (!sc_entity_equal(ea, sc_view_iter_next(&ib)))
+			fail_msg("%s (seed %llu): %s differs", when,
+				 (unsigned long long)seed,
+				 sc_entity_id(ea).ptr);
+	assert_null(sc_view_iter_next(&ib));
+	sc_reader_close(ra);
+	sc_reader_close(rb);
+}
+
+/* A projector that wants every event once, in log order. */
+typedef struct order_check {
+	uint64_t next, committed, calls;
+} order_check;
+
+static int order_apply(void *ctx, MDB_txn *txn, const sc_event *ev,
+		       sc_error *err)
+{
+	order_check *o = ctx;
+	(void)txn;
+	o->calls++;
+	if (ev->position != o->next)
+		return sc_error_set(err, SC_EINVAL,
+				    "event at position %llu, expected %llu",
+				    (unsigned long long)ev->position,
+				    (unsigned long long)o->next);
+	o->next++;
+	return 0;
+}
+
+static void order_commit(void *ctx)
+{
+	order_check *o = ctx;
+	o->committed = o->next;
+}
+
+static void order_rollback(void *ctx)
+{
+	order_check *o = ctx;
+	o->next = o->committed;
+}
+
+static sc_store *store_open(const char *dir, unsigned lanes)
+{
+	sc_store_options o = {.create = true,
+			      .durability = SC_DURABILITY_NOSYNC,
+			      .cache = {.seed = 0x5eed, .lanes = lanes}};
+	sc_store *st;
+	sc_error err;
+	if (sc_store_open(dir, &o, &st, &err))
+		fail_msg("open %s: %s", dir, err.message);
+	return st;
+}
+
+static void test_lanes_store(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0x5704e;
+	char dir[] = "/tmp/sc_lanes_XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	sc_store *st = store_open(dir, 2);
+	order_check oc = {.next = 1, .committed = 1};
+	sc_projector p = {.name = "order",
+			  .apply = order_apply,
+			  .commit = order_commit,
+			  .rollback = order_rollback,
+			  .ctx = &oc};
+	assert_int_equal(sc_store_add_projector(st, &p, NULL), 0);
+	sc_cache *ser = make_cache(1, NULL);
+	batch b;
+	batch_alloc(&b, 2500);
+	uint64_t pos = 0;
+	unsigned rounds_n = short_run ? 12 : 40;
+	for (unsigned k = 0; k < rounds_n; k++) {
+		size_t n = 1 + rnd_below(2500);
+		batch_fill(&b, n, 3000, pos);
+		sc_error err;
+		if (k % 5 == 4) {
+			/* A bad event late in the batch: nothing of it. */
+			b.ev[n - 1].entity.len = 0;
+			assert_int_equal(
+			    sc_store_append(st, b.ev, n, NULL, &err),
+			    SC_EINVAL);
+			continue;
+		}
+		uint64_t first = 0;
+		if (sc_store_append(st, b.ev, n, &first, &err))
+			fail_msg("append: %s", err.message);
+		assert_int_equal(first, pos + 1);
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		pos += n;
+		check_contents(ser, sc_store_cache(st), "after an append");
+	}
+	assert_int_equal(oc.calls, pos);
+	assert_int_equal(oc.committed, pos + 1);
+	sc_store_close(st);
+	/* Replay the whole log, in lanes and serially. */
+	for (unsigned lanes = 1; lanes <= 3; lanes++) {
+		st = store_open(dir, lanes);
+		check_contents(ser, sc_store_cache(st), "after a replay");
+		sc_store_close(st);
+	}
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	char cmd[64];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -401,6 +534,7 @@ int main(void)
 	    cmocka_unit_test(test_lanes_collisions),
 	    cmocka_unit_test(test_lanes_alloc_failure),
 	    cmocka_unit_test(test_lanes_invalid_event),
+	    cmocka_unit_test(test_lanes_store),
 	};
 	return cmocka_run_group_tests(tests, setup_seed, NULL);
 }
