@@ -113,7 +113,7 @@ static void batch_fill(batch *b, size_t n, unsigned nent, uint64_t pos)
 		memset(ev, 0, sizeof *ev);
 		ev->entity = (sc_str){b->ids[i], strlen(b->ids[i])};
 		ev->position = pos + 1 + i;
-		ev->time = (int64_t)(pos + i) * 1000;
+		ev->time = (int64_t)(pos + 1 + i) * 1000; /* never 0 */
 		ev->actor = (sc_str){"tester", rnd_below(3) ? 6 : 0};
 		unsigned t = (unsigned)rnd_below(16);
 		ev->type = t < 10   ? SC_EVENT_SET
@@ -207,9 +207,15 @@ static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 
 /* ==== the property ======================================================== */
 
+/* SC_HAMT_PROTECT for the caches make_cache makes. */
+static unsigned hamt_flags;
+
 static sc_cache *make_cache(unsigned lanes, sc_hamt_hash_fn hash)
 {
-	sc_cache_options o = {.seed = 0x5eed, .hash = hash, .lanes = lanes};
+	sc_cache_options o = {.seed = 0x5eed,
+			      .hash = hash,
+			      .lanes = lanes,
+			      .hamt_flags = hamt_flags};
 	sc_cache *c;
 	sc_error err;
 	if (sc_cache_create(&o, &c, &err))
@@ -306,6 +312,10 @@ static void test_lanes_equal_serial(void **state)
 	run_stream(2, NULL, 20000, rounds(60));
 	run_stream(3, NULL, 3000, rounds(40));
 	run_stream(8, NULL, 50000, rounds(30));
+	/* Published nodes read-only: a lane writing one would trap. */
+	hamt_flags = SC_HAMT_PROTECT;
+	run_stream(2, NULL, 2000, rounds(8));
+	hamt_flags = 0;
 }
 
 static void test_lanes_collisions(void **state)
