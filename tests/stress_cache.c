@@ -189,55 +189,66 @@ typedef struct ledger {
 
 #define LANES_MAX_EVENTS 1200
 
+/* A batch being made: its events, and the storage they point into. */
+typedef struct lanes_batch {
+	char ids[NACCOUNTS][16];
+	sc_event evs[LANES_MAX_EVENTS];
+	sc_attr attrs[LANES_MAX_EVENTS][2];
+	size_t n;
+	uint64_t pos;
+} lanes_batch;
+
+/* Append to b: a delete of account a, or a set of its ledger balance. */
+static void put_event(lanes_batch *b, const ledger *led, unsigned a, bool del)
+{
+	size_t n = b->n++;
+	uint64_t pos = ++b->pos;
+	b->evs[n] = (sc_event){.position = pos,
+			       .entity = {b->ids[a], strlen(b->ids[a])},
+			       .time = (int64_t)pos};
+	if (del) {
+		b->evs[n].type = SC_EVENT_DELETE;
+		return;
+	}
+	b->attrs[n][0] = (sc_attr){.name = {"bal", 3},
+				   .value.type = SC_VALUE_INT,
+				   .value.u.i = led->bal[a]};
+	b->attrs[n][1] = (sc_attr){.name = {"note", 4},
+				   .value.type = SC_VALUE_STRING,
+				   .value.u.s = {"transfer", 8}};
+	b->evs[n].type = SC_EVENT_SET;
+	b->evs[n].attrs = b->attrs[n];
+	b->evs[n].nattrs = 2;
+}
+
 static void writer_run_lanes(shared *sh, size_t batches, ledger *led)
 {
 	sc_cache *cache = sh->cache;
-	uint64_t r = seed, pos = 0;
-	static char ids[NACCOUNTS][16];
-	static sc_event evs[LANES_MAX_EVENTS];
-	static sc_attr attrs[LANES_MAX_EVENTS][2];
+	uint64_t r = seed;
+	static lanes_batch lb;
+	lanes_batch *b = &lb;
+	b->n = 0;
+	b->pos = 0;
 	for (unsigned i = 0; i < NACCOUNTS; i++)
-		id_of(ids[i], sizeof ids[i], i);
-	size_t n = 0;
-#define PUT(acct, del)                                                         \
-	do {                                                                   \
-		unsigned a_ = (acct);                                          \
-		evs[n] = (sc_event){.position = ++pos,                         \
-				    .entity = {ids[a_], strlen(ids[a_])},      \
-				    .time = (int64_t)pos};                     \
-		if (del) {                                                     \
-			evs[n].type = SC_EVENT_DELETE;                         \
-		} else {                                                       \
-			attrs[n][0] = (sc_attr){.name = {"bal", 3},            \
-						.value.type = SC_VALUE_INT,    \
-						.value.u.i = led->bal[a_]};    \
-			attrs[n][1] = (sc_attr){.name = {"note", 4},           \
-						.value.type = SC_VALUE_STRING, \
-						.value.u.s = {"transfer", 8}}; \
-			evs[n].type = SC_EVENT_SET;                            \
-			evs[n].attrs = attrs[n];                               \
-			evs[n].nattrs = 2;                                     \
-		}                                                              \
-		n++;                                                           \
-	} while (0)
+		id_of(b->ids[i], sizeof b->ids[i], i);
 	for (unsigned i = 0; i < NACCOUNTS; i++) {
 		led->bal[i] = i < NACCOUNTS / 2 ? START_BAL : 0;
 		led->open[i] = true;
-		PUT(i, false);
+		put_event(b, led, i, false);
 	}
 	sc_error err;
-	if (sc_cache_apply_batch(cache, evs, n, NULL, &err))
+	if (sc_cache_apply_batch(cache, b->evs, b->n, NULL, &err))
 		fail_msg("apply_batch: %s", err.message);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
-	for (size_t b = 0; b < batches; b++) {
-		uint64_t pos0 = pos;
+	for (size_t k = 0; k < batches; k++) {
+		uint64_t pos0 = b->pos;
 		ledger before = *led;
-		n = 0;
+		b->n = 0;
 		/* Most batches are split among the lanes, some are not. */
 		size_t transfers = rnd_next(&r) % 4 ? 150 + rnd_next(&r) % 400
 						    : 1 + rnd_next(&r) % 20;
-		for (size_t k = 0; k < transfers; k++) {
+		for (size_t t = 0; t < transfers; t++) {
 			unsigned x = (unsigned)(rnd_next(&r) % NACCOUNTS);
 			unsigned y = (unsigned)(rnd_next(&r) % NACCOUNTS);
 			if (x == y)
@@ -247,28 +258,27 @@ static void writer_run_lanes(shared *sh, size_t batches, ledger *led)
 				led->bal[x] = 0;
 				led->open[x] = false;
 				led->open[y] = true;
-				PUT(y, false);
-				PUT(x, true);
+				put_event(b, led, y, false);
+				put_event(b, led, x, true);
 				continue;
 			}
 			int64_t amt = (int64_t)(rnd_next(&r) % 50);
 			led->bal[x] -= amt;
 			led->bal[y] += amt;
 			led->open[x] = led->open[y] = true;
-			PUT(x, false);
-			PUT(y, false);
+			put_event(b, led, x, false);
+			put_event(b, led, y, false);
 		}
-		if (sc_cache_apply_batch(cache, evs, n, NULL, &err))
+		if (sc_cache_apply_batch(cache, b->evs, b->n, NULL, &err))
 			fail_msg("apply_batch: %s", err.message);
 		if (rnd_next(&r) % 7 == 0) {
 			sc_cache_discard(cache);
-			pos = pos0;
+			b->pos = pos0;
 			*led = before;
 		} else {
 			assert_int_equal(sc_cache_promote(cache), 0);
 		}
 	}
-#undef PUT
 	atomic_store_explicit(&sh->done, true, memory_order_release);
 }
 
