@@ -286,10 +286,9 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
 	sc_hamt_edit *edits[SC_HAMT_LANES_MAX];
 	rc = sc_hamt_lanes_split(cache->edit, edits);
-	if (rc) {
+	if (rc)
 		return sc_cache_poison(cache, rc, err,
 				       "opening the apply lanes");
-	}
 	for (unsigned k = 0; k < cache->nlanes; k++)
 		cache->lanes[k].edit = edits[k];
 	run_lanes(cache, evs);
