@@ -10,12 +10,14 @@
  *                       apply costs).
  *
  * apply_lanes: the same events in batches of 10,000 through
- * sc_cache_apply_batch, in a cache with 2 apply lanes against one with 1
- * lane (one_lane: every event on the calling thread), both promoting after
- * each batch. parallel_floor is this machine's own 2-thread speedup, in the
- * same run, on a trivially parallel memory-bound loop (each thread sums
- * its own 256 MiB array at random indexes): on a VM whose two vCPUs do
- * not give two cores' worth, that is the most any 2-lane figure can get.
+ * sc_cache_apply_batch, in a cache with 2 apply lanes (then 4 and 8 where
+ * there are that many cores) against one with 1 lane (one_lane: every
+ * event on the calling thread), both promoting after each batch.
+ * parallel_floor is this machine's own speedup with as many threads, in
+ * the same rounds, on a trivially parallel memory-bound loop (each thread
+ * sums its own 256 MiB array at random indexes): on a VM whose vCPUs do
+ * not give that many cores' worth, it is the most any lanes figure can
+ * get.
  *
  * Output: one JSON object per batch size, then apply_lanes. Each figure is
  * the best of SC_BENCH_REPEAT runs (default 3) to damp noise from other
@@ -30,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "statecache/cache.h"
@@ -69,6 +73,8 @@ static double sc_run(sc_cache *cache, size_t batch, size_t events,
 /* ==== apply lanes ========================================================= */
 
 #define LANES_BATCH 10000
+/* Most lanes measured (a cache has at most 8). */
+#define SC_LANES_BENCH_MAX 8
 
 typedef struct lanes_batch {
 	sc_event ev[LANES_BATCH];
@@ -145,37 +151,39 @@ static void *floor_walk(void *p)
 	return NULL;
 }
 
-/* Two threads' throughput on floor_walk over one thread's, best of
- * `repeat`. */
-static double parallel_floor(int repeat)
+/* The floor's arrays, one per thread. */
+static floor_arg *floor_make(unsigned threads)
 {
-	floor_arg f[2];
-	for (int t = 0; t < 2; t++) {
+	floor_arg *f = calloc(threads, sizeof *f);
+	for (unsigned t = 0; f && t < threads; t++) {
 		f[t].a = malloc(FLOOR_WORDS * sizeof(uint64_t));
-		if (!f[t].a) {
-			fprintf(stderr, "out of memory\n");
-			exit(1);
-		}
+		if (!f[t].a)
+			break;
 		for (size_t i = 0; i < FLOOR_WORDS; i++)
 			f[t].a[i] = i * 2654435761u;
 	}
-	double one = 1e30, two = 1e30;
-	for (int k = 0; k < repeat; k++) {
-		double t0 = bench_now();
-		floor_walk(&f[0]);
-		double t1 = bench_now() - t0;
-		one = t1 < one ? t1 : one;
-		pthread_t th;
-		t0 = bench_now();
-		pthread_create(&th, NULL, floor_walk, &f[1]);
-		floor_walk(&f[0]);
-		pthread_join(th, NULL);
-		double t2 = bench_now() - t0;
-		two = t2 < two ? t2 : two;
+	if (!f || !f[threads - 1].a) {
+		fprintf(stderr, "out of memory\n");
+		exit(1);
 	}
-	free(f[0].a);
-	free(f[1].a);
-	return 2.0 * one / two;
+	return f;
+}
+
+/* Seconds floor_walk takes on 1 thread (*one) and on `threads` threads at
+ * once (*all). */
+static void floor_time(floor_arg *f, unsigned threads, double *one, double *all)
+{
+	double t0 = bench_now();
+	floor_walk(&f[0]);
+	*one = bench_now() - t0;
+	pthread_t th[SC_LANES_BENCH_MAX];
+	t0 = bench_now();
+	for (unsigned t = 1; t < threads; t++)
+		pthread_create(&th[t], NULL, floor_walk, &f[t]);
+	floor_walk(&f[0]);
+	for (unsigned t = 1; t < threads; t++)
+		pthread_join(th[t], NULL);
+	*all = bench_now() - t0;
 }
 
 static sc_cache *lanes_cache(unsigned lanes)
@@ -193,32 +201,42 @@ static sc_cache *lanes_cache(unsigned lanes)
 	return cache;
 }
 
-static void lanes_bench(int repeat)
+/* `lanes` lanes against one, and the machine's `lanes`-thread floor,
+ * measured in turn in each of `repeat` rounds (each figure the best). */
+static void lanes_bench(int repeat, unsigned lanes)
 {
 	lanes_batch *b = malloc(sizeof *b);
 	if (!b) {
 		fprintf(stderr, "out of memory\n");
 		exit(1);
 	}
-	sc_cache *two = lanes_cache(2), *one = lanes_cache(1);
-	double x = 0, y = 0;
+	sc_cache *many = lanes_cache(lanes), *one = lanes_cache(1);
+	floor_arg *f = floor_make(lanes);
+	double x = 0, y = 0, f1 = 1e30, fn = 1e30;
 	const size_t events = 500000;
 	for (int k = 0; k < repeat; k++) {
 		uint64_t seed = 7000u + (unsigned)k;
 		double ys = lanes_run(one, b, events, seed);
-		double xs = lanes_run(two, b, events, seed);
+		double xs = lanes_run(many, b, events, seed);
 		x = xs > x ? xs : x;
 		y = ys > y ? ys : y;
+		double a, c;
+		floor_time(f, lanes, &a, &c);
+		f1 = a < f1 ? a : f1;
+		fn = c < fn ? c : fn;
 	}
-	sc_cache_destroy(two);
+	sc_cache_destroy(many);
 	sc_cache_destroy(one);
+	for (unsigned t = 0; t < lanes; t++)
+		free(f[t].a);
+	free(f);
 	free(b);
-	double floor = parallel_floor(repeat);
-	printf("{\"name\":\"apply_lanes\",\"batch\":%d,\"lanes\":2,"
+	printf("{\"name\":\"apply_lanes\",\"batch\":%d,\"lanes\":%u,"
 	       "\"events_per_s\":%.0f,\"peer\":\"one_lane\","
 	       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f,"
 	       "\"parallel_floor\":%.3f}\n",
-	       LANES_BATCH, x, y, y > 0 ? x / y : 0.0, floor);
+	       LANES_BATCH, lanes, x, y, y > 0 ? x / y : 0.0,
+	       (double)lanes * f1 / fn);
 	fflush(stdout);
 }
 
@@ -309,7 +327,12 @@ int main(void)
 	}
 	sc_cache_destroy(cache);
 	g_hash_table_destroy(t);
-	if (!only || atol(only) == LANES_BATCH)
-		lanes_bench(repeat);
+	if (!only || atol(only) == LANES_BATCH) {
+		/* 2 lanes, then 4 and 8 where the cores are there. */
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
+			if (l == 2 || (long)l <= ncpu)
+				lanes_bench(repeat, l);
+	}
 	return 0;
 }
