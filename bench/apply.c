@@ -33,7 +33,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <unistd.h>
 
 #include "bench/bench.h"
 #include "statecache/cache.h"
