@@ -68,13 +68,15 @@ struct sc_reader {
 /*
  * An apply lane (cache/lanes.c): one share of a batch's events, those whose
  * entity hashes to the root slots the lane owns (hamt/hamt_lanes.h), applied
- * in log order by one thread into a lane edit of the pending version. Lane
- * 0 runs on the writer's thread, each other lane on a worker thread of the
- * cache. A lane allocates entity states from its own pool and counts what
- * it adds to the cache's figures in fields of its own; the writer folds
- * them into the cache once the lanes are done. Lane k's HAMT lane map
- * releases states into lane k (sc_lane_release_entry), so that each pool
- * gets back the states it handed out.
+ * in log order by one thread into a lane edit of the pending version. The
+ * threads applying a batch (the writer and the cache's workers) take the
+ * lanes one after another until none is left; there are several lanes per
+ * thread, so a thread that is held up leaves its share to the others. A
+ * lane allocates entity states from its own pool and counts what it adds
+ * to the cache's figures in fields of its own; the writer folds them into
+ * the cache once the lanes are done. Lane k's HAMT lane map releases
+ * states into lane k (sc_lane_release_entry), so that each pool gets back
+ * the states it handed out.
  */
 typedef struct sc_lane {
 	_Alignas(64) sc_cache *cache;
@@ -94,8 +96,10 @@ typedef struct sc_lane {
 	int rc;
 	size_t failed_at; /* index of the event in the batch */
 	sc_error err;
-	pthread_t thread; /* lanes 1.. */
 } sc_lane;
+
+/* Most threads applying a batch (options.lanes). */
+#define SC_CACHE_THREADS_MAX 8
 
 /*
  * Field placement matters: readers read the first group on every lookup,
@@ -145,17 +149,20 @@ struct sc_cache {
 	pthread_key_t exit_key;	     /* thread-exit hook releasing pins */
 	void *block;		     /* the allocation holding this struct */
 
-	/* ---- apply lanes (cache/lanes.c); nlanes 1: none ---- */
-	unsigned nlanes;
+	/* ---- apply lanes (cache/lanes.c); nthreads 1: none ---- */
+	unsigned nthreads; /* threads applying a batch, the writer's too */
+	unsigned nlanes;   /* lanes a batch is split into */
 	sc_lane *lanes;
+	pthread_t workers[SC_CACHE_THREADS_MAX]; /* 1..nthreads-1 */
 	void *lanes_block; /* the allocation `lanes` is aligned within */
 	uint64_t *hashes;  /* the batch's hashes, by event */
 	size_t caphashes;
-	pthread_mutex_t lanes_lock; /* guards the fields below */
-	pthread_cond_t lanes_go;    /* writer to workers: a batch, or stop */
-	pthread_cond_t lanes_idle;  /* last worker to writer: all done */
-	uint64_t lanes_batch;	    /* bumped per batch */
-	unsigned lanes_running;	    /* workers still on the batch */
+	pthread_mutex_t lanes_lock;  /* guards the fields below */
+	pthread_cond_t lanes_go;     /* writer to workers: a batch, or stop */
+	pthread_cond_t lanes_idle;   /* last worker to writer: all done */
+	uint64_t lanes_batch;	     /* bumped per batch */
+	unsigned lanes_running;	     /* workers still on the batch */
+	_Atomic unsigned lanes_next; /* the next lane a thread takes */
 	bool lanes_stop;
 	const sc_event *batch_events;
 };
@@ -210,9 +217,9 @@ int sc_change_done(sc_change *c, int rc);
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value);
 
 /* lanes.c */
-/* Set up `lanes` apply lanes (0: the cores online; at most
- * SC_HAMT_LANES_MAX) and their worker threads. Errors: ENOMEM, EAGAIN
- * (no thread); nothing is left set up. */
+/* Set up apply lanes for `threads` threads (0: the cores online; at most
+ * SC_CACHE_THREADS_MAX) and start the worker threads. Errors: ENOMEM,
+ * EAGAIN (no thread); nothing is left set up. */
 int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err);
 /* sc_lanes_stop joins the workers (first thing at destroy); sc_lanes_fini
  * frees the rest once no state of a lane's pool is alive. */

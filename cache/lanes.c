@@ -9,12 +9,15 @@
  * its contents only), the same garbage, the same counters, one version
  * published by the promote as before.
  *
- *   writer:   hash + route | split | lane 0 ........ | wait | fold, join
- *   worker 1:                      | lane 1 ...... |
+ *   writer:   hash + route | split | lane 0 | lane 2 | lane 5 | wait | join
+ *   worker 1:                      | lane 1 | lane 3 | lane 4 | lane 6 |
  *
- * The writer wakes the workers, runs lane 0 itself and waits for them;
- * nothing but the batch's inputs and each lane's own memory is touched
- * while they run (lane maps, pools and counters are per lane). Then it
+ * There are LANES_PER_THREAD lanes per thread; the writer wakes the
+ * workers, and they and the writer take the lanes in turn until none is
+ * left, so a thread the scheduler holds up, or a lane of slow events,
+ * leaves the rest of the batch to the others. Nothing but the batch's
+ * inputs and each lane's own memory is touched while they run (lane maps,
+ * pools and counters are per lane). Then it
  * folds the lanes' counters into the cache and joins their trees into the
  * pending version. If any lane failed, the first failing event in log
  * order is reported, every change of the pending version is dropped
@@ -64,10 +67,22 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
 
 /* ==== workers ============================================================= */
 
+/* Take lanes of the batch until none is left. */
+static void take_lanes(sc_cache *cache, const sc_event *evs,
+		       const uint64_t *hashes)
+{
+	for (;;) {
+		unsigned k = atomic_fetch_add_explicit(&cache->lanes_next, 1,
+						       memory_order_relaxed);
+		if (k >= cache->nlanes)
+			return;
+		sc_lane_run(&cache->lanes[k], evs, hashes);
+	}
+}
+
 static void *lane_worker(void *arg)
 {
-	sc_lane *l = arg;
-	sc_cache *cache = l->cache;
+	sc_cache *cache = arg;
 	uint64_t seen = 0;
 	pthread_mutex_lock(&cache->lanes_lock);
 	for (;;) {
@@ -79,7 +94,7 @@ static void *lane_worker(void *arg)
 		const sc_event *evs = cache->batch_events;
 		const uint64_t *hashes = cache->hashes;
 		pthread_mutex_unlock(&cache->lanes_lock);
-		sc_lane_run(l, evs, hashes);
+		take_lanes(cache, evs, hashes);
 		pthread_mutex_lock(&cache->lanes_lock);
 		if (--cache->lanes_running == 0)
 			pthread_cond_signal(&cache->lanes_idle);
@@ -96,25 +111,31 @@ static void stop_workers(sc_cache *cache, unsigned n)
 	pthread_cond_broadcast(&cache->lanes_go);
 	pthread_mutex_unlock(&cache->lanes_lock);
 	for (unsigned k = 1; k < n; k++)
-		pthread_join(cache->lanes[k].thread, NULL);
+		pthread_join(cache->workers[k], NULL);
 }
 
-static unsigned default_lanes(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	if (n < 1)
-		return 1;
-	return n > SC_HAMT_LANES_MAX ? SC_HAMT_LANES_MAX : (unsigned)n;
-}
+/* Lanes per thread: enough that a thread held up (by the scheduler, or by
+ * a share of slow events) leaves its work to the others. */
+#define LANES_PER_THREAD 4
 
-int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err)
+int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 {
-	unsigned n = lanes ? lanes : default_lanes();
+	unsigned t = threads;
+	if (!t) {
+		long c = sysconf(_SC_NPROCESSORS_ONLN);
+		t = c < 1		       ? 1
+		    : c > SC_CACHE_THREADS_MAX ? SC_CACHE_THREADS_MAX
+					       : (unsigned)c;
+	}
+	if (t > SC_CACHE_THREADS_MAX)
+		t = SC_CACHE_THREADS_MAX;
+	cache->nthreads = 1;
+	cache->nlanes = 1;
+	if (t < 2)
+		return SC_OK;
+	unsigned n = t * LANES_PER_THREAD;
 	if (n > SC_HAMT_LANES_MAX)
 		n = SC_HAMT_LANES_MAX;
-	cache->nlanes = 1;
-	if (n < 2)
-		return SC_OK;
 	void *block = sc_calloc(1, n * sizeof(sc_lane) + 64);
 	if (!block)
 		return sc_error_set(err, ENOMEM,
@@ -139,11 +160,14 @@ int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err)
 	pthread_mutex_init(&cache->lanes_lock, NULL);
 	pthread_cond_init(&cache->lanes_go, NULL);
 	pthread_cond_init(&cache->lanes_idle, NULL);
+	atomic_init(&cache->lanes_next, 0);
 	cache->lanes = ls;
 	cache->lanes_block = block;
 	cache->lanes_stop = false;
-	for (unsigned k = 1; k < n; k++) {
-		rc = pthread_create(&ls[k].thread, NULL, lane_worker, &ls[k]);
+	cache->nlanes = n;
+	for (unsigned k = 1; k < t; k++) {
+		rc = pthread_create(&cache->workers[k], NULL, lane_worker,
+				    cache);
 		if (rc) {
 			stop_workers(cache, k);
 			/* The lane maps go with the map. */
@@ -152,6 +176,7 @@ int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err)
 			pthread_mutex_destroy(&cache->lanes_lock);
 			cache->lanes = NULL;
 			cache->lanes_block = NULL;
+			cache->nlanes = 1;
 			sc_free(block);
 			return sc_error_set(err, rc,
 					    "cannot start an apply lane's "
@@ -161,20 +186,20 @@ int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err)
 					    sc_strerror(rc));
 		}
 	}
-	cache->nlanes = n;
+	cache->nthreads = t;
 	return SC_OK;
 }
 
 void sc_lanes_stop(sc_cache *cache)
 {
-	if (cache->nlanes < 2 || cache->lanes_stop)
+	if (cache->nthreads < 2 || cache->lanes_stop)
 		return;
-	stop_workers(cache, cache->nlanes);
+	stop_workers(cache, cache->nthreads);
 }
 
 void sc_lanes_fini(sc_cache *cache)
 {
-	if (cache->nlanes < 2)
+	if (cache->nthreads < 2)
 		return;
 	for (unsigned k = 0; k < cache->nlanes; k++) {
 		sc_pool_destroy(&cache->lanes[k].entity_pool);
@@ -187,6 +212,7 @@ void sc_lanes_fini(sc_cache *cache)
 	sc_free(cache->lanes_block);
 	cache->lanes = NULL;
 	cache->nlanes = 1;
+	cache->nthreads = 1;
 }
 
 /* ==== batches ============================================================= */
@@ -234,7 +260,8 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n)
 	return SC_OK;
 }
 
-/* Run every lane on the batch: workers and the calling thread. */
+/* Run every lane of the batch: the workers and the calling thread take
+ * them in turn. */
 static void run_lanes(sc_cache *cache, const sc_event *evs)
 {
 	pthread_mutex_lock(&cache->lanes_lock);
@@ -246,12 +273,13 @@ static void run_lanes(sc_cache *cache, const sc_event *evs)
 		l->position = 0;
 	}
 	cache->batch_events = evs;
-	cache->lanes_running = cache->nlanes - 1;
+	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
+	cache->lanes_running = cache->nthreads - 1;
 	cache->lanes_batch++;
 	pthread_cond_broadcast(&cache->lanes_go);
 	pthread_mutex_unlock(&cache->lanes_lock);
 
-	sc_lane_run(&cache->lanes[0], evs, cache->hashes);
+	take_lanes(cache, evs, cache->hashes);
 
 	pthread_mutex_lock(&cache->lanes_lock);
 	while (cache->lanes_running)
@@ -274,7 +302,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 				    "a batch of %zu events is too big; split "
 				    "it",
 				    n);
-	if (cache->nlanes < 2 || n < LANES_MIN_BATCH)
+	if (cache->nthreads < 2 || n < LANES_MIN_BATCH)
 		return apply_serial(cache, evs, n, failed, err);
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)

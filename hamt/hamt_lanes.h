@@ -18,10 +18,11 @@
  *
  * Each lane is an edit of its own (sc_hamt_edit, with the open edit's id, so
  * the nodes the open edit made are the lane's to change in place) whose
- * root V_k holds R's slots of the lane. It allocates from a lane map: a
- * shadow of the map with a node pool, allocation counter, garbage list and
- * release hook of its own, so that lanes share no writable memory. A lane's
- * garbage stays tied to its lane map and is freed back into it, so each
+ * root V_k holds R's slots of the lane. A lane is used by one thread at a
+ * time; which thread may change from one split to the next. It allocates from a
+ * lane map: a shadow of the map with a node pool, allocation counter, garbage
+ * list and release hook of its own, so that lanes share no writable memory. A
+ * lane's garbage stays tied to its lane map and is freed back into it, so each
  * lane's pool gets back what it handed out. The lane maps live as long as
  * the map.
  *
@@ -37,8 +38,8 @@
 
 #include "statecache/hamt.h"
 
-/* Most lanes a map can have. */
-#define SC_HAMT_LANES_MAX 8
+/* Most lanes a map can have: one per root slot. */
+#define SC_HAMT_LANES_MAX 32
 
 /* The lane of n that owns the key whose hash is `hash`. */
 static inline unsigned sc_hamt_lane_of(uint64_t hash, unsigned n)

@@ -228,7 +228,7 @@ static void run_stream(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 {
 	rnd_state = seed ^ (lanes * 0x9e37u) ^ nent;
 	sc_cache *ser = make_cache(1, hash), *par = make_cache(lanes, hash);
-	assert_int_equal(par->nlanes, lanes);
+	assert_int_equal(par->nthreads, lanes);
 	/* Readers that hold pins across promotes, in both caches alike, so
 	 * that garbage waits and its stats are compared too. */
 	sc_reader *pa, *pb;
@@ -253,7 +253,7 @@ static void run_stream(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 		if (n >= 256) {
 			/* The lanes took the batch between them. */
 			size_t routed = 0;
-			for (unsigned l = 0; l < lanes; l++)
+			for (unsigned l = 0; l < par->nlanes; l++)
 				routed += par->lanes[l].nidx;
 			assert_int_equal(routed, n);
 		}

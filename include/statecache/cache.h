@@ -95,10 +95,10 @@ typedef struct sc_cache_options {
 	sc_hamt_hash_fn hash; /* NULL: XXH3; tests may force collisions */
 	unsigned hamt_flags;  /* SC_HAMT_PROTECT in debug runs */
 	unsigned max_readers; /* reader slots; 0: 126 */
-	/* Apply lanes for sc_cache_apply_batch: 0: the cores online, at
-	 * most 8; 1: every event on the calling thread (no worker thread);
-	 * more than 8 counts as 8. n lanes start n - 1 worker threads with
-	 * the cache, joined by sc_cache_destroy. */
+	/* Threads applying a batch in sc_cache_apply_batch (apply lanes):
+	 * 0: the cores online, at most 8; 1: every event on the calling
+	 * thread (no worker thread); more than 8 counts as 8. n start n - 1
+	 * worker threads with the cache, joined by sc_cache_destroy. */
 	unsigned lanes;
 } sc_cache_options;
 
@@ -147,7 +147,8 @@ int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  *
  * The events are split by entity: every event of an entity goes to the same
  * lane, which applies them in log order, and lanes apply different
- * entities at the same time on the cache's worker threads. The result is
+ * entities at the same time, on the calling thread and the cache's worker
+ * threads (a few lanes per thread, taken in turn). The result is
  * exactly that of applying the events one by one with sc_cache_apply: the
  * same states, entity positions, version position, and stats after the
  * promote (the pending version is published by one promote, as always).
