@@ -80,7 +80,6 @@ struct sc_reader {
  */
 typedef struct sc_lane {
 	_Alignas(64) sc_cache *cache;
-	unsigned index;
 	/* Set by the writer while the lanes run a batch (under lanes_lock):
 	 * the release hook counts into bytes_sub instead of the cache. */
 	bool busy;

@@ -144,7 +144,6 @@ int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 	void *ctx[SC_HAMT_LANES_MAX];
 	for (unsigned k = 0; k < n; k++) {
 		ls[k].cache = cache;
-		ls[k].index = k;
 		sc_pool_init(&ls[k].entity_pool, (size_t)8 << 20,
 			     SC_POOL_DEFAULT);
 		ctx[k] = &ls[k];
