@@ -40,12 +40,13 @@
  * other processes.
  *
  * Latency: one reader thread makes lookups on a fixed schedule
- * (SC_BENCH_LATENCY_RATE per second, default 100,000, as requests would
- * arrive) and times each from the moment it was due to its end, with the
- * CPU's time-stamp counter (calibrated against CLOCK_MONOTONIC): a lookup
- * that waits for a lock counts the wait, and so do the lookups due while
- * it waited (timing each from its own start would count one slow lookup
- * per wait, however long). The writer is idle, or applies and promotes
+ * (SC_BENCH_LATENCY_RATE per second, default 5,000, as requests would
+ * arrive; sleeping between them) for SC_BENCH_LATENCY_SECONDS (default 2)
+ * and times each from the moment it was due to its end, with the CPU's
+ * time-stamp counter (calibrated against CLOCK_MONOTONIC): a lookup that
+ * waits for a lock counts the wait, and so do the lookups due while it
+ * waited (timing each from its own start would count one slow lookup per
+ * wait, however long). The writer is idle, or applies and promotes
  * batches of 10,000 sets flat out (one thread: the reader and the writer
  * have a core each on 2 cores); the peer's writer holds its write lock for
  * each batch. One reader_latency line per writer mode gives our p50, p99
@@ -70,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -292,7 +294,9 @@ static void ticks_calibrate(void)
 #endif
 
 /* Lookups per second a latency reader makes (SC_BENCH_LATENCY_RATE). */
-static double latency_rate = 100000;
+static double latency_rate = 5000;
+/* Seconds of each latency measurement (SC_BENCH_LATENCY_SECONDS). */
+static double latency_seconds = 2;
 
 /* Log-linear histogram: exact below 2048 ticks, then 64 buckets per
  * doubling (1.6% wide). */
@@ -343,13 +347,23 @@ static void *latency_reader(void *p)
 	void *ctx = m->reader_ctx ? m->reader_ctx(m) : NULL;
 	while (!atomic_load_explicit(&r->go, memory_order_acquire))
 		;
+	/* Sleep to within SPIN of each lookup and spin the rest: a reader
+	 * that spun all along would use its share of a busy machine's CPU
+	 * and then wait for the scheduler (what it measured would be that
+	 * wait); one that sleeps is woken at once. Exact timer wake-ups. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+	const uint64_t spin = (uint64_t)(50e3 / tsc_ns); /* 50 us */
 	uint64_t n = 0;
 	int64_t sink = 0;
 	unsigned k = 0;
 	uint64_t every = (uint64_t)(1e9 / latency_rate / tsc_ns);
 	uint64_t due = ticks();
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
-		for (int j = 0; j < 64; j++) {
+		for (int j = 0; j < 16; j++) {
+			uint64_t now = ticks();
+			if (due > now + spin)
+				sleep_seconds((double)(due - now - spin) *
+					      tsc_ns / 1e9);
 			while (ticks() < due)
 				;
 			uint64_t t0 = ticks();
@@ -360,7 +374,7 @@ static void *latency_reader(void *p)
 			r->service[hist_bucket(t1 - t0)]++;
 			due += every;
 		}
-		n += 64;
+		n += 16;
 	}
 	r->count = n;
 	r->sink = sink;
@@ -398,7 +412,7 @@ static latency measure_latency(impl *m, bool busy)
 	if (busy)
 		pthread_create(&wt, NULL, writer_thread, &w);
 	atomic_store(&r.go, true);
-	sleep_seconds(seconds);
+	sleep_seconds(latency_seconds);
 	atomic_store(&r.stop, true);
 	pthread_join(th, NULL);
 	if (busy) {
@@ -740,6 +754,9 @@ int main(void)
 	const char *lr = getenv("SC_BENCH_LATENCY_RATE");
 	if (lr && atof(lr) > 0)
 		latency_rate = atof(lr);
+	const char *lsec = getenv("SC_BENCH_LATENCY_SECONDS");
+	if (lsec && atof(lsec) > 0)
+		latency_seconds = atof(lsec);
 	const char *pr = getenv("SC_BENCH_PACED");
 	if (pr && atof(pr) > 0)
 		paced_rate = atof(pr);
