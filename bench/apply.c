@@ -9,17 +9,30 @@
  *                       possible while writing: the floor of what an
  *                       apply costs).
  *
- * Output: one JSON object per batch size. Each figure is the best of
- * SC_BENCH_REPEAT runs (default 3) to damp noise from other processes.
- * SC_BENCH_BATCH=n runs only batch size n.
+ * apply_lanes: the same events in batches of 10,000 through
+ * sc_cache_apply_batch, in a cache with 2 apply lanes (then 4 and 8 where
+ * there are that many cores) against one with 1 lane (one_lane: every
+ * event on the calling thread), both promoting after each batch.
+ * parallel_floor is this machine's own speedup with as many threads, in
+ * the same rounds, on a trivially parallel memory-bound loop (each thread
+ * sums its own 256 MiB array at random indexes): on a VM whose vCPUs do
+ * not give that many cores' worth, it is the most any lanes figure can
+ * get.
+ *
+ * Output: one JSON object per batch size, then apply_lanes. Each figure is
+ * the best of SC_BENCH_REPEAT runs (default 3) to damp noise from other
+ * processes. SC_BENCH_BATCH=n runs only batch size n (apply_lanes with
+ * 10000).
  */
 #include <glib.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "statecache/cache.h"
@@ -54,6 +67,176 @@ static double sc_run(sc_cache *cache, size_t batch, size_t events,
 		}
 	}
 	return (double)events / (bench_now() - t0);
+}
+
+/* ==== apply lanes ========================================================= */
+
+#define LANES_BATCH 10000
+/* Most lanes measured (a cache has at most 8). */
+#define SC_LANES_BENCH_MAX 8
+
+typedef struct lanes_batch {
+	sc_event ev[LANES_BATCH];
+	sc_attr attrs[LANES_BATCH][5];
+} lanes_batch;
+
+/* Batches of LANES_BATCH set events (as sc_set makes them) through
+ * sc_cache_apply_batch, a promote after each. */
+static double lanes_run(sc_cache *cache, lanes_batch *b, size_t events,
+			uint64_t seed)
+{
+	uint64_t r = seed;
+	double t0 = bench_now();
+	for (size_t done = 0; done < events;) {
+		for (size_t k = 0; k < LANES_BATCH; k++, done++) {
+			unsigned i = (unsigned)(bench_rnd_next(&r) % NENTITIES);
+			int64_t gen = (int64_t)done;
+			sc_attr *a = b->attrs[k];
+			a[0] = (sc_attr){.name = {"count", 5},
+					 .value.type = SC_VALUE_INT,
+					 .value.u.i = gen + i};
+			a[1] = (sc_attr){.name = {"level", 5},
+					 .value.type = SC_VALUE_DOUBLE,
+					 .value.u.d = (double)gen / 3.0};
+			a[2] = (sc_attr){.name = {"online", 6},
+					 .value.type = SC_VALUE_BOOL,
+					 .value.u.b = gen & 1};
+			a[3] = (sc_attr){.name = {"owner", 5},
+					 .value.type = SC_VALUE_STRING,
+					 .value.u.s = {"someone@example", 15}};
+			a[4] = (sc_attr){.name = {"zone", 4},
+					 .value.type = SC_VALUE_STRING,
+					 .value.u.s = {"eu-west-1", 9}};
+			b->ev[k] =
+			    (sc_event){.position = ++position,
+				       .entity = {ids[i], strlen(ids[i])},
+				       .type = SC_EVENT_SET,
+				       .attrs = a,
+				       .nattrs = 5,
+				       .time = gen};
+		}
+		sc_error err;
+		if (sc_cache_apply_batch(cache, b->ev, LANES_BATCH, NULL,
+					 &err) ||
+		    sc_cache_promote(cache)) {
+			fprintf(stderr, "apply_batch: %s\n", err.message);
+			exit(1);
+		}
+	}
+	return (double)events / (bench_now() - t0);
+}
+
+/* ---- the machine's own parallel floor ---- */
+
+#define FLOOR_WORDS ((size_t)32 << 20) /* 256 MiB of uint64_t */
+#define FLOOR_STEPS ((size_t)20 << 20)
+
+typedef struct floor_arg {
+	uint64_t *a;
+	uint64_t sum;
+} floor_arg;
+
+static void *floor_walk(void *p)
+{
+	floor_arg *f = p;
+	uint64_t x = 88172645463325252ull, sum = 0;
+	for (size_t i = 0; i < FLOOR_STEPS; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		sum += f->a[x & (FLOOR_WORDS - 1)];
+	}
+	f->sum = sum;
+	return NULL;
+}
+
+/* The floor's arrays, one per thread. */
+static floor_arg *floor_make(unsigned threads)
+{
+	floor_arg *f = calloc(threads, sizeof *f);
+	for (unsigned t = 0; f && t < threads; t++) {
+		f[t].a = malloc(FLOOR_WORDS * sizeof(uint64_t));
+		if (!f[t].a)
+			break;
+		for (size_t i = 0; i < FLOOR_WORDS; i++)
+			f[t].a[i] = i * 2654435761u;
+	}
+	if (!f || !f[threads - 1].a) {
+		fprintf(stderr, "out of memory\n");
+		exit(1);
+	}
+	return f;
+}
+
+/* Seconds floor_walk takes on 1 thread (*one) and on `threads` threads at
+ * once (*all). */
+static void floor_time(floor_arg *f, unsigned threads, double *one, double *all)
+{
+	double t0 = bench_now();
+	floor_walk(&f[0]);
+	*one = bench_now() - t0;
+	pthread_t th[SC_LANES_BENCH_MAX];
+	t0 = bench_now();
+	for (unsigned t = 1; t < threads; t++)
+		pthread_create(&th[t], NULL, floor_walk, &f[t]);
+	floor_walk(&f[0]);
+	for (unsigned t = 1; t < threads; t++)
+		pthread_join(th[t], NULL);
+	*all = bench_now() - t0;
+}
+
+static sc_cache *lanes_cache(unsigned lanes)
+{
+	sc_cache_options o = {.lanes = lanes};
+	sc_cache *cache;
+	sc_error err;
+	if (sc_cache_create(&o, &cache, &err)) {
+		fprintf(stderr, "create: %s\n", err.message);
+		exit(1);
+	}
+	for (unsigned i = 0; i < NENTITIES; i++)
+		sc_set(cache, i, 0);
+	sc_cache_promote(cache);
+	return cache;
+}
+
+/* `lanes` lanes against one, and the machine's `lanes`-thread floor,
+ * measured in turn in each of `repeat` rounds (each figure the best). */
+static void lanes_bench(int repeat, unsigned lanes)
+{
+	lanes_batch *b = malloc(sizeof *b);
+	if (!b) {
+		fprintf(stderr, "out of memory\n");
+		exit(1);
+	}
+	sc_cache *many = lanes_cache(lanes), *one = lanes_cache(1);
+	floor_arg *f = floor_make(lanes);
+	double x = 0, y = 0, f1 = 1e30, fn = 1e30;
+	const size_t events = 500000;
+	for (int k = 0; k < repeat; k++) {
+		uint64_t seed = 7000u + (unsigned)k;
+		double ys = lanes_run(one, b, events, seed);
+		double xs = lanes_run(many, b, events, seed);
+		x = xs > x ? xs : x;
+		y = ys > y ? ys : y;
+		double a, c;
+		floor_time(f, lanes, &a, &c);
+		f1 = a < f1 ? a : f1;
+		fn = c < fn ? c : fn;
+	}
+	sc_cache_destroy(many);
+	sc_cache_destroy(one);
+	for (unsigned t = 0; t < lanes; t++)
+		free(f[t].a);
+	free(f);
+	free(b);
+	printf("{\"name\":\"apply_lanes\",\"batch\":%d,\"lanes\":%u,"
+	       "\"events_per_s\":%.0f,\"peer\":\"one_lane\","
+	       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f,"
+	       "\"parallel_floor\":%.3f}\n",
+	       LANES_BATCH, lanes, x, y, y > 0 ? x / y : 0.0,
+	       (double)lanes * f1 / fn);
+	fflush(stdout);
 }
 
 /* ==== peer ================================================================ */
@@ -143,5 +326,12 @@ int main(void)
 	}
 	sc_cache_destroy(cache);
 	g_hash_table_destroy(t);
+	if (!only || atol(only) == LANES_BATCH) {
+		/* 2 lanes, then 4 and 8 where the cores are there. */
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
+			if (l == 2 || (long)l <= ncpu)
+				lanes_bench(repeat, l);
+	}
 	return 0;
 }

@@ -39,6 +39,21 @@
  * measurements of SC_BENCH_SECONDS (default 0.5) each, to damp noise from
  * other processes.
  *
+ * Latency: one reader thread makes lookups on a fixed schedule
+ * (SC_BENCH_LATENCY_RATE per second, default 5,000, as requests would
+ * arrive; sleeping between them) for SC_BENCH_LATENCY_SECONDS (default 2)
+ * and times each from the moment it was due to its end, with the CPU's
+ * time-stamp counter (calibrated against CLOCK_MONOTONIC): a lookup that
+ * waits for a lock counts the wait, and so do the lookups due while it
+ * waited (timing each from its own start would count one slow lookup per
+ * wait, however long). The writer is idle, or applies and promotes
+ * batches of 10,000 sets flat out (one thread: the reader and the writer
+ * have a core each on 2 cores); the peer's writer holds its write lock for
+ * each batch. One reader_latency line per writer mode gives our p50, p99
+ * and p99.9 and the peer's (each side's run with the lowest p99.9 of
+ * SC_BENCH_REPEAT), and service_p99.9: each lookup timed from its own
+ * start, which leaves waits out (for comparison only).
+ *
  * Profiling knobs: SC_BENCH_THREADS=N and SC_BENCH_WRITER=idle|busy|paced run
  * one case; SC_BENCH_PEERS=0 measures statecache alone; SC_BENCH_BATCH
  * (default 100, at most 10000) sets the writer's batch size for every side.
@@ -56,6 +71,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -246,6 +262,209 @@ static result measure(impl *m, unsigned threads, int mode)
 		res.writer_cores = w.cpu / tw;
 	}
 	return res;
+}
+
+/* ==== latency ============================================================= */
+
+/* Nanoseconds from a cheap clock: the time-stamp counter where there is
+ * one (a few ns to read), scaled by a factor measured at start. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+static double tsc_ns = 1.0; /* ns per tick */
+static inline uint64_t ticks(void)
+{
+	return __rdtsc();
+}
+static void ticks_calibrate(void)
+{
+	double t0 = bench_now();
+	uint64_t c0 = ticks();
+	sleep_seconds(0.05);
+	tsc_ns = (bench_now() - t0) * 1e9 / (double)(ticks() - c0);
+}
+#else
+static double tsc_ns = 1.0;
+static inline uint64_t ticks(void)
+{
+	return (uint64_t)(bench_now() * 1e9);
+}
+static void ticks_calibrate(void)
+{
+}
+#endif
+
+/* Lookups per second a latency reader makes (SC_BENCH_LATENCY_RATE). */
+static double latency_rate = 5000;
+/* Seconds of each latency measurement (SC_BENCH_LATENCY_SECONDS). */
+static double latency_seconds = 2;
+
+/* Log-linear histogram: exact below 2048 ticks, then 64 buckets per
+ * doubling (1.6% wide). */
+#define HIST_EXACT 2048u
+#define HIST_SUB   64u
+#define HIST_N	   (HIST_EXACT + 53u * HIST_SUB)
+
+static unsigned hist_bucket(uint64_t v)
+{
+	if (v < HIST_EXACT)
+		return (unsigned)v;
+	unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+	return HIST_EXACT + (msb - 11u) * HIST_SUB +
+	       (unsigned)((v >> (msb - 6u)) & (HIST_SUB - 1u));
+}
+
+static uint64_t hist_value(unsigned b)
+{
+	if (b < HIST_EXACT)
+		return b;
+	unsigned msb = (b - HIST_EXACT) / HIST_SUB + 11u;
+	uint64_t sub = (b - HIST_EXACT) % HIST_SUB;
+	return ((uint64_t)1 << msb) | (sub << (msb - 6u));
+}
+
+typedef struct latency {
+	double p50_ns, p99_ns, p999_ns;
+	double service_p999_ns; /* timed from each lookup's own start */
+	uint64_t lookups;
+} latency;
+
+typedef struct lat_run {
+	_Alignas(64) impl *m;
+	atomic_bool stop;
+	atomic_bool go;
+	uint64_t *hist;	   /* HIST_N counters: from when each was due */
+	uint64_t *service; /* the same, from when each started */
+	uint64_t count;
+	int64_t sink;
+} lat_run;
+
+static void *latency_reader(void *p)
+{
+	lat_run *r = p;
+	impl *m = r->m;
+	if (m->reader_init)
+		m->reader_init(m);
+	void *ctx = m->reader_ctx ? m->reader_ctx(m) : NULL;
+	while (!atomic_load_explicit(&r->go, memory_order_acquire))
+		;
+	/* Sleep to within SPIN of each lookup and spin the rest: a reader
+	 * that spun all along would use its share of a busy machine's CPU
+	 * and then wait for the scheduler (what it measured would be that
+	 * wait); one that sleeps is woken at once. Exact timer wake-ups. */
+	prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
+	const uint64_t spin = (uint64_t)(50e3 / tsc_ns); /* 50 us */
+	uint64_t n = 0;
+	int64_t sink = 0;
+	unsigned k = 0;
+	uint64_t every = (uint64_t)(1e9 / latency_rate / tsc_ns);
+	uint64_t due = ticks();
+	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
+		for (int j = 0; j < 16; j++) {
+			uint64_t now = ticks();
+			if (due > now + spin)
+				sleep_seconds((double)(due - now - spin) *
+					      tsc_ns / 1e9);
+			while (ticks() < due)
+				;
+			uint64_t t0 = ticks();
+			sink +=
+			    m->lookup(m, ctx, lookup_seq[k++ & (NKEYS - 1)]);
+			uint64_t t1 = ticks();
+			r->hist[hist_bucket(t1 - due)]++;
+			r->service[hist_bucket(t1 - t0)]++;
+			due += every;
+		}
+		n += 16;
+	}
+	r->count = n;
+	r->sink = sink;
+	if (m->reader_ctx_free)
+		m->reader_ctx_free(m, ctx);
+	if (m->reader_fini)
+		m->reader_fini(m);
+	return NULL;
+}
+
+static double hist_pct(const uint64_t *h, uint64_t total, double q)
+{
+	uint64_t want = (uint64_t)((double)total * q), seen = 0;
+	for (unsigned b = 0; b < HIST_N; b++) {
+		seen += h[b];
+		if (seen > want)
+			return (double)hist_value(b) * tsc_ns;
+	}
+	return 0;
+}
+
+/* One reader timing each lookup for `seconds`, the writer idle or busy. */
+static latency measure_latency(impl *m, bool busy)
+{
+	static uint64_t hist[HIST_N], service[HIST_N];
+	memset(hist, 0, sizeof hist);
+	memset(service, 0, sizeof service);
+	lat_run r = {.m = m, .hist = hist, .service = service};
+	atomic_init(&r.stop, false);
+	atomic_init(&r.go, false);
+	writer_run w = {.m = m};
+	atomic_init(&w.stop, false);
+	pthread_t th, wt;
+	pthread_create(&th, NULL, latency_reader, &r);
+	if (busy)
+		pthread_create(&wt, NULL, writer_thread, &w);
+	atomic_store(&r.go, true);
+	sleep_seconds(latency_seconds);
+	atomic_store(&r.stop, true);
+	pthread_join(th, NULL);
+	if (busy) {
+		atomic_store(&w.stop, true);
+		pthread_join(wt, NULL);
+	}
+	latency l = {.lookups = r.count};
+	l.p50_ns = hist_pct(hist, r.count, 0.50);
+	l.p99_ns = hist_pct(hist, r.count, 0.99);
+	l.p999_ns = hist_pct(hist, r.count, 0.999);
+	l.service_p999_ns = hist_pct(service, r.count, 0.999);
+	return l;
+}
+
+/* The reader_latency lines: statecache and the rwlock peer, batches of
+ * 10,000, writer idle and busy. */
+static void latency_bench(impl *sc, impl *peer, int repeat, const char *ws)
+{
+	int saved = batch;
+	batch = MAX_BATCH;
+	ticks_calibrate();
+	for (int mode = WRITER_IDLE; mode <= WRITER_BUSY; mode++) {
+		if (ws && strcmp(ws, writer_mode_name[mode]) != 0)
+			continue;
+		latency x = {.p999_ns = 1e30}, y = {.p999_ns = 1e30};
+		for (int k = 0; k < repeat; k++) {
+			latency a = measure_latency(sc, mode == WRITER_BUSY);
+			if (a.p999_ns < x.p999_ns)
+				x = a;
+			if (!peer)
+				continue;
+			latency b = measure_latency(peer, mode == WRITER_BUSY);
+			if (b.p999_ns < y.p999_ns)
+				y = b;
+		}
+		if (!peer)
+			y.p999_ns = 0;
+		printf("{\"name\":\"reader_latency\",\"threads\":1,"
+		       "\"rate\":%.0f,"
+		       "\"writer\":\"%s\",\"batch\":%d,\"p50_ns\":%.0f,"
+		       "\"p99_ns\":%.0f,\"p999_ns\":%.0f,"
+		       "\"peer\":\"rwlock_ghashtable\",\"peer_p50_ns\":%.0f,"
+		       "\"peer_p99_ns\":%.0f,\"peer_p999_ns\":%.0f,"
+		       "\"service_p999_ns\":%.0f,\"peer_service_p999_ns\":%.0f,"
+		       "\"ratio\":%.4f}\n",
+		       latency_rate, writer_mode_name[mode], batch, x.p50_ns,
+		       x.p99_ns, x.p999_ns, y.p50_ns, y.p99_ns, y.p999_ns,
+		       x.service_p999_ns, y.service_p999_ns,
+		       y.p999_ns > 0 ? x.p999_ns / y.p999_ns : 0.0);
+		fflush(stdout);
+	}
+	batch = saved;
 }
 
 /* ==== statecache ========================================================== */
@@ -532,6 +751,12 @@ int main(void)
 	const char *rs = getenv("SC_BENCH_REPEAT");
 	if (rs && atoi(rs) > 0)
 		repeat = atoi(rs);
+	const char *lr = getenv("SC_BENCH_LATENCY_RATE");
+	if (lr && atof(lr) > 0)
+		latency_rate = atof(lr);
+	const char *lsec = getenv("SC_BENCH_LATENCY_SECONDS");
+	if (lsec && atof(lsec) > 0)
+		latency_seconds = atof(lsec);
 	const char *pr = getenv("SC_BENCH_PACED");
 	if (pr && atof(pr) > 0)
 		paced_rate = atof(pr);
@@ -621,6 +846,8 @@ int main(void)
 					   : 0.0);
 			}
 	}
+	if (!ts || atoi(ts) == 1)
+		latency_bench(&sc.base, npeers ? &gh.base : NULL, repeat, ws);
 	sc_cache_destroy(sc.cache);
 	if (npeers)
 		g_hash_table_destroy(gh.table);

@@ -48,6 +48,12 @@ static void entity_free(sc_cache *cache, sc_entity *e)
 		sc_pool_free(&cache->entity_pool, e, sc_entity_block_size(e));
 }
 
+/* The pool a change allocates from: its lane's, or the writer's. */
+static sc_pool *change_pool(const sc_change *c)
+{
+	return c->lane ? &c->lane->entity_pool : &c->cache->entity_pool;
+}
+
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 {
 	sc_cache *cache = ctx;
@@ -117,6 +123,14 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 		sc_free(v0);
 		return rc;
 	}
+	rc = sc_lanes_init(cache, o.lanes, err);
+	if (rc) {
+		sc_reclaim_fini(cache);
+		sc_hamt_destroy(cache->map);
+		sc_free(block);
+		sc_free(v0);
+		return rc;
+	}
 	v0->cache = cache;
 	cache->oldest = v0;
 	atomic_init(&cache->current, v0);
@@ -141,6 +155,7 @@ void sc_cache_destroy(sc_cache *cache)
 	    atomic_load_explicit(&cache->hook, memory_order_acquire);
 	if (hook)
 		hook->destroy(hook);
+	sc_lanes_stop(cache);
 	sc_cache_discard(cache);
 	struct sc_version *cur =
 	    atomic_load_explicit(&cache->current, memory_order_relaxed);
@@ -153,6 +168,7 @@ void sc_cache_destroy(sc_cache *cache)
 	sc_free(cur);
 	sc_hamt_destroy(cache->map);
 	sc_pool_destroy(&cache->entity_pool);
+	sc_lanes_fini(cache);
 	sc_reclaim_fini(cache);
 	sc_free(cache->block);
 }
@@ -223,9 +239,8 @@ int sc_change_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 	if (c->unique && prev && prev->born == cache->generation)
 		return SC_ECORRUPT;
 	if (c->ev) {
-		int rc =
-		    sc_entity_build_in(prev, c->ev, cache->generation,
-				       &cache->entity_pool, &c->ne, c->err);
+		int rc = sc_entity_build_in(prev, c->ev, cache->generation,
+					    change_pool(c), &c->ne, c->err);
 		if (rc) {
 			c->ne = NULL;
 			c->build_failed = true;
@@ -243,10 +258,23 @@ int sc_change_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 int sc_change_done(sc_change *c, int rc)
 {
 	sc_cache *cache = c->cache;
+	sc_lane *l = c->lane;
 	if (rc) {
-		entity_free(cache, c->ne);
+		if (c->ne)
+			sc_pool_free(change_pool(c), c->ne,
+				     sc_entity_block_size(c->ne));
 		c->ne = NULL;
 		return rc;
+	}
+	if (l) {
+		/* Folded into the cache by the writer (cache/lanes.c). */
+		l->bytes_add += c->ne ? c->ne->size : 0;
+		if (c->ne && c->ne->size > l->state_size_max)
+			l->state_size_max = c->ne->size;
+		l->garbage_bytes += c->dropped;
+		if (c->position > l->position)
+			l->position = c->position;
+		return SC_OK;
 	}
 	if (c->ne) {
 		counter_add(&cache->entity_bytes, c->ne->size, 0);
@@ -289,6 +317,7 @@ _Static_assert(SC_ENTITY_SNAPSHOT_SURE > 2 * APPLY_QUEUE_BOUND,
 typedef struct apply_job {
 	sc_change change; /* what the map's callbacks get */
 	size_t block;	  /* bytes of this allocation */
+	size_t index;	  /* in a lane: the event's index in its batch */
 	sc_event ev;	  /* points into this block */
 	sc_attr attrs[];
 } apply_job;
@@ -325,15 +354,21 @@ static char *copy_str(char *p, sc_str *s)
 	return p + s->len;
 }
 
-/* A copy of `ev` (validated) that needs nothing of the caller's. */
-static apply_job *job_make(sc_cache *cache, const sc_event *ev, size_t payload)
+/* A copy of `ev` (validated) that needs nothing of the caller's, from the
+ * pool of lane l (NULL: the writer's). */
+static apply_job *job_make(sc_cache *cache, sc_lane *l, const sc_event *ev,
+			   size_t payload)
 {
 	size_t block = (sizeof(apply_job) + payload + 7u) & ~(size_t)7u;
-	apply_job *j = sc_pool_alloc(&cache->entity_pool, block);
+	apply_job *j =
+	    sc_pool_alloc(l ? &l->entity_pool : &cache->entity_pool, block);
 	if (!j)
 		return NULL;
-	j->change =
-	    (sc_change){.cache = cache, .ev = &j->ev, .position = ev->position};
+	j->change = (sc_change){.cache = cache,
+				.lane = l,
+				.ev = &j->ev,
+				.err = l ? &l->err : NULL,
+				.position = ev->position};
 	j->block = block;
 	j->ev = *ev;
 	j->ev.partition = (sc_str){NULL, 0};
@@ -359,15 +394,22 @@ static apply_job *job_make(sc_cache *cache, const sc_event *ev, size_t payload)
 	return j;
 }
 
+static void lane_fail(sc_lane *l, size_t i, int rc, bool built);
+
 static void job_done(void *ctx, int rc)
 {
 	apply_job *j =
 	    (apply_job *)(void *)((char *)ctx - offsetof(apply_job, change));
 	sc_cache *cache = j->change.cache;
+	sc_lane *l = j->change.lane;
 	/* SC_ESTATE: dropped by a discard. */
-	if (sc_change_done(&j->change, rc) && rc != SC_ESTATE)
-		cache->poisoned = true;
-	sc_pool_free(&cache->entity_pool, j, j->block);
+	if (sc_change_done(&j->change, rc) && rc != SC_ESTATE) {
+		if (l)
+			lane_fail(l, j->index, rc, j->change.build_failed);
+		else
+			cache->poisoned = true;
+	}
+	sc_pool_free(change_pool(&j->change), j, j->block);
 }
 
 /* Queue `ev` if it can be applied later (see above); SC_ETOOBIG is
@@ -382,7 +424,7 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 	    cache->state_size_max >
 		SC_ENTITY_SNAPSHOT_SURE - 2 * APPLY_QUEUE_BOUND)
 		return SC_ETOOBIG;
-	apply_job *j = job_make(cache, ev, payload);
+	apply_job *j = job_make(cache, NULL, ev, payload);
 	if (!j)
 		return sc_cache_poison(cache, ENOMEM, err, "queueing an event");
 	const char *id = j->ev.entity.ptr;
@@ -439,6 +481,76 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 					   ? "building an entity state"
 					   : "storing an entity state");
 	return SC_OK;
+}
+
+/* ---- apply in a lane ------------------------------------------------------
+ * As sc_cache_apply_valid, into the lane's edit, with the lane's pool: an
+ * event is queued when it is small enough to copy, else applied at once.
+ * A failure is noted with the event's index (a queued one's in its job), so
+ * the batch reports its first failing event whichever lane met it; the
+ * lane stops there (its edit is poisoned; the batch is discarded). A state
+ * that would grow too big is such a failure like any other, so no bound on
+ * the states alive is needed to decide what may be queued. */
+
+/* Note lane l's first failure: event i, error rc. `built`: the build of
+ * the state failed and wrote l->err itself. */
+static void lane_fail(sc_lane *l, size_t i, int rc, bool built)
+{
+	if (l->rc)
+		return;
+	l->rc = rc;
+	l->failed_at = i;
+	if (!built)
+		sc_error_set(&l->err, rc,
+			     "storing an entity state failed (%s); the pending "
+			     "version is unusable: discard it",
+			     sc_strerror(rc));
+}
+
+void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes)
+{
+	sc_cache *cache = l->cache;
+	sc_hamt_edit *ed = l->edit;
+	for (size_t k = 0; k < l->nidx && !l->rc; k++) {
+		size_t i = l->idx[k];
+		const sc_event *ev = &evs[i];
+		size_t payload = job_payload(ev);
+		if (payload != SIZE_MAX) {
+			apply_job *j = job_make(cache, l, ev, payload);
+			if (!j) {
+				lane_fail(l, i, ENOMEM, false);
+				break;
+			}
+			j->index = i;
+			int rc = sc_hamt_edit_update_later(
+			    ed, j->ev.entity.ptr, j->ev.entity.len, hashes[i],
+			    sc_change_update, job_done, &j->change);
+			if (rc) {
+				/* An earlier job's failure, noted by its
+				 * done; this one was not queued. */
+				sc_pool_free(&l->entity_pool, j, j->block);
+				lane_fail(l, i, rc, false);
+			}
+			continue;
+		}
+		sc_change c = {.cache = cache,
+			       .lane = l,
+			       .ev = ev,
+			       .err = &l->err,
+			       .position = ev->position};
+		int rc =
+		    sc_change_done(&c, sc_hamt_edit_update_hashed(
+					   ed, ev->entity.ptr, ev->entity.len,
+					   hashes[i], sc_change_update, &c));
+		if (rc)
+			lane_fail(l, i, rc, c.build_failed);
+	}
+	if (!l->rc) {
+		int rc = sc_hamt_edit_settle(ed);
+		if (rc)
+			lane_fail(l, l->nidx ? l->idx[l->nidx - 1] : 0, rc,
+				  false);
+	}
 }
 
 int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,

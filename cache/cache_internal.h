@@ -13,6 +13,7 @@
 
 #include "cache/cache_lib.h"
 #include "cache/entity.h"
+#include "common/pool.h"
 #include "statecache/cache.h"
 
 /* A slot's pin when the reader pins nothing. */
@@ -67,6 +68,42 @@ struct sc_reader {
 };
 
 /*
+ * An apply lane (cache/lanes.c): one share of a batch's events, those whose
+ * entity hashes to the root slots the lane owns (hamt/hamt_internal.h), applied
+ * in log order by one thread into a lane edit of the pending version. The
+ * threads applying a batch (the writer and the cache's workers) take the
+ * lanes one after another until none is left; there are several lanes per
+ * thread, so a thread that is held up leaves its share to the others. A
+ * lane allocates entity states from its own pool and counts what it adds
+ * to the cache's figures in fields of its own; the writer folds them into
+ * the cache once the lanes are done. Lane k's HAMT lane map releases
+ * states into lane k (sc_lane_release_entry), so that each pool gets back
+ * the states it handed out.
+ */
+typedef struct sc_lane {
+	_Alignas(64) sc_cache *cache;
+	/* Set by the writer while the lanes run a batch (under lanes_lock):
+	 * the release hook counts into bytes_sub instead of the cache. */
+	bool busy;
+	sc_pool entity_pool;
+	sc_hamt_edit *edit; /* this batch's lane edit */
+	uint32_t *idx;	    /* the batch's events of this lane, in order */
+	size_t nidx, capidx;
+	/* What the batch did, for the writer to fold in. */
+	size_t bytes_add, bytes_sub; /* entity states made, released */
+	size_t garbage_bytes;	     /* published states dropped */
+	size_t state_size_max;	     /* largest state made */
+	uint64_t position;	     /* highest position applied */
+	/* The lane's first failure (lanes stop at their first). */
+	int rc;
+	size_t failed_at; /* index of the event in the batch */
+	sc_error err;
+} sc_lane;
+
+/* Most threads applying a batch (options.lanes). */
+#define SC_CACHE_THREADS_MAX 8
+
+/*
  * Field placement matters: readers read the first group on every lookup,
  * the writer writes the second group on every apply. Keeping them on
  * separate cache lines stops the writer's counters from invalidating the
@@ -118,6 +155,23 @@ struct sc_cache {
 	_Atomic unsigned slots_high; /* slots [0, high) may be in use */
 	pthread_key_t exit_key;	     /* thread-exit hook releasing pins */
 	void *block;		     /* the allocation holding this struct */
+
+	/* ---- apply lanes (cache/lanes.c); nthreads 1: none ---- */
+	unsigned nthreads; /* threads applying a batch, the writer's too */
+	unsigned nlanes;   /* lanes a batch is split into */
+	sc_lane *lanes;
+	pthread_t workers[SC_CACHE_THREADS_MAX]; /* 1..nthreads-1 */
+	void *lanes_block; /* the allocation `lanes` is aligned within */
+	uint64_t *hashes;  /* the batch's hashes, by event */
+	size_t caphashes;
+	pthread_mutex_t lanes_lock;  /* guards the fields below */
+	pthread_cond_t lanes_go;     /* writer to workers: a batch, or stop */
+	pthread_cond_t lanes_idle;   /* last worker to writer: all done */
+	uint64_t lanes_batch;	     /* bumped per batch */
+	unsigned lanes_running;	     /* workers still on the batch */
+	_Atomic unsigned lanes_next; /* the next lane a thread takes */
+	bool lanes_stop;
+	const sc_event *batch_events;
 };
 
 /* Open the pending version on top of the current one if none is open: a
@@ -142,6 +196,7 @@ int sc_cache_poison(sc_cache *cache, int rc, sc_error *err, const char *what);
  */
 typedef struct sc_change {
 	sc_cache *cache;
+	sc_lane *lane;	    /* the lane applying it; NULL: the writer */
 	const sc_event *ev; /* build the new state from it; NULL: take `ne` */
 	sc_error *err;	    /* for the build's message; may be NULL */
 	sc_entity *ne;	    /* the new state; NULL: the id leaves the map */
@@ -167,6 +222,24 @@ int sc_change_done(sc_change *c, int rc);
 
 /* Release hook for HAMT entries: frees the entity (key inside it). */
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value);
+
+/* lanes.c */
+/* Set up apply lanes for `threads` threads (0: the cores online; at most
+ * SC_CACHE_THREADS_MAX) and start the worker threads. Errors: ENOMEM,
+ * EAGAIN (no thread); nothing is left set up. */
+int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err);
+/* sc_lanes_stop joins the workers (first thing at destroy); sc_lanes_fini
+ * frees the rest once no state of a lane's pool is alive. */
+void sc_lanes_stop(sc_cache *cache);
+void sc_lanes_fini(sc_cache *cache);
+/* The release and fresh hooks of lane k's map; ctx is the sc_lane. */
+void sc_lane_release_entry(void *ctx, const sc_hamt_key *key, void *value);
+bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value);
+
+/* cache.c: apply lane l's events of `evs` (hashes[i]: the map's hash of
+ * event i's id) into l->edit and settle it; records the lane's first
+ * failure. Runs on the lane's thread. */
+void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes);
 
 /* reclaim.c */
 int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err);

@@ -8,6 +8,7 @@
  *              sc_entity_validate_stored  on every event read back
  *              sc_entity_apply_valid      as-of reads fold read events
  *              sc_cache_apply_valid       apply what was validated
+ *              sc_cache_apply_batch_valid the same for a batch, in lanes
  *   snapshot/  sc_cache_load_*            the restore: states laid out off
  *                                         the writer, stored by it
  *   watch/     sc_cache_hook_install      a wake-up at every promote, the
@@ -81,6 +82,15 @@ int sc_entity_apply_valid(const sc_entity *prev, const sc_event *ev,
  * reads). Errors as sc_cache_apply but SC_EINVAL.
  */
 int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
+
+/*
+ * sc_cache_apply_batch_valid - sc_cache_apply_batch (cache.h) of events its
+ * caller already checked with sc_entity_validate_event: the apply lanes
+ * for the store's appends and its replay. Errors as sc_cache_apply_batch
+ * but SC_EINVAL; on any error discard the pending version.
+ */
+int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *events,
+			       size_t n, size_t *failed, sc_error *err);
 
 /* ---- restore ------------------------------------------------------------- */
 

@@ -94,6 +94,9 @@ struct sc_hamt {
 	/* Freed nodes kept for reuse by size (writer only): a promote frees
 	 * a garbage list whose sizes the next batch of edits asks for. */
 	sc_pool pool;
+	/* Lane maps (hamt_internal.h); a lane map has none. */
+	sc_hamt *lanes[SC_HAMT_LANES_MAX];
+	unsigned nlanes;
 };
 
 /* What the edit displaced: published nodes and entries of the base
@@ -111,6 +114,10 @@ struct sc_hamt_garbage {
 	entry *pairs;
 	size_t npairs, cappairs;
 	size_t bytes;
+	/* A lane's list chained to its edit's (hamt_internal.h): freed into
+	 * `owner`, its lane map. NULL: into the map freeing the list. */
+	sc_hamt *owner;
+	struct sc_hamt_garbage *next;
 };
 
 /* Sets waiting in an edit (see "the set queue" below). */
@@ -141,6 +148,7 @@ struct sc_hamt_edit {
 	size_t count;
 	uint64_t id;
 	bool poisoned;
+	bool touched;	    /* a change reached the tree (hamt_internal.h) */
 	sc_hamt_garbage *g; /* allocated on first need */
 	/* Sets taken but not yet in the tree, oldest at q[qhead]. */
 	unsigned qhead, qlen;
@@ -451,6 +459,8 @@ void sc_hamt_destroy(sc_hamt *map)
 {
 	if (!map)
 		return;
+	for (unsigned k = 0; k < map->nlanes; k++)
+		sc_hamt_destroy(map->lanes[k]);
 	sc_free(map->spare_edit);
 	garbage_release_arrays(map->spare_garbage);
 	sc_pool_destroy(&map->pool);
@@ -459,8 +469,14 @@ void sc_hamt_destroy(sc_hamt *map)
 
 size_t sc_hamt_allocated_bytes(const sc_hamt *map)
 {
-	return atomic_load_explicit(&((sc_hamt *)(uintptr_t)map)->allocated,
-				    memory_order_relaxed);
+	sc_hamt *m = (sc_hamt *)(uintptr_t)map;
+	/* A lane map's counter is what it allocated less what it freed: it
+	 * may be "negative" (modulo 2^64), the sum is exact. */
+	size_t n = atomic_load_explicit(&m->allocated, memory_order_relaxed);
+	for (unsigned k = 0; k < m->nlanes; k++)
+		n += atomic_load_explicit(&m->lanes[k]->allocated,
+					  memory_order_relaxed);
+	return n;
 }
 
 /* ==== edit =============================================================== */
@@ -728,6 +744,7 @@ static int edit_insert_first(sc_hamt_edit *e, entry x, uint64_t h)
 	n->entries[0] = x;
 	e->root = n;
 	e->count++;
+	e->touched = true;
 	return SC_OK;
 }
 
@@ -743,6 +760,7 @@ static int edit_replace_at(sc_hamt_edit *e, path *p, entry x)
 		return edit_poison(e);
 	n->entries[p->found] = x;
 	edit_drop(e, old, published);
+	e->touched = true;
 	return SC_OK;
 }
 
@@ -782,6 +800,7 @@ static int edit_insert_at(sc_hamt_edit *e, path *p, entry x, uint64_t h)
 	*slot = c;
 	edit_retire(e, n);
 	e->count++;
+	e->touched = true;
 	return SC_OK;
 }
 
@@ -838,6 +857,7 @@ static int edit_remove_at(sc_hamt_edit *e, path *p)
 		edit_retire(e, p->n[i]);
 	edit_drop(e, gone, published);
 	e->count--;
+	e->touched = true;
 	return SC_OK;
 }
 
@@ -1209,15 +1229,21 @@ static void garbage_release_arrays(sc_hamt_garbage *g)
  * growing them again for every batch costs more than the memory). */
 static void garbage_recycle(sc_hamt *m, sc_hamt_garbage *g)
 {
-	if (!g)
-		return;
-	if (m->spare_garbage || g->capnodes > 32768 || g->cappairs > 16384) {
-		garbage_release_arrays(g);
-		return;
+	while (g) {
+		sc_hamt_garbage *next = g->next;
+		sc_hamt *to = g->owner ? g->owner : m;
+		g->owner = NULL;
+		g->next = NULL;
+		if (to->spare_garbage || g->capnodes > 32768 ||
+		    g->cappairs > 16384) {
+			garbage_release_arrays(g);
+		} else {
+			g->nnodes = g->npairs = 0;
+			g->bytes = 0;
+			to->spare_garbage = g;
+		}
+		g = next;
 	}
-	g->nnodes = g->npairs = 0;
-	g->bytes = 0;
-	m->spare_garbage = g;
 }
 
 static void edit_recycle(sc_hamt *m, sc_hamt_edit *e)
@@ -1256,7 +1282,7 @@ int sc_hamt_edit_commit(sc_hamt_edit *e, sc_hamt_root *out,
 		keep = NODE_POOL_KEEP_BYTES;
 	if (m->pool.bytes > keep)
 		sc_pool_trim(&m->pool);
-	if (g && g->nnodes == 0 && g->npairs == 0) {
+	if (g && g->nnodes == 0 && g->npairs == 0 && !g->next) {
 		garbage_recycle(m, g);
 		g = NULL;
 	}
@@ -1301,9 +1327,12 @@ void sc_hamt_garbage_info_get(const sc_hamt_garbage *g,
 {
 	if (!out)
 		return;
-	out->nodes = g ? g->nnodes : 0;
-	out->bytes = g ? g->bytes : 0;
-	out->entries = g ? g->npairs : 0;
+	out->nodes = out->bytes = out->entries = 0;
+	for (; g; g = g->next) {
+		out->nodes += g->nnodes;
+		out->bytes += g->bytes;
+		out->entries += g->npairs;
+	}
 }
 
 void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
@@ -1316,12 +1345,16 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 	 * so freeing nodes touches none; the release hook reads each pair's
 	 * value: load those a few ahead, so that their misses overlap. */
 	enum { AHEAD = 16 };
-	for (size_t i = 0; i < g->nnodes; i++)
-		node_free_sized(map, g->nodes[i].n, g->nodes[i].bytes);
-	for (size_t i = 0; i < g->npairs; i++) {
-		if (i + AHEAD < g->npairs)
-			__builtin_prefetch(g->pairs[i + AHEAD].value, 1);
-		release_pair(map, g->pairs[i]);
+	for (sc_hamt_garbage *l = g; l; l = l->next) {
+		sc_hamt *m = l->owner ? l->owner : map;
+		for (size_t i = 0; i < l->nnodes; i++)
+			node_free_sized(m, l->nodes[i].n, l->nodes[i].bytes);
+		for (size_t i = 0; i < l->npairs; i++) {
+			if (i + AHEAD < l->npairs)
+				__builtin_prefetch(l->pairs[i + AHEAD].value,
+						   1);
+			release_pair(m, l->pairs[i]);
+		}
 	}
 	garbage_recycle(map, g);
 }
@@ -1750,4 +1783,260 @@ int sc_hamt_check(const sc_hamt *map, sc_hamt_root root, char *why,
 		return SC_ECORRUPT;
 	}
 	return SC_OK;
+}
+
+/* ==== lanes ============================================================== */
+
+/* The root slots lane k of n owns. */
+static uint32_t lane_mask(unsigned k, unsigned n)
+{
+	uint32_t mask = 0;
+	for (unsigned s = k; s < 32; s += n)
+		mask |= 1u << s;
+	return mask;
+}
+
+int sc_hamt_lanes_setup(sc_hamt *map, unsigned n, sc_hamt_release_fn release,
+			sc_hamt_fresh_fn fresh, void *const ctx[])
+{
+	if (!map || !ctx || n < 2 || n > SC_HAMT_LANES_MAX || map->nlanes ||
+	    map->edit_open)
+		return SC_EINVAL;
+	for (unsigned k = 0; k < n; k++) {
+		sc_hamt *l = sc_calloc(1, sizeof *l);
+		if (!l) {
+			while (k--) {
+				sc_hamt_destroy(map->lanes[k]);
+				map->lanes[k] = NULL;
+			}
+			return ENOMEM;
+		}
+		l->seed = map->seed;
+		l->hash = map->hash;
+		l->release = release;
+		l->release_ctx = ctx[k];
+		l->fresh = fresh;
+		l->flags = map->flags;
+		l->page = map->page;
+		atomic_init(&l->allocated, 0);
+		sc_pool_init(&l->pool, NODE_POOL_BYTES, SC_POOL_DEFAULT);
+		map->lanes[k] = l;
+	}
+	map->nlanes = n;
+	return SC_OK;
+}
+
+/* A node of the lane's map holding the slots of e's root that lane k of n
+ * owns (NULL if none), owned by the edit. */
+static int lane_root(const sc_hamt_edit *e, sc_hamt *lm, unsigned k, unsigned n,
+		     node **out)
+{
+	const node *r = e->root;
+	*out = NULL;
+	if (!r)
+		return SC_OK;
+	uint32_t mask = lane_mask(k, n);
+	uint32_t dm = r->datamap & mask, nm = r->nodemap & mask;
+	if (!(dm | nm))
+		return SC_OK;
+	node *v =
+	    node_alloc(lm, popcount(dm), popcount(nm), e->id, NODE_BITMAP);
+	if (!v)
+		return ENOMEM;
+	v->datamap = dm;
+	v->nodemap = nm;
+	node **ch = node_children(v), **rch = node_children(r);
+	unsigned i = 0, j = 0;
+	for (unsigned s = 0; s < 32; s++) {
+		uint32_t bit = 1u << s;
+		if (dm & bit)
+			v->entries[i++] =
+			    r->entries[popcount(r->datamap & (bit - 1))];
+		else if (nm & bit)
+			ch[j++] = rch[popcount(r->nodemap & (bit - 1))];
+	}
+	*out = v;
+	return SC_OK;
+}
+
+int sc_hamt_lanes_split(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	sc_hamt *m = e->map;
+	unsigned n = m->nlanes;
+	SC_REQUIRE(n >= 2);
+	int rc = setq_drain(e);
+	if (rc)
+		return rc;
+	for (unsigned k = 0; k < n; k++)
+		lanes[k] = NULL;
+	for (unsigned k = 0; k < n; k++) {
+		sc_hamt *lm = m->lanes[k];
+		sc_hamt_edit *l = lm->spare_edit;
+		if (l) {
+			lm->spare_edit = NULL;
+			memset(l, 0, offsetof(sc_hamt_edit, q));
+		} else if (!(l = sc_calloc(1, sizeof *l))) {
+			goto nomem;
+		}
+		l->map = lm;
+		l->base = e->base;
+		l->id = e->id;
+		l->count = 0; /* the lane's change to the count */
+		lanes[k] = l;
+		if (lane_root(e, lm, k, n, &l->root))
+			goto nomem;
+	}
+	return SC_OK;
+nomem:
+	for (unsigned k = 0; k < n; k++) {
+		sc_hamt_edit *l = lanes[k];
+		if (!l)
+			continue;
+		if (l->root)
+			node_free(l->map, l->root);
+		edit_recycle(l->map, l);
+		lanes[k] = NULL;
+	}
+	return edit_poison(e);
+}
+
+#ifdef SC_DEBUG
+/* Whether root a holds the same slots as the lanes' roots (checked when
+ * no lane changed anything). */
+static bool roots_same(const node *a, uint32_t dm, uint32_t nm,
+		       sc_hamt_edit *lanes[], unsigned n)
+{
+	if (!a)
+		return !(dm | nm);
+	if (a->datamap != dm || a->nodemap != nm)
+		return false;
+	node *const *ach = node_children(a);
+	for (unsigned s = 0; s < 32; s++) {
+		uint32_t bit = 1u << s;
+		const node *l = lanes[s % n]->root;
+		if (dm & bit) {
+			const entry *x =
+			    &a->entries[popcount(a->datamap & (bit - 1))];
+			const entry *y =
+			    &l->entries[popcount(l->datamap & (bit - 1))];
+			if (x->key != y->key || x->value != y->value)
+				return false;
+		} else if (nm & bit) {
+			if (ach[popcount(a->nodemap & (bit - 1))] !=
+			    node_children(l)[popcount(l->nodemap & (bit - 1))])
+				return false;
+		}
+	}
+	return true;
+}
+#endif
+
+int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	sc_hamt *m = e->map;
+	unsigned n = m->nlanes;
+	uint32_t dm = 0, nm = 0;
+	size_t count = e->count;
+	bool chain = false, touched = false;
+	for (unsigned k = 0; k < n; k++) {
+		const sc_hamt_edit *l = lanes[k];
+		SC_REQUIRE(!l->poisoned && l->qlen == 0);
+		count += l->count;
+		touched |= l->touched;
+		if (l->root) {
+			SC_INSIST(node_edit(l->root) == e->id);
+			SC_INSIST(!((l->root->datamap | l->root->nodemap) &
+				    ~lane_mask(k, n)));
+			dm |= l->root->datamap;
+			nm |= l->root->nodemap;
+		}
+		if (l->g && (l->g->nnodes || l->g->npairs))
+			chain = true;
+	}
+	node *r = e->root, *nr = NULL;
+	/* A serial edit that changes anything owns the root, copying a
+	 * published one into the garbage, even when the changes cancel out
+	 * (an id inserted, then removed): so does the join. */
+	bool same = !touched;
+	SC_INSIST(touched || roots_same(r, dm, nm, lanes, n));
+	/* Everything that can fail first: the root's place in the garbage,
+	 * the list the lanes' lists chain to, the new root. */
+	if ((!same && r && node_edit(r) != e->id) || chain) {
+		if (edit_reserve(e, 1, 0))
+			goto nomem;
+	}
+	if (!same && (dm | nm)) {
+		nr = node_alloc(m, popcount(dm), popcount(nm), e->id,
+				NODE_BITMAP);
+		if (!nr)
+			goto nomem;
+		nr->datamap = dm;
+		nr->nodemap = nm;
+		node **ch = node_children(nr);
+		unsigned i = 0, j = 0;
+		for (unsigned s = 0; s < 32; s++) {
+			uint32_t bit = 1u << s;
+			const node *l = lanes[s % n]->root;
+			if (dm & bit)
+				nr->entries[i++] = l->entries[popcount(
+				    l->datamap & (bit - 1))];
+			else if (nm & bit)
+				ch[j++] = node_children(
+				    l)[popcount(l->nodemap & (bit - 1))];
+		}
+	}
+	if (!same) {
+		if (r)
+			edit_retire(e, r);
+		e->root = nr;
+		e->touched = true;
+	}
+	e->count = count;
+	for (unsigned k = 0; k < n; k++) {
+		sc_hamt_edit *l = lanes[k];
+		sc_hamt *lm = l->map;
+		if (l->root)
+			node_free(lm, l->root);
+		sc_hamt_garbage *g = l->g;
+		l->g = NULL;
+		if (g && (g->nnodes || g->npairs)) {
+			g->owner = lm;
+			g->next = e->g->next;
+			e->g->next = g;
+		} else {
+			garbage_recycle(lm, g);
+		}
+		edit_recycle(lm, l);
+		lanes[k] = NULL;
+	}
+	return SC_OK;
+nomem:
+	sc_hamt_lanes_abort(e, lanes);
+	return ENOMEM;
+}
+
+void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	sc_hamt *m = e->map;
+	/* Every node the edit made below the root is reachable from exactly
+	 * one lane's root (the lanes own the root's slots between them), and
+	 * every pair it inserted is in a lane's tree, or was dropped by the
+	 * lane that replaced it. So: abort each lane, then free the root
+	 * alone. */
+	for (unsigned k = 0; k < m->nlanes; k++) {
+		sc_hamt_edit *l = lanes[k];
+		if (!l)
+			continue;
+		setq_release(l);
+		abort_free(l, l->root);
+		garbage_recycle(l->map, l->g);
+		l->g = NULL;
+		edit_recycle(l->map, l);
+		lanes[k] = NULL;
+	}
+	if (e->root && node_edit(e->root) == e->id)
+		node_free(m, e->root);
+	e->root = NULL;
+	e->count = 0;
+	e->poisoned = true;
 }

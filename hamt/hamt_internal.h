@@ -1,12 +1,14 @@
 /*
  * HAMT calls for the cache only: updates with the key's hash given, queued
  * updates whose paths are prefetched while earlier changes are done, and
- * doing the queue at once. Library-internal, not installed: the layers
+ * doing the queue at once, and lanes (one edit built by several threads).
+ * Library-internal, not installed: the layers
  * above the cache use the cache's own calls.
  */
 #ifndef STATECACHE_HAMT_INTERNAL_H
 #define STATECACHE_HAMT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,5 +62,81 @@ int sc_hamt_edit_update_later(sc_hamt_edit *edit, const void *key, size_t len,
  * poisoned: abort it).
  */
 int sc_hamt_edit_settle(sc_hamt_edit *edit);
+
+/* ---- lanes -------------------------------------------------------------- */
+
+/*
+ * Lanes: one edit built by several threads at once (the cache's parallel
+ * apply).
+ *
+ * The keys of a map split by the depth-0 fragment of their hash (the root
+ * node's slot, hash bits 0..4): lane k of n owns the slots s with
+ * s % n == k, and with them the whole subtree under each. A change to a key
+ * only reads and writes the path under its slot, and every structural rule
+ * that reaches the root (an entry pushed down, a sub-node collapsed into
+ * its slot, the last entry removed) is about that one slot, so the lanes'
+ * changes commute and their result is the one serial changes would give:
+ *
+ *   open edit (root R)       split              lanes, each on its own thread
+ *   +----------------+   V0 = R's slots 0,2,4..   lane 0: changes under V0
+ *   | R: slots 0..31 |-> V1 = R's slots 1,3,5..   lane 1: changes under V1
+ *   +----------------+                                  |
+ *          ^------------------- join: one new root from V0' and V1'
+ *
+ * Each lane is an edit of its own (sc_hamt_edit, with the open edit's id, so
+ * the nodes the open edit made are the lane's to change in place) whose
+ * root V_k holds R's slots of the lane. A lane is used by one thread at a
+ * time; which thread may change from one split to the next. It allocates from a
+ * lane map: a shadow of the map with a node pool, allocation counter, garbage
+ * list and release hook of its own, so that lanes share no writable memory. A
+ * lane's garbage stays tied to its lane map and is freed back into it, so each
+ * lane's pool gets back what it handed out. The lane maps live as long as
+ * the map.
+ *
+ * Join makes one root node of the lanes' roots (the root is written once)
+ * and chains their garbage lists to the open edit's. If nothing changed it
+ * keeps R. sc_hamt_allocated_bytes counts the lane maps' nodes.
+ */
+/* Most lanes a map can have: one per root slot. */
+#define SC_HAMT_LANES_MAX 32
+
+/* The lane of n that owns the key whose hash is `hash`. */
+static inline unsigned sc_hamt_lane_of(uint64_t hash, unsigned n)
+{
+	return (unsigned)(hash & 31u) % n;
+}
+
+/*
+ * sc_hamt_lanes_setup - give `map` n lane maps (2..SC_HAMT_LANES_MAX); lane
+ * k calls release and fresh with ctx[k] instead of the map's release_ctx.
+ * Once, before any edit. Errors: SC_EINVAL, ENOMEM (nothing set up).
+ */
+int sc_hamt_lanes_setup(sc_hamt *map, unsigned n, sc_hamt_release_fn release,
+			sc_hamt_fresh_fn fresh, void *const ctx[]);
+
+/*
+ * sc_hamt_lanes_split - open lanes[0..n-1] (n as set up) on the open edit
+ * `e`. Does the edit's queued changes first. Writer thread; afterwards
+ * lanes[k] may be used by one thread, with the edit calls of hamt.h (the
+ * queue included), until join or abort; `e` must not be used meanwhile.
+ * Errors: SC_EPOISONED, ENOMEM or the error of a queued change (the edit is
+ * poisoned, no lane is open).
+ */
+int sc_hamt_lanes_split(sc_hamt_edit *e, sc_hamt_edit *lanes[]);
+
+/*
+ * sc_hamt_lanes_join - end the lanes and put their changes into `e`. Each
+ * lane must be settled (sc_hamt_edit_settle returned SC_OK). Writer
+ * thread. Errors: ENOMEM (as sc_hamt_lanes_abort: every change the edit
+ * holds is dropped and the edit is poisoned; abort it).
+ */
+int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[]);
+
+/*
+ * sc_hamt_lanes_abort - end the lanes after a failure in any of them: free
+ * what the lanes and the edit made (the lanes' queued updates get SC_ESTATE
+ * first) and poison `e`, which the caller then aborts. Writer thread.
+ */
+void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[]);
 
 #endif

@@ -60,14 +60,42 @@ int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last)
 
 /* ---- replay -------------------------------------------------------------- */
 
+/* Events replay decoded since the last release of their pages, applied to
+ * the cache together (in its lanes) before the release. */
+typedef struct replay_chunk {
+	sc_decoded_event d[REPLAY_RELEASE_EVERY];
+	sc_event ev[REPLAY_RELEASE_EVERY];
+	size_t n;
+} replay_chunk;
+
+/* Apply the chunk's events (apply false: drop them) and empty it. */
+static int replay_flush(sc_store *store, replay_chunk *c, bool apply,
+			sc_error *err)
+{
+	int rc = 0;
+	if (apply && c->n)
+		rc = sc_cache_apply_batch_valid(store->cache, c->ev, c->n, NULL,
+						err);
+	for (size_t i = 0; i < c->n; i++)
+		sc_decoded_event_free(&c->d[i]);
+	c->n = 0;
+	return rc;
+}
+
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
+	replay_chunk *chunk = sc_calloc(1, sizeof *chunk);
+	if (!chunk)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory for replaying the log");
 	int rc = sc_store_read_cursor(store, store->dbi_events,
 				      "replaying the log", &txn, &cur, err);
-	if (rc)
+	if (rc) {
+		sc_free(chunk);
 		return rc;
+	}
 	uint8_t kb[8];
 	sc_be64_put(kb, after + 1);
 	MDB_val k = {8, kb}, v;
@@ -94,16 +122,16 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 			lo = vb;
 		if (ve > hi)
 			hi = ve;
-		sc_decoded_event d;
-		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		sc_decoded_event *d = &chunk->d[chunk->n];
+		rc = sc_event_decode(v.mv_data, v.mv_size, pos, d, err);
 		if (rc)
 			goto fail;
-		rc = sc_cache_apply_valid(store->cache, &d.ev, err);
-		sc_decoded_event_free(&d);
-		if (rc)
-			goto fail;
+		chunk->ev[chunk->n++] = d->ev;
 		expect++;
 		if (++in_batch % REPLAY_RELEASE_EVERY == 0) {
+			rc = replay_flush(store, chunk, true, err);
+			if (rc)
+				goto fail;
 			/* The tail's leaf pages are scattered over the file
 			 * (freed pages are reused) and a touch maps a whole
 			 * page-cache folio, often far more than the page;
@@ -127,6 +155,11 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		rc = sc_store_lmdb_error(err, rc, "replaying the log");
 		goto fail;
 	}
+	rc = replay_flush(store, chunk, true, err);
+	if (rc)
+		goto fail;
+	sc_free(chunk);
+	chunk = NULL;
 	/* Inside the read transaction: the map cannot move meanwhile. */
 	sc_store_release_pages(lo, hi);
 	mdb_cursor_close(cur);
@@ -148,6 +181,10 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 	}
 	return 0;
 fail:
+	if (chunk) {
+		replay_flush(store, chunk, false, NULL);
+		sc_free(chunk);
+	}
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);
 	sc_cache_discard(store->cache);
@@ -190,6 +227,15 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	sc_index_key ikey;
 	uint64_t last = b->first + b->n - 1;
 	int rc;
+	/* The cache applies the batch first, in its lanes; the loop then
+	 * meets the event it refused (if any) where a serial apply would. */
+	sc_error cerr;
+	sc_error_clear(&cerr);
+	size_t refused = b->n;
+	int crc = sc_cache_apply_batch_valid(store->cache, b->evs, b->n,
+					     &refused, &cerr);
+	if (crc && refused >= b->n)
+		refused = b->n - 1;
 	for (size_t i = 0; i < b->n; i++) {
 		const sc_event *ev = &b->evs[i];
 		uint64_t pos = b->first + i;
@@ -207,16 +253,12 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 			if (rc)
 				return append_lmdb_error(err, rc);
 		}
-		rc = sc_cache_apply_valid(store->cache, ev, err);
-		if (rc) {
-			char inner[SC_ERROR_MESSAGE_MAX];
-			snprintf(inner, sizeof inner, "%s",
-				 err ? err->message : sc_strerror(rc));
-			return sc_error_set(err, rc,
+		if (crc && i == refused)
+			return sc_error_set(err, crc,
 					    "event %zu (position %llu): the "
 					    "cache rejected it: %s",
-					    i, (unsigned long long)pos, inner);
-		}
+					    i, (unsigned long long)pos,
+					    cerr.message);
 		rc = sc_projectors_apply(store, txn, ev, i, pos, err);
 		if (rc)
 			return rc;

@@ -15,6 +15,12 @@
  * One reader thread exits while still pinned; its exit hook must release
  * the pin. At the end: reclaim, no version waits, memory is the live set.
  *
+ * A second run applies the batches with sc_cache_apply_batch in a cache of
+ * three apply lanes (worker threads of the cache), batches big enough to
+ * be split among them, while the readers run the same checks and a stats
+ * thread reads the counters the lanes fold in; at the end every account
+ * equals the writer's own ledger.
+ *
  * The writer runs a bounded number of batches; readers run until it is done.
  * SC_TEST_SEED=n repeats the writer's choices; SC_TEST_SHORT=1 shortens.
  */
@@ -165,6 +171,108 @@ static void writer_run(shared *sh, size_t batches)
 	atomic_store_explicit(&sh->done, true, memory_order_release);
 }
 
+/* The same transfers as writer_run, decided from the writer's own ledger
+ * and applied a batch at a time by the cache's lanes. */
+typedef struct ledger {
+	int64_t bal[NACCOUNTS];
+	bool open[NACCOUNTS];
+} ledger;
+
+#define LANES_MAX_EVENTS 1200
+
+/* A batch being made: its events, and the storage they point into. */
+typedef struct lanes_batch {
+	char ids[NACCOUNTS][16];
+	sc_event evs[LANES_MAX_EVENTS];
+	sc_attr attrs[LANES_MAX_EVENTS][2];
+	size_t n;
+	uint64_t pos;
+} lanes_batch;
+
+/* Append to b: a delete of account a, or a set of its ledger balance. */
+static void put_event(lanes_batch *b, const ledger *led, unsigned a, bool del)
+{
+	size_t n = b->n++;
+	uint64_t pos = ++b->pos;
+	b->evs[n] = (sc_event){.position = pos,
+			       .entity = {b->ids[a], strlen(b->ids[a])},
+			       .time = (int64_t)pos};
+	if (del) {
+		b->evs[n].type = SC_EVENT_DELETE;
+		return;
+	}
+	b->attrs[n][0] = (sc_attr){.name = {"bal", 3},
+				   .value.type = SC_VALUE_INT,
+				   .value.u.i = led->bal[a]};
+	b->attrs[n][1] = (sc_attr){.name = {"note", 4},
+				   .value.type = SC_VALUE_STRING,
+				   .value.u.s = {"transfer", 8}};
+	b->evs[n].type = SC_EVENT_SET;
+	b->evs[n].attrs = b->attrs[n];
+	b->evs[n].nattrs = 2;
+}
+
+static void writer_run_lanes(shared *sh, size_t batches, ledger *led)
+{
+	sc_cache *cache = sh->cache;
+	uint64_t r = seed;
+	static lanes_batch lb;
+	lanes_batch *b = &lb;
+	b->n = 0;
+	b->pos = 0;
+	for (unsigned i = 0; i < NACCOUNTS; i++)
+		id_of(b->ids[i], sizeof b->ids[i], i);
+	for (unsigned i = 0; i < NACCOUNTS; i++) {
+		led->bal[i] = i < NACCOUNTS / 2 ? START_BAL : 0;
+		led->open[i] = true;
+		put_event(b, led, i, false);
+	}
+	sc_error err;
+	if (sc_cache_apply_batch(cache, b->evs, b->n, NULL, &err))
+		fail_msg("apply_batch: %s", err.message);
+	assert_int_equal(sc_cache_promote(cache), 0);
+
+	for (size_t k = 0; k < batches; k++) {
+		uint64_t pos0 = b->pos;
+		ledger before = *led;
+		b->n = 0;
+		/* Most batches are split among the lanes, some are not. */
+		size_t transfers = tk_rand(&r) % 4 ? 150 + tk_rand(&r) % 400
+						   : 1 + tk_rand(&r) % 20;
+		for (size_t t = 0; t < transfers; t++) {
+			unsigned x = (unsigned)(tk_rand(&r) % NACCOUNTS);
+			unsigned y = (unsigned)(tk_rand(&r) % NACCOUNTS);
+			if (x == y)
+				continue;
+			if (tk_rand(&r) % 10 == 0 && led->open[x]) {
+				led->bal[y] += led->bal[x];
+				led->bal[x] = 0;
+				led->open[x] = false;
+				led->open[y] = true;
+				put_event(b, led, y, false);
+				put_event(b, led, x, true);
+				continue;
+			}
+			int64_t amt = (int64_t)(tk_rand(&r) % 50);
+			led->bal[x] -= amt;
+			led->bal[y] += amt;
+			led->open[x] = led->open[y] = true;
+			put_event(b, led, x, false);
+			put_event(b, led, y, false);
+		}
+		if (sc_cache_apply_batch(cache, b->evs, b->n, NULL, &err))
+			fail_msg("apply_batch: %s", err.message);
+		if (tk_rand(&r) % 7 == 0) {
+			sc_cache_discard(cache);
+			b->pos = pos0;
+			*led = before;
+		} else {
+			assert_int_equal(sc_cache_promote(cache), 0);
+		}
+	}
+	atomic_store_explicit(&sh->done, true, memory_order_release);
+}
+
 /* ==== readers ============================================================= */
 
 typedef struct reader_arg {
@@ -308,17 +416,33 @@ static void *reader_main(void *p)
 
 /* ==== the test ============================================================ */
 
-static void test_stress(void **state)
+static void *stats_main(void *p)
 {
-	(void)state;
+	shared *sh = p;
+	uint64_t last = 0;
+	while (!writer_done(sh)) {
+		sc_cache_stats st;
+		sc_cache_stats_get(sh->cache, &st);
+		if (st.version < last)
+			report(sh, "stats: version went back");
+		last = st.version;
+	}
+	return NULL;
+}
+
+static void run_stress(bool lanes)
+{
 	seed = tk_seed("stress_cache");
 	size_t batches = getenv("SC_TEST_SHORT") ? 3000 : 30000;
 
 	shared sh = {0};
 	pthread_mutex_init(&sh.why_lock, NULL);
 	sc_error err;
-	sc_cache_options opt = {.seed = seed};
+	sc_cache_options opt = {.seed = seed, .lanes = lanes ? 3 : 1};
 	assert_int_equal(sc_cache_create(&opt, &sh.cache, &err), 0);
+	pthread_t stats_th;
+	assert_int_equal(pthread_create(&stats_th, NULL, stats_main, &sh), 0);
+	static ledger led;
 	pthread_t th[NREADERS];
 	reader_arg ra[NREADERS];
 	for (unsigned i = 0; i < NREADERS; i++) {
@@ -327,9 +451,13 @@ static void test_stress(void **state)
 		assert_int_equal(
 		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
 	}
-	writer_run(&sh, batches);
+	if (lanes)
+		writer_run_lanes(&sh, batches / 10, &led);
+	else
+		writer_run(&sh, batches);
 	for (unsigned i = 0; i < NREADERS; i++)
 		pthread_join(th[i], NULL);
+	pthread_join(stats_th, NULL);
 	if (atomic_load(&sh.failures))
 		fail_msg("%d failures, first: %s (seed %llu)",
 			 atomic_load(&sh.failures), sh.why,
@@ -351,15 +479,38 @@ static void test_stress(void **state)
 	assert_int_equal(st.bytes_awaiting, 0);
 	assert_int_equal(st.nodes_awaiting, 0);
 	assert_int_equal(st.memory_bytes, tk_live_bytes(sh.cache));
+	if (lanes) {
+		char buf[32];
+		for (unsigned i = 0; i < NACCOUNTS; i++) {
+			const sc_entity *e = sc_cache_pending_get(
+			    sh.cache, id_of(buf, sizeof buf, i));
+			assert_int_equal(e != NULL, led.open[i]);
+			if (e)
+				assert_int_equal(bal_of(e), led.bal[i]);
+		}
+	}
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.why_lock);
+}
+
+static void test_stress(void **state)
+{
+	(void)state;
+	run_stress(false);
+}
+
+static void test_stress_lanes(void **state)
+{
+	(void)state;
+	run_stress(true);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_stress),
+	    cmocka_unit_test(test_stress_lanes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,8 +13,10 @@
  *                  \ pending version /   \ published, visible to readers
  *   reader:  sc_reader_get / sc_reader_begin ... sc_reader_end
  *
- * Thread safety: writer functions (sc_cache_apply, _promote, _discard,
- * _load_entity, _pending_*) must be called from one thread at a time.
+ * Thread safety: writer functions (sc_cache_apply, _apply_batch, _promote,
+ * _discard, _load_entity, _pending_*) must be called from one thread at a
+ * time (sc_cache_apply_batch hands parts of a batch to the cache's own
+ * worker threads and returns when they are done).
  * Reader functions are called by the thread that owns the sc_reader.
  * sc_cache_len and sc_cache_stats_get may be called from any thread.
  */
@@ -95,12 +97,18 @@ typedef struct sc_cache_options {
 	sc_hamt_hash_fn hash; /* NULL: XXH3; tests may force collisions */
 	unsigned hamt_flags;  /* SC_HAMT_PROTECT in debug runs */
 	unsigned max_readers; /* reader slots; 0: 126 */
+	/* Threads applying a batch in sc_cache_apply_batch (apply lanes):
+	 * 0: the cores online, at most 8; 1: every event on the calling
+	 * thread (no worker thread); more than 8 counts as 8. n start n - 1
+	 * worker threads with the cache, joined by sc_cache_destroy. */
+	unsigned lanes;
 } sc_cache_options;
 
 /*
  * sc_cache_create - an empty cache (version 0, no entities).
  *
- * `opt` may be NULL. Errors: ENOMEM, EIO (no random seed).
+ * `opt` may be NULL. Errors: ENOMEM, EIO (no random seed), EAGAIN (a lane's
+ * worker thread could not be started: see options.lanes).
  */
 SC_API int sc_cache_create(const sc_cache_options *opt, sc_cache **out,
 			   sc_error *err);
@@ -138,6 +146,33 @@ SC_API void sc_cache_destroy(sc_cache *cache);
  * sc_cache_prepare or from sc_cache_promote.
  */
 SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
+
+/*
+ * sc_cache_apply_batch - apply events[0..n-1] to the pending version, in
+ * order, with the cache's apply lanes (options.lanes).
+ *
+ * The events are split by entity: every event of an entity goes to the same
+ * lane, which applies them in log order, and lanes apply different
+ * entities at the same time, on the calling thread and the cache's worker
+ * threads (a few lanes per thread, taken in turn). The result is
+ * exactly that of applying the events one by one with sc_cache_apply: the
+ * same states, entity positions, version position, and stats after the
+ * promote (the pending version is published by one promote, as always).
+ * Small batches (a few hundred events) and caches with one lane apply on
+ * the calling thread. Writer thread, like sc_cache_apply.
+ *
+ * Every event is validated before anything is touched: SC_EINVAL names
+ * the first bad event, the pending version is unchanged. Any other failure
+ * reports the first failing event in log order (*failed, if not NULL,
+ * receives its index, 0 for a failure of no event in particular, n on
+ * success) with its error: SC_ETOOBIG, ENOMEM or SC_EPOISONED; the pending
+ * version is then poisoned, whatever part of the batch it holds: discard
+ * it (sc_cache_discard frees everything). With several lanes an ENOMEM
+ * may name an event other than the one a serial apply would have run out
+ * of memory on (the lanes allocate in a different order).
+ */
+SC_API int sc_cache_apply_batch(sc_cache *cache, const sc_event *events,
+				size_t n, size_t *failed, sc_error *err);
 
 /*
  * sc_cache_load_entity - put a whole entity state into the pending version,

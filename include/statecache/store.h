@@ -207,7 +207,9 @@ SC_API sc_cache *sc_store_cache(sc_store *store);
 /*
  * A projector is called for every event appended after it was registered,
  * inside the append's LMDB write transaction, after the cache (the first
- * projector) applied it. Returning non-zero aborts the whole append (the
+ * projector) applied the batch: one event after another, in log order,
+ * never in parallel, even when the cache applies the batch in its apply
+ * lanes (options.cache.lanes). Returning non-zero aborts the whole append (the
  * caller gets SC_EPROJECTOR naming the projector, the event index and the
  * message the projector put in its sc_error); then `rollback` is called.
  * After a successful commit `commit` is called. Projectors may keep their

@@ -1,0 +1,546 @@
+/*
+ * Parallel apply (sc_cache_apply_batch with several lanes) against serial
+ * apply (sc_cache_apply, one event after another, in a cache with one
+ * lane): the same random stream goes into both, in batches of random size
+ * (many above the size where lanes start), with the same promotes,
+ * discards and reader pins. After every batch the two caches must agree on
+ * every state (id, attributes, updated_at, updated_by, position), on the
+ * order of iteration (the map's shape), and on every stat (version,
+ * position, versions alive and awaiting, bytes and nodes awaiting, memory).
+ *
+ * Streams hit few entities often (one entity's events spread through a
+ * batch) and many entities once; the hash is the seeded XXH3 or one of the
+ * test kit's colliding hashes (8 values; 4 bits spread over the trie's
+ * levels; a constant), so collision nodes and one-lane batches are covered.
+ * Allocation failures injected while the lanes run: the batch fails with
+ * ENOMEM, discard brings the cache back to the state and memory it had,
+ * and the batch then applies as serially.
+ *
+ * Through the store: appends (applied in lanes, projectors called once per
+ * event in log order) and the replay at open (in lanes, or not) give the
+ * state of a serial cache fed the same events.
+ *
+ * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "cache/cache_internal.h"
+#include "statecache/cache.h"
+#include "statecache/store.h"
+#include "statecache/testing.h"
+#include "tests/support/cache_testkit.h"
+#include "tests/support/hamt_testkit.h"
+#include "tests/support/testkit.h"
+
+static uint64_t seed;
+static uint64_t rnd_state;
+static bool short_run;
+
+static uint64_t rnd(void)
+{
+	return tk_rand(&rnd_state);
+}
+
+static uint64_t rnd_below(uint64_t n)
+{
+	return rnd() % n;
+}
+
+static int setup_seed(void **state)
+{
+	(void)state;
+	seed = tk_seed("test_cache_lanes");
+	short_run = getenv("SC_TEST_SHORT") != NULL;
+	return 0;
+}
+
+/* ==== events ============================================================== */
+
+/* A batch of events with storage for their strings. */
+typedef struct batch {
+	sc_event *ev;
+	sc_attr *attrs;
+	char (*ids)[24];
+	size_t n;
+} batch;
+
+static const char *const names[] = {"a",     "b",    "count", "level",
+				    "owner", "zone", "z9"};
+static const char *const strs[] = {"x", "eu-west-1", "someone@example", "",
+				   "\xc3\xa9t\xc3\xa9"};
+
+static void batch_alloc(batch *b, size_t cap)
+{
+	b->ev = calloc(cap, sizeof *b->ev);
+	b->attrs = calloc(cap * 4, sizeof *b->attrs);
+	b->ids = calloc(cap, sizeof *b->ids);
+	assert_non_null(b->ev);
+	assert_non_null(b->attrs);
+	assert_non_null(b->ids);
+}
+
+static void batch_free(batch *b)
+{
+	free(b->ev);
+	free(b->attrs);
+	free(b->ids);
+}
+
+/* n random events from position pos + 1 over `nent` entities, a few of
+ * them hot (every other event goes to one of 8 hot entities). */
+static void batch_fill(batch *b, size_t n, unsigned nent, uint64_t pos)
+{
+	b->n = n;
+	for (size_t i = 0; i < n; i++) {
+		unsigned e = rnd_below(2) ? (unsigned)rnd_below(8)
+					  : (unsigned)rnd_below(nent);
+		snprintf(b->ids[i], sizeof b->ids[i], "ent-%u", e);
+		sc_event *ev = &b->ev[i];
+		memset(ev, 0, sizeof *ev);
+		ev->entity = (sc_str){b->ids[i], strlen(b->ids[i])};
+		ev->position = pos + 1 + i;
+		ev->time = (int64_t)(pos + 1 + i) * 1000; /* never 0 */
+		ev->actor = (sc_str){"tester", rnd_below(3) ? 6 : 0};
+		unsigned t = (unsigned)rnd_below(16);
+		ev->type = t < 10   ? SC_EVENT_SET
+			   : t < 12 ? SC_EVENT_UNSET
+			   : t < 14 ? SC_EVENT_REPLACE
+				    : SC_EVENT_DELETE;
+		if (ev->type == SC_EVENT_DELETE)
+			continue;
+		sc_attr *a = &b->attrs[i * 4];
+		size_t na = 1 + rnd_below(4);
+		for (size_t k = 0; k < na; k++) {
+			const char *nm = names[rnd_below(7)];
+			a[k].name = (sc_str){nm, strlen(nm)};
+			unsigned vt = (unsigned)rnd_below(5);
+			if (vt == 0) {
+				a[k].value.type = SC_VALUE_NULL;
+			} else if (vt == 1) {
+				const char *s = strs[rnd_below(5)];
+				a[k].value.type = SC_VALUE_STRING;
+				a[k].value.u.s = (sc_str){s, strlen(s)};
+			} else if (vt == 2) {
+				a[k].value.type = SC_VALUE_DOUBLE;
+				a[k].value.u.d = (double)rnd_below(1000) / 7;
+			} else {
+				a[k].value.type = SC_VALUE_INT;
+				a[k].value.u.i = (int64_t)rnd_below(1u << 20);
+			}
+		}
+		ev->attrs = a;
+		ev->nattrs = na;
+	}
+}
+
+/* ==== comparison ========================================================== */
+
+static void check_same(sc_cache *ser, sc_cache *par, const char *when)
+{
+	sc_cache_stats a, b;
+	sc_cache_stats_get(ser, &a);
+	sc_cache_stats_get(par, &b);
+	if (a.entities != b.entities || a.version != b.version ||
+	    a.position != b.position || a.versions_alive != b.versions_alive ||
+	    a.versions_awaiting != b.versions_awaiting ||
+	    a.bytes_awaiting != b.bytes_awaiting ||
+	    a.nodes_awaiting != b.nodes_awaiting ||
+	    a.memory_bytes != b.memory_bytes)
+		fail_msg("%s (seed %llu): stats differ: entities %zu/%zu "
+			 "version %llu/%llu position %llu/%llu alive %zu/%zu "
+			 "awaiting %zu/%zu bytes %zu/%zu nodes %zu/%zu memory "
+			 "%zu/%zu",
+			 when, (unsigned long long)seed, a.entities, b.entities,
+			 (unsigned long long)a.version,
+			 (unsigned long long)b.version,
+			 (unsigned long long)a.position,
+			 (unsigned long long)b.position, a.versions_alive,
+			 b.versions_alive, a.versions_awaiting,
+			 b.versions_awaiting, a.bytes_awaiting,
+			 b.bytes_awaiting, a.nodes_awaiting, b.nodes_awaiting,
+			 a.memory_bytes, b.memory_bytes);
+	sc_reader *ra, *rb;
+	assert_int_equal(sc_reader_open(ser, &ra, NULL), 0);
+	assert_int_equal(sc_reader_open(par, &rb, NULL), 0);
+	const sc_view *va = sc_reader_begin(ra), *vb = sc_reader_begin(rb);
+	assert_int_equal(sc_view_len(va), sc_view_len(vb));
+	assert_int_equal(sc_view_version(va), sc_view_version(vb));
+	assert_int_equal(sc_view_position(va), sc_view_position(vb));
+	const struct sc_version *pv = (const struct sc_version *)(void *)vb;
+	char why[256];
+	if (sc_hamt_check(par->map, pv->root, why, sizeof why))
+		fail_msg("%s (seed %llu): the lanes' map is not valid: %s",
+			 when, (unsigned long long)seed, why);
+	/* Same seed and hash: the same contents iterate in the same order
+	 * only if the trees have the same shape. */
+	sc_view_iter ia, ib;
+	sc_view_iter_init(va, &ia);
+	sc_view_iter_init(vb, &ib);
+	const sc_entity *ea, *eb;
+	size_t n = 0;
+	while ((ea = sc_view_iter_next(&ia))) {
+		eb = sc_view_iter_next(&ib);
+		if (!eb || !sc_entity_equal(ea, eb))
+			fail_msg("%s (seed %llu): entity %zu (%s) differs",
+				 when, (unsigned long long)seed, n,
+				 sc_entity_id(ea).ptr);
+		n++;
+	}
+	assert_null(sc_view_iter_next(&ib));
+	sc_reader_close(ra);
+	sc_reader_close(rb);
+}
+
+/* ==== the property ======================================================== */
+
+/* SC_HAMT_PROTECT for the caches make_cache makes. */
+static unsigned hamt_flags;
+
+static sc_cache *make_cache(unsigned lanes, sc_hamt_hash_fn hash)
+{
+	sc_cache_options o = {.seed = 0x5eed,
+			      .hash = hash,
+			      .lanes = lanes,
+			      .hamt_flags = hamt_flags};
+	sc_cache *c;
+	sc_error err;
+	if (sc_cache_create(&o, &c, &err))
+		fail_msg("create: %s", err.message);
+	return c;
+}
+
+static void run_stream(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
+		       unsigned nbatches)
+{
+	rnd_state = seed ^ (lanes * 0x9e37u) ^ nent;
+	sc_cache *ser = make_cache(1, hash), *par = make_cache(lanes, hash);
+	assert_int_equal(par->nthreads, lanes);
+	/* Readers that hold pins across promotes, in both caches alike, so
+	 * that garbage waits and its stats are compared too. */
+	sc_reader *pa, *pb;
+	assert_int_equal(sc_reader_open(ser, &pa, NULL), 0);
+	assert_int_equal(sc_reader_open(par, &pb, NULL), 0);
+	batch b;
+	batch_alloc(&b, 3000);
+	uint64_t pos = 0;
+	char when[64];
+	for (unsigned k = 0; k < nbatches; k++) {
+		size_t n =
+		    rnd_below(4) ? 200 + rnd_below(2800) : 1 + rnd_below(300);
+		batch_fill(&b, n, nent, pos);
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		size_t failed = 0;
+		sc_error err;
+		if (sc_cache_apply_batch(par, b.ev, n, &failed, &err))
+			fail_msg("batch %u: %s", k, err.message);
+		assert_int_equal(failed, n);
+		if (n >= 256) {
+			/* The lanes took the batch between them. */
+			size_t routed = 0;
+			for (unsigned l = 0; l < par->nlanes; l++)
+				routed += par->lanes[l].nidx;
+			assert_int_equal(routed, n);
+		}
+		unsigned what = (unsigned)rnd_below(8);
+		if (what == 0) {
+			sc_cache_discard(ser);
+			sc_cache_discard(par);
+		} else {
+			/* Sometimes a second batch joins the pending
+			 * version before the promote. */
+			if (what != 1) {
+				assert_int_equal(sc_cache_promote(ser), 0);
+				assert_int_equal(sc_cache_promote(par), 0);
+			}
+			pos += n;
+		}
+		if (rnd_below(3) == 0) {
+			sc_reader_begin(pa);
+			sc_reader_begin(pb);
+		} else if (rnd_below(2) == 0) {
+			sc_reader_end(pa);
+			sc_reader_end(pb);
+		}
+		if (what == 1)
+			continue;
+		assert_int_equal(sc_cache_promote(ser), 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		snprintf(when, sizeof when, "batch %u of %zu events", k, n);
+		check_same(ser, par, when);
+	}
+	assert_int_equal(sc_cache_promote(ser), 0);
+	assert_int_equal(sc_cache_promote(par), 0);
+	sc_reader_close(pa);
+	sc_reader_close(pb);
+	sc_cache_reclaim(ser);
+	sc_cache_reclaim(par);
+	check_same(ser, par, "the end");
+	/* No pin, nothing pending: memory is the live set, in both. */
+	sc_cache_stats st;
+	sc_cache_stats_get(par, &st);
+	assert_int_equal(st.memory_bytes, tk_live_bytes(par));
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
+static unsigned rounds(unsigned full)
+{
+	return short_run ? full / 4 + 1 : full;
+}
+
+static void test_lanes_equal_serial(void **state)
+{
+	(void)state;
+	run_stream(2, NULL, 100, rounds(60));
+	run_stream(2, NULL, 20000, rounds(60));
+	run_stream(3, NULL, 3000, rounds(40));
+	run_stream(8, NULL, 50000, rounds(30));
+	/* Published nodes read-only: a lane writing one would trap. */
+	hamt_flags = SC_HAMT_PROTECT;
+	run_stream(2, NULL, 2000, rounds(8));
+	hamt_flags = 0;
+}
+
+static void test_lanes_collisions(void **state)
+{
+	(void)state;
+	run_stream(2, tk_hamt_hash_3bit, 500, rounds(30));
+	run_stream(2, tk_hamt_hash_spread4, 500, rounds(30));
+	run_stream(4, tk_hamt_hash_spread4, 2000, rounds(20));
+	run_stream(2, tk_hamt_hash_const, 60, rounds(20));
+}
+
+/* ==== allocation failure in a lane ======================================== */
+
+static void test_lanes_alloc_failure(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xfa11;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	batch b;
+	batch_alloc(&b, 2000);
+	uint64_t pos = 0;
+	/* A map to change: states and nodes from earlier versions. */
+	for (int k = 0; k < 3; k++) {
+		batch_fill(&b, 2000, 5000, pos);
+		for (size_t i = 0; i < b.n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		assert_int_equal(
+		    sc_cache_apply_batch(par, b.ev, b.n, NULL, NULL), 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		pos += b.n;
+	}
+	check_same(ser, par, "before the failures");
+	unsigned failures = 0, tries = short_run ? 40 : 200;
+	for (unsigned t = 0; t < tries; t++) {
+		batch_fill(&b, 1000, 5000, pos);
+		/* Some failures land in the routing or the split, most in a
+		 * lane (one of the two threads), some not at all. */
+		long at = (long)rnd_below(t < tries / 2 ? 200 : 6000);
+		size_t failed = 0;
+		sc_error err;
+		sc_testing_fail_alloc_after(at);
+		int rc = sc_cache_apply_batch(par, b.ev, b.n, &failed, &err);
+		sc_testing_fail_alloc_after(-1);
+		if (rc) {
+			failures++;
+			assert_int_equal(rc, ENOMEM);
+			assert_true(failed < b.n);
+			assert_int_equal(sc_cache_promote(par), SC_EPOISONED);
+			sc_cache_discard(par);
+			/* Nothing of the batch is left, nothing leaked. */
+			check_same(ser, par, "after a failed batch");
+			assert_int_equal(
+			    sc_cache_apply_batch(par, b.ev, b.n, NULL, NULL),
+			    0);
+		}
+		for (size_t i = 0; i < b.n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		pos += b.n;
+		check_same(ser, par, "after a batch");
+	}
+	assert_true(failures > 0);
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
+/* An invalid event anywhere in a batch: SC_EINVAL naming it, nothing
+ * applied. */
+static void test_lanes_invalid_event(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xbad;
+	sc_cache *par = make_cache(2, NULL);
+	batch b;
+	batch_alloc(&b, 1000);
+	batch_fill(&b, 1000, 100, 0);
+	b.ev[700].entity.len = 0;
+	size_t failed = 0;
+	sc_error err;
+	assert_int_equal(sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
+			 SC_EINVAL);
+	assert_int_equal(failed, 700);
+	assert_non_null(strstr(err.message, "event 700"));
+	assert_false(sc_cache_pending(par));
+	batch_free(&b);
+	sc_cache_destroy(par);
+}
+
+/* ==== through the store =================================================== */
+
+/* The same entities, in the same order (same seed: same shape), and the
+ * same last position. */
+static void check_contents(sc_cache *ser, sc_cache *got, const char *when)
+{
+	sc_reader *ra, *rb;
+	assert_int_equal(sc_reader_open(ser, &ra, NULL), 0);
+	assert_int_equal(sc_reader_open(got, &rb, NULL), 0);
+	const sc_view *va = sc_reader_begin(ra), *vb = sc_reader_begin(rb);
+	assert_int_equal(sc_view_len(va), sc_view_len(vb));
+	assert_int_equal(sc_view_position(va), sc_view_position(vb));
+	sc_view_iter ia, ib;
+	sc_view_iter_init(va, &ia);
+	sc_view_iter_init(vb, &ib);
+	const sc_entity *ea;
+	while ((ea = sc_view_iter_next(&ia)))
+		if (!sc_entity_equal(ea, sc_view_iter_next(&ib)))
+			fail_msg("%s (seed %llu): %s differs", when,
+				 (unsigned long long)seed,
+				 sc_entity_id(ea).ptr);
+	assert_null(sc_view_iter_next(&ib));
+	sc_reader_close(ra);
+	sc_reader_close(rb);
+}
+
+/* A projector that wants every event once, in log order. */
+typedef struct order_check {
+	uint64_t next, committed, calls;
+} order_check;
+
+static int order_apply(void *ctx, MDB_txn *txn, const sc_event *ev,
+		       sc_error *err)
+{
+	order_check *o = ctx;
+	(void)txn;
+	o->calls++;
+	if (ev->position != o->next)
+		return sc_error_set(err, SC_EINVAL,
+				    "event at position %llu, expected %llu",
+				    (unsigned long long)ev->position,
+				    (unsigned long long)o->next);
+	o->next++;
+	return 0;
+}
+
+static void order_commit(void *ctx)
+{
+	order_check *o = ctx;
+	o->committed = o->next;
+}
+
+static void order_rollback(void *ctx)
+{
+	order_check *o = ctx;
+	o->next = o->committed;
+}
+
+static sc_store *store_open(const char *dir, unsigned lanes)
+{
+	sc_store_options o = {.create = true,
+			      .durability = SC_DURABILITY_NOSYNC,
+			      .cache = {.seed = 0x5eed, .lanes = lanes}};
+	sc_store *st;
+	sc_error err;
+	if (sc_store_open(dir, &o, &st, &err))
+		fail_msg("open %s: %s", dir, err.message);
+	return st;
+}
+
+static void test_lanes_store(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0x5704e;
+	char dir[] = "/tmp/sc_lanes_XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	sc_store *st = store_open(dir, 2);
+	order_check oc = {.next = 1, .committed = 1};
+	sc_projector p = {.name = "order",
+			  .apply = order_apply,
+			  .commit = order_commit,
+			  .rollback = order_rollback,
+			  .ctx = &oc};
+	assert_int_equal(sc_store_add_projector(st, &p, NULL), 0);
+	sc_cache *ser = make_cache(1, NULL);
+	batch b;
+	batch_alloc(&b, 2500);
+	uint64_t pos = 0;
+	unsigned rounds_n = short_run ? 12 : 40;
+	for (unsigned k = 0; k < rounds_n; k++) {
+		size_t n = 1 + rnd_below(2500);
+		batch_fill(&b, n, 3000, pos);
+		sc_error err;
+		if (k % 5 == 4) {
+			/* A bad event late in the batch: nothing of it. */
+			b.ev[n - 1].entity.len = 0;
+			assert_int_equal(
+			    sc_store_append(st, b.ev, n, NULL, &err),
+			    SC_EINVAL);
+			continue;
+		}
+		uint64_t first = 0;
+		if (sc_store_append(st, b.ev, n, &first, &err))
+			fail_msg("append: %s", err.message);
+		assert_int_equal(first, pos + 1);
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		pos += n;
+		check_contents(ser, sc_store_cache(st), "after an append");
+	}
+	assert_int_equal(oc.calls, pos);
+	assert_int_equal(oc.committed, pos + 1);
+	sc_store_close(st);
+	/* Replay the whole log, in lanes and serially. */
+	for (unsigned lanes = 1; lanes <= 3; lanes++) {
+		st = store_open(dir, lanes);
+		check_contents(ser, sc_store_cache(st), "after a replay");
+		sc_store_close(st);
+	}
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	char cmd[64];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_lanes_equal_serial),
+	    cmocka_unit_test(test_lanes_collisions),
+	    cmocka_unit_test(test_lanes_alloc_failure),
+	    cmocka_unit_test(test_lanes_invalid_event),
+	    cmocka_unit_test(test_lanes_store),
+	};
+	return cmocka_run_group_tests(tests, setup_seed, NULL);
+}
