@@ -85,10 +85,30 @@ int sc_cluster_connect(const sc_cluster_options *opt, natsConnection **nc,
 		return sc_error_set(err, SC_EINVAL,
 				    "no NATS URL given (e.g. "
 				    "nats://127.0.0.1:4222)");
+	/* Several URLs: the list of servers to (re)connect to. */
+	enum { SERVERS_MAX = 32 };
+	char urls[1024];
+	const char *servers[SERVERS_MAX];
+	int nservers = 0;
+	if (strlen(opt->url) >= sizeof urls)
+		return sc_error_set(err, SC_EINVAL,
+				    "NATS URL list longer than %zu bytes",
+				    sizeof urls - 1);
+	snprintf(urls, sizeof urls, "%s", opt->url);
+	for (char *save = NULL, *u = strtok_r(urls, ", ", &save); u;
+	     u = strtok_r(NULL, ", ", &save)) {
+		if (nservers == SERVERS_MAX)
+			return sc_error_set(err, SC_EINVAL,
+					    "more than %d NATS URLs",
+					    SERVERS_MAX);
+		servers[nservers++] = u;
+	}
+	if (nservers == 0)
+		return sc_error_set(err, SC_EINVAL, "no NATS URL given");
 	natsOptions *o = NULL;
 	natsStatus s = natsOptions_Create(&o);
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(o, opt->url);
+		s = natsOptions_SetServers(o, servers, nservers);
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(o, -1);
 	if (s == NATS_OK)

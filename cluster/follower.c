@@ -452,19 +452,73 @@ static int handle(sc_cluster_follower *f, natsMsg *msg, sc_error *err)
 	return rc;
 }
 
+/* An ordered consumer of the whole stream from `start`. */
+static int subscribe(sc_cluster_follower *f, uint64_t start, sc_error *err)
+{
+	char subject[SC_CLUSTER_STREAM_MAX + 3];
+	snprintf(subject, sizeof subject, "%s.>", f->stream);
+	jsSubOptions so;
+	jsSubOptions_Init(&so);
+	so.Stream = f->stream;
+	so.Ordered = true;
+	so.Config.DeliverPolicy = js_DeliverByStartSequence;
+	so.Config.OptStartSeq = start;
+	jsErrCode jerr = 0;
+	natsStatus s =
+	    js_SubscribeSync(&f->sub, f->js, subject, NULL, &so, &jerr);
+	if (s != NATS_OK) {
+		f->sub = NULL;
+		return sc_cluster_nats_error(err, "ordered consumer", s, jerr);
+	}
+	/* A catch-up may leave many messages waiting in the client; the
+	 * consumer's flow control bounds them. */
+	natsSubscription_SetPendingLimits(f->sub, -1, -1);
+	return 0;
+}
+
+static void unsubscribe(sc_cluster_follower *f)
+{
+	if (!f->sub)
+		return;
+	natsSubscription_Unsubscribe(f->sub);
+	natsSubscription_Destroy(f->sub);
+	f->sub = NULL;
+}
+
+/* Pause between attempts to (re)create the consumer, watching stop. */
+static void retry_pause(sc_cluster_follower *f)
+{
+	for (int i = 0; i < 5 && !atomic_load(&f->stop); i++) {
+		struct timespec d = {0, 100 * 1000 * 1000};
+		nanosleep(&d, NULL);
+	}
+}
+
 static void *follower_main(void *arg)
 {
 	sc_cluster_follower *f = arg;
 	while (!atomic_load(&f->stop)) {
+		sc_error e;
+		if (!f->sub) {
+			/* (Re)start after the last sequence reached. A
+			 * server restart or a lost connection lands here;
+			 * the consumer is ephemeral, so a new one is made. */
+			uint64_t from = sc_cluster_follower_sequence(f) + 1;
+			if (subscribe(f, from, &e)) {
+				warnf(f, "%s; trying again", e.message);
+				retry_pause(f);
+				continue;
+			}
+		}
 		natsMsg *msg = NULL;
 		natsStatus s =
 		    natsSubscription_NextMsg(&msg, f->sub, NEXT_MSG_WAIT_MS);
 		if (s == NATS_TIMEOUT)
 			continue;
-		sc_error e;
 		if (s != NATS_OK) {
 			/* The ordered consumer recovers from gaps and lost
-			 * heartbeats itself; other failures end the run. */
+			 * heartbeats itself; on any other failure a new
+			 * consumer starts after the last sequence reached. */
 			if (s == NATS_MISSED_HEARTBEAT || s == NATS_MISMATCH ||
 			    s == NATS_SLOW_CONSUMER) {
 				warnf(f, "consumer: %s (recovering)",
@@ -473,9 +527,13 @@ static void *follower_main(void *arg)
 			}
 			if (atomic_load(&f->stop))
 				break;
-			sc_cluster_nats_error(&e, "reading the stream", s, 0);
-			fail(f, &e);
-			break;
+			warnf(f,
+			      "reading the stream: %s; starting a new "
+			      "consumer",
+			      natsStatus_GetText(s));
+			unsubscribe(f);
+			retry_pause(f);
+			continue;
 		}
 		int rc = handle(f, msg, &e);
 		natsMsg_Destroy(msg);
@@ -493,10 +551,7 @@ static void follower_free(sc_cluster_follower *f)
 {
 	if (f->projector_added)
 		sc_store_remove_projector(f->store, PROJECTOR_NAME);
-	if (f->sub) {
-		natsSubscription_Unsubscribe(f->sub);
-		natsSubscription_Destroy(f->sub);
-	}
+	unsubscribe(f);
 	if (f->js)
 		jsCtx_Destroy(f->js);
 	if (f->nc)
@@ -570,29 +625,20 @@ int sc_cluster_follower_start(sc_store *store,
 	}
 	if (!rc)
 		rc = sc_cluster_connect(&opt->cluster, &f->nc, &f->js, err);
-	if (!rc)
+	/* The stream must hold what the node needs next. A request that
+	 * times out (a leader election, a busy server) is tried again. */
+	for (int attempt = 0; !rc; attempt++) {
 		rc = check_retention(f, offset + 1, err);
-	if (!rc) {
-		char subject[SC_CLUSTER_STREAM_MAX + 3];
-		snprintf(subject, sizeof subject, "%s.>", f->stream);
-		jsSubOptions so;
-		jsSubOptions_Init(&so);
-		so.Stream = f->stream;
-		so.Ordered = true;
-		so.Config.DeliverPolicy = js_DeliverByStartSequence;
-		so.Config.OptStartSeq = offset + 1;
-		jsErrCode jerr = 0;
-		natsStatus s =
-		    js_SubscribeSync(&f->sub, f->js, subject, NULL, &so, &jerr);
-		if (s != NATS_OK) {
-			f->sub = NULL;
-			rc = sc_cluster_nats_error(
-			    err, "ordered consumer on the stream", s, jerr);
-		} else {
-			/* Every message of a large catch-up may wait in
-			 * the client; flow control bounds the bytes. */
-			natsSubscription_SetPendingLimits(f->sub, -1, -1);
-		}
+		if (rc != SC_ENATS || attempt == 4)
+			break;
+		warnf(f, "%s; trying again", err->message);
+		rc = 0;
+		retry_pause(f);
+	}
+	if (!rc && subscribe(f, offset + 1, err) != 0) {
+		/* The thread tries again. */
+		warnf(f, "%s; trying again", err->message);
+		sc_error_clear(err);
 	}
 	if (!rc) {
 		f->reached = offset;

@@ -22,7 +22,7 @@
 #include "common/internal.h"
 
 #define MSG_ID_MAX	64
-#define DEFAULT_RETRIES 5
+#define DEFAULT_RETRIES 10
 
 struct sc_cluster_publisher {
 	natsConnection *nc;
@@ -148,12 +148,8 @@ static bool conflict_is_ours(sc_cluster_publisher *pub, const char *subject,
 	bool ours = natsMsgHeader_Get(m, "Nats-Msg-Id", &got) == NATS_OK &&
 		    got && strcmp(got, id) == 0;
 	if (ours) {
-		const char *s = NULL;
-		ours =
-		    natsMsgHeader_Get(m, "Nats-Sequence", &s) == NATS_OK && s;
-		if (ours)
-			*seq = strtoull(s, NULL, 10);
-		ours = ours && *seq > 0;
+		*seq = natsMsg_GetSequence(m);
+		ours = *seq > 0;
 	}
 	natsMsg_Destroy(m);
 	return ours;
@@ -277,9 +273,14 @@ int sc_cluster_publish(sc_cluster_publisher *pub, const sc_event *events,
 			    (unsigned long long)opt->expect_partition_seq,
 			    subject);
 		}
+		/* What a leader election, a server restart or a lost
+		 * connection answers: worth the same message again. */
 		bool transient = s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS ||
 				 s == NATS_CONNECTION_DISCONNECTED ||
-				 s == NATS_CONNECTION_CLOSED;
+				 s == NATS_CONNECTION_CLOSED ||
+				 jerr == JSClusterNotAvailErr ||
+				 jerr == JSClusterNotLeaderErr ||
+				 jerr == JSNotEnabledErr;
 		if (!transient || attempt >= retries) {
 			char what[320];
 			snprintf(what, sizeof what,
@@ -288,10 +289,10 @@ int sc_cluster_publish(sc_cluster_publisher *pub, const sc_event *events,
 				 subject, id, attempt + 1);
 			return sc_cluster_nats_error(err, what, s, jerr);
 		}
-		/* No responder: the stream has no leader yet; give the
-		 * election the time of one request before trying again. */
-		if (s == NATS_NO_RESPONDERS) {
-			struct timespec d = {0, 100 * 1000 * 1000};
+		/* Give an election time: 50 ms, doubling up to 1 s. */
+		if (s != NATS_TIMEOUT) {
+			long ms = attempt < 5 ? 50L << attempt : 1000;
+			struct timespec d = {ms / 1000, (ms % 1000) * 1000000};
 			nanosleep(&d, NULL);
 		}
 	}

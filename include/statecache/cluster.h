@@ -120,8 +120,9 @@ typedef struct sc_cluster_publish_options {
 	 * message yet); otherwise SC_ECONFLICT. */
 	bool expect;
 	uint64_t expect_partition_seq;
-	/* Attempts after a timeout or a lost connection, with the same id;
-	 * 0: 5. */
+	/* Attempts after a timeout, a lost connection or a cluster without
+	 * a stream leader (an election, a server restart), with the same
+	 * id, 50 ms apart doubling up to 1 s; 0: 10. */
 	unsigned retries;
 } sc_cluster_publish_options;
 
