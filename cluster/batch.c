@@ -89,7 +89,7 @@ int sc_cluster_batch_decode(const void *buf, size_t len, sc_cluster_batch *out,
 	/* First pass: frame the events and count them. */
 	size_t count = 0;
 	for (const uint8_t *q = p; q < end;) {
-		uint64_t elen;
+		uint64_t elen = 0;
 		if (*q != BATCH_EVENTS_TAG)
 			return sc_error_set(
 			    err, SC_ECORRUPT,
@@ -117,7 +117,7 @@ int sc_cluster_batch_decode(const void *buf, size_t len, sc_cluster_batch *out,
 		    err, ENOMEM, "batch: out of memory for %zu events", count);
 	}
 	for (const uint8_t *q = p; q < end;) {
-		uint64_t elen;
+		uint64_t elen = 0;
 		q = varint_read(q + 1, end, &elen);
 		sc_error e;
 		int rc = sc_event_decode(q, (size_t)elen, 0,
