@@ -17,6 +17,8 @@ int sc_cluster_nats_error(sc_error *err, const char *what, natsStatus s,
 			  jsErrCode jerr)
 {
 	const char *last = nats_GetLastError(NULL);
+	if (last && !*last)
+		last = NULL;
 	if (jerr)
 		return sc_error_set(
 		    err, SC_ENATS, "%s: %s (JetStream error %d)", what,

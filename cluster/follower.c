@@ -333,10 +333,10 @@ static int check_retention(sc_cluster_follower *f, uint64_t next, sc_error *err)
 	natsStatus s = js_GetStreamInfo(&si, f->js, f->stream, NULL, &jerr);
 	if (s != NATS_OK) {
 		char what[128];
-		snprintf(what, sizeof what,
-			 "stream %s (create it with `statecache "
-			 "stream-create`)",
-			 f->stream);
+		snprintf(what, sizeof what, "stream %s%s", f->stream,
+			 jerr == JSStreamNotFoundErr
+			     ? " (create it with `statecache stream-create`)"
+			     : "");
 		return sc_cluster_nats_error(err, what, s, jerr);
 	}
 	uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;

@@ -56,10 +56,10 @@ int sc_cluster_publisher_open(const sc_cluster_options *opt,
 	natsStatus s = js_GetStreamInfo(&si, pub->js, name, NULL, &jerr);
 	if (s != NATS_OK) {
 		char what[128];
-		snprintf(
-		    what, sizeof what,
-		    "stream %s (create it with `statecache stream-create`)",
-		    name);
+		snprintf(what, sizeof what, "stream %s%s", name,
+			 jerr == JSStreamNotFoundErr
+			     ? " (create it with `statecache stream-create`)"
+			     : "");
 		rc = sc_cluster_nats_error(err, what, s, jerr);
 		sc_cluster_publisher_close(pub);
 		return rc;

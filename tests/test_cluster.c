@@ -6,13 +6,13 @@
  *
  * - run: two publishers (threads) and nodes as processes (`statecache
  *   follow`; node 3 follows three of the five partitions) over 100,000
- *   events (20,000 with SC_TEST_SHORT=1); meanwhile node 1 is SIGKILLed at
- *   a random point and restarted, a server is SIGKILLed and restarted, and
- *   node 2's store is copied while it runs (statecache backup) to
- *   bootstrap node 4. Then every node catches up (follow --until LAST)
- *   and its log must be exactly the stream's events of its partitions in
- *   stream order (none lost, none twice) and its state the independent
- *   replay of those events (tests/support/refstate).
+ *   events (20,000 with SC_TEST_SHORT=1); meanwhile nodes 1 and 3 are
+ *   SIGKILLed at random points and restarted, a server is SIGKILLed and
+ *   restarted, and node 2's store is copied while it runs (statecache
+ *   backup) to bootstrap node 4. Then every node catches up (follow
+ *   --until LAST) and its log must be exactly the stream's events of its
+ *   partitions in stream order (none lost, none twice) and its state the
+ *   independent replay of those events (tests/support/refstate).
  * - duplicates: a publish whose ack was lost (the message sent without
  *   waiting for the ack, as a publish that timed out), retried with the
  *   same id, plain and conditional: stored once, the retry returns the
@@ -50,6 +50,7 @@
 #include "cluster/cluster_internal.h"
 #include "statecache/cluster.h"
 #include "statecache/store.h"
+#include "statecache/v1/cluster.pb-c.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
 #include "tests/support/testkit.h"
@@ -506,6 +507,8 @@ static void test_run(void **state)
 	uint64_t kill_node_at = total / 10 + tk_rand_below(&rng, total / 5);
 	uint64_t backup_at = kill_node_at + tk_rand_below(&rng, total / 5);
 	uint64_t kill_server_at = backup_at + tk_rand_below(&rng, total / 5);
+	uint64_t kill_node3_at =
+	    kill_server_at + tk_rand_below(&rng, total / 5);
 
 	progress_wait(&pr, kill_node_at);
 	fprintf(stderr, "test_cluster: SIGKILL node 1 after %llu events\n",
@@ -527,6 +530,13 @@ static void test_run(void **state)
 
 	progress_wait(&pr, kill_server_at);
 	server_kill_restart(2);
+
+	progress_wait(&pr, kill_node3_at);
+	fprintf(stderr, "test_cluster: SIGKILL node 3 after %llu events\n",
+		(unsigned long long)kill_node3_at);
+	assert_int_equal(kill(node[2], SIGKILL), 0);
+	assert_int_equal(reap(node[2]), 128 + SIGKILL);
+	node[2] = spawn_node(db[2], stream, true, 0);
 
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(pthread_join(pt[i], NULL), 0);
@@ -877,6 +887,96 @@ static void test_behind(void **state)
 	sc_store_close(s);
 }
 
+/* ---- without servers: tokens and the Batch message ---------------------- */
+
+static void test_tokens(void **state)
+{
+	(void)state;
+	char t[SC_CLUSTER_TOKEN_MAX];
+	sc_error err;
+	assert_int_equal(sc_cluster_partition_token(parts[0], t, &err), 0);
+	assert_string_equal(t, "x");
+	assert_int_equal(sc_cluster_partition_token(parts[1], t, &err), 0);
+	assert_string_equal(t, "x6575");
+	char p32[32];
+	memset(p32, 0xff, sizeof p32);
+	assert_int_equal(
+	    sc_cluster_partition_token((sc_str){p32, sizeof p32}, t, &err), 0);
+	assert_int_equal(strlen(t), 65);
+	assert_int_equal(t[0], 'x');
+	assert_int_equal(sc_cluster_partition_token(parts[4], t, &err), 0);
+	assert_int_equal(strlen(t), 33);
+	assert_int_equal(t[0], 'h');
+	/* One byte less is another token. */
+	char t2[SC_CLUSTER_TOKEN_MAX];
+	assert_int_equal(
+	    sc_cluster_partition_token(
+		(sc_str){long_part, sizeof long_part - 1}, t2, &err),
+	    0);
+	assert_string_not_equal(t, t2);
+	static char huge[SC_EVENT_FIELD_MAX + 1];
+	assert_int_equal(
+	    sc_cluster_partition_token((sc_str){huge, sizeof huge}, t, &err),
+	    SC_EINVAL);
+}
+
+/* What the batch codec writes is a statecache.v1.Batch to protobuf-c, and
+ * the decoder refuses what is not one. */
+static void test_batch_wire(void **state)
+{
+	(void)state;
+	enum { N = 40 };
+	gen_event *g = calloc(N, sizeof *g);
+	assert_non_null(g);
+	sc_event evs[N];
+	for (int i = 0; i < N; i++) {
+		gen(seed, (uint64_t)i, 3, &g[i]);
+		g[i].t.ev.time = 1 + i;
+		evs[i] = g[i].t.ev;
+	}
+	size_t size = sc_cluster_batch_size(evs, N);
+	uint8_t *buf = malloc(size);
+	assert_non_null(buf);
+	sc_cluster_batch_write(evs, N, buf);
+	Statecache__V1__Batch *pb =
+	    statecache__v1__batch__unpack(NULL, size, buf);
+	assert_non_null(pb);
+	assert_int_equal(pb->n_events, N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pb->events[i]->entity.len, evs[i].entity.len);
+		assert_memory_equal(pb->events[i]->entity.data,
+				    evs[i].entity.ptr, evs[i].entity.len);
+		assert_int_equal(pb->events[i]->n_attrs, evs[i].nattrs);
+	}
+	statecache__v1__batch__free_unpacked(pb, NULL);
+
+	sc_cluster_batch b;
+	sc_error err;
+	assert_int_equal(sc_cluster_batch_decode(buf, size, &b, &err), 0);
+	assert_int_equal(b.n, N);
+	for (int i = 0; i < N; i++) {
+		sc_event want = evs[i];
+		want.position = 0; /* a batch carries none */
+		assert_true(tk_event_equal(&want, &b.events[i]));
+	}
+	sc_cluster_batch_free(&b);
+	/* Every cut of the bytes: a whole prefix of events, or refused. */
+	for (size_t cut = 0; cut < size; cut++) {
+		int rc = sc_cluster_batch_decode(buf, cut, &b, &err);
+		if (rc == 0) {
+			assert_true(b.n < N);
+			sc_cluster_batch_free(&b);
+		} else {
+			assert_int_equal(rc, SC_ECORRUPT);
+		}
+	}
+	buf[0] = 0x12; /* field 2: not a Batch field */
+	assert_int_equal(sc_cluster_batch_decode(buf, size, &b, &err),
+			 SC_ECORRUPT);
+	free(buf);
+	free(g);
+}
+
 /* ---- main ------------------------------------------------------------------
  */
 
@@ -928,6 +1028,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_tokens),
+	    cmocka_unit_test(test_batch_wire),
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_duplicates),
 	    cmocka_unit_test(test_read_your_writes),
