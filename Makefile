@@ -7,7 +7,9 @@
 #                      CLI tests under ASan+UBSan, concurrency tests under
 #                      TSan, a short run of every fuzzer, a clang -Werror
 #                      build, the examples built against an installed copy
-#                      and checks of the release build (make test-api)
+#                      and checks of the release build (make test-api),
+#                      and the cluster tests on three local nats-server
+#                      processes (make test-cluster)
 #   make bench [BENCH=name]   benchmarks (JSON lines on stdout)
 #   make fuzz [FUZZ_SECONDS=n] run every fuzzer for minutes
 #   make crashtest     the long crash-recovery run
