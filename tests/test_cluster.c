@@ -19,6 +19,11 @@
  *   first sequence; a node applies it once.
  * - read-your-writes: after a publish returns sequence S, a wait for S on
  *   another node returns and the event is visible there.
+ * - commands: `statecache publish` of generated JSON Lines and a node run
+ *   by `follow --until` hold exactly what `ingest` of the same lines holds;
+ *   `stats` shows the stream sequence; a malformed line stops publish
+ *   after the lines before it.
+ * - tokens and the Batch wire format (no server needed).
  * - errors: empty and mixed-partition batches, a batch over the server's
  *   maximum message size, a conflict on the expected partition sequence,
  *   a node behind the stream's retention, a store that follows another
@@ -33,6 +38,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -122,10 +128,20 @@ static void on_alarm(int sig)
 	_exit(1);
 }
 
-static pid_t spawn(char *const argv[])
+/* Start argv[0]; with `out`, its stdout goes to that file (and with `in`,
+ * its stdin comes from that file). */
+static pid_t spawn_io(char *const argv[], const char *in, const char *out)
 {
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	if (in)
+		posix_spawn_file_actions_addopen(&fa, 0, in, O_RDONLY, 0);
+	if (out)
+		posix_spawn_file_actions_addopen(
+		    &fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	pid_t pid;
-	int rc = posix_spawn(&pid, argv[0], NULL, NULL, argv, environ);
+	int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
 	if (rc)
 		fprintf(stderr, "spawn %s: %s\n", argv[0], strerror(rc));
 	assert_int_equal(rc, 0);
@@ -135,6 +151,11 @@ static pid_t spawn(char *const argv[])
 			break;
 		}
 	return pid;
+}
+
+static pid_t spawn(char *const argv[])
+{
+	return spawn_io(argv, NULL, NULL);
 }
 
 /* Wait for a child (bounded by the program's alarm); its exit status. */
@@ -887,6 +908,175 @@ static void test_behind(void **state)
 	sc_store_close(s);
 }
 
+/* ---- the commands -------------------------------------------------------- */
+
+static char *file_read(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	static char buf[8192];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Each event of one log equals the other log's at its position. */
+typedef struct log_pair {
+	sc_store *other;
+	const sc_event *want;
+	bool equal;
+	uint64_t n;
+} log_pair;
+
+static int other_event(void *ctx, const sc_event *ev)
+{
+	log_pair *lp = ctx;
+	lp->equal = tk_event_equal(lp->want, ev);
+	return 0;
+}
+
+static int same_event(void *ctx, const sc_event *ev)
+{
+	log_pair *lp = ctx;
+	lp->want = ev;
+	lp->equal = false;
+	sc_error err;
+	if (sc_store_events(lp->other, ev->position, 1, other_event, lp,
+			    &err) ||
+	    !lp->equal) {
+		fprintf(stderr, "position %llu differs\n",
+			(unsigned long long)ev->position);
+		return 1;
+	}
+	lp->n++;
+	return 0;
+}
+
+/* `statecache publish` of `statecache gen` lines, a node with `follow
+ * --until`: the node holds exactly what `ingest` of the same lines holds;
+ * `stats` names the stream sequence; a malformed line stops publish with
+ * exit 2 after the lines before it were published. */
+static void test_commands(void **state)
+{
+	(void)state;
+	const char *stream = "cli";
+	char lines[512], out[512], db[512], ref[512];
+	path_in_root(lines, sizeof lines, "cli.jsonl");
+	path_in_root(out, sizeof out, "cli.out");
+	path_in_root(db, sizeof db, "cli-node");
+	path_in_root(ref, sizeof ref, "cli-ref");
+	{
+		char *argv[] = {(char *)statecache, "gen", "--count", "3000",
+				NULL};
+		assert_int_equal(reap(spawn_io(argv, NULL, lines)), 0);
+	}
+	{
+		char *argv[] = {(char *)statecache,
+				"stream-create",
+				"--nats",
+				(char *)nats_url,
+				"--stream",
+				(char *)stream,
+				"--replicas",
+				"3",
+				NULL};
+		assert_int_equal(reap(spawn(argv)), 0);
+	}
+	{
+		char *argv[] = {(char *)statecache,
+				"publish",
+				"--nats",
+				(char *)nats_url,
+				"--stream",
+				(char *)stream,
+				"--batch",
+				"7",
+				lines,
+				NULL};
+		assert_int_equal(reap(spawn_io(argv, NULL, out)), 0);
+	}
+	unsigned long long events, msgs, first, last;
+	assert_int_equal(sscanf(file_read(out),
+				"{\"events\":%llu,\"messages\":%llu,"
+				"\"first_sequence\":%llu,\"last_sequence\":"
+				"%llu}",
+				&events, &msgs, &first, &last),
+			 4);
+	assert_int_equal(events, 3000);
+	assert_int_equal(first, 1);
+	assert_int_equal(last, msgs);
+	assert_true(msgs >= 3000 / 7);
+	char last_s[32];
+	snprintf(last_s, sizeof last_s, "%llu", last);
+	{
+		char *argv[] = {(char *)statecache,
+				"--db",
+				db,
+				"follow",
+				"--nats",
+				(char *)nats_url,
+				"--stream",
+				(char *)stream,
+				"--until",
+				last_s,
+				NULL};
+		assert_int_equal(reap(spawn(argv)), 0);
+		char *ingest[] = {(char *)statecache, "--db", ref,
+				  "ingest",	      lines,  NULL};
+		assert_int_equal(reap(spawn(ingest)), 0);
+		char *stats[] = {(char *)statecache, "--db", db, "stats", NULL};
+		assert_int_equal(reap(spawn_io(stats, NULL, out)), 0);
+		char want[64];
+		snprintf(want, sizeof want, "\"stream_sequence\":%llu,", last);
+		assert_non_null(strstr(file_read(out), want));
+		assert_non_null(strstr(file_read(out), "\"stream_lag\":0,"));
+	}
+	/* The node's log and state are ingest's. */
+	sc_store *a = open_store(db, false), *b = open_store(ref, false);
+	assert_int_equal(sc_store_last_position(a), 3000);
+	assert_int_equal(sc_store_last_position(b), 3000);
+	sc_error err;
+	log_pair lp = {.other = b};
+	assert_int_equal(sc_store_events(a, 1, 0, same_event, &lp, &err), 0);
+	assert_int_equal(lp.n, 3000);
+	size_t la, lb;
+	assert_int_equal(tk_cache_hash(sc_store_cache(a), &la),
+			 tk_cache_hash(sc_store_cache(b), &lb));
+	assert_int_equal(la, lb);
+	sc_store_close(a);
+	sc_store_close(b);
+
+	/* A malformed fourth line: three events published, exit 2. */
+	FILE *f = fopen(lines, "w");
+	assert_non_null(f);
+	fputs("{\"entity\":\"m1\",\"type\":\"set\",\"attrs\":{\"a\":1}}\n"
+	      "{\"entity\":\"m2\",\"type\":\"set\",\"attrs\":{\"a\":2}}\n"
+	      "{\"entity\":\"m3\",\"type\":\"set\",\"attrs\":{\"a\":3}}\n"
+	      "{\"entity\":\"m4\",\"type\":\"bogus\"}\n",
+	      f);
+	fclose(f);
+	{
+		char *argv[] = {(char *)statecache,
+				"publish",
+				"--nats",
+				(char *)nats_url,
+				"--stream",
+				(char *)stream,
+				lines,
+				NULL};
+		assert_int_equal(reap(spawn_io(argv, NULL, out)), 2);
+	}
+	assert_int_equal(sscanf(file_read(out),
+				"{\"events\":%llu,\"messages\":%llu,"
+				"\"first_sequence\":%llu,\"last_sequence\":"
+				"%llu}",
+				&events, &msgs, &first, &last),
+			 4);
+	assert_int_equal(events, 3);
+	assert_int_equal(stream_last_seq(stream), last);
+}
+
 /* ---- without servers: tokens and the Batch message ---------------------- */
 
 static void test_tokens(void **state)
@@ -1034,6 +1224,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_duplicates),
 	    cmocka_unit_test(test_read_your_writes),
 	    cmocka_unit_test(test_behind),
+	    cmocka_unit_test(test_commands),
 	    cmocka_unit_test(test_run),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
