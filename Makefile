@@ -504,8 +504,10 @@ powerloss-short:
 #   make test-cluster   three nats-server processes with JetStream on
 #                       127.0.0.1 (free ports, a temporary folder), started
 #                       and stopped by tests/test_cluster.sh, and the
-#                       cluster tests of tests/test_cluster.c on them
-#                       (ASan build; SC_TEST_SHORT=1: 20,000 events).
+#                       cluster tests of tests/test_cluster.c on them,
+#                       once on the ASan build and once on the TSan build
+#                       (SC_TEST_SHORT=1 unless set: 20,000 events; 0:
+#                       100,000).
 
 .PHONY: test-cluster
 
@@ -515,8 +517,11 @@ ifeq ($(HAVE_NATS),)
 else ifeq ($(NATS_SERVER),)
 	@echo "test-cluster: SKIPPED: nats-server is not installed; make deps installs it"
 else
-	$(MAKE) --no-print-directory -j$(JOBS) MODE=asan build/asan/statecache \
-		build/asan/tests/test_cluster
-	SC_TEST_SHORT=$${SC_TEST_SHORT-1} bash tests/test_cluster.sh build/asan/statecache \
-		build/asan/tests/test_cluster
+	@for m in asan tsan; do \
+		$(MAKE) --no-print-directory -j$(JOBS) MODE=$$m build/$$m/statecache \
+			build/$$m/tests/test_cluster || exit 1; \
+		echo "== test_cluster ($$m)"; \
+		SC_TEST_SHORT=$${SC_TEST_SHORT-1} bash tests/test_cluster.sh \
+			build/$$m/statecache build/$$m/tests/test_cluster || exit 1; \
+	done
 endif

@@ -67,6 +67,13 @@ static const char *nats_url, *cluster_dir, *statecache;
 static char root[] = "/tmp/sc_test_cluster.XXXXXX";
 static uint64_t seed;
 
+/* SC_TEST_SHORT set and not "0": the short run. */
+static bool test_short(void)
+{
+	const char *v = getenv("SC_TEST_SHORT");
+	return v && *v && strcmp(v, "0") != 0;
+}
+
 /* ---- partitions and events ------------------------------------------------
  */
 
@@ -499,7 +506,7 @@ static void test_run(void **state)
 	(void)state;
 	const char *stream = "run";
 	stream_create(stream);
-	uint64_t total = getenv("SC_TEST_SHORT") ? 20000 : 100000;
+	uint64_t total = test_short() ? 20000 : 100000;
 	uint64_t rng = seed;
 	char db[4][512];
 	for (int i = 0; i < 4; i++) {
@@ -1210,7 +1217,7 @@ int main(int argc, char **argv)
 	}
 	/* Every wait below is on a condition; this bounds them all. */
 	signal(SIGALRM, on_alarm);
-	alarm(getenv("SC_TEST_SHORT") ? 600 : 1800);
+	alarm(test_short() ? 600 : 1800);
 	seed = tk_seed("test_cluster");
 	parts_init();
 	if (!mkdtemp(root)) {
