@@ -26,8 +26,9 @@
  * - tokens and the Batch wire format (no server needed).
  * - errors: empty and mixed-partition batches, a batch over the server's
  *   maximum message size, a conflict on the expected partition sequence,
- *   a node behind the stream's retention, a store that follows another
- *   stream.
+ *   a node behind the stream's retention, a message deleted from the
+ *   middle of the stream (the node stops at the gap), a store that follows
+ *   another stream.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -915,6 +916,49 @@ static void test_behind(void **state)
 	sc_store_close(s);
 }
 
+/* A message deleted from the middle of the stream: the node applies what
+ * precedes it, then stops with SC_EBEHIND at the gap; nothing after the gap
+ * is applied. */
+static void test_gap(void **state)
+{
+	(void)state;
+	const char *stream = "gap";
+	stream_create(stream);
+	sc_cluster_options co = {.url = nats_url, .stream = stream};
+	sc_cluster_publisher *pub;
+	sc_error err;
+	assert_int_equal(sc_cluster_publisher_open(&co, &pub, &err), 0);
+	gen_event g;
+	for (uint64_t i = 0; i < 3; i++) {
+		gen(seed, i, 1, &g);
+		assert_int_equal(
+		    sc_cluster_publish(pub, &g.t.ev, 1, NULL, NULL, &err), 0);
+	}
+	sc_cluster_publisher_close(pub);
+	natsConnection *nc;
+	jsCtx *js;
+	assert_int_equal(sc_cluster_connect(&co, &nc, &js, &err), 0);
+	jsErrCode jerr = 0;
+	assert_int_equal(js_DeleteMsg(js, stream, 2, NULL, &jerr), NATS_OK);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+
+	char db[512];
+	path_in_root(db, sizeof db, "gap-node");
+	sc_store *s = open_store(db, true);
+	sc_cluster_follower_options fo = {.cluster = co};
+	sc_cluster_follower *f;
+	assert_int_equal(sc_cluster_follower_start(s, &fo, &f, &err), 0);
+	assert_int_equal(sc_cluster_follower_wait(f, 3, 30000, &err),
+			 SC_EBEHIND);
+	assert_non_null(strstr(err.message, "gap"));
+	assert_int_equal(sc_cluster_follower_status(f, NULL), SC_EBEHIND);
+	assert_int_equal(sc_cluster_follower_sequence(f), 1);
+	assert_int_equal(sc_store_last_position(s), 1);
+	sc_cluster_follower_stop(f);
+	sc_store_close(s);
+}
+
 /* ---- the commands -------------------------------------------------------- */
 
 static char *file_read(const char *path)
@@ -1231,6 +1275,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_duplicates),
 	    cmocka_unit_test(test_read_your_writes),
 	    cmocka_unit_test(test_behind),
+	    cmocka_unit_test(test_gap),
 	    cmocka_unit_test(test_commands),
 	    cmocka_unit_test(test_run),
 	};
