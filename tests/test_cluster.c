@@ -435,6 +435,15 @@ typedef struct publisher_arg {
 
 #define BATCH_MAX 64
 
+/* A publisher thread cannot fail the cmocka test: it ends the program,
+ * and the nodes with it. */
+static void publisher_fail(uint64_t id, const char *msg)
+{
+	fprintf(stderr, "publisher %llu: %s\n", (unsigned long long)id, msg);
+	children_kill();
+	abort();
+}
+
 static void *publisher_main(void *arg)
 {
 	publisher_arg *a = arg;
@@ -442,15 +451,12 @@ static void *publisher_main(void *arg)
 	sc_cluster_publisher *pub;
 	sc_error err;
 	int rc = sc_cluster_publisher_open(&co, &pub, &err);
-	if (rc) {
-		fprintf(stderr, "publisher %llu: %s\n",
-			(unsigned long long)a->id, err.message);
-		abort();
-	}
+	if (rc)
+		publisher_fail(a->id, err.message);
 	gen_event *g = calloc(BATCH_MAX, sizeof *g);
 	sc_event evs[BATCH_MAX];
 	if (!g)
-		abort();
+		publisher_fail(a->id, "out of memory");
 	uint64_t done = 0;
 	while (done < a->events) {
 		uint64_t n = 1 + tk_rand_below(&a->rng, BATCH_MAX);
@@ -464,11 +470,8 @@ static void *publisher_main(void *arg)
 		sc_cluster_publish_result res;
 		sc_cluster_publish_options po = {.retries = 50};
 		rc = sc_cluster_publish(pub, evs, n, &po, &res, &err);
-		if (rc) {
-			fprintf(stderr, "publisher %llu: %s\n",
-				(unsigned long long)a->id, err.message);
-			abort();
-		}
+		if (rc)
+			publisher_fail(a->id, err.message);
 		done += n;
 		pthread_mutex_lock(&a->pr->mu);
 		a->pr->events += n;
