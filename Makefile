@@ -7,7 +7,9 @@
 #                      CLI tests under ASan+UBSan, concurrency tests under
 #                      TSan, a short run of every fuzzer, a clang -Werror
 #                      build, the examples built against an installed copy
-#                      and checks of the release build (make test-api)
+#                      and checks of the release build (make test-api),
+#                      and the cluster tests on three local nats-server
+#                      processes (make test-cluster)
 #   make bench [BENCH=name]   benchmarks (JSON lines on stdout)
 #   make fuzz [FUZZ_SECONDS=n] run every fuzzer for minutes
 #   make crashtest     the long crash-recovery run
@@ -47,7 +49,7 @@ endif
 DEBIAN_PACKAGES := gcc make pkg-config clang libclang-rt-14-dev \
 	liblmdb-dev lmdb-utils libprotobuf-c-dev protobuf-c-compiler \
 	libzstd-dev libxxhash-dev libjansson-dev liburcu-dev libcmocka-dev \
-	libglib2.0-dev libsqlite3-dev
+	libglib2.0-dev libsqlite3-dev nats-server libnats-dev
 
 LIB_PKGS := lmdb libprotobuf-c libzstd libxxhash
 CLI_PKGS := $(LIB_PKGS) jansson
@@ -99,6 +101,27 @@ CFLAGS_ALL = $(BASE_CFLAGS) $(MODE_CFLAGS) $(call pkgcflags,$(TEST_PKGS)) $(CFLA
 LDFLAGS_ALL = $(MODE_LDFLAGS) $(LDFLAGS)
 LIB_LIBS = $(call pkglibs,$(LIB_PKGS)) -lpthread -lm
 
+# ---- cluster (optional: only with the NATS C client) ---------------------------
+#
+# cluster/ is built into its own static library, libstatecache_cluster.a,
+# when pkg-config finds libnats; the core library never needs it. The
+# command, the tests, the fuzzers and the benchmarks link it then, and the
+# command's publish and follow work; without it they say the build lacks
+# NATS support. `make test-cluster` (part of `make test`) runs the cluster
+# tests on three nats-server processes it starts itself.
+
+HAVE_NATS := $(shell pkg-config --exists libnats 2>/dev/null && echo 1)
+NATS_SERVER := $(shell command -v nats-server 2>/dev/null)
+CLUSTER_SRC := $(wildcard cluster/*.c)
+CLUSTER_OBJ := $(CLUSTER_SRC:%.c=$(BUILD)/obj/%.o)
+CLUSTER_LIB := $(BUILD)/libstatecache_cluster.a
+CLUSTER_TEST_SRC := tests/test_cluster.c
+CLUSTER_TEST_BIN := $(BUILD)/tests/test_cluster
+# What a program linking the command's objects adds: the cluster library
+# (between libsccli.a and libstatecache.a) and the NATS client.
+CLUSTER_LINK := $(if $(HAVE_NATS),$(CLUSTER_LIB))
+CLUSTER_LIBS := $(if $(HAVE_NATS),$(call pkglibs,libnats))
+
 # ---- sources ------------------------------------------------------------------
 
 PROTO := $(wildcard proto/statecache/v1/*.proto)
@@ -121,17 +144,17 @@ CLI_LIB := $(BUILD)/libsccli.a
 TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_LIB := $(BUILD)/libsctest.a
-TEST_SRC := $(wildcard tests/test_$(ONLY).c)
+TEST_SRC := $(filter-out $(CLUSTER_TEST_SRC),$(wildcard tests/test_$(ONLY).c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
 STRESS_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(STRESS_SRC))
 # Crash tests need kill points, which a release build does not have.
 CRASH_SRC := $(if $(filter release,$(MODE)),,$(wildcard tests/crash_$(ONLY).c))
 CRASH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CRASH_SRC))
-SHELL_TESTS := $(wildcard tests/test_$(ONLY).sh)
+SHELL_TESTS := $(filter-out tests/test_cluster.sh,$(wildcard tests/test_$(ONLY).sh))
 FUZZ_SRC := $(wildcard fuzz/*.c)
 FUZZ_BIN := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
-BENCH_SRC := $(wildcard bench/*.c)
+BENCH_SRC := $(if $(HAVE_NATS),$(wildcard bench/*.c),$(filter-out bench/cluster.c,$(wildcard bench/*.c)))
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 EXAMPLE_SRC := $(wildcard examples/*.c)
 
@@ -145,7 +168,7 @@ CLI_TARGET := $(if $(CLI_SRC),$(CLI_BIN))
 	crashtest coverage coverage-deps install clean format
 
 all: lib $(CLI_TARGET)
-lib: $(STATIC_LIB) $(SHARED_LIB)
+lib: $(STATIC_LIB) $(SHARED_LIB) $(CLUSTER_LINK)
 cli: $(CLI_BIN)
 tests: $(TEST_BIN) $(STRESS_BIN) $(CRASH_BIN) $(CLI_TARGET)
 stress: $(STRESS_BIN)
@@ -179,33 +202,45 @@ $(CLI_LIB): $(CLI_LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(CLI_BIN): $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(BUILD)/obj/cli/main.o $(CLI_LIB) $(STATIC_LIB) \
-		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
+$(CLI_BIN): $(BUILD)/obj/cli/main.o $(CLI_LIB) $(CLUSTER_LINK) $(STATIC_LIB)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(BUILD)/obj/cli/main.o $(CLI_LIB) \
+		$(CLUSTER_LINK) $(STATIC_LIB) \
+		$(call pkglibs,$(CLI_PKGS)) $(CLUSTER_LIBS) -lpthread -lm
 
 $(TEST_LIB): $(TEST_SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_LIB) $(CLI_LIB) $(CLUSTER_LINK) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
-		$(call pkglibs,$(TEST_PKGS)) -lpthread -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(CLUSTER_LINK) \
+		$(STATIC_LIB) $(call pkglibs,$(TEST_PKGS)) $(CLUSTER_LIBS) \
+		-lpthread -lm
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CLI_LIB) $(STATIC_LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CLI_LIB) $(CLUSTER_LINK) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(STATIC_LIB) \
-		$(call pkglibs,$(BENCH_PKGS)) -lpthread -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_LIB) $(CLUSTER_LINK) $(STATIC_LIB) \
+		$(call pkglibs,$(BENCH_PKGS)) $(CLUSTER_LIBS) -lpthread -lm
 
 $(BUILD)/obj/bench/%.o: bench/%.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(call pkgcflags,$(BENCH_PKGS)) -MMD -MP -c $< -o $@
 
-$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB)
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(TEST_LIB) $(CLI_LIB) $(CLUSTER_LINK) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(STATIC_LIB) \
-		$(call pkglibs,$(CLI_PKGS)) -lpthread -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_LIB) $(CLI_LIB) $(CLUSTER_LINK) \
+		$(STATIC_LIB) $(call pkglibs,$(CLI_PKGS)) $(CLUSTER_LIBS) \
+		-lpthread -lm
+
+$(CLUSTER_LIB): $(CLUSTER_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(CLUSTER_OBJ) $(BUILD)/obj/cli/cmd_cluster.o $(BUILD)/obj/tests/test_cluster.o \
+	$(BUILD)/obj/bench/cluster.o: CFLAGS_ALL += $(if $(HAVE_NATS),-DSC_HAVE_NATS \
+	$(call pkgcflags,libnats))
 
 # Keep objects and generated sources that pattern chains would delete.
 .SECONDARY:
@@ -252,6 +287,7 @@ test: deps
 	$(MAKE) --no-print-directory MODE=release test-examples
 	$(MAKE) --no-print-directory MODE=release test-api
 	$(MAKE) --no-print-directory powerloss-short
+	$(MAKE) --no-print-directory test-cluster
 	@echo "make test: all passed"
 
 export ASAN_OPTIONS := abort_on_error=0:detect_leaks=1:strict_string_checks=1
@@ -399,7 +435,12 @@ install: lib $(CLI_TARGET)
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/libstatecache.so.0
 	ln -sf libstatecache.so.0 $(DESTDIR)$(PREFIX)/lib/libstatecache.so
-	install -m 644 include/statecache/*.h $(DESTDIR)$(PREFIX)/include/statecache/
+	install -m 644 $(filter-out include/statecache/cluster.h,$(wildcard include/statecache/*.h)) \
+		$(DESTDIR)$(PREFIX)/include/statecache/
+	$(if $(HAVE_NATS),install -m 644 include/statecache/cluster.h $(CLUSTER_LIB) \
+		$(DESTDIR)$(PREFIX)/include/statecache/)
+	$(if $(HAVE_NATS),mv $(DESTDIR)$(PREFIX)/include/statecache/libstatecache_cluster.a \
+		$(DESTDIR)$(PREFIX)/lib/)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@REQUIRES@|$(LIB_PKGS)|' \
 		statecache.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/statecache.pc
 
@@ -457,3 +498,30 @@ powerloss-short:
 			$(if $(filter 1,$(PL_GATE_CREATE)),--gate-create,--gate) \
 			|| exit 1; \
 	done
+
+# ---- cluster tests -------------------------------------------------------------
+#
+#   make test-cluster   three nats-server processes with JetStream on
+#                       127.0.0.1 (free ports, a temporary folder), started
+#                       and stopped by tests/test_cluster.sh, and the
+#                       cluster tests of tests/test_cluster.c on them,
+#                       once on the ASan build and once on the TSan build
+#                       (SC_TEST_SHORT=1 unless set: 20,000 events; 0:
+#                       100,000).
+
+.PHONY: test-cluster
+
+test-cluster:
+ifeq ($(HAVE_NATS),)
+	@echo "test-cluster: SKIPPED: libnats (libnats-dev) is not installed; make deps installs it"
+else ifeq ($(NATS_SERVER),)
+	@echo "test-cluster: SKIPPED: nats-server is not installed; make deps installs it"
+else
+	@for m in asan tsan; do \
+		$(MAKE) --no-print-directory -j$(JOBS) MODE=$$m build/$$m/statecache \
+			build/$$m/tests/test_cluster || exit 1; \
+		echo "== test_cluster ($$m)"; \
+		SC_TEST_SHORT=$${SC_TEST_SHORT-1} bash tests/test_cluster.sh \
+			build/$$m/statecache build/$$m/tests/test_cluster || exit 1; \
+	done
+endif

@@ -108,5 +108,13 @@ int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_backup(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_stream_create(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_publish(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_follow(const sc_cli_global *g, int argc, char **argv);
+
+/* The node's fields of `stats` ("stream", "stream_sequence", "stream_lag",
+ * each followed by a comma) when the store follows a stream and the build
+ * has NATS support; nothing otherwise (cli/cmd_cluster.c). 0 or ENOMEM. */
+int sc_cli_cluster_stats(sc_store *st, sc_cli_buf *b);
 
 #endif

@@ -584,9 +584,13 @@ int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv)
 		    (unsigned long long)snaps[i].bytes_compressed,
 		    snaps[i].chunks);
 	if (!e)
+		e = sc_cli_buf_puts(&b, "],");
+	if (!e)
+		e = sc_cli_cluster_stats(st, &b);
+	if (!e)
 		e = sc_cli_buf_printf(
 		    &b,
-		    "],\"map_size\":%zu,\"map_bytes_used\":%zu,"
+		    "\"map_size\":%zu,\"map_bytes_used\":%zu,"
 		    "\"memory_bytes\":%zu,\"versions_awaiting_reclamation\":%"
 		    "zu,"
 		    "\"bytes_awaiting_reclamation\":%zu,\"version\":%llu,"

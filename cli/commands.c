@@ -21,6 +21,12 @@ const sc_cli_command sc_cli_commands[] = {
      sc_cli_cmd_verify, false},
     {"backup", "copy the store while it runs: backup DEST [--compact]",
      sc_cli_cmd_backup, false},
+    {"stream-create", "create the NATS JetStream stream of a cluster",
+     sc_cli_cmd_stream_create, false},
+    {"publish", "publish JSON Lines events to the cluster's stream",
+     sc_cli_cmd_publish, false},
+    {"follow", "run a node: apply the cluster's stream to the store",
+     sc_cli_cmd_follow, false},
     {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},
@@ -43,7 +49,7 @@ void sc_cli_usage(FILE *out)
 	      out);
 	for (const sc_cli_command *c = sc_cli_commands; c->name; c++)
 		if (!c->hidden)
-			fprintf(out, "  %-10s %s\n", c->name, c->summary);
+			fprintf(out, "  %-13s %s\n", c->name, c->summary);
 	fputs("\n"
 	      "Exit codes: 0 ok; 1 not found or failed (missing entity or\n"
 	      "store, I/O error, verify found differences); 2 bad input or\n"

@@ -37,6 +37,13 @@ const char *sc_strerror(int code)
 	case SC_ERESYNC:
 		return "watcher too far behind; reopen it with the initial "
 		       "state";
+	case SC_ECONFLICT:
+		return "conflict: the expected stream sequence did not match";
+	case SC_EBEHIND:
+		return "node behind the stream's retention; bootstrap it from "
+		       "a newer store copy";
+	case SC_ENATS:
+		return "NATS or JetStream error";
 	default:
 		break;
 	}

@@ -43,6 +43,27 @@ int sc_store_add_projector(sc_store *store, const sc_projector *p,
 	return 0;
 }
 
+int sc_store_remove_projector(sc_store *store, const char *name)
+{
+	if (!store || !name)
+		return SC_EINVAL;
+	int rc = SC_NOTFOUND;
+	pthread_mutex_lock(&store->write_mu);
+	for (size_t i = 0; i < store->nprojectors; i++) {
+		if (strcmp(store->projectors[i].name, name) != 0)
+			continue;
+		sc_free((char *)store->projectors[i].name);
+		memmove(&store->projectors[i], &store->projectors[i + 1],
+			(store->nprojectors - i - 1) *
+			    sizeof store->projectors[0]);
+		store->nprojectors--;
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&store->write_mu);
+	return rc;
+}
+
 void sc_projectors_free(sc_store *store)
 {
 	for (size_t i = 0; i < store->nprojectors; i++)

@@ -54,8 +54,19 @@ enum sc_code {
 	 * exceed its limit; it delivers nothing more: close it and open a
 	 * new one with the initial state. */
 	SC_ERESYNC = -30611,
+	/* An optimistic-concurrency condition failed: the partition's last
+	 * stream sequence is not the one expected (cluster.h). Nothing was
+	 * stored; read again and decide again. */
+	SC_ECONFLICT = -30612,
+	/* A node is behind the stream's retention: messages after its saved
+	 * sequence are gone (cluster.h). Nothing was skipped; bootstrap the
+	 * node from a newer copy of another node's store. */
+	SC_EBEHIND = -30613,
+	/* A NATS or JetStream call failed (no connection, no ack, refused);
+	 * the message carries the client's or the server's text. */
+	SC_ENATS = -30614,
 	SC_ERROR_FIRST = SC_NOTFOUND,
-	SC_ERROR_LAST = SC_ERESYNC,
+	SC_ERROR_LAST = SC_ENATS,
 };
 
 /* Capacity of sc_error.message, terminating NUL included. */

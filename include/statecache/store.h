@@ -233,6 +233,12 @@ typedef struct sc_projector {
 SC_API int sc_store_add_projector(sc_store *store, const sc_projector *p,
 				  sc_error *err);
 
+/* Unregister the projector `name` (the first registered under it): it is
+ * called no more, its ctx is no longer borrowed. Its offset in meta stays.
+ * Safe between appends from any thread. Returns 0, SC_NOTFOUND (no such
+ * projector), SC_EINVAL (NULL argument). */
+SC_API int sc_store_remove_projector(sc_store *store, const char *name);
+
 /*
  * sc_store_projector_position - the last position whose events the
  * projector `name` applied in a committed append (its offset, stored in
