@@ -156,12 +156,18 @@ fail:
 
 /* ---- append -------------------------------------------------------------- */
 
+/* The events of one append transaction: store->batch[0..n), the batches
+ * of one or more callers (part k ends before ends[k]). */
 typedef struct append_batch {
 	const sc_event *evs;
 	size_t n;
 	uint64_t first;
 	/* This append indexes the tail (it brings it to index_lag events). */
 	bool index;
+	const size_t *ends;
+	size_t nparts;
+	/* On SC_EPROJECTOR: the part of the refused event. */
+	size_t vetoed;
 } append_batch;
 
 /* Undo of an append attempt: the cache and the projectors as before. */
@@ -185,14 +191,20 @@ static int append_lmdb_error(sc_error *err, int rc)
  * the append's write transaction. */
 static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 {
-	const append_batch *b = ctx;
+	append_batch *b = ctx;
 	uint8_t key[8];
 	sc_index_key ikey;
 	uint64_t last = b->first + b->n - 1;
+	size_t part = 0, part_start = 0;
 	int rc;
+	b->vetoed = b->nparts;
 	for (size_t i = 0; i < b->n; i++) {
 		const sc_event *ev = &b->evs[i];
 		uint64_t pos = b->first + i;
+		/* Messages name the event by its index in its caller's
+		 * batch. */
+		while (i >= b->ends[part])
+			part_start = b->ends[part++];
 		sc_be64_put(key, pos);
 		MDB_val k = {8, key}, v = {sc_event_encoded_size(ev), NULL};
 		rc = mdb_put(txn, store->dbi_events, &k, &v,
@@ -215,11 +227,15 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 			return sc_error_set(err, rc,
 					    "event %zu (position %llu): the "
 					    "cache rejected it: %s",
-					    i, (unsigned long long)pos, inner);
+					    i - part_start,
+					    (unsigned long long)pos, inner);
 		}
-		rc = sc_projectors_apply(store, txn, ev, i, pos, err);
-		if (rc)
+		rc = sc_projectors_apply(store, txn, ev, i - part_start, pos,
+					 err);
+		if (rc) {
+			b->vetoed = part;
 			return rc;
+		}
 	}
 	if (b->index) {
 		int bad = 0;
@@ -245,30 +261,36 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	if (rc)
 		return rc;
 	sc_killpoint("append_before_commit");
+	if (b->nparts > 1)
+		sc_killpoint("group_before_commit");
 	return 0;
 }
 
-static int stamp_batch(sc_store *store, const sc_event *events, size_t n,
-		       uint64_t first, sc_error *err)
+int sc_log_stamp(sc_store *store, size_t off, const sc_event *events, size_t n,
+		 uint64_t first, sc_error *err)
 {
-	if (n > store->cap_batch) {
-		sc_event *nb = sc_realloc(store->batch, n * sizeof *nb);
+	if (off + n > store->cap_batch) {
+		size_t cap = store->cap_batch ? store->cap_batch : 16;
+		while (cap < off + n)
+			cap *= 2;
+		sc_event *nb = sc_realloc(store->batch, cap * sizeof *nb);
 		if (!nb)
 			return sc_error_set(err, ENOMEM,
 					    "out of memory for a batch of %zu "
 					    "events",
-					    n);
+					    off + n);
 		store->batch = nb;
-		store->cap_batch = n;
+		store->cap_batch = cap;
 	}
 	int64_t now = 0;
 	for (size_t i = 0; i < n; i++) {
-		store->batch[i] = events[i];
-		store->batch[i].position = first + i;
+		sc_event *ev = &store->batch[off + i];
+		*ev = events[i];
+		ev->position = first + i;
 		if (events[i].time == 0) {
 			if (!now)
 				now = sc_store_now_ns();
-			store->batch[i].time = now;
+			ev->time = now;
 		}
 	}
 	return 0;
@@ -297,6 +319,34 @@ static int promote_committed(sc_store *store, size_t n, sc_error *err)
 			    sc_strerror(rc));
 }
 
+int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
+			 size_t nparts, size_t *vetoed, sc_error *err)
+{
+	SC_REQUIRE(n > 0 && nparts > 0 && ends[nparts - 1] == n);
+	uint64_t start = atomic_load(&store->last_position) + 1;
+	uint64_t last = start + n - 1;
+	append_batch b = {
+	    store->batch, n,
+	    start,	  last - store->index_through >= store->opt.index_lag,
+	    ends,	  nparts,
+	    nparts};
+	int rc = sc_store_write(store, "appending events", append_body,
+				rollback, &b, err);
+	*vetoed = b.vetoed;
+	if (rc)
+		return rc;
+	if (b.index)
+		store->index_through = last;
+	atomic_store(&store->last_position, last);
+	rc = promote_committed(store, n, err);
+	if (rc)
+		return rc;
+	sc_killpoint("append_after_commit");
+	sc_projectors_commit(store);
+	store->since_snapshot += n;
+	return 0;
+}
+
 int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err)
 {
@@ -304,6 +354,7 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 	if (!store || (n && !events))
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_append needs a store and events");
+	/* A batch that fails validation never joins a group. */
 	for (size_t i = 0; i < n; i++) {
 		sc_error inner;
 		int rc = sc_event_validate(&events[i], &inner);
@@ -311,62 +362,19 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 			return sc_error_set(err, rc, "event %zu: %s", i,
 					    inner.message);
 	}
+	if (n)
+		return sc_group_append(store, events, n, first, err);
 	pthread_mutex_lock(&store->write_mu);
-	if (store->stale) {
-		pthread_mutex_unlock(&store->write_mu);
+	bool stale = store->stale;
+	uint64_t start = atomic_load(&store->last_position) + 1;
+	pthread_mutex_unlock(&store->write_mu);
+	if (stale)
 		return sc_error_set(err, SC_ESTATE,
 				    "the cache is behind the log after an "
 				    "allocation failure; close and reopen the "
 				    "store");
-	}
-	uint64_t start = atomic_load(&store->last_position) + 1;
-	if (n == 0) {
-		pthread_mutex_unlock(&store->write_mu);
-		if (first)
-			*first = start;
-		return 0;
-	}
-	int rc = stamp_batch(store, events, n, start, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
-		return rc;
-	}
-	uint64_t last = start + n - 1;
-	append_batch b = {store->batch, n, start,
-			  last - store->index_through >= store->opt.index_lag};
-	rc = sc_store_write(store, "appending events", append_body, rollback,
-			    &b, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
-		return rc;
-	}
-	if (b.index)
-		store->index_through = last;
-	atomic_store(&store->last_position, last);
-	rc = promote_committed(store, n, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
-		return rc;
-	}
-	sc_killpoint("append_after_commit");
-	sc_projectors_commit(store);
-	store->since_snapshot += n;
-	bool snap = store->opt.snapshot_every &&
-		    store->since_snapshot >= store->opt.snapshot_every;
-	pthread_mutex_unlock(&store->write_mu);
 	if (first)
 		*first = start;
-	if (snap) {
-		/* Synchronous: the append is committed whatever happens
-		 * here; a failed snapshot is a warning, retried after the
-		 * next append. */
-		sc_error serr;
-		if (sc_store_snapshot(store, NULL, &serr))
-			sc_store_warn(store,
-				      "automatic snapshot after position "
-				      "%llu failed: %s",
-				      (unsigned long long)last, serr.message);
-	}
 	return 0;
 }
 

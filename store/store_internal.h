@@ -12,12 +12,16 @@
  *                                                          -> env
  *   snapshots.c     snapshots: write, list, prune, restore -> env
  *   log.c           the event log: append, replay, reads   -> env,
- *                   entity_index, projector, snapshots
+ *                   entity_index, projector, snapshots, group
+ *   group.c         group commit: concurrent appends share one write
+ *                   transaction                            -> log
  *   open.c          open and close: the directory, meta, the databases
  *                                                          -> all above
  *
  * Locks, in the order they are taken:
  *
+ *   group_mu  the queue of waiting appends (group.c); never held across a
+ *             transaction, and released before write_mu is taken.
  *   snap_mu   one sc_store_snapshot at a time (held while encoding).
  *   write_mu  one writer: held for a whole append, and by a snapshot only
  *             for its short write transaction. Map growth happens under it.
@@ -64,6 +68,12 @@ struct sc_store {
 	pthread_mutex_t snap_mu;
 	pthread_mutex_t write_mu;
 	pthread_rwlock_t map_lock;
+
+	/* Appends waiting to be written, oldest first; the first is the
+	 * leader, which writes a group of them (group.c). Under group_mu. */
+	pthread_mutex_t group_mu;
+	struct sc_append_req *group_head, *group_tail;
+	uint64_t groups_shared; /* transactions that held >1 batch */
 
 	_Atomic uint64_t last_position;
 	/* entity_index holds a row for every event up to this position
@@ -270,6 +280,41 @@ int sc_store_restore(sc_store *store, uint64_t *position, sc_error *err);
 int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
 			   sc_error *err);
 int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last);
+
+/*
+ * sc_log_stamp - copy `n` validated events of one caller into the writer's
+ * scratch store->batch at `off` (growing it), with positions from `first`
+ * and the current time on those with time 0. Caller holds write_mu.
+ * Errors: ENOMEM (the scratch is unchanged).
+ */
+int sc_log_stamp(sc_store *store, size_t off, const sc_event *events, size_t n,
+		 uint64_t first, sc_error *err);
+
+/*
+ * sc_log_append_commit - append the stamped events store->batch[0..n) in
+ * one write transaction (positions from last_position + 1, as stamped):
+ * write them, index them when the tail reaches index_lag, apply them to
+ * the cache and every projector, commit, promote the cache and call the
+ * projectors' commit hooks. They are the batches of `nparts` callers, part
+ * k ending before ends[k] (ends[nparts - 1] == n); messages name an event
+ * by its index in its part. On failure nothing is written, the cache is
+ * as before and the projectors were rolled back; on SC_EPROJECTOR
+ * *vetoed is the part holding the refused event (else nparts). A failure
+ * after the commit (promote; see promote_committed) sets store->stale.
+ * Caller holds write_mu and checked store->stale.
+ */
+int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
+			 size_t nparts, size_t *vetoed, sc_error *err);
+
+/* ---- group.c ------------------------------------------------------------- */
+
+/*
+ * sc_group_append - append a validated batch of n > 0 events, in a write
+ * transaction shared with the batches other threads append at the same
+ * time (group.c says how). Returns as sc_store_append.
+ */
+int sc_group_append(sc_store *store, const sc_event *events, size_t n,
+		    uint64_t *first, sc_error *err);
 
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */

@@ -29,9 +29,10 @@
  * restores the newest snapshot that verifies and replays the log after it.
  *
  * Thread safety: sc_store_append and sc_store_snapshot may be called from
- * any thread; the store serializes them (one append at a time; a snapshot
- * encodes without blocking appends and takes the writer lock only to store
- * its records). Read functions (sc_store_events, _entity_events,
+ * any thread. Appends from several threads at once share write
+ * transactions (group commit, see sc_store_append); one transaction is
+ * written at a time. A snapshot encodes without blocking appends and takes
+ * the writer lock only to store its records. Read functions (sc_store_events, _entity_events,
  * _entity_at, _snapshots, _stats_get, _last_position, _verify) may be
  * called from any thread at any time; their callbacks must not call
  * sc_store_append or sc_store_snapshot (a map growth would wait for the
@@ -157,7 +158,12 @@ SC_API sc_cache *sc_store_cache(sc_store *store);
  * own LMDB databases in the same environment (sc_store_env) and write them
  * through `txn`; such writes commit or roll back with the events. A
  * projector that needs the history catches up with sc_store_events.
- * All three callbacks run on the appending thread, under the writer lock.
+ * All three callbacks run under the writer lock, one call at a time, on
+ * the thread that writes the transaction: with appends from several
+ * threads at once, that may be another appender's thread (group commit).
+ * A transaction may hold the batches of several callers, in position
+ * order; when apply refuses an event, rollback is called and the
+ * transaction is written again without that event's batch.
  */
 typedef struct sc_projector {
 	const char *name;
@@ -206,9 +212,25 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * of it. The caller's events are borrowed for the call only. n == 0 is a
  * no-op that sets *first to the next position.
  *
+ * Group commit: appends called from several threads at once are written
+ * together. While one transaction is being written and synced, the
+ * appends that arrive queue up; the first of them then writes the queued
+ * batches (up to 64 of them and, beyond the first, 65,536 events) in one
+ * transaction, so one sync makes all of them durable. Each batch is still
+ * all or nothing and gets one contiguous range of positions; batches
+ * written together are in the order their appends queued. A batch that
+ * fails validation never joins a transaction. If a projector refuses an
+ * event, the transaction is aborted and written again without that
+ * event's batch: only its caller gets SC_EPROJECTOR. Any other failure of
+ * a shared transaction makes each of its batches be written alone, so
+ * every caller gets the outcome of its own batch. Durability is unchanged:
+ * a call returns only after the transaction holding its batch was
+ * committed (and synced, in durability full) and the cache promoted.
+ * An append with nobody else appending waits for no other thread.
+ *
  * On success *first (may be NULL) is the first position. On any failure
- * nothing is written, the cache is unchanged and the projectors were
- * rolled back. Errors: SC_EINVAL (a bad event; the message names its
+ * nothing of the batch is written, the cache is unchanged and the
+ * projectors were rolled back. Errors: SC_EINVAL (a bad event; the message names its
  * index and field), SC_EMAPFULL (map_size_max reached; the message names
  * the limit), SC_ETOOBIG (a batch too large for one transaction),
  * SC_EPROJECTOR, SC_ELMDB, ENOMEM, EIO. Promoting the cache after the
