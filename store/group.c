@@ -252,3 +252,13 @@ out:
 		*first = me.first;
 	return 0;
 }
+
+size_t sc_group_queued(sc_store *store)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&store->group_mu);
+	for (sc_append_req *r = store->group_head; r; r = r->next)
+		n++;
+	pthread_mutex_unlock(&store->group_mu);
+	return n;
+}

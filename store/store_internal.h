@@ -316,6 +316,9 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err);
 
+/* Appends in the queue, its leader included (for tests). */
+size_t sc_group_queued(sc_store *store);
+
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */
 int sc_store_replay(sc_store *store, uint64_t after, sc_error *err);
