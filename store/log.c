@@ -162,8 +162,10 @@ typedef struct append_batch {
 	const sc_event *evs;
 	size_t n;
 	uint64_t first;
-	/* This append indexes the tail (it brings it to index_lag events). */
+	/* This append indexes the tail (it brings it to index_lag events),
+	 * up to `through`. */
 	bool index;
+	uint64_t through;
 	const size_t *ends;
 	size_t nparts;
 	/* On SC_EPROJECTOR: the part of the refused event. */
@@ -193,7 +195,6 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 {
 	append_batch *b = ctx;
 	uint8_t key[8];
-	sc_index_key ikey;
 	uint64_t last = b->first + b->n - 1;
 	size_t part = 0, part_start = 0;
 	int rc;
@@ -212,13 +213,6 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return append_lmdb_error(err, rc);
 		sc_event_write(ev, v.mv_data);
-		/* An indexing append indexes its own events as it writes
-		 * them, and the tail before them below. */
-		if (b->index) {
-			rc = sc_index_put(store, txn, &ikey, ev->entity, pos);
-			if (rc)
-				return append_lmdb_error(err, rc);
-		}
 		rc = sc_cache_apply_valid(store->cache, ev, err);
 		if (rc) {
 			char inner[SC_ERROR_MESSAGE_MAX];
@@ -238,13 +232,13 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		}
 	}
 	if (b->index) {
-		int bad = 0;
-		rc = sc_index_tail(store, txn, b->first, &bad, err);
+		/* The tail before the batch and the batch, in one sorted
+		 * pass. */
+		rc = sc_index_catch_up(store, txn, b->first, b->evs, b->n,
+				       &b->through, err);
 		if (rc)
-			return append_lmdb_error(err, rc);
-		if (bad)
-			return bad;
-		rc = sc_index_through_put(store, txn, last);
+			return rc;
+		rc = sc_index_through_put(store, txn, b->through);
 		if (rc)
 			return append_lmdb_error(err, rc);
 	}
@@ -325,18 +319,21 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 	SC_REQUIRE(n > 0 && nparts > 0 && ends[nparts - 1] == n);
 	uint64_t start = atomic_load(&store->last_position) + 1;
 	uint64_t last = start + n - 1;
-	append_batch b = {
-	    store->batch, n,
-	    start,	  last - store->index_through >= store->opt.index_lag,
-	    ends,	  nparts,
-	    nparts};
+	append_batch b = {.evs = store->batch,
+			  .n = n,
+			  .first = start,
+			  .index = last - store->index_through >=
+				   store->opt.index_lag,
+			  .ends = ends,
+			  .nparts = nparts,
+			  .vetoed = nparts};
 	int rc = sc_store_write(store, "appending events", append_body,
 				rollback, &b, err);
 	*vetoed = b.vetoed;
 	if (rc)
 		return rc;
 	if (b.index)
-		store->index_through = last;
+		store->index_through = b.through;
 	atomic_store(&store->last_position, last);
 	rc = promote_committed(store, n, err);
 	if (rc)

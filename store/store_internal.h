@@ -41,22 +41,28 @@
 #include "store/event_codec.h"
 
 /* Value of the meta key "format_version" written by this build. Format 2
- * added the lagging index (index_through); format 3 keys the index rows
- * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
- * shorter ids are as in format 2, so an older store needs no rewrite). */
-#define SC_STORE_FORMAT_VERSION 3u
+ * added the lagging index (index_through); format 3 keyed the index rows
+ * of long ids by a cut and a hash; format 4 files every index row under
+ * its epoch of the log first (entity_index.c), so an append writes into
+ * the newest epoch only. An older store's index rows are dropped at open
+ * and written again by the appends that follow (at most
+ * SC_INDEX_CATCHUP_MAX events each); reads scan what is not indexed yet. */
+#define SC_STORE_FORMAT_VERSION 4u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
  * pages LMDB allows one transaction. */
 #define SC_STORE_INDEX_LAG_DEFAULT 4096u
 #define SC_STORE_INDEX_LAG_MAX	   65536u
+/* Events of the log's unindexed backlog one append indexes at most. */
+#define SC_INDEX_CATCHUP_MAX 65536u
 
 /* entity_index keys (entity_index.c): ids up to WHOLE_MAX bytes are kept
- * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 8-byte
- * position a key is at most SC_INDEX_KEY_MAX bytes, LMDB's limit. */
-#define SC_INDEX_ID_WHOLE_MAX 503u
-#define SC_INDEX_ID_CUT	      487u
+ * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 4-byte
+ * epoch and the 8-byte position a key is at most SC_INDEX_KEY_MAX bytes,
+ * LMDB's limit. */
+#define SC_INDEX_ID_WHOLE_MAX 499u
+#define SC_INDEX_ID_CUT	      483u
 #define SC_INDEX_KEY_MAX      511u
 
 struct sc_store {
@@ -224,17 +230,20 @@ size_t sc_index_key_id(uint8_t *k, sc_str id);
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 		    sc_error *err);
 
-/* Write the entity_index row of the event of `id` (any valid id) at `pos`.
- * Returns an LMDB code. */
-int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
-		 sc_str id, uint64_t pos);
-
-/* Index the events after store->index_through and before `first`, read
- * back from the log inside the append's transaction. Returns 0 or an
- * LMDB code; a record that does not decode sets *bad to its error code
- * (err says which) and returns 0. */
-int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
-		  sc_error *err);
+/*
+ * sc_index_catch_up - write the entity_index rows of the log's events
+ * after store->index_through and before `first` (read back in txn) and of
+ * the n events evs at first.. (this append's, written to the log in txn
+ * already), sorted. A backlog of SC_INDEX_CATCHUP_MAX events or more (a
+ * store being upgraded) is indexed only that far, without evs. *through is
+ * then the last position indexed, for meta index_through. Returns 0,
+ * MDB_MAP_FULL (untranslated: the map grows and the append runs again),
+ * or an sc code with err set (SC_ECORRUPT: a record that does not decode
+ * or a gap; ENOMEM; SC_ELMDB...).
+ */
+int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
+		      const sc_event *evs, size_t n, uint64_t *through,
+		      sc_error *err);
 
 /* Called with each position entity_index lists for an id; non-zero stops
  * the walk with that value. */

@@ -5,10 +5,11 @@
  * databases (inspect them with `mdb_stat -a DIR`, `mdb_dump -s NAME DIR`):
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
- *   entity_index  key: key id ++ position (8 bytes big-endian); value:
- *                 empty; rows for every position up to meta "index_through"
- *                 (the key id is the entity id up to 503 bytes, else its
- *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
+ *   entity_index  key: epoch (4 bytes BE: position >> 16) ++ key id ++
+ *                 position (8 bytes BE); value: empty; rows for every
+ *                 position up to meta "index_through" (the key id is the
+ *                 entity id up to 499 bytes, else its first 483 bytes ++
+ *                 its XXH3-128 hash; store/README.md)
  *   snapshots     key: position (8 bytes BE) ++ part (4 bytes BE); part 0
  *                 is the header, part i chunk i-1 (see snapshot/FORMAT.md)
  *   meta          key: ASCII name; value: "format_version" (4 bytes BE),
