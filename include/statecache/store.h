@@ -286,8 +286,11 @@ SC_API int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 			   sc_event_fn fn, void *ctx, sc_error *err);
 
 /* Events of one entity with position >= from, in order, at most `limit`
- * (0: all), found through entity_index and a scan of the fewer than
- * index_lag events it does not cover yet, in one read transaction. Errors:
+ * (0: all), found through entity_index (one seek per 65,536 positions
+ * spanned) and a scan of the fewer than index_lag events it does not
+ * cover yet (after a store of an older format is opened, of the whole log
+ * until the appends that follow have indexed it again, at most 65,536
+ * events each), in one read transaction. Errors:
  * SC_EINVAL (bad id), and those of sc_store_events. */
 SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 				  uint64_t limit, sc_event_fn fn, void *ctx,
