@@ -21,6 +21,16 @@
  *                           rebuilding the same state from SQLite (a state
  *                           table written at the snapshot point plus the
  *                           same tail of events), also in a fresh process.
+ *   append_group            16 threads each appending batches of one
+ *                           event, durability full (the store commits
+ *                           the batches of waiting appenders together);
+ *                           peer: SQLite WAL, synchronous=FULL, the same
+ *                           16 threads each with its own connection, one
+ *                           transaction per event, one writer at a time.
+ *   append_growth           1,000,000 events in batches of 1,000,
+ *                           durability full: events/s over the last
+ *                           100,000 against the first 100,000 (ingest
+ *                           must not slow as the store grows).
  *   append_during_snapshot  batches of 100 (nosync) while another thread
  *                           takes a snapshot of the N-entity store, the
  *                           first snapshot of the process (the writer's
@@ -31,10 +41,11 @@
  *                           a snapshot's pin costs by itself); peer: the
  *                           same appends with no view held.
  *
- * SC_BENCH_ENTITIES overrides N (default 1,000,000); SC_BENCH_ONLY=append
- * or SC_BENCH_ONLY=open runs one part. SC_BENCH_KEEP=1 keeps the open
- * part's store (its path goes to stderr): `store --open DIR` then times
- * one more open of it.
+ * SC_BENCH_ENTITIES overrides N (default 1,000,000); SC_BENCH_ONLY=append,
+ * group, growth or open runs one part (SC_BENCH_GROWTH_STEPS=1 prints the
+ * rate of every 100,000 events of append_growth to stderr). SC_BENCH_KEEP=1
+ * keeps the open part's store (its path goes to stderr): `store --open DIR`
+ * then times one more open of it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -332,9 +343,11 @@ static void bench_append(const char *root)
 		    "\"%s\",\"events\":%llu,\"events_per_s\":%.0f,\"peer\":"
 		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f,"
 		    "\"lmdb_alone_events_per_s\":%.0f,\"lmdb_alone_ratio\":"
-		    "%.2f}\n",
-		    (unsigned long long)b, durability_name(cases[c].dur),
-		    (unsigned long long)n, x, y, x / y, z, z / y);
+		    "%.2f,\"of_lmdb_alone\":%.2f}
+		    ",
+		    (unsigned long long)b,
+		    durability_name(cases[c].dur), (unsigned long long)n, x, y,
+		    x / y, z, z / y, x / z);
 		fflush(stdout);
 		rm_rf(dir);
 		char p2[600];
@@ -344,6 +357,158 @@ static void bench_append(const char *root)
 		if (system(cmd) != 0)
 			die("rm", p2);
 	}
+}
+
+/* ---- append_growth ------------------------------------------------------- */
+
+#define GROWTH_EVENTS 1000000ull
+#define GROWTH_WINDOW 100000ull
+#define GROWTH_BATCH  1000ull
+
+/* Throughput over the first and the last GROWTH_WINDOW of GROWTH_EVENTS
+ * appended in batches of GROWTH_BATCH with durability full. */
+static void bench_growth(const char *root)
+{
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/growth", root);
+	sc_store *s = store_open(dir, true);
+	double first = 0, last = 0;
+	for (uint64_t i = 0; i < GROWTH_EVENTS; i += GROWTH_WINDOW) {
+		double t =
+		    store_append(s, i, GROWTH_WINDOW, GROWTH_BATCH, 100000);
+		if (i == 0)
+			first = t;
+		last = t;
+		if (getenv("SC_BENCH_GROWTH_STEPS"))
+			fprintf(stderr,
+				"bench store: growth: events %llu..%llu: "
+				"%.0f events/s\n",
+				(unsigned long long)i,
+				(unsigned long long)(i + GROWTH_WINDOW),
+				(double)GROWTH_WINDOW / t);
+	}
+	sc_store_close(s);
+	rm_rf(dir);
+	double x = (double)GROWTH_WINDOW / first,
+	       y = (double)GROWTH_WINDOW / last;
+	printf("{\"name\":\"append_growth\",\"batch\":%llu,\"durability\":"
+	       "\"full\",\"events\":%llu,\"first_events_per_s\":%.0f,"
+	       "\"last_events_per_s\":%.0f,\"ratio\":%.2f}\n",
+	       (unsigned long long)GROWTH_BATCH,
+	       (unsigned long long)GROWTH_EVENTS, x, y, y / x);
+	fflush(stdout);
+}
+
+/* ---- append_group ---------------------------------------------------------
+ */
+
+#define GROUP_THREADS 16
+#define GROUP_EACH    250ull /* events (batches of 1) per thread */
+
+typedef struct group_arg {
+	sc_store *s;		/* ours */
+	const char *db_path;	/* or the SQLite peer's file */
+	pthread_mutex_t *sqlmu; /* the peer's one writer at a time */
+	unsigned thread;
+	pthread_barrier_t *go;
+} group_arg;
+
+static void *group_thread(void *p)
+{
+	group_arg *a = p;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	if (!a->s) {
+		db = sql_open(a->db_path, true);
+		if (sqlite3_prepare_v2(db,
+				       "INSERT INTO events VALUES (NULL, ?, ?)",
+				       -1, &st, NULL) != SQLITE_OK)
+			die("prepare", sqlite3_errmsg(db));
+	}
+	pthread_barrier_wait(a->go);
+	for (uint64_t k = 0; k < GROUP_EACH; k++) {
+		gen_event g;
+		gen(k * GROUP_THREADS + a->thread, 100000, &g);
+		if (a->s) {
+			sc_error err;
+			if (sc_store_append(a->s, &g.ev, 1, NULL, &err))
+				die("sc_store_append", err.message);
+			continue;
+		}
+		uint8_t *buf;
+		size_t len;
+		if (sc_event_encode(&g.ev, &buf, &len, NULL))
+			die("encode", "event");
+		pthread_mutex_lock(a->sqlmu);
+		sql_exec(db, "BEGIN");
+		sqlite3_bind_blob(st, 1, g.ev.entity.ptr, (int)g.ev.entity.len,
+				  SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, buf, (int)len, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			die("insert", sqlite3_errmsg(db));
+		sqlite3_reset(st);
+		sql_exec(db, "COMMIT");
+		pthread_mutex_unlock(a->sqlmu);
+		sc_free(buf);
+	}
+	if (db) {
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+	}
+	return NULL;
+}
+
+/* GROUP_THREADS threads each appending GROUP_EACH batches of one event;
+ * events/s over the whole run. */
+static double group_run(sc_store *s, const char *db_path)
+{
+	pthread_t th[GROUP_THREADS];
+	group_arg a[GROUP_THREADS];
+	pthread_barrier_t go;
+	pthread_mutex_t sqlmu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_barrier_init(&go, NULL, GROUP_THREADS + 1);
+	for (unsigned i = 0; i < GROUP_THREADS; i++) {
+		a[i] = (group_arg){s, db_path, &sqlmu, i, &go};
+		pthread_create(&th[i], NULL, group_thread, &a[i]);
+	}
+	pthread_barrier_wait(&go);
+	double t0 = bench_now();
+	for (unsigned i = 0; i < GROUP_THREADS; i++)
+		pthread_join(th[i], NULL);
+	double t = bench_now() - t0;
+	pthread_barrier_destroy(&go);
+	return (double)(GROUP_THREADS * GROUP_EACH) / t;
+}
+
+/* Concurrent appenders of single events with durability full; peer: the
+ * same threads inserting into SQLite (WAL, synchronous=FULL), each with
+ * its own connection, one transaction per event, one writer at a time
+ * (a mutex: SQLite's own busy wait sleeps). */
+static void bench_group(const char *root)
+{
+	char dir[512], db_path[512];
+	snprintf(dir, sizeof dir, "%s/group", root);
+	snprintf(db_path, sizeof db_path, "%s/group.sqlite", root);
+	sc_store *s = store_open(dir, true);
+	double x = group_run(s, NULL);
+	if (sc_store_last_position(s) != GROUP_THREADS * GROUP_EACH)
+		die("append_group", "the log does not hold every event");
+	sc_store_close(s);
+	rm_rf(dir);
+	sqlite3 *db = sql_open(db_path, true);
+	sqlite3_close(db);
+	double y = group_run(NULL, db_path);
+	printf("{\"name\":\"append_group\",\"threads\":%d,\"batch\":1,"
+	       "\"durability\":\"full\",\"events\":%llu,\"events_per_s\":%.0f,"
+	       "\"peer\":\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":"
+	       "%.2f}\n",
+	       GROUP_THREADS, (unsigned long long)(GROUP_THREADS * GROUP_EACH),
+	       x, y, x / y);
+	fflush(stdout);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "rm -f %s*", db_path);
+	if (system(cmd) != 0)
+		die("rm", db_path);
 }
 
 /* ---- open ---------------------------------------------------------------- */
@@ -641,6 +806,10 @@ int main(int argc, char **argv)
 	const char *only = getenv("SC_BENCH_ONLY");
 	if (!only || strcmp(only, "append") == 0)
 		bench_append(root);
+	if (!only || strcmp(only, "group") == 0)
+		bench_group(root);
+	if (!only || strcmp(only, "growth") == 0)
+		bench_growth(root);
 	if (!only || strcmp(only, "open") == 0)
 		bench_open_and_snapshot(root, nent);
 	if (!getenv("SC_BENCH_KEEP"))

@@ -1,29 +1,46 @@
 /*
  * The entity_index database: one row per event, empty value, keyed so
- * that the events of one entity are one range of keys in position order:
+ * that the events of one entity within one epoch of the log are one range
+ * of keys in position order:
  *
- *   key = key_id(entity id) ++ position (8 bytes big-endian)
+ *   key = epoch(position) (4 bytes BE) ++ key_id(entity id)
+ *         ++ position (8 bytes BE)
  *
- *   key_id(id) = id                               if id is 1..503 bytes
- *              = id[0..487) ++ XXH3-128(id)        if id is 504..1024 bytes
+ *   epoch(p)  = p >> 16 (65,536 positions an epoch; the last epoch, from
+ *               2^48 on, takes every later position)
+ *   key_id(id) = id                               if id is 1..499 bytes
+ *              = id[0..483) ++ XXH3-128(id)        if id is 500..1024 bytes
  *                (16 bytes, the hash's canonical big-endian form)
  *
+ * Why epochs first: the rows an append writes are those of the newest
+ * events, so they all fall in the newest epoch's key range, a B-tree
+ * subrange of at most 65,536 rows. Keyed by the entity first, the rows of
+ * a catch-up land in random leaves all over an index that grows with the
+ * log, and every leaf they touch is copied and written at the commit: an
+ * append got slower as the store grew. Now it touches at most the leaves
+ * of one epoch, whatever the size of the log. A reader pays one seek per
+ * epoch its range of positions spans.
+ *
  * LMDB keys are at most 511 bytes, so an id is kept whole as long as it
- * fits with its position, and every longer id is cut to 487 bytes and
- * completed by its hash: every valid id has a key of at most 511 bytes.
- * A key_id does not name one id alone (a 503-byte id may equal another
- * id's cut ++ hash, and two long ids may share a hash), so a reader checks
- * the id of every event it reads through the index and skips the others.
+ * fits with the epoch and the position, and every longer id is cut to 483
+ * bytes and completed by its hash: every valid id has a key of at most
+ * 511 bytes. A key_id does not name one id alone (a 499-byte id may equal
+ * another id's cut ++ hash, and two long ids may share a hash), so a
+ * reader checks the id of every event it reads through the index and
+ * skips the others.
  *
  * The index lags the log: it holds a row for every event up to meta
  * "index_through", and an append writes the rows of the events after it
- * in bulk, in its own transaction with the new index_through, once that
- * tail reaches index_lag events. Readers take index_through from meta in
- * their read transaction and scan the log after it.
+ * in bulk (sorted, through one cursor), in its own transaction with the
+ * new index_through, once that tail reaches index_lag events. Readers take
+ * index_through from meta in their read transaction and scan the log
+ * after it.
  */
 #include "store/store_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -31,12 +48,41 @@
 
 #include "common/internal.h"
 
-_Static_assert(SC_INDEX_ID_WHOLE_MAX + 8 == SC_INDEX_KEY_MAX,
-	       "a whole id and its position fill a key");
-_Static_assert(SC_INDEX_ID_CUT + 16 + 8 <= SC_INDEX_KEY_MAX,
-	       "a cut id, its hash and its position fit a key");
+#define EPOCH_BYTES 4u
+#define EPOCH_SHIFT 16
+
+_Static_assert(EPOCH_BYTES + SC_INDEX_ID_WHOLE_MAX + 8 == SC_INDEX_KEY_MAX,
+	       "an epoch, a whole id and its position fill a key");
+_Static_assert(EPOCH_BYTES + SC_INDEX_ID_CUT + 16 + 8 <= SC_INDEX_KEY_MAX,
+	       "an epoch, a cut id, its hash and its position fit a key");
 _Static_assert(SC_INDEX_ID_CUT + 16 <= SC_INDEX_ID_WHOLE_MAX,
 	       "a cut id and its hash are no longer than a whole id");
+
+static uint64_t epoch_of(uint64_t pos)
+{
+	uint64_t e = pos >> EPOCH_SHIFT;
+	return e > UINT32_MAX ? UINT32_MAX : e;
+}
+
+/* The first and last positions of epoch e. */
+static uint64_t epoch_first(uint64_t e)
+{
+	return e << EPOCH_SHIFT;
+}
+
+static uint64_t epoch_last(uint64_t e)
+{
+	return e == UINT32_MAX ? UINT64_MAX : ((e + 1) << EPOCH_SHIFT) - 1;
+}
+
+/* Write the row key of the event of `id` at `pos` to k; its length. */
+static size_t row_key(uint8_t *k, sc_str id, uint64_t pos)
+{
+	sc_be32_put(k, (uint32_t)epoch_of(pos));
+	size_t n = EPOCH_BYTES + sc_index_key_id(k + EPOCH_BYTES, id);
+	sc_be64_put(k + n, pos);
+	return n + 8;
+}
 
 static const MDB_val index_through_key = {sizeof "index_through" - 1,
 					  (void *)"index_through"};
@@ -85,6 +131,22 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 	    sc_index_through_get(store, txn, last, &store->index_through, err);
 	if (rc)
 		return rc;
+	if (version < 4) {
+		/* Rows of formats 1..3 are keyed by the id first: drop them;
+		 * appends index the log again from its start, at most
+		 * SC_INDEX_CATCHUP_MAX events at a time, and reads scan
+		 * what is not indexed yet. */
+		rc = mdb_drop(txn, store->dbi_index, 0);
+		if (rc == MDB_MAP_FULL)
+			return rc;
+		if (rc)
+			return sc_store_lmdb_error(
+			    err, rc,
+			    "emptying entity_index to "
+			    "upgrade the store's format");
+		store->index_through = 0;
+		found = false;
+	}
 	if (version < SC_STORE_FORMAT_VERSION) {
 		uint8_t b[4];
 		sc_be32_put(b, SC_STORE_FORMAT_VERSION);
@@ -116,51 +178,168 @@ size_t sc_index_key_id(uint8_t *k, sc_str id)
 	return SC_INDEX_ID_CUT + sizeof h.digest;
 }
 
-int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
-		 sc_str id, uint64_t pos)
+/* The rows of one catch-up: keys laid out in one buffer, sorted before
+ * they are written. */
+typedef struct row {
+	const uint8_t *key;
+	size_t len;
+} row;
+
+typedef struct row_set {
+	uint8_t *buf;
+	size_t used, cap;
+	size_t *off; /* row i's key starts at buf + off[i] */
+	size_t n, cap_off;
+} row_set;
+
+static int rows_add(row_set *r, sc_str id, uint64_t pos)
 {
-	size_t n = sc_index_key_id(scratch->b, id);
-	sc_be64_put(scratch->b + n, pos);
-	MDB_val k = {n + 8, scratch->b}, v = {0, NULL};
-	return mdb_put(txn, store->dbi_index, &k, &v, 0);
+	if (r->cap - r->used < SC_INDEX_KEY_MAX + 2 &&
+	    sc_grow_array((void **)&r->buf, &r->cap,
+			  r->used + SC_INDEX_KEY_MAX + 2, 1))
+		return ENOMEM;
+	if (r->n == r->cap_off && sc_grow_array((void **)&r->off, &r->cap_off,
+						r->n + 1, sizeof *r->off))
+		return ENOMEM;
+	/* One length byte over 255 would not do: keep lengths apart. */
+	uint8_t *k = r->buf + r->used + 2;
+	size_t len = row_key(k, id, pos);
+	k[-2] = (uint8_t)(len >> 8);
+	k[-1] = (uint8_t)len;
+	r->off[r->n++] = r->used;
+	r->used += len + 2;
+	return 0;
 }
 
-int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
-		  sc_error *err)
+/* LMDB's default key order: bytewise, a prefix first. */
+static int row_cmp(const void *a, const void *b)
 {
-	if (store->index_through + 1 >= first)
+	const row *x = a, *y = b;
+	int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+	if (c)
+		return c;
+	return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Write the rows sorted, through one cursor: a key on the leaf the cursor
+ * is on skips the descent from the root. Returns 0, MDB_MAP_FULL, or an sc
+ * code with err set. */
+static int rows_write(sc_store *store, MDB_txn *txn, row_set *r, sc_error *err)
+{
+	if (!r->n)
 		return 0;
+	row *v = sc_malloc(r->n * sizeof *v);
+	if (!v)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory sorting %zu entity_index "
+				    "rows",
+				    r->n);
+	for (size_t i = 0; i < r->n; i++) {
+		const uint8_t *p = r->buf + r->off[i];
+		v[i] = (row){p + 2, ((size_t)p[0] << 8) | p[1]};
+	}
+	qsort(v, r->n, sizeof *v, row_cmp);
 	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
-	if (rc)
-		return rc;
+	int rc = mdb_cursor_open(txn, store->dbi_index, &cur);
+	if (!rc) {
+		for (size_t i = 0; !rc && i < r->n; i++) {
+			MDB_val k = {v[i].len, (void *)v[i].key}, e = {0, NULL};
+			rc = mdb_cursor_put(cur, &k, &e, 0);
+		}
+		mdb_cursor_close(cur);
+	}
+	sc_free(v);
+	if (rc && rc != MDB_MAP_FULL)
+		return sc_store_lmdb_error(err, rc, "writing entity_index");
+	return rc;
+}
+
+/* Add the rows of the log's events from..to (read back in txn) to r.
+ * Returns 0 or an sc code with err set. */
+static int rows_add_log(sc_store *store, MDB_txn *txn, row_set *r,
+			uint64_t from, uint64_t to, sc_error *err)
+{
+	MDB_cursor *cur;
+	int lrc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (lrc)
+		return sc_store_lmdb_error(err, lrc,
+					   "reading the log to index it");
 	uint8_t kb[8];
-	sc_index_key ikey;
-	sc_be64_put(kb, store->index_through + 1);
+	sc_be64_put(kb, from);
 	MDB_val k = {8, kb}, v;
-	int op = MDB_SET_RANGE;
-	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+	int op = MDB_SET_RANGE, rc = 0;
+	uint64_t expect = from;
+	while (expect <= to && (lrc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
-		uint64_t pos = sc_be64_get(k.mv_data);
-		if (pos >= first)
-			break;
-		sc_str id;
-		*bad =
-		    sc_event_peek_entity(v.mv_data, v.mv_size, pos, &id, err);
-		if (*bad) {
-			rc = 0;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos != expect) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the event log has a gap or a bad "
+					  "key at position %llu; the store is "
+					  "damaged",
+					  (unsigned long long)expect);
 			break;
 		}
-		rc = sc_index_put(store, txn, &ikey, id, pos);
+		sc_str id;
+		rc = sc_event_peek_entity(v.mv_data, v.mv_size, pos, &id, err);
 		if (rc)
 			break;
+		if (rows_add(r, id, pos)) {
+			rc = sc_error_set(err, ENOMEM,
+					  "out of memory indexing the log");
+			break;
+		}
+		expect++;
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : rc;
+	if (rc)
+		return rc;
+	if (lrc && lrc != MDB_NOTFOUND)
+		return sc_store_lmdb_error(err, lrc,
+					   "reading the log to index it");
+	if (expect <= to)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "the event log ends at position %llu, "
+				    "before %llu; the store is damaged",
+				    (unsigned long long)(expect - 1),
+				    (unsigned long long)to);
+	return 0;
 }
 
-/* Rows of other key_ids that share the prefix (a key_id that is this one
- * followed by 8 more bytes) are skipped by length; rows of other ids with
+int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
+		      const sc_event *evs, size_t n, uint64_t *through,
+		      sc_error *err)
+{
+	uint64_t from = store->index_through + 1;
+	uint64_t tail_end = first - 1;
+	bool own = true;
+	if (tail_end >= from && tail_end - from >= SC_INDEX_CATCHUP_MAX) {
+		/* A backlog (a store being upgraded): a bounded piece of it
+		 * now, the rest by the next appends. */
+		tail_end = from + SC_INDEX_CATCHUP_MAX - 1;
+		own = false;
+	}
+	row_set r = {0};
+	int rc = 0;
+	if (tail_end >= from)
+		rc = rows_add_log(store, txn, &r, from, tail_end, err);
+	for (size_t i = 0; !rc && own && i < n; i++)
+		if (rows_add(&r, evs[i].entity, first + i))
+			rc = sc_error_set(err, ENOMEM,
+					  "out of memory indexing %zu events",
+					  n);
+	if (!rc)
+		rc = rows_write(store, txn, &r, err);
+	sc_free(r.buf);
+	sc_free(r.off);
+	if (!rc)
+		*through = own ? first + n - 1 : tail_end;
+	return rc;
+}
+
+/* Walk an index keyed key_id ++ position (tag_index, partition_index:
+ * no epoch). Rows of other key_ids that share the prefix (a key_id that is this
+ * one followed by 8 more bytes) are skipped by length; rows of other ids with
  * the same key_id are the caller's to skip. */
 int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
 		     const char *name, sc_str id, uint64_t from, uint64_t to,
@@ -203,11 +382,68 @@ int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
 	return sc_store_lmdb_error(err, rc, what);
 }
 
+/* Call fn with the positions lo..hi (one epoch's) that entity_index lists
+ * under key_id (the idlen bytes at key + EPOCH_BYTES of both lo_key and
+ * hi_key, which the caller filled). Rows of other key_ids that share the
+ * prefix (a key_id that is this one followed by more bytes) are skipped by
+ * length; rows of other ids with the same key_id are the caller's to skip.
+ * Returns 0 or fn's value; an LMDB failure sets *lrc. */
+static int walk_epoch(MDB_cursor *cur, sc_index_key *lo_key,
+		      sc_index_key *hi_key, size_t idlen, uint64_t lo,
+		      uint64_t hi, sc_index_pos_fn fn, void *ctx, int *lrc)
+{
+	uint32_t e = (uint32_t)epoch_of(lo);
+	size_t klen = EPOCH_BYTES + idlen + 8;
+	sc_be32_put(lo_key->b, e);
+	sc_be32_put(hi_key->b, e);
+	sc_be64_put(lo_key->b + klen - 8, lo);
+	sc_be64_put(hi_key->b + klen - 8, hi);
+	MDB_val k = {klen, lo_key->b}, v;
+	int op = MDB_SET_RANGE, rc;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		size_t m = k.mv_size < klen ? k.mv_size : klen;
+		int c = memcmp(k.mv_data, hi_key->b, m);
+		if (c > 0 || (c == 0 && k.mv_size > klen))
+			return 0; /* past epoch ++ id ++ hi */
+		/* Keys of length klen between lo and hi start with this
+		 * epoch and key_id; other lengths there belong to other
+		 * entities. */
+		if (k.mv_size != klen)
+			continue;
+		rc = fn(ctx, sc_be64_get((uint8_t *)k.mv_data + klen - 8));
+		if (rc)
+			return rc;
+	}
+	if (rc != MDB_NOTFOUND)
+		*lrc = rc;
+	return 0;
+}
+
+/* One seek per epoch of [from, to]. */
 int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err)
 {
-	return sc_index_walk_in(store, txn, store->dbi_index, "entity_index",
-				id, from, to, fn, ctx, err);
+	if (from > to)
+		return 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_index, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "reading entity_index");
+	sc_index_key lo, hi;
+	size_t idlen = sc_index_key_id(lo.b + EPOCH_BYTES, id);
+	memcpy(hi.b + EPOCH_BYTES, lo.b + EPOCH_BYTES, idlen);
+	int lrc = 0;
+	for (uint64_t e = epoch_of(from); !rc && !lrc && e <= epoch_of(to);
+	     e++) {
+		uint64_t a = from > epoch_first(e) ? from : epoch_first(e);
+		uint64_t z = to < epoch_last(e) ? to : epoch_last(e);
+		rc = walk_epoch(cur, &lo, &hi, idlen, a, z, fn, ctx, &lrc);
+	}
+	mdb_cursor_close(cur);
+	if (lrc)
+		return sc_store_lmdb_error(err, lrc, "reading entity_index");
+	return rc;
 }
 
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
@@ -223,14 +459,26 @@ int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		rows++;
-		if (k.mv_size < 9 || k.mv_size > SC_INDEX_KEY_MAX) {
+		if (k.mv_size < EPOCH_BYTES + 9 ||
+		    k.mv_size > SC_INDEX_KEY_MAX) {
 			rc = sc_error_set(err, SC_ECORRUPT,
 					  "an entity_index key is %zu bytes",
 					  k.mv_size);
 			goto out;
 		}
-		size_t idlen = k.mv_size - 8;
-		uint64_t pos = sc_be64_get((uint8_t *)k.mv_data + idlen);
+		const uint8_t *kb = k.mv_data;
+		size_t idlen = k.mv_size - EPOCH_BYTES - 8;
+		uint64_t pos = sc_be64_get(kb + EPOCH_BYTES + idlen);
+		if (sc_be32_get(kb) != epoch_of(pos)) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "the entity_index row of position "
+					  "%llu is filed under epoch %u, not "
+					  "%u",
+					  (unsigned long long)pos,
+					  (unsigned)sc_be32_get(kb),
+					  (unsigned)epoch_of(pos));
+			goto out;
+		}
 		if (pos < 1 || pos > through) {
 			rc = sc_error_set(err, SC_ECORRUPT,
 					  "entity_index has a row for position "
@@ -260,7 +508,7 @@ int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 			goto out;
 		sc_index_key want;
 		if (sc_index_key_id(want.b, id) != idlen ||
-		    memcmp(want.b, k.mv_data, idlen) != 0) {
+		    memcmp(want.b, kb + EPOCH_BYTES, idlen) != 0) {
 			rc = sc_error_set(err, SC_ECORRUPT,
 					  "the entity_index row of position "
 					  "%llu is not keyed by its entity",

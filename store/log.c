@@ -193,12 +193,20 @@ fail:
 
 /* ---- append -------------------------------------------------------------- */
 
+/* The events of one append transaction: store->batch[0..n), the batches
+ * of one or more callers (part k ends before ends[k]). */
 typedef struct append_batch {
 	const sc_event *evs;
 	size_t n;
 	uint64_t first;
-	/* This append indexes the tail (it brings it to index_lag events). */
+	/* This append indexes the tail (it brings it to index_lag events),
+	 * up to `through`. */
 	bool index;
+	uint64_t through;
+	const size_t *ends;
+	size_t nparts;
+	/* On SC_EPROJECTOR: the part of the refused event. */
+	size_t vetoed;
 } append_batch;
 
 /* Undo of an append attempt: the cache and the projectors as before. */
@@ -222,12 +230,13 @@ static int append_lmdb_error(sc_error *err, int rc)
  * the append's write transaction. */
 static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 {
-	const append_batch *b = ctx;
+	append_batch *b = ctx;
 	uint8_t key[8];
-	sc_index_key ikey;
 	uint64_t last = b->first + b->n - 1;
+	size_t part = 0, part_start = 0;
 	int rc;
-	/* The cache applies the batch first, in its lanes; the loop then
+	b->vetoed = b->nparts;
+	/* The cache applies the events first, in its lanes; the loop then
 	 * meets the event it refused (if any) where a serial apply would. */
 	sc_error cerr;
 	sc_error_clear(&cerr);
@@ -239,6 +248,10 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	for (size_t i = 0; i < b->n; i++) {
 		const sc_event *ev = &b->evs[i];
 		uint64_t pos = b->first + i;
+		/* Messages name the event by its index in its caller's
+		 * batch. */
+		while (i >= b->ends[part])
+			part_start = b->ends[part++];
 		sc_be64_put(key, pos);
 		MDB_val k = {8, key}, v = {sc_event_encoded_size(ev), NULL};
 		rc = mdb_put(txn, store->dbi_events, &k, &v,
@@ -246,34 +259,31 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (rc)
 			return append_lmdb_error(err, rc);
 		sc_event_write(ev, v.mv_data);
-		/* An indexing append indexes its own events as it writes
-		 * them, and the tail before them below. */
-		if (b->index) {
-			rc = sc_index_put(store, txn, &ikey, ev->entity, pos);
-			if (rc)
-				return append_lmdb_error(err, rc);
-		}
 		if (crc && i == refused)
 			return sc_error_set(err, crc,
 					    "event %zu (position %llu): the "
 					    "cache rejected it: %s",
-					    i, (unsigned long long)pos,
+					    i - part_start,
+					    (unsigned long long)pos,
 					    cerr.message);
-		rc = sc_projectors_apply(store, txn, ev, i, pos, err);
-		if (rc)
+		rc = sc_projectors_apply(store, txn, ev, i - part_start, pos,
+					 err);
+		if (rc) {
+			b->vetoed = part;
 			return rc;
+		}
 	}
 	rc = sc_tag_index_append(store, txn, b->evs, b->n, b->first, err);
 	if (rc)
 		return rc;
 	if (b->index) {
-		int bad = 0;
-		rc = sc_index_tail(store, txn, b->first, &bad, err);
+		/* The tail before the batch and the batch, in one sorted
+		 * pass. */
+		rc = sc_index_catch_up(store, txn, b->first, b->evs, b->n,
+				       &b->through, err);
 		if (rc)
-			return append_lmdb_error(err, rc);
-		if (bad)
-			return bad;
-		rc = sc_index_through_put(store, txn, last);
+			return rc;
+		rc = sc_index_through_put(store, txn, b->through);
 		if (rc)
 			return append_lmdb_error(err, rc);
 	}
@@ -290,30 +300,36 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	if (rc)
 		return rc;
 	sc_killpoint("append_before_commit");
+	if (b->nparts > 1)
+		sc_killpoint("group_before_commit");
 	return 0;
 }
 
-static int stamp_batch(sc_store *store, const sc_event *events, size_t n,
-		       uint64_t first, sc_error *err)
+int sc_log_stamp(sc_store *store, size_t off, const sc_event *events, size_t n,
+		 uint64_t first, sc_error *err)
 {
-	if (n > store->cap_batch) {
-		sc_event *nb = sc_realloc(store->batch, n * sizeof *nb);
+	if (off + n > store->cap_batch) {
+		size_t cap = store->cap_batch ? store->cap_batch : 16;
+		while (cap < off + n)
+			cap *= 2;
+		sc_event *nb = sc_realloc(store->batch, cap * sizeof *nb);
 		if (!nb)
 			return sc_error_set(err, ENOMEM,
 					    "out of memory for a batch of %zu "
 					    "events",
-					    n);
+					    off + n);
 		store->batch = nb;
-		store->cap_batch = n;
+		store->cap_batch = cap;
 	}
 	int64_t now = 0;
 	for (size_t i = 0; i < n; i++) {
-		store->batch[i] = events[i];
-		store->batch[i].position = first + i;
+		sc_event *ev = &store->batch[off + i];
+		*ev = events[i];
+		ev->position = first + i;
 		if (events[i].time == 0) {
 			if (!now)
 				now = sc_store_now_ns();
-			store->batch[i].time = now;
+			ev->time = now;
 		}
 	}
 	return 0;
@@ -342,77 +358,35 @@ static int promote_committed(sc_store *store, size_t n, sc_error *err)
 			    sc_strerror(rc));
 }
 
-int sc_store_append(sc_store *store, const sc_event *events, size_t n,
-		    uint64_t *first, sc_error *err)
+int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
+			 size_t nparts, size_t *vetoed, sc_error *err)
 {
-	sc_error_clear(err);
-	if (!store || (n && !events))
-		return sc_error_set(err, SC_EINVAL,
-				    "sc_store_append needs a store and events");
-	for (size_t i = 0; i < n; i++) {
-		sc_error inner;
-		int rc = sc_event_validate(&events[i], &inner);
-		if (rc)
-			return sc_error_set(err, rc, "event %zu: %s", i,
-					    inner.message);
-	}
-	pthread_mutex_lock(&store->write_mu);
-	if (store->stale) {
-		pthread_mutex_unlock(&store->write_mu);
-		return sc_error_set(err, SC_ESTATE,
-				    "the cache is behind the log after an "
-				    "allocation failure; close and reopen the "
-				    "store");
-	}
+	SC_REQUIRE(n > 0 && nparts > 0 && ends[nparts - 1] == n);
 	uint64_t start = atomic_load(&store->last_position) + 1;
-	if (n == 0) {
-		pthread_mutex_unlock(&store->write_mu);
-		if (first)
-			*first = start;
-		return 0;
-	}
-	int rc = stamp_batch(store, events, n, start, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
-		return rc;
-	}
 	uint64_t last = start + n - 1;
-	append_batch b = {store->batch, n, start,
-			  last - store->index_through >= store->opt.index_lag};
-	rc = sc_store_write(store, "appending events", append_body, rollback,
-			    &b, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
+	append_batch b = {.evs = store->batch,
+			  .n = n,
+			  .first = start,
+			  .index = last - store->index_through >=
+				   store->opt.index_lag,
+			  .ends = ends,
+			  .nparts = nparts,
+			  .vetoed = nparts};
+	int rc = sc_store_write(store, "appending events", append_body,
+				rollback, &b, err);
+	*vetoed = b.vetoed;
+	if (rc)
 		return rc;
-	}
 	if (b.index)
-		store->index_through = last;
+		store->index_through = b.through;
 	atomic_store(&store->last_position, last);
 	rc = promote_committed(store, n, err);
-	if (rc) {
-		pthread_mutex_unlock(&store->write_mu);
+	if (rc)
 		return rc;
-	}
 	sc_query_notify(store);
 	sc_killpoint("append_after_commit");
 	sc_projectors_commit(store);
 	store->since_snapshot += n;
-	bool snap = store->opt.snapshot_every &&
-		    store->since_snapshot >= store->opt.snapshot_every;
-	pthread_mutex_unlock(&store->write_mu);
-	if (first)
-		*first = start;
-	if (snap) {
-		/* Synchronous: the append is committed whatever happens
-		 * here; a failed snapshot is a warning, retried after the
-		 * next append. */
-		sc_error serr;
-		if (sc_store_snapshot(store, NULL, &serr))
-			sc_store_warn(store,
-				      "automatic snapshot after position "
-				      "%llu failed: %s",
-				      (unsigned long long)last, serr.message);
-	}
 	return 0;
 }
 

@@ -539,6 +539,7 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	s->opt = o;
 	pthread_mutex_init(&s->snap_mu, NULL);
 	pthread_mutex_init(&s->write_mu, NULL);
+	pthread_mutex_init(&s->group_mu, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* A map growth must not starve behind a stream of readers. */
@@ -663,6 +664,7 @@ void sc_store_close(sc_store *store)
 	sc_free(store->batch);
 	pthread_mutex_destroy(&store->snap_mu);
 	pthread_mutex_destroy(&store->write_mu);
+	pthread_mutex_destroy(&store->group_mu);
 	pthread_rwlock_destroy(&store->map_lock);
 	pthread_mutex_destroy(&store->query_mu);
 	pthread_cond_destroy(&store->query_cv);

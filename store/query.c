@@ -456,9 +456,16 @@ static int fetch(sc_query *q, sc_error *err)
 	if (through > b.hi)
 		through = b.hi;
 	if (name && through >= q->next) {
-		rc = sc_index_walk_in(q->store, b.txn, dbi, name,
-				      (sc_str){q->key, q->keylen}, q->next,
-				      through, batch_indexed, &b, err);
+		sc_str key = {q->key, q->keylen};
+		/* entity_index files its rows by epoch first
+		 * (entity_index.c); the query indexes do not. */
+		if (q->kind == SC_QUERY_ENTITY)
+			rc = sc_index_walk(q->store, b.txn, key, q->next,
+					   through, batch_indexed, &b, err);
+		else
+			rc = sc_index_walk_in(q->store, b.txn, dbi, name, key,
+					      q->next, through, batch_indexed,
+					      &b, err);
 		if (rc == 1 && b.full)
 			rc = 0;
 		if (rc)

@@ -17,8 +17,11 @@
  *   projector.c     projectors: registration, offsets in meta, calls
  *                                                          -> env
  *   snapshots.c     snapshots: write, list, prune, restore -> env
- *   log.c           the event log: append, replay, reads   -> env,
- *                   entity_index, projector, snapshots
+ *   log.c           the event log: one append transaction, replay,
+ *                   reads          -> env, entity_index, tag_index,
+ *                                     query, projector, snapshots
+ *   group.c         sc_store_append and group commit: concurrent appends
+ *                   share one write transaction  -> log, snapshots
  *   sync.c          the background flush of nosync, and the session
  *                   markers that let open refuse a store an OS crash
  *                   cut mid-session                        -> env
@@ -27,6 +30,8 @@
  *
  * Locks, in the order they are taken:
  *
+ *   group_mu  the queue of waiting appends (group.c); never held across a
+ *             transaction, and released before write_mu is taken.
  *   snap_mu   one sc_store_snapshot at a time (held while encoding).
  *   write_mu  one writer: held for a whole append, and by a snapshot only
  *             for its short write transaction. Map growth happens under it.
@@ -46,11 +51,14 @@
 #include "store/event_codec.h"
 
 /* Value of the meta key "format_version" written by this build. Format 2
- * added the lagging index (index_through); format 3 keys the index rows
- * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
- * shorter ids are as in format 2, so an older store needs no rewrite);
- * format 4 adds tag_index and partition_index (an older store gets them
- * built from its log when this build first opens it, tag_index.c). */
+ * added the lagging index (index_through); format 3 keyed the index rows
+ * of long ids by a cut and a hash; format 4 files every entity_index row
+ * under its epoch of the log first (entity_index.c), so an append writes
+ * into the newest epoch only, and adds tag_index and partition_index. An
+ * older store's entity_index rows are dropped at open and written again
+ * by the appends that follow (at most SC_INDEX_CATCHUP_MAX events each),
+ * and its tag and partition indexes are built from its log (tag_index.c);
+ * reads scan what is not indexed yet. */
 #define SC_STORE_FORMAT_VERSION 4u
 
 /* index_lag when the options give 0, and its largest value: an index
@@ -58,12 +66,15 @@
  * pages LMDB allows one transaction. */
 #define SC_STORE_INDEX_LAG_DEFAULT 4096u
 #define SC_STORE_INDEX_LAG_MAX	   65536u
+/* Events of the log's unindexed backlog one append indexes at most. */
+#define SC_INDEX_CATCHUP_MAX 65536u
 
 /* entity_index keys (entity_index.c): ids up to WHOLE_MAX bytes are kept
- * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 8-byte
- * position a key is at most SC_INDEX_KEY_MAX bytes, LMDB's limit. */
-#define SC_INDEX_ID_WHOLE_MAX 503u
-#define SC_INDEX_ID_CUT	      487u
+ * whole, longer ones cut to CUT bytes ++ a 16-byte hash; with the 4-byte
+ * epoch and the 8-byte position a key is at most SC_INDEX_KEY_MAX bytes,
+ * LMDB's limit. */
+#define SC_INDEX_ID_WHOLE_MAX 499u
+#define SC_INDEX_ID_CUT	      483u
 #define SC_INDEX_KEY_MAX      511u
 
 struct sc_store {
@@ -76,6 +87,12 @@ struct sc_store {
 	pthread_mutex_t snap_mu;
 	pthread_mutex_t write_mu;
 	pthread_rwlock_t map_lock;
+
+	/* Appends waiting to be written, oldest first; the first is the
+	 * leader, which writes a group of them (group.c). Under group_mu. */
+	pthread_mutex_t group_mu;
+	struct sc_append_req *group_head, *group_tail;
+	uint64_t groups_shared; /* transactions that held >1 batch */
 
 	_Atomic uint64_t last_position;
 	/* entity_index holds a row for every event up to this position
@@ -238,17 +255,20 @@ size_t sc_index_key_id(uint8_t *k, sc_str id);
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 		    sc_error *err);
 
-/* Write the entity_index row of the event of `id` (any valid id) at `pos`.
- * Returns an LMDB code. */
-int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
-		 sc_str id, uint64_t pos);
-
-/* Index the events after store->index_through and before `first`, read
- * back from the log inside the append's transaction. Returns 0 or an
- * LMDB code; a record that does not decode sets *bad to its error code
- * (err says which) and returns 0. */
-int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
-		  sc_error *err);
+/*
+ * sc_index_catch_up - write the entity_index rows of the log's events
+ * after store->index_through and before `first` (read back in txn) and of
+ * the n events evs at first.. (this append's, written to the log in txn
+ * already), sorted. A backlog of SC_INDEX_CATCHUP_MAX events or more (a
+ * store being upgraded) is indexed only that far, without evs. *through is
+ * then the last position indexed, for meta index_through. Returns 0,
+ * MDB_MAP_FULL (untranslated: the map grows and the append runs again),
+ * or an sc code with err set (SC_ECORRUPT: a record that does not decode
+ * or a gap; ENOMEM; SC_ELMDB...).
+ */
+int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
+		      const sc_event *evs, size_t n, uint64_t *through,
+		      sc_error *err);
 
 /* Called with each position entity_index lists for an id; non-zero stops
  * the walk with that value. */
@@ -345,6 +365,44 @@ int sc_store_restore(sc_store *store, uint64_t *position, sc_error *err);
 int sc_store_meta_last_get(sc_store *store, MDB_txn *txn, uint64_t *last,
 			   sc_error *err);
 int sc_store_meta_last_put(sc_store *store, MDB_txn *txn, uint64_t last);
+
+/*
+ * sc_log_stamp - copy `n` validated events of one caller into the writer's
+ * scratch store->batch at `off` (growing it), with positions from `first`
+ * and the current time on those with time 0. Caller holds write_mu.
+ * Errors: ENOMEM (the scratch is unchanged).
+ */
+int sc_log_stamp(sc_store *store, size_t off, const sc_event *events, size_t n,
+		 uint64_t first, sc_error *err);
+
+/*
+ * sc_log_append_commit - append the stamped events store->batch[0..n) in
+ * one write transaction (positions from last_position + 1, as stamped):
+ * write them, index them when the tail reaches index_lag, apply them to
+ * the cache and every projector, commit, promote the cache and call the
+ * projectors' commit hooks. They are the batches of `nparts` callers, part
+ * k ending before ends[k] (ends[nparts - 1] == n); messages name an event
+ * by its index in its part. On failure nothing is written, the cache is
+ * as before and the projectors were rolled back; on SC_EPROJECTOR
+ * *vetoed is the part holding the refused event (else nparts). A failure
+ * after the commit (promote; see promote_committed) sets store->stale.
+ * Caller holds write_mu and checked store->stale.
+ */
+int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
+			 size_t nparts, size_t *vetoed, sc_error *err);
+
+/* ---- group.c ------------------------------------------------------------- */
+
+/*
+ * sc_group_append - append a validated batch of n > 0 events, in a write
+ * transaction shared with the batches other threads append at the same
+ * time (group.c says how). Returns as sc_store_append.
+ */
+int sc_group_append(sc_store *store, const sc_event *events, size_t n,
+		    uint64_t *first, sc_error *err);
+
+/* Appends in the queue, its leader included (for tests). */
+size_t sc_group_queued(sc_store *store);
 
 /* Replay the log after `after` into the cache (open-time, single thread).
  * Promotes in batches. On failure the pending version is discarded. */

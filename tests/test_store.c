@@ -930,7 +930,8 @@ static void test_index_lag_reopen_and_failure(void **state)
 }
 
 /* A format 1 store (entity_index complete, no index_through) opens as
- * format 2 with index_through at the end of its log. */
+ * format 4: its index rows (keyed by the id first) are dropped, reads scan
+ * the log, and the next indexing append indexes it again. */
 static void test_format_1_store_is_upgraded(void **state)
 {
 	store_fx *fx = *state;
@@ -943,8 +944,9 @@ static void test_format_1_store_is_upgraded(void **state)
 	fx->o.index_lag = 5;
 	s = fx_open(fx);
 	snapshot_of now = observe(s);
-	assert_int_equal(now.index_through, 12);
-	assert_int_equal(now.index_rows, 12);
+	assert_int_equal(now.index_through, 0);
+	assert_int_equal(now.index_rows, 0);
+	check_entity_reads(s, 20);
 	MDB_txn *txn;
 	MDB_dbi meta;
 	MDB_val k = {14, "format_version"}, v;
@@ -956,12 +958,95 @@ static void test_format_1_store_is_upgraded(void **state)
 	assert_int_equal(((uint8_t *)v.mv_data)[3], SC_STORE_FORMAT_VERSION);
 	mdb_txn_abort(txn);
 	fill(s, 3, 12);
+	/* The first of them brought the tail to index_lag: 1..13. */
+	now = observe(s);
+	assert_int_equal(now.index_through, 13);
+	assert_int_equal(now.index_rows, 13);
 	check_entity_reads(s, 20);
+	assert_int_equal(sc_store_verify(s, NULL), 0);
+}
+
+/* Every entity's events (ids e0..e(nent-1), nent <= 64) read through
+ * entity_index and the tail equal the log filtered by that id: one pass
+ * over the log, for stores too large for check_entity_reads. */
+static void check_entity_events(sc_store *s, unsigned nent)
+{
+	collected ce[64] = {{0}};
+	size_t next[64] = {0};
+	assert_true(nent <= 64);
+	for (unsigned e = 0; e < nent; e++) {
+		char id[16];
+		int n = snprintf(id, sizeof id, "e%u", e);
+		assert_int_equal(
+		    sc_store_entity_events(s, (sc_str){id, (size_t)n}, 0, 0,
+					   collect, &ce[e], NULL),
+		    0);
+	}
+	collected all = {0};
+	assert_int_equal(sc_store_events(s, 0, 0, collect, &all, NULL), 0);
+	for (size_t i = 0; i < all.n; i++) {
+		sc_decoded_event d;
+		collected_get(&all, i, &d);
+		char id[16];
+		for (unsigned e = 0; e < nent; e++) {
+			int n = snprintf(id, sizeof id, "e%u", e);
+			if (d.ev.entity.len != (size_t)n ||
+			    memcmp(d.ev.entity.ptr, id, (size_t)n) != 0)
+				continue;
+			assert_true(next[e] < ce[e].n);
+			assert_int_equal(ce[e].pos[next[e]], d.ev.position);
+			next[e]++;
+		}
+		sc_decoded_event_free(&d);
+	}
+	for (unsigned e = 0; e < nent; e++) {
+		assert_int_equal(next[e], ce[e].n);
+		collected_free(&ce[e]);
+	}
+	collected_free(&all);
+}
+
+/* An upgraded store's whole log is a backlog to index: each append
+ * indexes at most SC_INDEX_CATCHUP_MAX events of it, and its own events
+ * only once the backlog is done; reads are right all along. */
+static void test_upgrade_backlog_caught_up_in_pieces(void **state)
+{
+	store_fx *fx = *state;
+	sc_store *s = fx_open(fx);
+	const size_t n = SC_INDEX_CATCHUP_MAX + 3000, b = 2000;
+	tk_event *g = malloc(b * sizeof *g);
+	sc_event *batch = malloc(b * sizeof *batch);
+	assert_non_null(g);
+	assert_non_null(batch);
+	for (size_t i = 0; i < n; i += b) {
+		for (size_t k = 0; k < b; k++) {
+			tk_event_gen(seed, i + k, 20, (int64_t)(i + k + 1),
+				     &g[k]);
+			batch[k] = g[k].ev;
+		}
+		assert_int_equal(sc_store_append(s, batch, b, NULL, NULL), 0);
+	}
+	free(g);
+	free(batch);
+	set_format_version(s, 3, false);
+	fx_close(fx);
+
+	fx->o.index_lag = 5;
+	s = fx_open(fx);
+	assert_int_equal(observe(s).index_through, 0);
+	uint64_t last = sc_store_last_position(s);
+	fill(s, 1, last);
+	assert_int_equal(observe(s).index_through, SC_INDEX_CATCHUP_MAX);
+	check_entity_events(s, 20);
+	fill(s, 1, last + 1);
+	assert_int_equal(observe(s).index_through, last + 2);
+	check_entity_events(s, 20);
+	assert_int_equal(sc_store_verify(s, NULL), 0);
 }
 
 /* A format 2 store (index rows of every id kept whole, ids up to 503
- * bytes indexable) opens as format 3, and its rows still serve the reads:
- * the rows of ids that format 3 keeps whole are the same. */
+ * bytes indexable) opens as format 4; reads of any id are right before
+ * and after the index is written again. */
 static void test_format_2_store_is_upgraded(void **state)
 {
 	SC_UNUSED(state);
@@ -1943,6 +2028,9 @@ int main(int argc, char **argv)
 					    fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_format_1_store_is_upgraded,
 					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_upgrade_backlog_caught_up_in_pieces, fx_setup,
+		fx_teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_entity_index_prefix_ids_indexed, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_entity_index_prefix_ids_tail,

@@ -40,12 +40,18 @@ static char *root;
 #define NAME_MAX_LEN SC_ATTR_NAME_MAX
 
 /* One id of each length class, by entity number: ids kept whole in the
- * index (short, 502, 503 bytes), and ids cut and hashed (504, 600, 1024
- * bytes). Long ids of one length share everything but their last 8 bytes,
- * so their index keys share the cut and differ by the hash only. */
+ * index (short, and the longest two, 498 and 499 bytes), and ids cut and
+ * hashed (500, 600, 1024 bytes). Long ids of one length share everything
+ * but their last 8 bytes, so their index keys share the cut and differ by
+ * the hash only. */
 static size_t make_id(char *buf, unsigned n)
 {
-	static const size_t lens[] = {0, 502, 503, 504, 600, SC_ENTITY_ID_MAX};
+	static const size_t lens[] = {0,
+				      SC_INDEX_ID_WHOLE_MAX - 1,
+				      SC_INDEX_ID_WHOLE_MAX,
+				      SC_INDEX_ID_WHOLE_MAX + 1,
+				      600,
+				      SC_ENTITY_ID_MAX};
 	size_t len = lens[n % 6];
 	if (len == 0)
 		return (size_t)snprintf(buf, 24, "s%u", n);
@@ -291,7 +297,7 @@ static void test_limits_at_volume(void **state)
 	big_parts_init(b);
 
 	/* Watched: one entity of every id length class, the three carriers
-	 * of the largest events, and a 503-byte id equal to the index key of
+	 * of the largest events, and a 499-byte id equal to the index key id of
 	 * a 1024-byte one (its cut ++ its hash). */
 	enum { NWATCH = 6 + 4 };
 	expect *w = calloc(NWATCH, sizeof *w);

@@ -5,10 +5,11 @@
  * databases (inspect them with `mdb_stat -a DIR`, `mdb_dump -s NAME DIR`):
  *
  *   events        key: position, 8 bytes big-endian; value: protobuf Event
- *   entity_index  key: key id ++ position (8 bytes big-endian); value:
- *                 empty; rows for every position up to meta "index_through"
- *                 (the key id is the entity id up to 503 bytes, else its
- *                 first 487 bytes ++ its XXH3-128 hash; store/README.md)
+ *   entity_index  key: epoch (4 bytes BE: position >> 16) ++ key id ++
+ *                 position (8 bytes BE); value: empty; rows for every
+ *                 position up to meta "index_through" (the key id is the
+ *                 entity id up to 499 bytes, else its first 483 bytes ++
+ *                 its XXH3-128 hash; store/README.md)
  *   tag_index     key: key id of a tag ++ position; value: empty; a row
  *                 for every non-empty tag of every event up to meta
  *                 "query_index_through" (statecache/query.h reads it)
@@ -37,11 +38,12 @@
  * restores the newest snapshot that verifies and replays the log after it.
  *
  * Thread safety: sc_store_append and sc_store_snapshot may be called from
- * any thread; the store serializes them (one append at a time; a snapshot
- * encodes without blocking appends and takes the writer lock only to store
- * its records). Read functions (sc_store_events, _entity_events,
- * _entity_at, _snapshots, _stats_get, _last_position, _verify) may be
- * called from any thread at any time; their callbacks must not call
+ * any thread. Appends from several threads at once share write
+ * transactions (group commit, see sc_store_append); one transaction is
+ * written at a time. A snapshot encodes without blocking appends and takes
+ * the writer lock only to store its records. Read functions (sc_store_events,
+ * _entity_events, _entity_at, _snapshots, _stats_get, _last_position, _verify)
+ * may be called from any thread at any time; their callbacks must not call
  * sc_store_append or sc_store_snapshot (a map growth would wait for the
  * read to end).
  * sc_store_close must not race with any other call. Cache readers follow
@@ -216,7 +218,12 @@ SC_API sc_cache *sc_store_cache(sc_store *store);
  * own LMDB databases in the same environment (sc_store_env) and write them
  * through `txn`; such writes commit or roll back with the events. A
  * projector that needs the history catches up with sc_store_events.
- * All three callbacks run on the appending thread, under the writer lock.
+ * All three callbacks run under the writer lock, one call at a time, on
+ * the thread that writes the transaction: with appends from several
+ * threads at once, that may be another appender's thread (group commit).
+ * A transaction may hold the batches of several callers, in position
+ * order; when apply refuses an event, rollback is called and the
+ * transaction is written again without that event's batch.
  */
 typedef struct sc_projector {
 	const char *name;
@@ -271,11 +278,27 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * of it. The caller's events are borrowed for the call only. n == 0 is a
  * no-op that sets *first to the next position.
  *
+ * Group commit: appends called from several threads at once are written
+ * together. While one transaction is being written and synced, the
+ * appends that arrive queue up; the first of them then writes the queued
+ * batches (up to 64 of them and, beyond the first, 65,536 events) in one
+ * transaction, so one sync makes all of them durable. Each batch is still
+ * all or nothing and gets one contiguous range of positions; batches
+ * written together are in the order their appends queued. A batch that
+ * fails validation never joins a transaction. If a projector refuses an
+ * event, the transaction is aborted and written again without that
+ * event's batch: only its caller gets SC_EPROJECTOR. Any other failure of
+ * a shared transaction makes each of its batches be written alone, so
+ * every caller gets the outcome of its own batch. Durability is unchanged:
+ * a call returns only after the transaction holding its batch was
+ * committed (and synced, in durability full) and the cache promoted.
+ * An append with nobody else appending waits for no other thread.
+ *
  * On success *first (may be NULL) is the first position. On any failure
- * nothing is written, the cache is unchanged and the projectors were
- * rolled back. Errors: SC_EINVAL (a bad event; the message names its
- * index and field), SC_EMAPFULL (map_size_max reached; the message names
- * the limit), SC_ETOOBIG (a batch too large for one transaction, or an
+ * nothing of the batch is written, the cache is unchanged and the
+ * projectors were rolled back. Errors: SC_EINVAL (a bad event; the message
+ * names its index and field), SC_EMAPFULL (map_size_max reached; the message
+ * names the limit), SC_ETOOBIG (a batch too large for one transaction, or an
  * event that would make its entity's state take more than 64 MiB in a
  * snapshot, as sc_cache_apply says: the message names the event and the
  * entity; split the entity's attributes over several entities),
@@ -331,8 +354,11 @@ SC_API int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
 			   sc_event_fn fn, void *ctx, sc_error *err);
 
 /* Events of one entity with position >= from, in order, at most `limit`
- * (0: all), found through entity_index and a scan of the fewer than
- * index_lag events it does not cover yet, in one read transaction. Errors:
+ * (0: all), found through entity_index (one seek per 65,536 positions
+ * spanned) and a scan of the fewer than index_lag events it does not
+ * cover yet (after a store of an older format is opened, of the whole log
+ * until the appends that follow have indexed it again, at most 65,536
+ * events each), in one read transaction. Errors:
  * SC_EINVAL (bad id), and those of sc_store_events. */
 SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 				  uint64_t limit, sc_event_fn fn, void *ctx,
