@@ -21,6 +21,8 @@ const sc_cli_command sc_cli_commands[] = {
      sc_cli_cmd_verify, false},
     {"backup", "copy the store while it runs: backup DEST [--compact]",
      sc_cli_cmd_backup, false},
+    {"projections", "list projections (offset, lag, state); reset NAME",
+     sc_cli_cmd_projections, false},
     {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},
@@ -43,7 +45,7 @@ void sc_cli_usage(FILE *out)
 	      out);
 	for (const sc_cli_command *c = sc_cli_commands; c->name; c++)
 		if (!c->hidden)
-			fprintf(out, "  %-10s %s\n", c->name, c->summary);
+			fprintf(out, "  %-12s %s\n", c->name, c->summary);
 	fputs("\n"
 	      "Exit codes: 0 ok; 1 not found or failed (missing entity or\n"
 	      "store, I/O error, verify found differences); 2 bad input or\n"

@@ -40,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "common/internal.h"
 #include "statecache/projection.h"
 #include "statecache/store.h"
@@ -605,6 +606,81 @@ static void test_list_and_arguments(void **state)
 	sc_store_close(s);
 }
 
+/* Run `statecache --db dir projections ARGS` in this process, its stdout
+ * into `out` (size n). Returns the exit code. */
+static int run_cli(const char *dir, char *out, size_t n, int argc, char **argv)
+{
+	char path[300];
+	snprintf(path, sizeof path, "%s/cli.out", root);
+	fflush(stdout);
+	int saved = dup(1);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_true(dup2(fd, 1) == 1);
+	close(fd);
+	sc_cli_global g = {.db = dir};
+	int code = sc_cli_cmd_projections(&g, argc, argv);
+	fflush(stdout);
+	assert_true(dup2(saved, 1) == 1);
+	close(saved);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t len = fread(out, 1, n - 1, f);
+	out[len] = 0;
+	fclose(f);
+	return code;
+}
+
+static void test_cli(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store *s = open_store(dir);
+	append_to(s, 60);
+	sc_error err;
+	eo_ctx ec = {.ack_fd = -1};
+	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
+	wait_for(p, 60);
+	assert_int_equal(sc_projection_stop(p, &err), 0);
+	append_to(s, 70);
+	sc_store_close(s);
+
+	char out[4096];
+	char *list[] = {"projections"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 1, list), 0);
+	assert_string_equal(out,
+			    "{\"name\":\"sums\",\"kind\":\"exactly-once\","
+			    "\"state\":\"stopped\",\"offset\":60,"
+			    "\"events_behind\":10,\"seconds_behind\":0.009}\n");
+	char *reset_to[] = {"projections", "reset", "sums", "--to", "30"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 5, reset_to), 0);
+	assert_int_equal(run_cli(dir, out, sizeof out, 1, list), 0);
+	assert_non_null(strstr(out, "\"offset\":30,\"events_behind\":40"));
+	char *beyond[] = {"projections", "reset", "sums", "--to", "71"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 5, beyond), 1);
+	char *unknown[] = {"projections", "reset", "nope"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 3, unknown), 1);
+	char *noname[] = {"projections", "reset"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 2, noname), 2);
+	char *bad[] = {"projections", "drop"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 2, bad), 2);
+	char *reset0[] = {"projections", "reset", "sums"};
+	assert_int_equal(run_cli(dir, out, sizeof out, 3, reset0), 0);
+
+	/* Reset to 0 emptied the model; a new run rebuilds it. */
+	s = open_store(dir);
+	MDB_dbi dbi;
+	assert_int_equal(sc_projection_open_db(s, "sums", "sums", &dbi, &err),
+			 0);
+	check_model(s, dbi, 0, 0);
+	p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
+	wait_for(p, 70);
+	check_model(s, dbi, 70, 0);
+	assert_int_equal(sc_projection_stop(p, &err), 0);
+	sc_store_close(s);
+}
+
 /* ---- crashes
  * ----------------------------------------------------------------- */
 
@@ -860,6 +936,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_error_policy),
 	    cmocka_unit_test(test_at_least_once_lanes),
 	    cmocka_unit_test(test_list_and_arguments),
+	    cmocka_unit_test(test_cli),
 	    cmocka_unit_test(test_crash_exactly_once),
 	    cmocka_unit_test(test_crash_at_least_once),
 	    cmocka_unit_test(test_crash_lanes),
