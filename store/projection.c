@@ -84,6 +84,7 @@ struct sc_projection {
 	sc_query *q;
 
 	/* runner only */
+	uint8_t recorded; /* the state the record holds, as last written */
 	uint64_t unsaved;
 	int64_t saved_at_ms;
 	uint64_t adopt_to;
@@ -355,6 +356,7 @@ static int save_offset(sc_projection *p, uint64_t to, bool drop, bool check,
 	p->offset = to;
 	pthread_mutex_unlock(&p->mu);
 	p->unsaved = 0;
+	p->recorded = c.state;
 	return 0;
 }
 
@@ -409,6 +411,7 @@ static int attempt(sc_projection *p, const sc_event *const *evs, size_t n,
 			pthread_mutex_lock(&p->mu);
 			p->offset = evs[n - 1]->position;
 			pthread_mutex_unlock(&p->mu);
+			p->recorded = c.state;
 		}
 		return rc;
 	}
@@ -595,13 +598,13 @@ static int restart_at(sc_projection *p, uint64_t to, sc_error *err)
 	return query_open(p, to, err);
 }
 
+/* Enter state failed (waiters learn it when the runner has exited). */
 static void fail(sc_projection *p, int rc, const sc_error *err)
 {
 	pthread_mutex_lock(&p->mu);
 	p->state = SC_PROJECTION_FAILED;
 	p->fail = *err;
 	p->fail.code = rc;
-	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -654,6 +657,19 @@ static bool gate(sc_projection *p, bool *seeked)
 		}
 		if (!p->paused)
 			break;
+		if (p->recorded != SC_PROJECTION_PAUSED) {
+			/* Record the pause (and what was handled) for
+			 * sc_projection_list in other processes. */
+			uint64_t h = p->handled;
+			pthread_mutex_unlock(&p->mu);
+			sc_error e;
+			if (save_offset(p, h, false, true, &e) == R_ADOPT &&
+			    restart_at(p, p->adopt_to, &e) == 0)
+				*seeked = true;
+			p->recorded = SC_PROJECTION_PAUSED;
+			pthread_mutex_lock(&p->mu);
+			continue;
+		}
 		pthread_cond_wait(&p->cv, &p->mu);
 	}
 	pthread_mutex_unlock(&p->mu);
@@ -751,8 +767,12 @@ static void *runner_main(void *arg)
 		}
 	}
 	sc_free(evs);
-	if (rc)
+	if (rc) {
 		fail(p, rc, &e);
+		/* Record the failure, and what was handled before it. */
+		sc_error e2;
+		(void)save_offset(p, p->handled, false, true, &e2);
+	}
 	pthread_mutex_lock(&p->mu);
 	p->exited = true;
 	pthread_cond_broadcast(&p->cv);
@@ -911,6 +931,7 @@ int sc_projection_start(sc_store *store, const sc_projection_options *opts,
 		return rc;
 	}
 	p->offset = p->handled = c.r.offset;
+	p->recorded = c.r.state;
 	rc = query_open(p, p->offset, err);
 	if (rc) {
 		destroy(p);
@@ -1028,7 +1049,7 @@ int sc_projection_wait(sc_projection *p, uint64_t position, int timeout_ms,
 	for (;;) {
 		if (p->handled >= position)
 			break;
-		if (p->state == SC_PROJECTION_FAILED) {
+		if (p->state == SC_PROJECTION_FAILED && p->exited) {
 			*err = p->fail;
 			rc = p->fail.code;
 			break;

@@ -362,6 +362,25 @@ static void test_exactly_once(void **state)
 	sc_store_close(s);
 }
 
+typedef struct list_ctx {
+	int n;
+	char names[4][32];
+	uint64_t behind[4];
+} list_ctx;
+
+static int list_fn(void *vctx, const sc_projection_info *info)
+{
+	list_ctx *c = vctx;
+	if (c->n < 4) {
+		snprintf(c->names[c->n], sizeof c->names[0], "%s/%s/%s",
+			 info->name, sc_projection_kind_name(info->kind),
+			 sc_projection_state_name(info->state));
+		c->behind[c->n] = info->events_behind;
+	}
+	c->n++;
+	return 0;
+}
+
 static void test_error_policy(void **state)
 {
 	SC_UNUSED(state);
@@ -385,6 +404,11 @@ static void test_error_policy(void **state)
 	assert_true(st.offset < 123 && st.offset >= 123 - 16);
 	assert_int_equal(sc_projection_dbi(p, "sums", &dbi, &err), 0);
 	check_model(s, dbi, st.offset, 0);
+	/* The store records the failure for other processes. */
+	list_ctx lc = {0};
+	assert_int_equal(sc_projection_list(s, list_fn, &lc, &err), 0);
+	assert_int_equal(lc.n, 1);
+	assert_string_equal(lc.names[0], "sums/exactly-once/failed");
 	assert_int_equal(sc_projection_stop(p, &err), EIO);
 
 	/* Failing twice: the retries succeed. */
@@ -533,25 +557,6 @@ static void test_at_least_once_lanes(void **state)
 		pthread_mutex_destroy(&c.mu);
 		sc_store_close(s);
 	}
-}
-
-typedef struct list_ctx {
-	int n;
-	char names[4][32];
-	uint64_t behind[4];
-} list_ctx;
-
-static int list_fn(void *vctx, const sc_projection_info *info)
-{
-	list_ctx *c = vctx;
-	if (c->n < 4) {
-		snprintf(c->names[c->n], sizeof c->names[0], "%s/%s/%s",
-			 info->name, sc_projection_kind_name(info->kind),
-			 sc_projection_state_name(info->state));
-		c->behind[c->n] = info->events_behind;
-	}
-	c->n++;
-	return 0;
 }
 
 static void test_list_and_arguments(void **state)

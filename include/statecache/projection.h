@@ -263,8 +263,9 @@ SC_API int sc_projection_reset(sc_store *store, const char *name,
 			       uint64_t position, sc_error *err);
 
 /* One projection as sc_projection_list reports it. name is valid during
- * the call. state is the last one its runner recorded (a runner killed
- * leaves "running"). */
+ * the call. state is the last one its runner recorded: at start, with
+ * every save, when it pauses (with what it handled), fails and stops; a
+ * runner that was killed leaves the one it had ("running"). */
 typedef struct sc_projection_info {
 	const char *name;
 	sc_projection_kind kind;
