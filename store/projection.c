@@ -735,11 +735,11 @@ static void *runner_main(void *arg)
 		if (rc == R_INTERRUPTED) {
 			rc = 0;
 			/* Deliver these again from the last handled one. */
-			uint64_t h;
 			pthread_mutex_lock(&p->mu);
-			h = p->handled;
+			uint64_t h = p->handled;
+			bool stopping = p->stop;
 			pthread_mutex_unlock(&p->mu);
-			if (!p->stop)
+			if (!stopping)
 				rc = restart_at(p, h, &e);
 			continue;
 		}

@@ -433,6 +433,97 @@ static void test_error_policy(void **state)
 	sc_store_close(s);
 }
 
+/* A handler that fails while `failing` is set and tells the test each
+ * time it failed. */
+typedef struct flaky_ctx {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool failing;
+	unsigned failures;
+	uint64_t next; /* the position expected next */
+	bool broken;
+} flaky_ctx;
+
+static int flaky_handler(void *vctx, sc_projection *p, MDB_txn *txn,
+			 const sc_event *const *evs, size_t n, sc_error *err)
+{
+	SC_UNUSED(p);
+	SC_UNUSED(txn);
+	flaky_ctx *c = vctx;
+	pthread_mutex_lock(&c->mu);
+	bool failing = c->failing;
+	if (failing) {
+		c->failures++;
+		pthread_cond_broadcast(&c->cv);
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (failing)
+		return sc_error_set(err, EIO, "failing on purpose");
+	for (size_t i = 0; i < n; i++) {
+		if (evs[i]->position == 1)
+			c->next = 1;
+		if (evs[i]->position != c->next)
+			c->broken = true;
+		c->next = evs[i]->position + 1;
+	}
+	return 0;
+}
+
+static void wait_failures(flaky_ctx *c, unsigned n)
+{
+	pthread_mutex_lock(&c->mu);
+	while (c->failures < n)
+		pthread_cond_wait(&c->cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Stop and seek wake a projection that waits out a long backoff. */
+static void test_backoff_interrupted(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store *s = open_store(dir);
+	append_to(s, 100);
+	flaky_ctx c = {.failing = true, .next = 1};
+	pthread_mutex_init(&c.mu, NULL);
+	pthread_cond_init(&c.cv, NULL);
+	sc_projection_options o = {.name = "flaky",
+				   .kind = SC_PROJECTION_AT_LEAST_ONCE,
+				   .handler = flaky_handler,
+				   .ctx = &c,
+				   .batch_max = 10,
+				   .max_retries = 1000,
+				   .backoff_ms = 3600 * 1000};
+	sc_projection *p;
+	sc_error err;
+	assert_int_equal(sc_projection_start(s, &o, &p, &err), 0);
+	wait_failures(&c, 1);
+	/* In its hour-long backoff: a seek wakes it and it goes on. */
+	pthread_mutex_lock(&c.mu);
+	c.failing = false;
+	pthread_mutex_unlock(&c.mu);
+	assert_int_equal(sc_projection_seek(p, 0, &err), 0);
+	wait_for(p, 100);
+	assert_false(c.broken);
+	sc_projection_stats st;
+	assert_int_equal(sc_projection_stats_get(p, &st, &err), 0);
+	assert_int_equal(st.retries, 1);
+	/* Failing again, in backoff: stop wakes it, and it did not fail. */
+	pthread_mutex_lock(&c.mu);
+	c.failing = true;
+	pthread_mutex_unlock(&c.mu);
+	append_to(s, 120);
+	wait_failures(&c, 2);
+	assert_int_equal(sc_projection_stop(p, &err), 0);
+	uint64_t off;
+	assert_int_equal(sc_projection_offset(s, "flaky", &off, NULL, &err), 0);
+	assert_int_equal(off, 100);
+	pthread_mutex_destroy(&c.mu);
+	pthread_cond_destroy(&c.cv);
+	sc_store_close(s);
+}
+
 /* ---- at-least-once and lanes -----------------------------------------------
  */
 
@@ -939,6 +1030,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_exactly_once),
 	    cmocka_unit_test(test_error_policy),
+	    cmocka_unit_test(test_backoff_interrupted),
 	    cmocka_unit_test(test_at_least_once_lanes),
 	    cmocka_unit_test(test_list_and_arguments),
 	    cmocka_unit_test(test_cli),
