@@ -158,7 +158,7 @@ typedef struct sc_projection_stats {
 	uint64_t handled;	/* last position handled (>= offset) */
 	uint64_t last_position; /* the store's last commit */
 	uint64_t events_behind; /* last_position - handled */
-	double seconds_behind;	/* see sc_projection_lag */
+	double seconds_behind;	/* newest event time - first unhandled one */
 	uint64_t skipped;	/* events skipped (SKIP policy) */
 	uint64_t retries;	/* failed handler calls retried */
 	int error;		/* SC_PROJECTION_FAILED: the code */
@@ -172,7 +172,8 @@ typedef struct sc_projection_stats {
  * on the projection's threads. *out is owned by the caller, who ends it
  * with sc_projection_stop before closing the store.
  * Errors: SC_EINVAL (no store, handler or name; a bad name or database
- * name; lanes with exactly-once; too many databases or lanes), SC_ECORRUPT
+ * name; lanes with exactly-once; too many databases or lanes; the store
+ * holds a projection of that name of the other kind), SC_ECORRUPT
  * (a damaged offset record), SC_EMAPFULL, SC_ELMDB (e.g. MDB_DBS_FULL:
  * the environment holds 32 databases already), ENOMEM, EAGAIN (no thread).
  */
