@@ -948,7 +948,7 @@ static void crash_run(int kind, unsigned lanes)
 			if (killpoints[i]) {
 				snprintf(kpbuf, sizeof kpbuf, "%s:%u",
 					 killpoints[i],
-					 1 + (unsigned)tk_rand_below(&rng, 20));
+					 1 + (unsigned)tk_rand_below(&rng, 6));
 				kp = kpbuf;
 			} else {
 				acks = 1 + (unsigned)tk_rand_below(&rng, 30);
