@@ -16,6 +16,8 @@
  *                                                    tag_index
  *   projector.c     projectors: registration, offsets in meta, calls
  *                                                          -> env
+ *   projection.c    projection runners: their threads, offsets in meta
+ *                   ("projection/NAME"), their databases  -> env, query
  *   snapshots.c     snapshots: write, list, prune, restore -> env
  *   log.c           the event log: one append transaction, replay,
  *                   reads          -> env, entity_index, tag_index,

@@ -28,7 +28,10 @@
  *                 entity_index is complete up to this position; see
  *                 sc_store_options.index_lag), "query_index_through" (8
  *                 bytes BE: tag_index and partition_index are complete up
- *                 to this position; they lag as entity_index does)
+ *                 to this position; they lag as entity_index does),
+ *                 "projection/NAME" (a projection's offset, kind and
+ *                 state: statecache/projection.h)
+ *   projection/NAME/DB  the databases of exactly-once projections
  *
  * store/README.md is the operator's guide (inspection, map size, backups).
  *
@@ -224,6 +227,9 @@ SC_API sc_cache *sc_store_cache(sc_store *store);
  * A transaction may hold the batches of several callers, in position
  * order; when apply refuses an event, rollback is called and the
  * transaction is written again without that event's batch.
+ * For read models that may lag the log (kept off the append path, with
+ * their own thread, offset, batches and rebuilds), use a projection
+ * runner instead: statecache/projection.h says when to use which.
  */
 typedef struct sc_projector {
 	const char *name;
