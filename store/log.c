@@ -164,7 +164,10 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 	sc_store_release_pages(lo, hi);
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);
-	if (expect - 1 != atomic_load(&store->last_position)) {
+	/* A log shorter than what open read as committed is damage; a
+	 * longer one is another process's appends since open's transaction:
+	 * this store's state is then as of the end of the replay. */
+	if (expect - 1 < atomic_load(&store->last_position)) {
 		sc_cache_discard(store->cache);
 		return sc_error_set(
 		    err, SC_ECORRUPT,
@@ -173,6 +176,7 @@ int sc_store_replay(sc_store *store, uint64_t after, sc_error *err)
 		    (unsigned long long)(expect - 1),
 		    (unsigned long long)atomic_load(&store->last_position));
 	}
+	atomic_store(&store->last_position, expect - 1);
 	rc = sc_cache_promote(store->cache);
 	if (rc) {
 		sc_cache_discard(store->cache);
