@@ -160,6 +160,28 @@ typedef struct sc_store_options {
 	 * stopped and joined by close. 0: no background flush. Ignored by
 	 * the other modes. */
 	unsigned sync_interval_ms;
+	/* Open an existing store for reading only, beside the process that
+	 * writes it (or none): the environment is opened MDB_RDONLY, open
+	 * runs no write transaction (a store of an older format, which needs
+	 * an upgrade, is refused with SC_EVERSION: open it read-write once),
+	 * the writer lock is never taken, and appends and snapshots fail
+	 * with SC_EINVAL ("opened read-only"). create must be false;
+	 * durability, sync_interval_ms and index_lag are ignored. The cache
+	 * is restored from the newest snapshot and the log after it, then
+	 * follows the log (see follow_interval_ms and sc_store_refresh): its
+	 * readers and watchers see each batch another process commits once
+	 * this store replayed it. A crash of this process never harms the
+	 * writer (LMDB drops a dead reader's slot at the writer's next open
+	 * or reader check), nor the writer's this one. The process needs
+	 * write access to lock.mdb (LMDB's reader table), not to data.mdb. */
+	bool read_only;
+	/* read_only: a thread of the store polls meta "last_position" every
+	 * this many milliseconds and replays what was committed since into
+	 * the cache (sc_store_refresh). 0: 100. */
+	unsigned follow_interval_ms;
+	/* read_only: no such thread; the cache moves only when the caller
+	 * calls sc_store_refresh. */
+	bool follow_manual;
 } sc_store_options;
 
 /*
@@ -188,6 +210,35 @@ typedef struct sc_store_options {
  */
 SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
 			 sc_store **out, sc_error *err);
+
+/*
+ * sc_store_refresh - bring the cache of a read-only store up to the end of
+ * the log: in one read transaction, read meta "last_position" and replay
+ * the events committed after the cache's position into the cache, then
+ * promote (a catch-up of many events promotes every 8192 events, each
+ * version the state at its position). Wakes sc_store_wait_position and
+ * live queries. *position (may be NULL) is the position the cache reached.
+ * The follow thread calls it every follow_interval_ms; any thread may call
+ * it too (calls are serialized). Errors: SC_EINVAL (a store opened for
+ * writing: it is always current), SC_ECORRUPT (a record does not decode,
+ * the log has a gap), SC_ELMDB, ENOMEM (nothing promoted; call again).
+ */
+SC_API int sc_store_refresh(sc_store *store, uint64_t *position, sc_error *err);
+
+/*
+ * sc_store_wait_position - wait until the store's cache holds position
+ * `position` (sc_store_last_position >= position), at most `timeout_ms`
+ * milliseconds (-1: no limit). On a store opened for writing the appends
+ * of this process move it; on a read-only store the follow thread or
+ * sc_store_refresh does. A bounded wait on a condition, woken by every
+ * promote of the store. Any thread. Returns 0, or ETIMEDOUT (the position
+ * is not there yet), SC_EINVAL.
+ */
+SC_API int sc_store_wait_position(sc_store *store, uint64_t position,
+				  int timeout_ms, sc_error *err);
+
+/* True when the store was opened with options.read_only. */
+SC_API bool sc_store_read_only(const sc_store *store);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
  * be closed first and no other call may be running. Stops the background
