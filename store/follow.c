@@ -224,6 +224,11 @@ int sc_store_wait_position(sc_store *store, uint64_t position, int timeout_ms,
 	return 0;
 }
 
+pthread_mutex_t *sc_store_follow_mutex(sc_store *store)
+{
+	return &store->follower->mu;
+}
+
 bool sc_store_read_only(const sc_store *store)
 {
 	return store && store->opt.read_only;

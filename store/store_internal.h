@@ -382,6 +382,9 @@ int sc_store_read_only_error(sc_error *err, const char *what);
 /* After a read-only open's restore and replay: set up the follower and
  * start its thread unless opt.follow_manual. Errors: ENOMEM, EAGAIN. */
 int sc_store_follow_start(sc_store *store, sc_error *err);
+/* The lock a read-only store's refresh holds while it writes the cache
+ * and promotes (held, no version is promoted). */
+pthread_mutex_t *sc_store_follow_mutex(sc_store *store);
 /* Stop and join the follow thread, free the follower; no-op without. */
 void sc_store_follow_stop(sc_store *store);
 

@@ -60,6 +60,7 @@
 #include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
+#include "statecache/watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -426,6 +427,54 @@ typedef struct sc_store_stats {
 /* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
 SC_API int sc_store_stats_get(sc_store *store, sc_store_stats *out,
 			      sc_error *err);
+
+/* ---- watching from a log position --------------------------------------- */
+
+/* The first batch of a resumed watch (sc_store_watch_resume). */
+typedef struct sc_watch_resume sc_watch_resume;
+
+/*
+ * sc_store_watch_resume - a watcher of the store's cache (statecache/
+ * watch.h) that resumes after log position `position`, as a consumer that
+ * saw the state up to `position` before a restart needs it.
+ *
+ * Pins the newest promoted version V (at position Q) and opens at it a
+ * watcher with the filter of `opt` (opt->start must be
+ * SC_WATCH_START_NOW; NULL: every entity), holding off promotes meanwhile,
+ * so that the watcher's first batch starts exactly at V. Then builds
+ * *first: one SC_WATCH_CHANGES batch from position `position` to Q
+ * (from_version 0, to_version V): every entity an event after `position`
+ * touched, with its state as of `position` (sc_store_entity_at) as
+ * `before` and its state in V as `after`, classified as sc_watch_next
+ * does (added, updated when the two differ, removed; an entity that
+ * matches the filter in neither state is left out). Together, *first and
+ * the batches of *watcher hold every change after `position` once: none
+ * missed, none doubled. position == Q gives an empty *first.
+ *
+ * The log is never compacted, so every position up to the end of the log
+ * can be resumed from; a position beyond it is an error. The cost of
+ * *first follows the events after `position` (read from the log) and the
+ * entities they touch (one as-of read each).
+ *
+ * *watcher is closed with sc_watch_close, *first freed with
+ * sc_watch_resume_free (its batch points into it; it pins V with a cache
+ * reader, so free it on the thread that built it, before that thread
+ * exits). Any thread; the watcher is then used as watch.h says. Errors:
+ * SC_EINVAL (a NULL argument, opt->start not SC_WATCH_START_NOW, a
+ * position beyond the end of the log: the message names both), the
+ * errors of sc_watch_open, of sc_store_events and sc_store_entity_at,
+ * ENOMEM; on error nothing is left open.
+ */
+SC_API int sc_store_watch_resume(sc_store *store, const sc_watch_options *opt,
+				 uint64_t position, sc_watcher **watcher,
+				 sc_watch_resume **first, sc_error *err);
+
+/* The batch of a resume (valid until sc_watch_resume_free). */
+SC_API const sc_watch_batch *
+sc_watch_resume_batch(const sc_watch_resume *resume);
+
+/* Free the first batch and release its pin. NULL is a no-op. */
+SC_API void sc_watch_resume_free(sc_watch_resume *resume);
 
 /* ---- backup -------------------------------------------------------------- */
 
