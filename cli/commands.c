@@ -21,6 +21,8 @@ const sc_cli_command sc_cli_commands[] = {
      sc_cli_cmd_verify, false},
     {"backup", "copy the store while it runs: backup DEST [--compact]",
      sc_cli_cmd_backup, false},
+    {"watch", "print each change of the state as JSON Lines, as it happens",
+     sc_cli_cmd_watch, false},
     {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},
