@@ -205,9 +205,12 @@ typedef struct sc_store_options {
  * gap or ends before meta "last_position", one of the store's databases
  * is missing, data.mdb is an LMDB file that is not a store, or an OS crash
  * cut a nosync session: see SC_DURABILITY_NOSYNC; the message names what),
- * SC_EINVAL (bad options, an unknown durability), EAGAIN (the background
- * flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM, errno
- * values.
+ * SC_EINVAL (bad options, an unknown durability, read_only with create),
+ * SC_EVERSION also for a read-only open of a store that needs an upgrade,
+ * EAGAIN (the background flush thread of sync_interval_ms, or the follow
+ * thread of a read-only store, cannot start), SC_ELMDB, ENOMEM, errno
+ * values. A read-only open of a directory without a store is SC_NOTFOUND
+ * and creates nothing.
  */
 SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
 			 sc_store **out, sc_error *err);
