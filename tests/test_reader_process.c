@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,6 +103,9 @@ static sc_store *open_writer(const char *dir, bool create, sc_error *err)
 	o.durability = SC_DURABILITY_NOSYNC; /* a process crash loses nothing */
 	o.snapshot_every = 300;
 	o.index_lag = 32;
+	/* A small map: the writer grows it many times, and the readers
+	 * adopt each new size (MDB_MAP_RESIZED). */
+	o.map_size = 256 << 10;
 	sc_store *s = NULL;
 	if (sc_store_open(dir, &o, &s, err))
 		return NULL;
@@ -113,6 +117,7 @@ static sc_store *open_reader(const char *dir, bool manual)
 	sc_store_options o = {0};
 	o.read_only = true;
 	o.follow_interval_ms = 2;
+	o.map_size = 64 << 10; /* smaller than the file's: LMDB takes that */
 	o.follow_manual = manual;
 	sc_store *s = NULL;
 	sc_error err;
@@ -159,6 +164,8 @@ static pid_t spawn_writer(const char *dir, uint64_t to, int go)
 	assert_true(pid >= 0);
 	if (pid)
 		return pid;
+	/* A writer that appends until killed dies with the test too. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	char b;
 	if (go >= 0 && read(go, &b, 1) != 1)
 		_exit(2);
@@ -234,6 +241,11 @@ static void test_reader_follows_writer(void **state)
 	}
 	assert_int_equal(pos, total);
 	assert_true(seen > 0);
+	/* The writer grew the map past what the reader mapped at open. */
+	sc_store_stats stats;
+	sc_error serr;
+	assert_int_equal(sc_store_stats_get(r, &stats, &serr), 0);
+	assert_true(stats.map_size >= (size_t)1 << 20);
 	expect_exit0(w);
 	/* Its reads go on against the log as well. */
 	sc_error err;
@@ -309,6 +321,7 @@ static void test_reader_killed(void **state)
 	pid_t rp = fork();
 	assert_true(rp >= 0);
 	if (rp == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(up[0]);
 		sc_store_options o = {0};
 		o.read_only = true;
