@@ -262,7 +262,7 @@ static void *follow_main(void *arg)
 	return NULL;
 }
 
-int sc_store_follow_start(sc_store *store, sc_error *err)
+int sc_store_follow_start(sc_store *store, uint64_t snap_pos, sc_error *err)
 {
 	struct sc_store_follower *f = sc_calloc(1, sizeof *f);
 	if (!f)
@@ -276,9 +276,11 @@ int sc_store_follow_start(sc_store *store, sc_error *err)
 	pthread_cond_init(&f->stop_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	store->follower = f;
-	if (store->opt.follow_manual)
-		return 0;
-	int rc = pthread_create(&f->thread, NULL, follow_main, store);
+	atomic_store(&store->last_position, snap_pos);
+	int rc = refresh_locked(store, err);
+	if (rc || store->opt.follow_manual)
+		return rc;
+	rc = pthread_create(&f->thread, NULL, follow_main, store);
 	if (rc)
 		return sc_error_set(err, rc,
 				    "cannot start the thread that follows the "

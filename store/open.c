@@ -684,12 +684,16 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (rc)
 		goto fail;
 	sc_killpoint("restore_mid");
-	rc = sc_store_replay(s, snap_pos, err);
+	/* A read-only store replays as it follows: to the last position
+	 * committed when its read transaction begins (the writer may have
+	 * appended since open's). */
+	rc = o.read_only ? sc_store_follow_start(s, snap_pos, err)
+			 : sc_store_replay(s, snap_pos, err);
 	if (rc)
 		goto fail;
 	s->since_snapshot = atomic_load(&s->last_position) - snap_pos;
-	rc = o.read_only ? sc_store_follow_start(s, err)
-			 : sc_store_sync_start(s, err);
+	if (!o.read_only)
+		rc = sc_store_sync_start(s, err);
 	if (rc)
 		goto fail;
 	*out = s;

@@ -379,9 +379,12 @@ void sc_store_session_end(sc_store *store, bool flushed);
 
 /* The error of every write on a read-only store (`what`: "appending"). */
 int sc_store_read_only_error(sc_error *err, const char *what);
-/* After a read-only open's restore and replay: set up the follower and
- * start its thread unless opt.follow_manual. Errors: ENOMEM, EAGAIN. */
-int sc_store_follow_start(sc_store *store, sc_error *err);
+/* After a read-only open's restore (of the snapshot at `snap_pos`, 0:
+ * none): set up the follower, replay the log after snap_pos up to the
+ * last position committed (as sc_store_refresh) and start the follow
+ * thread unless opt.follow_manual. Errors: those of sc_store_refresh,
+ * ENOMEM, EAGAIN. */
+int sc_store_follow_start(sc_store *store, uint64_t snap_pos, sc_error *err);
 /* The lock a read-only store's refresh holds while it writes the cache
  * and promotes (held, no version is promoted). */
 pthread_mutex_t *sc_store_follow_mutex(sc_store *store);
