@@ -93,6 +93,14 @@ int sc_cli_store_open_with(const char *cmd, const char *db, bool create,
 			   sc_durability durability, unsigned sync_interval_ms,
 			   sc_store **out);
 
+/* Open the store at `db` read-only (sc_store_options.read_only) for a
+ * command that only reads, beside any process that writes it; `follow`:
+ * the store's thread follows the log (else the cache stays as of the
+ * open). A store of an older format is opened for writing instead (its
+ * upgrade). Errors as sc_cli_store_open. */
+int sc_cli_store_open_read(const char *cmd, const char *db, bool follow,
+			   sc_store **out);
+
 /* Append a newline to `b` and write it to stdout; false on failure. */
 bool sc_cli_print_line(sc_cli_buf *b);
 
@@ -117,5 +125,6 @@ int sc_cli_cmd_follow(const sc_cli_global *g, int argc, char **argv);
  * each followed by a comma) when the store follows a stream and the build
  * has NATS support; nothing otherwise (cli/cmd_cluster.c). 0 or ENOMEM. */
 int sc_cli_cluster_stats(sc_store *st, sc_cli_buf *b);
+int sc_cli_cmd_watch(const sc_cli_global *g, int argc, char **argv);
 
 #endif

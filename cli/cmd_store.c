@@ -50,6 +50,37 @@ int sc_cli_store_open_with(const char *cmd, const char *db, bool create,
 	return SC_CLI_EXIT_OK;
 }
 
+int sc_cli_store_open_read(const char *cmd, const char *db, bool follow,
+			   sc_store **out)
+{
+	sc_store_options opt = {0};
+	opt.read_only = true;
+	opt.follow_manual = !follow;
+	sc_error err;
+	sc_error_clear(&err);
+	int rc = sc_store_open(db, &opt, out, &err);
+	if (rc == SC_EVERSION) {
+		/* An older format needs the upgrade a writing open makes (a
+		 * newer one is refused by that open too, with its message). */
+		return sc_cli_store_open(cmd, db, false, SC_DURABILITY_FULL,
+					 out);
+	}
+	if (rc == SC_NOTFOUND) {
+		fprintf(stderr,
+			"statecache %s: no store at %s (create one with "
+			"`statecache --db %s ingest FILE`, or pass --db)\n",
+			cmd, db, db);
+		return SC_CLI_EXIT_FAIL;
+	}
+	if (rc) {
+		fprintf(stderr,
+			"statecache %s: cannot open the store at %s: %s\n", cmd,
+			db, err.message[0] ? err.message : sc_strerror(rc));
+		return SC_CLI_EXIT_FAIL;
+	}
+	return SC_CLI_EXIT_OK;
+}
+
 /* Write b (plus a newline) to stdout; false when stdout failed. */
 bool sc_cli_print_line(sc_cli_buf *b)
 {
@@ -122,8 +153,7 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 		return sc_cli_usage_error("get", "ids are 1 to %d bytes",
 					  SC_ENTITY_ID_MAX);
 	sc_store *st;
-	int code =
-	    sc_cli_store_open("get", g->db, false, SC_DURABILITY_FULL, &st);
+	int code = sc_cli_store_open_read("get", g->db, false, &st);
 	if (code)
 		return code;
 	sc_cli_buf b;
@@ -223,8 +253,7 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 		}
 	}
 	sc_store *st;
-	int code =
-	    sc_cli_store_open("scan", g->db, false, SC_DURABILITY_FULL, &st);
+	int code = sc_cli_store_open_read("scan", g->db, false, &st);
 	if (code)
 		return code;
 	sc_reader *r;
@@ -411,8 +440,7 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 		pthread_sigmask(SIG_BLOCK, &fs.set, NULL);
 	}
 	sc_store *st;
-	int code =
-	    sc_cli_store_open("events", g->db, false, SC_DURABILITY_FULL, &st);
+	int code = sc_cli_store_open_read("events", g->db, false, &st);
 	if (code)
 		return code;
 	sc_error err;
@@ -550,8 +578,7 @@ int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv)
 	}
 	double t0 = sc_cli_now();
 	sc_store *st;
-	int code =
-	    sc_cli_store_open("stats", g->db, false, SC_DURABILITY_FULL, &st);
+	int code = sc_cli_store_open_read("stats", g->db, false, &st);
 	if (code)
 		return code;
 	double open_s = sc_cli_now() - t0;

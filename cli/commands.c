@@ -29,6 +29,8 @@ const sc_cli_command sc_cli_commands[] = {
      sc_cli_cmd_follow, false},
     {"projections", "list projections (offset, lag, state); reset NAME",
      sc_cli_cmd_projections, false},
+    {"watch", "print each change of the state as JSON Lines, as it happens",
+     sc_cli_cmd_watch, false},
     {"demo", "the guided demo (what `make demo` runs)", sc_cli_cmd_demo, false},
     {"gen", "print generated events as JSON Lines", sc_cli_cmd_gen, true},
     {NULL, NULL, NULL, false},

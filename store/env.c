@@ -229,6 +229,8 @@ static int write_once(sc_store *store, const char *what, sc_store_txn_fn body,
 int sc_store_write(sc_store *store, const char *what, sc_store_txn_fn body,
 		   sc_store_undo_fn undo, void *ctx, sc_error *err)
 {
+	if (store->opt.read_only)
+		return sc_store_read_only_error(err, what);
 	for (;;) {
 		tsan_write_begin(store);
 		int rc = write_once(store, what, body, ctx, err);

@@ -261,6 +261,8 @@ int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 	if (!store || (n && !events))
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_append needs a store and events");
+	if (store->opt.read_only) /* before the cache: the follower writes it */
+		return sc_store_read_only_error(err, "appending");
 	/* A batch that fails validation never joins a group. */
 	for (size_t i = 0; i < n; i++) {
 		sc_error inner;

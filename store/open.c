@@ -111,7 +111,12 @@ static int hash_seed_init(sc_store *store, MDB_txn *txn, uint64_t *seed,
 	if (rc && rc != MDB_NOTFOUND)
 		return sc_store_lmdb_error(err, rc, "reading meta");
 	/* Absent (a store made before the key existed) or damaged: a new
-	 * seed only costs restore speed until the next snapshot. */
+	 * seed only costs restore speed until the next snapshot (a read-only
+	 * open writes none: the cache makes a random one). */
+	if (store->opt.read_only) {
+		*seed = 0;
+		return 0;
+	}
 	uint64_t s = 0;
 	while (s == 0)
 		if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s)
@@ -155,6 +160,8 @@ static int find_last_position(sc_store *store, MDB_txn *txn, sc_error *err)
 	atomic_store(&store->last_position, last);
 	uint64_t committed;
 	rc = sc_store_meta_last_get(store, txn, &committed, err);
+	if (rc == SC_NOTFOUND && store->opt.read_only)
+		return 0;
 	if (rc == SC_NOTFOUND) {
 		rc = sc_store_meta_last_put(store, txn, last);
 		return rc ? meta_write_error(err, rc) : 0;
@@ -253,6 +260,13 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		return rc;
 	uint32_t version = 0;
 	rc = meta_init(store, txn, fresh, &version, err);
+	if (!rc && store->opt.read_only && version < SC_STORE_FORMAT_VERSION)
+		return sc_error_set(err, SC_EVERSION,
+				    "the store in %s has format version %u and "
+				    "needs an upgrade to %u, which a read-only "
+				    "open cannot write: open it once for "
+				    "writing, then again read-only",
+				    oc->dir, version, SC_STORE_FORMAT_VERSION);
 	if (!rc)
 		rc =
 		    sc_tag_index_open(store, txn, oc->dir, fresh, version, err);
@@ -263,6 +277,27 @@ static int open_dbs(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	if (!rc)
 		rc = sc_index_open(store, txn, version, err);
 	return rc;
+}
+
+/* A read-only open runs open_dbs in a read transaction (it writes nothing
+ * there: see the read_only branches) and commits it to keep the database
+ * handles. */
+static int open_dbs_read_only(sc_store *store, open_ctx *oc, sc_error *err)
+{
+	MDB_txn *txn;
+	int rc = sc_store_read_begin(store, &txn, err);
+	if (rc)
+		return rc;
+	rc = open_dbs(store, txn, oc, err);
+	if (rc) {
+		sc_store_read_end(store, txn);
+		return rc;
+	}
+	rc = mdb_txn_commit(txn);
+	pthread_rwlock_unlock(&store->map_lock);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "opening the store");
+	return 0;
 }
 
 /* ---- creating a store ----------------------------------------------------
@@ -517,6 +552,12 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 				    "unknown durability %d; use full, "
 				    "consistent or nosync",
 				    (int)o.durability);
+	if (o.read_only && o.create)
+		return sc_error_set(err, SC_EINVAL,
+				    "a read-only open cannot create a store; "
+				    "create it with a writing open first");
+	if (!o.follow_interval_ms)
+		o.follow_interval_ms = 100;
 	if (!o.file_mode)
 		o.file_mode = 0600;
 	if (o.file_mode & ~0777u)
@@ -577,11 +618,17 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	 * commit and leaves the meta page to the next commit; nosync
 	 * flushes nothing (sync.c may, every sync_interval_ms). */
 	unsigned flags = MDB_NOTLS;
-	if (o.durability == SC_DURABILITY_CONSISTENT)
+	if (o.read_only)
+		flags |= MDB_RDONLY; /* lock.mdb is still written */
+	else if (o.durability == SC_DURABILITY_CONSISTENT)
 		flags |= MDB_NOMETASYNC;
 	else if (o.durability == SC_DURABILITY_NOSYNC)
 		flags |= MDB_NOSYNC;
-	rc = sc_store_session_begin(s, dir, err);
+	/* A read-only open makes no nosync session marker (it flushes
+	 * nothing); sc_store_session_check above still refused a store a
+	 * machine crash may have damaged. */
+	if (!o.read_only)
+		rc = sc_store_session_begin(s, dir, err);
 	if (rc)
 		goto fail;
 	rc = mdb_env_open(s->env, dir, flags, (mode_t)o.file_mode);
@@ -607,17 +654,24 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 		snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
 		(void)chmod(lock, (mode_t)o.file_mode);
 	}
-	rc = sc_store_session_opened(s, err);
+	if (!o.read_only)
+		rc = sc_store_session_opened(s, err);
 	if (rc)
 		goto fail;
 	int dead = 0;
 	mdb_reader_check(s->env, &dead);
 	open_ctx oc = {dir, false, 0};
-	rc = sc_store_write(s, "opening the store", open_dbs, NULL, &oc, err);
+	if (o.read_only)
+		rc = open_dbs_read_only(s, &oc, err);
+	else
+		rc = sc_store_write(s, "opening the store", open_dbs, NULL, &oc,
+				    err);
 	if (rc)
 		goto fail;
-	/* A store of an older format: its tag and partition indexes. */
-	rc = sc_tag_index_build(s, err);
+	/* A store of an older format: its tag and partition indexes (a
+	 * read-only open refused one; queries scan what is not indexed). */
+	if (!o.read_only)
+		rc = sc_tag_index_build(s, err);
 	if (rc)
 		goto fail;
 	/* The store's own seed unless the caller chose one. */
@@ -631,11 +685,16 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	if (rc)
 		goto fail;
 	sc_killpoint("restore_mid");
-	rc = sc_store_replay(s, snap_pos, err);
+	/* A read-only store replays as it follows: to the last position
+	 * committed when its read transaction begins (the writer may have
+	 * appended since open's). */
+	rc = o.read_only ? sc_store_follow_start(s, snap_pos, err)
+			 : sc_store_replay(s, snap_pos, err);
 	if (rc)
 		goto fail;
 	s->since_snapshot = atomic_load(&s->last_position) - snap_pos;
-	rc = sc_store_sync_start(s, err);
+	if (!o.read_only)
+		rc = sc_store_sync_start(s, err);
 	if (rc)
 		goto fail;
 	*out = s;
@@ -650,12 +709,14 @@ void sc_store_close(sc_store *store)
 	if (!store)
 		return;
 	sc_store_sync_stop(store);
+	sc_store_follow_stop(store);
 	if (store->cache)
 		sc_cache_destroy(store->cache);
 	bool flushed = false;
 	if (store->env) {
 		/* The modes that leave commits unflushed flush once here. */
-		if (store->opt.durability != SC_DURABILITY_FULL)
+		if (store->opt.durability != SC_DURABILITY_FULL &&
+		    !store->opt.read_only)
 			flushed = mdb_env_sync(store->env, 1) == 0;
 		mdb_env_close(store->env);
 	}

@@ -223,6 +223,8 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
 	if (!store)
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_snapshot needs a store");
+	if (store->opt.read_only)
+		return sc_store_read_only_error(err, "taking a snapshot");
 	double t0 = mono_seconds();
 	pthread_mutex_lock(&store->snap_mu);
 	sc_reader *reader = NULL;

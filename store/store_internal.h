@@ -122,6 +122,8 @@ struct sc_store {
 	struct sc_store_syncer *syncer;
 	/* nosync session markers (sync.c); NULL: none. */
 	struct sc_store_session *session;
+	/* A read-only store's log follower (follow.c); NULL: not read-only. */
+	struct sc_store_follower *follower;
 };
 
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
@@ -432,5 +434,21 @@ int sc_store_session_opened(sc_store *store, sc_error *err);
 /* At close: remove this session's marker if `flushed` (the last commit
  * reached the disk) or the environment was never opened. */
 void sc_store_session_end(sc_store *store, bool flushed);
+
+/* ---- follow.c: read-only stores ----------------------------------------- */
+
+/* The error of every write on a read-only store (`what`: "appending"). */
+int sc_store_read_only_error(sc_error *err, const char *what);
+/* After a read-only open's restore (of the snapshot at `snap_pos`, 0:
+ * none): set up the follower, replay the log after snap_pos up to the
+ * last position committed (as sc_store_refresh) and start the follow
+ * thread unless opt.follow_manual. Errors: those of sc_store_refresh,
+ * ENOMEM, EAGAIN. */
+int sc_store_follow_start(sc_store *store, uint64_t snap_pos, sc_error *err);
+/* The lock a read-only store's refresh holds while it writes the cache
+ * and promotes (held, no version is promoted). */
+pthread_mutex_t *sc_store_follow_mutex(sc_store *store);
+/* Stop and join the follow thread, free the follower; no-op without. */
+void sc_store_follow_stop(sc_store *store);
 
 #endif

@@ -65,6 +65,7 @@
 #include "statecache/cache.h"
 #include "statecache/error.h"
 #include "statecache/event.h"
+#include "statecache/watch.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,6 +166,28 @@ typedef struct sc_store_options {
 	 * stopped and joined by close. 0: no background flush. Ignored by
 	 * the other modes. */
 	unsigned sync_interval_ms;
+	/* Open an existing store for reading only, beside the process that
+	 * writes it (or none): the environment is opened MDB_RDONLY, open
+	 * runs no write transaction (a store of an older format, which needs
+	 * an upgrade, is refused with SC_EVERSION: open it read-write once),
+	 * the writer lock is never taken, and appends and snapshots fail
+	 * with SC_EINVAL ("opened read-only"). create must be false;
+	 * durability, sync_interval_ms and index_lag are ignored. The cache
+	 * is restored from the newest snapshot and the log after it, then
+	 * follows the log (see follow_interval_ms and sc_store_refresh): its
+	 * readers and watchers see each batch another process commits once
+	 * this store replayed it. A crash of this process never harms the
+	 * writer (LMDB drops a dead reader's slot at the writer's next open
+	 * or reader check), nor the writer's this one. The process needs
+	 * write access to lock.mdb (LMDB's reader table), not to data.mdb. */
+	bool read_only;
+	/* read_only: a thread of the store polls meta "last_position" every
+	 * this many milliseconds and replays what was committed since into
+	 * the cache (sc_store_refresh). 0: 100. */
+	unsigned follow_interval_ms;
+	/* read_only: no such thread; the cache moves only when the caller
+	 * calls sc_store_refresh. */
+	bool follow_manual;
 } sc_store_options;
 
 /*
@@ -187,12 +210,44 @@ typedef struct sc_store_options {
  * gap or ends before meta "last_position", one of the store's databases
  * is missing, data.mdb is an LMDB file that is not a store, or an OS crash
  * cut a nosync session: see SC_DURABILITY_NOSYNC; the message names what),
- * SC_EINVAL (bad options, an unknown durability), EAGAIN (the background
- * flush thread of sync_interval_ms cannot start), SC_ELMDB, ENOMEM, errno
- * values.
+ * SC_EINVAL (bad options, an unknown durability, read_only with create),
+ * SC_EVERSION also for a read-only open of a store that needs an upgrade,
+ * EAGAIN (the background flush thread of sync_interval_ms, or the follow
+ * thread of a read-only store, cannot start), SC_ELMDB, ENOMEM, errno
+ * values. A read-only open of a directory without a store is SC_NOTFOUND
+ * and creates nothing.
  */
 SC_API int sc_store_open(const char *dir, const sc_store_options *opt,
 			 sc_store **out, sc_error *err);
+
+/*
+ * sc_store_refresh - bring the cache of a read-only store up to the end of
+ * the log: in one read transaction, read meta "last_position" and replay
+ * the events committed after the cache's position into the cache, then
+ * promote (a catch-up of many events promotes every 8192 events, each
+ * version the state at its position). Wakes sc_store_wait_position and
+ * live queries. *position (may be NULL) is the position the cache reached.
+ * The follow thread calls it every follow_interval_ms; any thread may call
+ * it too (calls are serialized). Errors: SC_EINVAL (a store opened for
+ * writing: it is always current), SC_ECORRUPT (a record does not decode,
+ * the log has a gap), SC_ELMDB, ENOMEM (nothing promoted; call again).
+ */
+SC_API int sc_store_refresh(sc_store *store, uint64_t *position, sc_error *err);
+
+/*
+ * sc_store_wait_position - wait until the store's cache holds position
+ * `position` (sc_store_last_position >= position), at most `timeout_ms`
+ * milliseconds (-1: no limit). On a store opened for writing the appends
+ * of this process move it; on a read-only store the follow thread or
+ * sc_store_refresh does. A bounded wait on a condition, woken by every
+ * promote of the store. Any thread. Returns 0, or ETIMEDOUT (the position
+ * is not there yet), SC_EINVAL.
+ */
+SC_API int sc_store_wait_position(sc_store *store, uint64_t position,
+				  int timeout_ms, sc_error *err);
+
+/* True when the store was opened with options.read_only. */
+SC_API bool sc_store_read_only(const sc_store *store);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
  * be closed first and no other call may be running. Stops the background
@@ -413,6 +468,54 @@ typedef struct sc_store_stats {
 /* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
 SC_API int sc_store_stats_get(sc_store *store, sc_store_stats *out,
 			      sc_error *err);
+
+/* ---- watching from a log position --------------------------------------- */
+
+/* The first batch of a resumed watch (sc_store_watch_resume). */
+typedef struct sc_watch_resume sc_watch_resume;
+
+/*
+ * sc_store_watch_resume - a watcher of the store's cache (statecache/
+ * watch.h) that resumes after log position `position`, as a consumer that
+ * saw the state up to `position` before a restart needs it.
+ *
+ * Pins the newest promoted version V (at position Q) and opens at it a
+ * watcher with the filter of `opt` (opt->start must be
+ * SC_WATCH_START_NOW; NULL: every entity), holding off promotes meanwhile,
+ * so that the watcher's first batch starts exactly at V. Then builds
+ * *first: one SC_WATCH_CHANGES batch from position `position` to Q
+ * (from_version 0, to_version V): every entity an event after `position`
+ * touched, with its state as of `position` (sc_store_entity_at) as
+ * `before` and its state in V as `after`, classified as sc_watch_next
+ * does (added, updated when the two differ, removed; an entity that
+ * matches the filter in neither state is left out). Together, *first and
+ * the batches of *watcher hold every change after `position` once: none
+ * missed, none doubled. position == Q gives an empty *first.
+ *
+ * The log is never compacted, so every position up to the end of the log
+ * can be resumed from; a position beyond it is an error. The cost of
+ * *first follows the events after `position` (read from the log) and the
+ * entities they touch (one as-of read each).
+ *
+ * *watcher is closed with sc_watch_close, *first freed with
+ * sc_watch_resume_free (its batch points into it; it pins V with a cache
+ * reader, so free it on the thread that built it, before that thread
+ * exits). Any thread; the watcher is then used as watch.h says. Errors:
+ * SC_EINVAL (a NULL argument, opt->start not SC_WATCH_START_NOW, a
+ * position beyond the end of the log: the message names both), the
+ * errors of sc_watch_open, of sc_store_events and sc_store_entity_at,
+ * ENOMEM; on error nothing is left open.
+ */
+SC_API int sc_store_watch_resume(sc_store *store, const sc_watch_options *opt,
+				 uint64_t position, sc_watcher **watcher,
+				 sc_watch_resume **first, sc_error *err);
+
+/* The batch of a resume (valid until sc_watch_resume_free). */
+SC_API const sc_watch_batch *
+sc_watch_resume_batch(const sc_watch_resume *resume);
+
+/* Free the first batch and release its pin. NULL is a no-op. */
+SC_API void sc_watch_resume_free(sc_watch_resume *resume);
 
 /* ---- backup -------------------------------------------------------------- */
 

@@ -37,8 +37,10 @@
  * store's cache with sc_watch_open(sc_store_cache(store), ...): every
  * sc_store_append promotes once, so a batch covers whole appends.
  *
- * Not yet: resuming from a log position after a restart, and following a
- * store that another process writes.
+ * Resuming after a log position (a consumer's restart): sc_store_watch_resume
+ * in statecache/store.h. Following a store that another process writes:
+ * open the store with options.read_only (its cache follows the log) and
+ * watch its cache as any other.
  *
  * Thread safety: a watcher is used by one thread at a time (any thread, in
  * turn). Its pins are reader pins, released by the cache's thread-exit hook
