@@ -461,8 +461,8 @@ PL_STATES ?= 2000
 PL_SEED ?= 1
 PL_SHORT_STATES ?= 100
 # Crash states inside the creation of data.mdb (before any append was
-# acknowledged) that open refuses: counted as corrupt_before_first_ack;
-# 1 makes them fail the short pass as well.
+# acknowledged) that open refuses are counted as corrupt_before_first_ack;
+# 1 (creation is atomic) makes them fail the short pass as well.
 PL_GATE_CREATE ?= 1
 PL_MODES := full consistent nosync nosync-sync
 # nosync with the session markers deleted before each open: measured only.

@@ -83,9 +83,8 @@ typedef struct sc_store sc_store;
  * every mode a process crash (kill -9, abort) loses nothing acknowledged:
  * a committed append is in the OS page cache.
  *
- * In every mode, a crash of the machine during the creation of a new
- * store (before its first append returned) can leave a data.mdb that open
- * refuses (SC_ELMDB, "not an LMDB file"); nothing was acknowledged then.
+ * Creating a store is atomic in every mode (see `create` below): a crash
+ * of the machine during it leaves no store or a complete empty one.
  *
  * All modes open the LMDB environment with the same flags apart from the
  * sync ones (none uses MDB_WRITEMAP, which LMDB forbids mixing with plain
