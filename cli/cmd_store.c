@@ -66,11 +66,14 @@ static int out_of_memory(const char *cmd)
 /* ===== get ================================================================ */
 
 static const char get_help[] =
-    "usage: statecache [--db DIR] get ID [--at POSITION]\n"
+    "usage: statecache [--db DIR] get ID [--partition P] [--at POSITION]\n"
     "\n"
     "Print the entity ID as one JSON object:\n"
     "  {\"id\":...,\"attrs\":{...},\"updated_at\":\"...\",\"updated_by\":...,"
     "\"position\":N}\n"
+    "An entity is (partition, ID): --partition reads partition P (default:\n"
+    "the default partition, empty name); the entities of a named partition\n"
+    "have \"partition\":\"P\" after their id.\n"
     "With --at, its state as of log position POSITION (inclusive), folded\n"
     "from that entity's events.\n"
     "\n"
@@ -79,7 +82,7 @@ static const char get_help[] =
 
 int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 {
-	const char *id = NULL;
+	const char *id = NULL, *part = "";
 	uint64_t at = 0;
 	bool have_at = false;
 	for (int i = 1; i < argc;) {
@@ -94,6 +97,11 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 						      UINT64_MAX, &at))
 				return SC_CLI_EXIT_USAGE;
 			have_at = true;
+		} else if ((m = sc_cli_opt("get", argc, argv, &i, "--partition",
+					   &v))) {
+			if (m < 0)
+				return SC_CLI_EXIT_USAGE;
+			part = v;
 		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
 			return sc_cli_usage_error("get", "unknown option %s",
 						  argv[i]);
@@ -110,6 +118,10 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 	if (idlen == 0 || idlen > SC_ENTITY_ID_MAX)
 		return sc_cli_usage_error("get", "ids are 1 to %d bytes",
 					  SC_ENTITY_ID_MAX);
+	sc_str spart = {part, strlen(part)};
+	if (spart.len > SC_EVENT_FIELD_MAX)
+		return sc_cli_usage_error("get", "partitions are 0 to %d bytes",
+					  SC_EVENT_FIELD_MAX);
 	sc_store *st;
 	int code =
 	    sc_cli_store_open("get", g->db, false, SC_DURABILITY_FULL, &st);
@@ -121,12 +133,13 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 	if (have_at) {
 		sc_entity *e = NULL;
 		sc_error err;
-		int rc = sc_store_entity_at(st, sid, at, &e, &err);
+		int rc = sc_store_entity_at_in(st, spart, sid, at, &e, &err);
 		if (rc == SC_NOTFOUND) {
 			fprintf(stderr,
-				"statecache get: no entity \"%s\" at position "
-				"%llu\n",
-				id, (unsigned long long)at);
+				"statecache get: no entity \"%s\"%s%s%s at "
+				"position %llu\n",
+				id, *part ? " in partition \"" : "", part,
+				*part ? "\"" : "", (unsigned long long)at);
 			code = SC_CLI_EXIT_FAIL;
 		} else if (rc) {
 			fprintf(stderr, "statecache get: %s\n", err.message);
@@ -144,11 +157,13 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 			fprintf(stderr, "statecache get: %s\n", err.message);
 			code = SC_CLI_EXIT_FAIL;
 		} else {
-			const sc_entity *e = sc_reader_get(r, sid);
+			const sc_entity *e = sc_reader_get_in(r, spart, sid);
 			if (!e) {
-				fprintf(stderr,
-					"statecache get: no entity \"%s\"\n",
-					id);
+				fprintf(
+				    stderr,
+				    "statecache get: no entity \"%s\"%s%s%s\n",
+				    id, *part ? " in partition \"" : "", part,
+				    *part ? "\"" : "");
 				code = SC_CLI_EXIT_FAIL;
 			} else if (sc_cli_entity_encode(&b, e) ||
 				   !sc_cli_print_line(&b)) {
@@ -166,29 +181,40 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 /* ===== scan =============================================================== */
 
 static const char scan_help[] =
-    "usage: statecache [--db DIR] scan [--prefix P] [--limit N]\n"
+    "usage: statecache [--db DIR] scan [--partition P] [--prefix X] "
+    "[--limit N]\n"
     "\n"
-    "Print entities as JSON Lines (the format of `get`), sorted by id,\n"
-    "all from one consistent version of the state. --prefix keeps ids that\n"
-    "start with P; --limit prints at most N (0: all, the default).\n"
+    "Print entities as JSON Lines (the format of `get`), sorted by\n"
+    "partition then id, all from one consistent version of the state.\n"
+    "--partition keeps the entities of partition P (\"\": the default\n"
+    "partition) and reads no other partition; without it, every\n"
+    "partition. --prefix keeps ids that start with X; --limit prints at\n"
+    "most N (0: all, the default).\n"
     "\n"
     "Exit codes: 0 ok (also when nothing matches); 1 no store; 2 bad "
     "usage.\n";
 
-static int entity_id_cmp(const void *a, const void *b)
+static int str_cmp(sc_str x, sc_str y)
 {
-	sc_str x = sc_entity_id(*(const sc_entity *const *)a);
-	sc_str y = sc_entity_id(*(const sc_entity *const *)b);
 	size_t n = x.len < y.len ? x.len : y.len;
-	int c = memcmp(x.ptr, y.ptr, n);
+	int c = n ? memcmp(x.ptr, y.ptr, n) : 0;
 	if (c)
 		return c;
 	return x.len < y.len ? -1 : x.len > y.len;
 }
 
+/* Order of scan: partition, then id. */
+static int entity_key_cmp(const void *a, const void *b)
+{
+	const sc_entity *x = *(const sc_entity *const *)a;
+	const sc_entity *y = *(const sc_entity *const *)b;
+	int c = str_cmp(sc_entity_partition(x), sc_entity_partition(y));
+	return c ? c : str_cmp(sc_entity_id(x), sc_entity_id(y));
+}
+
 int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 {
-	const char *prefix = "";
+	const char *prefix = "", *part = NULL;
 	uint64_t limit = 0;
 	for (int i = 1; i < argc;) {
 		const char *v;
@@ -196,6 +222,17 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 		if (sc_cli_is_help(argv[i])) {
 			fputs(scan_help, stdout);
 			return SC_CLI_EXIT_OK;
+		}
+		if ((m = sc_cli_opt("scan", argc, argv, &i, "--partition",
+				    &v))) {
+			if (m < 0)
+				return SC_CLI_EXIT_USAGE;
+			if (strlen(v) > SC_EVENT_FIELD_MAX)
+				return sc_cli_usage_error(
+				    "scan", "partitions are 0 to %d bytes",
+				    SC_EVENT_FIELD_MAX);
+			part = v;
+			continue;
 		}
 		if ((m = sc_cli_opt("scan", argc, argv, &i, "--prefix", &v))) {
 			if (m < 0)
@@ -228,7 +265,10 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 	size_t plen = strlen(prefix), n = 0, cap = 0;
 	const sc_entity **list = NULL;
 	sc_view_iter it;
-	sc_view_iter_init(view, &it);
+	if (part)
+		sc_view_iter_init_in(view, (sc_str){part, strlen(part)}, &it);
+	else
+		sc_view_iter_init_all(view, &it);
 	const sc_entity *e;
 	while ((e = sc_view_iter_next(&it))) {
 		sc_str id = sc_entity_id(e);
@@ -248,7 +288,7 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 	}
 	if (!code) {
 		if (n)
-			qsort(list, n, sizeof *list, entity_id_cmp);
+			qsort(list, n, sizeof *list, entity_key_cmp);
 		sc_cli_buf b;
 		sc_cli_buf_init(&b);
 		for (size_t i = 0; i < n && (!limit || i < limit); i++) {
@@ -269,26 +309,40 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 /* ===== events ============================================================= */
 
 static const char events_help[] =
-    "usage: statecache [--db DIR] events [--from POS] [--entity ID] "
-    "[--limit N]\n"
+    "usage: statecache [--db DIR] events [--from POS] [--partition P] "
+    "[--entity ID] [--limit N]\n"
     "\n"
     "Print the event log as JSON Lines, in order, each with its "
     "\"position\"\n"
     "(the input format of `ingest`, which ignores \"position\"). --from\n"
-    "starts at position POS (default 1), --entity keeps one entity's "
-    "events,\n"
-    "--limit prints at most N (0: all, the default).\n"
+    "starts at position POS (default 1), --partition keeps the events of\n"
+    "partition P (\"\": the default partition), --entity keeps one "
+    "entity's\n"
+    "events (of the default partition, or of P with --partition), --limit\n"
+    "prints at most N (0: all, the default).\n"
     "\n"
     "Exit codes: 0 ok; 1 no store or a read failed; 2 bad usage.\n";
 
 typedef struct events_ctx {
 	sc_cli_buf b;
 	int failed;
+	const char *part; /* keep the events of this partition; NULL: all */
+	size_t part_len;
+	uint64_t limit, printed; /* with part: printed against limit */
 } events_ctx;
 
 static int events_print(void *ctx, const sc_event *ev)
 {
 	events_ctx *c = ctx;
+	if (c->part) {
+		if (ev->partition.len != c->part_len ||
+		    (c->part_len &&
+		     memcmp(ev->partition.ptr, c->part, c->part_len)))
+			return 0;
+		if (c->limit && c->printed >= c->limit)
+			return 1;
+		c->printed++;
+	}
 	sc_cli_buf_reset(&c->b);
 	if (sc_cli_event_encode(&c->b, ev, true) || !sc_cli_print_line(&c->b)) {
 		c->failed = 1;
@@ -300,7 +354,7 @@ static int events_print(void *ctx, const sc_event *ev)
 int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 {
 	uint64_t from = 1, limit = 0;
-	const char *entity = NULL;
+	const char *entity = NULL, *part = NULL;
 	for (int i = 1; i < argc;) {
 		const char *v;
 		int m;
@@ -317,6 +371,15 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 			if (m < 0 || sc_cli_parse_u64("events", "--limit", v, 0,
 						      UINT64_MAX, &limit))
 				return SC_CLI_EXIT_USAGE;
+		} else if ((m = sc_cli_opt("events", argc, argv, &i,
+					   "--partition", &v))) {
+			if (m < 0)
+				return SC_CLI_EXIT_USAGE;
+			if (strlen(v) > SC_EVENT_FIELD_MAX)
+				return sc_cli_usage_error(
+				    "events", "partitions are 0 to %d bytes",
+				    SC_EVENT_FIELD_MAX);
+			part = v;
 		} else if ((m = sc_cli_opt("events", argc, argv, &i, "--entity",
 					   &v))) {
 			if (m < 0)
@@ -340,11 +403,24 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 	sc_cli_buf_init(&c.b);
 	sc_error err;
 	sc_error_clear(&err);
-	int rc =
-	    entity
-		? sc_store_entity_events(st, (sc_str){entity, strlen(entity)},
-					 from, limit, events_print, &c, &err)
-		: sc_store_events(st, from, limit, events_print, &c, &err);
+	sc_str spart = {part ? part : "", part ? strlen(part) : 0};
+	int rc;
+	if (entity) {
+		rc = sc_store_entity_events_in(
+		    st, spart, (sc_str){entity, strlen(entity)}, from, limit,
+		    events_print, &c, &err);
+	} else if (part) {
+		/* A scan of the log, filtered; the limit counts what is
+		 * printed. */
+		c.part = part;
+		c.part_len = spart.len;
+		c.limit = limit;
+		rc = sc_store_events(st, from, 0, events_print, &c, &err);
+		if (rc == 1 && !c.failed)
+			rc = 0;
+	} else {
+		rc = sc_store_events(st, from, limit, events_print, &c, &err);
+	}
 	if (c.failed) {
 		code = out_of_memory("events");
 	} else if (rc) {

@@ -77,7 +77,7 @@ static int meta_init(sc_store *store, MDB_txn *txn, bool fresh,
 		rc = mdb_put(txn, store->dbi_meta, &k2, &v2, 0);
 	}
 	if (!rc) {
-		static const char by[] = "libstatecache format 3";
+		static const char by[] = "libstatecache format 4";
 		MDB_val k3 = {sizeof "created_by" - 1, "created_by"};
 		MDB_val v3 = {sizeof by - 1, (void *)by};
 		rc = mdb_put(txn, store->dbi_meta, &k3, &v3, 0);

@@ -39,8 +39,12 @@
 /* Value of the meta key "format_version" written by this build. Format 2
  * added the lagging index (index_through); format 3 keys the index rows
  * of ids over SC_INDEX_ID_WHOLE_MAX bytes by a cut and a hash (rows of
- * shorter ids are as in format 2, so an older store needs no rewrite). */
-#define SC_STORE_FORMAT_VERSION 3u
+ * shorter ids are as in format 2, so an older store needs no rewrite);
+ * format 4 makes an event's partition part of its entity's identity: the
+ * rows of named partitions are keyed by the partition too, snapshots are
+ * of format 2 (rows and snapshots of a store that never named a partition
+ * are unchanged). */
+#define SC_STORE_FORMAT_VERSION 4u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
@@ -54,6 +58,9 @@
 #define SC_INDEX_ID_WHOLE_MAX 503u
 #define SC_INDEX_ID_CUT	      487u
 #define SC_INDEX_KEY_MAX      511u
+/* The same in a named partition, behind the 16-byte hash of its name. */
+#define SC_INDEX_PART_ID_WHOLE_MAX 487u
+#define SC_INDEX_PART_ID_CUT	   471u
 
 struct sc_store {
 	MDB_env *env;
@@ -208,16 +215,21 @@ typedef struct sc_index_key {
  * for SC_INDEX_ID_WHOLE_MAX bytes; returns its length. */
 size_t sc_index_key_id(uint8_t *k, sc_str id);
 
+/* Write the key id of the entity (partition, id) to k (room for
+ * SC_INDEX_KEY_MAX - 8 bytes): sc_index_key_id for the default partition;
+ * returns its length. */
+size_t sc_index_key_of(uint8_t *k, sc_str partition, sc_str id);
+
 /* Check that entity_index holds exactly one row for every position up to
- * `through`, each keyed by the key id of its event's entity. Errors:
+ * `through`, each keyed by the key id of its event's (partition, id). Errors:
  * SC_ECORRUPT naming the first fault, SC_ELMDB. */
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 		    sc_error *err);
 
-/* Write the entity_index row of the event of `id` (any valid id) at `pos`.
- * Returns an LMDB code. */
+/* Write the entity_index row of the event of (partition, id) (any valid
+ * pair) at `pos`. Returns an LMDB code. */
 int sc_index_put(sc_store *store, MDB_txn *txn, sc_index_key *scratch,
-		 sc_str id, uint64_t pos);
+		 sc_str partition, sc_str id, uint64_t pos);
 
 /* Index the events after store->index_through and before `first`, read
  * back from the log inside the append's transaction. Returns 0 or an
@@ -231,11 +243,12 @@ int sc_index_tail(sc_store *store, MDB_txn *txn, uint64_t first, int *bad,
 typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
 
 /* Call fn, in order, with the positions in [from, to] that entity_index
- * lists under the key of `id` in txn. They may include events of other
- * ids (see the key layout in entity_index.c): fn checks. Errors: fn's
- * value, SC_ELMDB. */
-int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
-		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
+ * lists under the key of (partition, id) in txn. They may include events
+ * of other entities (see the key layout in entity_index.c): fn checks.
+ * Errors: fn's value, SC_ELMDB. */
+int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str partition, sc_str id,
+		  uint64_t from, uint64_t to, sc_index_pos_fn fn, void *ctx,
+		  sc_error *err);
 
 /* ---- projector.c --------------------------------------------------------- */
 
