@@ -713,6 +713,94 @@ static void test_previous_format(void **state)
 	tk_refstate_free(m);
 }
 
+/* Warnings of an open, kept. */
+typedef struct warned {
+	int n;
+	char text[2048];
+} warned;
+
+static void on_warn(void *ctx, const char *msg)
+{
+	warned *w = ctx;
+	w->n++;
+	snprintf(w->text, sizeof w->text, "%s", msg);
+}
+
+/* tests/data/format3_partitions/data.mdb: 160 events of the ids a..e in
+ * the default partition and in "eu" and "us" (the previous format put them
+ * all in one namespace), indexed as they were appended, a snapshot at 100.
+ * The first open under this format keys the index rows of the partitions'
+ * events again and drops the snapshot, which holds the merged state. */
+static void test_previous_format_partitions(void **state)
+{
+	(void)state;
+	char dir[600], file[700];
+	new_dir(dir, sizeof dir);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(file, sizeof file, "%s/data.mdb", dir);
+	const char *data = getenv("SC_TEST_DATA");
+	char src[600];
+	snprintf(src, sizeof src, "%s/format3_partitions/data.mdb",
+		 data ? data : "tests/data");
+	copy_file(src, file);
+	assert_int_equal(chmod(file, 0600), 0);
+
+	warned w = {0};
+	sc_store_options o = store_opts();
+	o.create = false;
+	o.warn = on_warn;
+	o.warn_ctx = &w;
+	sc_store *s;
+	sc_error err;
+	int rc = sc_store_open(dir, &o, &s, &err);
+	if (rc)
+		fprintf(stderr, "open: %s\n", err.message);
+	assert_int_equal(rc, 0);
+	assert_true(w.n >= 1);
+	assert_non_null(strstr(w.text, "partitions"));
+	assert_int_equal(sc_store_snapshots(s, NULL, 0, NULL), 0);
+	tk_refstate *m = tk_refstate_new();
+	assert_int_equal(sc_store_events(s, 1, 0, fold_event, m, NULL), 0);
+	assert_true(tk_refstate_len_in(m, S("eu")) > 0);
+	assert_true(tk_refstate_len_in(m, S("")) > 0);
+	check_store(s, m);
+	/* Entity reads find every event of (partition, id) through the rows
+	 * keyed again. */
+	static const char *const pn[] = {"", "eu", "us"};
+	static const char *const in[] = {"a", "b", "c", "d", "e"};
+	size_t total = 0;
+	for (size_t p = 0; p < 3; p++) {
+		for (size_t i = 0; i < 5; i++) {
+			collect c = {S(pn[p]), S(in[i]), 0, 0, true};
+			assert_int_equal(
+			    sc_store_entity_events_in(s, S(pn[p]), S(in[i]), 0,
+						      0, collect_one, &c, NULL),
+			    0);
+			assert_true(c.ok);
+			total += c.n;
+			sc_entity *e = NULL;
+			rc = sc_store_entity_at_in(s, S(pn[p]), S(in[i]), 160,
+						   &e, NULL);
+			const tk_refentity *re =
+			    tk_refstate_lookup_in(m, S(pn[p]), S(in[i]));
+			assert_int_equal(rc, re ? 0 : SC_NOTFOUND);
+			assert_true(tk_refstate_entity_equal(re, e, NULL, 0));
+			sc_entity_free(e);
+		}
+	}
+	assert_int_equal(total, 160);
+	sc_store_close(s);
+	/* Upgraded once: the next open warns no more. */
+	w.n = 0;
+	assert_int_equal(sc_store_open(dir, &o, &s, NULL), 0);
+	assert_int_equal(w.n, 0);
+	check_store(s, m);
+	sc_store_close(s);
+	tk_refstate_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -721,6 +809,7 @@ int main(void)
 	    cmocka_unit_test(test_store_roundtrip),
 	    cmocka_unit_test(test_watch_partition),
 	    cmocka_unit_test(test_previous_format),
+	    cmocka_unit_test(test_previous_format_partitions),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
