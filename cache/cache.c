@@ -379,8 +379,8 @@ static int apply_later(sc_cache *cache, sc_hamt_edit *edit, const sc_event *ev,
 	const char *id = j->ev.entity.ptr;
 	size_t len = j->ev.entity.len;
 	int rc = sc_hamt_edit_update_later(
-	    edit, id, len, sc_hamt_hash(cache->map, id, len),
-	    sc_change_update, job_done, &j->change);
+	    edit, id, len, sc_hamt_hash(cache->map, id, len), sc_change_update,
+	    job_done, &j->change);
 	if (rc) {
 		sc_pool_free(&cache->entity_pool, j, j->block);
 		return sc_cache_poison(cache, rc, err,
@@ -408,10 +408,13 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
-	sc_hamt_edit *edit;
-	rc = sc_cache_part_edit(cache, ev->partition, &edit, err);
-	if (rc)
-		return rc;
+	/* The default partition's tree is the edit opened above. */
+	sc_hamt_edit *edit = cache->edit;
+	if (ev->partition.len) {
+		rc = sc_cache_part_edit(cache, ev->partition, &edit, err);
+		if (rc)
+			return rc;
+	}
 	rc = apply_later(cache, edit, ev, err);
 	if (rc != SC_ETOOBIG)
 		return rc;
@@ -458,9 +461,9 @@ int sc_cache_load_entity_in(sc_cache *cache, sc_str partition, sc_str id,
 	/* Build first (it validates) so a bad state changes nothing; the
 	 * generation is the one the edit will have if it is opened now. */
 	uint64_t gen = cache->edit ? cache->generation : cache->generation + 1;
-	rc = sc_entity_build_loaded(partition, id, attrs, nattrs, updated_at, updated_by,
-				    position, gen, &cache->entity_pool, &ne,
-				    err);
+	rc = sc_entity_build_loaded(partition, id, attrs, nattrs, updated_at,
+				    updated_by, position, gen,
+				    &cache->entity_pool, &ne, err);
 	if (rc == ENOMEM)
 		return sc_cache_poison(cache, rc, err,
 				       "building an entity state");
@@ -504,7 +507,8 @@ int sc_cache_prepare(sc_cache *cache, sc_error *err)
 	}
 	rc = sc_hamt_edit_settle(cache->edit);
 	if (!rc)
-		rc = sc_cache_parts_prepare(cache, writer_current(cache)->parts);
+		rc =
+		    sc_cache_parts_prepare(cache, writer_current(cache)->parts);
 	if (rc)
 		return sc_cache_poison(cache, rc, err,
 				       "applying the queued events");
@@ -568,7 +572,8 @@ int sc_cache_promote(sc_cache *cache)
 	atomic_store_explicit(&cache->current_number, v->number,
 			      memory_order_release);
 	atomic_store_explicit(&cache->current_len,
-			      sc_hamt_count(root) + (parts ? parts->entities : 0),
+			      sc_hamt_count(root) +
+				  (parts ? parts->entities : 0),
 			      memory_order_relaxed);
 	atomic_store_explicit(&cache->current_position, v->position,
 			      memory_order_relaxed);
@@ -785,9 +790,10 @@ static int diff_parts(const sc_hamt *map, const struct sc_parts *ta,
 	size_t na = ta ? ta->n : 0, nb = tb ? tb->n : 0, i = 0, j = 0;
 	int rc = 0;
 	while (!rc && (i < na || j < nb)) {
-		int c = i == na	  ? 1
-			: j == nb ? -1
-				  : parts_name_cmp(&ta->items[i], &tb->items[j]);
+		int c = i == na ? 1
+			: j == nb
+			    ? -1
+			    : parts_name_cmp(&ta->items[i], &tb->items[j]);
 		sc_hamt_root ra = {0}, rb = {0};
 		if (c <= 0)
 			ra = ta->items[i++].root;
@@ -804,8 +810,8 @@ int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx)
 	const struct sc_version *va = as_version(a), *vb = as_version(b);
 	SC_REQUIRE(va->cache == vb->cache);
 	diff_ctx d = {fn, ctx};
-	int rc = sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter,
-			      &d);
+	int rc =
+	    sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter, &d);
 	if (!rc)
 		rc = diff_parts(va->cache->map, va->parts, vb->parts, &d);
 	return rc;

@@ -34,10 +34,10 @@
  * the name never changes). The registry (cache->reg) finds it by name.
  */
 struct sc_partition {
-	uint64_t hash;	    /* of the name, in the cache's map */
-	sc_hamt_root root;  /* in the newest promoted version (writer) */
-	sc_hamt_edit *edit; /* open in the pending version, or NULL */
-	sc_hamt_root next_root;		   /* scratch of promote */
+	uint64_t hash;		/* of the name, in the cache's map */
+	sc_hamt_root root;	/* in the newest promoted version (writer) */
+	sc_hamt_edit *edit;	/* open in the pending version, or NULL */
+	sc_hamt_root next_root; /* scratch of promote */
 	struct sc_partition *pending_next; /* partitions with an edit open */
 	uint32_t len;
 	char name[]; /* len bytes and a NUL */

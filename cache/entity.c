@@ -477,10 +477,10 @@ static int entity_alloc(sc_pool *pool, size_t size, sc_entity **out,
 	return SC_OK;
 }
 
-static int build_fast(sc_str part, sc_str id, const merge *m, const msrc *src, size_t nattrs,
-		      size_t strings, int64_t updated_at, sc_str actor,
-		      uint64_t position, uint64_t born, sc_pool *pool,
-		      sc_entity **out, sc_error *err)
+static int build_fast(sc_str part, sc_str id, const merge *m, const msrc *src,
+		      size_t nattrs, size_t strings, int64_t updated_at,
+		      sc_str actor, uint64_t position, uint64_t born,
+		      sc_pool *pool, sc_entity **out, sc_error *err)
 {
 	size_t size = sc_entity_table_off(id.len) +
 		      nattrs * sizeof(sc_entity_rec) + strings;
@@ -493,8 +493,8 @@ static int build_fast(sc_str part, sc_str id, const merge *m, const msrc *src, s
 	char *base = (char *)e;
 	const char *obase = (const char *)m->old;
 	char *p;
-	sc_entity_rec *tab = sc_entity_put_head(
-	    e, part, id, nattrs, position, updated_at, born, actor, &p);
+	sc_entity_rec *tab = sc_entity_put_head(e, part, id, nattrs, position,
+						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
 	for (size_t k = 0; k < nattrs; k++) {
 		sc_entity_rec *t = &tab[k];
@@ -534,9 +534,10 @@ static int build_fast(sc_str part, sc_str id, const merge *m, const msrc *src, s
 }
 
 /* Allocate and fill a state from the attribute stream of `m`. */
-static int build_from_merge(sc_str part, sc_str id, const merge *m0, int64_t updated_at,
-			    sc_str actor, uint64_t position, uint64_t born,
-			    sc_pool *pool, sc_entity **out, sc_error *err)
+static int build_from_merge(sc_str part, sc_str id, const merge *m0,
+			    int64_t updated_at, sc_str actor, uint64_t position,
+			    uint64_t born, sc_pool *pool, sc_entity **out,
+			    sc_error *err)
 {
 	/* Small states (all but pathological ones): one merge pass. */
 	bool small = m0->nold + m0->nev <= FAST_ATTRS && actor.len < UINT32_MAX;
@@ -549,9 +550,9 @@ static int build_from_merge(sc_str part, sc_str id, const merge *m0, int64_t upd
 		size_t strings = sc_entity_head_strings(actor, part);
 		size_t n = merge_sources(m0, src, &strings);
 		if (n != SIZE_MAX && strings < UINT32_MAX)
-			return build_fast(part, id, m0, src, n, strings, updated_at,
-					  actor, position, born, pool, out,
-					  err);
+			return build_fast(part, id, m0, src, n, strings,
+					  updated_at, actor, position, born,
+					  pool, out, err);
 	}
 	merge m = *m0;
 	size_t nattrs = 0, strings = sc_entity_head_strings(actor, part);
@@ -578,8 +579,8 @@ static int build_from_merge(sc_str part, sc_str id, const merge *m0, int64_t upd
 		return rc;
 	char *base = (char *)e;
 	char *p;
-	sc_entity_rec *tab = sc_entity_put_head(
-	    e, part, id, nattrs, position, updated_at, born, actor, &p);
+	sc_entity_rec *tab = sc_entity_put_head(e, part, id, nattrs, position,
+						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
 
 	m = *m0;
@@ -670,16 +671,16 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		m.old = prev;
 		m.nold = prev->nattrs;
 	}
-	int rc = build_from_merge(ev->partition, ev->entity, &m, ev->time, ev->actor,
-				  ev->position, born, pool, out, err);
+	int rc =
+	    build_from_merge(ev->partition, ev->entity, &m, ev->time, ev->actor,
+			     ev->position, born, pool, out, err);
 	if (v != stack)
 		sc_free(v);
 	return rc;
 }
 
 int sc_entity_build_loaded(sc_str part, sc_str id, const sc_attr *attrs,
-			   size_t nattrs,
-			   int64_t updated_at, sc_str updated_by,
+			   size_t nattrs, int64_t updated_at, sc_str updated_by,
 			   uint64_t position, uint64_t born, sc_pool *pool,
 			   sc_entity **out, sc_error *err)
 {
@@ -746,8 +747,8 @@ int sc_entity_build_loaded(sc_str part, sc_str id, const sc_attr *attrs,
 	}
 	if (!rc) {
 		merge m = {.ev = v, .nev = nattrs, .type = SC_EVENT_REPLACE};
-		rc = build_from_merge(part, id, &m, ev.time, ev.actor, ev.position,
-				      born, pool, out, err);
+		rc = build_from_merge(part, id, &m, ev.time, ev.actor,
+				      ev.position, born, pool, out, err);
 	}
 	if (v != stack)
 		sc_free(v);

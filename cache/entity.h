@@ -219,8 +219,7 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
  * Errors: SC_EINVAL, SC_ETOOBIG, ENOMEM.
  */
 int sc_entity_build_loaded(sc_str part, sc_str id, const sc_attr *attrs,
-			   size_t nattrs,
-			   int64_t updated_at, sc_str updated_by,
+			   size_t nattrs, int64_t updated_at, sc_str updated_by,
 			   uint64_t position, uint64_t born, sc_pool *pool,
 			   sc_entity **out, sc_error *err);
 

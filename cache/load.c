@@ -40,7 +40,8 @@ int sc_cache_load_measure(sc_str part, sc_str id, const sc_attr *attrs,
 	/* Every length below 2^32 and at most 2^24 attributes keep these
 	 * sums far from overflow in 64 bits. */
 	SC_REQUIRE(part.len <= SC_EVENT_FIELD_MAX);
-	uint64_t strings = (uint64_t)actor.len + 1 + (part.len ? part.len + 1 : 0);
+	uint64_t strings =
+	    (uint64_t)actor.len + 1 + (part.len ? part.len + 1 : 0);
 	bool ok = actor.len < UINT32_MAX && nattrs < (1u << 24);
 	for (size_t i = 0; ok && i < nattrs; i++) {
 		SC_REQUIRE(attrs[i].name.len >= 1 &&
@@ -61,9 +62,9 @@ int sc_cache_load_measure(sc_str part, sc_str id, const sc_attr *attrs,
 }
 
 void sc_cache_load_write(const sc_cache *cache, sc_str part, sc_str id,
-			 const sc_attr *attrs, size_t nattrs, int64_t updated_at, sc_str actor,
-			 uint64_t position, void *dst, size_t bytes,
-			 sc_cache_loaded *out)
+			 const sc_attr *attrs, size_t nattrs,
+			 int64_t updated_at, sc_str actor, uint64_t position,
+			 void *dst, size_t bytes, sc_cache_loaded *out)
 {
 	sc_entity *e = dst;
 	char *base = dst;

@@ -95,8 +95,7 @@ static int reg_get(sc_cache *cache, sc_str name, struct sc_partition **out)
 	uint64_t h = sc_hamt_hash(cache->map, name.ptr, name.len);
 	struct sc_partition **slot = reg_slot(cache, name, h);
 	if (!*slot) {
-		struct sc_partition *p =
-		    sc_calloc(1, sizeof *p + name.len + 1);
+		struct sc_partition *p = sc_calloc(1, sizeof *p + name.len + 1);
 		if (!p)
 			return ENOMEM;
 		p->hash = h;
@@ -264,7 +263,8 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 			if (c < 0) {
 				r = cur->items[i++];
 			} else {
-				r = (sc_part_ref){sorted[j], sorted[j]->next_root};
+				r = (sc_part_ref){sorted[j],
+						  sorted[j]->next_root};
 				j++;
 				if (c == 0)
 					i++;

@@ -772,16 +772,15 @@ static const char *read_chunk_build(rd r, uint64_t max_position,
 		why = read_state(sub, max_position, &e, w->attrs, &n);
 		SC_INSIST(!why);
 		size_t bytes;
-		*rc = sc_cache_load_measure(e.partition, e.id, e.attrs,
-					    e.nattrs,
-					    e.updated_by, &bytes, err);
+		*rc =
+		    sc_cache_load_measure(e.partition, e.id, e.attrs, e.nattrs,
+					  e.updated_by, &bytes, err);
 		if (!*rc)
 			*rc = images_reserve(s, bytes, c, err);
 		if (*rc)
 			return NULL;
 		sc_cache_loaded *l = &s->states[s->n++];
-		sc_cache_load_write(cache, e.partition, e.id, e.attrs,
-				    e.nattrs,
+		sc_cache_load_write(cache, e.partition, e.id, e.attrs, e.nattrs,
 				    e.updated_at, e.updated_by, e.position,
 				    s->images + s->used, bytes, l);
 		l->off = s->used;

@@ -2,12 +2,13 @@
  * statecache: the versioned entity cache.
  *
  * The cache holds the state of every entity as an immutable version (a HAMT
- * from entity id to entity state per partition). One writer applies events into a pending
- * version and then promotes it (one release store of the version pointer) or
- * discards it (everything it allocated is freed). Any number of reader
- * threads read the newest promoted version without locks: each reader thread
- * owns an sc_reader, whose slot records the version it is using; superseded
- * versions are freed once no slot can reach them (see cache/reclaim.c).
+ * from entity id to entity state per partition). One writer applies events into
+ * a pending version and then promotes it (one release store of the version
+ * pointer) or discards it (everything it allocated is freed). Any number of
+ * reader threads read the newest promoted version without locks: each reader
+ * thread owns an sc_reader, whose slot records the version it is using;
+ * superseded versions are freed once no slot can reach them (see
+ * cache/reclaim.c).
  *
  *   writer:  apply apply apply ... promote        (or discard)
  *                  \ pending version /   \ published, visible to readers
@@ -75,8 +76,8 @@ SC_API sc_attr sc_entity_attr(const sc_entity *e, size_t i);
 /* Find an attribute by name; false when absent. */
 SC_API bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
 /* True when two states hold the same partition, id, attributes,
- * updated_at, updated_by and position. Doubles compare by bit pattern (a NaN equals
- * itself). Two NULLs are equal; NULL and a state are not. */
+ * updated_at, updated_by and position. Doubles compare by bit pattern (a NaN
+ * equals itself). Two NULLs are equal; NULL and a state are not. */
 SC_API bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
 /* Bytes of memory the state occupies (its one allocation). */
 SC_API size_t sc_entity_memory_bytes(const sc_entity *e);
@@ -136,19 +137,17 @@ SC_API void sc_cache_destroy(sc_cache *cache);
  *
  * The event changes the entity (ev->partition, ev->entity) (an empty
  * partition: the default one). The event's position becomes the entity's
- * position, its time updated_at, its actor updated_by. Semantics as sc_entity_apply; a delete of a
- * missing entity changes no entity but still counts as applied (the
- * version's position advances). Validation happens before anything is
- * touched. Errors: SC_EINVAL (empty or over-long id or name, a partition
- * longer than SC_EVENT_FIELD_MAX, unknown type,
- * bad value type, a string value that is not valid UTF-8 (binary data goes
- * in a bytes value), NULL pointer with a non-zero length; the pending
- * version is unchanged and the message names the field), SC_ETOOBIG
- * (unchanged), ENOMEM (the pending version is poisoned: discard it),
- * SC_EPOISONED.
- * Events are applied a few calls late (their memory misses overlap), so
- * an ENOMEM met by an event may come back from a later apply, from
- * sc_cache_prepare or from sc_cache_promote.
+ * position, its time updated_at, its actor updated_by. Semantics as
+ * sc_entity_apply; a delete of a missing entity changes no entity but still
+ * counts as applied (the version's position advances). Validation happens
+ * before anything is touched. Errors: SC_EINVAL (empty or over-long id or name,
+ * a partition longer than SC_EVENT_FIELD_MAX, unknown type, bad value type, a
+ * string value that is not valid UTF-8 (binary data goes in a bytes value),
+ * NULL pointer with a non-zero length; the pending version is unchanged and the
+ * message names the field), SC_ETOOBIG (unchanged), ENOMEM (the pending version
+ * is poisoned: discard it), SC_EPOISONED. Events are applied a few calls late
+ * (their memory misses overlap), so an ENOMEM met by an event may come back
+ * from a later apply, from sc_cache_prepare or from sc_cache_promote.
  */
 SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
 
@@ -164,11 +163,10 @@ SC_API int sc_cache_load_entity(sc_cache *cache, sc_str id,
 /* sc_cache_load_entity of the entity (partition, id); an empty partition
  * is the default one. SC_EINVAL also for a partition longer than
  * SC_EVENT_FIELD_MAX. */
-SC_API int sc_cache_load_entity_in(sc_cache *cache, sc_str partition,
-				   sc_str id, const sc_attr *attrs,
-				   size_t nattrs, int64_t updated_at,
-				   sc_str updated_by, uint64_t position,
-				   sc_error *err);
+SC_API int sc_cache_load_entity_in(sc_cache *cache, sc_str partition, sc_str id,
+				   const sc_attr *attrs, size_t nattrs,
+				   int64_t updated_at, sc_str updated_by,
+				   uint64_t position, sc_error *err);
 
 /*
  * sc_cache_prepare - apply every event still queued and reserve what
