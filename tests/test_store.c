@@ -280,7 +280,8 @@ static void append_read_roundtrip(store_fx *fx, uint64_t lag)
 		for (size_t i = 0; i < total; i++) {
 			sc_decoded_event d;
 			collected_get(&c, i, &d);
-			if (d.ev.entity.len == sid.len &&
+			/* The entity (default partition, id). */
+			if (d.ev.entity.len == sid.len && !d.ev.partition.len &&
 			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
@@ -362,6 +363,7 @@ static void append_read_roundtrip(store_fx *fx, uint64_t lag)
 		size_t k = 0;
 		for (size_t i = 0; i < total; i++) {
 			if (evs[i].ev.entity.len == sid.len &&
+			    !evs[i].ev.partition.len &&
 			    memcmp(evs[i].ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], i + 1);
@@ -840,7 +842,8 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 		for (size_t i = 0; i < all.n; i++) {
 			sc_decoded_event d;
 			collected_get(&all, i, &d);
-			if (d.ev.entity.len == sid.len &&
+			/* The entity (default partition, id). */
+			if (d.ev.entity.len == sid.len && !d.ev.partition.len &&
 			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
@@ -966,8 +969,9 @@ static void test_format_1_store_is_upgraded(void **state)
 	assert_int_equal(sc_store_verify(s, NULL), 0);
 }
 
-/* Every entity's events (ids e0..e(nent-1), nent <= 64) read through
- * entity_index and the tail equal the log filtered by that id: one pass
+/* Every entity's events (ids e0..e(nent-1) of the default partition,
+ * nent <= 64) read through entity_index and the tail equal the log
+ * filtered by that entity: one pass
  * over the log, for stores too large for check_entity_reads. */
 static void check_entity_events(sc_store *s, unsigned nent)
 {
@@ -990,7 +994,9 @@ static void check_entity_events(sc_store *s, unsigned nent)
 		char id[16];
 		for (unsigned e = 0; e < nent; e++) {
 			int n = snprintf(id, sizeof id, "e%u", e);
-			if (d.ev.entity.len != (size_t)n ||
+			/* The entity (default partition, e<e>). */
+			if (d.ev.partition.len ||
+			    d.ev.entity.len != (size_t)n ||
 			    memcmp(d.ev.entity.ptr, id, (size_t)n) != 0)
 				continue;
 			assert_true(next[e] < ce[e].n);
