@@ -214,7 +214,7 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 	if (rc)
 		return rc;
 	if (version < 5) {
-		bool dropped;
+		bool dropped = false;
 		rc = upgrade_partitions(store, txn, version, &dropped, err);
 		if (rc)
 			return rc;
