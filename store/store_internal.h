@@ -319,9 +319,9 @@ int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 
 /* At open, in open's transaction: open tag_index and partition_index, or
  * create them (with meta "query_index_through" 0) for a new store
- * (`fresh`) or one of a format before 4. A store of format 4 without them
- * is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated),
- * SC_ELMDB. */
+ * (`fresh`) or one of a format before 4. A store of format 4 or later
+ * without them is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL
+ * (untranslated), SC_ELMDB. */
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 		      bool fresh, uint32_t version, sc_error *err);
 

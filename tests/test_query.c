@@ -606,8 +606,8 @@ static void test_upgrade_build_steps(void **state)
 	free(m.evs);
 }
 
-/* A format 4 store that lost tag_index is damaged: open refuses it and
- * does not make the database anew. */
+/* A store of format 4 or later that lost tag_index is damaged: open refuses it
+ * and does not make the database anew. */
 static void test_missing_index_refused(void **state)
 {
 	SC_UNUSED(state);

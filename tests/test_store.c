@@ -933,8 +933,8 @@ static void test_index_lag_reopen_and_failure(void **state)
 }
 
 /* A format 1 store (entity_index complete, no index_through) opens as
- * format 4: its index rows (keyed by the id first) are dropped, reads scan
- * the log, and the next indexing append indexes it again. */
+ * the current format: its index rows (keyed by the id first) are dropped,
+ * reads scan the log, and the next indexing append indexes it again. */
 static void test_format_1_store_is_upgraded(void **state)
 {
 	store_fx *fx = *state;
@@ -1156,8 +1156,8 @@ static void test_format_4_store_is_upgraded(void **state)
 }
 
 /* A format 2 store (index rows of every id kept whole, ids up to 503
- * bytes indexable) opens as format 4; reads of any id are right before
- * and after the index is written again. */
+ * bytes indexable) opens as the current format; reads of any id are right
+ * before and after the index is written again. */
 static void test_format_2_store_is_upgraded(void **state)
 {
 	SC_UNUSED(state);
