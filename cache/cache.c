@@ -165,6 +165,8 @@ void sc_cache_destroy(sc_cache *cache)
 		sc_version_free(cache, v);
 	}
 	sc_hamt_root_free(cache->map, cur->root);
+	sc_cache_parts_fini(cache);
+	sc_free(cur->parts);
 	sc_free(cur);
 	sc_hamt_destroy(cache->map);
 	sc_pool_destroy(&cache->entity_pool);
@@ -326,7 +328,7 @@ typedef struct apply_job {
  * than APPLY_LATER_MAX. */
 static size_t job_payload(const sc_event *ev)
 {
-	size_t n = ev->entity.len + ev->actor.len;
+	size_t n = ev->entity.len + ev->actor.len + ev->partition.len;
 	if (ev->type == SC_EVENT_DELETE)
 		return n;
 	if (ev->nattrs > APPLY_LATER_MAX / sizeof(sc_attr))
@@ -371,7 +373,6 @@ static apply_job *job_make(sc_cache *cache, sc_lane *l, const sc_event *ev,
 				.position = ev->position};
 	j->block = block;
 	j->ev = *ev;
-	j->ev.partition = (sc_str){NULL, 0};
 	j->ev.tags = NULL;
 	j->ev.ntags = 0;
 	size_t na = ev->type == SC_EVENT_DELETE ? 0 : ev->nattrs;
@@ -380,6 +381,7 @@ static apply_job *job_make(sc_cache *cache, sc_lane *l, const sc_event *ev,
 	char *p = (char *)(j->attrs + na);
 	p = copy_str(p, &j->ev.entity);
 	p = copy_str(p, &j->ev.actor);
+	p = copy_str(p, &j->ev.partition);
 	for (size_t i = 0; i < na; i++) {
 		sc_attr *a = &j->attrs[i];
 		*a = ev->attrs[i];
@@ -414,7 +416,8 @@ static void job_done(void *ctx, int rc)
 
 /* Queue `ev` if it can be applied later (see above); SC_ETOOBIG is
  * returned (not an error) when it must be applied at once. */
-static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
+static int apply_later(sc_cache *cache, sc_hamt_edit *edit, const sc_event *ev,
+		       sc_error *err)
 {
 	size_t payload = job_payload(ev);
 	size_t alive =
@@ -430,8 +433,8 @@ static int apply_later(sc_cache *cache, const sc_event *ev, sc_error *err)
 	const char *id = j->ev.entity.ptr;
 	size_t len = j->ev.entity.len;
 	int rc = sc_hamt_edit_update_later(
-	    cache->edit, id, len, sc_hamt_hash(cache->map, id, len),
-	    sc_change_update, job_done, &j->change);
+	    edit, id, len, sc_hamt_hash(cache->map, id, len), sc_change_update,
+	    job_done, &j->change);
 	if (rc) {
 		sc_pool_free(&cache->entity_pool, j, j->block);
 		return sc_cache_poison(cache, rc, err,
@@ -459,20 +462,26 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 	rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
-	rc = apply_later(cache, ev, err);
+	/* The default partition's tree is the edit opened above. */
+	sc_hamt_edit *edit = cache->edit;
+	if (ev->partition.len) {
+		rc = sc_cache_part_edit(cache, ev->partition, &edit, err);
+		if (rc)
+			return rc;
+	}
+	rc = apply_later(cache, edit, ev, err);
 	if (rc != SC_ETOOBIG)
 		return rc;
 	sc_change c = {
 	    .cache = cache, .ev = ev, .err = err, .position = ev->position};
-	rc = sc_change_done(&c, sc_hamt_edit_update(cache->edit, ev->entity.ptr,
+	rc = sc_change_done(&c, sc_hamt_edit_update(edit, ev->entity.ptr,
 						    ev->entity.len,
 						    sc_change_update, &c));
 	if (rc && c.build_failed && rc != ENOMEM) {
-		/* SC_ETOOBIG: nothing changed; close an edit opened for it. */
-		if (opened) {
-			sc_hamt_edit_abort(cache->edit);
-			cache->edit = NULL;
-		}
+		/* SC_ETOOBIG: nothing changed; close the edits opened for
+		 * it (nothing was pending before). */
+		if (opened)
+			sc_cache_discard(cache);
 		return rc;
 	}
 	if (rc)
@@ -557,6 +566,16 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 			 size_t nattrs, int64_t updated_at, sc_str updated_by,
 			 uint64_t position, sc_error *err)
 {
+	return sc_cache_load_entity_in(cache, (sc_str){"", 0}, id, attrs,
+				       nattrs, updated_at, updated_by, position,
+				       err);
+}
+
+int sc_cache_load_entity_in(sc_cache *cache, sc_str partition, sc_str id,
+			    const sc_attr *attrs, size_t nattrs,
+			    int64_t updated_at, sc_str updated_by,
+			    uint64_t position, sc_error *err)
+{
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL, "cache is NULL");
 	int rc = sc_cache_check_writable(cache, err);
@@ -566,9 +585,9 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 	/* Build first (it validates) so a bad state changes nothing; the
 	 * generation is the one the edit will have if it is opened now. */
 	uint64_t gen = cache->edit ? cache->generation : cache->generation + 1;
-	rc = sc_entity_build_loaded(id, attrs, nattrs, updated_at, updated_by,
-				    position, gen, &cache->entity_pool, &ne,
-				    err);
+	rc = sc_entity_build_loaded(partition, id, attrs, nattrs, updated_at,
+				    updated_by, position, gen,
+				    &cache->entity_pool, &ne, err);
 	if (rc == ENOMEM)
 		return sc_cache_poison(cache, rc, err,
 				       "building an entity state");
@@ -580,8 +599,14 @@ int sc_cache_load_entity(sc_cache *cache, sc_str id, const sc_attr *attrs,
 		return rc;
 	}
 	SC_INSIST(ne->born == cache->generation);
+	sc_hamt_edit *edit;
+	rc = sc_cache_part_edit(cache, partition, &edit, err);
+	if (rc) {
+		entity_free(cache, ne);
+		return rc;
+	}
 	sc_change c = {.cache = cache, .ne = ne, .position = position};
-	rc = sc_change_done(&c, sc_hamt_edit_update(cache->edit, id.ptr, id.len,
+	rc = sc_change_done(&c, sc_hamt_edit_update(edit, id.ptr, id.len,
 						    sc_change_update, &c));
 	if (rc)
 		return sc_cache_poison(cache, rc, err,
@@ -605,6 +630,9 @@ int sc_cache_prepare(sc_cache *cache, sc_error *err)
 					       "reserving the next version");
 	}
 	rc = sc_hamt_edit_settle(cache->edit);
+	if (!rc)
+		rc =
+		    sc_cache_parts_prepare(cache, writer_current(cache)->parts);
 	if (rc)
 		return sc_cache_poison(cache, rc, err,
 				       "applying the queued events");
@@ -619,17 +647,16 @@ int sc_cache_promote(sc_cache *cache)
 		return SC_EPOISONED;
 	if (!cache->edit)
 		return SC_OK;
+	/* Every allocation first, and every queued change done, so that
+	 * nothing below fails half-way through the partitions. */
+	int rc = sc_cache_prepare(cache, NULL);
+	if (rc)
+		return rc;
 	struct sc_version *v = cache->reserved;
-	if (!v)
-		v = sc_calloc(1, sizeof *v);
-	if (!v) {
-		cache->poisoned = true;
-		return ENOMEM;
-	}
 	cache->reserved = NULL;
 	sc_hamt_root root;
 	sc_hamt_garbage *garbage = NULL;
-	int rc = sc_hamt_edit_commit(cache->edit, &root, &garbage);
+	rc = sc_hamt_edit_commit(cache->edit, &root, &garbage);
 	if (rc) {
 		cache->reserved = v;
 		cache->poisoned = true;
@@ -642,14 +669,22 @@ int sc_cache_promote(sc_cache *cache)
 	sc_hamt_garbage_info gi = {0};
 	if (garbage)
 		sc_hamt_garbage_info_get(garbage, &gi);
+	struct sc_parts *parts;
+	size_t pbytes, pnodes;
+	sc_cache_parts_commit(cache, old->parts, &parts, &old->part_garbage,
+			      &old->npart_garbage, &pbytes, &pnodes);
+	if (parts != old->parts)
+		old->parts_replaced = old->parts;
 	old->garbage = garbage;
-	old->garbage_bytes = gi.bytes + cache->pending_garbage_entity_bytes;
-	old->garbage_nodes = gi.nodes;
+	old->garbage_bytes =
+	    gi.bytes + pbytes + cache->pending_garbage_entity_bytes;
+	old->garbage_nodes = gi.nodes + pnodes;
 	counter_add(&cache->bytes_awaiting, old->garbage_bytes, 0);
 	counter_add(&cache->nodes_awaiting, old->garbage_nodes, 0);
 	counter_add(&cache->versions_alive, 1, 0);
 
 	v->root = root;
+	v->parts = parts;
 	v->number = old->number + 1;
 	v->position = cache->pending_position;
 	v->cache = cache;
@@ -660,7 +695,9 @@ int sc_cache_promote(sc_cache *cache)
 	atomic_store_explicit(&cache->current, v, memory_order_release);
 	atomic_store_explicit(&cache->current_number, v->number,
 			      memory_order_release);
-	atomic_store_explicit(&cache->current_len, sc_hamt_count(root),
+	atomic_store_explicit(&cache->current_len,
+			      sc_hamt_count(root) +
+				  (parts ? parts->entities : 0),
 			      memory_order_relaxed);
 	atomic_store_explicit(&cache->current_position, v->position,
 			      memory_order_relaxed);
@@ -678,6 +715,7 @@ void sc_cache_discard(sc_cache *cache)
 {
 	if (!cache)
 		return;
+	sc_cache_parts_abort(cache);
 	sc_hamt_edit_abort(cache->edit);
 	cache->edit = NULL;
 	cache->poisoned = false;
@@ -701,6 +739,21 @@ const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id)
 			   id.len);
 }
 
+const sc_entity *sc_cache_pending_get_in(const sc_cache *cache,
+					 sc_str partition, sc_str id)
+{
+	if (!partition.len)
+		return sc_cache_pending_get(cache, id);
+	if (!id.ptr || !partition.ptr)
+		return NULL;
+	const struct sc_partition *p = sc_cache_part_known(cache, partition);
+	if (!p)
+		return NULL;
+	if (p->edit)
+		return sc_hamt_edit_get(p->edit, id.ptr, id.len);
+	return sc_hamt_get(cache->map, p->root, id.ptr, id.len);
+}
+
 /* ==== views =============================================================== */
 
 static const struct sc_version *as_version(const sc_view *view)
@@ -716,9 +769,67 @@ const sc_entity *sc_view_get(const sc_view *view, sc_str id)
 	return sc_hamt_get(v->cache->map, v->root, id.ptr, id.len);
 }
 
+/* The tree of `partition` in version v; false when it has no entity. */
+static bool view_root(const struct sc_version *v, sc_str partition,
+		      sc_hamt_root *out)
+{
+	if (!partition.len) {
+		*out = v->root;
+		return true;
+	}
+	const sc_part_ref *r = sc_parts_find(v->parts, partition);
+	if (!r)
+		return false;
+	*out = r->root;
+	return true;
+}
+
+const sc_entity *sc_view_get_in(const sc_view *view, sc_str partition,
+				sc_str id)
+{
+	const struct sc_version *v = as_version(view);
+	sc_hamt_root root;
+	if (!id.ptr || !view_root(v, partition, &root))
+		return NULL;
+	return sc_hamt_get(v->cache->map, root, id.ptr, id.len);
+}
+
 size_t sc_view_len(const sc_view *view)
 {
 	return sc_hamt_count(as_version(view)->root);
+}
+
+size_t sc_view_len_in(const sc_view *view, sc_str partition)
+{
+	sc_hamt_root root;
+	if (!view_root(as_version(view), partition, &root))
+		return 0;
+	return sc_hamt_count(root);
+}
+
+size_t sc_view_len_all(const sc_view *view)
+{
+	const struct sc_version *v = as_version(view);
+	return sc_hamt_count(v->root) + (v->parts ? v->parts->entities : 0);
+}
+
+size_t sc_view_partition_count(const sc_view *view)
+{
+	const struct sc_version *v = as_version(view);
+	return (v->parts ? v->parts->n : 0) + (sc_hamt_count(v->root) ? 1 : 0);
+}
+
+sc_str sc_view_partition(const sc_view *view, size_t i)
+{
+	const struct sc_version *v = as_version(view);
+	if (sc_hamt_count(v->root)) {
+		if (i == 0)
+			return (sc_str){"", 0};
+		i--;
+	}
+	SC_REQUIRE(v->parts && i < v->parts->n);
+	const struct sc_partition *p = v->parts->items[i].p;
+	return (sc_str){p->name, p->len};
 }
 
 uint64_t sc_view_version(const sc_view *view)
@@ -734,14 +845,38 @@ uint64_t sc_view_position(const sc_view *view)
 void sc_view_iter_init(const sc_view *view, sc_view_iter *it)
 {
 	sc_hamt_iter_init(&it->it, as_version(view)->root);
+	it->parts = NULL;
+	it->next = 0;
+}
+
+void sc_view_iter_init_in(const sc_view *view, sc_str partition,
+			  sc_view_iter *it)
+{
+	sc_hamt_root root = {0};
+	(void)view_root(as_version(view), partition, &root);
+	sc_hamt_iter_init(&it->it, root);
+	it->parts = NULL;
+	it->next = 0;
+}
+
+void sc_view_iter_init_all(const sc_view *view, sc_view_iter *it)
+{
+	const struct sc_version *v = as_version(view);
+	sc_hamt_iter_init(&it->it, v->root);
+	it->parts = v->parts;
+	it->next = 0;
 }
 
 const sc_entity *sc_view_iter_next(sc_view_iter *it)
 {
 	const sc_hamt_key *key;
 	void *value;
-	if (!sc_hamt_iter_next(&it->it, &key, &value))
-		return NULL;
+	while (!sc_hamt_iter_next(&it->it, &key, &value)) {
+		const struct sc_parts *t = it->parts;
+		if (!t || it->next >= t->n)
+			return NULL;
+		sc_hamt_iter_init(&it->it, t->items[it->next++].root);
+	}
 	return value;
 }
 
@@ -760,13 +895,50 @@ static int diff_adapter(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 	return d->fn(d->ctx, kind, old_value, new_value);
 }
 
+static int parts_name_cmp(const sc_part_ref *x, const sc_part_ref *y)
+{
+	size_t m = x->p->len < y->p->len ? x->p->len : y->p->len;
+	int c = memcmp(x->p->name, y->p->name, m);
+	if (c)
+		return c;
+	return x->p->len < y->p->len ? -1 : x->p->len > y->p->len;
+}
+
+/* Diff the named partitions of two tables, partition by partition in name
+ * order; a partition in one table only is all added or all removed. */
+static int diff_parts(const sc_hamt *map, const struct sc_parts *ta,
+		      const struct sc_parts *tb, diff_ctx *d)
+{
+	if (ta == tb)
+		return 0;
+	size_t na = ta ? ta->n : 0, nb = tb ? tb->n : 0, i = 0, j = 0;
+	int rc = 0;
+	while (!rc && (i < na || j < nb)) {
+		int c = i == na ? 1
+			: j == nb
+			    ? -1
+			    : parts_name_cmp(&ta->items[i], &tb->items[j]);
+		sc_hamt_root ra = {0}, rb = {0};
+		if (c <= 0)
+			ra = ta->items[i++].root;
+		if (c >= 0)
+			rb = tb->items[j++].root;
+		if (ra.node != rb.node)
+			rc = sc_hamt_diff(map, ra, rb, diff_adapter, d);
+	}
+	return rc;
+}
+
 int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx)
 {
 	const struct sc_version *va = as_version(a), *vb = as_version(b);
 	SC_REQUIRE(va->cache == vb->cache);
 	diff_ctx d = {fn, ctx};
-	return sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter,
-			    &d);
+	int rc =
+	    sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter, &d);
+	if (!rc)
+		rc = diff_parts(va->cache->map, va->parts, vb->parts, &d);
+	return rc;
 }
 
 int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
@@ -774,8 +946,13 @@ int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
 	if (!cache->edit)
 		return 0;
 	diff_ctx d = {fn, ctx};
-	return sc_hamt_diff(cache->map, writer_current(cache)->root,
-			    sc_hamt_edit_root(cache->edit), diff_adapter, &d);
+	int rc = sc_hamt_diff(cache->map, writer_current(cache)->root,
+			      sc_hamt_edit_root(cache->edit), diff_adapter, &d);
+	for (struct sc_partition *p = cache->pending_parts; p && !rc;
+	     p = p->pending_next)
+		rc = sc_hamt_diff(cache->map, p->root,
+				  sc_hamt_edit_root(p->edit), diff_adapter, &d);
+	return rc;
 }
 
 /* ==== change feed hook (cache/cache_lib.h) =============================== */

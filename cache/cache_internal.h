@@ -20,19 +20,103 @@
 #define SC_PIN_NONE UINT64_MAX
 
 /*
+ * Partitions. An entity is (partition, id). The default partition (empty
+ * name) is the version's `root`, exactly the map a store that never names
+ * a partition has. Every named partition has a tree of its own in the same
+ * map family (separate trees, so each has its own edit while a version is
+ * pending: hamt.h allows that) and the version's partition table maps its
+ * name to its root: the top-level map from a partition to its state, so a
+ * partition is read, iterated and counted without touching any other, and
+ * a partition's tree can later be loaded or dropped alone.
+ *
+ * struct sc_partition: the writer's record of a named partition, made the
+ * first time an event or a restored state names it and kept until the
+ * cache is destroyed (readers reach its name through tables of versions;
+ * the name never changes). The registry (cache->reg) finds it by name.
+ */
+struct sc_partition {
+	uint64_t hash;		/* of the name, in the cache's map */
+	sc_hamt_root root;	/* in the newest promoted version (writer) */
+	sc_hamt_edit *edit;	/* open in the pending version, or NULL */
+	sc_hamt_root next_root; /* scratch of promote */
+	struct sc_partition *pending_next; /* partitions with an edit open */
+	uint32_t len;
+	char name[]; /* len bytes and a NUL */
+};
+
+/* A version's named partitions with at least one entity, sorted by name
+ * (bytewise, a shorter name first on a tie). Immutable once published;
+ * successive versions share it until one changes a named partition: the
+ * version whose successor replaces it frees it. */
+typedef struct sc_part_ref {
+	const struct sc_partition *p;
+	sc_hamt_root root;
+} sc_part_ref;
+
+struct sc_parts {
+	size_t n;
+	size_t entities; /* in all of them */
+	sc_part_ref items[];
+};
+
+/* The entry of `name` in table `t` (may be NULL), or NULL. Any thread. */
+const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name);
+
+/* The edit of partition `part` in the pending version (open, with the
+ * default partition's edit opened first: sc_cache_pending_open), opened
+ * on first use. Writer. Errors: ENOMEM (the pending version is poisoned).
+ */
+int sc_cache_part_edit(sc_cache *cache, sc_str part, sc_hamt_edit **out,
+		       sc_error *err);
+
+/* The record of `name` if the writer knows it, else NULL. Writer. */
+struct sc_partition *sc_cache_part_known(const sc_cache *cache, sc_str name);
+
+/* Abort every partition edit of the pending version (discard). */
+void sc_cache_parts_abort(sc_cache *cache);
+
+/* Allocate what promote needs for the named partitions (the next table,
+ * with room for every entry of `cur` and every pending partition, the
+ * array of their garbage lists, a sort array), then do every queued change
+ * of their edits. Errors: ENOMEM, or the error of a queued change. */
+int sc_cache_parts_prepare(sc_cache *cache, const struct sc_parts *cur);
+
+/*
+ * Commit every partition edit (prepared, so this cannot fail) and make the
+ * next version's table: *next is `cur` when no named partition's tree
+ * changed, else the reserved table, filled (the caller owns it then). The
+ * garbage lists go to *garbage (an array the caller owns then; NULL when
+ * there are none), their count, bytes and nodes to *ngarbage, *gbytes,
+ * *gnodes. Every partition's root becomes its committed one.
+ */
+void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
+			   struct sc_parts **next, sc_hamt_garbage ***garbage,
+			   size_t *ngarbage, size_t *gbytes, size_t *gnodes);
+
+/* Free every named partition's tree (the last version's), the registry
+ * and what prepare kept. For sc_cache_destroy, after the discard. */
+void sc_cache_parts_fini(sc_cache *cache);
+
+/*
  * A promoted version. A view handed to readers is a version (sc_view is
  * struct sc_version). Immutable once published, except `garbage`, `next`
  * and `garbage_*`, which only the writer touches, and only once the version
  * has been superseded.
  */
 struct sc_version {
-	sc_hamt_root root;
+	sc_hamt_root root;	/* the default partition */
+	struct sc_parts *parts; /* named partitions; NULL: none */
 	uint64_t number;
 	uint64_t position;
 	sc_cache *cache;
 	/* What the commit that made version number+1 removed from this one;
 	 * freed once no reader pins a version <= number. */
 	sc_hamt_garbage *garbage;
+	/* The same for named partitions: their trees' garbage lists and the
+	 * partition table it replaced (NULL when it kept it). */
+	sc_hamt_garbage **part_garbage;
+	size_t npart_garbage;
+	struct sc_parts *parts_replaced;
 	size_t garbage_bytes; /* HAMT node bytes + entity bytes it holds */
 	size_t garbage_nodes;
 	/* garbage_bytes summed over every older version (cache/cache_lib.h) */
@@ -139,6 +223,19 @@ struct sc_cache {
 	/* Freed entity states kept for reuse by size: a promote frees the
 	 * states the next batch of events needs again. */
 	sc_pool entity_pool;
+	/* Named partitions: the registry (open addressing on the name's
+	 * hash), those with an edit open in the pending version, and what
+	 * prepare allocates so that promote allocates nothing (the next
+	 * table, the garbage lists' array, the pending ones sorted). */
+	struct sc_partition **reg;
+	size_t reg_cap, reg_n;
+	struct sc_partition *pending_parts;
+	size_t npending_parts;
+	struct sc_parts *reserved_parts;
+	size_t reserved_parts_cap;
+	sc_hamt_garbage **reserved_garbage;
+	struct sc_partition **reserved_sorted;
+	size_t reserved_pending_cap;
 
 	/* ---- counters for stats (atomic: read from any thread) ---- */
 	_Atomic size_t entity_bytes; /* all entity states alive */

@@ -123,8 +123,11 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *events,
  *   sc_cache_load_store    copy an image into a new block and put it into
  *                          the pending version (writer).
  *
+ * A state belongs to `partition` (empty: the default one); the store puts
+ * it into that partition's tree.
  * The caller guarantees what the snapshot decoder checks: id 1..
- * SC_ENTITY_ID_MAX bytes, names 1..SC_ATTR_NAME_MAX bytes in strictly
+ * SC_ENTITY_ID_MAX bytes, a partition of at most SC_EVENT_FIELD_MAX
+ * bytes, names 1..SC_ATTR_NAME_MAX bytes in strictly
  * increasing bytewise order, no SC_VALUE_NULL value, every pointer valid
  * for its length (debug builds assert part of it). The pending version
  * must stay open from begin to the last store; on any error the caller
@@ -143,10 +146,12 @@ typedef struct sc_cache_loaded {
 
 int sc_cache_load_begin(sc_cache *cache, uint64_t position, uint64_t *born,
 			sc_error *err);
-int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
-			  sc_str updated_by, size_t *bytes, sc_error *err);
-void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str updated_by,
+int sc_cache_load_measure(sc_str partition, sc_str id, const sc_attr *attrs,
+			  size_t nattrs, sc_str updated_by, size_t *bytes,
+			  sc_error *err);
+void sc_cache_load_write(const sc_cache *cache, sc_str partition, sc_str id,
+			 const sc_attr *attrs, size_t nattrs,
+			 int64_t updated_at, sc_str updated_by,
 			 uint64_t position, void *dst, size_t bytes,
 			 sc_cache_loaded *out);
 /* Errors: SC_ECORRUPT (the id is in the pending version already, made by

@@ -63,6 +63,21 @@ static int check_id(sc_str id, sc_error *err)
 	return SC_OK;
 }
 
+/* A partition's name: 0..SC_EVENT_FIELD_MAX bytes (0: the default). */
+static int check_partition(sc_str part, sc_error *err)
+{
+	if (part.len > SC_EVENT_FIELD_MAX)
+		return sc_error_set(err, SC_EINVAL,
+				    "partition is %zu bytes, longer than the "
+				    "limit of %d",
+				    part.len, SC_EVENT_FIELD_MAX);
+	if (part.len && !part.ptr)
+		return sc_error_set(err, SC_EINVAL,
+				    "partition pointer is NULL with length %zu",
+				    part.len);
+	return SC_OK;
+}
+
 static int check_name(sc_str name, size_t i, sc_error *err)
 {
 	if (name.len == 0)
@@ -211,6 +226,9 @@ static int validate_event(const sc_event *ev, bool utf8, sc_error *err)
 				    "event actor pointer is NULL with length "
 				    "%zu",
 				    ev->actor.len);
+	rc = check_partition(ev->partition, err);
+	if (rc)
+		return rc;
 	if (ev->type == SC_EVENT_DELETE)
 		return SC_OK;
 	if (ev->nattrs && !ev->attrs)
@@ -335,16 +353,19 @@ static int add_size(size_t *a, size_t b)
  *   - a string/bytes attribute: name + len + 21 at most against
  *     name + len + 18 in S; any other: name + 19 (a 10-byte int) against
  *     name + 17. So each attribute takes at most 3 bytes more than in S.
- *   - the rest: E's framing, id, updated_at, updated_by and position take
- *     at most 6 + 3 + id + 9 + 6 + by + 11 = id + by + 35, S's header, key
- *     and updated_by at least id + by + 35 (asserted below).
+ *   - the rest: E's framing, id, updated_at, updated_by, position and
+ *     partition (EntityState.partition = 6, a name below 2^14) take at most
+ *     6 + 3 + id + 9 + 6 + by + 11 + 3 + part = id + by + part + 38, S's
+ *     header, key, updated_by and partition (part + 1 when named) at least
+ *     id + by + part + 38 (asserted below).
  * So E <= S + 3 n, and 16 n <= S: E <= 19 S / 16.
  */
 _Static_assert(sizeof(sc_entity_rec) == 16, "16 bytes a record");
-_Static_assert(sizeof(sc_entity) + sizeof(sc_hamt_key) + 2 >= 35,
+_Static_assert(sizeof(sc_entity) + sizeof(sc_hamt_key) + 2 >= 38,
 	       "the fixed part of a state outweighs its encoding");
-_Static_assert(SC_ENTITY_ID_MAX < (1 << 14) && SC_ATTR_NAME_MAX < (1 << 14),
-	       "ids and names have 2-byte varint lengths");
+_Static_assert(SC_ENTITY_ID_MAX < (1 << 14) && SC_ATTR_NAME_MAX < (1 << 14) &&
+		   SC_EVENT_FIELD_MAX < (1 << 14),
+	       "ids, names and partitions have 2-byte varint lengths");
 _Static_assert((uint64_t)SC_ENTITY_SNAPSHOT_SURE * 19 <=
 		   (uint64_t)SC_STATE_SNAPSHOT_MAX * 16,
 	       "a state of SC_ENTITY_SNAPSHOT_SURE bytes fits in a snapshot");
@@ -368,6 +389,9 @@ size_t sc_entity_snapshot_bytes(const sc_entity *e)
 		n += sc_wire_len_size(by.len);
 	if (e->position)
 		n += 1 + sc_wire_varint_len(e->position);
+	sc_str part = sc_entity_partition(e);
+	if (part.len)
+		n += sc_wire_len_size(part.len);
 	return sc_wire_len_size(n);
 }
 
@@ -554,10 +578,10 @@ static int entity_done(sc_pool *pool, sc_entity *e, sc_entity **out,
 	return SC_OK;
 }
 
-static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
-		      size_t strings, int64_t updated_at, sc_str actor,
-		      uint64_t position, uint64_t born, sc_pool *pool,
-		      sc_entity **out, sc_error *err)
+static int build_fast(sc_str part, sc_str id, const merge *m, const msrc *src,
+		      size_t nattrs, size_t strings, int64_t updated_at,
+		      sc_str actor, uint64_t position, uint64_t born,
+		      sc_pool *pool, sc_entity **out, sc_error *err)
 {
 	size_t size = sc_entity_table_off(id.len) +
 		      nattrs * sizeof(sc_entity_rec) + strings;
@@ -570,7 +594,7 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 	char *base = (char *)e;
 	const char *obase = (const char *)m->old;
 	char *p;
-	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+	sc_entity_rec *tab = sc_entity_put_head(e, part, id, nattrs, position,
 						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
 	for (size_t k = 0; k < nattrs; k++) {
@@ -610,9 +634,10 @@ static int build_fast(sc_str id, const merge *m, const msrc *src, size_t nattrs,
 }
 
 /* Allocate and fill a state from the attribute stream of `m`. */
-static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
-			    sc_str actor, uint64_t position, uint64_t born,
-			    sc_pool *pool, sc_entity **out, sc_error *err)
+static int build_from_merge(sc_str part, sc_str id, const merge *m0,
+			    int64_t updated_at, sc_str actor, uint64_t position,
+			    uint64_t born, sc_pool *pool, sc_entity **out,
+			    sc_error *err)
 {
 	/* Small states (all but pathological ones): one merge pass. */
 	bool small = m0->nold + m0->nev <= FAST_ATTRS && actor.len < UINT32_MAX;
@@ -622,15 +647,15 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 	if (small) {
 		/* At most FAST_ATTRS strings below 4 GiB each: no sum wraps. */
 		msrc src[FAST_ATTRS];
-		size_t strings = actor.len + 1;
+		size_t strings = sc_entity_head_strings(actor, part);
 		size_t n = merge_sources(m0, src, &strings);
 		if (n != SIZE_MAX && strings < UINT32_MAX)
-			return build_fast(id, m0, src, n, strings, updated_at,
-					  actor, position, born, pool, out,
-					  err);
+			return build_fast(part, id, m0, src, n, strings,
+					  updated_at, actor, position, born,
+					  pool, out, err);
 	}
 	merge m = *m0;
-	size_t nattrs = 0, strings = actor.len + 1;
+	size_t nattrs = 0, strings = sc_entity_head_strings(actor, part);
 	int ok = actor.len < UINT32_MAX;
 	sc_attr a;
 	while (merge_next(&m, &a)) {
@@ -654,7 +679,7 @@ static int build_from_merge(sc_str id, const merge *m0, int64_t updated_at,
 		return rc;
 	char *base = (char *)e;
 	char *p;
-	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+	sc_entity_rec *tab = sc_entity_put_head(e, part, id, nattrs, position,
 						updated_at, born, actor, &p);
 	e->size = (uint32_t)size;
 
@@ -745,20 +770,23 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		m.old = prev;
 		m.nold = prev->nattrs;
 	}
-	int rc = build_from_merge(ev->entity, &m, ev->time, ev->actor,
-				  ev->position, born, pool, out, err);
+	int rc =
+	    build_from_merge(ev->partition, ev->entity, &m, ev->time, ev->actor,
+			     ev->position, born, pool, out, err);
 	if (v != stack)
 		sc_free(v);
 	return rc;
 }
 
-int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
-			   int64_t updated_at, sc_str updated_by,
+int sc_entity_build_loaded(sc_str part, sc_str id, const sc_attr *attrs,
+			   size_t nattrs, int64_t updated_at, sc_str updated_by,
 			   uint64_t position, uint64_t born, sc_pool *pool,
 			   sc_entity **out, sc_error *err)
 {
 	*out = NULL;
 	int rc = check_id(id, err);
+	if (!rc)
+		rc = check_partition(part, err);
 	if (rc)
 		return rc;
 	if (updated_by.len && !updated_by.ptr)
@@ -787,6 +815,7 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 	    .nattrs = nattrs,
 	    .time = updated_at,
 	    .actor = updated_by,
+	    .partition = part,
 	};
 	/* Duplicates are an error here (a stored state never has them), so
 	 * look for them before building with replace semantics. */
@@ -817,8 +846,8 @@ int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
 	}
 	if (!rc) {
 		merge m = {.ev = v, .nev = nattrs, .type = SC_EVENT_REPLACE};
-		rc = build_from_merge(id, &m, ev.time, ev.actor, ev.position,
-				      born, pool, out, err);
+		rc = build_from_merge(part, id, &m, ev.time, ev.actor,
+				      ev.position, born, pool, out, err);
 	}
 	if (v != stack)
 		sc_free(v);
@@ -847,6 +876,10 @@ int sc_entity_apply_valid(const sc_entity *prev, const sc_event *ev,
 		return sc_error_set(err, SC_EINVAL,
 				    "event entity differs from the id of the "
 				    "previous state");
+	if (prev && !str_eq(sc_entity_partition(prev), ev->partition))
+		return sc_error_set(err, SC_EINVAL,
+				    "event partition differs from the "
+				    "partition of the previous state");
 	return sc_entity_build(prev, ev, 0, out, err);
 }
 
@@ -870,6 +903,14 @@ sc_str sc_entity_updated_by(const sc_entity *e)
 {
 	const char *p = (const char *)(sc_entity_table(e) + e->nattrs);
 	return (sc_str){p, e->actor_len};
+}
+
+sc_str sc_entity_partition(const sc_entity *e)
+{
+	if (!e->part_len)
+		return (sc_str){"", 0};
+	const char *p = (const char *)(sc_entity_table(e) + e->nattrs);
+	return (sc_str){p + e->actor_len + 1, e->part_len};
 }
 
 uint64_t sc_entity_position(const sc_entity *e)
@@ -945,6 +986,7 @@ bool sc_entity_equal(const sc_entity *a, const sc_entity *b)
 	if (a->position != b->position || a->updated_at != b->updated_at ||
 	    a->nattrs != b->nattrs ||
 	    !str_eq(sc_entity_id(a), sc_entity_id(b)) ||
+	    !str_eq(sc_entity_partition(a), sc_entity_partition(b)) ||
 	    !str_eq(sc_entity_updated_by(a), sc_entity_updated_by(b)))
 		return false;
 	for (size_t i = 0; i < a->nattrs; i++) {

@@ -13,11 +13,22 @@
  *   | attr table        |  sorted by name (bytewise)
  *   +-------------------+  every string the state holds, each followed by a
  *   | strings           |  NUL that is not counted in its length: updated_by,
- *   +-------------------+  then each attribute's name and string/bytes value
+ *   +-------------------+  the partition's name (only when not the default
+ *                          partition), then each attribute's name and
+ *                          string/bytes value
  *
  * Offsets are 32-bit, so a state is smaller than 4 GiB (SC_ETOOBIG); and
  * a state must fit in one snapshot chunk (SC_STATE_SNAPSHOT_MAX encoded,
  * also SC_ETOOBIG).
+ *
+ * Identity: an entity is (partition, id). Each partition has a tree of its
+ * own (cache/cache_internal.h: the default partition's is the version's
+ * `root`, a named partition's is found by name in the version's partition
+ * table), so the HAMT key is the id alone, the same key as in a store that
+ * never names a partition, and (tree, key) names the entity unambiguously.
+ * The partition's name is kept in the state too (sc_entity_partition), so
+ * a state read anywhere (a diff, an iteration of every partition, a
+ * standalone fold) tells which entity it is.
  *
  * The HAMT entry for an entity is (sc_entity_key(e), e); both live in the
  * same block, so the release hook frees the pair at once: a state in a
@@ -63,7 +74,11 @@ struct sc_entity {
 	uint64_t born;
 	uint32_t size;	    /* bytes of the whole block (< 4 GiB) */
 	uint32_t nattrs;    /* records in the table */
-	uint32_t table_off; /* the table; updated_by follows it */
+	uint16_t table_off; /* the table; updated_by follows it (an id is at
+			       most SC_ENTITY_ID_MAX bytes: the header and
+			       the key end below 64 KiB) */
+	uint16_t part_len;  /* the partition's name, after updated_by's NUL;
+			       0: the default partition (nothing stored) */
 	uint32_t actor_len;
 };
 
@@ -108,13 +123,21 @@ static inline size_t sc_entity_table_off(size_t id_len)
 	       ((sizeof(sc_hamt_key) + id_len + 1 + 7) & ~(size_t)7);
 }
 
-/* Write the header (all but `size`), the key and updated_by of a state of
- * `nattrs` attributes into block e. Returns the attribute table; *strings
- * is where the attributes' names and values go. */
+/* Bytes of the strings area that updated_by and the partition's name take
+ * (the name and its NUL only for a named partition). */
+static inline size_t sc_entity_head_strings(sc_str actor, sc_str part)
+{
+	return actor.len + 1 + (part.len ? part.len + 1 : 0);
+}
+
+/* Write the header (all but `size`), the key, updated_by and the
+ * partition's name of a state of `nattrs` attributes into block e. Returns
+ * the attribute table; *strings is where the attributes' names and values
+ * go. `part` is at most SC_EVENT_FIELD_MAX bytes. */
 static inline sc_entity_rec *
-sc_entity_put_head(sc_entity *e, sc_str id, size_t nattrs, uint64_t position,
-		   int64_t updated_at, uint64_t born, sc_str actor,
-		   char **strings)
+sc_entity_put_head(sc_entity *e, sc_str part, sc_str id, size_t nattrs,
+		   uint64_t position, int64_t updated_at, uint64_t born,
+		   sc_str actor, char **strings)
 {
 	size_t table_off = sc_entity_table_off(id.len);
 	sc_hamt_key *key = (sc_hamt_key *)(void *)(e + 1);
@@ -126,11 +149,15 @@ sc_entity_put_head(sc_entity *e, sc_str id, size_t nattrs, uint64_t position,
 	e->updated_at = updated_at;
 	e->born = born;
 	e->nattrs = (uint32_t)nattrs;
-	e->table_off = (uint32_t)table_off;
+	e->table_off = (uint16_t)table_off;
+	e->part_len = (uint16_t)part.len;
 	e->actor_len = (uint32_t)actor.len;
 	sc_entity_rec *tab = (sc_entity_rec *)(void *)((char *)e + table_off);
-	*strings =
+	char *p =
 	    sc_entity_put_bytes((char *)(tab + nattrs), actor.ptr, actor.len);
+	if (part.len)
+		p = sc_entity_put_bytes(p, part.ptr, part.len);
+	*strings = p;
 	return tab;
 }
 
@@ -202,13 +229,14 @@ int sc_entity_build_in(const sc_entity *prev, const sc_event *ev, uint64_t born,
 		       sc_pool *pool, sc_entity **out, sc_error *err);
 
 /*
- * sc_entity_build_loaded - a state from a whole attribute list (any order,
+ * sc_entity_build_loaded - a state of (part, id) from a whole attribute
+ * list (any order,
  * no NULL values, no duplicate names), as sc_cache_load_entity takes it,
  * its block from `pool` as sc_entity_build_in does. Validates everything.
  * Errors: SC_EINVAL, SC_ETOOBIG, ENOMEM.
  */
-int sc_entity_build_loaded(sc_str id, const sc_attr *attrs, size_t nattrs,
-			   int64_t updated_at, sc_str updated_by,
+int sc_entity_build_loaded(sc_str part, sc_str id, const sc_attr *attrs,
+			   size_t nattrs, int64_t updated_at, sc_str updated_by,
 			   uint64_t position, uint64_t born, sc_pool *pool,
 			   sc_entity **out, sc_error *err);
 

@@ -235,6 +235,18 @@ static int apply_serial(sc_cache *cache, const sc_event *evs, size_t n,
 	return SC_OK;
 }
 
+/* Whether an event of the batch names a partition. The lanes split the
+ * root slots of the default partition's tree only; a batch with events of
+ * named partitions is applied serially, each event into its partition's
+ * tree. */
+static bool any_named(const sc_event *evs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (evs[i].partition.len)
+			return true;
+	return false;
+}
+
 /* Hash every event's id and give each lane its events, in order. */
 static int route(sc_cache *cache, const sc_event *evs, size_t n)
 {
@@ -302,7 +314,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 				    "a batch of %zu events is too big; split "
 				    "it",
 				    n);
-	if (cache->nthreads < 2 || n < LANES_MIN_BATCH)
+	if (cache->nthreads < 2 || n < LANES_MIN_BATCH || any_named(evs, n))
 		return apply_serial(cache, evs, n, failed, err);
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)

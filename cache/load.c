@@ -33,12 +33,15 @@ static bool is_blob(sc_value_type t)
 	return t == SC_VALUE_STRING || t == SC_VALUE_BYTES;
 }
 
-int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
-			  sc_str actor, size_t *bytes, sc_error *err)
+int sc_cache_load_measure(sc_str part, sc_str id, const sc_attr *attrs,
+			  size_t nattrs, sc_str actor, size_t *bytes,
+			  sc_error *err)
 {
 	/* Every length below 2^32 and at most 2^24 attributes keep these
 	 * sums far from overflow in 64 bits. */
-	uint64_t strings = (uint64_t)actor.len + 1;
+	SC_REQUIRE(part.len <= SC_EVENT_FIELD_MAX);
+	uint64_t strings =
+	    (uint64_t)actor.len + 1 + (part.len ? part.len + 1 : 0);
 	bool ok = actor.len < UINT32_MAX && nattrs < (1u << 24);
 	for (size_t i = 0; ok && i < nattrs; i++) {
 		SC_REQUIRE(attrs[i].name.len >= 1 &&
@@ -58,16 +61,16 @@ int sc_cache_load_measure(sc_str id, const sc_attr *attrs, size_t nattrs,
 	return SC_OK;
 }
 
-void sc_cache_load_write(const sc_cache *cache, sc_str id, const sc_attr *attrs,
-			 size_t nattrs, int64_t updated_at, sc_str actor,
-			 uint64_t position, void *dst, size_t bytes,
-			 sc_cache_loaded *out)
+void sc_cache_load_write(const sc_cache *cache, sc_str part, sc_str id,
+			 const sc_attr *attrs, size_t nattrs,
+			 int64_t updated_at, sc_str actor, uint64_t position,
+			 void *dst, size_t bytes, sc_cache_loaded *out)
 {
 	sc_entity *e = dst;
 	char *base = dst;
 	char *p;
 	/* born is set when the state is stored. */
-	sc_entity_rec *tab = sc_entity_put_head(e, id, nattrs, position,
+	sc_entity_rec *tab = sc_entity_put_head(e, part, id, nattrs, position,
 						updated_at, 0, actor, &p);
 	for (size_t i = 0; i < nattrs; i++)
 		p = sc_entity_put_attr(base, p, &tab[i], &attrs[i]);
@@ -110,7 +113,15 @@ static int store_block(sc_cache *cache, sc_entity *ne, const sc_cache_loaded *l,
 	const char *id = (const char *)sc_entity_key(ne)->bytes;
 	sc_change c = {
 	    .cache = cache, .ne = ne, .position = l->position, .unique = true};
-	int rc = sc_hamt_edit_update_hashed(cache->edit, id, l->id_len, l->hash,
+	sc_hamt_edit *edit = cache->edit;
+	if (ne->part_len) {
+		/* Poisons on failure. */
+		int prc = sc_cache_part_edit(cache, sc_entity_partition(ne),
+					     &edit, err);
+		if (prc)
+			return sc_change_done(&c, prc);
+	}
+	int rc = sc_hamt_edit_update_hashed(edit, id, l->id_len, l->hash,
 					    sc_change_update, &c);
 	if (rc == SC_ECORRUPT)
 		sc_error_set(err, rc,

@@ -242,6 +242,20 @@ const sc_entity *sc_reader_get(sc_reader *reader, sc_str id)
 	return sc_hamt_get(reader->map, reader->root, id.ptr, id.len);
 }
 
+const sc_entity *sc_reader_get_in(sc_reader *reader, sc_str partition,
+				  sc_str id)
+{
+	if (!partition.len)
+		return sc_reader_get(reader, id);
+	reader_pin(reader);
+	if (!id.ptr)
+		return NULL;
+	const sc_part_ref *r = sc_parts_find(reader->version->parts, partition);
+	if (!r)
+		return NULL;
+	return sc_hamt_get(reader->map, r->root, id.ptr, id.len);
+}
+
 const sc_view *sc_reader_begin(sc_reader *reader)
 {
 	reader_pin(reader);
@@ -274,6 +288,10 @@ uint64_t sc_reclaim_min_pinned(sc_cache *cache)
 void sc_version_free(sc_cache *cache, struct sc_version *v)
 {
 	sc_hamt_garbage_free(cache->map, v->garbage);
+	for (size_t i = 0; i < v->npart_garbage; i++)
+		sc_hamt_garbage_free(cache->map, v->part_garbage[i]);
+	sc_free(v->part_garbage);
+	sc_free(v->parts_replaced);
 	atomic_store_explicit(
 	    &cache->bytes_awaiting,
 	    atomic_load_explicit(&cache->bytes_awaiting, memory_order_relaxed) -

@@ -103,7 +103,8 @@ static void *reader_main(void *p)
 			int n = snprintf(id, sizeof id, "%s-%06u",
 					 idx % 2 ? "user" : "device", idx);
 			sc_str sid = {id, (size_t)n};
-			const sc_entity *e = sc_reader_get(r, sid);
+			const sc_entity *e =
+			    sc_reader_get_in(r, sc_cli_gen_partition(idx), sid);
 			a->reads++;
 			if (e) {
 				a->hits++;
@@ -192,13 +193,14 @@ static int demo_full_replay(sc_store *st, double *seconds, bool *equal)
 		if (!sc_reader_open(c.cache, &rb, &err)) {
 			const sc_view *va = sc_reader_begin(ra);
 			const sc_view *vb = sc_reader_begin(rb);
-			bool eq = sc_view_len(va) == sc_view_len(vb);
+			bool eq = sc_view_len_all(va) == sc_view_len_all(vb);
 			sc_view_iter it;
-			sc_view_iter_init(va, &it);
+			sc_view_iter_init_all(va, &it);
 			const sc_entity *e;
 			while (eq && (e = sc_view_iter_next(&it))) {
 				const sc_entity *f =
-				    sc_view_get(vb, sc_entity_id(e));
+				    sc_view_get_in(vb, sc_entity_partition(e),
+						   sc_entity_id(e));
 				eq = f && sc_entity_equal(e, f);
 			}
 			*equal = eq;
@@ -217,12 +219,16 @@ static void demo_show_get(sc_store *st, const char *id, uint64_t at)
 	sc_cli_buf b;
 	sc_cli_buf_init(&b);
 	sc_str sid = {id, strlen(id)};
+	/* The generator's partition of the id's index (its digits). */
+	const char *digits = strrchr(id, '-');
+	sc_str part = sc_cli_gen_partition(
+	    (uint32_t)strtoul(digits ? digits + 1 : id, NULL, 10));
 	if (at) {
 		sc_entity *e = NULL;
 		sc_error err;
-		printf("$ statecache get %s --at %llu\n", id,
-		       (unsigned long long)at);
-		int rc = sc_store_entity_at(st, sid, at, &e, &err);
+		printf("$ statecache get %s --partition %.*s --at %llu\n", id,
+		       (int)part.len, part.ptr, (unsigned long long)at);
+		int rc = sc_store_entity_at_in(st, part, sid, at, &e, &err);
 		if (rc == 0 && !sc_cli_entity_encode(&b, e))
 			printf("%s\n", b.ptr);
 		else
@@ -231,9 +237,10 @@ static void demo_show_get(sc_store *st, const char *id, uint64_t at)
 	} else {
 		sc_reader *r;
 		sc_error err;
-		printf("$ statecache get %s\n", id);
+		printf("$ statecache get %s --partition %.*s\n", id,
+		       (int)part.len, part.ptr);
 		if (!sc_reader_open(sc_store_cache(st), &r, &err)) {
-			const sc_entity *e = sc_reader_get(r, sid);
+			const sc_entity *e = sc_reader_get_in(r, part, sid);
 			if (e && !sc_cli_entity_encode(&b, e))
 				printf("%s\n", b.ptr);
 			else
@@ -271,7 +278,7 @@ static void demo_show_scan(sc_store *st, const char *prefix, size_t limit)
 	size_t plen = strlen(prefix), n = 0, cap = 64;
 	const sc_entity **list = malloc(cap * sizeof *list);
 	sc_view_iter it;
-	sc_view_iter_init(v, &it);
+	sc_view_iter_init_all(v, &it);
 	const sc_entity *e;
 	while (list && (e = sc_view_iter_next(&it))) {
 		sc_str id = sc_entity_id(e);

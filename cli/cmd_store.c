@@ -108,11 +108,14 @@ static int out_of_memory(const char *cmd)
 /* ===== get ================================================================ */
 
 static const char get_help[] =
-    "usage: statecache [--db DIR] get ID [--at POSITION]\n"
+    "usage: statecache [--db DIR] get ID [--partition P] [--at POSITION]\n"
     "\n"
     "Print the entity ID as one JSON object:\n"
     "  {\"id\":...,\"attrs\":{...},\"updated_at\":\"...\",\"updated_by\":...,"
     "\"position\":N}\n"
+    "An entity is (partition, ID): --partition reads partition P (default:\n"
+    "the default partition, empty name); the entities of a named partition\n"
+    "have \"partition\":\"P\" after their id.\n"
     "With --at, its state as of log position POSITION (inclusive), folded\n"
     "from that entity's events.\n"
     "\n"
@@ -121,7 +124,7 @@ static const char get_help[] =
 
 int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 {
-	const char *id = NULL;
+	const char *id = NULL, *part = "";
 	uint64_t at = 0;
 	bool have_at = false;
 	for (int i = 1; i < argc;) {
@@ -136,6 +139,11 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 						      UINT64_MAX, &at))
 				return SC_CLI_EXIT_USAGE;
 			have_at = true;
+		} else if ((m = sc_cli_opt("get", argc, argv, &i, "--partition",
+					   &v))) {
+			if (m < 0)
+				return SC_CLI_EXIT_USAGE;
+			part = v;
 		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
 			return sc_cli_usage_error("get", "unknown option %s",
 						  argv[i]);
@@ -152,6 +160,10 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 	if (idlen == 0 || idlen > SC_ENTITY_ID_MAX)
 		return sc_cli_usage_error("get", "ids are 1 to %d bytes",
 					  SC_ENTITY_ID_MAX);
+	sc_str spart = {part, strlen(part)};
+	if (spart.len > SC_EVENT_FIELD_MAX)
+		return sc_cli_usage_error("get", "partitions are 0 to %d bytes",
+					  SC_EVENT_FIELD_MAX);
 	sc_store *st;
 	int code = sc_cli_store_open_read("get", g->db, false, &st);
 	if (code)
@@ -162,12 +174,13 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 	if (have_at) {
 		sc_entity *e = NULL;
 		sc_error err;
-		int rc = sc_store_entity_at(st, sid, at, &e, &err);
+		int rc = sc_store_entity_at_in(st, spart, sid, at, &e, &err);
 		if (rc == SC_NOTFOUND) {
 			fprintf(stderr,
-				"statecache get: no entity \"%s\" at position "
-				"%llu\n",
-				id, (unsigned long long)at);
+				"statecache get: no entity \"%s\"%s%s%s at "
+				"position %llu\n",
+				id, *part ? " in partition \"" : "", part,
+				*part ? "\"" : "", (unsigned long long)at);
 			code = SC_CLI_EXIT_FAIL;
 		} else if (rc) {
 			fprintf(stderr, "statecache get: %s\n", err.message);
@@ -185,11 +198,13 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 			fprintf(stderr, "statecache get: %s\n", err.message);
 			code = SC_CLI_EXIT_FAIL;
 		} else {
-			const sc_entity *e = sc_reader_get(r, sid);
+			const sc_entity *e = sc_reader_get_in(r, spart, sid);
 			if (!e) {
-				fprintf(stderr,
-					"statecache get: no entity \"%s\"\n",
-					id);
+				fprintf(
+				    stderr,
+				    "statecache get: no entity \"%s\"%s%s%s\n",
+				    id, *part ? " in partition \"" : "", part,
+				    *part ? "\"" : "");
 				code = SC_CLI_EXIT_FAIL;
 			} else if (sc_cli_entity_encode(&b, e) ||
 				   !sc_cli_print_line(&b)) {
@@ -207,29 +222,40 @@ int sc_cli_cmd_get(const sc_cli_global *g, int argc, char **argv)
 /* ===== scan =============================================================== */
 
 static const char scan_help[] =
-    "usage: statecache [--db DIR] scan [--prefix P] [--limit N]\n"
+    "usage: statecache [--db DIR] scan [--partition P] [--prefix X] "
+    "[--limit N]\n"
     "\n"
-    "Print entities as JSON Lines (the format of `get`), sorted by id,\n"
-    "all from one consistent version of the state. --prefix keeps ids that\n"
-    "start with P; --limit prints at most N (0: all, the default).\n"
+    "Print entities as JSON Lines (the format of `get`), sorted by\n"
+    "partition then id, all from one consistent version of the state.\n"
+    "--partition keeps the entities of partition P (\"\": the default\n"
+    "partition) and reads no other partition; without it, every\n"
+    "partition. --prefix keeps ids that start with X; --limit prints at\n"
+    "most N (0: all, the default).\n"
     "\n"
     "Exit codes: 0 ok (also when nothing matches); 1 no store; 2 bad "
     "usage.\n";
 
-static int entity_id_cmp(const void *a, const void *b)
+static int str_cmp(sc_str x, sc_str y)
 {
-	sc_str x = sc_entity_id(*(const sc_entity *const *)a);
-	sc_str y = sc_entity_id(*(const sc_entity *const *)b);
 	size_t n = x.len < y.len ? x.len : y.len;
-	int c = memcmp(x.ptr, y.ptr, n);
+	int c = n ? memcmp(x.ptr, y.ptr, n) : 0;
 	if (c)
 		return c;
 	return x.len < y.len ? -1 : x.len > y.len;
 }
 
+/* Order of scan: partition, then id. */
+static int entity_key_cmp(const void *a, const void *b)
+{
+	const sc_entity *x = *(const sc_entity *const *)a;
+	const sc_entity *y = *(const sc_entity *const *)b;
+	int c = str_cmp(sc_entity_partition(x), sc_entity_partition(y));
+	return c ? c : str_cmp(sc_entity_id(x), sc_entity_id(y));
+}
+
 int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 {
-	const char *prefix = "";
+	const char *prefix = "", *part = NULL;
 	uint64_t limit = 0;
 	for (int i = 1; i < argc;) {
 		const char *v;
@@ -237,6 +263,17 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 		if (sc_cli_is_help(argv[i])) {
 			fputs(scan_help, stdout);
 			return SC_CLI_EXIT_OK;
+		}
+		if ((m = sc_cli_opt("scan", argc, argv, &i, "--partition",
+				    &v))) {
+			if (m < 0)
+				return SC_CLI_EXIT_USAGE;
+			if (strlen(v) > SC_EVENT_FIELD_MAX)
+				return sc_cli_usage_error(
+				    "scan", "partitions are 0 to %d bytes",
+				    SC_EVENT_FIELD_MAX);
+			part = v;
+			continue;
 		}
 		if ((m = sc_cli_opt("scan", argc, argv, &i, "--prefix", &v))) {
 			if (m < 0)
@@ -268,7 +305,10 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 	size_t plen = strlen(prefix), n = 0, cap = 0;
 	const sc_entity **list = NULL;
 	sc_view_iter it;
-	sc_view_iter_init(view, &it);
+	if (part)
+		sc_view_iter_init_in(view, (sc_str){part, strlen(part)}, &it);
+	else
+		sc_view_iter_init_all(view, &it);
 	const sc_entity *e;
 	while ((e = sc_view_iter_next(&it))) {
 		sc_str id = sc_entity_id(e);
@@ -288,7 +328,7 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 	}
 	if (!code) {
 		if (n)
-			qsort(list, n, sizeof *list, entity_id_cmp);
+			qsort(list, n, sizeof *list, entity_key_cmp);
 		sc_cli_buf b;
 		sc_cli_buf_init(&b);
 		for (size_t i = 0; i < n && (!limit || i < limit); i++) {
@@ -309,9 +349,10 @@ int sc_cli_cmd_scan(const sc_cli_global *g, int argc, char **argv)
 /* ===== events ============================================================= */
 
 static const char events_help[] =
-    "usage: statecache [--db DIR] events [--from POS] [--entity ID | --tag T "
-    "|\n"
-    "                  --partition P] [--limit N] [--follow [--poll MS]]\n"
+    "usage: statecache [--db DIR] events [--from POS] [--entity ID "
+    "[--partition P] |\n"
+    "                  --tag T | --partition P] [--limit N] [--follow "
+    "[--poll MS]]\n"
     "\n"
     "Print the event log as JSON Lines, in order, each with its "
     "\"position\"\n"
@@ -320,6 +361,9 @@ static const char events_help[] =
     "keep\n"
     "the events of one entity, tag or partition (read through their "
     "index);\n"
+    "--entity with --partition keeps the events of entity ID of partition "
+    "P\n"
+    "(without it, of the default partition).\n"
     "--limit prints at most N (0: all, the default).\n"
     "\n"
     "--follow keeps printing new events as any process commits them (like\n"
@@ -384,7 +428,7 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 	uint64_t from = 1, limit = 0, poll = SC_QUERY_POLL_MS_DEFAULT;
 	sc_query_spec spec = {.kind = SC_QUERY_ALL};
 	sc_query_kind kind;
-	const char *key = NULL;
+	const char *key = NULL, *part = NULL;
 	bool follow = false;
 	for (int i = 1; i < argc;) {
 		const char *v;
@@ -414,16 +458,35 @@ int sc_cli_cmd_events(const sc_cli_global *g, int argc, char **argv)
 		} else if ((m = events_keyed(argc, argv, &i, &v, &kind))) {
 			if (m < 0)
 				return SC_CLI_EXIT_USAGE;
+			/* --partition with --entity: the entity of that
+			 * partition. */
+			if (kind == SC_QUERY_PARTITION && !part &&
+			    (!key || spec.kind == SC_QUERY_ENTITY)) {
+				part = v;
+				continue;
+			}
 			if (key)
 				return sc_cli_usage_error(
 				    "events", "give one of --entity, --tag and "
-					      "--partition");
+					      "--partition (or --entity with "
+					      "--partition)");
 			key = v;
 			spec.kind = kind;
 		} else {
 			return sc_cli_usage_error(
 			    "events", "unknown argument %s", argv[i]);
 		}
+	}
+	if (part && key && spec.kind != SC_QUERY_ENTITY)
+		return sc_cli_usage_error("events",
+					  "give one of --entity, --tag and "
+					  "--partition (or --entity with "
+					  "--partition)");
+	if (part && !key) {
+		key = part;
+		spec.kind = SC_QUERY_PARTITION;
+	} else if (part) {
+		spec.partition = (sc_str){part, strlen(part)};
 	}
 	if (key)
 		spec.key = (sc_str){key, strlen(key)};

@@ -110,12 +110,13 @@ int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv)
 	}
 	const sc_view *va = sc_reader_begin(ra);
 	const sc_view *vb = sc_reader_begin(rb);
-	size_t na = sc_view_len(va), nb = sc_view_len(vb), diffs = 0;
+	size_t na = sc_view_len_all(va), nb = sc_view_len_all(vb), diffs = 0;
 	sc_view_iter it;
 	const sc_entity *e;
-	sc_view_iter_init(va, &it);
+	sc_view_iter_init_all(va, &it);
 	while ((e = sc_view_iter_next(&it))) {
-		const sc_entity *f = sc_view_get(vb, sc_entity_id(e));
+		const sc_entity *f =
+		    sc_view_get_in(vb, sc_entity_partition(e), sc_entity_id(e));
 		if (f && sc_entity_equal(e, f))
 			continue;
 		if (++diffs <= VERIFY_SHOW_MAX) {
@@ -127,9 +128,9 @@ int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv)
 				printf("  replay: (absent)\n");
 		}
 	}
-	sc_view_iter_init(vb, &it);
+	sc_view_iter_init_all(vb, &it);
 	while ((e = sc_view_iter_next(&it))) {
-		if (sc_view_get(va, sc_entity_id(e)))
+		if (sc_view_get_in(va, sc_entity_partition(e), sc_entity_id(e)))
 			continue;
 		if (++diffs <= VERIFY_SHOW_MAX) {
 			printf("differs:\n  open:   (absent)\n");

@@ -4,7 +4,9 @@
  *   {"id":"user-1","attrs":{"age":31,"name":"Ann"},
  *    "updated_at":"2026-11-23T10:00:00Z","updated_by":"svc-a","position":7}
  *
- * Attributes come sorted by name (the entity keeps them so).
+ * Attributes come sorted by name (the entity keeps them so). An entity of
+ * a named partition has "partition":"P" after its id; the default
+ * partition's entities have no such member.
  */
 #include "cli/json_event.h"
 
@@ -17,6 +19,12 @@ int sc_cli_entity_encode(sc_cli_buf *b, const sc_entity *e)
 	int rc = sc_cli_buf_puts(b, "{\"id\":");
 	if (!rc)
 		rc = sc_cli_json_string(b, id.ptr, id.len);
+	sc_str part = sc_entity_partition(e);
+	if (!rc && part.len) {
+		rc = sc_cli_buf_puts(b, ",\"partition\":");
+		if (!rc)
+			rc = sc_cli_json_string(b, part.ptr, part.len);
+	}
 	if (!rc)
 		rc = sc_cli_buf_puts(b, ",\"attrs\":{");
 	size_t n = sc_entity_attr_count(e);

@@ -144,6 +144,12 @@ static void gen_value(sc_cli_gen *g, bool device, unsigned k, size_t slot)
 	}
 }
 
+sc_str sc_cli_gen_partition(uint32_t idx)
+{
+	static const char *const parts[] = {"eu", "us", "ap"};
+	return cstr(parts[idx % 3]);
+}
+
 const sc_event *sc_cli_gen_next(sc_cli_gen *g)
 {
 	sc_event *ev = &g->ev;
@@ -163,8 +169,7 @@ const sc_event *sc_cli_gen_next(sc_cli_gen *g)
 	static const char *const actors[] = {"svc-ingest", "svc-api",
 					     "svc-billing", "ops"};
 	ev->actor = cstr(actors[(r >> 40) % 4]);
-	static const char *const parts[] = {"eu", "us", "ap"};
-	ev->partition = cstr(parts[idx % 3]);
+	ev->partition = sc_cli_gen_partition(idx);
 	unsigned tr = (unsigned)((r >> 48) % 20);
 	if (tr == 0) {
 		g->tags[0] = cstr("signup");

@@ -9,6 +9,8 @@
  * index in the stream) and "check" (sc_cli_gen_check_value of id and seq),
  * and no unset removes them, so any entity state that is whole satisfies
  * sc_cli_gen_entity_ok: a reader can verify it never sees a torn state.
+ * The entity NNNNNN lives in partition sc_cli_gen_partition(NNNNNN) ("eu",
+ * "us" or "ap"): an entity is (partition, id).
  */
 #ifndef STATECACHE_CLI_GEN_H
 #define STATECACHE_CLI_GEN_H
@@ -42,6 +44,9 @@ void sc_cli_gen_init(sc_cli_gen *g, uint64_t seed, uint32_t entities,
 /* The next event; valid until the next call. Its position is the stream
  * index (1-based), which the store ignores. */
 const sc_event *sc_cli_gen_next(sc_cli_gen *g);
+
+/* The partition of the entity of index `idx` (the NNNNNN of its id). */
+sc_str sc_cli_gen_partition(uint32_t idx);
 
 /* The "check" value written with `seq` for `id`: 16 hex digits. */
 void sc_cli_gen_check_value(const char *id, size_t id_len, int64_t seq,

@@ -84,7 +84,8 @@ struct sc_hamt {
 	sc_hamt_fresh_fn fresh; /* NULL: ask the base version */
 	unsigned flags;
 	uint64_t next_edit;
-	bool edit_open;
+	/* Edits open now (several when their bases share no node). */
+	unsigned edits_open;
 	size_t page;
 	_Atomic size_t allocated;
 	/* One edit and one garbage list kept for reuse, so a steady stream of
@@ -486,8 +487,6 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
 	if (!map || !out)
 		return SC_EINVAL;
 	*out = NULL;
-	if (map->edit_open)
-		return SC_ESTATE;
 	sc_hamt_edit *e = map->spare_edit;
 	if (e) {
 		map->spare_edit = NULL;
@@ -501,7 +500,7 @@ int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base, sc_hamt_edit **out)
 	e->root = (node *)(uintptr_t)base.node;
 	e->count = base.count;
 	e->id = map->next_edit++;
-	map->edit_open = true;
+	map->edits_open++;
 	*out = e;
 	return SC_OK;
 }
@@ -1248,7 +1247,7 @@ static void garbage_recycle(sc_hamt *m, sc_hamt_garbage *g)
 
 static void edit_recycle(sc_hamt *m, sc_hamt_edit *e)
 {
-	m->edit_open = false;
+	m->edits_open--;
 	if (m->spare_edit)
 		sc_free(e);
 	else
@@ -1800,7 +1799,7 @@ int sc_hamt_lanes_setup(sc_hamt *map, unsigned n, sc_hamt_release_fn release,
 			sc_hamt_fresh_fn fresh, void *const ctx[])
 {
 	if (!map || !ctx || n < 2 || n > SC_HAMT_LANES_MAX || map->nlanes ||
-	    map->edit_open)
+	    map->edits_open)
 		return SC_EINVAL;
 	for (unsigned k = 0; k < n; k++) {
 		sc_hamt *l = sc_calloc(1, sizeof *l);
@@ -1879,6 +1878,7 @@ int sc_hamt_lanes_split(sc_hamt_edit *e, sc_hamt_edit *lanes[])
 			goto nomem;
 		}
 		l->map = lm;
+		lm->edits_open++; /* edit_recycle closes it */
 		l->base = e->base;
 		l->id = e->id;
 		l->count = 0; /* the lane's change to the count */

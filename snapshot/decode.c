@@ -453,12 +453,12 @@ static const char *read_state(rd r, uint64_t max_position,
 	bool bad;
 	sc_attr a, prev = {{NULL, 0}, {0}};
 	memset(e, 0, sizeof *e);
-	e->id.ptr = e->updated_by.ptr = "";
+	e->id.ptr = e->updated_by.ptr = e->partition.ptr = "";
 	*nattrs = 0;
 	while (rd_field(&r, &num, &wire, &bad)) {
 		rd s;
 		uint64_t x;
-		if (num >= 1 && num <= 5 && num != 2) {
+		if (num >= 1 && num <= 6 && num != 2) {
 			if (seen & (1u << num))
 				return "an entity repeats a field";
 			seen |= 1u << num;
@@ -466,12 +466,15 @@ static const char *read_state(rd r, uint64_t max_position,
 		switch (num) {
 		case 1: /* id */
 		case 4: /* updated_by */
+		case 6: /* partition */
 			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
 				return "an entity is malformed";
 			if (num == 1)
 				e->id = str_of_rd(s);
-			else
+			else if (num == 4)
 				e->updated_by = str_of_rd(s);
+			else
+				e->partition = str_of_rd(s);
 			break;
 		case 2: { /* attrs */
 			if (wire != 2 || !sc_wire_rd_sub(&r, &s))
@@ -509,6 +512,8 @@ static const char *read_state(rd r, uint64_t max_position,
 		return "an entity id length is out of range";
 	if (e->updated_by.len > SC_SNAPSHOT_ACTOR_MAX)
 		return "an entity's updated_by is too long";
+	if (e->partition.len > SC_EVENT_FIELD_MAX)
+		return "an entity's partition is too long";
 	if (e->position > max_position)
 		return "an entity's position is beyond the snapshot's";
 	e->attrs = attrs;
@@ -767,14 +772,15 @@ static const char *read_chunk_build(rd r, uint64_t max_position,
 		why = read_state(sub, max_position, &e, w->attrs, &n);
 		SC_INSIST(!why);
 		size_t bytes;
-		*rc = sc_cache_load_measure(e.id, e.attrs, e.nattrs,
-					    e.updated_by, &bytes, err);
+		*rc =
+		    sc_cache_load_measure(e.partition, e.id, e.attrs, e.nattrs,
+					  e.updated_by, &bytes, err);
 		if (!*rc)
 			*rc = images_reserve(s, bytes, c, err);
 		if (*rc)
 			return NULL;
 		sc_cache_loaded *l = &s->states[s->n++];
-		sc_cache_load_write(cache, e.id, e.attrs, e.nattrs,
+		sc_cache_load_write(cache, e.partition, e.id, e.attrs, e.nattrs,
 				    e.updated_at, e.updated_by, e.position,
 				    s->images + s->used, bytes, l);
 		l->off = s->used;

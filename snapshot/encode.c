@@ -34,6 +34,7 @@ enum {
 	TAG_STATE_UPDATED_AT = 0x19, /* 3, fixed64 */
 	TAG_STATE_UPDATED_BY = 0x22, /* 4, length-delimited */
 	TAG_STATE_POSITION = 0x28,   /* 5, varint */
+	TAG_STATE_PARTITION = 0x32,  /* 6, length-delimited */
 	TAG_ATTR_NAME = 0x0a,	     /* 1, length-delimited */
 	TAG_ATTR_VALUE = 0x12,	     /* 2, length-delimited */
 };
@@ -68,7 +69,7 @@ static int bad_entity(sc_error *err, sc_str id, const char *what)
 #define PLAN_ATTRS 32
 
 typedef struct plan {
-	sc_str id, by;
+	sc_str id, by, part;
 	int64_t updated_at;
 	uint64_t position;
 	size_t nattrs;
@@ -86,12 +87,15 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 	pl->nattrs = 0;
 	sc_str id = pl->id = sc_entity_id(e);
 	sc_str by = pl->by = sc_entity_updated_by(e);
+	sc_str part = pl->part = sc_entity_partition(e);
 	pl->updated_at = sc_entity_updated_at(e);
 	pl->position = sc_entity_position(e);
 	if (id.len < 1 || id.len > SC_ENTITY_ID_MAX)
 		return bad_entity(err, id, "id length out of range");
 	if (by.len > SC_SNAPSHOT_ACTOR_MAX)
 		return bad_entity(err, id, "updated_by is too long");
+	if (part.len > SC_EVENT_FIELD_MAX)
+		return bad_entity(err, id, "its partition is too long");
 	if (pl->position > view_position)
 		return bad_entity(err, id,
 				  "its position is beyond the version's");
@@ -152,6 +156,8 @@ static int entity_plan(const sc_entity *e, uint64_t view_position, plan *pl,
 		n += sc_wire_len_size(by.len);
 	if (pl->position)
 		n += 1 + sc_wire_varint_len(pl->position);
+	if (part.len)
+		n += sc_wire_len_size(part.len);
 	pl->len = n;
 	return 0;
 }
@@ -191,6 +197,8 @@ static uint8_t *put_entity(uint8_t *p, const sc_entity *e, const plan *pl)
 		*p++ = TAG_STATE_POSITION;
 		p = sc_wire_put_varint(p, pl->position);
 	}
+	if (pl->part.len)
+		p = put_bytes(p, TAG_STATE_PARTITION, pl->part);
 	return p;
 }
 
@@ -633,7 +641,7 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	 * miss; keeping a few in flight turns the walk from latency-bound into
 	 * bandwidth-bound. */
 	sc_view_iter it;
-	sc_view_iter_init(view, &it);
+	sc_view_iter_init_all(view, &it);
 	const sc_entity *ahead[PREFETCH_AHEAD];
 	size_t head = 0, inflight = 0;
 	for (;;) {
@@ -659,7 +667,7 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 		rc = collect(&en, err);
 	if (!rc)
 		rc = encode_header(&en, prm.created_at, err);
-	SC_ENSURE(rc || en.s->entity_count == sc_view_len(view));
+	SC_ENSURE(rc || en.s->entity_count == sc_view_len_all(view));
 
 done:
 	/* A job may still be in flight after an error: wait for it before

@@ -57,7 +57,7 @@
 
 /* The format this build writes. It reads every version from 1 up to this
  * one; a header with a newer version is SC_EVERSION. */
-#define SC_SNAPSHOT_FORMAT_VERSION 1
+#define SC_SNAPSHOT_FORMAT_VERSION 2
 
 /* ---- limits (see FORMAT.md) ---------------------------------------------- */
 
@@ -106,7 +106,7 @@ typedef struct sc_snapshot_blob {
  * chunks[i-1]. Free with sc_snapshot_encoded_free(). */
 typedef struct sc_snapshot_encoded {
 	uint64_t position;     /* sc_view_position() of the encoded view */
-	uint64_t entity_count; /* sc_view_len() */
+	uint64_t entity_count; /* sc_view_len_all() */
 	uint32_t chunk_count;
 	uint64_t bytes_raw;	   /* protobuf bytes, all chunks */
 	uint64_t bytes_compressed; /* stored bytes, header and chunks */
@@ -175,6 +175,7 @@ typedef struct sc_snapshot_entity {
 	int64_t updated_at;
 	sc_str updated_by;
 	uint64_t position;
+	sc_str partition; /* empty: the default partition (and in format 1) */
 } sc_snapshot_entity;
 
 /* Called once per decoded entity, in stored order. Non-zero stops the

@@ -1,16 +1,22 @@
 /*
  * The entity_index database: one row per event, empty value, keyed so
- * that the events of one entity within one epoch of the log are one range
- * of keys in position order:
+ * that the events of one entity (partition, id) within one epoch of the
+ * log are one range of keys in position order:
  *
- *   key = epoch(position) (4 bytes BE) ++ key_id(entity id)
+ *   key = epoch(position) (4 bytes BE) ++ key_id(partition, id)
  *         ++ position (8 bytes BE)
  *
  *   epoch(p)  = p >> 16 (65,536 positions an epoch; the last epoch, from
  *               2^48 on, takes every later position)
- *   key_id(id) = id                               if id is 1..499 bytes
- *              = id[0..483) ++ XXH3-128(id)        if id is 500..1024 bytes
- *                (16 bytes, the hash's canonical big-endian form)
+ *
+ * The default partition (empty name):
+ *   key_id("", id) = id                             if id is 1..499 bytes
+ *                  = id[0..483) ++ XXH3-128(id)      if id is 500..1024 bytes
+ * A named partition P (1..4096 bytes):
+ *   key_id(P, id)  = XXH3-128(P) ++ id               if id is 1..483 bytes
+ *                  = XXH3-128(P) ++ id[0..467) ++ XXH3-128(id)
+ *                                                    if id is 484..1024 bytes
+ * (each hash 16 bytes, in its canonical big-endian form).
  *
  * Why epochs first: the rows an append writes are those of the newest
  * events, so they all fall in the newest epoch's key range, a B-tree
@@ -22,12 +28,13 @@
  * epoch its range of positions spans.
  *
  * LMDB keys are at most 511 bytes, so an id is kept whole as long as it
- * fits with the epoch and the position, and every longer id is cut to 483
- * bytes and completed by its hash: every valid id has a key of at most
- * 511 bytes. A key_id does not name one id alone (a 499-byte id may equal
- * another id's cut ++ hash, and two long ids may share a hash), so a
- * reader checks the id of every event it reads through the index and
- * skips the others.
+ * fits with the epoch, its position (and its partition's hash), and every
+ * longer id is cut and completed by its hash: every valid (partition, id)
+ * has a key of at most 511 bytes. A key_id does not name one entity alone
+ * (a 499-byte id may equal another id's cut ++ hash, a default-partition
+ * id may begin with a partition's hash, two long ids or two partitions may
+ * share a hash), so a reader checks the partition and the id of every
+ * event it reads through the index and skips the others.
  *
  * The index lags the log: it holds a row for every event up to meta
  * "index_through", and an append writes the rows of the events after it
@@ -57,6 +64,12 @@ _Static_assert(EPOCH_BYTES + SC_INDEX_ID_CUT + 16 + 8 <= SC_INDEX_KEY_MAX,
 	       "an epoch, a cut id, its hash and its position fit a key");
 _Static_assert(SC_INDEX_ID_CUT + 16 <= SC_INDEX_ID_WHOLE_MAX,
 	       "a cut id and its hash are no longer than a whole id");
+_Static_assert(EPOCH_BYTES + 16 + SC_INDEX_PART_ID_WHOLE_MAX + 8 ==
+		   SC_INDEX_KEY_MAX,
+	       "an epoch, a partition's hash, a whole id and its position fill "
+	       "a key");
+_Static_assert(SC_INDEX_PART_ID_CUT + 16 == SC_INDEX_PART_ID_WHOLE_MAX,
+	       "in a named partition, a cut id and its hash fill a key");
 
 static uint64_t epoch_of(uint64_t pos)
 {
@@ -75,11 +88,13 @@ static uint64_t epoch_last(uint64_t e)
 	return e == UINT32_MAX ? UINT64_MAX : ((e + 1) << EPOCH_SHIFT) - 1;
 }
 
-/* Write the row key of the event of `id` at `pos` to k; its length. */
-static size_t row_key(uint8_t *k, sc_str id, uint64_t pos)
+/* Write the row key of the event of (partition, id) at `pos` to k; its
+ * length. */
+static size_t row_key(uint8_t *k, sc_str partition, sc_str id, uint64_t pos)
 {
 	sc_be32_put(k, (uint32_t)epoch_of(pos));
-	size_t n = EPOCH_BYTES + sc_index_key_id(k + EPOCH_BYTES, id);
+	size_t n =
+	    EPOCH_BYTES + sc_index_key_of(k + EPOCH_BYTES, partition, id);
 	sc_be64_put(k + n, pos);
 	return n + 8;
 }
@@ -121,6 +136,73 @@ int sc_index_through_put(sc_store *store, MDB_txn *txn, uint64_t through)
 	return mdb_put(txn, store->dbi_meta, &k, &v, 0);
 }
 
+/*
+ * Move a store of format 1..4 to format 5. Up to format 4 an event's
+ * partition did not name its entity: the index keyed every row by the id
+ * alone, and snapshots (format 1) hold no partition. Rows of formats 1..3
+ * are keyed by the id first, not by the epoch: they are dropped. Rows of
+ * format 4 are keyed as in format 5 as long as the log never names a
+ * partition; otherwise they are dropped too. Appends then index the log
+ * again from its start, at most SC_INDEX_CATCHUP_MAX events at a time, and
+ * reads scan what is not indexed yet. When the log names a partition the
+ * snapshots, which put every entity into one namespace, are dropped as
+ * well (open then replays the log; the next snapshot is of format 2). One
+ * pass over the log, once. *dropped says whether entity_index was emptied.
+ */
+static int upgrade_partitions(sc_store *store, MDB_txn *txn, uint32_t version,
+			      bool *dropped, sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "upgrading the store");
+	MDB_val k, v;
+	bool named = false;
+	int bad = 0;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size != 8)
+			continue; /* open's log checks report it */
+		uint64_t pos = sc_be64_get(k.mv_data);
+		sc_str part, id;
+		bad = sc_event_peek_key(v.mv_data, v.mv_size, pos, &part, &id,
+					err);
+		if (bad)
+			break;
+		if (part.len) {
+			named = true;
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	if (bad)
+		return bad;
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	*dropped = false;
+	if (!rc && (version < 4 || named)) {
+		rc = mdb_drop(txn, store->dbi_index, 0);
+		if (!rc) {
+			store->index_through = 0;
+			*dropped = true;
+		}
+	}
+	if (!rc && named)
+		rc = mdb_drop(txn, store->dbi_snapshots, 0);
+	if (rc == MDB_MAP_FULL)
+		return rc;
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "upgrading the store");
+	if (named)
+		sc_store_warn(store,
+			      "the log names partitions: entity_index rows "
+			      "dropped (appends index the log again) and the "
+			      "snapshots of the previous format dropped (open "
+			      "replays the log; take a snapshot)");
+	return 0;
+}
+
 int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 		  sc_error *err)
 {
@@ -131,21 +213,13 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 	    sc_index_through_get(store, txn, last, &store->index_through, err);
 	if (rc)
 		return rc;
-	if (version < 4) {
-		/* Rows of formats 1..3 are keyed by the id first: drop them;
-		 * appends index the log again from its start, at most
-		 * SC_INDEX_CATCHUP_MAX events at a time, and reads scan
-		 * what is not indexed yet. */
-		rc = mdb_drop(txn, store->dbi_index, 0);
-		if (rc == MDB_MAP_FULL)
-			return rc;
+	if (version < 5) {
+		bool dropped = false;
+		rc = upgrade_partitions(store, txn, version, &dropped, err);
 		if (rc)
-			return sc_store_lmdb_error(
-			    err, rc,
-			    "emptying entity_index to "
-			    "upgrade the store's format");
-		store->index_through = 0;
-		found = false;
+			return rc;
+		if (dropped)
+			found = false;
 	}
 	if (version < SC_STORE_FORMAT_VERSION) {
 		uint8_t b[4];
@@ -162,6 +236,29 @@ int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 		return sc_store_lmdb_error(err, rc,
 					   "upgrading the store's format");
 	return 0;
+}
+
+/* Write XXH3-128(s), canonical, to k; returns 16. */
+static size_t put_hash128(uint8_t *k, sc_str s)
+{
+	XXH128_canonical_t h;
+	XXH128_canonicalFromHash(&h, XXH3_128bits(s.ptr, s.len));
+	memcpy(k, h.digest, sizeof h.digest);
+	return sizeof h.digest;
+}
+
+size_t sc_index_key_of(uint8_t *k, sc_str partition, sc_str id)
+{
+	if (!partition.len)
+		return sc_index_key_id(k, id);
+	size_t n = put_hash128(k, partition);
+	if (id.len <= SC_INDEX_PART_ID_WHOLE_MAX) {
+		memcpy(k + n, id.ptr, id.len);
+		return n + id.len;
+	}
+	memcpy(k + n, id.ptr, SC_INDEX_PART_ID_CUT);
+	n += SC_INDEX_PART_ID_CUT;
+	return n + put_hash128(k + n, id);
 }
 
 /* Write key_id(id) to k; returns its length. */
@@ -192,7 +289,7 @@ typedef struct row_set {
 	size_t n, cap_off;
 } row_set;
 
-static int rows_add(row_set *r, sc_str id, uint64_t pos)
+static int rows_add(row_set *r, sc_str partition, sc_str id, uint64_t pos)
 {
 	if (r->cap - r->used < SC_INDEX_KEY_MAX + 2 &&
 	    sc_grow_array((void **)&r->buf, &r->cap,
@@ -203,7 +300,7 @@ static int rows_add(row_set *r, sc_str id, uint64_t pos)
 		return ENOMEM;
 	/* One length byte over 255 would not do: keep lengths apart. */
 	uint8_t *k = r->buf + r->used + 2;
-	size_t len = row_key(k, id, pos);
+	size_t len = row_key(k, partition, id, pos);
 	k[-2] = (uint8_t)(len >> 8);
 	k[-1] = (uint8_t)len;
 	r->off[r->n++] = r->used;
@@ -280,11 +377,12 @@ static int rows_add_log(sc_store *store, MDB_txn *txn, row_set *r,
 					  (unsigned long long)expect);
 			break;
 		}
-		sc_str id;
-		rc = sc_event_peek_entity(v.mv_data, v.mv_size, pos, &id, err);
+		sc_str part, id;
+		rc = sc_event_peek_key(v.mv_data, v.mv_size, pos, &part, &id,
+				       err);
 		if (rc)
 			break;
-		if (rows_add(r, id, pos)) {
+		if (rows_add(r, part, id, pos)) {
 			rc = sc_error_set(err, ENOMEM,
 					  "out of memory indexing the log");
 			break;
@@ -324,7 +422,7 @@ int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
 	if (tail_end >= from)
 		rc = rows_add_log(store, txn, &r, from, tail_end, err);
 	for (size_t i = 0; !rc && own && i < n; i++)
-		if (rows_add(&r, evs[i].entity, first + i))
+		if (rows_add(&r, evs[i].partition, evs[i].entity, first + i))
 			rc = sc_error_set(err, ENOMEM,
 					  "out of memory indexing %zu events",
 					  n);
@@ -421,8 +519,9 @@ static int walk_epoch(MDB_cursor *cur, sc_index_key *lo_key,
 }
 
 /* One seek per epoch of [from, to]. */
-int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
-		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err)
+int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str partition, sc_str id,
+		  uint64_t from, uint64_t to, sc_index_pos_fn fn, void *ctx,
+		  sc_error *err)
 {
 	if (from > to)
 		return 0;
@@ -431,7 +530,7 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "reading entity_index");
 	sc_index_key lo, hi;
-	size_t idlen = sc_index_key_id(lo.b + EPOCH_BYTES, id);
+	size_t idlen = sc_index_key_of(lo.b + EPOCH_BYTES, partition, id);
 	memcpy(hi.b + EPOCH_BYTES, lo.b + EPOCH_BYTES, idlen);
 	int lrc = 0;
 	for (uint64_t e = epoch_of(from); !rc && !lrc && e <= epoch_of(to);
@@ -501,13 +600,13 @@ int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 				       err, rc, "verifying entity_index");
 			goto out;
 		}
-		sc_str id;
-		rc =
-		    sc_event_peek_entity(ev.mv_data, ev.mv_size, pos, &id, err);
+		sc_str part, id;
+		rc = sc_event_peek_key(ev.mv_data, ev.mv_size, pos, &part, &id,
+				       err);
 		if (rc)
 			goto out;
 		sc_index_key want;
-		if (sc_index_key_id(want.b, id) != idlen ||
+		if (sc_index_key_of(want.b, part, id) != idlen ||
 		    memcmp(want.b, kb + EPOCH_BYTES, idlen) != 0) {
 			rc = sc_error_set(err, SC_ECORRUPT,
 					  "the entity_index row of position "

@@ -454,27 +454,38 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	return 0;
 }
 
-int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
-			 sc_str *id, sc_error *err)
+int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
+		      sc_str *partition, sc_str *id, sc_error *err)
 {
 	if (len > SC_EVENT_RECORD_MAX)
 		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
 	sc_wire_rd r = {start, start + len};
 	uint32_t f = 0, wt = 0;
-	*id = (sc_str){"", 0};
+	*id = *partition = (sc_str){"", 0};
 	while (r.p < r.end) {
 		if (!sc_wire_rd_key(&r, &f, &wt))
 			return corrupt(err, position, "malformed field key");
-		if (f == 1 && wt != 2)
+		bool want = f == 1 || f == 6;
+		if (want && wt != 2)
 			return corrupt(err, position,
 				       "field with the wrong wire type");
-		if (!(f == 1 ? rd_bytes(&r, id) : sc_wire_rd_skip(&r, wt)))
+		if (!(want ? rd_bytes(&r, f == 1 ? id : partition)
+			   : sc_wire_rd_skip(&r, wt)))
 			return corrupt(err, position, "truncated field");
 	}
 	if (id->len < 1 || id->len > SC_ENTITY_ID_MAX)
 		return corrupt(err, position, "entity id out of limits");
+	if (partition->len > SC_EVENT_FIELD_MAX)
+		return corrupt(err, position, "partition out of limits");
 	return 0;
+}
+
+int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
+			 sc_str *id, sc_error *err)
+{
+	sc_str partition;
+	return sc_event_peek_key(buf, len, position, &partition, id, err);
 }
 
 void sc_decoded_event_free(sc_decoded_event *d)

@@ -75,6 +75,14 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
 			 sc_str *id, sc_error *err);
 
+/*
+ * sc_event_peek_key - sc_event_peek_entity that also gives the event's
+ * partition (empty for the default one; points into `buf`), checked to be
+ * at most SC_EVENT_FIELD_MAX bytes: the two name the entity.
+ */
+int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
+		      sc_str *partition, sc_str *id, sc_error *err);
+
 /* Free a decoded event. Zeroed or already freed objects are a no-op. */
 void sc_decoded_event_free(sc_decoded_event *d);
 

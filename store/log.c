@@ -463,13 +463,28 @@ out:
 typedef struct entity_walk {
 	sc_store *store;
 	MDB_txn *txn;
-	sc_str id;
+	sc_str partition, id;
 	uint64_t limit, count;
 	bool full; /* limit reached */
 	sc_event_fn fn;
 	void *ctx;
 	sc_error *err;
 } entity_walk;
+
+static bool str_same(sc_str a, sc_str b)
+{
+	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* Whether the event record `v` at `pos` is of the walk's entity; false
+ * with *rc set when it does not decode. */
+static bool walk_wants(entity_walk *w, const MDB_val *v, uint64_t pos, int *rc)
+{
+	sc_str part, id;
+	*rc =
+	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, w->err);
+	return !*rc && str_same(id, w->id) && str_same(part, w->partition);
+}
 
 /* An entity_index row: read the event it names and hand it on. */
 static int walk_indexed(void *ctx, uint64_t pos)
@@ -490,13 +505,9 @@ static int walk_indexed(void *ctx, uint64_t pos)
 				    (unsigned long long)pos);
 	if (rc)
 		return sc_store_lmdb_error(w->err, rc, "reading events");
-	/* The key names the id only up to a hash (entity_index.c). */
-	sc_str e;
-	rc = sc_event_peek_entity(ev.mv_data, ev.mv_size, pos, &e, w->err);
-	if (rc)
+	/* The key names the entity only up to a hash (entity_index.c). */
+	if (!walk_wants(w, &ev, pos, &rc))
 		return rc;
-	if (e.len != w->id.len || memcmp(e.ptr, w->id.ptr, e.len) != 0)
-		return 0;
 	rc = emit_event(&ev, pos, w->fn, w->ctx, w->err);
 	if (rc)
 		return rc;
@@ -521,14 +532,11 @@ static int walk_tail(entity_walk *w, uint64_t from, uint64_t to)
 		uint64_t pos = sc_be64_get(k.mv_data);
 		if (pos > to || (w->limit && w->count >= w->limit))
 			break;
-		sc_str e;
-		rc =
-		    sc_event_peek_entity(v.mv_data, v.mv_size, pos, &e, w->err);
-		if (rc)
-			goto out;
-		if (e.len != w->id.len ||
-		    memcmp(e.ptr, w->id.ptr, w->id.len) != 0)
+		if (!walk_wants(w, &v, pos, &rc)) {
+			if (rc)
+				goto out;
 			continue;
+		}
 		rc = emit_event(&v, pos, w->fn, w->ctx, w->err);
 		if (rc)
 			goto out;
@@ -546,8 +554,9 @@ out:
 /* Hand fn each event of `id` with a position in [from, to]: those
  * entity_index lists, then those of the unindexed tail of the log, in one
  * read transaction. */
-static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
-		       uint64_t limit, sc_event_fn fn, void *ctx, sc_error *err)
+static int walk_entity(sc_store *store, sc_str partition, sc_str id,
+		       uint64_t from, uint64_t to, uint64_t limit,
+		       sc_event_fn fn, void *ctx, sc_error *err)
 {
 	if (!store || !fn)
 		return sc_error_set(err, SC_EINVAL,
@@ -556,7 +565,14 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 		return sc_error_set(err, SC_EINVAL,
 				    "entity id is %zu bytes; it must be 1..%d",
 				    id.len, SC_ENTITY_ID_MAX);
+	if (partition.len > SC_EVENT_FIELD_MAX ||
+	    (partition.len && !partition.ptr))
+		return sc_error_set(err, SC_EINVAL,
+				    "partition is %zu bytes; it must be "
+				    "0..%d",
+				    partition.len, SC_EVENT_FIELD_MAX);
 	entity_walk w = {.store = store,
+			 .partition = partition,
 			 .id = id,
 			 .limit = limit,
 			 .fn = fn,
@@ -570,7 +586,7 @@ static int walk_entity(sc_store *store, sc_str id, uint64_t from, uint64_t to,
 	uint64_t through;
 	rc = sc_index_through_get(store, w.txn, UINT64_MAX, &through, err);
 	if (!rc)
-		rc = sc_index_walk(store, w.txn, id, from,
+		rc = sc_index_walk(store, w.txn, partition, id, from,
 				   to < through ? to : through, walk_indexed,
 				   &w, err);
 	if (w.full)
@@ -585,7 +601,16 @@ int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 			   uint64_t limit, sc_event_fn fn, void *ctx,
 			   sc_error *err)
 {
-	return walk_entity(store, id, from, UINT64_MAX, limit, fn, ctx, err);
+	return walk_entity(store, (sc_str){"", 0}, id, from, UINT64_MAX, limit,
+			   fn, ctx, err);
+}
+
+int sc_store_entity_events_in(sc_store *store, sc_str partition, sc_str id,
+			      uint64_t from, uint64_t limit, sc_event_fn fn,
+			      void *ctx, sc_error *err)
+{
+	return walk_entity(store, partition, id, from, UINT64_MAX, limit, fn,
+			   ctx, err);
 }
 
 struct fold {
@@ -612,22 +637,34 @@ static int fold_one(void *ctx, const sc_event *ev)
 int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 		       sc_entity **out, sc_error *err)
 {
+	return sc_store_entity_at_in(store, (sc_str){"", 0}, id, position, out,
+				     err);
+}
+
+int sc_store_entity_at_in(sc_store *store, sc_str partition, sc_str id,
+			  uint64_t position, sc_entity **out, sc_error *err)
+{
 	if (!out)
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_entity_at needs an out pointer");
 	*out = NULL;
 	struct fold f = {NULL, err, 0};
-	int rc = walk_entity(store, id, 1, position, 0, fold_one, &f, err);
+	int rc = walk_entity(store, partition, id, 1, position, 0, fold_one, &f,
+			     err);
 	if (rc) {
 		sc_entity_free(f.state);
 		return rc;
 	}
 	if (!f.state)
-		return sc_error_set(err, SC_NOTFOUND,
-				    "entity %.*s did not exist at position "
-				    "%llu",
-				    (int)(id.len > 64 ? 64 : id.len), id.ptr,
-				    (unsigned long long)position);
+		return sc_error_set(
+		    err, SC_NOTFOUND,
+		    "entity %.*s%s%.*s did not exist at "
+		    "position %llu",
+		    (int)(id.len > 64 ? 64 : id.len), id.ptr,
+		    partition.len ? " of partition " : "",
+		    (int)(partition.len > 64 ? 64 : partition.len),
+		    partition.len ? partition.ptr : "",
+		    (unsigned long long)position);
 	*out = f.state;
 	return 0;
 }

@@ -58,6 +58,8 @@ struct sc_query {
 	sc_query_kind kind;
 	char *key;
 	size_t keylen;
+	char *part; /* SC_QUERY_ENTITY: the partition; NULL: the default */
+	size_t partlen;
 	bool live;
 	int poll_ms;	    /* < 0: never poll */
 	uint64_t next;	    /* first position no batch has looked at */
@@ -169,6 +171,13 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 				    "sc_query_kind",
 				    (int)spec->kind);
 	}
+	if (spec->kind == SC_QUERY_ENTITY &&
+	    (spec->partition.len > SC_EVENT_FIELD_MAX ||
+	     (spec->partition.len && !spec->partition.ptr)))
+		return sc_error_set(err, SC_EINVAL,
+				    "the query's partition is %zu bytes; a "
+				    "partition is 0..%d bytes",
+				    spec->partition.len, SC_EVENT_FIELD_MAX);
 	if (what &&
 	    (spec->key.len < 1 || spec->key.len > max || !spec->key.ptr))
 		return sc_error_set(
@@ -210,6 +219,17 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 		memcpy(q->key, spec->key.ptr, spec->key.len);
 		q->keylen = spec->key.len;
 	}
+	if (spec->kind == SC_QUERY_ENTITY && spec->partition.len) {
+		q->part = sc_malloc(spec->partition.len);
+		if (!q->part) {
+			sc_free(q->key);
+			sc_free(q);
+			return sc_error_set(err, ENOMEM,
+					    "out of memory for a query");
+		}
+		memcpy(q->part, spec->partition.ptr, spec->partition.len);
+		q->partlen = spec->partition.len;
+	}
 	*out = q;
 	return 0;
 }
@@ -231,6 +251,7 @@ void sc_query_close(sc_query *q)
 	sc_free(q->recs);
 	sc_free(q->buf);
 	sc_free(q->key);
+	sc_free(q->part);
 	sc_free(q);
 }
 
@@ -294,14 +315,15 @@ static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
 
 static bool str_eq(sc_str a, const char *p, size_t n)
 {
-	return a.len == n && memcmp(a.ptr, p, n) == 0;
+	return a.len == n && (n == 0 || memcmp(a.ptr, p, n) == 0);
 }
 
 static bool matches(const sc_query *q, const sc_event *ev)
 {
 	switch (q->kind) {
 	case SC_QUERY_ENTITY:
-		return str_eq(ev->entity, q->key, q->keylen);
+		return str_eq(ev->entity, q->key, q->keylen) &&
+		       str_eq(ev->partition, q->part, q->partlen);
 	case SC_QUERY_TAG:
 		for (size_t i = 0; i < ev->ntags; i++)
 			if (str_eq(ev->tags[i], q->key, q->keylen))
@@ -324,11 +346,12 @@ static int record_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
 	if (q->kind == SC_QUERY_ALL)
 		return 0;
 	if (q->kind == SC_QUERY_ENTITY) {
-		sc_str id;
-		int rc = sc_event_peek_entity(v->mv_data, v->mv_size, pos, &id,
-					      b->err);
+		sc_str part, id;
+		int rc = sc_event_peek_key(v->mv_data, v->mv_size, pos, &part,
+					   &id, b->err);
 		if (!rc)
-			*yes = str_eq(id, q->key, q->keylen);
+			*yes = str_eq(id, q->key, q->keylen) &&
+			       str_eq(part, q->part, q->partlen);
 		return rc;
 	}
 	sc_decoded_event d;
@@ -460,8 +483,10 @@ static int fetch(sc_query *q, sc_error *err)
 		/* entity_index files its rows by epoch first
 		 * (entity_index.c); the query indexes do not. */
 		if (q->kind == SC_QUERY_ENTITY)
-			rc = sc_index_walk(q->store, b.txn, key, q->next,
-					   through, batch_indexed, &b, err);
+			rc = sc_index_walk(
+			    q->store, b.txn,
+			    (sc_str){q->part ? q->part : "", q->partlen}, key,
+			    q->next, through, batch_indexed, &b, err);
 		else
 			rc = sc_index_walk_in(q->store, b.txn, dbi, name, key,
 					      q->next, through, batch_indexed,

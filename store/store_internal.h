@@ -56,12 +56,18 @@
  * added the lagging index (index_through); format 3 keyed the index rows
  * of long ids by a cut and a hash; format 4 files every entity_index row
  * under its epoch of the log first (entity_index.c), so an append writes
- * into the newest epoch only, and adds tag_index and partition_index. An
- * older store's entity_index rows are dropped at open and written again
- * by the appends that follow (at most SC_INDEX_CATCHUP_MAX events each),
- * and its tag and partition indexes are built from its log (tag_index.c);
- * reads scan what is not indexed yet. */
-#define SC_STORE_FORMAT_VERSION 4u
+ * into the newest epoch only, and adds tag_index and partition_index;
+ * format 5 makes an event's partition part of its entity's identity: the
+ * entity_index rows of named partitions are keyed by the partition's hash
+ * too, and snapshots are of format 2. At open, an older store's
+ * entity_index rows are dropped when they are keyed by the id first
+ * (formats 1..3) or when its log names a partition, and written again by
+ * the appends that follow (at most SC_INDEX_CATCHUP_MAX events each); the
+ * snapshots of a store whose log names a partition are dropped (open
+ * replays the log); the tag and partition indexes of a store before
+ * format 4 are built from its log (tag_index.c); reads scan what is not
+ * indexed yet. */
+#define SC_STORE_FORMAT_VERSION 5u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
@@ -78,6 +84,9 @@
 #define SC_INDEX_ID_WHOLE_MAX 499u
 #define SC_INDEX_ID_CUT	      483u
 #define SC_INDEX_KEY_MAX      511u
+/* The same in a named partition, behind the 16-byte hash of its name. */
+#define SC_INDEX_PART_ID_WHOLE_MAX 483u
+#define SC_INDEX_PART_ID_CUT	   467u
 
 struct sc_store {
 	MDB_env *env;
@@ -253,8 +262,13 @@ typedef struct sc_index_key {
  * for SC_INDEX_ID_WHOLE_MAX bytes; returns its length. */
 size_t sc_index_key_id(uint8_t *k, sc_str id);
 
+/* Write the key id of the entity (partition, id) to k (room for
+ * SC_INDEX_KEY_MAX - 8 bytes): sc_index_key_id for the default partition;
+ * returns its length. */
+size_t sc_index_key_of(uint8_t *k, sc_str partition, sc_str id);
+
 /* Check that entity_index holds exactly one row for every position up to
- * `through`, each keyed by the key id of its event's entity. Errors:
+ * `through`, each keyed by the key id of its event's (partition, id). Errors:
  * SC_ECORRUPT naming the first fault, SC_ELMDB. */
 int sc_index_verify(sc_store *store, MDB_txn *txn, uint64_t through,
 		    sc_error *err);
@@ -279,11 +293,12 @@ int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
 typedef int (*sc_index_pos_fn)(void *ctx, uint64_t pos);
 
 /* Call fn, in order, with the positions in [from, to] that entity_index
- * lists under the key of `id` in txn. They may include events of other
- * ids (see the key layout in entity_index.c): fn checks. Errors: fn's
- * value, SC_ELMDB. */
-int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str id, uint64_t from,
-		  uint64_t to, sc_index_pos_fn fn, void *ctx, sc_error *err);
+ * lists under the key of (partition, id) in txn. They may include events
+ * of other entities (see the key layout in entity_index.c): fn checks.
+ * Errors: fn's value, SC_ELMDB. */
+int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str partition, sc_str id,
+		  uint64_t from, uint64_t to, sc_index_pos_fn fn, void *ctx,
+		  sc_error *err);
 
 /* Call fn, in order, with the positions in [from, to] that the index
  * `dbi` (entity_index, tag_index or partition_index, all keyed alike;
@@ -306,9 +321,9 @@ int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 
 /* At open, in open's transaction: open tag_index and partition_index, or
  * create them (with meta "query_index_through" 0) for a new store
- * (`fresh`) or one of a format before 4. A store of format 4 without them
- * is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL (untranslated),
- * SC_ELMDB. */
+ * (`fresh`) or one of a format before 4. A store of format 4 or later
+ * without them is damaged: refused. Errors: SC_ECORRUPT, MDB_MAP_FULL
+ * (untranslated), SC_ELMDB. */
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 		      bool fresh, uint32_t version, sc_error *err);
 

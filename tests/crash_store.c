@@ -129,13 +129,14 @@ typedef struct positions {
 	int bad;
 } positions;
 
-/* Next position after `after` whose deterministic event is of p->id. */
+/* Next position after `after` whose deterministic event is of p->id in
+ * the default partition (the entity sc_store_entity_events reads). */
 static uint64_t next_of(const positions *p, uint64_t after)
 {
 	for (uint64_t q = after + 1; q <= p->last; q++) {
 		tk_event g;
 		event_at(q, &g);
-		if (g.ev.entity.len == p->id_len &&
+		if (g.ev.entity.len == p->id_len && !g.ev.partition.len &&
 		    memcmp(g.ev.entity.ptr, p->id, p->id_len) == 0)
 			return q;
 	}

@@ -6,12 +6,12 @@
  * before the writer starts and waiting without a timeout, so every event
  * reaches them through the wake-up of a commit (or is found already
  * committed): all events, one tag, a 4096-byte tag, a partition (in
- * batches) and one entity. Each consumer checks every event against the
- * stream's own rule (event i is a pure function of i) and that it gets
- * exactly the expected positions, in order, then stops when it has them
- * all: the test ends only if no wake-up is lost. One more consumer waits
- * on a tag that never comes and ends by sc_query_cancel from the main
- * thread.
+ * batches) and one entity of the default partition and of p0. Each consumer
+ * checks every event against the stream's own rule (event i is a pure function
+ * of i) and that it gets exactly the expected positions, in order, then stops
+ * when it has them all: the test ends only if no wake-up is lost. One more
+ * consumer waits on a tag that never comes and ends by sc_query_cancel from the
+ * main thread.
  *
  * SC_TEST_SEED=n repeats the writer's batch sizes; SC_TEST_SHORT=1
  * shortens.
@@ -88,9 +88,14 @@ static bool wanted(const consumer *c, uint64_t i)
 	switch (c->spec.kind) {
 	case SC_QUERY_ALL:
 		return true;
-	case SC_QUERY_ENTITY:
+	case SC_QUERY_ENTITY: {
+		/* An entity is (partition, id). */
+		sc_str p = c->spec.partition;
 		return ev->entity.len == k.len &&
-		       !memcmp(ev->entity.ptr, k.ptr, k.len);
+		       !memcmp(ev->entity.ptr, k.ptr, k.len) &&
+		       ev->partition.len == p.len &&
+		       (!p.len || !memcmp(ev->partition.ptr, p.ptr, p.len));
+	}
 	case SC_QUERY_TAG:
 		for (size_t t = 0; t < ev->ntags; t++)
 			if (ev->tags[t].len == k.len &&
@@ -218,6 +223,9 @@ static void test_live_queries(void **state)
 	    {.spec = {.kind = SC_QUERY_PARTITION, .key = {"p0", 2}},
 	     .batch = true},
 	    {.spec = {.kind = SC_QUERY_ENTITY, .key = {"e3", 2}}},
+	    {.spec = {.kind = SC_QUERY_ENTITY,
+		      .key = {"e3", 2},
+		      .partition = {"p0", 2}}},
 	    {.spec = {.kind = SC_QUERY_TAG, .key = {"never", 5}}},
 	};
 	enum { NC = sizeof cs / sizeof cs[0] };

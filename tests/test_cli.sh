@@ -72,7 +72,7 @@ done
 
 # ---- ingest: every field and value kind -------------------------------------
 cat >"$T/a.jsonl" <<'JSON'
-{"entity":"user-1","type":"set","attrs":{"name":"Ann","age":31,"vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","partition":"eu","tags":["signup"]}
+{"entity":"user-1","type":"set","attrs":{"name":"Ann","age":31,"vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","tags":["signup"]}
 {"entity":"user-2","type":"set","attrs":{"name":"Bo","score":2.5,"key":{"$bytes":"AAEC/w=="}},"actor":"svc-b","time":"2026-11-23T10:00:01.000000123Z"}
 
 {"entity":"user-1","type":"set","attrs":{"age":32,"vip":null},"actor":"svc-a","time":"2026-11-23T11:00:00+01:00"}
@@ -107,7 +107,7 @@ run 1 "get --at after delete" -- "$S" --db "$DB" get user-3 --at 6
 # events: the log with positions; stdin ingest of it copies the log
 run 0 "events" -- "$S" --db "$DB" events
 expect_eq "$(wc -l <"$T/out")" "7" "events count"
-expect_in "$T/out" '{"position":1,"entity":"user-1","type":"set","attrs":{"age":31,"name":"Ann","vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","partition":"eu","tags":["signup"]}' "events line 1"
+expect_in "$T/out" '{"position":1,"entity":"user-1","type":"set","attrs":{"age":31,"name":"Ann","vip":true},"actor":"svc-a","time":"2026-11-23T10:00:00Z","tags":["signup"]}' "events line 1"
 expect_in "$T/out" '"position":4,"entity":"user-2","type":"unset","attrs":["score"]' "events unset"
 expect_in "$T/out" '"position":6,"entity":"user-3","type":"delete"' "events delete"
 expect_in "$T/out" '"time":"2026-11-23T10:00:01.000000123Z"' "events nanoseconds"
@@ -140,6 +140,43 @@ for k in map_bytes_used memory_bytes versions_awaiting_reclamation compressed_by
 done
 run 0 "verify small" -- "$S" --db "$DB" verify
 expect_in "$T/out" "verify: OK" "verify small output"
+
+# ---- partitions: an entity is (partition, id) -------------------------------
+P="$T/parts"
+cat >"$T/p.jsonl" <<'JSON'
+{"entity":"u","type":"set","attrs":{"n":1},"time":"2026-11-23T10:00:00Z"}
+{"entity":"u","type":"set","attrs":{"n":2},"partition":"eu","time":"2026-11-23T10:00:01Z"}
+{"entity":"u","type":"set","attrs":{"m":3},"partition":"us","time":"2026-11-23T10:00:02Z"}
+{"entity":"v","type":"set","attrs":{"n":4},"partition":"eu","time":"2026-11-23T10:00:03Z"}
+{"entity":"u","type":"delete","partition":"us","time":"2026-11-23T10:00:04Z"}
+JSON
+run 0 "ingest partitions" -- "$S" --db "$P" ingest "$T/p.jsonl"
+run 0 "get default partition" -- "$S" --db "$P" get u
+expect_eq "$(cat "$T/out")" '{"id":"u","attrs":{"n":1},"updated_at":"2026-11-23T10:00:00Z","updated_by":"","position":1}' "get u of the default partition"
+run 0 "get --partition" -- "$S" --db "$P" get u --partition eu
+expect_eq "$(cat "$T/out")" '{"id":"u","partition":"eu","attrs":{"n":2},"updated_at":"2026-11-23T10:00:01Z","updated_by":"","position":2}' "get u of eu"
+run 1 "get --partition deleted" -- "$S" --db "$P" get u --partition us
+expect_in "$T/err" 'no entity "u" in partition "us"' "get of a deleted entity names its partition"
+run 0 "get --partition --at" -- "$S" --db "$P" get u --partition us --at 3
+expect_in "$T/out" '"partition":"us","attrs":{"m":3}' "get --partition --at"
+run 1 "get --partition unknown" -- "$S" --db "$P" get u --partition zz
+run 0 "scan every partition" -- "$S" --db "$P" scan
+expect_eq "$(cut -d, -f1-2 "$T/out" | tr '\n' ' ')" '{"id":"u","attrs":{"n":1} {"id":"u","partition":"eu" {"id":"v","partition":"eu" ' "scan sorted by partition then id"
+run 0 "scan --partition" -- "$S" --db "$P" scan --partition eu
+expect_eq "$(wc -l <"$T/out")" "2" "scan of one partition"
+run 0 "scan --partition default" -- "$S" --db "$P" scan --partition ""
+expect_eq "$(wc -l <"$T/out")" "1" "scan of the default partition"
+run 0 "events --partition" -- "$S" --db "$P" events --partition eu
+expect_eq "$(cut -c1-14 "$T/out" | tr '\n' ' ')" '{"position":2, {"position":4, ' "events of one partition"
+run 0 "events --partition --limit" -- "$S" --db "$P" events --partition us --limit 1
+expect_eq "$(cut -c1-14 "$T/out")" '{"position":3,' "events of one partition, limited"
+run 0 "events --partition --entity" -- "$S" --db "$P" events --partition eu --entity u
+expect_eq "$(wc -l <"$T/out")" "1" "events of one entity of a partition"
+run 0 "snapshot partitions" -- "$S" --db "$P" snapshot
+run 0 "verify partitions" -- "$S" --db "$P" verify
+expect_in "$T/out" "verify: OK" "verify partitions output"
+run 0 "get --partition after snapshot" -- "$S" --db "$P" get v --partition eu
+expect_in "$T/out" '"partition":"eu","attrs":{"n":4}' "a partition survives a snapshot and reopen"
 
 # ---- ingest errors: exit 2, events before the bad line are kept ---------
 E="$T/err-db"

@@ -776,8 +776,9 @@ static void test_read_your_writes(void **state)
 			assert_int_equal(rc, 0);
 			assert_true(sc_cluster_follower_sequence(f[i]) >=
 				    res.sequence);
-			const sc_entity *e =
-			    sc_reader_get(rd[i], (sc_str){id, (size_t)n});
+			/* The entity (partition, id) the event names. */
+			const sc_entity *e = sc_reader_get_in(
+			    rd[i], ev.partition, (sc_str){id, (size_t)n});
 			assert_non_null(e);
 			sc_value v;
 			assert_true(

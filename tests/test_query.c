@@ -196,15 +196,20 @@ static bool str_is(sc_str a, sc_str b)
 }
 
 /* Whether the model's event matches (kind, key). */
-static bool model_matches(const model_ev *e, sc_query_kind kind, sc_str key)
+static bool model_matches(const model_ev *e, const sc_query_spec *spec)
 {
-	switch (kind) {
+	sc_str key = spec->key;
+	switch (spec->kind) {
 	case SC_QUERY_ALL:
 		return true;
 	case SC_QUERY_ENTITY:
-		return str_is(
-		    (sc_str){entity_ids[e->entity], entity_lens[e->entity]},
-		    key);
+		/* An entity is (partition, id). */
+		return str_is((sc_str){entity_ids[e->entity],
+				       entity_lens[e->entity]},
+			      key) &&
+		       str_is(e->partition < 0 ? (sc_str){"", 0}
+					       : values[e->partition],
+			      spec->partition);
 	case SC_QUERY_TAG:
 		for (size_t t = 0; t < e->ntags; t++)
 			if (str_is(values[e->tags[t]], key))
@@ -237,13 +242,21 @@ static void check_event(const model *m, const sc_event *ev)
 
 /* The position of the first model event after `after` matching the query
  * and at most `end`, or 0. */
-static uint64_t model_next(const model *m, sc_query_kind kind, sc_str key,
+static uint64_t model_next(const model *m, const sc_query_spec *spec,
 			   uint64_t after, uint64_t end)
 {
 	for (uint64_t p = after + 1; p <= end && p <= m->n; p++)
-		if (model_matches(&m->evs[p - 1], kind, key))
+		if (model_matches(&m->evs[p - 1], spec))
 			return p;
 	return 0;
+}
+
+/* A random partition for an entity query: the default one or one the
+ * model's events may name. */
+static sc_str random_partition(uint64_t *rs)
+{
+	return tk_rand_below(rs, 2) ? (sc_str){"", 0}
+				    : values[tk_rand_below(rs, NVALUES)];
 }
 
 /* A random query key for `kind`. */
@@ -288,15 +301,14 @@ static void drain(const model *m, sc_query *q, const sc_query_spec *spec,
 			break;
 		}
 		for (size_t i = 0; i < n; i++) {
-			uint64_t want =
-			    model_next(m, spec->kind, spec->key, *after, end);
+			uint64_t want = model_next(m, spec, *after, end);
 			assert_int_equal(evs[i]->position, want);
 			check_event(m, evs[i]);
 			*after = want;
 		}
 		assert_int_equal(sc_query_position(q), *after);
 	}
-	assert_int_equal(model_next(m, spec->kind, spec->key, *after, end), 0);
+	assert_int_equal(model_next(m, spec, *after, end), 0);
 }
 
 static sc_query *open_query(sc_store *s, const sc_query_spec *spec)
@@ -318,6 +330,7 @@ static void random_queries(sc_store *s, const model *m, size_t count,
 		sc_query_spec spec = {0};
 		spec.kind = (sc_query_kind)tk_rand_below(rs, 4);
 		spec.key = random_key(spec.kind, rs);
+		spec.partition = random_partition(rs);
 		spec.from = tk_rand_below(rs, m->n + 3);
 		spec.live = tk_rand_below(rs, 2);
 		spec.poll_ms = -1;
@@ -388,6 +401,7 @@ static void test_roundtrip(void **state)
 				lspec[k] = (sc_query_spec){
 				    .kind = (sc_query_kind)k,
 				    .key = random_key((sc_query_kind)k, &rs),
+				    .partition = random_partition(&rs),
 				    .from = tk_rand_below(&rs, m.n + 2),
 				    .live = true,
 				    .poll_ms = -1};
@@ -592,8 +606,8 @@ static void test_upgrade_build_steps(void **state)
 	free(m.evs);
 }
 
-/* A format 4 store that lost tag_index is damaged: open refuses it and
- * does not make the database anew. */
+/* A store of format 4 or later that lost tag_index is damaged: open refuses it
+ * and does not make the database anew. */
 static void test_missing_index_refused(void **state)
 {
 	SC_UNUSED(state);

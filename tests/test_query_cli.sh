@@ -73,7 +73,12 @@ expect_eq "$(positions "$T/out")" "1 5 9 " "events of partition eu"
 run 0 "events --partition (4096 bytes)" -- "$S" --db "$DB" events --partition="$BIG2"
 expect_eq "$(positions "$T/out")" "2 6 10 " "events of a 4096-byte partition"
 run 0 "events --entity" -- "$S" --db "$DB" events --entity e1
-expect_eq "$(positions "$T/out")" "1 4 7 10 " "events of entity e1"
+expect_eq "$(positions "$T/out")" "4 7 " "events of entity e1 of the default partition"
+run 0 "events --entity --partition" -- "$S" --db "$DB" events --entity e1 --partition eu
+expect_eq "$(positions "$T/out")" "1 " "events of entity e1 of partition eu"
+run 0 "events --partition --entity" -- "$S" --db "$DB" events --partition eu --entity e1
+expect_eq "$(positions "$T/out")" "1 " "events of entity e1 of partition eu, options swapped"
+run 2 "--partition and --tag" -- "$S" --db "$DB" events --partition eu --tag a
 run 2 "--tag and --partition" -- "$S" --db "$DB" events --tag a --partition b
 expect_in "$T/err" "give one of" "one key only"
 run 2 "--tag too long" -- "$S" --db "$DB" events --tag "${BIG}x"

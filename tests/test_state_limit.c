@@ -70,10 +70,11 @@ static uint64_t value_len(const sc_value *v)
 
 /* Bytes a state takes in a snapshot chunk: the chunk's `entities` field
  * holding its EntityState (id 1, attrs 2, updated_at 3 fixed64, updated_by
- * 4, position 5 varint; zero scalars and an empty updated_by omitted). */
+ * 4, position 5 varint, partition 6; zero scalars, an empty updated_by and
+ * the default partition's empty name omitted). */
 static uint64_t expect_bytes(size_t id_len, const sc_attr *attrs, size_t n,
 			     int64_t updated_at, size_t by_len,
-			     uint64_t position)
+			     uint64_t position, size_t part_len)
 {
 	uint64_t m = field_len(id_len);
 	for (size_t i = 0; i < n; i++)
@@ -85,6 +86,8 @@ static uint64_t expect_bytes(size_t id_len, const sc_attr *attrs, size_t n,
 		m += field_len(by_len);
 	if (position)
 		m += 1 + varint_len(position);
+	if (part_len)
+		m += field_len(part_len);
 	return field_len(m);
 }
 
@@ -136,7 +139,7 @@ static uint64_t big_bytes(size_t len, uint64_t position)
 {
 	sc_attr a[4];
 	big_attrs(a, len);
-	return expect_bytes(big_id.len, a, 4, 1, 0, position);
+	return expect_bytes(big_id.len, a, 4, 1, 0, position, 0);
 }
 
 /* The three full values, then v3 (position 1 and 2). */
@@ -270,6 +273,17 @@ static void test_exact_size(void **state)
 		memset(id, 'i', id_len);
 		size_t by_len =
 		    tk_rand_below(&r, 3) ? 0 : tk_rand_below(&r, 300);
+		/* Half the states in a named partition, of lengths around
+		 * the varint steps and up to the longest. */
+		static const size_t plens[] = {1, 127, 128, SC_EVENT_FIELD_MAX};
+		static char part[SC_EVENT_FIELD_MAX];
+		memset(part, 'p', sizeof part);
+		size_t part_len =
+		    tk_rand_below(&r, 2)
+			? 0
+			: (tk_rand_below(&r, 2)
+			       ? plens[tk_rand_below(&r, 4)]
+			       : 1 + tk_rand_below(&r, SC_EVENT_FIELD_MAX));
 		sc_event ev = {
 		    .position = tk_rand(&r) >> tk_rand_below(&r, 64),
 		    .entity = {id, id_len},
@@ -278,6 +292,7 @@ static void test_exact_size(void **state)
 		    .nattrs = n,
 		    .time = tk_rand_below(&r, 4) ? (int64_t)tk_rand(&r) : 0,
 		    .actor = {text, by_len},
+		    .partition = {part, part_len},
 		};
 		sc_cache *c;
 		sc_error err;
@@ -285,10 +300,11 @@ static void test_exact_size(void **state)
 		if (sc_cache_apply(c, &ev, &err))
 			fail_msg("round %d: %s", round, err.message);
 		assert_int_equal(sc_cache_promote(c), 0);
-		const sc_entity *e = sc_cache_pending_get(c, ev.entity);
+		const sc_entity *e =
+		    sc_cache_pending_get_in(c, ev.partition, ev.entity);
 		assert_non_null(e);
 		uint64_t want = expect_bytes(id_len, attrs, n, ev.time, by_len,
-					     ev.position);
+					     ev.position, part_len);
 		assert_int_equal(sc_entity_snapshot_bytes(e), want);
 		assert_int_equal(encoded_raw(c), want);
 		assert_true(want * 16 <=
@@ -406,7 +422,7 @@ static void test_cache_apply(void **state)
 	assert_false(sc_entity_find(e, one_more.name, NULL));
 	uint64_t want = SC_STATE_SNAPSHOT_MAX;
 	for (int i = 0; i < 64; i++)
-		want += expect_bytes(strlen(ids[i]), &one, 1, 1, 0, 3);
+		want += expect_bytes(strlen(ids[i]), &one, 1, 1, 0, 3, 0);
 	assert_int_equal(encoded_raw(c), want);
 	/* Alone in a pending version, the refused event leaves none open. */
 	sc_event more = {.position = 4,
@@ -448,13 +464,14 @@ static void test_cache_load(void **state)
 	uint64_t born;
 	assert_int_equal(sc_cache_load_begin(c, BIG_POSITION, &born, &err), 0);
 	size_t bytes;
-	assert_int_equal(
-	    sc_cache_load_measure(big_id, a, 4, (sc_str){0}, &bytes, &err), 0);
+	assert_int_equal(sc_cache_load_measure((sc_str){"", 0}, big_id, a, 4,
+					       (sc_str){0}, &bytes, &err),
+			 0);
 	void *image = aligned_alloc(8, bytes);
 	assert_non_null(image);
 	sc_cache_loaded l;
-	sc_cache_load_write(c, big_id, a, 4, 1, (sc_str){0}, BIG_POSITION,
-			    image, bytes, &l);
+	sc_cache_load_write(c, (sc_str){"", 0}, big_id, a, 4, 1, (sc_str){0},
+			    BIG_POSITION, image, bytes, &l);
 	expect_too_big(sc_cache_load_store(c, image, &l, &err), &err);
 	free(image);
 	sc_cache_discard(c);

@@ -280,7 +280,8 @@ static void append_read_roundtrip(store_fx *fx, uint64_t lag)
 		for (size_t i = 0; i < total; i++) {
 			sc_decoded_event d;
 			collected_get(&c, i, &d);
-			if (d.ev.entity.len == sid.len &&
+			/* The entity (default partition, id). */
+			if (d.ev.entity.len == sid.len && !d.ev.partition.len &&
 			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
@@ -362,6 +363,7 @@ static void append_read_roundtrip(store_fx *fx, uint64_t lag)
 		size_t k = 0;
 		for (size_t i = 0; i < total; i++) {
 			if (evs[i].ev.entity.len == sid.len &&
+			    !evs[i].ev.partition.len &&
 			    memcmp(evs[i].ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], i + 1);
@@ -840,7 +842,8 @@ static void check_entity_reads(sc_store *s, unsigned nent)
 		for (size_t i = 0; i < all.n; i++) {
 			sc_decoded_event d;
 			collected_get(&all, i, &d);
-			if (d.ev.entity.len == sid.len &&
+			/* The entity (default partition, id). */
+			if (d.ev.entity.len == sid.len && !d.ev.partition.len &&
 			    memcmp(d.ev.entity.ptr, id, sid.len) == 0) {
 				assert_true(k < ce.n);
 				assert_int_equal(ce.pos[k], d.ev.position);
@@ -930,8 +933,8 @@ static void test_index_lag_reopen_and_failure(void **state)
 }
 
 /* A format 1 store (entity_index complete, no index_through) opens as
- * format 4: its index rows (keyed by the id first) are dropped, reads scan
- * the log, and the next indexing append indexes it again. */
+ * the current format: its index rows (keyed by the id first) are dropped,
+ * reads scan the log, and the next indexing append indexes it again. */
 static void test_format_1_store_is_upgraded(void **state)
 {
 	store_fx *fx = *state;
@@ -966,8 +969,9 @@ static void test_format_1_store_is_upgraded(void **state)
 	assert_int_equal(sc_store_verify(s, NULL), 0);
 }
 
-/* Every entity's events (ids e0..e(nent-1), nent <= 64) read through
- * entity_index and the tail equal the log filtered by that id: one pass
+/* Every entity's events (ids e0..e(nent-1) of the default partition,
+ * nent <= 64) read through entity_index and the tail equal the log
+ * filtered by that entity: one pass
  * over the log, for stores too large for check_entity_reads. */
 static void check_entity_events(sc_store *s, unsigned nent)
 {
@@ -990,7 +994,9 @@ static void check_entity_events(sc_store *s, unsigned nent)
 		char id[16];
 		for (unsigned e = 0; e < nent; e++) {
 			int n = snprintf(id, sizeof id, "e%u", e);
-			if (d.ev.entity.len != (size_t)n ||
+			/* The entity (default partition, e<e>). */
+			if (d.ev.partition.len ||
+			    d.ev.entity.len != (size_t)n ||
 			    memcmp(d.ev.entity.ptr, id, (size_t)n) != 0)
 				continue;
 			assert_true(next[e] < ce[e].n);
@@ -1044,9 +1050,114 @@ static void test_upgrade_backlog_caught_up_in_pieces(void **state)
 	assert_int_equal(sc_store_verify(s, NULL), 0);
 }
 
+/* Append n events of ids e0..e4, every third in partition "eu" when
+ * `named`, the others in the default partition. */
+static void fill_parts(sc_store *s, size_t n, bool named)
+{
+	for (size_t i = 0; i < n; i++) {
+		char id[8];
+		int len = snprintf(id, sizeof id, "e%zu", i % 5);
+		sc_attr a = {{"n", 1},
+			     {.type = SC_VALUE_INT, .u.i = (int64_t)i}};
+		sc_event ev = {.entity = {id, (size_t)len},
+			       .type = SC_EVENT_SET,
+			       .attrs = &a,
+			       .nattrs = 1,
+			       .time = (int64_t)i + 1};
+		if (named && i % 3 == 0)
+			ev.partition = (sc_str){"eu", 2};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+}
+
+/* The events of (partition, e<e>) read through the index and the tail
+ * are those of the log, in order. */
+static void check_part_reads(sc_store *s, sc_str part)
+{
+	collected all = {0};
+	assert_int_equal(sc_store_events(s, 0, 0, collect, &all, NULL), 0);
+	for (unsigned e = 0; e < 5; e++) {
+		char id[8];
+		int len = snprintf(id, sizeof id, "e%u", e);
+		collected ce = {0};
+		assert_int_equal(sc_store_entity_events_in(
+				     s, part, (sc_str){id, (size_t)len}, 0, 0,
+				     collect, &ce, NULL),
+				 0);
+		size_t k = 0;
+		for (size_t i = 0; i < all.n; i++) {
+			sc_decoded_event d;
+			collected_get(&all, i, &d);
+			if (d.ev.partition.len == part.len &&
+			    (!part.len ||
+			     !memcmp(d.ev.partition.ptr, part.ptr, part.len)) &&
+			    d.ev.entity.len == (size_t)len &&
+			    !memcmp(d.ev.entity.ptr, id, (size_t)len)) {
+				assert_true(k < ce.n);
+				assert_int_equal(ce.pos[k], d.ev.position);
+				k++;
+			}
+			sc_decoded_event_free(&d);
+		}
+		assert_int_equal(k, ce.n);
+		assert_true(k > 0);
+		collected_free(&ce);
+	}
+	collected_free(&all);
+}
+
+/* A format 4 store (entity_index rows keyed by epoch ++ id, partitions
+ * not part of an entity's identity): one whose log never names a
+ * partition keeps its rows and its snapshot; one whose log names a
+ * partition has its rows dropped (written again by the appends) and its
+ * snapshot deleted. Reads by (partition, id) are right throughout. */
+static void test_format_4_store_is_upgraded(void **state)
+{
+	SC_UNUSED(state);
+	for (int named = 0; named < 2; named++) {
+		char dir[256];
+		new_dir(dir, sizeof dir);
+		sc_store_options o = opts();
+		o.index_lag = 1;
+		sc_store *s = open_store(dir, &o);
+		fill_parts(s, 60, named);
+		assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
+		fill_parts(s, 10, named);
+		set_format_version(s, 4, false);
+		sc_store_close(s);
+
+		o.index_lag = 5;
+		s = open_store(dir, &o);
+		snapshot_of now = observe(s);
+		sc_snapshot_info info[4];
+		int nsnap = sc_store_snapshots(s, info, 4, NULL);
+		if (named) {
+			assert_int_equal(now.index_through, 0);
+			assert_int_equal(nsnap, 0);
+		} else {
+			assert_int_equal(now.index_through, 70);
+			assert_int_equal(nsnap, 1);
+		}
+		check_part_reads(s, (sc_str){"", 0});
+		if (named)
+			check_part_reads(s, (sc_str){"eu", 2});
+		fill_parts(s, 6, named);
+		now = observe(s);
+		/* The appends indexed the log again (fewer than index_lag
+		 * events left to the tail). */
+		assert_true(now.index_through > 76 - 5);
+		check_part_reads(s, (sc_str){"", 0});
+		if (named)
+			check_part_reads(s, (sc_str){"eu", 2});
+		assert_int_equal(sc_store_verify(s, NULL), 0);
+		sc_store_close(s);
+		rm_rf(dir);
+	}
+}
+
 /* A format 2 store (index rows of every id kept whole, ids up to 503
- * bytes indexable) opens as format 4; reads of any id are right before
- * and after the index is written again. */
+ * bytes indexable) opens as the current format; reads of any id are right
+ * before and after the index is written again. */
 static void test_format_2_store_is_upgraded(void **state)
 {
 	SC_UNUSED(state);
@@ -2058,6 +2169,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_open_errors, fx_setup,
 					    fx_teardown),
 	    cmocka_unit_test(test_format_2_store_is_upgraded),
+	    cmocka_unit_test(test_format_4_store_is_upgraded),
 	    cmocka_unit_test(test_snapshot_grows_map),
 	    cmocka_unit_test(test_open_never_recreates),
 	    cmocka_unit_test(test_create_is_atomic),

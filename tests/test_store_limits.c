@@ -176,6 +176,7 @@ static int collect_pos(void *ctx, const sc_event *ev)
 typedef struct expect {
 	char id[SC_ENTITY_ID_MAX];
 	size_t len;
+	sc_str partition; /* empty: the default partition */
 	uint64_t pos[16];
 	size_t n;
 } expect;
@@ -193,7 +194,8 @@ static void check_entity(sc_store *s, const tk_refstate *m, const expect *e)
 	sc_str id = {e->id, e->len};
 	positions got = {.id = id};
 	sc_error err;
-	int rc = sc_store_entity_events(s, id, 0, 0, collect_pos, &got, &err);
+	int rc = sc_store_entity_events_in(s, e->partition, id, 0, 0,
+					   collect_pos, &got, &err);
 	if (rc)
 		fprintf(stderr, "entity events: %s\n", err.message);
 	assert_int_equal(rc, 0);
@@ -201,9 +203,10 @@ static void check_entity(sc_store *s, const tk_refstate *m, const expect *e)
 	for (size_t i = 0; i < e->n; i++)
 		assert_int_equal(got.pos[i], e->pos[i]);
 	sc_entity *at = NULL;
-	rc = sc_store_entity_at(s, id, sc_store_last_position(s), &at, &err);
+	rc = sc_store_entity_at_in(s, e->partition, id,
+				   sc_store_last_position(s), &at, &err);
 	assert_int_equal(rc, 0);
-	const tk_refentity *want = tk_refstate_lookup(m, id);
+	const tk_refentity *want = tk_refstate_lookup_in(m, e->partition, id);
 	assert_non_null(want);
 	char why[256];
 	if (!tk_refstate_entity_equal(want, at, why, sizeof why))
@@ -297,8 +300,10 @@ static void test_limits_at_volume(void **state)
 	big_parts_init(b);
 
 	/* Watched: one entity of every id length class, the three carriers
-	 * of the largest events, and a 499-byte id equal to the index key id of
-	 * a 1024-byte one (its cut ++ its hash). */
+	 * of the largest events (the one of the longest fields in the
+	 * partition of the longest name), and a 499-byte id equal to the
+	 * index key of a 1024-byte one of the default partition (its cut ++
+	 * its hash). */
 	enum { NWATCH = 6 + 4 };
 	expect *w = calloc(NWATCH, sizeof *w);
 	assert_non_null(w);
@@ -309,10 +314,11 @@ static void test_limits_at_volume(void **state)
 		memset(w[i].id, 'M', SC_ENTITY_ID_MAX);
 		w[i].id[SC_ENTITY_ID_MAX - 1] = (char)('0' + i);
 	}
+	w[6].partition = (sc_str){b->field, sizeof b->field};
 	w[9].len = SC_INDEX_ID_WHOLE_MAX;
-	memcpy(w[9].id, w[6].id, SC_INDEX_ID_CUT);
+	memcpy(w[9].id, w[7].id, SC_INDEX_ID_CUT);
 	XXH128_canonical_t h;
-	XXH128_canonicalFromHash(&h, XXH3_128bits(w[6].id, w[6].len));
+	XXH128_canonicalFromHash(&h, XXH3_128bits(w[7].id, w[7].len));
 	memcpy(w[9].id + SC_INDEX_ID_CUT, h.digest, 16);
 
 	/* One event of each kind of maximum among the volume, each before an

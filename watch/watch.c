@@ -182,9 +182,12 @@ static bool watch_matches(const sc_watcher *w, const sc_entity *e)
 		return false;
 	if (w->prefix.len && !str_starts(sc_entity_id(e), w->prefix))
 		return false;
-	/* Every entity is in the default partition for now. */
-	if (w->by_partition && w->partition.len)
-		return false;
+	if (w->by_partition) {
+		sc_str p = sc_entity_partition(e);
+		if (p.len != w->partition.len ||
+		    (p.len && memcmp(p.ptr, w->partition.ptr, p.len) != 0))
+			return false;
+	}
 	return !w->match || w->match(w->match_ctx, e);
 }
 
@@ -266,7 +269,11 @@ int sc_watch_open(sc_cache *cache, const sc_watch_options *opt,
 	w->at = sc_reader_begin(w->rd[0]);
 	if (o.start == SC_WATCH_START_INITIAL) {
 		w->phase = PHASE_INITIAL;
-		sc_view_iter_init(w->at, &w->it);
+		/* A watcher of one partition walks that partition only. */
+		if (w->by_partition)
+			sc_view_iter_init_in(w->at, w->partition, &w->it);
+		else
+			sc_view_iter_init_all(w->at, &w->it);
 	} else {
 		w->phase = PHASE_LIVE;
 		w->reported_version = sc_view_version(w->at);
@@ -409,6 +416,7 @@ static int diff_one(void *ctx, sc_diff_kind kind, const sc_entity *old,
 	if (!c)
 		return ENOMEM;
 	c->id = sc_entity_id(in_new ? new_ : old);
+	c->partition = sc_entity_partition(in_new ? new_ : old);
 	c->before = in_old ? old : NULL;
 	c->after = in_new ? new_ : NULL;
 	return SC_OK;
@@ -527,6 +535,7 @@ static int next_initial(sc_watcher *w, const sc_watch_batch **out,
 			continue;
 		sc_watch_change *c = change_push(&w->added);
 		c->id = sc_entity_id(e);
+		c->partition = sc_entity_partition(e);
 		c->after = e;
 	}
 	if (w->added.n) {

@@ -2,12 +2,13 @@
  * statecache: the versioned entity cache.
  *
  * The cache holds the state of every entity as an immutable version (a HAMT
- * from entity id to entity state). One writer applies events into a pending
- * version and then promotes it (one release store of the version pointer) or
- * discards it (everything it allocated is freed). Any number of reader
- * threads read the newest promoted version without locks: each reader thread
- * owns an sc_reader, whose slot records the version it is using; superseded
- * versions are freed once no slot can reach them (see cache/reclaim.c).
+ * from entity id to entity state per partition). One writer applies events into
+ * a pending version and then promotes it (one release store of the version
+ * pointer) or discards it (everything it allocated is freed). Any number of
+ * reader threads read the newest promoted version without locks: each reader
+ * thread owns an sc_reader, whose slot records the version it is using;
+ * superseded versions are freed once no slot can reach them (see
+ * cache/reclaim.c).
  *
  *   writer:  apply apply apply ... promote        (or discard)
  *                  \ pending version /   \ published, visible to readers
@@ -19,6 +20,17 @@
  * worker threads and returns when they are done).
  * Reader functions are called by the thread that owns the sc_reader.
  * sc_cache_len and sc_cache_stats_get may be called from any thread.
+ *
+ * Partitions: an entity is identified by (partition, id). An event whose
+ * `partition` is empty belongs to the default partition (empty name); the
+ * same id in two partitions is two entities, and the state of a partition
+ * is the fold of that partition's events. The calls without a partition
+ * (sc_reader_get, sc_view_get, sc_view_len, sc_view_iter_init,
+ * sc_cache_pending_get, sc_cache_load_entity) read or write the default
+ * partition, so a cache fed by events that never name a partition behaves
+ * as one namespace; the `_in` variants take a partition (an empty one is
+ * the default), and the `_all` ones span every partition. A view is one
+ * version of every partition at once.
  */
 #ifndef STATECACHE_CACHE_H
 #define STATECACHE_CACHE_H
@@ -53,6 +65,9 @@ typedef struct sc_entity sc_entity;
  */
 
 SC_API sc_str sc_entity_id(const sc_entity *e);
+/* The partition the entity belongs to: empty for the default partition
+ * (then ptr points at an empty string, never NULL). */
+SC_API sc_str sc_entity_partition(const sc_entity *e);
 SC_API int64_t sc_entity_updated_at(const sc_entity *e); /* unix ns */
 SC_API sc_str sc_entity_updated_by(const sc_entity *e);
 SC_API uint64_t sc_entity_position(const sc_entity *e); /* last event applied */
@@ -62,9 +77,9 @@ SC_API size_t sc_entity_attr_count(const sc_entity *e);
 SC_API sc_attr sc_entity_attr(const sc_entity *e, size_t i);
 /* Find an attribute by name; false when absent. */
 SC_API bool sc_entity_find(const sc_entity *e, sc_str name, sc_value *out);
-/* True when two states hold the same id, attributes, updated_at,
- * updated_by and position. Doubles compare by bit pattern (a NaN equals
- * itself). Two NULLs are equal; NULL and a state are not. */
+/* True when two states hold the same partition, id, attributes,
+ * updated_at, updated_by and position. Doubles compare by bit pattern (a NaN
+ * equals itself). Two NULLs are equal; NULL and a state are not. */
 SC_API bool sc_entity_equal(const sc_entity *a, const sc_entity *b);
 /* Bytes of memory the state occupies (its one allocation). */
 SC_API size_t sc_entity_memory_bytes(const sc_entity *e);
@@ -79,7 +94,8 @@ SC_API size_t sc_entity_memory_bytes(const sc_entity *e);
  * attributes exactly the event's, a null value counting as absent (last
  * duplicate wins); `delete` gives NULL. Every event but delete leaves the
  * entity existing, so an unset of a missing entity creates it empty.
- * `prev` is only read. Errors: SC_EINVAL (bad event, or its id differs from
+ * The new state belongs to the event's partition. `prev` is only read.
+ * Errors: SC_EINVAL (bad event, or its id or partition differs from
  * prev's), SC_ETOOBIG (the state would be larger than one entity may be,
  * as sc_cache_apply says), ENOMEM; *out is NULL then.
  */
@@ -128,22 +144,24 @@ SC_API void sc_cache_destroy(sc_cache *cache);
  * sc_cache_apply - apply one event to the pending version (opened on the
  * first apply after a promote or discard).
  *
- * The event's position becomes the entity's position, its time updated_at,
- * its actor updated_by. Semantics as sc_entity_apply; a delete of a
- * missing entity changes no entity but still counts as applied (the
- * version's position advances). Validation happens before anything is
- * touched. Errors: SC_EINVAL (empty or over-long id or name, unknown type,
- * bad value type, a string value that is not valid UTF-8 (binary data goes
- * in a bytes value), NULL pointer with a non-zero length; the pending
- * version is unchanged and the message names the field), SC_ETOOBIG
- * (the entity's state would take more than 64 MiB in a snapshot, about
- * the sum of its attribute names and values, which one snapshot chunk
- * must hold; the pending version is unchanged and the message names the
- * entity and its size: split its attributes over several entities),
- * ENOMEM (the pending version is poisoned: discard it), SC_EPOISONED.
- * Events are applied a few calls late (their memory misses overlap), so
- * an ENOMEM met by an event may come back from a later apply, from
- * sc_cache_prepare or from sc_cache_promote.
+ * The event changes the entity (ev->partition, ev->entity) (an empty
+ * partition: the default one). The event's position becomes the entity's
+ * position, its time updated_at, its actor updated_by. Semantics as
+ * sc_entity_apply; a delete of a missing entity changes no entity but still
+ * counts as applied (the version's position advances). Validation happens
+ * before anything is touched. Errors: SC_EINVAL (empty or over-long id or
+ * name, a partition longer than SC_EVENT_FIELD_MAX, unknown type, bad value
+ * type, a string value that is not valid UTF-8 (binary data goes in a bytes
+ * value), NULL pointer with a non-zero length; the pending version is
+ * unchanged and the message names the field), SC_ETOOBIG (the entity's
+ * state would take more than 64 MiB in a snapshot, about the sum of its
+ * partition, attribute names and values, which one snapshot chunk must
+ * hold; the pending version is unchanged and the message names the entity
+ * and its size: split its attributes over several entities), ENOMEM (the
+ * pending version is poisoned: discard it), SC_EPOISONED. Events are
+ * applied a few calls late (their memory misses overlap), so an ENOMEM met
+ * by an event may come back from a later apply, from sc_cache_prepare or
+ * from sc_cache_promote.
  */
 SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
 
@@ -159,7 +177,10 @@ SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  * same states, entity positions, version position, and stats after the
  * promote (the pending version is published by one promote, as always).
  * Small batches (a few hundred events) and caches with one lane apply on
- * the calling thread. Writer thread, like sc_cache_apply.
+ * the calling thread. The lanes split the default partition's tree: a
+ * batch in which any event names a partition is applied on the calling
+ * thread, one event after the other, each into its partition's tree (the
+ * same result). Writer thread, like sc_cache_apply.
  *
  * Every event is validated before anything is touched: SC_EINVAL names
  * the first bad event, the pending version is unchanged. Any other failure
@@ -183,6 +204,13 @@ SC_API int sc_cache_load_entity(sc_cache *cache, sc_str id,
 				const sc_attr *attrs, size_t nattrs,
 				int64_t updated_at, sc_str updated_by,
 				uint64_t position, sc_error *err);
+/* sc_cache_load_entity of the entity (partition, id); an empty partition
+ * is the default one. SC_EINVAL also for a partition longer than
+ * SC_EVENT_FIELD_MAX. */
+SC_API int sc_cache_load_entity_in(sc_cache *cache, sc_str partition, sc_str id,
+				   const sc_attr *attrs, size_t nattrs,
+				   int64_t updated_at, sc_str updated_by,
+				   uint64_t position, sc_error *err);
 
 /*
  * sc_cache_prepare - apply every event still queued and reserve what
@@ -213,8 +241,11 @@ SC_API void sc_cache_discard(sc_cache *cache);
 SC_API bool sc_cache_pending(const sc_cache *cache);
 
 /* Lookup in the pending version (or the published one when none is
- * pending), for the writer thread only. */
+ * pending), for the writer thread only: the default partition, or
+ * `partition` (_in). */
 SC_API const sc_entity *sc_cache_pending_get(const sc_cache *cache, sc_str id);
+SC_API const sc_entity *sc_cache_pending_get_in(const sc_cache *cache,
+						sc_str partition, sc_str id);
 
 /*
  * sc_cache_reclaim - free superseded versions no reader can reach now.
@@ -239,13 +270,17 @@ SC_API int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
 SC_API void sc_reader_close(sc_reader *reader);
 
 /*
- * sc_reader_get - the state of `id` in the newest promoted version, or NULL.
+ * sc_reader_get - the state of `id` (default partition) in the newest
+ * promoted version, or NULL. sc_reader_get_in: of (partition, id).
  *
  * Pins that version in the reader's slot; the returned pointer stays valid
- * until the next sc_reader_get, sc_reader_begin or sc_reader_end on this
- * reader. No lock, no atomic read-modify-write.
+ * until the next sc_reader_get(_in), sc_reader_begin or sc_reader_end on
+ * this reader. No lock, no atomic read-modify-write; a named partition
+ * costs one more lookup (of its name in the version's partition table).
  */
 SC_API const sc_entity *sc_reader_get(sc_reader *reader, sc_str id);
+SC_API const sc_entity *sc_reader_get_in(sc_reader *reader, sc_str partition,
+					 sc_str id);
 
 /*
  * sc_reader_begin - pin the newest promoted version and return a view of it.
@@ -266,11 +301,25 @@ SC_API void sc_reader_end(sc_reader *reader);
  * it. Every function below is lock-free and allocation-free, may be called
  * by the thread owning the reader (or any thread the owner hands the view
  * to while it keeps the pin), and returns states that live as long as the
- * pin. sc_view_get: the state of `id`, or NULL (also for an empty,
- * over-long or NULL id). sc_view_len: the number of entities, O(1).
+ * pin. sc_view_get: the state of `id` in the default partition, or NULL
+ * (also for an empty, over-long or NULL id); sc_view_get_in: of
+ * (partition, id). sc_view_len: the number of entities of the default
+ * partition, O(1); sc_view_len_in: of one partition (0 for a partition
+ * without entities), O(log partitions); sc_view_len_all: of every
+ * partition, O(1).
  */
 SC_API const sc_entity *sc_view_get(const sc_view *view, sc_str id);
+SC_API const sc_entity *sc_view_get_in(const sc_view *view, sc_str partition,
+				       sc_str id);
 SC_API size_t sc_view_len(const sc_view *view);
+SC_API size_t sc_view_len_in(const sc_view *view, sc_str partition);
+SC_API size_t sc_view_len_all(const sc_view *view);
+/* The partitions holding at least one entity in the view: the default
+ * partition first (when it has entities), then the named ones in bytewise
+ * order of their names. sc_view_partition: the i-th name (i <
+ * sc_view_partition_count), valid while the view is pinned. */
+SC_API size_t sc_view_partition_count(const sc_view *view);
+SC_API sc_str sc_view_partition(const sc_view *view, size_t i);
 /* The version number: 0 for the empty initial version, +1 per promote. */
 SC_API uint64_t sc_view_version(const sc_view *view);
 /* The position of the last event this version holds: the last one applied,
@@ -279,13 +328,21 @@ SC_API uint64_t sc_view_position(const sc_view *view);
 
 typedef struct sc_view_iter {
 	sc_hamt_iter it;
+	const void *parts; /* private: the partitions still to walk */
+	size_t next;
 } sc_view_iter;
 
-/* Start iterating over every entity of `view` (no allocation; the iterator
- * may live on the stack and is valid while the view is pinned). */
+/* Start iterating over the entities of the default partition of `view`
+ * (no allocation; the iterator may live on the stack and is valid while
+ * the view is pinned); _in: of one partition, walking no other one; _all:
+ * of every partition, one partition after the other in the order of
+ * sc_view_partition. */
 SC_API void sc_view_iter_init(const sc_view *view, sc_view_iter *it);
-/* The next entity in the view, or NULL at the end. The order is stable for
- * a given version (hash order), not sorted. */
+SC_API void sc_view_iter_init_in(const sc_view *view, sc_str partition,
+				 sc_view_iter *it);
+SC_API void sc_view_iter_init_all(const sc_view *view, sc_view_iter *it);
+/* The next entity, or NULL at the end. The order is stable for a given
+ * version (hash order within a partition), not sorted. */
 SC_API const sc_entity *sc_view_iter_next(sc_view_iter *it);
 
 /* Diff callback: ADDED (old NULL), REMOVED (new_ NULL) or CHANGED (both
@@ -295,7 +352,8 @@ typedef int (*sc_diff_fn)(void *ctx, sc_diff_kind kind, const sc_entity *old,
 
 /*
  * sc_view_diff - report entities added, removed and updated from view `a`
- * to view `b`, skipping subtrees the versions share. Both views must belong
+ * to view `b`, in every partition (sc_entity_partition tells which),
+ * skipping subtrees and partitions the versions share. Both views must belong
  * to the same cache and stay pinned during the call. Returns 0 or the
  * callback's non-zero value.
  */
@@ -312,11 +370,13 @@ SC_API int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx);
 
 /* ---- stats --------------------------------------------------------------- */
 
-/* Entities in the newest promoted version. Any thread, O(1). */
+/* Entities in the newest promoted version, every partition. Any thread,
+ * O(1). */
 SC_API size_t sc_cache_len(const sc_cache *cache);
 
 typedef struct sc_cache_stats {
-	size_t entities;	  /* in the newest promoted version */
+	size_t entities;	  /* in the newest promoted version (every
+				     partition) */
 	uint64_t version;	  /* newest promoted version number */
 	uint64_t position;	  /* its last event position */
 	size_t versions_alive;	  /* promoted versions not yet freed */

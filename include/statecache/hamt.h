@@ -146,8 +146,11 @@ static inline size_t sc_hamt_count(sc_hamt_root root)
  * sc_hamt_edit_begin - open an edit on top of `base`.
  *
  * `base` must be a committed version of `map` that stays alive until the edit
- * ends (or the empty root). One edit at a time per map: SC_ESTATE if one is
- * open. Errors: ENOMEM, SC_ESTATE.
+ * ends (or the empty root). Several edits of one map may be open at once
+ * when their bases share no node (separate trees built by separate edits,
+ * such as one tree per namespace): an edit changes in place only the nodes
+ * it made and lists as garbage the published nodes it replaces, so two
+ * edits over one shared node would both list it. Errors: ENOMEM.
  */
 SC_API int sc_hamt_edit_begin(sc_hamt *map, sc_hamt_root base,
 			      sc_hamt_edit **out);

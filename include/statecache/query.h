@@ -5,7 +5,8 @@
  * order, each with its position:
  *
  *   SC_QUERY_ALL        every event
- *   SC_QUERY_ENTITY     the events of one entity (entity_index)
+ *   SC_QUERY_ENTITY     the events of one entity, (partition, id)
+ *                       (entity_index)
  *   SC_QUERY_TAG        the events carrying one tag (tag_index)
  *   SC_QUERY_PARTITION  the events of one partition (partition_index)
  *
@@ -31,7 +32,7 @@
  * log: the indexes lag the log by fewer than sc_store_options.index_lag
  * events, as entity_index does (store/README.md). An index key is
  * key_id(value) ++ position (the key id of store/README.md: the value
- * itself up to 503 bytes, a cut and a hash beyond), so every valid tag and
+ * itself up to 499 bytes, a cut and a hash beyond), so every valid tag and
  * partition (1..4096 bytes) is indexed; the query checks each event it
  * reads back and skips those whose value differs. Events without a partition
  * are in no partition query; empty tags are not indexed.
@@ -84,6 +85,10 @@ typedef struct sc_query_spec {
 	 * by another process. 0: SC_QUERY_POLL_MS_DEFAULT; negative: never
 	 * (only this process's commits wake the query). */
 	int poll_ms;
+	/* SC_QUERY_ENTITY: the entity's partition (0..SC_EVENT_FIELD_MAX
+	 * bytes; empty, the default partition: an entity is (partition, id),
+	 * statecache/cache.h). Ignored by the other kinds. Copied. */
+	sc_str partition;
 } sc_query_spec;
 
 typedef struct sc_query sc_query;

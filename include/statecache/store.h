@@ -418,14 +418,20 @@ SC_API int sc_store_events(sc_store *store, uint64_t from, uint64_t limit,
  * spanned) and a scan of the fewer than index_lag events it does not
  * cover yet (after a store of an older format is opened, of the whole log
  * until the appends that follow have indexed it again, at most 65,536
- * events each), in one read transaction. Errors:
- * SC_EINVAL (bad id), and those of sc_store_events. */
+ * events each), in one read transaction. The entity is `id` of the
+ * default partition; _in: (partition, id), an empty partition being the
+ * default one. Errors: SC_EINVAL (bad id, or a partition longer than
+ * SC_EVENT_FIELD_MAX), and those of sc_store_events. */
 SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
 				  uint64_t limit, sc_event_fn fn, void *ctx,
 				  sc_error *err);
+SC_API int sc_store_entity_events_in(sc_store *store, sc_str partition,
+				     sc_str id, uint64_t from, uint64_t limit,
+				     sc_event_fn fn, void *ctx, sc_error *err);
 
 /*
- * sc_store_entity_at - the state of `id` as of `position` (inclusive),
+ * sc_store_entity_at - the state of `id` (default partition; _in: of
+ * (partition, id)) as of `position` (inclusive),
  * folded with sc_entity_apply from that entity's events only, found as
  * sc_store_entity_events finds them (no replay of the log). *out is a new
  * entity the caller frees with sc_entity_free(). SC_NOTFOUND if it did not
@@ -434,6 +440,9 @@ SC_API int sc_store_entity_events(sc_store *store, sc_str id, uint64_t from,
  */
 SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
 			      sc_entity **out, sc_error *err);
+SC_API int sc_store_entity_at_in(sc_store *store, sc_str partition, sc_str id,
+				 uint64_t position, sc_entity **out,
+				 sc_error *err);
 
 /*
  * sc_store_verify - check the log's own consistency, reading the whole
@@ -441,13 +450,13 @@ SC_API int sc_store_entity_at(sc_store *store, sc_str id, uint64_t position,
  * the last, every record decodes, meta "last_position" (the last position
  * committed, written by every append) equals the last position, and
  * entity_index holds exactly one row for every position up to meta
- * "index_through", keyed by that event's entity, and tag_index and
- * partition_index hold exactly the rows of the events' tags and
- * partitions (statecache/query.h). Snapshots are checked by
- * open (a damaged one is skipped) and the state by comparing with a
- * replay (statecache verify). Any thread; its cost grows with the log.
- * Errors: SC_ECORRUPT (the message names the first fault), SC_EINVAL,
- * SC_ELMDB, ENOMEM.
+ * "index_through", keyed by that event's (partition, id), and tag_index
+ * and partition_index hold exactly the rows of the events' tags and
+ * partitions (statecache/query.h). Snapshots are checked by open (a
+ * damaged one is skipped) and the state by comparing with a replay
+ * (statecache verify). Any thread; its cost grows with the log. Errors:
+ * SC_ECORRUPT (the message names the first fault), SC_EINVAL, SC_ELMDB,
+ * ENOMEM.
  */
 SC_API int sc_store_verify(sc_store *store, sc_error *err);
 

@@ -97,9 +97,8 @@ typedef struct sc_watch_options {
 	/* Only ids that start with these bytes; empty: every id. Copied. */
 	sc_str prefix;
 	/* With by_partition, only entities of this partition (empty: the
-	 * default partition). The cache has only the default partition for
-	 * now, so an empty name matches every entity and any other name
-	 * matches none. Without by_partition, every partition. Copied. */
+	 * default partition); the initial state then walks that partition
+	 * alone. Without by_partition, every partition. Copied. */
 	bool by_partition;
 	sc_str partition;
 	/* Optional predicate on states, applied after prefix and partition. */
@@ -132,9 +131,9 @@ typedef enum sc_watch_kind {
  * (NULL when added), `after` its state at to_version (NULL when removed).
  * For an update, `changed` lists the names (sorted bytewise) of the
  * attributes added, removed or given another value; it may be empty when
- * only updated_at, updated_by or position moved. The partition is empty
- * for the default partition (the only one for now). Every pointer lives as
- * long as the batch.
+ * only updated_at, updated_by or position moved. The entity is
+ * (partition, id); the partition is empty for the default partition.
+ * Every pointer lives as long as the batch.
  */
 typedef struct sc_watch_change {
 	sc_str partition;

@@ -55,6 +55,7 @@ static void entity_free(tk_refentity *re)
 		attr_free(&re->attrs[i]);
 	free(re->attrs);
 	free((void *)re->id.ptr);
+	free((void *)re->partition.ptr);
 	free((void *)re->updated_by.ptr);
 	free(re);
 }
@@ -72,6 +73,7 @@ static tk_refentity *entity_clone(const tk_refentity *re)
 	*c = *re;
 	c->next = NULL;
 	c->id = str_dup(re->id);
+	c->partition = str_dup(re->partition);
 	c->updated_by = str_dup(re->updated_by);
 	c->attrs = xmalloc(re->nattrs * sizeof *c->attrs);
 	for (size_t i = 0; i < re->nattrs; i++) {
@@ -84,6 +86,7 @@ static tk_refentity *entity_clone(const tk_refentity *re)
 /* ==== the table =========================================================== */
 
 typedef struct journal_entry {
+	sc_str partition;    /* owned */
 	sc_str id;	     /* owned */
 	tk_refentity *saved; /* the state before the change, or NULL */
 } journal_entry;
@@ -97,14 +100,23 @@ struct tk_refstate {
 	size_t njournal, cap_journal;
 };
 
-static uint64_t id_hash(sc_str id)
+static uint64_t fnv(uint64_t h, sc_str s)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-	for (size_t i = 0; i < id.len; i++) {
-		h ^= (unsigned char)id.ptr[i];
+	for (size_t i = 0; i < s.len; i++) {
+		h ^= (unsigned char)s.ptr[i];
 		h *= 1099511628211ull;
 	}
 	return h;
+}
+
+/* The key of an entity is (partition, id): FNV-1a over the partition,
+ * its length, then the id. */
+static uint64_t key_hash(sc_str partition, sc_str id)
+{
+	uint64_t h = fnv(1469598103934665603ull, partition);
+	h ^= partition.len;
+	h *= 1099511628211ull;
+	return fnv(h, id);
 }
 
 tk_refstate *tk_refstate_new(void)
@@ -122,6 +134,7 @@ static void journal_clear(tk_refstate *rs)
 {
 	for (size_t i = 0; i < rs->njournal; i++) {
 		free((void *)rs->journal[i].id.ptr);
+		free((void *)rs->journal[i].partition.ptr);
 		entity_free(rs->journal[i].saved);
 	}
 	rs->njournal = 0;
@@ -145,10 +158,13 @@ void tk_refstate_free(tk_refstate *rs)
 	free(rs);
 }
 
-static tk_refentity **slot_of(const tk_refstate *rs, sc_str id)
+static tk_refentity **slot_of(const tk_refstate *rs, sc_str partition,
+			      sc_str id)
 {
-	tk_refentity **p = &rs->buckets[id_hash(id) & (rs->nbuckets - 1)];
-	while (*p && !str_eq((*p)->id, id))
+	tk_refentity **p =
+	    &rs->buckets[key_hash(partition, id) & (rs->nbuckets - 1)];
+	while (*p &&
+	       !(str_eq((*p)->id, id) && str_eq((*p)->partition, partition)))
 		p = &(*p)->next;
 	return p;
 }
@@ -163,7 +179,7 @@ static void grow(tk_refstate *rs)
 		tk_refentity *re = rs->buckets[b];
 		while (re) {
 			tk_refentity *next = re->next;
-			size_t i = id_hash(re->id) & (n - 1);
+			size_t i = key_hash(re->partition, re->id) & (n - 1);
 			re->next = nb[i];
 			nb[i] = re;
 			re = next;
@@ -175,9 +191,9 @@ static void grow(tk_refstate *rs)
 }
 
 /* Unlink and return the entity for id (NULL when absent). */
-static tk_refentity *take(tk_refstate *rs, sc_str id)
+static tk_refentity *take(tk_refstate *rs, sc_str partition, sc_str id)
 {
-	tk_refentity **p = slot_of(rs, id);
+	tk_refentity **p = slot_of(rs, partition, id);
 	tk_refentity *re = *p;
 	if (re) {
 		*p = re->next;
@@ -192,20 +208,37 @@ static void put(tk_refstate *rs, tk_refentity *re)
 	if (rs->count >= rs->nbuckets)
 		grow(rs);
 	tk_refentity **head =
-	    &rs->buckets[id_hash(re->id) & (rs->nbuckets - 1)];
+	    &rs->buckets[key_hash(re->partition, re->id) & (rs->nbuckets - 1)];
 	re->next = *head;
 	*head = re;
 	rs->count++;
 }
 
+static const sc_str no_partition = {"", 0};
+
 const tk_refentity *tk_refstate_lookup(const tk_refstate *rs, sc_str id)
 {
-	return *slot_of(rs, id);
+	return *slot_of(rs, no_partition, id);
+}
+
+const tk_refentity *tk_refstate_lookup_in(const tk_refstate *rs,
+					  sc_str partition, sc_str id)
+{
+	return *slot_of(rs, partition, id);
 }
 
 size_t tk_refstate_len(const tk_refstate *rs)
 {
 	return rs->count;
+}
+
+size_t tk_refstate_len_in(const tk_refstate *rs, sc_str partition)
+{
+	size_t n = 0;
+	for (size_t b = 0; b < rs->nbuckets; b++)
+		for (tk_refentity *re = rs->buckets[b]; re; re = re->next)
+			n += str_eq(re->partition, partition);
+	return n;
 }
 
 void tk_refstate_foreach(const tk_refstate *rs,
@@ -265,7 +298,8 @@ static void attr_set(tk_refentity *re, sc_str name, sc_value v)
 	re->nattrs++;
 }
 
-static void journal_push(tk_refstate *rs, sc_str id, const tk_refentity *re)
+static void journal_push(tk_refstate *rs, sc_str partition, sc_str id,
+			 const tk_refentity *re)
 {
 	if (rs->njournal == rs->cap_journal) {
 		rs->cap_journal = rs->cap_journal ? 2 * rs->cap_journal : 64;
@@ -276,14 +310,15 @@ static void journal_push(tk_refstate *rs, sc_str id, const tk_refentity *re)
 	}
 	journal_entry *j = &rs->journal[rs->njournal++];
 	j->id = str_dup(id);
+	j->partition = str_dup(partition);
 	j->saved = re ? entity_clone(re) : NULL;
 }
 
 void tk_refstate_apply(tk_refstate *rs, const sc_event *ev)
 {
-	tk_refentity *re = take(rs, ev->entity);
+	tk_refentity *re = take(rs, ev->partition, ev->entity);
 	if (rs->in_txn)
-		journal_push(rs, ev->entity, re);
+		journal_push(rs, ev->partition, ev->entity, re);
 	if (ev->type == SC_EVENT_DELETE) {
 		entity_free(re);
 		return;
@@ -292,6 +327,7 @@ void tk_refstate_apply(tk_refstate *rs, const sc_event *ev)
 		re = xmalloc(sizeof *re);
 		memset(re, 0, sizeof *re);
 		re->id = str_dup(ev->entity);
+		re->partition = str_dup(ev->partition);
 	}
 	if (ev->type == SC_EVENT_REPLACE) {
 		for (size_t i = 0; i < re->nattrs; i++)
@@ -332,7 +368,7 @@ void tk_refstate_rollback(tk_refstate *rs)
 {
 	for (size_t i = rs->njournal; i-- > 0;) {
 		journal_entry *j = &rs->journal[i];
-		entity_free(take(rs, j->id));
+		entity_free(take(rs, j->partition, j->id));
 		if (j->saved) {
 			put(rs, j->saved);
 			j->saved = NULL;
@@ -386,6 +422,12 @@ bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,
 		WHY("entity id differs: '%.*s'", (int)id.len, id.ptr);
 		return false;
 	}
+	if (!str_eq(re->partition, sc_entity_partition(e))) {
+		WHY("entity '%.*s': partition differs: '%.*s' in the model",
+		    (int)id.len, id.ptr, (int)re->partition.len,
+		    re->partition.ptr);
+		return false;
+	}
 	if (re->position != sc_entity_position(e) ||
 	    re->updated_at != sc_entity_updated_at(e) ||
 	    !str_eq(re->updated_by, sc_entity_updated_by(e))) {
@@ -425,7 +467,7 @@ static void check_one(void *ctx, const tk_refentity *re)
 	check_ctx *c = ctx;
 	if (!c->ok)
 		return;
-	const sc_entity *e = sc_view_get(c->view, re->id);
+	const sc_entity *e = sc_view_get_in(c->view, re->partition, re->id);
 	if (!tk_refstate_entity_equal(re, e, c->why, c->why_len))
 		c->ok = false;
 }
@@ -433,9 +475,9 @@ static void check_one(void *ctx, const tk_refentity *re)
 bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 			    char *why, size_t why_len)
 {
-	if (sc_view_len(view) != rs->count) {
+	if (sc_view_len_all(view) != rs->count) {
 		WHY("%zu entities in the view, %zu in the model",
-		    sc_view_len(view), rs->count);
+		    sc_view_len_all(view), rs->count);
 		return false;
 	}
 	check_ctx c = {view, true, why, why_len};
@@ -444,10 +486,11 @@ bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 		return false;
 	/* Every entity the view iterates is in the model too. */
 	sc_view_iter it;
-	sc_view_iter_init(view, &it);
+	sc_view_iter_init_all(view, &it);
 	size_t n = 0;
 	for (const sc_entity *e; (e = sc_view_iter_next(&it)); n++) {
-		if (!tk_refstate_lookup(rs, sc_entity_id(e))) {
+		if (!tk_refstate_lookup_in(rs, sc_entity_partition(e),
+					   sc_entity_id(e))) {
 			sc_str id = sc_entity_id(e);
 			WHY("iteration yields '%.*s', not in the model",
 			    (int)id.len, id.ptr);
@@ -457,6 +500,57 @@ bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 	if (n != rs->count) {
 		WHY("iteration yields %zu entities, the model has %zu", n,
 		    rs->count);
+		return false;
+	}
+	/* Partition by partition: the view lists exactly the partitions
+	 * with entities, each with its count and its entities alone. */
+	size_t np = sc_view_partition_count(view), listed = 0;
+	for (size_t i = 0; i < np; i++) {
+		sc_str p = sc_view_partition(view, i);
+		if (!tk_refstate_check_partition(rs, view, p, why, why_len))
+			return false;
+		listed += tk_refstate_len_in(rs, p);
+	}
+	if (listed != rs->count) {
+		WHY("the view's partitions hold %zu entities, the model %zu",
+		    listed, rs->count);
+		return false;
+	}
+	return true;
+}
+
+bool tk_refstate_check_partition(const tk_refstate *rs, const sc_view *view,
+				 sc_str partition, char *why, size_t why_len)
+{
+	size_t want = tk_refstate_len_in(rs, partition);
+	if (sc_view_len_in(view, partition) != want) {
+		WHY("partition '%.*s': %zu entities in the view, %zu in the "
+		    "model",
+		    (int)partition.len, partition.ptr,
+		    sc_view_len_in(view, partition), want);
+		return false;
+	}
+	sc_view_iter it;
+	sc_view_iter_init_in(view, partition, &it);
+	size_t n = 0;
+	for (const sc_entity *e; (e = sc_view_iter_next(&it)); n++) {
+		sc_str id = sc_entity_id(e);
+		const tk_refentity *re =
+		    tk_refstate_lookup_in(rs, partition, id);
+		if (!tk_refstate_entity_equal(re, e, why, why_len))
+			return false;
+		if (sc_view_get_in(view, partition, id) != e) {
+			WHY("partition '%.*s': get of '%.*s' differs from "
+			    "its iteration",
+			    (int)partition.len, partition.ptr, (int)id.len,
+			    id.ptr);
+			return false;
+		}
+	}
+	if (n != want) {
+		WHY("partition '%.*s': iteration yields %zu entities, the "
+		    "model has %zu",
+		    (int)partition.len, partition.ptr, n, want);
 		return false;
 	}
 	return true;
@@ -502,11 +596,15 @@ static uint64_t attr_hash(sc_str name, const sc_value *v)
 }
 
 /* Attributes combine by sum, so their order does not matter. */
-static uint64_t entity_hash(sc_str id, int64_t at, sc_str by, uint64_t pos,
-			    uint64_t attrs_sum)
+static uint64_t entity_hash(sc_str part, sc_str id, int64_t at, sc_str by,
+			    uint64_t pos, uint64_t attrs_sum)
 {
-	uint64_t parts[5] = {XXH64(id.ptr, id.len, 1), (uint64_t)at,
-			     XXH64(by.ptr, by.len, 2), pos, attrs_sum};
+	uint64_t parts[6] = {XXH64(id.ptr, id.len, 1),
+			     (uint64_t)at,
+			     XXH64(by.ptr, by.len, 2),
+			     pos,
+			     attrs_sum,
+			     XXH64(part.ptr, part.len, 4)};
 	return XXH64(parts, sizeof parts, 3);
 }
 
@@ -515,8 +613,8 @@ static void hash_one(void *ctx, const tk_refentity *re)
 	uint64_t sum = 0;
 	for (size_t i = 0; i < re->nattrs; i++)
 		sum += attr_hash(re->attrs[i].name, &re->attrs[i].value);
-	*(uint64_t *)ctx += entity_hash(re->id, re->updated_at, re->updated_by,
-					re->position, sum);
+	*(uint64_t *)ctx += entity_hash(re->partition, re->id, re->updated_at,
+					re->updated_by, re->position, sum);
 }
 
 uint64_t tk_refstate_hash(const tk_refstate *rs)
@@ -530,14 +628,15 @@ uint64_t tk_refstate_view_hash(const sc_view *view)
 {
 	uint64_t h = 0;
 	sc_view_iter it;
-	sc_view_iter_init(view, &it);
+	sc_view_iter_init_all(view, &it);
 	for (const sc_entity *e; (e = sc_view_iter_next(&it));) {
 		uint64_t sum = 0;
 		for (size_t i = 0; i < sc_entity_attr_count(e); i++) {
 			sc_attr a = sc_entity_attr(e, i);
 			sum += attr_hash(a.name, &a.value);
 		}
-		h += entity_hash(sc_entity_id(e), sc_entity_updated_at(e),
+		h += entity_hash(sc_entity_partition(e), sc_entity_id(e),
+				 sc_entity_updated_at(e),
 				 sc_entity_updated_by(e), sc_entity_position(e),
 				 sum);
 	}

@@ -8,6 +8,10 @@
  * allocator), so allocation-failure injection does not reach it; it aborts
  * on out-of-memory.
  *
+ * An entity is (partition, id): an event's partition (empty: the default
+ * partition) and its id name the entity it changes; the same id in two
+ * partitions is two entities.
+ *
  * Semantics (the same as sc_cache_apply): set merges (a null value removes
  * the name, the last duplicate wins); unset removes names; replace clears
  * then sets (nulls count as absent); delete removes the entity (a delete of
@@ -32,7 +36,8 @@ typedef struct tk_refattr {
 } tk_refattr;
 
 typedef struct tk_refentity {
-	sc_str id; /* owned copy */
+	sc_str partition; /* owned copy; empty: the default partition */
+	sc_str id;	  /* owned copy */
 	tk_refattr *attrs;
 	size_t nattrs;
 	int64_t updated_at;
@@ -49,11 +54,16 @@ void tk_refstate_free(tk_refstate *rs);
 /* Apply a valid event. */
 void tk_refstate_apply(tk_refstate *rs, const sc_event *ev);
 
-/* The entity, or NULL. Valid until the next change. */
+/* The entity `id` of the default partition (_in: of `partition`), or
+ * NULL. Valid until the next change. */
 const tk_refentity *tk_refstate_lookup(const tk_refstate *rs, sc_str id);
+const tk_refentity *tk_refstate_lookup_in(const tk_refstate *rs,
+					  sc_str partition, sc_str id);
 /* The value of one attribute, or false when absent. */
 bool tk_refentity_find(const tk_refentity *re, sc_str name, sc_value *out);
+/* Entities of every partition; _in: of one partition (a walk). */
 size_t tk_refstate_len(const tk_refstate *rs);
+size_t tk_refstate_len_in(const tk_refstate *rs, sc_str partition);
 
 /* Call fn for every entity, in no particular order. */
 void tk_refstate_foreach(const tk_refstate *rs,
@@ -77,18 +87,26 @@ bool tk_refstate_entity_equal(const tk_refentity *re, const sc_entity *e,
 			      char *why, size_t why_len);
 
 /* Compare the whole model with a view: same entity count and every entity
- * equal. */
+ * equal, in every partition; the view's partitions, each read alone (its
+ * count, its iteration, its lookups), agree with the model's. */
 bool tk_refstate_check_view(const tk_refstate *rs, const sc_view *view,
 			    char *why, size_t why_len);
 
-/* Compare only the given ids (present or absent in both). */
+/* Compare one partition of the model with the same partition of the view:
+ * its count, and every entity its iteration yields equal to the model's
+ * and to the view's lookup of it. */
+bool tk_refstate_check_partition(const tk_refstate *rs, const sc_view *view,
+				 sc_str partition, char *why, size_t why_len);
+
+/* Compare only the given ids of the default partition (present or absent
+ * in both). */
 bool tk_refstate_check_ids(const tk_refstate *rs, const sc_view *view,
 			   const sc_str *ids, size_t nids, char *why,
 			   size_t why_len);
 
-/* Order-independent hash of the whole state (ids, attributes, updated_at,
- * updated_by, position); tk_refstate_view_hash gives the same number for a
- * view holding the same state. */
+/* Order-independent hash of the whole state (partitions, ids, attributes,
+ * updated_at, updated_by, position); tk_refstate_view_hash gives the same
+ * number for a view holding the same state. */
 uint64_t tk_refstate_hash(const tk_refstate *rs);
 uint64_t tk_refstate_view_hash(const sc_view *view);
 

@@ -1,0 +1,300 @@
+/*
+ * Named partitions (cache/cache_internal.h): the writer's registry of
+ * partitions by name, the edit of each partition in the pending version,
+ * and the partition table of a version (the top-level map from a
+ * partition's name to its tree), rebuilt at a promote that changed a named
+ * partition.
+ *
+ * The table is a sorted array found by binary search: a lookup costs
+ * O(log P) name compares, a promote that changes named partitions copies
+ * the P entries (a few bytes each) once. The default partition is not in
+ * it: its tree is the version's root, reached as in a store without
+ * partitions.
+ */
+#include "cache/cache_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/internal.h"
+#include "hamt/hamt_internal.h"
+
+/* ==== names =============================================================== */
+
+static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t m = alen < blen ? alen : blen;
+	int c = m ? memcmp(a, b, m) : 0;
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name)
+{
+	if (!t || !name.len || !name.ptr)
+		return NULL;
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct sc_partition *p = t->items[mid].p;
+		int c = name_cmp(p->name, p->len, name.ptr, name.len);
+		if (c == 0)
+			return &t->items[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* ==== the registry ======================================================== */
+
+/* The slot of `name` (hash h) in the registry: its partition's, or the
+ * empty one where it would go. The registry is never full (grown at half
+ * load). */
+static struct sc_partition **reg_slot(const sc_cache *cache, sc_str name,
+				      uint64_t h)
+{
+	size_t mask = cache->reg_cap - 1;
+	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+		struct sc_partition *p = cache->reg[i];
+		if (!p || (p->hash == h && p->len == name.len &&
+			   memcmp(p->name, name.ptr, name.len) == 0))
+			return &cache->reg[i];
+	}
+}
+
+static int reg_grow(sc_cache *cache)
+{
+	size_t cap = cache->reg_cap ? cache->reg_cap * 2 : 16;
+	struct sc_partition **old = cache->reg;
+	size_t oldcap = cache->reg_cap;
+	struct sc_partition **reg = sc_calloc(cap, sizeof *reg);
+	if (!reg)
+		return ENOMEM;
+	cache->reg = reg;
+	cache->reg_cap = cap;
+	for (size_t i = 0; i < oldcap; i++) {
+		struct sc_partition *p = old[i];
+		if (p)
+			*reg_slot(cache, (sc_str){p->name, p->len}, p->hash) =
+			    p;
+	}
+	sc_free(old);
+	return SC_OK;
+}
+
+/* The record of `name` (not empty), made on first use. */
+static int reg_get(sc_cache *cache, sc_str name, struct sc_partition **out)
+{
+	if ((cache->reg_n + 1) * 2 > cache->reg_cap && reg_grow(cache))
+		return ENOMEM;
+	uint64_t h = sc_hamt_hash(cache->map, name.ptr, name.len);
+	struct sc_partition **slot = reg_slot(cache, name, h);
+	if (!*slot) {
+		struct sc_partition *p = sc_calloc(1, sizeof *p + name.len + 1);
+		if (!p)
+			return ENOMEM;
+		p->hash = h;
+		p->len = (uint32_t)name.len;
+		memcpy(p->name, name.ptr, name.len);
+		*slot = p;
+		cache->reg_n++;
+	}
+	*out = *slot;
+	return SC_OK;
+}
+
+struct sc_partition *sc_cache_part_known(const sc_cache *cache, sc_str name)
+{
+	if (!cache->reg_n || !name.len)
+		return NULL;
+	uint64_t h = sc_hamt_hash(cache->map, name.ptr, name.len);
+	return *reg_slot(cache, name, h);
+}
+
+int sc_cache_part_edit(sc_cache *cache, sc_str part, sc_hamt_edit **out,
+		       sc_error *err)
+{
+	SC_REQUIRE(cache->edit);
+	if (!part.len) {
+		*out = cache->edit;
+		return SC_OK;
+	}
+	struct sc_partition *p;
+	int rc = reg_get(cache, part, &p);
+	if (!rc && !p->edit) {
+		rc = sc_hamt_edit_begin(cache->map, p->root, &p->edit);
+		if (rc)
+			p->edit = NULL;
+		else {
+			p->pending_next = cache->pending_parts;
+			cache->pending_parts = p;
+			cache->npending_parts++;
+		}
+	}
+	if (rc)
+		return sc_cache_poison(cache, rc, err,
+				       "opening the pending version of a "
+				       "partition");
+	*out = p->edit;
+	return SC_OK;
+}
+
+/* ==== the pending version ================================================= */
+
+void sc_cache_parts_abort(sc_cache *cache)
+{
+	for (struct sc_partition *p = cache->pending_parts; p;
+	     p = p->pending_next) {
+		sc_hamt_edit_abort(p->edit);
+		p->edit = NULL;
+	}
+	cache->pending_parts = NULL;
+	cache->npending_parts = 0;
+}
+
+int sc_cache_parts_prepare(sc_cache *cache, const struct sc_parts *cur)
+{
+	size_t np = cache->npending_parts;
+	if (!np)
+		return SC_OK;
+	size_t cap = (cur ? cur->n : 0) + np;
+	if (cache->reserved_parts_cap < cap || !cache->reserved_parts) {
+		struct sc_parts *t =
+		    sc_malloc(sizeof *t + cap * sizeof(sc_part_ref));
+		if (!t)
+			return ENOMEM;
+		sc_free(cache->reserved_parts);
+		cache->reserved_parts = t;
+		cache->reserved_parts_cap = cap;
+	}
+	if (cache->reserved_pending_cap < np || !cache->reserved_garbage ||
+	    !cache->reserved_sorted) {
+		sc_hamt_garbage **g = sc_calloc(np, sizeof *g);
+		struct sc_partition **s = sc_calloc(np, sizeof *s);
+		if (!g || !s) {
+			sc_free(g);
+			sc_free(s);
+			return ENOMEM;
+		}
+		sc_free(cache->reserved_garbage);
+		sc_free(cache->reserved_sorted);
+		cache->reserved_garbage = g;
+		cache->reserved_sorted = s;
+		cache->reserved_pending_cap = np;
+	}
+	for (struct sc_partition *p = cache->pending_parts; p;
+	     p = p->pending_next) {
+		int rc = sc_hamt_edit_settle(p->edit);
+		if (rc)
+			return rc;
+	}
+	return SC_OK;
+}
+
+static int part_ptr_cmp(const void *a, const void *b)
+{
+	const struct sc_partition *x = *(struct sc_partition *const *)a;
+	const struct sc_partition *y = *(struct sc_partition *const *)b;
+	return name_cmp(x->name, x->len, y->name, y->len);
+}
+
+void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
+			   struct sc_parts **next, sc_hamt_garbage ***garbage,
+			   size_t *ngarbage, size_t *gbytes, size_t *gnodes)
+{
+	*next = cur;
+	*garbage = NULL;
+	*ngarbage = 0;
+	*gbytes = *gnodes = 0;
+	size_t np = cache->npending_parts;
+	if (!np)
+		return;
+	sc_hamt_garbage **g = cache->reserved_garbage;
+	struct sc_partition **sorted = cache->reserved_sorted;
+	size_t ng = 0, ns = 0;
+	bool changed = false;
+	for (struct sc_partition *p = cache->pending_parts; p;
+	     p = p->pending_next) {
+		sc_hamt_garbage *pg = NULL;
+		int rc = sc_hamt_edit_commit(p->edit, &p->next_root, &pg);
+		SC_INSIST(rc == SC_OK);
+		SC_UNUSED(rc);
+		p->edit = NULL;
+		if (pg) {
+			sc_hamt_garbage_info gi;
+			sc_hamt_garbage_info_get(pg, &gi);
+			*gbytes += gi.bytes;
+			*gnodes += gi.nodes;
+			g[ng++] = pg;
+		}
+		if (p->next_root.node != p->root.node)
+			changed = true;
+		sorted[ns++] = p;
+	}
+	SC_ENSURE(ns == np);
+	if (ng) {
+		*garbage = g;
+		*ngarbage = ng;
+		cache->reserved_garbage = NULL;
+	}
+	if (changed) {
+		qsort(sorted, ns, sizeof *sorted, part_ptr_cmp);
+		struct sc_parts *t = cache->reserved_parts;
+		cache->reserved_parts = NULL;
+		cache->reserved_parts_cap = 0;
+		size_t i = 0, j = 0, n = 0, entities = 0;
+		size_t cn = cur ? cur->n : 0;
+		while (i < cn || j < ns) {
+			int c;
+			if (i == cn)
+				c = 1;
+			else if (j == ns)
+				c = -1;
+			else
+				c = name_cmp(cur->items[i].p->name,
+					     cur->items[i].p->len,
+					     sorted[j]->name, sorted[j]->len);
+			sc_part_ref r;
+			if (c < 0) {
+				r = cur->items[i++];
+			} else {
+				r = (sc_part_ref){sorted[j],
+						  sorted[j]->next_root};
+				j++;
+				if (c == 0)
+					i++;
+			}
+			if (!sc_hamt_count(r.root))
+				continue;
+			t->items[n++] = r;
+			entities += sc_hamt_count(r.root);
+		}
+		t->n = n;
+		t->entities = entities;
+		*next = t;
+	}
+	for (size_t k = 0; k < ns; k++)
+		sorted[k]->root = sorted[k]->next_root;
+	cache->pending_parts = NULL;
+	cache->npending_parts = 0;
+}
+
+void sc_cache_parts_fini(sc_cache *cache)
+{
+	for (size_t i = 0; i < cache->reg_cap; i++) {
+		struct sc_partition *p = cache->reg[i];
+		if (!p)
+			continue;
+		sc_hamt_root_free(cache->map, p->root);
+		sc_free(p);
+	}
+	sc_free(cache->reg);
+	sc_free(cache->reserved_parts);
+	sc_free(cache->reserved_garbage);
+	sc_free(cache->reserved_sorted);
+}
