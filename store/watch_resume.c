@@ -19,6 +19,13 @@
 
 #include "common/internal.h"
 
+/* An entity an event after the position touched: its partition and id, in
+ * one owned block. */
+typedef struct touched {
+	sc_str partition, id;
+	char *block;
+} touched;
+
 struct sc_watch_resume {
 	sc_reader *reader; /* pins V: the `after` states */
 	sc_watch_batch batch;
@@ -27,8 +34,8 @@ struct sc_watch_resume {
 	size_t nbefore;
 	sc_str *names; /* the updates' changed names (point into states) */
 	size_t nnames, cap_names;
-	char **ids; /* distinct ids touched, sorted */
-	size_t nids, cap_ids;
+	touched *keys; /* distinct (partition, id) touched, sorted */
+	size_t nkeys, cap_keys;
 };
 
 /* Hold off the store's promotes (and so its cache's versions). */
@@ -50,51 +57,68 @@ static bool starts_with(sc_str s, sc_str prefix)
 	       (!prefix.len || memcmp(s.ptr, prefix.ptr, prefix.len) == 0);
 }
 
-/* The watch layer's filter (watch.c): prefix, partition (every entity is
- * in the default partition for now), predicate. */
+static bool str_eq(sc_str a, sc_str b)
+{
+	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* The watch layer's filter (watch.c): prefix, partition, predicate. */
 static bool matches(const sc_watch_options *o, const sc_entity *e)
 {
 	if (!e)
 		return false;
 	if (o->prefix.len && !starts_with(sc_entity_id(e), o->prefix))
 		return false;
-	if (o->by_partition && o->partition.len)
+	if (o->by_partition && !str_eq(sc_entity_partition(e), o->partition))
 		return false;
 	return !o->match || o->match(o->match_ctx, e);
 }
 
 typedef struct collect {
 	sc_watch_resume *r;
-	sc_str prefix;
+	const sc_watch_options *o;
 } collect;
 
-static int collect_id(void *ctx, const sc_event *ev)
+static int collect_key(void *ctx, const sc_event *ev)
 {
 	collect *c = ctx;
 	sc_watch_resume *r = c->r;
-	if (!starts_with(ev->entity, c->prefix))
+	if (!starts_with(ev->entity, c->o->prefix))
 		return 0;
-	if (r->nids == r->cap_ids) {
-		size_t cap = r->cap_ids ? r->cap_ids * 2 : 64;
-		char **ids = sc_realloc(r->ids, cap * sizeof *ids);
-		if (!ids)
+	if (c->o->by_partition && !str_eq(ev->partition, c->o->partition))
+		return 0;
+	if (r->nkeys == r->cap_keys) {
+		size_t cap = r->cap_keys ? r->cap_keys * 2 : 64;
+		touched *keys = sc_realloc(r->keys, cap * sizeof *keys);
+		if (!keys)
 			return ENOMEM;
-		r->ids = ids;
-		r->cap_ids = cap;
+		r->keys = keys;
+		r->cap_keys = cap;
 	}
-	char *id = sc_malloc(ev->entity.len + 1);
-	if (!id)
+	size_t pl = ev->partition.len, il = ev->entity.len;
+	char *b = sc_malloc(pl + il + 1);
+	if (!b)
 		return ENOMEM;
-	memcpy(id, ev->entity.ptr, ev->entity.len);
-	id[ev->entity.len] = '\0';
-	r->ids[r->nids++] = id;
+	if (pl)
+		memcpy(b, ev->partition.ptr, pl);
+	memcpy(b + pl, ev->entity.ptr, il);
+	r->keys[r->nkeys++] = (touched){{b, pl}, {b + pl, il}, b};
 	return 0;
 }
 
-/* Ids never hold a NUL byte (event.h), so C strings compare them. */
-static int id_cmp(const void *a, const void *b)
+static int bytes_cmp(sc_str a, sc_str b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	size_t n = a.len < b.len ? a.len : b.len;
+	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+	return c ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+/* By partition, then id: bytes, NUL bytes included. */
+static int key_cmp(const void *a, const void *b)
+{
+	const touched *x = a, *y = b;
+	int c = bytes_cmp(x->partition, y->partition);
+	return c ? c : bytes_cmp(x->id, y->id);
 }
 
 static int name_push(sc_watch_resume *r, sc_str name)
@@ -113,9 +137,7 @@ static int name_push(sc_watch_resume *r, sc_str name)
 
 static int name_cmp(sc_str a, sc_str b)
 {
-	size_t n = a.len < b.len ? a.len : b.len;
-	int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
-	return c ? c : (a.len > b.len) - (a.len < b.len);
+	return bytes_cmp(a, b);
 }
 
 /* The names of the attributes added, removed or changed from a to b
@@ -152,26 +174,27 @@ static int build_batch(sc_store *store, sc_watch_resume *r,
 		       const sc_watch_options *o, const sc_view *v,
 		       uint64_t position, sc_error *err)
 {
-	r->changes = sc_calloc(r->nids ? r->nids : 1, sizeof *r->changes);
-	r->before = sc_calloc(r->nids ? r->nids : 1, sizeof *r->before);
-	uint8_t *kind = sc_calloc(r->nids ? r->nids : 1, 1);
+	r->changes = sc_calloc(r->nkeys ? r->nkeys : 1, sizeof *r->changes);
+	r->before = sc_calloc(r->nkeys ? r->nkeys : 1, sizeof *r->before);
+	uint8_t *kind = sc_calloc(r->nkeys ? r->nkeys : 1, 1);
 	if (!r->changes || !r->before || !kind) {
 		sc_free(kind);
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a resumed watch");
 	}
 	size_t n[3] = {0, 0, 0}; /* added, updated, removed */
-	sc_watch_change *tmp = sc_calloc(r->nids ? r->nids : 1, sizeof *tmp);
+	sc_watch_change *tmp = sc_calloc(r->nkeys ? r->nkeys : 1, sizeof *tmp);
 	if (!tmp) {
 		sc_free(kind);
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a resumed watch");
 	}
 	int rc = 0;
-	for (size_t i = 0; i < r->nids; i++) {
-		sc_str id = {r->ids[i], strlen(r->ids[i])};
+	for (size_t i = 0; i < r->nkeys; i++) {
+		sc_str part = r->keys[i].partition, id = r->keys[i].id;
 		sc_entity *old = NULL;
-		rc = sc_store_entity_at(store, id, position, &old, err);
+		rc =
+		    sc_store_entity_at_in(store, part, id, position, &old, err);
 		if (rc == SC_NOTFOUND) {
 			rc = 0;
 			old = NULL;
@@ -180,7 +203,7 @@ static int build_batch(sc_store *store, sc_watch_resume *r,
 			break;
 		if (old)
 			r->before[r->nbefore++] = old;
-		const sc_entity *now = sc_view_get(v, id);
+		const sc_entity *now = sc_view_get_in(v, part, id);
 		bool in_old = matches(o, old), in_new = matches(o, now);
 		sc_watch_change *c = &tmp[i];
 		kind[i] = 3;
@@ -203,7 +226,8 @@ static int build_batch(sc_store *store, sc_watch_resume *r,
 			continue;
 		}
 		c->id = in_new ? sc_entity_id(now) : sc_entity_id(old);
-		c->partition = (sc_str){"", 0};
+		c->partition = in_new ? sc_entity_partition(now)
+				      : sc_entity_partition(old);
 		c->before = in_old ? old : NULL;
 		c->after = in_new ? now : NULL;
 		n[kind[i]]++;
@@ -212,7 +236,7 @@ static int build_batch(sc_store *store, sc_watch_resume *r,
 		/* Lay out added, updated, removed; point the updates at their
 		 * names (pushed in id order). */
 		size_t at[3] = {0, n[0], n[0] + n[1]}, off = 0;
-		for (size_t i = 0; i < r->nids; i++) {
+		for (size_t i = 0; i < r->nkeys; i++) {
 			if (kind[i] > 2)
 				continue;
 			sc_watch_change c = tmp[i];
@@ -280,23 +304,23 @@ int sc_store_watch_resume(sc_store *store, const sc_watch_options *opt,
 		goto fail;
 	}
 	if (to > position) {
-		collect c = {r, o.prefix};
+		collect c = {r, &o};
 		rc = sc_store_events(store, position + 1, to - position,
-				     collect_id, &c, err);
+				     collect_key, &c, err);
 		if (rc == ENOMEM)
 			sc_error_set(err, rc,
 				     "out of memory for a resumed watch");
 		if (rc)
 			goto fail;
-		qsort(r->ids, r->nids, sizeof *r->ids, id_cmp);
+		qsort(r->keys, r->nkeys, sizeof *r->keys, key_cmp);
 		size_t k = 0;
-		for (size_t i = 0; i < r->nids; i++) {
-			if (k && strcmp(r->ids[k - 1], r->ids[i]) == 0)
-				sc_free(r->ids[i]);
+		for (size_t i = 0; i < r->nkeys; i++) {
+			if (k && key_cmp(&r->keys[k - 1], &r->keys[i]) == 0)
+				sc_free(r->keys[i].block);
 			else
-				r->ids[k++] = r->ids[i];
+				r->keys[k++] = r->keys[i];
 		}
-		r->nids = k;
+		r->nkeys = k;
 	}
 	rc = build_batch(store, r, &o, v, position, err);
 	if (rc)
@@ -326,9 +350,9 @@ void sc_watch_resume_free(sc_watch_resume *r)
 		return;
 	for (size_t i = 0; i < r->nbefore; i++)
 		sc_entity_free(r->before[i]);
-	for (size_t i = 0; i < r->nids; i++)
-		sc_free(r->ids[i]);
-	sc_free(r->ids);
+	for (size_t i = 0; i < r->nkeys; i++)
+		sc_free(r->keys[i].block);
+	sc_free(r->keys);
 	sc_free(r->before);
 	sc_free(r->changes);
 	sc_free(r->names);

@@ -87,13 +87,17 @@ static bool has_prefix(sc_str id, const char *prefix)
 	return id.len >= n && memcmp(id.ptr, prefix, n) == 0;
 }
 
+static bool same(sc_str a, sc_str b)
+{
+	return a.len == b.len && (!a.len || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
 static const sc_watch_change *find(const sc_watch_change *v, size_t n,
-				   sc_str id)
+				   sc_str partition, sc_str id)
 {
 	const sc_watch_change *hit = NULL;
 	for (size_t i = 0; i < n; i++)
-		if (v[i].id.len == id.len &&
-		    memcmp(v[i].id.ptr, id.ptr, id.len) == 0) {
+		if (same(v[i].id, id) && same(v[i].partition, partition)) {
 			assert_null(hit); /* each entity once */
 			hit = &v[i];
 		}
@@ -107,25 +111,27 @@ static void check_changes(const sc_watch_batch *batch, const tk_refstate *a,
 			  const char *prefix)
 {
 	size_t want[3] = {0, 0, 0};
-	/* Distinct ids the events in (pa, pb] touched, in a small list. */
-	static char seen[NENT + 1];
+	/* Distinct (partition, id) the events in (pa, pb] touched: the test
+	 * kit's events are in the default partition or in "p1". */
+	static char seen[2][NENT + 1];
 	memset(seen, 0, sizeof seen);
 	static tk_event e;
 	char why[256];
 	for (uint64_t p = pa + 1; p <= pb; p++) {
 		event_at(p, &e);
-		sc_str id = e.ev.entity;
+		sc_str id = e.ev.entity, part = e.ev.partition;
 		unsigned num = (unsigned)strtoul(id.ptr + 1, NULL, 10);
 		assert_true(num <= NENT);
-		if (seen[num] || !has_prefix(id, prefix))
+		int pi = part.len != 0;
+		if (seen[pi][num] || !has_prefix(id, prefix))
 			continue;
-		seen[num] = 1;
-		const tk_refentity *old = tk_refstate_lookup(a, id);
-		const tk_refentity *now = tk_refstate_lookup(b, id);
+		seen[pi][num] = 1;
+		const tk_refentity *old = tk_refstate_lookup_in(a, part, id);
+		const tk_refentity *now = tk_refstate_lookup_in(b, part, id);
 		const sc_watch_change *c;
 		if (old && now) {
 			want[1]++;
-			c = find(batch->updated, batch->nupdated, id);
+			c = find(batch->updated, batch->nupdated, part, id);
 			assert_non_null(c);
 			assert_true(tk_refstate_entity_equal(old, c->before,
 							     why, sizeof why));
@@ -133,14 +139,14 @@ static void check_changes(const sc_watch_batch *batch, const tk_refstate *a,
 							     sizeof why));
 		} else if (now) {
 			want[0]++;
-			c = find(batch->added, batch->nadded, id);
+			c = find(batch->added, batch->nadded, part, id);
 			assert_non_null(c);
 			assert_null(c->before);
 			assert_true(tk_refstate_entity_equal(now, c->after, why,
 							     sizeof why));
 		} else if (old) {
 			want[2]++;
-			c = find(batch->removed, batch->nremoved, id);
+			c = find(batch->removed, batch->nremoved, part, id);
 			assert_non_null(c);
 			assert_null(c->after);
 			assert_true(tk_refstate_entity_equal(old, c->before,
