@@ -12,9 +12,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -221,6 +223,74 @@ static void test_compact_into_empty_directory(void **state)
 	assert_source_unchanged();
 }
 
+/* The copy cannot be written whole (a file size limit makes the write
+ * fail with EFBIG): the backup fails naming the copy, and removes the
+ * partial file and the directory it made. */
+static void test_copy_write_fails(void **state)
+{
+	(void)state;
+	char dest[512];
+	snprintf(dest, sizeof dest, "%s/toobig", root);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	lim = old;
+	lim.rlim_cur = 4096;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	sc_error err;
+	int rc = sc_store_backup(store, dest, 0, &err);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, prev);
+	assert_int_equal(rc, err.code);
+	assert_true(rc != 0);
+	assert_non_null(strstr(err.message, "backup: copying the store"));
+	assert_false(exists(dest));
+	assert_source_unchanged();
+
+	/* Into a directory that existed: it is left, empty. */
+	assert_int_equal(mkdir(dest, 0700), 0);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	prev = signal(SIGXFSZ, SIG_IGN);
+	rc = sc_store_backup(store, dest, SC_BACKUP_COMPACT, &err);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, prev);
+	assert_true(rc != 0);
+	assert_non_null(strstr(err.message, "backup: copying the store"));
+	char partial[600];
+	snprintf(partial, sizeof partial, "%s/data.mdb.partial", dest);
+	assert_false(exists(partial));
+	assert_true(exists(dest));
+	assert_int_equal(rmdir(dest), 0); /* empty */
+	assert_source_unchanged();
+}
+
+/* No file descriptor left for the partial file (RLIMIT_NOFILE at the
+ * lowest free descriptor): refused naming the file, the directory it made
+ * removed. */
+static void test_partial_cannot_be_created(void **state)
+{
+	(void)state;
+	char dest[512];
+	snprintf(dest, sizeof dest, "%s/nofd", root);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	assert_int_equal(close(lowest), 0);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)lowest;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	sc_error err;
+	int rc = sc_store_backup(store, dest, 0, &err);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(err.code, EMFILE);
+	assert_non_null(strstr(err.message, "backup: cannot create"));
+	assert_non_null(strstr(err.message, "data.mdb.partial"));
+	assert_false(exists(dest));
+	assert_source_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -229,6 +299,8 @@ int main(void)
 	    cmocka_unit_test(test_destination_parent_missing),
 	    cmocka_unit_test(test_destination_not_empty),
 	    cmocka_unit_test(test_compact_into_empty_directory),
+	    cmocka_unit_test(test_copy_write_fails),
+	    cmocka_unit_test(test_partial_cannot_be_created),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
