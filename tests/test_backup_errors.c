@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "statecache/store.h"
 #include "tests/support/store_testkit.h"
 
@@ -291,6 +293,55 @@ static void test_partial_cannot_be_created(void **state)
 	assert_source_unchanged();
 }
 
+/* Put (or with v NULL, delete) meta `key` of a live store through its
+ * environment: damage the copy check must catch. */
+static void damage_meta(sc_store *s, const char *key, const void *v, size_t n)
+{
+	MDB_txn *txn;
+	MDB_dbi meta;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	MDB_val k = {strlen(key), (void *)key}, val = {n, (void *)v};
+	if (v)
+		assert_int_equal(mdb_put(txn, meta, &k, &val, 0), 0);
+	else
+		assert_int_equal(mdb_del(txn, meta, &k, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
+/* A copy that does not open as a store is not reported done: the backup
+ * fails naming the check, and removes the copy and its directory. */
+static void test_copy_check_refuses(void **state)
+{
+	(void)state;
+	char dir[512], dest[512];
+	snprintf(dir, sizeof dir, "%s/damaged", root);
+	sc_store *s = open_dir(dir, true);
+	static tk_event te;
+	tk_event_gen(seed, 0, ENTITIES, 1, &te);
+	sc_error err;
+	assert_int_equal(sc_store_append(s, &te.ev, 1, NULL, &err), 0);
+
+	damage_meta(s, "format_version", NULL, 0);
+	snprintf(dest, sizeof dest, "%s/copy_nover", root);
+	assert_int_equal(sc_store_backup(s, dest, 0, &err), SC_ECORRUPT);
+	assert_int_equal(err.code, SC_ECORRUPT);
+	assert_non_null(strstr(err.message, "is not a store"));
+	assert_non_null(strstr(err.message, "format_version: not found"));
+	assert_false(exists(dest));
+
+	damage_meta(s, "format_version", "abc", 3);
+	snprintf(dest, sizeof dest, "%s/copy_badver", root);
+	int rc = sc_store_backup(s, dest, 0, &err);
+	assert_true(rc != 0);
+	assert_int_equal(err.code, rc);
+	assert_non_null(strstr(err.message, "reading the copy's "
+					    "format_version"));
+	assert_false(exists(dest));
+	sc_store_close(s);
+	assert_source_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +352,7 @@ int main(void)
 	    cmocka_unit_test(test_compact_into_empty_directory),
 	    cmocka_unit_test(test_copy_write_fails),
 	    cmocka_unit_test(test_partial_cannot_be_created),
+	    cmocka_unit_test(test_copy_check_refuses),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
