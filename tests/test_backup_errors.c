@@ -342,6 +342,34 @@ static void test_copy_check_refuses(void **state)
 	assert_source_unchanged();
 }
 
+/* An existing destination that cannot be listed (no descriptor left for
+ * opendir): refused naming it, the directory left as it was. */
+static void test_destination_cannot_be_read(void **state)
+{
+	(void)state;
+	char dest[512];
+	snprintf(dest, sizeof dest, "%s/unlisted", root);
+	assert_int_equal(mkdir(dest, 0700), 0);
+	int lowest = dup(0);
+	assert_true(lowest >= 0);
+	assert_int_equal(close(lowest), 0);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = (rlim_t)lowest;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	sc_error err;
+	int rc = sc_store_backup(store, dest, 0, &err);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(rc, EMFILE);
+	assert_int_equal(err.code, EMFILE);
+	assert_non_null(strstr(err.message, "backup: cannot read"));
+	assert_non_null(strstr(err.message, dest));
+	assert_true(exists(dest));
+	assert_int_equal(rmdir(dest), 0); /* still empty */
+	assert_source_unchanged();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +381,7 @@ int main(void)
 	    cmocka_unit_test(test_copy_write_fails),
 	    cmocka_unit_test(test_partial_cannot_be_created),
 	    cmocka_unit_test(test_copy_check_refuses),
+	    cmocka_unit_test(test_destination_cannot_be_read),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
