@@ -21,6 +21,7 @@
 
 #include "statecache/store.h"
 #include "statecache/testing.h"
+#include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
 
 /* Events of the store each damage case starts from. */
@@ -122,13 +123,15 @@ static void be32(uint8_t *b, uint32_t v)
 		b[i] = (uint8_t)v;
 }
 
-/* An entity_index key: epoch, id, position. */
-static size_t index_key(uint8_t *k, uint32_t epoch, const char *id,
-			uint64_t pos)
+/* An entity_index key: epoch, key id of (partition, id), position (the
+ * store's own key id, store/entity_index.c). */
+static size_t index_key(uint8_t *k, uint32_t epoch, const char *partition,
+			const char *id, uint64_t pos)
 {
-	size_t n = strlen(id);
 	be32(k, epoch);
-	memcpy(k + 4, id, n);
+	size_t n =
+	    sc_index_key_of(k + 4, (sc_str){partition, strlen(partition)},
+			    (sc_str){id, strlen(id)});
 	be64(k + 4 + n, pos);
 	return 4 + n + 8;
 }
@@ -188,20 +191,22 @@ static void test_entity_index_damage(void **state)
 	assert_damage_found(dir, "an entity_index key is 3 bytes");
 
 	make_store(dir, sizeof dir);
-	raw(dir, "entity_index", PUT, k, index_key(k, 5, "e1", 1), "", 0);
+	raw(dir, "entity_index", PUT, k, index_key(k, 5, "p0", "e1", 1), "", 0);
 	assert_damage_found(dir, "is filed under epoch 5, not 0");
 
 	make_store(dir, sizeof dir);
-	raw(dir, "entity_index", PUT, k, index_key(k, 0, "e1", K + 3), "", 0);
+	raw(dir, "entity_index", PUT, k, index_key(k, 0, "p1", "e1", K + 3), "",
+	    0);
 	assert_damage_found(dir, "beyond index_through (40)");
 
 	make_store(dir, sizeof dir);
-	raw(dir, "entity_index", PUT, k, index_key(k, 0, "zz", 2), "", 0);
+	raw(dir, "entity_index", PUT, k, index_key(k, 0, "p1", "zz", 2), "", 0);
 	assert_damage_found(dir, "position 2 is not keyed by its entity");
 
-	/* Event 7 is of entity e0 at position 8. */
+	/* Event 7 is of entity e0 in partition p1, at position 8. */
 	make_store(dir, sizeof dir);
-	raw(dir, "entity_index", DEL, k, index_key(k, 0, "e0", 8), NULL, 0);
+	raw(dir, "entity_index", DEL, k, index_key(k, 0, "p1", "e0", 8), NULL,
+	    0);
 	assert_damage_found(dir, "entity_index has 39 rows, but "
 				 "index_through is 40");
 }
