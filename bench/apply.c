@@ -281,13 +281,8 @@ static double gh_run(GHashTable *t, size_t batch, size_t events, uint64_t seed)
 
 int main(void)
 {
-	int repeat = 3;
-	const char *s = getenv("SC_BENCH_REPEAT");
-	if (s && atoi(s) > 0)
-		repeat = atoi(s);
-	ids = malloc(sizeof *ids * NENTITIES);
-	for (unsigned i = 0; i < NENTITIES; i++)
-		snprintf(ids[i], sizeof ids[i], "dev-%07u", i);
+	int repeat = bench_repeat();
+	ids = bench_dev_ids(NENTITIES);
 
 	sc_cache *cache;
 	sc_error err;

@@ -1,7 +1,7 @@
 /*
  * Helpers the benchmark programs share: a monotonic clock, a small, fast
  * pseudo-random generator (the same stream for ours and the peers), and
- * the workload's `set` event of 5 attributes.
+ * the workload's `set` events of 5 attributes, and the run count.
  */
 #ifndef STATECACHE_BENCH_BENCH_H
 #define STATECACHE_BENCH_BENCH_H
@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "statecache/cache.h"
@@ -62,6 +63,68 @@ static inline void bench_apply_set(sc_cache *cache, sc_str id,
 		fprintf(stderr, "apply: %s\n", err.message);
 		exit(1);
 	}
+}
+
+/* A generated `set` event of 5 attributes with its own storage: `ev`
+ * points into `attrs`, `id` and `str`, so it is valid while the struct is. */
+typedef struct bench_gen_event {
+	sc_event ev;
+	sc_attr attrs[5];
+	char id[24];
+	char str[24];
+} bench_gen_event;
+
+/* Fill *g with event i: entity "entity-NNNNNNNN" ((i * 2654435761) % nent),
+ * attributes count, status, temp, online and zone, time and actor set; no
+ * position, tags or partition. nent must be > 0. */
+static inline void bench_gen_set(uint64_t i, uint64_t nent, bench_gen_event *g)
+{
+	uint64_t e = (i * 2654435761u) % nent;
+	int n = snprintf(g->id, sizeof g->id, "entity-%08llu",
+			 (unsigned long long)e);
+	int sn = snprintf(g->str, sizeof g->str, "status-%llu",
+			  (unsigned long long)(i % 7));
+	g->attrs[0] =
+	    (sc_attr){{"count", 5}, {.type = SC_VALUE_INT, .u.i = (int64_t)i}};
+	g->attrs[1] =
+	    (sc_attr){{"status", 6},
+		      {.type = SC_VALUE_STRING, .u.s = {g->str, (size_t)sn}}};
+	g->attrs[2] = (sc_attr){
+	    {"temp", 4},
+	    {.type = SC_VALUE_DOUBLE, .u.d = (double)(i % 1000) / 10}};
+	g->attrs[3] =
+	    (sc_attr){{"online", 6}, {.type = SC_VALUE_BOOL, .u.b = i & 1}};
+	g->attrs[4] = (sc_attr){
+	    {"zone", 4}, {.type = SC_VALUE_STRING, .u.s = {"eu-west", 7}}};
+	memset(&g->ev, 0, sizeof g->ev);
+	g->ev.entity = (sc_str){g->id, (size_t)n};
+	g->ev.type = SC_EVENT_SET;
+	g->ev.attrs = g->attrs;
+	g->ev.nattrs = 5;
+	g->ev.time = (int64_t)(1700000000000000000ll + (int64_t)i);
+	g->ev.actor = (sc_str){"bench", 5};
+}
+
+/* The number of runs to take the best of: SC_BENCH_REPEAT if it is a
+ * positive number, else 3. */
+static inline int bench_repeat(void)
+{
+	const char *s = getenv("SC_BENCH_REPEAT");
+	return s && atoi(s) > 0 ? atoi(s) : 3;
+}
+
+/* n ids "dev-NNNNNNN" (i = 0..n-1) in one malloc'd array the caller frees;
+ * exits if memory runs out. */
+static inline char (*bench_dev_ids(unsigned n))[16]
+{
+	char(*ids)[16] = malloc(sizeof *ids * n);
+	if (!ids) {
+		fprintf(stderr, "out of memory for %u ids\n", n);
+		exit(1);
+	}
+	for (unsigned i = 0; i < n; i++)
+		snprintf(ids[i], sizeof ids[i], "dev-%07u", i);
+	return ids;
 }
 
 #endif

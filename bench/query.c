@@ -62,39 +62,16 @@ static void rm_rf(const char *path)
 /* ---- events -------------------------------------------------------------- */
 
 typedef struct gen_event {
-	sc_event ev;
-	sc_attr attrs[5];
+	bench_gen_event b;
 	sc_str tags[2];
-	char id[24], str[24], tag[16], kind[16], part[16];
+	char tag[16], kind[16], part[16];
 } gen_event;
 
 /* Event i: a `set` of 5 attributes; with `tagged`, tags "tag-NN" (i % 16)
  * and "kind-N" (i % 4) and partition "part-N" (i % 8). */
 static void gen(uint64_t i, bool tagged, gen_event *g)
 {
-	int n = snprintf(g->id, sizeof g->id, "entity-%08llu",
-			 (unsigned long long)((i * 2654435761u) % 100000));
-	int sn = snprintf(g->str, sizeof g->str, "status-%llu",
-			  (unsigned long long)(i % 7));
-	g->attrs[0] =
-	    (sc_attr){{"count", 5}, {.type = SC_VALUE_INT, .u.i = (int64_t)i}};
-	g->attrs[1] =
-	    (sc_attr){{"status", 6},
-		      {.type = SC_VALUE_STRING, .u.s = {g->str, (size_t)sn}}};
-	g->attrs[2] = (sc_attr){
-	    {"temp", 4},
-	    {.type = SC_VALUE_DOUBLE, .u.d = (double)(i % 1000) / 10}};
-	g->attrs[3] =
-	    (sc_attr){{"online", 6}, {.type = SC_VALUE_BOOL, .u.b = i & 1}};
-	g->attrs[4] = (sc_attr){
-	    {"zone", 4}, {.type = SC_VALUE_STRING, .u.s = {"eu-west", 7}}};
-	memset(&g->ev, 0, sizeof g->ev);
-	g->ev.entity = (sc_str){g->id, (size_t)n};
-	g->ev.type = SC_EVENT_SET;
-	g->ev.attrs = g->attrs;
-	g->ev.nattrs = 5;
-	g->ev.time = (int64_t)(1700000000000000000ll + (int64_t)i);
-	g->ev.actor = (sc_str){"bench", 5};
+	bench_gen_set(i, 100000, &g->b);
 	if (!tagged)
 		return;
 	int tn = snprintf(g->tag, sizeof g->tag, "tag-%02d", (int)(i % NTAGS));
@@ -102,9 +79,9 @@ static void gen(uint64_t i, bool tagged, gen_event *g)
 	int pn = snprintf(g->part, sizeof g->part, "part-%d", (int)(i % 8));
 	g->tags[0] = (sc_str){g->tag, (size_t)tn};
 	g->tags[1] = (sc_str){g->kind, (size_t)kn};
-	g->ev.tags = g->tags;
-	g->ev.ntags = 2;
-	g->ev.partition = (sc_str){g->part, (size_t)pn};
+	g->b.ev.tags = g->tags;
+	g->b.ev.ntags = 2;
+	g->b.ev.partition = (sc_str){g->part, (size_t)pn};
 }
 
 static sc_store *open_store(const char *dir, sc_durability d)
@@ -133,7 +110,7 @@ static double append_events(sc_store *s, uint64_t first, uint64_t n, uint64_t b,
 		uint64_t m = n - i < b ? n - i : b;
 		for (uint64_t k = 0; k < m; k++) {
 			gen(first + i + k, tagged, &g[k]);
-			evs[k] = g[k].ev;
+			evs[k] = g[k].b.ev;
 		}
 		sc_error err;
 		if (sc_store_append(s, evs, m, NULL, &err))
@@ -205,7 +182,7 @@ static sqlite3 *sql_build(const char *path, uint64_t n)
 		gen(i, true, &g);
 		uint8_t *buf;
 		size_t len;
-		if (sc_event_encode(&g.ev, &buf, &len, NULL))
+		if (sc_event_encode(&g.b.ev, &buf, &len, NULL))
 			die("encode", "event");
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)i);
 		sqlite3_bind_text(st, 2, g.tag, (int)g.tags[0].len,
@@ -356,7 +333,7 @@ static void bench_live_latency(const char *root, uint64_t n)
 		gen_event g;
 		gen(i, true, &g);
 		t_call[i] = now_ns();
-		if (sc_store_append(s, &g.ev, 1, NULL, &err))
+		if (sc_store_append(s, &g.b.ev, 1, NULL, &err))
 			die("append", err.message);
 		t_ret[i] = now_ns();
 		/* The next commit only once the consumer waits again. */

@@ -86,41 +86,7 @@ static void rm_rf(const char *path)
 
 /* ---- events -------------------------------------------------------------- */
 
-/* A generated event with its own storage: a `set` of 5 attributes. */
-typedef struct gen_event {
-	sc_event ev;
-	sc_attr attrs[5];
-	char id[24];
-	char str[24];
-} gen_event;
-
-static void gen(uint64_t i, uint64_t nent, gen_event *g)
-{
-	uint64_t e = (i * 2654435761u) % nent;
-	int n = snprintf(g->id, sizeof g->id, "entity-%08llu",
-			 (unsigned long long)e);
-	int sn = snprintf(g->str, sizeof g->str, "status-%llu",
-			  (unsigned long long)(i % 7));
-	g->attrs[0] =
-	    (sc_attr){{"count", 5}, {.type = SC_VALUE_INT, .u.i = (int64_t)i}};
-	g->attrs[1] =
-	    (sc_attr){{"status", 6},
-		      {.type = SC_VALUE_STRING, .u.s = {g->str, (size_t)sn}}};
-	g->attrs[2] = (sc_attr){
-	    {"temp", 4},
-	    {.type = SC_VALUE_DOUBLE, .u.d = (double)(i % 1000) / 10}};
-	g->attrs[3] =
-	    (sc_attr){{"online", 6}, {.type = SC_VALUE_BOOL, .u.b = i & 1}};
-	g->attrs[4] = (sc_attr){
-	    {"zone", 4}, {.type = SC_VALUE_STRING, .u.s = {"eu-west", 7}}};
-	memset(&g->ev, 0, sizeof g->ev);
-	g->ev.entity = (sc_str){g->id, (size_t)n};
-	g->ev.type = SC_EVENT_SET;
-	g->ev.attrs = g->attrs;
-	g->ev.nattrs = 5;
-	g->ev.time = (int64_t)(1700000000000000000ll + (int64_t)i);
-	g->ev.actor = (sc_str){"bench", 5};
-}
+typedef bench_gen_event gen_event;
 
 /* ---- SQLite peer --------------------------------------------------------- */
 
@@ -175,7 +141,7 @@ static double sql_append(sqlite3 *db, uint64_t from, uint64_t n, uint64_t b,
 		sql_exec(db, "BEGIN");
 		for (uint64_t k = i; k < i + b && k < n; k++) {
 			gen_event g;
-			gen(from + k, nent, &g);
+			bench_gen_set(from + k, nent, &g);
 			uint8_t *buf;
 			size_t len;
 			if (sc_event_encode(&g.ev, &buf, &len, NULL))
@@ -237,7 +203,7 @@ static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
 		uint64_t m = 0;
 		for (uint64_t k = i; k < i + b && k < n; k++, m++) {
 			gen_event g;
-			gen(k, nent, &g);
+			bench_gen_set(k, nent, &g);
 			g.ev.position = k + 1;
 			if (sc_event_encode(&g.ev, &buf[m], &len[m], NULL))
 				die("encode", "event");
@@ -286,7 +252,7 @@ static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
 	for (uint64_t i = 0; i < n; i += b) {
 		uint64_t m = 0;
 		for (uint64_t k = i; k < i + b && k < n; k++, m++) {
-			gen(from + k, nent, &g[m]);
+			bench_gen_set(from + k, nent, &g[m]);
 			batch[m] = g[m].ev;
 		}
 		double t0 = bench_now();
@@ -343,11 +309,9 @@ static void bench_append(const char *root)
 		    "\"%s\",\"events\":%llu,\"events_per_s\":%.0f,\"peer\":"
 		    "\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":%.2f,"
 		    "\"lmdb_alone_events_per_s\":%.0f,\"lmdb_alone_ratio\":"
-		    "%.2f,\"of_lmdb_alone\":%.2f}
-		    ",
-		    (unsigned long long)b,
-		    durability_name(cases[c].dur), (unsigned long long)n, x, y,
-		    x / y, z, z / y, x / z);
+		    "%.2f,\"of_lmdb_alone\":%.2f}\n",
+		    (unsigned long long)b, durability_name(cases[c].dur),
+		    (unsigned long long)n, x, y, x / y, z, z / y, x / z);
 		fflush(stdout);
 		rm_rf(dir);
 		char p2[600];
@@ -428,7 +392,7 @@ static void *group_thread(void *p)
 	pthread_barrier_wait(a->go);
 	for (uint64_t k = 0; k < GROUP_EACH; k++) {
 		gen_event g;
-		gen(k * GROUP_THREADS + a->thread, 100000, &g);
+		bench_gen_set(k * GROUP_THREADS + a->thread, 100000, &g);
 		if (a->s) {
 			sc_error err;
 			if (sc_store_append(a->s, &g.ev, 1, NULL, &err))
@@ -689,7 +653,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 		 * event among 0..nent-1 made of it. */
 		for (uint64_t i = 0; i < nent; i++) {
 			gen_event g;
-			gen(i, nent, &g);
+			bench_gen_set(i, nent, &g);
 			g.ev.type = SC_EVENT_REPLACE;
 			uint8_t *buf;
 			size_t len;

@@ -3,10 +3,7 @@
 # runs in another process open, verify and hold a prefix of the source's
 # log; destination rules, modes and exit codes. Run with
 # STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
-set -u
-
-S=${STATECACHE:?set STATECACHE to the statecache binary}
-T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-backup.XXXXXX")
+. "$(dirname "$0")/support/cli_testkit.sh" backup
 ingest_pid=
 cleanup() {
 	exec 3>&- 2>/dev/null
@@ -14,33 +11,6 @@ cleanup() {
 	rm -rf "$T"
 }
 trap cleanup EXIT
-cd "$T" || exit 1
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-# run EXPECTED_EXIT NAME -- CMD...: stdout in $T/out, stderr in $T/err.
-run() {
-	local want=$1 name=$2
-	shift 3
-	"$@" >"$T/out" 2>"$T/err"
-	local got=$?
-	if [ "$got" = "$want" ]; then ok; else
-		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
-	fi
-}
-expect_in() {
-	if grep -qF -- "$2" "$1"; then ok; else
-		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
-	fi
-}
-expect_eq() {
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
-}
 # json_u64 FILE KEY: the unsigned integer value of "KEY" in a JSON line.
 json_u64() {
 	sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1" | head -n 1
@@ -125,5 +95,4 @@ expect_eq "$(stat -c %a "$T/empty")" 750 "an existing directory keeps its mode"
 run 0 "empty-dir copy stats" -- "$S" --db "$T/empty" stats
 expect_eq "$(json_u64 "$T/out" last_position)" 24000 "a quiet store's copy is whole"
 
-echo "backup cli: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish "backup cli"

@@ -2,43 +2,7 @@
 # Command-line tests of the statecache command: every command, its error
 # paths and exit codes (0 ok, 1 not found/failed, 2 bad input/usage).
 # Run with STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
-set -u
-
-S=${STATECACHE:?set STATECACHE to the statecache binary}
-T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-
-# run EXPECTED_EXIT NAME -- CMD...: run CMD, stdout in $T/out, stderr in
-# $T/err; check the exit code.
-run() {
-	local want=$1 name=$2
-	shift 3
-	"$@" >"$T/out" 2>"$T/err"
-	local got=$?
-	if [ "$got" = "$want" ]; then
-		ok
-	else
-		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
-	fi
-}
-# expect_in FILE TEXT NAME: FILE contains TEXT (fixed string)
-expect_in() {
-	if grep -qF -- "$2" "$1"; then ok; else
-		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
-	fi
-}
-expect_eq() {
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
-}
+. "$(dirname "$0")/support/cli_testkit.sh" cli
 
 DB="$T/db"
 
@@ -341,5 +305,4 @@ expect_in "$T/out" "verify: OK" "verify long-id store"
 # a store is private to its owner
 expect_eq "$(stat -c %a "$L") $(stat -c %a "$L/data.mdb") $(stat -c %a "$L/lock.mdb")" "700 600 600" "store file modes"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish

@@ -9,37 +9,7 @@
 # Nothing here waits for a time to pass: the slow producer waits for the
 # command's acknowledgement (--ack) with a blocking read; the read's
 # timeout only turns a hang into a failure.
-set -u
-
-S=${STATECACHE:?set STATECACHE to the statecache binary}
-T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-pipeline.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-run() { # EXPECTED_EXIT NAME -- CMD...: stdout in $T/out, stderr in $T/err
-	local want=$1 name=$2
-	shift 3
-	"$@" >"$T/out" 2>"$T/err"
-	local got=$?
-	if [ "$got" = "$want" ]; then ok; else
-		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
-	fi
-}
-expect_in() { # FILE TEXT NAME
-	if grep -qF -- "$2" "$1"; then ok; else
-		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
-	fi
-}
-expect_eq() {
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
-}
+. "$(dirname "$0")/support/cli_testkit.sh" pipeline
 same_files() { # A B NAME
 	if cmp -s "$1" "$2"; then ok; else bad "$3: $1 and $2 differ"; fi
 }
@@ -243,5 +213,4 @@ done
 "$S" --db "$T/demo2" events --limit 10000 >"$T/b.events"
 same_files "$T/a.events" "$T/b.events" "demo: the same log with and without the pipeline"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish

@@ -5,39 +5,7 @@
 # SIGTERM, on SIGINT, or at --limit. The follower writes into a FIFO and
 # the test reads its lines with bounded waits (read -t), never sleeps.
 # Run with STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
-set -u
-
-S=${STATECACHE:?set STATECACHE to the statecache binary}
-T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-query-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-run() {
-	local want=$1 name=$2
-	shift 3
-	"$@" >"$T/out" 2>"$T/err"
-	local got=$?
-	if [ "$got" = "$want" ]; then
-		ok
-	else
-		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
-	fi
-}
-expect_in() {
-	if grep -qF -- "$2" "$1"; then ok; else
-		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
-	fi
-}
-expect_eq() {
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
-}
+. "$(dirname "$0")/support/cli_testkit.sh" query-cli
 # positions FILE: the positions of the JSON lines in FILE, space-separated
 positions() {
 	sed -n 's/^{"position":\([0-9]*\),.*/\1/p' "$1" | tr '\n' ' '
@@ -151,5 +119,4 @@ wait "$fpid"
 expect_eq "$?" "0" "follow ended by --limit: exit status"
 exec 3<&-
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish

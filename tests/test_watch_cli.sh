@@ -8,40 +8,8 @@
 # FIFO and the test reads its lines with bounded waits (read -t), never
 # sleeps; the ingest's --ack gives the last position to wait for.
 # Run with STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
-set -u
-
-S=${STATECACHE:?set STATECACHE to the statecache binary}
-T=$(mktemp -d "${TMPDIR:-/tmp}/statecache-watch-cli.XXXXXX")
-trap 'rm -rf "$T"' EXIT
-cd "$T" || exit 1
+. "$(dirname "$0")/support/cli_testkit.sh" watch-cli
 export LC_ALL=C
-
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL: $*"
-}
-run() {
-	local want=$1 name=$2
-	shift 3
-	"$@" >"$T/out" 2>"$T/err"
-	local got=$?
-	if [ "$got" = "$want" ]; then
-		ok
-	else
-		bad "$name: exit $got, wanted $want; stderr: $(head -c 600 "$T/err")"
-	fi
-}
-expect_in() {
-	if grep -qF -- "$2" "$1"; then ok; else
-		bad "$3: '$2' not in $(basename "$1"): $(head -c 600 "$1")"
-	fi
-}
-expect_eq() {
-	if [ "$1" = "$2" ]; then ok; else bad "$3: got '$1', wanted '$2'"; fi
-}
 expect_same_file() {
 	if cmp -s "$1" "$2"; then ok; else
 		bad "$3: $(diff "$1" "$2" | head -c 800)"
@@ -184,5 +152,4 @@ stop_watch TERM "prefix watch ended"
 fold <"$T/wout" >"$T/folded"
 expect_same_file "$T/folded" "$T/scan_e1" "prefix: folded == scan --prefix"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+cli_finish
