@@ -1,7 +1,8 @@
 /*
  * Helpers the benchmark programs share: a monotonic clock, a small, fast
  * pseudo-random generator (the same stream for ours and the peers), and
- * the workload's `set` events of 5 attributes, and the run count.
+ * the workload's `set` events of 5 attributes, the run count, and a new
+ * store of a given durability.
  */
 #ifndef STATECACHE_BENCH_BENCH_H
 #define STATECACHE_BENCH_BENCH_H
@@ -13,6 +14,7 @@
 #include <time.h>
 
 #include "statecache/cache.h"
+#include "statecache/store.h"
 
 /* Seconds on the monotonic clock. */
 static inline double bench_now(void)
@@ -125,6 +127,24 @@ static inline char (*bench_dev_ids(unsigned n))[16]
 	for (unsigned i = 0; i < n; i++)
 		snprintf(ids[i], sizeof ids[i], "dev-%07u", i);
 	return ids;
+}
+
+/* Open (creating) the store in `dir` with durability `dur` and a 1 GiB
+ * initial map. Exits on failure. */
+static inline sc_store *bench_store_open(const char *dir, sc_durability dur)
+{
+	sc_store_options o = {0};
+	o.create = true;
+	o.durability = dur;
+	o.map_size = (size_t)1 << 30;
+	sc_store *s;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err)) {
+		fprintf(stderr, "bench: sc_store_open %s: %s\n", dir,
+			err.message);
+		exit(1);
+	}
+	return s;
 }
 
 #endif

@@ -84,19 +84,6 @@ static void gen(uint64_t i, bool tagged, gen_event *g)
 	g->b.ev.partition = (sc_str){g->part, (size_t)pn};
 }
 
-static sc_store *open_store(const char *dir, sc_durability d)
-{
-	sc_store_options o = {0};
-	o.create = true;
-	o.durability = d;
-	o.map_size = (size_t)1 << 30;
-	sc_store *s;
-	sc_error err;
-	if (sc_store_open(dir, &o, &s, &err))
-		die("open", err.message);
-	return s;
-}
-
 /* Append events [first, first+n) in batches of b; seconds. */
 static double append_events(sc_store *s, uint64_t first, uint64_t n, uint64_t b,
 			    bool tagged)
@@ -239,7 +226,7 @@ static void bench_events_by_tag(const char *root, uint64_t n)
 	char dir[512], sq[512];
 	snprintf(dir, sizeof dir, "%s/bytag", root);
 	snprintf(sq, sizeof sq, "%s/bytag.sqlite", root);
-	sc_store *s = open_store(dir, SC_DURABILITY_NOSYNC);
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_NOSYNC);
 	append_events(s, 1, n, 1000, true);
 	sqlite3 *db = sql_build(sq, n);
 	/* Warm both, then time the best of 7 alternating reads of each. */
@@ -315,7 +302,7 @@ static void bench_live_latency(const char *root, uint64_t n)
 {
 	char dir[512];
 	snprintf(dir, sizeof dir, "%s/live", root);
-	sc_store *s = open_store(dir, SC_DURABILITY_NOSYNC);
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_NOSYNC);
 	live l = {.n = n};
 	l.t_got = calloc(n + 1, sizeof *l.t_got);
 	int64_t *t_ret = calloc(n + 1, sizeof *t_ret);
@@ -381,7 +368,7 @@ static void bench_append_indexed(const char *root, uint64_t n)
 			char dir[512];
 			snprintf(dir, sizeof dir, "%s/append%d-%d", root,
 				 tagged, r);
-			sc_store *s = open_store(dir, SC_DURABILITY_FULL);
+			sc_store *s = bench_store_open(dir, SC_DURABILITY_FULL);
 			double t = append_events(s, 1, n, 100, tagged);
 			double x = (double)n / t;
 			if (x > best[tagged])

@@ -230,19 +230,6 @@ static double lmdb_append(const char *dir, uint64_t n, uint64_t b,
 
 /* ---- store helpers ------------------------------------------------------- */
 
-static sc_store *store_open(const char *dir, sc_durability dur)
-{
-	sc_store_options o = {0};
-	o.create = true;
-	o.durability = dur;
-	o.map_size = (size_t)1 << 30;
-	sc_store *s;
-	sc_error err;
-	if (sc_store_open(dir, &o, &s, &err))
-		die("sc_store_open", err.message);
-	return s;
-}
-
 static double store_append(sc_store *s, uint64_t from, uint64_t n, uint64_t b,
 			   uint64_t nent)
 {
@@ -293,7 +280,7 @@ static void bench_append(const char *root)
 		snprintf(db_path, sizeof db_path, "%s/append%zu.sqlite", root,
 			 c);
 		uint64_t n = cases[c].events, b = cases[c].batch;
-		sc_store *s = store_open(dir, cases[c].dur);
+		sc_store *s = bench_store_open(dir, cases[c].dur);
 		double t = store_append(s, 0, n, b, 100000);
 		sc_store_close(s);
 		sqlite3 *db = sql_open(db_path, cases[c].dur);
@@ -335,7 +322,7 @@ static void bench_growth(const char *root)
 {
 	char dir[512];
 	snprintf(dir, sizeof dir, "%s/growth", root);
-	sc_store *s = store_open(dir, true);
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_FULL);
 	double first = 0, last = 0;
 	for (uint64_t i = 0; i < GROWTH_EVENTS; i += GROWTH_WINDOW) {
 		double t =
@@ -453,7 +440,7 @@ static void bench_group(const char *root)
 	char dir[512], db_path[512];
 	snprintf(dir, sizeof dir, "%s/group", root);
 	snprintf(db_path, sizeof db_path, "%s/group.sqlite", root);
-	sc_store *s = store_open(dir, true);
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_FULL);
 	double x = group_run(s, NULL);
 	if (sc_store_last_position(s) != GROUP_THREADS * GROUP_EACH)
 		die("append_group", "the log does not hold every event");
@@ -623,7 +610,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 	char dir[512], db_path[512];
 	snprintf(dir, sizeof dir, "%s/open", root);
 	snprintf(db_path, sizeof db_path, "%s/open.sqlite", root);
-	sc_store *s = store_open(dir, SC_DURABILITY_NOSYNC);
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_NOSYNC);
 	/* Events 0..nent-1 touch every entity exactly once (i * 2654435761
 	 * mod nent is a bijection: 2654435761 is prime). */
 	double t_fill = store_append(s, 0, nent, 10000, nent);
@@ -725,7 +712,7 @@ static void bench_open_and_snapshot(const char *root, uint64_t nent)
 
 	/* Open: a snapshot now, then exactly TAIL_EVENTS after it, so open
 	 * is a restore plus a 100,000-event replay. */
-	s = store_open(dir, SC_DURABILITY_NOSYNC);
+	s = bench_store_open(dir, SC_DURABILITY_NOSYNC);
 	if (sc_store_snapshot(s, NULL, &err))
 		die("snapshot", err.message);
 	store_append(s, pos, TAIL_EVENTS, 10000, nent);
