@@ -29,6 +29,7 @@
 #include "cache/cache_lib.h"
 #include "snapshot/snapshot.h"
 #include "statecache/cache.h"
+#include "statecache/watch.h"
 #include "tests/support/refstate.h"
 #include "tests/support/testkit.h"
 
@@ -781,6 +782,76 @@ static void test_diff_residency(void **state)
 	sc_cache_destroy(cache);
 }
 
+/* A watcher sees no eviction and no load: its batches hold changes of
+ * state only, and a batch that starts while a partition is cold reports
+ * nothing of it (the documented gap). */
+static void test_watch_residency(void **state)
+{
+	(void)state;
+	sc_cache *cache;
+	sc_error err;
+	sc_cache_options o = {.seed = 3, .lanes = 1};
+	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
+	set_int(cache, "P", "x", "v", 1, 1);
+	set_int(cache, "P", "y", "v", 2, 2);
+	set_int(cache, "Q", "q", "v", 3, 3);
+	set_int(cache, "R", "r", "v", 3, 3);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	sc_watcher *w;
+	assert_int_equal(sc_watch_open(cache, NULL, &w, &err), 0);
+	const sc_watch_batch *b;
+
+	/* A change of P, then its eviction, in one batch: the change only. */
+	set_int(cache, "P", "x", "v", 10, 4);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_cache_part_evict(cache, S("P"), &err), 0);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_watch_next(w, 0, &b, &err), 0);
+	assert_int_equal(b->kind, SC_WATCH_CHANGES);
+	assert_int_equal(b->nupdated, 1);
+	assert_int_equal(b->nadded + b->nremoved, 0);
+	assert_string_equal(b->updated[0].partition.ptr, "P");
+	assert_string_equal(b->updated[0].id.ptr, "x");
+
+	/* An eviction alone: no batch. */
+	assert_int_equal(sc_cache_part_evict(cache, S("R"), &err), 0);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_watch_next(w, 0, &b, &err), 0);
+	assert_int_equal(b->kind, SC_WATCH_HEARTBEAT);
+	/* A change while P is cold: that change only. */
+	set_int(cache, "Q", "q", "v", 4, 5);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_watch_next(w, 0, &b, &err), 0);
+	assert_int_equal(b->kind, SC_WATCH_CHANGES);
+	assert_int_equal(b->nupdated, 1);
+	assert_int_equal(b->nadded + b->nremoved, 0);
+	assert_string_equal(b->updated[0].partition.ptr, "Q");
+
+	/* The load (x changed, y gone while cold): nothing reported. */
+	assert_int_equal(sc_cache_part_load_begin(cache, S("P"), NULL, &err),
+			 0);
+	sc_attr a = {.name = S("v"),
+		     .value = {.type = SC_VALUE_INT, .u.i = 11}};
+	assert_int_equal(sc_cache_load_entity_in(cache, S("P"), S("x"), &a, 1,
+						 1, S(""), 6, &err),
+			 0);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_watch_next(w, 0, &b, &err), 0);
+	assert_int_equal(b->kind, SC_WATCH_HEARTBEAT);
+
+	/* Changes after the load are reported again. */
+	set_int(cache, "P", "x", "v", 12, 7);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_watch_next(w, 0, &b, &err), 0);
+	assert_int_equal(b->kind, SC_WATCH_CHANGES);
+	assert_int_equal(b->nupdated, 1);
+	assert_int_equal(b->nadded + b->nremoved, 0);
+	assert_int_equal(get_int(b->updated[0].before, "v"), 11);
+	assert_int_equal(get_int(b->updated[0].after, "v"), 12);
+	sc_watch_close(w);
+	sc_cache_destroy(cache);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -790,6 +861,7 @@ int main(void)
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_lru),
 	    cmocka_unit_test(test_diff_residency),
+	    cmocka_unit_test(test_watch_residency),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
