@@ -465,8 +465,10 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
-	/* An event of a cold partition is refused before anything opens. */
-	if (ev->partition.len && cache->ncold) {
+	/* An event of a cold partition is refused before anything opens
+	 * (once the pending version is open, sc_cache_part_open refuses
+	 * it). */
+	if (ev->partition.len && cache->ncold && !cache->edit) {
 		rc = sc_cache_part_check_cold(cache, ev->partition, err);
 		if (rc)
 			return rc;

@@ -85,6 +85,13 @@ static inline size_t sc_part_bytes(size_t state_bytes, size_t entities)
 	return state_bytes + entities * SC_PART_NODE_BYTES_PER_ENTITY;
 }
 
+/* Whether p is cold in the pending version: cold and not being loaded,
+ * or being evicted. Writer. */
+static inline bool sc_part_cold_pending(const struct sc_partition *p)
+{
+	return (p->cold && !p->loading) || p->evicting;
+}
+
 /* Note a reader's use of partition p for the LRU (cache/residency.c): one
  * relaxed load of the global tick and of p's, and a relaxed store only
  * when they differ: no read-modify-write, and at most one store to p's

@@ -138,13 +138,10 @@ int sc_cache_part_open(sc_cache *cache, sc_str part, sc_hamt_edit **out,
 		*bytes = &cache->default_bytes_pending;
 		return SC_OK;
 	}
-	if (cache->ncold) {
-		int crc = sc_cache_part_check_cold(cache, part, err);
-		if (crc)
-			return crc;
-	}
 	struct sc_partition *p;
 	int rc = reg_get(cache, part, &p);
+	if (!rc && sc_part_cold_pending(p))
+		return sc_cache_part_check_cold(cache, part, err);
 	if (!rc && !p->edit) {
 		rc = sc_hamt_edit_begin(cache->map, p->root, &p->edit);
 		if (rc)

@@ -36,12 +36,6 @@
 
 /* ==== checks ============================================================== */
 
-/* Whether p is cold in the pending version. */
-static bool part_cold_pending(const struct sc_partition *p)
-{
-	return (p->cold && !p->loading) || p->evicting;
-}
-
 static int name_check(sc_str name, const char *what, sc_error *err)
 {
 	if (!name.len)
@@ -66,7 +60,7 @@ static int shown(size_t len)
 int sc_cache_part_check_cold(const sc_cache *cache, sc_str part, sc_error *err)
 {
 	const struct sc_partition *p = sc_cache_part_known(cache, part);
-	if (!p || !part_cold_pending(p))
+	if (!p || !sc_part_cold_pending(p))
 		return SC_OK;
 	return sc_error_set(err, SC_ESTATE,
 			    "partition '%.*s' is cold: its events go to the "
@@ -81,7 +75,7 @@ sc_residency sc_cache_part_residency(const sc_cache *cache, sc_str partition)
 	const struct sc_partition *p = sc_cache_part_known(cache, partition);
 	if (!p)
 		return SC_RESIDENCY_ABSENT;
-	if (part_cold_pending(p))
+	if (sc_part_cold_pending(p))
 		return SC_RESIDENCY_COLD;
 	if (p->loading || p->edit)
 		return SC_RESIDENCY_RESIDENT;
@@ -130,7 +124,7 @@ int sc_cache_part_evict(sc_cache *cache, sc_str name, sc_error *err)
 				    "partition '%.*s' is pinned resident; "
 				    "unpin it first",
 				    shown(name.len), name.ptr);
-	if (part_cold_pending(p))
+	if (sc_part_cold_pending(p))
 		return sc_error_set(err, SC_ESTATE,
 				    "partition '%.*s' is cold already",
 				    shown(name.len), name.ptr);
