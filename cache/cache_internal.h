@@ -30,9 +30,10 @@
  * a partition's tree can later be loaded or dropped alone.
  *
  * struct sc_partition: the writer's record of a named partition, made the
- * first time an event or a restored state names it and kept until the
- * cache is destroyed (readers reach its name through tables of versions;
- * the name never changes). The registry (cache->reg) finds it by name.
+ * first time an event, a restored state, an eviction, a load or a pin
+ * names it and kept until the cache is destroyed (readers reach its name
+ * through tables of versions; the name never changes). The registry
+ * (cache->reg) finds it by name.
  */
 struct sc_partition {
 	uint64_t hash;		/* of the name, in the cache's map */
