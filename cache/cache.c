@@ -138,6 +138,8 @@ int sc_cache_create(const sc_cache_options *opt, sc_cache **out, sc_error *err)
 	atomic_init(&cache->current_len, 0);
 	atomic_init(&cache->current_position, 0);
 	atomic_init(&cache->hook, NULL);
+	atomic_init(&cache->lru_tick, 1);
+	atomic_init(&cache->resident_state_bytes, 0);
 	atomic_init(&cache->entity_bytes, 0);
 	atomic_init(&cache->versions_alive, 1);
 	atomic_init(&cache->bytes_awaiting, 0);
@@ -252,6 +254,7 @@ int sc_change_update(void *ctx, const sc_hamt_key *old_key, void *old_value,
 	/* Read now: a previous state made by this edit is freed by the
 	 * change. */
 	c->dropped = dropped_bytes(cache, prev);
+	c->prev_size = prev ? prev->size : 0;
 	*new_key = c->ne ? sc_entity_key(c->ne) : NULL;
 	*new_value = c->ne;
 	return SC_OK;
@@ -268,6 +271,9 @@ int sc_change_done(sc_change *c, int rc)
 		c->ne = NULL;
 		return rc;
 	}
+	if (c->bytes)
+		*c->bytes +=
+		    (int64_t)(c->ne ? c->ne->size : 0) - (int64_t)c->prev_size;
 	if (l) {
 		/* Folded into the cache by the writer (cache/lanes.c). */
 		l->bytes_add += c->ne ? c->ne->size : 0;
@@ -416,8 +422,8 @@ static void job_done(void *ctx, int rc)
 
 /* Queue `ev` if it can be applied later (see above); SC_ETOOBIG is
  * returned (not an error) when it must be applied at once. */
-static int apply_later(sc_cache *cache, sc_hamt_edit *edit, const sc_event *ev,
-		       sc_error *err)
+static int apply_later(sc_cache *cache, sc_hamt_edit *edit, int64_t *bytes,
+		       const sc_event *ev, sc_error *err)
 {
 	size_t payload = job_payload(ev);
 	size_t alive =
@@ -430,6 +436,7 @@ static int apply_later(sc_cache *cache, sc_hamt_edit *edit, const sc_event *ev,
 	apply_job *j = job_make(cache, NULL, ev, payload);
 	if (!j)
 		return sc_cache_poison(cache, ENOMEM, err, "queueing an event");
+	j->change.bytes = bytes;
 	const char *id = j->ev.entity.ptr;
 	size_t len = j->ev.entity.len;
 	int rc = sc_hamt_edit_update_later(
@@ -458,22 +465,35 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err)
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
+	/* An event of a cold partition is refused before anything opens
+	 * (once the pending version is open, sc_cache_part_open refuses
+	 * it). */
+	if (ev->partition.len && cache->ncold && !cache->edit) {
+		rc = sc_cache_part_check_cold(cache, ev->partition, err);
+		if (rc)
+			return rc;
+	}
 	bool opened = !cache->edit;
 	rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
 	/* The default partition's tree is the edit opened above. */
 	sc_hamt_edit *edit = cache->edit;
+	int64_t *bytes = &cache->default_bytes_pending;
 	if (ev->partition.len) {
-		rc = sc_cache_part_edit(cache, ev->partition, &edit, err);
+		rc = sc_cache_part_open(cache, ev->partition, &edit, &bytes,
+					err);
 		if (rc)
 			return rc;
 	}
-	rc = apply_later(cache, edit, ev, err);
+	rc = apply_later(cache, edit, bytes, ev, err);
 	if (rc != SC_ETOOBIG)
 		return rc;
-	sc_change c = {
-	    .cache = cache, .ev = ev, .err = err, .position = ev->position};
+	sc_change c = {.cache = cache,
+		       .ev = ev,
+		       .err = err,
+		       .position = ev->position,
+		       .bytes = bytes};
 	rc = sc_change_done(&c, sc_hamt_edit_update(edit, ev->entity.ptr,
 						    ev->entity.len,
 						    sc_change_update, &c));
@@ -600,12 +620,14 @@ int sc_cache_load_entity_in(sc_cache *cache, sc_str partition, sc_str id,
 	}
 	SC_INSIST(ne->born == cache->generation);
 	sc_hamt_edit *edit;
-	rc = sc_cache_part_edit(cache, partition, &edit, err);
+	int64_t *bytes;
+	rc = sc_cache_part_open(cache, partition, &edit, &bytes, err);
 	if (rc) {
 		entity_free(cache, ne);
 		return rc;
 	}
-	sc_change c = {.cache = cache, .ne = ne, .position = position};
+	sc_change c = {
+	    .cache = cache, .ne = ne, .position = position, .bytes = bytes};
 	rc = sc_change_done(&c, sc_hamt_edit_update(edit, id.ptr, id.len,
 						    sc_change_update, &c));
 	if (rc)
@@ -675,9 +697,11 @@ int sc_cache_promote(sc_cache *cache)
 			      &old->npart_garbage, &pbytes, &pnodes);
 	if (parts != old->parts)
 		old->parts_replaced = old->parts;
+	size_t ebytes;
+	sc_cache_parts_evicted(cache, &old->evicted, &old->nevicted, &ebytes);
 	old->garbage = garbage;
 	old->garbage_bytes =
-	    gi.bytes + pbytes + cache->pending_garbage_entity_bytes;
+	    gi.bytes + pbytes + ebytes + cache->pending_garbage_entity_bytes;
 	old->garbage_nodes = gi.nodes + pnodes;
 	counter_add(&cache->bytes_awaiting, old->garbage_bytes, 0);
 	counter_add(&cache->nodes_awaiting, old->garbage_nodes, 0);
@@ -788,10 +812,15 @@ const sc_entity *sc_view_get_in(const sc_view *view, sc_str partition,
 				sc_str id)
 {
 	const struct sc_version *v = as_version(view);
-	sc_hamt_root root;
-	if (!id.ptr || !view_root(v, partition, &root))
+	if (!partition.len)
+		return sc_view_get(view, id);
+	if (!id.ptr)
 		return NULL;
-	return sc_hamt_get(v->cache->map, root, id.ptr, id.len);
+	const sc_part_ref *r = sc_parts_find(v->parts, partition);
+	if (!r)
+		return NULL;
+	sc_part_touch(r->p, &v->cache->lru_tick);
+	return sc_hamt_get(v->cache->map, r->root, id.ptr, id.len);
 }
 
 size_t sc_view_len(const sc_view *view)
@@ -885,6 +914,9 @@ const sc_entity *sc_view_iter_next(sc_view_iter *it)
 typedef struct diff_ctx {
 	sc_diff_fn fn;
 	void *ctx;
+	/* The trees come from different loads of their partition: states
+	 * equal in content are the same state loaded again, no change. */
+	bool skip_equal;
 } diff_ctx;
 
 static int diff_adapter(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
@@ -892,6 +924,9 @@ static int diff_adapter(void *ctx, sc_diff_kind kind, const sc_hamt_key *key,
 {
 	diff_ctx *d = ctx;
 	SC_UNUSED(key);
+	if (d->skip_equal && kind == SC_DIFF_CHANGED &&
+	    sc_entity_equal(old_value, new_value))
+		return 0;
 	return d->fn(d->ctx, kind, old_value, new_value);
 }
 
@@ -904,10 +939,34 @@ static int parts_name_cmp(const sc_part_ref *x, const sc_part_ref *y)
 	return x->p->len < y->p->len ? -1 : x->p->len > y->p->len;
 }
 
+/* The trees to diff for one partition, entries ra (of version a) and rb
+ * (of b; NULL: not listed, so empty and resident), `b_newer` telling
+ * which version is the newer; false when nothing is reported (residency,
+ * cache/cache_lib.h). A cold entry's `last` is read only when it is the
+ * newer one's and the older one is not cold (cache/residency.c). */
+static bool diff_trees(const sc_part_ref *ra, const sc_part_ref *rb,
+		       bool b_newer, sc_hamt_root *xa, sc_hamt_root *xb,
+		       bool *skip_equal)
+{
+	const sc_part_ref *older = b_newer ? ra : rb;
+	const sc_part_ref *newer = b_newer ? rb : ra;
+	if (older && older->cold)
+		return false;
+	sc_hamt_root o = older ? older->root : (sc_hamt_root){0};
+	sc_hamt_root n = (sc_hamt_root){0};
+	if (newer)
+		n = newer->cold ? newer->last : newer->root;
+	*skip_equal = older && newer && older->epoch != newer->epoch;
+	*xa = b_newer ? o : n;
+	*xb = b_newer ? n : o;
+	return xa->node != xb->node;
+}
+
 /* Diff the named partitions of two tables, partition by partition in name
- * order; a partition in one table only is all added or all removed. */
+ * order; a partition in one table only is all added or all removed, but
+ * for residency (diff_trees). */
 static int diff_parts(const sc_hamt *map, const struct sc_parts *ta,
-		      const struct sc_parts *tb, diff_ctx *d)
+		      const struct sc_parts *tb, bool b_newer, diff_ctx *d)
 {
 	if (ta == tb)
 		return 0;
@@ -918,13 +977,15 @@ static int diff_parts(const sc_hamt *map, const struct sc_parts *ta,
 			: j == nb
 			    ? -1
 			    : parts_name_cmp(&ta->items[i], &tb->items[j]);
-		sc_hamt_root ra = {0}, rb = {0};
+		const sc_part_ref *ra = NULL, *rb = NULL;
 		if (c <= 0)
-			ra = ta->items[i++].root;
+			ra = &ta->items[i++];
 		if (c >= 0)
-			rb = tb->items[j++].root;
-		if (ra.node != rb.node)
-			rc = sc_hamt_diff(map, ra, rb, diff_adapter, d);
+			rb = &tb->items[j++];
+		sc_hamt_root xa, xb;
+		if (diff_trees(ra, rb, b_newer, &xa, &xb, &d->skip_equal))
+			rc = sc_hamt_diff(map, xa, xb, diff_adapter, d);
+		d->skip_equal = false;
 	}
 	return rc;
 }
@@ -933,11 +994,12 @@ int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn, void *ctx)
 {
 	const struct sc_version *va = as_version(a), *vb = as_version(b);
 	SC_REQUIRE(va->cache == vb->cache);
-	diff_ctx d = {fn, ctx};
+	diff_ctx d = {fn, ctx, false};
 	int rc =
 	    sc_hamt_diff(va->cache->map, va->root, vb->root, diff_adapter, &d);
 	if (!rc)
-		rc = diff_parts(va->cache->map, va->parts, vb->parts, &d);
+		rc = diff_parts(va->cache->map, va->parts, vb->parts,
+				vb->number >= va->number, &d);
 	return rc;
 }
 
@@ -945,13 +1007,16 @@ int sc_cache_pending_diff(sc_cache *cache, sc_diff_fn fn, void *ctx)
 {
 	if (!cache->edit)
 		return 0;
-	diff_ctx d = {fn, ctx};
+	diff_ctx d = {fn, ctx, false};
 	int rc = sc_hamt_diff(cache->map, writer_current(cache)->root,
 			      sc_hamt_edit_root(cache->edit), diff_adapter, &d);
+	/* A load is no change of state (cache/cache_lib.h, residency). */
 	for (struct sc_partition *p = cache->pending_parts; p && !rc;
 	     p = p->pending_next)
-		rc = sc_hamt_diff(cache->map, p->root,
-				  sc_hamt_edit_root(p->edit), diff_adapter, &d);
+		if (!p->loading)
+			rc = sc_hamt_diff(cache->map, p->root,
+					  sc_hamt_edit_root(p->edit),
+					  diff_adapter, &d);
 	return rc;
 }
 

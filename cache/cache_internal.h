@@ -30,9 +30,10 @@
  * a partition's tree can later be loaded or dropped alone.
  *
  * struct sc_partition: the writer's record of a named partition, made the
- * first time an event or a restored state names it and kept until the
- * cache is destroyed (readers reach its name through tables of versions;
- * the name never changes). The registry (cache->reg) finds it by name.
+ * first time an event, a restored state, an eviction, a load or a pin
+ * names it and kept until the cache is destroyed (readers reach its name
+ * through tables of versions; the name never changes). The registry
+ * (cache->reg) finds it by name.
  */
 struct sc_partition {
 	uint64_t hash;		/* of the name, in the cache's map */
@@ -40,6 +41,18 @@ struct sc_partition {
 	sc_hamt_edit *edit;	/* open in the pending version, or NULL */
 	sc_hamt_root next_root; /* scratch of promote */
 	struct sc_partition *pending_next; /* partitions with an edit open */
+	/* Residency (cache/residency.c). Writer fields: */
+	struct sc_partition *evict_next; /* partitions evicted in pending */
+	size_t bytes;			 /* state bytes of `root` */
+	int64_t bytes_pending; /* their change in the pending version */
+	uint32_t epoch;	       /* bumped by every load */
+	bool cold;	       /* cold in the newest promoted version */
+	bool evicting;	       /* made cold by the pending version */
+	bool loading;	       /* made resident by the pending version */
+	bool pinned;	       /* never offered for eviction */
+	/* LRU tick of the last read: readers store it (relaxed) only when
+	 * it differs from cache->lru_tick (sc_part_touch). */
+	_Atomic uint64_t used;
 	uint32_t len;
 	char name[]; /* len bytes and a NUL */
 };
@@ -50,14 +63,48 @@ struct sc_partition {
  * version whose successor replaces it frees it. */
 typedef struct sc_part_ref {
 	const struct sc_partition *p;
-	sc_hamt_root root;
+	sc_hamt_root root; /* empty when cold */
+	/* Cold: the tree the partition had when it was evicted, for diffs
+	 * only (cache/residency.c says when it may be read). */
+	sc_hamt_root last;
+	uint32_t epoch; /* the partition's load the tree comes from */
+	bool cold;
 } sc_part_ref;
 
+/* A version's named partitions with at least one entity, and the cold
+ * ones (cache/residency.c). */
 struct sc_parts {
 	size_t n;
 	size_t entities; /* in all of them */
+	size_t cold;	 /* entries that are cold */
 	sc_part_ref items[];
 };
+
+/* A partition's bytes: its states' and the estimate of its nodes. */
+static inline size_t sc_part_bytes(size_t state_bytes, size_t entities)
+{
+	return state_bytes + entities * SC_PART_NODE_BYTES_PER_ENTITY;
+}
+
+/* Whether p is cold in the pending version: cold and not being loaded,
+ * or being evicted. Writer. */
+static inline bool sc_part_cold_pending(const struct sc_partition *p)
+{
+	return (p->cold && !p->loading) || p->evicting;
+}
+
+/* Note a reader's use of partition p for the LRU (cache/residency.c): one
+ * relaxed load of the global tick and of p's, and a relaxed store only
+ * when they differ: no read-modify-write, and at most one store to p's
+ * line per partition and tick. Any thread. */
+static inline void sc_part_touch(const struct sc_partition *p,
+				 const _Atomic uint64_t *tick)
+{
+	_Atomic uint64_t *u = (_Atomic uint64_t *)&p->used;
+	uint64_t t = atomic_load_explicit(tick, memory_order_relaxed);
+	if (atomic_load_explicit(u, memory_order_relaxed) != t)
+		atomic_store_explicit(u, t, memory_order_relaxed);
+}
 
 /* The entry of `name` in table `t` (may be NULL), or NULL. Any thread. */
 const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name);
@@ -68,6 +115,21 @@ const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name);
  */
 int sc_cache_part_edit(sc_cache *cache, sc_str part, sc_hamt_edit **out,
 		       sc_error *err);
+
+/* sc_cache_part_edit that also gives the accumulator of the partition's
+ * state bytes in the pending version (sc_change.bytes) and refuses a cold
+ * partition: SC_ESTATE, nothing changed (cache/residency.c). */
+int sc_cache_part_open(sc_cache *cache, sc_str part, sc_hamt_edit **out,
+		       int64_t **bytes, sc_error *err);
+
+/* SC_ESTATE with a message when `part` is cold in the pending version
+ * (cold and not being loaded, or being evicted); 0 otherwise. Writer. */
+int sc_cache_part_check_cold(const sc_cache *cache, sc_str part, sc_error *err);
+
+/* The record of `name` (not empty), made on first use. Writer. Errors:
+ * ENOMEM (nothing changed). */
+int sc_cache_part_record(sc_cache *cache, sc_str name,
+			 struct sc_partition **out);
 
 /* The record of `name` if the writer knows it, else NULL. Writer. */
 struct sc_partition *sc_cache_part_known(const sc_cache *cache, sc_str name);
@@ -93,6 +155,13 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 			   struct sc_parts **next, sc_hamt_garbage ***garbage,
 			   size_t *ngarbage, size_t *gbytes, size_t *gnodes);
 
+/* After sc_cache_parts_commit: the trees of the partitions the pending
+ * version evicted (an array the caller owns then, NULL when none), their
+ * count, and their bytes (estimated: cache/residency.c). The figures of
+ * every partition become those of the new version. */
+void sc_cache_parts_evicted(sc_cache *cache, sc_hamt_root **roots, size_t *n,
+			    size_t *bytes);
+
 /* Free every named partition's tree (the last version's), the registry
  * and what prepare kept. For sc_cache_destroy, after the discard. */
 void sc_cache_parts_fini(sc_cache *cache);
@@ -117,6 +186,9 @@ struct sc_version {
 	sc_hamt_garbage **part_garbage;
 	size_t npart_garbage;
 	struct sc_parts *parts_replaced;
+	/* Trees of partitions the commit evicted, freed whole with it. */
+	sc_hamt_root *evicted;
+	size_t nevicted;
 	size_t garbage_bytes; /* HAMT node bytes + entity bytes it holds */
 	size_t garbage_nodes;
 	/* garbage_bytes summed over every older version (cache/cache_lib.h) */
@@ -206,6 +278,9 @@ struct sc_cache {
 	_Atomic uint64_t current_position;
 	/* Change feed hook (cache/cache_lib.h), or NULL. */
 	_Atomic(struct sc_cache_hook *) hook;
+	/* The LRU tick readers copy into the partitions they read; advanced
+	 * by the writer (cache/residency.c). */
+	_Atomic uint64_t lru_tick;
 
 	/* ---- writer state ---- */
 	_Alignas(64) struct sc_version *oldest; /* oldest..current via next */
@@ -236,6 +311,21 @@ struct sc_cache {
 	sc_hamt_garbage **reserved_garbage;
 	struct sc_partition **reserved_sorted;
 	size_t reserved_pending_cap;
+	/* Residency (cache/residency.c): partitions the pending version
+	 * evicts, records cold or being evicted, the default partition's
+	 * state bytes and their change in the pending version, what prepare
+	 * reserves for the evicted trees, the state bytes of every resident
+	 * partition (newest promoted version). */
+	struct sc_partition *evicting;
+	size_t nevicting;
+	size_t ncold;
+	size_t default_bytes;
+	int64_t default_bytes_pending;
+	sc_hamt_root *reserved_evicted;
+	size_t reserved_evicted_cap;
+	size_t nevicted, evicted_bytes; /* from commit to promote */
+	size_t resident_bytes_w;	/* state bytes, resident partitions */
+	_Atomic size_t resident_state_bytes; /* a copy for any thread */
 
 	/* ---- counters for stats (atomic: read from any thread) ---- */
 	_Atomic size_t entity_bytes; /* all entity states alive */
@@ -302,6 +392,11 @@ typedef struct sc_change {
 	bool unique;	    /* a state this edit made of the id already is
 			       SC_ECORRUPT (a restore never holds an id twice) */
 	bool build_failed;  /* the update's error comes from the build */
+	/* The state bytes of the tree changed, kept by the writer's changes
+	 * (new size - previous size); NULL: not kept here (lanes fold
+	 * theirs: cache/lanes.c). */
+	int64_t *bytes;
+	size_t prev_size; /* of the previous state, set by the update */
 } sc_change;
 
 /* sc_hamt update callback; ctx is an sc_change. */

@@ -11,6 +11,10 @@
  *              sc_cache_apply_batch_valid the same for a batch, in lanes
  *   snapshot/  sc_cache_load_*            the restore: states laid out off
  *                                         the writer, stored by it
+ *              sc_view_cold_count         refuse a view that lacks a
+ *                                         partition
+ *   store/     sc_cache_part_*            residency: evict, load, pin, LRU,
+ *              sc_view_residency          figures (cache/residency.c)
  *   watch/     sc_cache_hook_install      a wake-up at every promote, the
  *              sc_cache_version_newest    newest version and the bytes
  *              sc_view_garbage_before     superseded versions hold
@@ -21,6 +25,7 @@
 #ifndef STATECACHE_CACHE_LIB_H
 #define STATECACHE_CACHE_LIB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -161,6 +166,192 @@ void sc_cache_load_write(const sc_cache *cache, sc_str partition, sc_str id,
  * SC_EPOISONED, or the map's error. */
 int sc_cache_load_store(sc_cache *cache, const void *image,
 			const sc_cache_loaded *l, sc_error *err);
+
+/* ---- residency -----------------------------------------------------------
+ *
+ * A named partition is resident (its tree is in memory, in every version
+ * from the one that loaded it or first gave it an entity) or cold (its
+ * entry in the version's partition table says so; its states are not in
+ * memory: they are in the store's log and checkpoints). The default
+ * partition (empty name, the version's root) is always resident: it can be
+ * neither evicted nor loaded.
+ *
+ * In a view, a cold partition reads as empty through every call of
+ * statecache/cache.h: sc_view_get_in and sc_reader_get_in give NULL,
+ * sc_view_len_in 0, sc_view_iter_init_in nothing; sc_view_len_all and
+ * sc_view_iter_init_all count and walk the resident partitions only;
+ * sc_view_partition_count and sc_view_partition list the cold partitions
+ * too (in name order with the others). sc_view_residency tells a cold
+ * partition from an absent one, and sc_view_cold_count says whether a
+ * view holds the whole state (snapshot/encode.c refuses a view with a
+ * cold partition: SC_ESTATE).
+ *
+ * Changes are versions like any other: sc_cache_part_evict and
+ * sc_cache_part_load_begin work in the pending version and take effect at
+ * its promote. An evicted tree becomes garbage of the version it leaves
+ * and is freed by the ordinary reclamation once no reader pins that
+ * version or an older one: a view pinned before the eviction still reads
+ * the partition whole.
+ *
+ * Diffs (sc_view_diff, watchers) report changes of state, never of
+ * residency; for a partition P and views a (older) and b (newer):
+ *   - resident in both: the changes from a's states to b's (when P was
+ *     evicted and loaded again between them, a state its load brought
+ *     back unchanged is not reported; what changed while P was cold is
+ *     reported as the change from a's state);
+ *   - resident in a, cold in b: the changes from a's states to those P
+ *     had when it was evicted (its entities are not reported removed);
+ *   - cold in a (resident or cold in b): nothing. This is the gap a
+ *     watcher sees: the changes P took while cold, its load and its
+ *     changes up to b are not reported to a watcher whose last delivered
+ *     version has P cold; the diffs after b report P's changes again. A
+ *     watcher that needs every change of P keeps P pinned resident.
+ * sc_cache_pending_diff reports nothing of a partition the pending
+ * version evicts or loads.
+ *
+ * LRU: every named partition has a last-used tick. sc_reader_get_in and
+ * sc_view_get_in of a named partition copy the cache's coarse tick into it
+ * with a relaxed load of the tick, a relaxed load of the partition's, and
+ * a relaxed store only when the two differ: no atomic read-modify-write,
+ * and at most one store to the partition's record per tick (DESIGN.md:
+ * readers make no atomic RMW on a shared line on the lookup path). The
+ * writer advances the tick at every promote and at sc_cache_lru_advance.
+ * Ticks are relaxed hints: a read racing with a promote may record either
+ * tick.
+ *
+ * Figures: the writer keeps, for every partition, its entity count and its
+ * bytes (entity states, exact, plus SC_PART_NODE_BYTES_PER_ENTITY bytes of
+ * HAMT nodes per entity, an estimate) in the newest promoted version,
+ * through apply, the apply lanes, loads, evictions and discards.
+ */
+
+/* The estimate of a tree's HAMT node bytes per entity: the entity's slot
+ * (16 bytes) and its share of the nodes above it. */
+#define SC_PART_NODE_BYTES_PER_ENTITY 32u
+
+/* Residency of a partition in a view. */
+typedef enum sc_residency {
+	SC_RESIDENCY_ABSENT = 0,   /* no entity in memory and not cold: an
+				      unknown partition, or a resident one
+				      without entities */
+	SC_RESIDENCY_RESIDENT = 1, /* its states are in the view */
+	SC_RESIDENCY_COLD = 2,	   /* its states are not in memory */
+} sc_residency;
+
+/*
+ * sc_view_residency - whether `partition` is resident, cold or absent in
+ * the view. The default partition (empty) is always resident. A store-level
+ * read tells "not found" (RESIDENT or ABSENT: the entity does not exist,
+ * when the store marked every partition it did not load cold) from "not
+ * loaded" (COLD). Lock-free, O(log partitions); the view must be pinned;
+ * does not touch the LRU tick.
+ */
+sc_residency sc_view_residency(const sc_view *view, sc_str partition);
+
+/* sc_view_cold_count - the number of cold partitions in the view (0: the
+ * view holds every partition's state), O(1). The view must be pinned. */
+size_t sc_view_cold_count(const sc_view *view);
+
+/*
+ * sc_cache_part_residency - residency of `partition` in the pending version
+ * (or the newest promoted one when none is pending), as a writer sees it
+ * before applying an event: COLD when it is cold and not being loaded, or
+ * being evicted (an event of it is refused: route it to the log only).
+ * Writer thread.
+ */
+sc_residency sc_cache_part_residency(const sc_cache *cache, sc_str partition);
+
+/*
+ * sc_cache_part_evict - make partition `name` cold in the pending version
+ * (opened if none is). At promote its tree leaves the version: it goes,
+ * whole, into the garbage of the version it leaves, freed with that
+ * version's garbage; the version promoted and its successors read the
+ * partition as cold until a load. A partition the cache holds nothing of
+ * becomes cold too (a store opening with every partition cold marks them
+ * so). An event of a cold partition is refused by sc_cache_apply(_valid,
+ * _batch) with SC_ESTATE, nothing changed (a batch stops at that event
+ * and, like every failed batch, must be discarded); states loaded into it
+ * by sc_cache_load_store / sc_cache_load_entity_in are refused the same way
+ * until sc_cache_part_load_begin. A discard cancels the eviction. Writer
+ * thread.
+ *
+ * Errors: SC_EINVAL (empty name: the default partition is always resident;
+ * NULL pointer; longer than SC_EVENT_FIELD_MAX), SC_ESTATE (pinned; already
+ * cold or evicted in the pending version; changed or loaded by the pending
+ * version: promote first), SC_EPOISONED, ENOMEM (nothing changed, or the
+ * pending version is poisoned when it failed to open). Nothing changes on
+ * an error.
+ */
+int sc_cache_part_evict(sc_cache *cache, sc_str name, sc_error *err);
+
+/*
+ * sc_cache_part_load_begin - make partition `name`, cold or unknown, resident
+ * in the pending version (opened if none is) with an empty tree, into which
+ * the caller stores the partition's states with sc_cache_load_measure /
+ * _write / _store (partition `name`) or sc_cache_load_entity_in; the other
+ * partitions and the rest of the pending version are untouched. At promote
+ * the partition is resident with exactly the states stored; the pending
+ * position advances to the largest position among them, as for any state.
+ * *born (may be NULL) is the pending version's generation. A discard
+ * cancels the load (the partition stays as it was). Writer thread.
+ *
+ * Errors: SC_EINVAL (empty name, NULL pointer, over-long name), SC_ESTATE
+ * (resident with entities; already loaded, evicted or changed by the
+ * pending version), SC_EPOISONED, ENOMEM. Nothing changes on an error but
+ * the pending version being opened.
+ */
+int sc_cache_part_load_begin(sc_cache *cache, sc_str name, uint64_t *born,
+			     sc_error *err);
+
+/*
+ * sc_cache_part_pin - pin (`pinned` true) or unpin partition `name`: a
+ * pinned partition is never offered by sc_cache_part_coldest and
+ * sc_cache_part_evict refuses it. Takes effect at once (not a version
+ * change); may name a partition not known yet. Writer thread. Errors:
+ * SC_EINVAL (empty name: the default partition is always resident; NULL
+ * pointer; over-long name), ENOMEM.
+ */
+int sc_cache_part_pin(sc_cache *cache, sc_str name, bool pinned, sc_error *err);
+
+/*
+ * sc_cache_part_coldest - the at most k (more than 64 counts as 64) least
+ * recently used partitions that can be evicted: named, resident with at
+ * least one entity in the newest promoted version, not pinned, neither
+ * changed, loaded nor evicted by the pending version. Writes their names to
+ * out[0..], the least recently used first (equal ticks: name order); returns
+ * how many. The names live as long as the cache. Writer thread; O(partitions *
+ * k).
+ */
+size_t sc_cache_part_coldest(sc_cache *cache, sc_str *out, size_t k);
+
+/* sc_cache_lru_advance - start a new LRU tick (promote does it too), so
+ * that reads from now on rank after those before. Writer thread. */
+void sc_cache_lru_advance(sc_cache *cache);
+
+/* One partition's figures in the newest promoted version. */
+typedef struct sc_cache_part_info {
+	sc_str name;		/* empty: the default partition; lives as
+				   long as the cache */
+	sc_residency residency; /* RESIDENT or COLD */
+	bool pinned;
+	size_t entities;    /* 0 when cold */
+	size_t bytes;	    /* state bytes + node estimate; 0 when cold */
+	uint64_t last_used; /* LRU tick of the last read (0: never) */
+} sc_cache_part_info;
+
+/*
+ * sc_cache_part_list - the figures of the default partition, then of every
+ * partition the newest promoted version lists (resident with entities, or
+ * cold), in name order: out[0..cap) receives the first cap of them; returns
+ * how many there are (call with cap 0 to size `out`). Writer thread
+ * (figures are the writer's); O(partitions).
+ */
+size_t sc_cache_part_list(sc_cache *cache, sc_cache_part_info *out, size_t cap);
+
+/* sc_cache_resident_bytes - bytes of every resident partition in the
+ * newest promoted version (the sum of their sc_cache_part_info.bytes).
+ * Any thread (relaxed loads: not one snapshot while the writer runs). */
+size_t sc_cache_resident_bytes(const sc_cache *cache);
 
 /* ---- change feeds ----------------------------------------------------------
  */

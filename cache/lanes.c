@@ -342,6 +342,11 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 		add += l->bytes_add;
 		sub += l->bytes_sub;
 		cache->pending_garbage_entity_bytes += l->garbage_bytes;
+		/* The default partition's state bytes changed by what the
+		 * lane made, less what it released and dropped. */
+		cache->default_bytes_pending += (int64_t)l->bytes_add -
+						(int64_t)l->bytes_sub -
+						(int64_t)l->garbage_bytes;
 		if (l->state_size_max > cache->state_size_max)
 			cache->state_size_max = l->state_size_max;
 		if (l->position > cache->pending_position)

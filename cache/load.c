@@ -113,14 +113,13 @@ static int store_block(sc_cache *cache, sc_entity *ne, const sc_cache_loaded *l,
 	const char *id = (const char *)sc_entity_key(ne)->bytes;
 	sc_change c = {
 	    .cache = cache, .ne = ne, .position = l->position, .unique = true};
-	sc_hamt_edit *edit = cache->edit;
-	if (ne->part_len) {
-		/* Poisons on failure. */
-		int prc = sc_cache_part_edit(cache, sc_entity_partition(ne),
-					     &edit, err);
-		if (prc)
-			return sc_change_done(&c, prc);
-	}
+	sc_hamt_edit *edit;
+	/* Poisons on failure; SC_ESTATE (nothing changed) for a cold
+	 * partition not being loaded. */
+	int prc = sc_cache_part_open(cache, sc_entity_partition(ne), &edit,
+				     &c.bytes, err);
+	if (prc)
+		return sc_change_done(&c, prc);
 	int rc = sc_hamt_edit_update_hashed(edit, id, l->id_len, l->hash,
 					    sc_change_update, &c);
 	if (rc == SC_ECORRUPT)

@@ -116,16 +116,32 @@ struct sc_partition *sc_cache_part_known(const sc_cache *cache, sc_str name)
 	return *reg_slot(cache, name, h);
 }
 
+int sc_cache_part_record(sc_cache *cache, sc_str name,
+			 struct sc_partition **out)
+{
+	return reg_get(cache, name, out);
+}
+
 int sc_cache_part_edit(sc_cache *cache, sc_str part, sc_hamt_edit **out,
 		       sc_error *err)
+{
+	int64_t *bytes;
+	return sc_cache_part_open(cache, part, out, &bytes, err);
+}
+
+int sc_cache_part_open(sc_cache *cache, sc_str part, sc_hamt_edit **out,
+		       int64_t **bytes, sc_error *err)
 {
 	SC_REQUIRE(cache->edit);
 	if (!part.len) {
 		*out = cache->edit;
+		*bytes = &cache->default_bytes_pending;
 		return SC_OK;
 	}
 	struct sc_partition *p;
 	int rc = reg_get(cache, part, &p);
+	if (!rc && sc_part_cold_pending(p))
+		return sc_cache_part_check_cold(cache, part, err);
 	if (!rc && !p->edit) {
 		rc = sc_hamt_edit_begin(cache->map, p->root, &p->edit);
 		if (rc)
@@ -141,6 +157,7 @@ int sc_cache_part_edit(sc_cache *cache, sc_str part, sc_hamt_edit **out,
 				       "opening the pending version of a "
 				       "partition");
 	*out = p->edit;
+	*bytes = &p->bytes_pending;
 	return SC_OK;
 }
 
@@ -152,16 +169,36 @@ void sc_cache_parts_abort(sc_cache *cache)
 	     p = p->pending_next) {
 		sc_hamt_edit_abort(p->edit);
 		p->edit = NULL;
+		p->bytes_pending = 0;
+		p->loading = false;
 	}
 	cache->pending_parts = NULL;
 	cache->npending_parts = 0;
+	for (struct sc_partition *p = cache->evicting; p; p = p->evict_next) {
+		p->evicting = false;
+		if (!p->cold)
+			cache->ncold--;
+	}
+	cache->evicting = NULL;
+	cache->nevicting = 0;
+	cache->default_bytes_pending = 0;
 }
 
 int sc_cache_parts_prepare(sc_cache *cache, const struct sc_parts *cur)
 {
-	size_t np = cache->npending_parts;
-	if (!np)
+	size_t np = cache->npending_parts, ne = cache->nevicting;
+	if (!np && !ne)
 		return SC_OK;
+	if (ne && cache->reserved_evicted_cap < ne) {
+		sc_hamt_root *r = sc_calloc(ne, sizeof *r);
+		if (!r)
+			return ENOMEM;
+		sc_free(cache->reserved_evicted);
+		cache->reserved_evicted = r;
+		cache->reserved_evicted_cap = ne;
+	}
+	/* The sort array holds the evicted partitions too. */
+	np += ne;
 	size_t cap = (cur ? cur->n : 0) + np;
 	if (cache->reserved_parts_cap < cap || !cache->reserved_parts) {
 		struct sc_parts *t =
@@ -211,8 +248,8 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 	*garbage = NULL;
 	*ngarbage = 0;
 	*gbytes = *gnodes = 0;
-	size_t np = cache->npending_parts;
-	if (!np)
+	size_t np = cache->npending_parts, ne = cache->nevicting;
+	if (!np && !ne)
 		return;
 	sc_hamt_garbage **g = cache->reserved_garbage;
 	struct sc_partition **sorted = cache->reserved_sorted;
@@ -232,11 +269,15 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 			*gnodes += gi.nodes;
 			g[ng++] = pg;
 		}
-		if (p->next_root.node != p->root.node)
+		if (p->next_root.node != p->root.node || p->loading)
 			changed = true;
 		sorted[ns++] = p;
 	}
-	SC_ENSURE(ns == np);
+	for (struct sc_partition *p = cache->evicting; p; p = p->evict_next) {
+		changed = true;
+		sorted[ns++] = p;
+	}
+	SC_ENSURE(ns == np + ne);
 	if (ng) {
 		*garbage = g;
 		*ngarbage = ng;
@@ -247,7 +288,7 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 		struct sc_parts *t = cache->reserved_parts;
 		cache->reserved_parts = NULL;
 		cache->reserved_parts_cap = 0;
-		size_t i = 0, j = 0, n = 0, entities = 0;
+		size_t i = 0, j = 0, n = 0, entities = 0, cold = 0;
 		size_t cn = cur ? cur->n : 0;
 		while (i < cn || j < ns) {
 			int c;
@@ -263,25 +304,94 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 			if (c < 0) {
 				r = cur->items[i++];
 			} else {
-				r = (sc_part_ref){sorted[j],
-						  sorted[j]->next_root};
-				j++;
+				const struct sc_partition *sp = sorted[j++];
+				/* Evicted: cold, and its last tree kept for
+				 * diffs while the old version lives. */
+				if (sp->evicting)
+					r = (sc_part_ref){.p = sp,
+							  .last = sp->root,
+							  .epoch = sp->epoch,
+							  .cold = true};
+				else
+					r = (sc_part_ref){.p = sp,
+							  .root = sp->next_root,
+							  .epoch = sp->epoch};
 				if (c == 0)
 					i++;
 			}
-			if (!sc_hamt_count(r.root))
+			if (!r.cold && !sc_hamt_count(r.root))
 				continue;
 			t->items[n++] = r;
 			entities += sc_hamt_count(r.root);
+			cold += r.cold;
 		}
 		t->n = n;
 		t->entities = entities;
+		t->cold = cold;
 		*next = t;
 	}
-	for (size_t k = 0; k < ns; k++)
-		sorted[k]->root = sorted[k]->next_root;
+	size_t nev = 0, evbytes = 0;
+	for (size_t k = 0; k < ns; k++) {
+		struct sc_partition *p = sorted[k];
+		if (p->evicting) {
+			if (p->root.node)
+				cache->reserved_evicted[nev++] = p->root;
+			evbytes +=
+			    sc_part_bytes(p->bytes, sc_hamt_count(p->root));
+			cache->resident_bytes_w -= p->bytes;
+			p->root = (sc_hamt_root){0};
+			p->bytes = 0;
+			p->cold = true;
+			p->evicting = false;
+			continue;
+		}
+		p->root = p->next_root;
+		p->bytes = (size_t)((int64_t)p->bytes + p->bytes_pending);
+		cache->resident_bytes_w =
+		    (size_t)((int64_t)cache->resident_bytes_w +
+			     p->bytes_pending);
+		p->bytes_pending = 0;
+		if (p->loading) {
+			if (p->cold)
+				cache->ncold--;
+			p->cold = false;
+			p->loading = false;
+		}
+	}
+	cache->nevicted = nev;
+	cache->evicted_bytes = evbytes;
 	cache->pending_parts = NULL;
 	cache->npending_parts = 0;
+	cache->evicting = NULL;
+	cache->nevicting = 0;
+}
+
+void sc_cache_parts_evicted(sc_cache *cache, sc_hamt_root **roots, size_t *n,
+			    size_t *bytes)
+{
+	*roots = NULL;
+	*n = cache->nevicted;
+	*bytes = cache->evicted_bytes;
+	if (cache->nevicted) {
+		*roots = cache->reserved_evicted;
+		cache->reserved_evicted = NULL;
+		cache->reserved_evicted_cap = 0;
+	}
+	cache->nevicted = 0;
+	cache->evicted_bytes = 0;
+	/* The default partition's figures. */
+	cache->default_bytes = (size_t)((int64_t)cache->default_bytes +
+					cache->default_bytes_pending);
+	cache->resident_bytes_w = (size_t)((int64_t)cache->resident_bytes_w +
+					   cache->default_bytes_pending);
+	cache->default_bytes_pending = 0;
+	atomic_store_explicit(&cache->resident_state_bytes,
+			      cache->resident_bytes_w, memory_order_relaxed);
+	/* A new LRU tick per promote. */
+	atomic_store_explicit(
+	    &cache->lru_tick,
+	    atomic_load_explicit(&cache->lru_tick, memory_order_relaxed) + 1,
+	    memory_order_relaxed);
 }
 
 void sc_cache_parts_fini(sc_cache *cache)
@@ -297,4 +407,5 @@ void sc_cache_parts_fini(sc_cache *cache)
 	sc_free(cache->reserved_parts);
 	sc_free(cache->reserved_garbage);
 	sc_free(cache->reserved_sorted);
+	sc_free(cache->reserved_evicted);
 }

@@ -253,6 +253,7 @@ const sc_entity *sc_reader_get_in(sc_reader *reader, sc_str partition,
 	const sc_part_ref *r = sc_parts_find(reader->version->parts, partition);
 	if (!r)
 		return NULL;
+	sc_part_touch(r->p, &reader->cache->lru_tick);
 	return sc_hamt_get(reader->map, r->root, id.ptr, id.len);
 }
 
@@ -292,6 +293,10 @@ void sc_version_free(sc_cache *cache, struct sc_version *v)
 		sc_hamt_garbage_free(cache->map, v->part_garbage[i]);
 	sc_free(v->part_garbage);
 	sc_free(v->parts_replaced);
+	/* Evicted trees: no later version shares a node of them. */
+	for (size_t i = 0; i < v->nevicted; i++)
+		sc_hamt_root_free(cache->map, v->evicted[i]);
+	sc_free(v->evicted);
 	atomic_store_explicit(
 	    &cache->bytes_awaiting,
 	    atomic_load_explicit(&cache->bytes_awaiting, memory_order_relaxed) -

@@ -595,6 +595,15 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_snapshot_encode needs a view and an "
 				    "output pointer");
+	/* A view with cold partitions lacks their states: a snapshot of it
+	 * would not be the state at its position. */
+	size_t cold = sc_view_cold_count(view);
+	if (cold)
+		return sc_error_set(err, SC_ESTATE,
+				    "the view has %zu cold partitions whose "
+				    "states are not in memory; load them or "
+				    "checkpoint partitions one by one",
+				    cold);
 	sc_snapshot_params prm = {0};
 	if (p)
 		prm = *p;

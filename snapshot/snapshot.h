@@ -124,7 +124,9 @@ typedef struct sc_snapshot_encoded {
  *
  * Errors: SC_EINVAL (bad params; an entity that cannot be stored, such as a
  * string value holding a NUL byte), SC_ETOOBIG (one entity larger than
- * SC_SNAPSHOT_CHUNK_RAW_MAX encoded, or too many chunks), ENOMEM.
+ * SC_SNAPSHOT_CHUNK_RAW_MAX encoded, or too many chunks), SC_ESTATE (the
+ * view has cold partitions, sc_view_cold_count: it lacks their states),
+ * ENOMEM.
  */
 int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 		       sc_snapshot_encoded **out, sc_error *err);

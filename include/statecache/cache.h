@@ -31,6 +31,12 @@
  * as one namespace; the `_in` variants take a partition (an empty one is
  * the default), and the `_all` ones span every partition. A view is one
  * version of every partition at once.
+ *
+ * Residency: a named partition may be cold in a version (the store keeps
+ * only a working set of partitions in memory); every call below reads a
+ * cold partition as empty (the default partition is always resident). The
+ * store's own calls load what they read; cache/cache_lib.h describes
+ * residency.
  */
 #ifndef STATECACHE_CACHE_H
 #define STATECACHE_CACHE_H
@@ -314,10 +320,12 @@ SC_API const sc_entity *sc_view_get_in(const sc_view *view, sc_str partition,
 SC_API size_t sc_view_len(const sc_view *view);
 SC_API size_t sc_view_len_in(const sc_view *view, sc_str partition);
 SC_API size_t sc_view_len_all(const sc_view *view);
-/* The partitions holding at least one entity in the view: the default
- * partition first (when it has entities), then the named ones in bytewise
- * order of their names. sc_view_partition: the i-th name (i <
- * sc_view_partition_count), valid while the view is pinned. */
+/* The partitions holding at least one entity in the view, and the cold
+ * ones (whose entities are not in memory): the default partition first
+ * (when it has entities), then the named ones in bytewise order of their
+ * names. sc_view_partition: the i-th name (i < sc_view_partition_count),
+ * valid while the view is pinned. sc_view_len_all and the _all iteration
+ * count and walk the entities in memory only. */
 SC_API size_t sc_view_partition_count(const sc_view *view);
 SC_API sc_str sc_view_partition(const sc_view *view, size_t i);
 /* The version number: 0 for the empty initial version, +1 per promote. */
@@ -354,7 +362,9 @@ typedef int (*sc_diff_fn)(void *ctx, sc_diff_kind kind, const sc_entity *old,
  * sc_view_diff - report entities added, removed and updated from view `a`
  * to view `b`, in every partition (sc_entity_partition tells which),
  * skipping subtrees and partitions the versions share. Both views must belong
- * to the same cache and stay pinned during the call. Returns 0 or the
+ * to the same cache and stay pinned during the call. A partition that
+ * became cold or was loaded between the two is not reported removed or
+ * added (cache/cache_lib.h says what is reported of it). Returns 0 or the
  * callback's non-zero value.
  */
 SC_API int sc_view_diff(const sc_view *a, const sc_view *b, sc_diff_fn fn,

@@ -37,6 +37,15 @@
  * store's cache with sc_watch_open(sc_store_cache(store), ...): every
  * sc_store_append promotes once, so a batch covers whole appends.
  *
+ * Partitions the store keeps cold (not in memory): an eviction or a load is
+ * no change of state, so no batch reports a partition's entities removed
+ * when it becomes cold, nor added when it is loaded again. A batch from a
+ * version in which a partition is resident to one in which it is cold
+ * reports its changes up to the eviction; a batch that starts while it is
+ * cold reports nothing of it (the changes it took while cold and up to
+ * that batch's end are not reported); later batches report its changes
+ * again. Keep a partition pinned resident to see every change of it.
+ *
  * Resuming after a log position (a consumer's restart): sc_store_watch_resume
  * in statecache/store.h. Following a store that another process writes:
  * open the store with options.read_only (its cache follows the log) and
