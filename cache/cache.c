@@ -801,7 +801,8 @@ static bool view_root(const struct sc_version *v, sc_str partition,
 		*out = v->root;
 		return true;
 	}
-	const sc_part_ref *r = sc_parts_find(v->parts, partition);
+	const sc_part_ref *r =
+	    sc_parts_find(v->cache->map, v->parts, partition);
 	if (!r)
 		return false;
 	*out = r->root;
@@ -816,7 +817,8 @@ const sc_entity *sc_view_get_in(const sc_view *view, sc_str partition,
 		return sc_view_get(view, id);
 	if (!id.ptr)
 		return NULL;
-	const sc_part_ref *r = sc_parts_find(v->parts, partition);
+	const sc_part_ref *r =
+	    sc_parts_find(v->cache->map, v->parts, partition);
 	if (!r)
 		return NULL;
 	sc_part_touch(r->p, &v->cache->lru_tick);

@@ -63,6 +63,7 @@ struct sc_partition {
  * version whose successor replaces it frees it. */
 typedef struct sc_part_ref {
 	const struct sc_partition *p;
+	uint64_t hash;	   /* p->hash, here so a lookup skips other entries */
 	sc_hamt_root root; /* empty when cold */
 	/* Cold: the tree the partition had when it was evicted, for diffs
 	 * only (cache/residency.c says when it may be read). */
@@ -77,6 +78,12 @@ struct sc_parts {
 	size_t n;
 	size_t entities; /* in all of them */
 	size_t cold;	 /* entries that are cold */
+	/* Open addressing on the name's hash: slots[h & mask] onwards holds
+	 * the index of each entry, UINT32_MAX where none; at most half full.
+	 * A lookup costs one hash of the name and about one entry, however
+	 * many partitions there are (sc_parts_find). */
+	uint32_t *slots;
+	size_t mask;
 	sc_part_ref items[];
 };
 
@@ -106,8 +113,10 @@ static inline void sc_part_touch(const struct sc_partition *p,
 		atomic_store_explicit(u, t, memory_order_relaxed);
 }
 
-/* The entry of `name` in table `t` (may be NULL), or NULL. Any thread. */
-const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name);
+/* The entry of `name` in table `t` (may be NULL) of a cache whose map is
+ * `map`, or NULL. Any thread. */
+const sc_part_ref *sc_parts_find(const sc_hamt *map, const struct sc_parts *t,
+				 sc_str name);
 
 /* The edit of partition `part` in the pending version (open, with the
  * default partition's edit opened first: sc_cache_pending_open), opened

@@ -31,23 +31,45 @@ static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 	return alen < blen ? -1 : alen > blen;
 }
 
-const sc_part_ref *sc_parts_find(const struct sc_parts *t, sc_str name)
+const sc_part_ref *sc_parts_find(const sc_hamt *map, const struct sc_parts *t,
+				 sc_str name)
 {
-	if (!t || !name.len || !name.ptr)
+	if (!t || !t->n || !name.len || !name.ptr)
 		return NULL;
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const struct sc_partition *p = t->items[mid].p;
-		int c = name_cmp(p->name, p->len, name.ptr, name.len);
-		if (c == 0)
-			return &t->items[mid];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
+	uint64_t h = sc_hamt_hash(map, name.ptr, name.len);
+	for (size_t i = (size_t)h & t->mask;; i = (i + 1) & t->mask) {
+		uint32_t k = t->slots[i];
+		if (k == UINT32_MAX)
+			return NULL;
+		const sc_part_ref *r = &t->items[k];
+		if (r->hash == h && r->p->len == name.len &&
+		    memcmp(r->p->name, name.ptr, name.len) == 0)
+			return r;
 	}
-	return NULL;
+}
+
+/* Slots of the lookup index of a table of at most `cap` entries: a power
+ * of two, at least twice cap. */
+static size_t parts_slots(size_t cap)
+{
+	size_t s = 4;
+	while (s < 2 * cap)
+		s *= 2;
+	return s;
+}
+
+/* Fill t's lookup index (t->slots points at `nslots` slots). */
+static void parts_index(struct sc_parts *t, size_t nslots)
+{
+	t->mask = nslots - 1;
+	for (size_t i = 0; i < nslots; i++)
+		t->slots[i] = UINT32_MAX;
+	for (size_t k = 0; k < t->n; k++) {
+		size_t i = (size_t)t->items[k].hash & t->mask;
+		while (t->slots[i] != UINT32_MAX)
+			i = (i + 1) & t->mask;
+		t->slots[i] = (uint32_t)k;
+	}
 }
 
 /* ==== the registry ======================================================== */
@@ -201,8 +223,11 @@ int sc_cache_parts_prepare(sc_cache *cache, const struct sc_parts *cur)
 	np += ne;
 	size_t cap = (cur ? cur->n : 0) + np;
 	if (cache->reserved_parts_cap < cap || !cache->reserved_parts) {
+		if (cap >= UINT32_MAX / 4)
+			return ENOMEM;
 		struct sc_parts *t =
-		    sc_malloc(sizeof *t + cap * sizeof(sc_part_ref));
+		    sc_malloc(sizeof *t + cap * sizeof(sc_part_ref) +
+			      parts_slots(cap) * sizeof(uint32_t));
 		if (!t)
 			return ENOMEM;
 		sc_free(cache->reserved_parts);
@@ -286,6 +311,7 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 	if (changed) {
 		qsort(sorted, ns, sizeof *sorted, part_ptr_cmp);
 		struct sc_parts *t = cache->reserved_parts;
+		size_t tcap = cache->reserved_parts_cap;
 		cache->reserved_parts = NULL;
 		cache->reserved_parts_cap = 0;
 		size_t i = 0, j = 0, n = 0, entities = 0, cold = 0;
@@ -309,11 +335,13 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 				 * diffs while the old version lives. */
 				if (sp->evicting)
 					r = (sc_part_ref){.p = sp,
+							  .hash = sp->hash,
 							  .last = sp->root,
 							  .epoch = sp->epoch,
 							  .cold = true};
 				else
 					r = (sc_part_ref){.p = sp,
+							  .hash = sp->hash,
 							  .root = sp->next_root,
 							  .epoch = sp->epoch};
 				if (c == 0)
@@ -328,6 +356,8 @@ void sc_cache_parts_commit(sc_cache *cache, struct sc_parts *cur,
 		t->n = n;
 		t->entities = entities;
 		t->cold = cold;
+		t->slots = (uint32_t *)(void *)(t->items + tcap);
+		parts_index(t, parts_slots(tcap));
 		*next = t;
 	}
 	size_t nev = 0, evbytes = 0;

@@ -250,7 +250,8 @@ const sc_entity *sc_reader_get_in(sc_reader *reader, sc_str partition,
 	reader_pin(reader);
 	if (!id.ptr)
 		return NULL;
-	const sc_part_ref *r = sc_parts_find(reader->version->parts, partition);
+	const sc_part_ref *r =
+	    sc_parts_find(reader->map, reader->version->parts, partition);
 	if (!r)
 		return NULL;
 	sc_part_touch(r->p, &reader->cache->lru_tick);

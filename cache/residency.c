@@ -91,7 +91,8 @@ sc_residency sc_view_residency(const sc_view *view, sc_str partition)
 	    (const struct sc_version *)(const void *)view;
 	if (!partition.len)
 		return SC_RESIDENCY_RESIDENT;
-	const sc_part_ref *r = sc_parts_find(v->parts, partition);
+	const sc_part_ref *r =
+	    sc_parts_find(v->cache->map, v->parts, partition);
 	if (!r)
 		return SC_RESIDENCY_ABSENT;
 	return r->cold ? SC_RESIDENCY_COLD : SC_RESIDENCY_RESIDENT;
