@@ -620,14 +620,12 @@ static int ckpt_write_body(sc_store *store, MDB_txn *txn, void *ctx,
 	sc_free(pos);
 	sc_partition_info r;
 	if (!rc) {
+		/* A partition without events has no row (its checkpoint is
+		 * empty and never loaded). */
 		int grc = cat_get(store, txn, w->partition, &r, err);
-		if (grc == SC_NOTFOUND) {
-			memset(&r, 0, sizeof r);
-			r.name = w->partition;
-		} else if (grc) {
+		if (grc && grc != SC_NOTFOUND)
 			return grc;
-		}
-		if (enc->position >= r.checkpoint_position) {
+		if (!grc && enc->position >= r.checkpoint_position) {
 			r.checkpoint_position = enc->position;
 			r.tail = r.events - w->events_at;
 			rc = cat_put(store, txn, &r);
@@ -645,7 +643,6 @@ static int ckpt_write_body(sc_store *store, MDB_txn *txn, void *ctx,
 int sc_checkpoint_take(sc_store *store, sc_str partition,
 		       sc_checkpoint_info *info, sc_error *err)
 {
-	double t0 = mono_seconds();
 	if (info)
 		memset(info, 0, sizeof *info);
 	pthread_mutex_lock(&store->ckpt_mu);
@@ -727,7 +724,6 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 		info->bytes = enc->bytes_compressed;
 		info->created_at = sc_store_now_ns();
 		info->verifies = true;
-		(void)t0;
 	}
 	sc_snapshot_encoded_free(enc);
 	return rc;

@@ -220,8 +220,7 @@ static sc_store *open_store(const char *dir, uint64_t tail, uint32_t per_chunk,
 	return s;
 }
 
-/* ==== the differential property ============================================
- */
+/* ==== the differential property ======================================== */
 
 static void test_differential(void **state)
 {
@@ -290,8 +289,7 @@ static void test_differential(void **state)
 	}
 }
 
-/* ==== damaged checkpoints ==================================================
- */
+/* ==== damaged checkpoints ============================================== */
 
 static void part_key(uint8_t *k, sc_str p)
 {
@@ -417,8 +415,7 @@ static void test_damaged(void **state)
 	}
 }
 
-/* ==== choosing a checkpoint ================================================
- */
+/* ==== choosing a checkpoint ============================================ */
 
 static void test_choose(void **state)
 {
@@ -468,8 +465,7 @@ static void test_choose(void **state)
 	tk_refstate_free(m);
 }
 
-/* ==== automatic checkpoints ================================================
- */
+/* ==== automatic checkpoints ============================================ */
 
 static void test_automatic(void **state)
 {
@@ -525,8 +521,76 @@ static void test_automatic(void **state)
 	tk_refstate_free(m);
 }
 
-/* ==== crashes inside checkpoint writes and loads ===========================
- */
+/* ==== a store of an older format ====================================== */
+
+typedef struct counts {
+	uint64_t n[3], last[3];
+	tk_refstate *m;
+} counts;
+
+static int count_event(void *ctx, const sc_event *ev)
+{
+	counts *c = ctx;
+	tk_refstate_apply(c->m, ev);
+	size_t k = 2;
+	if (!ev->partition.len)
+		k = 0;
+	else if (ev->partition.len == 2 && !memcmp(ev->partition.ptr, "eu", 2))
+		k = 1;
+	c->n[k]++;
+	c->last[k] = ev->position;
+	return 0;
+}
+
+/* The first writing open of a format 3 store builds the catalog from its
+ * log; checkpoints then work on it. */
+static void test_upgrade(void **state)
+{
+	(void)state;
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	const char *data = getenv("SC_TEST_DATA");
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd,
+		 "mkdir -m 700 '%s' && cp '%s/format3_partitions/data.mdb' "
+		 "'%s/' && chmod 600 '%s/data.mdb'",
+		 dir, data ? data : "tests/data", dir, dir);
+	assert_int_equal(system(cmd), 0);
+	warns w = {0};
+	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, &w);
+	counts c = {.m = tk_refstate_new()};
+	assert_int_equal(sc_store_events(s, 1, 0, count_event, &c, NULL), 0);
+	static const char *const pn[] = {"", "eu", "us"};
+	for (size_t i = 0; i < 3; i++) {
+		sc_partition_info pi;
+		assert_int_equal(
+		    sc_store_partition_info(s, S(pn[i]), &pi, NULL), 0);
+		assert_int_equal(pi.events, c.n[i]);
+		assert_int_equal(pi.tail, c.n[i]);
+		assert_int_equal(pi.last_position, c.last[i]);
+		assert_int_equal(pi.checkpoint_position, 0);
+		assert_int_equal(sc_store_checkpoint(s, S(pn[i]), NULL, NULL),
+				 0);
+	}
+	sc_store_close(s);
+	s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_store_stats st;
+	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
+	assert_int_equal(st.open_events_replayed, 0);
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	char why[256];
+	bool ok =
+	    tk_refstate_check_view(c.m, sc_reader_begin(r), why, sizeof why);
+	if (!ok)
+		fprintf(stderr, "%s\n", why);
+	assert_true(ok);
+	sc_reader_close(r);
+	sc_store_close(s);
+	tk_refstate_free(c.m);
+}
+
+/* ==== crashes inside checkpoint writes and loads ======================= */
 
 /* The child's stream: batch b, event i, is a pure function of (seed, b). */
 static void child_batch(uint64_t sd, unsigned b, rev *rs, sc_event *evs,
@@ -658,6 +722,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_damaged),
 	    cmocka_unit_test(test_choose),
 	    cmocka_unit_test(test_automatic),
+	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_crash),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
