@@ -853,6 +853,28 @@ int sc_store_partition_info(sc_store *store, sc_str partition,
 /* ---- loading one partition ------------------------------------------------
  */
 
+/* Bounds of the stored chunks read since the last release of their map
+ * pages. */
+typedef struct release_span {
+	const uint8_t *lo, *hi;
+} release_span;
+
+#define RELEASE_EVERY 32
+
+static void chunk_done(void *ctx, uint32_t index, const void *bytes, size_t len)
+{
+	release_span *r = ctx;
+	const uint8_t *b = bytes, *e = b + len;
+	if (!r->lo || b < r->lo)
+		r->lo = b;
+	if (e > r->hi)
+		r->hi = e;
+	if ((index + 1) % RELEASE_EVERY == 0) {
+		sc_store_release_pages(r->lo, r->hi);
+		r->lo = r->hi = NULL;
+	}
+}
+
 /* Load the checkpoint at pos into the pending version. */
 static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 		     const uint8_t *pk, uint64_t pos, sc_error *err)
@@ -866,9 +888,17 @@ static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 	if (rc)
 		return rc;
 	sc_killpoint("checkpoint_load");
-	sc_snapshot_load_params p = {.no_thread = true};
+	/* As a snapshot's restore: a helper thread when a second core is
+	 * online, and the map pages read dropped as the load goes. */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	release_span span = {NULL, NULL};
+	sc_snapshot_load_params p = {.no_thread = ncpu > 0 && ncpu < 2,
+				     .chunk_done = chunk_done,
+				     .ctx = &span};
 	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,
 			      store->cache, &p, NULL, err);
+	/* Inside the read transaction: the map cannot move meanwhile. */
+	sc_store_release_pages(span.lo, span.hi);
 	sc_free(chunks);
 	sc_free(lens);
 	sc_snapshot_header_clear(&h);
