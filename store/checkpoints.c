@@ -1199,13 +1199,47 @@ int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
 
 /* ---- the background checkpointer ----------------------------------------- */
 
+/* Partitions whose last automatic checkpoint failed, remembered so that
+ * the thread tries one again only once its tail has grown by another
+ * checkpoint_tail events (not after every append). */
+#define FAILED_MAX 16
+
+typedef struct failed_part {
+	uint64_t hash; /* XXH3-64 of the name; 0: free */
+	uint64_t tail; /* the tail when it failed */
+} failed_part;
+
 struct sc_store_checkpointer {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint64_t kicks, done;
 	bool stop;
+	/* The thread's own (no lock). */
+	failed_part failed[FAILED_MAX];
+	unsigned failed_next;
 };
+
+static failed_part *failed_find(struct sc_store_checkpointer *c, uint64_t h)
+{
+	for (unsigned i = 0; i < FAILED_MAX; i++)
+		if (c->failed[i].hash == h)
+			return &c->failed[i];
+	return NULL;
+}
+
+/* Whether a due partition is held back by an earlier failure. */
+static bool failed_wait(sc_store *store, const sc_partition_info *r)
+{
+	uint64_t h = XXH3_64bits(r->name.ptr, r->name.len) | 1;
+	failed_part *f = failed_find(store->checkpointer, h);
+	if (!f)
+		return false;
+	if (r->tail < f->tail || r->tail - f->tail < store->opt.checkpoint_tail)
+		return true;
+	f->hash = 0;
+	return false;
+}
 
 /* Checkpoint every partition due now. */
 static void checkpoint_due(sc_store *store)
@@ -1227,7 +1261,8 @@ static void checkpoint_due(sc_store *store)
 	while (!rc && mdb_cursor_get(cur, &k, &v, op) == 0) {
 		op = MDB_NEXT;
 		sc_partition_info r;
-		if (!cat_decode(&v, &r) || !cat_due(store, &r, last))
+		if (!cat_decode(&v, &r) || !cat_due(store, &r, last) ||
+		    failed_wait(store, &r))
 			continue;
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 8;
@@ -1251,16 +1286,29 @@ static void checkpoint_due(sc_store *store)
 	if (!rc)
 		mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);
+	struct sc_store_checkpointer *c = store->checkpointer;
 	for (size_t i = 0; i < n; i++) {
 		sc_error_clear(&err);
-		if (sc_checkpoint_take(store, (sc_str){names[i], lens[i]}, NULL,
-				       &err))
-			sc_store_warn(store,
-				      "automatic checkpoint of partition "
-				      "'%.*s' failed (the appends are "
-				      "committed; it is tried again): %s",
-				      (int)(lens[i] > 64 ? 64 : lens[i]),
-				      names[i], err.message);
+		sc_str p = {names[i], lens[i]};
+		if (sc_checkpoint_take(store, p, NULL, &err)) {
+			sc_store_warn(
+			    store,
+			    "automatic checkpoint of partition "
+			    "'%.*s' failed (the appends are "
+			    "committed; it is tried again once "
+			    "its tail grows by another %llu "
+			    "events): %s",
+			    (int)(lens[i] > 64 ? 64 : lens[i]), names[i],
+			    (unsigned long long)store->opt.checkpoint_tail,
+			    err.message);
+			sc_partition_info r;
+			if (sc_store_partition_info(store, p, &r, NULL) == 0) {
+				failed_part *f =
+				    &c->failed[c->failed_next++ % FAILED_MAX];
+				f->hash = XXH3_64bits(p.ptr, p.len) | 1;
+				f->tail = r.tail;
+			}
+		}
 		sc_free(names[i]);
 	}
 	sc_free(names);

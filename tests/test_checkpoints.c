@@ -521,6 +521,52 @@ static void test_automatic(void **state)
 	tk_refstate_free(m);
 }
 
+/* A failed automatic checkpoint (no reader slot left for it) is a
+ * warning: every append is committed, and the thread does not try that
+ * partition again before its tail has grown by another bound. */
+static void test_automatic_failure(void **state)
+{
+	(void)state;
+	names_init();
+	uint64_t rng = seed ^ 0xfa;
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	warns w = {0};
+	sc_store_options o = {.create = true,
+			      .durability = SC_DURABILITY_NOSYNC,
+			      .checkpoint_tail = 50,
+			      .warn = warn_collect,
+			      .warn_ctx = &w,
+			      .cache.max_readers = 1};
+	sc_store *s;
+	assert_int_equal(sc_store_open(dir, &o, &s, NULL), 0);
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	tk_refstate *m = tk_refstate_new();
+	for (int i = 0; i < 12; i++) {
+		append_random(s, m, &rng, 10, 3);
+		assert_int_equal(sc_store_checkpoints_wait(s, NULL), 0);
+	}
+	/* Tried when due at a tail of 50, and again only at 100 (its tail
+	 * grown by the bound), not after every append. */
+	assert_int_equal(w.n, 2);
+	assert_non_null(strstr(w.text, "automatic checkpoint of partition "
+				       "'tenant-0042' failed"));
+	sc_partition_info pi;
+	assert_int_equal(sc_store_partition_info(s, parts[3], &pi, NULL), 0);
+	assert_int_equal(pi.events, 120);
+	assert_int_equal(pi.tail, 120);
+	sc_reader_close(r);
+	/* With a slot free the next due append gets its checkpoint. */
+	append_random(s, m, &rng, 40, 3);
+	assert_int_equal(sc_store_checkpoints_wait(s, NULL), 0);
+	assert_int_equal(sc_store_partition_info(s, parts[3], &pi, NULL), 0);
+	assert_int_equal(pi.tail, 0);
+	check_store(s, m);
+	sc_store_close(s);
+	tk_refstate_free(m);
+}
+
 /* ==== a store of an older format ====================================== */
 
 typedef struct counts {
@@ -722,6 +768,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_damaged),
 	    cmocka_unit_test(test_choose),
 	    cmocka_unit_test(test_automatic),
+	    cmocka_unit_test(test_automatic_failure),
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_crash),
 	};
