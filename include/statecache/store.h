@@ -192,11 +192,13 @@ typedef struct sc_store_options {
 	 * checkpoint_tail (0: 100,000; SC_CHECKPOINT_NEVER: never) the
 	 * store's checkpoint thread writes a checkpoint of that partition
 	 * from a pinned view, off the appenders' path (a failure is a
-	 * warning; the append is committed). The default partition is also
-	 * due once it has a tail and the log after its newest checkpoint
-	 * holds 4 x checkpoint_tail events, which bounds the log scan that
-	 * open makes for it. So open replays at most about checkpoint_tail
-	 * events per partition. No thread in read-only stores. */
+	 * warning; the append is committed; the partition is tried again
+	 * once its tail has grown by another checkpoint_tail events). The
+	 * default partition is also due once it has a tail and the log after
+	 * its newest checkpoint holds 4 x checkpoint_tail events, which bounds
+	 * the log scan that open makes for it. So open replays at most about
+	 * checkpoint_tail events per partition. No thread in read-only stores.
+	 */
 	uint64_t checkpoint_tail;
 	unsigned checkpoint_keep; /* checkpoints kept per partition; 0: 3 */
 	/* Entities per chunk of a checkpoint; 0: 4096 (snapshot format). */
