@@ -588,22 +588,28 @@ static int count_event(void *ctx, const sc_event *ev)
 	return 0;
 }
 
-/* The first writing open of a format 3 store builds the catalog from its
- * log; checkpoints then work on it. */
-static void test_upgrade(void **state)
+/* The first writing open of a store of an older format builds the
+ * catalog from its log (a format 5 store keeps its snapshot and restores
+ * it, then replays the 100 events after it); checkpoints then work on it
+ * and the next open loads by them. */
+static void upgrade_one(const char *name, uint64_t snapshots,
+			uint64_t first_replay)
 {
-	(void)state;
 	char dir[256];
 	new_dir(dir, sizeof dir);
 	const char *data = getenv("SC_TEST_DATA");
 	char cmd[1024];
 	snprintf(cmd, sizeof cmd,
-		 "mkdir -m 700 '%s' && cp '%s/format3_partitions/data.mdb' "
+		 "mkdir -m 700 '%s' && cp '%s/%s/data.mdb' "
 		 "'%s/' && chmod 600 '%s/data.mdb'",
-		 dir, data ? data : "tests/data", dir, dir);
+		 dir, data ? data : "tests/data", name, dir, dir);
 	assert_int_equal(system(cmd), 0);
-	warns w = {0};
-	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, &w);
+	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_snapshot_info si[4];
+	assert_int_equal(sc_store_snapshots(s, si, 4, NULL), (int)snapshots);
+	sc_store_stats st;
+	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
+	assert_int_equal(st.open_events_replayed, first_replay);
 	counts c = {.m = tk_refstate_new()};
 	assert_int_equal(sc_store_events(s, 1, 0, count_event, &c, NULL), 0);
 	static const char *const pn[] = {"", "eu", "us"};
@@ -620,7 +626,6 @@ static void test_upgrade(void **state)
 	}
 	sc_store_close(s);
 	s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
-	sc_store_stats st;
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.open_events_replayed, 0);
 	sc_reader *r;
@@ -629,11 +634,31 @@ static void test_upgrade(void **state)
 	bool ok =
 	    tk_refstate_check_view(c.m, sc_reader_begin(r), why, sizeof why);
 	if (!ok)
-		fprintf(stderr, "%s\n", why);
+		fprintf(stderr, "%s: %s\n", name, why);
 	assert_true(ok);
 	sc_reader_close(r);
+	/* The store says format 6 now. */
+	MDB_txn *txn;
+	MDB_dbi meta;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, MDB_RDONLY, &txn),
+			 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	MDB_val k = {sizeof "format_version" - 1, "format_version"}, v;
+	assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+	assert_int_equal(v.mv_size, 4);
+	assert_int_equal(((uint8_t *)v.mv_data)[3], 6);
+	mdb_txn_abort(txn);
 	sc_store_close(s);
 	tk_refstate_free(c.m);
+}
+
+static void test_upgrade(void **state)
+{
+	(void)state;
+	/* Format 3 with partitions: its merged snapshot is dropped, open
+	 * replays all 160 events. */
+	upgrade_one("format3_partitions", 0, 160);
+	upgrade_one("format5", 1, 100);
 }
 
 /* ==== crashes inside checkpoint writes and loads ======================= */

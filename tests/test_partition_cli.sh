@@ -4,7 +4,8 @@
 # partition's catalog figures, --use POS deletes the newer ones (and is
 # refused for a position that is not a checkpoint); usage and exit codes.
 # Run with STATECACHE=/path/to/statecache; prints "N passed, M failed" last.
-. "$(dirname "$0")/support/cli_testkit.sh" partition
+HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/support/cli_testkit.sh" partition
 DB="$T/db"
 
 # ---- usage -------------------------------------------------------------------
@@ -48,5 +49,21 @@ run 0 "get after reopen" -- "$S" --db "$DB" get e1 --partition p1
 expect_in "$T/out" '"n":29' "state from the checkpoint and its tail"
 run 0 "default partition" -- "$S" --db "$DB" partition checkpoints ""
 expect_in "$T/out" '{"partition":"","events":0,' "default partition has no events"
+
+# ---- a store of format 5 ---------------------------------------------------
+# Its first writing open builds the catalog; the state is what the format 5
+# build scanned, before and after a checkpoint of every partition.
+DATA=${SC_TEST_DATA:-$HERE/data}
+OLD="$T/old"
+mkdir -m 700 "$OLD" && cp "$DATA/format5/data.mdb" "$OLD/" && chmod 600 "$OLD/data.mdb"
+run 0 "format 5: catalog" -- "$S" --db "$OLD" partition checkpoints eu --take
+expect_in "$T/out" '"verifies":true}' "format 5: checkpoint of eu"
+expect_in "$T/out" '"tail":0,"checkpoint_position":300}' "format 5: catalog of eu"
+run 0 "format 5: default" -- "$S" --db "$OLD" partition checkpoints "" --take
+run 0 "format 5: us" -- "$S" --db "$OLD" partition checkpoints us --take
+run 0 "format 5: scan" -- "$S" --db "$OLD" scan
+if cmp -s "$T/out" "$DATA/format5/scan.jsonl"; then ok; else bad "format 5: scan differs from the format 5 build's"; fi
+run 0 "format 5: stats" -- "$S" --db "$OLD" stats
+expect_in "$T/out" '"open_events_replayed":0,' "format 5: open by checkpoints"
 
 cli_finish partition
