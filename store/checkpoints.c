@@ -283,11 +283,10 @@ static int catalog_build(sc_store *store, MDB_txn *txn, sc_error *err)
 			goto out;
 		}
 		uint64_t pos = sc_be64_get(k.mv_data);
-		sc_decoded_event d;
-		rc = sc_event_decode(v.mv_data, v.mv_size, pos, &d, err);
+		sc_str p, id;
+		rc = sc_event_peek_key(v.mv_data, v.mv_size, pos, &p, &id, err);
 		if (rc)
 			goto out;
-		sc_str p = d.ev.partition;
 		bool same = run_n && str_eq(p, run, run_len);
 		if (!same && run_n) {
 			rc = cat_add(store, txn, (sc_str){run, run_len}, run_n,
@@ -313,7 +312,6 @@ static int catalog_build(sc_store *store, MDB_txn *txn, sc_error *err)
 				run_len = p.len;
 			}
 		}
-		sc_decoded_event_free(&d);
 		if (rc)
 			goto out;
 		run_n++;
@@ -916,8 +914,17 @@ typedef struct tail_replay {
 /* Apply the event at pos when it is of the partition. */
 static int tail_one(tail_replay *t, const MDB_val *v, uint64_t pos)
 {
+	/* Events of other partitions are skipped after a peek at their
+	 * key (the default partition's scan passes over every named one). */
+	sc_str part, id;
+	int rc =
+	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, t->err);
+	if (rc)
+		return rc;
+	if (!str_eq(t->partition, part.ptr, part.len))
+		return 0;
 	sc_decoded_event d;
-	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, t->err);
+	rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, t->err);
 	if (rc)
 		return rc;
 	if (str_eq(t->partition, d.ev.partition.ptr, d.ev.partition.len)) {
