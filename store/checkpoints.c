@@ -363,6 +363,173 @@ int sc_checkpoints_open(sc_store *store, MDB_txn *txn, const char *dir,
 	return 0;
 }
 
+/* ---- verification ---------------------------------------------------------
+ */
+
+/* One partition's figures counted from the log, in an open-addressing
+ * table keyed by the partition key. */
+typedef struct vrow {
+	uint8_t key[SC_PART_KEY_LEN];
+	bool used, seen;
+	uint64_t events, last;
+} vrow;
+
+typedef struct vtable {
+	vrow *rows;
+	size_t cap, n;
+} vtable;
+
+static vrow *vt_slot(vrow *rows, size_t cap, const uint8_t *key)
+{
+	uint64_t h;
+	memcpy(&h, key + 1, sizeof h);
+	size_t i = (size_t)(h ^ key[0]) & (cap - 1);
+	while (rows[i].used && memcmp(rows[i].key, key, SC_PART_KEY_LEN) != 0)
+		i = (i + 1) & (cap - 1);
+	return &rows[i];
+}
+
+static vrow *vt_get(vtable *t, const uint8_t *key)
+{
+	if ((t->n + 1) * 2 > t->cap) {
+		size_t nc = t->cap ? t->cap * 2 : 64;
+		vrow *nr = sc_calloc(nc, sizeof *nr);
+		if (!nr)
+			return NULL;
+		for (size_t i = 0; i < t->cap; i++)
+			if (t->rows[i].used)
+				*vt_slot(nr, nc, t->rows[i].key) = t->rows[i];
+		sc_free(t->rows);
+		t->rows = nr;
+		t->cap = nc;
+	}
+	vrow *r = vt_slot(t->rows, t->cap, key);
+	if (!r->used) {
+		r->used = true;
+		memcpy(r->key, key, SC_PART_KEY_LEN);
+		t->n++;
+	}
+	return r;
+}
+
+/* Count every partition's events and last position from the log. */
+static int vt_count(sc_store *store, MDB_txn *txn, vtable *t, sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying the catalog");
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	for (;;) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc) {
+			rc = rc == MDB_NOTFOUND
+				 ? 0
+				 : sc_store_lmdb_error(err, rc,
+						       "verifying the catalog");
+			break;
+		}
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		sc_str p, id;
+		rc = sc_event_peek_key(v.mv_data, v.mv_size, pos, &p, &id, err);
+		if (rc)
+			break;
+		uint8_t key[SC_PART_KEY_LEN];
+		sc_part_key(key, p);
+		vrow *r = vt_get(t, key);
+		if (!r) {
+			rc = sc_error_set(err, ENOMEM,
+					  "out of memory verifying the "
+					  "catalog");
+			break;
+		}
+		r->events++;
+		r->last = pos;
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/* Check each catalog row against the counts, marking those seen. */
+static int vt_check_rows(sc_store *store, MDB_txn *txn, vtable *t,
+			 sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_catalog, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, "verifying the catalog");
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	for (;;) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc) {
+			rc = rc == MDB_NOTFOUND
+				 ? 0
+				 : sc_store_lmdb_error(err, rc,
+						       "verifying the catalog");
+			break;
+		}
+		op = MDB_NEXT;
+		sc_partition_info pi;
+		uint8_t key[SC_PART_KEY_LEN];
+		bool ok = k.mv_size == SC_PART_KEY_LEN && cat_decode(&v, &pi);
+		if (ok) {
+			sc_part_key(key, pi.name);
+			ok = memcmp(key, k.mv_data, SC_PART_KEY_LEN) == 0;
+		}
+		if (!ok) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "partition_catalog has a damaged "
+					  "row");
+			break;
+		}
+		vrow *r = t->cap ? vt_slot(t->rows, t->cap, key) : NULL;
+		uint64_t events = 0, last = 0;
+		if (r && r->used) {
+			r->seen = true;
+			events = r->events;
+			last = r->last;
+		}
+		if (pi.events != events || pi.last_position != last ||
+		    pi.tail > pi.events) {
+			rc = sc_error_set(
+			    err, SC_ECORRUPT,
+			    "partition_catalog says partition '%.*s' has %llu "
+			    "events, the last at %llu (tail %llu), but the log "
+			    "holds %llu, the last at %llu",
+			    (int)(pi.name.len > 64 ? 64 : pi.name.len),
+			    pi.name.ptr, (unsigned long long)pi.events,
+			    (unsigned long long)pi.last_position,
+			    (unsigned long long)pi.tail,
+			    (unsigned long long)events,
+			    (unsigned long long)last);
+			break;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+int sc_catalog_verify(sc_store *store, MDB_txn *txn, sc_error *err)
+{
+	vtable t = {NULL, 0, 0};
+	int rc = vt_count(store, txn, &t, err);
+	if (!rc)
+		rc = vt_check_rows(store, txn, &t, err);
+	for (size_t i = 0; !rc && i < t.cap; i++)
+		if (t.rows[i].used && !t.rows[i].seen)
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "partition_catalog has no row for a "
+					  "partition of %llu events (the last "
+					  "at %llu)",
+					  (unsigned long long)t.rows[i].events,
+					  (unsigned long long)t.rows[i].last);
+	sc_free(t.rows);
+	return rc;
+}
+
 /* ---- listing ------------------------------------------------------------- */
 
 /* The distinct checkpoint positions of the partition keyed pk in txn,

@@ -734,6 +734,8 @@ int sc_store_verify(sc_store *store, sc_error *err)
 		rc = sc_index_verify(store, txn, through, err);
 	if (!rc)
 		rc = sc_tag_index_verify(store, txn, last, err);
+	if (!rc)
+		rc = sc_catalog_verify(store, txn, err);
 out:
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);

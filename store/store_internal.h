@@ -494,6 +494,12 @@ int sc_checkpoints_open(sc_store *store, MDB_txn *txn, const char *dir,
 int sc_catalog_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 		      size_t n, uint64_t first, sc_error *err);
 
+/* Check partition_catalog against the log read in txn: one row per
+ * partition with an event, its event count and last position, a tail no
+ * larger than its count. Errors: SC_ECORRUPT naming the first fault,
+ * ENOMEM, SC_ELMDB. */
+int sc_catalog_verify(sc_store *store, MDB_txn *txn, sc_error *err);
+
 /*
  * sc_store_partition_load - restore the one partition `partition` (empty:
  * the default one) as of the store's last committed position into the

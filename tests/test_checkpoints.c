@@ -275,6 +275,11 @@ static void test_differential(void **state)
 		sc_store_close(s);
 		s = open_store(dir, tail, 2, NULL);
 		check_store(s, m);
+		sc_error verr;
+		int vrc = sc_store_verify(s, &verr);
+		if (vrc)
+			fprintf(stderr, "verify: %s\n", verr.message);
+		assert_int_equal(vrc, 0);
 		/* The catalog counts every partition's events. */
 		for (size_t i = 0; i < NPARTS; i++) {
 			sc_partition_info pi;
@@ -413,6 +418,59 @@ static void test_damaged(void **state)
 			tk_refstate_free(m);
 		}
 	}
+}
+
+/* sc_store_verify checks the catalog against the log. */
+static void test_verify_catalog(void **state)
+{
+	(void)state;
+	names_init();
+	uint64_t rng = seed ^ 0x7e;
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	tk_refstate *m = tk_refstate_new();
+	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	for (int i = 0; i < 5; i++)
+		append_random(s, m, &rng, 20, -1);
+	assert_int_equal(sc_store_verify(s, NULL), 0);
+	MDB_env *env = sc_store_env(s);
+	for (int how = 0; how < 2; how++) {
+		MDB_txn *txn;
+		MDB_dbi dbi;
+		assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+		assert_int_equal(
+		    mdb_dbi_open(txn, "partition_catalog", 0, &dbi), 0);
+		uint8_t kb[17];
+		part_key(kb, parts[3]);
+		MDB_val k = {sizeof kb, kb}, v;
+		assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+		uint8_t *saved = malloc(v.mv_size);
+		memcpy(saved, v.mv_data, v.mv_size);
+		MDB_val sv = {v.mv_size, saved};
+		if (how == 0) {
+			uint8_t *copy = malloc(v.mv_size);
+			memcpy(copy, v.mv_data, v.mv_size);
+			copy[16]++; /* the event count's low byte */
+			MDB_val nv = {v.mv_size, copy};
+			assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+			free(copy);
+		} else {
+			assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
+		}
+		assert_int_equal(mdb_txn_commit(txn), 0);
+		sc_error err;
+		assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
+		assert_non_null(strstr(err.message, "partition_catalog"));
+		assert_non_null(
+		    strstr(err.message, how == 0 ? "'tenant-0042'" : "no row"));
+		assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+		assert_int_equal(mdb_put(txn, dbi, &k, &sv, 0), 0);
+		assert_int_equal(mdb_txn_commit(txn), 0);
+		free(saved);
+		assert_int_equal(sc_store_verify(s, NULL), 0);
+	}
+	sc_store_close(s);
+	tk_refstate_free(m);
 }
 
 /* ==== choosing a checkpoint ============================================ */
@@ -791,6 +849,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_differential),
 	    cmocka_unit_test(test_damaged),
+	    cmocka_unit_test(test_verify_catalog),
 	    cmocka_unit_test(test_choose),
 	    cmocka_unit_test(test_automatic),
 	    cmocka_unit_test(test_automatic_failure),

@@ -468,8 +468,9 @@ SC_API int sc_store_entity_at_in(sc_store *store, sc_str partition, sc_str id,
  * entity_index holds exactly one row for every position up to meta
  * "index_through", keyed by that event's (partition, id), and tag_index
  * and partition_index hold exactly the rows of the events' tags and
- * partitions (statecache/query.h). Snapshots are checked by open (a
- * damaged one is skipped) and the state by comparing with a replay
+ * partitions (statecache/query.h), and partition_catalog holds one row
+ * per partition with its event count and last position. Snapshots are checked
+ * by open (a damaged one is skipped) and the state by comparing with a replay
  * (statecache verify). Any thread; its cost grows with the log. Errors:
  * SC_ECORRUPT (the message names the first fault), SC_EINVAL, SC_ELMDB,
  * ENOMEM.
