@@ -358,9 +358,20 @@ int sc_checkpoints_open(sc_store *store, MDB_txn *txn, const char *dir,
 						   "opening the checkpoint "
 						   "databases");
 	}
-	if (!fresh && version < 6)
-		return catalog_build(store, txn, err);
-	return 0;
+	if (fresh || version >= 6)
+		return 0;
+	/* Whatever an older store holds under these names is not ours (a
+	 * store moved back to an older format, by hand): both start empty,
+	 * then the catalog is counted from the log. */
+	int rc = mdb_drop(txn, store->dbi_checkpoints, 0);
+	if (!rc)
+		rc = mdb_drop(txn, store->dbi_catalog, 0);
+	if (rc == MDB_MAP_FULL)
+		return rc;
+	if (rc)
+		return sc_store_lmdb_error(err, rc,
+					   "emptying the checkpoint databases");
+	return catalog_build(store, txn, err);
 }
 
 /* ---- verification ---------------------------------------------------------
