@@ -1026,6 +1026,48 @@ int sc_store_partition_info(sc_store *store, sc_str partition,
 	return rc;
 }
 
+int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
+			sc_error *err)
+{
+	sc_error_clear(err);
+	if (!store || !fn)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_partitions needs a store and a "
+				    "callback");
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	int rc = sc_store_read_cursor(store, store->dbi_catalog,
+				      "listing partitions", &txn, &cur, err);
+	if (rc)
+		return rc;
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	for (;;) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc) {
+			rc = rc == MDB_NOTFOUND
+				 ? 0
+				 : sc_store_lmdb_error(err, rc,
+						       "listing partitions");
+			break;
+		}
+		op = MDB_NEXT;
+		sc_partition_info pi;
+		if (!cat_decode(&v, &pi)) {
+			rc = sc_error_set(err, SC_ECORRUPT,
+					  "partition_catalog has a damaged "
+					  "row; the store is damaged");
+			break;
+		}
+		rc = fn(ctx, &pi);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	sc_store_read_end(store, txn);
+	return rc;
+}
+
 /* ---- loading one partition ------------------------------------------------
  */
 

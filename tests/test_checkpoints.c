@@ -72,6 +72,8 @@ static sc_str S(const char *s)
 static char long_part[SC_EVENT_FIELD_MAX];
 static sc_str parts[NPARTS];
 
+static bool part_used[NPARTS];
+
 #define NIDS 12
 static char id_buf[NIDS][8];
 static sc_str ids[NIDS];
@@ -142,8 +144,10 @@ static void append_random(sc_store *s, tk_refstate *m, uint64_t *rng, size_t n,
 	assert_non_null(rs);
 	assert_non_null(evs);
 	for (size_t i = 0; i < n; i++) {
-		sc_str p = parts[only >= 0 ? (size_t)only
-					   : tk_rand_below(rng, NPARTS)];
+		size_t pi = only >= 0 ? (size_t)only
+				      : (size_t)tk_rand_below(rng, NPARTS);
+		part_used[pi] = true;
+		sc_str p = parts[pi];
 		rev_make(rng, p, &rs[i]);
 		evs[i] = rs[i].ev;
 	}
@@ -220,6 +224,24 @@ static sc_store *open_store(const char *dir, uint64_t tail, uint32_t per_chunk,
 	return s;
 }
 
+static int count_part(void *ctx, const sc_partition_info *p)
+{
+	size_t *n = ctx;
+	(*n)++;
+	assert_true(p->tail <= p->events && p->last_position > 0);
+	return 0;
+}
+
+/* The partitions of `parts` that append_random gave an event since the
+ * last reset. */
+static size_t partitions_with_events(void)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < NPARTS; i++)
+		n += part_used[i];
+	return n;
+}
+
 /* ==== the differential property ======================================== */
 
 static void test_differential(void **state)
@@ -232,6 +254,7 @@ static void test_differential(void **state)
 		char dir[256];
 		new_dir(dir, sizeof dir);
 		tk_refstate *m = tk_refstate_new();
+		memset(part_used, 0, sizeof part_used);
 		uint64_t tail = 20 + tk_rand_below(&rng, 60);
 		sc_store *s = open_store(dir, tail, 2, NULL);
 		unsigned steps = short_run ? 40 : 120;
@@ -280,6 +303,10 @@ static void test_differential(void **state)
 		if (vrc)
 			fprintf(stderr, "verify: %s\n", verr.message);
 		assert_int_equal(vrc, 0);
+		size_t listed = 0;
+		assert_int_equal(
+		    sc_store_partitions(s, count_part, &listed, NULL), 0);
+		assert_int_equal(listed, partitions_with_events());
 		/* The catalog counts every partition's events. */
 		for (size_t i = 0; i < NPARTS; i++) {
 			sc_partition_info pi;

@@ -555,6 +555,20 @@ typedef struct sc_partition_info {
 SC_API int sc_store_partition_info(sc_store *store, sc_str partition,
 				   sc_partition_info *out, sc_error *err);
 
+/* Called once per partition by sc_store_partitions; `p->name` is valid
+ * during the call only. Non-zero stops the walk with that value. */
+typedef int (*sc_partition_fn)(void *ctx, const sc_partition_info *p);
+
+/*
+ * sc_store_partitions - call fn with the catalog row of every partition
+ * that has an event (the default partition's too), in the order of their
+ * keys (not by name), as of the last commit, in one read transaction
+ * (keep fn short; do not append from it). Any thread. Errors: fn's value,
+ * SC_EINVAL, SC_ECORRUPT (a damaged row), SC_ELMDB.
+ */
+SC_API int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
+			       sc_error *err);
+
 /*
  * sc_store_checkpoints_wait - return once the checkpoint thread has
  * handled every append that made a partition due before the call (it
