@@ -160,40 +160,53 @@ static bool cat_due(const sc_store *store, const sc_partition_info *r,
 	       last - r->checkpoint_position >= DEFAULT_LAG_FACTOR * bound;
 }
 
-typedef struct ev_ref {
+/* A batch's partitions, counted in an open-addressing table (no sort). */
+typedef struct part_count {
 	sc_str part;
-	uint64_t pos;
-} ev_ref;
+	uint64_t hash; /* 0: free slot */
+	uint64_t count, last;
+} part_count;
 
-static int ev_ref_cmp(const void *a, const void *b)
+/* One partition's share of a batch: count events, last position; its
+ * row read and rewritten in place through `cur` (one search). */
+static int cat_add(sc_store *store, MDB_cursor *cur, sc_str part,
+		   uint64_t count, uint64_t last_pos, uint64_t log_last,
+		   sc_error *err)
 {
-	const ev_ref *x = a, *y = b;
-	size_t n = x->part.len < y->part.len ? x->part.len : y->part.len;
-	int c = n ? memcmp(x->part.ptr, y->part.ptr, n) : 0;
-	if (c)
-		return c;
-	if (x->part.len != y->part.len)
-		return x->part.len < y->part.len ? -1 : 1;
-	return x->pos < y->pos ? -1 : x->pos > y->pos;
-}
-
-/* One partition's share of a batch: count events, last position. */
-static int cat_add(sc_store *store, MDB_txn *txn, sc_str part, uint64_t count,
-		   uint64_t last_pos, uint64_t log_last, sc_error *err)
-{
+	uint8_t k[SC_PART_KEY_LEN];
+	sc_part_key(k, part);
+	MDB_val kv = {SC_PART_KEY_LEN, k}, v;
 	sc_partition_info r;
-	int rc = cat_get(store, txn, part, &r, err);
-	if (rc == SC_NOTFOUND) {
+	int rc = mdb_cursor_get(cur, &kv, &v, MDB_SET_KEY);
+	bool found = rc == 0;
+	if (rc && rc != MDB_NOTFOUND)
+		return sc_store_lmdb_error(err, rc,
+					   "reading partition_catalog");
+	if (found &&
+	    (!cat_decode(&v, &r) || !str_eq(part, r.name.ptr, r.name.len)))
+		return sc_error_set(err, SC_ECORRUPT,
+				    "the partition_catalog row of partition "
+				    "'%.*s' is damaged; the store is damaged",
+				    (int)(part.len > 64 ? 64 : part.len),
+				    part.ptr ? part.ptr : "");
+	if (!found)
 		memset(&r, 0, sizeof r);
-		rc = 0;
-	}
-	if (rc)
-		return rc;
 	r.name = part;
 	r.last_position = last_pos;
 	r.events += count;
 	r.tail += count;
-	rc = cat_put(store, txn, &r);
+	uint8_t buf[CAT_FIXED + SC_EVENT_FIELD_MAX];
+	buf[0] = CAT_VERSION;
+	sc_be64_put(buf + 1, r.last_position);
+	sc_be64_put(buf + 9, r.events);
+	sc_be64_put(buf + 17, r.tail);
+	sc_be64_put(buf + 25, r.checkpoint_position);
+	if (part.len)
+		memcpy(buf + CAT_FIXED, part.ptr, part.len);
+	MDB_val nv = {CAT_FIXED + part.len, buf};
+	kv.mv_size = SC_PART_KEY_LEN;
+	kv.mv_data = k;
+	rc = mdb_cursor_put(cur, &kv, &nv, found ? MDB_CURRENT : 0);
 	if (rc)
 		return rc == MDB_MAP_FULL
 			   ? rc
@@ -214,39 +227,52 @@ int sc_catalog_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 		      (!evs[0].partition.len ||
 		       memcmp(evs[i].partition.ptr, evs[0].partition.ptr,
 			      evs[0].partition.len) == 0);
-	int rc;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, store->dbi_catalog, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc,
+					   "writing partition_catalog");
 	bool touched_default = !evs[0].partition.len;
 	if (one) {
-		rc = cat_add(store, txn, evs[0].partition, n, log_last,
+		rc = cat_add(store, cur, evs[0].partition, n, log_last,
 			     log_last, err);
 	} else {
-		ev_ref *refs = sc_malloc(n * sizeof *refs);
-		if (!refs)
+		size_t cap = 16;
+		while (cap < 2 * n)
+			cap *= 2;
+		part_count *t = sc_calloc(cap, sizeof *t);
+		if (!t) {
+			mdb_cursor_close(cur);
 			return sc_error_set(err, ENOMEM,
 					    "out of memory cataloguing a "
 					    "batch of %zu events",
 					    n);
+		}
 		for (size_t i = 0; i < n; i++) {
-			refs[i].part = evs[i].partition;
-			refs[i].pos = first + i;
-			if (!evs[i].partition.len)
+			sc_str p = evs[i].partition;
+			if (!p.len)
 				touched_default = true;
+			uint64_t h = XXH3_64bits(p.ptr, p.len) | 1;
+			size_t at = (size_t)h & (cap - 1);
+			while (t[at].hash &&
+			       (t[at].hash != h ||
+				!str_eq(p, t[at].part.ptr, t[at].part.len)))
+				at = (at + 1) & (cap - 1);
+			if (!t[at].hash) {
+				t[at].hash = h;
+				t[at].part = p;
+			}
+			t[at].count++;
+			t[at].last = first + i;
 		}
-		qsort(refs, n, sizeof *refs, ev_ref_cmp);
 		rc = 0;
-		for (size_t i = 0; i < n && !rc;) {
-			size_t j = i + 1;
-			while (j < n && refs[j].part.len == refs[i].part.len &&
-			       (!refs[i].part.len ||
-				memcmp(refs[j].part.ptr, refs[i].part.ptr,
-				       refs[i].part.len) == 0))
-				j++;
-			rc = cat_add(store, txn, refs[i].part, j - i,
-				     refs[j - 1].pos, log_last, err);
-			i = j;
-		}
-		sc_free(refs);
+		for (size_t i = 0; i < cap && !rc; i++)
+			if (t[i].hash)
+				rc = cat_add(store, cur, t[i].part, t[i].count,
+					     t[i].last, log_last, err);
+		sc_free(t);
 	}
+	mdb_cursor_close(cur);
 	if (rc || touched_default)
 		return rc;
 	/* The default partition may fall due by the log growing past its
@@ -264,10 +290,16 @@ int sc_catalog_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
  * transaction. Runs of one partition are counted in memory and put once. */
 static int catalog_build(sc_store *store, MDB_txn *txn, sc_error *err)
 {
-	MDB_cursor *cur;
+	MDB_cursor *cur, *cat;
 	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
 	if (rc)
 		return sc_store_lmdb_error(err, rc, "reading the event log");
+	rc = mdb_cursor_open(txn, store->dbi_catalog, &cat);
+	if (rc) {
+		mdb_cursor_close(cur);
+		return sc_store_lmdb_error(err, rc,
+					   "writing partition_catalog");
+	}
 	MDB_val k, v;
 	int op = MDB_FIRST;
 	char *run = NULL;
@@ -289,7 +321,7 @@ static int catalog_build(sc_store *store, MDB_txn *txn, sc_error *err)
 			goto out;
 		bool same = run_n && str_eq(p, run, run_len);
 		if (!same && run_n) {
-			rc = cat_add(store, txn, (sc_str){run, run_len}, run_n,
+			rc = cat_add(store, cat, (sc_str){run, run_len}, run_n,
 				     run_last, run_last, err);
 			run_n = 0;
 		}
@@ -321,10 +353,11 @@ static int catalog_build(sc_store *store, MDB_txn *txn, sc_error *err)
 		rc = sc_store_lmdb_error(err, rc, "reading the event log");
 		goto out;
 	}
-	rc = run_n ? cat_add(store, txn, (sc_str){run ? run : "", run_len},
+	rc = run_n ? cat_add(store, cat, (sc_str){run ? run : "", run_len},
 			     run_n, run_last, run_last, err)
 		   : 0;
 out:
+	mdb_cursor_close(cat);
 	mdb_cursor_close(cur);
 	sc_free(run);
 	return rc;
