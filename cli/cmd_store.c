@@ -623,7 +623,9 @@ static const char stats_help[] =
     "  entities, last_position, snapshots [{position, entities, bytes,\n"
     "  compressed_bytes, chunks}], map_size, map_bytes_used, memory_bytes,\n"
     "  versions_awaiting_reclamation, bytes_awaiting_reclamation,\n"
-    "  open_seconds (the time open took: snapshot restore + log replay).\n"
+    "  open_events_replayed (events open applied after the checkpoints or\n"
+    "  the snapshot it restored), open_seconds (the time open took:\n"
+    "  checkpoint or snapshot restore + log replay).\n"
     "\n"
     "Exit codes: 0 ok; 1 no store or a read failed; 2 bad usage.\n";
 
@@ -684,10 +686,12 @@ int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv)
 		    "\"memory_bytes\":%zu,\"versions_awaiting_reclamation\":%"
 		    "zu,"
 		    "\"bytes_awaiting_reclamation\":%zu,\"version\":%llu,"
+		    "\"open_events_replayed\":%llu,"
 		    "\"open_seconds\":%.6f}",
 		    s.map_size, s.map_bytes_used, s.cache.memory_bytes,
 		    s.cache.versions_awaiting, s.cache.bytes_awaiting,
-		    (unsigned long long)s.cache.version, open_s);
+		    (unsigned long long)s.cache.version,
+		    (unsigned long long)s.open_events_replayed, open_s);
 	if (e || !sc_cli_print_line(&b))
 		code = out_of_memory("stats");
 	sc_cli_buf_free(&b);

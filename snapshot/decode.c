@@ -59,6 +59,7 @@ void sc_snapshot_header_clear(sc_snapshot_header *h)
 		return;
 	/* The three arrays are one block, chunk_checksums first. */
 	sc_free(h->chunk_checksums);
+	sc_free(h->partition);
 	memset(h, 0, sizeof *h);
 }
 
@@ -160,6 +161,30 @@ int sc_snapshot_header_decode(const void *bytes, size_t len,
 		memcpy(out->chunk_entity_counts, m->chunk_entity_counts, n * 8);
 		for (size_t i = 0; i < n; i++)
 			out->bytes_raw += m->chunk_raw_sizes[i];
+	}
+	if (m->one_partition) {
+		if (m->partition.len > SC_EVENT_FIELD_MAX) {
+			sc_free(out->chunk_checksums);
+			memset(out, 0, sizeof *out);
+			rc = header_corrupt(err, "its partition name is too "
+						 "long");
+			goto done;
+		}
+		out->one_partition = true;
+		out->partition_len = m->partition.len;
+		out->partition = sc_malloc(m->partition.len + 1);
+		if (!out->partition) {
+			sc_free(out->chunk_checksums);
+			memset(out, 0, sizeof *out);
+			rc = sc_error_set(err, ENOMEM,
+					  "out of memory decoding a snapshot "
+					  "header");
+			goto done;
+		}
+		if (m->partition.len)
+			memcpy(out->partition, m->partition.data,
+			       m->partition.len);
+		out->partition[m->partition.len] = 0;
 	}
 	out->format_version = version;
 	out->position = m->position;
@@ -521,12 +546,26 @@ static const char *read_state(rd r, uint64_t max_position,
 	return NULL;
 }
 
+/* A checkpoint (one_partition) holds only entities of its partition. */
+static const char *part_check(const sc_snapshot_header *h,
+			      const sc_snapshot_entity *e)
+{
+	if (!h->one_partition)
+		return NULL;
+	if (e->partition.len != h->partition_len ||
+	    (h->partition_len &&
+	     memcmp(e->partition.ptr, h->partition, h->partition_len) != 0))
+		return "an entity of another partition than the checkpoint's";
+	return NULL;
+}
+
 /*
  * Walk the SnapshotChunk's entities. With fn NULL: check everything and
  * count entities and the largest attribute count. With fn: decode again
  * (the bytes are known good) and call fn for each entity.
  */
-static const char *read_chunk(rd r, uint64_t max_position, sc_attr *attrs,
+static const char *read_chunk(rd r, const sc_snapshot_header *h,
+			      uint64_t max_position, sc_attr *attrs,
 			      sc_snapshot_entity_fn fn, void *ctx,
 			      uint64_t *count, size_t *max_attrs, int *fn_rc)
 {
@@ -547,6 +586,8 @@ static const char *read_chunk(rd r, uint64_t max_position, sc_attr *attrs,
 		sc_snapshot_entity e;
 		size_t n;
 		const char *why = read_state(s, max_position, &e, attrs, &n);
+		if (!why)
+			why = part_check(h, &e);
 		if (why)
 			return why;
 		if (n > *max_attrs)
@@ -582,8 +623,8 @@ static int chunk_check(inflater *z, const sc_snapshot_header *h, uint32_t index,
 		return rc;
 	rd all = {z->buf, z->buf + h->chunk_raw_sizes[index]};
 	int fn_rc = 0;
-	const char *why = read_chunk(all, h->position, NULL, NULL, NULL, count,
-				     max_attrs, &fn_rc);
+	const char *why = read_chunk(all, h, h->position, NULL, NULL, NULL,
+				     count, max_attrs, &fn_rc);
 	if (why)
 		return chunk_corrupt(err, h, index, why);
 	if (*count != h->chunk_entity_counts[index])
@@ -619,8 +660,8 @@ static int chunk_emit(const uint8_t *raw, const sc_snapshot_header *h,
 	uint64_t count;
 	size_t max_attrs;
 	int fn_rc = 0;
-	const char *why = read_chunk(all, h->position, attrs, fn, ctx, &count,
-				     &max_attrs, &fn_rc);
+	const char *why = read_chunk(all, h, h->position, attrs, fn, ctx,
+				     &count, &max_attrs, &fn_rc);
 	SC_INSIST(!why);
 	SC_UNUSED(why);
 	return fn_rc;
@@ -739,7 +780,8 @@ static int images_reserve(load_slot *s, size_t bytes, uint32_t c, sc_error *err)
  * (the count check then fails). Returns why the bytes are bad, or NULL;
  * *rc is set on an allocation failure (the walk stops there).
  */
-static const char *read_chunk_build(rd r, uint64_t max_position,
+static const char *read_chunk_build(rd r, const sc_snapshot_header *h,
+				    uint64_t max_position,
 				    const sc_cache *cache, load_worker *w,
 				    load_slot *s, uint64_t want, uint32_t c,
 				    uint64_t *count, int *rc, sc_error *err)
@@ -760,6 +802,8 @@ static const char *read_chunk_build(rd r, uint64_t max_position,
 		sc_snapshot_entity e;
 		size_t n;
 		const char *why = read_state(sub, max_position, &e, NULL, &n);
+		if (!why)
+			why = part_check(h, &e);
 		if (why)
 			return why;
 		if (++*count > want)
@@ -819,7 +863,7 @@ static int chunk_build(load_pipe *p, load_worker *w, uint32_t c, load_slot *s)
 	}
 	rd all = {w->z.buf, w->z.buf + raw};
 	uint64_t count;
-	const char *why = read_chunk_build(all, h->position, p->cache, w, s,
+	const char *why = read_chunk_build(all, h, h->position, p->cache, w, s,
 					   want, c, &count, &rc, &s->err);
 	if (!rc && why)
 		rc = chunk_corrupt(&s->err, h, c, why);

@@ -512,8 +512,10 @@ static int add_entity(encoder *en, const sc_entity *e, uint64_t position,
 
 /* ---- the header record --------------------------------------------------- */
 
-static int encode_header(encoder *en, int64_t created_at, sc_error *err)
+static int encode_header(encoder *en, const sc_snapshot_params *prm,
+			 sc_error *err)
 {
+	int64_t created_at = prm->created_at;
 	sc_snapshot_encoded *s = en->s;
 	Statecache__V1__SnapshotHeader h =
 	    STATECACHE__V1__SNAPSHOT_HEADER__INIT;
@@ -528,6 +530,11 @@ static int encode_header(encoder *en, int64_t created_at, sc_error *err)
 	h.n_chunk_entity_counts = s->chunk_count;
 	h.chunk_entity_counts = en->entity_counts;
 	h.created_at = (uint64_t)created_at;
+	if (prm->one_partition) {
+		h.one_partition = true;
+		h.partition.len = prm->partition.len;
+		h.partition.data = (uint8_t *)prm->partition.ptr;
+	}
 	size_t pb = statecache__v1__snapshot_header__get_packed_size(&h);
 	size_t len = SC_SNAPSHOT_HEADER_FIXED + pb + SC_SNAPSHOT_HEADER_TRAILER;
 	if (len > SC_SNAPSHOT_HEADER_MAX)
@@ -622,6 +629,12 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 		    prm.zstd_level, ZSTD_minCLevel(), ZSTD_maxCLevel());
 	if (!prm.created_at)
 		prm.created_at = now_ns();
+	if (prm.one_partition && (prm.partition.len > SC_EVENT_FIELD_MAX ||
+				  (prm.partition.len && !prm.partition.ptr)))
+		return sc_error_set(err, SC_EINVAL,
+				    "a checkpoint's partition must be at most "
+				    "%u bytes",
+				    (unsigned)SC_EVENT_FIELD_MAX);
 
 	encoder en = {.per_chunk = prm.entities_per_chunk};
 	int rc = 0;
@@ -650,7 +663,10 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	 * miss; keeping a few in flight turns the walk from latency-bound into
 	 * bandwidth-bound. */
 	sc_view_iter it;
-	sc_view_iter_init_all(view, &it);
+	if (prm.one_partition)
+		sc_view_iter_init_in(view, prm.partition, &it);
+	else
+		sc_view_iter_init_all(view, &it);
 	const sc_entity *ahead[PREFETCH_AHEAD];
 	size_t head = 0, inflight = 0;
 	for (;;) {
@@ -675,8 +691,11 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	if (!rc)
 		rc = collect(&en, err);
 	if (!rc)
-		rc = encode_header(&en, prm.created_at, err);
-	SC_ENSURE(rc || en.s->entity_count == sc_view_len_all(view));
+		rc = encode_header(&en, &prm, err);
+	SC_ENSURE(rc ||
+		  en.s->entity_count ==
+		      (prm.one_partition ? sc_view_len_in(view, prm.partition)
+					 : sc_view_len_all(view)));
 
 done:
 	/* A job may still be in flight after an error: wait for it before

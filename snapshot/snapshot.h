@@ -94,6 +94,12 @@ typedef struct sc_snapshot_params {
 	 * started and joined within the call, compresses one chunk while the
 	 * next is written; the bytes are the same either way. */
 	bool compress_inline;
+	/* A checkpoint: encode only the entities of `partition` (empty: the
+	 * default partition), walked with sc_view_iter_init_in, and name it
+	 * in the header (one_partition), so a reader can check it loads the
+	 * partition it asked for. false: every partition. */
+	bool one_partition;
+	sc_str partition;
 } sc_snapshot_params;
 
 /* One record's bytes, owned by the sc_snapshot_encoded holding it. */
@@ -106,7 +112,8 @@ typedef struct sc_snapshot_blob {
  * chunks[i-1]. Free with sc_snapshot_encoded_free(). */
 typedef struct sc_snapshot_encoded {
 	uint64_t position;     /* sc_view_position() of the encoded view */
-	uint64_t entity_count; /* sc_view_len_all() */
+	uint64_t entity_count; /* sc_view_len_all(), or sc_view_len_in() of
+				  a checkpoint's partition */
 	uint32_t chunk_count;
 	uint64_t bytes_raw;	   /* protobuf bytes, all chunks */
 	uint64_t bytes_compressed; /* stored bytes, header and chunks */
@@ -148,6 +155,13 @@ typedef struct sc_snapshot_header {
 	uint64_t *chunk_raw_sizes;     /* protobuf bytes of each chunk */
 	uint64_t *chunk_entity_counts; /* entities in each chunk */
 	uint64_t bytes_raw;	       /* sum of chunk_raw_sizes */
+	/* A checkpoint: the snapshot holds only the partition `partition`
+	 * (partition_len bytes, NUL-terminated, owned by the header; empty:
+	 * the default partition). Decoding a chunk then refuses an entity
+	 * of any other partition (SC_ECORRUPT). */
+	bool one_partition;
+	char *partition;
+	size_t partition_len;
 } sc_snapshot_header;
 
 /*

@@ -280,6 +280,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	rc = sc_tag_index_append(store, txn, b->evs, b->n, b->first, err);
 	if (rc)
 		return rc;
+	rc = sc_catalog_append(store, txn, b->evs, b->n, b->first, err);
+	if (rc)
+		return rc;
 	if (b->index) {
 		/* The tail before the batch and the batch, in one sorted
 		 * pass. */
@@ -376,6 +379,7 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 			  .ends = ends,
 			  .nparts = nparts,
 			  .vetoed = nparts};
+	store->ckpt_due = false;
 	int rc = sc_store_write(store, "appending events", append_body,
 				rollback, &b, err);
 	*vetoed = b.vetoed;
@@ -391,6 +395,8 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 	sc_killpoint("append_after_commit");
 	sc_projectors_commit(store);
 	store->since_snapshot += n;
+	if (store->ckpt_due)
+		sc_checkpointer_kick(store);
 	return 0;
 }
 
@@ -728,6 +734,8 @@ int sc_store_verify(sc_store *store, sc_error *err)
 		rc = sc_index_verify(store, txn, through, err);
 	if (!rc)
 		rc = sc_tag_index_verify(store, txn, last, err);
+	if (!rc)
+		rc = sc_catalog_verify(store, txn, err);
 out:
 	mdb_cursor_close(cur);
 	sc_store_read_end(store, txn);

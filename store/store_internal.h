@@ -19,6 +19,9 @@
  *   projection.c    projection runners: their threads, offsets in meta
  *                   ("projection/NAME"), their databases  -> env, query
  *   snapshots.c     snapshots: write, list, prune, restore -> env
+ *   checkpoints.c   per-partition checkpoints, the partition catalog,
+ *                   the load of one partition, the checkpoint thread
+ *                                        -> env, entity_index, tag_index
  *   log.c           the event log: one append transaction, replay,
  *                   reads          -> env, entity_index, tag_index,
  *                                     query, projector, snapshots
@@ -35,6 +38,8 @@
  *   group_mu  the queue of waiting appends (group.c); never held across a
  *             transaction, and released before write_mu is taken.
  *   snap_mu   one sc_store_snapshot at a time (held while encoding).
+ *   ckpt_mu   one checkpoint write or drop at a time (held while
+ *             encoding; taken before write_mu, never under it).
  *   write_mu  one writer: held for a whole append, and by a snapshot only
  *             for its short write transaction. Map growth happens under it.
  *   map_lock  rwlock: every read transaction holds it shared; growing the
@@ -66,8 +71,11 @@
  * snapshots of a store whose log names a partition are dropped (open
  * replays the log); the tag and partition indexes of a store before
  * format 4 are built from its log (tag_index.c); reads scan what is not
- * indexed yet. */
-#define SC_STORE_FORMAT_VERSION 5u
+ * indexed yet. Format 6 adds the databases checkpoints (per-partition
+ * checkpoints) and partition_catalog (every partition, its last position,
+ * event count and tail); an older store gets them in open's transaction,
+ * the catalog built from its log (checkpoints.c). */
+#define SC_STORE_FORMAT_VERSION 6u
 
 /* index_lag when the options give 0, and its largest value: an index
  * catch-up of that many rows of the longest keys stays far below the dirty
@@ -91,11 +99,14 @@
 struct sc_store {
 	MDB_env *env;
 	MDB_dbi dbi_events, dbi_index, dbi_snapshots, dbi_meta;
-	MDB_dbi dbi_tags, dbi_partitions; /* tag_index, partition_index */
+	MDB_dbi dbi_tags, dbi_partitions;     /* tag_index, partition_index */
+	MDB_dbi dbi_checkpoints, dbi_catalog; /* checkpoints,
+						 partition_catalog */
 	sc_cache *cache;
 	sc_store_options opt;
 
 	pthread_mutex_t snap_mu;
+	pthread_mutex_t ckpt_mu;
 	pthread_mutex_t write_mu;
 	pthread_rwlock_t map_lock;
 
@@ -133,6 +144,16 @@ struct sc_store {
 	struct sc_store_session *session;
 	/* A read-only store's log follower (follow.c); NULL: not read-only. */
 	struct sc_store_follower *follower;
+
+	/* The checkpoint thread (checkpoints.c); NULL: none. */
+	struct sc_store_checkpointer *checkpointer;
+	/* A partition this append touched is due for a checkpoint (set in
+	 * the append's transaction, under write_mu). */
+	bool ckpt_due;
+	/* Events open replayed after the checkpoints or the snapshot it
+	 * restored, and checkpoints written since open. */
+	uint64_t open_replayed;
+	_Atomic uint64_t checkpoints_written;
 };
 
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
@@ -449,6 +470,82 @@ int sc_store_session_opened(sc_store *store, sc_error *err);
 /* At close: remove this session's marker if `flushed` (the last commit
  * reached the disk) or the environment was never opened. */
 void sc_store_session_end(sc_store *store, bool flushed);
+
+/* ---- checkpoints.c ------------------------------------------------------- */
+
+/* A partition's key id in checkpoints and partition_catalog: byte 0 then
+ * 16 zero bytes for the default partition, byte 1 then the XXH3-128 hash
+ * of the name (canonical) for a named one. */
+#define SC_PART_KEY_LEN 17u
+size_t sc_part_key(uint8_t *k, sc_str partition);
+
+/* In open's transaction, after find_last_position: open checkpoints and
+ * partition_catalog, or create them for a new store or one of a format
+ * before 6, whose catalog is then built from its log. A store of format 6
+ * without them is damaged: refused. Errors: SC_ECORRUPT, ENOMEM,
+ * MDB_MAP_FULL (untranslated), SC_ELMDB. */
+int sc_checkpoints_open(sc_store *store, MDB_txn *txn, const char *dir,
+			bool fresh, uint32_t version, sc_error *err);
+
+/* In the append's transaction, after the batch is written: add the batch
+ * (n events from `first`) to the catalog rows of the partitions it
+ * touches, one put each; sets store->ckpt_due when one falls due.
+ * Returns 0, MDB_MAP_FULL (untranslated) or an sc code with err set. */
+int sc_catalog_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
+		      size_t n, uint64_t first, sc_error *err);
+
+/* Check partition_catalog against the log read in txn: one row per
+ * partition with an event, its event count and last position, a tail no
+ * larger than its count. Errors: SC_ECORRUPT naming the first fault,
+ * ENOMEM, SC_ELMDB. */
+int sc_catalog_verify(sc_store *store, MDB_txn *txn, sc_error *err);
+
+/*
+ * sc_store_partition_load - restore the one partition `partition` (empty:
+ * the default one) as of the store's last committed position into the
+ * cache's pending version: its newest checkpoint that verifies (a damaged
+ * one is skipped with a warning naming the partition and the position,
+ * then older ones, then a full replay of the partition), then its events
+ * after that checkpoint (a named partition: partition_index up to meta
+ * query_index_through and a scan of the log after it; the default
+ * partition: a scan of the log after its checkpoint up to its last event,
+ * skipping the events of named partitions).
+ *
+ * The cache must have nothing pending, and the partition must hold no
+ * entity in the newest version (never loaded, or dropped from it): the
+ * states are put in as a restore does. On success the partition is in the
+ * pending version, not promoted (the caller promotes); *replayed (may be
+ * NULL) is the count of events applied after the checkpoint and *seconds
+ * (may be NULL) the time the load took. On failure the pending version
+ * is discarded. Writer thread, under write_mu once the store is open
+ * (open calls it before any other thread sees the store).
+ * Errors: SC_EINVAL (something pending), SC_ECORRUPT (the log or an index
+ * is damaged), ENOMEM, SC_ETOOBIG, SC_ELMDB.
+ */
+int sc_store_partition_load(sc_store *store, sc_str partition,
+			    uint64_t *replayed, double *seconds, sc_error *err);
+
+/* At open, after sc_cache_create: when the store holds any checkpoint,
+ * load every partition of the catalog with sc_store_partition_load,
+ * promote each, and give the version the log's last position (*used
+ * true, *replayed the events applied after checkpoints); without
+ * checkpoints do nothing (*used false: open restores the newest snapshot
+ * as before). */
+int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
+			   sc_error *err);
+
+/* Encode and store a checkpoint of `partition` from a view pinned under
+ * write_mu; keeps checkpoint_keep of them. Takes ckpt_mu and write_mu:
+ * never call it holding either. */
+int sc_checkpoint_take(sc_store *store, sc_str partition,
+		       sc_checkpoint_info *info, sc_error *err);
+
+/* The checkpoint thread: started by open for a writing store unless
+ * checkpoint_tail is SC_CHECKPOINT_NEVER, kicked after an append that
+ * made a partition due, stopped and joined by close. */
+int sc_checkpointer_start(sc_store *store, sc_error *err);
+void sc_checkpointer_kick(sc_store *store);
+void sc_checkpointer_stop(sc_store *store);
 
 /* ---- follow.c: read-only stores ----------------------------------------- */
 

@@ -1,10 +1,11 @@
 /*
  * Crash recovery: a child process appends deterministic batches (event at
  * position p is a pure function of the seed and p, times included) and
- * takes snapshots now and then, acknowledging every committed append on a
- * pipe. The parent SIGKILLs it after a random number of acknowledgements
- * (and a random short spin), or lets it die at a named kill point inside
- * append, snapshot write or restore (SC_KILLPOINT in the child's
+ * takes snapshots and checkpoints now and then (its checkpoint thread
+ * too), acknowledging every committed append on a pipe. The parent
+ * SIGKILLs it after a random number of acknowledgements (and a random
+ * short spin), or lets it die at a named kill point inside append,
+ * snapshot or checkpoint write, or restore (SC_KILLPOINT in the child's
  * environment). After every kill the parent reopens the store and checks:
  * the log is gapless and every event equals its deterministic value; it
  * holds at least every acknowledged event; the restored state equals a
@@ -39,7 +40,8 @@
 
 #define NENT		 64
 #define CHILD_MAX_EVENTS 200000
-#define INDEX_LAG	 7 /* entity_index catches up every few appends */
+#define INDEX_LAG	 7  /* entity_index catches up every few appends */
+#define CHECKPOINT_TAIL	 40 /* the checkpoint thread runs every few */
 
 static uint64_t seed;
 
@@ -58,6 +60,10 @@ static int child_main(const char *dir, int durability, int ack_fd)
 	o.snapshot_keep = 2;
 	o.cache.seed = seed | 1;
 	o.index_lag = INDEX_LAG;
+	/* Checkpoints of the default partition every few appends, by the
+	 * checkpoint thread and by the child itself. */
+	o.checkpoint_tail = CHECKPOINT_TAIL;
+	o.checkpoint_entities_per_chunk = 4;
 	sc_store *s = NULL;
 	sc_error err;
 	if (sc_store_open(dir, &o, &s, &err)) {
@@ -87,6 +93,11 @@ static int child_main(const char *dir, int durability, int ack_fd)
 			fprintf(stderr, "child: snapshot: %s\n", err.message);
 			return 5;
 		}
+		if (tk_rand(&r) % 16 == 0 &&
+		    sc_store_checkpoint(s, (sc_str){"", 0}, NULL, &err)) {
+			fprintf(stderr, "child: checkpoint: %s\n", err.message);
+			return 6;
+		}
 	}
 	sc_store_close(s);
 	return 0;
@@ -95,8 +106,16 @@ static int child_main(const char *dir, int durability, int ack_fd)
 /* ---- the parent ---------------------------------------------------------- */
 
 static const char *killpoints[] = {
-    "append_before_commit", "append_after_commit", "snapshot_before_write",
-    "snapshot_mid_write",   "restore_mid",	   "restore_chunk",
+    "append_before_commit",
+    "append_after_commit",
+    "snapshot_before_write",
+    "snapshot_mid_write",
+    "restore_mid",
+    "restore_chunk",
+    "checkpoint_before_write",
+    "checkpoint_mid_write",
+    "checkpoint_before_commit",
+    "checkpoint_load",
 };
 
 typedef struct checker {

@@ -187,6 +187,22 @@ typedef struct sc_store_options {
 	/* read_only: no such thread; the cache moves only when the caller
 	 * calls sc_store_refresh. */
 	bool follow_manual;
+	/* Per-partition checkpoints. A partition's tail is the count of its
+	 * events after its newest checkpoint; once it reaches
+	 * checkpoint_tail (0: 100,000; SC_CHECKPOINT_NEVER: never) the
+	 * store's checkpoint thread writes a checkpoint of that partition
+	 * from a pinned view, off the appenders' path (a failure is a
+	 * warning; the append is committed; the partition is tried again
+	 * once its tail has grown by another checkpoint_tail events). The
+	 * default partition is also due once it has a tail and the log after
+	 * its newest checkpoint holds 4 x checkpoint_tail events, which bounds
+	 * the log scan that open makes for it. So open replays at most about
+	 * checkpoint_tail events per partition. No thread in read-only stores.
+	 */
+	uint64_t checkpoint_tail;
+	unsigned checkpoint_keep; /* checkpoints kept per partition; 0: 3 */
+	/* Entities per chunk of a checkpoint; 0: 4096 (snapshot format). */
+	uint32_t checkpoint_entities_per_chunk;
 } sc_store_options;
 
 /*
@@ -452,8 +468,9 @@ SC_API int sc_store_entity_at_in(sc_store *store, sc_str partition, sc_str id,
  * entity_index holds exactly one row for every position up to meta
  * "index_through", keyed by that event's (partition, id), and tag_index
  * and partition_index hold exactly the rows of the events' tags and
- * partitions (statecache/query.h). Snapshots are checked by open (a
- * damaged one is skipped) and the state by comparing with a replay
+ * partitions (statecache/query.h), and partition_catalog holds one row
+ * per partition with its event count and last position. Snapshots are checked
+ * by open (a damaged one is skipped) and the state by comparing with a replay
  * (statecache verify). Any thread; its cost grows with the log. Errors:
  * SC_ECORRUPT (the message names the first fault), SC_EINVAL, SC_ELMDB,
  * ENOMEM.
@@ -466,8 +483,108 @@ SC_API int sc_store_verify(sc_store *store, sc_error *err);
 SC_API int sc_store_snapshots(sc_store *store, sc_snapshot_info *out,
 			      size_t max, sc_error *err);
 
+/* checkpoint_tail: no automatic checkpoint. */
+#define SC_CHECKPOINT_NEVER UINT64_MAX
+
+/* One checkpoint of a partition (sc_store_checkpoints). */
+typedef struct sc_checkpoint_info {
+	uint64_t position; /* the log position it holds the partition at */
+	uint64_t entities;
+	uint64_t bytes;	    /* stored bytes, header and chunks */
+	int64_t created_at; /* unix ns */
+	/* Its header and every chunk verify (checksums, counts, the
+	 * partition named by its header): a load would use it. */
+	bool verifies;
+} sc_checkpoint_info;
+
+/*
+ * sc_store_checkpoint - write a checkpoint of one partition (empty: the
+ * default partition) now: the partition's entities in the newest version
+ * (pinned under the writer lock for an instant, then encoded without it,
+ * with the snapshot chunk format), stored in one short write transaction
+ * that also drops the partition's checkpoints beyond checkpoint_keep and
+ * sets the partition's tail to 0 as of the checkpoint. Nothing is written
+ * when a checkpoint of that position exists or the log is empty. *info
+ * may be NULL. Thread-safe; one checkpoint is written at a time. Errors:
+ * SC_EINVAL (read-only store, partition longer than SC_EVENT_FIELD_MAX),
+ * SC_ESTATE, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure the
+ * stored checkpoints are as before.
+ */
+SC_API int sc_store_checkpoint(sc_store *store, sc_str partition,
+			       sc_checkpoint_info *info, sc_error *err);
+
+/*
+ * sc_store_checkpoints - the checkpoints held for `partition`, newest
+ * first, each verified in full (verifies false: a load would skip it).
+ * Returns how many were written to `out` (at most `max`), or a negative
+ * error code (SC_EINVAL, SC_ELMDB, ENOMEM). Any thread; reads every
+ * chunk.
+ */
+SC_API int sc_store_checkpoints(sc_store *store, sc_str partition,
+				sc_checkpoint_info *out, size_t max,
+				sc_error *err);
+
+/*
+ * sc_store_checkpoints_drop_after - delete the checkpoints of `partition`
+ * newer than `position`, so that the next load of the partition (the
+ * next open) starts from the newest one at or before it (or a full replay
+ * of the partition when none is left); the catalog's tail and checkpoint
+ * position follow. The state in memory is unchanged. *dropped (may be
+ * NULL) is the count deleted. Thread-safe. Errors: SC_EINVAL (read-only
+ * store, bad partition), SC_EMAPFULL, SC_ELMDB, ENOMEM.
+ */
+SC_API int sc_store_checkpoints_drop_after(sc_store *store, sc_str partition,
+					   uint64_t position, size_t *dropped,
+					   sc_error *err);
+
+/* A partition in the store's catalog (sc_store_partition_info). */
+typedef struct sc_partition_info {
+	sc_str name;		      /* the name asked for */
+	uint64_t last_position;	      /* of its last event */
+	uint64_t events;	      /* its events in the log */
+	uint64_t tail;		      /* its events after checkpoint_position */
+	uint64_t checkpoint_position; /* of its newest checkpoint; 0: none */
+} sc_partition_info;
+
+/*
+ * sc_store_partition_info - the catalog row of `partition` (empty: the
+ * default partition), as of the last commit. Any thread. Errors:
+ * SC_NOTFOUND (no event names the partition; *out zeroed), SC_EINVAL,
+ * SC_ECORRUPT, SC_ELMDB.
+ */
+SC_API int sc_store_partition_info(sc_store *store, sc_str partition,
+				   sc_partition_info *out, sc_error *err);
+
+/* Called once per partition by sc_store_partitions; `p->name` is valid
+ * during the call only. Non-zero stops the walk with that value. */
+typedef int (*sc_partition_fn)(void *ctx, const sc_partition_info *p);
+
+/*
+ * sc_store_partitions - call fn with the catalog row of every partition
+ * that has an event (the default partition's too), in the order of their
+ * keys (not by name), as of the last commit, in one read transaction
+ * (keep fn short; do not append from it). Any thread. Errors: fn's value,
+ * SC_EINVAL, SC_ECORRUPT (a damaged row), SC_ELMDB.
+ */
+SC_API int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
+			       sc_error *err);
+
+/*
+ * sc_store_checkpoints_wait - return once the checkpoint thread has
+ * handled every append that made a partition due before the call (it
+ * wrote their checkpoints or warned). For tests and tools that want the
+ * automatic checkpoints on disk; returns at once without the thread.
+ * Thread-safe. Errors: SC_EINVAL.
+ */
+SC_API int sc_store_checkpoints_wait(sc_store *store, sc_error *err);
+
 typedef struct sc_store_stats {
 	uint64_t last_position;
+	/* Events open applied after the checkpoints (or the snapshot) it
+	 * restored, every partition together. */
+	uint64_t open_events_replayed;
+	/* Checkpoints written since open, automatic or not. */
+	uint64_t checkpoints_written;
 	size_t map_size;       /* current LMDB map size */
 	size_t map_bytes_used; /* pages in use * page size */
 	sc_cache_stats cache;
