@@ -251,7 +251,7 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
  */
 
 /* A length-delimited field as an sc_str pointing into the input. */
-static bool rd_bytes(sc_wire_rd *r, sc_str *out)
+static inline bool rd_bytes(sc_wire_rd *r, sc_str *out)
 {
 	sc_wire_rd sub;
 	if (!sc_wire_rd_sub(r, &sub))
@@ -280,7 +280,7 @@ static int too_big(sc_error *err, uint64_t position, size_t len)
 }
 
 /* statecache.v1.Value into *v; an empty message is null. */
-static const char *decode_value(sc_str bytes, sc_value *v)
+static inline const char *decode_value(sc_str bytes, sc_value *v)
 {
 	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
 			(const uint8_t *)bytes.ptr + bytes.len};
@@ -329,7 +329,7 @@ static const char *decode_value(sc_str bytes, sc_value *v)
 }
 
 /* statecache.v1.Attr into *a. */
-static const char *decode_attr(sc_str bytes, sc_attr *a)
+static inline const char *decode_attr(sc_str bytes, sc_attr *a)
 {
 	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
 			(const uint8_t *)bytes.ptr + bytes.len};
@@ -358,10 +358,15 @@ static const char *decode_attr(sc_str bytes, sc_attr *a)
 	return NULL;
 }
 
-int sc_event_decode(const void *buf, size_t len, uint64_t position,
-		    sc_decoded_event *out, sc_error *err)
+/* sc_event_decode into *ev, its attribute and tag arrays from `a` when
+ * it is not NULL, else from one sc_malloc (*own, freed by the caller;
+ * NULL when the event has neither). */
+static int decode(const void *buf, size_t len, uint64_t position,
+		  sc_decode_arena *a, sc_event *ev, sc_attr **own,
+		  sc_error *err)
 {
-	memset(out, 0, sizeof *out);
+	memset(ev, 0, sizeof *ev);
+	*own = NULL;
 	if (len > SC_EVENT_RECORD_MAX)
 		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
@@ -383,18 +388,21 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 		if (f == 7 && ++ntags > SC_EVENT_TAGS_MAX)
 			return corrupt(err, position, "too many tags");
 	}
+	sc_attr *attrs = NULL;
+	sc_str *tags = NULL;
 	if (nattrs || ntags) {
-		out->attrs = sc_malloc(nattrs * sizeof(sc_attr) +
-				       ntags * sizeof(sc_str));
-		if (!out->attrs)
+		size_t n = nattrs * sizeof(sc_attr) + ntags * sizeof(sc_str);
+		attrs = a ? sc_decode_arena_alloc(a, n) : sc_malloc(n);
+		if (!attrs)
 			return sc_error_set(err, ENOMEM,
 					    "out of memory decoding the event "
 					    "at position %llu",
 					    (unsigned long long)position);
-		out->tags = (sc_str *)(out->attrs + nattrs);
+		tags = (sc_str *)(attrs + nattrs);
+		if (!a)
+			*own = attrs;
 	}
 	/* Pass 2: the values. */
-	sc_event *ev = &out->ev;
 	ev->position = position;
 	ev->entity = ev->actor = ev->partition = (sc_str){"", 0};
 	uint64_t type = 0, x = 0;
@@ -413,7 +421,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 			break;
 		case 3:
 			rd_bytes(&r, &s);
-			why = decode_attr(s, &out->attrs[ia++]);
+			why = decode_attr(s, &attrs[ia++]);
 			break;
 		case 4:
 			sc_wire_rd_fixed64(&r, &x);
@@ -426,7 +434,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 			rd_bytes(&r, &ev->partition);
 			break;
 		case 7:
-			rd_bytes(&r, &out->tags[it++]);
+			rd_bytes(&r, &tags[it++]);
 			break;
 		default:
 			sc_wire_rd_skip(&r, wt);
@@ -434,24 +442,106 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	}
 	if (!why && (type < SC_EVENT_SET || type > SC_EVENT_DELETE))
 		why = "unknown event type";
-	if (why) {
-		sc_decoded_event_free(out);
-		return corrupt(err, position, why);
-	}
-	ev->type = (sc_event_type)type;
-	ev->attrs = nattrs ? out->attrs : NULL;
-	ev->nattrs = nattrs;
-	ev->tags = ntags ? out->tags : NULL;
-	ev->ntags = ntags;
-	if (ev->type == SC_EVENT_UNSET)
-		for (size_t i = 0; i < nattrs; i++)
-			out->attrs[i].value.type = SC_VALUE_NULL;
 	sc_error inner;
-	if (validate(ev, true, &inner)) {
-		sc_decoded_event_free(out);
-		return corrupt(err, position, inner.message);
+	if (!why) {
+		ev->type = (sc_event_type)type;
+		ev->attrs = nattrs ? attrs : NULL;
+		ev->nattrs = nattrs;
+		ev->tags = ntags ? tags : NULL;
+		ev->ntags = ntags;
+		if (ev->type == SC_EVENT_UNSET)
+			for (size_t i = 0; i < nattrs; i++)
+				attrs[i].value.type = SC_VALUE_NULL;
+		if (!validate(ev, true, &inner))
+			return 0;
+		why = inner.message;
 	}
+	sc_free(*own);
+	*own = NULL;
+	return corrupt(err, position, why);
+}
+
+int sc_event_decode(const void *buf, size_t len, uint64_t position,
+		    sc_decoded_event *out, sc_error *err)
+{
+	memset(out, 0, sizeof *out);
+	sc_attr *own;
+	int rc = decode(buf, len, position, NULL, &out->ev, &own, err);
+	if (rc) {
+		memset(out, 0, sizeof *out);
+		return rc;
+	}
+	out->attrs = own;
+	out->tags = own ? (sc_str *)(own + out->ev.nattrs) : NULL;
 	return 0;
+}
+
+int sc_event_decode_arena(const void *buf, size_t len, uint64_t position,
+			  sc_decode_arena *a, sc_event *ev, sc_error *err)
+{
+	sc_attr *own;
+	return decode(buf, len, position, a, ev, &own, err);
+}
+
+/* ---- the decode arena ---------------------------------------------------- */
+
+/* A chunk of arena memory: its bytes follow the header. */
+struct sc_decode_chunk {
+	struct sc_decode_chunk *next;
+	size_t size, used;
+	max_align_t bytes[];
+};
+
+#define ARENA_CHUNK ((size_t)64 << 10)
+
+void *sc_decode_arena_alloc(sc_decode_arena *a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	/* The chunks after the current one were used before the last
+	 * reset: go on into them while they are too small. */
+	struct sc_decode_chunk *c = a->cur;
+	while (c && c->size - c->used < n) {
+		c = c->next;
+		if (c)
+			c->used = 0;
+	}
+	if (!c) {
+		size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		c = sc_malloc(sizeof *c + size);
+		if (!c)
+			return NULL;
+		c->size = size;
+		c->used = 0;
+		/* After the current chunk, ahead of those still unused. */
+		if (a->cur) {
+			c->next = a->cur->next;
+			a->cur->next = c;
+		} else {
+			c->next = a->first;
+			a->first = c;
+		}
+	}
+	a->cur = c;
+	void *p = (char *)c->bytes + c->used;
+	c->used += n;
+	return p;
+}
+
+void sc_decode_arena_reset(sc_decode_arena *a)
+{
+	a->cur = a->first;
+	if (a->cur)
+		a->cur->used = 0;
+}
+
+void sc_decode_arena_free(sc_decode_arena *a)
+{
+	while (a->first) {
+		struct sc_decode_chunk *c = a->first;
+		a->first = c->next;
+		sc_free(c);
+	}
+	a->cur = NULL;
 }
 
 int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
