@@ -73,9 +73,10 @@ struct sc_query {
 	query_rec *recs;
 	size_t nrecs, cap_recs, irec;
 
-	/* What the last call delivered (valid until the next call). */
-	sc_decoded_event *out;
-	const sc_event **outp;
+	/* What the last call delivered (valid until the next call): the
+	 * events, their arrays in `arena`. */
+	sc_event *out;
+	sc_decode_arena arena;
 	size_t nout, cap_out;
 };
 
@@ -236,8 +237,7 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 
 static void free_delivered(sc_query *q)
 {
-	for (size_t i = 0; i < q->nout; i++)
-		sc_decoded_event_free(&q->out[i]);
+	sc_decode_arena_reset(&q->arena);
 	q->nout = 0;
 }
 
@@ -245,9 +245,8 @@ void sc_query_close(sc_query *q)
 {
 	if (!q)
 		return;
-	free_delivered(q);
+	sc_decode_arena_free(&q->arena);
 	sc_free(q->out);
-	sc_free(q->outp);
 	sc_free(q->recs);
 	sc_free(q->buf);
 	sc_free(q->key);
@@ -525,14 +524,10 @@ static int out_reserve(sc_query *q, size_t n, sc_error *err)
 {
 	if (n <= q->cap_out)
 		return 0;
-	sc_decoded_event *no = sc_realloc(q->out, n * sizeof *no);
+	sc_event *no = sc_realloc(q->out, n * sizeof *no);
 	if (!no)
 		return sc_error_set(err, ENOMEM, "out of memory for events");
 	q->out = no;
-	const sc_event **np = sc_realloc(q->outp, n * sizeof *np);
-	if (!np)
-		return sc_error_set(err, ENOMEM, "out of memory for events");
-	q->outp = np;
 	q->cap_out = n;
 	return 0;
 }
@@ -544,18 +539,16 @@ static int take_buffered(sc_query *q, bool *got, sc_error *err)
 	*got = false;
 	while (q->irec < q->nrecs) {
 		const query_rec *r = &q->recs[q->irec++];
-		sc_decoded_event *d = &q->out[q->nout];
-		int rc =
-		    sc_event_decode(q->buf + r->off, r->len, r->pos, d, err);
+		sc_event *ev = &q->out[q->nout];
+		int rc = sc_event_decode_arena(q->buf + r->off, r->len, r->pos,
+					       &q->arena, ev, err);
 		if (rc) {
 			q->irec--; /* every later call reports it again */
 			return rc;
 		}
-		if (!matches(q, &d->ev)) {
-			sc_decoded_event_free(d);
+		if (!matches(q, ev))
 			continue;
-		}
-		q->outp[q->nout++] = &d->ev;
+		q->nout++;
 		q->delivered = r->pos;
 		*got = true;
 		return 0;
@@ -610,7 +603,7 @@ int sc_query_next(sc_query *q, int timeout_ms, const sc_event **ev,
 	if (!rc)
 		rc = take_one(q, timeout_ms, &got, err);
 	if (!rc && got)
-		*ev = q->outp[0];
+		*ev = &q->out[0];
 	return rc;
 }
 
@@ -639,7 +632,7 @@ int sc_query_next_batch(sc_query *q, int timeout_ms, const sc_event **evs,
 		sc_error_clear(err);
 	}
 	for (size_t i = 0; i < q->nout; i++)
-		evs[i] = q->outp[i];
+		evs[i] = &q->out[i];
 	*n = q->nout;
 	return rc;
 }
