@@ -571,6 +571,43 @@ int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
 	return 0;
 }
 
+int sc_event_peek_tag(const void *buf, size_t len, uint64_t position,
+		      sc_str tag, bool *has, sc_error *err)
+{
+	*has = false;
+	if (len > SC_EVENT_RECORD_MAX)
+		return too_big(err, position, len);
+	const uint8_t *start = len ? buf : (const uint8_t *)"";
+	static const uint32_t want[8] = {0, 2, 0, 2, 1, 2, 2, 2};
+	sc_wire_rd r = {start, start + len};
+	uint32_t f = 0, wt = 0;
+	size_t ntags = 0;
+	while (r.p < r.end) {
+		if (!sc_wire_rd_key(&r, &f, &wt))
+			return corrupt(err, position, "malformed field key");
+		if (f < 8 && wt != want[f])
+			return corrupt(err, position,
+				       "field with the wrong wire type");
+		if (f != 7) {
+			if (!sc_wire_rd_skip(&r, wt))
+				return corrupt(err, position,
+					       "truncated field");
+			continue;
+		}
+		sc_str t;
+		if (!rd_bytes(&r, &t))
+			return corrupt(err, position, "truncated field");
+		if (++ntags > SC_EVENT_TAGS_MAX)
+			return corrupt(err, position, "too many tags");
+		if (t.len > SC_EVENT_FIELD_MAX)
+			return corrupt(err, position, "tag out of limits");
+		if (t.len == tag.len && t.len &&
+		    memcmp(t.ptr, tag.ptr, t.len) == 0)
+			*has = true;
+	}
+	return 0;
+}
+
 int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
 			 sc_str *id, sc_error *err)
 {

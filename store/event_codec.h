@@ -20,6 +20,7 @@
 #ifndef STATECACHE_STORE_EVENT_CODEC_H
 #define STATECACHE_STORE_EVENT_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,6 +112,16 @@ int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
  */
 int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
 		      sc_str *partition, sc_str *id, sc_error *err);
+
+/*
+ * sc_event_peek_tag - whether an encoded event carries the tag `tag`
+ * (*has), without decoding the rest. Checks the record's framing (every
+ * field's key, wire type and length), the count of tags and each tag's
+ * length only; sc_event_decode checks everything.
+ * Errors: SC_ECORRUPT, SC_ETOOBIG (as sc_event_decode).
+ */
+int sc_event_peek_tag(const void *buf, size_t len, uint64_t position,
+		      sc_str tag, bool *has, sc_error *err);
 
 /* Free a decoded event. Zeroed or already freed objects are a no-op. */
 void sc_decoded_event_free(sc_decoded_event *d);

@@ -14,7 +14,8 @@
  *              it (the index lags), each event's id checked
  *   tag,       tag_index or partition_index up to meta
  *   partition  query_index_through, then the log after it (these indexes
- *              lag too), each event decoded and checked
+ *              lag too), each event's tags or partition peeked at (its
+ *              framing checked, sc_event_peek_tag / _key)
  * Index rows name a key id, which may stand for other values too (see
  * tag_index.c): every event read through an index is checked against the
  * query when it is decoded, and the others are skipped.
@@ -336,29 +337,28 @@ static bool matches(const sc_query *q, const sc_event *ev)
 }
 
 /* Whether the log record at pos (not through an index) belongs to the
- * query: an entity query peeks at the id only, tag and partition queries
- * decode the record. */
+ * query, from a peek at the fields the query names: the record's framing
+ * is checked here, the whole record when it is decoded to be delivered. */
 static int record_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
 {
 	sc_query *q = b->q;
 	*yes = true;
 	if (q->kind == SC_QUERY_ALL)
 		return 0;
-	if (q->kind == SC_QUERY_ENTITY) {
-		sc_str part, id;
-		int rc = sc_event_peek_key(v->mv_data, v->mv_size, pos, &part,
-					   &id, b->err);
-		if (!rc)
-			*yes = str_eq(id, q->key, q->keylen) &&
-			       str_eq(part, q->part, q->partlen);
-		return rc;
-	}
-	sc_decoded_event d;
-	int rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, b->err);
+	if (q->kind == SC_QUERY_TAG)
+		return sc_event_peek_tag(v->mv_data, v->mv_size, pos,
+					 (sc_str){q->key, q->keylen}, yes,
+					 b->err);
+	sc_str part, id;
+	int rc =
+	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, b->err);
 	if (rc)
 		return rc;
-	*yes = matches(q, &d.ev);
-	sc_decoded_event_free(&d);
+	if (q->kind == SC_QUERY_ENTITY)
+		*yes = str_eq(id, q->key, q->keylen) &&
+		       str_eq(part, q->part, q->partlen);
+	else
+		*yes = str_eq(part, q->key, q->keylen);
 	return 0;
 }
 
