@@ -44,6 +44,15 @@
 #include "common/internal.h"
 #include "store/store_internal.h"
 
+/* The events an index names are looked up on one cursor: one WALK_MAX or
+ * fewer positions ahead of it by stepping (MDB_NEXT, which reads the
+ * nodes in between, in order), farther by a search (MDB_SET: on the
+ * cursor's page LMDB searches that page, else from the root). A search
+ * costs about as much as a dozen steps, mostly in cache misses on the
+ * nodes its binary search touches (measured: tags on every 4th event read
+ * 15% faster stepping, on every 16th no faster). */
+#define WALK_MAX 8
+
 /* A batch copies at most this many records, or this many bytes (but at
  * least one record). */
 #define BATCH_EVENTS 256
@@ -265,10 +274,10 @@ uint64_t sc_query_position(const sc_query *q)
 typedef struct batch {
 	sc_query *q;
 	MDB_txn *txn;
-	/* On the events database: the positions an index names only grow,
-	 * and LMDB finds one on the page the cursor is on without a search
-	 * from the root. */
+	/* On the events database: the positions an index names only grow
+	 * (see WALK_MAX). */
 	MDB_cursor *events;
+	uint64_t at;   /* the position `events` is on; 0: none yet */
 	uint64_t hi;   /* the last position this batch may look at */
 	uint64_t seen; /* every position up to this one is looked at */
 	bool full;
@@ -417,7 +426,23 @@ static int batch_indexed(void *ctx, uint64_t pos)
 	uint8_t kb[8];
 	sc_be64_put(kb, pos);
 	MDB_val ek = {8, kb}, v;
-	rc = mdb_cursor_get(b->events, &ek, &v, MDB_SET);
+	if (b->at && pos > b->at && pos - b->at <= WALK_MAX) {
+		/* Close ahead: step there (the log is dense). */
+		rc = 0;
+		while (!rc && ++b->at < pos)
+			rc = mdb_cursor_get(b->events, NULL, NULL, MDB_NEXT);
+		if (!rc)
+			rc = mdb_cursor_get(b->events, &ek, &v, MDB_NEXT);
+		if (!rc && (ek.mv_size != 8 || sc_be64_get(ek.mv_data) != pos))
+			return sc_error_set(b->err, SC_ECORRUPT,
+					    "the event log has a gap or a bad "
+					    "key before position %llu; the "
+					    "store is damaged",
+					    (unsigned long long)pos);
+	} else {
+		rc = mdb_cursor_get(b->events, &ek, &v, MDB_SET);
+	}
+	b->at = rc ? 0 : pos;
 	if (rc == MDB_NOTFOUND)
 		return sc_error_set(b->err, SC_ECORRUPT,
 				    "an index names position %llu, which is "

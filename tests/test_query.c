@@ -15,7 +15,9 @@
  * previous format; a format 4 store without its tag_index refused;
  * batches of large events (the decode arena over many chunks); damaged
  * records in the unindexed tail, skipped or reported as the query's peek
- * at tags and partition finds them; cancellation; argument errors.
+ * at tags and partition finds them; a position the index names missing
+ * from the log, reached by stepping and by searching; cancellation;
+ * argument errors.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
@@ -1050,6 +1052,54 @@ static void test_tail_peek(void **state)
 	sc_store_close(s);
 }
 
+/* A position the index names but the log lacks (damage) is reported as
+ * SC_ECORRUPT whether the query reaches it by stepping the cursor (the
+ * tag on every event) or by a search (on every 20th), after the events
+ * before it are delivered. */
+static void test_index_gap(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(1);
+	sc_store *s = open_store(dir, &o);
+	sc_str tags[2] = {{"every", 5}, {"twenty", 6}};
+	for (int i = 1; i <= 60; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = tags,
+			       .ntags = i % 20 == 0 ? 2 : 1};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	assert_int_equal(tag_through(s), 60);
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, 40);
+	MDB_val k = {8, kb};
+	assert_int_equal(mdb_del(txn, s->dbi_events, &k, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	for (int t = 0; t < 2; t++) {
+		sc_query_spec spec = {.kind = SC_QUERY_TAG, .key = tags[t]};
+		sc_query *q = open_query(s, &spec);
+		uint64_t step = t ? 20 : 1, want = step;
+		const sc_event *e;
+		sc_error err;
+		int rc;
+		while ((rc = sc_query_next(q, 0, &e, &err)) == 0) {
+			assert_non_null(e);
+			assert_int_equal(e->position, want);
+			want += step;
+		}
+		assert_int_equal(rc, SC_ECORRUPT);
+		assert_int_equal(want, 40);
+		assert_int_equal(sc_query_position(q), 40 - step);
+		assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+		sc_query_close(q);
+	}
+	sc_store_close(s);
+}
+
 /* A live query of a store another process appends to sees its commits by
  * polling; a finite query opened later ends at the other process's last
  * commit. */
@@ -1209,6 +1259,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_record),
 	    cmocka_unit_test(test_large_batches),
 	    cmocka_unit_test(test_tail_peek),
+	    cmocka_unit_test(test_index_gap),
 	    cmocka_unit_test(test_other_process),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_bad_arguments),
