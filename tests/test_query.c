@@ -16,7 +16,8 @@
  * batches of large events (the decode arena over many chunks); damaged
  * records in the unindexed tail, skipped or reported as the query's peek
  * at tags and partition finds them; a position the index names missing
- * from the log, reached by stepping and by searching; cancellation;
+ * from the log, reached by stepping and by searching; an events key of
+ * another length than 8, ordered as LMDB's default order; cancellation;
  * argument errors.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
@@ -1100,6 +1101,59 @@ static void test_index_gap(void **state)
 	sc_store_close(s);
 }
 
+/* An events key that is not 8 bytes (damage) sorts where LMDB's default
+ * comparison puts it, as the store's comparison of events keys must (a
+ * 9-byte key starting with position 3: between 3 and 4). */
+static void test_odd_events_key(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(4096);
+	sc_store *s = open_store(dir, &o);
+	sc_str tag = {"t", 1};
+	for (int i = 1; i <= 5; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = &tag,
+			       .ntags = 1};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[9] = {0};
+	sc_be64_put(kb, 3);
+	MDB_val k = {9, kb}, v = {1, "x"};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	/* Its neighbours in the tree. */
+	MDB_cursor *cur;
+	assert_int_equal(mdb_cursor_open(txn, s->dbi_events, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET), 0);
+	MDB_val nk, nv;
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_PREV), 0);
+	assert_int_equal(nk.mv_size, 8);
+	assert_int_equal(sc_be64_get(nk.mv_data), 3);
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_NEXT), 0);
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_NEXT), 0);
+	assert_int_equal(nk.mv_size, 8);
+	assert_int_equal(sc_be64_get(nk.mv_data), 4);
+	mdb_cursor_close(cur);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	/* A query that starts past it reads on in order. */
+	sc_query_spec spec = {.kind = SC_QUERY_TAG, .key = tag, .from = 4};
+	sc_query *q = open_query(s, &spec);
+	const sc_event *e;
+	for (uint64_t want = 4; want <= 6; want++) {
+		assert_int_equal(sc_query_next(q, 0, &e, NULL), 0);
+		if (want == 6)
+			assert_null(e);
+		else
+			assert_int_equal(e->position, want);
+	}
+	sc_query_close(q);
+	sc_store_close(s);
+}
+
 /* A live query of a store another process appends to sees its commits by
  * polling; a finite query opened later ends at the other process's last
  * commit. */
@@ -1260,6 +1314,7 @@ int main(void)
 	    cmocka_unit_test(test_large_batches),
 	    cmocka_unit_test(test_tail_peek),
 	    cmocka_unit_test(test_index_gap),
+	    cmocka_unit_test(test_odd_events_key),
 	    cmocka_unit_test(test_other_process),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_bad_arguments),
