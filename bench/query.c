@@ -7,15 +7,21 @@
  *                   event carries one, through tag_index); peer: SQLite
  *                   (WAL) with the same encoded events in a table indexed
  *                   on (tag, position), read by SELECT ... WHERE tag = ?
- *                   ORDER BY position, each body decoded the same way.
+ *                   ORDER BY position, each body decoded the same way
+ *                   (the query's decoder, into a reused arena).
  *                   Best of 7 alternating reads of every tag each.
- *   live_latency    in one process: the time from sc_store_append
+ *   live_latency    where "process": the time from sc_store_append
  *                   returning to a live query's consumer thread, idle in
  *                   sc_query_next, getting the event (p50, p99; a consumer
  *                   that gets it before append returns counts 0, and
  *                   consumer_first is the share of those), and from the
  *                   call of sc_store_append (append_call_*: the commit
- *                   itself included; durability nosync).
+ *                   itself included; durability nosync). Where
+ *                   "other_process": the same delay to a live query of a
+ *                   second process that opened the store read-only and
+ *                   polls every poll_ms (1 ms), each append a random
+ *                   0..poll_ms after the reader got the one before; both
+ *                   lines in the same run.
  *   append_indexed  events/s of batches of 100 at durability full with 2
  *                   tags and a partition on every event (tag_index and
  *                   partition_index rows in each append); peer: the same
@@ -32,6 +38,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,21 +202,24 @@ static uint64_t sql_read_tags(sqlite3 *db)
 			       -1, &st, NULL) != SQLITE_OK)
 		die("prepare", sqlite3_errmsg(db));
 	uint64_t got = 0, sum = 0;
+	/* The decoder the query uses, into memory reused as the query
+	 * reuses it (one event at a time here). */
+	sc_decode_arena arena = {0};
 	for (int t = 0; t < NTAGS; t++) {
 		char tag[16];
 		int tn = snprintf(tag, sizeof tag, "tag-%02d", t);
 		sqlite3_bind_text(st, 1, tag, tn, SQLITE_STATIC);
 		int rc;
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			sc_decoded_event d;
-			if (sc_event_decode(
+			sc_event ev;
+			sc_decode_arena_reset(&arena);
+			if (sc_event_decode_arena(
 				sqlite3_column_blob(st, 1),
 				(size_t)sqlite3_column_bytes(st, 1),
-				(uint64_t)sqlite3_column_int64(st, 0), &d,
-				NULL))
+				(uint64_t)sqlite3_column_int64(st, 0), &arena,
+				&ev, NULL))
 				die("decode", "sqlite row");
-			sum += (uint64_t)d.ev.attrs[0].value.u.i;
-			sc_decoded_event_free(&d);
+			sum += (uint64_t)ev.attrs[0].value.u.i;
 			got++;
 		}
 		if (rc != SQLITE_DONE)
@@ -216,6 +227,7 @@ static uint64_t sql_read_tags(sqlite3 *db)
 		sqlite3_reset(st);
 	}
 	sqlite3_finalize(st);
+	sc_decode_arena_free(&arena);
 	if (sum == 0)
 		die("select", "no rows");
 	return got;
@@ -358,6 +370,148 @@ static void bench_live_latency(const char *root, uint64_t n)
 	sc_store_close(s);
 }
 
+/* ---- live_latency from another process ---------------------------------- */
+
+/* Shared between the writer and the reader process (MAP_SHARED). */
+typedef struct remote {
+	pthread_mutex_t mu; /* process-shared, as cv */
+	pthread_cond_t cv;
+	uint64_t stage;	    /* 1: the store exists; 2: the reader waits */
+	uint64_t delivered; /* the last position the reader got */
+	int64_t t_got[];    /* by position */
+} remote;
+
+/* Wait under r->mu until *v >= want; exit after 30 s (a dead peer). */
+static void remote_wait(remote *r, const volatile uint64_t *v, uint64_t want)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 30;
+	pthread_mutex_lock(&r->mu);
+	while (*v < want)
+		if (pthread_cond_timedwait(&r->cv, &r->mu, &dl) == ETIMEDOUT)
+			die("live_latency", "the other process stopped");
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void remote_set(remote *r, volatile uint64_t *v, uint64_t x)
+{
+	pthread_mutex_lock(&r->mu);
+	*v = x;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* The reader process: open the store read-only (no follow thread: the
+ * query polls on its own), follow a live query from position 2 and stamp
+ * each event's arrival. */
+static void remote_reader(remote *r, const char *dir, uint64_t n, int poll_ms)
+{
+	remote_wait(r, &r->stage, 1);
+	sc_store_options o = {0};
+	o.read_only = true;
+	o.follow_manual = true;
+	sc_store *s;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err))
+		die("reader open", err.message);
+	sc_query_spec spec = {.from = 2, .live = true, .poll_ms = poll_ms};
+	sc_query *q;
+	if (sc_query_open(s, &spec, &q, &err))
+		die("reader query", err.message);
+	remote_set(r, &r->stage, 2);
+	for (uint64_t i = 2; i <= n + 1; i++) {
+		const sc_event *ev;
+		if (sc_query_next(q, 30000, &ev, &err))
+			die("reader live query", err.message);
+		r->t_got[ev->position] = now_ns();
+		remote_set(r, &r->delivered, ev->position);
+	}
+	sc_query_close(q);
+	sc_store_close(s);
+}
+
+/*
+ * The delay from sc_store_append returning in this process to a live
+ * query in another process, which opened the store read-only and polls
+ * every poll_ms, holding the event. Each append waits for the reader to
+ * have the one before, then a random 0..poll_ms, so appends land anywhere
+ * in the reader's poll interval.
+ */
+static void bench_live_latency_process(const char *root, uint64_t n,
+				       int poll_ms)
+{
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/live_remote", root);
+	size_t size = sizeof(remote) + (n + 2) * sizeof(int64_t);
+	remote *r = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (r == MAP_FAILED)
+		die("mmap", strerror(errno));
+	pthread_mutexattr_t ma;
+	pthread_condattr_t ca;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+	pthread_mutex_init(&r->mu, &ma);
+	pthread_cond_init(&r->cv, &ca);
+	fflush(stdout);
+	/* Fork before this process opens the store: the reader shares no
+	 * LMDB environment with it. */
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork", strerror(errno));
+	if (pid == 0) {
+		remote_reader(r, dir, n, poll_ms);
+		_exit(0);
+	}
+	sc_store *s = bench_store_open(dir, SC_DURABILITY_NOSYNC);
+	append_events(s, 1, 1, 1, true);
+	remote_set(r, &r->stage, 1);
+	remote_wait(r, &r->stage, 2);
+	int64_t *t_ret = calloc(n + 2, sizeof *t_ret);
+	int64_t *lat = malloc(n * sizeof *lat);
+	if (!t_ret || !lat)
+		die("malloc", "latencies");
+	uint64_t rs = 0x5eed;
+	sc_error err;
+	for (uint64_t i = 2; i <= n + 1; i++) {
+		long us =
+		    (long)(bench_rnd_next(&rs) % (uint64_t)(poll_ms * 1000));
+		struct timespec d = {0, us * 1000};
+		nanosleep(&d, NULL);
+		gen_event g;
+		gen(i, true, &g);
+		if (sc_store_append(s, &g.b.ev, 1, NULL, &err))
+			die("append", err.message);
+		t_ret[i] = now_ns();
+		remote_wait(r, &r->delivered, i);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
+	    WEXITSTATUS(st) != 0)
+		die("live_latency", "the reader process failed");
+	uint64_t first = 0;
+	for (uint64_t i = 2; i <= n + 1; i++) {
+		int64_t d = r->t_got[i] - t_ret[i];
+		lat[i - 2] = d > 0 ? d : 0;
+		first += d < 0;
+	}
+	qsort(lat, n, sizeof *lat, cmp_i64);
+	printf("{\"name\":\"live_latency\",\"where\":\"other_process\","
+	       "\"poll_ms\":%d,\"events\":%llu,\"p50_us\":%.1f,"
+	       "\"p99_us\":%.1f,\"max_us\":%.1f,\"consumer_first\":%.2f}\n",
+	       poll_ms, (unsigned long long)n, (double)lat[n / 2] / 1e3,
+	       (double)lat[n * 99 / 100] / 1e3, (double)lat[n - 1] / 1e3,
+	       (double)first / (double)n);
+	fflush(stdout);
+	free(lat);
+	free(t_ret);
+	sc_store_close(s);
+	munmap(r, size);
+}
+
 /* ---- append_indexed ------------------------------------------------------ */
 
 static void bench_append_indexed(const char *root, uint64_t n)
@@ -397,8 +551,10 @@ int main(void)
 	const char *only = getenv("SC_BENCH_ONLY");
 	if (!only || !strcmp(only, "events_by_tag"))
 		bench_events_by_tag(root, n);
-	if (!only || !strcmp(only, "live_latency"))
+	if (!only || !strcmp(only, "live_latency")) {
 		bench_live_latency(root, 5000);
+		bench_live_latency_process(root, 2000, 1);
+	}
 	if (!only || !strcmp(only, "append_indexed"))
 		bench_append_indexed(root, 20000);
 	rm_rf(root);

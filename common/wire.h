@@ -132,6 +132,11 @@ typedef struct sc_wire_rd {
 
 static inline bool sc_wire_rd_varint(sc_wire_rd *r, uint64_t *out)
 {
+	/* Keys, lengths and small values: one byte. */
+	if (r->p < r->end && *r->p < 0x80) {
+		*out = *r->p++;
+		return true;
+	}
 	uint64_t v = 0;
 	for (int shift = 0; shift < 64; shift += 7) {
 		if (r->p == r->end)

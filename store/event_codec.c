@@ -251,7 +251,7 @@ int sc_event_encode(const sc_event *ev, uint8_t **out, size_t *len,
  */
 
 /* A length-delimited field as an sc_str pointing into the input. */
-static bool rd_bytes(sc_wire_rd *r, sc_str *out)
+static inline bool rd_bytes(sc_wire_rd *r, sc_str *out)
 {
 	sc_wire_rd sub;
 	if (!sc_wire_rd_sub(r, &sub))
@@ -280,7 +280,7 @@ static int too_big(sc_error *err, uint64_t position, size_t len)
 }
 
 /* statecache.v1.Value into *v; an empty message is null. */
-static const char *decode_value(sc_str bytes, sc_value *v)
+static inline const char *decode_value(sc_str bytes, sc_value *v)
 {
 	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
 			(const uint8_t *)bytes.ptr + bytes.len};
@@ -329,7 +329,7 @@ static const char *decode_value(sc_str bytes, sc_value *v)
 }
 
 /* statecache.v1.Attr into *a. */
-static const char *decode_attr(sc_str bytes, sc_attr *a)
+static inline const char *decode_attr(sc_str bytes, sc_attr *a)
 {
 	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
 			(const uint8_t *)bytes.ptr + bytes.len};
@@ -358,10 +358,58 @@ static const char *decode_attr(sc_str bytes, sc_attr *a)
 	return NULL;
 }
 
-int sc_event_decode(const void *buf, size_t len, uint64_t position,
-		    sc_decoded_event *out, sc_error *err)
+/*
+ * Whether an event decode just built certainly passes validate(ev, true),
+ * checked in one loop without calls. Decoding leaves only these rules
+ * open: no pointer is NULL, every value has a known type and the counts
+ * were capped in pass 1. When this is false, validate runs and names the
+ * rule (the record-size bound may fail here and hold exactly there). The
+ * fuzzer (fuzz/event_decode.c) checks every decoded event against
+ * sc_event_validate, so a rule added there and not here is found.
+ */
+static bool decoded_valid(const sc_event *ev)
 {
-	memset(out, 0, sizeof *out);
+	if (ev->entity.len < 1 || ev->entity.len > SC_ENTITY_ID_MAX ||
+	    ev->actor.len > SC_EVENT_FIELD_MAX ||
+	    ev->partition.len > SC_EVENT_FIELD_MAX ||
+	    (ev->type == SC_EVENT_DELETE && ev->nattrs))
+		return false;
+	size_t payload = ev->entity.len + ev->actor.len + ev->partition.len;
+	for (size_t i = 0; i < ev->nattrs; i++) {
+		const sc_attr *a = &ev->attrs[i];
+		if (a->name.len < 1 || a->name.len > SC_ATTR_NAME_MAX)
+			return false;
+		payload += a->name.len;
+		if (ev->type == SC_EVENT_UNSET ||
+		    (a->value.type != SC_VALUE_STRING &&
+		     a->value.type != SC_VALUE_BYTES))
+			continue;
+		size_t n = a->value.u.s.len;
+		if (n > SC_EVENT_VALUE_MAX)
+			return false;
+		if (a->value.type == SC_VALUE_STRING && n &&
+		    memchr(a->value.u.s.ptr, 0, n))
+			return false;
+		payload += n;
+	}
+	for (size_t i = 0; i < ev->ntags; i++) {
+		if (ev->tags[i].len > SC_EVENT_FIELD_MAX)
+			return false;
+		payload += ev->tags[i].len;
+	}
+	return payload + RECORD_OVERHEAD * (ev->nattrs + ev->ntags + 8) <=
+	       SC_EVENT_RECORD_MAX;
+}
+
+/* sc_event_decode into *ev, its attribute and tag arrays from `a` when
+ * it is not NULL, else from one sc_malloc (*own, freed by the caller;
+ * NULL when the event has neither). */
+static int decode(const void *buf, size_t len, uint64_t position,
+		  sc_decode_arena *a, sc_event *ev, sc_attr **own,
+		  sc_error *err)
+{
+	memset(ev, 0, sizeof *ev);
+	*own = NULL;
 	if (len > SC_EVENT_RECORD_MAX)
 		return too_big(err, position, len);
 	const uint8_t *start = len ? buf : (const uint8_t *)"";
@@ -383,18 +431,21 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 		if (f == 7 && ++ntags > SC_EVENT_TAGS_MAX)
 			return corrupt(err, position, "too many tags");
 	}
+	sc_attr *attrs = NULL;
+	sc_str *tags = NULL;
 	if (nattrs || ntags) {
-		out->attrs = sc_malloc(nattrs * sizeof(sc_attr) +
-				       ntags * sizeof(sc_str));
-		if (!out->attrs)
+		size_t n = nattrs * sizeof(sc_attr) + ntags * sizeof(sc_str);
+		attrs = a ? sc_decode_arena_alloc(a, n) : sc_malloc(n);
+		if (!attrs)
 			return sc_error_set(err, ENOMEM,
 					    "out of memory decoding the event "
 					    "at position %llu",
 					    (unsigned long long)position);
-		out->tags = (sc_str *)(out->attrs + nattrs);
+		tags = (sc_str *)(attrs + nattrs);
+		if (!a)
+			*own = attrs;
 	}
 	/* Pass 2: the values. */
-	sc_event *ev = &out->ev;
 	ev->position = position;
 	ev->entity = ev->actor = ev->partition = (sc_str){"", 0};
 	uint64_t type = 0, x = 0;
@@ -413,7 +464,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 			break;
 		case 3:
 			rd_bytes(&r, &s);
-			why = decode_attr(s, &out->attrs[ia++]);
+			why = decode_attr(s, &attrs[ia++]);
 			break;
 		case 4:
 			sc_wire_rd_fixed64(&r, &x);
@@ -426,7 +477,7 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 			rd_bytes(&r, &ev->partition);
 			break;
 		case 7:
-			rd_bytes(&r, &out->tags[it++]);
+			rd_bytes(&r, &tags[it++]);
 			break;
 		default:
 			sc_wire_rd_skip(&r, wt);
@@ -434,24 +485,106 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 	}
 	if (!why && (type < SC_EVENT_SET || type > SC_EVENT_DELETE))
 		why = "unknown event type";
-	if (why) {
-		sc_decoded_event_free(out);
-		return corrupt(err, position, why);
-	}
-	ev->type = (sc_event_type)type;
-	ev->attrs = nattrs ? out->attrs : NULL;
-	ev->nattrs = nattrs;
-	ev->tags = ntags ? out->tags : NULL;
-	ev->ntags = ntags;
-	if (ev->type == SC_EVENT_UNSET)
-		for (size_t i = 0; i < nattrs; i++)
-			out->attrs[i].value.type = SC_VALUE_NULL;
 	sc_error inner;
-	if (validate(ev, true, &inner)) {
-		sc_decoded_event_free(out);
-		return corrupt(err, position, inner.message);
+	if (!why) {
+		ev->type = (sc_event_type)type;
+		ev->attrs = nattrs ? attrs : NULL;
+		ev->nattrs = nattrs;
+		ev->tags = ntags ? tags : NULL;
+		ev->ntags = ntags;
+		if (ev->type == SC_EVENT_UNSET)
+			for (size_t i = 0; i < nattrs; i++)
+				attrs[i].value.type = SC_VALUE_NULL;
+		if (decoded_valid(ev) || !validate(ev, true, &inner))
+			return 0;
+		why = inner.message;
 	}
+	sc_free(*own);
+	*own = NULL;
+	return corrupt(err, position, why);
+}
+
+int sc_event_decode(const void *buf, size_t len, uint64_t position,
+		    sc_decoded_event *out, sc_error *err)
+{
+	memset(out, 0, sizeof *out);
+	sc_attr *own;
+	int rc = decode(buf, len, position, NULL, &out->ev, &own, err);
+	if (rc) {
+		memset(out, 0, sizeof *out);
+		return rc;
+	}
+	out->attrs = own;
+	out->tags = own ? (sc_str *)(own + out->ev.nattrs) : NULL;
 	return 0;
+}
+
+int sc_event_decode_arena(const void *buf, size_t len, uint64_t position,
+			  sc_decode_arena *a, sc_event *ev, sc_error *err)
+{
+	sc_attr *own;
+	return decode(buf, len, position, a, ev, &own, err);
+}
+
+/* ---- the decode arena ---------------------------------------------------- */
+
+/* A chunk of arena memory: its bytes follow the header. */
+struct sc_decode_chunk {
+	struct sc_decode_chunk *next;
+	size_t size, used;
+	max_align_t bytes[];
+};
+
+#define ARENA_CHUNK ((size_t)64 << 10)
+
+void *sc_decode_arena_alloc(sc_decode_arena *a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	/* The chunks after the current one were used before the last
+	 * reset: go on into them while they are too small. */
+	struct sc_decode_chunk *c = a->cur;
+	while (c && c->size - c->used < n) {
+		c = c->next;
+		if (c)
+			c->used = 0;
+	}
+	if (!c) {
+		size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		c = sc_malloc(sizeof *c + size);
+		if (!c)
+			return NULL;
+		c->size = size;
+		c->used = 0;
+		/* After the current chunk, ahead of those still unused. */
+		if (a->cur) {
+			c->next = a->cur->next;
+			a->cur->next = c;
+		} else {
+			c->next = a->first;
+			a->first = c;
+		}
+	}
+	a->cur = c;
+	void *p = (char *)c->bytes + c->used;
+	c->used += n;
+	return p;
+}
+
+void sc_decode_arena_reset(sc_decode_arena *a)
+{
+	a->cur = a->first;
+	if (a->cur)
+		a->cur->used = 0;
+}
+
+void sc_decode_arena_free(sc_decode_arena *a)
+{
+	while (a->first) {
+		struct sc_decode_chunk *c = a->first;
+		a->first = c->next;
+		sc_free(c);
+	}
+	a->cur = NULL;
 }
 
 int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
@@ -478,6 +611,43 @@ int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
 		return corrupt(err, position, "entity id out of limits");
 	if (partition->len > SC_EVENT_FIELD_MAX)
 		return corrupt(err, position, "partition out of limits");
+	return 0;
+}
+
+int sc_event_peek_tag(const void *buf, size_t len, uint64_t position,
+		      sc_str tag, bool *has, sc_error *err)
+{
+	*has = false;
+	if (len > SC_EVENT_RECORD_MAX)
+		return too_big(err, position, len);
+	const uint8_t *start = len ? buf : (const uint8_t *)"";
+	static const uint32_t want[8] = {0, 2, 0, 2, 1, 2, 2, 2};
+	sc_wire_rd r = {start, start + len};
+	uint32_t f = 0, wt = 0;
+	size_t ntags = 0;
+	while (r.p < r.end) {
+		if (!sc_wire_rd_key(&r, &f, &wt))
+			return corrupt(err, position, "malformed field key");
+		if (f < 8 && wt != want[f])
+			return corrupt(err, position,
+				       "field with the wrong wire type");
+		if (f != 7) {
+			if (!sc_wire_rd_skip(&r, wt))
+				return corrupt(err, position,
+					       "truncated field");
+			continue;
+		}
+		sc_str t;
+		if (!rd_bytes(&r, &t))
+			return corrupt(err, position, "truncated field");
+		if (++ntags > SC_EVENT_TAGS_MAX)
+			return corrupt(err, position, "too many tags");
+		if (t.len > SC_EVENT_FIELD_MAX)
+			return corrupt(err, position, "tag out of limits");
+		if (t.len == tag.len && t.len &&
+		    memcmp(t.ptr, tag.ptr, t.len) == 0)
+			*has = true;
+	}
 	return 0;
 }
 

@@ -20,6 +20,7 @@
 #ifndef STATECACHE_STORE_EVENT_CODEC_H
 #define STATECACHE_STORE_EVENT_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,35 @@ int sc_event_decode(const void *buf, size_t len, uint64_t position,
 		    sc_decoded_event *out, sc_error *err);
 
 /*
+ * A decode arena: the attribute and tag arrays of events decoded by
+ * sc_event_decode_arena, in chunks that never move, so every event decoded
+ * since the last reset stays valid. Zero-initialise it; one thread at a
+ * time.
+ */
+typedef struct sc_decode_arena {
+	struct sc_decode_chunk *first, *cur;
+} sc_decode_arena;
+
+/*
+ * sc_event_decode_arena - sc_event_decode into *ev, whose arrays come from
+ * `a` (valid until sc_decode_arena_reset or _free of it) instead of an
+ * allocation of their own: nothing to free per event. The same checks and
+ * errors as sc_event_decode; on failure *ev is not an event, and what it
+ * took from the arena is returned at the next reset.
+ */
+int sc_event_decode_arena(const void *buf, size_t len, uint64_t position,
+			  sc_decode_arena *a, sc_event *ev, sc_error *err);
+
+/* `n` bytes aligned for any type from `a`, or NULL when out of memory. */
+void *sc_decode_arena_alloc(sc_decode_arena *a, size_t n);
+
+/* Reuse the arena's memory: everything decoded into it is invalid. */
+void sc_decode_arena_reset(sc_decode_arena *a);
+
+/* Free the arena's memory; it is empty (and usable) again. */
+void sc_decode_arena_free(sc_decode_arena *a);
+
+/*
  * sc_event_peek_entity - the entity id of an encoded event, without
  * decoding the rest: *id points into `buf`. Checks the record's framing
  * and the id's length only; sc_event_decode checks everything.
@@ -82,6 +112,16 @@ int sc_event_peek_entity(const void *buf, size_t len, uint64_t position,
  */
 int sc_event_peek_key(const void *buf, size_t len, uint64_t position,
 		      sc_str *partition, sc_str *id, sc_error *err);
+
+/*
+ * sc_event_peek_tag - whether an encoded event carries the tag `tag`
+ * (*has), without decoding the rest. Checks the record's framing (every
+ * field's key, wire type and length), the count of tags and each tag's
+ * length only; sc_event_decode checks everything.
+ * Errors: SC_ECORRUPT, SC_ETOOBIG (as sc_event_decode).
+ */
+int sc_event_peek_tag(const void *buf, size_t len, uint64_t position,
+		      sc_str tag, bool *has, sc_error *err);
 
 /* Free a decoded event. Zeroed or already freed objects are a no-op. */
 void sc_decoded_event_free(sc_decoded_event *d);

@@ -13,7 +13,12 @@
  * query_index_through), and the build of an older store's indexes in
  * several transactions; the store of format 3 in tests/data made by the
  * previous format; a format 4 store without its tag_index refused;
- * cancellation; argument errors.
+ * batches of large events (the decode arena over many chunks); damaged
+ * records in the unindexed tail, skipped or reported as the query's peek
+ * at tags and partition finds them; a position the index names missing
+ * from the log, reached by stepping and by searching; an events key of
+ * another length than 8, ordered as LMDB's default order; cancellation;
+ * argument errors.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
@@ -842,6 +847,313 @@ static void test_damaged_record(void **state)
 	sc_store_close(s);
 }
 
+/* Attributes of the event at `pos` in test_large_batches: 1, 300 or 2000
+ * (the arrays of the last are over one chunk of the decode arena). */
+static size_t large_nattrs(uint64_t pos)
+{
+	static const size_t n[] = {1, 300, 2000, 1, 1};
+	return n[pos % 5];
+}
+
+static int64_t large_value(uint64_t pos, size_t i)
+{
+	return (int64_t)(pos * 10000 + i);
+}
+
+/* Batches of events whose decoded arrays fill many chunks of the query's
+ * decode arena, single events larger than a chunk, smaller ones between:
+ * every event of a batch is whole after the call that delivered it (the
+ * arena never moves what it handed out), by every kind of query, through
+ * the indexes and the unindexed tail (index_lag 64: the last events are
+ * in the tail), a tag query crossing thousands of positions in both. */
+static void test_large_batches(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(64);
+	sc_store *s = open_store(dir, &o);
+	const uint64_t n = short_run ? 600 : 1500;
+	sc_attr *attrs = malloc(2000 * sizeof *attrs);
+	char(*names)[8] = malloc(2000 * sizeof *names);
+	assert_non_null(attrs);
+	assert_non_null(names);
+	for (size_t i = 0; i < 2000; i++) {
+		int len = snprintf(names[i], sizeof names[i], "a%zu", i);
+		attrs[i].name = (sc_str){names[i], (size_t)len};
+		attrs[i].value.type = SC_VALUE_INT;
+	}
+	sc_str tags[2] = {{"all", 3}, {"odd", 3}};
+	for (uint64_t pos = 1; pos <= n; pos++) {
+		size_t na = large_nattrs(pos);
+		for (size_t i = 0; i < na; i++)
+			attrs[i].value.u.i = large_value(pos, i);
+		sc_event ev = {.entity = {"big", 3},
+			       .type = SC_EVENT_SET,
+			       .attrs = attrs,
+			       .nattrs = na,
+			       .partition = {"p", 1},
+			       .tags = tags,
+			       .ntags = pos % 2 ? 2 : 1};
+		sc_error err;
+		int rc = sc_store_append(s, &ev, 1, NULL, &err);
+		if (rc)
+			fprintf(stderr, "append: %s\n", err.message);
+		assert_int_equal(rc, 0);
+	}
+	assert_true(tag_through(s) < n);
+	sc_query_spec specs[] = {
+	    {.kind = SC_QUERY_ALL},
+	    {.kind = SC_QUERY_ENTITY, .key = {"big", 3}, .partition = {"p", 1}},
+	    {.kind = SC_QUERY_TAG, .key = {"all", 3}},
+	    {.kind = SC_QUERY_TAG, .key = {"odd", 3}, .from = 2},
+	    {.kind = SC_QUERY_PARTITION, .key = {"p", 1}},
+	};
+	for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+		sc_query *q = open_query(s, &specs[k]);
+		uint64_t step =
+		    specs[k].kind == SC_QUERY_TAG && specs[k].key.ptr[0] == 'o'
+			? 2
+			: 1;
+		uint64_t want = specs[k].from ? specs[k].from + 1 : 1;
+		for (;;) {
+			const sc_event *evs[256];
+			size_t got;
+			sc_error err;
+			int rc =
+			    sc_query_next_batch(q, 0, evs, 256, &got, &err);
+			if (rc)
+				fprintf(stderr, "query: %s\n", err.message);
+			assert_int_equal(rc, 0);
+			if (!got)
+				break;
+			for (size_t e = 0; e < got; e++, want += step) {
+				const sc_event *ev = evs[e];
+				assert_int_equal(ev->position, want);
+				assert_int_equal(ev->nattrs,
+						 large_nattrs(want));
+				for (size_t i = 0; i < ev->nattrs; i++) {
+					assert_true(str_is(ev->attrs[i].name,
+							   attrs[i].name));
+					assert_int_equal(ev->attrs[i].value.u.i,
+							 large_value(want, i));
+				}
+				assert_int_equal(ev->ntags, want % 2 ? 2 : 1);
+				assert_true(str_is(ev->tags[0], tags[0]));
+				assert_true(
+				    str_is(ev->partition, (sc_str){"p", 1}));
+			}
+		}
+		assert_true(want > n);
+		assert_true(want - step <= n);
+		sc_query_close(q);
+	}
+	free(names);
+	free(attrs);
+	sc_store_close(s);
+}
+
+/* A record whose framing holds but whose attribute does not decode, in
+ * the log's unindexed tail: tag and partition queries look at the tags
+ * and the partition only (sc_event_peek_tag, sc_event_peek_key), so one
+ * the record does not match skips it; one it matches decodes it to
+ * deliver it and reports SC_ECORRUPT at its position, again and again. A
+ * tag over the 4096-byte limit is damage the peek reports. */
+static void test_tail_peek(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(4096);
+	sc_store *s = open_store(dir, &o);
+	sc_str tags[2] = {{"t", 1}, {"u", 1}};
+	for (int i = 1; i <= 5; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .partition = {"p", 1},
+			       .tags = &tags[i % 2 ? 0 : 1],
+			       .ntags = 1};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	assert_int_equal(tag_through(s), 0);
+	/* Position 3: entity "x", type set, tag "t", partition "p", and an
+	 * attribute whose name claims 5 bytes of the 0 left. */
+	static const uint8_t bad_attr[] = {0x0a, 1,   'x',  0x10, 1,
+					   0x1a, 2,   0x0a, 5,	  0x3a,
+					   1,	 't', 0x32, 1,	  'p'};
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, 3);
+	MDB_val k = {8, kb}, v = {sizeof bad_attr, (void *)bad_attr};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	const sc_event *e;
+	sc_error err;
+	/* Not matched: skipped. */
+	sc_query_spec skip[] = {{.kind = SC_QUERY_TAG, .key = {"u", 1}},
+				{.kind = SC_QUERY_PARTITION, .key = {"q", 1}}};
+	static const uint64_t skip_want[2][3] = {{2, 4, 0}, {0}};
+	for (int i = 0; i < 2; i++) {
+		sc_query *q = open_query(s, &skip[i]);
+		for (int j = 0; j < 3; j++) {
+			assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+			if (!skip_want[i][j]) {
+				assert_null(e);
+				break;
+			}
+			assert_int_equal(e->position, skip_want[i][j]);
+		}
+		sc_query_close(q);
+	}
+	/* Matched: delivered events before it, then the damage. */
+	sc_query_spec hit[] = {{.kind = SC_QUERY_TAG, .key = {"t", 1}},
+			       {.kind = SC_QUERY_PARTITION, .key = {"p", 1}}};
+	for (int i = 0; i < 2; i++) {
+		sc_query *q = open_query(s, &hit[i]);
+		assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+		assert_int_equal(e->position, 1);
+		if (i == 1) {
+			assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+			assert_int_equal(e->position, 2);
+		}
+		for (int j = 0; j < 2; j++) {
+			assert_int_equal(sc_query_next(q, 0, &e, &err),
+					 SC_ECORRUPT);
+			assert_non_null(strstr(err.message, "position 3"));
+		}
+		sc_query_close(q);
+	}
+	/* A tag of 4097 bytes at position 3. */
+	size_t big = SC_EVENT_FIELD_MAX + 1;
+	uint8_t *rec = malloc(big + 16);
+	assert_non_null(rec);
+	size_t r = 0;
+	rec[r++] = 0x0a;
+	rec[r++] = 1;
+	rec[r++] = 'x';
+	rec[r++] = 0x10;
+	rec[r++] = 4;
+	rec[r++] = 0x3a;
+	rec[r++] = (uint8_t)(0x80 | (big & 0x7f));
+	rec[r++] = (uint8_t)(big >> 7);
+	memset(rec + r, 't', big);
+	r += big;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	v = (MDB_val){r, rec};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	free(rec);
+	sc_query *q = open_query(s, &skip[0]);
+	assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+	assert_int_equal(e->position, 2);
+	assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+	assert_non_null(strstr(err.message, "tag out of limits"));
+	sc_query_close(q);
+	sc_store_close(s);
+}
+
+/* A position the index names but the log lacks (damage) is reported as
+ * SC_ECORRUPT whether the query reaches it by stepping the cursor (the
+ * tag on every event) or by a search (on every 20th), after the events
+ * before it are delivered. */
+static void test_index_gap(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(1);
+	sc_store *s = open_store(dir, &o);
+	sc_str tags[2] = {{"every", 5}, {"twenty", 6}};
+	for (int i = 1; i <= 60; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = tags,
+			       .ntags = i % 20 == 0 ? 2 : 1};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	assert_int_equal(tag_through(s), 60);
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, 40);
+	MDB_val k = {8, kb};
+	assert_int_equal(mdb_del(txn, s->dbi_events, &k, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	for (int t = 0; t < 2; t++) {
+		sc_query_spec spec = {.kind = SC_QUERY_TAG, .key = tags[t]};
+		sc_query *q = open_query(s, &spec);
+		uint64_t step = t ? 20 : 1, want = step;
+		const sc_event *e;
+		sc_error err;
+		int rc;
+		while ((rc = sc_query_next(q, 0, &e, &err)) == 0) {
+			assert_non_null(e);
+			assert_int_equal(e->position, want);
+			want += step;
+		}
+		assert_int_equal(rc, SC_ECORRUPT);
+		assert_int_equal(want, 40);
+		assert_int_equal(sc_query_position(q), 40 - step);
+		assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+		sc_query_close(q);
+	}
+	sc_store_close(s);
+}
+
+/* An events key that is not 8 bytes (damage) sorts where LMDB's default
+ * comparison puts it, as the store's comparison of events keys must (a
+ * 9-byte key starting with position 3: between 3 and 4). */
+static void test_odd_events_key(void **state)
+{
+	SC_UNUSED(state);
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store_options o = opts(4096);
+	sc_store *s = open_store(dir, &o);
+	sc_str tag = {"t", 1};
+	for (int i = 1; i <= 5; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = &tag,
+			       .ntags = 1};
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[9] = {0};
+	sc_be64_put(kb, 3);
+	MDB_val k = {9, kb}, v = {1, "x"};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	/* Its neighbours in the tree. */
+	MDB_cursor *cur;
+	assert_int_equal(mdb_cursor_open(txn, s->dbi_events, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET), 0);
+	MDB_val nk, nv;
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_PREV), 0);
+	assert_int_equal(nk.mv_size, 8);
+	assert_int_equal(sc_be64_get(nk.mv_data), 3);
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_NEXT), 0);
+	assert_int_equal(mdb_cursor_get(cur, &nk, &nv, MDB_NEXT), 0);
+	assert_int_equal(nk.mv_size, 8);
+	assert_int_equal(sc_be64_get(nk.mv_data), 4);
+	mdb_cursor_close(cur);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	/* A query that starts past it reads on in order. */
+	sc_query_spec spec = {.kind = SC_QUERY_TAG, .key = tag, .from = 4};
+	sc_query *q = open_query(s, &spec);
+	const sc_event *e;
+	for (uint64_t want = 4; want <= 6; want++) {
+		assert_int_equal(sc_query_next(q, 0, &e, NULL), 0);
+		if (want == 6)
+			assert_null(e);
+		else
+			assert_int_equal(e->position, want);
+	}
+	sc_query_close(q);
+	sc_store_close(s);
+}
+
 /* A live query of a store another process appends to sees its commits by
  * polling; a finite query opened later ends at the other process's last
  * commit. */
@@ -999,6 +1311,10 @@ int main(void)
 	    cmocka_unit_test(test_format3_store),
 	    cmocka_unit_test(test_verify_indexes),
 	    cmocka_unit_test(test_damaged_record),
+	    cmocka_unit_test(test_large_batches),
+	    cmocka_unit_test(test_tail_peek),
+	    cmocka_unit_test(test_index_gap),
+	    cmocka_unit_test(test_odd_events_key),
 	    cmocka_unit_test(test_other_process),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_bad_arguments),
