@@ -38,6 +38,7 @@
 #include "statecache/query.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -76,6 +77,10 @@ struct sc_query {
 	uint64_t end;	    /* finite queries: the last position */
 	uint64_t delivered; /* position of the last event delivered */
 	atomic_bool cancelled;
+	/* Damage met (SC_ECORRUPT): every later call reports it, once the
+	 * events read before it are delivered; a retry from the position
+	 * after them could sort past a damaged key and go on silently. */
+	sc_error fault;
 
 	/* The current batch: records[i] is buf[off..off+len). */
 	uint8_t *buf;
@@ -464,6 +469,11 @@ static int batch_indexed(void *ctx, uint64_t pos)
 static int fetch(sc_query *q, sc_error *err)
 {
 	q->nrecs = q->irec = q->len = 0;
+	if (q->fault.code) {
+		if (err)
+			*err = q->fault;
+		return q->fault.code;
+	}
 	batch b = {.q = q, .err = err};
 	int rc = sc_store_read_begin(q->store, &b.txn, err);
 	if (rc)
@@ -529,9 +539,19 @@ out:
 	if (b.events)
 		mdb_cursor_close(b.events);
 	sc_store_read_end(q->store, b.txn);
+	if (rc == SC_ECORRUPT) {
+		q->fault.code = rc;
+		if (err)
+			memcpy(q->fault.message, err->message,
+			       sizeof q->fault.message);
+		else
+			snprintf(q->fault.message, sizeof q->fault.message,
+				 "the store is damaged");
+	}
 	if (rc && q->nrecs) {
 		/* Deliver what was read before the fault; the next batch
-		 * starts after it and meets the fault again. */
+		 * starts after it and meets the fault again (damage: the
+		 * recorded one). */
 		q->next = q->recs[q->nrecs - 1].pos + 1;
 		sc_error_clear(err);
 		return 0;

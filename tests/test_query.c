@@ -1103,7 +1103,8 @@ static void test_index_gap(void **state)
 
 /* An events key that is not 8 bytes (damage) sorts where LMDB's default
  * comparison puts it, as the store's comparison of events keys must (a
- * 9-byte key starting with position 3: between 3 and 4). */
+ * 9-byte key starting with position 3: between 3 and 4); a query that
+ * meets it keeps reporting it. */
 static void test_odd_events_key(void **state)
 {
 	SC_UNUSED(state);
@@ -1139,10 +1140,25 @@ static void test_odd_events_key(void **state)
 	assert_int_equal(sc_be64_get(nk.mv_data), 4);
 	mdb_cursor_close(cur);
 	assert_int_equal(mdb_txn_commit(txn), 0);
+	/* A query that meets it delivers the events before it, then reports
+	 * the damage at every later call: it never goes on past it. */
+	sc_query_spec from1 = {.kind = SC_QUERY_TAG, .key = tag, .from = 1};
+	sc_query *q = open_query(s, &from1);
+	const sc_event *e;
+	for (uint64_t want = 1; want <= 3; want++) {
+		assert_int_equal(sc_query_next(q, 0, &e, NULL), 0);
+		assert_non_null(e);
+		assert_int_equal(e->position, want);
+	}
+	sc_error err;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+		assert_non_null(strstr(err.message, "damaged"));
+	}
+	sc_query_close(q);
 	/* A query that starts past it reads on in order. */
 	sc_query_spec spec = {.kind = SC_QUERY_TAG, .key = tag, .from = 4};
-	sc_query *q = open_query(s, &spec);
-	const sc_event *e;
+	q = open_query(s, &spec);
 	for (uint64_t want = 4; want <= 6; want++) {
 		assert_int_equal(sc_query_next(q, 0, &e, NULL), 0);
 		if (want == 6)

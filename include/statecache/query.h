@@ -117,7 +117,9 @@ SC_API int sc_query_open(sc_store *store, const sc_query_spec *spec,
  * Errors: ETIMEDOUT (no event within timeout_ms; the query goes on with
  * the next call), ECANCELED (sc_query_cancel was called; every later call
  * returns it too), SC_ECORRUPT (a record or an index row is damaged: the
- * message names the position), SC_EREADERS, SC_ELMDB, ENOMEM.
+ * message names the position; the events before it are delivered first,
+ * and every later call returns the same error: a query never goes on past
+ * damage), SC_EREADERS, SC_ELMDB, ENOMEM (these three may be retried).
  */
 SC_API int sc_query_next(sc_query *q, int timeout_ms, const sc_event **ev,
 			 sc_error *err);
