@@ -211,39 +211,9 @@ int sc_tag_index_append(sc_store *store, MDB_txn *txn, const sc_event *evs,
 	return rc ? write_error(err, rc) : 0;
 }
 
-/*
- * The order of the events database's keys, for LMDB. A key is a position,
- * 8 bytes big-endian, whose memcmp order is its numeric order: comparing
- * two keys as integers gives exactly the order of LMDB's default
- * comparison (mdb_cmp_memn), so a process that does not set it sees the
- * same tree, and setting it after the database was read changes nothing.
- * What it saves is a call of memcmp per step of every search: a tag or
- * partition query looks up one event per index row, each from the root
- * when it is on another page. Keys of another length (damage) compare as
- * the default does.
- */
-static int events_key_cmp(const MDB_val *a, const MDB_val *b)
-{
-	if (a->mv_size == 8 && b->mv_size == 8) {
-		uint64_t x = sc_be64_get(a->mv_data),
-			 y = sc_be64_get(b->mv_data);
-		return (x > y) - (x < y);
-	}
-	size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
-	int c = n ? memcmp(a->mv_data, b->mv_data, n) : 0;
-	if (c)
-		return c;
-	return (a->mv_size > b->mv_size) - (a->mv_size < b->mv_size);
-}
-
 int sc_tag_index_open(sc_store *store, MDB_txn *txn, const char *dir,
 		      bool fresh, uint32_t version, sc_error *err)
 {
-	/* Open's transaction has the events database open: the order it
-	 * reads it in from now on (see events_key_cmp). */
-	int crc = mdb_set_compare(txn, store->dbi_events, events_key_cmp);
-	if (crc)
-		return sc_store_lmdb_error(err, crc, "opening database events");
 	bool create = fresh || version < 4;
 	const struct {
 		const char *name;
