@@ -154,7 +154,10 @@ struct sc_reader {
 /*
  * An apply lane (cache/lanes.c): one share of a batch's events, those whose
  * entity hashes to the root slots the lane owns (hamt/hamt_internal.h), applied
- * in log order by one thread into a lane edit of the pending version. The
+ * in log order by one thread into lane edits of the pending version (one
+ * per partition the batch names: each partition's tree is split by root
+ * slot the same way, so an entity, its partition and id, stays in one
+ * lane and one tree). The
  * threads applying a batch (the writer and the cache's workers) take the
  * lanes one after another until none is left; there are several lanes per
  * thread, so a thread that is held up leaves its share to the others. A
@@ -170,8 +173,11 @@ typedef struct sc_lane {
 	 * the release hook counts into bytes_sub instead of the cache. */
 	bool busy;
 	sc_pool entity_pool;
-	sc_hamt_edit *edit; /* this batch's lane edit */
-	uint32_t *idx;	    /* the batch's events of this lane, in order */
+	/* This batch's lane edits, by the batch's number of a partition
+	 * (cache/lanes.c). */
+	sc_hamt_edit **edits;
+	size_t nedits, capedits;
+	uint32_t *idx; /* the batch's events of this lane, in order */
 	size_t nidx, capidx;
 	/* What the batch did, for the writer to fold in. */
 	size_t bytes_add, bytes_sub; /* entity states made, released */
@@ -269,6 +275,7 @@ struct sc_cache {
 	_Atomic unsigned lanes_next; /* the next lane a thread takes */
 	bool lanes_stop;
 	const sc_event *batch_events;
+	struct sc_lanes_parts *batch_parts; /* the batch's partitions */
 };
 
 /* Open the pending version on top of the current one if none is open: a
@@ -334,9 +341,11 @@ void sc_lane_release_entry(void *ctx, const sc_hamt_key *key, void *value);
 bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value);
 
 /* cache.c: apply lane l's events of `evs` (hashes[i]: the map's hash of
- * event i's id) into l->edit and settle it; records the lane's first
- * failure. Runs on the lane's thread. */
-void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes);
+ * event i's id; part[i]: the batch's number of its partition) into
+ * l->edits[part[i]] and settle every edit of l->edits; records the lane's
+ * first failure. Runs on the lane's thread. */
+void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
+		 const uint32_t *part);
 
 /* reclaim.c */
 int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err);

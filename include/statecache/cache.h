@@ -177,10 +177,9 @@ SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  * same states, entity positions, version position, and stats after the
  * promote (the pending version is published by one promote, as always).
  * Small batches (a few hundred events) and caches with one lane apply on
- * the calling thread. The lanes split the default partition's tree: a
- * batch in which any event names a partition is applied on the calling
- * thread, one event after the other, each into its partition's tree (the
- * same result). Writer thread, like sc_cache_apply.
+ * the calling thread. An entity is its partition and its id: each
+ * partition's tree is split among the lanes the same way, so batches over
+ * named partitions apply in lanes too. Writer thread, like sc_cache_apply.
  *
  * Every event is validated before anything is touched: SC_EINVAL names
  * the first bad event, the pending version is unchanged. Any other failure
