@@ -383,7 +383,7 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = &evs[i];
 		sc_str p = ev->partition;
-		uint32_t num;
+		uint32_t num = 0;
 		if (!p.len) {
 			if (bp->dflt == UINT32_MAX &&
 			    part_add(bp, cache->edit, &bp->dflt))
