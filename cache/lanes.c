@@ -8,7 +8,12 @@
  * partition and its id: every partition the batch names has a tree of its
  * own (cache/cache_internal.h), and each of those trees is split among the
  * lanes by root slot in the same way, so lane k applies its events of
- * partition p into its share of p's tree. The result is the serial one:
+ * partition p into its share of p's tree. A partition the batch names
+ * only a few times is not worth splitting (a split and a join cost a node
+ * per lane): its events go to the writer's lane, which the writer applies
+ * into the partition's own edit before it takes lanes like the workers
+ * (the map's memory and the cache's pool are the writer's alone while the
+ * workers run). The result is the serial one:
  * the same states in every partition, the same trees (a map's shape
  * depends on its contents only), the same garbage, the same counters, one
  * version published by the promote as before.
@@ -93,6 +98,9 @@ struct sc_lanes_parts {
 	size_t capof;
 	sc_hamt_edit **edits; /* by number: the partition's pending edit */
 	size_t n, cap;
+	uint32_t *count; /* by number: the batch's events of the partition */
+	size_t capcount;
+	size_t nsplit;	/* partitions split among the lanes */
 	part_slot *tab; /* the names seen, open addressing on the hash */
 	size_t tabcap, tabn;
 	uint32_t dflt; /* the default partition's number; UINT32_MAX: none */
@@ -150,6 +158,10 @@ static void stop_workers(sc_cache *cache, unsigned n)
  * a share of slow events) leaves its work to the others. */
 #define LANES_PER_THREAD 4
 
+/* A partition is split among the lanes when the batch has at least this
+ * many of its events per lane; fewer go to the writer's lane. */
+#define LANES_SPLIT_MIN 4
+
 int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 {
 	unsigned t = threads;
@@ -168,7 +180,8 @@ int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 	unsigned n = t * LANES_PER_THREAD;
 	if (n > SC_HAMT_LANES_MAX)
 		n = SC_HAMT_LANES_MAX;
-	void *block = sc_calloc(1, n * sizeof(sc_lane) + 64);
+	/* n lanes and the writer's. */
+	void *block = sc_calloc(1, (n + 1) * sizeof(sc_lane) + 64);
 	if (!block)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for %u apply lanes", n);
@@ -178,8 +191,11 @@ int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 		ls[k].cache = cache;
 		sc_pool_init(&ls[k].entity_pool, (size_t)8 << 20,
 			     SC_POOL_DEFAULT);
+		ls[k].pool = &ls[k].entity_pool;
 		ctx[k] = &ls[k];
 	}
+	ls[n].cache = cache;
+	ls[n].pool = &cache->entity_pool;
 	int rc = sc_hamt_lanes_setup(cache->map, n, sc_lane_release_entry,
 				     sc_lane_entry_fresh, ctx);
 	if (rc) {
@@ -232,8 +248,10 @@ void sc_lanes_fini(sc_cache *cache)
 {
 	if (cache->nthreads < 2)
 		return;
-	for (unsigned k = 0; k < cache->nlanes; k++) {
-		sc_pool_destroy(&cache->lanes[k].entity_pool);
+	for (unsigned k = 0; k <= cache->nlanes; k++) {
+		/* The writer's lane has no pool of its own. */
+		if (k < cache->nlanes)
+			sc_pool_destroy(&cache->lanes[k].entity_pool);
 		sc_free(cache->lanes[k].idx);
 		sc_free(cache->lanes[k].edits);
 	}
@@ -242,6 +260,7 @@ void sc_lanes_fini(sc_cache *cache)
 	if (bp) {
 		sc_free(bp->of);
 		sc_free(bp->edits);
+		sc_free(bp->count);
 		sc_free(bp->tab);
 		sc_free(bp);
 		cache->batch_parts = NULL;
@@ -281,9 +300,12 @@ static int part_add(struct sc_lanes_parts *bp, sc_hamt_edit *edit,
 		    uint32_t *num)
 {
 	if (sc_grow_array((void **)&bp->edits, &bp->cap, bp->n + 1,
-			  sizeof *bp->edits))
+			  sizeof *bp->edits) ||
+	    sc_grow_array((void **)&bp->count, &bp->capcount, bp->n + 1,
+			  sizeof *bp->count))
 		return ENOMEM;
 	bp->edits[bp->n] = edit;
+	bp->count[bp->n] = 0;
 	*num = (uint32_t)bp->n++;
 	return SC_OK;
 }
@@ -346,10 +368,12 @@ static int part_number(sc_cache *cache, sc_str name, uint32_t *num,
 	return SC_OK;
 }
 
-/* Hash every event's id, number its partition, and give each lane its
- * events, in order, and room for a lane edit of every partition. Errors:
- * ENOMEM (the pending version is poisoned; *failed is the event whose
- * partition could not be opened, else 0). */
+/* Hash every event's id and number its partition; give each lane its
+ * events, in order: a partition the batch names often enough is split
+ * among the lanes, the others' events go to the writer's lane, which
+ * applies them into their partitions' edits (set here). Errors: ENOMEM
+ * (the pending version is poisoned; *failed is the event whose partition
+ * could not be opened, else 0). */
 static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 		 sc_error *err)
 {
@@ -362,7 +386,7 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 			  sizeof *cache->hashes) ||
 	    sc_grow_array((void **)&bp->of, &bp->capof, n, sizeof *bp->of))
 		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
-	for (unsigned k = 0; k < nl; k++) {
+	for (unsigned k = 0; k <= nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->idx, &l->capidx, n,
 				  sizeof *l->idx))
@@ -404,18 +428,32 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 			last_num = num;
 		}
 		bp->of[i] = num;
-		uint64_t h =
+		bp->count[num]++;
+		cache->hashes[i] =
 		    sc_hamt_hash(cache->map, ev->entity.ptr, ev->entity.len);
-		cache->hashes[i] = h;
-		sc_lane *l = &cache->lanes[sc_hamt_lane_of(h, nl)];
-		l->idx[l->nidx++] = (uint32_t)i;
 	}
-	for (unsigned k = 0; k < nl; k++) {
+	for (unsigned k = 0; k <= nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->edits, &l->capedits, bp->n,
 				  sizeof *l->edits))
 			return sc_cache_poison(cache, ENOMEM, err,
 					       "routing a batch");
+	}
+	/* The writer's lane has the edits of the partitions not split. */
+	sc_lane *w = &cache->lanes[nl];
+	bp->nsplit = 0;
+	for (size_t j = 0; j < bp->n; j++) {
+		bool split = bp->count[j] >= (size_t)LANES_SPLIT_MIN * nl;
+		w->edits[j] = split ? NULL : bp->edits[j];
+		bp->nsplit += split;
+	}
+	w->nedits = bp->n;
+	for (size_t i = 0; i < n; i++) {
+		sc_lane *l =
+		    w->edits[bp->of[i]]
+			? w
+			: &cache->lanes[sc_hamt_lane_of(cache->hashes[i], nl)];
+		l->idx[l->nidx++] = (uint32_t)i;
 	}
 	return SC_OK;
 }
@@ -429,26 +467,40 @@ static void part_lanes(sc_cache *cache, size_t num, sc_hamt_edit *lanes[])
 	}
 }
 
-/* End the lanes of partitions from..to-1 after a failure: every change of
- * their edits is dropped and the edits are poisoned (discard aborts
- * them). */
+/* Whether partition `num` is split among the lanes (else the writer's
+ * lane has it). */
+static bool part_split(const sc_cache *cache, size_t num)
+{
+	return !cache->lanes[cache->nlanes].edits[num];
+}
+
+/* End the lanes of the partitions from..to-1 split among them, after a
+ * failure: every change of their edits is dropped and the edits are
+ * poisoned (discard aborts them, and the others). */
 static void parts_abort(sc_cache *cache, size_t from, size_t to)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = from; j < to; j++) {
+		if (!part_split(cache, j))
+			continue;
 		part_lanes(cache, j, lanes);
 		sc_hamt_lanes_abort(bp->edits[j], lanes);
 	}
 }
 
-/* Split every partition's edit among the lanes. On failure the
- * partitions split so far are aborted. */
+/* Split the edit of every partition to split among the lanes. On failure
+ * the partitions split so far are aborted. */
 static int parts_split(sc_cache *cache)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = 0; j < bp->n; j++) {
+		if (!part_split(cache, j)) {
+			for (unsigned k = 0; k < cache->nlanes; k++)
+				cache->lanes[k].edits[j] = NULL;
+			continue;
+		}
 		int rc = sc_hamt_lanes_split(bp->edits[j], lanes);
 		if (rc) {
 			parts_abort(cache, 0, j);
@@ -462,13 +514,15 @@ static int parts_split(sc_cache *cache)
 	return SC_OK;
 }
 
-/* Join every partition's lanes into its edit. On failure the partitions
- * not joined yet are aborted. */
+/* Join the lanes of every partition split among them into its edit. On
+ * failure the partitions not joined yet are aborted. */
 static int parts_join(sc_cache *cache)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = 0; j < bp->n; j++) {
+		if (!part_split(cache, j))
+			continue;
 		part_lanes(cache, j, lanes);
 		int rc = sc_hamt_lanes_join(bp->edits[j], lanes);
 		if (rc) {
@@ -479,19 +533,26 @@ static int parts_join(sc_cache *cache)
 	return SC_OK;
 }
 
-/* Run every lane of the batch: the workers and the calling thread take
- * them in turn. */
+/* Run every lane of the batch: the calling thread runs the writer's
+ * lane, then the workers and it take the other lanes in turn. */
 static void run_lanes(sc_cache *cache, const sc_event *evs)
 {
-	pthread_mutex_lock(&cache->lanes_lock);
-	for (unsigned k = 0; k < cache->nlanes; k++) {
+	for (unsigned k = 0; k <= cache->nlanes; k++) {
 		sc_lane *l = &cache->lanes[k];
-		l->busy = true;
 		l->rc = 0;
 		l->bytes_add = l->bytes_sub = l->garbage_bytes = 0;
 		l->state_size_max = 0;
 		l->position = 0;
 	}
+	sc_lane *w = &cache->lanes[cache->nlanes];
+	if (!cache->batch_parts->nsplit) {
+		/* Nothing for the workers. */
+		sc_lane_run(w, evs, cache->hashes, cache->batch_parts->of);
+		return;
+	}
+	pthread_mutex_lock(&cache->lanes_lock);
+	for (unsigned k = 0; k < cache->nlanes; k++)
+		cache->lanes[k].busy = true;
 	cache->batch_events = evs;
 	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
 	cache->lanes_running = cache->nthreads - 1;
@@ -499,6 +560,8 @@ static void run_lanes(sc_cache *cache, const sc_event *evs)
 	pthread_cond_broadcast(&cache->lanes_go);
 	pthread_mutex_unlock(&cache->lanes_lock);
 
+	if (w->nidx)
+		sc_lane_run(w, evs, cache->hashes, cache->batch_parts->of);
 	take_lanes(cache, evs, cache->hashes);
 
 	pthread_mutex_lock(&cache->lanes_lock);
@@ -542,7 +605,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	/* Fold what the lanes counted; find the first failure in log order. */
 	sc_lane *first = NULL;
 	size_t add = 0, sub = 0;
-	for (unsigned k = 0; k < cache->nlanes; k++) {
+	for (unsigned k = 0; k <= cache->nlanes; k++) {
 		sc_lane *l = &cache->lanes[k];
 		add += l->bytes_add;
 		sub += l->bytes_sub;

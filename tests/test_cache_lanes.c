@@ -270,6 +270,10 @@ static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 
 /* ==== the property ======================================================== */
 
+/* Batches over named partitions applied partly by the writer's lane and
+ * partly by the others, and wholly by the others. */
+static unsigned mixed_batches, split_batches;
+
 /* SC_HAMT_PROTECT for the caches make_cache makes. */
 static unsigned hamt_flags;
 
@@ -287,7 +291,7 @@ static sc_cache *make_cache(unsigned lanes, sc_hamt_hash_fn hash)
 }
 
 /* `nparts` > 0: three batches in four have events of up to nparts
- * partitions (the default one and named ones; batch k names at most k + 2,
+ * partitions (the default one and named ones; batch k names at most 3k + 2,
  * so later batches name partitions for the first time), the others are of
  * the default partition alone, into the same pending versions. */
 static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
@@ -309,8 +313,8 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 		size_t n =
 		    rnd_below(4) ? 200 + rnd_below(2800) : 1 + rnd_below(300);
 		unsigned np = nparts && k % 4 != 3 ? nparts : 0;
-		if (np > k + 2)
-			np = k + 2;
+		if (np > 3 * k + 2)
+			np = 3 * k + 2;
 		batch_fill(&b, n, nent, pos, np);
 		for (size_t i = 0; i < n; i++)
 			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
@@ -321,11 +325,18 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 			fail_msg("batch %u: %s", k, err.message);
 		assert_int_equal(failed, n);
 		if (n >= 256) {
-			/* The lanes took the batch between them. */
+			/* The lanes took the batch between them (the
+			 * writer's lane, lanes[nlanes], the partitions
+			 * too small to split). */
 			size_t routed = 0;
-			for (unsigned l = 0; l < par->nlanes; l++)
+			for (unsigned l = 0; l <= par->nlanes; l++)
 				routed += par->lanes[l].nidx;
 			assert_int_equal(routed, n);
+			size_t w = par->lanes[par->nlanes].nidx;
+			if (np > 1 && w && w < n)
+				mixed_batches++;
+			if (np > 1 && !w)
+				split_batches++;
 		}
 		unsigned what = (unsigned)rnd_below(8);
 		if (what == 0) {
@@ -405,6 +416,7 @@ static void test_lanes_equal_serial(void **state)
 static void test_lanes_partitions(void **state)
 {
 	(void)state;
+	mixed_batches = split_batches = 0;
 	run_stream_in(2, NULL, 100, rounds(60), 3);
 	run_stream_in(2, NULL, 2000, rounds(60), NPARTS_MAX);
 	run_stream_in(4, NULL, 5000, rounds(30), 12);
@@ -415,6 +427,9 @@ static void test_lanes_partitions(void **state)
 	hamt_flags = SC_HAMT_PROTECT;
 	run_stream_in(2, NULL, 1000, rounds(8), 10);
 	hamt_flags = 0;
+	/* Both kinds of batch were met. */
+	assert_true(mixed_batches > 0);
+	assert_true(split_batches > 0);
 }
 
 static void test_lanes_collisions(void **state)
