@@ -13,13 +13,13 @@
  * per lane): its events go to the writer's lane, which the writer applies
  * into the partition's own edit before it takes lanes like the workers
  * (the map's memory and the cache's pool are the writer's alone while the
- * workers run). The result is the serial one:
- * the same states in every partition, the same trees (a map's shape
- * depends on its contents only), the same garbage, the same counters, one
- * version published by the promote as before.
+ * workers run). The result is the serial one: the same states in every
+ * partition, the same trees (a map's shape depends on its contents only),
+ * the same garbage, the same counters, one version published by the
+ * promote as before.
  *
- *   writer:   hash + route | split | lane 0 | lane 2 | lane 5 | wait | join
- *   worker 1:                      | lane 1 | lane 3 | lane 4 | lane 6 |
+ *   writer:   route | split | writer's lane | lane 0 | lane 2 | wait | join
+ *   worker 1:               | lane 1 | lane 3 | lane 4 | lane 5 | lane 6 |
  *
  * There are LANES_PER_THREAD lanes per thread; the writer wakes the
  * workers, and they and the writer take the lanes in turn until none is
@@ -81,10 +81,11 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
  * in the order of its first event (the default partition too, when the
  * batch has events of it), and its edit of the pending version is opened
  * then (sc_cache_part_edit), as a serial apply opens it at that event.
- * Every one of those edits is split among the lanes: lane k applies event
- * i into its lane edit edits[of[i]], and the writer joins the partitions'
- * lanes one partition after the other. Written by the writer only, before
- * the lanes run; read by them while they run.
+ * The edit of each partition with at least LANES_SPLIT_MIN events per lane
+ * is split among the lanes: lane k applies event i into its lane edit
+ * edits[of[i]], and the writer joins the partitions' lanes one partition
+ * after the other. The writer's lane has the edits of the others. Written
+ * by the writer only, before the lanes run; read by them while they run.
  */
 typedef struct part_slot {
 	const char *name; /* bytes of the first event naming it; NULL: free */
