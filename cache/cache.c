@@ -51,7 +51,7 @@ static void entity_free(sc_cache *cache, sc_entity *e)
 /* The pool a change allocates from: its lane's, or the writer's. */
 static sc_pool *change_pool(const sc_change *c)
 {
-	return c->lane ? c->lane->pool : &c->cache->entity_pool;
+	return c->lane ? &c->lane->entity_pool : &c->cache->entity_pool;
 }
 
 void sc_cache_release_entry(void *ctx, const sc_hamt_key *key, void *value)
@@ -362,7 +362,8 @@ static apply_job *job_make(sc_cache *cache, sc_lane *l, const sc_event *ev,
 			   size_t payload)
 {
 	size_t block = (sizeof(apply_job) + payload + 7u) & ~(size_t)7u;
-	apply_job *j = sc_pool_alloc(l ? l->pool : &cache->entity_pool, block);
+	apply_job *j =
+	    sc_pool_alloc(l ? &l->entity_pool : &cache->entity_pool, block);
 	if (!j)
 		return NULL;
 	j->change = (sc_change){.cache = cache,
@@ -537,7 +538,7 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 			if (rc) {
 				/* An earlier job's failure, noted by its
 				 * done; this one was not queued. */
-				sc_pool_free(l->pool, j, j->block);
+				sc_pool_free(&l->entity_pool, j, j->block);
 				lane_fail(l, i, rc, false);
 			}
 			continue;

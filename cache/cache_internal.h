@@ -165,10 +165,8 @@ struct sc_reader {
  * to the cache's figures in fields of its own; the writer folds them into
  * the cache once the lanes are done. Lane k's HAMT lane map releases
  * states into lane k (sc_lane_release_entry), so that each pool gets back
- * the states it handed out. The writer's lane (lanes[nlanes]) holds the
- * events of partitions the batch names too few times to split: the writer
- * applies them into those partitions' own edits, with the map's memory and
- * the cache's pool, which no other lane touches.
+ * the states it handed out. A partition the batch names only a few times
+ * is not split: one lane takes its whole tree (sc_hamt_lane_take).
  */
 typedef struct sc_lane {
 	_Alignas(64) sc_cache *cache;
@@ -176,8 +174,6 @@ typedef struct sc_lane {
 	 * the release hook counts into bytes_sub instead of the cache. */
 	bool busy;
 	sc_pool entity_pool;
-	sc_pool *pool; /* where its states come from: entity_pool, or the
-			  cache's for the writer's lane (cache/lanes.c) */
 	/* This batch's lane edits, by the batch's number of a partition
 	 * (cache/lanes.c); NULL for a partition the lane has no share of. */
 	sc_hamt_edit **edits;
@@ -194,6 +190,11 @@ typedef struct sc_lane {
 	size_t failed_at; /* index of the event in the batch */
 	sc_error err;
 } sc_lane;
+
+/* A partition is split among the lanes when a batch has at least this
+ * many of its events per lane; one lane takes a partition with fewer
+ * (cache/lanes.c). */
+#define SC_LANES_SPLIT_MIN 4
 
 /* Most threads applying a batch (options.lanes). */
 #define SC_CACHE_THREADS_MAX 8
@@ -267,7 +268,7 @@ struct sc_cache {
 	/* ---- apply lanes (cache/lanes.c); nthreads 1: none ---- */
 	unsigned nthreads; /* threads applying a batch, the writer's too */
 	unsigned nlanes;   /* lanes a batch is split into */
-	sc_lane *lanes;	   /* nlanes lanes, then the writer's lane */
+	sc_lane *lanes;
 	pthread_t workers[SC_CACHE_THREADS_MAX]; /* 1..nthreads-1 */
 	void *lanes_block; /* the allocation `lanes` is aligned within */
 	uint64_t *hashes;  /* the batch's hashes, by event */
@@ -348,8 +349,7 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value);
 /* cache.c: apply lane l's events of `evs` (hashes[i]: the map's hash of
  * event i's id; part[i]: the batch's number of its partition) into
  * l->edits[part[i]] and settle every edit of l->edits; records the lane's
- * first failure. Runs on the lane's thread (the writer's lane: the
- * writer's). */
+ * first failure. Runs on the lane's thread. */
 void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 		 const uint32_t *part);
 

@@ -10,16 +10,15 @@
  * lanes by root slot in the same way, so lane k applies its events of
  * partition p into its share of p's tree. A partition the batch names
  * only a few times is not worth splitting (a split and a join cost a node
- * per lane): its events go to the writer's lane, which the writer applies
- * into the partition's own edit before it takes lanes like the workers
- * (the map's memory and the cache's pool are the writer's alone while the
- * workers run). The result is the serial one: the same states in every
+ * per lane): one lane takes its whole tree (sc_hamt_lane_take), and all its
+ * events, the partitions taken going to the lanes in turn. The result is
+ * the serial one: the same states in every
  * partition, the same trees (a map's shape depends on its contents only),
  * the same garbage, the same counters, one version published by the
  * promote as before.
  *
- *   writer:   route | split | writer's lane | lane 0 | lane 2 | wait | join
- *   worker 1:               | lane 1 | lane 3 | lane 4 | lane 5 | lane 6 |
+ *   writer:   hash + route | split | lane 0 | lane 2 | lane 5 | wait | join
+ *   worker 1:                      | lane 1 | lane 3 | lane 4 | lane 6 |
  *
  * There are LANES_PER_THREAD lanes per thread; the writer wakes the
  * workers, and they and the writer take the lanes in turn until none is
@@ -81,11 +80,11 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
  * in the order of its first event (the default partition too, when the
  * batch has events of it), and its edit of the pending version is opened
  * then (sc_cache_part_edit), as a serial apply opens it at that event.
- * The edit of each partition with at least LANES_SPLIT_MIN events per lane
- * is split among the lanes: lane k applies event i into its lane edit
- * edits[of[i]], and the writer joins the partitions' lanes one partition
- * after the other. The writer's lane has the edits of the others. Written
- * by the writer only, before the lanes run; read by them while they run.
+ * The edit of each partition with at least SC_LANES_SPLIT_MIN events per lane
+ * is split among the lanes, the others' are taken whole by one lane each:
+ * lane k applies event i into its lane edit edits[of[i]], and the writer
+ * joins the partitions' lanes one partition after the other. Written by
+ * the writer only, before the lanes run; read by them while they run.
  */
 typedef struct part_slot {
 	const char *name; /* bytes of the first event naming it; NULL: free */
@@ -101,7 +100,8 @@ struct sc_lanes_parts {
 	size_t n, cap;
 	uint32_t *count; /* by number: the batch's events of the partition */
 	size_t capcount;
-	size_t nsplit;	/* partitions split among the lanes */
+	uint32_t *owner; /* by number: the lane taking it; LANE_SPLIT: split */
+	size_t capowner;
 	part_slot *tab; /* the names seen, open addressing on the hash */
 	size_t tabcap, tabn;
 	uint32_t dflt; /* the default partition's number; UINT32_MAX: none */
@@ -159,9 +159,8 @@ static void stop_workers(sc_cache *cache, unsigned n)
  * a share of slow events) leaves its work to the others. */
 #define LANES_PER_THREAD 4
 
-/* A partition is split among the lanes when the batch has at least this
- * many of its events per lane; fewer go to the writer's lane. */
-#define LANES_SPLIT_MIN 4
+/* The owner of a partition split among the lanes. */
+#define LANE_SPLIT UINT32_MAX
 
 int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 {
@@ -181,8 +180,7 @@ int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 	unsigned n = t * LANES_PER_THREAD;
 	if (n > SC_HAMT_LANES_MAX)
 		n = SC_HAMT_LANES_MAX;
-	/* n lanes and the writer's. */
-	void *block = sc_calloc(1, (n + 1) * sizeof(sc_lane) + 64);
+	void *block = sc_calloc(1, n * sizeof(sc_lane) + 64);
 	if (!block)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for %u apply lanes", n);
@@ -192,11 +190,8 @@ int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 		ls[k].cache = cache;
 		sc_pool_init(&ls[k].entity_pool, (size_t)8 << 20,
 			     SC_POOL_DEFAULT);
-		ls[k].pool = &ls[k].entity_pool;
 		ctx[k] = &ls[k];
 	}
-	ls[n].cache = cache;
-	ls[n].pool = &cache->entity_pool;
 	int rc = sc_hamt_lanes_setup(cache->map, n, sc_lane_release_entry,
 				     sc_lane_entry_fresh, ctx);
 	if (rc) {
@@ -249,10 +244,8 @@ void sc_lanes_fini(sc_cache *cache)
 {
 	if (cache->nthreads < 2)
 		return;
-	for (unsigned k = 0; k <= cache->nlanes; k++) {
-		/* The writer's lane has no pool of its own. */
-		if (k < cache->nlanes)
-			sc_pool_destroy(&cache->lanes[k].entity_pool);
+	for (unsigned k = 0; k < cache->nlanes; k++) {
+		sc_pool_destroy(&cache->lanes[k].entity_pool);
 		sc_free(cache->lanes[k].idx);
 		sc_free(cache->lanes[k].edits);
 	}
@@ -262,6 +255,7 @@ void sc_lanes_fini(sc_cache *cache)
 		sc_free(bp->of);
 		sc_free(bp->edits);
 		sc_free(bp->count);
+		sc_free(bp->owner);
 		sc_free(bp->tab);
 		sc_free(bp);
 		cache->batch_parts = NULL;
@@ -303,7 +297,9 @@ static int part_add(struct sc_lanes_parts *bp, sc_hamt_edit *edit,
 	if (sc_grow_array((void **)&bp->edits, &bp->cap, bp->n + 1,
 			  sizeof *bp->edits) ||
 	    sc_grow_array((void **)&bp->count, &bp->capcount, bp->n + 1,
-			  sizeof *bp->count))
+			  sizeof *bp->count) ||
+	    sc_grow_array((void **)&bp->owner, &bp->capowner, bp->n + 1,
+			  sizeof *bp->owner))
 		return ENOMEM;
 	bp->edits[bp->n] = edit;
 	bp->count[bp->n] = 0;
@@ -371,10 +367,9 @@ static int part_number(sc_cache *cache, sc_str name, uint32_t *num,
 
 /* Hash every event's id and number its partition; give each lane its
  * events, in order: a partition the batch names often enough is split
- * among the lanes, the others' events go to the writer's lane, which
- * applies them into their partitions' edits (set here). Errors: ENOMEM
- * (the pending version is poisoned; *failed is the event whose partition
- * could not be opened, else 0). */
+ * among the lanes, each of the others goes whole to one lane, in turn.
+ * Errors: ENOMEM (the pending version is poisoned; *failed is the event
+ * whose partition could not be opened, else 0). */
 static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 		 sc_error *err)
 {
@@ -387,7 +382,7 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 			  sizeof *cache->hashes) ||
 	    sc_grow_array((void **)&bp->of, &bp->capof, n, sizeof *bp->of))
 		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
-	for (unsigned k = 0; k <= nl; k++) {
+	for (unsigned k = 0; k < nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->idx, &l->capidx, n,
 				  sizeof *l->idx))
@@ -433,27 +428,28 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 		cache->hashes[i] =
 		    sc_hamt_hash(cache->map, ev->entity.ptr, ev->entity.len);
 	}
-	for (unsigned k = 0; k <= nl; k++) {
+	for (unsigned k = 0; k < nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->edits, &l->capedits, bp->n,
 				  sizeof *l->edits))
 			return sc_cache_poison(cache, ENOMEM, err,
 					       "routing a batch");
+		l->nedits = bp->n;
 	}
-	/* The writer's lane has the edits of the partitions not split. */
-	sc_lane *w = &cache->lanes[nl];
-	bp->nsplit = 0;
+	unsigned next = 0;
 	for (size_t j = 0; j < bp->n; j++) {
-		bool split = bp->count[j] >= (size_t)LANES_SPLIT_MIN * nl;
-		w->edits[j] = split ? NULL : bp->edits[j];
-		bp->nsplit += split;
+		if (bp->count[j] >= (size_t)SC_LANES_SPLIT_MIN * nl) {
+			bp->owner[j] = LANE_SPLIT;
+		} else {
+			bp->owner[j] = next;
+			next = (next + 1) % nl;
+		}
 	}
-	w->nedits = bp->n;
 	for (size_t i = 0; i < n; i++) {
-		sc_lane *l =
-		    w->edits[bp->of[i]]
-			? w
-			: &cache->lanes[sc_hamt_lane_of(cache->hashes[i], nl)];
+		uint32_t o = bp->owner[bp->of[i]];
+		unsigned k =
+		    o == LANE_SPLIT ? sc_hamt_lane_of(cache->hashes[i], nl) : o;
+		sc_lane *l = &cache->lanes[k];
 		l->idx[l->nidx++] = (uint32_t)i;
 	}
 	return SC_OK;
@@ -468,41 +464,38 @@ static void part_lanes(sc_cache *cache, size_t num, sc_hamt_edit *lanes[])
 	}
 }
 
-/* Whether partition `num` is split among the lanes (else the writer's
- * lane has it). */
-static bool part_split(const sc_cache *cache, size_t num)
-{
-	return !cache->lanes[cache->nlanes].edits[num];
-}
-
-/* End the lanes of the partitions from..to-1 split among them, after a
- * failure: every change of their edits is dropped and the edits are
- * poisoned (discard aborts them, and the others). */
+/* End the lanes of partitions from..to-1 after a failure: every change of
+ * their edits is dropped and the edits are poisoned (discard aborts
+ * them). */
 static void parts_abort(sc_cache *cache, size_t from, size_t to)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = from; j < to; j++) {
-		if (!part_split(cache, j))
-			continue;
 		part_lanes(cache, j, lanes);
-		sc_hamt_lanes_abort(bp->edits[j], lanes);
+		if (bp->owner[j] == LANE_SPLIT)
+			sc_hamt_lanes_abort(bp->edits[j], lanes);
+		else
+			sc_hamt_lane_drop(bp->edits[j], lanes[bp->owner[j]]);
 	}
 }
 
-/* Split the edit of every partition to split among the lanes. On failure
- * the partitions split so far are aborted. */
+/* Split every partition's edit among the lanes, or give it whole to its
+ * lane. On failure the partitions opened so far are aborted. */
 static int parts_split(sc_cache *cache)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = 0; j < bp->n; j++) {
-		if (!part_split(cache, j)) {
+		uint32_t o = bp->owner[j];
+		int rc;
+		if (o == LANE_SPLIT) {
+			rc = sc_hamt_lanes_split(bp->edits[j], lanes);
+		} else {
 			for (unsigned k = 0; k < cache->nlanes; k++)
-				cache->lanes[k].edits[j] = NULL;
-			continue;
+				lanes[k] = NULL;
+			rc = sc_hamt_lane_take(bp->edits[j], o, &lanes[o]);
 		}
-		int rc = sc_hamt_lanes_split(bp->edits[j], lanes);
 		if (rc) {
 			parts_abort(cache, 0, j);
 			return rc;
@@ -510,22 +503,21 @@ static int parts_split(sc_cache *cache)
 		for (unsigned k = 0; k < cache->nlanes; k++)
 			cache->lanes[k].edits[j] = lanes[k];
 	}
-	for (unsigned k = 0; k < cache->nlanes; k++)
-		cache->lanes[k].nedits = bp->n;
 	return SC_OK;
 }
 
-/* Join the lanes of every partition split among them into its edit. On
- * failure the partitions not joined yet are aborted. */
+/* Join every partition's lanes into its edit. On failure the partitions
+ * not joined yet are aborted. */
 static int parts_join(sc_cache *cache)
 {
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
 	for (size_t j = 0; j < bp->n; j++) {
-		if (!part_split(cache, j))
-			continue;
 		part_lanes(cache, j, lanes);
-		int rc = sc_hamt_lanes_join(bp->edits[j], lanes);
+		uint32_t o = bp->owner[j];
+		int rc = o == LANE_SPLIT
+			     ? sc_hamt_lanes_join(bp->edits[j], lanes)
+			     : sc_hamt_lane_give(bp->edits[j], lanes[o]);
 		if (rc) {
 			parts_abort(cache, j + 1, bp->n);
 			return rc;
@@ -534,26 +526,19 @@ static int parts_join(sc_cache *cache)
 	return SC_OK;
 }
 
-/* Run every lane of the batch: the calling thread runs the writer's
- * lane, then the workers and it take the other lanes in turn. */
+/* Run every lane of the batch: the workers and the calling thread take
+ * them in turn. */
 static void run_lanes(sc_cache *cache, const sc_event *evs)
 {
-	for (unsigned k = 0; k <= cache->nlanes; k++) {
+	pthread_mutex_lock(&cache->lanes_lock);
+	for (unsigned k = 0; k < cache->nlanes; k++) {
 		sc_lane *l = &cache->lanes[k];
+		l->busy = true;
 		l->rc = 0;
 		l->bytes_add = l->bytes_sub = l->garbage_bytes = 0;
 		l->state_size_max = 0;
 		l->position = 0;
 	}
-	sc_lane *w = &cache->lanes[cache->nlanes];
-	if (!cache->batch_parts->nsplit) {
-		/* Nothing for the workers. */
-		sc_lane_run(w, evs, cache->hashes, cache->batch_parts->of);
-		return;
-	}
-	pthread_mutex_lock(&cache->lanes_lock);
-	for (unsigned k = 0; k < cache->nlanes; k++)
-		cache->lanes[k].busy = true;
 	cache->batch_events = evs;
 	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
 	cache->lanes_running = cache->nthreads - 1;
@@ -561,8 +546,6 @@ static void run_lanes(sc_cache *cache, const sc_event *evs)
 	pthread_cond_broadcast(&cache->lanes_go);
 	pthread_mutex_unlock(&cache->lanes_lock);
 
-	if (w->nidx)
-		sc_lane_run(w, evs, cache->hashes, cache->batch_parts->of);
 	take_lanes(cache, evs, cache->hashes);
 
 	pthread_mutex_lock(&cache->lanes_lock);
@@ -606,7 +589,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	/* Fold what the lanes counted; find the first failure in log order. */
 	sc_lane *first = NULL;
 	size_t add = 0, sub = 0;
-	for (unsigned k = 0; k <= cache->nlanes; k++) {
+	for (unsigned k = 0; k < cache->nlanes; k++) {
 		sc_lane *l = &cache->lanes[k];
 		add += l->bytes_add;
 		sub += l->bytes_sub;

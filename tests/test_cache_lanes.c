@@ -270,9 +270,36 @@ static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 
 /* ==== the property ======================================================== */
 
-/* Batches over named partitions applied partly by the writer's lane and
- * partly by the others, and wholly by the others. */
+/* Batches over named partitions with partitions split among the lanes
+ * and partitions taken whole by one lane, and with every partition
+ * split. */
 static unsigned mixed_batches, split_batches;
+
+static void count_kinds(const batch *b, unsigned np, unsigned nlanes)
+{
+	if (np < 2)
+		return;
+	size_t count[NPARTS_MAX] = {0};
+	for (size_t i = 0; i < b->n; i++)
+		for (unsigned p = 0; p < np; p++)
+			if (b->ev[i].partition.len == part_name(p).len &&
+			    !memcmp(b->ev[i].partition.ptr, part_name(p).ptr,
+				    part_name(p).len)) {
+				count[p]++;
+				break;
+			}
+	unsigned split = 0, taken = 0;
+	for (unsigned p = 0; p < np; p++) {
+		if (count[p] >= (size_t)SC_LANES_SPLIT_MIN * nlanes)
+			split++;
+		else if (count[p])
+			taken++;
+	}
+	if (split && taken)
+		mixed_batches++;
+	else if (split)
+		split_batches++;
+}
 
 /* SC_HAMT_PROTECT for the caches make_cache makes. */
 static unsigned hamt_flags;
@@ -325,18 +352,12 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 			fail_msg("batch %u: %s", k, err.message);
 		assert_int_equal(failed, n);
 		if (n >= 256) {
-			/* The lanes took the batch between them (the
-			 * writer's lane, lanes[nlanes], the partitions
-			 * too small to split). */
+			/* The lanes took the batch between them. */
 			size_t routed = 0;
-			for (unsigned l = 0; l <= par->nlanes; l++)
+			for (unsigned l = 0; l < par->nlanes; l++)
 				routed += par->lanes[l].nidx;
 			assert_int_equal(routed, n);
-			size_t w = par->lanes[par->nlanes].nidx;
-			if (np > 1 && w && w < n)
-				mixed_batches++;
-			if (np > 1 && !w)
-				split_batches++;
+			count_kinds(&b, np, par->nlanes);
 		}
 		unsigned what = (unsigned)rnd_below(8);
 		if (what == 0) {
