@@ -179,9 +179,9 @@ SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  * Small batches (a few hundred events) and caches with one lane apply on
  * the calling thread. An entity is its partition and its id: each
  * partition's tree is split among the lanes the same way, so batches over
- * named partitions apply in lanes too; the events of a partition the batch
- * names only a few times (fewer than a few per lane) are applied whole on
- * the calling thread while the lanes run. Writer thread, like
+ * named partitions apply in lanes too; a partition the batch names only a
+ * few times (fewer than a few events per lane) goes whole to one lane, the
+ * lanes taking such partitions in turn. Writer thread, like
  * sc_cache_apply.
  *
  * Every event is validated before anything is touched: SC_EINVAL names
