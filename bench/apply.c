@@ -21,8 +21,9 @@
  *
  * apply_lanes_partitions: the same, with the 1,000,000 entities spread
  * over 100 named partitions (entity i in partition i % 100, so a batch
- * names every partition about 100 times): each partition's tree is split
- * among the lanes as the default partition's is.
+ * names every partition about 100 times: each partition's tree is split
+ * among the lanes as the default partition's is), then over 1,000 (about
+ * 10 times: with 2 threads, each partition goes whole to one lane).
  *
  * Output: one JSON object per batch size, then apply_lanes, then
  * apply_lanes_partitions. Each figure is
@@ -87,8 +88,8 @@ typedef struct lanes_batch {
 } lanes_batch;
 
 /* Named partitions of apply_lanes_partitions. */
-#define NPARTS 100
-static char part_names[NPARTS][8];
+#define NPARTS_MAX 1000
+static char part_names[NPARTS_MAX][8];
 
 /* Event k of the batch: a set (as sc_set makes it) of entity i, in
  * partition i % nparts (nparts 0: the default partition). */
@@ -371,11 +372,14 @@ int main(void)
 		for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
 			if (l == 2 || (long)l <= ncpu)
 				lanes_bench(repeat, l, 0);
-		for (unsigned p = 0; p < NPARTS; p++)
+		for (unsigned p = 0; p < NPARTS_MAX; p++)
 			snprintf(part_names[p], sizeof part_names[p], "t%u", p);
-		for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
-			if (l == 2 || (long)l <= ncpu)
-				lanes_bench(repeat, l, NPARTS);
+		/* With 2 threads, 100 partitions: each split among the
+		 * lanes; 1,000: each taken whole by one lane. */
+		for (unsigned np = 100; np <= NPARTS_MAX; np *= 10)
+			for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
+				if (l == 2 || (long)l <= ncpu)
+					lanes_bench(repeat, l, np);
 	}
 	return 0;
 }
