@@ -12,10 +12,9 @@
  * only a few times is not worth splitting (a split and a join cost a node
  * per lane): one lane takes its whole tree (sc_hamt_lane_take), and all its
  * events, the partitions taken going to the lanes in turn. The result is
- * the serial one: the same states in every
- * partition, the same trees (a map's shape depends on its contents only),
- * the same garbage, the same counters, one version published by the
- * promote as before.
+ * the serial one: the same states in every partition, the same trees (a
+ * map's shape depends on its contents only), the same garbage, the same
+ * counters, one version published by the promote as before.
  *
  *   writer:   hash + route | split | lane 0 | lane 2 | lane 5 | wait | join
  *   worker 1:                      | lane 1 | lane 3 | lane 4 | lane 6 |
@@ -29,7 +28,8 @@
  * folds the lanes' counters into the cache and joins their trees into the
  * pending version. If any lane failed, the first failing event in log
  * order is reported, every change of the pending version is dropped
- * (sc_hamt_lanes_abort) and the pending version is poisoned.
+ * (sc_hamt_lanes_abort, sc_hamt_lane_drop) and the pending version is
+ * poisoned.
  *
  * Small batches do not pay for waking threads: below LANES_MIN_BATCH
  * events a batch is applied serially, as is every batch with one lane.
@@ -80,8 +80,8 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
  * in the order of its first event (the default partition too, when the
  * batch has events of it), and its edit of the pending version is opened
  * then (sc_cache_part_edit), as a serial apply opens it at that event.
- * The edit of each partition with at least SC_LANES_SPLIT_MIN events per lane
- * is split among the lanes, the others' are taken whole by one lane each:
+ * The edit of each partition with at least SC_LANES_SPLIT_MIN events per
+ * lane is split among the lanes, the others' are taken whole by one lane:
  * lane k applies event i into its lane edit edits[of[i]], and the writer
  * joins the partitions' lanes one partition after the other. Written by
  * the writer only, before the lanes run; read by them while they run.
