@@ -148,6 +148,8 @@ TEST_SRC := $(filter-out $(CLUSTER_TEST_SRC),$(wildcard tests/test_$(ONLY).c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 STRESS_SRC := $(wildcard tests/stress_$(ONLY).c)
 STRESS_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(STRESS_SRC))
+# Tests whose threads ThreadSanitizer checks too (make test-tsan).
+TSAN_TEST_BIN := $(filter $(BUILD)/tests/test_cache_lanes,$(TEST_BIN))
 # Crash tests need kill points, which a release build does not have.
 CRASH_SRC := $(if $(filter release,$(MODE)),,$(wildcard tests/crash_$(ONLY).c))
 CRASH_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CRASH_SRC))
@@ -171,7 +173,7 @@ all: lib $(CLI_TARGET)
 lib: $(STATIC_LIB) $(SHARED_LIB) $(CLUSTER_LINK)
 cli: $(CLI_BIN)
 tests: $(TEST_BIN) $(STRESS_BIN) $(CRASH_BIN) $(CLI_TARGET)
-stress: $(STRESS_BIN)
+stress: $(STRESS_BIN) $(TSAN_TEST_BIN)
 crash: $(CRASH_BIN) $(CLI_TARGET)
 fuzzers: $(FUZZ_BIN)
 benches: $(BENCH_BIN) $(CLI_TARGET)
@@ -322,7 +324,7 @@ test-clang: tests
 
 test-tsan: stress
 	@pass=0; fail=0; \
-	for t in $(STRESS_BIN); do \
+	for t in $(STRESS_BIN) $(TSAN_TEST_BIN); do \
 		echo "== $$t"; \
 		if SC_TEST_SHORT=1 $$t; then pass=$$((pass+1)); \
 		else echo "FAILED: $$t"; fail=$$((fail+1)); fi; \

@@ -19,7 +19,14 @@
  * not give that many cores' worth, it is the most any lanes figure can
  * get.
  *
- * Output: one JSON object per batch size, then apply_lanes. Each figure is
+ * apply_lanes_partitions: the same, with the 1,000,000 entities spread
+ * over 100 named partitions (entity i in partition i % 100, so a batch
+ * names every partition about 100 times: each partition's tree is split
+ * among the lanes as the default partition's is), then over 1,000 (about
+ * 10 times: with 2 threads, each partition goes whole to one lane).
+ *
+ * Output: one JSON object per batch size, then apply_lanes, then
+ * apply_lanes_partitions. Each figure is
  * the best of SC_BENCH_REPEAT runs (default 3) to damp noise from other
  * processes. SC_BENCH_BATCH=n runs only batch size n (apply_lanes with
  * 10000).
@@ -80,48 +87,66 @@ typedef struct lanes_batch {
 	sc_attr attrs[LANES_BATCH][5];
 } lanes_batch;
 
+/* Named partitions of apply_lanes_partitions. */
+#define NPARTS_MAX 1000
+static char part_names[NPARTS_MAX][8];
+
+/* Event k of the batch: a set (as sc_set makes it) of entity i, in
+ * partition i % nparts (nparts 0: the default partition). */
+static void lanes_event(lanes_batch *b, size_t k, unsigned i, int64_t gen,
+			unsigned nparts)
+{
+	sc_attr *a = b->attrs[k];
+	a[0] = (sc_attr){.name = {"count", 5},
+			 .value.type = SC_VALUE_INT,
+			 .value.u.i = gen + i};
+	a[1] = (sc_attr){.name = {"level", 5},
+			 .value.type = SC_VALUE_DOUBLE,
+			 .value.u.d = (double)gen / 3.0};
+	a[2] = (sc_attr){.name = {"online", 6},
+			 .value.type = SC_VALUE_BOOL,
+			 .value.u.b = gen & 1};
+	a[3] = (sc_attr){.name = {"owner", 5},
+			 .value.type = SC_VALUE_STRING,
+			 .value.u.s = {"someone@example", 15}};
+	a[4] = (sc_attr){.name = {"zone", 4},
+			 .value.type = SC_VALUE_STRING,
+			 .value.u.s = {"eu-west-1", 9}};
+	b->ev[k] = (sc_event){.position = ++position,
+			      .entity = {ids[i], strlen(ids[i])},
+			      .type = SC_EVENT_SET,
+			      .attrs = a,
+			      .nattrs = 5,
+			      .time = gen};
+	if (nparts) {
+		const char *p = part_names[i % nparts];
+		b->ev[k].partition = (sc_str){p, strlen(p)};
+	}
+}
+
+static void lanes_apply(sc_cache *cache, lanes_batch *b, size_t n)
+{
+	sc_error err = {0};
+	if (sc_cache_apply_batch(cache, b->ev, n, NULL, &err) ||
+	    sc_cache_promote(cache)) {
+		fprintf(stderr, "apply_batch: %s\n", err.message);
+		exit(1);
+	}
+}
+
 /* Batches of LANES_BATCH set events (as sc_set makes them) through
  * sc_cache_apply_batch, a promote after each. */
 static double lanes_run(sc_cache *cache, lanes_batch *b, size_t events,
-			uint64_t seed)
+			uint64_t seed, unsigned nparts)
 {
 	uint64_t r = seed;
 	double t0 = bench_now();
 	for (size_t done = 0; done < events;) {
-		for (size_t k = 0; k < LANES_BATCH; k++, done++) {
-			unsigned i = (unsigned)(bench_rnd_next(&r) % NENTITIES);
-			int64_t gen = (int64_t)done;
-			sc_attr *a = b->attrs[k];
-			a[0] = (sc_attr){.name = {"count", 5},
-					 .value.type = SC_VALUE_INT,
-					 .value.u.i = gen + i};
-			a[1] = (sc_attr){.name = {"level", 5},
-					 .value.type = SC_VALUE_DOUBLE,
-					 .value.u.d = (double)gen / 3.0};
-			a[2] = (sc_attr){.name = {"online", 6},
-					 .value.type = SC_VALUE_BOOL,
-					 .value.u.b = gen & 1};
-			a[3] = (sc_attr){.name = {"owner", 5},
-					 .value.type = SC_VALUE_STRING,
-					 .value.u.s = {"someone@example", 15}};
-			a[4] = (sc_attr){.name = {"zone", 4},
-					 .value.type = SC_VALUE_STRING,
-					 .value.u.s = {"eu-west-1", 9}};
-			b->ev[k] =
-			    (sc_event){.position = ++position,
-				       .entity = {ids[i], strlen(ids[i])},
-				       .type = SC_EVENT_SET,
-				       .attrs = a,
-				       .nattrs = 5,
-				       .time = gen};
-		}
-		sc_error err;
-		if (sc_cache_apply_batch(cache, b->ev, LANES_BATCH, NULL,
-					 &err) ||
-		    sc_cache_promote(cache)) {
-			fprintf(stderr, "apply_batch: %s\n", err.message);
-			exit(1);
-		}
+		for (size_t k = 0; k < LANES_BATCH; k++, done++)
+			lanes_event(b, k,
+				    (unsigned)(bench_rnd_next(&r) % NENTITIES),
+				    (int64_t)done, nparts);
+		lanes_apply(cache, b, LANES_BATCH);
 	}
 	return (double)events / (bench_now() - t0);
 }
@@ -185,7 +210,8 @@ static void floor_time(floor_arg *f, unsigned threads, double *one, double *all)
 	*all = bench_now() - t0;
 }
 
-static sc_cache *lanes_cache(unsigned lanes)
+/* A cache of `lanes` lanes holding every entity (in its partition). */
+static sc_cache *lanes_cache(unsigned lanes, lanes_batch *b, unsigned nparts)
 {
 	sc_cache_options o = {.lanes = lanes};
 	sc_cache *cache;
@@ -194,29 +220,40 @@ static sc_cache *lanes_cache(unsigned lanes)
 		fprintf(stderr, "create: %s\n", err.message);
 		exit(1);
 	}
-	for (unsigned i = 0; i < NENTITIES; i++)
-		sc_set(cache, i, 0);
-	sc_cache_promote(cache);
+	if (!nparts) {
+		for (unsigned i = 0; i < NENTITIES; i++)
+			sc_set(cache, i, 0);
+		sc_cache_promote(cache);
+		return cache;
+	}
+	for (unsigned i = 0; i < NENTITIES; i += LANES_BATCH) {
+		for (unsigned k = 0; k < LANES_BATCH; k++)
+			lanes_event(b, k, i + k, 0, nparts);
+		lanes_apply(cache, b, LANES_BATCH);
+	}
 	return cache;
 }
 
 /* `lanes` lanes against one, and the machine's `lanes`-thread floor,
- * measured in turn in each of `repeat` rounds (each figure the best). */
-static void lanes_bench(int repeat, unsigned lanes)
+ * measured in turn in each of `repeat` rounds (each figure the best).
+ * nparts: the entities are in that many named partitions (0: in the
+ * default one). */
+static void lanes_bench(int repeat, unsigned lanes, unsigned nparts)
 {
 	lanes_batch *b = malloc(sizeof *b);
 	if (!b) {
 		fprintf(stderr, "out of memory\n");
 		exit(1);
 	}
-	sc_cache *many = lanes_cache(lanes), *one = lanes_cache(1);
+	sc_cache *many = lanes_cache(lanes, b, nparts),
+		 *one = lanes_cache(1, b, nparts);
 	floor_arg *f = floor_make(lanes);
 	double x = 0, y = 0, f1 = 1e30, fn = 1e30;
 	const size_t events = 500000;
 	for (int k = 0; k < repeat; k++) {
 		uint64_t seed = 7000u + (unsigned)k;
-		double ys = lanes_run(one, b, events, seed);
-		double xs = lanes_run(many, b, events, seed);
+		double ys = lanes_run(one, b, events, seed, nparts);
+		double xs = lanes_run(many, b, events, seed, nparts);
 		x = xs > x ? xs : x;
 		y = ys > y ? ys : y;
 		double a, c;
@@ -230,11 +267,19 @@ static void lanes_bench(int repeat, unsigned lanes)
 		free(f[t].a);
 	free(f);
 	free(b);
-	printf("{\"name\":\"apply_lanes\",\"batch\":%d,\"lanes\":%u,"
+	/* The line's name, and its partitions when there are any. */
+	char name[64];
+	if (nparts)
+		snprintf(name, sizeof name,
+			 "\"apply_lanes_partitions\",\"partitions\":%u",
+			 nparts);
+	else
+		snprintf(name, sizeof name, "\"apply_lanes\"");
+	printf("{\"name\":%s,\"batch\":%d,\"lanes\":%u,"
 	       "\"events_per_s\":%.0f,\"peer\":\"one_lane\","
 	       "\"peer_events_per_s\":%.0f,\"ratio\":%.3f,"
 	       "\"parallel_floor\":%.3f}\n",
-	       LANES_BATCH, lanes, x, y, y > 0 ? x / y : 0.0,
+	       name, LANES_BATCH, lanes, x, y, y > 0 ? x / y : 0.0,
 	       (double)lanes * f1 / fn);
 	fflush(stdout);
 }
@@ -326,7 +371,15 @@ int main(void)
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
 			if (l == 2 || (long)l <= ncpu)
-				lanes_bench(repeat, l);
+				lanes_bench(repeat, l, 0);
+		for (unsigned p = 0; p < NPARTS_MAX; p++)
+			snprintf(part_names[p], sizeof part_names[p], "t%u", p);
+		/* With 2 threads, 100 partitions: each split among the
+		 * lanes; 1,000: each taken whole by one lane. */
+		for (unsigned np = 100; np <= NPARTS_MAX; np *= 10)
+			for (unsigned l = 2; l <= SC_LANES_BENCH_MAX; l *= 2)
+				if (l == 2 || (long)l <= ncpu)
+					lanes_bench(repeat, l, np);
 	}
 	return 0;
 }

@@ -536,13 +536,14 @@ static void lane_fail(sc_lane *l, size_t i, int rc, bool built)
 			     sc_strerror(rc));
 }
 
-void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes)
+void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
+		 const uint32_t *part)
 {
 	sc_cache *cache = l->cache;
-	sc_hamt_edit *ed = l->edit;
 	for (size_t k = 0; k < l->nidx && !l->rc; k++) {
 		size_t i = l->idx[k];
 		const sc_event *ev = &evs[i];
+		sc_hamt_edit *ed = l->edits[part[i]];
 		size_t payload = job_payload(ev);
 		if (payload != SIZE_MAX) {
 			apply_job *j = job_make(cache, l, ev, payload);
@@ -574,8 +575,10 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes)
 		if (rc)
 			lane_fail(l, i, rc, c.build_failed);
 	}
-	if (!l->rc) {
-		int rc = sc_hamt_edit_settle(ed);
+	for (size_t j = 0; j < l->nedits && !l->rc; j++) {
+		if (!l->edits[j])
+			continue;
+		int rc = sc_hamt_edit_settle(l->edits[j]);
 		if (rc)
 			lane_fail(l, l->nidx ? l->idx[l->nidx - 1] : 0, rc,
 				  false);

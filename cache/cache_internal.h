@@ -235,7 +235,10 @@ struct sc_reader {
 /*
  * An apply lane (cache/lanes.c): one share of a batch's events, those whose
  * entity hashes to the root slots the lane owns (hamt/hamt_internal.h), applied
- * in log order by one thread into a lane edit of the pending version. The
+ * in log order by one thread into lane edits of the pending version (one
+ * per partition the batch names: each partition's tree is split by root
+ * slot the same way, so an entity, its partition and id, stays in one
+ * lane and one tree). The
  * threads applying a batch (the writer and the cache's workers) take the
  * lanes one after another until none is left; there are several lanes per
  * thread, so a thread that is held up leaves its share to the others. A
@@ -243,7 +246,8 @@ struct sc_reader {
  * to the cache's figures in fields of its own; the writer folds them into
  * the cache once the lanes are done. Lane k's HAMT lane map releases
  * states into lane k (sc_lane_release_entry), so that each pool gets back
- * the states it handed out.
+ * the states it handed out. A partition the batch names only a few times
+ * is not split: one lane takes its whole tree (sc_hamt_lane_take).
  */
 typedef struct sc_lane {
 	_Alignas(64) sc_cache *cache;
@@ -251,8 +255,11 @@ typedef struct sc_lane {
 	 * the release hook counts into bytes_sub instead of the cache. */
 	bool busy;
 	sc_pool entity_pool;
-	sc_hamt_edit *edit; /* this batch's lane edit */
-	uint32_t *idx;	    /* the batch's events of this lane, in order */
+	/* This batch's lane edits, by the batch's number of a partition
+	 * (cache/lanes.c); NULL for a partition the lane has no share of. */
+	sc_hamt_edit **edits;
+	size_t nedits, capedits;
+	uint32_t *idx; /* the batch's events of this lane, in order */
 	size_t nidx, capidx;
 	/* What the batch did, for the writer to fold in. */
 	size_t bytes_add, bytes_sub; /* entity states made, released */
@@ -264,6 +271,11 @@ typedef struct sc_lane {
 	size_t failed_at; /* index of the event in the batch */
 	sc_error err;
 } sc_lane;
+
+/* A partition is split among the lanes when a batch has at least this
+ * many of its events per lane; one lane takes a partition with fewer
+ * (cache/lanes.c). */
+#define SC_LANES_SPLIT_MIN 4
 
 /* Most threads applying a batch (options.lanes). */
 #define SC_CACHE_THREADS_MAX 8
@@ -368,6 +380,7 @@ struct sc_cache {
 	_Atomic unsigned lanes_next; /* the next lane a thread takes */
 	bool lanes_stop;
 	const sc_event *batch_events;
+	struct sc_lanes_parts *batch_parts; /* the batch's partitions */
 };
 
 /* Open the pending version on top of the current one if none is open: a
@@ -438,9 +451,11 @@ void sc_lane_release_entry(void *ctx, const sc_hamt_key *key, void *value);
 bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value);
 
 /* cache.c: apply lane l's events of `evs` (hashes[i]: the map's hash of
- * event i's id) into l->edit and settle it; records the lane's first
- * failure. Runs on the lane's thread. */
-void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes);
+ * event i's id; part[i]: the batch's number of its partition) into
+ * l->edits[part[i]] and settle every edit of l->edits; records the lane's
+ * first failure. Runs on the lane's thread. */
+void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
+		 const uint32_t *part);
 
 /* reclaim.c */
 int sc_reclaim_init(sc_cache *cache, unsigned max_readers, sc_error *err);

@@ -4,10 +4,17 @@
  * An event goes to the lane that owns its entity's root slot in the map
  * (sc_hamt_lane_of of the id's hash), so all events of one entity go to one
  * lane and are applied there in log order, and lanes change disjoint
- * subtrees of the pending version (hamt/hamt_internal.h). The result is the
- * serial one: the same states, the same tree (the map's shape depends on
- * its contents only), the same garbage, the same counters, one version
- * published by the promote as before.
+ * subtrees of the pending version (hamt/hamt_internal.h). An entity is its
+ * partition and its id: every partition the batch names has a tree of its
+ * own (cache/cache_internal.h), and each of those trees is split among the
+ * lanes by root slot in the same way, so lane k applies its events of
+ * partition p into its share of p's tree. A partition the batch names
+ * only a few times is not worth splitting (a split and a join cost a node
+ * per lane): one lane takes its whole tree (sc_hamt_lane_take), and all its
+ * events, the partitions taken going to the lanes in turn. The result is
+ * the serial one: the same states in every partition, the same trees (a
+ * map's shape depends on its contents only), the same garbage, the same
+ * counters, one version published by the promote as before.
  *
  *   writer:   hash + route | split | lane 0 | lane 2 | lane 5 | wait | join
  *   worker 1:                      | lane 1 | lane 3 | lane 4 | lane 6 |
@@ -21,7 +28,8 @@
  * folds the lanes' counters into the cache and joins their trees into the
  * pending version. If any lane failed, the first failing event in log
  * order is reported, every change of the pending version is dropped
- * (sc_hamt_lanes_abort) and the pending version is poisoned.
+ * (sc_hamt_lanes_abort, sc_hamt_lane_drop) and the pending version is
+ * poisoned.
  *
  * Small batches do not pay for waking threads: below LANES_MIN_BATCH
  * events a batch is applied serially, as is every batch with one lane.
@@ -67,16 +75,49 @@ bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value)
 
 /* ==== workers ============================================================= */
 
+/*
+ * The partitions of a batch. Each partition the batch names gets a number,
+ * in the order of its first event (the default partition too, when the
+ * batch has events of it), and its edit of the pending version is opened
+ * then (sc_cache_part_edit), as a serial apply opens it at that event.
+ * The edit of each partition with at least SC_LANES_SPLIT_MIN events per
+ * lane is split among the lanes, the others' are taken whole by one lane:
+ * lane k applies event i into its lane edit edits[of[i]], and the writer
+ * joins the partitions' lanes one partition after the other. Written by
+ * the writer only, before the lanes run; read by them while they run.
+ */
+typedef struct part_slot {
+	const char *name; /* bytes of the first event naming it; NULL: free */
+	uint32_t len;
+	uint32_t num;
+	uint64_t hash;
+} part_slot;
+
+struct sc_lanes_parts {
+	uint32_t *of; /* by event of the batch: its partition's number */
+	size_t capof;
+	sc_hamt_edit **edits; /* by number: the partition's pending edit */
+	size_t n, cap;
+	uint32_t *count; /* by number: the batch's events of the partition */
+	size_t capcount;
+	uint32_t *owner; /* by number: the lane taking it; LANE_SPLIT: split */
+	size_t capowner;
+	part_slot *tab; /* the names seen, open addressing on the hash */
+	size_t tabcap, tabn;
+	uint32_t dflt; /* the default partition's number; UINT32_MAX: none */
+};
+
 /* Take lanes of the batch until none is left. */
 static void take_lanes(sc_cache *cache, const sc_event *evs,
 		       const uint64_t *hashes)
 {
+	const uint32_t *of = cache->batch_parts->of;
 	for (;;) {
 		unsigned k = atomic_fetch_add_explicit(&cache->lanes_next, 1,
 						       memory_order_relaxed);
 		if (k >= cache->nlanes)
 			return;
-		sc_lane_run(&cache->lanes[k], evs, hashes);
+		sc_lane_run(&cache->lanes[k], evs, hashes, of);
 	}
 }
 
@@ -117,6 +158,9 @@ static void stop_workers(sc_cache *cache, unsigned n)
 /* Lanes per thread: enough that a thread held up (by the scheduler, or by
  * a share of slow events) leaves its work to the others. */
 #define LANES_PER_THREAD 4
+
+/* The owner of a partition split among the lanes. */
+#define LANE_SPLIT UINT32_MAX
 
 int sc_lanes_init(sc_cache *cache, unsigned threads, sc_error *err)
 {
@@ -203,8 +247,19 @@ void sc_lanes_fini(sc_cache *cache)
 	for (unsigned k = 0; k < cache->nlanes; k++) {
 		sc_pool_destroy(&cache->lanes[k].entity_pool);
 		sc_free(cache->lanes[k].idx);
+		sc_free(cache->lanes[k].edits);
 	}
 	sc_free(cache->hashes);
+	struct sc_lanes_parts *bp = cache->batch_parts;
+	if (bp) {
+		sc_free(bp->of);
+		sc_free(bp->edits);
+		sc_free(bp->count);
+		sc_free(bp->owner);
+		sc_free(bp->tab);
+		sc_free(bp);
+		cache->batch_parts = NULL;
+	}
 	pthread_cond_destroy(&cache->lanes_idle);
 	pthread_cond_destroy(&cache->lanes_go);
 	pthread_mutex_destroy(&cache->lanes_lock);
@@ -235,38 +290,238 @@ static int apply_serial(sc_cache *cache, const sc_event *evs, size_t n,
 	return SC_OK;
 }
 
-/* Whether an event of the batch names a partition. The lanes split the
- * root slots of the default partition's tree only; a batch with events of
- * named partitions is applied serially, each event into its partition's
- * tree. */
-static bool any_named(const sc_event *evs, size_t n)
+/* Give the batch a partition: its number is the next one. */
+static int part_add(struct sc_lanes_parts *bp, sc_hamt_edit *edit,
+		    uint32_t *num)
 {
-	for (size_t i = 0; i < n; i++)
-		if (evs[i].partition.len)
-			return true;
-	return false;
+	if (sc_grow_array((void **)&bp->edits, &bp->cap, bp->n + 1,
+			  sizeof *bp->edits) ||
+	    sc_grow_array((void **)&bp->count, &bp->capcount, bp->n + 1,
+			  sizeof *bp->count) ||
+	    sc_grow_array((void **)&bp->owner, &bp->capowner, bp->n + 1,
+			  sizeof *bp->owner))
+		return ENOMEM;
+	bp->edits[bp->n] = edit;
+	bp->count[bp->n] = 0;
+	*num = (uint32_t)bp->n++;
+	return SC_OK;
 }
 
-/* Hash every event's id and give each lane its events, in order. */
-static int route(sc_cache *cache, const sc_event *evs, size_t n)
+/* The slot of name (hash h) in the table of names: its own, or the free
+ * one where it goes. The table is never full (grown at half load). */
+static part_slot *part_slot_of(const struct sc_lanes_parts *bp, sc_str name,
+			       uint64_t h)
+{
+	size_t mask = bp->tabcap - 1;
+	for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+		part_slot *s = &bp->tab[i];
+		if (!s->name || (s->hash == h && s->len == name.len &&
+				 memcmp(s->name, name.ptr, name.len) == 0))
+			return s;
+	}
+}
+
+static int part_tab_grow(struct sc_lanes_parts *bp)
+{
+	size_t cap = bp->tabcap ? bp->tabcap * 2 : 16;
+	part_slot *old = bp->tab;
+	size_t oldcap = bp->tabcap;
+	part_slot *tab = sc_calloc(cap, sizeof *tab);
+	if (!tab)
+		return ENOMEM;
+	bp->tab = tab;
+	bp->tabcap = cap;
+	for (size_t i = 0; i < oldcap; i++)
+		if (old[i].name)
+			*part_slot_of(bp, (sc_str){old[i].name, old[i].len},
+				      old[i].hash) = old[i];
+	sc_free(old);
+	return SC_OK;
+}
+
+/* The number of named partition `name` in the batch; at its first event,
+ * its pending edit is opened and it gets the next number. Errors: ENOMEM
+ * (the pending version is poisoned, err says so). */
+static int part_number(sc_cache *cache, sc_str name, uint32_t *num,
+		       sc_error *err)
+{
+	struct sc_lanes_parts *bp = cache->batch_parts;
+	if ((bp->tabn + 1) * 2 > bp->tabcap && part_tab_grow(bp))
+		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
+	uint64_t h = sc_hamt_hash(cache->map, name.ptr, name.len);
+	part_slot *s = part_slot_of(bp, name, h);
+	if (s->name) {
+		*num = s->num;
+		return SC_OK;
+	}
+	sc_hamt_edit *edit;
+	int rc = sc_cache_part_edit(cache, name, &edit, err);
+	if (rc)
+		return rc;
+	if (part_add(bp, edit, num))
+		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
+	*s = (part_slot){name.ptr, (uint32_t)name.len, *num, h};
+	bp->tabn++;
+	return SC_OK;
+}
+
+/* Hash every event's id and number its partition; give each lane its
+ * events, in order: a partition the batch names often enough is split
+ * among the lanes, each of the others goes whole to one lane, in turn.
+ * Errors: ENOMEM (the pending version is poisoned; *failed is the event
+ * whose partition could not be opened, else 0). */
+static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
+		 sc_error *err)
 {
 	unsigned nl = cache->nlanes;
+	if (!cache->batch_parts &&
+	    !(cache->batch_parts = sc_calloc(1, sizeof *cache->batch_parts)))
+		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
+	struct sc_lanes_parts *bp = cache->batch_parts;
 	if (sc_grow_array((void **)&cache->hashes, &cache->caphashes, n,
-			  sizeof *cache->hashes))
-		return ENOMEM;
+			  sizeof *cache->hashes) ||
+	    sc_grow_array((void **)&bp->of, &bp->capof, n, sizeof *bp->of))
+		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
 	for (unsigned k = 0; k < nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->idx, &l->capidx, n,
 				  sizeof *l->idx))
-			return ENOMEM;
+			return sc_cache_poison(cache, ENOMEM, err,
+					       "routing a batch");
 		l->nidx = 0;
+		l->nedits = 0;
+	}
+	bp->n = 0;
+	bp->dflt = UINT32_MAX;
+	if (bp->tabn) {
+		memset(bp->tab, 0, bp->tabcap * sizeof *bp->tab);
+		bp->tabn = 0;
+	}
+	/* Events of one partition often come in runs. */
+	sc_str last = {NULL, 0};
+	uint32_t last_num = 0;
+	for (size_t i = 0; i < n; i++) {
+		const sc_event *ev = &evs[i];
+		sc_str p = ev->partition;
+		uint32_t num = 0;
+		if (!p.len) {
+			if (bp->dflt == UINT32_MAX &&
+			    part_add(bp, cache->edit, &bp->dflt))
+				return sc_cache_poison(cache, ENOMEM, err,
+						       "routing a batch");
+			num = bp->dflt;
+		} else if (last.ptr && p.len == last.len &&
+			   memcmp(p.ptr, last.ptr, p.len) == 0) {
+			num = last_num;
+		} else {
+			int rc = part_number(cache, p, &num, err);
+			if (rc) {
+				if (failed)
+					*failed = i;
+				return rc;
+			}
+			last = p;
+			last_num = num;
+		}
+		bp->of[i] = num;
+		bp->count[num]++;
+		cache->hashes[i] =
+		    sc_hamt_hash(cache->map, ev->entity.ptr, ev->entity.len);
+	}
+	for (unsigned k = 0; k < nl; k++) {
+		sc_lane *l = &cache->lanes[k];
+		if (sc_grow_array((void **)&l->edits, &l->capedits, bp->n,
+				  sizeof *l->edits))
+			return sc_cache_poison(cache, ENOMEM, err,
+					       "routing a batch");
+		l->nedits = bp->n;
+	}
+	unsigned next = 0;
+	for (size_t j = 0; j < bp->n; j++) {
+		if (bp->count[j] >= (size_t)SC_LANES_SPLIT_MIN * nl) {
+			bp->owner[j] = LANE_SPLIT;
+		} else {
+			bp->owner[j] = next;
+			next = (next + 1) % nl;
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		uint64_t h = sc_hamt_hash(cache->map, evs[i].entity.ptr,
-					  evs[i].entity.len);
-		cache->hashes[i] = h;
-		sc_lane *l = &cache->lanes[sc_hamt_lane_of(h, nl)];
+		uint32_t o = bp->owner[bp->of[i]];
+		unsigned k =
+		    o == LANE_SPLIT ? sc_hamt_lane_of(cache->hashes[i], nl) : o;
+		sc_lane *l = &cache->lanes[k];
 		l->idx[l->nidx++] = (uint32_t)i;
+	}
+	return SC_OK;
+}
+
+/* The lane edits of partition `num`, taken from the lanes into lanes[]. */
+static void part_lanes(sc_cache *cache, size_t num, sc_hamt_edit *lanes[])
+{
+	for (unsigned k = 0; k < cache->nlanes; k++) {
+		lanes[k] = cache->lanes[k].edits[num];
+		cache->lanes[k].edits[num] = NULL;
+	}
+}
+
+/* End the lanes of partitions from..to-1 after a failure: every change of
+ * their edits is dropped and the edits are poisoned (discard aborts
+ * them). */
+static void parts_abort(sc_cache *cache, size_t from, size_t to)
+{
+	struct sc_lanes_parts *bp = cache->batch_parts;
+	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
+	for (size_t j = from; j < to; j++) {
+		part_lanes(cache, j, lanes);
+		if (bp->owner[j] == LANE_SPLIT)
+			sc_hamt_lanes_abort(bp->edits[j], lanes);
+		else
+			sc_hamt_lane_drop(bp->edits[j], lanes[bp->owner[j]]);
+	}
+}
+
+/* Split every partition's edit among the lanes, or give it whole to its
+ * lane. On failure the partitions opened so far are aborted. */
+static int parts_split(sc_cache *cache)
+{
+	struct sc_lanes_parts *bp = cache->batch_parts;
+	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
+	for (size_t j = 0; j < bp->n; j++) {
+		uint32_t o = bp->owner[j];
+		int rc;
+		if (o == LANE_SPLIT) {
+			rc = sc_hamt_lanes_split(bp->edits[j], lanes);
+		} else {
+			for (unsigned k = 0; k < cache->nlanes; k++)
+				lanes[k] = NULL;
+			rc = sc_hamt_lane_take(bp->edits[j], o, &lanes[o]);
+		}
+		if (rc) {
+			parts_abort(cache, 0, j);
+			return rc;
+		}
+		for (unsigned k = 0; k < cache->nlanes; k++)
+			cache->lanes[k].edits[j] = lanes[k];
+	}
+	return SC_OK;
+}
+
+/* Join every partition's lanes into its edit. On failure the partitions
+ * not joined yet are aborted. */
+static int parts_join(sc_cache *cache)
+{
+	struct sc_lanes_parts *bp = cache->batch_parts;
+	sc_hamt_edit *lanes[SC_HAMT_LANES_MAX];
+	for (size_t j = 0; j < bp->n; j++) {
+		part_lanes(cache, j, lanes);
+		uint32_t o = bp->owner[j];
+		int rc = o == LANE_SPLIT
+			     ? sc_hamt_lanes_join(bp->edits[j], lanes)
+			     : sc_hamt_lane_give(bp->edits[j], lanes[o]);
+		if (rc) {
+			parts_abort(cache, j + 1, bp->n);
+			return rc;
+		}
 	}
 	return SC_OK;
 }
@@ -314,7 +569,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 				    "a batch of %zu events is too big; split "
 				    "it",
 				    n);
-	if (cache->nthreads < 2 || n < LANES_MIN_BATCH || any_named(evs, n))
+	if (cache->nthreads < 2 || n < LANES_MIN_BATCH)
 		return apply_serial(cache, evs, n, failed, err);
 	int rc = sc_cache_check_writable(cache, err);
 	if (rc)
@@ -322,15 +577,13 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	rc = sc_cache_pending_open(cache, err);
 	if (rc)
 		return rc;
-	if (route(cache, evs, n))
-		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
-	sc_hamt_edit *edits[SC_HAMT_LANES_MAX];
-	rc = sc_hamt_lanes_split(cache->edit, edits);
+	rc = route(cache, evs, n, failed, err);
+	if (rc)
+		return rc;
+	rc = parts_split(cache);
 	if (rc)
 		return sc_cache_poison(cache, rc, err,
 				       "opening the apply lanes");
-	for (unsigned k = 0; k < cache->nlanes; k++)
-		cache->lanes[k].edit = edits[k];
 	run_lanes(cache, evs);
 
 	/* Fold what the lanes counted; find the first failure in log order. */
@@ -338,7 +591,6 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	size_t add = 0, sub = 0;
 	for (unsigned k = 0; k < cache->nlanes; k++) {
 		sc_lane *l = &cache->lanes[k];
-		l->edit = NULL;
 		add += l->bytes_add;
 		sub += l->bytes_sub;
 		cache->pending_garbage_entity_bytes += l->garbage_bytes;
@@ -359,7 +611,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	atomic_store_explicit(&cache->entity_bytes, v + add - sub,
 			      memory_order_relaxed);
 	if (first) {
-		sc_hamt_lanes_abort(cache->edit, edits);
+		parts_abort(cache, 0, cache->batch_parts->n);
 		cache->poisoned = true;
 		if (failed)
 			*failed = first->failed_at;
@@ -367,7 +619,7 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 			*err = first->err;
 		return first->rc;
 	}
-	rc = sc_hamt_lanes_join(cache->edit, edits);
+	rc = parts_join(cache);
 	if (rc) {
 		if (failed)
 			*failed = n - 1;

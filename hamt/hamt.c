@@ -1858,18 +1858,20 @@ static int lane_root(const sc_hamt_edit *e, sc_hamt *lm, unsigned k, unsigned n,
 	return SC_OK;
 }
 
-int sc_hamt_lanes_split(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+/* Open lanes[0..n-1] on e: lane k on lane map `first` + k, holding the
+ * root slots lane k of n owns (n 1: the whole tree). */
+static int lanes_open(sc_hamt_edit *e, sc_hamt_edit *lanes[], unsigned first,
+		      unsigned n)
 {
 	sc_hamt *m = e->map;
-	unsigned n = m->nlanes;
-	SC_REQUIRE(n >= 2);
+	SC_REQUIRE(n >= 1 && first + n <= m->nlanes);
 	int rc = setq_drain(e);
 	if (rc)
 		return rc;
 	for (unsigned k = 0; k < n; k++)
 		lanes[k] = NULL;
 	for (unsigned k = 0; k < n; k++) {
-		sc_hamt *lm = m->lanes[k];
+		sc_hamt *lm = m->lanes[first + k];
 		sc_hamt_edit *l = lm->spare_edit;
 		if (l) {
 			lm->spare_edit = NULL;
@@ -1899,6 +1901,20 @@ nomem:
 	}
 	return edit_poison(e);
 }
+
+int sc_hamt_lanes_split(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	SC_REQUIRE(e->map->nlanes >= 2);
+	return lanes_open(e, lanes, 0, e->map->nlanes);
+}
+
+int sc_hamt_lane_take(sc_hamt_edit *e, unsigned k, sc_hamt_edit **lane)
+{
+	SC_REQUIRE(k < e->map->nlanes);
+	return lanes_open(e, lane, k, 1);
+}
+
+static void lanes_close(sc_hamt_edit *e, sc_hamt_edit *lanes[], unsigned n);
 
 #ifdef SC_DEBUG
 /* Whether root a holds the same slots as the lanes' roots (checked when
@@ -1931,10 +1947,10 @@ static bool roots_same(const node *a, uint32_t dm, uint32_t nm,
 }
 #endif
 
-int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+/* Join lanes[0..n-1] (opened by lanes_open with this n) into e. */
+static int lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[], unsigned n)
 {
 	sc_hamt *m = e->map;
-	unsigned n = m->nlanes;
 	uint32_t dm = 0, nm = 0;
 	size_t count = e->count;
 	bool chain = false, touched = false;
@@ -2011,11 +2027,22 @@ int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[])
 	}
 	return SC_OK;
 nomem:
-	sc_hamt_lanes_abort(e, lanes);
+	lanes_close(e, lanes, n);
 	return ENOMEM;
 }
 
-void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	return lanes_join(e, lanes, e->map->nlanes);
+}
+
+int sc_hamt_lane_give(sc_hamt_edit *e, sc_hamt_edit *lane)
+{
+	return lanes_join(e, &lane, 1);
+}
+
+/* Abort lanes[0..n-1] (opened by lanes_open with this n) and poison e. */
+static void lanes_close(sc_hamt_edit *e, sc_hamt_edit *lanes[], unsigned n)
 {
 	sc_hamt *m = e->map;
 	/* Every node the edit made below the root is reachable from exactly
@@ -2023,7 +2050,7 @@ void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[])
 	 * every pair it inserted is in a lane's tree, or was dropped by the
 	 * lane that replaced it. So: abort each lane, then free the root
 	 * alone. */
-	for (unsigned k = 0; k < m->nlanes; k++) {
+	for (unsigned k = 0; k < n; k++) {
 		sc_hamt_edit *l = lanes[k];
 		if (!l)
 			continue;
@@ -2039,4 +2066,14 @@ void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[])
 	e->root = NULL;
 	e->count = 0;
 	e->poisoned = true;
+}
+
+void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[])
+{
+	lanes_close(e, lanes, e->map->nlanes);
+}
+
+void sc_hamt_lane_drop(sc_hamt_edit *e, sc_hamt_edit *lane)
+{
+	lanes_close(e, &lane, 1);
 }

@@ -139,4 +139,17 @@ int sc_hamt_lanes_join(sc_hamt_edit *e, sc_hamt_edit *lanes[]);
  */
 void sc_hamt_lanes_abort(sc_hamt_edit *e, sc_hamt_edit *lanes[]);
 
+/*
+ * A whole tree in one lane: sc_hamt_lane_take opens *lane on the open edit
+ * `e` with all of e's tree (not split), on lane map k, so that the thread
+ * running lane k changes it with lane k's memory while other lanes run
+ * (the edits of other trees, split or taken). sc_hamt_lane_give and
+ * sc_hamt_lane_drop end it as sc_hamt_lanes_join and sc_hamt_lanes_abort
+ * end split lanes, with the same rules and errors; `e` must not be used
+ * in between. Writer thread.
+ */
+int sc_hamt_lane_take(sc_hamt_edit *e, unsigned k, sc_hamt_edit **lane);
+int sc_hamt_lane_give(sc_hamt_edit *e, sc_hamt_edit *lane);
+void sc_hamt_lane_drop(sc_hamt_edit *e, sc_hamt_edit *lane);
+
 #endif

@@ -8,13 +8,18 @@
  * order of iteration (the map's shape), and on every stat (version,
  * position, versions alive and awaiting, bytes and nodes awaiting, memory).
  *
+ * Streams over named partitions and the default one have the same ids
+ * in several partitions, name partitions for the first time inside
+ * batches, and are compared partition by partition (names, counts, trees).
  * Streams hit few entities often (one entity's events spread through a
  * batch) and many entities once; the hash is the seeded XXH3 or one of the
  * test kit's colliding hashes (8 values; 4 bits spread over the trie's
  * levels; a constant), so collision nodes and one-lane batches are covered.
  * Allocation failures injected while the lanes run: the batch fails with
  * ENOMEM, discard brings the cache back to the state and memory it had,
- * and the batch then applies as serially.
+ * and the batch then applies as serially. A state grown too big in one
+ * lane while another lane's grows too big later in the log: the batch
+ * reports the first, with the serial apply's message.
  *
  * Through the store: appends (applied in lanes, projectors called once per
  * event in log order) and the replay at open (in lanes, or not) give the
@@ -35,6 +40,7 @@
 #include <cmocka.h>
 
 #include "cache/cache_internal.h"
+#include "hamt/hamt_internal.h"
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "statecache/testing.h"
@@ -96,28 +102,42 @@ static void batch_free(batch *b)
 	free(b->ids);
 }
 
-/* Partitions the events of a batch with named partitions are in. */
-static const char *const parts[] = {"", "eu", "us"};
+/* Partition names: part_name(0) is the default partition (""), the
+ * others "p1", "p2", ... A stream's batches name more of them as it goes,
+ * so partitions are named for the first time inside batches. */
+#define NPARTS_MAX 48
+static char part_names[NPARTS_MAX][16];
 
-/* n random events from position pos + 1 over `nent` entities, a few of
- * them hot (every other event goes to one of 8 hot entities). `named`:
- * about half of them in a named partition (the same ids as in the default
- * one). */
+static sc_str part_name(unsigned i)
+{
+	if (i && !part_names[i][0])
+		snprintf(part_names[i], sizeof part_names[i], "p%u", i);
+	return (sc_str){part_names[i], strlen(part_names[i])};
+}
+
+/* n random events from position pos + 1 over `nent` ids, a few of them
+ * hot (every other event goes to one of 8 hot entities). `nparts`: the
+ * events are in partitions 0..nparts-1 (0 alone: the default one); the
+ * same ids are in every partition, and the hot entities are ids 0..7 of
+ * partitions 0..7, so one id is hot in several partitions. */
 static void batch_fill(batch *b, size_t n, unsigned nent, uint64_t pos,
-		       bool named)
+		       unsigned nparts)
 {
 	b->n = n;
+	if (!nparts)
+		nparts = 1;
 	for (size_t i = 0; i < n; i++) {
-		unsigned e = rnd_below(2) ? (unsigned)rnd_below(8)
-					  : (unsigned)rnd_below(nent);
+		bool hot = rnd_below(2);
+		unsigned e =
+		    hot ? (unsigned)rnd_below(8) : (unsigned)rnd_below(nent);
 		snprintf(b->ids[i], sizeof b->ids[i], "ent-%u", e);
 		sc_event *ev = &b->ev[i];
 		memset(ev, 0, sizeof *ev);
 		ev->entity = (sc_str){b->ids[i], strlen(b->ids[i])};
-		if (named && rnd_below(2)) {
-			const char *p = parts[1 + rnd_below(2)];
-			ev->partition = (sc_str){p, strlen(p)};
-		}
+		unsigned pi = hot ? (e + (unsigned)rnd_below(2)) % nparts
+			      : rnd_below(3) == 0 ? 0
+						  : (unsigned)rnd_below(nparts);
+		ev->partition = part_name(pi);
 		ev->position = pos + 1 + i;
 		ev->time = (int64_t)(pos + 1 + i) * 1000; /* never 0 */
 		ev->actor = (sc_str){"tester", rnd_below(3) ? 6 : 0};
@@ -155,6 +175,36 @@ static void batch_fill(batch *b, size_t n, unsigned nent, uint64_t pos,
 
 /* ==== comparison ========================================================== */
 
+/* The same partitions, in the same order, with the same counts. */
+static void check_partitions(const sc_view *va, const sc_view *vb,
+			     const char *when)
+{
+	assert_int_equal(sc_view_len_all(va), sc_view_len_all(vb));
+	size_t np = sc_view_partition_count(va);
+	if (np != sc_view_partition_count(vb))
+		fail_msg("%s (seed %llu): %zu partitions, the lanes' cache has "
+			 "%zu",
+			 when, (unsigned long long)seed, np,
+			 sc_view_partition_count(vb));
+	for (size_t i = 0; i < np; i++) {
+		sc_str x = sc_view_partition(va, i),
+		       y = sc_view_partition(vb, i);
+		if (x.len != y.len || memcmp(x.ptr, y.ptr, x.len))
+			fail_msg("%s (seed %llu): partition %zu is %.*s, the "
+				 "lanes' cache has %.*s",
+				 when, (unsigned long long)seed, i, (int)x.len,
+				 x.ptr, (int)y.len, y.ptr);
+	}
+	for (unsigned p = 0; p < NPARTS_MAX; p++)
+		if (sc_view_len_in(va, part_name(p)) !=
+		    sc_view_len_in(vb, part_name(p)))
+			fail_msg("%s (seed %llu): partition p%u holds %zu "
+				 "entities, %zu in the lanes' cache",
+				 when, (unsigned long long)seed, p,
+				 sc_view_len_in(va, part_name(p)),
+				 sc_view_len_in(vb, part_name(p)));
+}
+
 static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 {
 	sc_cache_stats a, b;
@@ -183,19 +233,21 @@ static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 	assert_int_equal(sc_reader_open(ser, &ra, NULL), 0);
 	assert_int_equal(sc_reader_open(par, &rb, NULL), 0);
 	const sc_view *va = sc_reader_begin(ra), *vb = sc_reader_begin(rb);
-	assert_int_equal(sc_view_len_all(va), sc_view_len_all(vb));
-	for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++) {
-		sc_str part = {parts[p], strlen(parts[p])};
-		assert_int_equal(sc_view_len_in(va, part),
-				 sc_view_len_in(vb, part));
-	}
 	assert_int_equal(sc_view_version(va), sc_view_version(vb));
 	assert_int_equal(sc_view_position(va), sc_view_position(vb));
+	check_partitions(va, vb, when);
 	const struct sc_version *pv = (const struct sc_version *)(void *)vb;
 	char why[256];
 	if (sc_hamt_check(par->map, pv->root, why, sizeof why))
 		fail_msg("%s (seed %llu): the lanes' map is not valid: %s",
 			 when, (unsigned long long)seed, why);
+	for (size_t i = 0; pv->parts && i < pv->parts->n; i++)
+		if (sc_hamt_check(par->map, pv->parts->items[i].root, why,
+				  sizeof why))
+			fail_msg("%s (seed %llu): the lanes' tree of "
+				 "partition %s is not valid: %s",
+				 when, (unsigned long long)seed,
+				 pv->parts->items[i].p->name, why);
 	/* Same seed and hash: the same contents iterate in the same order
 	 * only if the trees have the same shape. */
 	sc_view_iter ia, ib;
@@ -218,6 +270,37 @@ static void check_same(sc_cache *ser, sc_cache *par, const char *when)
 
 /* ==== the property ======================================================== */
 
+/* Batches over named partitions with partitions split among the lanes
+ * and partitions taken whole by one lane, and with every partition
+ * split. */
+static unsigned mixed_batches, split_batches;
+
+static void count_kinds(const batch *b, unsigned np, unsigned nlanes)
+{
+	if (np < 2)
+		return;
+	size_t count[NPARTS_MAX] = {0};
+	for (size_t i = 0; i < b->n; i++)
+		for (unsigned p = 0; p < np; p++)
+			if (b->ev[i].partition.len == part_name(p).len &&
+			    !memcmp(b->ev[i].partition.ptr, part_name(p).ptr,
+				    part_name(p).len)) {
+				count[p]++;
+				break;
+			}
+	unsigned split = 0, taken = 0;
+	for (unsigned p = 0; p < np; p++) {
+		if (count[p] >= (size_t)SC_LANES_SPLIT_MIN * nlanes)
+			split++;
+		else if (count[p])
+			taken++;
+	}
+	if (split && taken)
+		mixed_batches++;
+	else if (split)
+		split_batches++;
+}
+
 /* SC_HAMT_PROTECT for the caches make_cache makes. */
 static unsigned hamt_flags;
 
@@ -234,11 +317,12 @@ static sc_cache *make_cache(unsigned lanes, sc_hamt_hash_fn hash)
 	return c;
 }
 
-/* `named`: every third batch has events of named partitions (applied
- * serially by the batch call), the others are of the default partition
- * (applied by the lanes), into the same pending versions. */
+/* `nparts` > 0: three batches in four have events of up to nparts
+ * partitions (the default one and named ones; batch k names at most 3k + 2,
+ * so later batches name partitions for the first time), the others are of
+ * the default partition alone, into the same pending versions. */
 static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
-			  unsigned nbatches, bool named)
+			  unsigned nbatches, unsigned nparts)
 {
 	rnd_state = seed ^ (lanes * 0x9e37u) ^ nent;
 	sc_cache *ser = make_cache(1, hash), *par = make_cache(lanes, hash);
@@ -255,8 +339,10 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 	for (unsigned k = 0; k < nbatches; k++) {
 		size_t n =
 		    rnd_below(4) ? 200 + rnd_below(2800) : 1 + rnd_below(300);
-		bool in_parts = named && k % 3 == 0;
-		batch_fill(&b, n, nent, pos, in_parts);
+		unsigned np = nparts && k % 4 != 3 ? nparts : 0;
+		if (np > 3 * k + 2)
+			np = 3 * k + 2;
+		batch_fill(&b, n, nent, pos, np);
 		for (size_t i = 0; i < n; i++)
 			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
 					 0);
@@ -265,12 +351,13 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 		if (sc_cache_apply_batch(par, b.ev, n, &failed, &err))
 			fail_msg("batch %u: %s", k, err.message);
 		assert_int_equal(failed, n);
-		if (n >= 256 && !in_parts) {
+		if (n >= 256) {
 			/* The lanes took the batch between them. */
 			size_t routed = 0;
 			for (unsigned l = 0; l < par->nlanes; l++)
 				routed += par->lanes[l].nidx;
 			assert_int_equal(routed, n);
+			count_kinds(&b, np, par->nlanes);
 		}
 		unsigned what = (unsigned)rnd_below(8);
 		if (what == 0) {
@@ -312,7 +399,7 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 	 * above). */
 	sc_cache_stats st;
 	sc_cache_stats_get(par, &st);
-	if (!named)
+	if (!nparts)
 		assert_int_equal(st.memory_bytes, tk_live_bytes(par));
 	batch_free(&b);
 	sc_cache_destroy(ser);
@@ -322,7 +409,7 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 static void run_stream(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 		       unsigned nbatches)
 {
-	run_stream_in(lanes, hash, nent, nbatches, false);
+	run_stream_in(lanes, hash, nent, nbatches, 0);
 }
 
 static unsigned rounds(unsigned full)
@@ -343,14 +430,27 @@ static void test_lanes_equal_serial(void **state)
 	hamt_flags = 0;
 }
 
-/* Batches with events of named partitions between batches of the default
- * partition: the same states in every partition as a serial apply. */
+/* Batches over named partitions and the default one, between batches of
+ * the default partition alone: the same states, trees and counts in every
+ * partition as a serial apply. The colliding hashes collide the
+ * partitions' names too. */
 static void test_lanes_partitions(void **state)
 {
 	(void)state;
-	run_stream_in(2, NULL, 100, rounds(60), true);
-	run_stream_in(4, NULL, 5000, rounds(30), true);
-	run_stream_in(2, tk_hamt_hash_spread4, 500, rounds(20), true);
+	mixed_batches = split_batches = 0;
+	run_stream_in(2, NULL, 100, rounds(60), 3);
+	run_stream_in(2, NULL, 2000, rounds(60), NPARTS_MAX);
+	run_stream_in(4, NULL, 5000, rounds(30), 12);
+	run_stream_in(8, NULL, 300, rounds(20), NPARTS_MAX);
+	run_stream_in(2, tk_hamt_hash_spread4, 500, rounds(20), 6);
+	run_stream_in(3, tk_hamt_hash_3bit, 400, rounds(20), 16);
+	run_stream_in(2, tk_hamt_hash_const, 40, rounds(15), 5);
+	hamt_flags = SC_HAMT_PROTECT;
+	run_stream_in(2, NULL, 1000, rounds(8), 10);
+	hamt_flags = 0;
+	/* Both kinds of batch were met. */
+	assert_true(mixed_batches > 0);
+	assert_true(split_batches > 0);
 }
 
 static void test_lanes_collisions(void **state)
@@ -364,17 +464,19 @@ static void test_lanes_collisions(void **state)
 
 /* ==== allocation failure in a lane ======================================== */
 
-static void test_lanes_alloc_failure(void **state)
+/* `nparts` > 0: the batches are over that many partitions at first, and
+ * name new ones as they go (a failure may land where a partition's tree
+ * is opened). */
+static void run_alloc_failure(unsigned nparts)
 {
-	(void)state;
-	rnd_state = seed ^ 0xfa11;
+	rnd_state = seed ^ 0xfa11 ^ nparts;
 	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
 	batch b;
 	batch_alloc(&b, 2000);
 	uint64_t pos = 0;
 	/* A map to change: states and nodes from earlier versions. */
 	for (int k = 0; k < 3; k++) {
-		batch_fill(&b, 2000, 5000, pos, false);
+		batch_fill(&b, 2000, 5000, pos, nparts);
 		for (size_t i = 0; i < b.n; i++)
 			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
 					 0);
@@ -387,7 +489,9 @@ static void test_lanes_alloc_failure(void **state)
 	check_same(ser, par, "before the failures");
 	unsigned failures = 0, tries = short_run ? 40 : 200;
 	for (unsigned t = 0; t < tries; t++) {
-		batch_fill(&b, 1000, 5000, pos, false);
+		unsigned np = nparts ? nparts + t / 4 : 0;
+		batch_fill(&b, 1000, 5000, pos,
+			   np < NPARTS_MAX ? np : NPARTS_MAX);
 		/* Some failures land in the routing or the split, most in a
 		 * lane (one of the two threads), some not at all. */
 		long at = (long)rnd_below(t < tries / 2 ? 200 : 6000);
@@ -422,6 +526,104 @@ static void test_lanes_alloc_failure(void **state)
 	sc_cache_destroy(par);
 }
 
+static void test_lanes_alloc_failure(void **state)
+{
+	(void)state;
+	run_alloc_failure(0);
+	run_alloc_failure(4);
+}
+
+/* ==== a state too big ===================================================== */
+
+/* Put, at event `at` and the three before it 100 apart, events that set a
+ * 16 MiB value each in a new attribute of `id` in `part`: the fourth makes
+ * the state too big for a snapshot. */
+static void put_big(batch *b, size_t at, sc_str part, const char *id,
+		    const char *bytes)
+{
+	static const char *const big_names[] = {"b0", "b1", "b2", "b3"};
+	for (size_t k = 0; k < 4; k++) {
+		size_t i = at - 300 + 100 * k;
+		sc_event *ev = &b->ev[i];
+		snprintf(b->ids[i], sizeof b->ids[i], "%s", id);
+		ev->entity = (sc_str){b->ids[i], strlen(b->ids[i])};
+		ev->partition = part;
+		ev->type = SC_EVENT_SET;
+		sc_attr *a = &b->attrs[i * 4];
+		a->name = (sc_str){big_names[k], 2};
+		a->value.type = SC_VALUE_BYTES;
+		a->value.u.s = (sc_str){bytes, SC_EVENT_VALUE_MAX};
+		ev->attrs = a;
+		ev->nattrs = 1;
+	}
+}
+
+/* Apply the batch and expect it to fail at event `at` with SC_ETOOBIG;
+ * then discard. The message goes to *err. */
+static void expect_too_big(sc_cache *c, batch *b, size_t at, sc_error *err)
+{
+	size_t failed = 0;
+	assert_int_equal(sc_cache_apply_batch(c, b->ev, b->n, &failed, err),
+			 SC_ETOOBIG);
+	assert_int_equal(failed, at);
+	assert_int_equal(sc_cache_promote(c), SC_EPOISONED);
+	sc_cache_discard(c);
+}
+
+/* Two entities of a batch over named partitions grow too big, in
+ * different lanes: the batch reports the first in log order, with the
+ * message a serial apply gives, and leaves nothing. */
+static void test_lanes_too_big(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xb16;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	batch b;
+	batch_alloc(&b, 1000);
+	/* Something published in every partition first. */
+	batch_fill(&b, 1000, 300, 0, 6);
+	assert_int_equal(sc_cache_apply_batch(ser, b.ev, b.n, NULL, NULL), 0);
+	assert_int_equal(sc_cache_apply_batch(par, b.ev, b.n, NULL, NULL), 0);
+	assert_int_equal(sc_cache_promote(ser), 0);
+	assert_int_equal(sc_cache_promote(par), 0);
+	/* "big" in p1, and an id of another lane in p2. */
+	unsigned lane =
+	    sc_hamt_lane_of(sc_hamt_hash(par->map, "big", 3), par->nlanes);
+	char other[16];
+	for (unsigned k = 0;; k++) {
+		snprintf(other, sizeof other, "big%u", k);
+		if (sc_hamt_lane_of(
+			sc_hamt_hash(par->map, other, strlen(other)),
+			par->nlanes) != lane)
+			break;
+	}
+	char *bytes = malloc(SC_EVENT_VALUE_MAX);
+	assert_non_null(bytes);
+	memset(bytes, 'x', SC_EVENT_VALUE_MAX);
+	batch_fill(&b, 1000, 300, 1000, 6);
+	put_big(&b, 600, part_name(1), "big", bytes);
+	put_big(&b, 610, part_name(2), other, bytes);
+	sc_error es, ep;
+	expect_too_big(ser, &b, 600, &es);
+	expect_too_big(par, &b, 600, &ep);
+	assert_string_equal(es.message, ep.message);
+	assert_non_null(strstr(ep.message, "'big'"));
+	check_same(ser, par, "after a state too big");
+	/* The other one first. */
+	batch_fill(&b, 1000, 300, 1000, 6);
+	put_big(&b, 600, part_name(2), other, bytes);
+	put_big(&b, 610, part_name(1), "big", bytes);
+	expect_too_big(ser, &b, 600, &es);
+	expect_too_big(par, &b, 600, &ep);
+	assert_string_equal(es.message, ep.message);
+	assert_non_null(strstr(ep.message, other));
+	check_same(ser, par, "after a state too big");
+	free(bytes);
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
 /* An invalid event anywhere in a batch: SC_EINVAL naming it, nothing
  * applied. */
 static void test_lanes_invalid_event(void **state)
@@ -431,15 +633,18 @@ static void test_lanes_invalid_event(void **state)
 	sc_cache *par = make_cache(2, NULL);
 	batch b;
 	batch_alloc(&b, 1000);
-	batch_fill(&b, 1000, 100, 0, false);
-	b.ev[700].entity.len = 0;
-	size_t failed = 0;
-	sc_error err;
-	assert_int_equal(sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
-			 SC_EINVAL);
-	assert_int_equal(failed, 700);
-	assert_non_null(strstr(err.message, "event 700"));
-	assert_false(sc_cache_pending(par));
+	for (unsigned nparts = 0; nparts <= 8; nparts += 8) {
+		batch_fill(&b, 1000, 100, 0, nparts);
+		b.ev[700].entity.len = 0;
+		size_t failed = 0;
+		sc_error err;
+		assert_int_equal(
+		    sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
+		    SC_EINVAL);
+		assert_int_equal(failed, 700);
+		assert_non_null(strstr(err.message, "event 700"));
+		assert_false(sc_cache_pending(par));
+	}
 	batch_free(&b);
 	sc_cache_destroy(par);
 }
@@ -454,12 +659,7 @@ static void check_contents(sc_cache *ser, sc_cache *got, const char *when)
 	assert_int_equal(sc_reader_open(ser, &ra, NULL), 0);
 	assert_int_equal(sc_reader_open(got, &rb, NULL), 0);
 	const sc_view *va = sc_reader_begin(ra), *vb = sc_reader_begin(rb);
-	assert_int_equal(sc_view_len_all(va), sc_view_len_all(vb));
-	for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++) {
-		sc_str part = {parts[p], strlen(parts[p])};
-		assert_int_equal(sc_view_len_in(va, part),
-				 sc_view_len_in(vb, part));
-	}
+	check_partitions(va, vb, when);
 	assert_int_equal(sc_view_position(va), sc_view_position(vb));
 	sc_view_iter ia, ib;
 	sc_view_iter_init_all(va, &ia);
@@ -540,7 +740,8 @@ static void test_lanes_store(void **state)
 	unsigned rounds_n = short_run ? 12 : 40;
 	for (unsigned k = 0; k < rounds_n; k++) {
 		size_t n = 1 + rnd_below(2500);
-		batch_fill(&b, n, 3000, pos, false);
+		/* Every other batch over named partitions. */
+		batch_fill(&b, n, 3000, pos, k % 2 ? 2 + k : 0);
 		sc_error err;
 		if (k % 5 == 4) {
 			/* A bad event late in the batch: nothing of it. */
@@ -584,6 +785,7 @@ int main(void)
 	    cmocka_unit_test(test_lanes_collisions),
 	    cmocka_unit_test(test_lanes_partitions),
 	    cmocka_unit_test(test_lanes_alloc_failure),
+	    cmocka_unit_test(test_lanes_too_big),
 	    cmocka_unit_test(test_lanes_invalid_event),
 	    cmocka_unit_test(test_lanes_store),
 	};

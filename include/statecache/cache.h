@@ -183,10 +183,12 @@ SC_API int sc_cache_apply(sc_cache *cache, const sc_event *ev, sc_error *err);
  * same states, entity positions, version position, and stats after the
  * promote (the pending version is published by one promote, as always).
  * Small batches (a few hundred events) and caches with one lane apply on
- * the calling thread. The lanes split the default partition's tree: a
- * batch in which any event names a partition is applied on the calling
- * thread, one event after the other, each into its partition's tree (the
- * same result). Writer thread, like sc_cache_apply.
+ * the calling thread. An entity is its partition and its id: each
+ * partition's tree is split among the lanes the same way, so batches over
+ * named partitions apply in lanes too; a partition the batch names only a
+ * few times (fewer than a few events per lane) goes whole to one lane, the
+ * lanes taking such partitions in turn. Writer thread, like
+ * sc_cache_apply.
  *
  * Every event is validated before anything is touched: SC_EINVAL names
  * the first bad event, the pending version is unchanged. Any other failure
