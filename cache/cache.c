@@ -552,6 +552,7 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 				break;
 			}
 			j->index = i;
+			j->change.bytes = &l->pbytes[part[i]];
 			int rc = sc_hamt_edit_update_later(
 			    ed, j->ev.entity.ptr, j->ev.entity.len, hashes[i],
 			    sc_change_update, job_done, &j->change);
@@ -567,7 +568,8 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 			       .lane = l,
 			       .ev = ev,
 			       .err = &l->err,
-			       .position = ev->position};
+			       .position = ev->position,
+			       .bytes = &l->pbytes[part[i]]};
 		int rc =
 		    sc_change_done(&c, sc_hamt_edit_update_hashed(
 					   ed, ev->entity.ptr, ev->entity.len,

@@ -259,6 +259,10 @@ typedef struct sc_lane {
 	 * (cache/lanes.c); NULL for a partition the lane has no share of. */
 	sc_hamt_edit **edits;
 	size_t nedits, capedits;
+	/* By the same number: what the lane's changes did to the
+	 * partition's state bytes (sc_change.bytes), folded by the writer. */
+	int64_t *pbytes;
+	size_t cappbytes;
 	uint32_t *idx; /* the batch's events of this lane, in order */
 	size_t nidx, capidx;
 	/* What the batch did, for the writer to fold in. */

@@ -98,6 +98,8 @@ struct sc_lanes_parts {
 	size_t capof;
 	sc_hamt_edit **edits; /* by number: the partition's pending edit */
 	size_t n, cap;
+	int64_t **acc; /* by number: its state bytes' accumulator */
+	size_t capacc;
 	uint32_t *count; /* by number: the batch's events of the partition */
 	size_t capcount;
 	uint32_t *owner; /* by number: the lane taking it; LANE_SPLIT: split */
@@ -248,12 +250,14 @@ void sc_lanes_fini(sc_cache *cache)
 		sc_pool_destroy(&cache->lanes[k].entity_pool);
 		sc_free(cache->lanes[k].idx);
 		sc_free(cache->lanes[k].edits);
+		sc_free(cache->lanes[k].pbytes);
 	}
 	sc_free(cache->hashes);
 	struct sc_lanes_parts *bp = cache->batch_parts;
 	if (bp) {
 		sc_free(bp->of);
 		sc_free(bp->edits);
+		sc_free(bp->acc);
 		sc_free(bp->count);
 		sc_free(bp->owner);
 		sc_free(bp->tab);
@@ -291,17 +295,20 @@ static int apply_serial(sc_cache *cache, const sc_event *evs, size_t n,
 }
 
 /* Give the batch a partition: its number is the next one. */
-static int part_add(struct sc_lanes_parts *bp, sc_hamt_edit *edit,
+static int part_add(struct sc_lanes_parts *bp, sc_hamt_edit *edit, int64_t *acc,
 		    uint32_t *num)
 {
 	if (sc_grow_array((void **)&bp->edits, &bp->cap, bp->n + 1,
 			  sizeof *bp->edits) ||
+	    sc_grow_array((void **)&bp->acc, &bp->capacc, bp->n + 1,
+			  sizeof *bp->acc) ||
 	    sc_grow_array((void **)&bp->count, &bp->capcount, bp->n + 1,
 			  sizeof *bp->count) ||
 	    sc_grow_array((void **)&bp->owner, &bp->capowner, bp->n + 1,
 			  sizeof *bp->owner))
 		return ENOMEM;
 	bp->edits[bp->n] = edit;
+	bp->acc[bp->n] = acc;
 	bp->count[bp->n] = 0;
 	*num = (uint32_t)bp->n++;
 	return SC_OK;
@@ -355,10 +362,13 @@ static int part_number(sc_cache *cache, sc_str name, uint32_t *num,
 		return SC_OK;
 	}
 	sc_hamt_edit *edit;
-	int rc = sc_cache_part_edit(cache, name, &edit, err);
+	int64_t *acc;
+	/* A cold partition is refused (SC_ESTATE), as a serial apply
+	 * refuses its first event. */
+	int rc = sc_cache_part_open(cache, name, &edit, &acc, err);
 	if (rc)
 		return rc;
-	if (part_add(bp, edit, num))
+	if (part_add(bp, edit, acc, num))
 		return sc_cache_poison(cache, ENOMEM, err, "routing a batch");
 	*s = (part_slot){name.ptr, (uint32_t)name.len, *num, h};
 	bp->tabn++;
@@ -406,7 +416,8 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 		uint32_t num = 0;
 		if (!p.len) {
 			if (bp->dflt == UINT32_MAX &&
-			    part_add(bp, cache->edit, &bp->dflt))
+			    part_add(bp, cache->edit,
+				     &cache->default_bytes_pending, &bp->dflt))
 				return sc_cache_poison(cache, ENOMEM, err,
 						       "routing a batch");
 			num = bp->dflt;
@@ -431,10 +442,13 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 	for (unsigned k = 0; k < nl; k++) {
 		sc_lane *l = &cache->lanes[k];
 		if (sc_grow_array((void **)&l->edits, &l->capedits, bp->n,
-				  sizeof *l->edits))
+				  sizeof *l->edits) ||
+		    sc_grow_array((void **)&l->pbytes, &l->cappbytes, bp->n,
+				  sizeof *l->pbytes))
 			return sc_cache_poison(cache, ENOMEM, err,
 					       "routing a batch");
 		l->nedits = bp->n;
+		memset(l->pbytes, 0, bp->n * sizeof *l->pbytes);
 	}
 	unsigned next = 0;
 	for (size_t j = 0; j < bp->n; j++) {
@@ -594,11 +608,9 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 		add += l->bytes_add;
 		sub += l->bytes_sub;
 		cache->pending_garbage_entity_bytes += l->garbage_bytes;
-		/* The default partition's state bytes changed by what the
-		 * lane made, less what it released and dropped. */
-		cache->default_bytes_pending += (int64_t)l->bytes_add -
-						(int64_t)l->bytes_sub -
-						(int64_t)l->garbage_bytes;
+		/* Each partition's state bytes, as its changes counted them. */
+		for (size_t j = 0; j < cache->batch_parts->n; j++)
+			*cache->batch_parts->acc[j] += l->pbytes[j];
 		if (l->state_size_max > cache->state_size_max)
 			cache->state_size_max = l->state_size_max;
 		if (l->position > cache->pending_position)

@@ -333,16 +333,24 @@ static void run_model(unsigned lanes)
 		size_t nev = tk_rand_below(&rnd, 24);
 		bool big = lanes > 1 && tk_rand_below(&rnd, 8) == 0;
 		if (big) {
-			/* A batch of the default partition big enough for
-			 * the apply lanes. */
+			/* A batch big enough for the apply lanes, over the
+			 * default partition and the resident ones no eviction
+			 * or load of this version touched (half of the
+			 * batches), so the lanes count every partition's
+			 * bytes. */
+			bool spread = tk_rand_below(&rnd, 2) == 0;
 			size_t n = 400;
 			sc_event *evs = calloc(n, sizeof *evs);
 			sc_attr(*attrs)[4] = calloc(n, sizeof *attrs);
 			char(*strs)[4][16] = calloc(n, sizeof *strs);
 			assert_true(evs && attrs && strs);
 			for (size_t e = 0; e < n; e++) {
+				size_t i =
+				    spread ? tk_rand_below(&rnd, NPARTS) : 0;
+				if (now_cold[i] || touched[i])
+					i = 0;
 				random_event(
-				    &rnd, &evs[e], attrs[e], strs[e], parts[0],
+				    &rnd, &evs[e], attrs[e], strs[e], parts[i],
 				    ids[tk_rand_below(&rnd, NIDS)], ++position);
 				tk_refstate_apply(rs, &evs[e]);
 			}
