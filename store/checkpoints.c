@@ -834,6 +834,9 @@ static int ckpt_write_body(sc_store *store, MDB_txn *txn, void *ctx,
 		int grc = cat_get(store, txn, w->partition, &r, err);
 		if (grc && grc != SC_NOTFOUND)
 			return grc;
+		/* The row is rewritten from the caller's name, not from
+		 * the map's bytes the put may move. */
+		r.name = w->partition;
 		if (!grc && enc->position >= r.checkpoint_position) {
 			r.checkpoint_position = enc->position;
 			r.tail = r.events - w->events_at;
@@ -1003,6 +1006,7 @@ static int drop_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		return 0;
 	if (rc)
 		return rc;
+	r.name = d->partition; /* not the map's bytes the put may move */
 	r.checkpoint_position = newest;
 	r.tail = at <= r.events ? r.events - at : r.events;
 	rc = cat_put(store, txn, &r);
