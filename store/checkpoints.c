@@ -1144,10 +1144,13 @@ static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 		return rc;
 	sc_killpoint("checkpoint_load");
 	/* As a snapshot's restore: a helper thread when a second core is
-	 * online, and the map pages read dropped as the load goes. */
+	 * online and there is a second chunk for it (most partitions' are
+	 * one chunk: a thread per load would cost more than it saves), and
+	 * the map pages read dropped as the load goes. */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	release_span span = {NULL, NULL};
-	sc_snapshot_load_params p = {.no_thread = ncpu > 0 && ncpu < 2,
+	sc_snapshot_load_params p = {.no_thread = (ncpu > 0 && ncpu < 2) ||
+						  h.chunk_count < 2,
 				     .chunk_done = chunk_done,
 				     .ctx = &span};
 	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,
