@@ -1,7 +1,8 @@
 /*
  * statecache verify: the log is consistent (sc_store_verify), and the
- * state a normal open builds (newest snapshot plus the log after it) equals
- * the state of a replay of the whole log.
+ * state a normal open builds (each partition's newest checkpoint plus its
+ * tail, or the newest snapshot plus the log after it) equals the state of
+ * a replay of the whole log.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,10 +13,12 @@
 static const char verify_help[] =
     "usage: statecache [--db DIR] verify\n"
     "\n"
-    "Open the store as usual (restore the newest snapshot that verifies,\n"
-    "replay the events after it), check the log (positions dense from 1,\n"
-    "ending at the last position committed; entity_index one row per\n"
-    "indexed event), then build a second state by replaying\n"
+    "Open the store as usual (each partition from its newest checkpoint\n"
+    "that verifies and its events after it, or, in a store without\n"
+    "checkpoints, the newest snapshot that verifies and the events after\n"
+    "it), check the log (positions dense from 1, ending at the last\n"
+    "position committed; entity_index one row per indexed event; the\n"
+    "partition catalog), then build a second state by replaying\n"
     "every event of the log from position 1, and compare the two entity\n"
     "by entity. Prints each difference (at most 20) and a summary.\n"
     "\n"

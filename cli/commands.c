@@ -17,7 +17,7 @@ const sc_cli_command sc_cli_commands[] = {
     {"snapshot", "take a snapshot now", sc_cli_cmd_snapshot, false},
     {"stats", "store and cache statistics as one JSON object", sc_cli_cmd_stats,
      false},
-    {"verify", "check that snapshot + tail equals a full log replay",
+    {"verify", "check that the state open builds equals a full log replay",
      sc_cli_cmd_verify, false},
     {"partition",
      "a partition's checkpoints: partition checkpoints P [--use POS]",

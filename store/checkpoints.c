@@ -834,6 +834,9 @@ static int ckpt_write_body(sc_store *store, MDB_txn *txn, void *ctx,
 		int grc = cat_get(store, txn, w->partition, &r, err);
 		if (grc && grc != SC_NOTFOUND)
 			return grc;
+		/* The row is rewritten from the caller's name, not from
+		 * the map's bytes the put may move. */
+		r.name = w->partition;
 		if (!grc && enc->position >= r.checkpoint_position) {
 			r.checkpoint_position = enc->position;
 			r.tail = r.events - w->events_at;
@@ -1003,6 +1006,7 @@ static int drop_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		return 0;
 	if (rc)
 		return rc;
+	r.name = d->partition; /* not the map's bytes the put may move */
 	r.checkpoint_position = newest;
 	r.tail = at <= r.events ? r.events - at : r.events;
 	rc = cat_put(store, txn, &r);
@@ -1140,10 +1144,13 @@ static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 		return rc;
 	sc_killpoint("checkpoint_load");
 	/* As a snapshot's restore: a helper thread when a second core is
-	 * online, and the map pages read dropped as the load goes. */
+	 * online and there is a second chunk for it (most partitions' are
+	 * one chunk: a thread per load would cost more than it saves), and
+	 * the map pages read dropped as the load goes. */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	release_span span = {NULL, NULL};
-	sc_snapshot_load_params p = {.no_thread = ncpu > 0 && ncpu < 2,
+	sc_snapshot_load_params p = {.no_thread = (ncpu > 0 && ncpu < 2) ||
+						  h.chunk_count < 2,
 				     .chunk_done = chunk_done,
 				     .ctx = &span};
 	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,

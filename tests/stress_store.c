@@ -1,6 +1,7 @@
 /*
  * Store concurrency: one writer appends deterministic batches while a
- * snapshot thread takes snapshots and reader threads read the log, the
+ * snapshot thread takes snapshots, the store's checkpoint thread writes
+ * checkpoints and reader threads read the log, the
  * per-entity index, as-of states, stats and the cache, all at once. The
  * map starts tiny so it grows (remaps) while readers are active. Readers
  * check what they see against the deterministic stream; at the end the
@@ -164,6 +165,10 @@ static void test_concurrent_append_read_snapshot(void **state)
 	o.map_size = 128 << 10; /* grows while readers run */
 	o.snapshot_keep = 2;
 	o.cache.seed = seed | 1;
+	/* The checkpoint thread writes every few hundred events, while the
+	 * map grows and the snapshots are taken. */
+	o.checkpoint_tail = 200;
+	o.checkpoint_entities_per_chunk = 8;
 	sc_store *s = NULL;
 	sc_error err;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
@@ -208,11 +213,18 @@ static void test_concurrent_append_read_snapshot(void **state)
 	sc_store_stats st;
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_true(st.map_size > (128 << 10)); /* it grew */
+	assert_int_equal(sc_store_checkpoints_wait(s, NULL), 0);
+	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
+	assert_true(st.checkpoints_written > 0);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 
+	/* Reopened by its checkpoints: the tails after them only (of the
+	 * default partition and p1, each under the bound). */
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
+	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
+	assert_true(st.open_events_replayed < 2 * 200);
 	sc_store_close(s);
 	tk_refstate_free(m);
 	char cmd[300];

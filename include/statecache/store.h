@@ -407,8 +407,11 @@ typedef struct sc_snapshot_info {
  * in one short write transaction, which also deletes snapshots beyond
  * snapshot_keep. If a snapshot of that position already exists (or the
  * log is empty) nothing is written and 0 is returned. One snapshot runs at
- * a time. *info may be NULL. Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL,
- * SC_ELMDB, ENOMEM; on failure the stored snapshots are as before.
+ * a time. *info may be NULL. Open restores the newest snapshot only in
+ * a store that holds no checkpoint (sc_store_checkpoint); one that does
+ * loads each partition from its own checkpoints (store/README.md).
+ * Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure
+ * the stored snapshots are as before.
  */
 SC_API int sc_store_snapshot(sc_store *store, sc_snapshot_info *info,
 			     sc_error *err);
