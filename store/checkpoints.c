@@ -873,6 +873,9 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 		rc = sc_error_set(err, SC_ESTATE,
 				  "the store's state is behind its log; "
 				  "reopen it before checkpointing");
+	/* A cold partition is loaded first (residency.c). */
+	if (!rc)
+		rc = sc_residency_ensure(store, partition, err);
 	MDB_txn *txn = NULL;
 	if (!rc)
 		rc = sc_store_read_begin(store, &txn, err);
@@ -1250,6 +1253,16 @@ static int tail_scan(tail_replay *t, uint64_t from, uint64_t to)
 	return rc;
 }
 
+/* A cold partition takes states only once the pending version loads it. */
+static int part_begin(sc_store *store, sc_str partition, sc_error *err)
+{
+	if (partition.len && sc_cache_part_residency(store->cache, partition) ==
+				 SC_RESIDENCY_COLD)
+		return sc_cache_part_load_begin(store->cache, partition, NULL,
+						err);
+	return 0;
+}
+
 int sc_store_partition_load(sc_store *store, sc_str partition,
 			    uint64_t *replayed, double *seconds, sc_error *err)
 {
@@ -1260,10 +1273,17 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_partition_load needs a cache "
 				    "with nothing pending");
-	MDB_txn *txn;
-	int rc = sc_store_read_begin(store, &txn, err);
-	if (rc)
+	int rc = part_begin(store, partition, err);
+	if (rc) {
+		sc_cache_discard(store->cache);
 		return rc;
+	}
+	MDB_txn *txn;
+	rc = sc_store_read_begin(store, &txn, err);
+	if (rc) {
+		sc_cache_discard(store->cache);
+		return rc;
+	}
 	uint64_t last = atomic_load(&store->last_position);
 	uint8_t pk[SC_PART_KEY_LEN];
 	sc_part_key(pk, partition);
@@ -1314,6 +1334,7 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 			      e.message[0] ? e.message : sc_strerror(lrc),
 			      i + 1 < n ? "an older checkpoint"
 					: "a full replay of the partition");
+		rc = part_begin(store, partition, err);
 	}
 	sc_free(pos);
 	tail_replay t = {store, txn, partition, 0, err};
