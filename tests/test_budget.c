@@ -62,7 +62,7 @@ static sc_str S(const char *s)
 
 #define NPARTS 41 /* the default partition and p00..p39 */
 #define NIDS   6
-static char part_names[NPARTS][8];
+static char part_names[NPARTS][16];
 static sc_str parts[NPARTS];
 static sc_str ids[NIDS];
 
