@@ -801,11 +801,11 @@ void sc_residency_stats(sc_store *store, sc_store_stats *out)
 	struct sc_store_residency *r = store->res;
 	out->memory_budget = store->opt.memory_budget;
 	out->resident_bytes = sc_cache_resident_bytes(store->cache);
-	if (!r) {
-		out->partitions_resident = 1;
-		return;
-	}
-	pthread_mutex_lock(&store->write_mu);
+	/* The cache's writer: the follower in a read-only store, else the
+	 * holder of write_mu. */
+	pthread_mutex_t *mu =
+	    r ? &store->write_mu : sc_store_follow_mutex(store);
+	pthread_mutex_lock(mu);
 	size_t n = sc_cache_part_list(store->cache, NULL, 0);
 	sc_cache_part_info *list = sc_malloc((n ? n : 1) * sizeof *list);
 	if (list) {
@@ -818,11 +818,13 @@ void sc_residency_stats(sc_store *store, sc_store_stats *out)
 		}
 		sc_free(list);
 	}
-	out->partition_loads = atomic_load(&r->loads);
-	out->partition_evictions = atomic_load(&r->evictions);
-	out->load_seconds_p50 = hist_quantile(r->hist, 0.50);
-	out->load_seconds_p99 = hist_quantile(r->hist, 0.99);
-	pthread_mutex_unlock(&store->write_mu);
+	if (r) {
+		out->partition_loads = atomic_load(&r->loads);
+		out->partition_evictions = atomic_load(&r->evictions);
+		out->load_seconds_p50 = hist_quantile(r->hist, 0.50);
+		out->load_seconds_p99 = hist_quantile(r->hist, 0.99);
+	}
+	pthread_mutex_unlock(mu);
 }
 
 typedef struct stats_walk {
@@ -899,7 +901,9 @@ int sc_store_partition_stats(sc_store *store, sc_partition_stats_fn fn,
 				    "sc_store_partition_stats needs a store "
 				    "and a callback");
 	stats_walk w = {.store = store};
-	pthread_mutex_lock(&store->write_mu);
+	pthread_mutex_t *mu =
+	    store->res ? &store->write_mu : sc_store_follow_mutex(store);
+	pthread_mutex_lock(mu);
 	int rc = part_list(store, &w.list, &w.nlist, err);
 	if (!rc) {
 		rc = sc_store_partitions(store, stats_row, &w, err);
@@ -907,7 +911,7 @@ int sc_store_partition_stats(sc_store *store, sc_partition_stats_fn fn,
 			rc = sc_error_set(err, ENOMEM,
 					  "out of memory listing partitions");
 	}
-	pthread_mutex_unlock(&store->write_mu);
+	pthread_mutex_unlock(mu);
 	sc_free(w.list);
 	for (size_t i = 0; !rc && i < w.n; i++) {
 		w.rows[i].name.ptr =
