@@ -29,8 +29,8 @@
  * entity's exact state is folded from the log through entity_index
  * (sc_store_entity_at_in at the last committed position, then the batch's
  * earlier events of that entity) and the event applied to it. A partition
- * cold since open has no bound yet: its events take the exact check until
- * it is loaded once.
+ * cold since open gets its bound at its first such append, from the store
+ * (bound_from_store: its newest checkpoint's largest chunk and its tail).
  *
  * A cold partition's tail is kept short by the checkpoint thread as for a
  * resident one: sc_checkpoint_take makes the partition resident through
@@ -49,6 +49,7 @@
 
 #include "cache/cache_lib.h"
 #include "common/internal.h"
+#include "snapshot/snapshot.h"
 
 /* Load times: bucket i counts loads of less than 2^i microseconds (the
  * last bucket: the rest). */
@@ -541,6 +542,140 @@ static bool same_entity(const sc_event *a, const sc_event *b)
 	       memcmp(a->entity.ptr, b->entity.ptr, a->entity.len) == 0;
 }
 
+/* ---- a cold partition's bound, from the store --------------------------- */
+
+typedef struct bound_walk {
+	sc_store *store;
+	MDB_txn *txn;
+	sc_str partition;
+	uint64_t bound;
+	sc_error *err;
+} bound_walk;
+
+/* Grow the bound by the event at pos when it is of the partition. */
+static int bound_one(bound_walk *w, const MDB_val *v, uint64_t pos)
+{
+	sc_str part, id;
+	int rc =
+	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, w->err);
+	if (rc || cmp_name(part, w->partition))
+		return rc;
+	sc_decoded_event d;
+	rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, w->err);
+	if (rc)
+		return rc;
+	w->bound += grow_bound(&d.ev);
+	sc_decoded_event_free(&d);
+	return 0;
+}
+
+static int bound_indexed(void *ctx, uint64_t pos)
+{
+	bound_walk *w = ctx;
+	uint8_t kb[8];
+	sc_be64_put(kb, pos);
+	MDB_val k = {8, kb}, v;
+	int rc = mdb_get(w->txn, w->store->dbi_events, &k, &v);
+	if (rc)
+		return sc_error_set(w->err, SC_ECORRUPT,
+				    "partition_index lists position %llu, "
+				    "which the log does not hold",
+				    (unsigned long long)pos);
+	return bound_one(w, &v, pos);
+}
+
+static int bound_scan(bound_walk *w, uint64_t from, uint64_t to)
+{
+	if (from >= to)
+		return 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(w->txn, w->store->dbi_events, &cur);
+	if (rc)
+		return sc_store_lmdb_error(w->err, rc, "reading the event log");
+	uint8_t kb[8];
+	sc_be64_put(kb, from + 1);
+	MDB_val k = {8, kb}, v;
+	int op = MDB_SET_RANGE;
+	for (;;) {
+		rc = mdb_cursor_get(cur, &k, &v, op);
+		if (rc) {
+			rc = rc == MDB_NOTFOUND
+				 ? 0
+				 : sc_store_lmdb_error(w->err, rc,
+						       "reading the event log");
+			break;
+		}
+		op = MDB_NEXT;
+		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
+		if (pos > to)
+			break;
+		rc = bound_one(w, &v, pos);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+/*
+ * A bound on the largest state of `partition` as of the last commit,
+ * without loading it: the largest chunk of its newest checkpoint (a chunk
+ * holds every state it encodes whole, so none is larger), plus the growth
+ * bound of each of its events after that checkpoint (all of them without
+ * a checkpoint, or when its header does not decode). Read once per
+ * partition cold since open; one walk of its tail.
+ */
+static int bound_from_store(sc_store *store, sc_str partition, uint64_t *out,
+			    sc_error *err)
+{
+	sc_partition_info pi;
+	int rc = sc_store_partition_info(store, partition, &pi, err);
+	if (rc == SC_NOTFOUND) {
+		*out = 0;
+		return 0;
+	}
+	if (rc)
+		return rc;
+	MDB_txn *txn;
+	rc = sc_store_read_begin(store, &txn, err);
+	if (rc)
+		return rc;
+	bound_walk w = {store, txn, partition, 0, err};
+	uint64_t base = pi.checkpoint_position;
+	if (base) {
+		uint8_t kb[SC_PART_KEY_LEN + 12];
+		sc_part_key(kb, partition);
+		sc_be64_put(kb + SC_PART_KEY_LEN, base);
+		sc_be32_put(kb + SC_PART_KEY_LEN + 8, 0);
+		MDB_val k = {sizeof kb, kb}, v;
+		sc_snapshot_header h;
+		sc_error e;
+		if (mdb_get(txn, store->dbi_checkpoints, &k, &v) == 0 &&
+		    sc_snapshot_header_decode(v.mv_data, v.mv_size, &h, &e) ==
+			0) {
+			for (uint32_t i = 0; i < h.chunk_count; i++)
+				if (h.chunk_raw_sizes[i] > w.bound)
+					w.bound = h.chunk_raw_sizes[i];
+			sc_snapshot_header_clear(&h);
+		} else {
+			base = 0;
+		}
+	}
+	uint64_t last = atomic_load(&store->last_position);
+	uint64_t qit = 0;
+	rc = sc_tag_index_through_get(store, txn, last, &qit, err);
+	if (!rc && qit > base)
+		rc = sc_index_walk_in(store, txn, store->dbi_partitions,
+				      "partition_index", partition, base + 1,
+				      qit, bound_indexed, &w, err);
+	if (!rc)
+		rc = bound_scan(&w, qit > base ? qit : base, last);
+	sc_store_read_end(store, txn);
+	if (!rc)
+		*out = w.bound;
+	return rc;
+}
+
 /* The exact check of event i of a cold partition: fold its entity as of
  * the last commit, then the batch's earlier events of it, then it. */
 static int exact_check(sc_store *store, const sc_event *evs, size_t i,
@@ -632,7 +767,19 @@ int sc_residency_append_check(sc_store *store, const sc_event *evs, size_t n,
 			part_start = ends[part++];
 		if (!r->cold[i] || evs[i].type == SC_EVENT_DELETE)
 			continue;
-		res_part *p = part_get(r, evs[i].partition, false);
+		res_part *p = part_get(r, evs[i].partition, true);
+		if (p && !p->bound_known) {
+			/* Cold since open: its bound from its newest
+			 * checkpoint and its tail, once. */
+			sc_error e;
+			sc_error_clear(&e);
+			uint64_t b;
+			if (!bound_from_store(store, evs[i].partition, &b,
+					      &e)) {
+				p->bound = b;
+				p->bound_known = true;
+			}
+		}
 		bool fits = false;
 		if (p && p->bound_known) {
 			uint64_t b = p->bound;

@@ -526,6 +526,32 @@ static void test_cold_limit(void **state)
 	assert_int_equal(sc_store_stats_get(s, &st, &err), 0);
 	assert_int_equal(st.partition_loads, 2);
 	sc_reader_close(r);
+
+	/* Cold since open, with a checkpoint and without one: the bound
+	 * comes from the store, the answers are the same. */
+	for (int round = 0; round < 2; round++) {
+		if (round == 1)
+			assert_int_equal(
+			    sc_store_checkpoint(s, big, NULL, &err), 0);
+		sc_store_close(s);
+		s = open_store(dir, 1u << 20, NULL, 0, SC_CHECKPOINT_NEVER);
+		assert_int_equal(sc_store_append(s, &too_big, 1, NULL, &err),
+				 SC_ETOOBIG);
+		small.value.u.i = 8 + round;
+		pair[0].time = 6 + round;
+		assert_int_equal(sc_store_append(s, pair, 1, &first, &err), 0);
+		pair[0].position = first;
+		tk_refstate_apply(m, &pair[0]);
+		assert_int_equal(sc_store_stats_get(s, &st, &err), 0);
+		assert_int_equal(st.partition_loads, 1); /* the default */
+		assert_int_equal(st.partitions_cold, 1);
+	}
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	assert_int_equal(sc_store_begin_in(s, r, big, &v, &err), 0);
+	if (!tk_refstate_check_partition(m, v, big, why, sizeof why))
+		fail_msg("partition big after reopens: %s", why);
+	sc_reader_end(r);
+	sc_reader_close(r);
 	sc_store_close(s);
 	tk_refstate_free(m);
 	free(value);
