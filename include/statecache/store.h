@@ -413,6 +413,12 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * release build, the events are committed, the error's message says so
  * and names their positions, and further appends fail with SC_ESTATE
  * until the store is reopened (which replays them).
+ *
+ * With a memory budget, the events of partitions that are cold are
+ * written to the log only (their partition's state catches up when it is
+ * next loaded), never loading the partition; the state-size limit holds
+ * for them all the same (store/README.md, Residency and the memory
+ * budget). The append then evicts partitions to stay within the budget.
  */
 SC_API int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 			   uint64_t *first, sc_error *err);
@@ -436,7 +442,9 @@ typedef struct sc_snapshot_info {
  * snapshot_keep. If a snapshot of that position already exists (or the
  * log is empty) nothing is written and 0 is returned. One snapshot runs at
  * a time. *info may be NULL. Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL,
- * SC_ELMDB, ENOMEM; on failure the stored snapshots are as before.
+ * SC_ESTATE (a memory budget left partitions cold: a snapshot needs every
+ * partition in memory; checkpoints replace it), SC_ELMDB, ENOMEM; on
+ * failure the stored snapshots are as before.
  */
 SC_API int sc_store_snapshot(sc_store *store, sc_snapshot_info *info,
 			     sc_error *err);
@@ -532,8 +540,11 @@ typedef struct sc_checkpoint_info {
  * with the snapshot chunk format), stored in one short write transaction
  * that also drops the partition's checkpoints beyond checkpoint_keep and
  * sets the partition's tail to 0 as of the checkpoint. Nothing is written
- * when a checkpoint of that position exists or the log is empty. *info
- * may be NULL. Thread-safe; one checkpoint is written at a time. Errors:
+ * when a checkpoint of that position exists or the log is empty. A cold
+ * partition (memory_budget) is loaded first, as sc_store_get_in loads it
+ * (the checkpoint thread does the same for a cold partition whose tail is
+ * due). *info may be NULL. Thread-safe; one checkpoint is written at a
+ * time. Errors:
  * SC_EINVAL (read-only store, partition longer than SC_EVENT_FIELD_MAX),
  * SC_ESTATE, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure the
  * stored checkpoints are as before.
