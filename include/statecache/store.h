@@ -643,7 +643,9 @@ typedef struct sc_store_stats {
 	sc_cache_stats cache;
 } sc_store_stats;
 
-/* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
+/* Store and cache statistics. Any thread but a projector's callback (the
+ * residency figures take the store's writer lock for an instant, which an
+ * append holds while it calls projectors). Errors: SC_EINVAL, SC_ELMDB. */
 SC_API int sc_store_stats_get(sc_store *store, sc_store_stats *out,
 			      sc_error *err);
 
@@ -728,8 +730,9 @@ typedef int (*sc_partition_stats_fn)(void *ctx, const sc_partition_stats *p);
  * sc_store_partition_stats - call fn with the figures of every partition
  * of the catalog (every partition with an event, resident or cold), in the
  * catalog's order, as of one moment under the store's writer lock (fn
- * runs after it is released). Errors: SC_EINVAL, ENOMEM, SC_ECORRUPT,
- * SC_ELMDB, or fn's value. Thread-safe.
+ * runs after it is released; do not call it from a projector's
+ * callback, which runs under that lock). Errors: SC_EINVAL, ENOMEM,
+ * SC_ECORRUPT, SC_ELMDB, or fn's value. Thread-safe.
  */
 SC_API int sc_store_partition_stats(sc_store *store, sc_partition_stats_fn fn,
 				    void *ctx, sc_error *err);
