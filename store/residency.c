@@ -888,11 +888,24 @@ int sc_store_get_in(sc_store *store, sc_reader *reader, sc_str partition,
 				    "sc_store_get_in needs an id and an out "
 				    "pointer");
 	*out = NULL;
-	const sc_view *view;
-	int rc = sc_store_begin_in(store, reader, partition, &view, err);
+	int rc = part_check(store, partition, "sc_store_get_in", err);
 	if (rc)
 		return rc;
+	if (!reader)
+		return sc_error_set(err, SC_EINVAL,
+				    "sc_store_get_in needs a reader");
+	/* A state found is resident: one lookup, as sc_reader_get_in. */
+	const sc_view *view = sc_reader_begin(reader);
 	*out = sc_view_get_in(view, partition, id);
+	if (*out)
+		return 0;
+	if (partition.len &&
+	    sc_view_residency(view, partition) == SC_RESIDENCY_COLD) {
+		rc = sc_store_begin_in(store, reader, partition, &view, err);
+		if (rc)
+			return rc;
+		*out = sc_view_get_in(view, partition, id);
+	}
 	return *out ? 0 : SC_NOTFOUND;
 }
 
