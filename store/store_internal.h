@@ -22,6 +22,9 @@
  *   checkpoints.c   per-partition checkpoints, the partition catalog,
  *                   the load of one partition, the checkpoint thread
  *                                        -> env, entity_index, tag_index
+ *   residency.c     the memory budget: cold partitions, loads on read,
+ *                   eviction, appends to cold partitions, figures
+ *                                     -> env, entity_index, checkpoints
  *   log.c           the event log: one append transaction, replay,
  *                   reads          -> env, entity_index, tag_index,
  *                                     query, projector, snapshots
@@ -42,6 +45,8 @@
  *             encoding; taken before write_mu, never under it).
  *   write_mu  one writer: held for a whole append, and by a snapshot only
  *             for its short write transaction. Map growth happens under it.
+ *             A partition's load and every eviction (residency.c) run
+ *             under it too, as the cache's writer.
  *   map_lock  rwlock: every read transaction holds it shared; growing the
  *             map (mdb_env_set_mapsize, which requires that no transaction
  *             is active in the process) holds it exclusive.
