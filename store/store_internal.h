@@ -25,6 +25,9 @@
  *   residency.c     the memory budget: cold partitions, loads on read,
  *                   eviction, appends to cold partitions, figures
  *                                     -> env, entity_index, checkpoints
+ *                   (the one pair that calls both ways: checkpoints.c
+ *                   loads a cold partition through sc_residency_ensure
+ *                   before it checkpoints it)
  *   log.c           the event log: one append transaction, replay,
  *                   reads          -> env, entity_index, tag_index,
  *                                     query, projector, snapshots
