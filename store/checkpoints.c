@@ -1165,6 +1165,10 @@ typedef struct tail_replay {
 	sc_str partition;
 	uint64_t replayed;
 	sc_error *err;
+	/* The values read through partition_index since the last release
+	 * of their map pages. */
+	const uint8_t *lo, *hi;
+	uint64_t indexed;
 } tail_replay;
 
 /* Apply the event at pos when it is of the partition. */
@@ -1204,7 +1208,19 @@ static int tail_indexed(void *ctx, uint64_t pos)
 				    "which the log does not hold; the store "
 				    "is damaged",
 				    (unsigned long long)pos);
-	return tail_one(t, &v, pos);
+	/* Scattered over the log: their pages are dropped as the load
+	 * goes, as tail_scan's are. */
+	const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
+	if (!t->lo || vb < t->lo)
+		t->lo = vb;
+	if (ve > t->hi)
+		t->hi = ve;
+	rc = tail_one(t, &v, pos);
+	if (++t->indexed % 512 == 0) {
+		sc_store_release_pages(t->lo, t->hi);
+		t->lo = t->hi = NULL;
+	}
+	return rc;
 }
 
 /* Apply the partition's events in (from, to] of the log, by a scan. */
@@ -1337,7 +1353,7 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 		rc = part_begin(store, partition, err);
 	}
 	sc_free(pos);
-	tail_replay t = {store, txn, partition, 0, err};
+	tail_replay t = {store, txn, partition, 0, err, NULL, NULL, 0};
 	if (!rc && !none && r.last_position > base) {
 		uint64_t to = r.last_position < last ? r.last_position : last;
 		if (partition.len) {
@@ -1349,6 +1365,7 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 				    store, txn, store->dbi_partitions,
 				    "partition_index", partition, base + 1, qit,
 				    tail_indexed, &t, err);
+			sc_store_release_pages(t.lo, t.hi);
 			if (!rc)
 				rc = tail_scan(&t, qit > base ? qit : base, to);
 		} else {
