@@ -550,7 +550,23 @@ typedef struct bound_walk {
 	sc_str partition;
 	uint64_t bound;
 	sc_error *err;
+	const uint8_t *lo, *hi; /* values read since their pages' release */
+	uint64_t seen;
 } bound_walk;
+
+/* Note the value read and drop the map pages read every 512 values. */
+static void bound_span(bound_walk *w, const MDB_val *v)
+{
+	const uint8_t *vb = v->mv_data, *ve = vb + v->mv_size;
+	if (!w->lo || vb < w->lo)
+		w->lo = vb;
+	if (ve > w->hi)
+		w->hi = ve;
+	if (++w->seen % 512 == 0) {
+		sc_store_release_pages(w->lo, w->hi);
+		w->lo = w->hi = NULL;
+	}
+}
 
 /* Grow the bound by the event at pos when it is of the partition. */
 static int bound_one(bound_walk *w, const MDB_val *v, uint64_t pos)
@@ -581,7 +597,9 @@ static int bound_indexed(void *ctx, uint64_t pos)
 				    "partition_index lists position %llu, "
 				    "which the log does not hold",
 				    (unsigned long long)pos);
-	return bound_one(w, &v, pos);
+	rc = bound_one(w, &v, pos);
+	bound_span(w, &v);
+	return rc;
 }
 
 static int bound_scan(bound_walk *w, uint64_t from, uint64_t to)
@@ -610,6 +628,7 @@ static int bound_scan(bound_walk *w, uint64_t from, uint64_t to)
 		if (pos > to)
 			break;
 		rc = bound_one(w, &v, pos);
+		bound_span(w, &v);
 		if (rc)
 			break;
 	}
@@ -640,7 +659,7 @@ static int bound_from_store(sc_store *store, sc_str partition, uint64_t *out,
 	rc = sc_store_read_begin(store, &txn, err);
 	if (rc)
 		return rc;
-	bound_walk w = {store, txn, partition, 0, err};
+	bound_walk w = {store, txn, partition, 0, err, NULL, NULL, 0};
 	uint64_t base = pi.checkpoint_position;
 	if (base) {
 		uint8_t kb[SC_PART_KEY_LEN + 12];
@@ -670,6 +689,8 @@ static int bound_from_store(sc_store *store, sc_str partition, uint64_t *out,
 				      qit, bound_indexed, &w, err);
 	if (!rc)
 		rc = bound_scan(&w, qit > base ? qit : base, last);
+	/* Inside the read transaction: the map cannot move meanwhile. */
+	sc_store_release_pages(w.lo, w.hi);
 	sc_store_read_end(store, txn);
 	if (!rc)
 		*out = w.bound;
