@@ -628,12 +628,67 @@ static void test_old_store(void **state)
 	tk_refstate_free(m);
 }
 
+/* ==== argument errors ======================================================
+ */
+
+static void test_errors(void **state)
+{
+	(void)state;
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store *s = open_store(dir, 4096, NULL, 0, 0);
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	const sc_entity *e;
+	const sc_view *v;
+	sc_error err;
+	char long_part[SC_EVENT_FIELD_MAX + 1];
+	memset(long_part, 'p', sizeof long_part);
+	sc_str too_long = {long_part, sizeof long_part};
+	assert_int_equal(sc_store_get_in(s, NULL, S("p"), S("a"), &e, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_get_in(s, r, S("p"), S("a"), NULL, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_get_in(s, r, too_long, S("a"), &e, &err),
+			 SC_EINVAL);
+	assert_non_null(strstr(err.message, "partition"));
+	assert_int_equal(sc_store_begin_in(NULL, r, S("p"), &v, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_begin_in(s, r, S("p"), NULL, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_partition_make_resident(s, too_long, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_partition_pin(s, too_long, true, &err),
+			 SC_EINVAL);
+	assert_int_equal(sc_store_partition_stats(s, NULL, NULL, &err),
+			 SC_EINVAL);
+	/* Unknown partitions: nothing to load, nothing found. */
+	assert_int_equal(sc_store_get_in(s, r, S("nowhere"), S("a"), &e, &err),
+			 SC_NOTFOUND);
+	sc_reader_end(r);
+	assert_int_equal(
+	    sc_store_partition_make_resident(s, S("nowhere"), &err), 0);
+	assert_int_equal(sc_store_partition_pin(s, S("nowhere"), true, &err),
+			 0);
+	assert_int_equal(sc_store_partition_pin(s, S("nowhere"), false, &err),
+			 0);
+	/* A pinned name at open must be a named partition. */
+	sc_reader_close(r);
+	sc_store_close(s);
+	sc_str bad = S("");
+	sc_store_options o = {
+	    .memory_budget = 4096, .pinned = &bad, .npinned = 1};
+	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EINVAL);
+	assert_non_null(strstr(err.message, "pinned partition 0"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_model),
 	    cmocka_unit_test(test_cold_limit),
 	    cmocka_unit_test(test_old_store),
+	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
