@@ -117,6 +117,7 @@ int sc_cli_cmd_verify(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_backup(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_partition(const sc_cli_global *g, int argc, char **argv);
+int sc_cli_cmd_partitions(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_projections(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_stream_create(const sc_cli_global *g, int argc, char **argv);
 int sc_cli_cmd_publish(const sc_cli_global *g, int argc, char **argv);

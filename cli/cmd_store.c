@@ -686,11 +686,14 @@ int sc_cli_cmd_stats(const sc_cli_global *g, int argc, char **argv)
 		    "\"memory_bytes\":%zu,\"versions_awaiting_reclamation\":%"
 		    "zu,"
 		    "\"bytes_awaiting_reclamation\":%zu,\"version\":%llu,"
+		    "\"resident_bytes\":%zu,\"partitions_resident\":%zu,"
+		    "\"partitions_cold\":%zu,"
 		    "\"open_events_replayed\":%llu,"
 		    "\"open_seconds\":%.6f}",
 		    s.map_size, s.map_bytes_used, s.cache.memory_bytes,
 		    s.cache.versions_awaiting, s.cache.bytes_awaiting,
-		    (unsigned long long)s.cache.version,
+		    (unsigned long long)s.cache.version, s.resident_bytes,
+		    s.partitions_resident, s.partitions_cold,
 		    (unsigned long long)s.open_events_replayed, open_s);
 	if (e || !sc_cli_print_line(&b))
 		code = out_of_memory("stats");

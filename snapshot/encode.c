@@ -605,6 +605,10 @@ int sc_snapshot_encode(const sc_view *view, const sc_snapshot_params *p,
 	/* A view with cold partitions lacks their states: a snapshot of it
 	 * would not be the state at its position. */
 	size_t cold = sc_view_cold_count(view);
+	if (p && p->one_partition)
+		cold =
+		    p->partition.len &&
+		    sc_view_residency(view, p->partition) == SC_RESIDENCY_COLD;
 	if (cold)
 		return sc_error_set(err, SC_ESTATE,
 				    "the view has %zu cold partitions whose "

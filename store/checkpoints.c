@@ -876,6 +876,9 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 		rc = sc_error_set(err, SC_ESTATE,
 				  "the store's state is behind its log; "
 				  "reopen it before checkpointing");
+	/* A cold partition is loaded first (residency.c). */
+	if (!rc)
+		rc = sc_residency_ensure(store, partition, err);
 	MDB_txn *txn = NULL;
 	if (!rc)
 		rc = sc_store_read_begin(store, &txn, err);
@@ -1169,6 +1172,10 @@ typedef struct tail_replay {
 	sc_str partition;
 	uint64_t replayed;
 	sc_error *err;
+	/* The values read through partition_index since the last release
+	 * of their map pages. */
+	const uint8_t *lo, *hi;
+	uint64_t indexed;
 } tail_replay;
 
 /* Apply the event at pos when it is of the partition. */
@@ -1208,7 +1215,19 @@ static int tail_indexed(void *ctx, uint64_t pos)
 				    "which the log does not hold; the store "
 				    "is damaged",
 				    (unsigned long long)pos);
-	return tail_one(t, &v, pos);
+	/* Scattered over the log: their pages are dropped as the load
+	 * goes, as tail_scan's are. */
+	const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
+	if (!t->lo || vb < t->lo)
+		t->lo = vb;
+	if (ve > t->hi)
+		t->hi = ve;
+	rc = tail_one(t, &v, pos);
+	if (++t->indexed % 512 == 0) {
+		sc_store_release_pages(t->lo, t->hi);
+		t->lo = t->hi = NULL;
+	}
+	return rc;
 }
 
 /* Apply the partition's events in (from, to] of the log, by a scan. */
@@ -1257,6 +1276,16 @@ static int tail_scan(tail_replay *t, uint64_t from, uint64_t to)
 	return rc;
 }
 
+/* A cold partition takes states only once the pending version loads it. */
+static int part_begin(sc_store *store, sc_str partition, sc_error *err)
+{
+	if (partition.len && sc_cache_part_residency(store->cache, partition) ==
+				 SC_RESIDENCY_COLD)
+		return sc_cache_part_load_begin(store->cache, partition, NULL,
+						err);
+	return 0;
+}
+
 int sc_store_partition_load(sc_store *store, sc_str partition,
 			    uint64_t *replayed, double *seconds, sc_error *err)
 {
@@ -1267,10 +1296,17 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_store_partition_load needs a cache "
 				    "with nothing pending");
-	MDB_txn *txn;
-	int rc = sc_store_read_begin(store, &txn, err);
-	if (rc)
+	int rc = part_begin(store, partition, err);
+	if (rc) {
+		sc_cache_discard(store->cache);
 		return rc;
+	}
+	MDB_txn *txn;
+	rc = sc_store_read_begin(store, &txn, err);
+	if (rc) {
+		sc_cache_discard(store->cache);
+		return rc;
+	}
 	uint64_t last = atomic_load(&store->last_position);
 	uint8_t pk[SC_PART_KEY_LEN];
 	sc_part_key(pk, partition);
@@ -1321,9 +1357,10 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 			      e.message[0] ? e.message : sc_strerror(lrc),
 			      i + 1 < n ? "an older checkpoint"
 					: "a full replay of the partition");
+		rc = part_begin(store, partition, err);
 	}
 	sc_free(pos);
-	tail_replay t = {store, txn, partition, 0, err};
+	tail_replay t = {store, txn, partition, 0, err, NULL, NULL, 0};
 	if (!rc && !none && r.last_position > base) {
 		uint64_t to = r.last_position < last ? r.last_position : last;
 		if (partition.len) {
@@ -1335,6 +1372,7 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 				    store, txn, store->dbi_partitions,
 				    "partition_index", partition, base + 1, qit,
 				    tail_indexed, &t, err);
+			sc_store_release_pages(t.lo, t.hi);
 			if (!rc)
 				rc = tail_scan(&t, qit > base ? qit : base, to);
 		} else {

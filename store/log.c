@@ -244,11 +244,27 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	 * meets the event it refused (if any) where a serial apply would. */
 	sc_error cerr;
 	sc_error_clear(&cerr);
-	size_t refused = b->n;
-	int crc = sc_cache_apply_batch_valid(store->cache, b->evs, b->n,
-					     &refused, &cerr);
-	if (crc && refused >= b->n)
-		refused = b->n - 1;
+	/* Events of cold partitions go to the log only (residency.c). */
+	const sc_event *aevs = b->evs;
+	size_t an = b->n;
+	const size_t *aidx = NULL;
+	sc_residency_filter(store, &aevs, &an, &aidx);
+	size_t refused = an;
+	int crc = an ? sc_cache_apply_batch_valid(store->cache, aevs, an,
+						  &refused, &cerr)
+		     : 0;
+	if (crc && refused >= an)
+		refused = an - 1;
+	if (crc && aidx)
+		refused = aidx[refused];
+	if (!crc && aidx) {
+		/* The version is the log's up to the batch's end, even when
+		 * its last events went to cold partitions only. */
+		uint64_t born;
+		crc = sc_cache_load_begin(store->cache, last, &born, &cerr);
+		if (crc)
+			return sc_error_set(err, crc, "%s", cerr.message);
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		const sc_event *ev = &b->evs[i];
 		uint64_t pos = b->first + i;
@@ -380,8 +396,12 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 			  .nparts = nparts,
 			  .vetoed = nparts};
 	store->ckpt_due = false;
-	int rc = sc_store_write(store, "appending events", append_body,
-				rollback, &b, err);
+	int rc = sc_residency_append_check(store, store->batch, n, ends, nparts,
+					   err);
+	if (rc)
+		return rc;
+	rc = sc_store_write(store, "appending events", append_body, rollback,
+			    &b, err);
 	*vetoed = b.vetoed;
 	if (rc)
 		return rc;
@@ -395,6 +415,7 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 	sc_killpoint("append_after_commit");
 	sc_projectors_commit(store);
 	store->since_snapshot += n;
+	sc_residency_append_done(store, store->batch, n);
 	if (store->ckpt_due)
 		sc_checkpointer_kick(store);
 	return 0;

@@ -722,7 +722,12 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	 * and replays the log after it (store/README.md has the rule). */
 	uint64_t snap_pos = 0;
 	bool by_part = false;
-	rc = sc_checkpoints_restore(s, &by_part, &s->open_replayed, err);
+	/* With a memory budget: the default and pinned partitions only
+	 * (residency.c). */
+	rc = sc_residency_open(s, &by_part, err);
+	if (!rc && !by_part)
+		rc =
+		    sc_checkpoints_restore(s, &by_part, &s->open_replayed, err);
 	if (rc)
 		goto fail;
 	if (by_part)
@@ -762,6 +767,7 @@ void sc_store_close(sc_store *store)
 	sc_checkpointer_stop(store);
 	sc_store_sync_stop(store);
 	sc_store_follow_stop(store);
+	sc_residency_close(store);
 	if (store->cache)
 		sc_cache_destroy(store->cache);
 	bool flushed = false;
@@ -817,5 +823,6 @@ int sc_store_stats_get(sc_store *store, sc_store_stats *out, sc_error *err)
 	out->map_size = info.me_mapsize;
 	out->map_bytes_used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
 	sc_cache_stats_get(store->cache, &out->cache);
+	sc_residency_stats(store, out);
 	return 0;
 }

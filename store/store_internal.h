@@ -22,6 +22,12 @@
  *   checkpoints.c   per-partition checkpoints, the partition catalog,
  *                   the load of one partition, the checkpoint thread
  *                                        -> env, entity_index, tag_index
+ *   residency.c     the memory budget: cold partitions, loads on read,
+ *                   eviction, appends to cold partitions, figures
+ *                                     -> env, entity_index, checkpoints
+ *                   (the one pair that calls both ways: checkpoints.c
+ *                   loads a cold partition through sc_residency_ensure
+ *                   before it checkpoints it)
  *   log.c           the event log: one append transaction, replay,
  *                   reads          -> env, entity_index, tag_index,
  *                                     query, projector, snapshots
@@ -42,6 +48,8 @@
  *             encoding; taken before write_mu, never under it).
  *   write_mu  one writer: held for a whole append, and by a snapshot only
  *             for its short write transaction. Map growth happens under it.
+ *             A partition's load and every eviction (residency.c) run
+ *             under it too, as the cache's writer.
  *   map_lock  rwlock: every read transaction holds it shared; growing the
  *             map (mdb_env_set_mapsize, which requires that no transaction
  *             is active in the process) holds it exclusive.
@@ -154,6 +162,9 @@ struct sc_store {
 	 * restored, and checkpoints written since open. */
 	uint64_t open_replayed;
 	_Atomic uint64_t checkpoints_written;
+	/* Residency and the memory budget (residency.c); NULL in read-only
+	 * stores. */
+	struct sc_store_residency *res;
 };
 
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
@@ -546,6 +557,49 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 int sc_checkpointer_start(sc_store *store, sc_error *err);
 void sc_checkpointer_kick(sc_store *store);
 void sc_checkpointer_stop(sc_store *store);
+
+/* ---- residency.c: the memory budget -------------------------------------- */
+
+/* At open, after sc_cache_create (a writing store): set up residency and
+ * the pins of opt.pinned; with a memory budget, mark every named
+ * partition of the catalog cold but the pinned ones, load the default
+ * partition and the pinned ones, give the version the log's last position
+ * and set *used (open then restores nothing else). Errors: SC_EINVAL (a
+ * bad pinned name), those of sc_store_partition_load. */
+int sc_residency_open(sc_store *store, bool *used, sc_error *err);
+/* At close: free what residency holds (its reader first). */
+void sc_residency_close(sc_store *store);
+
+/* Under write_mu: make `partition` resident (load it when cold, promote),
+ * mark it used, and evict others to stay within the budget (a failed
+ * eviction is a warning). Errors: SC_ESTATE (stale), those of
+ * sc_store_partition_load. */
+int sc_residency_ensure(sc_store *store, sc_str partition, sc_error *err);
+
+/* Under write_mu, nothing pending: evict the least recently used unpinned
+ * partitions but `keep` (empty: none) until the resident bytes are within
+ * the budget, in one promote. Errors: ENOMEM, the cache's. */
+int sc_residency_evict(sc_store *store, sc_str keep, sc_error *err);
+
+/* Under write_mu, before the append's transaction of the stamped events
+ * evs[0..n) (parts ending before ends[k], for messages): find the events
+ * of cold partitions and check the state-size limit for them. Errors:
+ * SC_ETOOBIG naming the event, ENOMEM, those of sc_store_entity_at_in. */
+int sc_residency_append_check(sc_store *store, const sc_event *evs, size_t n,
+			      const size_t *ends, size_t nparts, sc_error *err);
+
+/* Inside the append's transaction: when the batch checked last has events
+ * of cold partitions, set *evs and *n to the others (the ones the cache
+ * applies) and *idx to their indexes in the batch, and return true. */
+bool sc_residency_filter(sc_store *store, const sc_event **evs, size_t *n,
+			 const size_t **idx);
+
+/* After the append's promote: grow the bounds of the cold partitions it
+ * wrote to, then evict to the budget. */
+void sc_residency_append_done(sc_store *store, const sc_event *evs, size_t n);
+
+/* The residency figures of sc_store_stats_get. Takes write_mu. */
+void sc_residency_stats(sc_store *store, sc_store_stats *out);
 
 /* ---- follow.c: read-only stores ----------------------------------------- */
 

@@ -66,4 +66,26 @@ if cmp -s "$T/out" "$DATA/format5/scan.jsonl"; then ok; else bad "format 5: scan
 run 0 "format 5: stats" -- "$S" --db "$OLD" stats
 expect_in "$T/out" '"open_events_replayed":0,' "format 5: open by checkpoints"
 
+# ---- statecache partitions ---------------------------------------------------
+# Every partition of the catalog; with --budget every named one is cold and
+# get still answers from the store opened by it.
+run 0 "partitions --help" -- "$S" partitions --help
+expect_in "$T/out" "usage: statecache [--db DIR] partitions" "partitions help"
+run 0 "global help lists partitions" -- "$S" --help
+expect_in "$T/out" "  partitions " "global help lists partitions"
+run 2 "partitions: unknown option" -- "$S" --db "$DB" partitions --bogus
+run 2 "partitions: bad budget" -- "$S" --db "$DB" partitions --budget x
+run 1 "partitions: missing store" -- "$S" --db "$T/none" partitions
+run 0 "partitions --json" -- "$S" --db "$DB" partitions --json
+expect_eq "$(grep -c '"partition":' "$T/out")" 2 "two partitions listed"
+expect_in "$T/out" '{"partition":"p1","resident":true,"pinned":false,"entities":7,' "p1 resident, its entities"
+expect_in "$T/out" '"last_position":59,"events":30,"tail":15,' "p1 catalog figures"
+expect_in "$T/out" '{"total":true,"memory_budget":0,' "totals line"
+run 0 "partitions --budget" -- "$S" --db "$DB" partitions --json --budget 1000
+expect_in "$T/out" '{"partition":"p1","resident":false,"pinned":false,"entities":0,"bytes":0,' "p1 cold under a budget"
+expect_in "$T/out" '"cold":2,' "both named partitions cold"
+run 0 "partitions table" -- "$S" --db "$DB" partitions
+expect_in "$T/out" "p0" "table lists p0"
+expect_in "$T/out" "total: budget 0" "table totals"
+
 cli_finish partition

@@ -203,6 +203,34 @@ typedef struct sc_store_options {
 	unsigned checkpoint_keep; /* checkpoints kept per partition; 0: 3 */
 	/* Entities per chunk of a checkpoint; 0: 4096 (snapshot format). */
 	uint32_t checkpoint_entities_per_chunk;
+	/* The memory budget: the bytes of resident state (entity states
+	 * plus an estimate of their HAMT nodes, as sc_store_stats_get
+	 * reports resident_bytes) the store keeps at most. 0: no budget,
+	 * every partition resident (a store that never names a partition
+	 * behaves as without partitions). With a budget, open loads the
+	 * default partition and the pinned ones only, each from its newest
+	 * checkpoint and its tail, and marks every other partition cold,
+	 * so open takes the same time whatever the store's size; a store
+	 * without checkpoints (written by an older build, or with
+	 * checkpoint_tail never) opens the same way, replaying the events
+	 * of those partitions, and its checkpoint thread then writes the
+	 * checkpoints of every partition whose tail is due. A cold
+	 * partition is loaded by sc_store_get_in and
+	 * sc_store_partition_make_resident; after every load and append the
+	 * least recently used unpinned partitions are evicted until the
+	 * resident bytes are within the budget (the default partition, the
+	 * pinned partitions and the partition a call needs are never
+	 * evicted, so they may exceed it). Appends to a cold partition are
+	 * written to the log only. Whole-store snapshots (sc_store_snapshot,
+	 * snapshot_every) need every partition resident: with cold
+	 * partitions they fail with SC_ESTATE; checkpoints replace them.
+	 * Ignored by read-only opens (they hold every partition). */
+	size_t memory_budget;
+	/* Partitions pinned resident from open (loaded at open, never
+	 * evicted): npinned names, borrowed for the call of sc_store_open
+	 * only. sc_store_partition_pin pins and unpins later. */
+	const sc_str *pinned;
+	size_t npinned;
 } sc_store_options;
 
 /*
@@ -385,6 +413,12 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * release build, the events are committed, the error's message says so
  * and names their positions, and further appends fail with SC_ESTATE
  * until the store is reopened (which replays them).
+ *
+ * With a memory budget, the events of partitions that are cold are
+ * written to the log only (their partition's state catches up when it is
+ * next loaded), never loading the partition; the state-size limit holds
+ * for them all the same (store/README.md, Residency and the memory
+ * budget). The append then evicts partitions to stay within the budget.
  */
 SC_API int sc_store_append(sc_store *store, const sc_event *events, size_t n,
 			   uint64_t *first, sc_error *err);
@@ -410,8 +444,10 @@ typedef struct sc_snapshot_info {
  * a time. *info may be NULL. Open restores the newest snapshot only in
  * a store that holds no checkpoint (sc_store_checkpoint); one that does
  * loads each partition from its own checkpoints (store/README.md).
- * Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure
- * the stored snapshots are as before.
+ * Errors: SC_EINVAL, SC_ETOOBIG, SC_EMAPFULL, SC_ESTATE (a memory budget
+ * left partitions cold: a snapshot needs every partition in memory;
+ * checkpoints replace it), SC_ELMDB, ENOMEM; on failure the stored
+ * snapshots are as before.
  */
 SC_API int sc_store_snapshot(sc_store *store, sc_snapshot_info *info,
 			     sc_error *err);
@@ -507,8 +543,11 @@ typedef struct sc_checkpoint_info {
  * with the snapshot chunk format), stored in one short write transaction
  * that also drops the partition's checkpoints beyond checkpoint_keep and
  * sets the partition's tail to 0 as of the checkpoint. Nothing is written
- * when a checkpoint of that position exists or the log is empty. *info
- * may be NULL. Thread-safe; one checkpoint is written at a time. Errors:
+ * when a checkpoint of that position exists or the log is empty. A cold
+ * partition (memory_budget) is loaded first, as sc_store_get_in loads it
+ * (the checkpoint thread does the same for a cold partition whose tail is
+ * due). *info may be NULL. Thread-safe; one checkpoint is written at a
+ * time. Errors:
  * SC_EINVAL (read-only store, partition longer than SC_EVENT_FIELD_MAX),
  * SC_ESTATE, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure the
  * stored checkpoints are as before.
@@ -583,6 +622,20 @@ SC_API int sc_store_checkpoints_wait(sc_store *store, sc_error *err);
 
 typedef struct sc_store_stats {
 	uint64_t last_position;
+	/* Residency (memory_budget): the budget (0: none), the bytes of the
+	 * resident partitions, the partitions resident (the default one
+	 * included) and cold, and every partition's loads and evictions
+	 * since open with the load time's median and 99th percentile (upper
+	 * bounds of a histogram of power-of-two microseconds; 0 without a
+	 * load). */
+	size_t memory_budget;
+	size_t resident_bytes;
+	size_t partitions_resident;
+	size_t partitions_cold;
+	uint64_t partition_loads;
+	uint64_t partition_evictions;
+	double load_seconds_p50;
+	double load_seconds_p99;
 	/* Events open applied after the checkpoints (or the snapshot) it
 	 * restored, every partition together. */
 	uint64_t open_events_replayed;
@@ -593,9 +646,99 @@ typedef struct sc_store_stats {
 	sc_cache_stats cache;
 } sc_store_stats;
 
-/* Store and cache statistics. Any thread. Errors: SC_EINVAL, SC_ELMDB. */
+/* Store and cache statistics. Any thread but a projector's callback (the
+ * residency figures take the store's writer lock for an instant, which an
+ * append holds while it calls projectors). Errors: SC_EINVAL, SC_ELMDB. */
 SC_API int sc_store_stats_get(sc_store *store, sc_store_stats *out,
 			      sc_error *err);
+
+/* ---- residency and the memory budget ------------------------------------ */
+
+/*
+ * sc_store_get_in - the state of (partition, id) through `reader` (a
+ * reader of sc_store_cache(store), owned by the calling thread), loading
+ * the partition first when it is cold in the newest version: the load
+ * takes the store's writer lock as an append does, restores the
+ * partition from its newest checkpoint that verifies and its later
+ * events, promotes it and evicts other partitions to stay within
+ * memory_budget; reads of resident partitions by other threads go on
+ * meanwhile, and threads that want the same cold partition at once load
+ * it once. On success *out is the state, valid as sc_reader_get_in's
+ * result is (until the next get, begin or end on `reader`), from one
+ * version at least as new as the newest when the call began; the reader
+ * then pins that version. SC_NOTFOUND (*out NULL): no such entity. To
+ * read one entity of a cold partition without making the partition
+ * resident, use sc_store_entity_at_in(store, partition, id,
+ * sc_store_last_position(store), ...), which folds that entity's events
+ * only. Errors: SC_EINVAL (NULL pointers, a partition longer than
+ * SC_EVENT_FIELD_MAX, a read-only store reading a partition it lacks),
+ * SC_ESTATE (the store must be reopened), and those of a load:
+ * SC_ECORRUPT, ENOMEM, SC_ETOOBIG, SC_ELMDB. Thread-safe.
+ */
+SC_API int sc_store_get_in(sc_store *store, sc_reader *reader, sc_str partition,
+			   sc_str id, const sc_entity **out, sc_error *err);
+
+/*
+ * sc_store_begin_in - sc_reader_begin(reader) with `partition` resident in
+ * the view: when it is cold in the newest version it is loaded first, as
+ * by sc_store_get_in. *view (NULL on error) is valid until sc_reader_end
+ * or the next begin or get on `reader`, and reads every partition as one
+ * version (other partitions may be cold in it). Errors: those of
+ * sc_store_get_in. Thread-safe.
+ */
+SC_API int sc_store_begin_in(sc_store *store, sc_reader *reader,
+			     sc_str partition, const sc_view **view,
+			     sc_error *err);
+
+/*
+ * sc_store_partition_make_resident - load `partition` when it is cold (as
+ * sc_store_get_in does) and mark it most recently used; a no-op for a
+ * resident partition or one without events. The partition may be evicted
+ * again by a later load or append (pin it to keep it). Errors: those of
+ * sc_store_get_in. Thread-safe.
+ */
+SC_API int sc_store_partition_make_resident(sc_store *store, sc_str partition,
+					    sc_error *err);
+
+/*
+ * sc_store_partition_pin - pin `partition` resident (`pinned` true: it is
+ * loaded now when cold and never evicted) or unpin it (it becomes
+ * evictable). Pins last until close (opt.pinned pins at open). Errors:
+ * SC_EINVAL (the default partition, always resident; NULL store; a
+ * partition longer than SC_EVENT_FIELD_MAX), ENOMEM, and those of a load.
+ * Thread-safe.
+ */
+SC_API int sc_store_partition_pin(sc_store *store, sc_str partition,
+				  bool pinned, sc_error *err);
+
+/* One partition's residency and figures (sc_store_partition_stats). */
+typedef struct sc_partition_stats {
+	sc_str name;   /* empty: the default partition */
+	bool resident; /* false: cold, its states not in memory */
+	bool pinned;
+	size_t entities;	   /* in memory; 0 when cold */
+	size_t bytes;		   /* resident bytes; 0 when cold */
+	uint64_t last_position;	   /* of its last event (catalog) */
+	uint64_t events;	   /* its events in the log (catalog) */
+	uint64_t tail;		   /* its events after its newest checkpoint */
+	uint64_t loads, evictions; /* since open */
+	double load_seconds_p50, load_seconds_p99; /* 0: never loaded */
+} sc_partition_stats;
+
+/* Called once per partition by sc_store_partition_stats; `p->name` is
+ * valid during the call only. Non-zero stops the walk with that value. */
+typedef int (*sc_partition_stats_fn)(void *ctx, const sc_partition_stats *p);
+
+/*
+ * sc_store_partition_stats - call fn with the figures of every partition
+ * of the catalog (every partition with an event, resident or cold), in the
+ * catalog's order, as of one moment under the store's writer lock (fn
+ * runs after it is released; do not call it from a projector's
+ * callback, which runs under that lock). Errors: SC_EINVAL, ENOMEM,
+ * SC_ECORRUPT, SC_ELMDB, or fn's value. Thread-safe.
+ */
+SC_API int sc_store_partition_stats(sc_store *store, sc_partition_stats_fn fn,
+				    void *ctx, sc_error *err);
 
 /* ---- watching from a log position --------------------------------------- */
 
