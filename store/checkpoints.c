@@ -52,6 +52,11 @@
  * after its newest checkpoint holds this many times the bound: open scans
  * that stretch of the log for it. */
 #define DEFAULT_LAG_FACTOR 4
+/* Events of a partition's tail read through partition_index between two
+ * releases of their map pages. Each is likely on a page of its own, which
+ * the kernel maps with up to 15 neighbours (fault-around): 64 of them
+ * keep a few MiB mapped at most. */
+#define TAIL_RELEASE_EVERY 64
 
 static double mono_seconds(void)
 {
@@ -1223,7 +1228,7 @@ static int tail_indexed(void *ctx, uint64_t pos)
 	if (ve > t->hi)
 		t->hi = ve;
 	rc = tail_one(t, &v, pos);
-	if (++t->indexed % 512 == 0) {
+	if (++t->indexed % TAIL_RELEASE_EVERY == 0) {
 		sc_store_release_pages(t->lo, t->hi);
 		t->lo = t->hi = NULL;
 	}

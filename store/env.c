@@ -6,8 +6,10 @@
 #include "store/store_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -76,6 +78,33 @@ void sc_store_release_pages(const void *lo, const void *hi)
 	uintptr_t a = (uintptr_t)lo & ~mask;
 	uintptr_t b = ((uintptr_t)hi + mask) & ~mask;
 	(void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void sc_store_release_map(sc_store *store)
+{
+	const char *dir;
+	char path[PATH_MAX], real[PATH_MAX];
+	if (mdb_env_get_path(store->env, &dir) ||
+	    snprintf(path, sizeof path, "%s/data.mdb", dir) >=
+		(int)sizeof path ||
+	    !realpath(path, real))
+		return;
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return;
+	char line[PATH_MAX + 128];
+	size_t rl = strlen(real);
+	while (fgets(line, sizeof line, f)) {
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\n')
+			line[--n] = 0;
+		unsigned long lo, hi;
+		if (n < rl || strcmp(line + n - rl, real) != 0 ||
+		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		sc_store_release_pages((const void *)lo, (const void *)hi);
+	}
+	fclose(f);
 }
 
 /* ---- read transactions --------------------------------------------------- */

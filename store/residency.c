@@ -82,6 +82,9 @@ struct sc_store_residency {
 	size_t *apply_idx;
 	size_t cap_batch, napply;
 	bool any_cold;
+	/* Events appended and loaded since the store's mapped pages were
+	 * last released (release_map). */
+	uint64_t since_release;
 	/* Totals. */
 	_Atomic uint64_t loads, evictions;
 	uint32_t hist[HIST_BUCKETS];
@@ -318,6 +321,30 @@ int sc_residency_evict(sc_store *store, sc_str keep, sc_error *err)
 }
 
 /* Load `partition` (cold) and promote it; figures and bound. */
+/* Appended and loaded events between two releases of the mapped pages. */
+#define RELEASE_EVERY 16384
+
+/*
+ * Release every page of the store's file this process has mapped
+ * (madvise MADV_DONTNEED: the pages stay in the page cache and a later
+ * read maps them again). An append reads the pages of the B-trees it
+ * writes into, and a sweep over cold partitions the pages of their
+ * indexes: under a memory budget the process would otherwise keep, in its
+ * resident set, every page it ever read, however small its state. Done
+ * once every RELEASE_EVERY events appended or loaded, under write_mu;
+ * readers of other threads that are in the middle of a read map the pages
+ * they need again (the data are the same).
+ */
+static void release_map(sc_store *store, uint64_t events)
+{
+	struct sc_store_residency *r = store->res;
+	r->since_release += events;
+	if (r->since_release < RELEASE_EVERY)
+		return;
+	r->since_release = 0;
+	sc_store_release_map(store);
+}
+
 static int load_one(sc_store *store, sc_str partition, uint64_t *replayed,
 		    sc_error *err)
 {
@@ -327,8 +354,10 @@ static int load_one(sc_store *store, sc_str partition, uint64_t *replayed,
 		return sc_error_set(err, ENOMEM,
 				    "out of memory loading a partition");
 	double secs = 0;
-	int rc =
-	    sc_store_partition_load(store, partition, replayed, &secs, err);
+	uint64_t events = 0;
+	int rc = sc_store_partition_load(store, partition, &events, &secs, err);
+	if (replayed)
+		*replayed = events;
 	if (rc)
 		return rc;
 	sc_killpoint("residency_load_before_promote");
@@ -339,6 +368,14 @@ static int load_one(sc_store *store, sc_str partition, uint64_t *replayed,
 				    "promoting a loaded partition failed (%s)",
 				    sc_strerror(rc));
 	}
+	/* The entities it restored count as events read. */
+	size_t entities = 0;
+	if (r->reader) {
+		entities =
+		    sc_view_len_in(sc_reader_begin(r->reader), partition);
+		sc_reader_end(r->reader);
+	}
+	release_map(store, events + entities + 1);
 	p->loads++;
 	unsigned b = hist_bucket(secs);
 	p->hist[b]++;
@@ -852,6 +889,7 @@ void sc_residency_append_done(sc_store *store, const sc_event *evs, size_t n)
 		}
 		r->any_cold = false;
 	}
+	release_map(store, n);
 	sc_error e;
 	sc_error_clear(&e);
 	if (sc_residency_evict(store, (sc_str){"", 0}, &e))

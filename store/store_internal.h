@@ -233,6 +233,11 @@ int sc_store_read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
  * pages mapped. lo..hi must lie inside one LMDB map (values or keys read
  * through it); lo >= hi is a no-op. */
 void sc_store_release_pages(const void *lo, const void *hi);
+/* Release every page of the store's data file that this process has
+ * mapped (sc_store_release_pages over the whole mapping, found in
+ * /proc/self/maps): the pages stay in the page cache and a later read
+ * maps them again. Safe while other threads read; costs a TLB flush. */
+void sc_store_release_map(sc_store *store);
 
 /*
  * The body of a write transaction. Returns 0 to commit; MDB_MAP_FULL
