@@ -24,20 +24,14 @@
 
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/sys_testkit.h"
 
 /* Events per append; every committed state ends on a multiple of it. */
 #define BATCH 50
 /* Distinct entity ids the events touch. */
 #define IDS 300
 
-static char tmpl[] = "/tmp/sc_test_backup.XXXXXX";
-static char *root;
-static unsigned dir_counter;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/d%u", root, dir_counter++);
-}
+static const char *root;
 
 static sc_store *open_store(const char *dir, bool create, sc_durability dur)
 {
@@ -284,8 +278,8 @@ static uint64_t check_copy(sc_store *src, const char *dest, uint64_t at_least)
 static void backup_during_appends(unsigned flags, sc_durability dur)
 {
 	char src_dir[256], dest[256];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
 	sc_store *src = open_store(src_dir, true, dur);
 	append_batch(src, 0);
 
@@ -347,9 +341,9 @@ static void test_backup_into_empty_dir(void **state)
 {
 	(void)state;
 	char src_dir[256], dest[256], dest2[256];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
-	new_dir(dest2, sizeof dest2);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
+	tk_tmproot_dir(dest2, sizeof dest2);
 	sc_store *src = open_store(src_dir, true, SC_DURABILITY_FULL);
 	for (uint64_t b = 0; b < 4; b++)
 		append_batch(src, b);
@@ -372,8 +366,8 @@ static void test_backup_refuses_bad_destinations(void **state)
 {
 	(void)state;
 	char src_dir[256], dest[256], path[512];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
 	sc_store *src = open_store(src_dir, true, SC_DURABILITY_NOSYNC);
 	append_batch(src, 0);
 	sc_error err;
@@ -402,7 +396,7 @@ static void test_backup_refuses_bad_destinations(void **state)
 	assert_non_null(strstr(err.message, path));
 
 	/* Bad arguments. */
-	new_dir(path, sizeof path);
+	tk_tmproot_dir(path, sizeof path);
 	assert_int_equal(sc_store_backup(src, path, 0x80, &err), SC_EINVAL);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(sc_store_backup(src, "", 0, &err), SC_EINVAL);
@@ -413,16 +407,8 @@ static void test_backup_refuses_bad_destinations(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_backup");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -433,5 +419,5 @@ int main(void)
 	    cmocka_unit_test(test_backup_into_empty_dir),
 	    cmocka_unit_test(test_backup_refuses_bad_destinations),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -24,12 +24,12 @@
 
 #include "statecache/store.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define EVENTS	 200
 #define ENTITIES 40
 
-static char tmpl[] = "/tmp/sc_test_backup_errors.XXXXXX";
-static char *root;
+static const char *root;
 static char src[512];
 static sc_store *store;
 static tk_refstate *model;
@@ -51,7 +51,7 @@ static sc_store *open_dir(const char *dir, bool create)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_backup_errors");
 	assert_non_null(root);
 	seed = tk_seed("test_backup_errors");
 	snprintf(src, sizeof src, "%s/src", root);
@@ -78,9 +78,7 @@ static int teardown(void **state)
 	(void)state;
 	sc_store_close(store);
 	tk_refstate_free(model);
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) ? -1 : 0;
+	return tk_tmproot_remove();
 }
 
 /* The source still holds exactly its events and the model's state. */

@@ -30,13 +30,12 @@
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_checkpoints.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static const char *self_exe;
 
 static int setup(void **state)
@@ -44,21 +43,8 @@ static int setup(void **state)
 	(void)state;
 	seed = tk_seed("test_checkpoints");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_checkpoints");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static void new_dir(char *out, size_t len)
-{
-	snprintf(out, len, "%s/s%u", root, dir_counter++);
 }
 
 static sc_str S(const char *s)
@@ -252,7 +238,7 @@ static void test_differential(void **state)
 	unsigned rounds = short_run ? 6 : 20;
 	for (unsigned round = 0; round < rounds; round++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		tk_refstate *m = tk_refstate_new();
 		memset(part_used, 0, sizeof part_used);
 		uint64_t tail = 20 + tk_rand_below(&rng, 60);
@@ -381,7 +367,7 @@ static void test_damaged(void **state)
 		for (size_t victim = 0; victim < NPARTS; victim += 2) {
 			uint64_t rng = seed ^ (uint64_t)(how * 31 + victim);
 			char dir[256];
-			new_dir(dir, sizeof dir);
+			tk_tmproot_dir(dir, sizeof dir);
 			tk_refstate *m = tk_refstate_new();
 			sc_store *s =
 			    open_store(dir, SC_CHECKPOINT_NEVER, 3, NULL);
@@ -454,7 +440,7 @@ static void test_verify_catalog(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0x7e;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
 	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
 	for (int i = 0; i < 5; i++)
@@ -508,7 +494,7 @@ static void test_choose(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0xc4;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
 	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
 	sc_str p = parts[3];
@@ -558,7 +544,7 @@ static void test_automatic(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0xa7;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
 	const uint64_t bound = 100;
 	sc_store *s = open_store(dir, bound, 3, NULL);
@@ -615,7 +601,7 @@ static void test_automatic_failure(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0xfa;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	warns w = {0};
 	sc_store_options o = {.create = true,
 			      .durability = SC_DURABILITY_NOSYNC,
@@ -681,7 +667,7 @@ static void upgrade_one(const char *name, uint64_t snapshots,
 			uint64_t first_replay)
 {
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	const char *data = getenv("SC_TEST_DATA");
 	char cmd[1024];
 	snprintf(cmd, sizeof cmd,
@@ -808,7 +794,7 @@ static void test_crash(void **state)
 		unsigned kills = 0;
 		for (unsigned pass = 1; pass <= passes; pass++) {
 			char dir[256];
-			new_dir(dir, sizeof dir);
+			tk_tmproot_dir(dir, sizeof dir);
 			uint64_t sd = seed ^ (pi * 100 + pass);
 			int fds[2];
 			assert_int_equal(pipe(fds), 0);
@@ -883,5 +869,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_crash),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

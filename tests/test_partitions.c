@@ -26,34 +26,20 @@
 #include "statecache/watch.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_partitions.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 
 static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_partitions");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_partitions");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static void new_dir(char *out, size_t len)
-{
-	snprintf(out, len, "%s/s%u", root, dir_counter++);
 }
 
 static sc_str S(const char *s)
@@ -430,7 +416,7 @@ static void test_store_roundtrip(void **state)
 	(void)state;
 	names_init();
 	char dir[600];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t rng = seed ^ 0x5a5a;
 	tk_refstate *m = tk_refstate_new();
 	sc_store *s = open_store(dir);
@@ -634,7 +620,7 @@ static void test_previous_format(void **state)
 {
 	(void)state;
 	char dir[600], file[700];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	char cmd[700];
 	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
 	assert_int_equal(system(cmd), 0);
@@ -735,7 +721,7 @@ static void test_previous_format_partitions(void **state)
 {
 	(void)state;
 	char dir[600], file[700];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	char cmd[700];
 	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
 	assert_int_equal(system(cmd), 0);
@@ -811,5 +797,5 @@ int main(void)
 	    cmocka_unit_test(test_previous_format),
 	    cmocka_unit_test(test_previous_format_partitions),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

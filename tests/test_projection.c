@@ -44,21 +44,15 @@
 #include "common/internal.h"
 #include "statecache/projection.h"
 #include "statecache/store.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 #define NKEYS 13
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_projection.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static const char *self;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
 
 /* ---- the log ---------------------------------------------------------------
  */
@@ -287,7 +281,7 @@ static void test_exactly_once(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *s = open_store(dir);
 	append_to(s, 500);
 	eo_ctx c = {.ack_fd = -1};
@@ -385,7 +379,7 @@ static void test_error_policy(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *s = open_store(dir);
 	append_to(s, 300);
 	sc_error err;
@@ -482,7 +476,7 @@ static void test_backoff_interrupted(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *s = open_store(dir);
 	append_to(s, 100);
 	flaky_ctx c = {.failing = true, .next = 1};
@@ -610,7 +604,7 @@ static void test_at_least_once_lanes(void **state)
 	unsigned lane_counts[] = {1, 2, 4};
 	for (size_t li = 0; li < 3; li++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store *s = open_store(dir);
 		uint64_t total = short_run ? 2000 : 8000;
 		append_to(s, total / 2);
@@ -654,7 +648,7 @@ static void test_list_and_arguments(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *s = open_store(dir);
 	append_to(s, 100);
 	sc_error err;
@@ -731,7 +725,7 @@ static void test_cli(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *s = open_store(dir);
 	append_to(s, 60);
 	sc_error err;
@@ -905,7 +899,7 @@ static const char *const killpoints[] = {
 static void crash_run(int kind, unsigned lanes)
 {
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t total = short_run ? 600 : 3000;
 	uint64_t rng = seed ^ (uint64_t)kind ^ ((uint64_t)lanes << 8);
 	uint64_t starts[64];
@@ -1002,18 +996,8 @@ static int setup(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_projection");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_projection");
 	assert_non_null(root);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	SC_UNUSED(state);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", root);
 	return 0;
 }
 
@@ -1038,5 +1022,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_crash_at_least_once),
 	    cmocka_unit_test(test_crash_lanes),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

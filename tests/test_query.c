@@ -40,18 +40,12 @@
 #include "statecache/query.h"
 #include "statecache/store.h"
 #include "store/store_internal.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_query.XXXXXX";
-static char *root;
-static unsigned dir_counter;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
+static const char *root;
 
 /* ---- values -------------------------------------------------------------- */
 
@@ -390,7 +384,7 @@ static void test_roundtrip(void **state)
 	uint64_t rs = seed;
 	for (size_t l = 0; l < 4; l++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts(lags[l]);
 		sc_store *s = open_store(dir, &o);
 		model m = {0};
@@ -534,7 +528,7 @@ static void test_partial_index(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x51;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(16);
 	sc_store *s = open_store(dir, &o);
 	model m = {0};
@@ -589,7 +583,7 @@ static void test_upgrade_build_steps(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x77;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(16);
 	sc_store *s = open_store(dir, &o);
 	model m = {0};
@@ -619,7 +613,7 @@ static void test_missing_index_refused(void **state)
 	static const char *const names[] = {"tag_index", "partition_index"};
 	for (int d = 0; d < 2; d++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts(0);
 		sc_store *s = open_store(dir, &o);
 		MDB_txn *txn;
@@ -647,7 +641,7 @@ static void test_format3_store(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256], cmd[1024];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	snprintf(cmd, sizeof cmd,
 		 "mkdir -p '%s' && cp tests/data/store-format3/data.mdb "
 		 "'%s'/ && chmod 600 '%s'/data.mdb",
@@ -758,7 +752,7 @@ static void test_verify_indexes(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(1); /* every append writes its rows */
 	sc_store *s = open_store(dir, &o);
 	sc_str tags[2] = {{"red", 3}, {"blue", 4}};
@@ -796,7 +790,7 @@ static void test_damaged_record(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(0);
 	sc_store *s = open_store(dir, &o);
 	sc_str tag = {"t", 1};
@@ -870,7 +864,7 @@ static void test_large_batches(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(64);
 	sc_store *s = open_store(dir, &o);
 	const uint64_t n = short_run ? 600 : 1500;
@@ -963,7 +957,7 @@ static void test_tail_peek(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(4096);
 	sc_store *s = open_store(dir, &o);
 	sc_str tags[2] = {{"t", 1}, {"u", 1}};
@@ -1061,7 +1055,7 @@ static void test_index_gap(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(1);
 	sc_store *s = open_store(dir, &o);
 	sc_str tags[2] = {{"every", 5}, {"twenty", 6}};
@@ -1109,7 +1103,7 @@ static void test_odd_events_key(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(4096);
 	sc_store *s = open_store(dir, &o);
 	sc_str tag = {"t", 1};
@@ -1177,7 +1171,7 @@ static void test_other_process(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(8);
 	sc_store *s = open_store(dir, &o);
 	sc_query_spec spec = {.kind = SC_QUERY_TAG,
@@ -1238,7 +1232,7 @@ static void test_cancel(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(0);
 	sc_store *s = open_store(dir, &o);
 	sc_query_spec spec = {.live = true};
@@ -1261,7 +1255,7 @@ static void test_bad_arguments(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts(0);
 	sc_store *s = open_store(dir, &o);
 	sc_query *q = NULL;
@@ -1299,7 +1293,7 @@ static int setup(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_query");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_query");
 	assert_non_null(root);
 	values_init();
 	entities_init();
@@ -1309,12 +1303,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	SC_UNUSED(state);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", root);
 	values_free();
-	return 0;
+	return tk_tmproot_remove();
 }
 
 int main(void)

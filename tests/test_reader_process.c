@@ -30,20 +30,14 @@
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define NENT	 200   /* distinct entities of the stream */
 #define MAXBATCH 16    /* events per append: 1..MAXBATCH */
 #define WAIT_MS	 60000 /* bound of every wait (a hang fails, not blocks) */
 
-static char tmpl[] = "/tmp/sc_test_reader.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static uint64_t seed;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/d%u", root, dir_counter++);
-}
 
 /* The event at log position `pos`: a pure function of (seed, pos). */
 static void event_at(uint64_t pos, tk_event *out)
@@ -215,7 +209,7 @@ static void test_reader_follows_writer(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 700); /* snapshots to restore from */
 	int go[2];
 	assert_int_equal(pipe(go), 0);
@@ -267,7 +261,7 @@ static void test_writer_killed(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 100);
 	int go[2];
 	assert_int_equal(pipe(go), 0);
@@ -314,7 +308,7 @@ static void test_reader_killed(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 50);
 	int up[2];
 	assert_int_equal(pipe(up), 0);
@@ -390,7 +384,7 @@ static void test_read_only_writes_nothing(void **state)
 {
 	(void)state;
 	char dir[512], missing[600], path[600];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 400);
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	struct stat before, after;
@@ -451,16 +445,8 @@ static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_reader_process");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_reader");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -471,5 +457,5 @@ int main(void)
 	    cmocka_unit_test(test_writer_killed),
 	    cmocka_unit_test(test_reader_killed),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

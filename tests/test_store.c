@@ -30,26 +30,12 @@
 #include "store/event_codec.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 static uint64_t seed;
-static char tmpl[] = "/tmp/sc_test_store.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 
 /* A fresh store directory name (not created). */
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
-
 static sc_store_options opts(void)
 {
 	sc_store_options o = {0};
@@ -120,15 +106,8 @@ static int setup_all(void **state)
 {
 	SC_UNUSED(state);
 	seed = tk_seed("test_store");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_store");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	rm_rf(root);
-	return 0;
 }
 
 /* ---- the fixture --------------------------------------------------------- */
@@ -168,7 +147,7 @@ static int fx_setup(void **state)
 	store_fx *fx = calloc(1, sizeof *fx);
 	if (!fx)
 		return -1;
-	new_dir(fx->dir, sizeof fx->dir);
+	tk_tmproot_dir(fx->dir, sizeof fx->dir);
 	fx->o = opts();
 	*state = fx;
 	return 0;
@@ -186,7 +165,7 @@ static int fx_teardown(void **state)
 {
 	store_fx *fx = *state;
 	fx_close(fx);
-	rm_rf(fx->dir);
+	tk_rm_rf(fx->dir);
 	free(fx);
 	return 0;
 }
@@ -1116,7 +1095,7 @@ static void test_format_4_store_is_upgraded(void **state)
 	SC_UNUSED(state);
 	for (int named = 0; named < 2; named++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
 		o.index_lag = 1;
 		sc_store *s = open_store(dir, &o);
@@ -1151,7 +1130,7 @@ static void test_format_4_store_is_upgraded(void **state)
 			check_part_reads(s, (sc_str){"eu", 2});
 		assert_int_equal(sc_store_verify(s, NULL), 0);
 		sc_store_close(s);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -1162,7 +1141,7 @@ static void test_format_2_store_is_upgraded(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.index_lag = 1;
 	sc_store *s = open_store(dir, &o);
@@ -1199,7 +1178,7 @@ static void test_format_2_store_is_upgraded(void **state)
 	collected_free(&c);
 	check_entity_reads(s, 20);
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* A raw LMDB write transaction on the closed store in `dir`: drop (del 1)
@@ -1248,7 +1227,7 @@ static void test_open_never_recreates(void **state)
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
 		sc_store *s = open_store(dir, &o);
 		fill(s, 30, 0);
@@ -1266,12 +1245,12 @@ static void test_open_never_recreates(void **state)
 				fprintf(stderr, "%s\n", err.message);
 			assert_non_null(strstr(err.message, cases[i].says));
 		}
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 
 	/* An LMDB environment that is not a store is not made one unasked. */
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	sc_store *s = open_store(dir, &o);
 	sc_store_close(s);
@@ -1283,10 +1262,10 @@ static void test_open_never_recreates(void **state)
 	sc_error err;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "not a store"));
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A lost index row: open does not read the index, verify does. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	o = opts();
 	o.index_lag = 1;
 	s = open_store(dir, &o);
@@ -1297,7 +1276,7 @@ static void test_open_never_recreates(void **state)
 	assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "29 rows"));
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* The pid of a process that has exited. */
@@ -1340,7 +1319,7 @@ static void test_create_is_atomic(void **state)
 	sc_store *s = NULL;
 
 	/* A creation killed just before linking data.mdb into place. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	fflush(NULL);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
@@ -1370,11 +1349,11 @@ static void test_create_is_atomic(void **state)
 	s = open_store(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 5);
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A leftover of a process that is gone, with a torn data.mdb in it,
 	 * is removed; one of a live process is left alone. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	char gone[300], live[300];
 	snprintf(gone, sizeof gone, "%s/.sc-creating-%ld-abcdef", dir,
@@ -1391,11 +1370,11 @@ static void test_create_is_atomic(void **state)
 	sc_store_close(s);
 	assert_false(exists(gone));
 	assert_true(exists(live));
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A torn data.mdb in place (page 1 written, page 0 not): an error
 	 * that says so, with or without create; the file is left as it is. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	write_file(path, page, sizeof page);
@@ -1409,7 +1388,7 @@ static void test_create_is_atomic(void **state)
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_size, sizeof page);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 static int warned;
@@ -1439,7 +1418,7 @@ static void test_file_modes(void **state)
 	SC_UNUSED(state);
 	mode_t old = umask(022);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.warn = note_warning;
 	sc_store *s = open_store(dir, &o);
@@ -1448,11 +1427,11 @@ static void test_file_modes(void **state)
 	assert_int_equal(mode_of(dir, NULL), 0700);
 	assert_int_equal(mode_of(dir, "data.mdb"), 0600);
 	assert_int_equal(mode_of(dir, "lock.mdb"), 0600);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A group of processes sharing a store, under a strict umask. */
 	umask(077);
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	o.file_mode = 0660;
 	s = open_store(dir, &o);
 	sc_store_close(s);
@@ -1475,12 +1454,12 @@ static void test_file_modes(void **state)
 	s = open_store(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(warned, 0);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	o.file_mode = 01777;
 	sc_error err;
 	s = NULL;
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EINVAL);
 	assert_false(exists(dir));
 	umask(old);
@@ -1958,7 +1937,7 @@ static void test_snapshot_grows_map(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.map_size = 64 << 10;
 	o.map_size_max = 256 << 20;
@@ -2030,7 +2009,7 @@ static void test_snapshot_grows_map(void **state)
 	assert_int_equal(list[1].position, 200);
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* A string value that is not UTF-8, committed before appends refused
@@ -2180,5 +2159,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_corrupt_event_record,
 					    fx_setup_open, fx_teardown),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

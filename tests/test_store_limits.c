@@ -28,9 +28,9 @@
 #include "store/event_codec.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
-static char tmpl[] = "/tmp/sc_test_store_limits.XXXXXX";
-static char *root;
+static const char *root;
 
 /* Entities of the volume part, and events appended in it. */
 #define NENT	     4200u
@@ -409,16 +409,8 @@ static void test_limits_at_volume(void **state)
 static int setup_all(void **state)
 {
 	SC_UNUSED(state);
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_store_limits");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -426,5 +418,5 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_limits_at_volume),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

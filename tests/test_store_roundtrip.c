@@ -23,20 +23,11 @@
 #include "statecache/store.h"
 #include "statecache/testing.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 static uint64_t seed;
-static char tmpl[] = "/tmp/sc_test_roundtrip.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static bool short_run;
-
-static void rm_rf(const char *dir)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
 
 /* Warnings captured through opt->warn. */
 typedef struct warnings {
@@ -114,15 +105,8 @@ static int setup_all(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_store_roundtrip");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_roundtrip");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	rm_rf(root);
-	return 0;
 }
 
 /* ---- random histories ---------------------------------------------------- */
@@ -133,7 +117,7 @@ static void test_random_snapshots_and_reopens(void **state)
 	int rounds = short_run ? 3 : 10;
 	for (int round = 0; round < rounds; round++) {
 		char dir[256];
-		snprintf(dir, sizeof dir, "%s/r%u", root, dir_counter++);
+		tk_tmproot_dir(dir, sizeof dir);
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		uint64_t r = seed + (uint64_t)round;
@@ -179,7 +163,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		assert_int_equal(w.count, 0);
 		sc_store_close(s);
 		tk_refstate_free(m);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -190,7 +174,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/t%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
@@ -226,7 +210,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
 	sc_store_close(s);
 	assert_int_equal(w.count, 0);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- damaged snapshots --------------------------------------------------- */
@@ -344,7 +328,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 	const unsigned nent = short_run ? 5000 : 9000;
 	for (int d = 0; d <= DAMAGE_DROP_CHUNK; d++) {
 		char dir[256];
-		snprintf(dir, sizeof dir, "%s/d%u", root, dir_counter++);
+		tk_tmproot_dir(dir, sizeof dir);
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		sc_store *s = open_store(dir, &o);
@@ -434,7 +418,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
 		tk_refstate_free(m);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -444,7 +428,7 @@ static void test_alloc_failure_snapshot(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/a%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
@@ -481,7 +465,7 @@ static void test_alloc_failure_snapshot(void **state)
 	assert_int_equal(w.count, 0);
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- a snapshot that does not fit ------------------------------------------
@@ -495,7 +479,7 @@ static void test_snapshot_map_full(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/m%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	o.map_size = 256 << 10;
@@ -565,7 +549,7 @@ static void test_snapshot_map_full(void **state)
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- allocation failures during open ----------------------------------------
@@ -578,7 +562,7 @@ static void test_alloc_failure_open(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/o%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	sc_store *s = open_store(dir, &o);
@@ -613,7 +597,7 @@ static void test_alloc_failure_open(void **state)
 	printf("open survived %d injected allocation failures\n", failures);
 	assert_true(failures > 0);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 int main(void)
@@ -626,5 +610,5 @@ int main(void)
 	    cmocka_unit_test(test_snapshot_map_full),
 	    cmocka_unit_test(test_alloc_failure_open),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }
