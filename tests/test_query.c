@@ -362,6 +362,51 @@ static sc_store *open_store(const char *dir, const sc_store_options *o)
 	return s;
 }
 
+/* A new store in a fresh directory (its path in dir), opened with
+ * opts(lag); *o keeps the options for a reopen. */
+static sc_store *new_store_in(char *dir, size_t dir_len, uint64_t lag,
+			      sc_store_options *o)
+{
+	tk_tmproot_dir(dir, dir_len);
+	*o = opts(lag);
+	return open_store(dir, o);
+}
+
+/* A new store in a fresh directory, opened with opts(lag). */
+static sc_store *new_store(uint64_t lag)
+{
+	char dir[256];
+	sc_store_options o;
+	return new_store_in(dir, sizeof dir, lag, &o);
+}
+
+/* Write the record of the log at `pos` directly: `len` bytes of `rec`
+ * (damage a test makes). */
+static void put_record(sc_store *s, uint64_t pos, const void *rec, size_t len)
+{
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, pos);
+	MDB_val k = {8, kb}, v = {len, (void *)rec};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
+/* Append `count` deletes of entity "x", one an append, each in
+ * `partition` with the tags tags[0..ntags-1]. */
+static void append_deletes(sc_store *s, int count, sc_str partition,
+			   const sc_str *tags, size_t ntags)
+{
+	sc_event ev = {.entity = {"x", 1},
+		       .type = SC_EVENT_DELETE,
+		       .partition = partition,
+		       .tags = tags,
+		       .ntags = ntags};
+	for (int i = 0; i < count; i++)
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+}
+
 static void check_verify(sc_store *s)
 {
 	sc_error err;
@@ -384,9 +429,8 @@ static void test_roundtrip(void **state)
 	uint64_t rs = seed;
 	for (size_t l = 0; l < 4; l++) {
 		char dir[256];
-		tk_tmproot_dir(dir, sizeof dir);
-		sc_store_options o = opts(lags[l]);
-		sc_store *s = open_store(dir, &o);
+		sc_store_options o;
+		sc_store *s = new_store_in(dir, sizeof dir, lags[l], &o);
 		model m = {0};
 		/* An empty log: every query ends or times out at once. */
 		random_queries(s, &m, 8, &rs);
@@ -528,9 +572,8 @@ static void test_partial_index(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x51;
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(16);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 16, &o);
 	model m = {0};
 	append_random(s, &m, 600, &rs);
 	check_rows(s, &m, 16);
@@ -583,9 +626,8 @@ static void test_upgrade_build_steps(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x77;
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(16);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 16, &o);
 	model m = {0};
 	/* About 2.5 rows per event: more than one step of 32768 rows. */
 	append_random(s, &m, short_run ? 14000 : 30000, &rs);
@@ -613,9 +655,8 @@ static void test_missing_index_refused(void **state)
 	static const char *const names[] = {"tag_index", "partition_index"};
 	for (int d = 0; d < 2; d++) {
 		char dir[256];
-		tk_tmproot_dir(dir, sizeof dir);
-		sc_store_options o = opts(0);
-		sc_store *s = open_store(dir, &o);
+		sc_store_options o;
+		sc_store *s = new_store_in(dir, sizeof dir, 0, &o);
 		MDB_txn *txn;
 		assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn),
 				 0);
@@ -751,18 +792,10 @@ static void expect_verify_fails(sc_store *s, const char *what)
 static void test_verify_indexes(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(1); /* every append writes its rows */
-	sc_store *s = open_store(dir, &o);
+	/* lag 1: every append writes its rows */
+	sc_store *s = new_store(1);
 	sc_str tags[2] = {{"red", 3}, {"blue", 4}};
-	sc_event ev = {.entity = {"x", 1},
-		       .type = SC_EVENT_DELETE,
-		       .partition = {"eu", 2},
-		       .tags = tags,
-		       .ntags = 2};
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	append_deletes(s, 3, (sc_str){"eu", 2}, tags, 2);
 	check_verify(s);
 	MDB_dbi dbis[2] = {s->dbi_tags, s->dbi_partitions};
 	const char *names[2] = {"tag_index", "partition_index"};
@@ -789,24 +822,10 @@ static void test_verify_indexes(void **state)
 static void test_damaged_record(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_str tag = {"t", 1};
-	sc_event ev = {.entity = {"x", 1},
-		       .type = SC_EVENT_DELETE,
-		       .tags = &tag,
-		       .ntags = 1};
-	for (int i = 0; i < 5; i++)
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
-	MDB_txn *txn;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	uint8_t kb[8];
-	sc_be64_put(kb, 3);
-	MDB_val k = {8, kb}, v = {4, "\xff\xff\xff\xff"};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
+	put_record(s, 3, "\xff\xff\xff\xff", 4);
 	/* All events (decoded when delivered), and a tag in the log's
 	 * unindexed tail (decoded when read). */
 	sc_query_spec specs[2] = {{.kind = SC_QUERY_ALL},
@@ -863,10 +882,7 @@ static int64_t large_value(uint64_t pos, size_t i)
 static void test_large_batches(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(64);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(64);
 	const uint64_t n = short_run ? 600 : 1500;
 	sc_attr *attrs = malloc(2000 * sizeof *attrs);
 	char(*names)[8] = malloc(2000 * sizeof *names);
@@ -956,10 +972,7 @@ static void test_large_batches(void **state)
 static void test_tail_peek(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(4096);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(4096);
 	sc_str tags[2] = {{"t", 1}, {"u", 1}};
 	for (int i = 1; i <= 5; i++) {
 		sc_event ev = {.entity = {"x", 1},
@@ -975,13 +988,7 @@ static void test_tail_peek(void **state)
 	static const uint8_t bad_attr[] = {0x0a, 1,   'x',  0x10, 1,
 					   0x1a, 2,   0x0a, 5,	  0x3a,
 					   1,	 't', 0x32, 1,	  'p'};
-	MDB_txn *txn;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	uint8_t kb[8];
-	sc_be64_put(kb, 3);
-	MDB_val k = {8, kb}, v = {sizeof bad_attr, (void *)bad_attr};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	put_record(s, 3, bad_attr, sizeof bad_attr);
 	const sc_event *e;
 	sc_error err;
 	/* Not matched: skipped. */
@@ -1033,10 +1040,7 @@ static void test_tail_peek(void **state)
 	rec[r++] = (uint8_t)(big >> 7);
 	memset(rec + r, 't', big);
 	r += big;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	v = (MDB_val){r, rec};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	put_record(s, 3, rec, r);
 	free(rec);
 	sc_query *q = open_query(s, &skip[0]);
 	assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
@@ -1054,10 +1058,7 @@ static void test_tail_peek(void **state)
 static void test_index_gap(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(1);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(1);
 	sc_str tags[2] = {{"every", 5}, {"twenty", 6}};
 	for (int i = 1; i <= 60; i++) {
 		sc_event ev = {.entity = {"x", 1},
@@ -1102,18 +1103,9 @@ static void test_index_gap(void **state)
 static void test_odd_events_key(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(4096);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(4096);
 	sc_str tag = {"t", 1};
-	for (int i = 1; i <= 5; i++) {
-		sc_event ev = {.entity = {"x", 1},
-			       .type = SC_EVENT_DELETE,
-			       .tags = &tag,
-			       .ntags = 1};
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
-	}
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
 	MDB_txn *txn;
 	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
 	uint8_t kb[9] = {0};
@@ -1171,9 +1163,8 @@ static void test_other_process(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(8);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 8, &o);
 	sc_query_spec spec = {.kind = SC_QUERY_TAG,
 			      .key = {"odd", 3},
 			      .live = true,
@@ -1231,10 +1222,7 @@ static void test_other_process(void **state)
 static void test_cancel(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_query_spec spec = {.live = true};
 	sc_query *q = open_query(s, &spec);
 	const sc_event *ev;
@@ -1254,10 +1242,7 @@ static void test_cancel(void **state)
 static void test_bad_arguments(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_query *q = NULL;
 	sc_error err;
 	char big[SC_EVENT_FIELD_MAX + 1];
