@@ -24,6 +24,7 @@
 
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/store_testkit.h"
 #include "tests/support/sys_testkit.h"
 
 /* Events per append; every committed state ends on a multiple of it. */
@@ -40,13 +41,7 @@ static sc_store *open_store(const char *dir, bool create, sc_durability dur)
 	o.durability = dur;
 	o.snapshot_every = 700; /* the copies hold snapshots too */
 	o.index_lag = 64;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 /* ---- a deterministic event stream -----------------------------------------

@@ -39,13 +39,7 @@ static sc_store *open_dir(const char *dir, bool create)
 {
 	sc_store_options o = {0};
 	o.create = create;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static int setup(void **state)

@@ -30,6 +30,7 @@
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/store_testkit.h"
 #include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
@@ -201,13 +202,7 @@ static sc_store *open_store(const char *dir, uint64_t tail, uint32_t per_chunk,
 			      .index_lag = 64,
 			      .warn = w ? warn_collect : NULL,
 			      .warn_ctx = w};
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static int count_part(void *ctx, const sc_partition_info *p)

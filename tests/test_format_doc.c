@@ -32,24 +32,17 @@
 
 #include "statecache/store.h"
 #include "statecache/v1/statecache.pb-c.h"
+#include "tests/support/store_testkit.h"
 #include "tests/support/sys_testkit.h"
 
 static const char *root;
 
 static sc_store *open_new(char *dir, size_t n)
 {
-	tk_tmproot_dir(dir, n);
 	sc_store_options o = {0};
-	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.cache.seed = 0x5eed;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_create(dir, n, &o);
 }
 
 static uint64_t append1(sc_store *s, const sc_event *ev)

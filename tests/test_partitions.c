@@ -371,13 +371,7 @@ static sc_store_options store_opts(void)
 static sc_store *open_store(const char *dir)
 {
 	sc_store_options o = store_opts();
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static void check_store(sc_store *s, const tk_refstate *m)

@@ -44,6 +44,7 @@
 #include "common/internal.h"
 #include "statecache/projection.h"
 #include "statecache/store.h"
+#include "tests/support/store_testkit.h"
 #include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
@@ -124,13 +125,7 @@ static sc_store *open_store(const char *dir)
 	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.cache.seed = seed | 1;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static unsigned parse_key(const sc_event *ev)

@@ -40,6 +40,7 @@
 #include "statecache/query.h"
 #include "statecache/store.h"
 #include "store/store_internal.h"
+#include "tests/support/store_testkit.h"
 #include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
@@ -351,25 +352,13 @@ static sc_store_options opts(uint64_t lag)
 	return o;
 }
 
-static sc_store *open_store(const char *dir, const sc_store_options *o)
-{
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
-}
-
 /* A new store in a fresh directory (its path in dir), opened with
  * opts(lag); *o keeps the options for a reopen. */
 static sc_store *new_store_in(char *dir, size_t dir_len, uint64_t lag,
 			      sc_store_options *o)
 {
-	tk_tmproot_dir(dir, dir_len);
 	*o = opts(lag);
-	return open_store(dir, o);
+	return tk_store_create(dir, dir_len, o);
 }
 
 /* A new store in a fresh directory, opened with opts(lag). */
@@ -471,7 +460,7 @@ static void test_roundtrip(void **state)
 		check_verify(s);
 		sc_store_close(s);
 		/* Reopened: the same answers. */
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		check_rows(s, &m, lags[l]);
 		random_queries(s, &m, 40, &rs);
 		check_verify(s);
@@ -586,7 +575,7 @@ static void test_partial_index(void **state)
 		append_random(s, &m, 50, &rs);
 		random_queries(s, &m, 20, &rs);
 		sc_store_close(s);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		check_rows(s, &m, 16); /* open indexes a longer tail */
 		random_queries(s, &m, 20, &rs);
 	}
@@ -638,7 +627,7 @@ static void test_upgrade_build_steps(void **state)
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	set_version(s, 3);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	check_rows(s, &m, 16);
 	check_verify(s);
@@ -690,7 +679,7 @@ static void test_format3_store(void **state)
 	assert_int_equal(system(cmd), 0);
 	sc_store_options o = opts(1); /* open indexes the whole log */
 	o.create = false;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	assert_int_equal(sc_store_last_position(s), 300);
 	assert_int_equal(tag_through(s), 300);

@@ -47,18 +47,6 @@ static sc_store_options opts(void)
 	return o;
 }
 
-static sc_store *open_store(const char *dir, const sc_store_options *o)
-{
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	assert_non_null(s);
-	return s;
-}
-
 /* Collects events read back from the store (deep copies by re-decoding
  * is not possible here, so each is re-encoded into a buffer list). */
 typedef struct collected {
@@ -125,7 +113,7 @@ typedef struct store_fx {
 static sc_store *fx_open(store_fx *fx)
 {
 	assert_null(fx->s);
-	fx->s = open_store(fx->dir, &fx->o);
+	fx->s = tk_store_open(fx->dir, &fx->o);
 	return fx->s;
 }
 
@@ -1098,7 +1086,7 @@ static void test_format_4_store_is_upgraded(void **state)
 		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
 		o.index_lag = 1;
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		fill_parts(s, 60, named);
 		assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
 		fill_parts(s, 10, named);
@@ -1106,7 +1094,7 @@ static void test_format_4_store_is_upgraded(void **state)
 		sc_store_close(s);
 
 		o.index_lag = 5;
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		snapshot_of now = observe(s);
 		sc_snapshot_info info[4];
 		int nsnap = sc_store_snapshots(s, info, 4, NULL);
@@ -1144,7 +1132,7 @@ static void test_format_2_store_is_upgraded(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.index_lag = 1;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	char id[SC_INDEX_ID_WHOLE_MAX];
 	memset(id, 'w', sizeof id);
 	sc_attr at = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 1}};
@@ -1159,7 +1147,7 @@ static void test_format_2_store_is_upgraded(void **state)
 	set_format_version(s, 2, false);
 	sc_store_close(s);
 
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	MDB_txn *txn;
 	MDB_dbi meta;
 	MDB_val k = {14, "format_version"}, v;
@@ -1229,7 +1217,7 @@ static void test_open_never_recreates(void **state)
 		char dir[256];
 		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		fill(s, 30, 0);
 		assert_int_equal(sc_store_verify(s, NULL), 0);
 		sc_store_close(s);
@@ -1252,7 +1240,7 @@ static void test_open_never_recreates(void **state)
 	char dir[256];
 	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	raw_damage(dir, "meta", 1);
 	raw_damage(dir, "events", 1);
@@ -1268,11 +1256,11 @@ static void test_open_never_recreates(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	o = opts();
 	o.index_lag = 1;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	fill(s, 30, 0);
 	sc_store_close(s);
 	raw_damage(dir, "entity_index", -1);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "29 rows"));
 	sc_store_close(s);
@@ -1342,11 +1330,11 @@ static void test_create_is_atomic(void **state)
 		 dir);
 	assert_int_equal(system(path), 0);
 	o.create = true;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	fill(s, 5, 0);
 	sc_store_close(s);
 	assert_int_not_equal(system(path), 0);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 5);
 	sc_store_close(s);
 	tk_rm_rf(dir);
@@ -1366,7 +1354,7 @@ static void test_create_is_atomic(void **state)
 	memset(page + 4096, 0xa5, 4096);
 	snprintf(path, sizeof path, "%s/data.mdb", gone);
 	write_file(path, page, sizeof page);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_false(exists(gone));
 	assert_true(exists(live));
@@ -1421,7 +1409,7 @@ static void test_file_modes(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.warn = note_warning;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	fill(s, 3, 0);
 	sc_store_close(s);
 	assert_int_equal(mode_of(dir, NULL), 0700);
@@ -1433,7 +1421,7 @@ static void test_file_modes(void **state)
 	umask(077);
 	tk_tmproot_dir(dir, sizeof dir);
 	o.file_mode = 0660;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(mode_of(dir, NULL), 0770);
 	assert_int_equal(mode_of(dir, "data.mdb"), 0660);
@@ -1446,12 +1434,12 @@ static void test_file_modes(void **state)
 	assert_int_equal(chmod(path, 0644), 0);
 	o.file_mode = 0;
 	warned = 0;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(warned, 1);
 	o.file_mode = 0644;
 	warned = 0;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(warned, 0);
 	tk_rm_rf(dir);
@@ -1941,14 +1929,14 @@ static void test_snapshot_grows_map(void **state)
 	sc_store_options o = opts();
 	o.map_size = 64 << 10;
 	o.map_size_max = 256 << 20;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	fill_random_values(s, m, 200, 0, 2048);
 	sc_store_close(s);
 
 	/* Reopened with a 64 KiB map: LMDB maps just what the file uses, so
 	 * the ~400 KiB snapshot cannot fit without growing the map. */
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_stats st0, st1;
 	assert_int_equal(sc_store_stats_get(s, &st0, NULL), 0);
 	sc_snapshot_info si;
@@ -1999,7 +1987,7 @@ static void test_snapshot_grows_map(void **state)
 	int warnings = 0;
 	o.warn = count_warning;
 	o.warn_ctx = &warnings;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(warnings, 0);
 	assert_int_equal(sc_store_last_position(s), 2210);
 	assert_int_equal(sc_cache_len(sc_store_cache(s)), 2210);

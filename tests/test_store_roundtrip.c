@@ -55,17 +55,6 @@ static sc_store_options opts(warnings *w)
 	return o;
 }
 
-static sc_store *open_store(const char *dir, const sc_store_options *o)
-{
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
-}
-
 /* Append events [from, to) of the stream (explicit times) and fold them
  * into the model. */
 static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
@@ -124,7 +113,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		unsigned nent = 20 + (unsigned)(tk_rand(&r) % 300);
 		if (round == 1)
 			o.snapshot_every = 500; /* automatic snapshots */
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		tk_refstate *m = tk_refstate_new();
 		uint64_t pos = 0;
 		int steps = 12;
@@ -147,7 +136,7 @@ static void test_random_snapshots_and_reopens(void **state)
 			}
 			if (what >= 1) {
 				sc_store_close(s);
-				s = open_store(dir, &o);
+				s = tk_store_open(dir, &o);
 				assert_int_equal(sc_store_last_position(s),
 						 pos);
 			}
@@ -177,7 +166,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	sc_attr a = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 7}};
 	sc_event evs[3] = {
 	    {.entity = {"a", 1},
@@ -197,7 +186,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
 	assert_int_equal(si.position, 3);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
 	assert_int_equal(si.position, 3);
 	sc_snapshot_info list[4];
@@ -331,7 +320,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		tk_tmproot_dir(dir, sizeof dir);
 		warnings w = {0};
 		sc_store_options o = opts(&w);
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		tk_refstate *m = tk_refstate_new();
 		/* Two snapshots with a tail after each. */
 		uint64_t total = 0;
@@ -384,7 +373,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		/* Damage the newest: open falls back to the older one. */
 		damage_snapshot(dir, list[0].position, list[1].position,
 				list[0].chunks, (damage)d, &r);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		if (w.count != 1)
 			fprintf(stderr, "damage %s: warnings: %s\n",
 				damage_name[d], w.text);
@@ -403,7 +392,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		damage_snapshot(
 		    dir, list[1].position, list[0].position, list[1].chunks,
 		    d == DAMAGE_SWAP_SNAPSHOTS ? DAMAGE_FLIP : (damage)d, &r);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		assert_int_equal(w.count, 2);
 		assert_non_null(strstr(w.text, "full replay"));
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
@@ -413,7 +402,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		sc_store_close(s);
 		w.count = 0;
 		w.text[0] = '\0';
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		assert_int_equal(w.count, 0); /* the newest verifies */
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
@@ -431,7 +420,7 @@ static void test_alloc_failure_snapshot(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed;
 	append_range(s, m, 0, 400, 60, &r);
@@ -460,7 +449,7 @@ static void test_alloc_failure_snapshot(void **state)
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
 	assert_int_equal(list[0].position, 500);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(w.count, 0);
 	sc_store_close(s);
@@ -484,7 +473,7 @@ static void test_snapshot_map_full(void **state)
 	sc_store_options o = opts(&w);
 	o.map_size = 256 << 10;
 	o.map_size_max = 2 << 20;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x3a9f;
 	/* 1,000 entities of 1 KiB of random bytes each: ~1.4 MiB of log and
@@ -540,12 +529,12 @@ static void test_snapshot_map_full(void **state)
 	assert_int_equal(sc_store_last_position(s), pos);
 	sc_store_close(s);
 	o.map_size_max = 64 << 20;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 1);
 	assert_int_equal(list[0].position, pos);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 	tk_refstate_free(m);
@@ -565,7 +554,7 @@ static void test_alloc_failure_open(void **state)
 	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x0fe4;
 	append_range(s, m, 0, 300, 40, &r);

@@ -53,13 +53,7 @@ static sc_store *open_store(const char *dir, bool create)
 	o.create = create;
 	o.index_lag = 16; /* as-of reads over the index and the tail */
 	o.snapshot_every = 97;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static void append_to(sc_store *s, uint64_t to, uint64_t *rng)

@@ -64,6 +64,19 @@ bool tk_cache_matches(sc_cache *cache, const tk_refstate *m);
  * equal to tk_refstate_hash of a model holding the same state. */
 uint64_t tk_cache_hash(sc_cache *cache, size_t *len);
 
+/*
+ * tk_store_open - sc_store_open(dir, o) that must succeed: on an error it
+ * prints "open <dir>: <message>" and fails the running cmocka test. The
+ * caller owns the store (sc_store_close). For cmocka test programs only
+ * (store_open_testkit.c, the one part of the kit that calls cmocka).
+ */
+sc_store *tk_store_open(const char *dir, const sc_store_options *o);
+
+/* tk_store_create - tk_store_open of a new store in a fresh directory
+ * below the program's temporary root (tk_tmproot_dir; its path in
+ * dir[0..dir_len)), with `o` (o->create need not be set). */
+sc_store *tk_store_create(char *dir, size_t dir_len, const sc_store_options *o);
+
 /* The rows of entity_index and meta index_through, read from LMDB directly
  * in one read transaction; false (with a message) if they cannot be read. */
 bool tk_index_state(sc_store *s, size_t *rows, uint64_t *through);
