@@ -777,6 +777,25 @@ static int crash_child(const char *dir, uint64_t sd, int fd)
 	return 0;
 }
 
+typedef struct crash_run {
+	const char *dir;
+	uint64_t seed;
+	char killpoint[64];
+} crash_run;
+
+/* This program again with --crash-child, its acks written to fd. */
+static int exec_crash_child(void *arg, int fd)
+{
+	const crash_run *c = arg;
+	tk_killpoint_arm(c->killpoint);
+	char sds[32], fds[16];
+	snprintf(sds, sizeof sds, "%llu", (unsigned long long)c->seed);
+	snprintf(fds, sizeof fds, "%d", fd);
+	execl(self_exe, self_exe, "--crash-child", c->dir, sds, fds,
+	      (char *)NULL);
+	return 127;
+}
+
 static void test_crash(void **state)
 {
 	(void)state;
@@ -791,34 +810,18 @@ static void test_crash(void **state)
 			char dir[256];
 			tk_tmproot_dir(dir, sizeof dir);
 			uint64_t sd = seed ^ (pi * 100 + pass);
-			int fds[2];
-			assert_int_equal(pipe(fds), 0);
-			pid_t pid = fork();
-			assert_true(pid >= 0);
-			if (pid == 0) {
-				close(fds[0]);
-				char kp[64], sds[32], fd[16];
-				snprintf(kp, sizeof kp, "%s:%u", points[pi],
-					 pass * 3 - 2);
-				setenv("SC_KILLPOINT", kp, 1);
-				snprintf(sds, sizeof sds, "%llu",
-					 (unsigned long long)sd);
-				snprintf(fd, sizeof fd, "%d", fds[1]);
-				execl(self_exe, self_exe, "--crash-child", dir,
-				      sds, fd, (char *)NULL);
-				_exit(127);
-			}
-			close(fds[1]);
+			crash_run c = {.dir = dir, .seed = sd};
+			snprintf(c.killpoint, sizeof c.killpoint, "%s:%u",
+				 points[pi], pass * 3 - 2);
+			int up;
+			pid_t pid = tk_child_start(exec_crash_child, &c, &up);
 			uint64_t acked = 0, a;
-			while (read(fds[0], &a, sizeof a) == sizeof a)
+			while (read(up, &a, sizeof a) == sizeof a)
 				acked = a;
-			close(fds[0]);
-			int st;
-			assert_int_equal(waitpid(pid, &st, 0), pid);
-			bool killed =
-			    WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
-			assert_true(killed ||
-				    (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+			close(up);
+			int st = tk_child_wait(pid);
+			bool killed = tk_killed(st, SIGKILL);
+			assert_true(killed || tk_exited(st, 0));
 			kills += killed;
 			/* Reopen: nothing acknowledged lost, every
 			 * partition the fold of its events in the log. */

@@ -800,45 +800,51 @@ static int child_main(const char *dir, int kind, unsigned lanes, uint32_t run,
 
 /* Run the child once; kill it after `acks` handler calls (0: let it
  * finish or die at its kill point). Returns true when it finished. */
+typedef struct child_run {
+	const char *dir;
+	int kind;
+	unsigned lanes;
+	uint32_t run;
+	uint64_t total;
+	const char *killpoint;
+} child_run;
+
+/* The child: this program again with --child, its acks written to fd. */
+static int exec_child(void *arg, int fd)
+{
+	const child_run *c = arg;
+	tk_killpoint_arm(c->killpoint);
+	char a[7][64];
+	snprintf(a[0], 64, "%d", c->kind);
+	snprintf(a[1], 64, "%u", c->lanes);
+	snprintf(a[2], 64, "%u", c->run);
+	snprintf(a[3], 64, "%llu", (unsigned long long)c->total);
+	snprintf(a[4], 64, "%d", fd);
+	snprintf(a[5], 64, "%llu", (unsigned long long)seed);
+	execl(self, self, "--child", c->dir, a[0], a[1], a[2], a[3], a[4], a[5],
+	      (char *)NULL);
+	return 127;
+}
+
 static bool run_child(const char *dir, int kind, unsigned lanes, uint32_t run,
 		      uint64_t total, const char *killpoint, unsigned acks)
 {
-	int fds[2];
-	assert_int_equal(pipe(fds), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(fds[0]);
-		if (killpoint)
-			setenv("SC_KILLPOINT", killpoint, 1);
-		else
-			unsetenv("SC_KILLPOINT");
-		char a[7][64];
-		snprintf(a[0], 64, "%d", kind);
-		snprintf(a[1], 64, "%u", lanes);
-		snprintf(a[2], 64, "%u", run);
-		snprintf(a[3], 64, "%llu", (unsigned long long)total);
-		snprintf(a[4], 64, "%d", fds[1]);
-		snprintf(a[5], 64, "%llu", (unsigned long long)seed);
-		execl(self, self, "--child", dir, a[0], a[1], a[2], a[3], a[4],
-		      a[5], (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
+	child_run c = {dir, kind, lanes, run, total, killpoint};
+	int up;
+	pid_t pid = tk_child_start(exec_child, &c, &up);
 	unsigned got = 0;
 	char b;
-	while ((acks == 0 || got < acks) && read(fds[0], &b, 1) == 1)
+	while ((acks == 0 || got < acks) && read(up, &b, 1) == 1)
 		got++;
 	if (acks && got == acks)
 		kill(pid, SIGKILL);
-	close(fds[0]);
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	close(up);
+	int st = tk_child_wait(pid);
 	if (WIFEXITED(st)) {
 		assert_int_equal(WEXITSTATUS(st), 0);
 		return true;
 	}
-	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	assert_true(tk_killed(st, SIGKILL));
 	return false;
 }
 

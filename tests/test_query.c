@@ -1145,6 +1145,28 @@ static void test_odd_events_key(void **state)
 	sc_store_close(s);
 }
 
+/* The other process of test_other_process: 60 appends to the store in
+ * `dir`, the odd ones tagged "odd". Uses nothing of the parent's store. */
+static int append_odd(void *dir, int fd)
+{
+	(void)fd;
+	sc_store *c = NULL;
+	sc_store_options co = opts(8);
+	if (sc_store_open(dir, &co, &c, NULL))
+		return 2;
+	sc_str tag = {"odd", 3};
+	for (int i = 1; i <= 60; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = &tag,
+			       .ntags = (size_t)(i % 2)};
+		if (sc_store_append(c, &ev, 1, NULL, NULL))
+			return 3;
+	}
+	sc_store_close(c);
+	return 0;
+}
+
 /* A live query of a store another process appends to sees its commits by
  * polling; a finite query opened later ends at the other process's last
  * commit. */
@@ -1159,26 +1181,7 @@ static void test_other_process(void **state)
 			      .live = true,
 			      .poll_ms = 5};
 	sc_query *q = open_query(s, &spec);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* The child uses nothing of the parent's store. */
-		sc_store *c = NULL;
-		sc_store_options co = opts(8);
-		if (sc_store_open(dir, &co, &c, NULL))
-			_exit(2);
-		sc_str tag = {"odd", 3};
-		for (int i = 1; i <= 60; i++) {
-			sc_event ev = {.entity = {"x", 1},
-				       .type = SC_EVENT_DELETE,
-				       .tags = &tag,
-				       .ntags = (size_t)(i % 2)};
-			if (sc_store_append(c, &ev, 1, NULL, NULL))
-				_exit(3);
-		}
-		sc_store_close(c);
-		_exit(0);
-	}
+	pid_t pid = tk_child_start(append_odd, dir, NULL);
 	for (uint64_t want = 1; want <= 59; want += 2) {
 		const sc_event *ev;
 		sc_error err;
@@ -1188,9 +1191,7 @@ static void test_other_process(void **state)
 		assert_int_equal(rc, 0);
 		assert_int_equal(ev->position, want);
 	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(tk_exited(tk_child_wait(pid), 0));
 	const sc_event *ev;
 	assert_int_equal(sc_query_next(q, 0, &ev, NULL), ETIMEDOUT);
 	sc_query_close(q);

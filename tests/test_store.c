@@ -1267,15 +1267,18 @@ static void test_open_never_recreates(void **state)
 	tk_rm_rf(dir);
 }
 
+static int exit_at_once(void *arg, int fd)
+{
+	(void)arg;
+	(void)fd;
+	return 0;
+}
+
 /* The pid of a process that has exited. */
 static pid_t dead_pid(void)
 {
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(0);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	pid_t pid = tk_child_start(exit_at_once, NULL, NULL);
+	tk_child_wait(pid);
 	return pid;
 }
 
@@ -1296,6 +1299,16 @@ static bool exists(const char *path)
 /* The path of this program, for a child that creates a store. */
 static const char *self_path;
 
+/* A child that creates the store `dir` and is killed just before it
+ * links data.mdb into place. */
+static int create_killed(void *dir, int fd)
+{
+	(void)fd;
+	tk_killpoint_arm("create_before_link");
+	execl(self_path, self_path, "--create", (char *)dir, (char *)NULL);
+	return 5;
+}
+
 /* Creating a store is atomic: a creation killed before its data.mdb is in
  * place leaves no store, and the next creation removes what it left;
  * a torn data.mdb is reported, never taken for a new store. */
@@ -1308,18 +1321,7 @@ static void test_create_is_atomic(void **state)
 
 	/* A creation killed just before linking data.mdb into place. */
 	tk_tmproot_dir(dir, sizeof dir);
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setenv("SC_KILLPOINT", "create_before_link", 1);
-		execl(self_path, self_path, "--create", dir, (char *)NULL);
-		_exit(5);
-	}
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
-	assert_int_equal(WTERMSIG(status), SIGKILL);
+	assert_true(tk_killed(tk_child_run(create_killed, dir), SIGKILL));
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	assert_false(exists(path));
 	sc_store_options o = opts();
@@ -1917,6 +1919,26 @@ static void fill_random_values(sc_store *s, tk_refstate *m, size_t n,
 	free(blob);
 }
 
+/* The other process of the map-growth test: 2000 appends of 2 KiB
+ * values after position 210 to the store dir, opened with *o. */
+typedef struct other_appends {
+	const char *dir;
+	const sc_store_options *o;
+} other_appends;
+
+static int append_4mib(void *arg, int fd)
+{
+	(void)fd;
+	const other_appends *oa = arg;
+	sc_store *c = NULL;
+	if (sc_store_open(oa->dir, oa->o, &c, NULL))
+		return 3;
+	tk_refstate *cm = tk_refstate_new();
+	fill_random_values(c, cm, 2000, 210, 2048);
+	tk_refstate_free(cm);
+	sc_store_close(c);
+	return 0;
+}
 /* A snapshot larger than the room left in the map grows the map (appends
  * and snapshots share one write path), and a snapshot taken after another
  * process grew the map past this process's adopts the new size
@@ -1954,23 +1976,8 @@ static void test_snapshot_grows_map(void **state)
 
 	/* Another process appends 4 MiB: its map, and the file, grow past
 	 * this process's map. */
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		sc_store *c = NULL;
-		if (sc_store_open(dir, &o, &c, NULL))
-			_exit(3);
-		tk_refstate *cm = tk_refstate_new();
-		fill_random_values(c, cm, 2000, 210, 2048);
-		tk_refstate_free(cm);
-		sc_store_close(c);
-		_exit(0);
-	}
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	other_appends oa = {dir, &o};
+	assert_true(tk_exited(tk_child_run(append_4mib, &oa), 0));
 	/* This process's version (position 210) has no snapshot yet: its
 	 * transactions meet MDB_MAP_RESIZED and adopt the size. */
 	rc = sc_store_snapshot(s, &si, &err);
