@@ -32,6 +32,7 @@
 #include "cli/ingest.h"
 #include "cli/json_event.h"
 #include "statecache/store.h"
+#include "tests/support/json_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
@@ -57,33 +58,6 @@ static int mem_next(sc_cli_source *base, const char **line, size_t *len,
 	*len = strlen(*line);
 	base->bytes_read += *len + 1;
 	return 1;
-}
-
-/* `n` generated lines (the stream of `gen_seed`). */
-static char **gen_lines(uint64_t gen_seed, size_t n)
-{
-	char **lines = calloc(n, sizeof *lines);
-	assert_non_null(lines);
-	sc_cli_gen g;
-	sc_cli_gen_init(&g, gen_seed, 37, 1795392000LL * 1000000000LL);
-	sc_cli_buf b;
-	sc_cli_buf_init(&b);
-	for (size_t i = 0; i < n; i++) {
-		sc_cli_buf_reset(&b);
-		assert_int_equal(
-		    sc_cli_event_encode(&b, sc_cli_gen_next(&g), false), 0);
-		lines[i] = strdup(b.ptr);
-		assert_non_null(lines[i]);
-	}
-	sc_cli_buf_free(&b);
-	return lines;
-}
-
-static void free_lines(char **lines, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(lines[i]);
-	free(lines);
 }
 
 static sc_store *open_store(const char *name)
@@ -144,7 +118,7 @@ static void test_random_runs(void **state)
 	int runs = getenv("SC_TEST_SHORT") ? 12 : 60;
 	for (int run = 0; run < runs; run++) {
 		size_t n = 200 + tk_rand_below(&r, 2800);
-		char **lines = gen_lines(tk_rand(&r), n + 1);
+		char **lines = tk_json_lines(tk_rand(&r), 37, n + 1);
 		/* a bad line at a random place, or none */
 		size_t bad = tk_rand_below(&r, 4) ? tk_rand_below(&r, n) : n;
 		if (bad < n) {
@@ -189,7 +163,7 @@ static void test_random_runs(void **state)
 				 (bad + opt.batch - 1) / opt.batch);
 		expect_log(s, lines, bad);
 		sc_store_close(s);
-		free_lines(lines, n + 1);
+		tk_json_lines_free(lines, n + 1);
 	}
 }
 
@@ -238,7 +212,7 @@ out:
 static void slow_producer(unsigned threads, int idle_ms)
 {
 	const size_t n = 169;
-	char **lines = gen_lines(seed ^ threads, n);
+	char **lines = tk_json_lines(seed ^ threads, 37, n);
 	int in[2], ack[2];
 	assert_int_equal(pipe(in), 0);
 	assert_int_equal(pipe(ack), 0);
@@ -279,7 +253,7 @@ static void slow_producer(unsigned threads, int idle_ms)
 	fclose(fin);
 	fclose(fack_w);
 	fclose(fack_r);
-	free_lines(lines, n);
+	tk_json_lines_free(lines, n);
 }
 
 static void test_slow_producer(void **state)
