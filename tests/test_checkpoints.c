@@ -205,6 +205,14 @@ static sc_store *open_store(const char *dir, uint64_t tail, uint32_t per_chunk,
 	return tk_store_open(dir, &o);
 }
 
+/* open_store of a new store in a fresh directory (its path in dir). */
+static sc_store *new_store(char *dir, size_t dir_len, uint64_t tail,
+			   uint32_t per_chunk)
+{
+	tk_tmproot_dir(dir, dir_len);
+	return open_store(dir, tail, per_chunk, NULL);
+}
+
 static int count_part(void *ctx, const sc_partition_info *p)
 {
 	size_t *n = ctx;
@@ -233,11 +241,10 @@ static void test_differential(void **state)
 	unsigned rounds = short_run ? 6 : 20;
 	for (unsigned round = 0; round < rounds; round++) {
 		char dir[256];
-		tk_tmproot_dir(dir, sizeof dir);
 		tk_refstate *m = tk_refstate_new();
 		memset(part_used, 0, sizeof part_used);
 		uint64_t tail = 20 + tk_rand_below(&rng, 60);
-		sc_store *s = open_store(dir, tail, 2, NULL);
+		sc_store *s = new_store(dir, sizeof dir, tail, 2);
 		unsigned steps = short_run ? 40 : 120;
 		for (unsigned i = 0; i < steps; i++) {
 			unsigned k = (unsigned)tk_rand_below(&rng, 100);
@@ -362,10 +369,9 @@ static void test_damaged(void **state)
 		for (size_t victim = 0; victim < NPARTS; victim += 2) {
 			uint64_t rng = seed ^ (uint64_t)(how * 31 + victim);
 			char dir[256];
-			tk_tmproot_dir(dir, sizeof dir);
 			tk_refstate *m = tk_refstate_new();
 			sc_store *s =
-			    open_store(dir, SC_CHECKPOINT_NEVER, 3, NULL);
+			    new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 3);
 			uint64_t newest[NPARTS], older[NPARTS];
 			for (int round = 0; round < 2; round++) {
 				for (int j = 0; j < 4; j++)
@@ -435,9 +441,8 @@ static void test_verify_catalog(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0x7e;
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
-	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_store *s = new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 0);
 	for (int i = 0; i < 5; i++)
 		append_random(s, m, &rng, 20, -1);
 	assert_int_equal(sc_store_verify(s, NULL), 0);
@@ -489,9 +494,8 @@ static void test_choose(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0xc4;
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
-	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_store *s = new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 0);
 	sc_str p = parts[3];
 	uint64_t pos[5];
 	for (int i = 0; i < 5; i++) {
@@ -539,10 +543,9 @@ static void test_automatic(void **state)
 	names_init();
 	uint64_t rng = seed ^ 0xa7;
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
 	const uint64_t bound = 100;
-	sc_store *s = open_store(dir, bound, 3, NULL);
+	sc_store *s = new_store(dir, sizeof dir, bound, 3);
 	unsigned batches = short_run ? 150 : 600;
 	uint64_t max_batch = 0;
 	for (unsigned i = 0; i < batches; i++) {
