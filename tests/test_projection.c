@@ -128,6 +128,16 @@ static sc_store *open_store(const char *dir)
 	return tk_store_open(dir, &o);
 }
 
+/* A new store in a fresh directory (its path in dir) holding the events
+ * of positions 1..events. */
+static sc_store *new_store_with(char *dir, size_t dir_len, uint64_t events)
+{
+	tk_tmproot_dir(dir, dir_len);
+	sc_store *s = open_store(dir);
+	append_to(s, events);
+	return s;
+}
+
 static unsigned parse_key(const sc_event *ev)
 {
 	return (unsigned)strtoul(ev->entity.ptr + 1, NULL, 10);
@@ -276,9 +286,7 @@ static void test_exactly_once(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 500);
+	sc_store *s = new_store_with(dir, sizeof dir, 500);
 	eo_ctx c = {.ack_fd = -1};
 	sc_projection *p = start_eo(s, &c, 32, SC_PROJECTION_RETRY);
 	/* Events appended while it runs are seen too. */
@@ -374,9 +382,7 @@ static void test_error_policy(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 300);
+	sc_store *s = new_store_with(dir, sizeof dir, 300);
 	sc_error err;
 	MDB_dbi dbi;
 
@@ -471,9 +477,7 @@ static void test_backoff_interrupted(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 100);
+	sc_store *s = new_store_with(dir, sizeof dir, 100);
 	flaky_ctx c = {.failing = true, .next = 1};
 	pthread_mutex_init(&c.mu, NULL);
 	pthread_cond_init(&c.cv, NULL);
@@ -599,10 +603,8 @@ static void test_at_least_once_lanes(void **state)
 	unsigned lane_counts[] = {1, 2, 4};
 	for (size_t li = 0; li < 3; li++) {
 		char dir[256];
-		tk_tmproot_dir(dir, sizeof dir);
-		sc_store *s = open_store(dir);
 		uint64_t total = short_run ? 2000 : 8000;
-		append_to(s, total / 2);
+		sc_store *s = new_store_with(dir, sizeof dir, total / 2);
 		alo_ctx c = {.sink_fd = -1, .ack_fd = -1, .rng = seed + li};
 		pthread_mutex_init(&c.mu, NULL);
 		c.nseen = total + 1;
@@ -643,9 +645,7 @@ static void test_list_and_arguments(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 100);
+	sc_store *s = new_store_with(dir, sizeof dir, 100);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
 	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
@@ -720,9 +720,7 @@ static void test_cli(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	tk_tmproot_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 60);
+	sc_store *s = new_store_with(dir, sizeof dir, 60);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
 	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
