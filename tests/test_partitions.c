@@ -238,6 +238,21 @@ static void test_cache_model(void **state)
 	sc_cache_destroy(cache);
 }
 
+/* Apply the event at `position` that sets n = `n` on entity x of
+ * partition `part` (NULL: no partition given). */
+static void set_x(sc_cache *cache, uint64_t position, const char *part,
+		  int64_t n)
+{
+	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = n}};
+	sc_event ev = {.position = position,
+		       .entity = S("x"),
+		       .type = SC_EVENT_SET,
+		       .attrs = &a,
+		       .nattrs = 1,
+		       .partition = part ? S(part) : (sc_str){NULL, 0}};
+	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+}
+
 /* One id in two partitions is two entities; the default partition is what
  * the calls without a partition read. */
 static void test_same_id_two_partitions(void **state)
@@ -245,21 +260,9 @@ static void test_same_id_two_partitions(void **state)
 	(void)state;
 	sc_cache *cache;
 	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
-	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 1}};
-	sc_event ev = {.position = 1,
-		       .entity = S("x"),
-		       .type = SC_EVENT_SET,
-		       .attrs = &a,
-		       .nattrs = 1};
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 2;
-	ev.position = 2;
-	ev.partition = S("eu");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 3;
-	ev.position = 3;
-	ev.partition = S("us");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 1, NULL, 1);
+	set_x(cache, 2, "eu", 2);
+	set_x(cache, 3, "us", 3);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	sc_reader *r;
@@ -325,6 +328,12 @@ static void test_same_id_two_partitions(void **state)
 
 	/* A standalone fold keeps the partition, and refuses an event of
 	 * another partition. */
+	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 3}};
+	sc_event ev = {.position = 3,
+		       .entity = S("x"),
+		       .type = SC_EVENT_SET,
+		       .attrs = &a,
+		       .nattrs = 1};
 	sc_entity *s1, *s2;
 	ev.partition = S("eu");
 	assert_int_equal(sc_entity_apply(NULL, &ev, &s1, NULL), 0);
@@ -513,14 +522,7 @@ static void test_watch_partition(void **state)
 	(void)state;
 	sc_cache *cache;
 	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
-	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 1}};
-	sc_event ev = {.position = 1,
-		       .entity = S("x"),
-		       .type = SC_EVENT_SET,
-		       .attrs = &a,
-		       .nattrs = 1,
-		       .partition = S("eu")};
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 1, "eu", 1);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	sc_watch_options eu = {.start = SC_WATCH_START_INITIAL,
@@ -543,16 +545,9 @@ static void test_watch_partition(void **state)
 	assert_int_equal(b->kind, SC_WATCH_INITIAL_DONE);
 
 	/* x in the default partition, in us, and again in eu. */
-	ev.position = 2;
-	ev.partition = S("");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	ev.position = 3;
-	ev.partition = S("us");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 2;
-	ev.position = 4;
-	ev.partition = S("eu");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 2, "", 1);
+	set_x(cache, 3, "us", 1);
+	set_x(cache, 4, "eu", 2);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	assert_int_equal(sc_watch_next(weu, 0, &b, NULL), 0);
