@@ -318,8 +318,7 @@ static void test_crash_group(void **state)
 	long kills = k && *k		       ? strtol(k, NULL, 10)
 		     : getenv("SC_TEST_SHORT") ? 20
 					       : 60;
-	char tmpl[] = "/tmp/sc_crash_group.XXXXXX";
-	char *root = mkdtemp(tmpl);
+	const char *root = tk_tmproot_create("crash_group");
 	assert_non_null(root);
 	char dir[300], ack_path[300];
 	uint64_t r = seed;
@@ -369,9 +368,7 @@ static void test_crash_group(void **state)
 		check_store(dir, ack_path, kill_no);
 	}
 	printf("%ld kills, %ld at kill points\n", kills, by_killpoint);
-	char cmd[400];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(int argc, char **argv)

@@ -33,10 +33,11 @@
 #include "cli/json_event.h"
 #include "statecache/store.h"
 #include "tests/support/json_testkit.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
-static char root[64];
 
 /* ===== an in-memory source ================================================ */
 
@@ -60,18 +61,13 @@ static int mem_next(sc_cli_source *base, const char **line, size_t *len,
 	return 1;
 }
 
-static sc_store *open_store(const char *name)
+/* A new store in a fresh directory below the temporary root. */
+static sc_store *new_store(void)
 {
-	char dir[128];
-	snprintf(dir, sizeof dir, "%s/%s", root, name);
+	char dir[256];
 	sc_store_options o = {0};
 	o.durability = SC_DURABILITY_NOSYNC;
-	o.create = true;
-	sc_store *s;
-	sc_error err;
-	if (sc_store_open(dir, &o, &s, &err))
-		fail_msg("open %s: %s", dir, err.message);
-	return s;
+	return tk_store_create(dir, sizeof dir, &o);
 }
 
 /* The log re-encoded, compared line by line with `want`. */
@@ -137,9 +133,7 @@ static void test_random_runs(void **state)
 		    .threads = (unsigned)tk_rand_below(&r, 5),
 		    .idle_ms = 100,
 		};
-		char name[32];
-		snprintf(name, sizeof name, "run%d", run);
-		sc_store *s = open_store(name);
+		sc_store *s = new_store();
 		sc_cli_ingest_result res;
 		sc_error err;
 		sc_error_clear(&err);
@@ -228,9 +222,7 @@ static void slow_producer(unsigned threads, int idle_ms)
 
 	sc_cli_file_source src;
 	assert_int_equal(sc_cli_file_source_init(&src, fin), 0);
-	char name[32];
-	snprintf(name, sizeof name, "slow%u-%d", threads, idle_ms);
-	sc_store *s = open_store(name);
+	sc_store *s = new_store();
 	/* a batch that never fills: only the idle timer commits */
 	sc_cli_ingest_opts opt = {.batch = 100000,
 				  .threads = threads,
@@ -312,20 +304,14 @@ static void test_file_source_wait(void **state)
 int main(void)
 {
 	seed = tk_seed("stress_ingest");
-	snprintf(root, sizeof root, "/tmp/sc_stress_ingest.XXXXXX");
-	if (!mkdtemp(root)) {
-		perror("mkdtemp");
+	if (!tk_tmproot_create("stress_ingest"))
 		return 1;
-	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_runs),
 	    cmocka_unit_test(test_slow_producer),
 	    cmocka_unit_test(test_file_source_wait),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "stress_ingest: could not remove %s\n", root);
+	tk_tmproot_remove(); /* says on stderr if it could not */
 	return failed;
 }
