@@ -272,11 +272,7 @@ static void test_append_refusals(void **state)
 	sc_store_options o = {0};
 	o.read_only = true;
 	o.follow_manual = true;
-	sc_store *ro = NULL;
-	rc = sc_store_open(f->root, &o, &ro, &err);
-	if (rc)
-		fprintf(stderr, "read-only open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *ro = tk_store_open(f->root, &o);
 	f->store = ro;
 	appender_fill(&b, 3);
 	rc = sc_store_append(ro, b.ev, PER, &first, &err);

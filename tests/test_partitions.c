@@ -623,12 +623,7 @@ static void test_previous_format(void **state)
 
 	sc_store_options o = store_opts();
 	o.create = false;
-	sc_store *s;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 300);
 	/* The snapshot of the previous format was restored. */
 	sc_snapshot_info snaps[4];
@@ -727,12 +722,7 @@ static void test_previous_format_partitions(void **state)
 	o.create = false;
 	o.warn = on_warn;
 	o.warn_ctx = &w;
-	sc_store *s;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_true(w.n >= 1);
 	assert_non_null(strstr(w.text, "partitions"));
 	assert_int_equal(sc_store_snapshots(s, NULL, 0, NULL), 0);
@@ -756,8 +746,8 @@ static void test_previous_format_partitions(void **state)
 			assert_true(c.ok);
 			total += c.n;
 			sc_entity *e = NULL;
-			rc = sc_store_entity_at_in(s, S(pn[p]), S(in[i]), 160,
-						   &e, NULL);
+			int rc = sc_store_entity_at_in(s, S(pn[p]), S(in[i]),
+						       160, &e, NULL);
 			const tk_refentity *re =
 			    tk_refstate_lookup_in(m, S(pn[p]), S(in[i]));
 			assert_int_equal(rc, re ? 0 : SC_NOTFOUND);
