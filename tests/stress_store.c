@@ -191,15 +191,8 @@ static void test_concurrent_append_read_snapshot(void **state)
 			event_at(pos + 1 + k, &g[k]);
 			batch[k] = g[k].ev;
 		}
-		uint64_t first;
-		int rc = sc_store_append(s, batch, n, &first, &err);
-		if (rc)
-			fail_msg("append: %s", err.message);
-		assert_int_equal(first, pos + 1);
-		for (size_t k = 0; k < n; k++) {
-			batch[k].position = pos + 1 + k;
-			tk_refstate_apply(m, &batch[k]);
-		}
+		assert_int_equal(tk_store_append_model(s, batch, n, m),
+				 pos + 1);
 		pos += n;
 	}
 	atomic_store(&sh.done, 1);

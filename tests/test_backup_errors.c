@@ -55,14 +55,7 @@ static int setup(void **state)
 	static tk_event te;
 	for (uint64_t i = 0; i < EVENTS; i++) {
 		tk_event_gen(seed, i, ENTITIES, 1000 + (int64_t)i, &te);
-		uint64_t first = 0;
-		sc_error err;
-		int rc = sc_store_append(store, &te.ev, 1, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		te.ev.position = first;
-		tk_refstate_apply(model, &te.ev);
+		tk_store_append_model(store, &te.ev, 1, model);
 	}
 	return 0;
 }

@@ -138,16 +138,7 @@ static void append_random(sc_store *s, tk_refstate *m, uint64_t *rng, size_t n,
 		rev_make(rng, p, &rs[i]);
 		evs[i] = rs[i].ev;
 	}
-	uint64_t first = 0;
-	sc_error err;
-	int rc = sc_store_append(s, evs, n, &first, &err);
-	if (rc)
-		fprintf(stderr, "append: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	for (size_t i = 0; i < n; i++) {
-		evs[i].position = first + i;
-		tk_refstate_apply(m, &evs[i]);
-	}
+	tk_store_append_model(s, evs, n, m);
 	free(rs);
 	free(evs);
 }

@@ -1907,14 +1907,7 @@ static void fill_random_values(sc_store *s, tk_refstate *m, size_t n,
 			       .attrs = &at,
 			       .nattrs = 1,
 			       .time = (int64_t)(base + i + 1)};
-		uint64_t first = 0;
-		sc_error err;
-		int rc = sc_store_append(s, &ev, 1, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		ev.position = first;
-		tk_refstate_apply(m, &ev);
+		tk_store_append_model(s, &ev, 1, m);
 	}
 	free(blob);
 }

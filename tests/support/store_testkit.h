@@ -67,8 +67,9 @@ uint64_t tk_cache_hash(sc_cache *cache, size_t *len);
 /*
  * tk_store_open - sc_store_open(dir, o) that must succeed: on an error it
  * prints "open <dir>: <message>" and fails the running cmocka test. The
- * caller owns the store (sc_store_close). For cmocka test programs only
- * (store_open_testkit.c, the one part of the kit that calls cmocka).
+ * caller owns the store (sc_store_close). Like tk_store_create and
+ * tk_store_append_model, for cmocka test programs only
+ * (store_calls_testkit.c calls cmocka).
  */
 sc_store *tk_store_open(const char *dir, const sc_store_options *o);
 
@@ -76,6 +77,15 @@ sc_store *tk_store_open(const char *dir, const sc_store_options *o);
  * below the program's temporary root (tk_tmproot_dir; its path in
  * dir[0..dir_len)), with `o` (o->create need not be set). */
 sc_store *tk_store_create(char *dir, size_t dir_len, const sc_store_options *o);
+
+/*
+ * tk_store_append_model - append evs[0..n) to `s` in one batch, which
+ * must succeed (on an error: "append: <message>" on stderr and a cmocka
+ * failure); then give each event its position and fold it into the model
+ * `m`. Returns the first position.
+ */
+uint64_t tk_store_append_model(sc_store *s, sc_event *evs, size_t n,
+			       tk_refstate *m);
 
 /* The rows of entity_index and meta index_through, read from LMDB directly
  * in one read transaction; false (with a message) if they cannot be read. */

@@ -1,7 +1,8 @@
 /*
- * Opening a store inside a cmocka test (store_testkit.h). Apart from the
- * rest of the kit because it calls cmocka, which the fuzzers that link
- * libsctest.a do not link.
+ * Store calls that must succeed inside a cmocka test (store_testkit.h):
+ * open, and append into the model. Apart from the rest of the kit
+ * because it calls cmocka, which the fuzzers that link libsctest.a do not
+ * link.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,4 +34,20 @@ sc_store *tk_store_create(char *dir, size_t dir_len, const sc_store_options *o)
 	sc_store_options co = *o;
 	co.create = true;
 	return tk_store_open(dir, &co);
+}
+
+uint64_t tk_store_append_model(sc_store *s, sc_event *evs, size_t n,
+			       tk_refstate *m)
+{
+	uint64_t first = 0;
+	sc_error err;
+	int rc = sc_store_append(s, evs, n, &first, &err);
+	if (rc)
+		fprintf(stderr, "append: %s\n", err.message);
+	assert_int_equal(rc, 0);
+	for (size_t i = 0; i < n; i++) {
+		evs[i].position = first + i;
+		tk_refstate_apply(m, &evs[i]);
+	}
+	return first;
 }
