@@ -72,17 +72,7 @@ static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
 				     &g[k]);
 			batch[k] = g[k].ev;
 		}
-		uint64_t first;
-		sc_error err;
-		int rc = sc_store_append(s, batch, b, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		assert_int_equal(first, i + 1);
-		for (size_t k = 0; k < b; k++) {
-			batch[k].position = i + k + 1;
-			tk_refstate_apply(m, &batch[k]);
-		}
+		assert_int_equal(tk_store_append_model(s, batch, b, m), i + 1);
 		free(g);
 		free(batch);
 		i += b;
