@@ -190,16 +190,7 @@ static tk_refstate *replay(sc_store *s, uint64_t upto)
 static void assert_view_equals(sc_store *s, const tk_refstate *rs,
 			       const char *what)
 {
-	sc_reader *r;
-	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
-	const sc_view *v = sc_reader_begin(r);
-	char why[256];
-	bool ok = tk_refstate_check_view(rs, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "%s: %s\n", what, why);
-	sc_reader_end(r);
-	sc_reader_close(r);
-	assert_true(ok);
+	tk_store_check_model(s, rs, what);
 }
 
 /* The raw record at `pos` in `s`'s log: 0 and *v filled, or MDB_NOTFOUND. */

@@ -149,14 +149,11 @@ static void check_store(sc_store *s, const tk_refstate *m)
 	sc_reader *r;
 	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
 	const sc_view *v = sc_reader_begin(r);
+	tk_view_check_model(v, m, "state differs from the model");
 	char why[512];
-	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "state differs from the model: %s\n", why);
-	assert_true(ok);
 	for (size_t i = 0; i < NPARTS; i++) {
-		ok = tk_refstate_check_partition(m, v, parts[i], why,
-						 sizeof why);
+		bool ok = tk_refstate_check_partition(m, v, parts[i], why,
+						      sizeof why);
 		if (!ok)
 			fprintf(stderr, "partition %zu differs: %s\n", i, why);
 		assert_true(ok);
@@ -688,15 +685,7 @@ static void upgrade_one(const char *name, uint64_t snapshots,
 	s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.open_events_replayed, 0);
-	sc_reader *r;
-	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
-	char why[256];
-	bool ok =
-	    tk_refstate_check_view(c.m, sc_reader_begin(r), why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "%s: %s\n", name, why);
-	assert_true(ok);
-	sc_reader_close(r);
+	tk_store_check_model(s, c.m, name);
 	/* The store says format 6 now. */
 	MDB_txn *txn;
 	MDB_dbi meta;

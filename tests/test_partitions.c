@@ -139,11 +139,7 @@ static void rev_make(uint64_t *rng, uint64_t pos, rev *r)
 
 static void check_view(const tk_refstate *m, const sc_view *v)
 {
-	char why[512];
-	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "view differs from the model: %s\n", why);
-	assert_true(ok);
+	tk_view_check_model(v, m, "view differs from the model");
 	assert_int_equal(tk_refstate_hash(m), tk_refstate_view_hash(v));
 }
 

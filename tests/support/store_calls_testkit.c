@@ -1,8 +1,8 @@
 /*
  * Store calls that must succeed inside a cmocka test (store_testkit.h):
- * open, and append into the model. Apart from the rest of the kit
- * because it calls cmocka, which the fuzzers that link libsctest.a do not
- * link.
+ * open, append into the model, and the state equal to the model. Apart from the
+ * rest of the kit because it calls cmocka, which the fuzzers that link
+ * libsctest.a do not link.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -50,4 +50,28 @@ uint64_t tk_store_append_model(sc_store *s, sc_event *evs, size_t n,
 		tk_refstate_apply(m, &evs[i]);
 	}
 	return first;
+}
+
+void tk_view_check_model(const sc_view *v, const tk_refstate *m,
+			 const char *what)
+{
+	char why[512];
+	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
+	if (!ok)
+		fprintf(stderr, "%s: %s\n", what, why);
+	assert_true(ok);
+}
+
+void tk_store_check_model(sc_store *s, const tk_refstate *m, const char *what)
+{
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	const sc_view *v = sc_reader_begin(r);
+	char why[512];
+	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
+	sc_reader_end(r);
+	sc_reader_close(r);
+	if (!ok)
+		fprintf(stderr, "%s: %s\n", what, why);
+	assert_true(ok);
 }

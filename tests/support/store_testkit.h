@@ -87,6 +87,18 @@ sc_store *tk_store_create(char *dir, size_t dir_len, const sc_store_options *o);
 uint64_t tk_store_append_model(sc_store *s, sc_event *evs, size_t n,
 			       tk_refstate *m);
 
+/*
+ * tk_view_check_model - the view `v` holds exactly the model's state
+ * (tk_refstate_check_view); else "<what>: <first difference>" on stderr
+ * and a cmocka failure.
+ */
+void tk_view_check_model(const sc_view *v, const tk_refstate *m,
+			 const char *what);
+
+/* tk_store_check_model - tk_view_check_model of the newest promoted
+ * version of the store's cache, read through a reader of its own. */
+void tk_store_check_model(sc_store *s, const tk_refstate *m, const char *what);
+
 /* The rows of entity_index and meta index_through, read from LMDB directly
  * in one read transaction; false (with a message) if they cannot be read. */
 bool tk_index_state(sc_store *s, size_t *rows, uint64_t *through);
