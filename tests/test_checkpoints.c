@@ -39,11 +39,14 @@ static bool short_run;
 static const char *root;
 static const char *self_exe;
 
+static void names_init(void);
+
 static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_checkpoints");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
+	names_init();
 	root = tk_tmproot_create("test_checkpoints");
 	return root ? 0 : -1;
 }
@@ -224,7 +227,6 @@ static size_t partitions_with_events(void)
 static void test_differential(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0x5151;
 	unsigned rounds = short_run ? 6 : 20;
 	for (unsigned round = 0; round < rounds; round++) {
@@ -350,7 +352,6 @@ static void damage(sc_store *s, sc_str p, uint64_t pos, enum damage how)
 static void test_damaged(void **state)
 {
 	(void)state;
-	names_init();
 	static const char *const how_names[] = {"flip", "truncate", "missing",
 						"header"};
 	for (int how = FLIP; how <= HEADER; how++) {
@@ -426,7 +427,6 @@ static void test_damaged(void **state)
 static void test_verify_catalog(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0x7e;
 	char dir[256];
 	tk_refstate *m = tk_refstate_new();
@@ -479,7 +479,6 @@ static void test_verify_catalog(void **state)
 static void test_choose(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xc4;
 	char dir[256];
 	tk_refstate *m = tk_refstate_new();
@@ -528,7 +527,6 @@ static void test_choose(void **state)
 static void test_automatic(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xa7;
 	char dir[256];
 	tk_refstate *m = tk_refstate_new();
@@ -584,7 +582,6 @@ static void test_automatic(void **state)
 static void test_automatic_failure(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xfa;
 	char dir[256];
 	tk_tmproot_dir(dir, sizeof dir);
@@ -782,7 +779,6 @@ static int exec_crash_child(void *arg, int fd)
 static void test_crash(void **state)
 {
 	(void)state;
-	names_init();
 	static const char *const points[] = {
 	    "checkpoint_before_write", "checkpoint_mid_write",
 	    "checkpoint_before_commit", "checkpoint_load"};
