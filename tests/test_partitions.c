@@ -599,23 +599,31 @@ static void copy_file(const char *from, const char *to)
 	assert_int_equal(fclose(out), 0);
 }
 
+/* A copy of the store tests/data/<name> (SC_TEST_DATA, when set, names
+ * tests/data) in a fresh directory (its path in dir). */
+static void copy_data_store(char *dir, size_t dir_len, const char *name)
+{
+	tk_tmproot_dir(dir, dir_len);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	char file[700];
+	snprintf(file, sizeof file, "%s/data.mdb", dir);
+	const char *data = getenv("SC_TEST_DATA");
+	char src[600];
+	snprintf(src, sizeof src, "%s/%s/data.mdb", data ? data : "tests/data",
+		 name);
+	copy_file(src, file);
+	assert_int_equal(chmod(file, 0600), 0);
+}
+
 /* tests/data/format3/data.mdb: 300 events of 40 entities (no partition)
  * ingested with the previous format's statecache, a snapshot at 200. */
 static void test_previous_format(void **state)
 {
 	(void)state;
-	char dir[600], file[700];
-	tk_tmproot_dir(dir, sizeof dir);
-	char cmd[700];
-	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(file, sizeof file, "%s/data.mdb", dir);
-	const char *data = getenv("SC_TEST_DATA");
-	char src[600];
-	snprintf(src, sizeof src, "%s/format3/data.mdb",
-		 data ? data : "tests/data");
-	copy_file(src, file);
-	assert_int_equal(chmod(file, 0600), 0);
+	char dir[600];
+	copy_data_store(dir, sizeof dir, "format3");
 
 	sc_store_options o = store_opts();
 	o.create = false;
@@ -700,18 +708,8 @@ static void on_warn(void *ctx, const char *msg)
 static void test_previous_format_partitions(void **state)
 {
 	(void)state;
-	char dir[600], file[700];
-	tk_tmproot_dir(dir, sizeof dir);
-	char cmd[700];
-	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(file, sizeof file, "%s/data.mdb", dir);
-	const char *data = getenv("SC_TEST_DATA");
-	char src[600];
-	snprintf(src, sizeof src, "%s/format3_partitions/data.mdb",
-		 data ? data : "tests/data");
-	copy_file(src, file);
-	assert_int_equal(chmod(file, 0600), 0);
+	char dir[600];
+	copy_data_store(dir, sizeof dir, "format3_partitions");
 
 	warned w = {0};
 	sc_store_options o = store_opts();
