@@ -282,6 +282,16 @@ static void wait_for(sc_projection *p, uint64_t pos)
 	assert_int_equal(rc, 0);
 }
 
+/* Run the exactly-once projection (batches of 10, retry) until it has
+ * handled position `pos`, then stop it. */
+static void run_eo_to(sc_store *s, eo_ctx *ec, uint64_t pos)
+{
+	sc_projection *p = start_eo(s, ec, 10, SC_PROJECTION_RETRY);
+	wait_for(p, pos);
+	sc_error err;
+	assert_int_equal(sc_projection_stop(p, &err), 0);
+}
+
 static void test_exactly_once(void **state)
 {
 	SC_UNUSED(state);
@@ -648,9 +658,8 @@ static void test_list_and_arguments(void **state)
 	sc_store *s = new_store_with(dir, sizeof dir, 100);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
-	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
-	wait_for(p, 100);
-	assert_int_equal(sc_projection_stop(p, &err), 0);
+	run_eo_to(s, &ec, 100);
+	sc_projection *p;
 	alo_ctx ac = {.sink_fd = -1, .ack_fd = -1};
 	pthread_mutex_init(&ac.mu, NULL);
 	p = start_alo(s, &ac, 1, 10, 10);
@@ -723,9 +732,8 @@ static void test_cli(void **state)
 	sc_store *s = new_store_with(dir, sizeof dir, 60);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
-	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
-	wait_for(p, 60);
-	assert_int_equal(sc_projection_stop(p, &err), 0);
+	run_eo_to(s, &ec, 60);
+	sc_projection *p;
 	append_to(s, 70);
 	sc_store_close(s);
 
