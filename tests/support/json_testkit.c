@@ -1,5 +1,5 @@
 /*
- * Test helpers for the JSON Lines tests (json_testkit.h).
+ * The test kit for the JSON Lines tests (json_testkit.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /*
- * Test helpers for the JSON Lines tests: lines of the demo generator
+ * The test kit for the JSON Lines tests: lines of the demo generator
  * (cli/gen.h) as the statecache command writes them. Part of the test kit
  * library (libsctest.a); for cmocka test programs only (json_testkit.c
  * calls cmocka).

@@ -1,5 +1,5 @@
 /*
- * Test helpers for the system (sys_testkit.h).
+ * The test kit for the system (sys_testkit.h).
  */
 #include "tests/support/sys_testkit.h"
 

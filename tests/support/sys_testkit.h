@@ -1,5 +1,5 @@
 /*
- * Test helpers for what a test needs of the system: one temporary
+ * The test kit for what a test needs of the system: one temporary
  * directory per program that holds its stores, and child processes (a
  * store shared with another process, a process killed at a kill point).
  * Part of the test kit library (libsctest.a).

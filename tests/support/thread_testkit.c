@@ -1,5 +1,5 @@
 /*
- * Test helpers for the stress programs (thread_testkit.h).
+ * The test kit for the stress programs (thread_testkit.h).
  */
 #include "tests/support/thread_testkit.h"
 

@@ -1,5 +1,5 @@
 /*
- * Test helpers for the stress programs, whose threads read (or write)
+ * The test kit for the stress programs, whose threads read (or write)
  * while another thread writes: a record of the failures the threads meet,
  * and the start and join of a group of threads. Part of the test kit
  * library (libsctest.a).
