@@ -36,6 +36,7 @@
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #ifndef SC_KILLPOINTS
 #error "crash_group needs a test build with kill points (-DSC_KILLPOINTS)"
@@ -287,6 +288,29 @@ static void check_store(const char *dir, const char *ack_path, long kill_no)
 	free(l.tags);
 }
 
+typedef struct child_run {
+	const char *dir, *ack_path;
+	const char *killpoint; /* NULL: none */
+	long kill_no;
+	int durability;
+} child_run;
+
+/* This program again with --child, an ack byte written to fd per
+ * acknowledged append. */
+static int exec_child(void *arg, int fd)
+{
+	const child_run *c = arg;
+	tk_killpoint_arm(c->killpoint);
+	char fd_s[16], seed_s[32], gen_s[32], dur_s[4];
+	snprintf(fd_s, sizeof fd_s, "%d", fd);
+	snprintf(seed_s, sizeof seed_s, "%llu", (unsigned long long)seed);
+	snprintf(gen_s, sizeof gen_s, "%ld", c->kill_no);
+	snprintf(dur_s, sizeof dur_s, "%d", c->durability);
+	execl("/proc/self/exe", "crash_group", "--child", c->dir, seed_s, gen_s,
+	      dur_s, c->ack_path, fd_s, (char *)NULL);
+	return 127;
+}
+
 static void test_crash_group(void **state)
 {
 	SC_UNUSED(state);
@@ -294,8 +318,7 @@ static void test_crash_group(void **state)
 	long kills = k && *k		       ? strtol(k, NULL, 10)
 		     : getenv("SC_TEST_SHORT") ? 20
 					       : 60;
-	char tmpl[] = "/tmp/sc_crash_group.XXXXXX";
-	char *root = mkdtemp(tmpl);
+	const char *root = tk_tmproot_create("crash_group");
 	assert_non_null(root);
 	char dir[300], ack_path[300];
 	uint64_t r = seed;
@@ -315,34 +338,16 @@ static void test_crash_group(void **state)
 			    killpoints[tk_rand_below(
 				&r, sizeof killpoints / sizeof killpoints[0])],
 			    1 + (unsigned)tk_rand_below(&r, 6));
-		int fds[2];
-		assert_int_equal(pipe(fds), 0);
-		pid_t pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			close(fds[0]);
-			if (*kp)
-				setenv("SC_KILLPOINT", kp, 1);
-			else
-				unsetenv("SC_KILLPOINT");
-			char fd_s[16], seed_s[32], gen_s[32], dur_s[4];
-			snprintf(fd_s, sizeof fd_s, "%d", fds[1]);
-			snprintf(seed_s, sizeof seed_s, "%llu",
-				 (unsigned long long)seed);
-			snprintf(gen_s, sizeof gen_s, "%ld", kill_no);
-			snprintf(dur_s, sizeof dur_s, "%d", durability);
-			execl("/proc/self/exe", "crash_group", "--child", dir,
-			      seed_s, gen_s, dur_s, ack_path, fd_s,
-			      (char *)NULL);
-			_exit(127);
-		}
-		close(fds[1]);
+		child_run c = {dir, ack_path, *kp ? kp : NULL, kill_no,
+			       durability};
+		int up;
+		pid_t pid = tk_child_start(exec_child, &c, &up);
 		/* Wait for a random number of acknowledgements (fewer if
 		 * the child dies at its kill point first). */
 		uint64_t want = 1 + tk_rand_below(&r, 60), got = 0;
 		char buf[64];
 		while (got < want) {
-			ssize_t n = read(fds[0], buf,
+			ssize_t n = read(up, buf,
 					 want - got < sizeof buf ? want - got
 								 : sizeof buf);
 			if (n < 0 && errno == EINTR)
@@ -352,10 +357,9 @@ static void test_crash_group(void **state)
 			got += (uint64_t)n;
 		}
 		kill(pid, SIGKILL);
-		int status;
-		assert_int_equal(waitpid(pid, &status, 0), pid);
-		close(fds[0]);
-		if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+		int status = tk_child_wait(pid);
+		close(up);
+		if (!tk_killed(status, SIGKILL))
 			fail_msg("kill %ld: the child did not die by SIGKILL "
 				 "(status %d)",
 				 kill_no, status);
@@ -364,9 +368,7 @@ static void test_crash_group(void **state)
 		check_store(dir, ack_path, kill_no);
 	}
 	printf("%ld kills, %ld at kill points\n", kills, by_killpoint);
-	char cmd[400];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(int argc, char **argv)

@@ -41,6 +41,7 @@
 #include "statecache/cache.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define NACCOUNTS 256
 #define START_BAL 1000
@@ -55,23 +56,8 @@ typedef struct shared {
 	_Atomic size_t long_pins;
 	_Atomic size_t diffs;
 	_Atomic size_t gets;
-	_Atomic int failures;
-	char why[256];
-	pthread_mutex_t why_lock;
+	tk_failures fail;
 } shared;
-
-static void report(shared *sh, const char *fmt, ...)
-{
-	pthread_mutex_lock(&sh->why_lock);
-	if (!atomic_load(&sh->failures)) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(sh->why, sizeof sh->why, fmt, ap);
-		va_end(ap);
-	}
-	atomic_fetch_add(&sh->failures, 1);
-	pthread_mutex_unlock(&sh->why_lock);
-}
 
 static sc_str id_of(char *buf, size_t cap, unsigned i)
 {
@@ -289,18 +275,19 @@ static bool check_view(shared *sh, const sc_view *view, uint64_t *last,
 	int64_t sum = view_sum(view, &n);
 	uint64_t ver = sc_view_version(view);
 	if (sum != (int64_t)(NACCOUNTS / 2) * START_BAL && ver > 0) {
-		report(sh, "%s: version %llu sums to %lld", what,
-		       (unsigned long long)ver, (long long)sum);
+		tk_failure(&sh->fail, "%s: version %llu sums to %lld", what,
+			   (unsigned long long)ver, (long long)sum);
 		return false;
 	}
 	if (n != sc_view_len(view)) {
-		report(sh, "%s: iterated %zu, len %zu", what, n,
-		       sc_view_len(view));
+		tk_failure(&sh->fail, "%s: iterated %zu, len %zu", what, n,
+			   sc_view_len(view));
 		return false;
 	}
 	if (ver < *last) {
-		report(sh, "%s: version went back from %llu to %llu", what,
-		       (unsigned long long)*last, (unsigned long long)ver);
+		tk_failure(&sh->fail, "%s: version went back from %llu to %llu",
+			   what, (unsigned long long)*last,
+			   (unsigned long long)ver);
 		return false;
 	}
 	*last = ver;
@@ -336,12 +323,12 @@ static void *reader_main(void *p)
 	sc_error err;
 	if (sc_reader_open(sh->cache, &rd, &err) ||
 	    sc_reader_open(sh->cache, &rd2, &err)) {
-		report(sh, "reader_open: %s", err.message);
+		tk_failure(&sh->fail, "reader_open: %s", err.message);
 		return NULL;
 	}
 	uint64_t r = seed * 7919 + ra->index + 1, last = 0, last2 = 0;
 	char buf[32];
-	while (!writer_done(sh) && !atomic_load(&sh->failures)) {
+	while (!writer_done(sh) && !tk_failures_count(&sh->fail)) {
 		unsigned what = (unsigned)(tk_rand(&r) % 100);
 		if (what < 40) {
 			const sc_view *v = sc_reader_begin(rd);
@@ -380,10 +367,11 @@ static void *reader_main(void *p)
 			diff_sum d = {0, 0};
 			sc_view_diff(a, b, diff_cb, &d);
 			if (d.delta != 0 && sc_view_version(a) > 0)
-				report(sh, "diff %llu..%llu: delta %lld",
-				       (unsigned long long)sc_view_version(a),
-				       (unsigned long long)sc_view_version(b),
-				       (long long)d.delta);
+				tk_failure(
+				    &sh->fail, "diff %llu..%llu: delta %lld",
+				    (unsigned long long)sc_view_version(a),
+				    (unsigned long long)sc_view_version(b),
+				    (long long)d.delta);
 			atomic_fetch_add(&sh->diffs, 1);
 			sc_reader_end(rd2);
 			sc_reader_end(rd);
@@ -397,7 +385,8 @@ static void *reader_main(void *p)
 					  memcmp(sc_entity_id(e).ptr, id.ptr,
 						 id.len) != 0 ||
 					  bal_of(e) == INT64_MIN))
-					report(sh, "get %s: wrong entity", buf);
+					tk_failure(&sh->fail,
+						   "get %s: wrong entity", buf);
 			}
 			atomic_fetch_add(&sh->gets, 50);
 			sc_reader_end(rd);
@@ -424,7 +413,7 @@ static void *stats_main(void *p)
 		sc_cache_stats st;
 		sc_cache_stats_get(sh->cache, &st);
 		if (st.version < last)
-			report(sh, "stats: version went back");
+			tk_failure(&sh->fail, "stats: version went back");
 		last = st.version;
 	}
 	return NULL;
@@ -436,31 +425,28 @@ static void run_stress(bool lanes)
 	size_t batches = getenv("SC_TEST_SHORT") ? 3000 : 30000;
 
 	shared sh = {0};
-	pthread_mutex_init(&sh.why_lock, NULL);
+	tk_failures_init(&sh.fail);
 	sc_error err;
 	sc_cache_options opt = {.seed = seed, .lanes = lanes ? 3 : 1};
 	assert_int_equal(sc_cache_create(&opt, &sh.cache, &err), 0);
 	pthread_t stats_th;
-	assert_int_equal(pthread_create(&stats_th, NULL, stats_main, &sh), 0);
+	tk_threads_start(&stats_th, 1, stats_main, &sh, 0);
 	static ledger led;
 	pthread_t th[NREADERS];
 	reader_arg ra[NREADERS];
-	for (unsigned i = 0; i < NREADERS; i++) {
+	for (unsigned i = 0; i < NREADERS; i++)
 		ra[i] =
 		    (reader_arg){.sh = &sh, .index = i, .exit_pinned = i == 0};
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
-	}
+	tk_threads_start(th, NREADERS, reader_main, ra, sizeof ra[0]);
 	if (lanes)
 		writer_run_lanes(&sh, batches / 10, &led);
 	else
 		writer_run(&sh, batches);
-	for (unsigned i = 0; i < NREADERS; i++)
-		pthread_join(th[i], NULL);
-	pthread_join(stats_th, NULL);
-	if (atomic_load(&sh.failures))
+	tk_threads_join(th, NREADERS);
+	tk_threads_join(&stats_th, 1);
+	if (tk_failures_count(&sh.fail))
 		fail_msg("%d failures, first: %s (seed %llu)",
-			 atomic_load(&sh.failures), sh.why,
+			 tk_failures_count(&sh.fail), sh.fail.first,
 			 (unsigned long long)seed);
 	printf("stress_cache: %zu views checked, %zu long pins, %zu diffs, "
 	       "%zu gets\n",
@@ -491,7 +477,7 @@ static void run_stress(bool lanes)
 	}
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
-	pthread_mutex_destroy(&sh.why_lock);
+	tk_failures_destroy(&sh.fail);
 }
 
 static void test_stress(void **state)

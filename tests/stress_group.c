@@ -27,6 +27,8 @@
 #include "statecache/store.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define APPENDERS 16
 #define NENT	  61
@@ -272,20 +274,6 @@ static void check_log(sc_store *s, appender *a, unsigned nthreads,
 	free(seen);
 }
 
-static char *make_dir(char *tmpl)
-{
-	char *dir = mkdtemp(tmpl);
-	assert_non_null(dir);
-	return dir;
-}
-
-static void remove_dir(const char *dir)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-}
-
 /* ---- tests --------------------------------------------------------------- */
 
 /* Appends queued behind a busy writer are written as one group; the
@@ -293,8 +281,8 @@ static void remove_dir(const char *dir)
 static void test_group_forms(void **state)
 {
 	SC_UNUSED(state);
-	char tmpl[] = "/tmp/sc_stress_group.XXXXXX";
-	char *dir = make_dir(tmpl);
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	veto_projector vp;
 	sc_store *s = open_store(dir, &vp);
 	enum { N = 8 };
@@ -309,17 +297,15 @@ static void test_group_forms(void **state)
 				  .out = &out[t],
 				  .plan_kind = t % 3 == 1 ? VETOED : OK,
 				  .plan_n = 1 + (int)t};
-		assert_int_equal(
-		    pthread_create(&th[t], NULL, appender_main, &a[t]), 0);
 	}
+	tk_threads_start(th, N, appender_main, a, sizeof a[0]);
 	/* Polls the queue (no sleep): each append is queued or leading. */
 	while (sc_group_queued(s) < N)
 		sched_yield();
 	pthread_mutex_unlock(&s->write_mu);
-	for (unsigned t = 0; t < N; t++) {
-		pthread_join(th[t], NULL);
+	tk_threads_join(th, N);
+	for (unsigned t = 0; t < N; t++)
 		assert_int_equal(a[t].bad, 0);
-	}
 	uint64_t acked;
 	check_log(s, a, N, &acked);
 	/* The first leader wrote what it took before it waited for the
@@ -329,14 +315,14 @@ static void test_group_forms(void **state)
 	assert_int_equal(vp.bad, 0);
 	assert_int_equal(vp.committed, acked);
 	sc_store_close(s);
-	remove_dir(dir);
+	assert_true(tk_rm_rf(dir));
 }
 
 static void test_concurrent_appenders(void **state)
 {
 	SC_UNUSED(state);
-	char tmpl[] = "/tmp/sc_stress_group.XXXXXX";
-	char *dir = make_dir(tmpl);
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	veto_projector vp;
 	sc_store *s = open_store(dir, &vp);
 	unsigned rounds = getenv("SC_TEST_SHORT") ? 40 : 300;
@@ -348,13 +334,11 @@ static void test_concurrent_appenders(void **state)
 				  .rounds = rounds,
 				  .out = calloc(rounds, sizeof(outcome))};
 		assert_non_null(a[t].out);
-		assert_int_equal(
-		    pthread_create(&th[t], NULL, appender_main, &a[t]), 0);
 	}
-	for (unsigned t = 0; t < APPENDERS; t++) {
-		pthread_join(th[t], NULL);
+	tk_threads_start(th, APPENDERS, appender_main, a, sizeof a[0]);
+	tk_threads_join(th, APPENDERS);
+	for (unsigned t = 0; t < APPENDERS; t++)
 		assert_int_equal(a[t].bad, 0);
-	}
 	uint64_t acked;
 	check_log(s, a, APPENDERS, &acked);
 	assert_int_equal(vp.bad, 0);
@@ -374,7 +358,7 @@ static void test_concurrent_appenders(void **state)
 	sc_store_close(s);
 	for (unsigned t = 0; t < APPENDERS; t++)
 		free(a[t].out);
-	remove_dir(dir);
+	assert_true(tk_rm_rf(dir));
 }
 
 int main(void)
@@ -384,5 +368,7 @@ int main(void)
 	    cmocka_unit_test(test_group_forms),
 	    cmocka_unit_test(test_concurrent_appenders),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	if (!tk_tmproot_create("stress_group"))
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, tk_tmproot_teardown);
 }

@@ -32,10 +32,12 @@
 #include "cli/ingest.h"
 #include "cli/json_event.h"
 #include "statecache/store.h"
+#include "tests/support/json_testkit.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
-static char root[64];
 
 /* ===== an in-memory source ================================================ */
 
@@ -59,45 +61,13 @@ static int mem_next(sc_cli_source *base, const char **line, size_t *len,
 	return 1;
 }
 
-/* `n` generated lines (the stream of `gen_seed`). */
-static char **gen_lines(uint64_t gen_seed, size_t n)
+/* A new store in a fresh directory below the temporary root. */
+static sc_store *new_store(void)
 {
-	char **lines = calloc(n, sizeof *lines);
-	assert_non_null(lines);
-	sc_cli_gen g;
-	sc_cli_gen_init(&g, gen_seed, 37, 1795392000LL * 1000000000LL);
-	sc_cli_buf b;
-	sc_cli_buf_init(&b);
-	for (size_t i = 0; i < n; i++) {
-		sc_cli_buf_reset(&b);
-		assert_int_equal(
-		    sc_cli_event_encode(&b, sc_cli_gen_next(&g), false), 0);
-		lines[i] = strdup(b.ptr);
-		assert_non_null(lines[i]);
-	}
-	sc_cli_buf_free(&b);
-	return lines;
-}
-
-static void free_lines(char **lines, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(lines[i]);
-	free(lines);
-}
-
-static sc_store *open_store(const char *name)
-{
-	char dir[128];
-	snprintf(dir, sizeof dir, "%s/%s", root, name);
+	char dir[256];
 	sc_store_options o = {0};
 	o.durability = SC_DURABILITY_NOSYNC;
-	o.create = true;
-	sc_store *s;
-	sc_error err;
-	if (sc_store_open(dir, &o, &s, &err))
-		fail_msg("open %s: %s", dir, err.message);
-	return s;
+	return tk_store_create(dir, sizeof dir, &o);
 }
 
 /* The log re-encoded, compared line by line with `want`. */
@@ -144,7 +114,7 @@ static void test_random_runs(void **state)
 	int runs = getenv("SC_TEST_SHORT") ? 12 : 60;
 	for (int run = 0; run < runs; run++) {
 		size_t n = 200 + tk_rand_below(&r, 2800);
-		char **lines = gen_lines(tk_rand(&r), n + 1);
+		char **lines = tk_json_lines(tk_rand(&r), 37, n + 1);
 		/* a bad line at a random place, or none */
 		size_t bad = tk_rand_below(&r, 4) ? tk_rand_below(&r, n) : n;
 		if (bad < n) {
@@ -163,9 +133,7 @@ static void test_random_runs(void **state)
 		    .threads = (unsigned)tk_rand_below(&r, 5),
 		    .idle_ms = 100,
 		};
-		char name[32];
-		snprintf(name, sizeof name, "run%d", run);
-		sc_store *s = open_store(name);
+		sc_store *s = new_store();
 		sc_cli_ingest_result res;
 		sc_error err;
 		sc_error_clear(&err);
@@ -189,7 +157,7 @@ static void test_random_runs(void **state)
 				 (bad + opt.batch - 1) / opt.batch);
 		expect_log(s, lines, bad);
 		sc_store_close(s);
-		free_lines(lines, n + 1);
+		tk_json_lines_free(lines, n + 1);
 	}
 }
 
@@ -238,7 +206,7 @@ out:
 static void slow_producer(unsigned threads, int idle_ms)
 {
 	const size_t n = 169;
-	char **lines = gen_lines(seed ^ threads, n);
+	char **lines = tk_json_lines(seed ^ threads, 37, n);
 	int in[2], ack[2];
 	assert_int_equal(pipe(in), 0);
 	assert_int_equal(pipe(ack), 0);
@@ -254,9 +222,7 @@ static void slow_producer(unsigned threads, int idle_ms)
 
 	sc_cli_file_source src;
 	assert_int_equal(sc_cli_file_source_init(&src, fin), 0);
-	char name[32];
-	snprintf(name, sizeof name, "slow%u-%d", threads, idle_ms);
-	sc_store *s = open_store(name);
+	sc_store *s = new_store();
 	/* a batch that never fills: only the idle timer commits */
 	sc_cli_ingest_opts opt = {.batch = 100000,
 				  .threads = threads,
@@ -279,7 +245,7 @@ static void slow_producer(unsigned threads, int idle_ms)
 	fclose(fin);
 	fclose(fack_w);
 	fclose(fack_r);
-	free_lines(lines, n);
+	tk_json_lines_free(lines, n);
 }
 
 static void test_slow_producer(void **state)
@@ -338,20 +304,14 @@ static void test_file_source_wait(void **state)
 int main(void)
 {
 	seed = tk_seed("stress_ingest");
-	snprintf(root, sizeof root, "/tmp/sc_stress_ingest.XXXXXX");
-	if (!mkdtemp(root)) {
-		perror("mkdtemp");
+	if (!tk_tmproot_create("stress_ingest"))
 		return 1;
-	}
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_random_runs),
 	    cmocka_unit_test(test_slow_producer),
 	    cmocka_unit_test(test_file_source_wait),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "stress_ingest: could not remove %s\n", root);
+	tk_tmproot_remove(); /* says on stderr if it could not */
 	return failed;
 }

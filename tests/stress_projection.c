@@ -20,6 +20,7 @@
 #include "statecache/projection.h"
 #include "statecache/query.h"
 #include "statecache/store.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 #define NKEYS 17
@@ -193,9 +194,9 @@ int main(void)
 {
 	seed = tk_seed("stress_projection");
 	total = getenv("SC_TEST_SHORT") ? 3000 : 30000;
-	char tmpl[] = "/tmp/sc_stress_projection.XXXXXX";
-	char *dir = mkdtemp(tmpl);
-	CHECK(dir);
+	CHECK(tk_tmproot_create("stress_projection"));
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options so = {0};
 	so.create = true;
 	so.durability = SC_DURABILITY_NOSYNC;
@@ -288,10 +289,7 @@ int main(void)
 	sc_store_close(s);
 	free(lc.seen);
 	pthread_mutex_destroy(&lc.mu);
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
+	tk_tmproot_remove(); /* says on stderr if it could not */
 	printf("stress_projection: %llu events, 3 projections, 2 live queries: "
 	       "ok\n",
 	       (unsigned long long)total);

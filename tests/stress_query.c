@@ -32,6 +32,8 @@
 
 #include "statecache/query.h"
 #include "statecache/store.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
@@ -202,18 +204,13 @@ static void *write_all(void *arg)
 static void test_live_queries(void **state)
 {
 	(void)state;
-	char tmpl[] = "/tmp/sc_stress_query.XXXXXX";
-	char *root = mkdtemp(tmpl);
-	assert_non_null(root);
-	char dir[128];
-	snprintf(dir, sizeof dir, "%s/s", root);
+	assert_non_null(tk_tmproot_create("stress_query"));
+	char dir[256];
 	sc_store_options o = {0};
-	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.index_lag = 64;
-	sc_store *s = NULL;
+	sc_store *s = tk_store_create(dir, sizeof dir, &o);
 	sc_error err;
-	assert_int_equal(sc_store_open(dir, &o, &s, &err), 0);
 
 	consumer cs[] = {
 	    {.spec = {.kind = SC_QUERY_ALL}},
@@ -264,10 +261,7 @@ static void test_live_queries(void **state)
 	for (size_t i = 0; i < NC; i++)
 		sc_query_close(cs[i].q);
 	sc_store_close(s);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", root);
+	tk_tmproot_remove(); /* says on stderr if it could not */
 }
 
 int main(void)

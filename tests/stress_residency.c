@@ -37,6 +37,7 @@
 #include "cache/cache_lib.h"
 #include "statecache/cache.h"
 #include "tests/support/testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define NPARTS	  8
 #define NACC	  32
@@ -48,24 +49,9 @@ static uint64_t seed;
 typedef struct shared {
 	sc_cache *cache;
 	_Atomic bool done;
-	_Atomic int failures;
+	tk_failures fail;
 	_Atomic size_t views, long_pins, gets;
-	char why[256];
-	pthread_mutex_t why_lock;
 } shared;
-
-static void report(shared *sh, const char *fmt, ...)
-{
-	pthread_mutex_lock(&sh->why_lock);
-	if (!atomic_load(&sh->failures)) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(sh->why, sizeof sh->why, fmt, ap);
-		va_end(ap);
-	}
-	atomic_fetch_add(&sh->failures, 1);
-	pthread_mutex_unlock(&sh->why_lock);
-}
 
 static char part_names[NPARTS][8];
 static char acc_names[NACC][8];
@@ -211,7 +197,7 @@ static void writer_run(shared *sh, writer *w, size_t rounds)
 		sc_cache_part_info info[NPARTS + 1];
 		assert_int_equal(sc_cache_part_list(w->cache, info, NPARTS + 1),
 				 1 + NPARTS);
-		if (atomic_load(&sh->failures))
+		if (tk_failures_count(&sh->fail))
 			break;
 	}
 }
@@ -240,7 +226,8 @@ static bool check_view(shared *sh, const sc_view *v, bool *resident)
 		for (const sc_entity *e; (e = sc_view_iter_next(&it)); n++) {
 			int64_t b = int_of(e, "bal");
 			if (b == INT64_MIN || int_of(e, "neg") != -b) {
-				report(sh, "torn account in %s", part_names[p]);
+				tk_failure(&sh->fail, "torn account in %s",
+					   part_names[p]);
 				return false;
 			}
 			sum += b;
@@ -248,26 +235,27 @@ static bool check_view(shared *sh, const sc_view *v, bool *resident)
 		if (r == SC_RESIDENCY_COLD) {
 			if (n || sc_view_len_in(v, part(p)) ||
 			    sc_view_get_in(v, part(p), acc(0))) {
-				report(sh, "cold %s reads entities",
-				       part_names[p]);
+				tk_failure(&sh->fail, "cold %s reads entities",
+					   part_names[p]);
 				return false;
 			}
 			continue;
 		}
 		if (r != SC_RESIDENCY_RESIDENT || n != NACC ||
 		    sum != (int64_t)NACC * START_BAL) {
-			report(sh,
-			       "%s: residency %d, %zu accounts, total %lld in "
-			       "version %llu",
-			       part_names[p], (int)r, n, (long long)sum,
-			       (unsigned long long)sc_view_version(v));
+			tk_failure(
+			    &sh->fail,
+			    "%s: residency %d, %zu accounts, total %lld in "
+			    "version %llu",
+			    part_names[p], (int)r, n, (long long)sum,
+			    (unsigned long long)sc_view_version(v));
 			return false;
 		}
 		in_memory += n;
 	}
 	if (sc_view_len_all(v) != in_memory) {
-		report(sh, "len_all %zu, walked %zu", sc_view_len_all(v),
-		       in_memory);
+		tk_failure(&sh->fail, "len_all %zu, walked %zu",
+			   sc_view_len_all(v), in_memory);
 		return false;
 	}
 	return true;
@@ -285,15 +273,15 @@ static void *reader_main(void *vp)
 	sc_reader *rd;
 	sc_error err;
 	if (sc_reader_open(sh->cache, &rd, &err)) {
-		report(sh, "reader_open: %s", err.message);
+		tk_failure(&sh->fail, "reader_open: %s", err.message);
 		return NULL;
 	}
 	uint64_t r = seed ^ (uint64_t)ra->kind, last = 0;
-	while (!atomic_load(&sh->done) && !atomic_load(&sh->failures)) {
+	while (!atomic_load(&sh->done) && !tk_failures_count(&sh->fail)) {
 		if (ra->kind == 0) {
 			const sc_view *v = sc_reader_begin(rd);
 			if (sc_view_version(v) < last) {
-				report(sh, "version went back");
+				tk_failure(&sh->fail, "version went back");
 				break;
 			}
 			last = sc_view_version(v);
@@ -314,7 +302,8 @@ static void *reader_main(void *vp)
 			if (!check_view(sh, v, again))
 				break;
 			if (memcmp(res, again, sizeof res)) {
-				report(sh, "a pinned view changed residency");
+				tk_failure(&sh->fail,
+					   "a pinned view changed residency");
 				break;
 			}
 			sc_reader_end(rd);
@@ -325,7 +314,7 @@ static void *reader_main(void *vp)
 			const sc_entity *e =
 			    sc_reader_get_in(rd, part(p), acc(a));
 			if (e && int_of(e, "neg") != -int_of(e, "bal")) {
-				report(sh, "torn get");
+				tk_failure(&sh->fail, "torn get");
 				break;
 			}
 			(void)sc_cache_resident_bytes(sh->cache);
@@ -349,7 +338,7 @@ static void test_residency_stress(void **state)
 	for (unsigned a = 0; a < NACC; a++)
 		snprintf(acc_names[a], sizeof acc_names[a], "a%u", a);
 	shared sh = {0};
-	pthread_mutex_init(&sh.why_lock, NULL);
+	tk_failures_init(&sh.fail);
 	sc_cache_options o = {.seed = seed, .lanes = 1};
 	sc_error err;
 	assert_int_equal(sc_cache_create(&o, &sh.cache, &err), 0);
@@ -359,17 +348,15 @@ static void test_residency_stress(void **state)
 	w->rnd = seed;
 	pthread_t th[NREADERS];
 	reader_arg ra[NREADERS];
-	for (int i = 0; i < NREADERS; i++) {
+	for (int i = 0; i < NREADERS; i++)
 		ra[i] = (reader_arg){&sh, i};
-		assert_int_equal(
-		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
-	}
+	tk_threads_start(th, NREADERS, reader_main, ra, sizeof ra[0]);
 	writer_run(&sh, w, short_run ? 2000 : 20000);
 	atomic_store(&sh.done, true);
-	for (int i = 0; i < NREADERS; i++)
-		pthread_join(th[i], NULL);
-	if (atomic_load(&sh.failures))
-		fail_msg("seed %llu: %s", (unsigned long long)seed, sh.why);
+	tk_threads_join(th, NREADERS);
+	if (tk_failures_count(&sh.fail))
+		fail_msg("seed %llu: %s", (unsigned long long)seed,
+			 sh.fail.first);
 
 	/* Everything loaded: the state equals the ledger. */
 	for (unsigned p = 0; p < NPARTS; p++)
@@ -400,7 +387,7 @@ static void test_residency_stress(void **state)
 	assert_int_equal(st.versions_awaiting, 0);
 	assert_int_equal(st.bytes_awaiting, 0);
 	sc_cache_destroy(sh.cache);
-	pthread_mutex_destroy(&sh.why_lock);
+	tk_failures_destroy(&sh.fail);
 	free(w);
 }
 

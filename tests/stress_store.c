@@ -23,6 +23,8 @@
 #include "common/internal.h"
 #include "statecache/store.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define NENT 97
 
@@ -156,9 +158,9 @@ static void *snapshot_main(void *p)
 static void test_concurrent_append_read_snapshot(void **state)
 {
 	SC_UNUSED(state);
-	char tmpl[] = "/tmp/sc_stress_store.XXXXXX";
-	char *dir = mkdtemp(tmpl);
-	assert_non_null(dir);
+	assert_non_null(tk_tmproot_create("stress_store"));
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = {0};
 	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
@@ -175,10 +177,8 @@ static void test_concurrent_append_read_snapshot(void **state)
 
 	shared sh = {.store = s};
 	pthread_t readers[2], snap;
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(
-		    pthread_create(&readers[i], NULL, reader_main, &sh), 0);
-	assert_int_equal(pthread_create(&snap, NULL, snapshot_main, &sh), 0);
+	tk_threads_start(readers, 2, reader_main, &sh, 0);
+	tk_threads_start(&snap, 1, snapshot_main, &sh, 0);
 
 	const uint64_t total = getenv("SC_TEST_SHORT") ? 3000 : 20000;
 	tk_refstate *m = tk_refstate_new();
@@ -191,21 +191,13 @@ static void test_concurrent_append_read_snapshot(void **state)
 			event_at(pos + 1 + k, &g[k]);
 			batch[k] = g[k].ev;
 		}
-		uint64_t first;
-		int rc = sc_store_append(s, batch, n, &first, &err);
-		if (rc)
-			fail_msg("append: %s", err.message);
-		assert_int_equal(first, pos + 1);
-		for (size_t k = 0; k < n; k++) {
-			batch[k].position = pos + 1 + k;
-			tk_refstate_apply(m, &batch[k]);
-		}
+		assert_int_equal(tk_store_append_model(s, batch, n, m),
+				 pos + 1);
 		pos += n;
 	}
 	atomic_store(&sh.done, 1);
-	for (int i = 0; i < 2; i++)
-		pthread_join(readers[i], NULL);
-	pthread_join(snap, NULL);
+	tk_threads_join(readers, 2);
+	tk_threads_join(&snap, 1);
 	assert_int_equal(atomic_load(&sh.failed), 0);
 	printf("%llu events, %ld reader rounds, %ld snapshots\n",
 	       (unsigned long long)pos, atomic_load(&sh.reads),
@@ -227,9 +219,7 @@ static void test_concurrent_append_read_snapshot(void **state)
 	assert_true(st.open_events_replayed < 2 * 200);
 	sc_store_close(s);
 	tk_refstate_free(m);
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(void)

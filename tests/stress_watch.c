@@ -44,6 +44,7 @@
 #include "statecache/watch.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define NACCOUNTS 128
 #define START_BAL 1000
@@ -71,24 +72,9 @@ typedef struct shared {
 	pthread_mutex_t lock;
 	pthread_cond_t promoted;
 	uint64_t promotes; /* under lock */
-	_Atomic int failures;
-	char why[256];
-	pthread_mutex_t why_lock;
+	tk_failures fail;
 	_Atomic size_t views_checked;
 } shared;
-
-static void report(shared *sh, const char *fmt, ...)
-{
-	pthread_mutex_lock(&sh->why_lock);
-	if (!atomic_load(&sh->failures)) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(sh->why, sizeof sh->why, fmt, ap);
-		va_end(ap);
-	}
-	atomic_fetch_add(&sh->failures, 1);
-	pthread_mutex_unlock(&sh->why_lock);
-}
 
 static sc_str acct_id(char *buf, size_t cap, unsigned i)
 {
@@ -296,26 +282,28 @@ static void apply_change(watcher_ctx *c, const sc_watch_change *ch,
 {
 	slot *s = slot_of(c, ch->id);
 	if (!s) {
-		report(c->sh, "watcher %d: unknown id %.*s", (int)c->kind,
-		       (int)ch->id.len, ch->id.ptr);
+		tk_failure(&c->sh->fail, "watcher %d: unknown id %.*s",
+			   (int)c->kind, (int)ch->id.len, ch->id.ptr);
 		return;
 	}
 	if (s->present == present && !ch->before) {
-		report(c->sh, "watcher %d: %.*s added twice", (int)c->kind,
-		       (int)ch->id.len, ch->id.ptr);
+		tk_failure(&c->sh->fail, "watcher %d: %.*s added twice",
+			   (int)c->kind, (int)ch->id.len, ch->id.ptr);
 		return;
 	}
 	if (ch->before &&
 	    (!s->present || s->position != sc_entity_position(ch->before))) {
-		report(c->sh, "watcher %d: %.*s before-state is not the copy",
-		       (int)c->kind, (int)ch->id.len, ch->id.ptr);
+		tk_failure(&c->sh->fail,
+			   "watcher %d: %.*s before-state is not the copy",
+			   (int)c->kind, (int)ch->id.len, ch->id.ptr);
 		return;
 	}
 	const sc_entity *e = present ? ch->after : ch->before;
 	if ((ch->after && !wants(c->kind, ch->after)) ||
 	    (ch->before && !wants(c->kind, ch->before)))
-		report(c->sh, "watcher %d: a change outside its filter",
-		       (int)c->kind);
+		tk_failure(&c->sh->fail,
+			   "watcher %d: a change outside its filter",
+			   (int)c->kind);
 	s->present = present;
 	s->bal = int_of(e, is_meta(ch->id) ? "version" : "bal");
 	s->position = sc_entity_position(e);
@@ -341,9 +329,10 @@ static void check_batch(watcher_ctx *c, const sc_watch_batch *b)
 		return;
 	}
 	if (b->from_version != c->last_version)
-		report(c->sh, "watcher %d: batch from %llu, last ended at %llu",
-		       (int)c->kind, (unsigned long long)b->from_version,
-		       (unsigned long long)c->last_version);
+		tk_failure(&c->sh->fail,
+			   "watcher %d: batch from %llu, last ended at %llu",
+			   (int)c->kind, (unsigned long long)b->from_version,
+			   (unsigned long long)c->last_version);
 	c->last_version = b->to_version;
 	if (b->kind != SC_WATCH_CHANGES)
 		return;
@@ -354,21 +343,22 @@ static void check_batch(watcher_ctx *c, const sc_watch_batch *b)
 	/* Every promote changes meta: it is in every batch, at the end. */
 	if (!meta_seen || !c->meta.present ||
 	    (uint64_t)c->meta.bal != b->to_version)
-		report(c->sh,
-		       "watcher %d: batch (%llu,%llu] does not end with meta "
-		       "at its version (meta %lld)",
-		       (int)c->kind, (unsigned long long)b->from_version,
-		       (unsigned long long)b->to_version,
-		       (long long)c->meta.bal);
+		tk_failure(
+		    &c->sh->fail,
+		    "watcher %d: batch (%llu,%llu] does not end with meta "
+		    "at its version (meta %lld)",
+		    (int)c->kind, (unsigned long long)b->from_version,
+		    (unsigned long long)b->to_version, (long long)c->meta.bal);
 	int64_t sum = 0;
 	for (unsigned i = 0; i < NACCOUNTS; i++)
 		if (c->acct[i].present)
 			sum += c->acct[i].bal;
 	if (sum != TOTAL)
-		report(c->sh, "watcher %d: sum %lld after batch (%llu,%llu]",
-		       (int)c->kind, (long long)sum,
-		       (unsigned long long)b->from_version,
-		       (unsigned long long)b->to_version);
+		tk_failure(&c->sh->fail,
+			   "watcher %d: sum %lld after batch (%llu,%llu]",
+			   (int)c->kind, (long long)sum,
+			   (unsigned long long)b->from_version,
+			   (unsigned long long)b->to_version);
 }
 
 /* The stalled watcher: wait until the writer has promoted `more` versions
@@ -388,11 +378,11 @@ static void stall(watcher_ctx *c, uint64_t more)
 		c->stalls++;
 		/* It pins at most its last batch's start: >= `more` behind. */
 		if (st.versions_held < more || !st.holding)
-			report(sh,
-			       "stalled watcher holds %llu versions back "
-			       "after %llu promotes",
-			       (unsigned long long)st.versions_held,
-			       (unsigned long long)more);
+			tk_failure(&sh->fail,
+				   "stalled watcher holds %llu versions back "
+				   "after %llu promotes",
+				   (unsigned long long)st.versions_held,
+				   (unsigned long long)more);
 	}
 	if (st.versions_held > c->max_held_versions)
 		c->max_held_versions = st.versions_held;
@@ -412,8 +402,8 @@ static void *watcher_main(void *arg)
 		sc_error err;
 		int rc = sc_watch_next(c->w, 20, &b, &err);
 		if (rc) {
-			report(sh, "watcher %d: next: %s", (int)c->kind,
-			       err.message);
+			tk_failure(&sh->fail, "watcher %d: next: %s",
+				   (int)c->kind, err.message);
 			break;
 		}
 		if (b->kind == SC_WATCH_INITIAL_DONE)
@@ -423,7 +413,7 @@ static void *watcher_main(void *arg)
 			c->changes += b->nadded + b->nupdated + b->nremoved;
 		}
 		check_batch(c, b);
-		if (atomic_load(&sh->failures))
+		if (tk_failures_count(&sh->fail))
 			break;
 		if (c->live && atomic_load(&sh->done) &&
 		    c->last_version == atomic_load(&sh->final_version))
@@ -440,17 +430,17 @@ static void *reader_main(void *arg)
 	sc_reader *rd;
 	sc_error err;
 	if (sc_reader_open(sh->cache, &rd, &err)) {
-		report(sh, "reader_open: %s", err.message);
+		tk_failure(&sh->fail, "reader_open: %s", err.message);
 		return NULL;
 	}
 	uint64_t last = 0;
-	while (!atomic_load(&sh->done) && !atomic_load(&sh->failures)) {
+	while (!atomic_load(&sh->done) && !tk_failures_count(&sh->fail)) {
 		const sc_view *v = sc_reader_begin(rd);
 		uint64_t ver = sc_view_version(v);
 		if (ver < last)
-			report(sh, "reader went back from %llu to %llu",
-			       (unsigned long long)last,
-			       (unsigned long long)ver);
+			tk_failure(
+			    &sh->fail, "reader went back from %llu to %llu",
+			    (unsigned long long)last, (unsigned long long)ver);
 		last = ver;
 		if (ver) {
 			int64_t sum = 0;
@@ -463,8 +453,9 @@ static void *reader_main(void *arg)
 			    sc_view_get(v, (sc_str){"meta", 4});
 			if (sum != TOTAL || !m ||
 			    (uint64_t)int_of(m, "version") != ver)
-				report(sh, "reader: version %llu sum %lld",
-				       (unsigned long long)ver, (long long)sum);
+				tk_failure(
+				    &sh->fail, "reader: version %llu sum %lld",
+				    (unsigned long long)ver, (long long)sum);
 		}
 		sc_reader_end(rd);
 		atomic_fetch_add(&sh->views_checked, 1);
@@ -486,7 +477,7 @@ static void *late_watcher_main(void *arg)
 	opener *o = arg;
 	sc_error err;
 	if (sc_watch_open(o->c->sh->cache, &o->opt, &o->c->w, &err)) {
-		report(o->c->sh, "late open: %s", err.message);
+		tk_failure(&o->c->sh->fail, "late open: %s", err.message);
 		return NULL;
 	}
 	return watcher_main(o->c);
@@ -518,7 +509,7 @@ static void test_stress(void **state)
 	shared sh = {0};
 	pthread_mutex_init(&sh.lock, NULL);
 	pthread_cond_init(&sh.promoted, NULL);
-	pthread_mutex_init(&sh.why_lock, NULL);
+	tk_failures_init(&sh.fail);
 	sc_cache_options co = {.seed = seed | 1, .max_readers = 16};
 	assert_int_equal(sc_cache_create(&co, &sh.cache, NULL), 0);
 
@@ -551,19 +542,15 @@ static void test_stress(void **state)
 			k == W_PREFIX ? late_watcher_main : watcher_main,
 			k == W_PREFIX ? (void *)&late : (void *)&ws[k]),
 		    0);
-	for (int k = 0; k < NREADERS; k++)
-		assert_int_equal(
-		    pthread_create(&rth[k], NULL, reader_main, &sh), 0);
+	tk_threads_start(rth, NREADERS, reader_main, &sh, 0);
 
 	run_writer(&sh, short_run() ? 1500 : 15000);
 
-	for (int k = 0; k < NWATCHERS; k++)
-		pthread_join(wth[k], NULL);
-	for (int k = 0; k < NREADERS; k++)
-		pthread_join(rth[k], NULL);
-	if (atomic_load(&sh.failures))
+	tk_threads_join(wth, NWATCHERS);
+	tk_threads_join(rth, NREADERS);
+	if (tk_failures_count(&sh.fail))
 		fail_msg("%d failures, first: %s (seed %llu)",
-			 atomic_load(&sh.failures), sh.why,
+			 tk_failures_count(&sh.fail), sh.fail.first,
 			 (unsigned long long)seed);
 
 	sc_reader *rd;
@@ -601,7 +588,7 @@ static void test_stress(void **state)
 	sc_cache_destroy(sh.cache);
 	pthread_mutex_destroy(&sh.lock);
 	pthread_cond_destroy(&sh.promoted);
-	pthread_mutex_destroy(&sh.why_lock);
+	tk_failures_destroy(&sh.fail);
 }
 
 static int setup_seed(void **state)

@@ -24,20 +24,15 @@
 
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 /* Events per append; every committed state ends on a multiple of it. */
 #define BATCH 50
 /* Distinct entity ids the events touch. */
 #define IDS 300
 
-static char tmpl[] = "/tmp/sc_test_backup.XXXXXX";
-static char *root;
-static unsigned dir_counter;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/d%u", root, dir_counter++);
-}
+static const char *root;
 
 static sc_store *open_store(const char *dir, bool create, sc_durability dur)
 {
@@ -46,13 +41,7 @@ static sc_store *open_store(const char *dir, bool create, sc_durability dur)
 	o.durability = dur;
 	o.snapshot_every = 700; /* the copies hold snapshots too */
 	o.index_lag = 64;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 /* ---- a deterministic event stream -----------------------------------------
@@ -201,16 +190,7 @@ static tk_refstate *replay(sc_store *s, uint64_t upto)
 static void assert_view_equals(sc_store *s, const tk_refstate *rs,
 			       const char *what)
 {
-	sc_reader *r;
-	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
-	const sc_view *v = sc_reader_begin(r);
-	char why[256];
-	bool ok = tk_refstate_check_view(rs, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "%s: %s\n", what, why);
-	sc_reader_end(r);
-	sc_reader_close(r);
-	assert_true(ok);
+	tk_store_check_model(s, rs, what);
 }
 
 /* The raw record at `pos` in `s`'s log: 0 and *v filled, or MDB_NOTFOUND. */
@@ -284,8 +264,8 @@ static uint64_t check_copy(sc_store *src, const char *dest, uint64_t at_least)
 static void backup_during_appends(unsigned flags, sc_durability dur)
 {
 	char src_dir[256], dest[256];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
 	sc_store *src = open_store(src_dir, true, dur);
 	append_batch(src, 0);
 
@@ -347,9 +327,9 @@ static void test_backup_into_empty_dir(void **state)
 {
 	(void)state;
 	char src_dir[256], dest[256], dest2[256];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
-	new_dir(dest2, sizeof dest2);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
+	tk_tmproot_dir(dest2, sizeof dest2);
 	sc_store *src = open_store(src_dir, true, SC_DURABILITY_FULL);
 	for (uint64_t b = 0; b < 4; b++)
 		append_batch(src, b);
@@ -372,8 +352,8 @@ static void test_backup_refuses_bad_destinations(void **state)
 {
 	(void)state;
 	char src_dir[256], dest[256], path[512];
-	new_dir(src_dir, sizeof src_dir);
-	new_dir(dest, sizeof dest);
+	tk_tmproot_dir(src_dir, sizeof src_dir);
+	tk_tmproot_dir(dest, sizeof dest);
 	sc_store *src = open_store(src_dir, true, SC_DURABILITY_NOSYNC);
 	append_batch(src, 0);
 	sc_error err;
@@ -402,7 +382,7 @@ static void test_backup_refuses_bad_destinations(void **state)
 	assert_non_null(strstr(err.message, path));
 
 	/* Bad arguments. */
-	new_dir(path, sizeof path);
+	tk_tmproot_dir(path, sizeof path);
 	assert_int_equal(sc_store_backup(src, path, 0x80, &err), SC_EINVAL);
 	assert_int_equal(access(path, F_OK), -1);
 	assert_int_equal(sc_store_backup(src, "", 0, &err), SC_EINVAL);
@@ -413,16 +393,8 @@ static void test_backup_refuses_bad_destinations(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_backup");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -433,5 +405,5 @@ int main(void)
 	    cmocka_unit_test(test_backup_into_empty_dir),
 	    cmocka_unit_test(test_backup_refuses_bad_destinations),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -24,12 +24,12 @@
 
 #include "statecache/store.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define EVENTS	 200
 #define ENTITIES 40
 
-static char tmpl[] = "/tmp/sc_test_backup_errors.XXXXXX";
-static char *root;
+static const char *root;
 static char src[512];
 static sc_store *store;
 static tk_refstate *model;
@@ -39,19 +39,13 @@ static sc_store *open_dir(const char *dir, bool create)
 {
 	sc_store_options o = {0};
 	o.create = create;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_backup_errors");
 	assert_non_null(root);
 	seed = tk_seed("test_backup_errors");
 	snprintf(src, sizeof src, "%s/src", root);
@@ -61,14 +55,7 @@ static int setup(void **state)
 	static tk_event te;
 	for (uint64_t i = 0; i < EVENTS; i++) {
 		tk_event_gen(seed, i, ENTITIES, 1000 + (int64_t)i, &te);
-		uint64_t first = 0;
-		sc_error err;
-		int rc = sc_store_append(store, &te.ev, 1, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		te.ev.position = first;
-		tk_refstate_apply(model, &te.ev);
+		tk_store_append_model(store, &te.ev, 1, model);
 	}
 	return 0;
 }
@@ -78,9 +65,7 @@ static int teardown(void **state)
 	(void)state;
 	sc_store_close(store);
 	tk_refstate_free(model);
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) ? -1 : 0;
+	return tk_tmproot_remove();
 }
 
 /* The source still holds exactly its events and the model's state. */

@@ -46,6 +46,8 @@
 #include "statecache/testing.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/hamt_testkit.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
@@ -712,19 +714,16 @@ static sc_store *store_open(const char *dir, unsigned lanes)
 	sc_store_options o = {.create = true,
 			      .durability = SC_DURABILITY_NOSYNC,
 			      .cache = {.seed = 0x5eed, .lanes = lanes}};
-	sc_store *st;
-	sc_error err;
-	if (sc_store_open(dir, &o, &st, &err))
-		fail_msg("open %s: %s", dir, err.message);
-	return st;
+	return tk_store_open(dir, &o);
 }
 
 static void test_lanes_store(void **state)
 {
 	(void)state;
 	rnd_state = seed ^ 0x5704e;
-	char dir[] = "/tmp/sc_lanes_XXXXXX";
-	assert_non_null(mkdtemp(dir));
+	assert_non_null(tk_tmproot_create("test_cache_lanes"));
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store *st = store_open(dir, 2);
 	order_check oc = {.next = 1, .committed = 1};
 	sc_projector p = {.name = "order",
@@ -773,9 +772,7 @@ static void test_lanes_store(void **state)
 	}
 	batch_free(&b);
 	sc_cache_destroy(ser);
-	char cmd[64];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(void)

@@ -30,35 +30,25 @@
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_checkpoints.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static const char *self_exe;
+
+static void names_init(void);
 
 static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_checkpoints");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	names_init();
+	root = tk_tmproot_create("test_checkpoints");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static void new_dir(char *out, size_t len)
-{
-	snprintf(out, len, "%s/s%u", root, dir_counter++);
 }
 
 static sc_str S(const char *s)
@@ -151,16 +141,7 @@ static void append_random(sc_store *s, tk_refstate *m, uint64_t *rng, size_t n,
 		rev_make(rng, p, &rs[i]);
 		evs[i] = rs[i].ev;
 	}
-	uint64_t first = 0;
-	sc_error err;
-	int rc = sc_store_append(s, evs, n, &first, &err);
-	if (rc)
-		fprintf(stderr, "append: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	for (size_t i = 0; i < n; i++) {
-		evs[i].position = first + i;
-		tk_refstate_apply(m, &evs[i]);
-	}
+	tk_store_append_model(s, evs, n, m);
 	free(rs);
 	free(evs);
 }
@@ -171,14 +152,11 @@ static void check_store(sc_store *s, const tk_refstate *m)
 	sc_reader *r;
 	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
 	const sc_view *v = sc_reader_begin(r);
+	tk_view_check_model(v, m, "state differs from the model");
 	char why[512];
-	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "state differs from the model: %s\n", why);
-	assert_true(ok);
 	for (size_t i = 0; i < NPARTS; i++) {
-		ok = tk_refstate_check_partition(m, v, parts[i], why,
-						 sizeof why);
+		bool ok = tk_refstate_check_partition(m, v, parts[i], why,
+						      sizeof why);
 		if (!ok)
 			fprintf(stderr, "partition %zu differs: %s\n", i, why);
 		assert_true(ok);
@@ -215,13 +193,15 @@ static sc_store *open_store(const char *dir, uint64_t tail, uint32_t per_chunk,
 			      .index_lag = 64,
 			      .warn = w ? warn_collect : NULL,
 			      .warn_ctx = w};
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
+}
+
+/* open_store of a new store in a fresh directory (its path in dir). */
+static sc_store *new_store(char *dir, size_t dir_len, uint64_t tail,
+			   uint32_t per_chunk)
+{
+	tk_tmproot_dir(dir, dir_len);
+	return open_store(dir, tail, per_chunk, NULL);
 }
 
 static int count_part(void *ctx, const sc_partition_info *p)
@@ -247,16 +227,14 @@ static size_t partitions_with_events(void)
 static void test_differential(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0x5151;
 	unsigned rounds = short_run ? 6 : 20;
 	for (unsigned round = 0; round < rounds; round++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
 		tk_refstate *m = tk_refstate_new();
 		memset(part_used, 0, sizeof part_used);
 		uint64_t tail = 20 + tk_rand_below(&rng, 60);
-		sc_store *s = open_store(dir, tail, 2, NULL);
+		sc_store *s = new_store(dir, sizeof dir, tail, 2);
 		unsigned steps = short_run ? 40 : 120;
 		for (unsigned i = 0; i < steps; i++) {
 			unsigned k = (unsigned)tk_rand_below(&rng, 100);
@@ -374,17 +352,15 @@ static void damage(sc_store *s, sc_str p, uint64_t pos, enum damage how)
 static void test_damaged(void **state)
 {
 	(void)state;
-	names_init();
 	static const char *const how_names[] = {"flip", "truncate", "missing",
 						"header"};
 	for (int how = FLIP; how <= HEADER; how++) {
 		for (size_t victim = 0; victim < NPARTS; victim += 2) {
 			uint64_t rng = seed ^ (uint64_t)(how * 31 + victim);
 			char dir[256];
-			new_dir(dir, sizeof dir);
 			tk_refstate *m = tk_refstate_new();
 			sc_store *s =
-			    open_store(dir, SC_CHECKPOINT_NEVER, 3, NULL);
+			    new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 3);
 			uint64_t newest[NPARTS], older[NPARTS];
 			for (int round = 0; round < 2; round++) {
 				for (int j = 0; j < 4; j++)
@@ -451,12 +427,10 @@ static void test_damaged(void **state)
 static void test_verify_catalog(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0x7e;
 	char dir[256];
-	new_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
-	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_store *s = new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 0);
 	for (int i = 0; i < 5; i++)
 		append_random(s, m, &rng, 20, -1);
 	assert_int_equal(sc_store_verify(s, NULL), 0);
@@ -505,12 +479,10 @@ static void test_verify_catalog(void **state)
 static void test_choose(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xc4;
 	char dir[256];
-	new_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
-	sc_store *s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
+	sc_store *s = new_store(dir, sizeof dir, SC_CHECKPOINT_NEVER, 0);
 	sc_str p = parts[3];
 	uint64_t pos[5];
 	for (int i = 0; i < 5; i++) {
@@ -555,13 +527,11 @@ static void test_choose(void **state)
 static void test_automatic(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xa7;
 	char dir[256];
-	new_dir(dir, sizeof dir);
 	tk_refstate *m = tk_refstate_new();
 	const uint64_t bound = 100;
-	sc_store *s = open_store(dir, bound, 3, NULL);
+	sc_store *s = new_store(dir, sizeof dir, bound, 3);
 	unsigned batches = short_run ? 150 : 600;
 	uint64_t max_batch = 0;
 	for (unsigned i = 0; i < batches; i++) {
@@ -612,10 +582,9 @@ static void test_automatic(void **state)
 static void test_automatic_failure(void **state)
 {
 	(void)state;
-	names_init();
 	uint64_t rng = seed ^ 0xfa;
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	warns w = {0};
 	sc_store_options o = {.create = true,
 			      .durability = SC_DURABILITY_NOSYNC,
@@ -681,7 +650,7 @@ static void upgrade_one(const char *name, uint64_t snapshots,
 			uint64_t first_replay)
 {
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	const char *data = getenv("SC_TEST_DATA");
 	char cmd[1024];
 	snprintf(cmd, sizeof cmd,
@@ -713,15 +682,7 @@ static void upgrade_one(const char *name, uint64_t snapshots,
 	s = open_store(dir, SC_CHECKPOINT_NEVER, 0, NULL);
 	assert_int_equal(sc_store_stats_get(s, &st, NULL), 0);
 	assert_int_equal(st.open_events_replayed, 0);
-	sc_reader *r;
-	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
-	char why[256];
-	bool ok =
-	    tk_refstate_check_view(c.m, sc_reader_begin(r), why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "%s: %s\n", name, why);
-	assert_true(ok);
-	sc_reader_close(r);
+	tk_store_check_model(s, c.m, name);
 	/* The store says format 6 now. */
 	MDB_txn *txn;
 	MDB_dbi meta;
@@ -796,10 +757,28 @@ static int crash_child(const char *dir, uint64_t sd, int fd)
 	return 0;
 }
 
+typedef struct crash_run {
+	const char *dir;
+	uint64_t seed;
+	char killpoint[64];
+} crash_run;
+
+/* This program again with --crash-child, its acks written to fd. */
+static int exec_crash_child(void *arg, int fd)
+{
+	const crash_run *c = arg;
+	tk_killpoint_arm(c->killpoint);
+	char sds[32], fds[16];
+	snprintf(sds, sizeof sds, "%llu", (unsigned long long)c->seed);
+	snprintf(fds, sizeof fds, "%d", fd);
+	execl(self_exe, self_exe, "--crash-child", c->dir, sds, fds,
+	      (char *)NULL);
+	return 127;
+}
+
 static void test_crash(void **state)
 {
 	(void)state;
-	names_init();
 	static const char *const points[] = {
 	    "checkpoint_before_write", "checkpoint_mid_write",
 	    "checkpoint_before_commit", "checkpoint_load"};
@@ -808,36 +787,20 @@ static void test_crash(void **state)
 		unsigned kills = 0;
 		for (unsigned pass = 1; pass <= passes; pass++) {
 			char dir[256];
-			new_dir(dir, sizeof dir);
+			tk_tmproot_dir(dir, sizeof dir);
 			uint64_t sd = seed ^ (pi * 100 + pass);
-			int fds[2];
-			assert_int_equal(pipe(fds), 0);
-			pid_t pid = fork();
-			assert_true(pid >= 0);
-			if (pid == 0) {
-				close(fds[0]);
-				char kp[64], sds[32], fd[16];
-				snprintf(kp, sizeof kp, "%s:%u", points[pi],
-					 pass * 3 - 2);
-				setenv("SC_KILLPOINT", kp, 1);
-				snprintf(sds, sizeof sds, "%llu",
-					 (unsigned long long)sd);
-				snprintf(fd, sizeof fd, "%d", fds[1]);
-				execl(self_exe, self_exe, "--crash-child", dir,
-				      sds, fd, (char *)NULL);
-				_exit(127);
-			}
-			close(fds[1]);
+			crash_run c = {.dir = dir, .seed = sd};
+			snprintf(c.killpoint, sizeof c.killpoint, "%s:%u",
+				 points[pi], pass * 3 - 2);
+			int up;
+			pid_t pid = tk_child_start(exec_crash_child, &c, &up);
 			uint64_t acked = 0, a;
-			while (read(fds[0], &a, sizeof a) == sizeof a)
+			while (read(up, &a, sizeof a) == sizeof a)
 				acked = a;
-			close(fds[0]);
-			int st;
-			assert_int_equal(waitpid(pid, &st, 0), pid);
-			bool killed =
-			    WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
-			assert_true(killed ||
-				    (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+			close(up);
+			int st = tk_child_wait(pid);
+			bool killed = tk_killed(st, SIGKILL);
+			assert_true(killed || tk_exited(st, 0));
 			kills += killed;
 			/* Reopen: nothing acknowledged lost, every
 			 * partition the fold of its events in the log. */
@@ -883,5 +846,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_upgrade),
 	    cmocka_unit_test(test_crash),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -20,6 +20,7 @@
 
 #include "common/internal.h"
 #include "statecache/error.h"
+#include "tests/support/sys_testkit.h"
 
 /* ---- errors -------------------------------------------------------------- */
 
@@ -75,37 +76,37 @@ static void test_error_set_and_clear(void **state)
 /* Run `calls` passes of the point "tk.point" (after one of another point)
  * in a child whose SC_KILLPOINT is `armed` (NULL: unset). The child exits
  * with 7 if it lives through them. Returns the wait status. */
+typedef struct killpoint_run {
+	const char *armed;
+	int calls;
+} killpoint_run;
+
+static int killpoint_child(void *arg, int fd)
+{
+	(void)fd;
+	const killpoint_run *k = arg;
+	tk_killpoint_arm(k->armed);
+	sc_killpoint("tk.other");
+	sc_killpoint("tk.poin"); /* a prefix is another point */
+	for (int i = 0; i < k->calls; i++)
+		sc_killpoint("tk.point");
+	return 7;
+}
+
 static int run_child(const char *armed, int calls)
 {
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (armed)
-			setenv("SC_KILLPOINT", armed, 1);
-		else
-			unsetenv("SC_KILLPOINT");
-		sc_killpoint("tk.other");
-		sc_killpoint("tk.poin"); /* a prefix is another point */
-		for (int i = 0; i < calls; i++)
-			sc_killpoint("tk.point");
-		exit(7);
-	}
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	return status;
+	killpoint_run k = {armed, calls};
+	return tk_child_run(killpoint_child, &k);
 }
 
 static void assert_killed(int status)
 {
-	assert_true(WIFSIGNALED(status));
-	assert_int_equal(WTERMSIG(status), SIGKILL);
+	assert_true(tk_killed(status, SIGKILL));
 }
 
 static void assert_lived(int status)
 {
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 7);
+	assert_true(tk_exited(status, 7));
 }
 
 static void test_killpoints(void **state)

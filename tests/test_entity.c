@@ -16,6 +16,8 @@
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "statecache/testing.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 /* ==== helpers ============================================================= */
 
@@ -567,14 +569,11 @@ static int count_event(void *ctx, const sc_event *ev)
 static void test_string_utf8_store(void **state)
 {
 	(void)state;
-	char dir[] = "/tmp/sc_test_entity.XXXXXX";
-	assert_non_null(mkdtemp(dir));
-	sc_store_options o = {.durability = SC_DURABILITY_NOSYNC,
-			      .create = true};
-	sc_store *st;
+	assert_non_null(tk_tmproot_create("test_entity"));
+	char dir[256];
+	sc_store_options o = {.durability = SC_DURABILITY_NOSYNC};
+	sc_store *st = tk_store_create(dir, sizeof dir, &o);
 	sc_error err;
-	if (sc_store_open(dir, &o, &st, &err))
-		fail_msg("open: %s", err.message);
 	sc_attr a = A_str("label", "before");
 	sc_event ev[3] = {E(SC_EVENT_SET, "a", &a, 1, 0),
 			  E(SC_EVENT_SET, "b", &a, 1, 0),
@@ -603,9 +602,7 @@ static void test_string_utf8_store(void **state)
 	assert_int_equal(sc_store_last_position(st), 4);
 	assert_int_equal(sc_cache_len(c), 3);
 	sc_store_close(st);
-	char cmd[64];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(void)

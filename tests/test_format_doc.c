@@ -32,25 +32,17 @@
 
 #include "statecache/store.h"
 #include "statecache/v1/statecache.pb-c.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
-static char tmpl[] = "/tmp/sc_test_format_doc.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 
 static sc_store *open_new(char *dir, size_t n)
 {
-	snprintf(dir, n, "%s/s%u", root, dir_counter++);
 	sc_store_options o = {0};
-	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.cache.seed = 0x5eed;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_create(dir, n, &o);
 }
 
 static uint64_t append1(sc_store *s, const sc_event *ev)
@@ -400,16 +392,8 @@ static void test_nul_only_refused_in_string_values(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_format_doc");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -422,5 +406,5 @@ int main(void)
 	    cmocka_unit_test(test_unset_and_null_encodings),
 	    cmocka_unit_test(test_nul_only_refused_in_string_values),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -24,6 +24,7 @@
 #include "statecache/testing.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 /* Appenders queued behind the writer lock. */
 #define N 6
@@ -40,15 +41,8 @@ static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof *f);
 	assert_non_null(f);
-	snprintf(f->root, sizeof f->root, "/tmp/sc_test_group_paths.XXXXXX");
-	assert_non_null(mkdtemp(f->root));
 	sc_store_options o = {0};
-	o.create = true;
-	sc_error err;
-	int rc = sc_store_open(f->root, &o, &f->store, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	f->store = tk_store_create(f->root, sizeof f->root, &o);
 	f->model = tk_refstate_new();
 	assert_non_null(f->model);
 	*state = f;
@@ -62,11 +56,9 @@ static int teardown(void **state)
 	if (f->store)
 		sc_store_close(f->store);
 	tk_refstate_free(f->model);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", f->root);
-	int rc = system(cmd);
+	bool removed = tk_rm_rf(f->root);
 	free(f);
-	return rc ? -1 : 0;
+	return removed ? 0 : -1;
 }
 
 /* One appender's batch: PER set events on entities of its own. */
@@ -280,11 +272,7 @@ static void test_append_refusals(void **state)
 	sc_store_options o = {0};
 	o.read_only = true;
 	o.follow_manual = true;
-	sc_store *ro = NULL;
-	rc = sc_store_open(f->root, &o, &ro, &err);
-	if (rc)
-		fprintf(stderr, "read-only open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *ro = tk_store_open(f->root, &o);
 	f->store = ro;
 	appender_fill(&b, 3);
 	rc = sc_store_append(ro, b.ev, PER, &first, &err);
@@ -305,5 +293,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_append_refusals, setup,
 					    teardown),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	if (!tk_tmproot_create("test_group_paths"))
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, tk_tmproot_teardown);
 }

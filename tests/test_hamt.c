@@ -19,6 +19,7 @@
 #include "statecache/hamt.h"
 #include "statecache/testing.h"
 #include "tests/support/hamt_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define V(x) ((void *)(uintptr_t)(x))
 
@@ -1004,6 +1005,17 @@ static void test_update_errors(void **state)
 }
 
 /* Published nodes are read-only with SC_HAMT_PROTECT: a write traps. */
+
+/* Write into `node` (a child of the protect test). Default SIGSEGV action,
+ * not a sanitizer's report handler. */
+static int write_node(void *node, int fd)
+{
+	(void)fd;
+	signal(SIGSEGV, SIG_DFL);
+	volatile uint32_t *p = node;
+	*p = 0;
+	return 0;
+}
 static void test_protect(void **state)
 {
 	(void)state;
@@ -1017,21 +1029,9 @@ static void test_protect(void **state)
 	sc_hamt_stats_get(m, r, &st);
 	assert_true(st.bytes >= st.nodes * 4096);
 
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* Write into the published root: must die of SIGSEGV.
-		 * Default action, not a sanitizer's report handler. */
-		signal(SIGSEGV, SIG_DFL);
-		volatile uint32_t *p = (volatile uint32_t *)(uintptr_t)r.node;
-		*p = 0;
-		_exit(0);
-	}
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
-	assert_int_equal(WTERMSIG(status), SIGSEGV);
+	/* A child writes into the published root: it must die of SIGSEGV. */
+	int status = tk_child_run(write_node, (void *)(uintptr_t)r.node);
+	assert_true(tk_killed(status, SIGSEGV));
 
 	/* Reads work; edits on top work and are protected in turn. */
 	char k[32];

@@ -23,12 +23,12 @@
 #include "statecache/testing.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 /* Events of the store each damage case starts from. */
 #define K 40
 
-static char tmpl[] = "/tmp/sc_test_index_paths.XXXXXX";
-static char *root;
+static const char *root;
 static unsigned dirs;
 
 typedef struct gen {
@@ -168,16 +168,8 @@ static void assert_damage_found(const char *dir, const char *want)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_index_paths");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) ? -1 : 0;
 }
 
 static void test_entity_index_damage(void **state)
@@ -342,5 +334,5 @@ int main(void)
 	    cmocka_unit_test(test_tag_and_partition_index_damage),
 	    cmocka_unit_test(test_index_out_of_memory),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -24,6 +24,7 @@
 #include "cli/buf.h"
 #include "cli/gen.h"
 #include "cli/json_event.h"
+#include "tests/support/json_testkit.h"
 #include "tests/support/store_testkit.h"
 #include "tests/support/testkit.h"
 
@@ -74,45 +75,19 @@ static bool compare(const char *line, size_t n, tally *t)
 	return fa == 0;
 }
 
-static char **gen_lines(uint64_t s, size_t n)
-{
-	char **lines = calloc(n, sizeof *lines);
-	assert_non_null(lines);
-	sc_cli_gen g;
-	sc_cli_gen_init(&g, s, 1000, 1795392000LL * 1000000000LL);
-	sc_cli_buf b;
-	sc_cli_buf_init(&b);
-	for (size_t i = 0; i < n; i++) {
-		sc_cli_buf_reset(&b);
-		assert_int_equal(
-		    sc_cli_event_encode(&b, sc_cli_gen_next(&g), false), 0);
-		lines[i] = strdup(b.ptr);
-		assert_non_null(lines[i]);
-	}
-	sc_cli_buf_free(&b);
-	return lines;
-}
-
-static void free_lines(char **lines, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(lines[i]);
-	free(lines);
-}
-
 /* ===== the generator's lines ============================================== */
 
 static void test_generator_lines(void **state)
 {
 	(void)state;
 	size_t n = getenv("SC_TEST_SHORT") ? 5000 : 50000;
-	char **lines = gen_lines(seed, n);
+	char **lines = tk_json_lines(seed, 1000, n);
 	tally t = {0};
 	for (size_t i = 0; i < n; i++)
 		if (!compare(lines[i], strlen(lines[i]), &t))
 			fail_msg("a generated line missed the fast path: %s",
 				 lines[i]);
-	free_lines(lines, n);
+	tk_json_lines_free(lines, n);
 }
 
 /* ===== lines built from pieces ============================================ */
@@ -325,7 +300,7 @@ static void test_mutated_lines(void **state)
 				   "a";
 	uint64_t r = seed ^ 0x9e3779b97f4a7c15ull;
 	size_t nlines = getenv("SC_TEST_SHORT") ? 2000 : 20000;
-	char **lines = gen_lines(seed + 1, nlines);
+	char **lines = tk_json_lines(seed + 1, 1000, nlines);
 	tally t = {0};
 	char buf[4096];
 	for (size_t i = 0; i < nlines; i++) {
@@ -360,7 +335,7 @@ static void test_mutated_lines(void **state)
 			compare(buf, n, &t);
 		}
 	}
-	free_lines(lines, nlines);
+	tk_json_lines_free(lines, nlines);
 	assert_true(t.fast > 0);
 	assert_true(t.refused > 0);
 }

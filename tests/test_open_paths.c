@@ -25,12 +25,12 @@
 #include "statecache/store.h"
 #include "statecache/testing.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define K	 30
 #define ENTITIES 9
 
-static char tmpl[] = "/tmp/sc_test_open_paths.XXXXXX";
-static char *root;
+static const char *root;
 static unsigned dirs;
 static uint64_t seed;
 
@@ -143,7 +143,7 @@ static void assert_refused(const char *dir, int code, const char *want)
 static int setup(void **state)
 {
 	(void)state;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_open_paths");
 	seed = tk_seed("test_open_paths");
 	return root ? 0 : -1;
 }
@@ -152,9 +152,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	sc_testing_fail_alloc_after(-1);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) ? -1 : 0;
+	return tk_tmproot_remove();
 }
 
 static void test_option_refusals(void **state)

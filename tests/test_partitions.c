@@ -26,34 +26,20 @@
 #include "statecache/watch.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_partitions.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 
 static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_partitions");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_partitions");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static void new_dir(char *out, size_t len)
-{
-	snprintf(out, len, "%s/s%u", root, dir_counter++);
 }
 
 static sc_str S(const char *s)
@@ -153,11 +139,7 @@ static void rev_make(uint64_t *rng, uint64_t pos, rev *r)
 
 static void check_view(const tk_refstate *m, const sc_view *v)
 {
-	char why[512];
-	bool ok = tk_refstate_check_view(m, v, why, sizeof why);
-	if (!ok)
-		fprintf(stderr, "view differs from the model: %s\n", why);
-	assert_true(ok);
+	tk_view_check_model(v, m, "view differs from the model");
 	assert_int_equal(tk_refstate_hash(m), tk_refstate_view_hash(v));
 }
 
@@ -252,6 +234,21 @@ static void test_cache_model(void **state)
 	sc_cache_destroy(cache);
 }
 
+/* Apply the event at `position` that sets n = `n` on entity x of
+ * partition `part` (NULL: no partition given). */
+static void set_x(sc_cache *cache, uint64_t position, const char *part,
+		  int64_t n)
+{
+	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = n}};
+	sc_event ev = {.position = position,
+		       .entity = S("x"),
+		       .type = SC_EVENT_SET,
+		       .attrs = &a,
+		       .nattrs = 1,
+		       .partition = part ? S(part) : (sc_str){NULL, 0}};
+	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+}
+
 /* One id in two partitions is two entities; the default partition is what
  * the calls without a partition read. */
 static void test_same_id_two_partitions(void **state)
@@ -259,21 +256,9 @@ static void test_same_id_two_partitions(void **state)
 	(void)state;
 	sc_cache *cache;
 	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
-	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 1}};
-	sc_event ev = {.position = 1,
-		       .entity = S("x"),
-		       .type = SC_EVENT_SET,
-		       .attrs = &a,
-		       .nattrs = 1};
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 2;
-	ev.position = 2;
-	ev.partition = S("eu");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 3;
-	ev.position = 3;
-	ev.partition = S("us");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 1, NULL, 1);
+	set_x(cache, 2, "eu", 2);
+	set_x(cache, 3, "us", 3);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	sc_reader *r;
@@ -339,6 +324,12 @@ static void test_same_id_two_partitions(void **state)
 
 	/* A standalone fold keeps the partition, and refuses an event of
 	 * another partition. */
+	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 3}};
+	sc_event ev = {.position = 3,
+		       .entity = S("x"),
+		       .type = SC_EVENT_SET,
+		       .attrs = &a,
+		       .nattrs = 1};
 	sc_entity *s1, *s2;
 	ev.partition = S("eu");
 	assert_int_equal(sc_entity_apply(NULL, &ev, &s1, NULL), 0);
@@ -385,13 +376,7 @@ static sc_store_options store_opts(void)
 static sc_store *open_store(const char *dir)
 {
 	sc_store_options o = store_opts();
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static void check_store(sc_store *s, const tk_refstate *m)
@@ -430,7 +415,7 @@ static void test_store_roundtrip(void **state)
 	(void)state;
 	names_init();
 	char dir[600];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t rng = seed ^ 0x5a5a;
 	tk_refstate *m = tk_refstate_new();
 	sc_store *s = open_store(dir);
@@ -533,14 +518,7 @@ static void test_watch_partition(void **state)
 	(void)state;
 	sc_cache *cache;
 	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
-	sc_attr a = {S("n"), {.type = SC_VALUE_INT, .u.i = 1}};
-	sc_event ev = {.position = 1,
-		       .entity = S("x"),
-		       .type = SC_EVENT_SET,
-		       .attrs = &a,
-		       .nattrs = 1,
-		       .partition = S("eu")};
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 1, "eu", 1);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	sc_watch_options eu = {.start = SC_WATCH_START_INITIAL,
@@ -563,16 +541,9 @@ static void test_watch_partition(void **state)
 	assert_int_equal(b->kind, SC_WATCH_INITIAL_DONE);
 
 	/* x in the default partition, in us, and again in eu. */
-	ev.position = 2;
-	ev.partition = S("");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	ev.position = 3;
-	ev.partition = S("us");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
-	a.value.u.i = 2;
-	ev.position = 4;
-	ev.partition = S("eu");
-	assert_int_equal(sc_cache_apply(cache, &ev, NULL), 0);
+	set_x(cache, 2, "", 1);
+	set_x(cache, 3, "us", 1);
+	set_x(cache, 4, "eu", 2);
 	assert_int_equal(sc_cache_promote(cache), 0);
 
 	assert_int_equal(sc_watch_next(weu, 0, &b, NULL), 0);
@@ -628,32 +599,35 @@ static void copy_file(const char *from, const char *to)
 	assert_int_equal(fclose(out), 0);
 }
 
+/* A copy of the store tests/data/<name> (SC_TEST_DATA, when set, names
+ * tests/data) in a fresh directory (its path in dir). */
+static void copy_data_store(char *dir, size_t dir_len, const char *name)
+{
+	tk_tmproot_dir(dir, dir_len);
+	char cmd[700];
+	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	char file[700];
+	snprintf(file, sizeof file, "%s/data.mdb", dir);
+	const char *data = getenv("SC_TEST_DATA");
+	char src[600];
+	snprintf(src, sizeof src, "%s/%s/data.mdb", data ? data : "tests/data",
+		 name);
+	copy_file(src, file);
+	assert_int_equal(chmod(file, 0600), 0);
+}
+
 /* tests/data/format3/data.mdb: 300 events of 40 entities (no partition)
  * ingested with the previous format's statecache, a snapshot at 200. */
 static void test_previous_format(void **state)
 {
 	(void)state;
-	char dir[600], file[700];
-	new_dir(dir, sizeof dir);
-	char cmd[700];
-	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(file, sizeof file, "%s/data.mdb", dir);
-	const char *data = getenv("SC_TEST_DATA");
-	char src[600];
-	snprintf(src, sizeof src, "%s/format3/data.mdb",
-		 data ? data : "tests/data");
-	copy_file(src, file);
-	assert_int_equal(chmod(file, 0600), 0);
+	char dir[600];
+	copy_data_store(dir, sizeof dir, "format3");
 
 	sc_store_options o = store_opts();
 	o.create = false;
-	sc_store *s;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 300);
 	/* The snapshot of the previous format was restored. */
 	sc_snapshot_info snaps[4];
@@ -734,30 +708,15 @@ static void on_warn(void *ctx, const char *msg)
 static void test_previous_format_partitions(void **state)
 {
 	(void)state;
-	char dir[600], file[700];
-	new_dir(dir, sizeof dir);
-	char cmd[700];
-	snprintf(cmd, sizeof cmd, "mkdir -m 700 '%s'", dir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(file, sizeof file, "%s/data.mdb", dir);
-	const char *data = getenv("SC_TEST_DATA");
-	char src[600];
-	snprintf(src, sizeof src, "%s/format3_partitions/data.mdb",
-		 data ? data : "tests/data");
-	copy_file(src, file);
-	assert_int_equal(chmod(file, 0600), 0);
+	char dir[600];
+	copy_data_store(dir, sizeof dir, "format3_partitions");
 
 	warned w = {0};
 	sc_store_options o = store_opts();
 	o.create = false;
 	o.warn = on_warn;
 	o.warn_ctx = &w;
-	sc_store *s;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_true(w.n >= 1);
 	assert_non_null(strstr(w.text, "partitions"));
 	assert_int_equal(sc_store_snapshots(s, NULL, 0, NULL), 0);
@@ -781,8 +740,8 @@ static void test_previous_format_partitions(void **state)
 			assert_true(c.ok);
 			total += c.n;
 			sc_entity *e = NULL;
-			rc = sc_store_entity_at_in(s, S(pn[p]), S(in[i]), 160,
-						   &e, NULL);
+			int rc = sc_store_entity_at_in(s, S(pn[p]), S(in[i]),
+						       160, &e, NULL);
 			const tk_refentity *re =
 			    tk_refstate_lookup_in(m, S(pn[p]), S(in[i]));
 			assert_int_equal(rc, re ? 0 : SC_NOTFOUND);
@@ -811,5 +770,5 @@ int main(void)
 	    cmocka_unit_test(test_previous_format),
 	    cmocka_unit_test(test_previous_format_partitions),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

@@ -44,21 +44,16 @@
 #include "common/internal.h"
 #include "statecache/projection.h"
 #include "statecache/store.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 #define NKEYS 13
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_projection.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static const char *self;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
 
 /* ---- the log ---------------------------------------------------------------
  */
@@ -130,12 +125,16 @@ static sc_store *open_store(const char *dir)
 	o.create = true;
 	o.durability = SC_DURABILITY_NOSYNC;
 	o.cache.seed = seed | 1;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
+	return tk_store_open(dir, &o);
+}
+
+/* A new store in a fresh directory (its path in dir) holding the events
+ * of positions 1..events. */
+static sc_store *new_store_with(char *dir, size_t dir_len, uint64_t events)
+{
+	tk_tmproot_dir(dir, dir_len);
+	sc_store *s = open_store(dir);
+	append_to(s, events);
 	return s;
 }
 
@@ -283,13 +282,21 @@ static void wait_for(sc_projection *p, uint64_t pos)
 	assert_int_equal(rc, 0);
 }
 
+/* Run the exactly-once projection (batches of 10, retry) until it has
+ * handled position `pos`, then stop it. */
+static void run_eo_to(sc_store *s, eo_ctx *ec, uint64_t pos)
+{
+	sc_projection *p = start_eo(s, ec, 10, SC_PROJECTION_RETRY);
+	wait_for(p, pos);
+	sc_error err;
+	assert_int_equal(sc_projection_stop(p, &err), 0);
+}
+
 static void test_exactly_once(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 500);
+	sc_store *s = new_store_with(dir, sizeof dir, 500);
 	eo_ctx c = {.ack_fd = -1};
 	sc_projection *p = start_eo(s, &c, 32, SC_PROJECTION_RETRY);
 	/* Events appended while it runs are seen too. */
@@ -385,9 +392,7 @@ static void test_error_policy(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 300);
+	sc_store *s = new_store_with(dir, sizeof dir, 300);
 	sc_error err;
 	MDB_dbi dbi;
 
@@ -482,9 +487,7 @@ static void test_backoff_interrupted(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 100);
+	sc_store *s = new_store_with(dir, sizeof dir, 100);
 	flaky_ctx c = {.failing = true, .next = 1};
 	pthread_mutex_init(&c.mu, NULL);
 	pthread_cond_init(&c.cv, NULL);
@@ -610,10 +613,8 @@ static void test_at_least_once_lanes(void **state)
 	unsigned lane_counts[] = {1, 2, 4};
 	for (size_t li = 0; li < 3; li++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
-		sc_store *s = open_store(dir);
 		uint64_t total = short_run ? 2000 : 8000;
-		append_to(s, total / 2);
+		sc_store *s = new_store_with(dir, sizeof dir, total / 2);
 		alo_ctx c = {.sink_fd = -1, .ack_fd = -1, .rng = seed + li};
 		pthread_mutex_init(&c.mu, NULL);
 		c.nseen = total + 1;
@@ -654,14 +655,11 @@ static void test_list_and_arguments(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 100);
+	sc_store *s = new_store_with(dir, sizeof dir, 100);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
-	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
-	wait_for(p, 100);
-	assert_int_equal(sc_projection_stop(p, &err), 0);
+	run_eo_to(s, &ec, 100);
+	sc_projection *p;
 	alo_ctx ac = {.sink_fd = -1, .ack_fd = -1};
 	pthread_mutex_init(&ac.mu, NULL);
 	p = start_alo(s, &ac, 1, 10, 10);
@@ -731,14 +729,11 @@ static void test_cli(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store *s = open_store(dir);
-	append_to(s, 60);
+	sc_store *s = new_store_with(dir, sizeof dir, 60);
 	sc_error err;
 	eo_ctx ec = {.ack_fd = -1};
-	sc_projection *p = start_eo(s, &ec, 10, SC_PROJECTION_RETRY);
-	wait_for(p, 60);
-	assert_int_equal(sc_projection_stop(p, &err), 0);
+	run_eo_to(s, &ec, 60);
+	sc_projection *p;
 	append_to(s, 70);
 	sc_store_close(s);
 
@@ -811,45 +806,51 @@ static int child_main(const char *dir, int kind, unsigned lanes, uint32_t run,
 
 /* Run the child once; kill it after `acks` handler calls (0: let it
  * finish or die at its kill point). Returns true when it finished. */
+typedef struct child_run {
+	const char *dir;
+	int kind;
+	unsigned lanes;
+	uint32_t run;
+	uint64_t total;
+	const char *killpoint;
+} child_run;
+
+/* The child: this program again with --child, its acks written to fd. */
+static int exec_child(void *arg, int fd)
+{
+	const child_run *c = arg;
+	tk_killpoint_arm(c->killpoint);
+	char a[7][64];
+	snprintf(a[0], 64, "%d", c->kind);
+	snprintf(a[1], 64, "%u", c->lanes);
+	snprintf(a[2], 64, "%u", c->run);
+	snprintf(a[3], 64, "%llu", (unsigned long long)c->total);
+	snprintf(a[4], 64, "%d", fd);
+	snprintf(a[5], 64, "%llu", (unsigned long long)seed);
+	execl(self, self, "--child", c->dir, a[0], a[1], a[2], a[3], a[4], a[5],
+	      (char *)NULL);
+	return 127;
+}
+
 static bool run_child(const char *dir, int kind, unsigned lanes, uint32_t run,
 		      uint64_t total, const char *killpoint, unsigned acks)
 {
-	int fds[2];
-	assert_int_equal(pipe(fds), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(fds[0]);
-		if (killpoint)
-			setenv("SC_KILLPOINT", killpoint, 1);
-		else
-			unsetenv("SC_KILLPOINT");
-		char a[7][64];
-		snprintf(a[0], 64, "%d", kind);
-		snprintf(a[1], 64, "%u", lanes);
-		snprintf(a[2], 64, "%u", run);
-		snprintf(a[3], 64, "%llu", (unsigned long long)total);
-		snprintf(a[4], 64, "%d", fds[1]);
-		snprintf(a[5], 64, "%llu", (unsigned long long)seed);
-		execl(self, self, "--child", dir, a[0], a[1], a[2], a[3], a[4],
-		      a[5], (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
+	child_run c = {dir, kind, lanes, run, total, killpoint};
+	int up;
+	pid_t pid = tk_child_start(exec_child, &c, &up);
 	unsigned got = 0;
 	char b;
-	while ((acks == 0 || got < acks) && read(fds[0], &b, 1) == 1)
+	while ((acks == 0 || got < acks) && read(up, &b, 1) == 1)
 		got++;
 	if (acks && got == acks)
 		kill(pid, SIGKILL);
-	close(fds[0]);
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	close(up);
+	int st = tk_child_wait(pid);
 	if (WIFEXITED(st)) {
 		assert_int_equal(WEXITSTATUS(st), 0);
 		return true;
 	}
-	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	assert_true(tk_killed(st, SIGKILL));
 	return false;
 }
 
@@ -905,7 +906,7 @@ static const char *const killpoints[] = {
 static void crash_run(int kind, unsigned lanes)
 {
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t total = short_run ? 600 : 3000;
 	uint64_t rng = seed ^ (uint64_t)kind ^ ((uint64_t)lanes << 8);
 	uint64_t starts[64];
@@ -1002,18 +1003,8 @@ static int setup(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_projection");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_projection");
 	assert_non_null(root);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	SC_UNUSED(state);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", root);
 	return 0;
 }
 
@@ -1038,5 +1029,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_crash_at_least_once),
 	    cmocka_unit_test(test_crash_lanes),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

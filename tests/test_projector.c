@@ -22,6 +22,7 @@
 #include "statecache/store.h"
 #include "statecache/testing.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define ENTITIES 20
 
@@ -96,15 +97,8 @@ static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof *f);
 	assert_non_null(f);
-	snprintf(f->root, sizeof f->root, "/tmp/sc_test_projector.XXXXXX");
-	assert_non_null(mkdtemp(f->root));
 	sc_store_options o = {0};
-	o.create = true;
-	sc_error err;
-	int rc = sc_store_open(f->root, &o, &f->store, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
+	f->store = tk_store_create(f->root, sizeof f->root, &o);
 	f->model = tk_refstate_new();
 	assert_non_null(f->model);
 	f->seed = tk_seed("test_projector");
@@ -118,11 +112,9 @@ static int teardown(void **state)
 	sc_testing_fail_alloc_after(-1);
 	sc_store_close(f->store);
 	tk_refstate_free(f->model);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", f->root);
-	int rc = system(cmd);
+	bool removed = tk_rm_rf(f->root);
 	free(f);
-	return rc ? -1 : 0;
+	return removed ? 0 : -1;
 }
 
 /* Append `n` events of the stream one call; on success fold them into the
@@ -358,5 +350,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_position_refusals_and_damage,
 					    setup, teardown),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	if (!tk_tmproot_create("test_projector"))
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, tk_tmproot_teardown);
 }

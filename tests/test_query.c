@@ -40,18 +40,13 @@
 #include "statecache/query.h"
 #include "statecache/store.h"
 #include "store/store_internal.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 static uint64_t seed;
 static bool short_run;
-static char tmpl[] = "/tmp/sc_test_query.XXXXXX";
-static char *root;
-static unsigned dir_counter;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
+static const char *root;
 
 /* ---- values -------------------------------------------------------------- */
 
@@ -357,15 +352,48 @@ static sc_store_options opts(uint64_t lag)
 	return o;
 }
 
-static sc_store *open_store(const char *dir, const sc_store_options *o)
+/* A new store in a fresh directory (its path in dir), opened with
+ * opts(lag); *o keeps the options for a reopen. */
+static sc_store *new_store_in(char *dir, size_t dir_len, uint64_t lag,
+			      sc_store_options *o)
 {
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	*o = opts(lag);
+	return tk_store_create(dir, dir_len, o);
+}
+
+/* A new store in a fresh directory, opened with opts(lag). */
+static sc_store *new_store(uint64_t lag)
+{
+	char dir[256];
+	sc_store_options o;
+	return new_store_in(dir, sizeof dir, lag, &o);
+}
+
+/* Write the record of the log at `pos` directly: `len` bytes of `rec`
+ * (damage a test makes). */
+static void put_record(sc_store *s, uint64_t pos, const void *rec, size_t len)
+{
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	uint8_t kb[8];
+	sc_be64_put(kb, pos);
+	MDB_val k = {8, kb}, v = {len, (void *)rec};
+	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+}
+
+/* Append `count` deletes of entity "x", one an append, each in
+ * `partition` with the tags tags[0..ntags-1]. */
+static void append_deletes(sc_store *s, int count, sc_str partition,
+			   const sc_str *tags, size_t ntags)
+{
+	sc_event ev = {.entity = {"x", 1},
+		       .type = SC_EVENT_DELETE,
+		       .partition = partition,
+		       .tags = tags,
+		       .ntags = ntags};
+	for (int i = 0; i < count; i++)
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
 }
 
 static void check_verify(sc_store *s)
@@ -390,9 +418,8 @@ static void test_roundtrip(void **state)
 	uint64_t rs = seed;
 	for (size_t l = 0; l < 4; l++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
-		sc_store_options o = opts(lags[l]);
-		sc_store *s = open_store(dir, &o);
+		sc_store_options o;
+		sc_store *s = new_store_in(dir, sizeof dir, lags[l], &o);
 		model m = {0};
 		/* An empty log: every query ends or times out at once. */
 		random_queries(s, &m, 8, &rs);
@@ -433,7 +460,7 @@ static void test_roundtrip(void **state)
 		check_verify(s);
 		sc_store_close(s);
 		/* Reopened: the same answers. */
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		check_rows(s, &m, lags[l]);
 		random_queries(s, &m, 40, &rs);
 		check_verify(s);
@@ -534,9 +561,8 @@ static void test_partial_index(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x51;
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(16);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 16, &o);
 	model m = {0};
 	append_random(s, &m, 600, &rs);
 	check_rows(s, &m, 16);
@@ -549,7 +575,7 @@ static void test_partial_index(void **state)
 		append_random(s, &m, 50, &rs);
 		random_queries(s, &m, 20, &rs);
 		sc_store_close(s);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		check_rows(s, &m, 16); /* open indexes a longer tail */
 		random_queries(s, &m, 20, &rs);
 	}
@@ -589,9 +615,8 @@ static void test_upgrade_build_steps(void **state)
 	SC_UNUSED(state);
 	uint64_t rs = seed ^ 0x77;
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(16);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 16, &o);
 	model m = {0};
 	/* About 2.5 rows per event: more than one step of 32768 rows. */
 	append_random(s, &m, short_run ? 14000 : 30000, &rs);
@@ -602,7 +627,7 @@ static void test_upgrade_build_steps(void **state)
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	set_version(s, 3);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	check_rows(s, &m, 16);
 	check_verify(s);
@@ -619,9 +644,8 @@ static void test_missing_index_refused(void **state)
 	static const char *const names[] = {"tag_index", "partition_index"};
 	for (int d = 0; d < 2; d++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
-		sc_store_options o = opts(0);
-		sc_store *s = open_store(dir, &o);
+		sc_store_options o;
+		sc_store *s = new_store_in(dir, sizeof dir, 0, &o);
 		MDB_txn *txn;
 		assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn),
 				 0);
@@ -647,7 +671,7 @@ static void test_format3_store(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256], cmd[1024];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	snprintf(cmd, sizeof cmd,
 		 "mkdir -p '%s' && cp tests/data/store-format3/data.mdb "
 		 "'%s'/ && chmod 600 '%s'/data.mdb",
@@ -655,7 +679,7 @@ static void test_format3_store(void **state)
 	assert_int_equal(system(cmd), 0);
 	sc_store_options o = opts(1); /* open indexes the whole log */
 	o.create = false;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_int_equal(get_version(s), SC_STORE_FORMAT_VERSION);
 	assert_int_equal(sc_store_last_position(s), 300);
 	assert_int_equal(tag_through(s), 300);
@@ -757,18 +781,10 @@ static void expect_verify_fails(sc_store *s, const char *what)
 static void test_verify_indexes(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(1); /* every append writes its rows */
-	sc_store *s = open_store(dir, &o);
+	/* lag 1: every append writes its rows */
+	sc_store *s = new_store(1);
 	sc_str tags[2] = {{"red", 3}, {"blue", 4}};
-	sc_event ev = {.entity = {"x", 1},
-		       .type = SC_EVENT_DELETE,
-		       .partition = {"eu", 2},
-		       .tags = tags,
-		       .ntags = 2};
-	for (int i = 0; i < 3; i++)
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	append_deletes(s, 3, (sc_str){"eu", 2}, tags, 2);
 	check_verify(s);
 	MDB_dbi dbis[2] = {s->dbi_tags, s->dbi_partitions};
 	const char *names[2] = {"tag_index", "partition_index"};
@@ -795,24 +811,10 @@ static void test_verify_indexes(void **state)
 static void test_damaged_record(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_str tag = {"t", 1};
-	sc_event ev = {.entity = {"x", 1},
-		       .type = SC_EVENT_DELETE,
-		       .tags = &tag,
-		       .ntags = 1};
-	for (int i = 0; i < 5; i++)
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
-	MDB_txn *txn;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	uint8_t kb[8];
-	sc_be64_put(kb, 3);
-	MDB_val k = {8, kb}, v = {4, "\xff\xff\xff\xff"};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
+	put_record(s, 3, "\xff\xff\xff\xff", 4);
 	/* All events (decoded when delivered), and a tag in the log's
 	 * unindexed tail (decoded when read). */
 	sc_query_spec specs[2] = {{.kind = SC_QUERY_ALL},
@@ -869,10 +871,7 @@ static int64_t large_value(uint64_t pos, size_t i)
 static void test_large_batches(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(64);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(64);
 	const uint64_t n = short_run ? 600 : 1500;
 	sc_attr *attrs = malloc(2000 * sizeof *attrs);
 	char(*names)[8] = malloc(2000 * sizeof *names);
@@ -962,10 +961,7 @@ static void test_large_batches(void **state)
 static void test_tail_peek(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(4096);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(4096);
 	sc_str tags[2] = {{"t", 1}, {"u", 1}};
 	for (int i = 1; i <= 5; i++) {
 		sc_event ev = {.entity = {"x", 1},
@@ -981,13 +977,7 @@ static void test_tail_peek(void **state)
 	static const uint8_t bad_attr[] = {0x0a, 1,   'x',  0x10, 1,
 					   0x1a, 2,   0x0a, 5,	  0x3a,
 					   1,	 't', 0x32, 1,	  'p'};
-	MDB_txn *txn;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	uint8_t kb[8];
-	sc_be64_put(kb, 3);
-	MDB_val k = {8, kb}, v = {sizeof bad_attr, (void *)bad_attr};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	put_record(s, 3, bad_attr, sizeof bad_attr);
 	const sc_event *e;
 	sc_error err;
 	/* Not matched: skipped. */
@@ -1039,10 +1029,7 @@ static void test_tail_peek(void **state)
 	rec[r++] = (uint8_t)(big >> 7);
 	memset(rec + r, 't', big);
 	r += big;
-	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
-	v = (MDB_val){r, rec};
-	assert_int_equal(mdb_put(txn, s->dbi_events, &k, &v, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
+	put_record(s, 3, rec, r);
 	free(rec);
 	sc_query *q = open_query(s, &skip[0]);
 	assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
@@ -1060,10 +1047,7 @@ static void test_tail_peek(void **state)
 static void test_index_gap(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(1);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(1);
 	sc_str tags[2] = {{"every", 5}, {"twenty", 6}};
 	for (int i = 1; i <= 60; i++) {
 		sc_event ev = {.entity = {"x", 1},
@@ -1108,18 +1092,9 @@ static void test_index_gap(void **state)
 static void test_odd_events_key(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(4096);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(4096);
 	sc_str tag = {"t", 1};
-	for (int i = 1; i <= 5; i++) {
-		sc_event ev = {.entity = {"x", 1},
-			       .type = SC_EVENT_DELETE,
-			       .tags = &tag,
-			       .ntags = 1};
-		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
-	}
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
 	MDB_txn *txn;
 	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
 	uint8_t kb[9] = {0};
@@ -1170,6 +1145,28 @@ static void test_odd_events_key(void **state)
 	sc_store_close(s);
 }
 
+/* The other process of test_other_process: 60 appends to the store in
+ * `dir`, the odd ones tagged "odd". Uses nothing of the parent's store. */
+static int append_odd(void *dir, int fd)
+{
+	(void)fd;
+	sc_store *c = NULL;
+	sc_store_options co = opts(8);
+	if (sc_store_open(dir, &co, &c, NULL))
+		return 2;
+	sc_str tag = {"odd", 3};
+	for (int i = 1; i <= 60; i++) {
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_DELETE,
+			       .tags = &tag,
+			       .ntags = (size_t)(i % 2)};
+		if (sc_store_append(c, &ev, 1, NULL, NULL))
+			return 3;
+	}
+	sc_store_close(c);
+	return 0;
+}
+
 /* A live query of a store another process appends to sees its commits by
  * polling; a finite query opened later ends at the other process's last
  * commit. */
@@ -1177,34 +1174,14 @@ static void test_other_process(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(8);
-	sc_store *s = open_store(dir, &o);
+	sc_store_options o;
+	sc_store *s = new_store_in(dir, sizeof dir, 8, &o);
 	sc_query_spec spec = {.kind = SC_QUERY_TAG,
 			      .key = {"odd", 3},
 			      .live = true,
 			      .poll_ms = 5};
 	sc_query *q = open_query(s, &spec);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* The child uses nothing of the parent's store. */
-		sc_store *c = NULL;
-		sc_store_options co = opts(8);
-		if (sc_store_open(dir, &co, &c, NULL))
-			_exit(2);
-		sc_str tag = {"odd", 3};
-		for (int i = 1; i <= 60; i++) {
-			sc_event ev = {.entity = {"x", 1},
-				       .type = SC_EVENT_DELETE,
-				       .tags = &tag,
-				       .ntags = (size_t)(i % 2)};
-			if (sc_store_append(c, &ev, 1, NULL, NULL))
-				_exit(3);
-		}
-		sc_store_close(c);
-		_exit(0);
-	}
+	pid_t pid = tk_child_start(append_odd, dir, NULL);
 	for (uint64_t want = 1; want <= 59; want += 2) {
 		const sc_event *ev;
 		sc_error err;
@@ -1214,9 +1191,7 @@ static void test_other_process(void **state)
 		assert_int_equal(rc, 0);
 		assert_int_equal(ev->position, want);
 	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(tk_exited(tk_child_wait(pid), 0));
 	const sc_event *ev;
 	assert_int_equal(sc_query_next(q, 0, &ev, NULL), ETIMEDOUT);
 	sc_query_close(q);
@@ -1237,10 +1212,7 @@ static void test_other_process(void **state)
 static void test_cancel(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_query_spec spec = {.live = true};
 	sc_query *q = open_query(s, &spec);
 	const sc_event *ev;
@@ -1260,10 +1232,7 @@ static void test_cancel(void **state)
 static void test_bad_arguments(void **state)
 {
 	SC_UNUSED(state);
-	char dir[256];
-	new_dir(dir, sizeof dir);
-	sc_store_options o = opts(0);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = new_store(0);
 	sc_query *q = NULL;
 	sc_error err;
 	char big[SC_EVENT_FIELD_MAX + 1];
@@ -1299,7 +1268,7 @@ static int setup(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_query");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_query");
 	assert_non_null(root);
 	values_init();
 	entities_init();
@@ -1309,12 +1278,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	SC_UNUSED(state);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", root);
 	values_free();
-	return 0;
+	return tk_tmproot_remove();
 }
 
 int main(void)

@@ -30,20 +30,14 @@
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define NENT	 200   /* distinct entities of the stream */
 #define MAXBATCH 16    /* events per append: 1..MAXBATCH */
 #define WAIT_MS	 60000 /* bound of every wait (a hang fails, not blocks) */
 
-static char tmpl[] = "/tmp/sc_test_reader.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static uint64_t seed;
-
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/d%u", root, dir_counter++);
-}
 
 /* The event at log position `pos`: a pure function of (seed, pos). */
 static void event_at(uint64_t pos, tk_event *out)
@@ -119,12 +113,7 @@ static sc_store *open_reader(const char *dir, bool manual)
 	o.follow_interval_ms = 2;
 	o.map_size = 64 << 10; /* smaller than the file's: LMDB takes that */
 	o.follow_manual = manual;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "read-only open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
+	sc_store *s = tk_store_open(dir, &o);
 	assert_true(sc_store_read_only(s));
 	return s;
 }
@@ -158,42 +147,47 @@ static int append_to(sc_store *s, uint64_t to, uint64_t rng)
 
 /* A writer process: waits for a byte on `go` (-1: none), opens the store,
  * appends up to `to` (0: until killed), closes, exits 0 on success. */
-static pid_t spawn_writer(const char *dir, uint64_t to, int go)
+typedef struct writer_run {
+	const char *dir;
+	uint64_t to;
+	int go;
+} writer_run;
+
+static int writer_child(void *arg, int fd)
 {
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid)
-		return pid;
+	(void)fd;
+	const writer_run *w = arg;
 	/* A writer that appends until killed dies with the test too. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	char b;
-	if (go >= 0 && read(go, &b, 1) != 1)
-		_exit(2);
+	if (w->go >= 0 && read(w->go, &b, 1) != 1)
+		return 2;
 	sc_error err;
-	sc_store *s = open_writer(dir, false, &err);
+	sc_store *s = open_writer(w->dir, false, &err);
 	if (!s) {
 		fprintf(stderr, "writer open: %s\n", err.message);
-		_exit(3);
+		return 3;
 	}
-	int rc = append_to(s, to, seed ^ (uint64_t)getpid());
+	int rc = append_to(s, w->to, seed ^ (uint64_t)getpid());
 	sc_store_close(s);
-	_exit(rc ? 4 : 0);
+	return rc ? 4 : 0;
+}
+
+static pid_t spawn_writer(const char *dir, uint64_t to, int go)
+{
+	writer_run w = {dir, to, go};
+	return tk_child_start(writer_child, &w, NULL);
 }
 
 static void expect_exit0(pid_t pid)
 {
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_true(tk_exited(tk_child_wait(pid), 0));
 }
 
 static void expect_killed(pid_t pid)
 {
 	assert_int_equal(kill(pid, SIGKILL), 0);
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFSIGNALED(st));
+	assert_true(WIFSIGNALED(tk_child_wait(pid)));
 }
 
 /* A new store holding positions 1..n. */
@@ -215,7 +209,7 @@ static void test_reader_follows_writer(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 700); /* snapshots to restore from */
 	int go[2];
 	assert_int_equal(pipe(go), 0);
@@ -267,7 +261,7 @@ static void test_writer_killed(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 100);
 	int go[2];
 	assert_int_equal(pipe(go), 0);
@@ -308,39 +302,38 @@ static void test_writer_killed(void **state)
 	tk_refstate_free(m.rs);
 }
 
+/* A reader of the store `dir` that writes each position it reaches to fd
+ * until killed. */
+static int reader_child(void *dir, int fd)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	sc_store_options o = {0};
+	o.read_only = true;
+	o.follow_interval_ms = 1;
+	sc_store *s = NULL;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err))
+		return 3;
+	for (uint64_t want = 51;; want++) {
+		if (sc_store_wait_position(s, want, WAIT_MS, &err))
+			return 4;
+		uint64_t p = sc_store_last_position(s);
+		if (write(fd, &p, sizeof p) != (ssize_t)sizeof p)
+			return 5;
+		want = p;
+	}
+}
+
 /* SIGKILL of the reader (at any point of its following) leaves the writer
  * appending, and the store whole. */
 static void test_reader_killed(void **state)
 {
 	(void)state;
 	char dir[512];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 50);
-	int up[2];
-	assert_int_equal(pipe(up), 0);
-	pid_t rp = fork();
-	assert_true(rp >= 0);
-	if (rp == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		close(up[0]);
-		sc_store_options o = {0};
-		o.read_only = true;
-		o.follow_interval_ms = 1;
-		sc_store *s = NULL;
-		sc_error err;
-		if (sc_store_open(dir, &o, &s, &err))
-			_exit(3);
-		/* Report each position reached until killed. */
-		for (uint64_t want = 51;; want++) {
-			if (sc_store_wait_position(s, want, WAIT_MS, &err))
-				_exit(4);
-			uint64_t p = sc_store_last_position(s);
-			if (write(up[1], &p, sizeof p) != (ssize_t)sizeof p)
-				_exit(5);
-			want = p;
-		}
-	}
-	close(up[1]);
+	int up;
+	pid_t rp = tk_child_start(reader_child, dir, &up);
 	sc_error err;
 	sc_store *s = open_writer(dir, false, &err);
 	assert_non_null(s);
@@ -351,12 +344,12 @@ static void test_reader_killed(void **state)
 		assert_int_equal(append_to(s, to, rng++), 0);
 		/* The reader reports a position past its last report. */
 		uint64_t p = 0;
-		assert_int_equal(read(up[0], &p, sizeof p), (ssize_t)sizeof p);
+		assert_int_equal(read(up, &p, sizeof p), (ssize_t)sizeof p);
 		assert_true(p > reported);
 		reported = p;
 	}
 	expect_killed(rp);
-	close(up[0]);
+	close(up);
 	uint64_t end = sc_store_last_position(s) + 3000;
 	assert_int_equal(append_to(s, end, rng), 0);
 	model m = {tk_refstate_new(), 0};
@@ -390,7 +383,7 @@ static void test_read_only_writes_nothing(void **state)
 {
 	(void)state;
 	char dir[512], missing[600], path[600];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	make_store(dir, 400);
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	struct stat before, after;
@@ -451,16 +444,8 @@ static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_reader_process");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_reader");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -471,5 +456,5 @@ int main(void)
 	    cmocka_unit_test(test_writer_killed),
 	    cmocka_unit_test(test_reader_killed),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

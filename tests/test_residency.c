@@ -49,6 +49,34 @@ static sc_str S(const char *s)
 	return (sc_str){s, strlen(s)};
 }
 
+/* The cache of the single-property cases: seed 3, one lane. */
+static sc_cache *new_cache(void)
+{
+	sc_cache *cache;
+	sc_error err;
+	sc_cache_options o = {.seed = 3, .lanes = 1};
+	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
+	return cache;
+}
+
+static sc_reader *open_reader(sc_cache *cache)
+{
+	sc_reader *rd;
+	sc_error err;
+	assert_int_equal(sc_reader_open(cache, &rd, &err), 0);
+	return rd;
+}
+
+/* Reclaim with no reader pinning an older version: nothing waits. */
+static void expect_all_reclaimed(sc_cache *cache)
+{
+	sc_cache_reclaim(cache);
+	sc_cache_stats st;
+	sc_cache_stats_get(cache, &st);
+	assert_int_equal(st.versions_awaiting, 0);
+	assert_int_equal(st.bytes_awaiting, 0);
+}
+
 /* ==== loading a partition from the model ================================== */
 
 typedef struct load_ctx {
@@ -265,7 +293,7 @@ static void run_model(unsigned lanes)
 	sc_error err;
 	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	sc_reader *rd;
-	assert_int_equal(sc_reader_open(cache, &rd, &err), 0);
+	rd = open_reader(cache);
 	tk_refstate *rs = tk_refstate_new();
 
 	char names[NPARTS][8];
@@ -425,11 +453,7 @@ static void run_model(unsigned lanes)
 		fail_msg("seed %llu: %s", (unsigned long long)seed, why);
 	sc_reader_end(rd);
 	/* Nothing waits once no reader pins: evicted trees were freed. */
-	sc_cache_reclaim(cache);
-	sc_cache_stats st;
-	sc_cache_stats_get(cache, &st);
-	assert_int_equal(st.versions_awaiting, 0);
-	assert_int_equal(st.bytes_awaiting, 0);
+	expect_all_reclaimed(cache);
 	sc_reader_close(rd);
 	sc_cache_destroy(cache);
 	tk_refstate_free(rs);
@@ -479,13 +503,11 @@ static int64_t get_int(const sc_entity *e, const char *name)
 static void test_pinned_view_keeps_evicted(void **state)
 {
 	(void)state;
-	sc_cache *cache;
+	sc_cache *cache = new_cache();
 	sc_error err;
-	sc_cache_options o = {.seed = 3, .lanes = 1};
-	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	sc_reader *old, *now;
-	assert_int_equal(sc_reader_open(cache, &old, &err), 0);
-	assert_int_equal(sc_reader_open(cache, &now, &err), 0);
+	old = open_reader(cache);
+	now = open_reader(cache);
 	for (int i = 0; i < 200; i++) {
 		char id[16];
 		snprintf(id, sizeof id, "id%d", i);
@@ -526,10 +548,7 @@ static void test_pinned_view_keeps_evicted(void **state)
 	sc_cache_stats_get(cache, &st);
 	assert_true(st.bytes_awaiting > 0);
 	sc_reader_end(old);
-	sc_cache_reclaim(cache);
-	sc_cache_stats_get(cache, &st);
-	assert_int_equal(st.bytes_awaiting, 0);
-	assert_int_equal(st.versions_awaiting, 0);
+	expect_all_reclaimed(cache);
 	sc_reader_close(old);
 	sc_reader_close(now);
 	sc_cache_destroy(cache);
@@ -538,10 +557,8 @@ static void test_pinned_view_keeps_evicted(void **state)
 static void test_errors(void **state)
 {
 	(void)state;
-	sc_cache *cache;
+	sc_cache *cache = new_cache();
 	sc_error err;
-	sc_cache_options o = {.seed = 3, .lanes = 1};
-	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	assert_int_equal(sc_cache_part_evict(cache, S(""), &err), SC_EINVAL);
 	assert_int_equal(sc_cache_part_load_begin(cache, S(""), NULL, &err),
 			 SC_EINVAL);
@@ -590,7 +607,7 @@ static void test_errors(void **state)
 	sc_cache_discard(cache);
 	/* A snapshot of a view with a cold partition is refused. */
 	sc_reader *rd;
-	assert_int_equal(sc_reader_open(cache, &rd, &err), 0);
+	rd = open_reader(cache);
 	const sc_view *v = sc_reader_begin(rd);
 	sc_snapshot_encoded *enc;
 	assert_int_equal(sc_snapshot_encode(v, NULL, &enc, &err), SC_ESTATE);
@@ -623,16 +640,14 @@ static void test_errors(void **state)
 static void test_lru(void **state)
 {
 	(void)state;
-	sc_cache *cache;
+	sc_cache *cache = new_cache();
 	sc_error err;
-	sc_cache_options o = {.seed = 3, .lanes = 1};
-	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	const char *names[] = {"A", "B", "C", "D"};
 	for (int i = 0; i < 4; i++)
 		set_int(cache, names[i], "x", "v", i, (uint64_t)i + 1);
 	assert_int_equal(sc_cache_promote(cache), 0);
 	sc_reader *rd;
-	assert_int_equal(sc_reader_open(cache, &rd, &err), 0);
+	rd = open_reader(cache);
 	/* Read C, then (a tick later) A: B and D, never read, come first
 	 * (name order on a tie), then C, then A. */
 	assert_non_null(sc_reader_get_in(rd, S("C"), S("x")));
@@ -724,14 +739,12 @@ static void load_p(sc_cache *cache, const char *const *ids, const int *vals,
 static void test_diff_residency(void **state)
 {
 	(void)state;
-	sc_cache *cache;
+	sc_cache *cache = new_cache();
 	sc_error err;
-	sc_cache_options o = {.seed = 3, .lanes = 1};
-	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	sc_reader *r1, *r2, *r3;
-	assert_int_equal(sc_reader_open(cache, &r1, &err), 0);
-	assert_int_equal(sc_reader_open(cache, &r2, &err), 0);
-	assert_int_equal(sc_reader_open(cache, &r3, &err), 0);
+	r1 = open_reader(cache);
+	r2 = open_reader(cache);
+	r3 = open_reader(cache);
 	set_int(cache, "P", "x", "v", 1, 1);
 	set_int(cache, "P", "y", "v", 2, 2);
 	set_int(cache, "P", "w", "v", 3, 3);
@@ -796,10 +809,8 @@ static void test_diff_residency(void **state)
 static void test_watch_residency(void **state)
 {
 	(void)state;
-	sc_cache *cache;
+	sc_cache *cache = new_cache();
 	sc_error err;
-	sc_cache_options o = {.seed = 3, .lanes = 1};
-	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
 	set_int(cache, "P", "x", "v", 1, 1);
 	set_int(cache, "P", "y", "v", 2, 2);
 	set_int(cache, "Q", "q", "v", 3, 3);

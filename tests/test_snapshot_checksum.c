@@ -34,6 +34,7 @@
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 /* What the decoder says when the stored bytes do not have the recorded
  * checksum. */
@@ -309,8 +310,9 @@ static void on_warn(void *ctx, const char *msg)
 static void test_store_skips_resealed_chunk(void **state)
 {
 	(void)state;
-	char dir[] = "/tmp/sc_test_snapshot_checksum.XXXXXX";
-	assert_non_null(mkdtemp(dir));
+	assert_non_null(tk_tmproot_create("test_snapshot_checksum"));
+	char dir[256];
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = {.create = true,
 			      .durability = SC_DURABILITY_NOSYNC,
@@ -361,9 +363,7 @@ static void test_store_skips_resealed_chunk(void **state)
 	assert_true(tk_cache_matches(sc_store_cache(s), model));
 	sc_store_close(s);
 	tk_refstate_free(model);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 int main(void)

@@ -28,10 +28,10 @@
 #include "statecache/store.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
-static char tmpl[] = "/tmp/sc_test_state_limit.XXXXXX";
-static char *root;
+static const char *root;
 static uint64_t seed;
 
 /* ---- sizes from the wire format ------------------------------------------ */
@@ -187,7 +187,7 @@ static int setup_all(void **state)
 {
 	SC_UNUSED(state);
 	seed = tk_seed("test_state_limit");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_state_limit");
 	value = malloc(SC_EVENT_VALUE_MAX);
 	if (!root || !value)
 		return -1;
@@ -205,9 +205,7 @@ static int teardown_all(void **state)
 {
 	SC_UNUSED(state);
 	free(value);
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
+	return tk_tmproot_remove();
 }
 
 /* ---- the exact size ------------------------------------------------------ */

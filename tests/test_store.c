@@ -30,26 +30,12 @@
 #include "store/event_codec.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 static uint64_t seed;
-static char tmpl[] = "/tmp/sc_test_store.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 
 /* A fresh store directory name (not created). */
-static void new_dir(char *buf, size_t n)
-{
-	snprintf(buf, n, "%s/s%u", root, dir_counter++);
-}
-
-static void rm_rf(const char *dir)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
-
 static sc_store_options opts(void)
 {
 	sc_store_options o = {0};
@@ -59,18 +45,6 @@ static sc_store_options opts(void)
 	/* Most appends leave their events to the tail; every few index it. */
 	o.index_lag = 4;
 	return o;
-}
-
-static sc_store *open_store(const char *dir, const sc_store_options *o)
-{
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	assert_non_null(s);
-	return s;
 }
 
 /* Collects events read back from the store (deep copies by re-decoding
@@ -120,15 +94,8 @@ static int setup_all(void **state)
 {
 	SC_UNUSED(state);
 	seed = tk_seed("test_store");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_store");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	rm_rf(root);
-	return 0;
 }
 
 /* ---- the fixture --------------------------------------------------------- */
@@ -146,7 +113,7 @@ typedef struct store_fx {
 static sc_store *fx_open(store_fx *fx)
 {
 	assert_null(fx->s);
-	fx->s = open_store(fx->dir, &fx->o);
+	fx->s = tk_store_open(fx->dir, &fx->o);
 	return fx->s;
 }
 
@@ -168,7 +135,7 @@ static int fx_setup(void **state)
 	store_fx *fx = calloc(1, sizeof *fx);
 	if (!fx)
 		return -1;
-	new_dir(fx->dir, sizeof fx->dir);
+	tk_tmproot_dir(fx->dir, sizeof fx->dir);
 	fx->o = opts();
 	*state = fx;
 	return 0;
@@ -186,7 +153,7 @@ static int fx_teardown(void **state)
 {
 	store_fx *fx = *state;
 	fx_close(fx);
-	rm_rf(fx->dir);
+	tk_rm_rf(fx->dir);
 	free(fx);
 	return 0;
 }
@@ -1116,10 +1083,10 @@ static void test_format_4_store_is_upgraded(void **state)
 	SC_UNUSED(state);
 	for (int named = 0; named < 2; named++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
 		o.index_lag = 1;
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		fill_parts(s, 60, named);
 		assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
 		fill_parts(s, 10, named);
@@ -1127,7 +1094,7 @@ static void test_format_4_store_is_upgraded(void **state)
 		sc_store_close(s);
 
 		o.index_lag = 5;
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		snapshot_of now = observe(s);
 		sc_snapshot_info info[4];
 		int nsnap = sc_store_snapshots(s, info, 4, NULL);
@@ -1151,7 +1118,7 @@ static void test_format_4_store_is_upgraded(void **state)
 			check_part_reads(s, (sc_str){"eu", 2});
 		assert_int_equal(sc_store_verify(s, NULL), 0);
 		sc_store_close(s);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -1162,10 +1129,10 @@ static void test_format_2_store_is_upgraded(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.index_lag = 1;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	char id[SC_INDEX_ID_WHOLE_MAX];
 	memset(id, 'w', sizeof id);
 	sc_attr at = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 1}};
@@ -1180,7 +1147,7 @@ static void test_format_2_store_is_upgraded(void **state)
 	set_format_version(s, 2, false);
 	sc_store_close(s);
 
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	MDB_txn *txn;
 	MDB_dbi meta;
 	MDB_val k = {14, "format_version"}, v;
@@ -1199,7 +1166,7 @@ static void test_format_2_store_is_upgraded(void **state)
 	collected_free(&c);
 	check_entity_reads(s, 20);
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* A raw LMDB write transaction on the closed store in `dir`: drop (del 1)
@@ -1248,9 +1215,9 @@ static void test_open_never_recreates(void **state)
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char dir[256];
-		new_dir(dir, sizeof dir);
+		tk_tmproot_dir(dir, sizeof dir);
 		sc_store_options o = opts();
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		fill(s, 30, 0);
 		assert_int_equal(sc_store_verify(s, NULL), 0);
 		sc_store_close(s);
@@ -1266,14 +1233,14 @@ static void test_open_never_recreates(void **state)
 				fprintf(stderr, "%s\n", err.message);
 			assert_non_null(strstr(err.message, cases[i].says));
 		}
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 
 	/* An LMDB environment that is not a store is not made one unasked. */
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	raw_damage(dir, "meta", 1);
 	raw_damage(dir, "events", 1);
@@ -1283,32 +1250,35 @@ static void test_open_never_recreates(void **state)
 	sc_error err;
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "not a store"));
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A lost index row: open does not read the index, verify does. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	o = opts();
 	o.index_lag = 1;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	fill(s, 30, 0);
 	sc_store_close(s);
 	raw_damage(dir, "entity_index", -1);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_verify(s, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "29 rows"));
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
+}
+
+static int exit_at_once(void *arg, int fd)
+{
+	(void)arg;
+	(void)fd;
+	return 0;
 }
 
 /* The pid of a process that has exited. */
 static pid_t dead_pid(void)
 {
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(0);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	pid_t pid = tk_child_start(exit_at_once, NULL, NULL);
+	tk_child_wait(pid);
 	return pid;
 }
 
@@ -1329,6 +1299,16 @@ static bool exists(const char *path)
 /* The path of this program, for a child that creates a store. */
 static const char *self_path;
 
+/* A child that creates the store `dir` and is killed just before it
+ * links data.mdb into place. */
+static int create_killed(void *dir, int fd)
+{
+	(void)fd;
+	tk_killpoint_arm("create_before_link");
+	execl(self_path, self_path, "--create", (char *)dir, (char *)NULL);
+	return 5;
+}
+
 /* Creating a store is atomic: a creation killed before its data.mdb is in
  * place leaves no store, and the next creation removes what it left;
  * a torn data.mdb is reported, never taken for a new store. */
@@ -1340,19 +1320,8 @@ static void test_create_is_atomic(void **state)
 	sc_store *s = NULL;
 
 	/* A creation killed just before linking data.mdb into place. */
-	new_dir(dir, sizeof dir);
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setenv("SC_KILLPOINT", "create_before_link", 1);
-		execl(self_path, self_path, "--create", dir, (char *)NULL);
-		_exit(5);
-	}
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
-	assert_int_equal(WTERMSIG(status), SIGKILL);
+	tk_tmproot_dir(dir, sizeof dir);
+	assert_true(tk_killed(tk_child_run(create_killed, dir), SIGKILL));
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	assert_false(exists(path));
 	sc_store_options o = opts();
@@ -1363,18 +1332,18 @@ static void test_create_is_atomic(void **state)
 		 dir);
 	assert_int_equal(system(path), 0);
 	o.create = true;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	fill(s, 5, 0);
 	sc_store_close(s);
 	assert_int_not_equal(system(path), 0);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_last_position(s), 5);
 	sc_store_close(s);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A leftover of a process that is gone, with a torn data.mdb in it,
 	 * is removed; one of a live process is left alone. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	char gone[300], live[300];
 	snprintf(gone, sizeof gone, "%s/.sc-creating-%ld-abcdef", dir,
@@ -1387,15 +1356,15 @@ static void test_create_is_atomic(void **state)
 	memset(page + 4096, 0xa5, 4096);
 	snprintf(path, sizeof path, "%s/data.mdb", gone);
 	write_file(path, page, sizeof page);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_false(exists(gone));
 	assert_true(exists(live));
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A torn data.mdb in place (page 1 written, page 0 not): an error
 	 * that says so, with or without create; the file is left as it is. */
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	snprintf(path, sizeof path, "%s/data.mdb", dir);
 	write_file(path, page, sizeof page);
@@ -1409,7 +1378,7 @@ static void test_create_is_atomic(void **state)
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_size, sizeof page);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 static int warned;
@@ -1439,22 +1408,22 @@ static void test_file_modes(void **state)
 	SC_UNUSED(state);
 	mode_t old = umask(022);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.warn = note_warning;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	fill(s, 3, 0);
 	sc_store_close(s);
 	assert_int_equal(mode_of(dir, NULL), 0700);
 	assert_int_equal(mode_of(dir, "data.mdb"), 0600);
 	assert_int_equal(mode_of(dir, "lock.mdb"), 0600);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	/* A group of processes sharing a store, under a strict umask. */
 	umask(077);
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	o.file_mode = 0660;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(mode_of(dir, NULL), 0770);
 	assert_int_equal(mode_of(dir, "data.mdb"), 0660);
@@ -1467,20 +1436,20 @@ static void test_file_modes(void **state)
 	assert_int_equal(chmod(path, 0644), 0);
 	o.file_mode = 0;
 	warned = 0;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(warned, 1);
 	o.file_mode = 0644;
 	warned = 0;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_close(s);
 	assert_int_equal(warned, 0);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 
 	o.file_mode = 01777;
 	sc_error err;
 	s = NULL;
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	assert_int_equal(sc_store_open(dir, &o, &s, &err), SC_EINVAL);
 	assert_false(exists(dir));
 	umask(old);
@@ -1938,18 +1907,31 @@ static void fill_random_values(sc_store *s, tk_refstate *m, size_t n,
 			       .attrs = &at,
 			       .nattrs = 1,
 			       .time = (int64_t)(base + i + 1)};
-		uint64_t first = 0;
-		sc_error err;
-		int rc = sc_store_append(s, &ev, 1, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		ev.position = first;
-		tk_refstate_apply(m, &ev);
+		tk_store_append_model(s, &ev, 1, m);
 	}
 	free(blob);
 }
 
+/* The other process of the map-growth test: 2000 appends of 2 KiB
+ * values after position 210 to the store dir, opened with *o. */
+typedef struct other_appends {
+	const char *dir;
+	const sc_store_options *o;
+} other_appends;
+
+static int append_4mib(void *arg, int fd)
+{
+	(void)fd;
+	const other_appends *oa = arg;
+	sc_store *c = NULL;
+	if (sc_store_open(oa->dir, oa->o, &c, NULL))
+		return 3;
+	tk_refstate *cm = tk_refstate_new();
+	fill_random_values(c, cm, 2000, 210, 2048);
+	tk_refstate_free(cm);
+	sc_store_close(c);
+	return 0;
+}
 /* A snapshot larger than the room left in the map grows the map (appends
  * and snapshots share one write path), and a snapshot taken after another
  * process grew the map past this process's adopts the new size
@@ -1958,18 +1940,18 @@ static void test_snapshot_grows_map(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	new_dir(dir, sizeof dir);
+	tk_tmproot_dir(dir, sizeof dir);
 	sc_store_options o = opts();
 	o.map_size = 64 << 10;
 	o.map_size_max = 256 << 20;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	fill_random_values(s, m, 200, 0, 2048);
 	sc_store_close(s);
 
 	/* Reopened with a 64 KiB map: LMDB maps just what the file uses, so
 	 * the ~400 KiB snapshot cannot fit without growing the map. */
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	sc_store_stats st0, st1;
 	assert_int_equal(sc_store_stats_get(s, &st0, NULL), 0);
 	sc_snapshot_info si;
@@ -1987,23 +1969,8 @@ static void test_snapshot_grows_map(void **state)
 
 	/* Another process appends 4 MiB: its map, and the file, grow past
 	 * this process's map. */
-	fflush(NULL);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		sc_store *c = NULL;
-		if (sc_store_open(dir, &o, &c, NULL))
-			_exit(3);
-		tk_refstate *cm = tk_refstate_new();
-		fill_random_values(c, cm, 2000, 210, 2048);
-		tk_refstate_free(cm);
-		sc_store_close(c);
-		_exit(0);
-	}
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	other_appends oa = {dir, &o};
+	assert_true(tk_exited(tk_child_run(append_4mib, &oa), 0));
 	/* This process's version (position 210) has no snapshot yet: its
 	 * transactions meet MDB_MAP_RESIZED and adopt the size. */
 	rc = sc_store_snapshot(s, &si, &err);
@@ -2020,7 +1987,7 @@ static void test_snapshot_grows_map(void **state)
 	int warnings = 0;
 	o.warn = count_warning;
 	o.warn_ctx = &warnings;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(warnings, 0);
 	assert_int_equal(sc_store_last_position(s), 2210);
 	assert_int_equal(sc_cache_len(sc_store_cache(s)), 2210);
@@ -2030,7 +1997,7 @@ static void test_snapshot_grows_map(void **state)
 	assert_int_equal(list[1].position, 200);
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* A string value that is not UTF-8, committed before appends refused
@@ -2180,5 +2147,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_corrupt_event_record,
 					    fx_setup_open, fx_teardown),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

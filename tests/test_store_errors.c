@@ -20,33 +20,17 @@
 #include "statecache/store.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 static uint64_t seed;
-static char tmpl[] = "/tmp/sc_test_store_errors.XXXXXX";
-static char *root;
-static unsigned dir_counter;
-
-static void rm_rf(const char *dir)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
+static const char *root;
 
 static int setup_all(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_store_errors");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_store_errors");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	(void)state;
-	rm_rf(root);
-	return 0;
 }
 
 /* ---- the fixture --------------------------------------------------------- */
@@ -64,7 +48,7 @@ static int fx_setup(void **state)
 	store_fx *fx = calloc(1, sizeof *fx);
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof fx->dir, "%s/s%u", root, dir_counter++);
+	tk_tmproot_dir(fx->dir, sizeof fx->dir);
 	fx->o.create = true;
 	fx->o.durability = SC_DURABILITY_NOSYNC;
 	fx->o.cache.seed = seed | 1;
@@ -92,7 +76,7 @@ static int fx_teardown(void **state)
 {
 	store_fx *fx = *state;
 	sc_store_close(fx->s);
-	rm_rf(fx->dir);
+	tk_rm_rf(fx->dir);
 	free(fx);
 	return 0;
 }
@@ -371,5 +355,5 @@ int main(void)
 					    fx_setup, fx_teardown),
 	    cmocka_unit_test(test_lmdb_errors_map_to_codes),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

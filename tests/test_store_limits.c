@@ -28,9 +28,9 @@
 #include "store/event_codec.h"
 #include "store/store_internal.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
-static char tmpl[] = "/tmp/sc_test_store_limits.XXXXXX";
-static char *root;
+static const char *root;
 
 /* Entities of the volume part, and events appended in it. */
 #define NENT	     4200u
@@ -216,14 +216,7 @@ static void check_entity(sc_store *s, const tk_refstate *m, const expect *e)
 
 static void append_one(sc_store *s, tk_refstate *m, sc_event *ev, expect *e)
 {
-	uint64_t first = 0;
-	sc_error err;
-	int rc = sc_store_append(s, ev, 1, &first, &err);
-	if (rc)
-		fprintf(stderr, "append: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	ev->position = first;
-	tk_refstate_apply(m, ev);
+	uint64_t first = tk_store_append_model(s, ev, 1, m);
 	if (e)
 		expect_add(e, first);
 }
@@ -259,15 +252,8 @@ static void append_volume(sc_store *s, tk_refstate *m, unsigned n0, unsigned n1,
 					    .nattrs = 1,
 					    .time = (int64_t)(n + k + 10)};
 		}
-		uint64_t first = 0;
-		sc_error err;
-		int rc = sc_store_append(s, evs, b, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
+		uint64_t first = tk_store_append_model(s, evs, b, m);
 		for (unsigned k = 0; k < b; k++) {
-			evs[k].position = first + k;
-			tk_refstate_apply(m, &evs[k]);
 			for (size_t w = 0; w < nwatch; w++)
 				if (watch[w].len == evs[k].entity.len &&
 				    memcmp(watch[w].id, ids[k], watch[w].len) ==
@@ -409,16 +395,8 @@ static void test_limits_at_volume(void **state)
 static int setup_all(void **state)
 {
 	SC_UNUSED(state);
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_store_limits");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -426,5 +404,5 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_limits_at_volume),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

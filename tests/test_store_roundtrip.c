@@ -23,20 +23,11 @@
 #include "statecache/store.h"
 #include "statecache/testing.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 static uint64_t seed;
-static char tmpl[] = "/tmp/sc_test_roundtrip.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static bool short_run;
-
-static void rm_rf(const char *dir)
-{
-	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", dir);
-}
 
 /* Warnings captured through opt->warn. */
 typedef struct warnings {
@@ -64,17 +55,6 @@ static sc_store_options opts(warnings *w)
 	return o;
 }
 
-static sc_store *open_store(const char *dir, const sc_store_options *o)
-{
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open %s: %s\n", dir, err.message);
-	assert_int_equal(rc, 0);
-	return s;
-}
-
 /* Append events [from, to) of the stream (explicit times) and fold them
  * into the model. */
 static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
@@ -92,17 +72,7 @@ static void append_range(sc_store *s, tk_refstate *m, uint64_t from,
 				     &g[k]);
 			batch[k] = g[k].ev;
 		}
-		uint64_t first;
-		sc_error err;
-		int rc = sc_store_append(s, batch, b, &first, &err);
-		if (rc)
-			fprintf(stderr, "append: %s\n", err.message);
-		assert_int_equal(rc, 0);
-		assert_int_equal(first, i + 1);
-		for (size_t k = 0; k < b; k++) {
-			batch[k].position = i + k + 1;
-			tk_refstate_apply(m, &batch[k]);
-		}
+		assert_int_equal(tk_store_append_model(s, batch, b, m), i + 1);
 		free(g);
 		free(batch);
 		i += b;
@@ -114,15 +84,8 @@ static int setup_all(void **state)
 	SC_UNUSED(state);
 	seed = tk_seed("test_store_roundtrip");
 	short_run = getenv("SC_TEST_SHORT") != NULL;
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_roundtrip");
 	return root ? 0 : -1;
-}
-
-static int teardown_all(void **state)
-{
-	SC_UNUSED(state);
-	rm_rf(root);
-	return 0;
 }
 
 /* ---- random histories ---------------------------------------------------- */
@@ -133,14 +96,14 @@ static void test_random_snapshots_and_reopens(void **state)
 	int rounds = short_run ? 3 : 10;
 	for (int round = 0; round < rounds; round++) {
 		char dir[256];
-		snprintf(dir, sizeof dir, "%s/r%u", root, dir_counter++);
+		tk_tmproot_dir(dir, sizeof dir);
 		warnings w = {0};
 		sc_store_options o = opts(&w);
 		uint64_t r = seed + (uint64_t)round;
 		unsigned nent = 20 + (unsigned)(tk_rand(&r) % 300);
 		if (round == 1)
 			o.snapshot_every = 500; /* automatic snapshots */
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		tk_refstate *m = tk_refstate_new();
 		uint64_t pos = 0;
 		int steps = 12;
@@ -163,7 +126,7 @@ static void test_random_snapshots_and_reopens(void **state)
 			}
 			if (what >= 1) {
 				sc_store_close(s);
-				s = open_store(dir, &o);
+				s = tk_store_open(dir, &o);
 				assert_int_equal(sc_store_last_position(s),
 						 pos);
 			}
@@ -179,7 +142,7 @@ static void test_random_snapshots_and_reopens(void **state)
 		assert_int_equal(w.count, 0);
 		sc_store_close(s);
 		tk_refstate_free(m);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -190,10 +153,10 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/t%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	sc_attr a = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 7}};
 	sc_event evs[3] = {
 	    {.entity = {"a", 1},
@@ -213,7 +176,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
 	assert_int_equal(si.position, 3);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_snapshot(s, &si, NULL), 0);
 	assert_int_equal(si.position, 3);
 	sc_snapshot_info list[4];
@@ -226,7 +189,7 @@ static void test_snapshot_after_restore_of_trailing_delete(void **state)
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
 	sc_store_close(s);
 	assert_int_equal(w.count, 0);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- damaged snapshots --------------------------------------------------- */
@@ -344,10 +307,10 @@ static void test_damaged_snapshots_fall_back(void **state)
 	const unsigned nent = short_run ? 5000 : 9000;
 	for (int d = 0; d <= DAMAGE_DROP_CHUNK; d++) {
 		char dir[256];
-		snprintf(dir, sizeof dir, "%s/d%u", root, dir_counter++);
+		tk_tmproot_dir(dir, sizeof dir);
 		warnings w = {0};
 		sc_store_options o = opts(&w);
-		sc_store *s = open_store(dir, &o);
+		sc_store *s = tk_store_open(dir, &o);
 		tk_refstate *m = tk_refstate_new();
 		/* Two snapshots with a tail after each. */
 		uint64_t total = 0;
@@ -400,7 +363,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		/* Damage the newest: open falls back to the older one. */
 		damage_snapshot(dir, list[0].position, list[1].position,
 				list[0].chunks, (damage)d, &r);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		if (w.count != 1)
 			fprintf(stderr, "damage %s: warnings: %s\n",
 				damage_name[d], w.text);
@@ -419,7 +382,7 @@ static void test_damaged_snapshots_fall_back(void **state)
 		damage_snapshot(
 		    dir, list[1].position, list[0].position, list[1].chunks,
 		    d == DAMAGE_SWAP_SNAPSHOTS ? DAMAGE_FLIP : (damage)d, &r);
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		assert_int_equal(w.count, 2);
 		assert_non_null(strstr(w.text, "full replay"));
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
@@ -429,12 +392,12 @@ static void test_damaged_snapshots_fall_back(void **state)
 		sc_store_close(s);
 		w.count = 0;
 		w.text[0] = '\0';
-		s = open_store(dir, &o);
+		s = tk_store_open(dir, &o);
 		assert_int_equal(w.count, 0); /* the newest verifies */
 		assert_true(tk_cache_matches(sc_store_cache(s), m));
 		sc_store_close(s);
 		tk_refstate_free(m);
-		rm_rf(dir);
+		tk_rm_rf(dir);
 	}
 }
 
@@ -444,10 +407,10 @@ static void test_alloc_failure_snapshot(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/a%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed;
 	append_range(s, m, 0, 400, 60, &r);
@@ -476,12 +439,12 @@ static void test_alloc_failure_snapshot(void **state)
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 2);
 	assert_int_equal(list[0].position, 500);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	assert_int_equal(w.count, 0);
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- a snapshot that does not fit ------------------------------------------
@@ -495,12 +458,12 @@ static void test_snapshot_map_full(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/m%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
 	o.map_size = 256 << 10;
 	o.map_size_max = 2 << 20;
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x3a9f;
 	/* 1,000 entities of 1 KiB of random bytes each: ~1.4 MiB of log and
@@ -556,16 +519,16 @@ static void test_snapshot_map_full(void **state)
 	assert_int_equal(sc_store_last_position(s), pos);
 	sc_store_close(s);
 	o.map_size_max = 64 << 20;
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_int_equal(sc_store_snapshot(s, NULL, NULL), 0);
 	assert_int_equal(sc_store_snapshots(s, list, 4, NULL), 1);
 	assert_int_equal(list[0].position, pos);
 	sc_store_close(s);
-	s = open_store(dir, &o);
+	s = tk_store_open(dir, &o);
 	assert_true(tk_cache_matches(sc_store_cache(s), m));
 	sc_store_close(s);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 /* ---- allocation failures during open ----------------------------------------
@@ -578,10 +541,10 @@ static void test_alloc_failure_open(void **state)
 {
 	SC_UNUSED(state);
 	char dir[256];
-	snprintf(dir, sizeof dir, "%s/o%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	warnings w = {0};
 	sc_store_options o = opts(&w);
-	sc_store *s = open_store(dir, &o);
+	sc_store *s = tk_store_open(dir, &o);
 	tk_refstate *m = tk_refstate_new();
 	uint64_t r = seed ^ 0x0fe4;
 	append_range(s, m, 0, 300, 40, &r);
@@ -613,7 +576,7 @@ static void test_alloc_failure_open(void **state)
 	printf("open survived %d injected allocation failures\n", failures);
 	assert_true(failures > 0);
 	tk_refstate_free(m);
-	rm_rf(dir);
+	tk_rm_rf(dir);
 }
 
 int main(void)
@@ -626,5 +589,5 @@ int main(void)
 	    cmocka_unit_test(test_snapshot_map_full),
 	    cmocka_unit_test(test_alloc_failure_open),
 	};
-	return cmocka_run_group_tests(tests, setup_all, teardown_all);
+	return cmocka_run_group_tests(tests, setup_all, tk_tmproot_teardown);
 }

@@ -42,6 +42,8 @@
 #include "statecache/watch.h"
 #include "tests/support/cache_testkit.h"
 #include "tests/support/refstate.h"
+#include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 #include "tests/support/testkit.h"
 
 /* ==== randomness ========================================================== */
@@ -682,6 +684,23 @@ static sc_cache *new_cache(void)
 	return cache;
 }
 
+/* The set-up of a single-property case: the random stream from the seed,
+ * a new cache and, with rs, an empty model. Undone by case_end. */
+static sc_cache *case_begin(tk_refstate **rs)
+{
+	rnd_state = seed;
+	sc_cache *cache = new_cache();
+	if (rs)
+		*rs = tk_refstate_new();
+	return cache;
+}
+
+static void case_end(sc_cache *cache, tk_refstate *rs)
+{
+	tk_refstate_free(rs);
+	sc_cache_destroy(cache);
+}
+
 /* After the watchers close: nothing waits, memory is the live set. */
 static void check_memory_back(sc_cache *cache)
 {
@@ -823,9 +842,8 @@ static bool id_is(sc_str id, const char *s)
 static void test_coalesce_net(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
-	tk_refstate *rs = tk_refstate_new();
+	tk_refstate *rs;
+	sc_cache *cache = case_begin(&rs);
 	uint64_t pos = 0;
 	put_int(cache, rs, &pos, "keep", "a", 1);
 	put_int(cache, rs, &pos, "gone", "a", 1);
@@ -885,8 +903,7 @@ static void test_coalesce_net(void **state)
 	assert_int_equal(b->to_version, from + 3);
 	tw_close(&t);
 	check_memory_back(cache);
-	tk_refstate_free(rs);
-	sc_cache_destroy(cache);
+	case_end(cache, rs);
 }
 
 /* The initial state comes in parts of at most initial_batch_max, then the
@@ -894,9 +911,8 @@ static void test_coalesce_net(void **state)
 static void test_initial_state(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
-	tk_refstate *rs = tk_refstate_new();
+	tk_refstate *rs;
+	sc_cache *cache = case_begin(&rs);
 	uint64_t pos = 0;
 	char id[16];
 	for (int i = 0; i < 10; i++) {
@@ -963,8 +979,7 @@ static void test_initial_state(void **state)
 	tw_close(&t);
 	tk_refstate_free(rs0);
 	sc_cache_destroy(empty);
-	tk_refstate_free(rs);
-	sc_cache_destroy(cache);
+	case_end(cache, rs);
 }
 
 /* A predicate on the state: an entity coming to match is added, one that
@@ -972,9 +987,8 @@ static void test_initial_state(void **state)
 static void test_predicate_and_partition(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
-	tk_refstate *rs = tk_refstate_new();
+	tk_refstate *rs;
+	sc_cache *cache = case_begin(&rs);
 	uint64_t pos = 0;
 	tw even, other;
 	tw_open(&even, cache, rs, &filters[5], SC_WATCH_START_NOW, 0, 0);
@@ -1005,16 +1019,14 @@ static void test_predicate_and_partition(void **state)
 	assert_int_equal(other.copy.n, 0);
 	tw_close(&even);
 	tw_close(&other);
-	tk_refstate_free(rs);
-	sc_cache_destroy(cache);
+	case_end(cache, rs);
 }
 
 /* Timeouts report the current version and position. */
 static void test_heartbeat(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
+	sc_cache *cache = case_begin(NULL);
 	uint64_t pos = 0;
 	put_int(cache, NULL, &pos, "a", "a", 1);
 	assert_int_equal(sc_cache_promote(cache), 0);
@@ -1034,7 +1046,7 @@ static void test_heartbeat(void **state)
 	assert_int_equal(st.version, 1);
 	assert_int_equal(st.batches, 0);
 	sc_watch_close(w);
-	sc_cache_destroy(cache);
+	case_end(cache, NULL);
 }
 
 typedef struct waiter {
@@ -1062,8 +1074,7 @@ static void *wait_thread(void *arg)
 static void test_wakeup(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
+	sc_cache *cache = case_begin(NULL);
 	uint64_t pos = 0;
 	for (int round = 0; round < 20; round++) {
 		sc_watcher *w;
@@ -1081,7 +1092,7 @@ static void test_wakeup(void **state)
 		assert_int_equal(x.nadded, 1);
 		sc_watch_close(w);
 	}
-	sc_cache_destroy(cache);
+	case_end(cache, NULL);
 }
 
 /* Stats show what a lagging watcher holds back; over its limit it lets go
@@ -1089,9 +1100,8 @@ static void test_wakeup(void **state)
 static void test_limit_and_stats(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
-	tk_refstate *rs = tk_refstate_new();
+	tk_refstate *rs;
+	sc_cache *cache = case_begin(&rs);
 	uint64_t pos = 0;
 	char id[16];
 	for (int i = 0; i < 200; i++) {
@@ -1163,8 +1173,7 @@ static void test_limit_and_stats(void **state)
 	tw_close(&strict);
 	tw_close(&lazy);
 	check_memory_back(cache);
-	tk_refstate_free(rs);
-	sc_cache_destroy(cache);
+	case_end(cache, rs);
 }
 
 /* An allocation failure while a batch is built changes nothing: the next
@@ -1172,9 +1181,8 @@ static void test_limit_and_stats(void **state)
 static void test_enomem(void **state)
 {
 	(void)state;
-	rnd_state = seed;
-	sc_cache *cache = new_cache();
-	tk_refstate *rs = tk_refstate_new();
+	tk_refstate *rs;
+	sc_cache *cache = case_begin(&rs);
 	gen g = {.nids = 60};
 	tw t[2];
 	tw_open(&t[0], cache, rs, &filters[0], SC_WATCH_START_NOW, 0, 0);
@@ -1220,8 +1228,7 @@ static void test_enomem(void **state)
 	assert_true(failures > 0);
 	tw_close(&t[0]);
 	tw_close(&t[1]);
-	tk_refstate_free(rs);
-	sc_cache_destroy(cache);
+	case_end(cache, rs);
 }
 
 /* On a store's cache every append is one promote: a batch covers whole
@@ -1230,15 +1237,12 @@ static void test_store_appends(void **state)
 {
 	(void)state;
 	rnd_state = seed;
-	char dir[] = "/tmp/test_watch.XXXXXX";
-	assert_non_null(mkdtemp(dir));
-	sc_store_options so = {.create = true,
-			       .durability = SC_DURABILITY_NOSYNC,
+	assert_non_null(tk_tmproot_create("test_watch"));
+	char dir[256];
+	sc_store_options so = {.durability = SC_DURABILITY_NOSYNC,
 			       .cache.seed = 11};
-	sc_store *store;
+	sc_store *store = tk_store_create(dir, sizeof dir, &so);
 	sc_error err;
-	if (sc_store_open(dir, &so, &store, &err))
-		fail_msg("sc_store_open: %s", err.message);
 	sc_cache *cache = sc_store_cache(store);
 	tk_refstate *rs = tk_refstate_new();
 	tw t;
@@ -1292,9 +1296,7 @@ static void test_store_appends(void **state)
 	tw_close(&t);
 	tk_refstate_free(rs);
 	sc_store_close(store);
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
 static void test_args(void **state)

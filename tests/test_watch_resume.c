@@ -22,12 +22,11 @@
 #include "statecache/watch.h"
 #include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
+#include "tests/support/sys_testkit.h"
 
 #define NENT 150
 
-static char tmpl[] = "/tmp/sc_test_watch_resume.XXXXXX";
-static char *root;
-static unsigned dir_counter;
+static const char *root;
 static uint64_t seed;
 
 static void event_at(uint64_t pos, tk_event *out)
@@ -54,13 +53,7 @@ static sc_store *open_store(const char *dir, bool create)
 	o.create = create;
 	o.index_lag = 16; /* as-of reads over the index and the tail */
 	o.snapshot_every = 97;
-	sc_store *s = NULL;
-	sc_error err;
-	int rc = sc_store_open(dir, &o, &s, &err);
-	if (rc)
-		fprintf(stderr, "open: %s\n", err.message);
-	assert_int_equal(rc, 0);
-	return s;
+	return tk_store_open(dir, &o);
 }
 
 static void append_to(sc_store *s, uint64_t to, uint64_t *rng)
@@ -164,7 +157,7 @@ static void resume_case(uint64_t before_reopen, uint64_t pos, uint64_t total,
 			const char *prefix)
 {
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/d%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t rng = seed ^ pos;
 	sc_store *s = open_store(dir, true);
 	append_to(s, before_reopen, &rng);
@@ -219,7 +212,7 @@ static void test_resume_beyond_end(void **state)
 {
 	(void)state;
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/d%u", root, dir_counter++);
+	tk_tmproot_dir(dir, sizeof dir);
 	uint64_t rng = seed;
 	sc_store *s = open_store(dir, true);
 	append_to(s, 50, &rng);
@@ -242,16 +235,8 @@ static int setup(void **state)
 {
 	(void)state;
 	seed = tk_seed("test_watch_resume");
-	root = mkdtemp(tmpl);
+	root = tk_tmproot_create("test_watch_resume");
 	return root ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", root);
-	return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -260,5 +245,5 @@ int main(void)
 	    cmocka_unit_test(test_resume_across_reopen),
 	    cmocka_unit_test(test_resume_beyond_end),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tk_tmproot_teardown);
 }

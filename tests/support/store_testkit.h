@@ -64,6 +64,41 @@ bool tk_cache_matches(sc_cache *cache, const tk_refstate *m);
  * equal to tk_refstate_hash of a model holding the same state. */
 uint64_t tk_cache_hash(sc_cache *cache, size_t *len);
 
+/*
+ * tk_store_open - sc_store_open(dir, o) that must succeed: on an error it
+ * prints "open <dir>: <message>" and fails the running cmocka test. The
+ * caller owns the store (sc_store_close). Like tk_store_create and
+ * tk_store_append_model, for cmocka test programs only
+ * (store_calls_testkit.c calls cmocka).
+ */
+sc_store *tk_store_open(const char *dir, const sc_store_options *o);
+
+/* tk_store_create - tk_store_open of a new store in a fresh directory
+ * below the program's temporary root (tk_tmproot_dir; its path in
+ * dir[0..dir_len)), with `o` (o->create need not be set). */
+sc_store *tk_store_create(char *dir, size_t dir_len, const sc_store_options *o);
+
+/*
+ * tk_store_append_model - append evs[0..n) to `s` in one batch, which
+ * must succeed (on an error: "append: <message>" on stderr and a cmocka
+ * failure); then give each event its position and fold it into the model
+ * `m`. Returns the first position.
+ */
+uint64_t tk_store_append_model(sc_store *s, sc_event *evs, size_t n,
+			       tk_refstate *m);
+
+/*
+ * tk_view_check_model - the view `v` holds exactly the model's state
+ * (tk_refstate_check_view); else "<what>: <first difference>" on stderr
+ * and a cmocka failure.
+ */
+void tk_view_check_model(const sc_view *v, const tk_refstate *m,
+			 const char *what);
+
+/* tk_store_check_model - tk_view_check_model of the newest promoted
+ * version of the store's cache, read through a reader of its own. */
+void tk_store_check_model(sc_store *s, const tk_refstate *m, const char *what);
+
 /* The rows of entity_index and meta index_through, read from LMDB directly
  * in one read transaction; false (with a message) if they cannot be read. */
 bool tk_index_state(sc_store *s, size_t *rows, uint64_t *through);

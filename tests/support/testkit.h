@@ -2,11 +2,17 @@
  * The test kit: what every test program, stress and crash program and
  * fuzzer shares. Built with the rest of tests/support into libsctest.a.
  *
- * Every helper of the kit is named tk_*: tk_hamt_* (hamt_testkit.h) for
- * keys and hashes of the HAMT tests, tk_event_* / tk_cache_*
- * (store_testkit.h) for event streams and the store tests' model,
- * tk_refmap_* (refmap.h) and tk_refstate_* (refstate.h) for the two
- * reference models.
+ * Every function of the kit is named tk_*: tk_hamt_* (hamt_testkit.h) for
+ * keys and hashes of the HAMT tests, tk_event_* / tk_cache_* / tk_store_*
+ * (store_testkit.h) for event streams, stores that must open and append,
+ * and the store tests' model, tk_refmap_* (refmap.h) and tk_refstate_*
+ * (refstate.h) for the two reference models, tk_tmproot_*, tk_rm_rf,
+ * tk_child_*, tk_exited, tk_killed and tk_killpoint_arm (sys_testkit.h)
+ * for temporary directories and child processes,
+ * tk_failure* / tk_threads_* (thread_testkit.h) for the threads of the
+ * stress programs, tk_json_lines (json_testkit.h) for generated JSON
+ * lines. The parts that fail a cmocka test (child_testkit.c,
+ * json_testkit.c, store_calls_testkit.c) are for cmocka programs only.
  *
  * Randomness: one generator (splitmix64) seeded by one helper, so that any
  * failure is repeated by setting SC_TEST_SEED to the seed it printed.
