@@ -27,12 +27,13 @@
  *                 nothing of its own work) and the cores the writer and the
  *                 watchers used, which tell a slower writer from a starved
  *                 one.
- * watch_writer_floor  the writer with no watcher while 4 threads take
- *                 the cores the keeping-up watchers used (each spins on its
- *                 own registers for a share of every millisecond, touching
- *                 nothing of the cache): what sharing the machine's cores
- *                 alone leaves the writer, against no watchers, and the
- *                 keeping-up line as a share of it.
+ * watch_writer_bound  the best ratio the machine allows: the writer's
+ *                 CPU time per promote of 100 events with no watcher (w)
+ *                 and the keeping-up watchers' CPU time per promote (d,
+ *                 all four), measured above; on C cores a promote takes at
+ *                 least max(w, (w + d) / C) of wall time, so the ratio is
+ *                 at most w / that. of_bound: the keeping-up ratio as a
+ *                 share of it.
  * watch_latency   from just before sc_cache_promote of a batch of 100 to
  *                 the return of the sc_watch_next (blocked, no timeout) that
  *                 delivers it, on another thread; the writer waits for each
@@ -50,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "statecache/cache.h"
@@ -368,55 +370,6 @@ static writer_result writer_run(sc_cache *cache, int nwatch, bool stall,
 	return res;
 }
 
-/* ---- the floor: the same CPU taken, the cache's memory untouched -------- */
-
-typedef struct burner_arg {
-	_Atomic bool *done;
-	double duty; /* share of each millisecond spent spinning */
-	volatile uint64_t sink;
-} burner_arg;
-
-static void *burner_main(void *p)
-{
-	burner_arg *a = p;
-	uint64_t x = 1;
-	while (!atomic_load(a->done)) {
-		double t0 = bench_now();
-		while (bench_now() - t0 < a->duty * 1e-3)
-			for (int k = 0; k < 64; k++)
-				x = x * 6364136223846793005ull + 1;
-		a->sink = x;
-		struct timespec rest = {0, (long)((1 - a->duty) * 1e6)};
-		if (rest.tv_nsec > 0)
-			nanosleep(&rest, NULL);
-	}
-	return NULL;
-}
-
-/* The writer alone while WATCHERS threads take `cores` cores in all
- * (each spinning on its own registers for a share of every millisecond)
- * without touching the cache: what competing for the machine's cores
- * alone leaves the writer. */
-static writer_result floor_run(sc_cache *cache, double cores, size_t events,
-			       uint64_t seed)
-{
-	_Atomic bool done = false;
-	burner_arg args[WATCHERS];
-	pthread_t th[WATCHERS];
-	double duty = cores / WATCHERS;
-	if (duty > 1)
-		duty = 1;
-	for (int i = 0; i < WATCHERS; i++) {
-		args[i] = (burner_arg){.done = &done, .duty = duty};
-		pthread_create(&th[i], NULL, burner_main, &args[i]);
-	}
-	writer_result r = writer_run(cache, 0, false, events, seed);
-	atomic_store(&done, true);
-	for (int i = 0; i < WATCHERS; i++)
-		pthread_join(th[i], NULL);
-	return r;
-}
-
 static void bench_writer(sc_cache *cache, int repeat)
 {
 	const size_t events = 1000000;
@@ -432,24 +385,26 @@ static void bench_writer(sc_cache *cache, int repeat)
 			if (x[m].events_per_s > best[m].events_per_s)
 				best[m] = x[m];
 	}
-	/* The floor: the cores the keeping-up watchers used, taken by
-	 * threads that share nothing with the writer. */
-	writer_result floor = {0};
-	for (int k = 0; k < repeat; k++) {
-		writer_result f = floor_run(cache, best[1].watcher_cores,
-					    events, 500u + (unsigned)k);
-		if (f.events_per_s > floor.events_per_s)
-			floor = f;
-	}
 	const char *modes[3] = {"none", "keeping_up", "stalled"};
 	const writer_result *none = &best[0];
-	printf("{\"name\":\"watch_writer_floor\",\"watchers\":%d,"
-	       "\"burn_cores\":%.2f,\"events_per_s\":%.0f,\"peer\":"
-	       "\"no_watchers\",\"peer_events_per_s\":%.0f,\"ratio\":%.3f,"
-	       "\"keeping_up_of_floor\":%.3f,\"writer_cores\":%.2f}\n",
-	       WATCHERS, best[1].watcher_cores, floor.events_per_s,
-	       none->events_per_s, floor.events_per_s / none->events_per_s,
-	       best[1].events_per_s / floor.events_per_s, floor.writer_cores);
+	/* The bound the machine sets: per promote of 100 events the writer
+	 * needs w CPU seconds (its own, with no watcher) and the watchers
+	 * keeping up need d (measured in that run); on `cores` cores a
+	 * promote takes at least max(w, (w + d) / cores) of wall time. */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	double w = none->writer_cpu_ns * 100 / 1e3;
+	double d = best[1].watcher_cores * 1e6 /
+		   (best[1].events_per_s / 100); /* us per promote */
+	double wall = (w + d) / (double)(cores > 0 ? cores : 1);
+	if (wall < w)
+		wall = w;
+	printf("{\"name\":\"watch_writer_bound\",\"watchers\":%d,"
+	       "\"cores\":%ld,\"writer_us_per_promote\":%.1f,"
+	       "\"watchers_us_per_promote\":%.1f,\"bound_ratio\":%.3f,"
+	       "\"keeping_up_ratio\":%.3f,\"of_bound\":%.3f}\n",
+	       WATCHERS, cores, w, d, w / wall,
+	       best[1].events_per_s / none->events_per_s,
+	       best[1].events_per_s / none->events_per_s / (w / wall));
 	for (int m = 1; m < 3; m++)
 		printf("{\"name\":\"watch_writer\",\"watchers\":%d,\"mode\":"
 		       "\"%s\",\"events_per_s\":%.0f,\"peer\":\"no_watchers\","
