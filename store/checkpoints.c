@@ -57,6 +57,8 @@
  * the kernel maps with up to 15 neighbours (fault-around): 64 of them
  * keep a few MiB mapped at most. */
 #define TAIL_RELEASE_EVERY 64
+/* The same for a scan of the log, whose values are contiguous. */
+#define SCAN_RELEASE_EVERY 512
 
 static double mono_seconds(void)
 {
@@ -1171,91 +1173,95 @@ static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 	return rc;
 }
 
-typedef struct tail_replay {
+/* ---- walking one partition's events -------------------------------------- */
+
+typedef struct part_walk {
 	sc_store *store;
 	MDB_txn *txn;
 	sc_str partition;
-	uint64_t replayed;
+	sc_part_event_fn fn;
+	void *ctx;
 	sc_error *err;
-	/* The values read through partition_index since the last release
-	 * of their map pages. */
+	/* The values read since the last release of their map pages. */
 	const uint8_t *lo, *hi;
-	uint64_t indexed;
-} tail_replay;
+	uint64_t seen;
+} part_walk;
 
-/* Apply the event at pos when it is of the partition. */
-static int tail_one(tail_replay *t, const MDB_val *v, uint64_t pos)
+/* Note the value read; release the map pages read every `every` values.
+ * Called inside the read transaction: the map cannot move meanwhile. */
+static void walk_span(part_walk *w, const MDB_val *v, unsigned every)
 {
-	/* Events of other partitions are skipped after a peek at their
-	 * key (the default partition's scan passes over every named one). */
+	const uint8_t *vb = v->mv_data, *ve = vb + v->mv_size;
+	if (!w->lo || vb < w->lo)
+		w->lo = vb;
+	if (ve > w->hi)
+		w->hi = ve;
+	if (++w->seen % every == 0) {
+		sc_store_release_pages(w->lo, w->hi);
+		w->lo = w->hi = NULL;
+	}
+}
+
+/* Hand the event at pos to fn when it is of the partition. Events of other
+ * partitions are passed over after a peek at their key (the default
+ * partition's scan passes over every named one). */
+static int walk_one(part_walk *w, const MDB_val *v, uint64_t pos)
+{
 	sc_str part, id;
 	int rc =
-	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, t->err);
+	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, w->err);
 	if (rc)
 		return rc;
-	if (!str_eq(t->partition, part.ptr, part.len))
+	if (!str_eq(w->partition, part.ptr, part.len))
 		return 0;
 	sc_decoded_event d;
-	rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, t->err);
+	rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, w->err);
 	if (rc)
 		return rc;
-	if (str_eq(t->partition, d.ev.partition.ptr, d.ev.partition.len)) {
-		rc = sc_cache_apply_valid(t->store->cache, &d.ev, t->err);
-		t->replayed++;
-	}
+	if (str_eq(w->partition, d.ev.partition.ptr, d.ev.partition.len))
+		rc = w->fn(w->ctx, &d.ev);
 	sc_decoded_event_free(&d);
 	return rc;
 }
 
-static int tail_indexed(void *ctx, uint64_t pos)
+static int walk_indexed(void *ctx, uint64_t pos)
 {
-	tail_replay *t = ctx;
+	part_walk *w = ctx;
 	uint8_t kb[8];
 	sc_be64_put(kb, pos);
 	MDB_val k = {8, kb}, v;
-	int rc = mdb_get(t->txn, t->store->dbi_events, &k, &v);
+	int rc = mdb_get(w->txn, w->store->dbi_events, &k, &v);
 	if (rc)
-		return sc_error_set(t->err, SC_ECORRUPT,
+		return sc_error_set(w->err, SC_ECORRUPT,
 				    "partition_index lists position %llu, "
 				    "which the log does not hold; the store "
 				    "is damaged",
 				    (unsigned long long)pos);
-	/* Scattered over the log: their pages are dropped as the load
-	 * goes, as tail_scan's are. */
-	const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
-	if (!t->lo || vb < t->lo)
-		t->lo = vb;
-	if (ve > t->hi)
-		t->hi = ve;
-	rc = tail_one(t, &v, pos);
-	if (++t->indexed % TAIL_RELEASE_EVERY == 0) {
-		sc_store_release_pages(t->lo, t->hi);
-		t->lo = t->hi = NULL;
-	}
+	rc = walk_one(w, &v, pos);
+	/* Scattered over the log, each likely on a page of its own. */
+	walk_span(w, &v, TAIL_RELEASE_EVERY);
 	return rc;
 }
 
-/* Apply the partition's events in (from, to] of the log, by a scan. */
-static int tail_scan(tail_replay *t, uint64_t from, uint64_t to)
+/* The partition's events in (from, to] of the log, by a scan. */
+static int walk_scan(part_walk *w, uint64_t from, uint64_t to)
 {
 	if (from >= to)
 		return 0;
 	MDB_cursor *cur;
-	int rc = mdb_cursor_open(t->txn, t->store->dbi_events, &cur);
+	int rc = mdb_cursor_open(w->txn, w->store->dbi_events, &cur);
 	if (rc)
-		return sc_store_lmdb_error(t->err, rc, "reading the event log");
+		return sc_store_lmdb_error(w->err, rc, "reading the event log");
 	uint8_t kb[8];
 	sc_be64_put(kb, from + 1);
 	MDB_val k = {8, kb}, v;
 	int op = MDB_SET_RANGE;
-	const uint8_t *lo = NULL, *hi = NULL;
-	uint64_t seen = 0;
 	for (;;) {
 		rc = mdb_cursor_get(cur, &k, &v, op);
 		if (rc) {
 			rc = rc == MDB_NOTFOUND
 				 ? 0
-				 : sc_store_lmdb_error(t->err, rc,
+				 : sc_store_lmdb_error(w->err, rc,
 						       "reading the event log");
 			break;
 		}
@@ -1263,22 +1269,53 @@ static int tail_scan(tail_replay *t, uint64_t from, uint64_t to)
 		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
 		if (pos > to)
 			break;
-		const uint8_t *vb = v.mv_data, *ve = vb + v.mv_size;
-		if (!lo || vb < lo)
-			lo = vb;
-		if (ve > hi)
-			hi = ve;
-		rc = tail_one(t, &v, pos);
+		rc = walk_one(w, &v, pos);
+		walk_span(w, &v, SCAN_RELEASE_EVERY);
 		if (rc)
 			break;
-		if (++seen % 512 == 0) {
-			sc_store_release_pages(lo, hi);
-			lo = hi = NULL;
-		}
 	}
-	sc_store_release_pages(lo, hi);
 	mdb_cursor_close(cur);
 	return rc;
+}
+
+int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
+		      uint64_t from, uint64_t to, sc_part_event_fn fn,
+		      void *ctx, sc_error *err)
+{
+	if (from >= to)
+		return 0;
+	part_walk w = {store, txn, partition, fn, ctx, err, NULL, NULL, 0};
+	int rc = 0;
+	uint64_t qit = 0;
+	if (partition.len) {
+		rc = sc_tag_index_through_get(
+		    store, txn, atomic_load(&store->last_position), &qit, err);
+		if (qit > to)
+			qit = to;
+		if (!rc && qit > from)
+			rc = sc_index_walk_in(store, txn, store->dbi_partitions,
+					      "partition_index", partition,
+					      from + 1, qit, walk_indexed, &w,
+					      err);
+	}
+	if (!rc)
+		rc = walk_scan(&w, qit > from ? qit : from, to);
+	sc_store_release_pages(w.lo, w.hi);
+	return rc;
+}
+
+/* A load's tail: each event applied to the pending version. */
+typedef struct tail_replay {
+	sc_store *store;
+	uint64_t replayed;
+	sc_error *err;
+} tail_replay;
+
+static int tail_apply(void *ctx, const sc_event *ev)
+{
+	tail_replay *t = ctx;
+	t->replayed++;
+	return sc_cache_apply_valid(t->store->cache, ev, t->err);
 }
 
 /* A cold partition takes states only once the pending version loads it. */
@@ -1365,25 +1402,12 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 		rc = part_begin(store, partition, err);
 	}
 	sc_free(pos);
-	tail_replay t = {store, txn, partition, 0, err, NULL, NULL, 0};
-	if (!rc && !none && r.last_position > base) {
-		uint64_t to = r.last_position < last ? r.last_position : last;
-		if (partition.len) {
-			uint64_t qit = 0;
-			rc = sc_tag_index_through_get(store, txn, last, &qit,
-						      err);
-			if (!rc && qit > base)
-				rc = sc_index_walk_in(
-				    store, txn, store->dbi_partitions,
-				    "partition_index", partition, base + 1, qit,
-				    tail_indexed, &t, err);
-			sc_store_release_pages(t.lo, t.hi);
-			if (!rc)
-				rc = tail_scan(&t, qit > base ? qit : base, to);
-		} else {
-			rc = tail_scan(&t, base, to);
-		}
-	}
+	tail_replay t = {store, 0, err};
+	if (!rc && !none && r.last_position > base)
+		rc = sc_partition_walk(store, txn, partition, base,
+				       r.last_position < last ? r.last_position
+							      : last,
+				       tail_apply, &t, err);
 	sc_store_read_end(store, txn);
 	if (rc) {
 		sc_cache_discard(store->cache);

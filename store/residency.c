@@ -581,96 +581,11 @@ static bool same_entity(const sc_event *a, const sc_event *b)
 
 /* ---- a cold partition's bound, from the store --------------------------- */
 
-typedef struct bound_walk {
-	sc_store *store;
-	MDB_txn *txn;
-	sc_str partition;
-	uint64_t bound;
-	sc_error *err;
-	const uint8_t *lo, *hi; /* values read since their pages' release */
-	uint64_t seen;
-} bound_walk;
-
-/* Note the value read and drop the map pages read every 512 values. */
-static void bound_span(bound_walk *w, const MDB_val *v)
+/* Grow the bound by an event of the partition. */
+static int bound_add(void *ctx, const sc_event *ev)
 {
-	const uint8_t *vb = v->mv_data, *ve = vb + v->mv_size;
-	if (!w->lo || vb < w->lo)
-		w->lo = vb;
-	if (ve > w->hi)
-		w->hi = ve;
-	if (++w->seen % 512 == 0) {
-		sc_store_release_pages(w->lo, w->hi);
-		w->lo = w->hi = NULL;
-	}
-}
-
-/* Grow the bound by the event at pos when it is of the partition. */
-static int bound_one(bound_walk *w, const MDB_val *v, uint64_t pos)
-{
-	sc_str part, id;
-	int rc =
-	    sc_event_peek_key(v->mv_data, v->mv_size, pos, &part, &id, w->err);
-	if (rc || cmp_name(part, w->partition))
-		return rc;
-	sc_decoded_event d;
-	rc = sc_event_decode(v->mv_data, v->mv_size, pos, &d, w->err);
-	if (rc)
-		return rc;
-	w->bound += grow_bound(&d.ev);
-	sc_decoded_event_free(&d);
+	*(uint64_t *)ctx += grow_bound(ev);
 	return 0;
-}
-
-static int bound_indexed(void *ctx, uint64_t pos)
-{
-	bound_walk *w = ctx;
-	uint8_t kb[8];
-	sc_be64_put(kb, pos);
-	MDB_val k = {8, kb}, v;
-	int rc = mdb_get(w->txn, w->store->dbi_events, &k, &v);
-	if (rc)
-		return sc_error_set(w->err, SC_ECORRUPT,
-				    "partition_index lists position %llu, "
-				    "which the log does not hold",
-				    (unsigned long long)pos);
-	rc = bound_one(w, &v, pos);
-	bound_span(w, &v);
-	return rc;
-}
-
-static int bound_scan(bound_walk *w, uint64_t from, uint64_t to)
-{
-	if (from >= to)
-		return 0;
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(w->txn, w->store->dbi_events, &cur);
-	if (rc)
-		return sc_store_lmdb_error(w->err, rc, "reading the event log");
-	uint8_t kb[8];
-	sc_be64_put(kb, from + 1);
-	MDB_val k = {8, kb}, v;
-	int op = MDB_SET_RANGE;
-	for (;;) {
-		rc = mdb_cursor_get(cur, &k, &v, op);
-		if (rc) {
-			rc = rc == MDB_NOTFOUND
-				 ? 0
-				 : sc_store_lmdb_error(w->err, rc,
-						       "reading the event log");
-			break;
-		}
-		op = MDB_NEXT;
-		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
-		if (pos > to)
-			break;
-		rc = bound_one(w, &v, pos);
-		bound_span(w, &v);
-		if (rc)
-			break;
-	}
-	mdb_cursor_close(cur);
-	return rc;
 }
 
 /*
@@ -696,7 +611,7 @@ static int bound_from_store(sc_store *store, sc_str partition, uint64_t *out,
 	rc = sc_store_read_begin(store, &txn, err);
 	if (rc)
 		return rc;
-	bound_walk w = {store, txn, partition, 0, err, NULL, NULL, 0};
+	uint64_t bound = 0;
 	uint64_t base = pi.checkpoint_position;
 	if (base) {
 		uint8_t kb[SC_PART_KEY_LEN + 12];
@@ -710,27 +625,19 @@ static int bound_from_store(sc_store *store, sc_str partition, uint64_t *out,
 		    sc_snapshot_header_decode(v.mv_data, v.mv_size, &h, &e) ==
 			0) {
 			for (uint32_t i = 0; i < h.chunk_count; i++)
-				if (h.chunk_raw_sizes[i] > w.bound)
-					w.bound = h.chunk_raw_sizes[i];
+				if (h.chunk_raw_sizes[i] > bound)
+					bound = h.chunk_raw_sizes[i];
 			sc_snapshot_header_clear(&h);
 		} else {
 			base = 0;
 		}
 	}
-	uint64_t last = atomic_load(&store->last_position);
-	uint64_t qit = 0;
-	rc = sc_tag_index_through_get(store, txn, last, &qit, err);
-	if (!rc && qit > base)
-		rc = sc_index_walk_in(store, txn, store->dbi_partitions,
-				      "partition_index", partition, base + 1,
-				      qit, bound_indexed, &w, err);
-	if (!rc)
-		rc = bound_scan(&w, qit > base ? qit : base, last);
-	/* Inside the read transaction: the map cannot move meanwhile. */
-	sc_store_release_pages(w.lo, w.hi);
+	rc = sc_partition_walk(store, txn, partition, base,
+			       atomic_load(&store->last_position), bound_add,
+			       &bound, err);
 	sc_store_read_end(store, txn);
 	if (!rc)
-		*out = w.bound;
+		*out = bound;
 	return rc;
 }
 

@@ -541,6 +541,22 @@ int sc_catalog_verify(sc_store *store, MDB_txn *txn, sc_error *err);
 int sc_store_partition_load(sc_store *store, sc_str partition,
 			    uint64_t *replayed, double *seconds, sc_error *err);
 
+/*
+ * sc_partition_walk - call fn with every event of `partition` (empty: the
+ * default one) at a position in (from, to], in position order, decoded
+ * and checked: a named partition's through partition_index up to meta
+ * query_index_through and a scan of the log after it, the default
+ * partition's by a scan of the log that passes over other partitions'
+ * records after a peek at their key. The map pages read are released as
+ * the walk goes. txn: a read transaction. Errors: SC_ECORRUPT (a record
+ * does not decode, the index names a position the log lacks), SC_ELMDB,
+ * ENOMEM, or fn's value (non-zero stops the walk).
+ */
+typedef int (*sc_part_event_fn)(void *ctx, const sc_event *ev);
+int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
+		      uint64_t from, uint64_t to, sc_part_event_fn fn,
+		      void *ctx, sc_error *err);
+
 /* At open, after sc_cache_create: when the store holds any checkpoint,
  * load every partition of the catalog with sc_store_partition_load,
  * promote each, and give the version the log's last position (*used
