@@ -45,8 +45,12 @@ static inline uint8_t *sc_wire_put_varint(uint8_t *p, uint64_t v)
 /* Little-endian, as protobuf's fixed64, sfixed64 and double. */
 static inline uint8_t *sc_wire_put_fixed64(uint8_t *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(p, &v, 8); /* one store */
+#else
 	for (int i = 0; i < 8; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
+#endif
 	return p + 8;
 }
 

@@ -278,6 +278,7 @@ size_t sc_index_key_id(uint8_t *k, sc_str id)
 /* The rows of one catch-up: keys laid out in one buffer, sorted before
  * they are written. */
 typedef struct row {
+	uint64_t word; /* the sort's word (rows_sort) */
 	const uint8_t *key;
 	size_t len;
 } row;
@@ -308,14 +309,113 @@ static int rows_add(row_set *r, sc_str partition, sc_str id, uint64_t pos)
 	return 0;
 }
 
-/* LMDB's default key order: bytewise, a prefix first. */
-static int row_cmp(const void *a, const void *b)
+/* LMDB's default key order: bytewise, a prefix first. The keys of a
+ * catch-up share their epoch and often a long prefix of their ids, which
+ * a comparison sort would read again at every comparison. So the rows are
+ * sorted by the 8 bytes that follow the prefix all their keys share (an
+ * LSD radix sort on that word, zero past a key's end: where two words
+ * differ, so do their keys, the same way), and each run of equal words
+ * the same way from its own longer shared prefix. */
+
+/* Compare x and y, whose first d bytes are equal, in LMDB's order. */
+static int row_cmp_from(const row *x, const row *y, size_t d)
 {
-	const row *x = a, *y = b;
-	int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+	size_t m = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->key + d, y->key + d, m - d);
 	if (c)
 		return c;
 	return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* Insertion sort of v[0..n), whose keys share their first d bytes. */
+static void rows_insertion(row *v, size_t n, size_t d)
+{
+	for (size_t i = 1; i < n; i++) {
+		row x = v[i];
+		size_t j = i;
+		for (; j > 0 && row_cmp_from(&v[j - 1], &x, d) > 0; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
+}
+
+/* The length of the prefix every key of v[0..n) shares. */
+static size_t rows_common_prefix(const row *v, size_t n)
+{
+	size_t l = v[0].len;
+	for (size_t i = 1; i < n && l; i++) {
+		if (v[i].len < l)
+			l = v[i].len;
+		if (!memcmp(v[i].key, v[0].key, l))
+			continue;
+		size_t j = 0;
+		while (v[i].key[j] == v[0].key[j])
+			j++;
+		l = j;
+	}
+	return l;
+}
+
+/* Below this many rows, insertion sort. */
+#define ROWS_SMALL 16
+
+/* Sort v[0..n) (distinct keys) in LMDB's order, with tmp[0..n) and
+ * count[0..256) as scratch. Each level of recursion sorts keys that share
+ * a longer prefix than the level above, so the depth is at most a key's
+ * length. */
+static void rows_sort(row *v, row *tmp, size_t n, size_t *count)
+{
+	size_t l = 0;
+	for (;;) {
+		if (n <= ROWS_SMALL) {
+			rows_insertion(v, n, l);
+			return;
+		}
+		l = rows_common_prefix(v, n);
+		/* A key that ends at the shared prefix (one at most: keys are
+		 * distinct) comes first; the others are sorted past it. */
+		size_t i = 0;
+		while (i < n && v[i].len != l)
+			i++;
+		if (i == n)
+			break;
+		row x = v[i];
+		memmove(v + 1, v, i * sizeof *v);
+		v[0] = x;
+		v++;
+		n--;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t w = 0;
+		for (size_t j = l; j < l + 8; j++)
+			w = w << 8 | (j < v[i].len ? v[i].key[j] : 0);
+		v[i].word = w;
+	}
+	for (unsigned shift = 0; shift < 64; shift += 8) {
+		memset(count, 0, 256 * sizeof *count);
+		for (size_t i = 0; i < n; i++)
+			count[(v[i].word >> shift) & 0xff]++;
+		/* A byte every row has leaves the order as it is. */
+		if (count[(v[0].word >> shift) & 0xff] == n)
+			continue;
+		size_t at = 0;
+		for (unsigned b = 0; b < 256; b++) {
+			size_t c = count[b];
+			count[b] = at;
+			at += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			tmp[count[(v[i].word >> shift) & 0xff]++] = v[i];
+		memcpy(v, tmp, n * sizeof *v);
+	}
+	/* Every key is longer than l, so the keys of a run of equal words
+	 * share more than l bytes. */
+	for (size_t s = 0, e; s < n; s = e) {
+		for (e = s + 1; e < n && v[e].word == v[s].word; e++)
+			;
+		if (e - s > 1)
+			rows_sort(v + s, tmp, e - s, count);
+	}
 }
 
 /* Write the rows sorted, through one cursor: a key on the leaf the cursor
@@ -325,7 +425,7 @@ static int rows_write(sc_store *store, MDB_txn *txn, row_set *r, sc_error *err)
 {
 	if (!r->n)
 		return 0;
-	row *v = sc_malloc(r->n * sizeof *v);
+	row *v = sc_malloc(2 * r->n * sizeof *v);
 	if (!v)
 		return sc_error_set(err, ENOMEM,
 				    "out of memory sorting %zu entity_index "
@@ -333,9 +433,14 @@ static int rows_write(sc_store *store, MDB_txn *txn, row_set *r, sc_error *err)
 				    r->n);
 	for (size_t i = 0; i < r->n; i++) {
 		const uint8_t *p = r->buf + r->off[i];
-		v[i] = (row){p + 2, ((size_t)p[0] << 8) | p[1]};
+		v[i] = (row){0, p + 2, ((size_t)p[0] << 8) | p[1]};
 	}
-	qsort(v, r->n, sizeof *v, row_cmp);
+	size_t count[256];
+	rows_sort(v, v + r->n, r->n, count);
+#ifdef SC_DEBUG
+	for (size_t i = 1; i < r->n; i++)
+		SC_ENSURE(row_cmp_from(&v[i - 1], &v[i], 0) < 0);
+#endif
 	MDB_cursor *cur;
 	int rc = mdb_cursor_open(txn, store->dbi_index, &cur);
 	if (!rc) {

@@ -194,13 +194,19 @@ uint8_t *sc_event_write(const sc_event *ev, uint8_t *out)
 	}
 	for (size_t i = 0; i < ev->nattrs; i++) {
 		const sc_attr *a = &ev->attrs[i];
+		size_t name = sc_wire_len_size(a->name.len);
 		*p++ = KEY(3, SC_WIRE_LEN);
-		p = sc_wire_put_varint(p, attr_size(a, unset));
-		p = put_str(p, 1, a->name);
-		if (unset)
+		if (unset) {
+			p = sc_wire_put_varint(p, name);
+			p = put_str(p, 1, a->name);
 			continue;
+		}
+		/* attr_size, with the value's size computed once. */
+		size_t v = sc_wire_value_size(&a->value);
+		p = sc_wire_put_varint(p, name + 1 + sc_wire_varint_len(v) + v);
+		p = put_str(p, 1, a->name);
 		*p++ = KEY(2, SC_WIRE_LEN);
-		p = sc_wire_put_varint(p, sc_wire_value_size(&a->value));
+		p = sc_wire_put_varint(p, v);
 		p = sc_wire_put_value(p, &a->value);
 	}
 	if (ev->time) {

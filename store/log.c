@@ -265,6 +265,13 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 		if (crc)
 			return sc_error_set(err, crc, "%s", cerr.message);
 	}
+	/* One cursor for the batch: after an append it stays on the log's
+	 * last leaf, so the next append finds its place without a descent
+	 * from the root. */
+	MDB_cursor *cur;
+	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	if (rc)
+		return append_lmdb_error(err, rc);
 	for (size_t i = 0; i < b->n; i++) {
 		const sc_event *ev = &b->evs[i];
 		uint64_t pos = b->first + i;
@@ -274,25 +281,30 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 			part_start = b->ends[part++];
 		sc_be64_put(key, pos);
 		MDB_val k = {8, key}, v = {sc_event_encoded_size(ev), NULL};
-		rc = mdb_put(txn, store->dbi_events, &k, &v,
-			     MDB_APPEND | MDB_RESERVE);
-		if (rc)
+		rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND | MDB_RESERVE);
+		if (rc) {
+			mdb_cursor_close(cur);
 			return append_lmdb_error(err, rc);
+		}
 		sc_event_write(ev, v.mv_data);
-		if (crc && i == refused)
+		if (crc && i == refused) {
+			mdb_cursor_close(cur);
 			return sc_error_set(err, crc,
 					    "event %zu (position %llu): the "
 					    "cache rejected it: %s",
 					    i - part_start,
 					    (unsigned long long)pos,
 					    cerr.message);
+		}
 		rc = sc_projectors_apply(store, txn, ev, i - part_start, pos,
 					 err);
 		if (rc) {
+			mdb_cursor_close(cur);
 			b->vetoed = part;
 			return rc;
 		}
 	}
+	mdb_cursor_close(cur);
 	rc = sc_tag_index_append(store, txn, b->evs, b->n, b->first, err);
 	if (rc)
 		return rc;

@@ -426,6 +426,100 @@ static void test_entity_index_prefix_ids_tail(void **state)
 	entity_index_prefix_ids(*state, 100); /* every event in the tail */
 }
 
+/* The rows of one catch-up are sorted in LMDB's key order before they
+ * are written (a debug build checks every pair): ids that share long
+ * prefixes, that are prefixes of one another, that are cut and hashed,
+ * in named partitions, and a catch-up that spans two epochs (65,536
+ * positions each). Every entity's events read back through the index. */
+static void test_entity_index_sorts_catch_up(void **state)
+{
+	store_fx *fx = *state;
+	fx->o.index_lag = 20000;
+	sc_store *s = fx_open(fx);
+	enum { N = 80000, B = 5000, KINDS = 7 };
+	static char longid[700];
+	memset(longid, 'q', sizeof longid);
+	sc_event *evs = calloc(B, sizeof *evs);
+	char(*ids)[32] = calloc(B, sizeof *ids);
+	assert_non_null(evs);
+	assert_non_null(ids);
+	sc_attr at = {{"k", 1}, {.type = SC_VALUE_INT, .u.i = 1}};
+	/* counts[k]: events of kind k's probe entity. */
+	size_t counts[KINDS] = {0};
+	for (size_t first = 0; first < N; first += B) {
+		for (size_t j = 0; j < B; j++) {
+			size_t i = first + j, kind = i % KINDS;
+			sc_event *ev = &evs[j];
+			*ev = (sc_event){.type = SC_EVENT_SET,
+					 .attrs = &at,
+					 .nattrs = 1,
+					 .time = (int64_t)i + 1};
+			int n;
+			switch (kind) {
+			case 0: /* a long shared prefix */
+				n = snprintf(ids[j], sizeof ids[j],
+					     "entity-0000000%zu", i % 977);
+				break;
+			case 1: /* prefixes of one another: p, p0, p00, ... */
+				n = snprintf(ids[j], sizeof ids[j], "p%.*s",
+					     (int)(i % 13), "0000000000000");
+				break;
+			case 2: /* cut and hashed: 600..699 bytes */
+				ev->entity = (sc_str){longid, 600 + i % 100};
+				n = -1;
+				break;
+			case 3: /* in a named partition */
+				n = snprintf(ids[j], sizeof ids[j], "d%zu",
+					     i % 31);
+				ev->partition = (sc_str){"tenant", 6};
+				break;
+			default: /* short, random-ish */
+				n = snprintf(ids[j], sizeof ids[j], "%zx",
+					     (i * 2654435761u) % 5003);
+				break;
+			}
+			if (n >= 0)
+				ev->entity = (sc_str){ids[j], (size_t)n};
+			if (i % 977 == 5 && kind == 0)
+				counts[0]++;
+			if (i % 13 == 0 && kind == 1)
+				counts[1]++;
+			if (i % 100 == 7 && kind == 2)
+				counts[2]++;
+			if (i % 31 == 3 && kind == 3)
+				counts[3]++;
+		}
+		assert_int_equal(sc_store_append(s, evs, B, NULL, NULL), 0);
+	}
+	assert_int_equal(sc_store_verify(s, NULL), 0);
+	size_t rows, through;
+	assert_true(tk_index_state(s, &rows, &through));
+	assert_true(through >= 65536 + B);
+	struct {
+		sc_str partition, id;
+		size_t n;
+	} probes[] = {
+	    {{"", 0}, {"entity-00000005", 15}, counts[0]},
+	    {{"", 0}, {"p", 1}, counts[1]},
+	    {{"", 0}, {longid, 607}, counts[2]},
+	    {{"tenant", 6}, {"d3", 2}, counts[3]},
+	};
+	for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
+		assert_true(probes[k].n > 0);
+		collected c = {0};
+		assert_int_equal(sc_store_entity_events_in(
+				     s, probes[k].partition, probes[k].id, 0, 0,
+				     collect, &c, NULL),
+				 0);
+		assert_int_equal(c.n, probes[k].n);
+		for (size_t i = 1; i < c.n; i++)
+			assert_true(c.pos[i - 1] < c.pos[i]);
+		collected_free(&c);
+	}
+	free(ids);
+	free(evs);
+}
+
 /* ---- all or nothing ------------------------------------------------------ */
 
 typedef struct snapshot_of {
@@ -2112,6 +2206,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(
 		test_entity_index_prefix_ids_indexed, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_entity_index_prefix_ids_tail,
+					    fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_entity_index_sorts_catch_up,
 					    fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_event_rejects_batch,
 					    fx_setup_open, fx_teardown),
