@@ -309,7 +309,8 @@ int sc_cache_part_load_begin(sc_cache *cache, sc_str name, uint64_t *born,
  * sc_cache_part_evict refuses it. Takes effect at once (not a version
  * change); may name a partition not known yet. Writer thread. Errors:
  * SC_EINVAL (empty name: the default partition is always resident; NULL
- * pointer; over-long name), ENOMEM.
+ * pointer; over-long name), SC_ESTATE (pinning a partition the pending
+ * version evicts: promote or discard first), ENOMEM.
  */
 int sc_cache_part_pin(sc_cache *cache, sc_str name, bool pinned, sc_error *err);
 

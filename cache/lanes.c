@@ -592,8 +592,12 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	if (rc)
 		return rc;
 	rc = route(cache, evs, n, failed, err);
-	if (rc)
+	if (rc) {
+		/* A cold partition (SC_ESTATE) fails the batch as a serial
+		 * apply fails it: only discard is valid after. */
+		cache->poisoned = true;
 		return rc;
+	}
 	rc = parts_split(cache);
 	if (rc)
 		return sc_cache_poison(cache, rc, err,

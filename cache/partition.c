@@ -5,11 +5,12 @@
  * partition's name to its tree), rebuilt at a promote that changed a named
  * partition.
  *
- * The table is a sorted array found by binary search: a lookup costs
- * O(log P) name compares, a promote that changes named partitions copies
- * the P entries (a few bytes each) once. The default partition is not in
- * it: its tree is the version's root, reached as in a store without
- * partitions.
+ * The table is an array sorted by name (diffs and listings walk it in that
+ * order) with an open-addressing index on the names' hashes: a lookup
+ * costs one hash of the name and about one entry; a promote that changes
+ * named partitions copies the P entries (a few bytes each) and rebuilds
+ * the index once. The default partition is not in it: its tree is the
+ * version's root, reached as in a store without partitions.
  */
 #include "cache/cache_internal.h"
 

@@ -22,8 +22,9 @@
  *
  * Figures: a change made on the writer thread adds the new state's size
  * and subtracts the previous one's in its partition's accumulator
- * (sc_change.bytes); the apply lanes, which only apply the default
- * partition, fold the same difference from their counters (cache/lanes.c).
+ * (sc_change.bytes); the apply lanes count theirs in lane-private
+ * accumulators, one per partition of the batch, which the writer folds
+ * into each partition's once the lanes are done (cache/lanes.c).
  * The accumulators are the pending version's; promote folds them into the
  * partitions' figures, discard drops them.
  */
@@ -206,6 +207,13 @@ int sc_cache_part_pin(sc_cache *cache, sc_str name, bool pinned, sc_error *err)
 	if (sc_cache_part_record(cache, name, &p))
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a partition record");
+	if (pinned && p->evicting)
+		return sc_error_set(err, SC_ESTATE,
+				    "partition '%.*s' is being evicted by the "
+				    "pending version: promote or discard it "
+				    "first, then pin it",
+				    (int)(name.len > 64 ? 64 : name.len),
+				    name.ptr);
 	p->pinned = pinned;
 	return SC_OK;
 }

@@ -1622,6 +1622,15 @@ static void checkpoint_due(sc_store *store)
 	sc_store_read_end(store, txn);
 	struct sc_store_checkpointer *c = store->checkpointer;
 	for (size_t i = 0; i < n; i++) {
+		/* Close stops the thread between two checkpoints: what is
+		 * left is written by a later session's thread. */
+		pthread_mutex_lock(&c->mu);
+		bool stop = c->stop;
+		pthread_mutex_unlock(&c->mu);
+		if (stop) {
+			sc_free(names[i]);
+			continue;
+		}
 		sc_error_clear(&err);
 		sc_str p = {names[i], lens[i]};
 		if (sc_checkpoint_take(store, p, NULL, &err)) {

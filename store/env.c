@@ -89,9 +89,15 @@ void sc_store_release_map(sc_store *store)
 		(int)sizeof path ||
 	    !realpath(path, real))
 		return;
+	/* Shared: no remap (map growth, or the adoption of another
+	 * process's growth by a read transaction) while the ranges found
+	 * are released. */
+	pthread_rwlock_rdlock(&store->map_lock);
 	FILE *f = fopen("/proc/self/maps", "r");
-	if (!f)
+	if (!f) {
+		pthread_rwlock_unlock(&store->map_lock);
 		return;
+	}
 	char line[PATH_MAX + 128];
 	size_t rl = strlen(real);
 	while (fgets(line, sizeof line, f)) {
@@ -99,12 +105,14 @@ void sc_store_release_map(sc_store *store)
 		if (n && line[n - 1] == '\n')
 			line[--n] = 0;
 		unsigned long lo, hi;
-		if (n < rl || strcmp(line + n - rl, real) != 0 ||
+		if (n <= rl || line[n - rl - 1] != ' ' ||
+		    strcmp(line + n - rl, real) != 0 ||
 		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
 			continue;
 		sc_store_release_pages((const void *)lo, (const void *)hi);
 	}
 	fclose(f);
+	pthread_rwlock_unlock(&store->map_lock);
 }
 
 /* ---- read transactions --------------------------------------------------- */

@@ -408,6 +408,7 @@ int sc_log_append_commit(sc_store *store, size_t n, const size_t *ends,
 			  .nparts = nparts,
 			  .vetoed = nparts};
 	store->ckpt_due = false;
+	*vetoed = nparts; /* no batch vetoed by a projector */
 	int rc = sc_residency_append_check(store, store->batch, n, ends, nparts,
 					   err);
 	if (rc)

@@ -67,6 +67,10 @@ typedef struct res_part {
 	 * the last load or eviction, then grown by its cold appends. */
 	uint64_t bound;
 	bool bound_known;
+	/* What the current batch's cold events of it add to the bound so
+	 * far (valid when batch is the residency's batch count). */
+	uint64_t batch_grow;
+	uint64_t batch;
 } res_part;
 
 struct sc_store_residency {
@@ -78,6 +82,7 @@ struct sc_store_residency {
 	/* The current batch: which events are of cold partitions, and the
 	 * others, for the cache (under write_mu). */
 	bool *cold;
+	uint64_t batch; /* checks of a batch so far (batch_grow) */
 	sc_event *apply;
 	size_t *apply_idx;
 	size_t cap_batch, napply;
@@ -727,12 +732,24 @@ int sc_residency_append_check(sc_store *store, const sc_event *evs, size_t n,
 	/* The state-size limit of the cold events: the partition's bound
 	 * with the batch's earlier cold events of it, else the exact
 	 * state. */
+	r->batch++;
 	for (size_t i = 0; i < n; i++) {
 		while (i >= ends[part])
 			part_start = ends[part++];
-		if (!r->cold[i] || evs[i].type == SC_EVENT_DELETE)
+		if (!r->cold[i])
 			continue;
 		res_part *p = part_get(r, evs[i].partition, true);
+		if (p) {
+			/* The batch's cold events of the partition up to
+			 * this one, summed as they come: one pass. */
+			if (p->batch != r->batch) {
+				p->batch = r->batch;
+				p->batch_grow = 0;
+			}
+			p->batch_grow += grow_bound(&evs[i]);
+		}
+		if (evs[i].type == SC_EVENT_DELETE)
+			continue;
 		if (p && !p->bound_known) {
 			/* Cold since open: its bound from its newest
 			 * checkpoint and its tail, once. */
@@ -746,14 +763,9 @@ int sc_residency_append_check(sc_store *store, const sc_event *evs, size_t n,
 			}
 		}
 		bool fits = false;
-		if (p && p->bound_known) {
-			uint64_t b = p->bound;
-			for (size_t j = 0; j <= i; j++)
-				if (r->cold[j] && !cmp_name(evs[j].partition,
-							    evs[i].partition))
-					b += grow_bound(&evs[j]);
-			fits = b <= SC_STATE_SNAPSHOT_MAX;
-		}
+		if (p && p->bound_known)
+			fits =
+			    p->bound + p->batch_grow <= SC_STATE_SNAPSHOT_MAX;
 		if (fits)
 			continue;
 		sc_error e;

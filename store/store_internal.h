@@ -236,7 +236,8 @@ void sc_store_release_pages(const void *lo, const void *hi);
 /* Release every page of the store's data file that this process has
  * mapped (sc_store_release_pages over the whole mapping, found in
  * /proc/self/maps): the pages stay in the page cache and a later read
- * maps them again. Safe while other threads read; costs a TLB flush. */
+ * maps them again. Safe while other threads read; costs a TLB flush.
+ * Takes map_lock shared: call it with no transaction open. */
 void sc_store_release_map(sc_store *store);
 
 /*

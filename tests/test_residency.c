@@ -352,10 +352,20 @@ static void run_model(unsigned lanes)
 		}
 		if (tk_rand_below(&rnd, 20) == 0) {
 			size_t i = 1 + tk_rand_below(&rnd, NPARTS - 1);
-			pinned[i] = !pinned[i];
-			assert_int_equal(
-			    sc_cache_part_pin(cache, parts[i], pinned[i], &err),
-			    0);
+			bool want = !pinned[i];
+			if (want && now_cold[i] && !cold[i]) {
+				/* Evicted by this pending version: no pin. */
+				assert_int_equal(sc_cache_part_pin(cache,
+								   parts[i],
+								   true, &err),
+						 SC_ESTATE);
+			} else {
+				pinned[i] = want;
+				assert_int_equal(sc_cache_part_pin(cache,
+								   parts[i],
+								   want, &err),
+						 0);
+			}
 		}
 		/* Events; a cold partition's go to the model only. */
 		size_t nev = tk_rand_below(&rnd, 24);
@@ -579,6 +589,9 @@ static void test_errors(void **state)
 	assert_int_equal(sc_cache_part_evict(cache, S("A"), &err), SC_ESTATE);
 	assert_int_equal(sc_cache_part_load_begin(cache, S("A"), NULL, &err),
 			 SC_ESTATE);
+	/* Nor is it pinned while its eviction is pending. */
+	assert_int_equal(sc_cache_part_pin(cache, S("A"), true, &err),
+			 SC_ESTATE);
 	/* Discard cancels the eviction. */
 	sc_cache_discard(cache);
 	assert_int_equal(sc_cache_part_residency(cache, S("A")),
@@ -634,6 +647,50 @@ static void test_errors(void **state)
 	assert_int_equal(sc_view_residency(v, S("B")), SC_RESIDENCY_ABSENT);
 	sc_reader_end(rd);
 	sc_reader_close(rd);
+	sc_cache_destroy(cache);
+}
+
+/* A batch big enough for the apply lanes that names a cold partition
+ * fails at that partition's first event, as a serial apply does, and
+ * leaves the pending version poisoned: nothing of it can be promoted. */
+static void test_lanes_refuse_cold(void **state)
+{
+	(void)state;
+	sc_cache *cache;
+	sc_error err;
+	sc_cache_options o = {.seed = 3, .lanes = 2};
+	assert_int_equal(sc_cache_create(&o, &cache, &err), 0);
+	set_int(cache, "A", "x", "v", 1, 1);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	assert_int_equal(sc_cache_part_evict(cache, S("A"), &err), 0);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	enum { N = 1500, COLD_AT = 1200 };
+	sc_event *evs = calloc(N, sizeof *evs);
+	char(*ids)[16] = calloc(N, sizeof *ids);
+	assert_true(evs && ids);
+	sc_attr a = {.name = S("v"), .value = {.type = SC_VALUE_INT, .u.i = 7}};
+	for (size_t i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof ids[i], "e%zu", i);
+		evs[i] = (sc_event){.partition = S(i == COLD_AT ? "A" : "B"),
+				    .entity = S(ids[i]),
+				    .type = SC_EVENT_SET,
+				    .attrs = &a,
+				    .nattrs = 1,
+				    .position = 2 + i,
+				    .time = 1};
+	}
+	size_t failed = 0;
+	assert_int_equal(sc_cache_apply_batch(cache, evs, N, &failed, &err),
+			 SC_ESTATE);
+	assert_int_equal(failed, COLD_AT);
+	assert_non_null(strstr(err.message, "cold"));
+	assert_int_not_equal(sc_cache_promote(cache), 0);
+	sc_cache_discard(cache);
+	assert_int_equal(sc_cache_part_residency(cache, S("B")),
+			 SC_RESIDENCY_ABSENT);
+	assert_int_equal(sc_cache_len(cache), 0);
+	free(evs);
+	free(ids);
 	sc_cache_destroy(cache);
 }
 
@@ -878,6 +935,7 @@ int main(void)
 	    cmocka_unit_test(test_model_lanes),
 	    cmocka_unit_test(test_pinned_view_keeps_evicted),
 	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_lanes_refuse_cold),
 	    cmocka_unit_test(test_lru),
 	    cmocka_unit_test(test_diff_residency),
 	    cmocka_unit_test(test_watch_residency),
