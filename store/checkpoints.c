@@ -883,9 +883,11 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 		rc = sc_error_set(err, SC_ESTATE,
 				  "the store's state is behind its log; "
 				  "reopen it before checkpointing");
-	/* A cold partition is loaded first (residency.c). */
+	/* A cold partition is loaded first, and made cold again once the
+	 * view is pinned (residency.c). */
+	bool loaded = false;
 	if (!rc)
-		rc = sc_residency_ensure(store, partition, err);
+		rc = sc_residency_load_quiet(store, partition, &loaded, err);
 	MDB_txn *txn = NULL;
 	if (!rc)
 		rc = sc_store_read_begin(store, &txn, err);
@@ -906,6 +908,8 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 			    mdb_get(txn, store->dbi_checkpoints, &k, &v) == 0;
 		sc_store_read_end(store, txn);
 	}
+	if (loaded)
+		sc_residency_evict_again(store, partition);
 	pthread_mutex_unlock(&store->write_mu);
 	if (rc || exists || position == 0) {
 		if (!rc && info) {

@@ -8,10 +8,11 @@
  * write_mu, the store's writer lock, on the cache's pending version, and
  * is promoted at once, as a version of its own:
  *
- *   load   sc_store_get_in / sc_store_partition_make_resident / a pin /
- *          the checkpoint thread on a cold partition: its newest
- *          checkpoint that verifies and its tail (sc_store_partition_load),
- *          promoted, then the eviction below (never of that partition);
+ *   load   sc_store_get_in / sc_store_partition_make_resident / a pin:
+ *          its newest checkpoint that verifies and its tail
+ *          (sc_store_partition_load), promoted, then the eviction below
+ *          (never of that partition); a checkpoint of a cold partition
+ *          loads it for its encoding only (below);
  *   evict  after a load and after every append: while the resident bytes
  *          pass the budget, the least recently used unpinned partitions
  *          (sc_cache_part_coldest) leave the version, all in one promote.
@@ -33,9 +34,11 @@
  * (bound_from_store: its newest checkpoint's largest chunk and its tail).
  *
  * A cold partition's tail is kept short by the checkpoint thread as for a
- * resident one: sc_checkpoint_take makes the partition resident through
- * the same load (which may evict others) before it pins the view it
- * encodes.
+ * resident one: sc_checkpoint_take loads the partition through the same
+ * load, without marking it used or evicting others
+ * (sc_residency_load_quiet), pins the view it encodes, then evicts it
+ * again (sc_residency_evict_again): a checkpoint leaves the resident set
+ * as it found it.
  *
  * Figures per partition (loads, evictions, a histogram of load times) are
  * kept here under write_mu, in a table keyed by the partition's name.
@@ -258,6 +261,24 @@ static int part_list(sc_store *store, sc_cache_part_info **out, size_t *n,
 	return 0;
 }
 
+/* Evict `name` (resident, unpinned) in the pending version, keeping its
+ * exact bound for its cold appends. */
+static int evict_mark(sc_store *store, sc_str name, sc_error *err)
+{
+	res_part *p = part_get(store->res, name, true);
+	if (!p)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory evicting a partition");
+	uint64_t big = largest_state(store, name);
+	int rc = sc_cache_part_evict(store->cache, name, err);
+	if (rc)
+		return rc;
+	p->bound = big;
+	p->bound_known = true;
+	p->evictions++;
+	return 0;
+}
+
 int sc_residency_evict(sc_store *store, sc_str keep, sc_error *err)
 {
 	struct sc_store_residency *r = store->res;
@@ -283,20 +304,9 @@ int sc_residency_evict(sc_store *store, sc_str keep, sc_error *err)
 				continue;
 			const sc_cache_part_info *pi =
 			    info_find(list, nlist, names[i]);
-			res_part *p = part_get(r, names[i], true);
-			if (!p) {
-				rc = sc_error_set(err, ENOMEM,
-						  "out of memory evicting a "
-						  "partition");
-				break;
-			}
-			uint64_t big = largest_state(store, names[i]);
-			rc = sc_cache_part_evict(store->cache, names[i], err);
+			rc = evict_mark(store, names[i], err);
 			if (rc)
 				break;
-			p->bound = big;
-			p->bound_known = true;
-			p->evictions++;
 			size_t b = pi ? pi->bytes : 0;
 			total = b < total ? total - b : 0;
 			round++;
@@ -389,6 +399,48 @@ static int load_one(sc_store *store, sc_str partition, uint64_t *replayed,
 	p->bound = largest_state(store, partition);
 	p->bound_known = true;
 	return 0;
+}
+
+int sc_residency_load_quiet(sc_store *store, sc_str partition, bool *loaded,
+			    sc_error *err)
+{
+	*loaded = false;
+	if (!partition.len || !store->res)
+		return 0;
+	if (store->stale)
+		return sc_error_set(err, SC_ESTATE,
+				    "the store's state is behind its log; "
+				    "reopen it");
+	if (sc_cache_part_residency(store->cache, partition) !=
+	    SC_RESIDENCY_COLD)
+		return 0;
+	int rc = load_one(store, partition, NULL, err);
+	*loaded = rc == 0;
+	return rc;
+}
+
+void sc_residency_evict_again(sc_store *store, sc_str partition)
+{
+	sc_error e;
+	sc_error_clear(&e);
+	int rc = evict_mark(store, partition, &e);
+	if (!rc) {
+		sc_killpoint("residency_evict_before_promote");
+		rc = sc_cache_promote(store->cache);
+		if (rc)
+			sc_error_set(&e, rc, "promoting it failed (%s)",
+				     sc_strerror(rc));
+	}
+	if (rc) {
+		sc_cache_discard(store->cache);
+		sc_store_warn(store,
+			      "evicting partition '%.*s' again after its "
+			      "checkpoint failed (it stays resident): %s",
+			      (int)(partition.len > 64 ? 64 : partition.len),
+			      partition.ptr, e.message);
+		return;
+	}
+	atomic_fetch_add(&store->res->evictions, 1);
 }
 
 int sc_residency_ensure(sc_store *store, sc_str partition, sc_error *err)

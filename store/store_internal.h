@@ -598,6 +598,16 @@ void sc_residency_close(sc_store *store);
  * sc_store_partition_load. */
 int sc_residency_ensure(sc_store *store, sc_str partition, sc_error *err);
 
+/* Under write_mu, for a checkpoint: load `partition` when it is cold
+ * (*loaded true) without marking it used and without evicting others;
+ * sc_residency_evict_again makes it cold again once the caller pinned the
+ * view it encodes, so a checkpoint leaves the resident set as it found
+ * it. Errors: those of sc_residency_ensure. The eviction's failure is a
+ * warning (the partition stays resident). */
+int sc_residency_load_quiet(sc_store *store, sc_str partition, bool *loaded,
+			    sc_error *err);
+void sc_residency_evict_again(sc_store *store, sc_str partition);
+
 /* Under write_mu, nothing pending: evict the least recently used unpinned
  * partitions but `keep` (empty: none) until the resident bytes are within
  * the budget, in one promote. Errors: ENOMEM, the cache's. */

@@ -631,6 +631,80 @@ static void test_old_store(void **state)
 /* ==== argument errors ======================================================
  */
 
+/* Which of the partitions "hot" and "cold" are resident (bit 1, bit 2). */
+static int resident_row(void *ctx, const sc_partition_stats *p)
+{
+	int *bits = ctx;
+	if (p->resident && p->name.len == 3 && !memcmp(p->name.ptr, "hot", 3))
+		*bits |= 1;
+	if (p->resident && p->name.len == 4 && !memcmp(p->name.ptr, "cold", 4))
+		*bits |= 2;
+	return 0;
+}
+
+static int resident_bits(sc_store *s)
+{
+	int bits = 0;
+	sc_error err;
+	assert_int_equal(sc_store_partition_stats(s, resident_row, &bits, &err),
+			 0);
+	return bits;
+}
+
+/* A checkpoint of a cold partition loads it for the encoding only: the
+ * resident set is as before (the partition readers use stays resident,
+ * the checkpointed one is cold again), and the checkpoint holds the
+ * partition whole. */
+static void test_checkpoint_cold(void **state)
+{
+	(void)state;
+	char dir[256];
+	new_dir(dir, sizeof dir);
+	sc_store *s = open_store(dir, 1, NULL, 0, SC_CHECKPOINT_NEVER);
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	sc_error err;
+	sc_attr a = {.name = S("n"), .value = {.type = SC_VALUE_INT}};
+	char idb[10][16];
+	for (int i = 0; i < 10; i++) {
+		snprintf(idb[i], sizeof idb[i], "e%d", i);
+		sc_event evs[2];
+		for (int k = 0; k < 2; k++)
+			evs[k] = (sc_event){.partition = S(k ? "hot" : "cold"),
+					    .entity = S(idb[i]),
+					    .type = SC_EVENT_SET,
+					    .attrs = &a,
+					    .nattrs = 1};
+		a.value.u.i = i;
+		assert_int_equal(sc_store_append(s, evs, 2, NULL, &err), 0);
+	}
+	const sc_entity *e;
+	assert_int_equal(sc_store_get_in(s, r, S("hot"), S("e3"), &e, &err), 0);
+	sc_reader_end(r);
+	assert_int_equal(resident_bits(s), 1);
+	sc_checkpoint_info info;
+	assert_int_equal(sc_store_checkpoint(s, S("cold"), &info, &err), 0);
+	assert_int_equal(info.entities, 10);
+	assert_int_equal(resident_bits(s), 1);
+	sc_reader_close(r);
+	sc_store_close(s);
+	/* Reopened, the partition loads from that checkpoint, whole. */
+	s = open_store(dir, 1, NULL, 0, SC_CHECKPOINT_NEVER);
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &r, NULL), 0);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(
+		    sc_store_get_in(s, r, S("cold"), S(idb[i]), &e, &err), 0);
+		sc_value n;
+		assert_true(sc_entity_find(e, S("n"), &n));
+		assert_int_equal(n.u.i, i);
+	}
+	sc_store_stats st;
+	assert_int_equal(sc_store_stats_get(s, &st, &err), 0);
+	assert_int_equal(st.open_events_replayed, 0);
+	sc_reader_close(r);
+	sc_store_close(s);
+}
+
 static void test_errors(void **state)
 {
 	(void)state;
@@ -688,6 +762,7 @@ int main(void)
 	    cmocka_unit_test(test_model),
 	    cmocka_unit_test(test_cold_limit),
 	    cmocka_unit_test(test_old_store),
+	    cmocka_unit_test(test_checkpoint_cold),
 	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

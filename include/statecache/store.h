@@ -544,9 +544,10 @@ typedef struct sc_checkpoint_info {
  * that also drops the partition's checkpoints beyond checkpoint_keep and
  * sets the partition's tail to 0 as of the checkpoint. Nothing is written
  * when a checkpoint of that position exists or the log is empty. A cold
- * partition (memory_budget) is loaded first, as sc_store_get_in loads it
- * (the checkpoint thread does the same for a cold partition whose tail is
- * due). *info may be NULL. Thread-safe; one checkpoint is written at a
+ * partition (memory_budget) is loaded for the encoding and made cold again
+ * once its version is pinned, so the resident partitions stay as they
+ * were (the checkpoint thread does the same for a cold partition whose
+ * tail is due). *info may be NULL. Thread-safe; one checkpoint is written at a
  * time. Errors:
  * SC_EINVAL (read-only store, partition longer than SC_EVENT_FIELD_MAX),
  * SC_ESTATE, SC_ETOOBIG, SC_EMAPFULL, SC_ELMDB, ENOMEM; on failure the
