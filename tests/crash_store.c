@@ -11,8 +11,19 @@
  * holds at least every acknowledged event; the restored state equals a
  * from-scratch replay (the reference model); one more append works.
  *
- * SC_CRASH_KILLS sets the number of kills (default 200). The child is a
- * fresh exec of this program, so it reads SC_KILLPOINT anew.
+ * The same with a memory budget (test_crash_budget): the child opens the
+ * store with a budget far below its state, its events spread over many
+ * partitions (the partition too a pure function of the seed and the
+ * position), and reads random partitions through sc_store_get_in, so
+ * partitions load and evict all the time and appends go to cold
+ * partitions; it dies at kill points inside loads and evictions as well.
+ * After every kill the parent checks the store without a budget as above,
+ * then reopens it with the budget: every partition, loaded, equals its
+ * fold.
+ *
+ * SC_CRASH_KILLS sets the number of kills of each test (default 200, and
+ * 120 with a budget). The child is a fresh exec of this program, so it
+ * reads SC_KILLPOINT anew.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,6 +42,7 @@
 
 #include "common/internal.h"
 #include "statecache/store.h"
+#include "tests/support/refstate.h"
 #include "tests/support/store_testkit.h"
 
 /* Without kill points the children die only by the parent's kill. */
@@ -38,16 +50,68 @@
 #error "crash_store needs a test build with kill points (-DSC_KILLPOINTS)"
 #endif
 
-#define NENT		 64
 #define CHILD_MAX_EVENTS 200000
-#define INDEX_LAG	 7  /* entity_index catches up every few appends */
-#define CHECKPOINT_TAIL	 40 /* the checkpoint thread runs every few */
+#define INDEX_LAG	 7 /* entity_index catches up every few appends */
+#define NPART		 12
+#define BUDGET		 6000
 
 static uint64_t seed;
+/* The run with a memory budget (test_crash_budget). */
+static bool budget;
+static char part_names[NPART][16];
+static sc_str parts[NPART];
 
+/* Entities of the workload; fewer with a budget, so reads find them. */
+static unsigned nent(void)
+{
+	return budget ? 16 : 64;
+}
+
+/* The checkpoint thread runs every few appends. */
+static uint64_t checkpoint_tail(void)
+{
+	return budget ? 24 : 40;
+}
+
+static void parts_init(void)
+{
+	parts[0] = (sc_str){"", 0};
+	for (int i = 1; i < NPART; i++) {
+		snprintf(part_names[i], sizeof part_names[i], "q%02d", i);
+		parts[i] = (sc_str){part_names[i], strlen(part_names[i])};
+	}
+}
+
+/* The generated event; with a budget, in a partition drawn from its
+ * position. */
 static void event_at(uint64_t position, tk_event *out)
 {
-	tk_event_gen(seed, position - 1, NENT, (int64_t)position, out);
+	tk_event_gen(seed, position - 1, nent(), (int64_t)position, out);
+	if (budget) {
+		uint64_t h = position * 0x9e3779b97f4a7c15ull;
+		out->ev.partition = parts[(h >> 33) % NPART];
+	}
+}
+
+/* With a budget: reads that load cold partitions and evict others.
+ * Returns 0, or the child's exit code. */
+static int child_reads(sc_store *s, sc_reader *rd, uint64_t *r)
+{
+	for (int k = 0; k < 2; k++) {
+		const sc_entity *e;
+		sc_error err;
+		char id[16];
+		int idn = snprintf(id, sizeof id, "e%u",
+				   (unsigned)(tk_rand(r) % nent()));
+		int grc = sc_store_get_in(s, rd, parts[tk_rand(r) % NPART],
+					  (sc_str){id, (size_t)idn}, &e, &err);
+		sc_reader_end(rd);
+		if (grc && grc != SC_NOTFOUND) {
+			fprintf(stderr, "child: get_in: %s\n", err.message);
+			return 5;
+		}
+	}
+	return 0;
 }
 
 /* ---- the child ----------------------------------------------------------- */
@@ -60,10 +124,11 @@ static int child_main(const char *dir, int durability, int ack_fd)
 	o.snapshot_keep = 2;
 	o.cache.seed = seed | 1;
 	o.index_lag = INDEX_LAG;
-	/* Checkpoints of the default partition every few appends, by the
-	 * checkpoint thread and by the child itself. */
-	o.checkpoint_tail = CHECKPOINT_TAIL;
+	/* Checkpoints every few appends, by the checkpoint thread and by
+	 * the child itself. */
+	o.checkpoint_tail = checkpoint_tail();
 	o.checkpoint_entities_per_chunk = 4;
+	o.memory_budget = budget ? BUDGET : 0;
 	sc_store *s = NULL;
 	sc_error err;
 	if (sc_store_open(dir, &o, &s, &err)) {
@@ -71,6 +136,11 @@ static int child_main(const char *dir, int durability, int ack_fd)
 		return 2;
 	}
 	uint64_t r = seed ^ (uint64_t)getpid();
+	sc_reader *rd;
+	if (sc_reader_open(sc_store_cache(s), &rd, &err)) {
+		fprintf(stderr, "child: reader: %s\n", err.message);
+		return 2;
+	}
 	tk_event g[8];
 	sc_event batch[8];
 	for (;;) {
@@ -89,23 +159,39 @@ static int child_main(const char *dir, int durability, int ack_fd)
 		uint64_t acked = last + n;
 		if (write(ack_fd, &acked, sizeof acked) != sizeof acked)
 			return 4;
-		if (tk_rand(&r) % 16 == 0 && sc_store_snapshot(s, NULL, &err)) {
+		int rc = budget ? child_reads(s, rd, &r) : 0;
+		if (rc)
+			return rc;
+		/* Whole-store snapshots need every partition resident. */
+		if (!budget && tk_rand(&r) % 16 == 0 &&
+		    sc_store_snapshot(s, NULL, &err)) {
 			fprintf(stderr, "child: snapshot: %s\n", err.message);
 			return 5;
 		}
 		if (tk_rand(&r) % 16 == 0 &&
-		    sc_store_checkpoint(s, (sc_str){"", 0}, NULL, &err)) {
+		    sc_store_checkpoint(
+			s, budget ? parts[tk_rand(&r) % NPART] : parts[0], NULL,
+			&err)) {
 			fprintf(stderr, "child: checkpoint: %s\n", err.message);
 			return 6;
 		}
 	}
+	sc_reader_close(rd);
 	sc_store_close(s);
 	return 0;
 }
 
 /* ---- the parent ---------------------------------------------------------- */
 
-static const char *killpoints[] = {
+static const char *const killpoints_budget[] = {
+    "residency_load_before_promote",  "residency_load_before_promote",
+    "residency_evict_before_promote", "residency_evict_before_promote",
+    "append_before_commit",	      "append_after_commit",
+    "checkpoint_before_write",	      "checkpoint_mid_write",
+    "checkpoint_before_commit",	      "checkpoint_load",
+};
+
+static const char *const killpoints[] = {
     "append_before_commit",
     "append_after_commit",
     "snapshot_before_write",
@@ -188,7 +274,7 @@ static void check_index(sc_store *s, uint64_t last, uint64_t *r)
 	assert_true(through <= last);
 	assert_int_equal(rows, through);
 	char id[16];
-	int n = snprintf(id, sizeof id, "e%u", (unsigned)(tk_rand(r) % NENT));
+	int n = snprintf(id, sizeof id, "e%u", (unsigned)(tk_rand(r) % nent()));
 	positions p = {0, last, id, (size_t)n, 0};
 	p.next_expected = next_of(&p, 0);
 	assert_int_equal(sc_store_entity_events(s, (sc_str){id, (size_t)n}, 0,
@@ -218,7 +304,7 @@ static pid_t spawn_child(const char *dir, int durability, const char *kp,
 			 (unsigned long long)seed);
 		snprintf(dur_s, sizeof dur_s, "%d", durability);
 		execl("/proc/self/exe", "crash_store", "--child", dir, seed_s,
-		      dur_s, fd_s, (char *)NULL);
+		      dur_s, fd_s, budget ? "budget" : "all", (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -242,11 +328,45 @@ static bool read_ack(int fd, uint64_t *v)
 	return true;
 }
 
-static void test_crash_recovery(void **state)
+/* With a budget: every partition of the store, loaded, is its fold. */
+static void check_budget(const char *dir, const tk_refstate *m, long kill_no)
 {
-	SC_UNUSED(state);
+	sc_store_options o = {0};
+	o.durability = SC_DURABILITY_NOSYNC;
+	o.cache.seed = seed | 1;
+	o.index_lag = INDEX_LAG;
+	o.memory_budget = BUDGET;
+	o.checkpoint_tail = checkpoint_tail();
+	sc_store *s = NULL;
+	sc_error err;
+	if (sc_store_open(dir, &o, &s, &err))
+		fail_msg("reopen with a budget after kill %ld: %s", kill_no,
+			 err.message);
+	sc_reader *rd;
+	assert_int_equal(sc_reader_open(sc_store_cache(s), &rd, NULL), 0);
+	for (int p = 0; p < NPART; p++) {
+		const sc_view *view;
+		assert_int_equal(
+		    sc_store_begin_in(s, rd, parts[p], &view, &err), 0);
+		char why[256];
+		if (!tk_refstate_check_partition(m, view, parts[p], why,
+						 sizeof why))
+			fail_msg("kill %ld: partition %d differs (seed %llu): "
+				 "%s",
+				 kill_no, p, (unsigned long long)seed, why);
+		sc_reader_end(rd);
+	}
+	sc_reader_close(rd);
+	sc_store_close(s);
+}
+
+static void run_crash_recovery(void)
+{
 	const char *k = getenv("SC_CRASH_KILLS");
-	long kills = k && *k ? strtol(k, NULL, 10) : 200;
+	long kills = k && *k ? strtol(k, NULL, 10) : budget ? 120 : 200;
+	const char *const *kps = budget ? killpoints_budget : killpoints;
+	size_t nkps = budget ? sizeof killpoints_budget / sizeof *kps
+			     : sizeof killpoints / sizeof *kps;
 	char tmpl[] = "/tmp/sc_crash_store.XXXXXX";
 	char *root = mkdtemp(tmpl);
 	assert_non_null(root);
@@ -269,9 +389,8 @@ static void test_crash_recovery(void **state)
 		char kp[64];
 		const char *kpp = NULL;
 		if (tk_rand(&r) % 3 == 0) {
-			size_t i = tk_rand(&r) %
-				   (sizeof killpoints / sizeof killpoints[0]);
-			snprintf(kp, sizeof kp, "%s:%u", killpoints[i],
+			size_t i = tk_rand(&r) % nkps;
+			snprintf(kp, sizeof kp, "%s:%u", kps[i],
 				 1 + (unsigned)(tk_rand(&r) % 4));
 			kpp = kp;
 		}
@@ -346,6 +465,13 @@ static void test_crash_recovery(void **state)
 				 "replay (seed %llu)",
 				 kill_no, (unsigned long long)seed);
 		check_index(s, last, &r);
+		if (budget) {
+			sc_store_close(s);
+			check_budget(dir, m, kill_no);
+			if (sc_store_open(dir, &o, &s, &err))
+				fail_msg("reopen after kill %ld: %s", kill_no,
+					 err.message);
+		}
 		/* One more append works. */
 		tk_event g;
 		event_at(last + 1, &g);
@@ -365,15 +491,32 @@ static void test_crash_recovery(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void test_crash_recovery(void **state)
+{
+	SC_UNUSED(state);
+	budget = false;
+	run_crash_recovery();
+}
+
+static void test_crash_budget(void **state)
+{
+	SC_UNUSED(state);
+	budget = true;
+	run_crash_recovery();
+}
+
 int main(int argc, char **argv)
 {
-	if (argc == 6 && strcmp(argv[1], "--child") == 0) {
+	parts_init();
+	if (argc == 7 && strcmp(argv[1], "--child") == 0) {
 		seed = strtoull(argv[3], NULL, 10);
+		budget = strcmp(argv[6], "budget") == 0;
 		return child_main(argv[2], atoi(argv[4]), atoi(argv[5]));
 	}
 	seed = tk_seed("crash_store");
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_crash_recovery),
+	    cmocka_unit_test(test_crash_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
