@@ -1427,6 +1427,20 @@ int sc_store_partition_load(sc_store *store, sc_str partition,
 /* ---- at open --------------------------------------------------------------
  */
 
+int sc_checkpoints_restored(sc_store *store, sc_error *err)
+{
+	/* The state is the log's up to its last position, whatever
+	 * positions its entities hold. */
+	uint64_t born;
+	int rc = sc_cache_load_begin(
+	    store->cache, atomic_load(&store->last_position), &born, err);
+	if (!rc)
+		rc = sc_cache_promote(store->cache);
+	if (rc)
+		sc_cache_discard(store->cache);
+	return rc;
+}
+
 int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
 			   sc_error *err)
 {
@@ -1520,17 +1534,9 @@ int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
 	sc_free(lens);
 	if (rc)
 		return rc;
-	/* The state is the log's up to its last position, whatever
-	 * positions its entities hold. */
-	uint64_t born;
-	rc = sc_cache_load_begin(
-	    store->cache, atomic_load(&store->last_position), &born, err);
-	if (!rc)
-		rc = sc_cache_promote(store->cache);
-	if (rc) {
-		sc_cache_discard(store->cache);
+	rc = sc_checkpoints_restored(store, err);
+	if (rc)
 		return rc;
-	}
 	*used = true;
 	return 0;
 }

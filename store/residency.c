@@ -585,17 +585,9 @@ int sc_residency_open(sc_store *store, bool *used, sc_error *err)
 	name_list_free(&l);
 	if (rc)
 		return rc;
-	/* The state is the log's up to its last position, whatever
-	 * positions its entities hold. */
-	uint64_t born;
-	rc = sc_cache_load_begin(
-	    store->cache, atomic_load(&store->last_position), &born, err);
-	if (!rc)
-		rc = sc_cache_promote(store->cache);
-	if (rc) {
-		sc_cache_discard(store->cache);
+	rc = sc_checkpoints_restored(store, err);
+	if (rc)
 		return rc;
-	}
 	*used = true;
 	return 0;
 }

@@ -567,6 +567,12 @@ int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
 int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
 			   sc_error *err);
 
+/* After open loaded partitions from their checkpoints (here or under a
+ * memory budget, residency.c): promote a version at the log's last
+ * position, whatever positions its entities hold. Errors: the cache's
+ * (nothing pending after). */
+int sc_checkpoints_restored(sc_store *store, sc_error *err);
+
 /* Encode and store a checkpoint of `partition` from a view pinned under
  * write_mu; keeps checkpoint_keep of them. Takes ckpt_mu and write_mu:
  * never call it holding either. */
