@@ -108,19 +108,30 @@ size_t sc_view_cold_count(const sc_view *view)
 
 /* ==== evict and load ====================================================== */
 
-int sc_cache_part_evict(sc_cache *cache, sc_str name, sc_error *err)
+/* What an eviction or a load checks first: a cache, a valid name, a
+ * writable pending version; *p is the partition's record (made if new). */
+static int part_change_begin(sc_cache *cache, sc_str name, const char *what,
+			     struct sc_partition **p, sc_error *err)
 {
 	if (!cache)
 		return sc_error_set(err, SC_EINVAL, "cache is NULL");
-	int rc = name_check(name, "evict", err);
+	int rc = name_check(name, what, err);
 	if (!rc)
 		rc = sc_cache_check_writable(cache, err);
 	if (rc)
 		return rc;
-	struct sc_partition *p;
-	if (sc_cache_part_record(cache, name, &p))
+	if (sc_cache_part_record(cache, name, p))
 		return sc_error_set(err, ENOMEM,
 				    "out of memory for a partition record");
+	return SC_OK;
+}
+
+int sc_cache_part_evict(sc_cache *cache, sc_str name, sc_error *err)
+{
+	struct sc_partition *p;
+	int rc = part_change_begin(cache, name, "evict", &p, err);
+	if (rc)
+		return rc;
 	if (p->pinned)
 		return sc_error_set(err, SC_ESTATE,
 				    "partition '%.*s' is pinned resident; "
@@ -150,17 +161,10 @@ int sc_cache_part_evict(sc_cache *cache, sc_str name, sc_error *err)
 int sc_cache_part_load_begin(sc_cache *cache, sc_str name, uint64_t *born,
 			     sc_error *err)
 {
-	if (!cache)
-		return sc_error_set(err, SC_EINVAL, "cache is NULL");
-	int rc = name_check(name, "load", err);
-	if (!rc)
-		rc = sc_cache_check_writable(cache, err);
+	struct sc_partition *p;
+	int rc = part_change_begin(cache, name, "load", &p, err);
 	if (rc)
 		return rc;
-	struct sc_partition *p;
-	if (sc_cache_part_record(cache, name, &p))
-		return sc_error_set(err, ENOMEM,
-				    "out of memory for a partition record");
 	if (p->evicting || p->loading || p->edit)
 		return sc_error_set(err, SC_ESTATE,
 				    "partition '%.*s' is evicted, loaded or "
