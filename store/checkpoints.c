@@ -608,19 +608,12 @@ static int ckpt_positions(sc_store *store, MDB_txn *txn, const uint8_t *pk,
 		    sc_be64_get((uint8_t *)k.mv_data + SC_PART_KEY_LEN);
 		if (*n && (*out)[*n - 1] == pos)
 			continue;
-		if (*n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			uint64_t *np = sc_realloc(*out, nc * sizeof *np);
-			if (!np) {
-				mdb_cursor_close(cur);
-				sc_free(*out);
-				*out = NULL;
-				return sc_error_set(err, ENOMEM,
-						    "out of memory listing "
-						    "checkpoints");
-			}
-			*out = np;
-			cap = nc;
+		if (sc_grow_array((void **)out, &cap, *n + 1, sizeof **out)) {
+			mdb_cursor_close(cur);
+			sc_free(*out);
+			*out = NULL;
+			return sc_error_set(
+			    err, ENOMEM, "out of memory listing checkpoints");
 		}
 		(*out)[(*n)++] = pos;
 	}

@@ -62,19 +62,12 @@ static int list_positions(sc_store *store, MDB_txn *txn, uint64_t **out,
 		uint64_t pos = sc_be64_get(k.mv_data);
 		if (*n && (*out)[*n - 1] == pos)
 			continue;
-		if (*n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			uint64_t *np = sc_realloc(*out, nc * sizeof *np);
-			if (!np) {
-				mdb_cursor_close(cur);
-				sc_free(*out);
-				*out = NULL;
-				return sc_error_set(err, ENOMEM,
-						    "out of memory listing "
-						    "snapshots");
-			}
-			*out = np;
-			cap = nc;
+		if (sc_grow_array((void **)out, &cap, *n + 1, sizeof **out)) {
+			mdb_cursor_close(cur);
+			sc_free(*out);
+			*out = NULL;
+			return sc_error_set(err, ENOMEM,
+					    "out of memory listing snapshots");
 		}
 		(*out)[(*n)++] = pos;
 	}
