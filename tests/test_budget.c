@@ -60,23 +60,32 @@ static sc_str S(const char *s)
 
 /* ==== partitions, ids, random events ====================================== */
 
-#define NPARTS 41 /* the default partition and p00..p39 */
-#define NIDS   6
+#define NPARTS 41 /* the default partition, p00..p38 and a longest name */
+#define NIDS   6  /* a..dev, and a longest id */
 static char part_names[NPARTS][16];
+static char long_name[SC_EVENT_FIELD_MAX];
+static char long_id[SC_ENTITY_ID_MAX];
 static sc_str parts[NPARTS];
 static sc_str ids[NIDS];
 
 static void names_init(void)
 {
 	parts[0] = S("");
-	for (int i = 1; i < NPARTS; i++) {
+	for (int i = 1; i < NPARTS - 1; i++) {
 		snprintf(part_names[i], sizeof part_names[i], "p%02d", i - 1);
 		parts[i] = S(part_names[i]);
 	}
-	static const char *const id_names[NIDS] = {"a",	   "b",	  "c",
-						   "user", "dev", "x"};
-	for (int i = 0; i < NIDS; i++)
+	/* The limits: a partition of SC_EVENT_FIELD_MAX bytes and an id of
+	 * SC_ENTITY_ID_MAX, in every key derived from them (catalog,
+	 * checkpoints, the indexes). */
+	memset(long_name, 'P', sizeof long_name);
+	parts[NPARTS - 1] = (sc_str){long_name, sizeof long_name};
+	static const char *const id_names[NIDS - 1] = {"a", "b", "c", "user",
+						       "dev"};
+	for (int i = 0; i < NIDS - 1; i++)
 		ids[i] = S(id_names[i]);
+	memset(long_id, 'I', sizeof long_id);
+	ids[NIDS - 1] = (sc_str){long_id, sizeof long_id};
 }
 
 typedef struct rev {
@@ -136,7 +145,12 @@ static sc_store *open_store(const char *dir, size_t budget,
 			      .memory_budget = budget,
 			      .pinned = pinned,
 			      .npinned = npinned,
-			      .checkpoint_tail = tail};
+			      .checkpoint_tail = tail,
+			      /* Past every threshold many times: index
+			       * catch-ups, checkpoint chunks, map growth. */
+			      .index_lag = 7,
+			      .checkpoint_entities_per_chunk = 2,
+			      .map_size = (size_t)1 << 18};
 	sc_store *s;
 	sc_error err;
 	int rc = sc_store_open(dir, &o, &s, &err);
@@ -237,6 +251,13 @@ static void check_budget(sc_store *s, size_t budget)
 
 /* ==== the model test =======================================================
  */
+
+/* Partitions of the catalog with a checkpoint. */
+static int count_checkpointed(void *ctx, const sc_partition_info *p)
+{
+	*(size_t *)ctx += p->checkpoint_position > 0;
+	return 0;
+}
 
 static void test_model(void **state)
 {
@@ -404,6 +425,18 @@ static void test_model(void **state)
 	assert_true(loads_seen > (uint64_t)steps / 10);
 	assert_true(evictions_seen > (uint64_t)steps / 10);
 	assert_true(cold_appends > 0);
+	/* The workload went past the thresholds: the map grew, partitions
+	 * were checkpointed (two entities a chunk). */
+	assert_true(st.map_size > ((size_t)1 << 18));
+	size_t checkpointed = 0;
+	assert_int_equal(
+	    sc_store_partitions(s, count_checkpointed, &checkpointed, NULL), 0);
+	assert_true(checkpointed > 0);
+	/* The longest name was written and checkpointed like the others. */
+	sc_partition_info li;
+	assert_int_equal(
+	    sc_store_partition_info(s, parts[NPARTS - 1], &li, NULL), 0);
+	assert_true(li.events > 0);
 	sc_error err;
 	assert_int_equal(sc_store_verify(s, &err), 0);
 	sc_reader_close(r);
