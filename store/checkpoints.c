@@ -1590,7 +1590,7 @@ static void checkpoint_due(sc_store *store)
 	}
 	uint64_t last = atomic_load(&store->last_position);
 	char **names = NULL;
-	size_t *lens = NULL, n = 0, cap = 0;
+	size_t *lens = NULL, n = 0, cap = 0, lcap = 0;
 	MDB_cursor *cur;
 	int rc = mdb_cursor_open(txn, store->dbi_catalog, &cur);
 	MDB_val k, v;
@@ -1601,18 +1601,10 @@ static void checkpoint_due(sc_store *store)
 		if (!cat_decode(&v, &r) || !cat_due(store, &r, last) ||
 		    failed_wait(store, &r))
 			continue;
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 8;
-			char **nn = sc_realloc(names, nc * sizeof *nn);
-			if (!nn)
-				break;
-			names = nn;
-			size_t *nl = sc_realloc(lens, nc * sizeof *nl);
-			if (!nl)
-				break;
-			lens = nl;
-			cap = nc;
-		}
+		if (sc_grow_array((void **)&names, &cap, n + 1,
+				  sizeof *names) ||
+		    sc_grow_array((void **)&lens, &lcap, n + 1, sizeof *lens))
+			break;
 		names[n] = sc_malloc(r.name.len + 1);
 		if (!names[n])
 			break;
