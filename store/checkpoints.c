@@ -1115,26 +1115,14 @@ int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
 /* ---- loading one partition ------------------------------------------------
  */
 
-/* Bounds of the stored chunks read since the last release of their map
- * pages. */
-typedef struct release_span {
-	const uint8_t *lo, *hi;
-} release_span;
-
+/* Chunks loaded between two releases of their map pages (as a
+ * snapshot's restore). */
 #define RELEASE_EVERY 32
 
 static void chunk_done(void *ctx, uint32_t index, const void *bytes, size_t len)
 {
-	release_span *r = ctx;
-	const uint8_t *b = bytes, *e = b + len;
-	if (!r->lo || b < r->lo)
-		r->lo = b;
-	if (e > r->hi)
-		r->hi = e;
-	if ((index + 1) % RELEASE_EVERY == 0) {
-		sc_store_release_pages(r->lo, r->hi);
-		r->lo = r->hi = NULL;
-	}
+	SC_UNUSED(index);
+	sc_release_span_add(ctx, bytes, len, RELEASE_EVERY);
 }
 
 /* Load the checkpoint at pos into the pending version. */
@@ -1155,15 +1143,14 @@ static int ckpt_load(sc_store *store, MDB_txn *txn, sc_str partition,
 	 * one chunk: a thread per load would cost more than it saves), and
 	 * the map pages read dropped as the load goes. */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	release_span span = {NULL, NULL};
+	sc_release_span span = {0};
 	sc_snapshot_load_params p = {.no_thread = (ncpu > 0 && ncpu < 2) ||
 						  h.chunk_count < 2,
 				     .chunk_done = chunk_done,
 				     .ctx = &span};
 	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,
 			      store->cache, &p, NULL, err);
-	/* Inside the read transaction: the map cannot move meanwhile. */
-	sc_store_release_pages(span.lo, span.hi);
+	sc_release_span_flush(&span);
 	sc_free(chunks);
 	sc_free(lens);
 	sc_snapshot_header_clear(&h);
@@ -1179,25 +1166,8 @@ typedef struct part_walk {
 	sc_part_event_fn fn;
 	void *ctx;
 	sc_error *err;
-	/* The values read since the last release of their map pages. */
-	const uint8_t *lo, *hi;
-	uint64_t seen;
+	sc_release_span span; /* the values read */
 } part_walk;
-
-/* Note the value read; release the map pages read every `every` values.
- * Called inside the read transaction: the map cannot move meanwhile. */
-static void walk_span(part_walk *w, const MDB_val *v, unsigned every)
-{
-	const uint8_t *vb = v->mv_data, *ve = vb + v->mv_size;
-	if (!w->lo || vb < w->lo)
-		w->lo = vb;
-	if (ve > w->hi)
-		w->hi = ve;
-	if (++w->seen % every == 0) {
-		sc_store_release_pages(w->lo, w->hi);
-		w->lo = w->hi = NULL;
-	}
-}
 
 /* Hand the event at pos to fn when it is of the partition. Events of other
  * partitions are passed over after a peek at their key (the default
@@ -1236,7 +1206,7 @@ static int walk_indexed(void *ctx, uint64_t pos)
 				    (unsigned long long)pos);
 	rc = walk_one(w, &v, pos);
 	/* Scattered over the log, each likely on a page of its own. */
-	walk_span(w, &v, TAIL_RELEASE_EVERY);
+	sc_release_span_add(&w->span, v.mv_data, v.mv_size, TAIL_RELEASE_EVERY);
 	return rc;
 }
 
@@ -1267,7 +1237,8 @@ static int walk_scan(part_walk *w, uint64_t from, uint64_t to)
 		if (pos > to)
 			break;
 		rc = walk_one(w, &v, pos);
-		walk_span(w, &v, SCAN_RELEASE_EVERY);
+		sc_release_span_add(&w->span, v.mv_data, v.mv_size,
+				    SCAN_RELEASE_EVERY);
 		if (rc)
 			break;
 	}
@@ -1281,7 +1252,7 @@ int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
 {
 	if (from >= to)
 		return 0;
-	part_walk w = {store, txn, partition, fn, ctx, err, NULL, NULL, 0};
+	part_walk w = {store, txn, partition, fn, ctx, err, {0}};
 	int rc = 0;
 	uint64_t qit = 0;
 	if (partition.len) {
@@ -1297,7 +1268,7 @@ int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
 	}
 	if (!rc)
 		rc = walk_scan(&w, qit > from ? qit : from, to);
-	sc_store_release_pages(w.lo, w.hi);
+	sc_release_span_flush(&w.span);
 	return rc;
 }
 

@@ -80,6 +80,24 @@ void sc_store_release_pages(const void *lo, const void *hi)
 	(void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+void sc_release_span_add(sc_release_span *r, const void *bytes, size_t len,
+			 unsigned every)
+{
+	const uint8_t *b = bytes, *e = b + len;
+	if (!r->lo || b < r->lo)
+		r->lo = b;
+	if (e > r->hi)
+		r->hi = e;
+	if (++r->seen % every == 0)
+		sc_release_span_flush(r);
+}
+
+void sc_release_span_flush(sc_release_span *r)
+{
+	sc_store_release_pages(r->lo, r->hi);
+	r->lo = r->hi = NULL;
+}
+
 void sc_store_release_map(sc_store *store)
 {
 	const char *dir;

@@ -287,29 +287,11 @@ int sc_store_snapshot(sc_store *store, sc_snapshot_info *info, sc_error *err)
  * chunks may stay mapped meanwhile. */
 #define RESTORE_RELEASE_EVERY 32
 
-/* Bounds of the stored chunks read since the last release. */
-typedef struct release_span {
-	const uint8_t *lo, *hi;
-} release_span;
-
-static void span_release(release_span *r)
-{
-	sc_store_release_pages(r->lo, r->hi);
-	r->lo = r->hi = NULL;
-}
-
 /* After each chunk is loaded: its pages of the map need not stay in the
  * process's RSS (restore reads them once). */
 static void chunk_done(void *ctx, uint32_t index, const void *bytes, size_t len)
 {
-	release_span *r = ctx;
-	const uint8_t *b = bytes, *e = b + len;
-	if (!r->lo || b < r->lo)
-		r->lo = b;
-	if (e > r->hi)
-		r->hi = e;
-	if ((index + 1) % RESTORE_RELEASE_EVERY == 0)
-		span_release(r);
+	sc_release_span_add(ctx, bytes, len, RESTORE_RELEASE_EVERY);
 	if (index == 0)
 		sc_killpoint("restore_chunk");
 }
@@ -373,14 +355,14 @@ static int load_one(sc_store *store, MDB_txn *txn, uint64_t position,
 	/* A helper thread decompresses the next chunk while this one loads,
 	 * when there is a second core for it. */
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	release_span span = {NULL, NULL};
+	sc_release_span span = {0};
 	sc_snapshot_load_params p = {.no_thread = ncpu > 0 && ncpu < 2,
 				     .chunk_done = chunk_done,
 				     .ctx = &span};
 	rc = sc_snapshot_load(&h, (const void *const *)chunks, lens,
 			      store->cache, &p, NULL, err);
 	/* Inside the read transaction: the map cannot move meanwhile. */
-	span_release(&span);
+	sc_release_span_flush(&span);
 out:
 	sc_free(chunks);
 	sc_free(lens);

@@ -233,6 +233,19 @@ int sc_store_read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
  * pages mapped. lo..hi must lie inside one LMDB map (values or keys read
  * through it); lo >= hi is a no-op. */
 void sc_store_release_pages(const void *lo, const void *hi);
+
+/* The bounds of the values read from the map since their pages were last
+ * released: sc_release_span_add notes one and releases the span's pages
+ * every `every` values; sc_release_span_flush releases what is left.
+ * Within the read transaction the values were read in (the map cannot
+ * move meanwhile). Zero-initialise. */
+typedef struct sc_release_span {
+	const uint8_t *lo, *hi;
+	uint64_t seen;
+} sc_release_span;
+void sc_release_span_add(sc_release_span *r, const void *bytes, size_t len,
+			 unsigned every);
+void sc_release_span_flush(sc_release_span *r);
 /* Release every page of the store's data file that this process has
  * mapped (sc_store_release_pages over the whole mapping, found in
  * /proc/self/maps): the pages stay in the page cache and a later read
