@@ -948,8 +948,8 @@ int sc_checkpoint_take(sc_store *store, sc_str partition,
 	return rc;
 }
 
-static int part_arg(sc_store *store, sc_str partition, const char *fn,
-		    sc_error *err)
+int sc_store_partition_arg(sc_store *store, sc_str partition, const char *fn,
+			   sc_error *err)
 {
 	if (!store || (partition.len && !partition.ptr) ||
 	    partition.len > SC_EVENT_FIELD_MAX)
@@ -964,7 +964,8 @@ int sc_store_checkpoint(sc_store *store, sc_str partition,
 			sc_checkpoint_info *info, sc_error *err)
 {
 	sc_error_clear(err);
-	int rc = part_arg(store, partition, "sc_store_checkpoint", err);
+	int rc = sc_store_partition_arg(store, partition, "sc_store_checkpoint",
+					err);
 	if (rc)
 		return rc;
 	if (store->opt.read_only)
@@ -1028,8 +1029,8 @@ int sc_store_checkpoints_drop_after(sc_store *store, sc_str partition,
 				    sc_error *err)
 {
 	sc_error_clear(err);
-	int rc =
-	    part_arg(store, partition, "sc_store_checkpoints_drop_after", err);
+	int rc = sc_store_partition_arg(store, partition,
+					"sc_store_checkpoints_drop_after", err);
 	if (rc)
 		return rc;
 	if (store->opt.read_only)
@@ -1051,7 +1052,8 @@ int sc_store_partition_info(sc_store *store, sc_str partition,
 			    sc_partition_info *out, sc_error *err)
 {
 	sc_error_clear(err);
-	int rc = part_arg(store, partition, "sc_store_partition_info", err);
+	int rc = sc_store_partition_arg(store, partition,
+					"sc_store_partition_info", err);
 	if (rc)
 		return rc;
 	if (!out)

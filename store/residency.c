@@ -864,23 +864,12 @@ void sc_residency_append_done(sc_store *store, const sc_event *evs, size_t n)
 
 /* ---- the public calls ---------------------------------------------------- */
 
-static int part_check(sc_store *store, sc_str partition, const char *fn,
-		      sc_error *err)
-{
-	if (!store || (partition.len && !partition.ptr) ||
-	    partition.len > SC_EVENT_FIELD_MAX)
-		return sc_error_set(err, SC_EINVAL,
-				    "%s needs a store and a partition of at "
-				    "most %u bytes",
-				    fn, (unsigned)SC_EVENT_FIELD_MAX);
-	return 0;
-}
-
 int sc_store_begin_in(sc_store *store, sc_reader *reader, sc_str partition,
 		      const sc_view **view, sc_error *err)
 {
 	sc_error_clear(err);
-	int rc = part_check(store, partition, "sc_store_begin_in", err);
+	int rc =
+	    sc_store_partition_arg(store, partition, "sc_store_begin_in", err);
 	if (rc)
 		return rc;
 	if (!reader || !view)
@@ -910,7 +899,8 @@ int sc_store_get_in(sc_store *store, sc_reader *reader, sc_str partition,
 				    "sc_store_get_in needs an id and an out "
 				    "pointer");
 	*out = NULL;
-	int rc = part_check(store, partition, "sc_store_get_in", err);
+	int rc =
+	    sc_store_partition_arg(store, partition, "sc_store_get_in", err);
 	if (rc)
 		return rc;
 	if (!reader)
@@ -935,8 +925,8 @@ int sc_store_partition_make_resident(sc_store *store, sc_str partition,
 				     sc_error *err)
 {
 	sc_error_clear(err);
-	int rc = part_check(store, partition,
-			    "sc_store_partition_make_resident", err);
+	int rc = sc_store_partition_arg(
+	    store, partition, "sc_store_partition_make_resident", err);
 	if (rc || !partition.len || !store->res)
 		return rc;
 	pthread_mutex_lock(&store->write_mu);
@@ -949,7 +939,8 @@ int sc_store_partition_pin(sc_store *store, sc_str partition, bool pinned,
 			   sc_error *err)
 {
 	sc_error_clear(err);
-	int rc = part_check(store, partition, "sc_store_partition_pin", err);
+	int rc = sc_store_partition_arg(store, partition,
+					"sc_store_partition_pin", err);
 	if (rc)
 		return rc;
 	if (!partition.len)

@@ -580,6 +580,12 @@ int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
 int sc_checkpoints_restore(sc_store *store, bool *used, uint64_t *replayed,
 			   sc_error *err);
 
+/* SC_EINVAL, naming function `fn`, unless `store` is not NULL and
+ * `partition` a valid partition (at most SC_EVENT_FIELD_MAX bytes, a
+ * pointer when not empty); else 0. */
+int sc_store_partition_arg(sc_store *store, sc_str partition, const char *fn,
+			   sc_error *err);
+
 /* After open loaded partitions from their checkpoints (here or under a
  * memory budget, residency.c): promote a version at the log's last
  * position, whatever positions its entities hold. Errors: the cache's
