@@ -23,10 +23,12 @@ static const char demo_help[] =
     "                  [--threads T] [--nosync]\n"
     "\n"
     "1. generate N events (default 1000000) over K entities (default\n"
-    "   100000) and ingest them as JSON lines, B per transaction (default\n"
-    "   10000), into a fresh store at DIR, through the pipeline of\n"
-    "   `ingest`: T threads (default: the cores online, at most 4) decode\n"
-    "   and check lines while the calling thread appends (0: one thread);\n"
+    "   100000) as JSON lines into a temporary file (in /tmp, removed\n"
+    "   when the demo ends), then ingest the file, B events per\n"
+    "   transaction (default 10000), into a fresh store at DIR, through\n"
+    "   the pipeline of `ingest`: T threads (default: the cores online, at\n"
+    "   most 4) decode and check lines while the calling thread appends\n"
+    "   (0: one thread);\n"
     "2. take a snapshot, append a short tail, close, reopen (restore +\n"
     "   replay) and compare with replaying the whole log;\n"
     "3. run a few get/scan queries;\n"
@@ -144,6 +146,92 @@ static int demo_ingest(sc_store *st, uint64_t seed, uint32_t entities,
 	sc_error_clear(&err);
 	int rc = sc_cli_ingest_run(st, &src.base, &opt, res, &err);
 	sc_cli_gen_source_free(&src);
+	if (rc)
+		fprintf(stderr, "statecache demo: ingest failed: %s\n",
+			err.message);
+	return rc;
+}
+
+/*
+ * Write `count` generated events (the stream demo_ingest would make) as
+ * JSON lines to an anonymous temporary file, so that the bulk ingest reads
+ * a stream that exists, as `statecache ingest FILE` does, instead of
+ * sharing the cores with its producer. Returns the file, positioned at its
+ * start, or NULL with the reason on stderr.
+ */
+static FILE *demo_stream_file(uint64_t seed, uint32_t entities, uint64_t count,
+			      uint64_t *bytes)
+{
+	FILE *f = tmpfile();
+	if (!f) {
+		fprintf(stderr,
+			"statecache demo: cannot create a temporary file for "
+			"the generated stream (%s); make the system's "
+			"temporary directory (/tmp) writable\n",
+			strerror(errno));
+		return NULL;
+	}
+	sc_cli_gen_source src;
+	sc_cli_gen_source_init(&src, seed, entities, DEMO_T0, count);
+	const char *line;
+	size_t len;
+	sc_error err;
+	int rc;
+	bool written = true;
+	while ((rc = src.base.next(&src.base, &line, &len, NULL, &err)) == 1) {
+		if (fwrite(line, 1, len, f) != len || putc('\n', f) == EOF) {
+			written = false;
+			break;
+		}
+	}
+	sc_cli_gen_source_free(&src);
+	if (written && rc != 0) {
+		fprintf(stderr, "statecache demo: generating the stream: %s\n",
+			err.message);
+		fclose(f);
+		return NULL;
+	}
+	if (!written || fflush(f) == EOF || ferror(f)) {
+		fprintf(stderr,
+			"statecache demo: writing the generated stream to a "
+			"temporary file failed (%s); free space in /tmp or "
+			"pass a smaller --events\n",
+			strerror(errno));
+		fclose(f);
+		return NULL;
+	}
+	off_t end = lseek(fileno(f), 0, SEEK_END);
+	if (end < 0 || lseek(fileno(f), 0, SEEK_SET) != 0) {
+		fprintf(stderr,
+			"statecache demo: cannot rewind the temporary file "
+			"of the generated stream (%s)\n",
+			strerror(errno));
+		fclose(f);
+		return NULL;
+	}
+	*bytes = (uint64_t)end;
+	return f;
+}
+
+/* Ingest the lines of `f` (demo_stream_file) as `statecache ingest FILE`
+ * does. */
+static int demo_ingest_file(sc_store *st, FILE *f, size_t batch,
+			    unsigned threads, sc_cli_ingest_result *res)
+{
+	sc_cli_file_source src;
+	if (sc_cli_file_source_init(&src, f)) {
+		fprintf(stderr, "statecache demo: out of memory for the "
+				"ingest's read buffer\n");
+		return ENOMEM;
+	}
+	sc_cli_ingest_opts opt = {.batch = batch,
+				  .progress = isatty(STDERR_FILENO),
+				  .threads = threads,
+				  .idle_ms = -1};
+	sc_error err;
+	sc_error_clear(&err);
+	int rc = sc_cli_ingest_run(st, &src.base, &opt, res, &err);
+	sc_cli_file_source_free(&src);
 	if (rc)
 		fprintf(stderr, "statecache demo: ingest failed: %s\n",
 			err.message);
@@ -396,14 +484,25 @@ int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv)
 		sc_store_close(st);
 		return SC_CLI_EXIT_FAIL;
 	}
-	printf("\n1. ingest %llu generated events over %llu entities as JSON "
-	       "lines (encode, then the ingest decoder), %llu per "
-	       "transaction, durability %s\n",
+	printf("\n1. generate %llu events over %llu entities as JSON lines "
+	       "into a temporary file, then ingest the file (as `statecache "
+	       "ingest FILE` does), %llu per transaction, durability %s\n",
 	       (unsigned long long)c.events, (unsigned long long)c.entities,
 	       (unsigned long long)c.batch, durname);
+	double gen_t0 = sc_cli_now();
+	uint64_t stream_bytes = 0;
+	FILE *stream = demo_stream_file(c.seed, (uint32_t)c.entities, c.events,
+					&stream_bytes);
+	if (!stream)
+		goto fail;
+	double gen_s = sc_cli_now() - gen_t0;
+	printf("   generated %llu bytes of JSON lines in %.2f s\n",
+	       (unsigned long long)stream_bytes, gen_s);
 	sc_cli_ingest_result r1;
-	if (demo_ingest(st, c.seed, (uint32_t)c.entities, 0, c.events,
-			(size_t)c.batch, (unsigned)c.threads, &r1))
+	int frc = demo_ingest_file(st, stream, (size_t)c.batch,
+				   (unsigned)c.threads, &r1);
+	fclose(stream);
+	if (frc)
 		goto fail;
 	double ingest_rate = (double)r1.events / r1.seconds;
 	printf("   %llu events in %.2f s = %.0f events/s; %zu entities\n",
