@@ -19,7 +19,9 @@
  * ENOMEM, discard brings the cache back to the state and memory it had,
  * and the batch then applies as serially. A state grown too big in one
  * lane while another lane's grows too big later in the log: the batch
- * reports the first, with the serial apply's message.
+ * reports the first, with the serial apply's message. Between
+ * sc_cache_apply_batch_begin and its end nothing else changes the pending
+ * version, and a discard ends the batch first.
  *
  * Through the store: appends (applied in lanes, projectors called once per
  * event in log order) and the replay at open (in lanes, or not) give the
@@ -43,6 +45,7 @@
 #include <cmocka.h>
 
 #include "cache/cache_internal.h"
+#include "cache/cache_lib.h"
 #include "hamt/hamt_internal.h"
 #include "statecache/cache.h"
 #include "statecache/store.h"
@@ -654,6 +657,60 @@ static void test_lanes_invalid_event(void **state)
 	sc_cache_destroy(par);
 }
 
+/* ==== begin and end ======================================================= */
+
+/* A batch between sc_cache_apply_batch_begin and its end: every other
+ * change of the pending version is refused, the end reports the batch as
+ * one call would, a second end is harmless, and a discard ends the batch
+ * in flight before it drops the pending version. */
+static void test_lanes_begin_end(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xbe91;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	batch b;
+	batch_alloc(&b, 1000);
+	sc_error err;
+	size_t failed = 0;
+	uint64_t pos = 0;
+	for (unsigned nparts = 0; nparts <= 6; nparts += 6) {
+		batch_fill(&b, 1000, 300, pos, nparts);
+		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		assert_int_equal(sc_cache_apply(par, &b.ev[0], &err),
+				 SC_ESTATE);
+		assert_int_equal(
+		    sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
+		    SC_ESTATE);
+		assert_int_equal(sc_cache_prepare(par, &err), SC_ESTATE);
+		assert_int_equal(sc_cache_promote(par), SC_ESTATE);
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		assert_int_equal(failed, b.n);
+		failed = 1;
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		assert_int_equal(failed, 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		assert_int_equal(
+		    sc_cache_apply_batch(ser, b.ev, b.n, NULL, NULL), 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		pos += b.n;
+		check_same(ser, par, "after a batch begun and ended");
+
+		/* Discarded in flight: as if never begun. */
+		batch_fill(&b, 1000, 300, pos, nparts);
+		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		sc_cache_discard(par);
+		assert_false(sc_cache_pending(par));
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		check_same(ser, par, "after a batch discarded in flight");
+	}
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
 /* ==== through the store =================================================== */
 
 /* The same entities, in the same order (same seed: same shape), and the
@@ -905,6 +962,7 @@ int main(void)
 	    cmocka_unit_test(test_lanes_alloc_failure),
 	    cmocka_unit_test(test_lanes_too_big),
 	    cmocka_unit_test(test_lanes_invalid_event),
+	    cmocka_unit_test(test_lanes_begin_end),
 	    cmocka_unit_test(test_lanes_store),
 	    cmocka_unit_test(test_lanes_store_overlap),
 	};
