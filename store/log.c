@@ -253,8 +253,8 @@ static void apply_end(sc_store *store, size_t an, const size_t *aidx,
 	r->refused = aidx ? aidx[refused] : refused;
 }
 
-/* The error of an append whose event `i` the cache refused: named by its
- * index in its caller's part of the batch. */
+/* The error of an append whose event r->refused the cache refused: the
+ * event is named by its index in its caller's part of the batch. */
 static int refused_error(const append_batch *b, const apply_result *r,
 			 sc_error *err)
 {
