@@ -157,6 +157,7 @@ void sc_cache_destroy(sc_cache *cache)
 	    atomic_load_explicit(&cache->hook, memory_order_acquire);
 	if (hook)
 		hook->destroy(hook);
+	sc_cache_apply_batch_end(cache, NULL, NULL);
 	sc_lanes_stop(cache);
 	sc_cache_discard(cache);
 	struct sc_version *cur =
@@ -201,6 +202,11 @@ int sc_cache_pending_open(sc_cache *cache, sc_error *err)
 
 int sc_cache_check_writable(const sc_cache *cache, sc_error *err)
 {
+	if (cache->batch_open)
+		return sc_error_set(err, SC_ESTATE,
+				    "a batch is being applied to the pending "
+				    "version; end it "
+				    "(sc_cache_apply_batch_end) first");
 	if (cache->poisoned)
 		return sc_error_set(err, SC_EPOISONED,
 				    "the pending version is unusable after an "
@@ -670,6 +676,8 @@ int sc_cache_promote(sc_cache *cache)
 {
 	if (!cache)
 		return SC_EINVAL;
+	if (cache->batch_open)
+		return SC_ESTATE;
 	if (cache->poisoned)
 		return SC_EPOISONED;
 	if (!cache->edit)
@@ -744,6 +752,8 @@ void sc_cache_discard(sc_cache *cache)
 {
 	if (!cache)
 		return;
+	/* A batch in flight ends first: its lanes change the edits. */
+	sc_cache_apply_batch_end(cache, NULL, NULL);
 	sc_cache_parts_abort(cache);
 	sc_hamt_edit_abort(cache->edit);
 	cache->edit = NULL;

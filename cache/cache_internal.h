@@ -385,6 +385,18 @@ struct sc_cache {
 	bool lanes_stop;
 	const sc_event *batch_events;
 	struct sc_lanes_parts *batch_parts; /* the batch's partitions */
+	/* The batch between sc_cache_apply_batch_begin and its end (writer
+	 * only): while batch_open, every other change of the pending version
+	 * is refused (sc_cache_check_writable) and discard ends it first. */
+	bool batch_open;
+	struct sc_cache_batch {
+		size_t n;
+		bool lanes; /* its lanes run; else rc, failed, err are its
+			       result (a serial apply, or a failure first) */
+		int rc;
+		size_t failed;
+		sc_error err;
+	} batch;
 };
 
 /* Open the pending version on top of the current one if none is open: a

@@ -9,6 +9,8 @@
  *              sc_entity_apply_valid      as-of reads fold read events
  *              sc_cache_apply_valid       apply what was validated
  *              sc_cache_apply_batch_valid the same for a batch, in lanes
+ *              sc_cache_apply_batch_begin the same in two steps, so the
+ *              sc_cache_apply_batch_end   caller works while lanes run
  *   snapshot/  sc_cache_load_*            the restore: states laid out off
  *                                         the writer, stored by it
  *              sc_view_cold_count         refuse a view that lacks a
@@ -96,6 +98,40 @@ int sc_cache_apply_valid(sc_cache *cache, const sc_event *ev, sc_error *err);
  */
 int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *events,
 			       size_t n, size_t *failed, sc_error *err);
+
+/*
+ * sc_cache_apply_batch_begin / sc_cache_apply_batch_end -
+ * sc_cache_apply_batch_valid in two steps, so that the writer does other
+ * work (the store: its LMDB writes of the batch) while the cache's worker
+ * threads apply it. Begin routes the batch to the lanes, splits the
+ * pending version among them and wakes the workers, who start taking
+ * lanes; it returns without the calling thread taking any. End takes the
+ * lanes left (the calling thread works with the workers, as in one call),
+ * waits for the workers, folds the lanes' counters and joins their trees;
+ * it returns what sc_cache_apply_batch_valid would have (the same error,
+ * message and *failed: the first failing event in log order). With one
+ * lane, or a batch too small for lanes, begin applies the whole batch
+ * serially and end only reports it. A failure before the lanes start is
+ * kept by begin and reported by end. On any error discard the pending
+ * version, as with sc_cache_apply_batch_valid.
+ *
+ * Between begin and end the lanes change the pending version: the caller
+ * reads nothing of it (sc_cache_pending_get, sc_cache_part_residency,
+ * diffs) and changes nothing of the cache; every writer call that would
+ * (apply, load, residency, prepare) fails with SC_ESTATE and promote
+ * returns SC_ESTATE. sc_cache_discard and sc_cache_destroy end a batch in
+ * flight first (its result is dropped). The events must stay valid and
+ * unchanged until end returns; the caller may read them.
+ *
+ * Writer thread, both. Begin requires a cache with no batch in flight
+ * (debug builds assert it; sc_cache_apply_batch_valid refuses with
+ * SC_ESTATE). End with no batch in flight returns SC_OK and *failed 0, so
+ * a second end is harmless. *failed (may be NULL) is as for
+ * sc_cache_apply_batch_valid.
+ */
+void sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *events,
+				size_t n);
+int sc_cache_apply_batch_end(sc_cache *cache, size_t *failed, sc_error *err);
 
 /* ---- restore ------------------------------------------------------------- */
 

@@ -33,6 +33,18 @@
  *
  * Small batches do not pay for waking threads: below LANES_MIN_BATCH
  * events a batch is applied serially, as is every batch with one lane.
+ *
+ * The apply runs in two steps (sc_cache_apply_batch_begin / _end), so the
+ * writer can do other work of the batch while the workers take lanes
+ * (the store writes the batch to its log meanwhile):
+ *
+ *   writer:   hash + route | split | (caller's work) | lane 6 | wait | join
+ *   worker 1:                      | lane 0 | lane 1 | ... | lane 5 |
+ *
+ * Begin keeps the batch's result when it has one already (a serial apply,
+ * a failure before the lanes), for end to report; between the two, every
+ * other writer call on the pending version is refused (batch_open), and
+ * discard ends the batch first.
  */
 #include "cache/cache_internal.h"
 
@@ -540,9 +552,9 @@ static int parts_join(sc_cache *cache)
 	return SC_OK;
 }
 
-/* Run every lane of the batch: the workers and the calling thread take
- * them in turn. */
-static void run_lanes(sc_cache *cache, const sc_event *evs)
+/* Start the lanes of the routed batch: the workers take them in turn;
+ * the calling thread takes none (lanes_finish). */
+static void lanes_start(sc_cache *cache, const sc_event *evs)
 {
 	pthread_mutex_lock(&cache->lanes_lock);
 	for (unsigned k = 0; k < cache->nlanes; k++) {
@@ -559,9 +571,13 @@ static void run_lanes(sc_cache *cache, const sc_event *evs)
 	cache->lanes_batch++;
 	pthread_cond_broadcast(&cache->lanes_go);
 	pthread_mutex_unlock(&cache->lanes_lock);
+}
 
-	take_lanes(cache, evs, cache->hashes);
-
+/* Take the lanes of the batch no worker has taken yet, then wait for the
+ * workers to finish theirs. */
+static void lanes_finish(sc_cache *cache)
+{
+	take_lanes(cache, cache->batch_events, cache->hashes);
 	pthread_mutex_lock(&cache->lanes_lock);
 	while (cache->lanes_running)
 		pthread_cond_wait(&cache->lanes_idle, &cache->lanes_lock);
@@ -570,14 +586,13 @@ static void run_lanes(sc_cache *cache, const sc_event *evs)
 	pthread_mutex_unlock(&cache->lanes_lock);
 }
 
-int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
-			       size_t *failed, sc_error *err)
+/* Everything of a batch's apply up to its lanes: the serial apply (one
+ * thread, or a small batch: done here), else the route, the split and
+ * the workers woken. A failure is the batch's result, for its end. */
+static int batch_start(sc_cache *cache, const sc_event *evs, size_t n,
+		       bool *lanes, size_t *failed, sc_error *err)
 {
-	/* A failure of no event in particular is the first event's. */
-	if (failed)
-		*failed = 0;
-	if (!cache || (n && !evs))
-		return sc_error_set(err, SC_EINVAL, "cache or events is NULL");
+	*lanes = false;
 	if (n > UINT32_MAX)
 		return sc_error_set(err, SC_ETOOBIG,
 				    "a batch of %zu events is too big; split "
@@ -602,9 +617,16 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	if (rc)
 		return sc_cache_poison(cache, rc, err,
 				       "opening the apply lanes");
-	run_lanes(cache, evs);
+	lanes_start(cache, evs);
+	*lanes = true;
+	return SC_OK;
+}
 
-	/* Fold what the lanes counted; find the first failure in log order. */
+/* The end of a batch the lanes ran: fold what they counted, report the
+ * first failure in log order, or join their trees. */
+static int lanes_end(sc_cache *cache, size_t n, size_t *failed, sc_error *err)
+{
+	lanes_finish(cache);
 	sc_lane *first = NULL;
 	size_t add = 0, sub = 0;
 	for (unsigned k = 0; k < cache->nlanes; k++) {
@@ -629,22 +651,68 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 	if (first) {
 		parts_abort(cache, 0, cache->batch_parts->n);
 		cache->poisoned = true;
-		if (failed)
-			*failed = first->failed_at;
+		*failed = first->failed_at;
 		if (err)
 			*err = first->err;
 		return first->rc;
 	}
-	rc = parts_join(cache);
+	int rc = parts_join(cache);
 	if (rc) {
-		if (failed)
-			*failed = n - 1;
+		*failed = n - 1;
 		return sc_cache_poison(cache, rc, err,
 				       "joining the apply lanes");
 	}
-	if (failed)
-		*failed = n;
+	*failed = n;
 	return SC_OK;
+}
+
+void sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *evs, size_t n)
+{
+	SC_REQUIRE(cache && (evs || !n) && !cache->batch_open);
+	struct sc_cache_batch *b = &cache->batch;
+	sc_error_clear(&b->err);
+	b->n = n;
+	/* A failure of no event in particular is the first event's. */
+	b->failed = 0;
+	b->rc = batch_start(cache, evs, n, &b->lanes, &b->failed, &b->err);
+	cache->batch_open = true;
+}
+
+int sc_cache_apply_batch_end(sc_cache *cache, size_t *failed, sc_error *err)
+{
+	size_t at = 0;
+	if (failed)
+		*failed = 0;
+	if (!cache || !cache->batch_open)
+		return SC_OK;
+	struct sc_cache_batch *b = &cache->batch;
+	cache->batch_open = false;
+	int rc = b->rc;
+	at = b->failed;
+	if (b->lanes) {
+		b->lanes = false;
+		rc = lanes_end(cache, b->n, &at, err);
+	} else if (rc && err) {
+		*err = b->err;
+	}
+	if (failed)
+		*failed = at;
+	return rc;
+}
+
+int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
+			       size_t *failed, sc_error *err)
+{
+	if (failed)
+		*failed = 0;
+	if (!cache || (n && !evs))
+		return sc_error_set(err, SC_EINVAL, "cache or events is NULL");
+	if (cache->batch_open)
+		return sc_error_set(err, SC_ESTATE,
+				    "a batch is being applied already; end it "
+				    "first");
+	sc_cache_apply_batch_begin(cache, evs, n);
+	return sc_cache_apply_batch_end(cache, failed, err);
 }
 
 int sc_cache_apply_batch(sc_cache *cache, const sc_event *evs, size_t n,

@@ -230,46 +230,63 @@ static int append_lmdb_error(sc_error *err, int rc)
 	return sc_store_lmdb_error(err, rc, "appending events");
 }
 
-/* Write the batch and apply it to the cache and every projector inside
- * the append's write transaction. */
-static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+/* The cache's result for a batch: crc (0: applied) and, on a refusal,
+ * the refused event's index in the transaction's batch. */
+typedef struct apply_result {
+	int crc;
+	size_t refused;
+	sc_error cerr;
+} apply_result;
+
+/* End the cache's apply of the batch (aevs[0..an): the events of resident
+ * partitions, aidx their indexes in the batch, or NULL: all) and map its
+ * refused event back into the batch. */
+static void apply_end(sc_store *store, size_t an, const size_t *aidx,
+		      apply_result *r)
 {
-	append_batch *b = ctx;
+	size_t refused = an;
+	r->crc = sc_cache_apply_batch_end(store->cache, &refused, &r->cerr);
+	if (!r->crc)
+		return;
+	if (refused >= an)
+		refused = an - 1;
+	r->refused = aidx ? aidx[refused] : refused;
+}
+
+/* The error of an append whose event r->refused the cache refused: the
+ * event is named by its index in its caller's part of the batch. */
+static int refused_error(const append_batch *b, const apply_result *r,
+			 sc_error *err)
+{
+	size_t part = 0, part_start = 0;
+	while (r->refused >= b->ends[part])
+		part_start = b->ends[part++];
+	return sc_error_set(err, r->crc,
+			    "event %zu (position %llu): the cache rejected "
+			    "it: %s",
+			    r->refused - part_start,
+			    (unsigned long long)(b->first + r->refused),
+			    r->cerr.message);
+}
+
+/* Every write of the batch in the append's transaction: the log records
+ * (each event handed to the projectors in log order), the tag index, the
+ * catalog, the entity index's catch-up, the log's end and the projectors'
+ * offsets. `ar`, when not NULL, is the cache's result, known already: the
+ * loop stops at the event it refused, where a serial apply would. Reads
+ * the events and the store's LMDB state only, never the cache: it runs
+ * while the cache's lanes apply the batch. */
+static int append_writes(sc_store *store, MDB_txn *txn, append_batch *b,
+			 const apply_result *ar, sc_error *err)
+{
 	uint8_t key[8];
 	uint64_t last = b->first + b->n - 1;
 	size_t part = 0, part_start = 0;
-	int rc;
-	b->vetoed = b->nparts;
-	/* The cache applies the events first, in its lanes; the loop then
-	 * meets the event it refused (if any) where a serial apply would. */
-	sc_error cerr;
-	sc_error_clear(&cerr);
-	/* Events of cold partitions go to the log only (residency.c). */
-	const sc_event *aevs = b->evs;
-	size_t an = b->n;
-	const size_t *aidx = NULL;
-	sc_residency_filter(store, &aevs, &an, &aidx);
-	size_t refused = an;
-	int crc = an ? sc_cache_apply_batch_valid(store->cache, aevs, an,
-						  &refused, &cerr)
-		     : 0;
-	if (crc && refused >= an)
-		refused = an - 1;
-	if (crc && aidx)
-		refused = aidx[refused];
-	if (!crc && aidx) {
-		/* The version is the log's up to the batch's end, even when
-		 * its last events went to cold partitions only. */
-		uint64_t born;
-		crc = sc_cache_load_begin(store->cache, last, &born, &cerr);
-		if (crc)
-			return sc_error_set(err, crc, "%s", cerr.message);
-	}
 	/* One cursor for the batch: after an append it stays on the log's
 	 * last leaf, so the next append finds its place without a descent
 	 * from the root. */
 	MDB_cursor *cur;
-	rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
 	if (rc)
 		return append_lmdb_error(err, rc);
 	for (size_t i = 0; i < b->n; i++) {
@@ -287,14 +304,9 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 			return append_lmdb_error(err, rc);
 		}
 		sc_event_write(ev, v.mv_data);
-		if (crc && i == refused) {
+		if (ar && ar->crc && i == ar->refused) {
 			mdb_cursor_close(cur);
-			return sc_error_set(err, crc,
-					    "event %zu (position %llu): the "
-					    "cache rejected it: %s",
-					    i - part_start,
-					    (unsigned long long)pos,
-					    cerr.message);
+			return refused_error(b, ar, err);
 		}
 		rc = sc_projectors_apply(store, txn, ev, i - part_start, pos,
 					 err);
@@ -329,6 +341,60 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	rc = sc_projectors_put_offsets(store, txn, last);
 	if (rc)
 		return append_lmdb_error(err, rc);
+	return 0;
+}
+
+/*
+ * Write the batch and apply it to the cache and every projector inside
+ * the append's write transaction.
+ *
+ * Without projectors the cache applies the batch in its lanes while this
+ * thread does the batch's LMDB writes (sc_cache_apply_batch_begin /
+ * _end): the two read the events only and touch disjoint state. The apply
+ * ends on every path, before anything else touches the cache; a refusal
+ * then fails the append with the error a serial apply gives, whatever
+ * the writes did (a refused batch commits nothing). With projectors the
+ * cache applies first and the loop meets the event it refused (if any)
+ * where a serial apply would, before a projector sees it.
+ */
+static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
+{
+	append_batch *b = ctx;
+	uint64_t last = b->first + b->n - 1;
+	b->vetoed = b->nparts;
+	apply_result ar = {0};
+	sc_error_clear(&ar.cerr);
+	/* Events of cold partitions go to the log only (residency.c). */
+	const sc_event *aevs = b->evs;
+	size_t an = b->n;
+	const size_t *aidx = NULL;
+	sc_residency_filter(store, &aevs, &an, &aidx);
+	bool overlap = store->nprojectors == 0;
+	if (an)
+		sc_cache_apply_batch_begin(store->cache, aevs, an);
+	int rc;
+	if (overlap) {
+		rc = append_writes(store, txn, b, NULL, err);
+		if (an)
+			apply_end(store, an, aidx, &ar);
+		if (ar.crc)
+			return refused_error(b, &ar, err);
+	} else {
+		if (an)
+			apply_end(store, an, aidx, &ar);
+		rc = append_writes(store, txn, b, &ar, err);
+	}
+	if (rc)
+		return rc;
+	if (aidx) {
+		/* The version is the log's up to the batch's end, even when
+		 * its last events went to cold partitions only. */
+		uint64_t born;
+		sc_error cerr;
+		rc = sc_cache_load_begin(store->cache, last, &born, &cerr);
+		if (rc)
+			return sc_error_set(err, rc, "%s", cerr.message);
+	}
 	/* Every queued cache change done and promote's memory reserved: after
 	 * the commit, promote cannot fail. */
 	rc = sc_cache_prepare(store->cache, err);

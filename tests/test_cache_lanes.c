@@ -19,11 +19,16 @@
  * ENOMEM, discard brings the cache back to the state and memory it had,
  * and the batch then applies as serially. A state grown too big in one
  * lane while another lane's grows too big later in the log: the batch
- * reports the first, with the serial apply's message.
+ * reports the first, with the serial apply's message. Between
+ * sc_cache_apply_batch_begin and its end nothing else changes the pending
+ * version, and a discard ends the batch first.
  *
  * Through the store: appends (applied in lanes, projectors called once per
  * event in log order) and the replay at open (in lanes, or not) give the
- * state of a serial cache fed the same events.
+ * state of a serial cache fed the same events. Without projectors the
+ * lanes apply a batch while the store writes it: a store with two lanes
+ * equals one with one lane, and a batch the cache refuses late in a lane
+ * fails as serially and leaves everything as it was.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
@@ -40,6 +45,7 @@
 #include <cmocka.h>
 
 #include "cache/cache_internal.h"
+#include "cache/cache_lib.h"
 #include "hamt/hamt_internal.h"
 #include "statecache/cache.h"
 #include "statecache/store.h"
@@ -651,6 +657,60 @@ static void test_lanes_invalid_event(void **state)
 	sc_cache_destroy(par);
 }
 
+/* ==== begin and end ======================================================= */
+
+/* A batch between sc_cache_apply_batch_begin and its end: every other
+ * change of the pending version is refused, the end reports the batch as
+ * one call would, a second end is harmless, and a discard ends the batch
+ * in flight before it drops the pending version. */
+static void test_lanes_begin_end(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xbe91;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	batch b;
+	batch_alloc(&b, 1000);
+	sc_error err;
+	size_t failed = 0;
+	uint64_t pos = 0;
+	for (unsigned nparts = 0; nparts <= 6; nparts += 6) {
+		batch_fill(&b, 1000, 300, pos, nparts);
+		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		assert_int_equal(sc_cache_apply(par, &b.ev[0], &err),
+				 SC_ESTATE);
+		assert_int_equal(
+		    sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
+		    SC_ESTATE);
+		assert_int_equal(sc_cache_prepare(par, &err), SC_ESTATE);
+		assert_int_equal(sc_cache_promote(par), SC_ESTATE);
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		assert_int_equal(failed, b.n);
+		failed = 1;
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		assert_int_equal(failed, 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		assert_int_equal(
+		    sc_cache_apply_batch(ser, b.ev, b.n, NULL, NULL), 0);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		pos += b.n;
+		check_same(ser, par, "after a batch begun and ended");
+
+		/* Discarded in flight: as if never begun. */
+		batch_fill(&b, 1000, 300, pos, nparts);
+		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		sc_cache_discard(par);
+		assert_false(sc_cache_pending(par));
+		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
+				 0);
+		check_same(ser, par, "after a batch discarded in flight");
+	}
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
 /* ==== through the store =================================================== */
 
 /* The same entities, in the same order (same seed: same shape), and the
@@ -775,6 +835,124 @@ static void test_lanes_store(void **state)
 	assert_int_equal(tk_tmproot_remove(), 0);
 }
 
+/* The store's figures that an append changes. */
+static void check_store_stats(sc_store *a, sc_store *b, const char *when)
+{
+	sc_store_stats sa, sb;
+	assert_int_equal(sc_store_stats_get(a, &sa, NULL), 0);
+	assert_int_equal(sc_store_stats_get(b, &sb, NULL), 0);
+	if (sa.last_position != sb.last_position ||
+	    sa.resident_bytes != sb.resident_bytes ||
+	    sa.partitions_resident != sb.partitions_resident ||
+	    sa.partitions_cold != sb.partitions_cold ||
+	    sa.map_bytes_used != sb.map_bytes_used)
+		fail_msg("%s (seed %llu): store stats differ: last %llu/%llu "
+			 "resident bytes %zu/%zu partitions %zu/%zu cold "
+			 "%zu/%zu map used %zu/%zu",
+			 when, (unsigned long long)seed,
+			 (unsigned long long)sa.last_position,
+			 (unsigned long long)sb.last_position,
+			 sa.resident_bytes, sb.resident_bytes,
+			 sa.partitions_resident, sb.partitions_resident,
+			 sa.partitions_cold, sb.partitions_cold,
+			 sa.map_bytes_used, sb.map_bytes_used);
+	check_same(sc_store_cache(a), sc_store_cache(b), when);
+}
+
+/* Append the batch to both stores; both take the same positions. */
+static void append_both(sc_store *one, sc_store *two, batch *b, uint64_t *pos)
+{
+	sc_error err;
+	uint64_t f1 = 0, f2 = 0;
+	if (sc_store_append(one, b->ev, b->n, &f1, &err))
+		fail_msg("append (1 lane): %s", err.message);
+	if (sc_store_append(two, b->ev, b->n, &f2, &err))
+		fail_msg("append (2 lanes): %s", err.message);
+	assert_int_equal(f1, *pos + 1);
+	assert_int_equal(f2, *pos + 1);
+	*pos += b->n;
+}
+
+/*
+ * Appends without projectors, where the cache applies a batch in its lanes
+ * while the store writes it to the log: a store with two lanes ends in
+ * the state of one with one lane fed the same batches (states, tree
+ * shapes, positions, cache and store figures), and a batch whose apply
+ * the cache refuses late (a state grown too big in a lane, while the log
+ * records after it are being written) fails with the serial apply's
+ * error, naming the event, and leaves the log, the cache and the figures
+ * as they were.
+ */
+static void test_lanes_store_overlap(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0x0e71a9;
+	assert_non_null(tk_tmproot_create("test_cache_lanes"));
+	char d1[256], d2[256];
+	tk_tmproot_dir(d1, sizeof d1);
+	tk_tmproot_dir(d2, sizeof d2);
+	sc_store *one = store_open(d1, 1), *two = store_open(d2, 2);
+	batch b;
+	batch_alloc(&b, 2500);
+	uint64_t pos = 0;
+	unsigned rounds_n = short_run ? 10 : 30;
+	for (unsigned k = 0; k < rounds_n; k++) {
+		size_t n = k % 3 ? 256 + rnd_below(2245) : 1 + rnd_below(300);
+		batch_fill(&b, n, 3000, pos, k % 2 ? 2 + k : 0);
+		append_both(one, two, &b, &pos);
+		assert_int_equal(sc_store_last_position(two), pos);
+		check_store_stats(one, two, "after an append");
+	}
+
+	/* Refused at event 600 of 1000, in a lane, by both stores. */
+	char *bytes = malloc(SC_EVENT_VALUE_MAX);
+	assert_non_null(bytes);
+	memset(bytes, 'x', SC_EVENT_VALUE_MAX);
+	batch_fill(&b, 1000, 300, pos, 6);
+	put_big(&b, 600, part_name(1), "big", bytes);
+	sc_store_stats before;
+	assert_int_equal(sc_store_stats_get(two, &before, NULL), 0);
+	sc_error e1, e2;
+	assert_int_equal(sc_store_append(one, b.ev, b.n, NULL, &e1),
+			 SC_ETOOBIG);
+	assert_int_equal(sc_store_append(two, b.ev, b.n, NULL, &e2),
+			 SC_ETOOBIG);
+	assert_string_equal(e1.message, e2.message);
+	char want[64];
+	snprintf(want, sizeof want, "event 600 (position %llu)",
+		 (unsigned long long)(pos + 601));
+	if (!strstr(e2.message, want) || !strstr(e2.message, "'big'"))
+		fail_msg("the refusal does not name event 600 and 'big': %s",
+			 e2.message);
+	free(bytes);
+	sc_store_stats after;
+	assert_int_equal(sc_store_stats_get(two, &after, NULL), 0);
+	assert_int_equal(after.last_position, before.last_position);
+	assert_int_equal(after.map_bytes_used, before.map_bytes_used);
+	assert_int_equal(after.resident_bytes, before.resident_bytes);
+	assert_int_equal(after.cache.version, before.cache.version);
+	assert_int_equal(after.cache.entities, before.cache.entities);
+	assert_int_equal(after.cache.memory_bytes, before.cache.memory_bytes);
+	assert_int_equal(sc_store_last_position(two), pos);
+	check_store_stats(one, two, "after a refused batch");
+	sc_error err;
+	assert_int_equal(sc_store_verify(two, &err), 0);
+
+	/* Both go on from there, and replay to the same state. */
+	batch_fill(&b, 2000, 3000, pos, 5);
+	append_both(one, two, &b, &pos);
+	check_store_stats(one, two, "after a refused batch and an append");
+	sc_store_close(two);
+	two = store_open(d2, 2);
+	assert_int_equal(sc_store_last_position(two), pos);
+	check_contents(sc_store_cache(one), sc_store_cache(two),
+		       "after a replay");
+	sc_store_close(one);
+	sc_store_close(two);
+	batch_free(&b);
+	assert_int_equal(tk_tmproot_remove(), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -784,7 +962,9 @@ int main(void)
 	    cmocka_unit_test(test_lanes_alloc_failure),
 	    cmocka_unit_test(test_lanes_too_big),
 	    cmocka_unit_test(test_lanes_invalid_event),
+	    cmocka_unit_test(test_lanes_begin_end),
 	    cmocka_unit_test(test_lanes_store),
+	    cmocka_unit_test(test_lanes_store_overlap),
 	};
 	return cmocka_run_group_tests(tests, setup_seed, NULL);
 }
