@@ -403,6 +403,16 @@ int sc_tag_index_build(sc_store *store, sc_error *err);
 int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 			     uint64_t *through, sc_error *err);
 
+/* The positions in [from, to] that `dbi` (tag_index or partition_index;
+ * `name` names it in errors) lists under the key id of `value`, in order:
+ * at most `max` of them into pos[0..*n), read on one cursor in txn. *n <
+ * max: there are no more up to `to`; else the next call goes on from
+ * pos[max - 1] + 1. Rows of other values with the same key id are
+ * included: the caller checks each event. Errors: SC_ELMDB. */
+int sc_tag_index_positions(MDB_txn *txn, MDB_dbi dbi, const char *name,
+			   sc_str value, uint64_t from, uint64_t to,
+			   uint64_t *pos, size_t max, size_t *n, sc_error *err);
+
 /* Check that tag_index and partition_index hold exactly the rows of the
  * events up to meta query_index_through (`last` when absent): every row
  * names an event with a value of its key id, every value of every event
