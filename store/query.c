@@ -62,12 +62,12 @@
  * cost is in cache misses on the leaf it lands on: the header and the
  * nodes its binary search reads. The events database grows by appends,
  * so the leaf after a record's page is most often the next page of the
- * map (3 of 4 in bench/query's log): before the search, a line every
- * PAGE_PREFETCH_STRIDE bytes of that page is fetched into the cache
- * (measured on that log: tags 16 events apart read 5 to 12% faster; the
- * whole page, slower). A guess costs a few prefetches; the data pointer
- * LMDB returned is only used to compute an address, never read beyond
- * its record. */
+ * map (3 of 4 in bench/query's log): before the search, while the
+ * record before is decoded, a line every PAGE_PREFETCH_STRIDE bytes of
+ * that page is fetched into the cache (measured on that log: tags 16
+ * events apart read about 5% faster; the whole page, slower). A wrong
+ * guess costs a few prefetches; the data pointer LMDB returned is only
+ * used to compute an address, never read beyond its record. */
 #define PAGE_PREFETCH_STRIDE 384
 
 /* A batch copies at most this many records, or this many bytes (but at
@@ -299,6 +299,7 @@ typedef struct batch {
 	/* The record taken last, copied and decoded once the next one is
 	 * found (its bytes reach the cache meanwhile) or the batch ends; it
 	 * points into the map, valid while txn is. */
+	uint64_t ahead; /* the position the index names next; 0: none */
 	bool pend;
 	uint64_t pend_pos;
 	MDB_val pend_val;
@@ -340,14 +341,29 @@ static int batch_flush(batch *b)
 	return batch_decode(b, b->pend_pos, &b->pend_val);
 }
 
-/* Take the record `v` at `pos` into the batch: start fetching its bytes,
- * decode the one taken before. */
+/* Fetch lines of the page after the one `rec` (a record LMDB returned)
+ * is on into the cache (PAGE_PREFETCH_STRIDE). */
+static void prefetch_next_page(const sc_query *q, const void *rec)
+{
+	size_t ps = q->psize;
+	if (!ps || (ps & (ps - 1)))
+		return;
+	uintptr_t page = ((uintptr_t)rec & ~(uintptr_t)(ps - 1)) + ps;
+	for (size_t off = 0; off < ps; off += PAGE_PREFETCH_STRIDE)
+		__builtin_prefetch((const void *)(page + off));
+}
+
+/* Take the record `v` at `pos` into the batch: start fetching its bytes
+ * (and, when the index's next position will be searched for, the next
+ * page's), then decode the one taken before meanwhile. */
 static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
 {
 	const char *p = v->mv_data;
 	for (size_t off = 64; off < v->mv_size && off < PREFETCH_BYTES;
 	     off += 64)
 		__builtin_prefetch(p + off);
+	if (b->ahead > pos && b->ahead - pos > WALK_MAX)
+		prefetch_next_page(b->q, p);
 	int rc = batch_flush(b);
 	if (rc)
 		return rc;
@@ -499,19 +515,6 @@ static int batch_indexed(void *ctx, uint64_t pos)
 	return 0;
 }
 
-/* Before the search for an index's next position: fetch the page after
- * the one the record at `pos` (just taken) is on (PAGE_PREFETCH_STRIDE). */
-static void prefetch_next_page(const batch *b, uint64_t pos)
-{
-	size_t ps = b->q->psize;
-	if (!b->pend || b->pend_pos != pos || !ps || (ps & (ps - 1)))
-		return;
-	uintptr_t page =
-	    ((uintptr_t)b->pend_val.mv_data & ~(uintptr_t)(ps - 1)) + ps;
-	for (size_t off = 0; off < ps; off += PAGE_PREFETCH_STRIDE)
-		__builtin_prefetch((const void *)(page + off));
-}
-
 /* The events tag_index or partition_index (dbi) lists for the query in
  * [q->next, through], read BATCH_EVENTS positions at a time. */
 static int batch_from_index(batch *b, MDB_dbi dbi, const char *name,
@@ -526,10 +529,10 @@ static int batch_from_index(batch *b, MDB_dbi dbi, const char *name,
 		    b->txn, dbi, name, (sc_str){q->key, q->keylen}, from,
 		    through, pos, BATCH_EVENTS, &n, b->err);
 		for (size_t i = 0; !rc && i < n && !b->full; i++) {
+			b->ahead = i + 1 < n ? pos[i + 1] : 0;
 			rc = batch_indexed(b, pos[i]);
-			if (!rc && i + 1 < n && pos[i + 1] - pos[i] > WALK_MAX)
-				prefetch_next_page(b, pos[i]);
 		}
+		b->ahead = 0;
 		if (rc || n < BATCH_EVENTS)
 			return rc;
 		from = pos[n - 1] + 1;
