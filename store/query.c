@@ -66,7 +66,7 @@
  * record before is decoded, a line every PAGE_PREFETCH_STRIDE bytes of
  * that page is fetched into the cache. Measured in bench/query, whose
  * SQLite reads between the query's evict the log from the cache, tags 16
- * events apart read 17 to 22% faster with it (strides of 192 to 768
+ * events apart read 10 to 20% faster with it (strides of 192 to 768
  * bytes alike; the whole page once per page, no faster). A wrong guess
  * costs a few prefetches; the data pointer LMDB returned is only used to
  * compute an address, never read beyond its record. */
