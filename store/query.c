@@ -3,12 +3,12 @@
  *
  * A query reads ahead: one read transaction copies the records of the
  * next matching positions (a batch) out of LMDB into the query's decode
- * arena and decodes each there as soon as it is copied (while its bytes
- * are in the CPU's cache), then ends; the calls deliver the decoded
- * events. `next` is the first position no batch has looked at yet; every
- * position before it was either decoded or known not to match, so a
- * batch that finds nothing means the query has seen the whole log up to
- * next - 1.
+ * arena and decodes each there (once the next record is found: its bytes
+ * are fetched into the CPU's cache meanwhile, see PREFETCH_BYTES), then
+ * ends; the calls deliver the decoded events. `next` is the first position no
+ * batch has looked at yet; every position before it was either decoded or known
+ * not to match, so a batch that finds nothing means the query has seen the
+ * whole log up to next - 1.
  *
  * Which positions a batch looks at:
  *   all        the log from next on
@@ -298,10 +298,10 @@ typedef struct batch {
 	size_t nrecs;  /* records taken, `pend` included */
 	size_t bytes;  /* and their bytes */
 	bool full;
+	uint64_t ahead; /* the position the index names next; 0: none */
 	/* The record taken last, copied and decoded once the next one is
 	 * found (its bytes reach the cache meanwhile) or the batch ends; it
 	 * points into the map, valid while txn is. */
-	uint64_t ahead; /* the position the index names next; 0: none */
 	bool pend;
 	uint64_t pend_pos;
 	MDB_val pend_val;
