@@ -15,12 +15,12 @@
  * previous format; a format 4 store without its tag_index refused;
  * batches of large events (the decode arena over many chunks); damaged
  * records in the unindexed tail, skipped or reported as the query's peek
- * at tags and partition finds them; a position the index names missing
- * from the log, reached by stepping and by searching; tag queries whose
- * index part spans several reads of positions and batches, with rows
- * that match nothing for whole batches, then the tail; an events key of
- * another length than 8, ordered as LMDB's default order; cancellation;
- * argument errors.
+ * at tags and partition finds them, and through tag_index; a position the index
+ * names missing from the log, reached by stepping and by searching; tag queries
+ * whose index part spans several reads of positions and batches, with rows that
+ * match nothing for whole batches, then the tail; an events key of another
+ * length than 8, ordered as LMDB's default order; cancellation; argument
+ * errors.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
@@ -846,6 +846,26 @@ static void test_damaged_record(void **state)
 	assert_int_equal(sc_query_next_batch(q, 0, evs, 10, &n, &err),
 			 SC_ECORRUPT);
 	assert_int_equal(n, 0);
+	assert_int_equal(sc_query_position(q), 2);
+	sc_query_close(q);
+	sc_store_close(s);
+	/* The same through tag_index (every event indexed): the damaged
+	 * record is decoded in the batch that reads it, after the events
+	 * before it, which are delivered first. */
+	s = new_store(1);
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
+	assert_int_equal(tag_through(s), 5);
+	put_record(s, 3, "\xff\xff\xff\xff", 4);
+	q = open_query(s, &specs[1]);
+	assert_int_equal(sc_query_next_batch(q, 0, evs, 10, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(evs[0]->position, 1);
+	assert_int_equal(evs[1]->position, 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+		assert_non_null(strstr(err.message, "position 3"));
+		assert_null(e);
+	}
 	assert_int_equal(sc_query_position(q), 2);
 	sc_query_close(q);
 	sc_store_close(s);
