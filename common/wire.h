@@ -161,9 +161,14 @@ static inline bool sc_wire_rd_fixed64(sc_wire_rd *r, uint64_t *out)
 {
 	if (r->end - r->p < 8)
 		return false;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t v;
+	memcpy(&v, r->p, 8); /* one load */
+#else
 	uint64_t v = 0;
 	for (int i = 7; i >= 0; i--)
 		v = v << 8 | r->p[i];
+#endif
 	r->p += 8;
 	*out = v;
 	return true;

@@ -337,8 +337,24 @@ static inline const char *decode_value(sc_str bytes, sc_value *v)
 /* statecache.v1.Attr into *a. */
 static inline const char *decode_attr(sc_str bytes, sc_attr *a)
 {
-	sc_wire_rd r = {(const uint8_t *)bytes.ptr,
-			(const uint8_t *)bytes.ptr + bytes.len};
+	const uint8_t *p = (const uint8_t *)bytes.ptr;
+	/* What the encoder writes: the name, then the value, each with a
+	 * one-byte length, and nothing else; the same as the loop below
+	 * makes of it. */
+	if (bytes.len >= 4 && p[0] == KEY(1, SC_WIRE_LEN) && p[1] < 0x80 &&
+	    (size_t)p[1] + 4 <= bytes.len) {
+		size_t n = p[1];
+		const uint8_t *v = p + 2 + n;
+		if (v[0] == KEY(2, SC_WIRE_LEN) && v[1] < 0x80 &&
+		    (size_t)v[1] + 4 + n == bytes.len) {
+			a->name = n ? (sc_str){(const char *)p + 2, n}
+				    : (sc_str){"", 0};
+			return decode_value(
+			    (sc_str){v[1] ? (const char *)v + 2 : "", v[1]},
+			    &a->value);
+		}
+	}
+	sc_wire_rd r = {p, p + bytes.len};
 	a->name = (sc_str){"", 0};
 	a->value.type = SC_VALUE_NULL;
 	uint32_t f, wt;
@@ -458,6 +474,40 @@ static int decode(const void *buf, size_t len, uint64_t position,
 	size_t ia = 0, it = 0;
 	const char *why = NULL;
 	r = (sc_wire_rd){start, start + len};
+	/* The fields in the order the encoder writes them, each key one
+	 * byte (checked in pass 1), as the loop below reads them; the loop
+	 * reads what follows. */
+	if (r.p < r.end && *r.p == KEY(1, SC_WIRE_LEN)) {
+		r.p++;
+		rd_bytes(&r, &ev->entity);
+	}
+	if (r.p < r.end && *r.p == KEY(2, SC_WIRE_VARINT)) {
+		r.p++;
+		sc_wire_rd_varint(&r, &type);
+	}
+	while (!why && r.p < r.end && *r.p == KEY(3, SC_WIRE_LEN)) {
+		sc_str s;
+		r.p++;
+		rd_bytes(&r, &s);
+		why = decode_attr(s, &attrs[ia++]);
+	}
+	if (!why && r.p < r.end && *r.p == KEY(4, SC_WIRE_I64)) {
+		r.p++;
+		sc_wire_rd_fixed64(&r, &x);
+		ev->time = (int64_t)x;
+	}
+	if (!why && r.p < r.end && *r.p == KEY(5, SC_WIRE_LEN)) {
+		r.p++;
+		rd_bytes(&r, &ev->actor);
+	}
+	if (!why && r.p < r.end && *r.p == KEY(6, SC_WIRE_LEN)) {
+		r.p++;
+		rd_bytes(&r, &ev->partition);
+	}
+	while (!why && r.p < r.end && *r.p == KEY(7, SC_WIRE_LEN)) {
+		r.p++;
+		rd_bytes(&r, &tags[it++]);
+	}
 	while (!why && r.p < r.end) {
 		sc_wire_rd_key(&r, &f, &wt); /* checked in pass 1 */
 		sc_str s = {"", 0};

@@ -2,20 +2,23 @@
  * Queries of the log (include/statecache/query.h).
  *
  * A query reads ahead: one read transaction copies the records of the
- * next matching positions (a batch) out of LMDB, then ends, and the events
- * are decoded one by one as they are delivered. `next` is the first
- * position no batch has looked at yet; every position before it was
- * either copied or known not to match, so a batch that finds nothing
- * means the query has seen the whole log up to next - 1.
+ * next matching positions (a batch) out of LMDB into the query's decode
+ * arena and decodes each there (once the next record is found: its bytes
+ * are fetched into the CPU's cache meanwhile, see PREFETCH_BYTES), then
+ * ends; the calls deliver the decoded events. `next` is the first position no
+ * batch has looked at yet; every position before it was either decoded or known
+ * not to match, so a batch that finds nothing means the query has seen the
+ * whole log up to next - 1.
  *
  * Which positions a batch looks at:
  *   all        the log from next on
  *   entity     entity_index up to meta index_through, then the log after
  *              it (the index lags), each event's id checked
  *   tag,       tag_index or partition_index up to meta
- *   partition  query_index_through, then the log after it (these indexes
- *              lag too), each event's tags or partition peeked at (its
- *              framing checked, sc_event_peek_tag / _key)
+ *   partition  query_index_through (positions read BATCH_EVENTS at a
+ *              time, then looked up in order), then the log after it
+ *              (these indexes lag too), each event's tags or partition
+ *              peeked at (its framing checked, sc_event_peek_tag / _key)
  * Index rows name a key id, which may stand for other values too (see
  * tag_index.c): every event read through an index is checked against the
  * query when it is decoded, and the others are skipped.
@@ -54,15 +57,29 @@
  * 15% faster stepping, on every 16th no faster). */
 #define WALK_MAX 8
 
+/* An index's next position more than WALK_MAX ahead is searched for,
+ * from the root when it is not on the cursor's page, and the search's
+ * cost is in cache misses on the leaf it lands on: the header and the
+ * nodes its binary search reads. The events database grows by appends,
+ * so the leaf after a record's page is most often the next page of the
+ * map (3 of 4 in bench/query's log): before the search, while the
+ * record before is decoded, a line every PAGE_PREFETCH_STRIDE bytes of
+ * that page is fetched into the cache. Measured in bench/query, whose
+ * SQLite reads between the query's evict the log from the cache, tags 16
+ * events apart read 10 to 20% faster with it (strides of 192 to 768
+ * bytes alike; the whole page once per page, no faster). A wrong guess
+ * costs a few prefetches; the data pointer LMDB returned is only used to
+ * compute an address, never read beyond its record. */
+#define PAGE_PREFETCH_STRIDE 384
+
 /* A batch copies at most this many records, or this many bytes (but at
  * least one record). */
 #define BATCH_EVENTS 256
 #define BATCH_BYTES  ((size_t)4 << 20)
 
-typedef struct query_rec {
-	uint64_t pos;
-	size_t off, len;
-} query_rec;
+/* Bytes of a record fetched into the CPU's cache when it is found, before
+ * the record found before it is copied and decoded. */
+#define PREFETCH_BYTES 512
 
 struct sc_query {
 	sc_store *store;
@@ -72,6 +89,7 @@ struct sc_query {
 	char *part; /* SC_QUERY_ENTITY: the partition; NULL: the default */
 	size_t partlen;
 	bool live;
+	size_t psize;	    /* LMDB's page size */
 	int poll_ms;	    /* < 0: never poll */
 	uint64_t next;	    /* first position no batch has looked at */
 	uint64_t end;	    /* finite queries: the last position */
@@ -82,17 +100,15 @@ struct sc_query {
 	 * after them could sort past a damaged key and go on silently. */
 	sc_error fault;
 
-	/* The current batch: records[i] is buf[off..off+len). */
-	uint8_t *buf;
-	size_t len, cap;
-	query_rec *recs;
-	size_t nrecs, cap_recs, irec;
-
-	/* What the last call delivered (valid until the next call): the
-	 * events, their arrays in `arena`. */
-	sc_event *out;
+	/* The current batch: evs[0..nev) decoded (evs[iev..nev) not yet
+	 * delivered), their records and arrays in `arena`, which the next
+	 * batch reuses: a batch is read only once the calls delivered every
+	 * event of the one before, and those stay valid until the next
+	 * call. */
+	sc_event *evs; /* BATCH_EVENTS of them */
+	size_t nev, iev;
+	bool more; /* the batch ended full: the log may hold more now */
 	sc_decode_arena arena;
-	size_t nout, cap_out;
 };
 
 /* ---- waking -------------------------------------------------------------- */
@@ -210,6 +226,8 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 	q->poll_ms = spec->poll_ms == 0	 ? SC_QUERY_POLL_MS_DEFAULT
 		     : spec->poll_ms < 0 ? -1
 					 : spec->poll_ms;
+	MDB_stat st;
+	q->psize = mdb_env_stat(store->env, &st) == 0 ? st.ms_psize : 0;
 	q->next = spec->from ? spec->from : 1;
 	q->delivered = q->next - 1;
 	/* The end of the log as meta says: with the commits of other
@@ -250,20 +268,12 @@ int sc_query_open(sc_store *store, const sc_query_spec *spec, sc_query **out,
 	return 0;
 }
 
-static void free_delivered(sc_query *q)
-{
-	sc_decode_arena_reset(&q->arena);
-	q->nout = 0;
-}
-
 void sc_query_close(sc_query *q)
 {
 	if (!q)
 		return;
 	sc_decode_arena_free(&q->arena);
-	sc_free(q->out);
-	sc_free(q->recs);
-	sc_free(q->buf);
+	sc_free(q->evs);
 	sc_free(q->key);
 	sc_free(q->part);
 	sc_free(q);
@@ -285,44 +295,86 @@ typedef struct batch {
 	uint64_t at;   /* the position `events` is on; 0: none yet */
 	uint64_t hi;   /* the last position this batch may look at */
 	uint64_t seen; /* every position up to this one is looked at */
+	size_t nrecs;  /* records taken, `pend` included */
+	size_t bytes;  /* and their bytes */
 	bool full;
+	uint64_t ahead; /* the position the index names next; 0: none */
+	/* The record taken last, copied and decoded once the next one is
+	 * found (its bytes reach the cache meanwhile) or the batch ends; it
+	 * points into the map, valid while txn is. */
+	bool pend;
+	uint64_t pend_pos;
+	MDB_val pend_val;
 	sc_error *err;
 } batch;
 
-static bool batch_full(const sc_query *q)
-{
-	return q->nrecs >= BATCH_EVENTS || q->len >= BATCH_BYTES;
-}
+static bool matches(const sc_query *q, const sc_event *ev);
 
-/* Copy the record `v` at `pos` into the batch. */
-static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
+/* Copy the record `v` at `pos` into the arena and decode it there into
+ * q->evs[nev], kept if it matches the query (an index's key id may stand
+ * for other values too). */
+static int batch_decode(batch *b, uint64_t pos, const MDB_val *v)
 {
 	sc_query *q = b->q;
-	if (q->nrecs == q->cap_recs) {
-		size_t n = q->cap_recs ? 2 * q->cap_recs : 64;
-		query_rec *nr = sc_realloc(q->recs, n * sizeof *nr);
-		if (!nr)
+	void *copy = NULL;
+	if (v->mv_size) {
+		copy = sc_decode_arena_alloc(&q->arena, v->mv_size);
+		if (!copy)
 			return sc_error_set(b->err, ENOMEM,
 					    "out of memory reading events");
-		q->recs = nr;
-		q->cap_recs = n;
+		memcpy(copy, v->mv_data, v->mv_size);
 	}
-	if (q->len + v->mv_size > q->cap) {
-		size_t n = q->cap ? q->cap : 65536;
-		while (n < q->len + v->mv_size)
-			n *= 2;
-		uint8_t *nb = sc_realloc(q->buf, n);
-		if (!nb)
-			return sc_error_set(b->err, ENOMEM,
-					    "out of memory reading events");
-		q->buf = nb;
-		q->cap = n;
-	}
-	memcpy(q->buf + q->len, v->mv_data, v->mv_size);
-	q->recs[q->nrecs++] = (query_rec){pos, q->len, v->mv_size};
-	q->len += v->mv_size;
+	sc_event *ev = &q->evs[q->nev];
+	int rc =
+	    sc_event_decode_arena(copy, v->mv_size, pos, &q->arena, ev, b->err);
+	if (rc)
+		return rc;
+	if (matches(q, ev))
+		q->nev++;
+	return 0;
+}
+
+/* Decode the pending record, if any. */
+static int batch_flush(batch *b)
+{
+	if (!b->pend)
+		return 0;
+	b->pend = false;
+	return batch_decode(b, b->pend_pos, &b->pend_val);
+}
+
+/* Fetch lines of the page after the one `rec` (a record LMDB returned)
+ * is on into the cache (PAGE_PREFETCH_STRIDE). */
+static void prefetch_next_page(const sc_query *q, const void *rec)
+{
+	size_t ps = q->psize;
+	if (!ps || (ps & (ps - 1)))
+		return;
+	uintptr_t page = ((uintptr_t)rec & ~(uintptr_t)(ps - 1)) + ps;
+	for (size_t off = 0; off < ps; off += PAGE_PREFETCH_STRIDE)
+		__builtin_prefetch((const void *)(page + off));
+}
+
+/* Take the record `v` at `pos` into the batch: start fetching its bytes
+ * (and, when the index's next position will be searched for, the next
+ * page's), then decode the one taken before meanwhile. */
+static int batch_add(batch *b, uint64_t pos, const MDB_val *v)
+{
+	const char *p = v->mv_data;
+	for (size_t off = 64; off < v->mv_size && off < PREFETCH_BYTES;
+	     off += 64)
+		__builtin_prefetch(p + off);
+	if (b->ahead > pos && b->ahead - pos > WALK_MAX)
+		prefetch_next_page(b->q, p);
+	int rc = batch_flush(b);
+	if (rc)
+		return rc;
+	b->pend = true;
+	b->pend_pos = pos;
+	b->pend_val = *v;
 	b->seen = pos;
-	if (batch_full(q))
+	b->bytes += v->mv_size;
+	if (++b->nrecs >= BATCH_EVENTS || b->bytes >= BATCH_BYTES)
 		b->full = true;
 	return 0;
 }
@@ -377,7 +429,7 @@ static int record_matches(batch *b, const MDB_val *v, uint64_t pos, bool *yes)
 }
 
 /* Look at the log's records at positions [from, b->hi] (the tail no
- * index covers yet): copy those of the query. */
+ * index covers yet): take those of the query. */
 static int batch_scan(batch *b, uint64_t from)
 {
 	MDB_cursor *cur;
@@ -418,7 +470,7 @@ out:
 	return rc;
 }
 
-/* An index row: copy the event it names. */
+/* An index row: take the event it names. */
 static int batch_indexed(void *ctx, uint64_t pos)
 {
 	batch *b = ctx;
@@ -465,14 +517,48 @@ static int batch_indexed(void *ctx, uint64_t pos)
 	return 0;
 }
 
+/* The events tag_index or partition_index (dbi) lists for the query in
+ * [q->next, through], read BATCH_EVENTS positions at a time. */
+static int batch_from_index(batch *b, MDB_dbi dbi, const char *name,
+			    uint64_t through)
+{
+	sc_query *q = b->q;
+	uint64_t pos[BATCH_EVENTS];
+	uint64_t from = q->next;
+	while (!b->full && from <= through) {
+		size_t n;
+		int rc = sc_tag_index_positions(
+		    b->txn, dbi, name, (sc_str){q->key, q->keylen}, from,
+		    through, pos, BATCH_EVENTS, &n, b->err);
+		for (size_t i = 0; !rc && i < n && !b->full; i++) {
+			b->ahead = i + 1 < n ? pos[i + 1] : 0;
+			rc = batch_indexed(b, pos[i]);
+		}
+		b->ahead = 0;
+		if (rc || n < BATCH_EVENTS)
+			return rc;
+		from = pos[n - 1] + 1;
+	}
+	return 0;
+}
+
 /* Read the next batch of q in one read transaction. */
 static int fetch(sc_query *q, sc_error *err)
 {
-	q->nrecs = q->irec = q->len = 0;
+	q->nev = q->iev = 0;
+	q->more = false;
+	sc_decode_arena_reset(&q->arena);
 	if (q->fault.code) {
 		if (err)
 			*err = q->fault;
 		return q->fault.code;
+	}
+	if (!q->evs) {
+		q->evs = sc_malloc(BATCH_EVENTS * sizeof *q->evs);
+		if (!q->evs)
+			return sc_error_set(err, ENOMEM,
+					    "out of memory for a query's "
+					    "events");
 	}
 	batch b = {.q = q, .err = err};
 	int rc = sc_store_read_begin(q->store, &b.txn, err);
@@ -522,9 +608,7 @@ static int fetch(sc_query *q, sc_error *err)
 			    (sc_str){q->part ? q->part : "", q->partlen}, key,
 			    q->next, through, batch_indexed, &b, err);
 		else
-			rc = sc_index_walk_in(q->store, b.txn, dbi, name, key,
-					      q->next, through, batch_indexed,
-					      &b, err);
+			rc = batch_from_index(&b, dbi, name, through);
 		if (rc == 1 && b.full)
 			rc = 0;
 		if (rc)
@@ -535,11 +619,15 @@ static int fetch(sc_query *q, sc_error *err)
 	/* The log after the index's reach. */
 	if (!b.full && b.hi > b.seen)
 		rc = batch_scan(&b, b.seen + 1);
-out:
+out:;
+	/* The record taken last (its failure comes first in the log). */
+	int frc = batch_flush(&b);
+	if (frc)
+		rc = frc;
 	if (b.events)
 		mdb_cursor_close(b.events);
 	sc_store_read_end(q->store, b.txn);
-	if (rc == SC_ECORRUPT) {
+	if (rc == SC_ECORRUPT || rc == SC_ETOOBIG) {
 		q->fault.code = rc;
 		if (err)
 			memcpy(q->fault.message, err->message,
@@ -548,11 +636,11 @@ out:
 			snprintf(q->fault.message, sizeof q->fault.message,
 				 "the store is damaged");
 	}
-	if (rc && q->nrecs) {
+	if (rc && q->nev) {
 		/* Deliver what was read before the fault; the next batch
 		 * starts after it and meets the fault again (damage: the
 		 * recorded one). */
-		q->next = q->recs[q->nrecs - 1].pos + 1;
+		q->next = q->evs[q->nev - 1].position + 1;
 		sc_error_clear(err);
 		return 0;
 	}
@@ -560,50 +648,26 @@ out:
 		return rc;
 	if (b.seen + 1 > q->next)
 		q->next = b.seen + 1;
+	q->more = b.full;
 	return 0;
 }
 
 /* ---- delivering ---------------------------------------------------------- */
 
-static int out_reserve(sc_query *q, size_t n, sc_error *err)
+/* The next event of the current batch, or NULL when it has no more. */
+static const sc_event *take_buffered(sc_query *q)
 {
-	if (n <= q->cap_out)
-		return 0;
-	sc_event *no = sc_realloc(q->out, n * sizeof *no);
-	if (!no)
-		return sc_error_set(err, ENOMEM, "out of memory for events");
-	q->out = no;
-	q->cap_out = n;
-	return 0;
+	if (q->iev == q->nev)
+		return NULL;
+	const sc_event *ev = &q->evs[q->iev++];
+	q->delivered = ev->position;
+	return ev;
 }
 
-/* Decode the next matching event of the current batch into q->out[nout];
- * *got false when the batch holds no more. */
-static int take_buffered(sc_query *q, bool *got, sc_error *err)
-{
-	*got = false;
-	while (q->irec < q->nrecs) {
-		const query_rec *r = &q->recs[q->irec++];
-		sc_event *ev = &q->out[q->nout];
-		int rc = sc_event_decode_arena(q->buf + r->off, r->len, r->pos,
-					       &q->arena, ev, err);
-		if (rc) {
-			q->irec--; /* every later call reports it again */
-			return rc;
-		}
-		if (!matches(q, ev))
-			continue;
-		q->nout++;
-		q->delivered = r->pos;
-		*got = true;
-		return 0;
-	}
-	return 0;
-}
-
-/* Deliver one event into q->out (waiting as sc_query_next); *got false
- * at the end of a finite query. */
-static int take_one(sc_query *q, int timeout_ms, bool *got, sc_error *err)
+/* The next event (waiting as sc_query_next) into *ev; NULL at the end of
+ * a finite query. */
+static int take_one(sc_query *q, int timeout_ms, const sc_event **ev,
+		    sc_error *err)
 {
 	int64_t deadline =
 	    timeout_ms > 0 ? mono_ns() + (int64_t)timeout_ms * 1000000 : -1;
@@ -611,15 +675,16 @@ static int take_one(sc_query *q, int timeout_ms, bool *got, sc_error *err)
 		if (atomic_load(&q->cancelled))
 			return sc_error_set(err, ECANCELED,
 					    "the query was cancelled");
-		int rc = take_buffered(q, got, err);
-		if (rc || *got)
-			return rc;
+		if ((*ev = take_buffered(q)))
+			return 0;
 		if (!q->live && q->next > q->end)
 			return 0;
-		rc = fetch(q, err);
+		int rc = fetch(q, err);
 		if (rc)
 			return rc;
-		if (q->nrecs)
+		/* A full batch whose events did not match (other values
+		 * of a key id): read on. */
+		if (q->nev || q->more)
 			continue;
 		if (!q->live)
 			return 0;
@@ -642,14 +707,7 @@ int sc_query_next(sc_query *q, int timeout_ms, const sc_event **ev,
 				    "sc_query_next needs a query and an out "
 				    "pointer");
 	*ev = NULL;
-	free_delivered(q);
-	int rc = out_reserve(q, 1, err);
-	bool got = false;
-	if (!rc)
-		rc = take_one(q, timeout_ms, &got, err);
-	if (!rc && got)
-		*ev = &q->out[0];
-	return rc;
+	return take_one(q, timeout_ms, ev, err);
 }
 
 int sc_query_next_batch(sc_query *q, int timeout_ms, const sc_event **evs,
@@ -662,22 +720,14 @@ int sc_query_next_batch(sc_query *q, int timeout_ms, const sc_event **evs,
 		return sc_error_set(err, SC_EINVAL,
 				    "sc_query_next_batch needs a query, room "
 				    "for at least one event and a count");
-	free_delivered(q);
-	size_t room = max < BATCH_EVENTS ? max : BATCH_EVENTS;
-	int rc = out_reserve(q, room, err);
-	bool got = false;
-	if (!rc)
-		rc = take_one(q, timeout_ms, &got, err);
-	while (!rc && got && q->nout < room)
-		rc = take_buffered(q, &got, err);
-	if (rc && q->nout) {
-		/* Deliver what was decoded; the next call reports the
-		 * damaged record. */
-		rc = 0;
-		sc_error_clear(err);
-	}
-	for (size_t i = 0; i < q->nout; i++)
-		evs[i] = &q->out[i];
-	*n = q->nout;
-	return rc;
+	const sc_event *ev;
+	int rc = take_one(q, timeout_ms, &ev, err);
+	if (rc || !ev)
+		return rc;
+	size_t got = 0;
+	evs[got++] = ev;
+	while (got < max && (ev = take_buffered(q)))
+		evs[got++] = ev;
+	*n = got;
+	return 0;
 }

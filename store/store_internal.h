@@ -61,6 +61,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "statecache/store.h"
 #include "store/event_codec.h"
@@ -170,18 +171,31 @@ struct sc_store {
 /* Big-endian 64-bit keys: LMDB's bytewise order is numeric order. */
 static inline void sc_be64_put(uint8_t *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	v = __builtin_bswap64(v);
+	memcpy(p, &v, sizeof v);
+#else
 	for (int i = 7; i >= 0; i--) {
 		p[i] = (uint8_t)v;
 		v >>= 8;
 	}
+#endif
 }
 
 static inline uint64_t sc_be64_get(const uint8_t *p)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* One load and a byte swap: every step of LMDB's searches of the
+	 * events database compares two keys (events_key_cmp). */
+	uint64_t v;
+	memcpy(&v, p, sizeof v);
+	return __builtin_bswap64(v);
+#else
 	uint64_t v = 0;
 	for (int i = 0; i < 8; i++)
 		v = (v << 8) | p[i];
 	return v;
+#endif
 }
 
 static inline void sc_be32_put(uint8_t *p, uint32_t v)
@@ -388,6 +402,16 @@ int sc_tag_index_build(sc_store *store, sc_error *err);
  * SC_ECORRUPT, SC_ELMDB. */
 int sc_tag_index_through_get(sc_store *store, MDB_txn *txn, uint64_t last,
 			     uint64_t *through, sc_error *err);
+
+/* The positions in [from, to] that `dbi` (tag_index or partition_index;
+ * `name` names it in errors) lists under the key id of `value`, in order:
+ * at most `max` of them into pos[0..*n), read on one cursor in txn. *n <
+ * max: there are no more up to `to`; else the next call goes on from
+ * pos[max - 1] + 1. Rows of other values with the same key id are
+ * included: the caller checks each event. Errors: SC_ELMDB. */
+int sc_tag_index_positions(MDB_txn *txn, MDB_dbi dbi, const char *name,
+			   sc_str value, uint64_t from, uint64_t to,
+			   uint64_t *pos, size_t max, size_t *n, sc_error *err);
 
 /* Check that tag_index and partition_index hold exactly the rows of the
  * events up to meta query_index_through (`last` when absent): every row

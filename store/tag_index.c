@@ -311,6 +311,58 @@ int sc_tag_index_build(sc_store *store, sc_error *err)
 	}
 }
 
+/* ---- reading ------------------------------------------------------------- */
+
+int sc_tag_index_positions(MDB_txn *txn, MDB_dbi dbi, const char *name,
+			   sc_str value, uint64_t from, uint64_t to,
+			   uint64_t *pos, size_t max, size_t *n, sc_error *err)
+{
+	*n = 0;
+	if (from > to || !max)
+		return 0;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		goto fail;
+	sc_index_key lo, hi;
+	size_t idlen = sc_index_key_id(lo.b, value);
+	memcpy(hi.b, lo.b, idlen);
+	sc_be64_put(lo.b + idlen, from);
+	sc_be64_put(hi.b + idlen, to);
+	size_t klen = idlen + 8;
+	MDB_val k = {klen, lo.b}, v;
+	int op = MDB_SET_RANGE;
+	while (*n < max && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		const uint8_t *kb = k.mv_data;
+		if (k.mv_size == klen && memcmp(kb, lo.b, idlen) == 0) {
+			/* A row of this key id: its position ends the walk
+			 * once past `to`. */
+			uint64_t p = sc_be64_get(kb + idlen);
+			if (p > to)
+				break;
+			pos[(*n)++] = p;
+			continue;
+		}
+		/* At or after lo ++ from, a key of this length with another
+		 * key id is past the walk; keys of other lengths up to
+		 * hi belong to other key ids that share its bytes. */
+		if (k.mv_size == klen)
+			break;
+		size_t m = k.mv_size < klen ? k.mv_size : klen;
+		int c = memcmp(kb, hi.b, m);
+		if (c > 0 || (c == 0 && k.mv_size > klen))
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc == 0 || rc == MDB_NOTFOUND)
+		return 0;
+fail:;
+	char what[48];
+	snprintf(what, sizeof what, "reading %s", name);
+	return sc_store_lmdb_error(err, rc, what);
+}
+
 /* ---- verify -------------------------------------------------------------- */
 
 /* Whether `v` has the key id k[0..n). */

@@ -15,10 +15,12 @@
  * previous format; a format 4 store without its tag_index refused;
  * batches of large events (the decode arena over many chunks); damaged
  * records in the unindexed tail, skipped or reported as the query's peek
- * at tags and partition finds them; a position the index names missing
- * from the log, reached by stepping and by searching; an events key of
- * another length than 8, ordered as LMDB's default order; cancellation;
- * argument errors.
+ * at tags and partition finds them, and through tag_index; a position the index
+ * names missing from the log, reached by stepping and by searching; tag queries
+ * whose index part spans several reads of positions and batches, with rows that
+ * match nothing for whole batches, then the tail; an events key of another
+ * length than 8, ordered as LMDB's default order; cancellation; argument
+ * errors.
  *
  * SC_TEST_SEED=n repeats a run; SC_TEST_SHORT=1 shortens it.
  */
@@ -847,6 +849,26 @@ static void test_damaged_record(void **state)
 	assert_int_equal(sc_query_position(q), 2);
 	sc_query_close(q);
 	sc_store_close(s);
+	/* The same through tag_index (every event indexed): the damaged
+	 * record is decoded in the batch that reads it, after the events
+	 * before it, which are delivered first. */
+	s = new_store(1);
+	append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
+	assert_int_equal(tag_through(s), 5);
+	put_record(s, 3, "\xff\xff\xff\xff", 4);
+	q = open_query(s, &specs[1]);
+	assert_int_equal(sc_query_next_batch(q, 0, evs, 10, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(evs[0]->position, 1);
+	assert_int_equal(evs[1]->position, 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
+		assert_non_null(strstr(err.message, "position 3"));
+		assert_null(e);
+	}
+	assert_int_equal(sc_query_position(q), 2);
+	sc_query_close(q);
+	sc_store_close(s);
 }
 
 /* Attributes of the event at `pos` in test_large_batches: 1, 300 or 2000
@@ -1037,6 +1059,140 @@ static void test_tail_peek(void **state)
 	assert_int_equal(sc_query_next(q, 0, &e, &err), SC_ECORRUPT);
 	assert_non_null(strstr(err.message, "tag out of limits"));
 	sc_query_close(q);
+	sc_store_close(s);
+}
+
+/* ---- index batches ------------------------------------------------------- */
+
+/* The tags of event `pos` in test_index_batches: "dense" on every event
+ * (its events on the same and adjacent pages), "far" on every 37th (each
+ * on a page of its own), "d" (a prefix of "dense": rows of another key
+ * length between them) on every 3rd, "rare" on two events only. */
+static size_t batch_tags(uint64_t pos, uint64_t n, sc_str *tags)
+{
+	size_t k = 0;
+	tags[k++] = (sc_str){"dense", 5};
+	if (pos % 37 == 0)
+		tags[k++] = (sc_str){"far", 3};
+	if (pos % 3 == 0)
+		tags[k++] = (sc_str){"d", 1};
+	if (pos == n / 2 || pos == n - 1)
+		tags[k++] = (sc_str){"rare", 4};
+	return k;
+}
+
+static bool batch_has(uint64_t pos, uint64_t n, sc_str tag)
+{
+	sc_str tags[4];
+	size_t k = batch_tags(pos, n, tags);
+	for (size_t i = 0; i < k; i++)
+		if (str_is(tags[i], tag))
+			return true;
+	return false;
+}
+
+/* Read q to its end (finite) or to ETIMEDOUT (live, timeout 0), `max`
+ * events a call (1: sc_query_next), checking each against the model. */
+static void check_tag_answer(sc_query *q, sc_str tag, uint64_t from, uint64_t n,
+			     bool live, size_t max)
+{
+	uint64_t want = from ? from : 1;
+	for (;;) {
+		const sc_event *evs[300];
+		size_t got = 0;
+		sc_error err;
+		int rc;
+		if (max == 1) {
+			rc = sc_query_next(q, 0, &evs[0], &err);
+			got = !rc && evs[0];
+		} else {
+			rc = sc_query_next_batch(q, 0, evs, max, &got, &err);
+		}
+		if (live && rc == ETIMEDOUT)
+			break;
+		if (rc)
+			fprintf(stderr, "query: %s\n", err.message);
+		assert_int_equal(rc, 0);
+		if (!got) {
+			assert_false(live);
+			break;
+		}
+		assert_true(got <= max);
+		for (size_t i = 0; i < got; i++) {
+			while (want <= n && !batch_has(want, n, tag))
+				want++;
+			assert_int_equal(evs[i]->position, want);
+			assert_int_equal(evs[i]->nattrs, 1);
+			assert_int_equal(evs[i]->attrs[0].value.u.s.len, 100);
+			assert_int_equal(evs[i]->attrs[0].value.u.s.ptr[0],
+					 'a' + (int)(want % 26));
+			assert_true(batch_has(want, n, tag));
+			want++;
+		}
+	}
+	while (want <= n && !batch_has(want, n, tag))
+		want++;
+	assert_true(want > n);
+}
+
+/* Tag queries whose index part takes more than one read of positions
+ * (BATCH_EVENTS) and more than one batch, each followed by the
+ * unindexed tail: a tag on every event, one on every 37th, a tag whose
+ * key is a prefix of another's, and one whose index lists 300 events
+ * that do not carry it before the two that do (rows another value of
+ * its key id would have: whole batches of them match nothing, and the
+ * query reads on). Finite and live, from several positions, through
+ * sc_query_next and batches of several sizes. */
+static void test_index_batches(void **state)
+{
+	SC_UNUSED(state);
+	const uint64_t n = short_run ? 1200 : 3000;
+	sc_store *s = new_store(500);
+	char val[100];
+	for (uint64_t pos = 1; pos <= n; pos++) {
+		memset(val, 'a' + (int)(pos % 26), sizeof val);
+		sc_attr a = {
+		    {"v", 1},
+		    {.type = SC_VALUE_STRING, .u.s = {val, sizeof val}}};
+		sc_str tags[4];
+		sc_event ev = {.entity = {"x", 1},
+			       .type = SC_EVENT_SET,
+			       .attrs = &a,
+			       .nattrs = 1};
+		ev.tags = tags;
+		ev.ntags = batch_tags(pos, n, tags);
+		assert_int_equal(sc_store_append(s, &ev, 1, NULL, NULL), 0);
+	}
+	uint64_t through = tag_through(s);
+	assert_true(through > n / 2 && through < n);
+	/* Rows of "rare" for events 1..300, none of which carries it. */
+	MDB_txn *txn;
+	assert_int_equal(mdb_txn_begin(sc_store_env(s), NULL, 0, &txn), 0);
+	for (uint64_t pos = 1; pos <= 300; pos++) {
+		uint8_t kb[12];
+		memcpy(kb, "rare", 4);
+		sc_be64_put(kb + 4, pos);
+		MDB_val k = {sizeof kb, kb}, v = {0, NULL};
+		assert_int_equal(mdb_put(txn, s->dbi_tags, &k, &v, 0), 0);
+	}
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	const sc_str tags[] = {{"dense", 5}, {"far", 3}, {"d", 1}, {"rare", 4}};
+	const uint64_t froms[] = {0, 2, 300, n / 2, through, through + 1};
+	const size_t maxes[] = {1, 7, 256, 300};
+	for (size_t t = 0; t < sizeof tags / sizeof tags[0]; t++)
+		for (size_t f = 0; f < sizeof froms / sizeof froms[0]; f++)
+			for (size_t m = 0; m < 4; m++) {
+				bool live = (f + m) % 2;
+				sc_query_spec spec = {.kind = SC_QUERY_TAG,
+						      .key = tags[t],
+						      .from = froms[f],
+						      .live = live,
+						      .poll_ms = -1};
+				sc_query *q = open_query(s, &spec);
+				check_tag_answer(q, tags[t], froms[f], n, live,
+						 maxes[m]);
+				sc_query_close(q);
+			}
 	sc_store_close(s);
 }
 
@@ -1294,6 +1450,7 @@ int main(void)
 	    cmocka_unit_test(test_damaged_record),
 	    cmocka_unit_test(test_large_batches),
 	    cmocka_unit_test(test_tail_peek),
+	    cmocka_unit_test(test_index_batches),
 	    cmocka_unit_test(test_index_gap),
 	    cmocka_unit_test(test_odd_events_key),
 	    cmocka_unit_test(test_other_process),

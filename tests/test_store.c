@@ -1833,6 +1833,103 @@ static void test_codec_roundtrip_and_hostile_bytes(void **state)
 	sc_free(buf);
 }
 
+/* The decoder reads the layout the encoder writes on a path of its own
+ * (fields in order, each attribute's name then value with one-byte
+ * lengths); records in other layouts protobuf allows take the general
+ * one. Each of these decodes, plainly and into an arena, to the same
+ * event as the canonical record: fields out of order and a repeated
+ * entity (the last one counts), an attribute's value before its name, an
+ * unknown field in an attribute, a key written in two bytes, a value of
+ * two fields (the last one counts), an unknown field between known ones,
+ * and a name of 200 bytes (a two-byte length). */
+static void test_codec_layouts(void **state)
+{
+	SC_UNUSED(state);
+#define TIME7 0x21, 7, 0, 0, 0, 0, 0, 0, 0
+	static const uint8_t canonical[] = {
+	    0x0a, 1,	'e', 0x10, 1,	 0x1a,	7,    0x0a, 1,
+	    'a',  0x12, 2,   0x10, 10,	 TIME7, 0x2a, 2,    'm',
+	    'e',  0x32, 1,   'p',  0x3a, 1,	't'};
+	static const uint8_t reordered[] = {
+	    0x3a,  1,	 't', 0x32, 1,	  'p',	0x0a, 1,  'x',	0x1a,
+	    7,	   0x0a, 1,   'a',  0x12, 2,	0x10, 10, 0x10, 1,
+	    TIME7, 0x2a, 2,   'm',  'e',  0x0a, 1,    'e'};
+	static const uint8_t value_first[] = {
+	    0x0a, 1,	'e',  0x10, 1,	  0x1a,	 7,    0x12, 2,
+	    0x10, 10,	0x0a, 1,    'a',  TIME7, 0x2a, 2,    'm',
+	    'e',  0x32, 1,    'p',  0x3a, 1,	 't'};
+	static const uint8_t attr_unknown[] = {
+	    0x0a, 1, 'e',   0x10, 1, 0x1a, 9,	0x0a, 1, 'a', 0x12, 2, 0x10, 10,
+	    0x18, 0, TIME7, 0x2a, 2, 'm',  'e', 0x32, 1, 'p', 0x3a, 1, 't'};
+	static const uint8_t long_key[] = {
+	    0x8a, 0,   1,    'e', 0x10, 1,    0x1a,  7,	   0x0a,
+	    1,	  'a', 0x12, 2,	  0x10, 10,   TIME7, 0x2a, 2,
+	    'm',  'e', 0x32, 1,	  'p',	0x3a, 1,     't'};
+	static const uint8_t two_values[] = {
+	    0x0a, 1,   'e',  0x10, 1,	0x1a, 10, 0x0a,	 1,    'a',
+	    0x12, 5,   0x0a, 1,	   'z', 0x10, 10, TIME7, 0x2a, 2,
+	    'm',  'e', 0x32, 1,	   'p', 0x3a, 1,  't'};
+	static const uint8_t unknown_between[] = {
+	    0x0a, 1,   'e',  0x4a, 1,	0,    0x10, 1,	   0x1a, 7,
+	    0x0a, 1,   'a',  0x12, 2,	0x10, 10,   TIME7, 0x2a, 2,
+	    'm',  'e', 0x32, 1,	   'p', 0x3a, 1,    't'};
+#undef TIME7
+	static const struct {
+		const uint8_t *b;
+		size_t n;
+	} recs[] = {
+	    {canonical, sizeof canonical},
+	    {reordered, sizeof reordered},
+	    {value_first, sizeof value_first},
+	    {attr_unknown, sizeof attr_unknown},
+	    {long_key, sizeof long_key},
+	    {two_values, sizeof two_values},
+	    {unknown_between, sizeof unknown_between},
+	};
+	sc_attr a = {{"a", 1}, {.type = SC_VALUE_INT, .u.i = 5}};
+	sc_str tag = {"t", 1};
+	sc_event want = {.position = 9,
+			 .entity = {"e", 1},
+			 .type = SC_EVENT_SET,
+			 .attrs = &a,
+			 .nattrs = 1,
+			 .time = 7,
+			 .actor = {"me", 2},
+			 .partition = {"p", 1},
+			 .tags = &tag,
+			 .ntags = 1};
+	sc_decode_arena arena = {0};
+	for (size_t i = 0; i < sizeof recs / sizeof recs[0]; i++) {
+		sc_decoded_event d;
+		sc_error err;
+		int rc = sc_event_decode(recs[i].b, recs[i].n, 9, &d, &err);
+		if (rc)
+			fprintf(stderr, "record %zu: %s\n", i, err.message);
+		assert_int_equal(rc, 0);
+		assert_true(tk_event_equal(&d.ev, &want));
+		sc_decoded_event_free(&d);
+		sc_event ev;
+		assert_int_equal(sc_event_decode_arena(recs[i].b, recs[i].n, 9,
+						       &arena, &ev, NULL),
+				 0);
+		assert_true(tk_event_equal(&ev, &want));
+	}
+	assert_same_as_protobuf_c(canonical, sizeof canonical);
+	/* The same event with a name of 200 bytes. */
+	char name[200];
+	memset(name, 'n', sizeof name);
+	a.name = (sc_str){name, sizeof name};
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(sc_event_encode(&want, &buf, &len, NULL), 0);
+	sc_event ev;
+	assert_int_equal(sc_event_decode_arena(buf, len, 9, &arena, &ev, NULL),
+			 0);
+	assert_true(tk_event_equal(&ev, &want));
+	sc_free(buf);
+	sc_decode_arena_free(&arena);
+}
+
 static void expect_valid(const sc_event *ev)
 {
 	sc_error err;
@@ -2187,6 +2284,7 @@ int main(int argc, char **argv)
 	self_path = argv[0];
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_codec_roundtrip_and_hostile_bytes),
+	    cmocka_unit_test(test_codec_layouts),
 	    cmocka_unit_test(test_codec_edge_values),
 	    cmocka_unit_test_setup_teardown(test_event_validate_limits,
 					    fx_setup_open, fx_teardown),
