@@ -118,19 +118,19 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *events,
  * Between begin and end the lanes change the pending version: the caller
  * reads nothing of it (sc_cache_pending_get, sc_cache_part_residency,
  * diffs) and changes nothing of the cache; every writer call that would
- * (apply, load, residency, prepare) fails with SC_ESTATE and promote
+ * (apply, load, evict, prepare) fails with SC_ESTATE and promote
  * returns SC_ESTATE. sc_cache_discard and sc_cache_destroy end a batch in
  * flight first (its result is dropped). The events must stay valid and
  * unchanged until end returns; the caller may read them.
  *
- * Writer thread, both. Begin requires a cache with no batch in flight
- * (debug builds assert it; sc_cache_apply_batch_valid refuses with
- * SC_ESTATE). End with no batch in flight returns SC_OK and *failed 0, so
- * a second end is harmless. *failed (may be NULL) is as for
- * sc_cache_apply_batch_valid.
+ * Writer thread, both. Begin returns SC_OK, or SC_ESTATE (err says so)
+ * when a batch is in flight already, which it leaves as it is; every
+ * other failure is the batch's, reported by end. End with no batch in
+ * flight returns SC_OK and *failed 0, so a second end is harmless.
+ * *failed (may be NULL) is as for sc_cache_apply_batch_valid.
  */
-void sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *events,
-				size_t n);
+int sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *events,
+			       size_t n, sc_error *err);
 int sc_cache_apply_batch_end(sc_cache *cache, size_t *failed, sc_error *err);
 
 /* ---- restore ------------------------------------------------------------- */

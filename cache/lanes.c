@@ -666,9 +666,15 @@ static int lanes_end(sc_cache *cache, size_t n, size_t *failed, sc_error *err)
 	return SC_OK;
 }
 
-void sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *evs, size_t n)
+int sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *evs, size_t n,
+			       sc_error *err)
 {
-	SC_REQUIRE(cache && (evs || !n) && !cache->batch_open);
+	SC_REQUIRE(cache && (evs || !n));
+	/* The batch in flight is the lanes' until its end: touch nothing. */
+	if (cache->batch_open)
+		return sc_error_set(err, SC_ESTATE,
+				    "a batch is being applied already; end it "
+				    "first");
 	struct sc_cache_batch *b = &cache->batch;
 	sc_error_clear(&b->err);
 	b->n = n;
@@ -676,6 +682,7 @@ void sc_cache_apply_batch_begin(sc_cache *cache, const sc_event *evs, size_t n)
 	b->failed = 0;
 	b->rc = batch_start(cache, evs, n, &b->lanes, &b->failed, &b->err);
 	cache->batch_open = true;
+	return SC_OK;
 }
 
 int sc_cache_apply_batch_end(sc_cache *cache, size_t *failed, sc_error *err)
@@ -707,11 +714,9 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *evs, size_t n,
 		*failed = 0;
 	if (!cache || (n && !evs))
 		return sc_error_set(err, SC_EINVAL, "cache or events is NULL");
-	if (cache->batch_open)
-		return sc_error_set(err, SC_ESTATE,
-				    "a batch is being applied already; end it "
-				    "first");
-	sc_cache_apply_batch_begin(cache, evs, n);
+	int rc = sc_cache_apply_batch_begin(cache, evs, n, err);
+	if (rc)
+		return rc;
 	return sc_cache_apply_batch_end(cache, failed, err);
 }
 

@@ -370,14 +370,20 @@ static int append_body(sc_store *store, MDB_txn *txn, void *ctx, sc_error *err)
 	const size_t *aidx = NULL;
 	sc_residency_filter(store, &aevs, &an, &aidx);
 	bool overlap = store->nprojectors == 0;
-	if (an)
-		sc_cache_apply_batch_begin(store->cache, aevs, an);
 	int rc;
+	if (an) {
+		rc = sc_cache_apply_batch_begin(store->cache, aevs, an, err);
+		if (rc)
+			return rc;
+	}
 	if (overlap) {
 		rc = append_writes(store, txn, b, NULL, err);
 		if (an)
 			apply_end(store, an, aidx, &ar);
-		if (ar.crc)
+		/* A full map reruns the whole append after the map grows,
+		 * the apply too: a refusal that came of memory running out
+		 * gets its second chance, as in the serial order. */
+		if (ar.crc && rc != MDB_MAP_FULL)
 			return refused_error(b, &ar, err);
 	} else {
 		if (an)

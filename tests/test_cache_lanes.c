@@ -675,9 +675,14 @@ static void test_lanes_begin_end(void **state)
 	uint64_t pos = 0;
 	for (unsigned nparts = 0; nparts <= 6; nparts += 6) {
 		batch_fill(&b, 1000, 300, pos, nparts);
-		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		assert_int_equal(
+		    sc_cache_apply_batch_begin(par, b.ev, b.n, &err), 0);
 		assert_int_equal(sc_cache_apply(par, &b.ev[0], &err),
 				 SC_ESTATE);
+		/* A second begin leaves the batch in flight as it is. */
+		assert_int_equal(
+		    sc_cache_apply_batch_begin(par, b.ev, b.n, &err),
+		    SC_ESTATE);
 		assert_int_equal(
 		    sc_cache_apply_batch(par, b.ev, b.n, &failed, &err),
 		    SC_ESTATE);
@@ -699,7 +704,8 @@ static void test_lanes_begin_end(void **state)
 
 		/* Discarded in flight: as if never begun. */
 		batch_fill(&b, 1000, 300, pos, nparts);
-		sc_cache_apply_batch_begin(par, b.ev, b.n);
+		assert_int_equal(
+		    sc_cache_apply_batch_begin(par, b.ev, b.n, &err), 0);
 		sc_cache_discard(par);
 		assert_false(sc_cache_pending(par));
 		assert_int_equal(sc_cache_apply_batch_end(par, &failed, &err),
