@@ -23,8 +23,8 @@ static const char demo_help[] =
     "                  [--threads T] [--nosync]\n"
     "\n"
     "1. generate N events (default 1000000) over K entities (default\n"
-    "   100000) as JSON lines into a temporary file (in /tmp, removed\n"
-    "   when the demo ends), then ingest the file, B events per\n"
+    "   100000) as JSON lines into a file in DIR (unlinked at once,\n"
+    "   about 205 bytes per event), then ingest it, B events per\n"
     "   transaction (default 10000), into a fresh store at DIR, through\n"
     "   the pipeline of `ingest`: T threads (default: the cores online, at\n"
     "   most 4) decode and check lines while the calling thread appends\n"
@@ -154,23 +154,39 @@ static int demo_ingest(sc_store *st, uint64_t seed, uint32_t entities,
 
 /*
  * Write `count` generated events (the stream demo_ingest would make) as
- * JSON lines to an anonymous temporary file, so that the bulk ingest reads
- * a stream that exists, as `statecache ingest FILE` does, instead of
+ * JSON lines to a temporary file in the store's directory `dir` (unlinked
+ * at once, so nothing stays behind), so that the bulk ingest reads a
+ * stream that exists, as `statecache ingest FILE` does, instead of
  * sharing the cores with its producer. Returns the file, positioned at its
  * start, or NULL with the reason on stderr.
  */
-static FILE *demo_stream_file(uint64_t seed, uint32_t entities, uint64_t count,
-			      uint64_t *bytes)
+static FILE *demo_stream_file(const char *dir, uint64_t seed, uint32_t entities,
+			      uint64_t count, uint64_t *bytes)
 {
-	FILE *f = tmpfile();
-	if (!f) {
+	char path[4096];
+	int n = snprintf(path, sizeof path, "%s/demo-stream-XXXXXX", dir);
+	if (n < 0 || (size_t)n >= sizeof path) {
 		fprintf(stderr,
-			"statecache demo: cannot create a temporary file for "
-			"the generated stream (%s); make the system's "
-			"temporary directory (/tmp) writable\n",
-			strerror(errno));
+			"statecache demo: the store's path is too long for "
+			"the generated stream's file beside it; give a "
+			"shorter --db\n");
 		return NULL;
 	}
+	int fd = mkstemp(path);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "w+");
+	if (!f) {
+		fprintf(stderr,
+			"statecache demo: cannot create a file for the "
+			"generated stream in %s (%s); the demo needs about "
+			"205 bytes per event there\n",
+			dir, strerror(errno));
+		if (fd >= 0) {
+			unlink(path);
+			close(fd);
+		}
+		return NULL;
+	}
+	unlink(path);
 	sc_cli_gen_source src;
 	sc_cli_gen_source_init(&src, seed, entities, DEMO_T0, count);
 	const char *line;
@@ -194,16 +210,16 @@ static FILE *demo_stream_file(uint64_t seed, uint32_t entities, uint64_t count,
 	if (!written || fflush(f) == EOF || ferror(f)) {
 		fprintf(stderr,
 			"statecache demo: writing the generated stream to a "
-			"temporary file failed (%s); free space in /tmp or "
-			"pass a smaller --events\n",
-			strerror(errno));
+			"file in %s failed (%s); free space there (about 205 "
+			"bytes per event) or pass a smaller --events\n",
+			dir, strerror(errno));
 		fclose(f);
 		return NULL;
 	}
 	off_t end = lseek(fileno(f), 0, SEEK_END);
 	if (end < 0 || lseek(fileno(f), 0, SEEK_SET) != 0) {
 		fprintf(stderr,
-			"statecache demo: cannot rewind the temporary file "
+			"statecache demo: cannot rewind the file "
 			"of the generated stream (%s)\n",
 			strerror(errno));
 		fclose(f);
@@ -485,14 +501,14 @@ int sc_cli_cmd_demo(const sc_cli_global *g, int argc, char **argv)
 		return SC_CLI_EXIT_FAIL;
 	}
 	printf("\n1. generate %llu events over %llu entities as JSON lines "
-	       "into a temporary file, then ingest the file (as `statecache "
+	       "into a file beside the store, then ingest it (as `statecache "
 	       "ingest FILE` does), %llu per transaction, durability %s\n",
 	       (unsigned long long)c.events, (unsigned long long)c.entities,
 	       (unsigned long long)c.batch, durname);
 	double gen_t0 = sc_cli_now();
 	uint64_t stream_bytes = 0;
-	FILE *stream = demo_stream_file(c.seed, (uint32_t)c.entities, c.events,
-					&stream_bytes);
+	FILE *stream = demo_stream_file(g->db, c.seed, (uint32_t)c.entities,
+					c.events, &stream_bytes);
 	if (!stream)
 		goto fail;
 	double gen_s = sc_cli_now() - gen_t0;

@@ -277,6 +277,11 @@ run 0 "demo" -- "$S" --db "$T/demo" demo --events 3000 --entities 300 --more 200
 expect_in "$T/out" "summary" "demo prints a summary"
 expect_in "$T/out" "0 torn entities" "demo readers saw whole entities"
 run 1 "demo on a used store" -- "$S" --db "$T/demo" demo --events 10
+# the generated stream goes to a file beside the store first: no room
+# for it (a file size limit of 64 KiB) is a clean failure
+run 1 "demo, no room for its stream" -- bash -c 'ulimit -f 64; trap "" XFSZ; exec "$0" "$@"' "$S" --db "$T/demo_noroom" demo --events 20000 --entities 300
+expect_in "$T/err" "writing the generated stream to a file in $T/demo_noroom failed" "demo says its stream did not fit"
+expect_eq "$(ls "$T/demo_noroom")" "$(printf 'data.mdb\nlock.mdb')" "demo leaves no stream file behind"
 
 # ---- a 1024-byte id in a store past its index catch-up ----------------------
 L="$T/long-id"
