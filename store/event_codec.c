@@ -474,9 +474,9 @@ static int decode(const void *buf, size_t len, uint64_t position,
 	size_t ia = 0, it = 0;
 	const char *why = NULL;
 	r = (sc_wire_rd){start, start + len};
-	/* The fields in the order the encoder writes them, each key one
-	 * byte (checked in pass 1), as the loop below reads them; the loop
-	 * reads what follows. */
+	/* The fields in the order the encoder writes them, each with a key
+	 * of one byte, as the loop below reads them; the loop reads what
+	 * follows (and every other layout). */
 	if (r.p < r.end && *r.p == KEY(1, SC_WIRE_LEN)) {
 		r.p++;
 		rd_bytes(&r, &ev->entity);

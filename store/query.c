@@ -7,8 +7,9 @@
  * are fetched into the CPU's cache meanwhile, see PREFETCH_BYTES), then
  * ends; the calls deliver the decoded events. `next` is the first position no
  * batch has looked at yet; every position before it was either decoded or known
- * not to match, so a batch that finds nothing means the query has seen the
- * whole log up to next - 1.
+ * not to match, so a batch that ends short and delivers nothing means the
+ * query has seen the whole log up to next - 1 (a full batch of rows that
+ * did not match sets `more`: read on).
  *
  * Which positions a batch looks at:
  *   all        the log from next on
@@ -95,7 +96,8 @@ struct sc_query {
 	uint64_t end;	    /* finite queries: the last position */
 	uint64_t delivered; /* position of the last event delivered */
 	atomic_bool cancelled;
-	/* Damage met (SC_ECORRUPT): every later call reports it, once the
+	/* Damage met (SC_ECORRUPT, or SC_ETOOBIG for a record over the
+	 * limit): every later call reports it, once the
 	 * events read before it are delivered; a retry from the position
 	 * after them could sort past a damaged key and go on silently. */
 	sc_error fault;
@@ -317,6 +319,12 @@ static int batch_decode(batch *b, uint64_t pos, const MDB_val *v)
 {
 	sc_query *q = b->q;
 	void *copy = NULL;
+	sc_event *ev = &q->evs[q->nev];
+	/* A record over the limit is refused as it is, not copied first (a
+	 * damaged store could make it as large as the map). */
+	if (v->mv_size > SC_EVENT_RECORD_MAX)
+		return sc_event_decode_arena(v->mv_data, v->mv_size, pos,
+					     &q->arena, ev, b->err);
 	if (v->mv_size) {
 		copy = sc_decode_arena_alloc(&q->arena, v->mv_size);
 		if (!copy)
@@ -324,7 +332,6 @@ static int batch_decode(batch *b, uint64_t pos, const MDB_val *v)
 					    "out of memory reading events");
 		memcpy(copy, v->mv_data, v->mv_size);
 	}
-	sc_event *ev = &q->evs[q->nev];
 	int rc =
 	    sc_event_decode_arena(copy, v->mv_size, pos, &q->arena, ev, b->err);
 	if (rc)
@@ -535,7 +542,9 @@ static int batch_from_index(batch *b, MDB_dbi dbi, const char *name,
 			rc = batch_indexed(b, pos[i]);
 		}
 		b->ahead = 0;
-		if (rc || n < BATCH_EVENTS)
+		/* (A last row at the largest position ends the walk: from
+		 * would wrap to 0.) */
+		if (rc || n < BATCH_EVENTS || pos[n - 1] >= through)
 			return rc;
 		from = pos[n - 1] + 1;
 	}
@@ -683,9 +692,17 @@ static int take_one(sc_query *q, int timeout_ms, const sc_event **ev,
 		if (rc)
 			return rc;
 		/* A full batch whose events did not match (other values
-		 * of a key id): read on. */
-		if (q->nev || q->more)
+		 * of a key id): read on, within the call's time. */
+		if (q->nev)
 			continue;
+		if (q->more) {
+			if (q->live && deadline >= 0 && mono_ns() >= deadline)
+				return sc_error_set(err, ETIMEDOUT,
+						    "no new event within %d "
+						    "ms",
+						    timeout_ms);
+			continue;
+		}
 		if (!q->live)
 			return 0;
 		if (atomic_load(&q->cancelled))

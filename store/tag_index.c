@@ -7,8 +7,8 @@
  *   partition_index  key = key_id(partition) ++ position, one row per
  *                    event with a partition; value empty
  *
- * key_id is entity_index's (sc_index_key_id): the value whole up to 503
- * bytes, else its first 487 bytes ++ its XXH3-128 hash, so every valid
+ * key_id is entity_index's (sc_index_key_id): the value whole up to 499
+ * bytes, else its first 483 bytes ++ its XXH3-128 hash, so every valid
  * tag and partition (up to 4096 bytes) has a key within LMDB's 511 bytes,
  * and an append never fails for the length of a value. A key id may stand
  * for several values: a query checks every event it reads back.

@@ -810,6 +810,47 @@ static void test_verify_indexes(void **state)
 /* A record that does not decode: every query call that reaches it
  * reports SC_ECORRUPT, again and again; a batch delivers the events
  * before it first. */
+/* A record over SC_EVENT_RECORD_MAX (a damaged store): refused at its
+ * position, after the events before it, on every later call, through the
+ * log and through tag_index. */
+static void test_record_over_limit(void **state)
+{
+	SC_UNUSED(state);
+	size_t len = (size_t)SC_EVENT_RECORD_MAX + 1;
+	char *rec = calloc(1, len);
+	assert_non_null(rec);
+	sc_str tag = {"t", 1};
+	for (uint64_t lag = 0; lag <= 1; lag++) {
+		char dir[256];
+		sc_store_options o = opts(lag);
+		o.map_size = (size_t)256 << 20;
+		sc_store *s = tk_store_create(dir, sizeof dir, &o);
+		append_deletes(s, 5, (sc_str){NULL, 0}, &tag, 1);
+		put_record(s, 3, rec, len);
+		sc_query_spec specs[2] = {{.kind = SC_QUERY_ALL},
+					  {.kind = SC_QUERY_TAG, .key = tag}};
+		for (int i = 0; i < 2; i++) {
+			sc_query *q = open_query(s, &specs[i]);
+			const sc_event *e;
+			sc_error err;
+			assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+			assert_int_equal(e->position, 1);
+			assert_int_equal(sc_query_next(q, 0, &e, &err), 0);
+			assert_int_equal(e->position, 2);
+			for (int k = 0; k < 2; k++) {
+				assert_int_equal(sc_query_next(q, 0, &e, &err),
+						 SC_ETOOBIG);
+				assert_null(e);
+				assert_non_null(
+				    strstr(err.message, "position 3 is"));
+			}
+			sc_query_close(q);
+		}
+		sc_store_close(s);
+	}
+	free(rec);
+}
+
 static void test_damaged_record(void **state)
 {
 	SC_UNUSED(state);
@@ -1448,6 +1489,7 @@ int main(void)
 	    cmocka_unit_test(test_format3_store),
 	    cmocka_unit_test(test_verify_indexes),
 	    cmocka_unit_test(test_damaged_record),
+	    cmocka_unit_test(test_record_over_limit),
 	    cmocka_unit_test(test_large_batches),
 	    cmocka_unit_test(test_tail_peek),
 	    cmocka_unit_test(test_index_batches),

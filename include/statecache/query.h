@@ -119,7 +119,9 @@ SC_API int sc_query_open(sc_store *store, const sc_query_spec *spec,
  * returns it too), SC_ECORRUPT (a record or an index row is damaged: the
  * message names the position; the events before it are delivered first,
  * and every later call returns the same error: a query never goes on past
- * damage), SC_EREADERS, SC_ELMDB, ENOMEM (these three may be retried).
+ * damage), SC_ETOOBIG (a record over SC_EVENT_RECORD_MAX: likewise
+ * reported at its position on every later call), SC_EREADERS, SC_ELMDB, ENOMEM
+ * (these three may be retried).
  */
 SC_API int sc_query_next(sc_query *q, int timeout_ms, const sc_event **ev,
 			 sc_error *err);
