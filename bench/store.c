@@ -27,6 +27,10 @@
  *                           peer: SQLite WAL, synchronous=FULL, the same
  *                           16 threads each with its own connection, one
  *                           transaction per event, one writer at a time.
+ *                           Also LMDB alone committing 16 encoded events
+ *                           per transaction (lmdb_alone_*): the most 16
+ *                           appenders of one event each can share, the
+ *                           floor of a store whose log is LMDB.
  *   append_growth           1,000,000 events in batches of 1,000,
  *                           durability full: events/s over the last
  *                           100,000 against the first 100,000 (ingest
@@ -370,7 +374,7 @@ static void *group_thread(void *p)
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
 	if (!a->s) {
-		db = sql_open(a->db_path, true);
+		db = sql_open(a->db_path, SC_DURABILITY_FULL);
 		if (sqlite3_prepare_v2(db,
 				       "INSERT INTO events VALUES (NULL, ?, ?)",
 				       -1, &st, NULL) != SQLITE_OK)
@@ -446,15 +450,25 @@ static void bench_group(const char *root)
 		die("append_group", "the log does not hold every event");
 	sc_store_close(s);
 	rm_rf(dir);
-	sqlite3 *db = sql_open(db_path, true);
+	sqlite3 *db = sql_open(db_path, SC_DURABILITY_FULL);
 	sqlite3_close(db);
 	double y = group_run(NULL, db_path);
+	/* The floor: LMDB alone committing GROUP_THREADS events per
+	 * transaction (the most the appenders, one event each in flight,
+	 * can share), synced as the store syncs. */
+	char lmdb_dir[512];
+	snprintf(lmdb_dir, sizeof lmdb_dir, "%s/group_lmdb", root);
+	uint64_t n = GROUP_THREADS * GROUP_EACH;
+	double z = (double)n / lmdb_append(lmdb_dir, n, GROUP_THREADS, 100000,
+					   SC_DURABILITY_FULL);
+	rm_rf(lmdb_dir);
 	printf("{\"name\":\"append_group\",\"threads\":%d,\"batch\":1,"
 	       "\"durability\":\"full\",\"events\":%llu,\"events_per_s\":%.0f,"
 	       "\"peer\":\"sqlite_wal\",\"peer_events_per_s\":%.0f,\"ratio\":"
-	       "%.2f}\n",
-	       GROUP_THREADS, (unsigned long long)(GROUP_THREADS * GROUP_EACH),
-	       x, y, x / y);
+	       "%.2f,\"lmdb_alone_batch\":%d,\"lmdb_alone_events_per_s\":%.0f,"
+	       "\"lmdb_alone_ratio\":%.2f,\"of_lmdb_alone\":%.2f}\n",
+	       GROUP_THREADS, (unsigned long long)n, x, y, x / y, GROUP_THREADS,
+	       z, z / y, x / z);
 	fflush(stdout);
 	char cmd[700];
 	snprintf(cmd, sizeof cmd, "rm -f %s*", db_path);
