@@ -32,6 +32,17 @@
  * - A lone appender finds the queue empty, leads at once and waits for
  *   nobody: no handoff between threads when nobody waits.
  *
+ * The appenders a commit releases come back with their next batches a few
+ * microseconds later, after the next leader has taken the queue: groups
+ * would split into two halves that alternate, each paying a whole commit.
+ * So a leader whose queue holds fewer batches than the appenders seen at
+ * the last handoff (the group then written and those queued behind it)
+ * waits for the rest, at most a quarter of the last transaction's time
+ * (GROUP_LINGER_SHARE, and never over GROUP_LINGER_MAX_NS): with
+ * durability full that is a fraction of a flush for a group up to twice
+ * as large. A lone appender (one seen) never waits; when appenders stop,
+ * one wait times out and the next handoff counts fewer.
+ *
  * The leader's request and those it takes stay in the queue until it has
  * written them, so an append that arrives meanwhile queues behind them and
  * waits for its turn to lead. Requests live on their callers' stacks; the
@@ -40,7 +51,10 @@
  */
 #include "store/store_internal.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/internal.h"
 
@@ -51,6 +65,11 @@
  * a huge transaction of others. */
 #define GROUP_BATCHES_MAX 64
 #define GROUP_EVENTS_MAX  65536
+
+/* A leader waits for its group at most the last transaction's time over
+ * this, and never longer than GROUP_LINGER_MAX_NS. */
+#define GROUP_LINGER_SHARE  4
+#define GROUP_LINGER_MAX_NS 2000000
 
 /* One sc_store_append waiting in, or leading, the queue. */
 typedef struct sc_append_req {
@@ -113,6 +132,47 @@ static void settle(sc_append_req *r, int rc, const sc_error *err)
 	r->err = *err;
 	r->err.code = rc;
 	r->settled = true;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The batches queued from `me` on, at most `cap`. Under group_mu. */
+static size_t queued_from(const sc_append_req *me, size_t cap)
+{
+	size_t n = 0;
+	for (const sc_append_req *r = me; r && n < cap; r = r->next)
+		n++;
+	return n;
+}
+
+/* The leader `me` waits for the appenders the last handoff saw to queue
+ * again (see the top of this file). Under group_mu. */
+static void linger(sc_store *store, sc_append_req *me)
+{
+	size_t want = store->group_seen;
+	if (want > GROUP_BATCHES_MAX)
+		want = GROUP_BATCHES_MAX;
+	if (want < 2 || queued_from(me, want) >= want)
+		return;
+	int64_t wait = store->group_write_ns / GROUP_LINGER_SHARE;
+	if (wait > GROUP_LINGER_MAX_NS)
+		wait = GROUP_LINGER_MAX_NS;
+	if (wait <= 0)
+		return;
+	int64_t end = mono_ns() + wait;
+	struct timespec until = {(time_t)(end / 1000000000),
+				 (long)(end % 1000000000)};
+	store->group_lingering = true;
+	while (queued_from(me, want) < want)
+		if (pthread_cond_timedwait(&me->cv, &store->group_mu, &until) ==
+		    ETIMEDOUT)
+			break;
+	store->group_lingering = false;
 }
 
 /* Write the batches of reqs[0..m) (under write_mu) and settle each. */
@@ -182,13 +242,20 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 		    uint64_t *first, sc_error *err)
 {
 	sc_append_req me = {.evs = events, .n = n};
-	pthread_cond_init(&me.cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&me.cv, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_mutex_lock(&store->group_mu);
 	if (store->group_tail)
 		store->group_tail->next = &me;
 	else
 		store->group_head = &me;
 	store->group_tail = &me;
+	/* A leader waiting for its group: one more is here. */
+	if (store->group_lingering && store->group_head != &me)
+		pthread_cond_signal(&store->group_head->cv);
 	while (!me.done && store->group_head != &me)
 		pthread_cond_wait(&me.cv, &store->group_mu);
 	if (me.done) {
@@ -197,6 +264,7 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 		goto out;
 	}
 	/* The head of the queue leads: it takes the batches behind it. */
+	linger(store, &me);
 	sc_append_req *reqs[GROUP_BATCHES_MAX];
 	size_t m = 0, total = 0;
 	for (sc_append_req *r = &me; r && m < GROUP_BATCHES_MAX; r = r->next) {
@@ -208,7 +276,9 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 	pthread_mutex_unlock(&store->group_mu);
 
 	pthread_mutex_lock(&store->write_mu);
+	int64_t t0 = mono_ns();
 	write_group(store, reqs, m);
+	int64_t took = mono_ns() - t0;
 	bool snap = store->opt.snapshot_every &&
 		    store->since_snapshot >= store->opt.snapshot_every;
 	uint64_t last = atomic_load(&store->last_position);
@@ -222,6 +292,8 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 	store->group_head = rest;
 	if (!rest)
 		store->group_tail = NULL;
+	store->group_seen = m + queued_from(rest, GROUP_BATCHES_MAX);
+	store->group_write_ns = took;
 	for (size_t i = 1; i < m; i++) {
 		reqs[i]->done = true;
 		pthread_cond_signal(&reqs[i]->cv);

@@ -124,6 +124,12 @@ struct sc_store {
 	pthread_mutex_t group_mu;
 	struct sc_append_req *group_head, *group_tail;
 	uint64_t groups_shared; /* transactions that held >1 batch */
+	/* Appenders seen at the last handoff (the group written and those
+	 * queued behind it) and how long its transaction took: what the
+	 * next leader waits for, and for how long at most (group.c). */
+	size_t group_seen;
+	int64_t group_write_ns;
+	bool group_lingering; /* a leader waits for its group */
 
 	_Atomic uint64_t last_position;
 	/* entity_index holds a row for every event up to this position

@@ -201,6 +201,9 @@ static void test_group_written_batch_by_batch(void **state)
 	assert_int_equal(sc_store_add_projector(s, &p, &err), 0);
 	size_t shared_before = s->groups_shared;
 	static appender b[N];
+	/* The first leader takes the queue as it finds it (no wait for the
+	 * N appenders the last handoff saw). */
+	s->group_seen = 0;
 	run_queued(s, b, 2);
 	sc_testing_fail_alloc_after(-1);
 	assert_true(ar.armed);
@@ -220,6 +223,45 @@ static void test_group_written_batch_by_batch(void **state)
 	assert_int_equal(sc_store_open(f->root, &o, &f->store, &err), 0);
 	assert_int_equal(sc_store_last_position(f->store), 2 * N * PER);
 	assert_true(tk_cache_matches(sc_store_cache(f->store), f->model));
+}
+
+/* A leader waits for the appenders the last handoff saw, at most a
+ * quarter of the last transaction's time: a lone appender after a group of
+ * N waits that long once, writes alone, and the next handoff counts it
+ * alone (no wait after). The wait never changes what is written. */
+static void test_group_linger_times_out(void **state)
+{
+	fixture *f = *state;
+	sc_store *s = f->store;
+	static appender a[3];
+	for (unsigned k = 0; k < 3; k++) {
+		a[k].store = s;
+		a[k].t = k;
+		appender_fill(&a[k], 1);
+	}
+	/* As after a group of N whose transaction took 8 ms: the wait is
+	 * capped at 2 ms. */
+	pthread_mutex_lock(&s->group_mu);
+	s->group_seen = N;
+	s->group_write_ns = 8000000;
+	pthread_mutex_unlock(&s->group_mu);
+	appender_main(&a[0]);
+	assert_int_equal(a[0].rc, 0);
+	assert_int_equal(a[0].first, 1);
+	pthread_mutex_lock(&s->group_mu);
+	assert_int_equal(s->group_seen, 1);
+	assert_false(s->group_lingering);
+	pthread_mutex_unlock(&s->group_mu);
+	/* Two appenders one after the other: each leads alone at once. */
+	appender_main(&a[1]);
+	appender_main(&a[2]);
+	assert_int_equal(a[1].rc, 0);
+	assert_int_equal(a[2].rc, 0);
+	assert_int_equal(a[1].first, 1 + PER);
+	assert_int_equal(a[2].first, 1 + 2 * PER);
+	assert_int_equal(s->groups_shared, 0);
+	model_apply(f->model, a, 3);
+	assert_true(tk_cache_matches(sc_store_cache(s), f->model));
 }
 
 static void test_append_refusals(void **state)
@@ -290,6 +332,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_group_written_batch_by_batch,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_linger_times_out, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_append_refusals, setup,
 					    teardown),
 	};
