@@ -396,7 +396,11 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * every caller gets the outcome of its own batch. Durability is unchanged:
  * a call returns only after the transaction holding its batch was
  * committed (and synced, in durability full) and the cache promoted.
- * An append with nobody else appending waits for no other thread.
+ * An append with nobody else appending waits for no other thread. The
+ * first of the queued appends waits for the appenders the last commit
+ * saw (those it wrote and those queued behind it) to queue again, at most
+ * a quarter of that commit's time and never over 2 ms, so that appenders
+ * released together are written together.
  *
  * On success *first (may be NULL) is the first position. On any failure
  * nothing of the batch is written, the cache is unchanged and the
