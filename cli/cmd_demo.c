@@ -130,6 +130,23 @@ static void *reader_main(void *p)
 
 /* ===== steps ============================================================== */
 
+/* Ingest every line of `src` through the pipeline of `ingest`. */
+static int demo_ingest_source(sc_store *st, sc_cli_source *src, size_t batch,
+			      unsigned threads, sc_cli_ingest_result *res)
+{
+	sc_cli_ingest_opts opt = {.batch = batch,
+				  .progress = isatty(STDERR_FILENO),
+				  .threads = threads,
+				  .idle_ms = -1};
+	sc_error err;
+	sc_error_clear(&err);
+	int rc = sc_cli_ingest_run(st, src, &opt, res, &err);
+	if (rc)
+		fprintf(stderr, "statecache demo: ingest failed: %s\n",
+			err.message);
+	return rc;
+}
+
 static int demo_ingest(sc_store *st, uint64_t seed, uint32_t entities,
 		       uint64_t first_seq, uint64_t count, size_t batch,
 		       unsigned threads, sc_cli_ingest_result *res)
@@ -138,17 +155,8 @@ static int demo_ingest(sc_store *st, uint64_t seed, uint32_t entities,
 	sc_cli_gen_source_init(&src, seed, entities, DEMO_T0, count);
 	/* continue the stream's sequence numbers and clock */
 	src.gen.count = first_seq;
-	sc_cli_ingest_opts opt = {.batch = batch,
-				  .progress = isatty(STDERR_FILENO),
-				  .threads = threads,
-				  .idle_ms = -1};
-	sc_error err;
-	sc_error_clear(&err);
-	int rc = sc_cli_ingest_run(st, &src.base, &opt, res, &err);
+	int rc = demo_ingest_source(st, &src.base, batch, threads, res);
 	sc_cli_gen_source_free(&src);
-	if (rc)
-		fprintf(stderr, "statecache demo: ingest failed: %s\n",
-			err.message);
 	return rc;
 }
 
@@ -240,17 +248,8 @@ static int demo_ingest_file(sc_store *st, FILE *f, size_t batch,
 				"ingest's read buffer\n");
 		return ENOMEM;
 	}
-	sc_cli_ingest_opts opt = {.batch = batch,
-				  .progress = isatty(STDERR_FILENO),
-				  .threads = threads,
-				  .idle_ms = -1};
-	sc_error err;
-	sc_error_clear(&err);
-	int rc = sc_cli_ingest_run(st, &src.base, &opt, res, &err);
+	int rc = demo_ingest_source(st, &src.base, batch, threads, res);
 	sc_cli_file_source_free(&src);
-	if (rc)
-		fprintf(stderr, "statecache demo: ingest failed: %s\n",
-			err.message);
 	return rc;
 }
 
