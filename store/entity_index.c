@@ -262,6 +262,16 @@ size_t sc_index_key_of(uint8_t *k, sc_str partition, sc_str id)
 }
 
 /* Write key_id(id) to k; returns its length. */
+size_t sc_index_range(sc_index_key *lo, sc_index_key *hi, sc_str value,
+		      uint64_t from, uint64_t to)
+{
+	size_t idlen = sc_index_key_id(lo->b, value);
+	memcpy(hi->b, lo->b, idlen);
+	sc_be64_put(lo->b + idlen, from);
+	sc_be64_put(hi->b + idlen, to);
+	return idlen;
+}
+
 size_t sc_index_key_id(uint8_t *k, sc_str id)
 {
 	if (id.len <= SC_INDEX_ID_WHOLE_MAX) {
@@ -556,10 +566,7 @@ int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
 	if (rc)
 		return sc_store_lmdb_error(err, rc, what);
 	sc_index_key lo, hi;
-	size_t idlen = sc_index_key_id(lo.b, id);
-	memcpy(hi.b, lo.b, idlen);
-	sc_be64_put(lo.b + idlen, from);
-	sc_be64_put(hi.b + idlen, to);
+	size_t idlen = sc_index_range(&lo, &hi, id, from, to);
 	size_t klen = idlen + 8;
 	MDB_val k = {klen, lo.b}, v;
 	int op = MDB_SET_RANGE;

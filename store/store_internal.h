@@ -333,6 +333,12 @@ typedef struct sc_index_key {
  * for SC_INDEX_ID_WHOLE_MAX bytes; returns its length. */
 size_t sc_index_key_id(uint8_t *k, sc_str id);
 
+/* The keys of `value`'s rows at positions from..to (its key id ++ each
+ * position, big-endian) into lo and hi; returns the key id's length (the
+ * keys are 8 bytes longer). */
+size_t sc_index_range(sc_index_key *lo, sc_index_key *hi, sc_str value,
+		      uint64_t from, uint64_t to);
+
 /* Write the key id of the entity (partition, id) to k (room for
  * SC_INDEX_KEY_MAX - 8 bytes): sc_index_key_id for the default partition;
  * returns its length. */

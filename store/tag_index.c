@@ -325,10 +325,7 @@ int sc_tag_index_positions(MDB_txn *txn, MDB_dbi dbi, const char *name,
 	if (rc)
 		goto fail;
 	sc_index_key lo, hi;
-	size_t idlen = sc_index_key_id(lo.b, value);
-	memcpy(hi.b, lo.b, idlen);
-	sc_be64_put(lo.b + idlen, from);
-	sc_be64_put(hi.b + idlen, to);
+	size_t idlen = sc_index_range(&lo, &hi, value, from, to);
 	size_t klen = idlen + 8;
 	MDB_val k = {klen, lo.b}, v;
 	int op = MDB_SET_RANGE;
