@@ -29,19 +29,24 @@
  * - A caller returns only after the transaction holding its batch was
  *   committed (synced, with durability full) and the cache promoted, or
  *   after its batch was refused and nothing of it written.
- * - A lone appender finds the queue empty, leads at once and waits for
- *   nobody: no handoff between threads when nobody waits.
+ * - A lone appender finds the queue empty and leads: no handoff between
+ *   threads when nobody waits, and no wait (below) once the last handoff
+ *   saw it alone, or lies further back than its write took.
  *
  * The appenders a commit releases come back with their next batches a few
  * microseconds later, after the next leader has taken the queue: groups
  * would split into two halves that alternate, each paying a whole commit.
- * So a leader whose queue holds fewer batches than the appenders seen at
- * the last handoff (the group then written and those queued behind it)
- * waits for the rest, at most a quarter of the last transaction's time
- * (GROUP_LINGER_SHARE, and never over GROUP_LINGER_MAX_NS): with
+ * So a leader whose group would hold fewer batches than the appenders
+ * seen at the last handoff (the batches it wrote and those queued behind
+ * it, at most GROUP_BATCHES_MAX) waits for the rest, at most a quarter of
+ * the last handoff's write time (GROUP_LINGER_SHARE, never over
+ * SC_GROUP_LINGER_MAX_NS), until its group is that large or full: with
  * durability full that is a fraction of a flush for a group up to twice
- * as large. A lone appender (one seen) never waits; when appenders stop,
- * one wait times out and the next handoff counts fewer.
+ * as large. It does not wait when the last handoff saw one appender, when
+ * that handoff is older than its write took (the appenders are not
+ * coming back at once), or when the wait would be shorter than a sleep
+ * and a wake-up (GROUP_LINGER_MIN_NS: commits without a sync). When
+ * appenders stop, one wait times out and the next handoff counts fewer.
  *
  * The leader's request and those it takes stay in the queue until it has
  * written them, so an append that arrives meanwhile queues behind them and
@@ -66,10 +71,13 @@
 #define GROUP_BATCHES_MAX 64
 #define GROUP_EVENTS_MAX  65536
 
-/* A leader waits for its group at most the last transaction's time over
- * this, and never longer than GROUP_LINGER_MAX_NS. */
-#define GROUP_LINGER_SHARE  4
-#define GROUP_LINGER_MAX_NS 2000000
+/* A leader waits for its group at most the last handoff's write time over
+ * this, and never longer than store->group_linger_max_ns
+ * (SC_GROUP_LINGER_MAX_NS). */
+#define GROUP_LINGER_SHARE 4
+/* A shorter wait is not worth a sleep and a wake-up (a few tens of
+ * microseconds each, more with the kernel's timer slack). */
+#define GROUP_LINGER_MIN_NS 100000
 
 /* One sc_store_append waiting in, or leading, the queue. */
 typedef struct sc_append_req {
@@ -150,6 +158,35 @@ static size_t queued_from(const sc_append_req *me, size_t cap)
 	return n;
 }
 
+/* The group the leader `me` takes: the batches queued from it on, at most
+ * GROUP_BATCHES_MAX and, beyond its own, GROUP_EVENTS_MAX events
+ * together. Returns how many; *full: a batch queued after them does not
+ * fit, or there are GROUP_BATCHES_MAX. Under group_mu. */
+static size_t group_take(sc_append_req *me, sc_append_req **reqs, bool *full)
+{
+	size_t m = 0, total = 0;
+	sc_append_req *r = me;
+	for (; r && m < GROUP_BATCHES_MAX; r = r->next) {
+		if (m && total + r->n > GROUP_EVENTS_MAX)
+			break;
+		if (reqs)
+			reqs[m] = r;
+		m++;
+		total += r->n;
+	}
+	*full = r != NULL;
+	return m;
+}
+
+/* The lingering leader's group is as large as it waits for. Under
+ * group_mu. */
+static bool group_ready(sc_store *store, sc_append_req *head)
+{
+	bool full;
+	size_t m = group_take(head, NULL, &full);
+	return full || m >= store->group_want;
+}
+
 /* The leader `me` waits for the appenders the last handoff saw to queue
  * again (see the top of this file). Under group_mu. */
 static void linger(sc_store *store, sc_append_req *me)
@@ -157,20 +194,29 @@ static void linger(sc_store *store, sc_append_req *me)
 	size_t want = store->group_seen;
 	if (want > GROUP_BATCHES_MAX)
 		want = GROUP_BATCHES_MAX;
-	if (want < 2 || queued_from(me, want) >= want)
+	if (want < 2)
+		return;
+	int64_t now = mono_ns();
+	/* A handoff longer ago than its transaction took: the appenders it
+	 * released are not coming back at once. */
+	if (now - store->group_handoff_ns > store->group_write_ns)
 		return;
 	int64_t wait = store->group_write_ns / GROUP_LINGER_SHARE;
-	if (wait > GROUP_LINGER_MAX_NS)
-		wait = GROUP_LINGER_MAX_NS;
-	if (wait <= 0)
+	if (wait > store->group_linger_max_ns)
+		wait = store->group_linger_max_ns;
+	/* Shorter than a sleep and a wake-up: not worth one. */
+	if (wait < GROUP_LINGER_MIN_NS)
 		return;
-	int64_t end = mono_ns() + wait;
+	store->group_want = want;
+	if (group_ready(store, me))
+		return;
+	int64_t end = now + wait;
 	struct timespec until = {(time_t)(end / 1000000000),
 				 (long)(end % 1000000000)};
 	store->group_lingering = true;
-	while (queued_from(me, want) < want)
-		if (pthread_cond_timedwait(&me->cv, &store->group_mu, &until) ==
-		    ETIMEDOUT)
+	store->group_lingered++;
+	while (!group_ready(store, me))
+		if (pthread_cond_timedwait(&me->cv, &store->group_mu, &until))
 			break;
 	store->group_lingering = false;
 }
@@ -253,8 +299,9 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 	else
 		store->group_head = &me;
 	store->group_tail = &me;
-	/* A leader waiting for its group: one more is here. */
-	if (store->group_lingering && store->group_head != &me)
+	/* A leader waiting for its group: wake it once the group is whole. */
+	if (store->group_lingering && store->group_head != &me &&
+	    group_ready(store, store->group_head))
 		pthread_cond_signal(&store->group_head->cv);
 	while (!me.done && store->group_head != &me)
 		pthread_cond_wait(&me.cv, &store->group_mu);
@@ -266,13 +313,8 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 	/* The head of the queue leads: it takes the batches behind it. */
 	linger(store, &me);
 	sc_append_req *reqs[GROUP_BATCHES_MAX];
-	size_t m = 0, total = 0;
-	for (sc_append_req *r = &me; r && m < GROUP_BATCHES_MAX; r = r->next) {
-		if (m && total + r->n > GROUP_EVENTS_MAX)
-			break;
-		reqs[m++] = r;
-		total += r->n;
-	}
+	bool full;
+	size_t m = group_take(&me, reqs, &full);
 	pthread_mutex_unlock(&store->group_mu);
 
 	pthread_mutex_lock(&store->write_mu);
@@ -294,6 +336,7 @@ int sc_group_append(sc_store *store, const sc_event *events, size_t n,
 		store->group_tail = NULL;
 	store->group_seen = m + queued_from(rest, GROUP_BATCHES_MAX);
 	store->group_write_ns = took;
+	store->group_handoff_ns = mono_ns();
 	for (size_t i = 1; i < m; i++) {
 		reqs[i]->done = true;
 		pthread_cond_signal(&reqs[i]->cv);

@@ -618,6 +618,7 @@ int sc_store_open(const char *dir, const sc_store_options *opt, sc_store **out,
 	pthread_mutex_init(&s->ckpt_mu, NULL);
 	pthread_mutex_init(&s->write_mu, NULL);
 	pthread_mutex_init(&s->group_mu, NULL);
+	s->group_linger_max_ns = SC_GROUP_LINGER_MAX_NS;
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* A map growth must not starve behind a stream of readers. */

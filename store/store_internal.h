@@ -129,7 +129,12 @@ struct sc_store {
 	 * next leader waits for, and for how long at most (group.c). */
 	size_t group_seen;
 	int64_t group_write_ns;
-	bool group_lingering; /* a leader waits for its group */
+	int64_t group_handoff_ns;    /* when (CLOCK_MONOTONIC) */
+	int64_t group_linger_max_ns; /* the cap of a wait: open sets
+					SC_GROUP_LINGER_MAX_NS, tests more */
+	size_t group_want;	 /* the group a lingering leader waits for */
+	bool group_lingering;	 /* a leader waits for its group */
+	uint64_t group_lingered; /* leaders that waited */
 
 	_Atomic uint64_t last_position;
 	/* entity_index holds a row for every event up to this position
@@ -323,6 +328,9 @@ int sc_index_through_put(sc_store *store, MDB_txn *txn, uint64_t through);
  * before its first append. store->last_position must be set. */
 int sc_index_open(sc_store *store, MDB_txn *txn, uint32_t version,
 		  sc_error *err);
+
+/* The longest a group commit's leader waits for its group (group.c). */
+#define SC_GROUP_LINGER_MAX_NS 2000000
 
 /* Scratch for one entity_index key. */
 typedef struct sc_index_key {

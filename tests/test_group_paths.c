@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "statecache/store.h"
 #include "statecache/testing.h"
@@ -203,7 +204,9 @@ static void test_group_written_batch_by_batch(void **state)
 	static appender b[N];
 	/* The first leader takes the queue as it finds it (no wait for the
 	 * N appenders the last handoff saw). */
+	pthread_mutex_lock(&s->group_mu);
 	s->group_seen = 0;
+	pthread_mutex_unlock(&s->group_mu);
 	run_queued(s, b, 2);
 	sc_testing_fail_alloc_after(-1);
 	assert_true(ar.armed);
@@ -225,42 +228,93 @@ static void test_group_written_batch_by_batch(void **state)
 	assert_true(tk_cache_matches(sc_store_cache(f->store), f->model));
 }
 
-/* A leader waits for the appenders the last handoff saw, at most a
- * quarter of the last transaction's time: a lone appender after a group of
- * N waits that long once, writes alone, and the next handoff counts it
- * alone (no wait after). The wait never changes what is written. */
-static void test_group_linger_times_out(void **state)
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* As after a handoff `age_ns` ago that saw `seen` appenders and whose
+ * write took `write_ns`. */
+static void set_handoff(sc_store *s, size_t seen, int64_t write_ns,
+			int64_t age_ns, int64_t max_ns)
+{
+	pthread_mutex_lock(&s->group_mu);
+	s->group_seen = seen;
+	s->group_write_ns = write_ns;
+	s->group_handoff_ns = now_ns() - age_ns;
+	s->group_linger_max_ns = max_ns;
+	pthread_mutex_unlock(&s->group_mu);
+}
+
+static uint64_t lingered(sc_store *s)
+{
+	pthread_mutex_lock(&s->group_mu);
+	uint64_t n = s->group_lingered;
+	pthread_mutex_unlock(&s->group_mu);
+	return n;
+}
+
+/* A group commit's leader waits for the appenders the last handoff saw
+ * (group.c): only after a recent handoff that saw several, only when the
+ * wait is worth a sleep, and never longer than the cap; an appender that
+ * arrives ends the wait and joins the group. The wait never changes what
+ * is written. */
+static void test_group_linger(void **state)
 {
 	fixture *f = *state;
 	sc_store *s = f->store;
-	static appender a[3];
-	for (unsigned k = 0; k < 3; k++) {
+	static appender a[6];
+	for (unsigned k = 0; k < 6; k++) {
 		a[k].store = s;
 		a[k].t = k;
 		appender_fill(&a[k], 1);
 	}
-	/* As after a group of N whose transaction took 8 ms: the wait is
-	 * capped at 2 ms. */
-	pthread_mutex_lock(&s->group_mu);
-	s->group_seen = N;
-	s->group_write_ns = 8000000;
-	pthread_mutex_unlock(&s->group_mu);
+	/* No wait: one appender seen; a handoff older than its write; a
+	 * write too short to be worth a sleep. */
+	set_handoff(s, 1, 8000000, 0, SC_GROUP_LINGER_MAX_NS);
 	appender_main(&a[0]);
-	assert_int_equal(a[0].rc, 0);
-	assert_int_equal(a[0].first, 1);
+	set_handoff(s, N, 8000000, 1000000000, SC_GROUP_LINGER_MAX_NS);
+	appender_main(&a[1]);
+	set_handoff(s, N, 100000, 0, SC_GROUP_LINGER_MAX_NS);
+	appender_main(&a[2]);
+	assert_int_equal(lingered(s), 0);
+	/* A recent handoff that saw N, a write of 8 ms: a lone appender
+	 * waits (2 ms, the cap), writes alone, and the next handoff counts
+	 * it alone. */
+	set_handoff(s, N, 8000000, 0, SC_GROUP_LINGER_MAX_NS);
+	appender_main(&a[3]);
+	assert_int_equal(lingered(s), 1);
 	pthread_mutex_lock(&s->group_mu);
 	assert_int_equal(s->group_seen, 1);
 	assert_false(s->group_lingering);
 	pthread_mutex_unlock(&s->group_mu);
-	/* Two appenders one after the other: each leads alone at once. */
-	appender_main(&a[1]);
-	appender_main(&a[2]);
-	assert_int_equal(a[1].rc, 0);
-	assert_int_equal(a[2].rc, 0);
-	assert_int_equal(a[1].first, 1 + PER);
-	assert_int_equal(a[2].first, 1 + 2 * PER);
 	assert_int_equal(s->groups_shared, 0);
-	model_apply(f->model, a, 3);
+	/* Two seen, the cap raised to a minute: the leader waits until the
+	 * second appender queues, which wakes it, and both go in one
+	 * transaction. */
+	set_handoff(s, 2, (int64_t)3600 * 1000000000, 0,
+		    (int64_t)60 * 1000000000);
+	pthread_t th[2];
+	assert_int_equal(pthread_create(&th[0], NULL, appender_main, &a[4]), 0);
+	for (;;) {
+		pthread_mutex_lock(&s->group_mu);
+		bool waiting = s->group_lingering;
+		pthread_mutex_unlock(&s->group_mu);
+		if (waiting)
+			break;
+		sched_yield();
+	}
+	assert_int_equal(pthread_create(&th[1], NULL, appender_main, &a[5]), 0);
+	for (unsigned k = 0; k < 2; k++)
+		assert_int_equal(pthread_join(th[k], NULL), 0);
+	assert_int_equal(lingered(s), 2);
+	assert_int_equal(s->groups_shared, 1);
+	for (unsigned k = 0; k < 6; k++)
+		assert_int_equal(a[k].rc, 0);
+	assert_ranges(a, 6, 1);
+	model_apply(f->model, a, 6);
 	assert_true(tk_cache_matches(sc_store_cache(s), f->model));
 }
 
@@ -332,8 +386,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_group_written_batch_by_batch,
 					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_group_linger_times_out, setup,
-					    teardown),
+	    cmocka_unit_test_setup_teardown(test_group_linger, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_append_refusals, setup,
 					    teardown),
 	};

@@ -396,11 +396,15 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * every caller gets the outcome of its own batch. Durability is unchanged:
  * a call returns only after the transaction holding its batch was
  * committed (and synced, in durability full) and the cache promoted.
- * An append with nobody else appending waits for no other thread. The
- * first of the queued appends waits for the appenders the last commit
- * saw (those it wrote and those queued behind it) to queue again, at most
- * a quarter of that commit's time and never over 2 ms, so that appenders
- * released together are written together.
+ * An append with nobody else appending waits for no other thread, but
+ * right after a shared commit: the first of the queued appends then waits
+ * for the appenders that commit saw (the batches it wrote and those queued
+ * behind it, at most 64) until its group is that large or full, at most a
+ * quarter of that commit's write time and never over 2 ms, so that
+ * appenders released together are written together. It does not wait
+ * when that commit saw one appender, when it ended longer ago than its
+ * write took, or when the wait would be under 0.1 ms (commits without a
+ * sync).
  *
  * On success *first (may be NULL) is the first position. On any failure
  * nothing of the batch is written, the cache is unchanged and the
