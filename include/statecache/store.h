@@ -397,11 +397,11 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * a call returns only after the transaction holding its batch was
  * committed (and synced, in durability full) and the cache promoted.
  * An append with nobody else appending waits for no other thread, but
- * right after a shared commit: the first of the queued appends then waits
- * for the appenders that commit saw (the batches it wrote and those queued
- * behind it, at most 64) until its group is that large or full, at most a
- * quarter of that commit's write time and never over 2 ms, so that
- * appenders released together are written together. It does not wait
+ * right after a commit that saw several: the first of the queued appends
+ * then waits for the appenders that commit saw (the batches it wrote and
+ * those queued behind it, at most 64) until its group is that large or
+ * full, at most a quarter of that commit's write time and never over
+ * 2 ms, so that appenders released together are written together. It does not wait
  * when that commit saw one appender, when it ended longer ago than its
  * write took, or when the wait would be under 0.1 ms (commits without a
  * sync).
