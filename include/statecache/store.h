@@ -401,8 +401,8 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * then waits for the appenders that commit saw (the batches it wrote and
  * those queued behind it, at most 64) until its group is that large or
  * full, at most a quarter of that commit's write time and never over
- * 2 ms, so that appenders released together are written together. It does not wait
- * when that commit saw one appender, when it ended longer ago than its
+ * 2 ms, so that appenders released together are written together. It does not
+ * wait when that commit saw one appender, when it ended longer ago than its
  * write took, or when the wait would be under 0.1 ms (commits without a
  * sync).
  *
