@@ -75,9 +75,9 @@
  * this, and never longer than store->group_linger_max_ns
  * (SC_GROUP_LINGER_MAX_NS). */
 #define GROUP_LINGER_SHARE 4
-/* A shorter wait is not worth a sleep and a wake-up (a few tens of
- * microseconds each, more with the kernel's timer slack). */
-#define GROUP_LINGER_MIN_NS 100000
+/* A shorter wait is not worth a sleep and a wake-up: commits without a
+ * sync take a few to tens of microseconds, a synced one hundreds. */
+#define GROUP_LINGER_MIN_NS 25000
 
 /* One sc_store_append waiting in, or leading, the queue. */
 typedef struct sc_append_req {

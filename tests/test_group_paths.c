@@ -277,7 +277,7 @@ static void test_group_linger(void **state)
 	appender_main(&a[0]);
 	set_handoff(s, N, 8000000, 1000000000, SC_GROUP_LINGER_MAX_NS);
 	appender_main(&a[1]);
-	set_handoff(s, N, 100000, 0, SC_GROUP_LINGER_MAX_NS);
+	set_handoff(s, N, 40000, 0, SC_GROUP_LINGER_MAX_NS);
 	appender_main(&a[2]);
 	assert_int_equal(lingered(s), 0);
 	/* A recent handoff that saw N, a write of 8 ms: a lone appender

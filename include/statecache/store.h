@@ -403,7 +403,7 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * full, at most a quarter of that commit's write time and never over
  * 2 ms, so that appenders released together are written together. It does not
  * wait when that commit saw one appender, when it ended longer ago than its
- * write took, or when the wait would be under 0.1 ms (commits without a
+ * write took, or when the wait would be under 25 us (commits without a
  * sync).
  *
  * On success *first (may be NULL) is the first position. On any failure
