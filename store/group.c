@@ -159,9 +159,10 @@ static size_t queued_from(const sc_append_req *me, size_t cap)
 }
 
 /* The group the leader `me` takes: the batches queued from it on, at most
- * GROUP_BATCHES_MAX and, beyond its own, GROUP_EVENTS_MAX events
- * together. Returns how many; *full: a batch queued after them does not
- * fit, or there are GROUP_BATCHES_MAX. Under group_mu. */
+ * GROUP_BATCHES_MAX holding at most GROUP_EVENTS_MAX events together (its
+ * own batch always goes, whatever its size). Returns how many; *full: a
+ * batch queued after them does not fit, or there are GROUP_BATCHES_MAX.
+ * Under group_mu. */
 static size_t group_take(sc_append_req *me, sc_append_req **reqs, bool *full)
 {
 	size_t m = 0, total = 0;
@@ -174,7 +175,7 @@ static size_t group_take(sc_append_req *me, sc_append_req **reqs, bool *full)
 		m++;
 		total += r->n;
 	}
-	*full = r != NULL;
+	*full = r != NULL || m == GROUP_BATCHES_MAX;
 	return m;
 }
 

@@ -272,38 +272,42 @@ static void test_group_linger(void **state)
 		appender_fill(&a[k], 1);
 	}
 	/* No wait: one appender seen; a handoff older than its write; a
-	 * write too short to be worth a sleep. */
+	 * wait shorter than the minimum worth a sleep (the cap below it). */
 	set_handoff(s, 1, 8000000, 0, SC_GROUP_LINGER_MAX_NS);
 	appender_main(&a[0]);
 	set_handoff(s, N, 8000000, 1000000000, SC_GROUP_LINGER_MAX_NS);
 	appender_main(&a[1]);
-	set_handoff(s, N, 40000, 0, SC_GROUP_LINGER_MAX_NS);
+	set_handoff(s, N, 8000000, 0, 20000);
 	appender_main(&a[2]);
 	assert_int_equal(lingered(s), 0);
-	/* A recent handoff that saw N, a write of 8 ms: a lone appender
-	 * waits (2 ms, the cap), writes alone, and the next handoff counts
-	 * it alone. */
-	set_handoff(s, N, 8000000, 0, SC_GROUP_LINGER_MAX_NS);
+	/* A recent handoff that saw N, a write of 1 s: a lone appender
+	 * waits the whole cap (2 ms: a timed wait never ends early for lack
+	 * of time), writes alone, and the next handoff counts it alone. */
+	set_handoff(s, N, 1000000000, 0, SC_GROUP_LINGER_MAX_NS);
+	int64_t t0 = now_ns();
 	appender_main(&a[3]);
+	assert_true(now_ns() - t0 >= SC_GROUP_LINGER_MAX_NS);
 	assert_int_equal(lingered(s), 1);
 	pthread_mutex_lock(&s->group_mu);
 	assert_int_equal(s->group_seen, 1);
 	assert_false(s->group_lingering);
 	pthread_mutex_unlock(&s->group_mu);
 	assert_int_equal(s->groups_shared, 0);
-	/* Two seen, the cap raised to a minute: the leader waits until the
-	 * second appender queues, which wakes it, and both go in one
-	 * transaction. */
-	set_handoff(s, 2, (int64_t)3600 * 1000000000, 0,
-		    (int64_t)60 * 1000000000);
+	/* Two seen, no cap to speak of: the leader waits until the second
+	 * appender queues, whose arrival alone can wake it (a lost wake-up
+	 * hangs here), and both go in one transaction. */
+	set_handoff(s, 2, INT64_MAX / 2, 0, INT64_MAX / 4);
 	pthread_t th[2];
 	assert_int_equal(pthread_create(&th[0], NULL, appender_main, &a[4]), 0);
 	for (;;) {
 		pthread_mutex_lock(&s->group_mu);
 		bool waiting = s->group_lingering;
+		uint64_t waits = s->group_lingered;
 		pthread_mutex_unlock(&s->group_mu);
 		if (waiting)
 			break;
+		if (waits > 1)
+			fail_msg("the leader's wait ended before any arrival");
 		sched_yield();
 	}
 	assert_int_equal(pthread_create(&th[1], NULL, appender_main, &a[5]), 0);

@@ -385,15 +385,15 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * Group commit: appends called from several threads at once are written
  * together. While one transaction is being written and synced, the
  * appends that arrive queue up; the first of them then writes the queued
- * batches (up to 64 of them and, beyond the first, 65,536 events) in one
- * transaction, so one sync makes all of them durable. Each batch is still
- * all or nothing and gets one contiguous range of positions; batches
- * written together are in the order their appends queued. A batch that
- * fails validation never joins a transaction. If a projector refuses an
- * event, the transaction is aborted and written again without that
- * event's batch: only its caller gets SC_EPROJECTOR. Any other failure of
- * a shared transaction makes each of its batches be written alone, so
- * every caller gets the outcome of its own batch. Durability is unchanged:
+ * batches (up to 64 of them holding at most 65,536 events together; the
+ * first goes whatever its size) in one transaction, so one sync makes all of
+ * them durable. Each batch is still all or nothing and gets one contiguous
+ * range of positions; batches written together are in the order their appends
+ * queued. A batch that fails validation never joins a transaction. If a
+ * projector refuses an event, the transaction is aborted and written again
+ * without that event's batch: only its caller gets SC_EPROJECTOR. Any other
+ * failure of a shared transaction makes each of its batches be written alone,
+ * so every caller gets the outcome of its own batch. Durability is unchanged:
  * a call returns only after the transaction holding its batch was
  * committed (and synced, in durability full) and the cache promoted.
  * An append with nobody else appending waits for no other thread, but
@@ -403,8 +403,8 @@ SC_API MDB_env *sc_store_env(sc_store *store);
  * full, at most a quarter of that commit's write time and never over
  * 2 ms, so that appenders released together are written together. It does not
  * wait when that commit saw one appender, when it ended longer ago than its
- * write took, or when the wait would be under 25 us (commits without a
- * sync).
+ * write took, or when the wait would be under 25 us (a write under 100 us,
+ * as commits without a sync usually are).
  *
  * On success *first (may be NULL) is the first position. On any failure
  * nothing of the batch is written, the cache is unchanged and the
