@@ -546,7 +546,20 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 		 const uint32_t *part)
 {
 	sc_cache *cache = l->cache;
+	/* A lane's events lie scattered through the batch, last written on
+	 * another core: fetch the event LANE_PF_EVENT ahead, and the id and
+	 * first attributes of the one LANE_PF_DATA ahead (its struct is in
+	 * the cache by then). */
+	enum { LANE_PF_EVENT = 8, LANE_PF_DATA = 4 };
 	for (size_t k = 0; k < l->nidx && !l->rc; k++) {
+		if (k + LANE_PF_EVENT < l->nidx)
+			__builtin_prefetch(&evs[l->idx[k + LANE_PF_EVENT]]);
+		if (k + LANE_PF_DATA < l->nidx) {
+			const sc_event *pe = &evs[l->idx[k + LANE_PF_DATA]];
+			__builtin_prefetch(pe->entity.ptr);
+			__builtin_prefetch(pe->attrs);
+			__builtin_prefetch((const char *)pe->attrs + 64);
+		}
 		size_t i = l->idx[k];
 		const sc_event *ev = &evs[i];
 		sc_hamt_edit *ed = l->edits[part[i]];
