@@ -550,7 +550,7 @@ void sc_lane_run(sc_lane *l, const sc_event *evs, const uint64_t *hashes,
 	 * another core: fetch the event LANE_PF_EVENT ahead, and the id and
 	 * first attributes of the one LANE_PF_DATA ahead (its struct is in
 	 * the cache by then). */
-	enum { LANE_PF_EVENT = 8, LANE_PF_DATA = 4 };
+	enum { LANE_PF_EVENT = 16, LANE_PF_DATA = 8 };
 	for (size_t k = 0; k < l->nidx && !l->rc; k++) {
 		if (k + LANE_PF_EVENT < l->nidx)
 			__builtin_prefetch(&evs[l->idx[k + LANE_PF_EVENT]]);
