@@ -463,112 +463,73 @@ static vrow *vt_get(vtable *t, const uint8_t *key)
 	return r;
 }
 
-/* Count every partition's events and last position from the log. */
-static int vt_count(sc_store *store, MDB_txn *txn, vtable *t, sc_error *err)
+/* Count a log record's partition in the table `ctx`. */
+static int vt_count_row(void *ctx, const MDB_val *k, const MDB_val *v,
+			sc_error *err)
 {
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, store->dbi_events, &cur);
+	uint64_t pos = k->mv_size == 8 ? sc_be64_get(k->mv_data) : 0;
+	sc_str p, id;
+	int rc = sc_event_peek_key(v->mv_data, v->mv_size, pos, &p, &id, err);
 	if (rc)
-		return sc_store_lmdb_error(err, rc, "verifying the catalog");
-	MDB_val k, v;
-	int op = MDB_FIRST;
-	for (;;) {
-		rc = mdb_cursor_get(cur, &k, &v, op);
-		if (rc) {
-			rc = rc == MDB_NOTFOUND
-				 ? 0
-				 : sc_store_lmdb_error(err, rc,
-						       "verifying the catalog");
-			break;
-		}
-		op = MDB_NEXT;
-		uint64_t pos = k.mv_size == 8 ? sc_be64_get(k.mv_data) : 0;
-		sc_str p, id;
-		rc = sc_event_peek_key(v.mv_data, v.mv_size, pos, &p, &id, err);
-		if (rc)
-			break;
-		uint8_t key[SC_PART_KEY_LEN];
-		sc_part_key(key, p);
-		vrow *r = vt_get(t, key);
-		if (!r) {
-			rc = sc_error_set(err, ENOMEM,
-					  "out of memory verifying the "
-					  "catalog");
-			break;
-		}
-		r->events++;
-		r->last = pos;
-	}
-	mdb_cursor_close(cur);
-	return rc;
+		return rc;
+	uint8_t key[SC_PART_KEY_LEN];
+	sc_part_key(key, p);
+	vrow *r = vt_get(ctx, key);
+	if (!r)
+		return sc_error_set(err, ENOMEM,
+				    "out of memory verifying the catalog");
+	r->events++;
+	r->last = pos;
+	return 0;
 }
 
-/* Check each catalog row against the counts, marking those seen. */
-static int vt_check_rows(sc_store *store, MDB_txn *txn, vtable *t,
-			 sc_error *err)
+/* Check a catalog row against the counts in the table `ctx`, marking it
+ * seen. */
+static int vt_check_row(void *ctx, const MDB_val *k, const MDB_val *v,
+			sc_error *err)
 {
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, store->dbi_catalog, &cur);
-	if (rc)
-		return sc_store_lmdb_error(err, rc, "verifying the catalog");
-	MDB_val k, v;
-	int op = MDB_FIRST;
-	for (;;) {
-		rc = mdb_cursor_get(cur, &k, &v, op);
-		if (rc) {
-			rc = rc == MDB_NOTFOUND
-				 ? 0
-				 : sc_store_lmdb_error(err, rc,
-						       "verifying the catalog");
-			break;
-		}
-		op = MDB_NEXT;
-		sc_partition_info pi;
-		uint8_t key[SC_PART_KEY_LEN];
-		bool ok = k.mv_size == SC_PART_KEY_LEN && cat_decode(&v, &pi);
-		if (ok) {
-			sc_part_key(key, pi.name);
-			ok = memcmp(key, k.mv_data, SC_PART_KEY_LEN) == 0;
-		}
-		if (!ok) {
-			rc = sc_error_set(err, SC_ECORRUPT,
-					  "partition_catalog has a damaged "
-					  "row");
-			break;
-		}
-		vrow *r = t->cap ? vt_slot(t->rows, t->cap, key) : NULL;
-		uint64_t events = 0, last = 0;
-		if (r && r->used) {
-			r->seen = true;
-			events = r->events;
-			last = r->last;
-		}
-		if (pi.events != events || pi.last_position != last ||
-		    pi.tail > pi.events) {
-			rc = sc_error_set(
-			    err, SC_ECORRUPT,
-			    "partition_catalog says partition '%.*s' has %llu "
-			    "events, the last at %llu (tail %llu), but the log "
-			    "holds %llu, the last at %llu",
-			    (int)(pi.name.len > 64 ? 64 : pi.name.len),
-			    pi.name.ptr, (unsigned long long)pi.events,
-			    (unsigned long long)pi.last_position,
-			    (unsigned long long)pi.tail,
-			    (unsigned long long)events,
-			    (unsigned long long)last);
-			break;
-		}
+	vtable *t = ctx;
+	sc_partition_info pi;
+	uint8_t key[SC_PART_KEY_LEN];
+	bool ok = k->mv_size == SC_PART_KEY_LEN && cat_decode(v, &pi);
+	if (ok) {
+		sc_part_key(key, pi.name);
+		ok = memcmp(key, k->mv_data, SC_PART_KEY_LEN) == 0;
 	}
-	mdb_cursor_close(cur);
-	return rc;
+	if (!ok)
+		return sc_error_set(err, SC_ECORRUPT,
+				    "partition_catalog has a damaged row");
+	vrow *r = t->cap ? vt_slot(t->rows, t->cap, key) : NULL;
+	uint64_t events = 0, last = 0;
+	if (r && r->used) {
+		r->seen = true;
+		events = r->events;
+		last = r->last;
+	}
+	if (pi.events != events || pi.last_position != last ||
+	    pi.tail > pi.events)
+		return sc_error_set(
+		    err, SC_ECORRUPT,
+		    "partition_catalog says partition '%.*s' has %llu events, "
+		    "the last at %llu (tail %llu), but the log holds %llu, the "
+		    "last at %llu",
+		    (int)(pi.name.len > 64 ? 64 : pi.name.len), pi.name.ptr,
+		    (unsigned long long)pi.events,
+		    (unsigned long long)pi.last_position,
+		    (unsigned long long)pi.tail, (unsigned long long)events,
+		    (unsigned long long)last);
+	return 0;
 }
 
 int sc_catalog_verify(sc_store *store, MDB_txn *txn, sc_error *err)
 {
 	vtable t = {NULL, 0, 0};
-	int rc = vt_count(store, txn, &t, err);
+	int rc = sc_store_rows(txn, store->dbi_events, "verifying the catalog",
+			       vt_count_row, &t, err);
 	if (!rc)
-		rc = vt_check_rows(store, txn, &t, err);
+		rc = sc_store_rows(txn, store->dbi_catalog,
+				   "verifying the catalog", vt_check_row, &t,
+				   err);
 	for (size_t i = 0; !rc && i < t.cap; i++)
 		if (t.rows[i].used && !t.rows[i].seen)
 			rc = sc_error_set(err, SC_ECORRUPT,
@@ -1072,6 +1033,25 @@ int sc_store_partition_info(sc_store *store, sc_str partition,
 	return rc;
 }
 
+/* The caller's callback of sc_store_partitions. */
+struct list_ctx {
+	sc_partition_fn fn;
+	void *ctx;
+};
+
+static int list_row(void *ctx, const MDB_val *k, const MDB_val *v,
+		    sc_error *err)
+{
+	(void)k;
+	struct list_ctx *l = ctx;
+	sc_partition_info pi;
+	if (!cat_decode(v, &pi))
+		return sc_error_set(err, SC_ECORRUPT,
+				    "partition_catalog has a damaged row; the "
+				    "store is damaged");
+	return l->fn(l->ctx, &pi);
+}
+
 int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
 			sc_error *err)
 {
@@ -1081,35 +1061,12 @@ int sc_store_partitions(sc_store *store, sc_partition_fn fn, void *ctx,
 				    "sc_store_partitions needs a store and a "
 				    "callback");
 	MDB_txn *txn;
-	MDB_cursor *cur;
-	int rc = sc_store_read_cursor(store, store->dbi_catalog,
-				      "listing partitions", &txn, &cur, err);
+	int rc = sc_store_read_begin(store, &txn, err);
 	if (rc)
 		return rc;
-	MDB_val k, v;
-	int op = MDB_FIRST;
-	for (;;) {
-		rc = mdb_cursor_get(cur, &k, &v, op);
-		if (rc) {
-			rc = rc == MDB_NOTFOUND
-				 ? 0
-				 : sc_store_lmdb_error(err, rc,
-						       "listing partitions");
-			break;
-		}
-		op = MDB_NEXT;
-		sc_partition_info pi;
-		if (!cat_decode(&v, &pi)) {
-			rc = sc_error_set(err, SC_ECORRUPT,
-					  "partition_catalog has a damaged "
-					  "row; the store is damaged");
-			break;
-		}
-		rc = fn(ctx, &pi);
-		if (rc)
-			break;
-	}
-	mdb_cursor_close(cur);
+	struct list_ctx l = {fn, ctx};
+	rc = sc_store_rows(txn, store->dbi_catalog, "listing partitions",
+			   list_row, &l, err);
 	sc_store_read_end(store, txn);
 	return rc;
 }

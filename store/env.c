@@ -178,6 +178,27 @@ int sc_store_read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
 	return 0;
 }
 
+int sc_store_rows(MDB_txn *txn, MDB_dbi dbi, const char *what, sc_row_fn fn,
+		  void *ctx, sc_error *err)
+{
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc)
+		return sc_store_lmdb_error(err, rc, what);
+	MDB_val k, v;
+	int op = MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		rc = fn(ctx, &k, &v, err);
+		if (rc) {
+			mdb_cursor_close(cur);
+			return rc;
+		}
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : sc_store_lmdb_error(err, rc, what);
+}
+
 /* ---- the write path ------------------------------------------------------ */
 
 /*

@@ -247,6 +247,16 @@ void sc_store_read_end(sc_store *store, MDB_txn *txn);
 int sc_store_read_cursor(sc_store *store, MDB_dbi dbi, const char *what,
 			 MDB_txn **txn, MDB_cursor **cur, sc_error *err);
 
+/* Called with each row of a database in key order; non-zero stops the
+ * walk and is returned (set err). */
+typedef int (*sc_row_fn)(void *ctx, const MDB_val *k, const MDB_val *v,
+			 sc_error *err);
+
+/* Every row of `dbi` in `txn`, in key order, to fn. Returns 0, fn's
+ * code, or an LMDB error translated with `what` ("reading X"). */
+int sc_store_rows(MDB_txn *txn, MDB_dbi dbi, const char *what, sc_row_fn fn,
+		  void *ctx, sc_error *err);
+
 /* Drop the process's page-table entries for the pages of the LMDB map
  * that hold bytes lo..hi-1 (madvise MADV_DONTNEED on the pages containing
  * them, so the range never leaves the map). Restore and replay touch each
