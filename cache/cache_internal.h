@@ -383,6 +383,11 @@ struct sc_cache {
 	unsigned lanes_running;	     /* workers still on the batch */
 	_Atomic unsigned lanes_next; /* the next lane a thread takes */
 	bool lanes_stop;
+	/* The workers' job: a batch's lanes (batch_events), or freeing the
+	 * lanes' garbage chains free_by[k] (sc_lanes_free_garbage). */
+	bool lanes_freeing;
+	sc_hamt_garbage **free_by;
+	uint64_t lanes_frees; /* garbage freed by the lanes (tests) */
 	const sc_event *batch_events;
 	struct sc_lanes_parts *batch_parts; /* the batch's partitions */
 	/* The batch between sc_cache_apply_batch_begin and its end (writer
@@ -462,6 +467,12 @@ int sc_lanes_init(sc_cache *cache, unsigned lanes, sc_error *err);
  * frees the rest once no state of a lane's pool is alive. */
 void sc_lanes_stop(sc_cache *cache);
 void sc_lanes_fini(sc_cache *cache);
+/* Free garbage sorted by sc_hamt_garbage_sort: by[k] into lane k's map,
+ * by[nlanes] into the map; the lanes' chains on the writer and the
+ * workers at once when they hold at least a few thousand nodes and
+ * entries (lane_items). Writer, no batch open. */
+void sc_lanes_free_garbage(sc_cache *cache, sc_hamt_garbage *by[],
+			   size_t lane_items);
 /* The release and fresh hooks of lane k's map; ctx is the sc_lane. */
 void sc_lane_release_entry(void *ctx, const sc_hamt_key *key, void *value);
 bool sc_lane_entry_fresh(void *ctx, const sc_hamt_key *key, void *value);

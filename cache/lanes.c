@@ -135,6 +135,19 @@ static void take_lanes(sc_cache *cache, const sc_event *evs,
 	}
 }
 
+/* Take lanes' garbage chains until none is left: a thread taking lane k
+ * frees free_by[k] into lane k's map, as it would apply lane k. */
+static void take_frees(sc_cache *cache, sc_hamt_garbage **by)
+{
+	for (;;) {
+		unsigned k = atomic_fetch_add_explicit(&cache->lanes_next, 1,
+						       memory_order_relaxed);
+		if (k >= cache->nlanes)
+			return;
+		sc_hamt_garbage_free(cache->map, by[k]);
+	}
+}
+
 static void *lane_worker(void *arg)
 {
 	sc_cache *cache = arg;
@@ -146,10 +159,15 @@ static void *lane_worker(void *arg)
 		if (cache->lanes_stop)
 			break;
 		seen = cache->lanes_batch;
+		bool freeing = cache->lanes_freeing;
+		sc_hamt_garbage **by = cache->free_by;
 		const sc_event *evs = cache->batch_events;
 		const uint64_t *hashes = cache->hashes;
 		pthread_mutex_unlock(&cache->lanes_lock);
-		take_lanes(cache, evs, hashes);
+		if (freeing)
+			take_frees(cache, by);
+		else
+			take_lanes(cache, evs, hashes);
 		pthread_mutex_lock(&cache->lanes_lock);
 		if (--cache->lanes_running == 0)
 			pthread_cond_signal(&cache->lanes_idle);
@@ -387,6 +405,9 @@ static int part_number(sc_cache *cache, sc_str name, uint32_t *num,
 	return SC_OK;
 }
 
+/* Events ahead whose ids route loads while it hashes one. */
+#define ROUTE_AHEAD 16
+
 /* Hash every event's id and number its partition; give each lane its
  * events, in order: a partition the batch names often enough is split
  * among the lanes, each of the others goes whole to one lane, in turn.
@@ -424,6 +445,10 @@ static int route(sc_cache *cache, const sc_event *evs, size_t n, size_t *failed,
 	uint32_t last_num = 0;
 	for (size_t i = 0; i < n; i++) {
 		const sc_event *ev = &evs[i];
+		/* The ids lie wherever the caller put them: load them ahead,
+		 * so that the hashes' misses overlap. */
+		if (i + ROUTE_AHEAD < n)
+			__builtin_prefetch(evs[i + ROUTE_AHEAD].entity.ptr);
 		sc_str p = ev->partition;
 		uint32_t num = 0;
 		if (!p.len) {
@@ -566,6 +591,7 @@ static void lanes_start(sc_cache *cache, const sc_event *evs)
 		l->position = 0;
 	}
 	cache->batch_events = evs;
+	cache->lanes_freeing = false;
 	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
 	cache->lanes_running = cache->nthreads - 1;
 	cache->lanes_batch++;
@@ -584,6 +610,55 @@ static void lanes_finish(sc_cache *cache)
 	for (unsigned k = 0; k < cache->nlanes; k++)
 		cache->lanes[k].busy = false;
 	pthread_mutex_unlock(&cache->lanes_lock);
+}
+
+/* Below this many nodes and entries in the lanes' garbage chains, the
+ * writer frees them alone: waking a worker costs about as much as freeing
+ * a few thousand. */
+#define LANES_FREE_MIN 4096
+
+void sc_lanes_free_garbage(sc_cache *cache, sc_hamt_garbage *by[],
+			   size_t lane_items)
+{
+	unsigned nl = cache->nlanes;
+	SC_REQUIRE(cache->nthreads > 1 && !cache->batch_open);
+	if (cache->lanes_stop || lane_items < LANES_FREE_MIN) {
+		for (unsigned k = 0; k <= nl; k++)
+			sc_hamt_garbage_free(cache->map, by[k]);
+		return;
+	}
+	/* As a batch's lanes: the release hook counts into bytes_sub, and
+	 * lane k's map is touched by the one thread that took k. */
+	pthread_mutex_lock(&cache->lanes_lock);
+	for (unsigned k = 0; k < nl; k++) {
+		cache->lanes[k].busy = true;
+		cache->lanes[k].bytes_sub = 0;
+	}
+	cache->free_by = by;
+	cache->lanes_freeing = true;
+	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
+	cache->lanes_running = cache->nthreads - 1;
+	cache->lanes_batch++;
+	pthread_cond_broadcast(&cache->lanes_go);
+	pthread_mutex_unlock(&cache->lanes_lock);
+	/* The map's own chain meanwhile; its hook counts into the cache. */
+	sc_hamt_garbage_free(cache->map, by[nl]);
+	take_frees(cache, by);
+	size_t sub = 0;
+	pthread_mutex_lock(&cache->lanes_lock);
+	while (cache->lanes_running)
+		pthread_cond_wait(&cache->lanes_idle, &cache->lanes_lock);
+	for (unsigned k = 0; k < nl; k++) {
+		cache->lanes[k].busy = false;
+		sub += cache->lanes[k].bytes_sub;
+	}
+	cache->free_by = NULL;
+	cache->lanes_frees++;
+	pthread_mutex_unlock(&cache->lanes_lock);
+	size_t v =
+	    atomic_load_explicit(&cache->entity_bytes, memory_order_relaxed);
+	atomic_store_explicit(&cache->entity_bytes, v - sub,
+			      memory_order_relaxed);
 }
 
 /* Everything of a batch's apply up to its lanes: the serial apply (one

@@ -48,7 +48,10 @@
  * A long pin delays reclamation and never breaks it: every version from the
  * pinned one on stays allocated (stats: versions_awaiting, bytes_awaiting,
  * oldest_pinned); once the pin moves on or ends, the next promote or
- * sc_cache_reclaim frees them.
+ * sc_cache_reclaim frees them. With apply lanes, a lane's garbage goes
+ * back into its lane map's pool, and the writer and the lanes' workers
+ * free the lanes' garbage at once (cache/lanes.c); the counters are those
+ * of a serial free when reclaim returns.
  *
  * A thread that exits while pinned: each reader registers the cache's
  * thread-exit key for its thread (pthread_setspecific); the key's
@@ -62,6 +65,7 @@
 #include <string.h>
 
 #include "common/internal.h"
+#include "hamt/hamt_internal.h"
 
 /* ==== reader table set-up ================================================= */
 
@@ -316,20 +320,45 @@ void sc_version_free(sc_cache *cache, struct sc_version *v)
 	sc_free(v);
 }
 
+/* Move v's garbage lists onto the chains by[] of the maps they free into
+ * (sc_hamt_garbage_sort); returns the nodes and entries of the lanes'. */
+static size_t version_sort_garbage(sc_cache *cache, struct sc_version *v,
+				   sc_hamt_garbage *by[])
+{
+	size_t n = sc_hamt_garbage_sort(cache->map, v->garbage, by);
+	v->garbage = NULL;
+	for (size_t i = 0; i < v->npart_garbage; i++) {
+		n += sc_hamt_garbage_sort(cache->map, v->part_garbage[i], by);
+		v->part_garbage[i] = NULL;
+	}
+	return n;
+}
+
 size_t sc_reclaim_run(sc_cache *cache)
 {
 	struct sc_version *cur =
 	    atomic_load_explicit(&cache->current, memory_order_relaxed);
-	if (cache->oldest == cur)
+	/* While a batch is applied the lane maps are the lanes'. */
+	if (cache->oldest == cur || cache->batch_open)
 		return 0;
 	uint64_t min = sc_reclaim_min_pinned(cache);
 	size_t freed = 0;
+	/* With apply lanes, the versions' garbage goes by the map it frees
+	 * into, and the lanes' chains are freed by the writer and the
+	 * workers at once (sc_lanes_free_garbage). */
+	bool lanes = cache->nthreads > 1;
+	sc_hamt_garbage *by[SC_HAMT_LANES_MAX + 1] = {NULL};
+	size_t lane_items = 0;
 	while (cache->oldest != cur && cache->oldest->number < min) {
 		struct sc_version *v = cache->oldest;
 		cache->oldest = v->next;
+		if (lanes)
+			lane_items += version_sort_garbage(cache, v, by);
 		sc_version_free(cache, v);
 		freed++;
 	}
+	if (lanes && freed)
+		sc_lanes_free_garbage(cache, by, lane_items);
 	return freed;
 }
 

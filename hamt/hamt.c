@@ -1358,6 +1358,27 @@ void sc_hamt_garbage_free(sc_hamt *map, sc_hamt_garbage *g)
 	garbage_recycle(map, g);
 }
 
+size_t sc_hamt_garbage_sort(sc_hamt *map, sc_hamt_garbage *g,
+			    sc_hamt_garbage *by[])
+{
+	size_t moved = 0;
+	while (g) {
+		sc_hamt_garbage *next = g->next;
+		unsigned k = map->nlanes;
+		if (g->owner) {
+			for (k = 0; k < map->nlanes; k++)
+				if (map->lanes[k] == g->owner)
+					break;
+			SC_INSIST(k < map->nlanes);
+			moved += g->nnodes + g->npairs;
+		}
+		g->next = by[k];
+		by[k] = g;
+		g = next;
+	}
+	return moved;
+}
+
 static void free_tree(sc_hamt *m, node *n)
 {
 	if (!n)

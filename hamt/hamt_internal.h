@@ -152,4 +152,17 @@ int sc_hamt_lane_take(sc_hamt_edit *e, unsigned k, sc_hamt_edit **lane);
 int sc_hamt_lane_give(sc_hamt_edit *e, sc_hamt_edit *lane);
 void sc_hamt_lane_drop(sc_hamt_edit *e, sc_hamt_edit *lane);
 
+/*
+ * sc_hamt_garbage_sort - move the lists of the garbage chain `g` onto the
+ * chain of the map they free into: by[k] for lane k's lists, by[n] (n the
+ * lanes set up; 0 when none) for the map's own, each in front of what by[]
+ * held. Each chain is then freed by sc_hamt_garbage_free: the map's own on
+ * the writer thread; lane k's touches lane map k only, so it may be freed
+ * on any one thread while no lane k edit is open (as lanes run, one
+ * thread per lane). Returns the nodes and entries of the lanes' lists
+ * moved. Writer thread.
+ */
+size_t sc_hamt_garbage_sort(sc_hamt *map, sc_hamt_garbage *g,
+			    sc_hamt_garbage *by[]);
+
 #endif

@@ -470,6 +470,68 @@ static void test_lanes_collisions(void **state)
 	run_stream(2, tk_hamt_hash_const, 60, rounds(20));
 }
 
+/* Garbage of several versions, held by pins and freed at once: the
+ * writer and the lanes' worker free the lanes' share of it together, and
+ * every counter is the serial cache's after each promote and reclaim;
+ * at the end the memory is the live set. */
+static void test_lanes_free_garbage(void **state)
+{
+	(void)state;
+	rnd_state = seed ^ 0xf4eeu;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	sc_reader *pa, *pb;
+	assert_int_equal(sc_reader_open(ser, &pa, NULL), 0);
+	assert_int_equal(sc_reader_open(par, &pb, NULL), 0);
+	batch b;
+	batch_alloc(&b, 3000);
+	uint64_t pos = 0;
+	char when[64];
+	for (unsigned k = 0; k < 8; k++) {
+		if (k == 3) {
+			sc_reader_begin(pa);
+			sc_reader_begin(pb);
+		}
+		batch_fill(&b, 3000, 20000, pos, 0);
+		for (size_t i = 0; i < b.n; i++)
+			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+					 0);
+		sc_error err;
+		if (sc_cache_apply_batch(par, b.ev, b.n, NULL, &err))
+			fail_msg("batch %u: %s", k, err.message);
+		assert_int_equal(sc_cache_promote(ser), 0);
+		assert_int_equal(sc_cache_promote(par), 0);
+		pos += b.n;
+		snprintf(when, sizeof when, "promote %u", k);
+		check_same(ser, par, when);
+	}
+	/* Five versions wait for the pin; one reclaim frees them. */
+	uint64_t frees = par->lanes_frees;
+	sc_reader_end(pa);
+	sc_reader_end(pb);
+	assert_int_equal(sc_cache_reclaim(ser), 5);
+	assert_int_equal(sc_cache_reclaim(par), 5);
+	assert_int_equal(par->lanes_frees, frees + 1);
+	check_same(ser, par, "the reclaim");
+	sc_cache_stats st;
+	sc_cache_stats_get(par, &st);
+	assert_int_equal(st.bytes_awaiting, 0);
+	assert_int_equal(st.memory_bytes, tk_live_bytes(par));
+	/* The lanes' pools take back what they freed: a batch after the
+	 * reclaim applies as before. */
+	batch_fill(&b, 3000, 20000, pos, 0);
+	for (size_t i = 0; i < b.n; i++)
+		assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL), 0);
+	assert_int_equal(sc_cache_apply_batch(par, b.ev, b.n, NULL, NULL), 0);
+	assert_int_equal(sc_cache_promote(ser), 0);
+	assert_int_equal(sc_cache_promote(par), 0);
+	check_same(ser, par, "a batch after the reclaim");
+	sc_reader_close(pa);
+	sc_reader_close(pb);
+	batch_free(&b);
+	sc_cache_destroy(ser);
+	sc_cache_destroy(par);
+}
+
 /* ==== allocation failure in a lane ======================================== */
 
 /* `nparts` > 0: the batches are over that many partitions at first, and
@@ -964,6 +1026,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_lanes_equal_serial),
 	    cmocka_unit_test(test_lanes_collisions),
+	    cmocka_unit_test(test_lanes_free_garbage),
 	    cmocka_unit_test(test_lanes_partitions),
 	    cmocka_unit_test(test_lanes_alloc_failure),
 	    cmocka_unit_test(test_lanes_too_big),
