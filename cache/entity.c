@@ -208,6 +208,49 @@ int sc_entity_too_big(sc_str id, sc_error *err)
 			    (int)(id.len > 64 ? 64 : id.len), id.ptr);
 }
 
+/* True when the bytes are all ASCII (so UTF-8), eight at a time. */
+static inline bool all_ascii(const unsigned char *s, size_t n)
+{
+	uint64_t any = 0, w;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		any |= w;
+	}
+	w = 0;
+	memcpy(&w, s + i, n - i);
+	return !((any | w) & 0x8080808080808080ull);
+}
+
+/* True when attribute `a` of an event passes every check below at a
+ * glance (the common case): a name of 1..SC_ATTR_NAME_MAX bytes, and
+ * unless `names_only`, a value of a known type whose bytes are there and,
+ * with `utf8`, a string of ASCII. False sends it through the checks,
+ * which find its fault or pass it (a string of other UTF-8). */
+static inline bool attr_plain(const sc_attr *a, bool names_only, bool utf8)
+{
+	if (a->name.len - 1 >= SC_ATTR_NAME_MAX || !a->name.ptr)
+		return false;
+	if (names_only)
+		return true;
+	const sc_value *v = &a->value;
+	switch (v->type) {
+	case SC_VALUE_NULL:
+	case SC_VALUE_INT:
+	case SC_VALUE_DOUBLE:
+	case SC_VALUE_BOOL:
+		return true;
+	case SC_VALUE_BYTES:
+		return v->u.s.ptr || !v->u.s.len;
+	case SC_VALUE_STRING:
+		if (!v->u.s.ptr)
+			return !v->u.s.len;
+		return !utf8 ||
+		       all_ascii((const unsigned char *)v->u.s.ptr, v->u.s.len);
+	}
+	return false;
+}
+
 /* Every check but, with `utf8` false, the one of string values' bytes. */
 static int validate_event(const sc_event *ev, bool utf8, sc_error *err)
 {
@@ -236,11 +279,14 @@ static int validate_event(const sc_event *ev, bool utf8, sc_error *err)
 				    "event attrs pointer is NULL with %zu "
 				    "attrs",
 				    ev->nattrs);
+	bool unset = ev->type == SC_EVENT_UNSET;
 	for (size_t i = 0; i < ev->nattrs; i++) {
+		if (attr_plain(&ev->attrs[i], unset, utf8))
+			continue;
 		rc = check_name(ev->attrs[i].name, i, err);
 		if (rc)
 			return rc;
-		if (ev->type == SC_EVENT_UNSET)
+		if (unset)
 			continue;
 		rc = check_value(&ev->attrs[i].value, i, 1, err);
 		if (!rc && utf8)

@@ -529,6 +529,119 @@ static void test_string_utf8(void **state)
 	}
 }
 
+/* UTF-8 as RFC 3629 defines it, decoded code point by code point: the
+ * reference the validation is compared with. */
+static bool ref_utf8(const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned c = s[i];
+		size_t len;
+		uint32_t cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			len = 2;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			len = 3;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			len = 4;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i < len)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i + k] & 0x3F);
+		}
+		static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+		if (cp < least[len] || cp > 0x10FFFF ||
+		    (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+/* Random strings (mostly ASCII, with UTF-8 sequences and stray bytes at
+ * every offset, across and inside eight-byte words) in every attribute
+ * position: the event is valid exactly when the reference says each
+ * string is UTF-8, and the refusal names the first bad attribute. */
+static void test_string_utf8_random(void **state)
+{
+	(void)state;
+	uint64_t r = tk_seed("test_entity") ^ 0x7f8u;
+	static const char *const seqs[] = {"\xc3\xa9",	       "\xe2\x82\xac",
+					   "\xf0\x9f\x98\x80", "\xed\x9f\xbf",
+					   "\xf4\x8f\xbf\xbf", "\xc2\x80"};
+	unsigned char buf[3][48];
+	size_t valid_seen = 0, bad_seen = 0;
+	for (unsigned round = 0; round < 20000; round++) {
+		sc_attr a[3];
+		int first_bad = -1;
+		for (int k = 0; k < 3; k++) {
+			size_t n = 0, want = tk_rand_below(&r, 41);
+			while (n < want) {
+				unsigned pick =
+				    (unsigned)tk_rand_below(&r, 100);
+				if (pick < 80) {
+					/* No NUL: a string holds none. */
+					buf[k][n++] =
+					    (unsigned char)(1 + tk_rand_below(
+								    &r, 127));
+				} else if (pick < 95) {
+					const char *q =
+					    seqs[tk_rand_below(&r, 6)];
+					size_t ql = strlen(q);
+					if (n + ql > want)
+						break;
+					memcpy(buf[k] + n, q, ql);
+					n += ql;
+				} else {
+					buf[k][n++] =
+					    (unsigned char)(0x80 +
+							    tk_rand_below(&r,
+									  128));
+				}
+			}
+			a[k] = (sc_attr){.name = S(k == 0   ? "a"
+						   : k == 1 ? "b"
+							    : "c"),
+					 .value.type = SC_VALUE_STRING};
+			a[k].value.u.s = (sc_str){(const char *)buf[k], n};
+			if (first_bad < 0 && !ref_utf8(buf[k], n))
+				first_bad = k;
+		}
+		sc_event ev = E(SC_EVENT_SET, "doc", a, 3, 1);
+		sc_error err;
+		int rc = sc_event_validate(&ev, &err);
+		if (first_bad < 0) {
+			if (rc)
+				fail_msg("round %u: refused a valid event: %s",
+					 round, err.message);
+			valid_seen++;
+		} else {
+			char want[32];
+			snprintf(want, sizeof want, "attrs[%d]", first_bad);
+			if (rc != SC_EINVAL || !strstr(err.message, want) ||
+			    !strstr(err.message, "UTF-8"))
+				fail_msg("round %u: attribute %d is not UTF-8; "
+					 "got %d: %s",
+					 round, first_bad, rc,
+					 rc ? err.message : "");
+			bad_seen++;
+		}
+	}
+	/* Both outcomes were met many times. */
+	assert_true(valid_seen > 1000);
+	assert_true(bad_seen > 1000);
+}
+
 /* The cache refuses such a value without touching the pending version, in
  * an event and in a loaded state. */
 static void test_string_utf8_cache(void **state)
@@ -623,6 +736,7 @@ int main(void)
 	    cmocka_unit_test(test_value_kinds_and_equality),
 	    cmocka_unit_test(test_enomem),
 	    cmocka_unit_test(test_string_utf8),
+	    cmocka_unit_test(test_string_utf8_random),
 	    cmocka_unit_test(test_string_utf8_cache),
 	    cmocka_unit_test(test_string_utf8_store),
 	};
