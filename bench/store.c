@@ -272,8 +272,8 @@ static void bench_append(const char *root)
 	    {1, FULL, 2000},	       {1, CONSISTENT, 4000},
 	    {1, NOSYNC, 50000},	       {100, FULL, 100000},
 	    {100, CONSISTENT, 100000}, {100, NOSYNC, 200000},
-	    {10000, FULL, 300000},     {10000, CONSISTENT, 300000},
-	    {10000, NOSYNC, 300000},
+	    {10000, FULL, 1000000},    {10000, CONSISTENT, 1000000},
+	    {10000, NOSYNC, 1000000},
 	};
 #undef FULL
 #undef CONSISTENT
