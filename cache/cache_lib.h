@@ -119,8 +119,10 @@ int sc_cache_apply_batch_valid(sc_cache *cache, const sc_event *events,
  * reads nothing of it (sc_cache_pending_get, sc_cache_part_residency,
  * diffs) and changes nothing of the cache; every writer call that would
  * (apply, load, evict, prepare) fails with SC_ESTATE and promote
- * returns SC_ESTATE. sc_cache_discard and sc_cache_destroy end a batch in
- * flight first (its result is dropped). The events must stay valid and
+ * returns SC_ESTATE. While the lanes run, sc_cache_reclaim frees nothing
+ * (returns 0; the versions wait for the next promote or reclaim).
+ * sc_cache_discard and sc_cache_destroy end a batch in flight first (its
+ * result is dropped). The events must stay valid and
  * unchanged until end returns; the caller may read them.
  *
  * Writer thread, both. Begin returns SC_OK, or SC_ESTATE (err says so)

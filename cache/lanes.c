@@ -69,7 +69,9 @@ void sc_lane_release_entry(void *ctx, const sc_hamt_key *key, void *value)
 	if (l->busy) {
 		l->bytes_sub += e->size;
 	} else {
-		/* The writer, freeing a lane's garbage or aborting. */
+		/* The writer, freeing a lane's garbage or aborting (a free
+		 * job's threads count into bytes_sub: busy). */
+		SC_REQUIRE(!l->cache->lanes_freeing);
 		_Atomic size_t *c = &l->cache->entity_bytes;
 		size_t v = atomic_load_explicit(c, memory_order_relaxed);
 		atomic_store_explicit(c, v - e->size, memory_order_relaxed);
@@ -621,7 +623,8 @@ void sc_lanes_free_garbage(sc_cache *cache, sc_hamt_garbage *by[],
 			   size_t lane_items)
 {
 	unsigned nl = cache->nlanes;
-	SC_REQUIRE(cache->nthreads > 1 && !cache->batch_open);
+	SC_REQUIRE(cache->nthreads > 1 &&
+		   !(cache->batch_open && cache->batch.lanes));
 	if (cache->lanes_stop || lane_items < LANES_FREE_MIN) {
 		for (unsigned k = 0; k <= nl; k++)
 			sc_hamt_garbage_free(cache->map, by[k]);
@@ -653,6 +656,7 @@ void sc_lanes_free_garbage(sc_cache *cache, sc_hamt_garbage *by[],
 		sub += cache->lanes[k].bytes_sub;
 	}
 	cache->free_by = NULL;
+	cache->lanes_freeing = false;
 	cache->lanes_frees++;
 	pthread_mutex_unlock(&cache->lanes_lock);
 	size_t v =

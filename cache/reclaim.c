@@ -338,8 +338,9 @@ size_t sc_reclaim_run(sc_cache *cache)
 {
 	struct sc_version *cur =
 	    atomic_load_explicit(&cache->current, memory_order_relaxed);
-	/* While a batch is applied the lane maps are the lanes'. */
-	if (cache->oldest == cur || cache->batch_open)
+	/* While a batch's lanes run the lane maps are theirs: the versions
+	 * wait for the next reclaim (cache/cache_lib.h). */
+	if (cache->oldest == cur || (cache->batch_open && cache->batch.lanes))
 		return 0;
 	uint64_t min = sc_reclaim_min_pinned(cache);
 	size_t freed = 0;

@@ -17,8 +17,10 @@
  * An evicted tree is freed whole (sc_hamt_root_free) with the garbage of
  * the version it leaves (cache/reclaim.c): the partition had no edit in the
  * pending version that evicted it (refused), and a load starts a new tree
- * from the empty root, so no later version shares a node of it, and every
- * older version's garbage of that partition is freed before it.
+ * from the empty root, so no later version shares a node of it, nor any
+ * garbage list of an older version (their nodes and states left the
+ * partition's tree before it was evicted): the order in which one
+ * reclaim frees them does not matter.
  *
  * Figures: a change made on the writer thread adds the new state's size
  * and subtracts the previous one's in its partition's accumulator

@@ -470,15 +470,19 @@ static void test_lanes_collisions(void **state)
 	run_stream(2, tk_hamt_hash_const, 60, rounds(20));
 }
 
-/* Garbage of several versions, held by pins and freed at once: the
- * writer and the lanes' worker free the lanes' share of it together, and
- * every counter is the serial cache's after each promote and reclaim;
- * at the end the memory is the live set. */
-static void test_lanes_free_garbage(void **state)
+/* Garbage of several versions, held by a pin and freed by one reclaim,
+ * three times: the writer and the lanes' workers free the lanes' share of
+ * it together, and every counter is the serial cache's after each promote
+ * and each reclaim; with the default partition alone the memory is then
+ * the live set. `nparts`: batches over that many partitions (lane garbage
+ * of named partitions' trees); `mix`: every other batch goes half through
+ * sc_cache_apply into the same pending version (the writer's own garbage
+ * beside the lanes'). */
+static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
+			     unsigned nent)
 {
-	(void)state;
-	rnd_state = seed ^ 0xf4eeu;
-	sc_cache *ser = make_cache(1, NULL), *par = make_cache(2, NULL);
+	rnd_state = seed ^ 0xf4eeu ^ nparts ^ lanes;
+	sc_cache *ser = make_cache(1, NULL), *par = make_cache(lanes, NULL);
 	sc_reader *pa, *pb;
 	assert_int_equal(sc_reader_open(ser, &pa, NULL), 0);
 	assert_int_equal(sc_reader_open(par, &pb, NULL), 0);
@@ -486,50 +490,123 @@ static void test_lanes_free_garbage(void **state)
 	batch_alloc(&b, 3000);
 	uint64_t pos = 0;
 	char when[64];
-	for (unsigned k = 0; k < 8; k++) {
-		if (k == 3) {
-			sc_reader_begin(pa);
-			sc_reader_begin(pb);
+	for (unsigned round = 0; round < 3; round++) {
+		for (unsigned k = 0; k < 8; k++) {
+			if (k == 2) {
+				sc_reader_begin(pa);
+				sc_reader_begin(pb);
+			}
+			batch_fill(&b, 3000, nent, pos, nparts);
+			for (size_t i = 0; i < b.n; i++)
+				assert_int_equal(
+				    sc_cache_apply(ser, &b.ev[i], NULL), 0);
+			size_t h = mix && (k & 1) ? b.n / 2 : 0;
+			for (size_t i = 0; i < h; i++)
+				assert_int_equal(
+				    sc_cache_apply(par, &b.ev[i], NULL), 0);
+			sc_error err;
+			if (sc_cache_apply_batch(par, b.ev + h, b.n - h, NULL,
+						 &err))
+				fail_msg("batch %u: %s", k, err.message);
+			assert_int_equal(sc_cache_promote(ser), 0);
+			assert_int_equal(sc_cache_promote(par), 0);
+			pos += b.n;
+			snprintf(when, sizeof when, "round %u, promote %u",
+				 round, k);
+			check_same(ser, par, when);
 		}
-		batch_fill(&b, 3000, 20000, pos, 0);
-		for (size_t i = 0; i < b.n; i++)
-			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
-					 0);
-		sc_error err;
-		if (sc_cache_apply_batch(par, b.ev, b.n, NULL, &err))
-			fail_msg("batch %u: %s", k, err.message);
-		assert_int_equal(sc_cache_promote(ser), 0);
-		assert_int_equal(sc_cache_promote(par), 0);
-		pos += b.n;
-		snprintf(when, sizeof when, "promote %u", k);
+		/* Versions wait for the pin; one reclaim frees them all,
+		 * the lanes' share in parallel. */
+		uint64_t frees = par->lanes_frees;
+		sc_reader_end(pa);
+		sc_reader_end(pb);
+		size_t freed = sc_cache_reclaim(ser);
+		assert_true(freed >= 5);
+		assert_int_equal(sc_cache_reclaim(par), freed);
+		/* From the second round on the trees are full and the
+		 * garbage is big (the first round fills them). */
+		if (round && par->lanes_frees != frees + 1)
+			fail_msg(
+			    "lanes %u, %u partitions, round %u: the lanes "
+			    "freed the garbage %llu times, not once",
+			    lanes, nparts, round,
+			    (unsigned long long)(par->lanes_frees - frees));
+		snprintf(when, sizeof when, "round %u, the reclaim", round);
 		check_same(ser, par, when);
+		sc_cache_stats st;
+		sc_cache_stats_get(par, &st);
+		assert_int_equal(st.bytes_awaiting, 0);
+		if (!nparts)
+			assert_int_equal(st.memory_bytes, tk_live_bytes(par));
 	}
-	/* Five versions wait for the pin; one reclaim frees them. */
-	uint64_t frees = par->lanes_frees;
-	sc_reader_end(pa);
-	sc_reader_end(pb);
-	assert_int_equal(sc_cache_reclaim(ser), 5);
-	assert_int_equal(sc_cache_reclaim(par), 5);
-	assert_int_equal(par->lanes_frees, frees + 1);
-	check_same(ser, par, "the reclaim");
-	sc_cache_stats st;
-	sc_cache_stats_get(par, &st);
-	assert_int_equal(st.bytes_awaiting, 0);
-	assert_int_equal(st.memory_bytes, tk_live_bytes(par));
-	/* The lanes' pools take back what they freed: a batch after the
-	 * reclaim applies as before. */
-	batch_fill(&b, 3000, 20000, pos, 0);
-	for (size_t i = 0; i < b.n; i++)
-		assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL), 0);
-	assert_int_equal(sc_cache_apply_batch(par, b.ev, b.n, NULL, NULL), 0);
-	assert_int_equal(sc_cache_promote(ser), 0);
-	assert_int_equal(sc_cache_promote(par), 0);
-	check_same(ser, par, "a batch after the reclaim");
 	sc_reader_close(pa);
 	sc_reader_close(pb);
 	batch_free(&b);
 	sc_cache_destroy(ser);
 	sc_cache_destroy(par);
+}
+
+static void test_lanes_free_garbage(void **state)
+{
+	(void)state;
+	free_garbage_run(2, 0, false, 20000);
+	free_garbage_run(2, 0, true, 20000);
+	free_garbage_run(2, 6, true, 20000);
+	free_garbage_run(4, NPARTS_MAX, true, 20000);
+	free_garbage_run(8, 3, false, 5000);
+	/* Published nodes read-only: a free into the wrong map would trap. */
+	hamt_flags = SC_HAMT_PROTECT;
+	free_garbage_run(2, 4, true, 20000);
+	hamt_flags = 0;
+}
+
+/* While a batch's lanes run, reclaim frees nothing (the lane maps are
+ * theirs) and the versions wait for the next one; a batch begin applied
+ * serially (one lane, or too small) does not hold reclaim back. */
+static void reclaim_in_batch(unsigned lanes, size_t n, bool waits)
+{
+	rnd_state = seed ^ 0x77u ^ n;
+	sc_cache *c = make_cache(lanes, NULL);
+	sc_reader *r;
+	assert_int_equal(sc_reader_open(c, &r, NULL), 0);
+	batch b;
+	batch_alloc(&b, 3000);
+	uint64_t pos = 0;
+	for (unsigned k = 0; k < 4; k++) {
+		if (k == 1)
+			sc_reader_begin(r);
+		batch_fill(&b, 3000, 20000, pos, 0);
+		assert_int_equal(sc_cache_apply_batch(c, b.ev, b.n, NULL, NULL),
+				 0);
+		assert_int_equal(sc_cache_promote(c), 0);
+		pos += b.n;
+	}
+	sc_reader_end(r);
+	batch_fill(&b, n, 20000, pos, 0);
+	assert_int_equal(sc_cache_apply_batch_begin(c, b.ev, n, NULL), 0);
+	assert_int_equal(sc_cache_reclaim(c), waits ? 0 : 3);
+	size_t failed;
+	assert_int_equal(sc_cache_apply_batch_end(c, &failed, NULL), 0);
+	assert_int_equal(failed, n);
+	assert_int_equal(sc_cache_reclaim(c), waits ? 3 : 0);
+	assert_int_equal(sc_cache_promote(c), 0);
+	sc_cache_stats st;
+	sc_cache_stats_get(c, &st);
+	assert_int_equal(st.versions_awaiting, 0);
+	assert_int_equal(st.bytes_awaiting, 0);
+	assert_int_equal(st.memory_bytes, tk_live_bytes(c));
+	sc_reader_close(r);
+	batch_free(&b);
+	sc_cache_destroy(c);
+}
+
+static void test_lanes_reclaim_in_batch(void **state)
+{
+	(void)state;
+	reclaim_in_batch(2, 3000, true);
+	reclaim_in_batch(2, 100, false);
+	reclaim_in_batch(2, 0, false);
+	reclaim_in_batch(1, 3000, false);
 }
 
 /* ==== allocation failure in a lane ======================================== */
@@ -1027,6 +1104,7 @@ int main(void)
 	    cmocka_unit_test(test_lanes_equal_serial),
 	    cmocka_unit_test(test_lanes_collisions),
 	    cmocka_unit_test(test_lanes_free_garbage),
+	    cmocka_unit_test(test_lanes_reclaim_in_batch),
 	    cmocka_unit_test(test_lanes_partitions),
 	    cmocka_unit_test(test_lanes_alloc_failure),
 	    cmocka_unit_test(test_lanes_too_big),
