@@ -569,8 +569,10 @@ static void sc_impl_init(sc_impl *s)
 			 .reader_ctx = sc_reader_ctx,
 			 .reader_ctx_free = sc_reader_ctx_free,
 			 .write_batch = sc_write_batch};
+	/* One writer thread, as the peers have (no apply lanes). */
+	sc_cache_options o = {.lanes = 1};
 	sc_error err;
-	if (sc_cache_create(NULL, &s->cache, &err)) {
+	if (sc_cache_create(&o, &s->cache, &err)) {
 		fprintf(stderr, "create: %s\n", err.message);
 		exit(1);
 	}
