@@ -122,7 +122,9 @@ typedef struct sc_cache_options {
 	/* Threads applying a batch in sc_cache_apply_batch (apply lanes):
 	 * 0: the cores online, at most 8; 1: every event on the calling
 	 * thread (no worker thread); more than 8 counts as 8. n start n - 1
-	 * worker threads with the cache, joined by sc_cache_destroy. */
+	 * worker threads with the cache, joined by sc_cache_destroy. The
+	 * workers also help the writer free a reclaimed version's garbage
+	 * when there is much of it (promote, sc_cache_reclaim). */
 	unsigned lanes;
 } sc_cache_options;
 
