@@ -579,6 +579,16 @@ static int parts_join(sc_cache *cache)
 	return SC_OK;
 }
 
+/* Wake the workers for the job just set up (a batch's lanes, or the
+ * lanes' garbage): they take lanes from the first. Under lanes_lock. */
+static void workers_go(sc_cache *cache)
+{
+	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
+	cache->lanes_running = cache->nthreads - 1;
+	cache->lanes_batch++;
+	pthread_cond_broadcast(&cache->lanes_go);
+}
+
 /* Start the lanes of the routed batch: the workers take them in turn;
  * the calling thread takes none (lanes_finish). */
 static void lanes_start(sc_cache *cache, const sc_event *evs)
@@ -594,10 +604,7 @@ static void lanes_start(sc_cache *cache, const sc_event *evs)
 	}
 	cache->batch_events = evs;
 	cache->lanes_freeing = false;
-	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
-	cache->lanes_running = cache->nthreads - 1;
-	cache->lanes_batch++;
-	pthread_cond_broadcast(&cache->lanes_go);
+	workers_go(cache);
 	pthread_mutex_unlock(&cache->lanes_lock);
 }
 
@@ -639,10 +646,7 @@ void sc_lanes_free_garbage(sc_cache *cache, sc_hamt_garbage *by[],
 	}
 	cache->free_by = by;
 	cache->lanes_freeing = true;
-	atomic_store_explicit(&cache->lanes_next, 0, memory_order_relaxed);
-	cache->lanes_running = cache->nthreads - 1;
-	cache->lanes_batch++;
-	pthread_cond_broadcast(&cache->lanes_go);
+	workers_go(cache);
 	pthread_mutex_unlock(&cache->lanes_lock);
 	/* The map's own chain meanwhile; its hook counts into the cache. */
 	sc_hamt_garbage_free(cache->map, by[nl]);

@@ -325,6 +325,34 @@ static sc_cache *make_cache(unsigned lanes, sc_hamt_hash_fn hash)
 	return c;
 }
 
+/* A serial cache and one of `lanes` lanes, each with a reader that can
+ * hold pins across promotes (in both alike, so that garbage waits and its
+ * stats are compared too), and a batch of up to 3,000 events. */
+typedef struct pair {
+	sc_cache *ser, *par;
+	sc_reader *pa, *pb;
+	batch b;
+} pair;
+
+static void pair_open(pair *p, unsigned lanes, sc_hamt_hash_fn hash)
+{
+	p->ser = make_cache(1, hash);
+	p->par = make_cache(lanes, hash);
+	assert_int_equal(p->par->nthreads, lanes);
+	assert_int_equal(sc_reader_open(p->ser, &p->pa, NULL), 0);
+	assert_int_equal(sc_reader_open(p->par, &p->pb, NULL), 0);
+	batch_alloc(&p->b, 3000);
+}
+
+static void pair_close(pair *p)
+{
+	sc_reader_close(p->pa);
+	sc_reader_close(p->pb);
+	batch_free(&p->b);
+	sc_cache_destroy(p->ser);
+	sc_cache_destroy(p->par);
+}
+
 /* `nparts` > 0: three batches in four have events of up to nparts
  * partitions (the default one and named ones; batch k names at most 3k + 2,
  * so later batches name partitions for the first time), the others are of
@@ -333,15 +361,11 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 			  unsigned nbatches, unsigned nparts)
 {
 	rnd_state = seed ^ (lanes * 0x9e37u) ^ nent;
-	sc_cache *ser = make_cache(1, hash), *par = make_cache(lanes, hash);
-	assert_int_equal(par->nthreads, lanes);
-	/* Readers that hold pins across promotes, in both caches alike, so
-	 * that garbage waits and its stats are compared too. */
-	sc_reader *pa, *pb;
-	assert_int_equal(sc_reader_open(ser, &pa, NULL), 0);
-	assert_int_equal(sc_reader_open(par, &pb, NULL), 0);
-	batch b;
-	batch_alloc(&b, 3000);
+	pair p;
+	pair_open(&p, lanes, hash);
+	sc_cache *ser = p.ser, *par = p.par;
+	sc_reader *pa = p.pa, *pb = p.pb;
+	batch b = p.b;
 	uint64_t pos = 0;
 	char when[64];
 	for (unsigned k = 0; k < nbatches; k++) {
@@ -396,8 +420,8 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 	}
 	assert_int_equal(sc_cache_promote(ser), 0);
 	assert_int_equal(sc_cache_promote(par), 0);
-	sc_reader_close(pa);
-	sc_reader_close(pb);
+	sc_reader_end(pa);
+	sc_reader_end(pb);
 	sc_cache_reclaim(ser);
 	sc_cache_reclaim(par);
 	check_same(ser, par, "the end");
@@ -409,9 +433,7 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 	sc_cache_stats_get(par, &st);
 	if (!nparts)
 		assert_int_equal(st.memory_bytes, tk_live_bytes(par));
-	batch_free(&b);
-	sc_cache_destroy(ser);
-	sc_cache_destroy(par);
+	pair_close(&p);
 }
 
 static void run_stream(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
@@ -482,19 +504,17 @@ static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
 			     unsigned nent)
 {
 	rnd_state = seed ^ 0xf4eeu ^ nparts ^ lanes;
-	sc_cache *ser = make_cache(1, NULL), *par = make_cache(lanes, NULL);
-	sc_reader *pa, *pb;
-	assert_int_equal(sc_reader_open(ser, &pa, NULL), 0);
-	assert_int_equal(sc_reader_open(par, &pb, NULL), 0);
-	batch b;
-	batch_alloc(&b, 3000);
+	pair p;
+	pair_open(&p, lanes, NULL);
+	sc_cache *ser = p.ser, *par = p.par;
+	batch b = p.b;
 	uint64_t pos = 0;
 	char when[64];
 	for (unsigned round = 0; round < 3; round++) {
 		for (unsigned k = 0; k < 8; k++) {
 			if (k == 2) {
-				sc_reader_begin(pa);
-				sc_reader_begin(pb);
+				sc_reader_begin(p.pa);
+				sc_reader_begin(p.pb);
 			}
 			batch_fill(&b, 3000, nent, pos, nparts);
 			for (size_t i = 0; i < b.n; i++)
@@ -518,8 +538,8 @@ static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
 		/* Versions wait for the pin; one reclaim frees them all,
 		 * the lanes' share in parallel. */
 		uint64_t frees = par->lanes_frees;
-		sc_reader_end(pa);
-		sc_reader_end(pb);
+		sc_reader_end(p.pa);
+		sc_reader_end(p.pb);
 		size_t freed = sc_cache_reclaim(ser);
 		assert_true(freed >= 5);
 		assert_int_equal(sc_cache_reclaim(par), freed);
@@ -539,11 +559,7 @@ static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
 		if (!nparts)
 			assert_int_equal(st.memory_bytes, tk_live_bytes(par));
 	}
-	sc_reader_close(pa);
-	sc_reader_close(pb);
-	batch_free(&b);
-	sc_cache_destroy(ser);
-	sc_cache_destroy(par);
+	pair_close(&p);
 }
 
 static void test_lanes_free_garbage(void **state)
