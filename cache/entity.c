@@ -211,15 +211,19 @@ int sc_entity_too_big(sc_str id, sc_error *err)
 /* True when the bytes are all ASCII (so UTF-8), eight at a time. */
 static inline bool all_ascii(const unsigned char *s, size_t n)
 {
-	uint64_t any = 0, w;
+	const uint64_t high = 0x8080808080808080ull;
+	uint64_t w;
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
 		memcpy(&w, s + i, 8);
-		any |= w;
+		if (w & high)
+			return false;
 	}
+	if (i == n)
+		return true;
 	w = 0;
 	memcpy(&w, s + i, n - i);
-	return !((any | w) & 0x8080808080808080ull);
+	return !(w & high);
 }
 
 /* True when attribute `a` of an event passes every check below at a

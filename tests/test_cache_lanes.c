@@ -365,7 +365,7 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 	pair_open(&p, lanes, hash);
 	sc_cache *ser = p.ser, *par = p.par;
 	sc_reader *pa = p.pa, *pb = p.pb;
-	batch b = p.b;
+	batch *b = &p.b;
 	uint64_t pos = 0;
 	char when[64];
 	for (unsigned k = 0; k < nbatches; k++) {
@@ -374,13 +374,13 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 		unsigned np = nparts && k % 4 != 3 ? nparts : 0;
 		if (np > 3 * k + 2)
 			np = 3 * k + 2;
-		batch_fill(&b, n, nent, pos, np);
+		batch_fill(b, n, nent, pos, np);
 		for (size_t i = 0; i < n; i++)
-			assert_int_equal(sc_cache_apply(ser, &b.ev[i], NULL),
+			assert_int_equal(sc_cache_apply(ser, &b->ev[i], NULL),
 					 0);
 		size_t failed = 0;
 		sc_error err;
-		if (sc_cache_apply_batch(par, b.ev, n, &failed, &err))
+		if (sc_cache_apply_batch(par, b->ev, n, &failed, &err))
 			fail_msg("batch %u: %s", k, err.message);
 		assert_int_equal(failed, n);
 		if (n >= 256) {
@@ -389,7 +389,7 @@ static void run_stream_in(unsigned lanes, sc_hamt_hash_fn hash, unsigned nent,
 			for (unsigned l = 0; l < par->nlanes; l++)
 				routed += par->lanes[l].nidx;
 			assert_int_equal(routed, n);
-			count_kinds(&b, np, par->nlanes);
+			count_kinds(b, np, par->nlanes);
 		}
 		unsigned what = (unsigned)rnd_below(8);
 		if (what == 0) {
@@ -507,7 +507,7 @@ static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
 	pair p;
 	pair_open(&p, lanes, NULL);
 	sc_cache *ser = p.ser, *par = p.par;
-	batch b = p.b;
+	batch *b = &p.b;
 	uint64_t pos = 0;
 	char when[64];
 	for (unsigned round = 0; round < 3; round++) {
@@ -516,21 +516,21 @@ static void free_garbage_run(unsigned lanes, unsigned nparts, bool mix,
 				sc_reader_begin(p.pa);
 				sc_reader_begin(p.pb);
 			}
-			batch_fill(&b, 3000, nent, pos, nparts);
-			for (size_t i = 0; i < b.n; i++)
+			batch_fill(b, 3000, nent, pos, nparts);
+			for (size_t i = 0; i < b->n; i++)
 				assert_int_equal(
-				    sc_cache_apply(ser, &b.ev[i], NULL), 0);
-			size_t h = mix && (k & 1) ? b.n / 2 : 0;
+				    sc_cache_apply(ser, &b->ev[i], NULL), 0);
+			size_t h = mix && (k & 1) ? b->n / 2 : 0;
 			for (size_t i = 0; i < h; i++)
 				assert_int_equal(
-				    sc_cache_apply(par, &b.ev[i], NULL), 0);
+				    sc_cache_apply(par, &b->ev[i], NULL), 0);
 			sc_error err;
-			if (sc_cache_apply_batch(par, b.ev + h, b.n - h, NULL,
+			if (sc_cache_apply_batch(par, b->ev + h, b->n - h, NULL,
 						 &err))
 				fail_msg("batch %u: %s", k, err.message);
 			assert_int_equal(sc_cache_promote(ser), 0);
 			assert_int_equal(sc_cache_promote(par), 0);
-			pos += b.n;
+			pos += b->n;
 			snprintf(when, sizeof when, "round %u, promote %u",
 				 round, k);
 			check_same(ser, par, when);

@@ -329,6 +329,8 @@ static void test_bad_types(void **state)
 	a[0] = A_str("a", "x");
 	a[0].value.u.s = (sc_str){NULL, 2};
 	expect_einval(NULL, &ev, "attrs[0].value");
+	a[0].value.type = SC_VALUE_BYTES; /* bytes need their pointer too */
+	expect_einval(NULL, &ev, "attrs[0].value");
 	ev = E(SC_EVENT_SET, "id", NULL, 3, 1);
 	expect_einval(NULL, &ev, "attrs");
 	ev = E(SC_EVENT_SET, "id", NULL, 0, 1);
@@ -568,10 +570,13 @@ static bool ref_utf8(const unsigned char *s, size_t n)
 	return true;
 }
 
-/* Random strings (mostly ASCII, with UTF-8 sequences and stray bytes at
- * every offset, across and inside eight-byte words) in every attribute
- * position: the event is valid exactly when the reference says each
- * string is UTF-8, and the refusal names the first bad attribute. */
+/* Random strings (mostly ASCII, with UTF-8 sequences and broken ones:
+ * stray continuation bytes, overlong forms, surrogates, code points past
+ * U+10FFFF, sequences cut short; at every offset across and inside
+ * eight-byte words, each string in a heap block of its exact size at an
+ * odd alignment) in every attribute position: the event is valid exactly
+ * when the reference says each string is UTF-8, and the refusal names the
+ * first bad attribute. */
 static void test_string_utf8_random(void **state)
 {
 	(void)state;
@@ -579,7 +584,8 @@ static void test_string_utf8_random(void **state)
 	static const char *const seqs[] = {"\xc3\xa9",	       "\xe2\x82\xac",
 					   "\xf0\x9f\x98\x80", "\xed\x9f\xbf",
 					   "\xf4\x8f\xbf\xbf", "\xc2\x80"};
-	unsigned char buf[3][48];
+	unsigned char buf[48];
+	unsigned char *heap[3];
 	size_t valid_seen = 0, bad_seen = 0;
 	for (unsigned round = 0; round < 20000; round++) {
 		sc_attr a[3];
@@ -591,7 +597,7 @@ static void test_string_utf8_random(void **state)
 				    (unsigned)tk_rand_below(&r, 100);
 				if (pick < 80) {
 					/* No NUL: a string holds none. */
-					buf[k][n++] =
+					buf[n++] =
 					    (unsigned char)(1 + tk_rand_below(
 								    &r, 127));
 				} else if (pick < 95) {
@@ -600,26 +606,51 @@ static void test_string_utf8_random(void **state)
 					size_t ql = strlen(q);
 					if (n + ql > want)
 						break;
-					memcpy(buf[k] + n, q, ql);
+					memcpy(buf + n, q, ql);
 					n += ql;
 				} else {
-					buf[k][n++] =
-					    (unsigned char)(0x80 +
-							    tk_rand_below(&r,
-									  128));
+					/* A lead byte (or a stray
+					 * continuation byte) and 0 to 3
+					 * continuation bytes: most such
+					 * sequences are broken, some by a
+					 * range only (E0 80, ED A0, F4 90). */
+					buf[n++] =
+					    tk_rand_below(&r, 8)
+						? (unsigned char)(0xC0 +
+								  tk_rand_below(
+								      &r, 64))
+						: (unsigned char)(0x80 +
+								  tk_rand_below(
+								      &r, 64));
+					size_t c = tk_rand_below(&r, 4);
+					for (; c && n < want; c--)
+						buf[n++] =
+						    (unsigned char)(0x80 +
+								    tk_rand_below(
+									&r,
+									64));
 				}
 			}
+			/* An exact-size block at an offset of 0..7 bytes:
+			 * a read past the end is ASan's to see. */
+			size_t off = tk_rand_below(&r, 8);
+			unsigned char *block = malloc(off + n + 1);
+			assert_non_null(block);
+			memcpy(block + off, buf, n);
+			heap[k] = block;
 			a[k] = (sc_attr){.name = S(k == 0   ? "a"
 						   : k == 1 ? "b"
 							    : "c"),
 					 .value.type = SC_VALUE_STRING};
-			a[k].value.u.s = (sc_str){(const char *)buf[k], n};
-			if (first_bad < 0 && !ref_utf8(buf[k], n))
+			a[k].value.u.s = (sc_str){(const char *)block + off, n};
+			if (first_bad < 0 && !ref_utf8(buf, n))
 				first_bad = k;
 		}
 		sc_event ev = E(SC_EVENT_SET, "doc", a, 3, 1);
 		sc_error err;
 		int rc = sc_event_validate(&ev, &err);
+		for (int k = 0; k < 3; k++)
+			free(heap[k]);
 		if (first_bad < 0) {
 			if (rc)
 				fail_msg("round %u: refused a valid event: %s",
