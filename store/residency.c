@@ -401,11 +401,16 @@ static int load_one(sc_store *store, sc_str partition, uint64_t *replayed,
 	return 0;
 }
 
-int sc_residency_load_quiet(sc_store *store, sc_str partition, bool *loaded,
-			    sc_error *err)
+/* Load `partition` if it is cold (*loaded says whether it was). *managed
+ * is false, and nothing done, for the default partition or a store
+ * without a memory budget. Errors: SC_ESTATE (the state is behind the
+ * log), those of load_one. */
+static int load_cold(sc_store *store, sc_str partition, bool *managed,
+		     bool *loaded, sc_error *err)
 {
 	*loaded = false;
-	if (!partition.len || !store->res)
+	*managed = partition.len && store->res;
+	if (!*managed)
 		return 0;
 	if (store->stale)
 		return sc_error_set(err, SC_ESTATE,
@@ -417,6 +422,13 @@ int sc_residency_load_quiet(sc_store *store, sc_str partition, bool *loaded,
 	int rc = load_one(store, partition, NULL, err);
 	*loaded = rc == 0;
 	return rc;
+}
+
+int sc_residency_load_quiet(sc_store *store, sc_str partition, bool *loaded,
+			    sc_error *err)
+{
+	bool managed;
+	return load_cold(store, partition, &managed, loaded, err);
 }
 
 void sc_residency_evict_again(sc_store *store, sc_str partition)
@@ -445,18 +457,10 @@ void sc_residency_evict_again(sc_store *store, sc_str partition)
 
 int sc_residency_ensure(sc_store *store, sc_str partition, sc_error *err)
 {
-	if (!partition.len || !store->res)
-		return 0;
-	if (store->stale)
-		return sc_error_set(err, SC_ESTATE,
-				    "the store's state is behind its log; "
-				    "reopen it");
-	if (sc_cache_part_residency(store->cache, partition) ==
-	    SC_RESIDENCY_COLD) {
-		int rc = load_one(store, partition, NULL, err);
-		if (rc)
-			return rc;
-	}
+	bool managed, loaded;
+	int rc = load_cold(store, partition, &managed, &loaded, err);
+	if (rc || !managed)
+		return rc;
 	touch(store, partition);
 	sc_error e;
 	sc_error_clear(&e);
