@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cache/cache_lib.h"
@@ -210,27 +211,30 @@ struct sc_version {
  * readers' pin stores into shared-line traffic). The slot array is the
  * reader table; a reader handle is a pointer to its slot.
  *
- * The first line is everything a lookup reads: the pin, and copies of the
+ * The first line is everything a lookup reads: the pin, copies of the
  * pinned version's number and root and of the map, so a lookup never reads
  * the version struct (which the writer writes when it supersedes that
  * version, and which malloc may have placed next to memory the writer
- * writes). The second line holds what only open, close and the thread-exit
- * hook touch.
+ * writes), and the owner. The second line holds what only open and close
+ * touch.
  */
 struct sc_reader {
 	_Alignas(64) _Atomic uint64_t pin; /* version number or SC_PIN_NONE */
-	/* Owner-thread fields: written by the reader's thread only. */
+	/* Written by the owner, and by the owner's thread-exit hook. */
 	uint64_t number;		  /* version->number; SC_PIN_NONE */
 	sc_hamt_root root;		  /* version->root */
 	const sc_hamt *map;		  /* cache->map */
 	const struct sc_version *version; /* the pinned version, or NULL */
 	sc_cache *cache;
-	/* Cold: registration and the slot's claim. */
-	_Alignas(64) pthread_t owner; /* thread that registered exit hook */
-	bool owner_set;
-	/* Protected by cache->slots_lock. */
-	bool in_use;
+	/* The owner: the thread that used the slot last, by its number
+	 * (cache/reclaim.c; never reused), 0 for none. Written under
+	 * slots_lock; read by the owner and the thread-exit hooks. */
+	uint64_t owner;
+	/* Cold, protected by cache->slots_lock: the slot's claim. */
+	_Alignas(64) bool in_use;
 };
+_Static_assert(offsetof(struct sc_reader, in_use) == 64,
+	       "a lookup reads one line of its reader slot");
 
 /*
  * An apply lane (cache/lanes.c): one share of a batch's events, those whose

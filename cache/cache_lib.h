@@ -19,7 +19,8 @@
  *              sc_view_residency          figures (cache/residency.c)
  *   watch/     sc_cache_hook_install      a wake-up at every promote, the
  *              sc_cache_version_newest    newest version and the bytes
- *              sc_view_garbage_before     superseded versions hold
+ *              sc_view_garbage_before     superseded versions hold; a
+ *              sc_reader_own              pin kept from call to call
  *
  * Writer-side calls (apply, load_begin, load_store) run on the cache's
  * writer thread, like every other change to the pending version.
@@ -430,5 +431,15 @@ uint64_t sc_cache_version_newest(const sc_cache *cache);
  * is garbage_before(b) - garbage_before(a). The view must be pinned.
  */
 uint64_t sc_view_garbage_before(const sc_view *view);
+
+/*
+ * sc_reader_own - make the calling thread the owner of `reader`, as every
+ * pin and unpin through it does first: a pin the reader holds from another
+ * thread is released at this thread's exit from now on, not at that
+ * thread's. For a pin kept across calls without touching the reader (a
+ * watcher's last delivered version). Costs one compare when the calling
+ * thread owns it already.
+ */
+void sc_reader_own(sc_reader *reader);
 
 #endif

@@ -15,6 +15,7 @@
  *     W5  free garbage(j) for every superseded j < min, oldest first
  *
  *   reader, pin (sc_reader_get / sc_reader_begin):
+ *     R0  if another thread used the slot last: own it (under slots_lock)
  *     R1  n := current_number             (acquire)
  *     R2  if the reader already holds version n: use it, done (no store)
  *     R3  slot.pin := n                   (release)
@@ -58,6 +59,16 @@
  * destructor runs at thread exit and sets to NONE the pin of every slot the
  * exiting thread owns, so a dead thread never holds versions. The slot
  * itself stays claimed until sc_reader_close or sc_cache_destroy.
+ *
+ * A reader may move from thread to thread, one at a time (the store's own
+ * reader does, under its write lock). The slot's owner is the thread that
+ * used it last, by a number no other thread of the process ever gets (a
+ * pthread_t may be reused once its thread is joined). Every pin and unpin
+ * first compares the owner with the calling thread's number (R0) and, when
+ * they differ, takes the slot under slots_lock, which the hook holds too:
+ * the hook of a thread that has handed the reader on either ran before
+ * (and the new owner sees what it did) or sees the new owner and leaves
+ * the slot alone. Before R0 a pin reads nothing the hook writes.
  */
 #include "cache/cache_internal.h"
 
@@ -68,6 +79,23 @@
 #include "hamt/hamt_internal.h"
 
 /* ==== reader table set-up ================================================= */
+
+/* The calling thread's number, from 1, never reused in the process: the
+ * owner of the reader slots it uses. Initial-exec TLS: one load. */
+static _Atomic uint64_t threads_numbered;
+static __attribute__((
+    tls_model("initial-exec"))) _Thread_local uint64_t thread_number;
+
+static inline uint64_t self_number(void)
+{
+	uint64_t n = thread_number;
+	if (__builtin_expect(!n, 0))
+		thread_number = n =
+		    atomic_fetch_add_explicit(&threads_numbered, 1,
+					      memory_order_relaxed) +
+		    1;
+	return n;
+}
 
 /* Forget the pinned version (owner thread, or under slots_lock). */
 static void reader_unpinned(struct sc_reader *r)
@@ -81,14 +109,13 @@ static void reader_unpinned(struct sc_reader *r)
 static void reader_thread_exit(void *arg)
 {
 	sc_cache *cache = arg;
-	pthread_t self = pthread_self();
+	uint64_t self = thread_number;
 	pthread_mutex_lock(&cache->slots_lock);
 	unsigned high =
 	    atomic_load_explicit(&cache->slots_high, memory_order_relaxed);
 	for (unsigned i = 0; i < high; i++) {
 		struct sc_reader *r = &cache->slots[i];
-		if (!r->in_use || !r->owner_set ||
-		    !pthread_equal(r->owner, self))
+		if (!r->in_use || r->owner != self)
 			continue;
 		reader_unpinned(r);
 		atomic_store_explicit(&r->pin, SC_PIN_NONE,
@@ -145,16 +172,29 @@ void sc_reclaim_fini(sc_cache *cache)
 
 /* ==== readers ============================================================= */
 
-/* Record the calling thread as the slot's owner and arm its exit hook. */
-static void reader_register_thread(struct sc_reader *r)
+/* Arm the calling thread's exit hook for the cache (once per thread). */
+static void reader_arm_exit(sc_cache *cache)
+{
+	if (pthread_getspecific(cache->exit_key) != cache)
+		(void)pthread_setspecific(cache->exit_key, cache);
+}
+
+/* Make the calling thread the slot's owner (R0 above). */
+static void reader_take(struct sc_reader *r)
 {
 	sc_cache *cache = r->cache;
 	pthread_mutex_lock(&cache->slots_lock);
-	r->owner = pthread_self();
-	r->owner_set = true;
+	r->owner = self_number();
 	pthread_mutex_unlock(&cache->slots_lock);
-	if (pthread_getspecific(cache->exit_key) != cache)
-		(void)pthread_setspecific(cache->exit_key, cache);
+	reader_arm_exit(cache);
+}
+
+/* Own the slot before touching it: one compare unless the reader comes
+ * from another thread. */
+static inline void reader_claim(struct sc_reader *r)
+{
+	if (__builtin_expect(r->owner != self_number(), 0))
+		reader_take(r);
 }
 
 int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err)
@@ -176,7 +216,7 @@ int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err)
 	}
 	if (r) {
 		r->in_use = true;
-		r->owner_set = false;
+		r->owner = self_number();
 		reader_unpinned(r);
 		atomic_store_explicit(&r->pin, SC_PIN_NONE,
 				      memory_order_relaxed);
@@ -189,7 +229,7 @@ int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err)
 				    "all %u reader slots are taken; close "
 				    "readers or raise max_readers",
 				    cache->max_readers);
-	reader_register_thread(r);
+	reader_arm_exit(cache);
 	*out = r;
 	return SC_OK;
 }
@@ -203,10 +243,15 @@ void sc_reader_close(sc_reader *reader)
 	reader_unpinned(reader);
 	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
 	reader->in_use = false;
-	reader->owner_set = false;
+	reader->owner = 0;
 	atomic_fetch_sub_explicit(&cache->readers_open, 1,
 				  memory_order_relaxed);
 	pthread_mutex_unlock(&cache->slots_lock);
+}
+
+void sc_reader_own(sc_reader *reader)
+{
+	reader_claim(reader);
 }
 
 /* Pin the newest version when it is not the one pinned already (R3..R5
@@ -214,8 +259,6 @@ void sc_reader_close(sc_reader *reader)
 static void reader_repin(struct sc_reader *r, uint64_t n)
 {
 	sc_cache *cache = r->cache;
-	if (!r->owner_set || !pthread_equal(r->owner, pthread_self()))
-		reader_register_thread(r);
 	atomic_store_explicit(&r->pin, n, memory_order_release);
 	atomic_thread_fence(memory_order_seq_cst);
 	const struct sc_version *v =
@@ -228,10 +271,12 @@ static void reader_repin(struct sc_reader *r, uint64_t n)
 	r->root = v->root;
 }
 
-/* Pin the newest version (R1..R5 above). The fast path reads the slot's
- * line and the cache's read-mostly line, and writes nothing. */
+/* Pin the newest version (R0..R5 above). The fast path reads the slot's
+ * line, the cache's read-mostly line and the thread's number, and writes
+ * nothing. */
 static inline void reader_pin(struct sc_reader *r)
 {
+	reader_claim(r);
 	uint64_t n = atomic_load_explicit(&r->cache->current_number,
 					  memory_order_acquire);
 	if (__builtin_expect(r->number != n, 0))
@@ -270,6 +315,7 @@ const sc_view *sc_reader_begin(sc_reader *reader)
 
 void sc_reader_end(sc_reader *reader)
 {
+	reader_claim(reader);
 	reader_unpinned(reader);
 	atomic_store_explicit(&reader->pin, SC_PIN_NONE, memory_order_release);
 }

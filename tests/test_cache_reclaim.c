@@ -3,8 +3,9 @@
  * promote/discard cycles with views held and released; held views stay
  * intact (ASan would catch a read of freed memory); the number of versions
  * waiting follows the oldest pin exactly; memory returns to the live set
- * once pins end; a thread that exits while pinned releases its pin; reader
- * slots run out cleanly; sc_reader_get and view diffs.
+ * once pins end; a thread that exits while pinned releases its pin, and
+ * only the pins of readers it used last (a reader may move between
+ * threads); reader slots run out cleanly; sc_reader_get and view diffs.
  *
  * SC_TEST_SEED=n repeats a run.
  */
@@ -216,6 +217,105 @@ static void test_thread_exit_releases_pin(void **state)
 	sc_cache_destroy(cache);
 }
 
+/* ==== a reader that moves between threads =============================== */
+
+typedef struct handoff_arg {
+	sc_cache *cache;
+	sc_reader *reader;
+	pthread_barrier_t *handed; /* NULL: pin and exit at once */
+	uint64_t pinned;
+} handoff_arg;
+
+/* Pin through the reader (opening it first when there is none); then, with
+ * a barrier, hand it to the main thread and wait until told to exit. */
+static void *use_and_exit(void *p)
+{
+	handoff_arg *a = p;
+	if (!a->reader && sc_reader_open(a->cache, &a->reader, NULL))
+		return NULL;
+	a->pinned = sc_view_version(sc_reader_begin(a->reader));
+	if (a->handed) {
+		pthread_barrier_wait(a->handed); /* handed over */
+		pthread_barrier_wait(a->handed); /* may exit */
+	}
+	return NULL;
+}
+
+static void test_reader_moves_between_threads(void **state)
+{
+	(void)state;
+	sc_cache *cache;
+	assert_int_equal(sc_cache_create(NULL, &cache, NULL), 0);
+	apply_set(cache, "a", 1, 1);
+	assert_int_equal(sc_cache_promote(cache), 0);
+
+	/* A thread pins version 1 and hands the reader over; this thread pins
+	 * the same version through it (nothing to repin) and keeps the view
+	 * while the first thread exits: its exit must not drop our pin. */
+	pthread_barrier_t handed;
+	assert_int_equal(pthread_barrier_init(&handed, NULL, 2), 0);
+	handoff_arg a = {.cache = cache, .handed = &handed};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, use_and_exit, &a), 0);
+	pthread_barrier_wait(&handed);
+	assert_non_null(a.reader);
+	assert_int_equal(a.pinned, 1);
+	const sc_view *v = sc_reader_begin(a.reader);
+	assert_int_equal(sc_view_version(v), 1);
+	pthread_barrier_wait(&handed);
+	pthread_join(th, NULL);
+	pthread_barrier_destroy(&handed);
+	for (int i = 2; i < 6; i++) {
+		apply_set(cache, "a", i, (uint64_t)i);
+		assert_int_equal(sc_cache_promote(cache), 0);
+	}
+	sc_cache_reclaim(cache);
+	sc_cache_stats st;
+	sc_cache_stats_get(cache, &st);
+	assert_int_equal(st.oldest_pinned, 1);
+	assert_int_equal(st.versions_awaiting, 4);
+	const sc_entity *e = sc_view_get(v, (sc_str){"a", 1});
+	assert_non_null(e);
+	sc_value x;
+	assert_true(sc_entity_find(e, (sc_str){"x", 1}, &x));
+	assert_int_equal(x.u.i, 1);
+	sc_reader_end(a.reader);
+	sc_cache_reclaim(cache);
+	sc_cache_stats_get(cache, &st);
+	assert_int_equal(st.versions_awaiting, 0);
+
+	/* Threads that take the reader one after another, each pinning and
+	 * exiting (glibc hands a new thread the pthread_t of one joined
+	 * before): each one's exit releases the pin it left. */
+	for (int t = 0; t < 4; t++) {
+		handoff_arg b = {.cache = cache, .reader = a.reader};
+		assert_int_equal(pthread_create(&th, NULL, use_and_exit, &b),
+				 0);
+		pthread_join(th, NULL);
+		assert_int_equal(b.pinned, 5 + (uint64_t)t);
+		apply_set(cache, "a", 6 + t, 6 + (uint64_t)t);
+		assert_int_equal(sc_cache_promote(cache), 0);
+		sc_cache_reclaim(cache);
+		sc_cache_stats_get(cache, &st);
+		assert_int_equal(st.versions_awaiting, 0);
+		assert_int_equal(st.oldest_pinned, 0);
+	}
+	/* This thread, its owner again, pins and ends as before. */
+	v = sc_reader_begin(a.reader);
+	assert_int_equal(sc_view_version(v), 9);
+	apply_set(cache, "a", 10, 10);
+	assert_int_equal(sc_cache_promote(cache), 0);
+	sc_cache_stats_get(cache, &st);
+	assert_int_equal(st.oldest_pinned, 9);
+	sc_reader_end(a.reader);
+	sc_reader_close(a.reader);
+	assert_int_equal(sc_cache_reclaim(cache), 1);
+	sc_cache_stats_get(cache, &st);
+	assert_int_equal(st.readers, 0);
+	assert_int_equal(st.memory_bytes, tk_live_bytes(cache));
+	sc_cache_destroy(cache);
+}
+
 /* ==== reader slots, get, diff ============================================= */
 
 static void test_reader_slots_run_out(void **state)
@@ -347,6 +447,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cycles_with_held_views),
 	    cmocka_unit_test(test_thread_exit_releases_pin),
+	    cmocka_unit_test(test_reader_moves_between_threads),
 	    cmocka_unit_test(test_reader_slots_run_out),
 	    cmocka_unit_test(test_reader_get_follows_promotes),
 	    cmocka_unit_test(test_view_diff_two_readers),

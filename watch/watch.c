@@ -575,6 +575,9 @@ int sc_watch_next(sc_watcher *w, int timeout_ms, const sc_watch_batch **out,
 	if (!w || !out)
 		return sc_error_set(err, SC_EINVAL, "watcher or out is NULL");
 	*out = NULL;
+	/* The pins are released at the exit of the thread that calls now. */
+	sc_reader_own(w->rd[0]);
+	sc_reader_own(w->rd[1]);
 	if (w->phase == PHASE_RESYNC)
 		return sc_error_set(err, SC_ERESYNC,
 				    "the watcher fell behind over its limit "

@@ -269,10 +269,13 @@ SC_API size_t sc_cache_reclaim(sc_cache *cache);
 /*
  * sc_reader_open - claim a reader slot for the calling thread.
  *
- * A reader is used by one thread at a time. Errors: SC_EREADERS (all slots
- * taken), ENOMEM. If the thread exits while holding a pin, the pin is
- * released by a thread-exit hook; the slot stays claimed until
- * sc_reader_close (or sc_cache_destroy).
+ * A reader is used by one thread at a time; it may be handed from one
+ * thread to another (the handing over must synchronize, as with a mutex).
+ * If the thread that used a reader last exits while the reader holds a
+ * pin, the pin is released by a thread-exit hook; a thread that has handed
+ * the reader on no longer touches it, exiting or not. The slot stays
+ * claimed until sc_reader_close (or sc_cache_destroy). Errors: SC_EREADERS
+ * (all slots taken), ENOMEM.
  */
 SC_API int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
 
