@@ -220,17 +220,21 @@ struct sc_version {
  */
 struct sc_reader {
 	_Alignas(64) _Atomic uint64_t pin; /* version number or SC_PIN_NONE */
-	/* Written by the owner, and by the owner's thread-exit hook. */
+	/* Written by the owner, by the owner's thread-exit hook, and by open
+	 * and close (the last two under slots_lock). */
 	uint64_t number;		  /* version->number; SC_PIN_NONE */
 	sc_hamt_root root;		  /* version->root */
-	const sc_hamt *map;		  /* cache->map */
 	const struct sc_version *version; /* the pinned version, or NULL */
+	/* Set once, when the cache is created. */
+	const sc_hamt *map; /* cache->map */
 	sc_cache *cache;
 	/* The owner: the thread that used the slot last, by its number
 	 * (cache/reclaim.c; never reused), 0 for none. Written under
-	 * slots_lock; read by the owner and the thread-exit hooks. */
+	 * slots_lock; read by the thread about to use the slot (before it
+	 * takes it over) and by the thread-exit hooks. */
 	uint64_t owner;
-	/* Cold, protected by cache->slots_lock: the slot's claim. */
+	/* Cold, under cache->slots_lock: the slot's claim (read by open,
+	 * close and the hooks). */
 	_Alignas(64) bool in_use;
 };
 _Static_assert(offsetof(struct sc_reader, in_use) == 64,

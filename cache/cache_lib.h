@@ -19,8 +19,9 @@
  *              sc_view_residency          figures (cache/residency.c)
  *   watch/     sc_cache_hook_install      a wake-up at every promote, the
  *              sc_cache_version_newest    newest version and the bytes
- *              sc_view_garbage_before     superseded versions hold; a
- *              sc_reader_own              pin kept from call to call
+ *              sc_view_garbage_before     superseded versions hold
+ *   watch/,    sc_reader_own              a pin kept from call to call,
+ *   store/     sc_reader_disown           handed to whichever thread next
  *
  * Writer-side calls (apply, load_begin, load_store) run on the cache's
  * writer thread, like every other change to the pending version.
@@ -441,5 +442,14 @@ uint64_t sc_view_garbage_before(const sc_view *view);
  * thread owns it already.
  */
 void sc_reader_own(sc_reader *reader);
+
+/*
+ * sc_reader_disown - leave `reader` without an owner: no thread's exit
+ * releases its pin until a thread pins or unpins through it (and so owns
+ * it) or it is closed. For a pin handed out with an object that any thread
+ * may use next (a watcher between sc_watch_open and its first
+ * sc_watch_next). Takes the cache's reader-table lock.
+ */
+void sc_reader_disown(sc_reader *reader);
 
 #endif

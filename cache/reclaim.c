@@ -81,10 +81,9 @@
 /* ==== reader table set-up ================================================= */
 
 /* The calling thread's number, from 1, never reused in the process: the
- * owner of the reader slots it uses. Initial-exec TLS: one load. */
+ * owner of the reader slots it uses. */
 static _Atomic uint64_t threads_numbered;
-static __attribute__((
-    tls_model("initial-exec"))) _Thread_local uint64_t thread_number;
+static _Thread_local uint64_t thread_number;
 
 static inline uint64_t self_number(void)
 {
@@ -252,6 +251,14 @@ void sc_reader_close(sc_reader *reader)
 void sc_reader_own(sc_reader *reader)
 {
 	reader_claim(reader);
+}
+
+void sc_reader_disown(sc_reader *reader)
+{
+	sc_cache *cache = reader->cache;
+	pthread_mutex_lock(&cache->slots_lock);
+	reader->owner = 0;
+	pthread_mutex_unlock(&cache->slots_lock);
 }
 
 /* Pin the newest version when it is not the one pinned already (R3..R5

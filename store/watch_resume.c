@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/cache_lib.h"
 #include "common/internal.h"
 
 /* An entity an event after the position touched: its partition and id, in
@@ -290,6 +291,8 @@ int sc_store_watch_resume(sc_store *store, const sc_watch_options *opt,
 	const sc_view *v = sc_reader_begin(r->reader);
 	rc = sc_watch_open(store->cache, &o, watcher, err);
 	promotes_unlock(store);
+	/* The pin lasts until sc_watch_resume_free, on whatever thread. */
+	sc_reader_disown(r->reader);
 	if (rc)
 		goto fail;
 	uint64_t to = sc_view_position(v);

@@ -1098,63 +1098,75 @@ static void test_wakeup(void **state)
 typedef struct opener {
 	sc_cache *cache;
 	sc_watcher *w;
+	bool wait; /* hand over and wait to be told to exit */
 	pthread_barrier_t handed;
 } opener;
 
-/* Open a watcher, hand it over, and exit when told. */
+/* Open a watcher and exit, at once or when told. */
 static void *open_and_exit(void *arg)
 {
 	opener *o = arg;
 	if (sc_watch_open(o->cache, NULL, &o->w, NULL))
 		o->w = NULL;
-	pthread_barrier_wait(&o->handed); /* handed over */
-	pthread_barrier_wait(&o->handed); /* may exit */
+	if (o->wait) {
+		pthread_barrier_wait(&o->handed); /* handed over */
+		pthread_barrier_wait(&o->handed); /* may exit */
+	}
 	return NULL;
 }
 
-/* A watcher opened on one thread and then called on another: the first
- * thread's exit leaves its pins alone (they go with the thread that called
- * sc_watch_next last), so the versions it has not delivered stay whole. */
+/* A watcher opened on one thread and used on another: the opener's exit,
+ * before or after the other thread's first sc_watch_next, leaves its pins
+ * alone (they go with the thread that calls sc_watch_next), so the versions
+ * it has not delivered stay whole. */
 static void test_handed_over(void **state)
 {
 	(void)state;
-	sc_cache *cache = case_begin(NULL);
-	uint64_t pos = 0;
-	put_int(cache, NULL, &pos, "a", "x", 0);
-	assert_int_equal(sc_cache_promote(cache), 0);
-	opener o = {.cache = cache};
-	assert_int_equal(pthread_barrier_init(&o.handed, NULL, 2), 0);
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, open_and_exit, &o), 0);
-	pthread_barrier_wait(&o.handed);
-	assert_non_null(o.w);
-	const sc_watch_batch *b;
-	assert_int_equal(sc_watch_next(o.w, 0, &b, NULL), 0);
-	assert_int_equal(b->kind, SC_WATCH_HEARTBEAT);
-	pthread_barrier_wait(&o.handed);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	pthread_barrier_destroy(&o.handed);
-	for (int i = 1; i <= 5; i++) {
-		put_int(cache, NULL, &pos, "a", "x", i);
+	for (int called_first = 0; called_first < 2; called_first++) {
+		sc_cache *cache = case_begin(NULL);
+		uint64_t pos = 0;
+		put_int(cache, NULL, &pos, "a", "x", 0);
 		assert_int_equal(sc_cache_promote(cache), 0);
+		opener o = {.cache = cache, .wait = called_first};
+		assert_int_equal(pthread_barrier_init(&o.handed, NULL, 2), 0);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, open_and_exit, &o),
+				 0);
+		const sc_watch_batch *b;
+		if (called_first) {
+			pthread_barrier_wait(&o.handed);
+			assert_non_null(o.w);
+			assert_int_equal(sc_watch_next(o.w, 0, &b, NULL), 0);
+			assert_int_equal(b->kind, SC_WATCH_HEARTBEAT);
+			pthread_barrier_wait(&o.handed);
+		}
+		assert_int_equal(pthread_join(th, NULL), 0);
+		pthread_barrier_destroy(&o.handed);
+		assert_non_null(o.w);
+		for (int i = 1; i <= 5; i++) {
+			put_int(cache, NULL, &pos, "a", "x", i);
+			assert_int_equal(sc_cache_promote(cache), 0);
+		}
+		sc_cache_reclaim(cache);
+		sc_cache_stats st;
+		sc_cache_stats_get(cache, &st);
+		assert_int_equal(st.oldest_pinned, 1);
+		assert_int_equal(sc_watch_next(o.w, 0, &b, NULL), 0);
+		assert_int_equal(b->kind, SC_WATCH_CHANGES);
+		assert_int_equal(b->from_version, 1);
+		assert_int_equal(b->to_version, 6);
+		assert_int_equal(b->nupdated, 1);
+		sc_value v;
+		assert_true(
+		    sc_entity_find(b->updated[0].before, (sc_str){"x", 1}, &v));
+		assert_int_equal(v.u.i, 0);
+		assert_true(
+		    sc_entity_find(b->updated[0].after, (sc_str){"x", 1}, &v));
+		assert_int_equal(v.u.i, 5);
+		sc_watch_close(o.w);
+		check_memory_back(cache);
+		case_end(cache, NULL);
 	}
-	sc_cache_reclaim(cache);
-	sc_cache_stats st;
-	sc_cache_stats_get(cache, &st);
-	assert_int_equal(st.oldest_pinned, 1);
-	assert_int_equal(sc_watch_next(o.w, 0, &b, NULL), 0);
-	assert_int_equal(b->kind, SC_WATCH_CHANGES);
-	assert_int_equal(b->from_version, 1);
-	assert_int_equal(b->to_version, 6);
-	assert_int_equal(b->nupdated, 1);
-	sc_value v;
-	assert_true(sc_entity_find(b->updated[0].before, (sc_str){"x", 1}, &v));
-	assert_int_equal(v.u.i, 0);
-	assert_true(sc_entity_find(b->updated[0].after, (sc_str){"x", 1}, &v));
-	assert_int_equal(v.u.i, 5);
-	sc_watch_close(o.w);
-	check_memory_back(cache);
-	case_end(cache, NULL);
 }
 
 /* Stats show what a lagging watcher holds back; over its limit it lets go

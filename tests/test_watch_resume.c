@@ -5,8 +5,10 @@
  * each with its state then and now, classified by the filter), and the
  * watcher it hands over to goes on from the version that batch ends at:
  * its next batch is the model's change set from there, so nothing is
- * missed or doubled. A position beyond the end of the log is an error.
+ * missed or doubled. A resume built on a thread that has exited keeps
+ * its batch whole. A position beyond the end of the log is an error.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,8 +155,29 @@ static void check_changes(const sc_watch_batch *batch, const tk_refstate *a,
 	assert_int_equal(batch->to_position, pb);
 }
 
+typedef struct resume_arg {
+	sc_store *s;
+	sc_watch_options o;
+	uint64_t pos;
+	sc_watcher *w;
+	sc_watch_resume *r;
+	int rc;
+	sc_error err;
+} resume_arg;
+
+static void *resume_thread(void *p)
+{
+	resume_arg *a = p;
+	a->rc =
+	    sc_store_watch_resume(a->s, &a->o, a->pos, &a->w, &a->r, &a->err);
+	return NULL;
+}
+
+/* With on_thread, the resume is built on a thread that exits at once, and
+ * the store appends (promoting and reclaiming) before this thread reads
+ * the first batch: the batch's version stays pinned until it is freed. */
 static void resume_case(uint64_t before_reopen, uint64_t pos, uint64_t total,
-			const char *prefix)
+			const char *prefix, bool on_thread)
 {
 	char dir[512];
 	tk_tmproot_dir(dir, sizeof dir);
@@ -165,15 +188,25 @@ static void resume_case(uint64_t before_reopen, uint64_t pos, uint64_t total,
 	s = open_store(dir, false);
 	append_to(s, total, &rng);
 
-	sc_watch_options o = {0};
-	o.prefix = (sc_str){prefix, strlen(prefix)};
-	sc_watcher *w = NULL;
-	sc_watch_resume *r = NULL;
+	resume_arg ra = {.s = s, .pos = pos};
+	ra.o.prefix = (sc_str){prefix, strlen(prefix)};
+	uint64_t now = total;
+	if (on_thread) {
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, resume_thread, &ra),
+				 0);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		if (!ra.rc)
+			append_to(s, now += 30, &rng);
+	} else {
+		resume_thread(&ra);
+	}
+	if (ra.rc)
+		fprintf(stderr, "resume: %s\n", ra.err.message);
+	assert_int_equal(ra.rc, 0);
+	sc_watcher *w = ra.w;
+	sc_watch_resume *r = ra.r;
 	sc_error err;
-	int rc = sc_store_watch_resume(s, &o, pos, &w, &r, &err);
-	if (rc)
-		fprintf(stderr, "resume: %s\n", err.message);
-	assert_int_equal(rc, 0);
 	const sc_watch_batch *first = sc_watch_resume_batch(r);
 	assert_int_equal(first->kind, SC_WATCH_CHANGES);
 	tk_refstate *a = model_at(pos), *b = model_at(total);
@@ -184,14 +217,16 @@ static void resume_case(uint64_t before_reopen, uint64_t pos, uint64_t total,
 	/* The hand-over: the watcher's next batch starts where the first
 	 * ended and holds the change set from there. */
 	const sc_watch_batch *nb;
-	assert_int_equal(sc_watch_next(w, 0, &nb, &err), 0);
-	assert_int_equal(nb->kind, SC_WATCH_HEARTBEAT);
-	append_to(s, total + 60, &rng);
+	if (!on_thread) {
+		assert_int_equal(sc_watch_next(w, 0, &nb, &err), 0);
+		assert_int_equal(nb->kind, SC_WATCH_HEARTBEAT);
+	}
+	append_to(s, now + 60, &rng);
 	assert_int_equal(sc_watch_next(w, 0, &nb, &err), 0);
 	assert_int_equal(nb->kind, SC_WATCH_CHANGES);
 	assert_int_equal(nb->from_version, v);
-	tk_refstate *c = model_at(total + 60);
-	check_changes(nb, b, total, c, total + 60, prefix);
+	tk_refstate *c = model_at(now + 60);
+	check_changes(nb, b, total, c, now + 60, prefix);
 	sc_watch_close(w);
 	tk_refstate_free(a);
 	tk_refstate_free(b);
@@ -202,10 +237,11 @@ static void resume_case(uint64_t before_reopen, uint64_t pos, uint64_t total,
 static void test_resume_across_reopen(void **state)
 {
 	(void)state;
-	resume_case(300, 120, 700, "");	  /* from before the reopen */
-	resume_case(300, 450, 700, "e1"); /* after it, with a prefix */
-	resume_case(300, 0, 400, "");	  /* from the start */
-	resume_case(300, 400, 400, "");	  /* from the end: nothing */
+	resume_case(300, 120, 700, "", false);	 /* from before the reopen */
+	resume_case(300, 450, 700, "e1", false); /* after it, with a prefix */
+	resume_case(300, 0, 400, "", false);	 /* from the start */
+	resume_case(300, 400, 400, "", false);	 /* from the end: nothing */
+	resume_case(300, 120, 700, "", true);	 /* built on another thread */
 }
 
 static void test_resume_beyond_end(void **state)

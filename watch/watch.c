@@ -287,6 +287,10 @@ int sc_watch_open(sc_cache *cache, const sc_watch_options *opt,
 	atomic_init(&w->st_holding, true);
 	atomic_init(&w->st_resync, false);
 	note_pins(w);
+	/* Any thread may call sc_watch_next first: until one does, no
+	 * thread's exit releases the pins. */
+	sc_reader_disown(w->rd[0]);
+	sc_reader_disown(w->rd[1]);
 	*out = w;
 	return SC_OK;
 }

@@ -271,11 +271,14 @@ SC_API size_t sc_cache_reclaim(sc_cache *cache);
  *
  * A reader is used by one thread at a time; it may be handed from one
  * thread to another (the handing over must synchronize, as with a mutex).
- * If the thread that used a reader last exits while the reader holds a
- * pin, the pin is released by a thread-exit hook; a thread that has handed
- * the reader on no longer touches it, exiting or not. The slot stays
- * claimed until sc_reader_close (or sc_cache_destroy). Errors: SC_EREADERS
- * (all slots taken), ENOMEM.
+ * The thread that last called sc_reader_get(_in), sc_reader_begin or
+ * sc_reader_end on it (or opened it) owns it: if that thread exits while
+ * the reader holds a pin, a thread-exit hook releases the pin, and the
+ * views and states read through it become invalid. So a thread taking a
+ * reader over takes its own pin (a get or begin) before the one that
+ * handed it on may exit; from then on that thread's exit leaves the reader
+ * alone. The slot stays claimed until sc_reader_close (or
+ * sc_cache_destroy). Errors: SC_EREADERS (all slots taken), ENOMEM.
  */
 SC_API int sc_reader_open(sc_cache *cache, sc_reader **out, sc_error *err);
 

@@ -55,9 +55,10 @@
  * turn). Its pins are reader pins, released by the cache's thread-exit hook
  * when the thread that last called sc_watch_next exits: close the watcher
  * before that thread exits, or keep calling it from a thread that lives as
- * long as the watcher. sc_watch_stats_get may be called from any thread.
- * Different watchers are independent. Close every watcher before
- * sc_cache_destroy.
+ * long as the watcher. Until the first sc_watch_next no thread's exit
+ * releases them (the thread that opened the watcher may exit first).
+ * sc_watch_stats_get may be called from any thread. Different watchers are
+ * independent. Close every watcher before sc_cache_destroy.
  */
 #ifndef STATECACHE_WATCH_H
 #define STATECACHE_WATCH_H
