@@ -157,20 +157,27 @@ static void test_cycles_with_held_views(void **state)
 
 /* ==== a pinned thread that exits ========================================== */
 
-typedef struct exit_arg {
+typedef struct handoff_arg {
 	sc_cache *cache;
 	sc_reader *reader;
+	pthread_barrier_t *handed; /* NULL: pin and exit at once */
 	uint64_t pinned;
-} exit_arg;
+} handoff_arg;
 
-static void *pin_and_exit(void *p)
+/* Pin through the reader (opening it first when there is none) and exit
+ * without ending the pin; with a barrier, first hand the reader to the
+ * main thread and wait until told to exit. */
+static void *use_and_exit(void *p)
 {
-	exit_arg *a = p;
-	sc_error err;
-	if (sc_reader_open(a->cache, &a->reader, &err))
+	handoff_arg *a = p;
+	if (!a->reader && sc_reader_open(a->cache, &a->reader, NULL))
 		return NULL;
 	a->pinned = sc_view_version(sc_reader_begin(a->reader));
-	return NULL; /* no sc_reader_end */
+	if (a->handed) {
+		pthread_barrier_wait(a->handed); /* handed over */
+		pthread_barrier_wait(a->handed); /* may exit */
+	}
+	return NULL;
 }
 
 static void test_thread_exit_releases_pin(void **state)
@@ -194,9 +201,9 @@ static void test_thread_exit_releases_pin(void **state)
 	sc_reader_end(mine);
 
 	/* ...a thread that exits pinned does not. */
-	exit_arg a = {.cache = cache};
+	handoff_arg a = {.cache = cache};
 	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, pin_and_exit, &a), 0);
+	assert_int_equal(pthread_create(&th, NULL, use_and_exit, &a), 0);
 	pthread_join(th, NULL);
 	assert_non_null(a.reader);
 	assert_int_equal(a.pinned, 2);
@@ -218,28 +225,6 @@ static void test_thread_exit_releases_pin(void **state)
 }
 
 /* ==== a reader that moves between threads =============================== */
-
-typedef struct handoff_arg {
-	sc_cache *cache;
-	sc_reader *reader;
-	pthread_barrier_t *handed; /* NULL: pin and exit at once */
-	uint64_t pinned;
-} handoff_arg;
-
-/* Pin through the reader (opening it first when there is none); then, with
- * a barrier, hand it to the main thread and wait until told to exit. */
-static void *use_and_exit(void *p)
-{
-	handoff_arg *a = p;
-	if (!a->reader && sc_reader_open(a->cache, &a->reader, NULL))
-		return NULL;
-	a->pinned = sc_view_version(sc_reader_begin(a->reader));
-	if (a->handed) {
-		pthread_barrier_wait(a->handed); /* handed over */
-		pthread_barrier_wait(a->handed); /* may exit */
-	}
-	return NULL;
-}
 
 static void test_reader_moves_between_threads(void **state)
 {
