@@ -294,13 +294,13 @@ SC_API bool sc_store_read_only(const sc_store *store);
 
 /* sc_store_close - close the store and free its cache. Cache readers must
  * be closed first, no other call may be running, and no thread that used
- * a reader, appended or called sc_watch_next may be exiting meanwhile
- * (as sc_cache_destroy). Stops the background
- * flush of sync_interval_ms, then flushes once in durability consistent
- * and nosync, and in nosync removes the session marker once that flush
- * succeeded: after close returned an OS crash loses nothing. A failed
- * flush leaves the marker (open will refuse the store after a restart of
- * the machine). NULL is a no-op. */
+ * a reader, appended or called sc_watch_next may be exiting meanwhile (as
+ * for sc_cache_destroy). Stops the background flush of sync_interval_ms,
+ * then flushes once in durability consistent and nosync, and in nosync
+ * removes the session marker once that flush succeeded: after close
+ * returned an OS crash loses nothing. A failed flush leaves the marker
+ * (open will refuse the store after a restart of the machine). NULL is a
+ * no-op. */
 SC_API void sc_store_close(sc_store *store);
 
 /* The store's cache; read the current state through sc_reader_*. Owned by
@@ -782,12 +782,12 @@ typedef struct sc_watch_resume sc_watch_resume;
  * *watcher is closed with sc_watch_close, *first freed with
  * sc_watch_resume_free (its batch points into it; it pins V with a cache
  * reader until then, whichever threads exit meanwhile). Any thread; the
- * watcher is then used as watch.h says, and *first may be freed on any
- * thread. Errors:
- * SC_EINVAL (a NULL argument, opt->start not SC_WATCH_START_NOW, a
- * position beyond the end of the log: the message names both), the
- * errors of sc_watch_open, of sc_store_events and sc_store_entity_at,
- * ENOMEM; on error nothing is left open.
+ * watcher is then used as watch.h says, and *first may be read and freed
+ * on any thread, one at a time. Errors: SC_EINVAL (a NULL argument,
+ * opt->start not SC_WATCH_START_NOW, a position beyond the end of the log:
+ * the message names both), the errors of sc_watch_open, of
+ * sc_store_events and sc_store_entity_at, ENOMEM; on error nothing is left
+ * open.
  */
 SC_API int sc_store_watch_resume(sc_store *store, const sc_watch_options *opt,
 				 uint64_t position, sc_watcher **watcher,
