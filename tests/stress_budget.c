@@ -50,7 +50,20 @@ typedef struct shared {
 	_Atomic size_t gets, walks;
 	char why[256];
 	pthread_mutex_t why_lock;
+	/* Readers that have made a get (or stopped): the writer starts once
+	 * all have, so every reader reads while the writer writes, however
+	 * the threads are scheduled. */
+	int started;
+	pthread_cond_t all_started; /* with why_lock */
 } shared;
+
+static void reader_started(shared *sh)
+{
+	pthread_mutex_lock(&sh->why_lock);
+	if (++sh->started == NREADERS)
+		pthread_cond_broadcast(&sh->all_started);
+	pthread_mutex_unlock(&sh->why_lock);
+}
 
 static void report(shared *sh, const char *fmt, ...)
 {
@@ -95,9 +108,11 @@ static void *reader_main(void *vp)
 	sc_reader *r;
 	if (sc_reader_open(sc_store_cache(sh->store), &r, NULL)) {
 		report(sh, "reader_open failed");
+		reader_started(sh);
 		return NULL;
 	}
 	uint64_t last_version = 0, last_pos = 0;
+	bool counted = false;
 	while (!atomic_load(&sh->done) && !atomic_load(&sh->failures)) {
 		sc_str p = parts[tk_rand_below(&ra->rng, NPARTS)];
 		unsigned op = (unsigned)tk_rand_below(&ra->rng, 10);
@@ -114,6 +129,10 @@ static void *reader_main(void *vp)
 				report(sh, "get_in: %s", err.message);
 			sc_reader_end(r);
 			atomic_fetch_add(&sh->gets, 1);
+			if (!counted) {
+				counted = true;
+				reader_started(sh);
+			}
 		} else if (op < 9) {
 			const sc_view *v;
 			int rc = sc_store_begin_in(sh->store, r, p, &v, &err);
@@ -149,6 +168,8 @@ static void *reader_main(void *vp)
 				report(sh, "stats: %s", err.message);
 		}
 	}
+	if (!counted)
+		reader_started(sh);
 	sc_reader_close(r);
 	return NULL;
 }
@@ -174,6 +195,7 @@ static void test_stress(void **state)
 			      .checkpoint_tail = 40};
 	shared sh = {0};
 	pthread_mutex_init(&sh.why_lock, NULL);
+	pthread_cond_init(&sh.all_started, NULL);
 	sc_error err;
 	assert_int_equal(sc_store_open(dir, &o, &sh.store, &err), 0);
 	static int64_t ledger[NPARTS][NACC];
@@ -185,6 +207,10 @@ static void test_stress(void **state)
 		assert_int_equal(
 		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
 	}
+	pthread_mutex_lock(&sh.why_lock);
+	while (sh.started < NREADERS)
+		pthread_cond_wait(&sh.all_started, &sh.why_lock);
+	pthread_mutex_unlock(&sh.why_lock);
 	uint64_t rng = seed;
 	int batches = short_run ? 300 : 2000;
 	for (int b = 0; b < batches && !atomic_load(&sh.failures); b++) {
@@ -252,6 +278,7 @@ static void test_stress(void **state)
 		(unsigned long long)st.partition_loads,
 		(unsigned long long)st.partition_evictions);
 	sc_store_close(sh.store);
+	pthread_cond_destroy(&sh.all_started);
 	pthread_mutex_destroy(&sh.why_lock);
 	char cmd[512];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
