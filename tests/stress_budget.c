@@ -31,6 +31,7 @@
 #include "statecache/cache.h"
 #include "statecache/store.h"
 #include "tests/support/testkit.h"
+#include "tests/support/thread_testkit.h"
 
 #define NPARTS	 16
 #define NACC	 24
@@ -53,17 +54,8 @@ typedef struct shared {
 	/* Readers that have made a get (or stopped): the writer starts once
 	 * all have, so every reader reads while the writer writes, however
 	 * the threads are scheduled. */
-	int started;
-	pthread_cond_t all_started; /* with why_lock */
+	tk_gate started;
 } shared;
-
-static void reader_started(shared *sh)
-{
-	pthread_mutex_lock(&sh->why_lock);
-	if (++sh->started == NREADERS)
-		pthread_cond_broadcast(&sh->all_started);
-	pthread_mutex_unlock(&sh->why_lock);
-}
 
 static void report(shared *sh, const char *fmt, ...)
 {
@@ -108,7 +100,7 @@ static void *reader_main(void *vp)
 	sc_reader *r;
 	if (sc_reader_open(sc_store_cache(sh->store), &r, NULL)) {
 		report(sh, "reader_open failed");
-		reader_started(sh);
+		tk_gate_arrive(&sh->started);
 		return NULL;
 	}
 	uint64_t last_version = 0, last_pos = 0;
@@ -131,7 +123,7 @@ static void *reader_main(void *vp)
 			atomic_fetch_add(&sh->gets, 1);
 			if (!counted) {
 				counted = true;
-				reader_started(sh);
+				tk_gate_arrive(&sh->started);
 			}
 		} else if (op < 9) {
 			const sc_view *v;
@@ -169,7 +161,7 @@ static void *reader_main(void *vp)
 		}
 	}
 	if (!counted)
-		reader_started(sh);
+		tk_gate_arrive(&sh->started);
 	sc_reader_close(r);
 	return NULL;
 }
@@ -195,7 +187,7 @@ static void test_stress(void **state)
 			      .checkpoint_tail = 40};
 	shared sh = {0};
 	pthread_mutex_init(&sh.why_lock, NULL);
-	pthread_cond_init(&sh.all_started, NULL);
+	tk_gate_init(&sh.started);
 	sc_error err;
 	assert_int_equal(sc_store_open(dir, &o, &sh.store, &err), 0);
 	static int64_t ledger[NPARTS][NACC];
@@ -207,10 +199,7 @@ static void test_stress(void **state)
 		assert_int_equal(
 		    pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
 	}
-	pthread_mutex_lock(&sh.why_lock);
-	while (sh.started < NREADERS)
-		pthread_cond_wait(&sh.all_started, &sh.why_lock);
-	pthread_mutex_unlock(&sh.why_lock);
+	tk_gate_wait(&sh.started, NREADERS);
 	uint64_t rng = seed;
 	int batches = short_run ? 300 : 2000;
 	for (int b = 0; b < batches && !atomic_load(&sh.failures); b++) {
@@ -278,7 +267,7 @@ static void test_stress(void **state)
 		(unsigned long long)st.partition_loads,
 		(unsigned long long)st.partition_evictions);
 	sc_store_close(sh.store);
-	pthread_cond_destroy(&sh.all_started);
+	tk_gate_destroy(&sh.started);
 	pthread_mutex_destroy(&sh.why_lock);
 	char cmd[512];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -57,6 +57,9 @@ typedef struct shared {
 	_Atomic size_t diffs;
 	_Atomic size_t gets;
 	tk_failures fail;
+	/* Readers that have checked a view (or stopped): the writer starts
+	 * once all have, however the threads are scheduled. */
+	tk_gate started;
 } shared;
 
 static sc_str id_of(char *buf, size_t cap, unsigned i)
@@ -324,16 +327,22 @@ static void *reader_main(void *p)
 	if (sc_reader_open(sh->cache, &rd, &err) ||
 	    sc_reader_open(sh->cache, &rd2, &err)) {
 		tk_failure(&sh->fail, "reader_open: %s", err.message);
+		tk_gate_arrive(&sh->started);
 		return NULL;
 	}
 	uint64_t r = seed * 7919 + ra->index + 1, last = 0, last2 = 0;
 	char buf[32];
+	bool arrived = false;
 	while (!writer_done(sh) && !tk_failures_count(&sh->fail)) {
 		unsigned what = (unsigned)(tk_rand(&r) % 100);
 		if (what < 40) {
 			const sc_view *v = sc_reader_begin(rd);
 			check_view(sh, v, &last, "scan");
 			sc_reader_end(rd);
+			if (!arrived) {
+				arrived = true;
+				tk_gate_arrive(&sh->started);
+			}
 		} else if (what < 45) {
 			/* Hold a pin across many promotes (bounded by the
 			 * writer finishing), re-checking the same view. */
@@ -392,6 +401,8 @@ static void *reader_main(void *p)
 			sc_reader_end(rd);
 		}
 	}
+	if (!arrived)
+		tk_gate_arrive(&sh->started);
 	sc_reader_close(rd2);
 	if (ra->exit_pinned) {
 		/* Exit holding a pin: the thread-exit hook must drop it. */
@@ -426,6 +437,7 @@ static void run_stress(bool lanes)
 
 	shared sh = {0};
 	tk_failures_init(&sh.fail);
+	tk_gate_init(&sh.started);
 	sc_error err;
 	sc_cache_options opt = {.seed = seed, .lanes = lanes ? 3 : 1};
 	assert_int_equal(sc_cache_create(&opt, &sh.cache, &err), 0);
@@ -438,6 +450,7 @@ static void run_stress(bool lanes)
 		ra[i] =
 		    (reader_arg){.sh = &sh, .index = i, .exit_pinned = i == 0};
 	tk_threads_start(th, NREADERS, reader_main, ra, sizeof ra[0]);
+	tk_gate_wait(&sh.started, NREADERS);
 	if (lanes)
 		writer_run_lanes(&sh, batches / 10, &led);
 	else
@@ -477,6 +490,7 @@ static void run_stress(bool lanes)
 	}
 	sc_reader_close(ra[0].left_open);
 	sc_cache_destroy(sh.cache);
+	tk_gate_destroy(&sh.started);
 	tk_failures_destroy(&sh.fail);
 }
 

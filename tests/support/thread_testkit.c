@@ -62,3 +62,35 @@ void tk_threads_join(pthread_t *th, size_t n)
 	for (size_t i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
 }
+
+void tk_gate_init(tk_gate *g)
+{
+	g->count = 0;
+	if (pthread_mutex_init(&g->lock, NULL) ||
+	    pthread_cond_init(&g->cond, NULL)) {
+		fprintf(stderr, "tk_gate_init: cannot make the lock\n");
+		abort();
+	}
+}
+
+void tk_gate_destroy(tk_gate *g)
+{
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->lock);
+}
+
+void tk_gate_arrive(tk_gate *g)
+{
+	pthread_mutex_lock(&g->lock);
+	g->count++;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
+void tk_gate_wait(tk_gate *g, size_t n)
+{
+	pthread_mutex_lock(&g->lock);
+	while (g->count < n)
+		pthread_cond_wait(&g->cond, &g->lock);
+	pthread_mutex_unlock(&g->lock);
+}

@@ -1,8 +1,8 @@
 /*
  * The test kit for the stress programs, whose threads read (or write)
  * while another thread writes: a record of the failures the threads meet,
- * and the start and join of a group of threads. Part of the test kit
- * library (libsctest.a).
+ * the start and join of a group of threads, and a gate they pass. Part of the
+ * test kit library (libsctest.a).
  *
  * A thread cannot fail a cmocka test: it records what went wrong with
  * tk_failure and returns; the test's own thread checks tk_failures_count
@@ -49,5 +49,25 @@ void tk_threads_start(pthread_t *th, size_t n, void *(*fn)(void *), void *args,
 /* tk_threads_join - wait for th[0..n-1] to end; their results are
  * dropped. */
 void tk_threads_join(pthread_t *th, size_t n);
+
+/*
+ * A gate: a count that threads raise and another thread waits for, so that
+ * what a stress run asserts does not hang on how the scheduler ran the
+ * threads (e.g. a writer that starts once every reader has read, so reads
+ * overlap the writes even on a loaded machine). tk_gate_init aborts if the
+ * lock cannot be made; pair with tk_gate_destroy.
+ */
+typedef struct tk_gate {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t count; /* under lock */
+} tk_gate;
+
+void tk_gate_init(tk_gate *g);
+void tk_gate_destroy(tk_gate *g);
+/* tk_gate_arrive - raise the count by one. Thread-safe. */
+void tk_gate_arrive(tk_gate *g);
+/* tk_gate_wait - wait until the count is at least n. */
+void tk_gate_wait(tk_gate *g, size_t n);
 
 #endif
