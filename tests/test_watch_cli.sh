@@ -83,6 +83,24 @@ read_until() {
 		fi
 	done
 }
+# read_heartbeat NAME: read the watcher's lines into $T/wout until a
+# heartbeat (each line within 60 s)
+read_heartbeat() {
+	local line
+	while :; do
+		if ! IFS= read -r -t 60 line <&3; then
+			bad "$1: no heartbeat within 60 s: $(head -c 600 "$T/werr")"
+			return 1
+		fi
+		printf '%s\n' "$line" >>"$T/wout"
+		case "$line" in
+		'{"op":"heartbeat"'*)
+			ok
+			return 0
+			;;
+		esac
+	done
+}
 # stop_watch SIGNAL NAME: send SIGNAL, expect exit 0, keep the rest of
 # the output
 stop_watch() {
@@ -119,6 +137,7 @@ run 0 "ingest b while watching" -- "$S" --db "$DB" ingest "$T/b.jsonl" \
 last=$(last_ack "$T/out")
 expect_eq "$last" "3000" "ingest b acknowledged every event"
 read_until 3000 "changes of ingest b"
+read_heartbeat "a heartbeat once the ingest is done"
 stop_watch TERM "watch ended by SIGTERM"
 "$S" --db "$DB" scan >"$T/scan3000"
 fold <"$T/wout" >"$T/folded"
