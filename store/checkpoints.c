@@ -1150,9 +1150,8 @@ static int walk_one(part_walk *w, const MDB_val *v, uint64_t pos)
 	return rc;
 }
 
-static int walk_indexed(void *ctx, uint64_t pos)
+static int walk_indexed(part_walk *w, uint64_t pos)
 {
-	part_walk *w = ctx;
 	uint8_t kb[8];
 	sc_be64_put(kb, pos);
 	MDB_val k = {8, kb}, v;
@@ -1167,6 +1166,25 @@ static int walk_indexed(void *ctx, uint64_t pos)
 	/* Scattered over the log, each likely on a page of its own. */
 	sc_release_span_add(&w->span, v.mv_data, v.mv_size, TAIL_RELEASE_EVERY);
 	return rc;
+}
+
+/* The partition's events at the positions in [from, to] that
+ * partition_index lists, read from it a batch at a time. */
+static int walk_listed(part_walk *w, uint64_t from, uint64_t to)
+{
+	enum { BATCH = 256 };
+	uint64_t pos[BATCH];
+	for (;;) {
+		size_t n;
+		int rc = sc_tag_index_positions(
+		    w->txn, w->store->dbi_partitions, "partition_index",
+		    w->partition, from, to, pos, BATCH, &n, w->err);
+		for (size_t i = 0; !rc && i < n; i++)
+			rc = walk_indexed(w, pos[i]);
+		if (rc || n < BATCH)
+			return rc;
+		from = pos[BATCH - 1] + 1;
+	}
 }
 
 /* The partition's events in (from, to] of the log, by a scan. */
@@ -1220,10 +1238,7 @@ int sc_partition_walk(sc_store *store, MDB_txn *txn, sc_str partition,
 		if (qit > to)
 			qit = to;
 		if (!rc && qit > from)
-			rc = sc_index_walk_in(store, txn, store->dbi_partitions,
-					      "partition_index", partition,
-					      from + 1, qit, walk_indexed, &w,
-					      err);
+			rc = walk_listed(&w, from + 1, qit);
 	}
 	if (!rc)
 		rc = walk_scan(&w, qit > from ? qit : from, to);

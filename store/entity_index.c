@@ -262,16 +262,6 @@ size_t sc_index_key_of(uint8_t *k, sc_str partition, sc_str id)
 }
 
 /* Write key_id(id) to k; returns its length. */
-size_t sc_index_range(sc_index_key *lo, sc_index_key *hi, sc_str value,
-		      uint64_t from, uint64_t to)
-{
-	size_t idlen = sc_index_key_id(lo->b, value);
-	memcpy(hi->b, lo->b, idlen);
-	sc_be64_put(lo->b + idlen, from);
-	sc_be64_put(hi->b + idlen, to);
-	return idlen;
-}
-
 size_t sc_index_key_id(uint8_t *k, sc_str id)
 {
 	if (id.len <= SC_INDEX_ID_WHOLE_MAX) {
@@ -283,6 +273,17 @@ size_t sc_index_key_id(uint8_t *k, sc_str id)
 	XXH128_canonicalFromHash(&h, XXH3_128bits(id.ptr, id.len));
 	memcpy(k + SC_INDEX_ID_CUT, h.digest, sizeof h.digest);
 	return SC_INDEX_ID_CUT + sizeof h.digest;
+}
+
+/* The rows of `value` at positions from..to (store_internal.h). */
+size_t sc_index_range(sc_index_key *lo, sc_index_key *hi, sc_str value,
+		      uint64_t from, uint64_t to)
+{
+	size_t idlen = sc_index_key_id(lo->b, value);
+	memcpy(hi->b, lo->b, idlen);
+	sc_be64_put(lo->b + idlen, from);
+	sc_be64_put(hi->b + idlen, to);
+	return idlen;
 }
 
 /* The rows of one catch-up: keys laid out in one buffer, sorted before
@@ -554,44 +555,6 @@ int sc_index_catch_up(sc_store *store, MDB_txn *txn, uint64_t first,
  * no epoch). Rows of other key_ids that share the prefix (a key_id that is this
  * one followed by 8 more bytes) are skipped by length; rows of other ids with
  * the same key_id are the caller's to skip. */
-int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
-		     const char *name, sc_str id, uint64_t from, uint64_t to,
-		     sc_index_pos_fn fn, void *ctx, sc_error *err)
-{
-	(void)store;
-	char what[48];
-	snprintf(what, sizeof what, "reading %s", name);
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, dbi, &cur);
-	if (rc)
-		return sc_store_lmdb_error(err, rc, what);
-	sc_index_key lo, hi;
-	size_t idlen = sc_index_range(&lo, &hi, id, from, to);
-	size_t klen = idlen + 8;
-	MDB_val k = {klen, lo.b}, v;
-	int op = MDB_SET_RANGE;
-	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
-		op = MDB_NEXT;
-		size_t m = k.mv_size < klen ? k.mv_size : klen;
-		int c = memcmp(k.mv_data, hi.b, m);
-		if (c > 0 || (c == 0 && k.mv_size > klen))
-			break; /* past id ++ to */
-		/* Keys of length klen between lo and hi start with this
-		 * key_id; other lengths there belong to other entities. */
-		if (k.mv_size != klen)
-			continue;
-		rc = fn(ctx, sc_be64_get((uint8_t *)k.mv_data + idlen));
-		if (rc) {
-			mdb_cursor_close(cur);
-			return rc;
-		}
-	}
-	mdb_cursor_close(cur);
-	if (rc == MDB_NOTFOUND || rc == 0)
-		return 0;
-	return sc_store_lmdb_error(err, rc, what);
-}
-
 /* Call fn with the positions lo..hi (one epoch's) that entity_index lists
  * under key_id (the idlen bytes at key + EPOCH_BYTES of both lo_key and
  * hi_key, which the caller filled). Rows of other key_ids that share the

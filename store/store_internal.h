@@ -395,14 +395,6 @@ int sc_index_walk(sc_store *store, MDB_txn *txn, sc_str partition, sc_str id,
 		  uint64_t from, uint64_t to, sc_index_pos_fn fn, void *ctx,
 		  sc_error *err);
 
-/* Call fn, in order, with the positions in [from, to] that the index
- * `dbi` (entity_index, tag_index or partition_index, all keyed alike;
- * `name` names it in errors) lists under the key id of `id`. As
- * sc_index_walk. */
-int sc_index_walk_in(sc_store *store, MDB_txn *txn, MDB_dbi dbi,
-		     const char *name, sc_str id, uint64_t from, uint64_t to,
-		     sc_index_pos_fn fn, void *ctx, sc_error *err);
-
 /* ---- tag_index.c --------------------------------------------------------- */
 
 /* Inside the append's transaction, after the batch `evs` (n events from

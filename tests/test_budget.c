@@ -600,15 +600,30 @@ static void test_old_store(void **state)
 	uint64_t rng = seed ^ 0x01d;
 	char dir[256];
 	new_dir(dir, sizeof dir);
-	/* Written without a budget and without checkpoints. */
+	/* Written without a budget and without checkpoints; then p03 gets
+	 * 600 events more, each making an entity of its own, which its first
+	 * load reads through partition_index in more than two of the walk's
+	 * batches of 256 positions: one event missed is an entity missed. */
 	sc_store *s = open_store(dir, 0, NULL, 0, SC_CHECKPOINT_NEVER);
 	tk_refstate *m = tk_refstate_new();
-	for (int i = 0; i < 60; i++) {
+	static char wide[600][16];
+	sc_attr one = {S("n"), {.type = SC_VALUE_INT, .u.i = 1}};
+	for (int i = 0; i < 60 + 150; i++) {
 		rev evs[4];
 		sc_event batch[4];
 		for (int j = 0; j < 4; j++) {
 			rev_make(&rng, &evs[j]);
 			batch[j] = evs[j].ev;
+			if (i < 60)
+				continue;
+			char *id = wide[(i - 60) * 4 + j];
+			snprintf(id, sizeof wide[0], "w%d", (i - 60) * 4 + j);
+			batch[j] = (sc_event){.partition = parts[3],
+					      .entity = {id, strlen(id)},
+					      .type = SC_EVENT_SET,
+					      .attrs = &one,
+					      .nattrs = 1,
+					      .time = 1000 + i};
 		}
 		uint64_t first;
 		assert_int_equal(sc_store_append(s, batch, 4, &first, NULL), 0);
@@ -617,6 +632,9 @@ static void test_old_store(void **state)
 			tk_refstate_apply(m, &batch[j]);
 		}
 	}
+	sc_partition_info pi;
+	assert_int_equal(sc_store_partition_info(s, parts[3], &pi, NULL), 0);
+	assert_true(pi.events > 2 * 256 + 1);
 	sc_store_close(s);
 	/* With a budget and a pin: the default and p01 loaded, the rest
 	 * cold, every partition its fold once loaded. */
